@@ -1,0 +1,151 @@
+"""The losses BPNet-style models are trained with (bpnet-lite's ``bpnetlite.losses``).
+
+``MNLLLoss``, ``log1pMSELoss`` and the mixture loss with exactly the seed's
+semantics, plus per-region forms (no averaging over regions) used by the CLI.
+"""
+
+import torch
+
+
+def MNLLLoss(logps, true_counts):
+    """Multinomial NLL: ``-lgamma(N+1) + sum_i lgamma(k_i+1) - sum_i k_i * logp_i`` over the last axis.
+
+    Parameters
+    ----------
+    logps : torch.Tensor, shape=(n, ..., L)
+        Normalised log probabilities (logsumexp over the last axis is 0).
+    true_counts : torch.Tensor, shape=(n, ..., L)
+        Observed counts.
+
+    Returns
+    -------
+    loss : torch.Tensor, shape=(n, ...)
+        The multinomial negative log-likelihood of the counts under the probabilities.
+    """
+    log_fact_sum = torch.lgamma(torch.sum(true_counts, dim=-1) + 1)
+    log_prod_fact = torch.sum(torch.lgamma(true_counts + 1), dim=-1)
+    log_prod_exp = torch.sum(true_counts * logps, dim=-1)
+    return -log_fact_sum + log_prod_fact - log_prod_exp
+
+
+def log1pMSELoss(log_predicted_counts, true_counts):
+    """Mean over all entries of ``(ln(1 + true) - log_predicted)^2``.
+
+    Parameters
+    ----------
+    log_predicted_counts : torch.Tensor, shape=(n, ...)
+        Predicted counts, already in log space.
+    true_counts : torch.Tensor, shape=(n, ...)
+        Observed counts, in count space.
+
+    Returns
+    -------
+    loss : torch.Tensor, shape=()
+        The squared error of the logs, averaged over every entry.
+    """
+    log_true = torch.log(true_counts + 1)
+    return torch.mean(torch.square(log_true - log_predicted_counts), dim=-1).mean()
+
+
+def log1p_squared_error(log_predicted_counts, true_counts):
+    """Per-region ``mean over the last axis of (ln(1 + true) - log_predicted)^2``.
+
+    Parameters
+    ----------
+    log_predicted_counts : torch.Tensor, shape=(n, T)
+        Predicted log counts, one per track (T = S) or one per region (T = 1).
+    true_counts : torch.Tensor, shape=(n, T)
+        Observed counts matching ``log_predicted_counts``.
+
+    Returns
+    -------
+    loss : torch.Tensor, shape=(n,)
+    """
+    return torch.mean(torch.square(torch.log1p(true_counts) - log_predicted_counts), dim=-1)
+
+
+def joint_log_softmax(logits):
+    """``log_softmax`` over all tracks and positions jointly: ``z[s,i] - logsumexp_{s,i} z``.
+
+    Parameters
+    ----------
+    logits : torch.Tensor, shape=(n, S, L)
+
+    Returns
+    -------
+    logps : torch.Tensor, shape=(n, S, L)
+        One multinomial over the S * L categories of each region.
+    """
+    n = logits.shape[0]
+    return torch.log_softmax(logits.reshape(n, -1), dim=-1).reshape(logits.shape)
+
+
+def count_target(true_counts, n_logcount_columns):
+    """The count each log-count prediction is scored against, shape ``(n, T)``.
+
+    One predicted log count per region (T = 1) is scored against the total over tracks and
+    positions; one per track (T = S) against each track's total.
+    """
+    if n_logcount_columns == 1:
+        return true_counts.sum(dim=(-2, -1)).unsqueeze(-1)
+    return true_counts.sum(dim=-1)
+
+
+def mixture_loss_per_region(y, y_hat_logits, y_hat_logcounts, count_loss_weight=1.0):
+    """Per region: ``MNLL(joint log_softmax(z), k) + w * mean_t (ln(1 + K_t) - c_t)^2``.
+
+    Parameters
+    ----------
+    y : torch.Tensor, shape=(n, S, L)
+        Observed counts.
+    y_hat_logits : torch.Tensor, shape=(n, S, L)
+        Predicted logits (need not be normalised).
+    y_hat_logcounts : torch.Tensor, shape=(n, 1) or (n, S)
+        Predicted log counts: one per region (target: total) or one per track.
+    count_loss_weight : float
+        Weight ``w`` of the count term.
+
+    Returns
+    -------
+    profile_loss, count_loss, loss : torch.Tensor, each shape=(n,)
+    """
+    profile_loss = MNLLLoss(joint_log_softmax(y_hat_logits).reshape(y.shape[0], -1),
+                            y.reshape(y.shape[0], -1))
+    target = count_target(y, y_hat_logcounts.shape[-1])
+    count_loss = log1p_squared_error(y_hat_logcounts, target)
+    return profile_loss, count_loss, profile_loss + count_loss_weight * count_loss
+
+
+def mixture_loss(y, y_hat_logits, y_hat_logcounts, count_loss_weight, labels=None):
+    """The seed's mixture loss: ``mean MNLL(joint) + w * log1pMSE(c, total)``.
+
+    One multinomial over all tracks jointly; the count target is the total over tracks and
+    positions (one per track where ``y_hat_logcounts`` has S columns). With ``labels``, the
+    profile term averages only rows labelled 1 (peaks); the count term averages all rows.
+
+    Parameters
+    ----------
+    y : torch.Tensor, shape=(n, S, L)
+        Observed counts.
+    y_hat_logits : torch.Tensor, shape=(n, S, L)
+        Predicted logits; need not be normalised.
+    y_hat_logcounts : torch.Tensor, shape=(n, 1) or (n, S)
+        Predicted log counts.
+    count_loss_weight : float
+        Weight of the count loss.
+    labels : torch.Tensor, shape=(n,), optional
+        1 for peaks, 0 otherwise.
+
+    Returns
+    -------
+    profile_loss, count_loss, loss : torch.Tensor, each a scalar
+    """
+    profile, count, _ = mixture_loss_per_region(y, y_hat_logits, y_hat_logcounts)
+    if labels is not None:
+        profile = profile[labels.reshape(-1) == 1]
+    profile_loss = profile.mean()
+    count_loss = count.mean()
+    return profile_loss, count_loss, profile_loss + count_loss_weight * count_loss
+
+
+_mixture_loss = mixture_loss
