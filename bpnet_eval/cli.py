@@ -1,0 +1,138 @@
+"""The ``bpnet-eval`` command line: parse, call the pipeline, print. No logic of its own."""
+
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+
+from . import __version__
+from .errors import EXIT_RUNTIME, BpnetEvalError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Score saved predictions of base-resolution genomics models against observed tracks.")
+stderr = Console(stderr=True)
+
+
+def fail(message: str, code: int) -> None:
+    """Print one line to stderr and exit with ``code``."""
+    stderr.print(f"bpnet-eval: error: {message}", markup=False, highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def run_guarded(work, debug: bool):
+    """Run ``work()``; user errors become one line and their exit code, anything else one line and 1."""
+    try:
+        return work()
+    except BpnetEvalError as err:
+        if debug:
+            raise
+        fail(str(err), err.exit_code)
+    except KeyboardInterrupt:
+        fail("interrupted; no report was written", 130)
+    except Exception as err:  # a bug or an environment problem: still one line unless --debug
+        if debug:
+            raise
+        fail(f"unexpected {type(err).__name__}: {err} (rerun with --debug for the traceback)", EXIT_RUNTIME)
+
+
+class ProgressReporter:
+    """A live bar on a terminal; plain periodic lines when stderr is a file or a pipe."""
+
+    def __init__(self, enabled: bool, interval_s: float = 10.0):
+        self.enabled, self.interval_s = enabled, interval_s
+        self._bar = self._task = None
+        self._last = 0.0
+        self._start = time.monotonic()
+
+    def __enter__(self):
+        if self.enabled and stderr.is_terminal:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+            self._bar = Progress("scoring", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                                 console=stderr, transient=True)
+            self._bar.__enter__()
+        return self
+
+    def __call__(self, done: int, total: int):
+        if not self.enabled:
+            return
+        if self._bar is not None:
+            if self._task is None:
+                self._task = self._bar.add_task("scoring", total=total)
+            self._bar.update(self._task, completed=done)
+            return
+        now = time.monotonic()
+        if now - self._last >= self.interval_s or done == total:
+            self._last = now
+            print(f"bpnet-eval: scored {done}/{total} regions ({now - self._start:.1f} s)", file=sys.stderr,
+                  flush=True)
+
+    def __exit__(self, *exc):
+        if self._bar is not None:
+            self._bar.__exit__(*exc)
+
+
+def version_callback(value: bool):
+    if value:
+        print(f"bpnet-eval {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(version: bool = typer.Option(False, "--version", callback=version_callback, is_eager=True,
+                                              help="Print the version and exit.")):
+    """Score saved predictions of BPNet/ChromBPNet-style models against observed tracks."""
+
+
+@app.command()
+def score(
+    predictions: Path = typer.Argument(..., help="HDF5 predictions (logits + log counts, any known layout)."),
+    truth: List[Path] = typer.Argument(..., help="One bigWig per predicted track (plus, then minus), "
+                                                 "or one HDF5 file of observed counts."),
+    regions: Optional[Path] = typer.Option(None, "--regions", "-r", help="BED (start..end) or narrowPeak "
+                                           "(start + summit ± L/2), one row per prediction. Default: the "
+                                           "coordinates stored in PREDICTIONS."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Report directory [default: "
+                                       "./bpnet-eval-<PREDICTIONS name>]."),
+    count_loss_weight: float = typer.Option(1.0, "--count-loss-weight", "-w", help="Weight of the count term "
+                                            "in the mixture loss."),
+    device: str = typer.Option("auto", help="auto (GPU when torch sees one), cpu, cuda or cuda:N."),
+    batch_size: int = typer.Option(1024, help="Regions per batch."),
+    dtype: str = typer.Option("float64", help="float64 (exact to 1e-6) or float32 (1e-4, faster)."),
+    track_names: Optional[str] = typer.Option(None, help="Comma-separated track names for column names "
+                                              "[default: plus,minus for two tracks, else track0,...]."),
+    logits_dataset: Optional[str] = typer.Option(None, help="HDF5 dataset of the predicted profile."),
+    logcounts_dataset: Optional[str] = typer.Option(None, help="HDF5 dataset of the predicted log counts."),
+    profile_kind: Optional[str] = typer.Option(None, help="What the profile dataset holds: logits, probs or "
+                                               "counts [default: from the layout]."),
+    head: Optional[int] = typer.Option(None, help="BPReveal head to score [default: the first]."),
+    truth_dataset: Optional[str] = typer.Option(None, help="HDF5 dataset of observed counts in a TRUTH HDF5."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress and no table."),
+    debug: bool = typer.Option(False, help="Show tracebacks."),
+):
+    """Score PREDICTIONS against TRUTH: per-region MNLL, log1p-MSE and mixture loss, and a summary."""
+    from .pipeline import score as run_score
+    from .report import print_summary, write_report
+
+    def work():
+        with ProgressReporter(not quiet) as progress:
+            result = run_score(
+                str(predictions), [str(t) for t in truth], str(regions) if regions else None,
+                count_loss_weight=count_loss_weight, device=device, batch_size=batch_size, dtype=dtype,
+                track_names=track_names.split(",") if track_names else None, logits_dataset=logits_dataset,
+                logcounts_dataset=logcounts_dataset, profile_kind=profile_kind, head=head,
+                truth_dataset=truth_dataset, progress=progress)
+        directory = write_report(out or Path(f"bpnet-eval-{predictions.stem}"), result.regions, result.columns,
+                                 result.summary)
+        if not quiet:
+            print_summary(result.summary, Console())
+            stderr.print(f"report written to {directory}/", highlight=False)
+
+    run_guarded(work, debug)
+
+
+def main():
+    app()

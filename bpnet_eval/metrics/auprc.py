@@ -1,0 +1,195 @@
+"""BPNet's binned profile auPRC (kundajelab/bpnet v0, ``eval_profile``), vectorised.
+
+Per strand, a position whose observed fraction ``k_i / sum_i k_i`` is ``>= 0.015`` is a positive,
+``< 0.005`` a negative, in between ambiguous (label -1, ignored). Positions are grouped in bins
+(sizes 1 and 10; a trailing partial bin is dropped): a bin is positive if any position in it is,
+else ambiguous if any is, else negative; its prediction is the largest predicted probability in
+it. auPRC is the average precision ``sum_n (R_n - R_{n-1}) P_n`` over descending thresholds.
+BPNet evaluates only regions whose mean per-strand total exceeds ``2.5 / 0.015``, and pools the
+bins of all strands of all those regions into one curve (``pooled_auprc``); ``average_precision``
+over the last axis also gives one curve per region or per strand.
+"""
+
+import torch
+
+NAN = float("nan")
+POS_MIN_FRACTION = 0.015
+NEG_MAX_FRACTION = 0.005
+REQUIRED_MIN_POS_COUNTS = 2.5
+BIN_SIZES = (1, 10)
+
+
+def auprc_region_mask(observed, required_min_pos_counts=REQUIRED_MIN_POS_COUNTS,
+                      pos_min_fraction=POS_MIN_FRACTION):
+    """Regions BPNet evaluates: ``mean_s sum_i k[s, i] > required_min_pos_counts / pos_min_fraction``.
+
+    Parameters
+    ----------
+    observed : torch.Tensor, shape=(B, S, L)
+        Observed counts.
+    required_min_pos_counts, pos_min_fraction : float
+        BPNet defaults 2.5 and 0.015 (threshold 166.67 reads per strand on average).
+
+    Returns
+    -------
+    mask : torch.Tensor, shape=(B,), bool
+    """
+    return observed.sum(dim=-1).mean(dim=-1) > required_min_pos_counts / pos_min_fraction
+
+
+def peak_labels(observed, pos_min_fraction=POS_MIN_FRACTION, neg_max_fraction=NEG_MAX_FRACTION):
+    """Per strand ``f = k / sum_i k``: label 1 where ``f >= pos_min``, -1 where ``neg_max <= f < pos_min``, else 0.
+
+    A strand with no counts has undefined fractions; as in BPNet (NaN compares false) all its
+    positions are negatives. Such strands only occur in regions the mask keeps when the other
+    strand carries the reads.
+
+    Parameters
+    ----------
+    observed : torch.Tensor, shape=(..., L)
+        Observed counts, one profile per strand along the last axis.
+    pos_min_fraction, neg_max_fraction : float
+        BPNet defaults 0.015 and 0.005.
+
+    Returns
+    -------
+    labels : torch.Tensor, shape=(..., L)
+        1 (positive), 0 (negative) or -1 (ambiguous), dtype of ``observed``.
+    """
+    fraction = observed / observed.sum(dim=-1, keepdim=True)
+    ambiguous = (fraction < pos_min_fraction) & (fraction >= neg_max_fraction)
+    return (fraction >= pos_min_fraction).to(observed.dtype) - ambiguous.to(observed.dtype)
+
+
+def _bins(x, binsize):
+    """``x[..., :n*binsize]`` viewed as ``(..., n, binsize)`` with ``n = L // binsize``."""
+    n_bins = x.shape[-1] // binsize
+    return x[..., :n_bins * binsize].reshape(*x.shape[:-1], n_bins, binsize)
+
+
+def bin_max(x, binsize):
+    """``max_{i in bin} x_i`` over consecutive bins of ``binsize`` positions (partial last bin dropped).
+
+    Parameters
+    ----------
+    x : torch.Tensor, shape=(..., L)
+    binsize : int
+
+    Returns
+    -------
+    binned : torch.Tensor, shape=(..., L // binsize)
+    """
+    return _bins(x, binsize).amax(dim=-1)
+
+
+def bin_labels(labels, binsize):
+    """Bin label: 1 if any position is 1, else -1 if any is -1, else 0 (BPNet ``bin_counts_amb``).
+
+    Parameters
+    ----------
+    labels : torch.Tensor, shape=(..., L)
+        Values in {1, 0, -1}.
+    binsize : int
+
+    Returns
+    -------
+    binned : torch.Tensor, shape=(..., L // binsize)
+    """
+    binned = _bins(labels, binsize)
+    has_positive = (binned == 1).any(dim=-1)
+    has_ambiguous = (binned == -1).any(dim=-1)
+    return has_positive.to(labels.dtype) - (~has_positive & has_ambiguous).to(labels.dtype)
+
+
+def average_precision(labels, scores):
+    """``AP = sum_n (R_n - R_{n-1}) P_n`` over distinct score thresholds, descending, along the last axis.
+
+    The sklearn ``average_precision_score`` definition: at each distinct score ``t_n`` (ties form one
+    threshold), ``P_n`` and ``R_n`` are the precision and recall of calling ``score >= t_n``
+    positive; ``R_0 = 0``. Entries labelled -1 (ambiguous) or with a NaN score are left out.
+
+    Parameters
+    ----------
+    labels : torch.Tensor, shape=(..., n)
+        1 (positive), 0 (negative) or -1 (ignored).
+    scores : torch.Tensor, shape=(..., n)
+        Predictions; higher means more likely positive.
+
+    Returns
+    -------
+    ap : torch.Tensor, shape=(...)
+        Dtype of ``scores``; NaN where there is no positive.
+    """
+    keep = (labels >= 0) & ~torch.isnan(scores)
+    sorted_scores, order = torch.sort(torch.where(keep, scores, -torch.inf), dim=-1,
+                                      descending=True, stable=True)
+    positive = torch.gather((labels == 1) & keep, -1, order).to(torch.int64)
+    negative = torch.gather((labels == 0) & keep, -1, order).to(torch.int64)
+    true_pos = torch.cumsum(positive, dim=-1)
+    false_pos = torch.cumsum(negative, dim=-1)
+    ends_threshold = torch.ones_like(positive, dtype=torch.bool)
+    ends_threshold[..., :-1] = sorted_scores[..., 1:] != sorted_scores[..., :-1]
+    # true positives up to the previous threshold = value at the last end of a threshold before here
+    position = torch.arange(positive.shape[-1], device=scores.device).expand_as(positive)
+    previous_end = torch.cummax(torch.where(ends_threshold, position, -1), dim=-1).values
+    previous_end = torch.cat([torch.full_like(previous_end[..., :1], -1), previous_end[..., :-1]], dim=-1)
+    true_pos_before = torch.where(previous_end >= 0,
+                                  torch.gather(true_pos, -1, previous_end.clamp(min=0)), 0)
+    new_true_pos = torch.where(ends_threshold, true_pos - true_pos_before, 0)
+    precision = true_pos.to(scores.dtype) / (true_pos + false_pos).clamp(min=1).to(scores.dtype)
+    n_positive = true_pos[..., -1:].to(scores.dtype)
+    ap = torch.sum(new_true_pos.to(scores.dtype) * precision, dim=-1) / n_positive.squeeze(-1)
+    return torch.where(n_positive.squeeze(-1) > 0, ap, NAN)
+
+
+def binned_labels_scores(observed, probs, binsize, pos_min_fraction=POS_MIN_FRACTION,
+                         neg_max_fraction=NEG_MAX_FRACTION):
+    """Binned labels ``bin_labels(peak_labels(k))`` and scores ``bin_max(p / sum_i p)``, per strand.
+
+    Parameters
+    ----------
+    observed : torch.Tensor, shape=(B, S, L)
+        Observed counts.
+    probs : torch.Tensor, shape=(B, S, L)
+        Predicted probabilities; renormalised per strand (BPNet).
+    binsize : int
+    pos_min_fraction, neg_max_fraction : float
+
+    Returns
+    -------
+    labels, scores : torch.Tensor, each shape=(B, S, L // binsize)
+    """
+    labels = bin_labels(peak_labels(observed, pos_min_fraction, neg_max_fraction), binsize)
+    return labels, bin_max(probs / probs.sum(dim=-1, keepdim=True), binsize)
+
+
+def pooled_auprc(observed, probs, binsize=1, mask=None, pos_min_fraction=POS_MIN_FRACTION,
+                 neg_max_fraction=NEG_MAX_FRACTION, required_min_pos_counts=REQUIRED_MIN_POS_COUNTS):
+    """BPNet's auPRC: one ``average_precision`` over the bins of every strand of every masked region.
+
+    To pool over more regions than fit in memory at once, collect ``labels[mask].flatten()`` and
+    ``scores[mask].flatten()`` from ``binned_labels_scores`` per batch, concatenate, and call
+    ``average_precision`` on the 1-D results.
+
+    Parameters
+    ----------
+    observed : torch.Tensor, shape=(B, S, L)
+        Observed counts.
+    probs : torch.Tensor, shape=(B, S, L)
+        Predicted probabilities (per strand, as BPNet; they are renormalised per strand).
+    binsize : int
+        1 or 10 in BPNet.
+    mask : torch.Tensor, shape=(B,), bool, optional
+        Regions to pool; default ``auprc_region_mask(observed, ...)``.
+    pos_min_fraction, neg_max_fraction, required_min_pos_counts : float
+        BPNet defaults 0.015, 0.005, 2.5.
+
+    Returns
+    -------
+    auprc : torch.Tensor, shape=()
+        NaN where no bin is positive.
+    """
+    if mask is None:
+        mask = auprc_region_mask(observed, required_min_pos_counts, pos_min_fraction)
+    labels, scores = binned_labels_scores(observed, probs, binsize, pos_min_fraction, neg_max_fraction)
+    return average_precision(labels[mask].flatten(), scores[mask].flatten())

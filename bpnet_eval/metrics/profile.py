@@ -1,0 +1,377 @@
+"""Profile metrics: how well predicted position probabilities match one region's observed counts.
+
+Every metric reduces the last axis. Pass ``(B, S, L)`` tensors normalised per track for per-track
+values ``(B, S)``; pass ``flatten_tracks`` of tensors normalised jointly for values over all
+tracks as one distribution ``(B,)``. ``profile_metrics`` does both from one softmax pass.
+"""
+
+import math
+
+import torch
+
+from ..losses import MNLLLoss, joint_log_softmax
+from .auprc import BIN_SIZES, auprc_region_mask, average_precision, binned_labels_scores
+from .correlation import NAN, pearson, spearman
+from .smoothing import DEFAULT_SIGMA, DEFAULT_WIDTH, smooth_gaussian1d
+
+
+def flatten_tracks(x):
+    """``(B, S, L) -> (B, S*L)``: the S*L positions of a region as one distribution."""
+    return x.reshape(x.shape[0], -1)
+
+
+def observed_probabilities(observed, pseudocount=0.0):
+    """``q_i = k_i / (pseudocount + sum_i k_i)`` over the last axis (chrombpnet: pseudocount 0.001).
+
+    Parameters
+    ----------
+    observed : torch.Tensor, shape=(..., L)
+        Observed counts.
+    pseudocount : float
+        Added to the total; 0 gives NaN for a profile with no counts.
+
+    Returns
+    -------
+    probs : torch.Tensor, shape=(..., L)
+    """
+    return observed / (pseudocount + observed.sum(dim=-1, keepdim=True))
+
+
+def kl_divergence(p, q):
+    """``KL(p || q) = sum_i p_i ln(p_i / q_i)`` over the last axis, terms with ``p_i = 0`` counted as 0.
+
+    Parameters
+    ----------
+    p, q : torch.Tensor, shape=(..., L)
+        Probabilities (not renormalised here). NaN in ``p`` propagates.
+
+    Returns
+    -------
+    kl : torch.Tensor, shape=(...)
+    """
+    return torch.sum(torch.where(p == 0, 0.0, p * torch.log(p / q)), dim=-1)
+
+
+def jsd_divergence(p, q):
+    """``JSD = KL(p || m)/2 + KL(q || m)/2``, ``m = (p + q)/2``, natural log, over the last axis.
+
+    Both inputs are first rescaled to sum 1, as scipy's ``jensenshannon`` and bpnet-lite do (so a
+    pseudocount in ``q`` cancels). A profile summing to 0 gives NaN.
+
+    Parameters
+    ----------
+    p, q : torch.Tensor, shape=(..., L)
+        Non-negative weights, e.g. predicted and observed probabilities.
+
+    Returns
+    -------
+    jsd : torch.Tensor, shape=(...)
+        In [0, ln 2] nats.
+    """
+    p = p / p.sum(dim=-1, keepdim=True)
+    q = q / q.sum(dim=-1, keepdim=True)
+    m = (p + q) / 2
+    return (kl_divergence(p, m) + kl_divergence(q, m)) / 2
+
+
+def jsd_distance(p, q):
+    """``sqrt(JSD(p, q))``: the Jensen-Shannon distance, as scipy's ``jensenshannon`` (chrombpnet).
+
+    Parameters
+    ----------
+    p, q : torch.Tensor, shape=(..., L)
+
+    Returns
+    -------
+    distance : torch.Tensor, shape=(...)
+        In [0, sqrt(ln 2)]; NaN where a profile sums to 0.
+    """
+    return torch.sqrt(torch.clamp(jsd_divergence(p, q), min=0.0))
+
+
+def normalized_jsd(p_pred, p_obs):
+    """``clip((d - d_max) / (0 - d_max), 0, 1)``, ``d = jsd_distance(p_pred, p_obs)``, ``d_max = jsd_distance(uniform, p_obs)``.
+
+    chrombpnet's normalised JSD (min-max between the observed profile itself, 0, and the uniform
+    profile); higher is better. An exactly uniform observed profile gives 1 if ``d > 0`` and NaN
+    if ``d = 0``, as chrombpnet.
+
+    Parameters
+    ----------
+    p_pred, p_obs : torch.Tensor, shape=(..., L)
+
+    Returns
+    -------
+    score : torch.Tensor, shape=(...)
+    """
+    d = jsd_distance(p_pred, p_obs)
+    d_max = jsd_distance(torch.ones_like(p_obs), p_obs)
+    return torch.clamp((d - d_max) / (0.0 - d_max), 0.0, 1.0)
+
+
+def permute_positions(x, generator=None):
+    """``x[..., pi]`` with an independent uniform random permutation ``pi`` of the last axis per row.
+
+    Parameters
+    ----------
+    x : torch.Tensor, shape=(..., L)
+    generator : torch.Generator, optional
+        Source of randomness (any device; the noise is drawn on its device, so a CPU generator
+        gives the same permutations for data on any device).
+
+    Returns
+    -------
+    permuted : torch.Tensor, shape=(..., L)
+    """
+    device = generator.device if generator is not None else x.device
+    noise = torch.rand(x.shape, generator=generator, device=device).to(x.device)
+    return torch.gather(x, -1, torch.argsort(noise, dim=-1))
+
+
+def shuffled_jsd_distance(p, observed, generator=None):
+    """``jsd_distance(p, shuffle(k))``: distance to the observed profile with its positions permuted.
+
+    With ``p`` the prediction this is a prediction-vs-shuffled baseline; with ``p`` the observed
+    probabilities it is chrombpnet's "shuffled labels vs labels" histogram baseline.
+
+    Parameters
+    ----------
+    p : torch.Tensor, shape=(..., L)
+        Probabilities to compare.
+    observed : torch.Tensor, shape=(..., L)
+        Observed counts, permuted independently per row.
+    generator : torch.Generator, optional
+        Fixes the permutation (reproducible).
+
+    Returns
+    -------
+    distance : torch.Tensor, shape=(...)
+    """
+    return jsd_distance(p, permute_positions(observed, generator))
+
+
+def cross_entropy(log_p_pred, p_obs):
+    """``H(p_obs, p_pred) = -sum_i p_obs_i ln p_pred_i`` over the last axis, 0 where ``p_obs_i = 0``.
+
+    Parameters
+    ----------
+    log_p_pred : torch.Tensor, shape=(..., L)
+        Predicted log probabilities.
+    p_obs : torch.Tensor, shape=(..., L)
+        Observed probabilities (``observed_probabilities``); NaN propagates.
+
+    Returns
+    -------
+    cross_entropy : torch.Tensor, shape=(...)
+    """
+    return -torch.sum(torch.where(p_obs == 0, 0.0, p_obs * log_p_pred), dim=-1)
+
+
+def mnll(log_p_pred, observed):
+    """``-lgamma(N+1) + sum_i lgamma(k_i+1) - sum_i k_i ln p_i``: the multinomial NLL (seed ``MNLLLoss``).
+
+    Parameters
+    ----------
+    log_p_pred : torch.Tensor, shape=(..., L)
+        Normalised log probabilities.
+    observed : torch.Tensor, shape=(..., L)
+        Observed counts.
+
+    Returns
+    -------
+    nll : torch.Tensor, shape=(...)
+        0 for a profile with no counts.
+    """
+    return MNLLLoss(log_p_pred, observed)
+
+
+def mnll_per_base(log_p_pred, observed):
+    """``MNLL / L`` with L the length of the last axis (basepairmodels, chrombpnet's ``mnll``).
+
+    Parameters
+    ----------
+    log_p_pred : torch.Tensor, shape=(..., L)
+    observed : torch.Tensor, shape=(..., L)
+
+    Returns
+    -------
+    nll : torch.Tensor, shape=(...)
+    """
+    return mnll(log_p_pred, observed) / log_p_pred.shape[-1]
+
+
+def profile_pearson(p_pred, observed, zero_variance=NAN):
+    """``pearson(p_pred, k)`` over positions; ``zero_variance=0.0`` gives bpnet-lite's convention.
+
+    Parameters
+    ----------
+    p_pred : torch.Tensor, shape=(..., L)
+        Predicted probabilities.
+    observed : torch.Tensor, shape=(..., L)
+        Observed counts (or probabilities: the correlation is scale-free).
+    zero_variance : float
+        Value where a variance is 0 (e.g. no counts): NaN, or 0 as bpnet-lite.
+
+    Returns
+    -------
+    r : torch.Tensor, shape=(...)
+    """
+    return pearson(p_pred, observed, zero_variance=zero_variance)
+
+
+def profile_spearman(p_pred, observed, ties="average", zero_variance=NAN):
+    """``pearson(rank(p_pred), rank(k))`` over positions; ``ties="ordinal"`` gives bpnet-lite's ranks.
+
+    Parameters
+    ----------
+    p_pred : torch.Tensor, shape=(..., L)
+    observed : torch.Tensor, shape=(..., L)
+    ties : {"average", "ordinal"}
+        Averaged ranks for ties (scipy, default) or ``argsort(argsort)`` (bpnet-lite).
+    zero_variance : float
+        Value where all ranks tie (averaged ranks of a profile with no counts): NaN by default.
+
+    Returns
+    -------
+    rho : torch.Tensor, shape=(...)
+    """
+    return spearman(p_pred, observed, ties=ties, zero_variance=zero_variance)
+
+
+# ----------------------------------------------------------------------------------------------
+# The batch entry point
+
+PROFILE_METRICS_DEFAULT = (
+    "profile_mnll", "profile_mnll_per_base", "profile_cross_entropy", "profile_jsd_divergence",
+    "profile_jsd_distance", "profile_norm_jsd", "profile_pearson",
+)
+PROFILE_METRICS_ALL = PROFILE_METRICS_DEFAULT + (
+    "profile_spearman", "profile_jsd_shuffled", "profile_jsd_observed_shuffled",
+) + tuple(f"profile_auprc_bin{b}" for b in BIN_SIZES)
+
+# Options reproducing a peer's per-region numbers (keyword arguments of ``profile_metrics``).
+PROFILE_PRESETS = {
+    "default": {},
+    "bpnet-lite": {"pearson_zero_variance": 0.0, "spearman_ties": "ordinal"},
+    "chrombpnet": {"pseudocount": 0.001},
+}
+
+
+def _view_metrics(names, log_p, observed, shape_observed, settings):
+    """The requested metrics of one view (joint or per track), each reducing the last axis."""
+    p = torch.exp(log_p)
+    q = observed_probabilities(shape_observed, settings["pseudocount"])
+    generator = settings["generator"]
+    formulas = {
+        "profile_mnll": lambda: mnll(log_p, observed),
+        "profile_mnll_per_base": lambda: mnll_per_base(log_p, observed),
+        "profile_cross_entropy": lambda: cross_entropy(log_p, q),
+        "profile_jsd_divergence": lambda: jsd_divergence(p, q),
+        "profile_jsd_distance": lambda: jsd_distance(p, q),
+        "profile_norm_jsd": lambda: normalized_jsd(p, q),
+        "profile_pearson": lambda: profile_pearson(p, shape_observed, settings["pearson_zero_variance"]),
+        "profile_spearman": lambda: profile_spearman(p, shape_observed, settings["spearman_ties"]),
+        "profile_jsd_shuffled": lambda: shuffled_jsd_distance(p, shape_observed, generator),
+        "profile_jsd_observed_shuffled": lambda: shuffled_jsd_distance(q, shape_observed, generator),
+    }
+    return {name: formulas[name]() for name in names if name in formulas}
+
+
+def _auprc_metrics(names, probs, observed, settings):
+    """Per-region binned auPRC, joint (strands pooled) ``(B,)`` and per track ``(B, S)``; NaN off the mask."""
+    joint, per_track = {}, {}
+    mask = auprc_region_mask(observed, settings["auprc_min_counts"], settings["auprc_pos_min"])
+    for binsize in BIN_SIZES:
+        name = f"profile_auprc_bin{binsize}"
+        if name not in names:
+            continue
+        labels, scores = binned_labels_scores(observed, probs, binsize, settings["auprc_pos_min"],
+                                              settings["auprc_neg_max"])
+        joint[name] = torch.where(mask, average_precision(flatten_tracks(labels), flatten_tracks(scores)), NAN)
+        per_track[name] = torch.where(mask[:, None], average_precision(labels, scores), NAN)
+    return joint, per_track
+
+
+def profile_metrics(logits, observed, names=PROFILE_METRICS_DEFAULT, track_names=None, per_track=None, *,
+                    pseudocount=0.0, pearson_zero_variance=NAN, spearman_ties="average",
+                    smooth_predictions=False, smooth_observed=False, sigma=DEFAULT_SIGMA,
+                    width=DEFAULT_WIDTH, generator=None,
+                    auprc_pos_min=0.015, auprc_neg_max=0.005, auprc_min_counts=2.5):
+    """Per-region profile metrics of a batch, from one joint and one per-track ``log_softmax``.
+
+    Joint columns (``name``) treat the S*L positions of a region as one distribution (joint
+    softmax, as the training loss); per-track columns (``name_<track>``) use a softmax over each
+    track's L positions (as bpnet-lite's evaluation).
+
+    Parameters
+    ----------
+    logits : torch.Tensor, shape=(B, S, L)
+        Predicted logits; need not be normalised.
+    observed : torch.Tensor, shape=(B, S, L)
+        Observed counts.
+    names : sequence of str
+        Metric names from ``PROFILE_METRICS_ALL``; default ``PROFILE_METRICS_DEFAULT``.
+    track_names : sequence of str, optional
+        Suffixes of the per-track columns; default ``track0 .. track{S-1}``.
+    per_track : bool, optional
+        Also return per-track columns; default: only when S > 1.
+    pseudocount : float
+        Of the observed probabilities ``k / (pseudocount + N)`` (chrombpnet 0.001; it cancels in
+        the JSD columns, which renormalise, and scales the cross-entropy by ``N / (N + pc)``).
+    pearson_zero_variance : float
+        Profile Pearson where a variance is 0: NaN, or 0 as bpnet-lite.
+    spearman_ties : {"average", "ordinal"}
+        Spearman ranks: averaged ties (scipy) or ordinal (bpnet-lite).
+    smooth_predictions, smooth_observed : bool
+        Gaussian-smooth (``sigma``, ``width``) the predicted probabilities and/or the observed
+        profile along positions before comparing, as bpnet-lite. Smoothed predictions enter the
+        MNLL and cross-entropy as ``ln`` of the smoothed probabilities (not renormalised, as
+        bpnet-lite); the MNLL and auPRC always use the raw observed counts; auPRC never smooths.
+    sigma, width : float, int
+        Smoothing kernel (bpnet-lite 7, 81).
+    generator : torch.Generator, optional
+        Randomness of the shuffled baselines; pass one seeded generator for the whole run.
+    auprc_pos_min, auprc_neg_max, auprc_min_counts : float
+        BPNet's auPRC thresholds; regions failing ``auprc_region_mask`` get NaN auPRC.
+
+    Returns
+    -------
+    columns : dict of str to torch.Tensor, each shape=(B,)
+    """
+    unknown = sorted(set(names) - set(PROFILE_METRICS_ALL))
+    if unknown:
+        raise ValueError(f"unknown profile metrics {unknown}; known: {list(PROFILE_METRICS_ALL)}")
+    n_tracks = logits.shape[1]
+    track_names = [f"track{s}" for s in range(n_tracks)] if track_names is None else list(track_names)
+    if len(track_names) != n_tracks:
+        raise ValueError(f"{len(track_names)} track names for {n_tracks} tracks")
+    per_track = n_tracks > 1 if per_track is None else per_track
+    settings = {"pseudocount": pseudocount, "pearson_zero_variance": pearson_zero_variance,
+                "spearman_ties": spearman_ties, "generator": generator, "auprc_pos_min": auprc_pos_min,
+                "auprc_neg_max": auprc_neg_max, "auprc_min_counts": auprc_min_counts}
+
+    log_p_joint = joint_log_softmax(logits)
+    log_p_track = torch.log_softmax(logits, dim=-1)
+    shape_observed = smooth_gaussian1d(observed, sigma, width) if smooth_observed else observed
+    auprc_probs = torch.exp(log_p_track)
+    if smooth_predictions:
+        log_p_joint, log_p_track = (torch.log(smooth_gaussian1d(torch.exp(v), sigma, width))
+                                    for v in (log_p_joint, log_p_track))
+
+    columns = _view_metrics(names, flatten_tracks(log_p_joint), flatten_tracks(observed),
+                            flatten_tracks(shape_observed), settings)
+    auprc_joint, auprc_track = _auprc_metrics(names, auprc_probs, observed, settings)
+    columns.update(auprc_joint)
+    if per_track:
+        track_columns = _view_metrics(names, log_p_track, observed, shape_observed, settings)
+        track_columns.update(auprc_track)
+        for name, values in track_columns.items():
+            columns.update({f"{name}_{track}": values[:, s] for s, track in enumerate(track_names)})
+    return {name: columns[name] for name in sorted(columns, key=_column_order(names))}
+
+
+def _column_order(names):
+    """Sort key keeping the requested metric order, joint column before its per-track columns."""
+    rank = {name: i for i, name in enumerate(names)}
+    return lambda column: (min(r for name, r in rank.items()
+                               if column == name or column.startswith(name + "_")), column)

@@ -1,0 +1,227 @@
+"""Prediction sources: the HDF5 layouts peers write, and in-memory arrays.
+
+Every source answers ``read(i, j)`` with ``(logits (b, S, L), logcounts (b, T))`` as numpy
+arrays, T = 1 (one log count per region) or S (one per track), plus the regions it stores.
+Profiles stored as probabilities or counts become logits by ``log``, which ``log_softmax``
+turns back into the same distribution.
+"""
+
+import re
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+from ..errors import InputError, UsageError
+from ..regions import Regions, windows_around
+from .hdf5 import dataset_or_none, decode_strings, list_datasets, open_hdf5, require_dataset
+
+PROFILE_KINDS = ("logits", "probs", "counts")
+# Smallest positive float32: log(0) of a stored probability becomes this instead of -inf.
+_LOG_TINY = float(np.log(np.finfo(np.float32).tiny))
+
+
+@dataclass
+class Layout:
+    """Where a predictions file keeps each piece, and how to read it."""
+
+    name: str
+    logits: str
+    logcounts: str
+    profile_kind: str = "logits"
+    axes: Optional[str] = None  # "NL", "NSL" or "NLS"; None = decide from the shape
+    coords: dict = field(default_factory=dict)
+
+
+def profile_axes(shape, declared: Optional[str]) -> str:
+    """Axis order of a stored profile: ``NL``, ``NSL`` or ``NLS`` (tracks are the short axis)."""
+    if len(shape) == 2:
+        return "NL"
+    if len(shape) != 3:
+        raise ValueError(f"profile dataset has shape {shape}")
+    if declared:
+        return declared
+    return "NLS" if shape[2] < shape[1] else "NSL"
+
+
+def to_nsl(array: np.ndarray, axes: str) -> np.ndarray:
+    """Reorder a stored profile batch to ``(b, S, L)``."""
+    if axes == "NL":
+        return array[:, None, :]
+    if axes == "NLS":
+        return np.ascontiguousarray(np.swapaxes(array, 1, 2))
+    return array
+
+
+def profile_to_logits(profile: np.ndarray, kind: str) -> np.ndarray:
+    """Logits of a stored profile: as is, or ``log`` of probabilities/counts (0 → log(float32 tiny))."""
+    if kind == "logits":
+        return profile
+    with np.errstate(divide="ignore"):
+        logits = np.log(profile)
+    return np.maximum(logits, _LOG_TINY)
+
+
+def _first(handle, names):
+    return next((n for n in names if dataset_or_none(handle, n) is not None), None)
+
+
+def detect_layout(handle, head: Optional[int] = None) -> Layout:
+    """Recognise a peer's layout: BPReveal heads, chrombpnet probabilities/logits, basepairmodels."""
+    heads = sorted(int(m.group(1)) for k in handle.keys() if (m := re.fullmatch(r"head_(\d+)", k)))
+    if heads:
+        chosen = heads[0] if head is None else head
+        if chosen not in heads:
+            raise UsageError(f"{handle.filename}: no head_{chosen}; heads present: "
+                             f"{', '.join(f'head_{h}' for h in heads)}; choose one with --head")
+        return Layout(f"BPReveal (head_{chosen})", f"head_{chosen}/logits", f"head_{chosen}/logcounts",
+                      "logits", "NLS",
+                      {"chrom_index": "coords_chrom", "chrom_names": "chrom_names",
+                       "start": "coords_start", "end": "coords_stop"})
+    stored = {"chrom": "coords/coords_chrom",
+              "start": _first(handle, ["coords/coords_start", "coords/coords_start_dset"]),
+              "end": _first(handle, ["coords/coords_end", "coords/coords_end_dset"]),
+              "center": _first(handle, ["coords/coords_center"]),
+              "peak": _first(handle, ["coords/coords_peak"])}
+    coords = {k: v for k, v in stored.items() if v and dataset_or_none(handle, v) is not None}
+    if dataset_or_none(handle, "predictions/logits") is not None:
+        return Layout("logits (predictions/logits)", "predictions/logits", "predictions/logcounts",
+                      "logits", None, coords)
+    if dataset_or_none(handle, "predictions/profs") is not None:
+        return Layout("chrombpnet (predictions/profs, probabilities)", "predictions/profs",
+                      "predictions/logcounts", "probs", None, coords)
+    if dataset_or_none(handle, "predictions/pred_profs") is not None:
+        return Layout("basepairmodels (predictions/pred_profs, counts scale)", "predictions/pred_profs",
+                      "predictions/pred_logcounts", "counts", "NLS", coords)
+    found = ", ".join(list_datasets(handle)[:8]) or "none"
+    raise InputError(f"{handle.filename}: no known predictions layout (datasets: {found}); "
+                     "name them with --logits-dataset and --logcounts-dataset")
+
+
+class HDF5Predictions:
+    """Predicted logits and log counts from an HDF5 file, read in batches of regions.
+
+    Parameters
+    ----------
+    path : str
+        The HDF5 file.
+    logits_dataset, logcounts_dataset : str, optional
+        Dataset names overriding the detected layout.
+    profile_kind : {"logits", "probs", "counts"}, optional
+        What the profile dataset holds (default: from the layout, else logits).
+    head : int, optional
+        BPReveal head to score (default: the first).
+    """
+
+    def __init__(self, path, logits_dataset=None, logcounts_dataset=None, profile_kind=None, head=None):
+        self.path = str(path)
+        self._file = open_hdf5(self.path)
+        if logits_dataset or logcounts_dataset:
+            try:
+                base = detect_layout(self._file, head)
+            except InputError:
+                base = Layout("explicit", "", "")
+            layout = Layout("explicit datasets", logits_dataset or base.logits,
+                            logcounts_dataset or base.logcounts, base.profile_kind, base.axes, base.coords)
+        else:
+            layout = detect_layout(self._file, head)
+        if profile_kind:
+            if profile_kind not in PROFILE_KINDS:
+                raise UsageError(f"--profile-kind must be one of {', '.join(PROFILE_KINDS)}, not '{profile_kind}'")
+            layout.profile_kind = profile_kind
+        self.layout = layout
+        fix = "name the dataset with --logits-dataset / --logcounts-dataset"
+        self._profile = require_dataset(self._file, layout.logits, fix)
+        self._logcounts = require_dataset(self._file, layout.logcounts, fix)
+        self._check_shapes()
+
+    def _check_shapes(self):
+        shape, counts_shape = self._profile.shape, self._logcounts.shape
+        if len(shape) not in (2, 3) or 0 in shape:
+            raise InputError(f"{self.path}: '{self.layout.logits}' has shape {shape}; "
+                             "expected (N, L), (N, S, L) or (N, L, S)")
+        self._axes = profile_axes(shape, self.layout.axes)
+        self.n = shape[0]
+        self.n_tracks = 1 if self._axes == "NL" else shape[1 if self._axes == "NSL" else 2]
+        self.length = shape[-1] if self._axes != "NLS" else shape[1]
+        if counts_shape[:1] != (self.n,) or len(counts_shape) > 2:
+            raise InputError(f"{self.path}: '{self.layout.logcounts}' has shape {counts_shape} but "
+                             f"'{self.layout.logits}' has N = {self.n} regions; expected ({self.n},), "
+                             f"({self.n}, 1) or ({self.n}, {self.n_tracks})")
+        self.n_logcount_columns = 1 if len(counts_shape) == 1 else counts_shape[1]
+        if self.n_logcount_columns not in (1, self.n_tracks):
+            raise InputError(f"{self.path}: '{self.layout.logcounts}' has {self.n_logcount_columns} columns "
+                             f"but the profile has S = {self.n_tracks} tracks; expected 1 or {self.n_tracks}")
+
+    def describe(self) -> dict:
+        """What was detected, for reports."""
+        return {"path": self.path, "layout": self.layout.name, "profile_dataset": self.layout.logits,
+                "profile_kind": self.layout.profile_kind, "logcounts_dataset": self.layout.logcounts,
+                "n_regions": self.n, "n_tracks": self.n_tracks, "length": self.length,
+                "logcounts_per": "region" if self.n_logcount_columns == 1 else "track"}
+
+    def regions(self) -> Optional[Regions]:
+        """The windows stored with the predictions, or None when the file has none."""
+        coords, handle = self.layout.coords, self._file
+        if "chrom_names" in coords:
+            names = decode_strings(require_dataset(handle, coords["chrom_names"], "BPReveal files store chrom_names")[:])
+            chrom = names[np.asarray(require_dataset(handle, coords["chrom_index"], "")[:], dtype=np.int64)]
+        elif "chrom" in coords:
+            chrom = decode_strings(handle[coords["chrom"]][:])
+        else:
+            return None
+        peak = handle[coords["peak"]][:].reshape(-1) if "peak" in coords else None
+        if "start" in coords and "end" in coords:
+            regions = Regions(chrom, handle[coords["start"]][:].reshape(-1), handle[coords["end"]][:].reshape(-1),
+                              peak, f"{self.path} [{coords['start']}, {coords['end']}]")
+        elif "center" in coords:
+            regions = windows_around(chrom, handle[coords["center"]][:].reshape(-1), self.length, peak,
+                                     f"{self.path} [{coords['center']} ± L/2]")
+        else:
+            return None
+        if len(regions) != self.n:
+            raise InputError(f"{self.path}: {len(regions)} stored coordinates for {self.n} predictions; "
+                             "give the regions with --regions")
+        return regions
+
+    def read(self, i: int, j: int):
+        """Logits ``(j-i, S, L)`` and log counts ``(j-i, T)`` of regions ``i..j``."""
+        logits = profile_to_logits(to_nsl(self._profile[i:j], self._axes), self.layout.profile_kind)
+        logcounts = np.asarray(self._logcounts[i:j]).reshape(j - i, self.n_logcount_columns)
+        return logits, logcounts
+
+    def close(self):
+        self._file.close()
+
+
+class ArrayPredictions:
+    """Predictions held in memory: logits ``(N, L)`` or ``(N, S, L)`` and log counts ``(N,)``, ``(N, 1)`` or ``(N, S)``."""
+
+    def __init__(self, logits, logcounts, profile_kind="logits"):
+        logits = np.asarray(logits)
+        self._logits = logits[:, None, :] if logits.ndim == 2 else logits
+        if self._logits.ndim != 3:
+            raise UsageError(f"logits have shape {logits.shape}; expected (N, L) or (N, S, L)")
+        self.n, self.n_tracks, self.length = self._logits.shape
+        logcounts = np.asarray(logcounts)
+        self.n_logcount_columns = 1 if logcounts.ndim == 1 else logcounts.shape[-1]
+        if logcounts.shape[0] != self.n or self.n_logcount_columns not in (1, self.n_tracks) or logcounts.ndim > 2:
+            raise UsageError(f"log counts have shape {logcounts.shape}; expected ({self.n},), ({self.n}, 1) "
+                             f"or ({self.n}, {self.n_tracks})")
+        self._logcounts = logcounts.reshape(self.n, self.n_logcount_columns)
+        self.profile_kind = profile_kind
+        self.path = "<array>"
+
+    def describe(self) -> dict:
+        return {"path": self.path, "layout": "arrays", "profile_kind": self.profile_kind, "n_regions": self.n,
+                "n_tracks": self.n_tracks, "length": self.length,
+                "logcounts_per": "region" if self.n_logcount_columns == 1 else "track"}
+
+    def regions(self):
+        return None
+
+    def read(self, i: int, j: int):
+        return profile_to_logits(self._logits[i:j], self.profile_kind), self._logcounts[i:j]
+
+    def close(self):
+        pass

@@ -1,0 +1,59 @@
+"""Per-region columns → summary statistics over regions (and region groups)."""
+
+from typing import Optional
+
+import numpy as np
+
+from .metrics.counts import count_metrics
+
+STATISTICS = ("mean", "std", "min", "q1", "median", "q3", "max")
+
+
+def column_statistics(values: np.ndarray) -> dict:
+    """Mean, spread and quartiles over the defined (finite) values; ``n_undefined`` counts the rest."""
+    values = np.asarray(values, dtype=np.float64)
+    defined = values[np.isfinite(values)]
+    stats = {"n": int(defined.size), "n_undefined": int(values.size - defined.size)}
+    if defined.size == 0:
+        return {**stats, **{name: None for name in STATISTICS}}
+    q1, median, q3 = np.quantile(defined, [0.25, 0.5, 0.75])
+    return {**stats, "mean": float(defined.mean()), "std": float(defined.std()), "min": float(defined.min()),
+            "q1": float(q1), "median": float(median), "q3": float(q3), "max": float(defined.max())}
+
+
+def predicted_total_logcounts(columns: dict, track_names) -> np.ndarray:
+    """Predicted log counts of the whole region: the column itself, or ``ln(1 + sum_s (e^c_s - 1))``
+    when the model predicts one log count per track."""
+    if "predicted_logcounts" in columns:
+        return columns["predicted_logcounts"]
+    per_track = np.stack([columns[f"predicted_logcounts_{name}"] for name in track_names])
+    return np.log1p(np.expm1(per_track).sum(axis=0))
+
+
+def group_summary(columns: dict, rows: Optional[np.ndarray], track_names) -> dict:
+    """Statistics of every per-region column and the across-region count metrics, over ``rows``."""
+    pick = (lambda v: v) if rows is None else (lambda v: v[rows])
+    summary = {"n_regions": int(len(pick(columns["observed_counts"]))),
+               "metrics": {name: column_statistics(pick(v)) for name, v in columns.items()},
+               "counts": count_metrics(pick(predicted_total_logcounts(columns, track_names)),
+                                       pick(columns["observed_counts"]))}
+    if "predicted_logcounts" not in columns:
+        summary["counts_per_track"] = {
+            name: count_metrics(pick(columns[f"predicted_logcounts_{name}"]),
+                                pick(columns[f"observed_counts_{name}"]))
+            for name in track_names}
+    return summary
+
+
+def summarize(columns: dict, peak: Optional[np.ndarray], settings: dict, inputs: dict) -> dict:
+    """The report's summary: every column over all regions, per group where regions carry peak labels."""
+    track_names = settings["track_names"]
+    summary = {"n_regions": int(len(columns["observed_counts"])),
+               "count_loss_weight": settings["count_loss_weight"]}
+    summary.update({k: v for k, v in group_summary(columns, None, track_names).items() if k != "n_regions"})
+    if peak is not None:
+        summary["groups"] = {"peaks": group_summary(columns, peak, track_names),
+                             "nonpeaks": group_summary(columns, ~peak, track_names)}
+    summary["settings"] = settings
+    summary["inputs"] = inputs
+    return summary
