@@ -40,7 +40,7 @@ def write_predictions(path, logits, logcounts, chrom=None, start=None, end=None,
     """Predictions in a peer's HDF5 layout.
 
     layout: ``native`` (predictions/logits + coords_start/end), ``dset`` (coords_*_dset names),
-    ``chrombpnet`` (predictions/profs probabilities + coords_center; logits → softmax),
+    ``chrombpnet`` (predictions/profs probabilities per track + coords_center; (N, L) when S = 1),
     ``bpreveal`` (head_0/logits (N, L, S), chrom_names + index), ``nocoords``.
     """
     with h5py.File(path, "w") as h5:
@@ -56,7 +56,8 @@ def write_predictions(path, logits, logcounts, chrom=None, start=None, end=None,
             return Path(path)
         if layout == "chrombpnet":
             shifted = np.exp(logits - np.max(logits, axis=-1, keepdims=True))
-            h5.create_dataset("predictions/profs", data=shifted / shifted.sum(axis=-1, keepdims=True))
+            probs = shifted / shifted.sum(axis=-1, keepdims=True)
+            h5.create_dataset("predictions/profs", data=probs[:, 0] if probs.shape[1] == 1 else probs)
         else:
             h5.create_dataset("predictions/logits", data=logits)
         h5.create_dataset("predictions/logcounts", data=logcounts)
