@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from . import __version__
-from .errors import UsageError
+from .errors import InputError, UsageError
 from .losses import MNLLLoss, count_target, mixture_loss_per_region
 from .regions import Regions, read_region_file
 from .sources.predictions import ArrayPredictions, HDF5Predictions
@@ -101,8 +101,6 @@ def _resolve_regions(preds, regions) -> Optional[Regions]:
 
 def check_sources(preds, truth, regions: Optional[Regions], truth_label: str) -> None:
     """Raise unless the predictions, the observed tracks and the regions describe the same windows."""
-    from .errors import InputError
-
     if truth.n_tracks != preds.n_tracks:
         raise UsageError(f"{truth_label}: {truth.n_tracks} observed track(s) for {preds.n_tracks} predicted "
                          f"track(s) in {preds.path}; give one bigWig per predicted track, in track order "
