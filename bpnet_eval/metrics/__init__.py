@@ -1,0 +1,35 @@
+"""The field's metrics as pure torch functions (vectorised over regions; any float dtype and device).
+
+- ``profile``: per-region profile metrics (JSD, normalised JSD, shuffled baselines, Pearson,
+  Spearman, cross-entropy, MNLL) and the batch entry point ``profile_metrics``.
+- ``auprc``: BPNet's binned profile auPRC, per region or pooled over regions.
+- ``counts``: count metrics across regions (Pearson, Spearman, MSE, MAE, variance explained).
+- ``smoothing``: bpnet-lite's Gaussian smoothing along positions.
+- ``correlation``: Pearson/Spearman over the last axis with averaged or ordinal ranks.
+
+See ``docs/metrics.md`` for the formulas and which peer uses which convention.
+"""
+
+from .auprc import (auprc_region_mask, average_precision, bin_labels, bin_max, binned_labels_scores,
+                    peak_labels, pooled_auprc)
+from .correlation import average_ranks, ordinal_ranks, pearson, ranks, spearman
+from .counts import (COUNT_METRICS_ALL, COUNT_METRICS_DEFAULT, count_mae, count_metrics, count_mse,
+                     count_pearson, count_spearman, count_variance_explained, log1p_total)
+from .profile import (PROFILE_METRICS_ALL, PROFILE_METRICS_DEFAULT, PROFILE_PRESETS, cross_entropy,
+                      flatten_tracks, jsd_distance, jsd_divergence, kl_divergence, mnll, mnll_per_base,
+                      normalized_jsd, observed_probabilities, permute_positions, profile_metrics,
+                      profile_pearson, profile_spearman, shuffled_jsd_distance)
+from .smoothing import gaussian_kernel, smooth_gaussian1d
+
+__all__ = [
+    "auprc_region_mask", "average_precision", "bin_labels", "bin_max", "binned_labels_scores",
+    "peak_labels", "pooled_auprc",
+    "average_ranks", "ordinal_ranks", "pearson", "ranks", "spearman",
+    "COUNT_METRICS_ALL", "COUNT_METRICS_DEFAULT", "count_mae", "count_metrics", "count_mse",
+    "count_pearson", "count_spearman", "count_variance_explained", "log1p_total",
+    "PROFILE_METRICS_ALL", "PROFILE_METRICS_DEFAULT", "PROFILE_PRESETS", "cross_entropy",
+    "flatten_tracks", "jsd_distance", "jsd_divergence", "kl_divergence", "mnll", "mnll_per_base",
+    "normalized_jsd", "observed_probabilities", "permute_positions", "profile_metrics",
+    "profile_pearson", "profile_spearman", "shuffled_jsd_distance",
+    "gaussian_kernel", "smooth_gaussian1d",
+]

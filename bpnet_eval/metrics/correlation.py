@@ -18,7 +18,8 @@ def pearson(x, y, zero_variance=NAN):
     x, y : torch.Tensor, shape=(..., n)
         Values to correlate; any float dtype.
     zero_variance : float
-        The value where either variance is 0: NaN (undefined, scipy) by default; bpnet-lite uses 0.
+        The value where either input is constant (variance 0): NaN (undefined, scipy) by default;
+        bpnet-lite uses 0.
 
     Returns
     -------
@@ -27,9 +28,13 @@ def pearson(x, y, zero_variance=NAN):
     """
     dx = x - x.mean(dim=-1, keepdim=True)
     dy = y - y.mean(dim=-1, keepdim=True)
-    denominator = torch.sqrt(torch.sum(dx * dx, dim=-1) * torch.sum(dy * dy, dim=-1))
-    r = torch.clamp(torch.sum(dx * dy, dim=-1) / denominator, -1.0, 1.0)
-    return torch.where(denominator == 0, zero_variance, r)
+    r = torch.sum(dx * dy, dim=-1) / torch.sqrt(torch.sum(dx * dx, dim=-1) * torch.sum(dy * dy, dim=-1))
+    return torch.where(is_constant(x) | is_constant(y), zero_variance, torch.clamp(r, -1.0, 1.0))
+
+
+def is_constant(x):
+    """``max x == min x`` over the last axis: zero variance, tested exactly (not via rounded deviations)."""
+    return x.amax(dim=-1) == x.amin(dim=-1)
 
 
 def average_ranks(x):

@@ -1,51 +1,129 @@
-"""Count metrics across regions: predicted log counts vs ``ln(1 + observed total)``.
+"""Count metrics across regions: predicted log counts ``c`` vs ``y = ln(1 + observed total)``.
 
+Each function reduces the last axis (the regions), so 1-D inputs give one number and ``(T, n)``
+inputs give one per track. NaN inputs propagate (drop them first where wanted).
 ``count_metrics`` is what the summary calls; it returns plain floats.
 """
 
 import numpy as np
 import torch
 
+from .correlation import NAN, is_constant, pearson, spearman
 
-def _as_float64(values) -> torch.Tensor:
-    return torch.as_tensor(np.asarray(values, dtype=np.float64))
-
-
-def pearson(x, y):
-    """Pearson correlation ``cov(x, y) / (sd(x) sd(y))`` over the last axis; NaN where a variance is 0."""
-    xc = x - x.mean(dim=-1, keepdim=True)
-    yc = y - y.mean(dim=-1, keepdim=True)
-    denominator = torch.sqrt(torch.sum(xc * xc, dim=-1) * torch.sum(yc * yc, dim=-1))
-    return torch.where(denominator > 0, torch.sum(xc * yc, dim=-1) / denominator,
-                       torch.full_like(denominator, float("nan")))
+COUNT_METRICS_DEFAULT = ("pearson", "spearman", "mse")
+COUNT_METRICS_ALL = COUNT_METRICS_DEFAULT + ("mae", "variance_explained")
 
 
-def average_ranks(x):
-    """Ranks 1..n over the last axis, ties given the mean of their ranks (scipy's ``rankdata``)."""
-    order = torch.argsort(x, dim=-1, stable=True)
-    sorted_x = torch.gather(x, -1, order)
-    n = x.shape[-1]
-    new_group = torch.ones_like(sorted_x, dtype=torch.bool)
-    new_group[..., 1:] = sorted_x[..., 1:] != sorted_x[..., :-1]
-    group_id = torch.cumsum(new_group.to(torch.int64), dim=-1) - 1
-    positions = torch.arange(1, n + 1, dtype=x.dtype, device=x.device).expand_as(sorted_x)
-    first = torch.zeros_like(sorted_x).scatter_reduce(-1, group_id, positions, "amin", include_self=False)
-    last = torch.zeros_like(sorted_x).scatter_reduce(-1, group_id, positions, "amax", include_self=False)
-    sorted_ranks = torch.gather((first + last) / 2, -1, group_id)
-    return torch.empty_like(sorted_ranks).scatter_(-1, order, sorted_ranks)
+def log1p_total(total_counts):
+    """``y = ln(1 + N)``: the count target of every count metric (natural log)."""
+    return torch.log1p(total_counts)
 
 
-def spearman(x, y):
-    """Spearman correlation: Pearson of the averaged ranks of x and y over the last axis."""
-    return pearson(average_ranks(x), average_ranks(y))
+def count_pearson(log_predicted_counts, total_counts, zero_variance=NAN):
+    """``pearson(c, ln(1 + N))`` across regions (last axis).
+
+    Parameters
+    ----------
+    log_predicted_counts : torch.Tensor, shape=(..., n)
+        Predicted log counts ``c``.
+    total_counts : torch.Tensor, shape=(..., n)
+        Observed totals ``N``.
+    zero_variance : float
+        Value where a variance is 0: NaN, or 0 as bpnet-lite.
+
+    Returns
+    -------
+    r : torch.Tensor, shape=(...)
+    """
+    return pearson(log_predicted_counts, log1p_total(total_counts), zero_variance=zero_variance)
 
 
-def count_metrics(predicted_logcounts, observed_totals) -> dict:
-    """Pearson, Spearman and MSE of predicted log counts vs ``ln(1 + total)`` across regions."""
-    predicted = _as_float64(predicted_logcounts)
-    target = torch.log1p(_as_float64(observed_totals))
-    if predicted.numel() < 2:
-        return {"pearson": None, "spearman": None, "mse": float(torch.mean((predicted - target) ** 2)) if predicted.numel() else None}
-    to_float = lambda t: None if torch.isnan(t) else float(t)  # noqa: E731
-    return {"pearson": to_float(pearson(predicted, target)), "spearman": to_float(spearman(predicted, target)),
-            "mse": float(torch.mean((predicted - target) ** 2))}
+def count_spearman(log_predicted_counts, total_counts, ties="average", zero_variance=NAN):
+    """``pearson(rank(c), rank(ln(1 + N)))`` across regions; ``ties="ordinal"`` as bpnet-lite.
+
+    Parameters
+    ----------
+    log_predicted_counts, total_counts : torch.Tensor, shape=(..., n)
+    ties : {"average", "ordinal"}
+        Averaged ranks for ties (scipy, chrombpnet, BPNet) or ordinal ranks (bpnet-lite).
+    zero_variance : float
+
+    Returns
+    -------
+    rho : torch.Tensor, shape=(...)
+    """
+    return spearman(log_predicted_counts, log1p_total(total_counts), ties=ties, zero_variance=zero_variance)
+
+
+def count_mse(log_predicted_counts, total_counts):
+    """``mean_r (ln(1 + N_r) - c_r)^2`` across regions.
+
+    Parameters
+    ----------
+    log_predicted_counts, total_counts : torch.Tensor, shape=(..., n)
+
+    Returns
+    -------
+    mse : torch.Tensor, shape=(...)
+    """
+    return torch.mean(torch.square(log1p_total(total_counts) - log_predicted_counts), dim=-1)
+
+
+def count_mae(log_predicted_counts, total_counts):
+    """``mean_r |ln(1 + N_r) - c_r|`` across regions (BPNet's ``mad``).
+
+    Parameters
+    ----------
+    log_predicted_counts, total_counts : torch.Tensor, shape=(..., n)
+
+    Returns
+    -------
+    mae : torch.Tensor, shape=(...)
+    """
+    return torch.mean(torch.abs(log1p_total(total_counts) - log_predicted_counts), dim=-1)
+
+
+def count_variance_explained(log_predicted_counts, total_counts):
+    """``1 - var(y - c) / var(y)``, ``y = ln(1 + N)``, across regions (BPNet's ``var_explained``).
+
+    Parameters
+    ----------
+    log_predicted_counts, total_counts : torch.Tensor, shape=(..., n)
+
+    Returns
+    -------
+    fraction : torch.Tensor, shape=(...)
+        NaN where ``var(y) = 0``. Unlike R^2, a constant offset of ``c`` is not penalised.
+    """
+    y = log1p_total(total_counts)
+    explained = 1 - torch.var(y - log_predicted_counts, dim=-1, correction=0) / torch.var(y, dim=-1, correction=0)
+    return torch.where(is_constant(y), NAN, explained)
+
+
+COUNT_FUNCTIONS = {"pearson": count_pearson, "spearman": count_spearman, "mse": count_mse,
+                   "mae": count_mae, "variance_explained": count_variance_explained}
+
+
+def count_metrics(predicted_logcounts, observed_totals, names=COUNT_METRICS_DEFAULT) -> dict:
+    """The count metrics ``names`` of float64 predicted log counts vs ``ln(1 + total)`` across regions.
+
+    Parameters
+    ----------
+    predicted_logcounts : array-like, shape=(n,)
+    observed_totals : array-like, shape=(n,)
+    names : sequence of str
+        From ``COUNT_METRICS_ALL``; default Pearson, Spearman and MSE.
+
+    Returns
+    -------
+    metrics : dict of str to float or None
+        None where undefined (a correlation of fewer than 2 regions or of a constant, no regions).
+    """
+    predicted = torch.as_tensor(np.asarray(predicted_logcounts, dtype=np.float64))
+    totals = torch.as_tensor(np.asarray(observed_totals, dtype=np.float64))
+    out = {}
+    for name in names:
+        undefined = predicted.numel() == 0 or (predicted.numel() < 2 and name != "mse" and name != "mae")
+        value = None if undefined else float(COUNT_FUNCTIONS[name](predicted, totals))
+        out[name] = None if value is None or np.isnan(value) else value
+    return out

@@ -10,7 +10,8 @@ import math
 import torch
 
 from ..losses import MNLLLoss, joint_log_softmax
-from .auprc import BIN_SIZES, auprc_region_mask, average_precision, binned_labels_scores
+from .auprc import (BIN_SIZES, NEG_MAX_FRACTION, POS_MIN_FRACTION, REQUIRED_MIN_POS_COUNTS, auprc_region_mask,
+                    average_precision, binned_labels_scores)
 from .correlation import NAN, pearson, spearman
 from .smoothing import DEFAULT_SIGMA, DEFAULT_WIDTH, smooth_gaussian1d
 
@@ -151,7 +152,7 @@ def shuffled_jsd_distance(p, observed, generator=None):
 
 
 def cross_entropy(log_p_pred, p_obs):
-    """``H(p_obs, p_pred) = -sum_i p_obs_i ln p_pred_i`` over the last axis, 0 where ``p_obs_i = 0``.
+    """``H(p_obs, p_pred) = -sum_i p_obs_i ln p_pred_i`` over the last axis, terms with ``p_obs_i = 0`` counted as 0.
 
     Parameters
     ----------
@@ -163,8 +164,10 @@ def cross_entropy(log_p_pred, p_obs):
     Returns
     -------
     cross_entropy : torch.Tensor, shape=(...)
+        NaN where ``p_obs`` is all 0 (no counts, even with a pseudocount).
     """
-    return -torch.sum(torch.where(p_obs == 0, 0.0, p_obs * log_p_pred), dim=-1)
+    h = -torch.sum(torch.where(p_obs == 0, 0.0, p_obs * log_p_pred), dim=-1)
+    return torch.where(torch.sum(p_obs, dim=-1) == 0, NAN, h)
 
 
 def mnll(log_p_pred, observed):
@@ -295,8 +298,9 @@ def _auprc_metrics(names, probs, observed, settings):
 def profile_metrics(logits, observed, names=PROFILE_METRICS_DEFAULT, track_names=None, per_track=None, *,
                     pseudocount=0.0, pearson_zero_variance=NAN, spearman_ties="average",
                     smooth_predictions=False, smooth_observed=False, sigma=DEFAULT_SIGMA,
-                    width=DEFAULT_WIDTH, generator=None,
-                    auprc_pos_min=0.015, auprc_neg_max=0.005, auprc_min_counts=2.5):
+                    width=DEFAULT_WIDTH, generator=None, seed=0,
+                    auprc_pos_min=POS_MIN_FRACTION, auprc_neg_max=NEG_MAX_FRACTION,
+                    auprc_min_counts=REQUIRED_MIN_POS_COUNTS):
     """Per-region profile metrics of a batch, from one joint and one per-track ``log_softmax``.
 
     Joint columns (``name``) treat the S*L positions of a region as one distribution (joint
@@ -330,13 +334,17 @@ def profile_metrics(logits, observed, names=PROFILE_METRICS_DEFAULT, track_names
     sigma, width : float, int
         Smoothing kernel (bpnet-lite 7, 81).
     generator : torch.Generator, optional
-        Randomness of the shuffled baselines; pass one seeded generator for the whole run.
+        Randomness of the shuffled baselines; pass one generator for the whole run. Default: a
+        CPU generator seeded with ``seed`` (so every call permutes alike: reproducible).
+    seed : int
+        Seed of the default generator.
     auprc_pos_min, auprc_neg_max, auprc_min_counts : float
         BPNet's auPRC thresholds; regions failing ``auprc_region_mask`` get NaN auPRC.
 
     Returns
     -------
     columns : dict of str to torch.Tensor, each shape=(B,)
+        In the order of ``names``, each joint column followed by its per-track columns.
     """
     unknown = sorted(set(names) - set(PROFILE_METRICS_ALL))
     if unknown:
@@ -346,32 +354,30 @@ def profile_metrics(logits, observed, names=PROFILE_METRICS_DEFAULT, track_names
     if len(track_names) != n_tracks:
         raise ValueError(f"{len(track_names)} track names for {n_tracks} tracks")
     per_track = n_tracks > 1 if per_track is None else per_track
+    if generator is None:
+        generator = torch.Generator().manual_seed(seed)
     settings = {"pseudocount": pseudocount, "pearson_zero_variance": pearson_zero_variance,
                 "spearman_ties": spearman_ties, "generator": generator, "auprc_pos_min": auprc_pos_min,
                 "auprc_neg_max": auprc_neg_max, "auprc_min_counts": auprc_min_counts}
 
     log_p_joint = joint_log_softmax(logits)
     log_p_track = torch.log_softmax(logits, dim=-1)
+    raw_log_p_track = log_p_track
     shape_observed = smooth_gaussian1d(observed, sigma, width) if smooth_observed else observed
-    auprc_probs = torch.exp(log_p_track)
     if smooth_predictions:
         log_p_joint, log_p_track = (torch.log(smooth_gaussian1d(torch.exp(v), sigma, width))
                                     for v in (log_p_joint, log_p_track))
 
     columns = _view_metrics(names, flatten_tracks(log_p_joint), flatten_tracks(observed),
                             flatten_tracks(shape_observed), settings)
-    auprc_joint, auprc_track = _auprc_metrics(names, auprc_probs, observed, settings)
-    columns.update(auprc_joint)
-    if per_track:
-        track_columns = _view_metrics(names, log_p_track, observed, shape_observed, settings)
-        track_columns.update(auprc_track)
-        for name, values in track_columns.items():
-            columns.update({f"{name}_{track}": values[:, s] for s, track in enumerate(track_names)})
-    return {name: columns[name] for name in sorted(columns, key=_column_order(names))}
-
-
-def _column_order(names):
-    """Sort key keeping the requested metric order, joint column before its per-track columns."""
-    rank = {name: i for i, name in enumerate(names)}
-    return lambda column: (min(r for name, r in rank.items()
-                               if column == name or column.startswith(name + "_")), column)
+    track_columns = _view_metrics(names, log_p_track, observed, shape_observed, settings) if per_track else {}
+    if any(name.startswith("profile_auprc_") for name in names):
+        auprc_joint, auprc_track = _auprc_metrics(names, torch.exp(raw_log_p_track), observed, settings)
+        columns.update(auprc_joint)
+        track_columns.update(auprc_track if per_track else {})
+    out = {}
+    for name in names:
+        out[name] = columns[name]
+        if name in track_columns:
+            out.update({f"{name}_{track}": track_columns[name][:, s] for s, track in enumerate(track_names)})
+    return out

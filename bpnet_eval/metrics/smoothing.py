@@ -50,5 +50,6 @@ def smooth_gaussian1d(x, sigma=DEFAULT_SIGMA, width=DEFAULT_WIDTH):
         Same dtype and device as ``x``.
     """
     kernel = gaussian_kernel(sigma, width, dtype=x.dtype, device=x.device).reshape(1, 1, width)
-    flat = x.reshape(-1, 1, x.shape[-1])
-    return torch.nn.functional.conv1d(flat, kernel, padding="same").reshape(x.shape)
+    left = (width - 1) // 2  # conv1d(padding="same")'s split, without its even-width copy warning
+    flat = torch.nn.functional.pad(x.reshape(-1, 1, x.shape[-1]), (left, width - 1 - left))
+    return torch.nn.functional.conv1d(flat, kernel).reshape(x.shape)

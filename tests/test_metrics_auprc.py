@@ -1,0 +1,156 @@
+"""BPNet's binned auPRC against a plain-loop numpy re-statement of ``bpnet.metrics.eval_profile``."""
+
+import numpy as np
+import pytest
+import torch
+
+from bpnet_eval.metrics import (auprc_region_mask, average_precision, bin_labels, bin_max, binned_labels_scores,
+                                peak_labels, pooled_auprc, profile_metrics)
+from metric_cases import PRECISIONS, as_tensors, assert_close, softmax
+
+pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
+
+
+# ---- reference, in BPNet's (N, L, S) layout with loops -------------------------------------
+
+def ref_average_precision(y_true, y_score):
+    """sklearn's definition with plain loops: sum over distinct thresholds of (R_n - R_{n-1}) P_n."""
+    keep = (y_true != -1) & ~np.isnan(y_score)
+    y_true, y_score = y_true[keep], y_score[keep]
+    n_pos = np.sum(y_true == 1)
+    if n_pos == 0:
+        return np.nan
+    ap, previous_recall = 0.0, 0.0
+    for threshold in sorted(set(y_score.tolist()), reverse=True):
+        called = y_score >= threshold
+        tp = np.sum(called & (y_true == 1))
+        fp = np.sum(called & (y_true == 0))
+        recall = tp / n_pos
+        ap += (recall - previous_recall) * (tp / (tp + fp))
+        previous_recall = recall
+    return ap
+
+
+def ref_labels(yt):
+    fracs = yt / yt.sum(axis=1, keepdims=True)
+    is_peak = (fracs >= 0.015).astype(float)
+    is_peak[(fracs < 0.015) & (fracs >= 0.005)] = -1
+    return is_peak
+
+
+def ref_bin(x, binsize, summary):
+    out = np.zeros((x.shape[0], x.shape[1] // binsize, x.shape[2]))
+    for i in range(out.shape[1]):
+        out[:, i, :] = summary(x[:, binsize * i:binsize * (i + 1), :])
+    return out
+
+
+def ref_bin_amb(chunk):
+    has_peak = np.any(chunk == 1, axis=1)
+    return has_peak - (1 - has_peak) * np.any(chunk == -1, axis=1)
+
+
+def ref_mask(yt):
+    return yt.sum(axis=1).mean(axis=1) > 2.5 / 0.015
+
+
+def ref_binned(yt, yp, binsize):
+    """Binned labels and max-in-bin per-strand probabilities, shape (N, L // binsize, S)."""
+    yp = yp / yp.sum(axis=1, keepdims=True)
+    return ref_bin(ref_labels(yt), binsize, ref_bin_amb), ref_bin(yp, binsize, lambda c: c.max(axis=1))
+
+
+def ref_pooled(yt, yp, binsize):
+    labels, scores = ref_binned(yt[ref_mask(yt)], yp[ref_mask(yt)], binsize)
+    return ref_average_precision(np.ravel(labels), np.ravel(scores))
+
+
+def auprc_case(n_tracks, length=60, seed=0):
+    """Counts (8, S, L) and logits: peaked profiles with ~300 reads per strand, one low-count region,
+    one region with an empty strand, tied predictions."""
+    rng = np.random.default_rng(seed)
+    shape = (8, n_tracks, length)
+    shape_probs = rng.gamma(0.3, size=shape)
+    shape_probs /= shape_probs.sum(-1, keepdims=True)
+    counts = np.stack([[rng.multinomial(300, p) for p in region] for region in shape_probs]).astype(np.float64)
+    counts[6] = rng.poisson(0.5, size=shape[1:])
+    if n_tracks > 1:
+        counts[7, 0] = 0
+        counts[7, 1] = rng.multinomial(500, shape_probs[7, 1])
+    logits = np.log(shape_probs + 1e-3) + rng.normal(0, 1.0, size=shape) + 10
+    logits[2] = np.round(logits[2])
+    return logits, counts
+
+
+# ---- tests -----------------------------------------------------------------------------------
+
+def test_average_precision_by_hand():
+    labels = torch.tensor([1.0, 0.0, 1.0, 0.0, -1.0])
+    scores = torch.tensor([0.9, 0.8, 0.7, 0.1, 0.95])
+    assert float(average_precision(labels, scores)) == pytest.approx(0.5 + 0.5 * 2 / 3)
+    assert torch.isnan(average_precision(torch.zeros(4), torch.rand(4)))
+
+
+@pytest.mark.parametrize("dtype,rtol,atol", PRECISIONS)
+def test_average_precision_with_ties_ambiguous_and_nan(dtype, rtol, atol):
+    rng = np.random.default_rng(5)
+    labels = rng.choice([1.0, 0.0, 0.0, -1.0], size=(6, 200))
+    scores = np.round(rng.random(size=(6, 200)) * 20) / 20  # many ties
+    scores[0, :5] = np.nan
+    labels[1] = np.where(labels[1] == 1, 0, labels[1])  # no positive
+    got = average_precision(*as_tensors(dtype, labels, scores))
+    expected = [ref_average_precision(l_, s_) for l_, s_ in zip(labels, scores)]
+    assert np.isnan(expected[1])
+    assert_close(got, expected, rtol, atol)
+    assert_close(average_precision(*as_tensors(dtype, labels.ravel(), scores.ravel())),
+                 ref_average_precision(labels.ravel(), scores.ravel()), rtol, atol)
+
+
+@pytest.mark.parametrize("binsize", [1, 10, 7])
+def test_labels_bins_and_mask_match_bpnet(binsize):
+    logits, counts = auprc_case(2, length=65)
+    yt, yp = counts.transpose(0, 2, 1), softmax(logits).transpose(0, 2, 1)  # BPNet: (N, L, S)
+    ref_l, ref_s = ref_binned(yt, yp, binsize)
+    labels, scores = binned_labels_scores(*as_tensors(torch.float64, counts, softmax(logits)), binsize)
+    assert_close(labels, ref_l.transpose(0, 2, 1), 0, 0)
+    assert_close(scores, ref_s.transpose(0, 2, 1), 1e-12, 1e-15)
+    mask = auprc_region_mask(torch.as_tensor(counts))
+    np.testing.assert_array_equal(mask.numpy(), ref_mask(yt))
+    assert not mask[6] and mask[7]
+    assert_close(peak_labels(torch.as_tensor(counts)), ref_labels(yt).transpose(0, 2, 1), 0, 0)
+    assert_close(bin_labels(torch.as_tensor(ref_labels(yt).transpose(0, 2, 1)), binsize), ref_l.transpose(0, 2, 1), 0, 0)
+    assert_close(bin_max(torch.as_tensor(yp.transpose(0, 2, 1)), binsize),
+                 ref_bin(yp, binsize, lambda c: c.max(axis=1)).transpose(0, 2, 1), 0, 0)
+
+
+@pytest.mark.parametrize("n_tracks", [1, 2])
+@pytest.mark.parametrize("binsize", [1, 10])
+@pytest.mark.parametrize("dtype,rtol,atol", PRECISIONS)
+def test_pooled_auprc_matches_bpnet(n_tracks, binsize, dtype, rtol, atol):
+    logits, counts = auprc_case(n_tracks)
+    expected = ref_pooled(counts.transpose(0, 2, 1), softmax(logits).transpose(0, 2, 1), binsize)
+    got = pooled_auprc(*as_tensors(dtype, counts, softmax(logits)), binsize=binsize)
+    assert 0 < expected < 1
+    assert_close(got, expected, rtol, atol)
+
+
+@pytest.mark.parametrize("dtype,rtol,atol", PRECISIONS)
+def test_per_region_auprc_columns(dtype, rtol, atol):
+    logits, counts = auprc_case(2)
+    out = profile_metrics(*as_tensors(dtype, logits, counts), names=["profile_auprc_bin1", "profile_auprc_bin10"],
+                          track_names=["plus", "minus"])
+    assert list(out) == ["profile_auprc_bin1", "profile_auprc_bin1_plus", "profile_auprc_bin1_minus",
+                         "profile_auprc_bin10", "profile_auprc_bin10_plus", "profile_auprc_bin10_minus"]
+    yt, yp = counts.transpose(0, 2, 1), softmax(logits).transpose(0, 2, 1)
+    mask = ref_mask(yt)
+    for binsize in (1, 10):
+        labels, scores = ref_binned(yt, yp, binsize)
+        joint = [ref_average_precision(np.ravel(l_), np.ravel(s_)) if m else np.nan
+                 for l_, s_, m in zip(labels, scores, mask)]
+        assert_close(out[f"profile_auprc_bin{binsize}"], joint, rtol, atol)
+        for s, track in enumerate(["plus", "minus"]):
+            per_strand = [ref_average_precision(l_[:, s], s_[:, s]) if m else np.nan
+                          for l_, s_, m in zip(labels, scores, mask)]
+            assert_close(out[f"profile_auprc_bin{binsize}_{track}"], per_strand, rtol, atol)
+    assert torch.isnan(out["profile_auprc_bin1"][6])  # below the read threshold
+    assert torch.isnan(out["profile_auprc_bin1_plus"][7])  # empty strand: all negatives, no positive
