@@ -46,9 +46,12 @@ _RTREE_MAGIC = 0x2468ACE0
 _HEADER_SIZE = 64
 _SECTION_HEADER_SIZE = 24
 _RTREE_HEADER_SIZE = 48
-_CACHE_BYTES = 64 << 20  # decoded intervals kept between read() calls
+_CACHE_BYTES = 64 << 20  # decoded blocks kept between read() calls (big files)
+_RESIDENT_COMPRESSED_BYTES = 8 << 20  # files with at most this much block data are decoded whole,
+_RESIDENT_MAX_BYTES = 256 << 20  # unless decoded they would take more than this
+_STREAM_WINDOWS = 8192  # windows filled per step from a big file (bounds decoded blocks held)
 _CHUNK_ELEMENTS = 1 << 22  # output elements scattered per step (bounds memory)
-_BYTES_PER_INTERVAL = 20  # two int64 keys + one float32 value
+_BYTES_PER_INTERVAL = 28  # three int64 keys + one float32 value
 
 _FIX = "check the path, or re-create it with bedGraphToBigWig or pyBigWig"
 
@@ -70,6 +73,52 @@ def _expand_ranges(lo: np.ndarray, hi: np.ndarray, owners: bool = True):
     return members, (np.repeat(np.arange(len(lo)), counts) if owners else None)
 
 
+class _IntervalSet:
+    """Stored intervals of some data blocks, sorted by start, ready to fill windows."""
+
+    def __init__(self, start: np.ndarray, end: np.ndarray, value: np.ndarray):
+        self.rank = None  # position in stored order, where sorting changed it
+        if len(start) > 1 and np.any(start[1:] < start[:-1]):
+            self.rank = np.argsort(start, kind="stable")  # keeps stored order among equal starts
+            start, end, value = start[self.rank], end[self.rank], value[self.rank]
+        self.start, self.end, self.value = start, end, value
+        self.end_max = np.maximum.accumulate(end) if len(end) else end
+        self.overlapping = len(start) > 1 and bool(np.any(start[1:] < self.end_max[:-1]))
+
+    def between(self, low: int, high: int):
+        """(start, end, value) in stored order of the intervals that may overlap [low, high)."""
+        if self.rank is not None:  # unsorted: keep all, back in stored order
+            stored = np.argsort(self.rank)
+            return self.start[stored], self.end[stored], self.value[stored]
+        lo = int(self.end_max.searchsorted(low, side="right"))
+        hi = int(self.start.searchsorted(high, side="left"))
+        return self.start[lo:hi], self.end[lo:hi], self.value[lo:hi]
+
+    def scatter(self, key0: np.ndarray, width: int, flat: np.ndarray) -> None:
+        """Write the values of windows [key0, key0 + width) into rows of flat (n * width, zeroed)."""
+        if len(self.start) == 0:
+            return
+        step = max(1, _CHUNK_ELEMENTS // width)
+        for w0 in range(0, len(key0), step):
+            k0 = key0[w0:w0 + step]
+            iv, win = _expand_ranges(np.searchsorted(self.end_max, k0, side="right"),
+                                     np.searchsorted(self.start, k0 + width, side="left"))
+            k0 = k0[win]
+            a = np.maximum(self.start[iv], k0) - k0
+            length = np.maximum(np.minimum(self.end[iv] - k0, width) - a, 0)
+            first = a + (win + w0) * width
+            pos = _expand_ranges(first, first + length, owners=False)[0]
+            vals = np.repeat(self.value[iv], length)
+            if self.overlapping:  # the interval stored later wins, as in libBigWig
+                rank = np.repeat(iv if self.rank is None else self.rank[iv], length)
+                by_rank = np.argsort(rank, kind="stable")
+                pos, vals = pos[by_rank], vals[by_rank]
+                _, last = np.unique(pos[::-1], return_index=True)
+                keep = len(pos) - 1 - last
+                pos, vals = pos[keep], vals[keep]
+            flat[pos] = vals
+
+
 class BigWigReader:
     """Read equal-width windows of base-resolution values from one bigWig file.
 
@@ -77,12 +126,16 @@ class BigWigReader:
     or call :meth:`close`. Pickling keeps only the path; unpickling reopens it.
     """
 
+    path: str
+    chrom_sizes: dict[str, int]
+
     def __init__(self, path: str):
         self.path = os.fspath(path)
         self._fd = -1
         self._lock = threading.Lock()
         self._cache: OrderedDict = OrderedDict()
         self._cache_size = 0
+        self._resident: _IntervalSet | None = None
         try:
             self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
         except OSError as err:
@@ -136,9 +189,22 @@ class BigWigReader:
             3: np.dtype([("value", e + "f4")]),
         }
 
-    def _node_header(self, offset: int):
-        is_leaf, _, count = struct.unpack(self._endian + "BBH", self._pread(offset, 4))
-        return is_leaf, count
+    def _tree_leaves(self, root: int, leaf: np.dtype, branch: np.dtype, what: str) -> np.ndarray:
+        """Items of all leaf nodes of a B+ or R tree, depth first, children in stored order."""
+        leaves, stack, seen = [], [root], set()
+        while stack:
+            node = stack.pop()
+            if node in seen:
+                raise _bad_file(self.path, f"{what} is damaged")
+            seen.add(node)
+            is_leaf, _, count = struct.unpack(self._endian + "BBH", self._pread(node, 4))
+            dtype = leaf if is_leaf else branch
+            items = np.frombuffer(self._pread(node + 4, count * dtype.itemsize), dtype=dtype)
+            if is_leaf:
+                leaves.append(items)
+            else:
+                stack.extend(reversed(items["child"].tolist()))
+        return np.concatenate(leaves) if leaves else np.zeros(0, dtype=leaf)
 
     def _parse_chrom_tree(self) -> None:
         e = self._endian
@@ -149,20 +215,10 @@ class BigWigReader:
         branch = np.dtype([("key", f"S{key_size}"), ("child", e + "u8")])
         names: dict[int, str] = {}
         sizes: dict[int, int] = {}
-        stack = [self._chrom_tree_offset + 32]
-        while stack:
-            node = stack.pop()
-            is_leaf, count = self._node_header(node)
-            dtype = leaf if is_leaf else branch
-            items = np.frombuffer(self._pread(node + 4, count * dtype.itemsize), dtype=dtype)
-            if is_leaf:
-                for key, chrom_id, size in items.tolist():
-                    names[chrom_id] = key.rstrip(b"\0").decode("utf-8", "replace")
-                    sizes[chrom_id] = size
-            else:
-                stack.extend(reversed(items["child"].tolist()))
-            if len(stack) > 100_000:
-                raise _bad_file(self.path, "chromosome index is damaged")
+        for key, chrom_id, size in self._tree_leaves(self._chrom_tree_offset + 32, leaf, branch,
+                                                     "chromosome index").tolist():
+            names[chrom_id] = key.rstrip(b"\0").decode("utf-8", "replace")
+            sizes[chrom_id] = size
         order = sorted(names)
         self.chrom_sizes: dict[str, int] = {names[i]: sizes[i] for i in order}
         self._chrom_ids = {names[i]: i for i in order}
@@ -177,22 +233,8 @@ class BigWigReader:
         bounds = [("start_chrom", e + "u4"), ("start_base", e + "u4"), ("end_chrom", e + "u4"), ("end_base", e + "u4")]
         leaf = np.dtype(bounds + [("offset", e + "u8"), ("size", e + "u8")])
         branch = np.dtype(bounds + [("child", e + "u8")])
-        leaves = []
-        stack = [self._index_offset + _RTREE_HEADER_SIZE] if item_count else []
-        visited = 0
-        while stack:  # depth first, children in stored order: the order libBigWig reads blocks
-            node = stack.pop()
-            visited += 1
-            if visited > self._file_size:
-                raise _bad_file(self.path, "data index is damaged")
-            is_leaf, count = self._node_header(node)
-            dtype = leaf if is_leaf else branch
-            items = np.frombuffer(self._pread(node + 4, count * dtype.itemsize), dtype=dtype)
-            if is_leaf:
-                leaves.append(items)
-            else:
-                stack.extend(reversed(items["child"].tolist()))
-        blocks = np.concatenate(leaves) if leaves else np.zeros(0, dtype=leaf)
+        root = self._index_offset + _RTREE_HEADER_SIZE
+        blocks = self._tree_leaves(root, leaf, branch, "data index") if item_count else np.zeros(0, leaf)
         start = _keys(blocks["start_chrom"], blocks["start_base"])
         order = np.argsort(start, kind="stable")
         # Blocks sorted by start key; _block_rank is the stored (priority) order.
@@ -202,6 +244,7 @@ class BigWigReader:
         self._block_offset = blocks["offset"][order].astype(np.int64)
         self._block_size = blocks["size"][order].astype(np.int64)
         ends = self._block_offset + self._block_size
+        self._resident_ok = int(self._block_size.sum()) <= _RESIDENT_COMPRESSED_BYTES
         if len(ends) and int(ends.max()) > self._file_size:
             raise _bad_file(self.path, f"truncated: data runs to byte {int(ends.max())}, file has {self._file_size}")
 
@@ -244,15 +287,15 @@ class BigWigReader:
             for block in needed.tolist():
                 hit = cache.get(block)
                 if hit is None:
-                    hit = self._decode_block(block)
+                    hit = _IntervalSet(*self._decode_block(block))
                     cache[block] = hit
-                    self._cache_size += len(hit[2]) * _BYTES_PER_INTERVAL
+                    self._cache_size += len(hit.start) * _BYTES_PER_INTERVAL
                 else:
                     cache.move_to_end(block)
                 out.append(hit)
             while self._cache_size > _CACHE_BYTES and len(cache) > len(out):
                 _, old = cache.popitem(last=False)
-                self._cache_size -= len(old[2]) * _BYTES_PER_INTERVAL
+                self._cache_size -= len(old.start) * _BYTES_PER_INTERVAL
         return out
 
     # -------------------------------------------------------------------- read
@@ -294,48 +337,55 @@ class BigWigReader:
             out[...] = 0.0
         if n == 0 or len(self._block_start) == 0:
             return out
-        key1 = key0 + width
-
-        # Blocks that can overlap any window, decoded in stored order.
-        lo = np.searchsorted(self._block_end_max, key0, side="right")
-        hi = np.searchsorted(self._block_start, key1, side="left")
-        needed = np.unique(_expand_ranges(lo, hi, owners=False)[0])
-        if len(needed) == 0:
-            return out
-        needed = needed[np.argsort(self._block_rank[needed], kind="stable")]
-        parts = self._blocks(needed)
-        start = np.concatenate([p[0] for p in parts])
-        end = np.concatenate([p[1] for p in parts])
-        value = np.concatenate([p[2] for p in parts])
-        if len(start) > 1 and np.any(start[1:] < start[:-1]):
-            order = np.argsort(start, kind="stable")  # keeps stored order among equal starts
-        else:
-            order = None
-        if order is not None:
-            start, end, value = start[order], end[order], value[order]
-        end_max = np.maximum.accumulate(end)
-        overlapping = len(start) > 1 and bool(np.any(start[1:] < end_max[:-1]))
-
-        flat = out.reshape(-1)
-        step = max(1, _CHUNK_ELEMENTS // width)
-        for w0 in range(0, n, step):
-            k0, k1 = key0[w0:w0 + step], key1[w0:w0 + step]
-            iv, win = _expand_ranges(np.searchsorted(end_max, k0, side="right"),
-                                     np.searchsorted(start, k1, side="left"))
-            a = np.maximum(start[iv], k0[win]) - k0[win]
-            length = np.maximum(np.minimum(end[iv], k1[win]) - k0[win] - a, 0)
-            first = a + (win + w0) * width
-            pos = _expand_ranges(first, first + length, owners=False)[0]
-            vals = np.repeat(value[iv], length)
-            if overlapping:  # later stored interval wins, as in libBigWig
-                rank = np.repeat(order[iv] if order is not None else iv, length)
-                by_rank = np.argsort(rank, kind="stable")
-                pos, vals = pos[by_rank], vals[by_rank]
-                _, last = np.unique(pos[::-1], return_index=True)
-                keep = len(pos) - 1 - last
-                pos, vals = pos[keep], vals[keep]
-            flat[pos] = vals
+        resident = self._resident_intervals()
+        if resident is not None:
+            resident.scatter(key0, width, out.reshape(-1))
+        elif n <= _STREAM_WINDOWS:
+            self._read_blocks(key0, width, out.reshape(-1))
+        else:  # many windows: in genome order, a bounded number of decoded blocks at a time
+            order = np.argsort(key0, kind="stable")
+            for i in range(0, n, _STREAM_WINDOWS):
+                rows = order[i:i + _STREAM_WINDOWS]
+                part = np.zeros((len(rows), width), dtype=np.float32)
+                self._read_blocks(key0[rows], width, part.reshape(-1))
+                out[rows] = part
         return out
+
+    def _read_blocks(self, key0: np.ndarray, width: int, flat: np.ndarray) -> None:
+        """Fill windows from the blocks they touch, decoded now or taken from the cache.
+
+        From each block only the intervals between its first and last window are kept; they are
+        combined in stored order, so that where intervals overlap the later one wins.
+        """
+        block, window = _expand_ranges(np.searchsorted(self._block_end_max, key0, side="right"),
+                                       np.searchsorted(self._block_start, key0 + width, side="left"))
+        if len(block) == 0:
+            return
+        by_block = np.argsort(block, kind="stable")
+        block, first_key = block[by_block], key0[window[by_block]]
+        needed, first = np.unique(block, return_index=True)
+        lowest = np.minimum.reduceat(first_key, first).tolist()
+        highest = (np.maximum.reduceat(first_key, first) + width).tolist()
+        stored_order = np.argsort(self._block_rank[needed], kind="stable")
+        parts = [intervals.between(lowest[i], highest[i])
+                 for i, intervals in zip(stored_order.tolist(), self._blocks(needed[stored_order]))]
+        _IntervalSet(*map(np.concatenate, zip(*parts))).scatter(key0, width, flat)
+
+    def _resident_intervals(self) -> "_IntervalSet | None":
+        """All intervals of a small file, decoded once on first use and kept (None if the file is big)."""
+        if not self._resident_ok:
+            return None
+        with self._lock:
+            if self._resident is None:
+                parts, total = [], 0
+                for block in self._block_rank.argsort(kind="stable").tolist():  # stored order
+                    parts.append(self._decode_block(block))
+                    total += len(parts[-1][0]) * _BYTES_PER_INTERVAL
+                    if total > _RESIDENT_MAX_BYTES:  # compresses too well to keep whole
+                        self._resident_ok = False
+                        return None
+                self._resident = _IntervalSet(*map(np.concatenate, zip(*parts)))
+        return self._resident
 
     # --------------------------------------------------------------- lifetime
     def close(self) -> None:
@@ -344,6 +394,7 @@ class BigWigReader:
             self._fd = -1
         self._cache.clear()
         self._cache_size = 0
+        self._resident = None
 
     def __enter__(self) -> "BigWigReader":
         return self

@@ -1,0 +1,320 @@
+"""BigWigReader against pyBigWig's ``values`` (NaN as 0), on written and real bigWig files."""
+
+from __future__ import annotations
+
+import pickle
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pyBigWig
+import pytest
+
+from bpnet_eval.errors import InputError
+from bpnet_eval.sources import bigwig
+from bpnet_eval.sources.bigwig import BigWigReader
+
+REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"
+REAL_BIGWIGS = sorted(p for pattern in ("*/*.bw", "*/*.bigWig", "*/*.bigwig") for p in REALDATA.glob(pattern))
+
+CHROMS = [("chr1", 200_000), ("chr2", 150_000), ("chrM", 16_569), ("chr_empty", 50_000)]
+
+
+def expected(path, chroms, starts, ends) -> np.ndarray:
+    with pyBigWig.open(str(path)) as bw:
+        rows = [bw.values(c, int(s), int(e), numpy=True) for c, s, e in zip(chroms, starts, ends)]
+    return np.nan_to_num(np.array(rows, dtype=np.float32).reshape(len(rows), -1), nan=0.0)
+
+
+def assert_same(path, chroms, starts, ends, reader=None):
+    starts, ends = np.asarray(starts), np.asarray(ends)
+    if reader is None:
+        with BigWigReader(str(path)) as reader:
+            got = reader.read(chroms, starts, ends)
+    else:
+        got = reader.read(chroms, starts, ends)
+    assert got.dtype == np.float32 and got.shape == (len(chroms), int(ends[0] - starts[0]))
+    np.testing.assert_array_equal(got, expected(path, chroms, starts, ends))
+    return got
+
+
+def random_windows(sizes: dict[str, int], n: int, width: int, rng):
+    names = [name for name, size in sizes.items() if size >= width]
+    chroms = [names[i] for i in rng.integers(0, len(names), n)]
+    starts = np.array([rng.integers(0, sizes[c] - width + 1) for c in chroms], dtype=np.int64)
+    return chroms, starts, starts + width
+
+
+def edge_windows(sizes: dict[str, int], width: int):
+    """Windows at each chromosome's start and end, unsorted, some overlapping each other."""
+    chroms, starts = [], []
+    for name, size in sizes.items():
+        if size >= width:
+            chroms += [name, name, name, name]
+            starts += [min(s, size - width) for s in (size - width, 0, max(0, size // 2 - width // 3), size // 2)]
+    return chroms, np.array(starts), np.array(starts) + width
+
+
+@pytest.fixture(params=["resident", "streaming", "streaming-chunked"])
+def mode(request, monkeypatch):
+    """The reader keeps small files decoded whole; big files are read block by block."""
+    if request.param != "resident":
+        monkeypatch.setattr(bigwig, "_RESIDENT_COMPRESSED_BYTES", -1)
+    if request.param == "streaming-chunked":
+        monkeypatch.setattr(bigwig, "_STREAM_WINDOWS", 7)
+    return request.param
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory) -> Path:
+    """bedGraph-, variableStep- and fixedStep-style entries on several chromosomes, written by pyBigWig."""
+    rng = np.random.default_rng(1)
+    path = tmp_path_factory.mktemp("bw") / "mixed.bw"
+    bw = pyBigWig.open(str(path), "w")
+    bw.addHeader(CHROMS, maxZooms=2)
+    # chr1: sparse bedGraph intervals of 1-40 bp with zero, negative and fractional values
+    gaps = rng.integers(1, 300, 3000)
+    lengths = rng.integers(1, 40, 3000)
+    starts = np.cumsum(gaps + np.concatenate([[0], lengths[:-1]])) - gaps[0]
+    ends = starts + lengths
+    keep = ends <= 120_000
+    values = rng.choice([0.0, 1.0, 2.0, 7.0, -3.25, 0.125, 1e-3, 12345.5], keep.sum())
+    bw.addEntries(["chr1"] * int(keep.sum()), starts[keep].tolist(), ends=ends[keep].tolist(), values=values.tolist())
+    # chr1: variableStep (fixed span, free starts) then fixedStep with span > step (overlapping)
+    var_starts = np.arange(130_000, 150_000, 37) + rng.integers(0, 10, 541)
+    bw.addEntries("chr1", var_starts.tolist(), values=rng.normal(size=541).tolist(), span=9)
+    bw.addEntries("chr1", 160_000, values=rng.integers(0, 5, 2000).astype(float).tolist(), span=25, step=10)
+    bw.addEntries("chr1", 190_000, values=[1.5] * 100, span=100, step=100)  # runs to the chromosome end
+    # chr2: fixedStep with gaps between items, bedGraph at position 0
+    bw.addEntries(["chr2"], [0], ends=[3], values=[4.0])
+    bw.addEntries("chr2", 1000, values=rng.integers(0, 3, 5000).astype(float).tolist(), span=3, step=20)
+    # chrM: dense 1 bp intervals over the whole chromosome
+    bw.addEntries("chrM", 0, values=rng.poisson(3, 16_569).astype(float).tolist(), span=1, step=1)
+    # chr_empty: nothing
+    bw.close()
+    return path
+
+
+# ----------------------------------------------------------------- written files
+def test_chrom_sizes(written):
+    with BigWigReader(str(written)) as r:
+        assert r.chrom_sizes == dict(CHROMS)
+        assert r.path == str(written)
+
+
+@pytest.mark.parametrize("width", [1, 7, 1000, 16_569])
+def test_random_and_edge_windows(written, mode, width):
+    sizes = dict(CHROMS)
+    rng = np.random.default_rng(width)
+    chroms, starts, ends = random_windows(sizes, 300 if width < 10_000 else 20, width, rng)
+    edge_c, edge_s, edge_e = edge_windows(sizes, width)
+    assert_same(written, chroms + edge_c, np.r_[starts, edge_s], np.r_[ends, edge_e])
+
+
+def test_large_random_batch_and_reuse(written, mode):
+    """Many windows in one call, then the same windows again in small unsorted batches."""
+    rng = np.random.default_rng(7)
+    chroms, starts, ends = random_windows(dict(CHROMS), 4000, 500, rng)
+    want = expected(written, chroms, starts, ends)
+    with BigWigReader(str(written)) as r:
+        np.testing.assert_array_equal(r.read(chroms, starts, ends), want)
+        out = np.full((64, 500), np.nan, dtype=np.float32)
+        for i in range(0, 4000, 64):
+            got = r.read(chroms[i:i + 64], starts[i:i + 64], ends[i:i + 64], out=out[:len(chroms[i:i + 64])])
+            np.testing.assert_array_equal(got, want[i:i + 64])
+
+
+def test_uncovered_and_overlapping_windows(written, mode):
+    chroms = ["chr_empty", "chr1", "chr1", "chr1", "chr2", "chr1"]
+    starts = np.array([0, 125_000, 160_990, 161_000, 900, 160_990])  # gap, overlaps, repeats
+    assert_same(written, chroms, starts, starts + 1000)
+
+
+def test_empty_batch(written):
+    with BigWigReader(str(written)) as r:
+        assert r.read([], np.zeros(0, int), np.zeros(0, int)).shape == (0, 0)
+
+
+def test_pickle_reopens_by_path(written):
+    with BigWigReader(str(written)) as r:
+        copy = pickle.loads(pickle.dumps(r))
+    with copy:
+        assert_same(written, ["chrM"], [100], [200], reader=copy)
+    with pytest.raises(ValueError, match="closed"):
+        copy.read(["chrM"], np.array([0]), np.array([10]))
+
+
+# ----------------------------------------------------------- hand-built files
+def build_bigwig(path, chroms, sections, *, compress=True, endian="<", index_order=None):
+    """A minimal bigWig: one section per data block, one-node chromosome tree and R tree, no zooms.
+
+    sections: (chrom_id, type, start, step, span, items), items as in the spec:
+    type 1 (start, end, value), 2 (start, value), 3 value.
+    """
+    e = endian
+    key_size = max(len(name) for name, _ in chroms)
+    tree = struct.pack(e + "IIIIQQ", 0x78CA8C91, len(chroms), key_size, 8, len(chroms), 0)
+    tree += struct.pack(e + "BBH", 1, 0, len(chroms))
+    for i, (name, size) in enumerate(chroms):
+        tree += name.encode().ljust(key_size, b"\0") + struct.pack(e + "II", i, size)
+    data_offset = 64 + len(tree)
+    data = struct.pack(e + "Q", len(sections))
+    leaves, biggest = [], 0
+    for chrom, kind, start, step, span, items in sections:
+        if kind == 1:
+            body = b"".join(struct.pack(e + "IIf", *it) for it in items)
+            bounds = (min(it[0] for it in items), max(it[1] for it in items))
+        elif kind == 2:
+            body = b"".join(struct.pack(e + "If", *it) for it in items)
+            bounds = (min(it[0] for it in items), max(it[0] for it in items) + span)
+        else:
+            body = b"".join(struct.pack(e + "f", it) for it in items)
+            bounds = (start, start + (len(items) - 1) * step + span)
+        raw = struct.pack(e + "IIIIIBBH", chrom, bounds[0], bounds[1], step, span, kind, 0, len(items)) + body
+        biggest = max(biggest, len(raw))
+        block = zlib.compress(raw) if compress else raw
+        leaves.append((chrom, bounds[0], chrom, bounds[1], data_offset + len(data), len(block)))
+        data += block
+    index_offset = data_offset + len(data)
+    order = index_order or range(len(leaves))
+    index = struct.pack(e + "IIQIIIIQII", 0x2468ACE0, 256, len(leaves), leaves[0][0], leaves[0][1],
+                        leaves[-1][2], leaves[-1][3], index_offset + 48 + 4 + 32 * len(leaves), 1024, 0)
+    index += struct.pack(e + "BBH", 1, 0, len(leaves))
+    index += b"".join(struct.pack(e + "IIIIQQ", *leaves[i]) for i in order)
+    header = struct.pack(e + "IHHQQQHHQQIQ", 0x888FFC26, 4, 0, 64, data_offset, index_offset, 0, 0, 0, 0,
+                         biggest if compress else 0, 0)
+    Path(path).write_bytes(header + tree + data + index)
+    return path
+
+
+HAND_CHROMS = [("chrA", 5000), ("chrB", 3000)]
+HAND_SECTIONS = [
+    (0, 1, 0, 0, 0, [(0, 10, 1.0), (5, 15, 2.0), (12, 13, -1.0), (100, 200, 0.5), (150, 160, float("nan"))]),
+    (0, 2, 0, 0, 30, [(1000, 3.0), (1010, 4.0), (1100, 0.0)]),
+    (0, 3, 2000, 7, 10, [1.0, 2.0, 3.0, 4.0, 5.0]),  # span > step: items overlap
+    (0, 1, 0, 0, 0, [(2010, 2020, 9.0), (4990, 5000, 8.0)]),  # overlaps the block before
+    (1, 3, 0, 100, 1, [float(i) for i in range(30)]),
+]
+
+
+def hand_windows(width=40):
+    starts = np.arange(0, 5000 - width + 1, 13)
+    chroms = ["chrA"] * len(starts) + ["chrB"] * 30
+    return chroms, np.r_[starts, np.arange(30) * 97], np.r_[starts, np.arange(30) * 97] + width
+
+
+@pytest.mark.parametrize("compress", [True, False])
+@pytest.mark.parametrize("index_order", [None, [4, 2, 0, 3, 1], [4, 3, 0, 2, 1]])
+def test_hand_built_overlaps_uncompressed_unsorted_index(tmp_path, mode, compress, index_order):
+    """Overlapping stored intervals (later one wins), NaN values, blocks listed out of order."""
+    path = build_bigwig(tmp_path / "hand.bw", HAND_CHROMS, HAND_SECTIONS, compress=compress, index_order=index_order)
+    assert_same(path, *hand_windows())
+
+
+def test_big_endian_file(tmp_path, mode):
+    little = build_bigwig(tmp_path / "little.bw", HAND_CHROMS, HAND_SECTIONS)
+    big = build_bigwig(tmp_path / "big.bw", HAND_CHROMS, HAND_SECTIONS, endian=">")
+    windows = hand_windows(width=25)
+    want = assert_same(little, *windows)
+    with BigWigReader(str(big)) as r:
+        assert r.chrom_sizes == dict(HAND_CHROMS)
+        np.testing.assert_array_equal(r.read(*windows), want)
+
+
+# ------------------------------------------------------------------ real files
+@pytest.mark.skipif(not REAL_BIGWIGS, reason=f"no real bigWigs under {REALDATA}")
+@pytest.mark.parametrize("path", REAL_BIGWIGS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_real_bigwigs(path):
+    with BigWigReader(str(path)) as r, pyBigWig.open(str(path)) as bw:
+        assert r.chrom_sizes == bw.chroms()
+        rng = np.random.default_rng(len(path.name))
+        sizes = r.chrom_sizes
+        # bias towards covered bases: half the windows start near stored intervals
+        chroms, starts, ends = random_windows(sizes, 300, 1000, rng)
+        for name in list(sizes)[:3]:
+            intervals = bw.intervals(name) or ()
+            for s, _, _ in [intervals[i] for i in rng.integers(0, len(intervals), min(100, len(intervals)))]:
+                start = int(np.clip(s - rng.integers(0, 1000), 0, sizes[name] - 1000))
+                chroms.append(name)
+                starts = np.r_[starts, start]
+                ends = np.r_[ends, start + 1000]
+        edge_c, edge_s, edge_e = edge_windows({c: s for c, s in sizes.items() if s >= 1000}, 1000)
+        got = assert_same(path, chroms + edge_c, np.r_[starts, edge_s], np.r_[ends, edge_e], reader=r)
+        assert got.any() or path.name.endswith("random100.bw")
+
+
+# ---------------------------------------------------------------------- errors
+def one_line_error(excinfo, path, *words):
+    message = str(excinfo.value)
+    assert "\n" not in message and str(path) in message, message
+    for word in words:
+        assert word in message, message
+
+
+@pytest.mark.parametrize("chrom,start,end,words", [
+    ("chrX", 0, 100, ["chrX", "not in this bigWig"]),
+    ("chrM", 16_500, 16_600, ["outside", "16569"]),
+    ("chr1", -10, 90, ["outside"]),
+])
+def test_bad_windows(written, chrom, start, end, words):
+    with BigWigReader(str(written)) as r, pytest.raises(InputError) as excinfo:
+        r.read(["chr1", chrom], np.array([0, start]), np.array([100, end]))
+    one_line_error(excinfo, written, *words)
+
+
+def test_unequal_widths(written):
+    with BigWigReader(str(written)) as r, pytest.raises(InputError) as excinfo:
+        r.read(["chr1", "chr1"], np.array([0, 0]), np.array([100, 50]))
+    one_line_error(excinfo, written, "same positive width")
+
+
+@pytest.mark.parametrize("content", [b"", b"chr1\t0\t10\t1.0\n" * 10, b"\x00" * 200])
+def test_not_a_bigwig(tmp_path, content):
+    path = tmp_path / "counts.bw"
+    path.write_bytes(content)
+    with pytest.raises(InputError) as excinfo:
+        BigWigReader(str(path))
+    one_line_error(excinfo, path, "not a readable bigWig")
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(InputError) as excinfo:
+        BigWigReader(str(tmp_path / "nope.bw"))
+    one_line_error(excinfo, tmp_path / "nope.bw", "cannot open")
+
+
+def test_truncated_files(written, tmp_path):
+    """Cut anywhere: InputError (at open or at read), or the same values where the cut spared data and index."""
+    full = written.read_bytes()
+    sizes = dict(CHROMS)
+    chroms, starts, ends = random_windows(sizes, 200, 2000, np.random.default_rng(3))
+    want = expected(written, chroms, starts, ends)
+    cut_path = tmp_path / "cut.bw"
+    for cut in sorted({10, 64, 100, 300, len(full) // 5, len(full) // 2, len(full) - 1000, len(full) - 1}):
+        cut_path.write_bytes(full[:cut])
+        try:
+            with BigWigReader(str(cut_path)) as r:
+                got = r.read(chroms, starts, ends)
+        except InputError as err:
+            assert "\n" not in str(err) and str(cut_path) in str(err)
+        else:
+            np.testing.assert_array_equal(got, want)
+    with BigWigReader(str(written)) as r:
+        index_at = r._index_offset
+    for cut in (index_at - 100, index_at + 60):  # in the data, in the index
+        cut_path.write_bytes(full[:cut])
+        with pytest.raises(InputError, match="truncated"):
+            BigWigReader(str(cut_path))
+
+
+def test_corrupt_data_block(tmp_path):
+    path = build_bigwig(tmp_path / "hand.bw", HAND_CHROMS, HAND_SECTIONS)
+    raw = bytearray(path.read_bytes())
+    with BigWigReader(str(path)) as r:
+        first_block = int(r._block_offset[r._block_rank.argsort()[0]])
+    raw[first_block + 5:first_block + 9] = b"\xff\x00\xff\x00"
+    path.write_bytes(bytes(raw))
+    with BigWigReader(str(path)) as r, pytest.raises(InputError) as excinfo:
+        r.read(["chrA"], np.array([0]), np.array([50]))
+    one_line_error(excinfo, path, "does not decompress")
