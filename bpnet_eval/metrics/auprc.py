@@ -123,23 +123,21 @@ def average_precision(labels, scores):
     keep = (labels >= 0) & ~torch.isnan(scores)
     sorted_scores, order = torch.sort(torch.where(keep, scores, -torch.inf), dim=-1,
                                       descending=True, stable=True)
-    positive = torch.gather((labels == 1) & keep, -1, order).to(torch.int64)
-    negative = torch.gather((labels == 0) & keep, -1, order).to(torch.int64)
+    positive = torch.gather((labels == 1) & keep, -1, order)
     true_pos = torch.cumsum(positive, dim=-1)
-    false_pos = torch.cumsum(negative, dim=-1)
-    ends_threshold = torch.ones_like(positive, dtype=torch.bool)
-    ends_threshold[..., :-1] = sorted_scores[..., 1:] != sorted_scores[..., :-1]
-    # true positives up to the previous threshold = value at the last end of a threshold before here
-    position = torch.arange(positive.shape[-1], device=scores.device).expand_as(positive)
-    previous_end = torch.cummax(torch.where(ends_threshold, position, -1), dim=-1).values
-    previous_end = torch.cat([torch.full_like(previous_end[..., :1], -1), previous_end[..., :-1]], dim=-1)
-    true_pos_before = torch.where(previous_end >= 0,
-                                  torch.gather(true_pos, -1, previous_end.clamp(min=0)), 0)
-    new_true_pos = torch.where(ends_threshold, true_pos - true_pos_before, 0)
-    precision = true_pos.to(scores.dtype) / (true_pos + false_pos).clamp(min=1).to(scores.dtype)
-    n_positive = true_pos[..., -1:].to(scores.dtype)
-    ap = torch.sum(new_true_pos.to(scores.dtype) * precision, dim=-1) / n_positive.squeeze(-1)
-    return torch.where(n_positive.squeeze(-1) > 0, ap, NAN)
+    called = torch.cumsum(torch.gather(keep, -1, order), dim=-1)
+    # sum_n (R_n - R_{n-1}) P_n = mean over positives of P at the threshold that calls them, i.e.
+    # at the last entry tied with them
+    n = scores.shape[-1]
+    ends_tie = torch.ones_like(positive)
+    ends_tie[..., :-1] = sorted_scores[..., 1:] != sorted_scores[..., :-1]
+    position = torch.arange(n, device=scores.device).expand_as(order)
+    tie_end = torch.cummin(torch.where(ends_tie, position, n - 1).flip(-1), dim=-1).values.flip(-1)
+    precision = (torch.gather(true_pos, -1, tie_end).to(scores.dtype)
+                 / torch.gather(called, -1, tie_end).to(scores.dtype))
+    n_positive = true_pos[..., -1].to(scores.dtype)
+    ap = torch.sum(torch.where(positive, precision, 0.0), dim=-1) / n_positive
+    return torch.where(n_positive > 0, ap, NAN)
 
 
 def binned_labels_scores(observed, probs, binsize, pos_min_fraction=POS_MIN_FRACTION,
