@@ -5,23 +5,29 @@ import os
 import h5py
 import numpy as np
 
+from ..environment import hdf5_locking_disabled
 from ..errors import InputError
 
 
-def open_hdf5(path) -> h5py.File:
-    """Open ``path`` read-only, retrying without file locking where the filesystem refuses locks."""
+def open_hdf5(path, allow_external: bool = False) -> h5py.File:
+    """Open ``path`` read-only, retrying without file locking where the filesystem refuses locks
+    (or at once when ``HDF5_USE_FILE_LOCKING=FALSE``); external links and virtual or externally
+    stored datasets are refused on lookup unless ``allow_external``."""
     if not os.path.exists(path):
         raise InputError(f"{path}: no such file; check the path")
-    try:
-        return h5py.File(path, "r")
-    except OSError as err:
-        if "lock" in str(err).lower():
-            try:
-                return h5py.File(path, "r", locking=False)
-            except (OSError, TypeError):
-                pass
-        raise InputError(f"{path}: not a readable HDF5 file ({_first_line(err)}); "
-                         "check that the file is complete and is HDF5")
+    if not os.path.isfile(path):
+        raise InputError(f"{path}: not a regular file; give an HDF5 file")
+    attempts = [{"locking": False}] if hdf5_locking_disabled() else [{}, {"locking": False}]
+    for options in attempts:
+        try:
+            handle = h5py.File(path, "r", **options)
+        except OSError as err:
+            if options or "lock" not in str(err).lower():
+                raise InputError(f"{path}: not a readable HDF5 file ({_first_line(err)}); "
+                                 "check that the file is complete and is HDF5") from None
+            continue
+        handle.bpnet_eval_allow_external = allow_external
+        return handle
 
 
 def _first_line(err) -> str:
@@ -29,10 +35,44 @@ def _first_line(err) -> str:
     return text[0] if text else type(err).__name__
 
 
+def _refuse(handle, name: str, what: str):
+    raise InputError(f"{handle.filename}: '{name}' {what}, which could read other files; "
+                     "copy the data into the file, or allow it with --allow-external-links")
+
+
+def _local_path(handle: h5py.File, name: str, depth: int = 0):
+    """``name`` with soft links resolved, or None when absent; refuses external links unless allowed."""
+    parts = [part for part in name.split("/") if part]
+    for k in range(len(parts)):
+        prefix = "/" + "/".join(parts[:k + 1])
+        link = handle.get(prefix, getlink=True)
+        if link is None:
+            return None
+        if isinstance(link, h5py.ExternalLink):
+            if not getattr(handle, "bpnet_eval_allow_external", False):
+                _refuse(handle, name, f"is an external link to {link.filename}:{link.path}")
+            return "/".join([prefix] + parts[k + 1:])
+        if isinstance(link, h5py.SoftLink):
+            if depth > 32:
+                raise InputError(f"{handle.filename}: '{name}' is a loop of soft links; repair the file")
+            base = link.path if link.path.startswith("/") else "/" + "/".join(parts[:k] + [link.path])
+            return _local_path(handle, "/".join([base] + parts[k + 1:]), depth + 1)
+    return "/" + "/".join(parts)
+
+
 def dataset_or_none(handle: h5py.File, name: str):
-    """The dataset at ``name``, or None when there is none."""
-    obj = handle.get(name)
-    return obj if isinstance(obj, h5py.Dataset) else None
+    """The dataset at ``name``, or None when there is none; virtual, externally stored and
+    externally linked datasets raise InputError unless the file was opened allowing them."""
+    path = _local_path(handle, name)
+    obj = handle.get(path) if path else None
+    if not isinstance(obj, h5py.Dataset):
+        return None
+    if not getattr(handle, "bpnet_eval_allow_external", False):
+        if obj.is_virtual:
+            _refuse(handle, name, "is a virtual dataset")
+        if obj.external:
+            _refuse(handle, name, f"stores its data in external file(s) {obj.external[0][0]!r}")
+    return obj
 
 
 def require_dataset(handle: h5py.File, name: str, fix: str) -> h5py.Dataset:
@@ -41,6 +81,15 @@ def require_dataset(handle: h5py.File, name: str, fix: str) -> h5py.Dataset:
     if obj is None:
         raise InputError(f"{handle.filename}: no dataset '{name}'; {fix}")
     return obj
+
+
+def read_column(handle: h5py.File, name: str, n: int) -> np.ndarray:
+    """The dataset at ``name`` as a flat array of ``n`` values; its shape is checked before reading."""
+    data = require_dataset(handle, name, "give the regions with --regions")
+    if int(np.prod(data.shape, dtype=np.float64)) != n:
+        raise InputError(f"{handle.filename}: '{name}' has shape {data.shape} but there are {n} predictions; "
+                         "give the regions with --regions")
+    return data[()].reshape(-1)
 
 
 def list_datasets(handle: h5py.File) -> list:

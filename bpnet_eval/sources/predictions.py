@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import InputError, UsageError
 from ..regions import Regions, windows_around
-from .hdf5 import dataset_or_none, decode_strings, list_datasets, open_hdf5, require_dataset
+from .hdf5 import dataset_or_none, decode_strings, list_datasets, open_hdf5, read_column, require_dataset
 
 PROFILE_KINDS = ("logits", "probs", "counts")
 # Smallest positive float32: log(0) of a stored probability becomes this instead of -inf.
@@ -111,11 +111,14 @@ class HDF5Predictions:
         What the profile dataset holds (default: from the layout, else logits).
     head : int, optional
         BPReveal head to score (default: the first).
+    allow_external_links : bool
+        Follow HDF5 external links and read virtual / externally stored datasets (refused by default).
     """
 
-    def __init__(self, path, logits_dataset=None, logcounts_dataset=None, profile_kind=None, head=None):
+    def __init__(self, path, logits_dataset=None, logcounts_dataset=None, profile_kind=None, head=None,
+                 allow_external_links=False):
         self.path = str(path)
-        self._file = open_hdf5(self.path)
+        self._file = open_hdf5(self.path, allow_external_links)
         if logits_dataset or logcounts_dataset:
             try:
                 base = detect_layout(self._file, head)
@@ -153,6 +156,10 @@ class HDF5Predictions:
             raise InputError(f"{self.path}: '{self.layout.logcounts}' has {self.n_logcount_columns} columns "
                              f"but the profile has S = {self.n_tracks} tracks; expected 1 or {self.n_tracks}")
 
+    def stored_datasets(self) -> list:
+        """The HDF5 datasets this source reads in batches (for size checks)."""
+        return [self._profile, self._logcounts]
+
     def describe(self) -> dict:
         """What was detected, for reports."""
         return {"path": self.path, "layout": self.layout.name, "profile_dataset": self.layout.logits,
@@ -162,27 +169,30 @@ class HDF5Predictions:
 
     def regions(self) -> Optional[Regions]:
         """The windows stored with the predictions, or None when the file has none."""
-        coords, handle = self.layout.coords, self._file
+        coords, handle, n = self.layout.coords, self._file, self.n
         if "chrom_names" in coords:
-            names = decode_strings(require_dataset(handle, coords["chrom_names"], "BPReveal files store chrom_names")[:])
-            chrom = names[np.asarray(require_dataset(handle, coords["chrom_index"], "")[:], dtype=np.int64)]
+            names = require_dataset(handle, coords["chrom_names"], "BPReveal files store chrom_names")
+            if names.ndim != 1 or names.shape[0] > max(n, 1 << 16):
+                raise InputError(f"{self.path}: '{coords['chrom_names']}' has shape {names.shape}; "
+                                 "expected one name per chromosome")
+            index = np.asarray(read_column(handle, coords["chrom_index"], n), dtype=np.int64)
+            names = decode_strings(names[()])
+            if len(index) and (index.min() < 0 or index.max() >= len(names)):
+                raise InputError(f"{self.path}: '{coords['chrom_index']}' refers to chromosome numbers outside "
+                                 f"0..{len(names) - 1}; give the regions with --regions")
+            chrom = names[index]
         elif "chrom" in coords:
-            chrom = decode_strings(handle[coords["chrom"]][:])
+            chrom = decode_strings(read_column(handle, coords["chrom"], n))
         else:
             return None
-        peak = handle[coords["peak"]][:].reshape(-1) if "peak" in coords else None
+        peak = read_column(handle, coords["peak"], n) if "peak" in coords else None
         if "start" in coords and "end" in coords:
-            regions = Regions(chrom, handle[coords["start"]][:].reshape(-1), handle[coords["end"]][:].reshape(-1),
-                              peak, f"{self.path} [{coords['start']}, {coords['end']}]")
-        elif "center" in coords:
-            regions = windows_around(chrom, handle[coords["center"]][:].reshape(-1), self.length, peak,
-                                     f"{self.path} [{coords['center']} ± L/2]")
-        else:
-            return None
-        if len(regions) != self.n:
-            raise InputError(f"{self.path}: {len(regions)} stored coordinates for {self.n} predictions; "
-                             "give the regions with --regions")
-        return regions
+            return Regions(chrom, read_column(handle, coords["start"], n), read_column(handle, coords["end"], n),
+                           peak, f"{self.path} [{coords['start']}, {coords['end']}]")
+        if "center" in coords:
+            return windows_around(chrom, read_column(handle, coords["center"], n), self.length, peak,
+                                  f"{self.path} [{coords['center']} ± L/2]")
+        return None
 
     def read(self, i: int, j: int):
         """Logits ``(j-i, S, L)`` and log counts ``(j-i, T)`` of regions ``i..j``."""

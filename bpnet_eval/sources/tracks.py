@@ -18,45 +18,58 @@ HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".he5")
 TRUTH_DATASET_NAMES = ("observed/counts", "observed", "counts", "true_counts", "y", "obs")
 
 
-def check_windows_in(chrom_sizes: dict, regions: Regions, path: str) -> None:
-    """Raise unless every window's chromosome is in ``chrom_sizes`` and the window lies inside it."""
-    sizes = np.array([chrom_sizes.get(c, -1) for c in regions.chrom], dtype=np.int64)
-    missing = np.flatnonzero(sizes < 0)
-    if len(missing):
-        i = int(missing[0])
-        absent = sorted(set(regions.chrom[missing]))
-        raise InputError(f"{path}: chromosome '{regions.chrom[i]}' of {regions.label(i)} is not in this bigWig "
-                         f"({len(absent)} chromosome(s) missing: {', '.join(absent[:5])}); check that the bigWig "
-                         "and the regions use the same genome and chromosome names")
-    outside = np.flatnonzero((regions.start < 0) | (regions.end > sizes))
-    if len(outside):
-        i = int(outside[0])
-        raise InputError(f"{path}: {regions.label(i)} lies outside {regions.chrom[i]} (length {sizes[i]}); "
-                         f"{len(outside)} window(s) run off a chromosome end; drop or move those regions")
-
-
 class BigWigTruth:
-    """Observed counts from one bigWig per track (stranded: plus, then minus)."""
+    """Observed counts from one bigWig per track (stranded: plus, then minus).
+
+    ``use_windows`` (called by validation) sets each file's chromosome names for the regions, the rows
+    not read (skipped: zeros) and the rows read clipped to the chromosome (padded with zeros).
+    """
 
     def __init__(self, paths: Sequence[str], regions: Regions):
         self.paths = [str(p) for p in paths]
         self.regions = regions
-        self._readers = [BigWigReader(p) for p in self.paths]
+        self._readers = []
+        for p in self.paths:
+            try:
+                self._readers.append(BigWigReader(p))
+            except InputError:
+                self.close()
+                raise
         self.n_tracks = len(self._readers)
+        self._chroms = [regions.chrom] * self.n_tracks
+        self._special = {}  # row → "skip" or "pad"
 
-    def validate(self) -> None:
-        """Raise unless every window is readable from every bigWig."""
-        for reader in self._readers:
-            check_windows_in(reader.chrom_sizes, self.regions, reader.path)
+    def chrom_sizes(self) -> list:
+        """``{chromosome: length}`` of each bigWig, in track order."""
+        return [reader.chrom_sizes for reader in self._readers]
+
+    def use_windows(self, chroms: Sequence[np.ndarray], skip_rows=(), pad_rows=()) -> None:
+        """Read row ``i`` of track ``s`` as ``chroms[s][i]``; skipped rows as zeros; padded rows clipped."""
+        self._chroms = [np.asarray(c, dtype=object) for c in chroms]
+        self._special = {**{int(i): "pad" for i in pad_rows}, **{int(i): "skip" for i in skip_rows}}
 
     def describe(self) -> dict:
         return {"kind": "bigWig", "paths": self.paths}
 
+    def _read_clipped(self, reader, chrom: str, start: int, end: int) -> np.ndarray:
+        """One window, zeros where it lies past either chromosome end."""
+        values = np.zeros(end - start, dtype=np.float32)
+        lo, hi = max(start, 0), min(end, reader.chrom_sizes.get(chrom, 0))
+        if hi > lo:
+            values[lo - start:hi - start] = reader.read([chrom], np.array([lo]), np.array([hi]))[0]
+        return values
+
     def read(self, i: int, j: int) -> np.ndarray:
-        rows = self.regions.subset(slice(i, j))
-        out = np.empty((j - i, self.n_tracks, int(rows.end[0] - rows.start[0]) if j > i else 0), dtype=np.float32)
+        start, end = self.regions.start[i:j], self.regions.end[i:j]
+        out = np.zeros((j - i, self.n_tracks, int(end[0] - start[0]) if j > i else 0), dtype=np.float32)
+        special = [k for k in range(j - i) if i + k in self._special] if self._special else []
+        plain = np.setdiff1d(np.arange(j - i), special) if special else slice(None)
         for s, reader in enumerate(self._readers):
-            out[:, s, :] = reader.read(rows.chrom, rows.start, rows.end)
+            chroms = self._chroms[s][i:j]
+            out[plain, s, :] = reader.read(chroms[plain], start[plain], end[plain])
+            for k in special:
+                if self._special[i + k] == "pad":
+                    out[k, s] = self._read_clipped(reader, chroms[k], int(start[k]), int(end[k]))
         return out
 
     def close(self):
@@ -67,9 +80,9 @@ class BigWigTruth:
 class HDF5Truth:
     """Observed counts from one HDF5 dataset ``(N, S, L)``, ``(N, L, S)`` or ``(N, L)``."""
 
-    def __init__(self, path: str, dataset: Optional[str] = None):
+    def __init__(self, path: str, dataset: Optional[str] = None, allow_external_links: bool = False):
         self.path = str(path)
-        self._file = open_hdf5(self.path)
+        self._file = open_hdf5(self.path, allow_external_links)
         self.dataset = dataset or self._find_dataset()
         self._data = dataset_or_none(self._file, self.dataset)
         if self._data is None:
@@ -92,8 +105,9 @@ class HDF5Truth:
         raise UsageError(f"{self.path}: cannot tell which dataset holds the observed counts "
                          f"(candidates: {', '.join(candidates) or 'none'}); name it with --truth-dataset")
 
-    def validate(self) -> None:
-        pass
+    def stored_datasets(self) -> list:
+        """The HDF5 datasets this source reads (for size checks)."""
+        return [self._data]
 
     def describe(self) -> dict:
         return {"kind": "HDF5", "paths": [self.path], "dataset": self.dataset}
@@ -116,9 +130,6 @@ class ArrayTruth:
         self.n, self.n_tracks, self.length = self._data.shape
         self.path = "<array>"
 
-    def validate(self) -> None:
-        pass
-
     def describe(self) -> dict:
         return {"kind": "arrays", "paths": []}
 
@@ -129,13 +140,14 @@ class ArrayTruth:
         pass
 
 
-def open_truth(paths: Sequence[str], regions: Optional[Regions], dataset: Optional[str] = None):
+def open_truth(paths: Sequence[str], regions: Optional[Regions], dataset: Optional[str] = None,
+               allow_external_links: bool = False):
     """A truth source for ``paths``: one HDF5 file, or one bigWig per track (needs regions)."""
     paths = [str(p) for p in paths]
     if not paths:
         raise UsageError("give at least one TRUTH file: one bigWig per predicted track, or one HDF5 file")
     if len(paths) == 1 and paths[0].lower().endswith(HDF5_SUFFIXES):
-        return HDF5Truth(paths[0], dataset)
+        return HDF5Truth(paths[0], dataset, allow_external_links)
     hdf5 = [p for p in paths if p.lower().endswith(HDF5_SUFFIXES)]
     if hdf5:
         raise UsageError(f"{hdf5[0]}: give either one HDF5 TRUTH file or bigWigs, not both")

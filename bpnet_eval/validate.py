@@ -1,0 +1,383 @@
+"""Validation before work, and the policies for messy inputs.
+
+``check_structure`` looks at shapes, region widths, chromosome names and window bounds before
+anything is read; ``ValueScreen`` looks at the values of each batch as it is read (finite
+predictions, non-negative and integer observed counts). ``bpnet-eval check`` and
+``bpnet-eval score`` both use these, so a problem is found by one implementation:
+``check`` collects every problem, ``score`` stops at the first one before any report is written.
+"""
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+from .environment import memory_limit_bytes
+from .errors import EXIT_BAD_INPUT, EXIT_USAGE, InputError, UsageError
+
+OFF_END_POLICIES = ("error", "skip", "pad")
+NONFINITE_POLICIES = ("error", "skip")
+# Float64 copies of one batch alive at once while it is read and scored (logits, observed, softmax, ...).
+BATCH_COPIES = 8
+# Bytes kept per region until the report is written (columns, coordinates, bookkeeping).
+BYTES_PER_REGION = 512
+
+
+@dataclass
+class Policies:
+    """What to do with windows past a chromosome end, non-finite predictions and external HDF5 data."""
+
+    off_end: str = "error"
+    nonfinite: str = "error"
+    allow_external_links: bool = False
+
+    def __post_init__(self):
+        if self.off_end not in OFF_END_POLICIES:
+            raise UsageError(f"--off-end must be one of {', '.join(OFF_END_POLICIES)}, not '{self.off_end}'")
+        if self.nonfinite not in NONFINITE_POLICIES:
+            raise UsageError(f"--nonfinite must be one of {', '.join(NONFINITE_POLICIES)}, not '{self.nonfinite}'")
+
+
+@dataclass
+class Problem:
+    """One thing wrong with the inputs: a one-line message and the exit code it earns."""
+
+    message: str
+    exit_code: int = EXIT_BAD_INPUT
+
+    def error(self):
+        return (UsageError if self.exit_code == EXIT_USAGE else InputError)(self.message)
+
+
+@dataclass
+class Findings:
+    """Everything validation learnt: what was detected, problems, warnings and per-row decisions."""
+
+    detected: dict = field(default_factory=dict)
+    problems: list = field(default_factory=list)
+    warnings: list = field(default_factory=list)
+    skipped: dict = field(default_factory=dict)      # row → reason (not scored)
+    padded: dict = field(default_factory=dict)       # row → reason (scored, zeros past the end)
+    chrom_names: dict = field(default_factory=dict)  # truth file → {region name: name in the file}
+
+    def add(self, message: str, exit_code: int = EXIT_BAD_INPUT) -> None:
+        self.problems.append(Problem(" ".join(message.split()), exit_code))
+
+    def raise_first(self) -> None:
+        """Raise the first problem as an error, saying how many more there are."""
+        if not self.problems:
+            return
+        first = self.problems[0]
+        more = len(self.problems) - 1
+        suffix = f" ({more} more problem(s): run bpnet-eval check for the list)" if more else ""
+        raise Problem(first.message + suffix, first.exit_code).error()
+
+    def skip_mask(self, n: int) -> np.ndarray:
+        mask = np.zeros(n, dtype=bool)
+        mask[list(self.skipped)] = True
+        return mask
+
+    def report(self, regions) -> dict:
+        """The policy outcome for summary.json: skipped and padded rows (1-based), names mapped, warnings."""
+        def rows(decisions):
+            return [{"row": int(i) + 1, "region": region_text(regions, i), "reason": reason}
+                    for i, reason in sorted(decisions.items())]
+
+        return {"n_skipped": len(self.skipped), "skipped": rows(self.skipped), "padded": rows(self.padded),
+                "chromosome_names_mapped": self.chrom_names, "warnings": list(self.warnings)}
+
+
+def region_text(regions, i: int) -> str:
+    """``chrom:start-end`` of row ``i``, or ``row i+1`` when there are no coordinates."""
+    if regions is None:
+        return f"row {i + 1}"
+    return f"{regions.chrom[i]}:{regions.start[i]}-{regions.end[i]}"
+
+
+def region_label(regions, i: int) -> str:
+    """``chrom:start-end (region i+1)`` for messages."""
+    return regions.label(i) if regions is not None else f"region {i + 1}"
+
+
+# ------------------------------------------------------------------- chromosome names
+def chrom_key(name: str) -> str:
+    """A chromosome name without its ``chr`` prefix, with ``MT`` and ``M`` both as ``M``."""
+    base = name[3:] if name.lower().startswith("chr") else name
+    return "M" if base.upper() in ("M", "MT") else base
+
+
+def match_chromosomes(wanted, available) -> tuple:
+    """Map each wanted name to the available one: itself, else the unique name equal up to ``chr``/``M``/``MT``.
+
+    Returns ``(mapping of every matched name, sorted list of unmatched names)``.
+    """
+    available = list(available)
+    by_key = {}
+    for name in available:
+        by_key.setdefault(chrom_key(name), []).append(name)
+    present = set(available)
+    mapping, missing = {}, []
+    for name in sorted(set(wanted)):
+        candidates = [name] if name in present else by_key.get(chrom_key(name), [])
+        if len(candidates) == 1:
+            mapping[name] = candidates[0]
+        else:
+            missing.append(name)
+    return mapping, missing
+
+
+def check_bigwig_windows(findings: Findings, regions, chrom_sizes: dict, path: str, off_end: str) -> np.ndarray:
+    """Check one bigWig against the regions; return each row's chromosome name in that file.
+
+    Unknown chromosomes are problems; windows past an end are problems, skipped or padded by ``off_end``.
+    """
+    mapping, missing = match_chromosomes(regions.chrom, chrom_sizes)
+    renamed = {k: v for k, v in mapping.items() if k != v}
+    if renamed:
+        findings.chrom_names[path] = renamed
+    if missing:
+        first = int(np.flatnonzero(np.isin(regions.chrom, missing))[0])
+        findings.add(f"{path}: chromosome '{regions.chrom[first]}' of {regions.label(first)} is not in this bigWig "
+                     f"({len(missing)} region chromosome(s) missing: {', '.join(missing[:5])}; the bigWig has "
+                     f"{', '.join(list(chrom_sizes)[:5])}{', ...' if len(chrom_sizes) > 5 else ''}); use regions "
+                     "and bigWigs of the same genome build, or drop those regions")
+    names = np.array([mapping.get(c, c) for c in regions.chrom], dtype=object)
+    sizes = np.array([chrom_sizes.get(c, np.iinfo(np.int64).max) for c in names], dtype=np.int64)
+    outside = np.flatnonzero((regions.start < 0) | (regions.end > sizes))
+    if len(outside) and off_end == "error":
+        i = int(outside[0])
+        findings.add(f"{path}: {regions.label(i)} runs off {names[i]} (length {sizes[i]}); {len(outside)} window(s) "
+                     "lie past a chromosome end; drop them, or score with --off-end skip (listed in the report) "
+                     "or --off-end pad (zeros past the end)")
+    decisions = findings.skipped if off_end == "skip" else findings.padded
+    for i in outside.tolist():
+        if i not in decisions:
+            decisions[i] = f"window runs off {names[i]} (length {sizes[i]}) in {path}"
+    return names
+
+
+# ----------------------------------------------------------------------- structure
+def check_sizes(findings: Findings, source, what: str, batch_size: int, limit: Optional[int] = None) -> None:
+    """Problems when a source's claimed shape cannot fit in memory: per batch, or for all regions."""
+    limit = memory_limit_bytes() if limit is None else limit
+    n, tracks, length = int(source.n), int(source.n_tracks), int(source.length)
+    batch = min(batch_size, n) * tracks * length * 8 * BATCH_COPIES
+    if batch > limit // 2:
+        findings.add(f"{what}: a batch of {min(batch_size, n)} regions × {tracks} track(s) × L = {length} needs "
+                     f"about {batch / 2**30:.1f} GiB but {limit / 2**30:.1f} GiB are available; check the file "
+                     "(a damaged file can claim any shape) or give a smaller --batch-size")
+    if n * BYTES_PER_REGION > limit // 2:
+        findings.add(f"{what}: claims N = {n} regions, more than {limit / 2**30:.1f} GiB of memory can score; "
+                     "check the file (a damaged file can claim any shape) or split it")
+    for dataset in getattr(source, "stored_datasets", lambda: [])():
+        if dataset.size and dataset.id.get_storage_size() == 0:
+            findings.add(f"{what}: '{dataset.name}' claims shape {dataset.shape} but stores no data; "
+                         "re-create the file (it was never written or is damaged)")
+
+
+def describe_regions(regions) -> dict:
+    """Chromosomes and window widths, for ``check``."""
+    if regions is None:
+        return {"source": "none (row numbers)"}
+    chroms, counts = np.unique(np.asarray(regions.chrom, dtype=str), return_counts=True)
+    widths, wcounts = np.unique(regions.end - regions.start, return_counts=True)
+    return {"source": regions.source, "n_regions": len(regions),
+            "chromosomes": {str(c): int(k) for c, k in zip(chroms, counts)},
+            "widths": {str(int(w)): int(k) for w, k in zip(widths, wcounts)}}
+
+
+def check_structure(preds, truth, regions, policies: Policies, batch_size: int = 1024,
+                    memory_limit: Optional[int] = None) -> Findings:
+    """Every problem visible without reading values: track count, N, L, region widths, chromosomes, sizes."""
+    findings = Findings()
+    findings.detected = {"predictions": preds.describe(), "truth": truth.describe(), "regions": describe_regions(regions)}
+    truth_label = ", ".join(truth.describe().get("paths", [])) or "observed counts"
+    if truth.n_tracks != preds.n_tracks:
+        findings.add(f"{truth_label}: {truth.n_tracks} observed track(s) for {preds.n_tracks} predicted track(s) in "
+                     f"{preds.path}; give one bigWig per predicted track, in track order (stranded: plus, then "
+                     "minus)", EXIT_USAGE)
+    n_truth = getattr(truth, "n", None)
+    if n_truth is not None and n_truth != preds.n:
+        findings.add(f"{truth_label}: {n_truth} observed regions but {preds.path} holds {preds.n} predictions; the "
+                     "observed counts must be in prediction order, one row per prediction")
+    if getattr(truth, "length", preds.length) != preds.length:
+        findings.add(f"{truth_label}: observed profiles have L = {truth.length} but the predictions have "
+                     f"L = {preds.length}; score observed and predicted windows of the same width")
+    check_sizes(findings, preds, str(preds.path), batch_size, memory_limit)
+    if n_truth is not None and truth.n_tracks == preds.n_tracks and truth.length == preds.length:
+        check_sizes(findings, truth, truth_label, batch_size, memory_limit)
+    if regions is None:
+        return findings
+    what = regions.source or "regions"
+    if len(regions) != preds.n:
+        findings.add(f"{what}: {len(regions)} regions for {preds.n} predictions in {preds.path}; give one region per "
+                     "prediction, in prediction order")
+        return findings
+    widths = regions.end - regions.start
+    wrong = np.flatnonzero(widths != preds.length)
+    if len(wrong):
+        i = int(wrong[0])
+        findings.add(f"{what}: {regions.label(i)} is {widths[i]} bp wide but the predictions have L = "
+                     f"{preds.length} positions ({len(wrong)} region(s) differ); give regions of width "
+                     f"{preds.length} (or a narrowPeak file, whose windows are summit ± L/2)")
+        return findings
+    chrom_sizes = getattr(truth, "chrom_sizes", None)
+    if chrom_sizes is not None:
+        names = [check_bigwig_windows(findings, regions, sizes, path, policies.off_end)
+                 for path, sizes in zip(truth.paths, chrom_sizes())]
+        truth.use_windows(names, sorted(findings.skipped), sorted(findings.padded))
+    elif (regions.start < 0).any():
+        i = int(np.flatnonzero(regions.start < 0)[0])
+        findings.add(f"{what}: {regions.label(i)} starts before position 0; fix the coordinates")
+    return findings
+
+
+# -------------------------------------------------------------------------- values
+class ValueScreen:
+    """Checks each batch as it is read: finite predictions, non-negative (and integer) observed counts.
+
+    ``screen`` returns the rows of the batch that are not scored; with ``collect=False`` the first
+    batch with a problem raises it (before any report is written).
+    """
+
+    def __init__(self, findings: Findings, preds, truth, regions, policies: Policies, collect: bool = False):
+        self.findings, self.regions, self.policies, self.collect = findings, regions, policies, collect
+        self.preds_path = str(preds.path)
+        paths = truth.describe().get("paths", [])
+        self.truth_paths = paths if len(paths) == truth.n_tracks else [paths[0] if paths else "observed counts"] * truth.n_tracks
+        self.tally = {}  # kind → [regions, first row, detail]
+        self.non_integer = 0
+
+    def _note(self, kind: str, rows: np.ndarray, detail: str) -> None:
+        entry = self.tally.setdefault(kind, [0, int(rows[0]), detail])
+        entry[0] += len(rows)
+
+    def screen(self, i: int, logits: np.ndarray, logcounts: np.ndarray, observed: np.ndarray) -> np.ndarray:
+        """Rows (within the batch) not to score: already skipped, or non-finite under ``--nonfinite skip``."""
+        skip = np.array([i + k in self.findings.skipped for k in range(len(logits))], dtype=bool)
+        bad_logits = ~np.isfinite(logits).all(axis=(1, 2)) & ~skip
+        bad_counts = ~np.isfinite(logcounts).all(axis=1) & ~skip
+        for kind, bad in (("logits", bad_logits), ("log counts", bad_counts)):
+            rows = np.flatnonzero(bad)
+            if not len(rows):
+                continue
+            if self.policies.nonfinite == "skip":
+                for k in rows.tolist():
+                    self.findings.skipped.setdefault(i + k, f"non-finite predicted {kind}")
+            else:
+                sample = (logits if kind == "logits" else logcounts)[rows[0]]
+                value = "NaN" if np.isnan(sample).any() else "inf"
+                self._note(f"nonfinite {kind}", i + rows, value)
+        if self.policies.nonfinite == "skip":
+            skip |= bad_logits | bad_counts
+        for s in range(observed.shape[1]):
+            rows = np.flatnonzero((observed[:, s] < 0).any(axis=1) & ~skip)
+            if len(rows):
+                self._note(f"negative {s}", i + rows, f"{float(observed[rows[0], s].min()):g}")
+        kept = observed[~skip]
+        self.non_integer += int((kept != np.round(kept)).any(axis=(1, 2)).sum())
+        if not self.collect:
+            self._problems()
+            self.findings.raise_first()
+        return skip
+
+    def _problems(self) -> None:
+        for kind, (count, row, detail) in self.tally.items():
+            label = region_label(self.regions, row)
+            if kind.startswith("nonfinite"):
+                what = kind.split(" ", 1)[1]
+                self.findings.add(f"{self.preds_path}: predicted {what} of {label} are not finite ({detail}); "
+                                  f"{count} region(s) so far; fix the model output, or skip those regions with "
+                                  "--nonfinite skip (listed in the report)")
+            else:
+                path = self.truth_paths[int(kind.split()[1])]
+                self.findings.add(f"{path}: observed value {detail} in {label} is negative ({count} region(s) so "
+                                  "far); observed tracks must be counts ≥ 0 (not log-ratios or signal differences)")
+        self.tally = {}
+
+    def finish(self) -> None:
+        """Turn what was collected into problems, and warn about non-integer observed values."""
+        self._problems()
+        if self.non_integer:
+            self.findings.warnings.append(
+                f"{self.non_integer} scored region(s) have non-integer observed values; MNLL assumes counts, so a "
+                "normalised track (CPM, fold change) gives MNLL values that are not comparable to counts")
+
+
+# ------------------------------------------------------------------ bpnet-eval check
+def run_check(predictions, truth, regions=None, *, truth_dataset=None, policies: Optional[Policies] = None,
+              batch_size: int = 1024, scan_values: bool = True, **prediction_options) -> Findings:
+    """Open and validate the inputs like ``score`` does, collecting every problem instead of stopping."""
+    from .errors import BpnetEvalError
+    from .pipeline import iter_batches, open_sources
+    from .sources.bigwig import BigWigReader
+
+    policies = policies or Policies()
+    try:
+        preds, table, truth_source, findings = open_sources(
+            predictions, truth, regions, truth_dataset=truth_dataset, policies=policies, batch_size=batch_size,
+            **prediction_options)
+    except BpnetEvalError as err:
+        findings = Findings()
+        findings.add(str(err), err.exit_code)
+        for path in truth:  # every unreadable bigWig, not only the first problem
+            if not str(path).lower().endswith((".h5", ".hdf5", ".hdf", ".he5")):
+                try:
+                    BigWigReader(path).close()
+                except BpnetEvalError as bad:
+                    if str(bad) != str(err):
+                        findings.add(str(bad), bad.exit_code)
+        return findings
+    try:
+        if not scan_values or findings.problems:
+            findings.detected["values"] = "not read" + (" (fix the problems first)" if findings.problems else "")
+            return findings
+        screen = ValueScreen(findings, preds, truth_source, table, policies, collect=True)
+        try:
+            for i, _, (logits, logcounts), observed in iter_batches(preds, truth_source, batch_size):
+                screen.screen(i, logits, logcounts, observed)
+        except BpnetEvalError as err:
+            findings.add(str(err), err.exit_code)
+        screen.finish()
+        findings.detected["values"] = f"read all {preds.n} regions"
+        return findings
+    finally:
+        preds.close()
+        truth_source.close()
+
+
+def format_findings(findings: Findings) -> str:
+    """What ``check`` prints: what was detected, policy outcomes, warnings, then every problem."""
+    detected, lines = findings.detected, []
+    preds = detected.get("predictions")
+    if preds:
+        lines.append(f"predictions: {preds['path']}: layout {preds['layout']}; N = {preds['n_regions']}, "
+                     f"S = {preds['n_tracks']}, L = {preds['length']}; log counts per {preds['logcounts_per']}")
+    truth = detected.get("truth")
+    if truth:
+        lines.append(f"truth: {truth['kind']}: {', '.join(truth.get('paths', []))}"
+                     + (f" [{truth['dataset']}]" if truth.get("dataset") else ""))
+    regions = detected.get("regions")
+    if regions:
+        lines.append(f"regions: {regions['source']}")
+        if "chromosomes" in regions:
+            chroms = regions["chromosomes"]
+            shown = ", ".join(f"{c} ({k})" for c, k in list(chroms.items())[:10])
+            lines.append(f"  {regions['n_regions']} regions on {len(chroms)} chromosome(s): {shown}"
+                         + (", ..." if len(chroms) > 10 else ""))
+            lines.append("  widths: " + ", ".join(f"{w} bp ({k})" for w, k in regions["widths"].items()))
+    if "values" in detected:
+        lines.append(f"values: {detected['values']}")
+    for path, renamed in findings.chrom_names.items():
+        lines.append(f"chromosome names matched in {path}: "
+                     + ", ".join(f"{a} -> {b}" for a, b in renamed.items()))
+    for key, decisions in (("skipped", findings.skipped), ("padded", findings.padded)):
+        if decisions:
+            lines.append(f"{key}: {len(decisions)} region(s)")
+    lines += [f"warning: {w}" for w in findings.warnings]
+    if findings.problems:
+        lines.append(f"problems: {len(findings.problems)}")
+        lines += [f"  - {p.message}" for p in findings.problems]
+    else:
+        lines.append("problems: none")
+    return "\n".join(lines) + "\n"
