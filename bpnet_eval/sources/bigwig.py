@@ -1,17 +1,26 @@
-"""Fast base-resolution reader for bigWig files (pure numpy + zlib).
+"""Fast base-resolution reader for bigWig files (pure numpy + zlib, no new dependency).
 
-``BigWigReader.read`` returns the same values as pyBigWig's
-``bw.values(chrom, start, end, numpy=True)`` for each window, with uncovered
-bases (NaN) as 0, but for a whole batch of equal-width windows at once:
+``BigWigReader.read`` returns, for a whole batch of equal-width windows at once,
+exactly what pyBigWig's ``bw.values(chrom, start, end, numpy=True)`` returns for
+each window, with uncovered bases (NaN, and stored NaN values) as 0.
 
-* the R-tree index is read once when the file is opened;
-* the data blocks that a batch touches are found with ``searchsorted`` and each
-  is read and decompressed once (zlib, C speed), even when many windows share it;
-* bedGraph / variableStep / fixedStep sections are decoded with ``frombuffer``;
-* intervals are scattered into the ``(n, W)`` output with vectorised index
-  arithmetic, so the cost is close to the number of covered bases;
-* decoded blocks are kept in a small LRU cache, because consecutive batches
-  often hit the same blocks.
+How:
+
+* the header, chromosome B+ tree and R-tree index are read when the file is
+  opened (little- or big-endian; compressed or not);
+* intervals are kept as int64 keys ``chrom_id << 32 | position``, so windows on
+  any number of chromosomes are located with one ``searchsorted``;
+* files with at most 8 MB of compressed data (``_RESIDENT_COMPRESSED_BYTES``)
+  are decoded whole on the first ``read`` (about 28 bytes of memory per stored
+  interval, e.g. 44 MB for 1.6 M intervals; never more than 256 MB) and every
+  later call only searches and scatters;
+* bigger files are read block by block: the blocks a batch touches are read
+  and decompressed once each (zlib, C speed) however many windows share them,
+  and kept in a 64 MB LRU cache because consecutive batches often hit the same
+  blocks; big calls are filled in genome order, 8192 windows at a time;
+* bedGraph / variableStep / fixedStep sections are decoded with ``frombuffer``
+  and intervals are scattered into the ``(n, W)`` output with vectorised index
+  arithmetic, so the cost is close to the number of covered bases.
 
 Like libBigWig (pyBigWig) and the UCSC reader, only the first section of each
 data block is decoded, and where stored intervals overlap, the one stored later
