@@ -16,8 +16,9 @@ How:
   later call only searches and scatters;
 * bigger files are read block by block: the blocks a batch touches are read
   and decompressed once each (zlib, C speed) however many windows share them,
-  and kept in a 64 MB LRU cache because consecutive batches often hit the same
-  blocks; big calls are filled in genome order, 8192 windows at a time;
+  and kept in a 128 MB LRU cache because consecutive batches often hit the same
+  blocks (16 bytes per interval); big calls are filled in genome order, 8192
+  windows at a time;
 * bedGraph / variableStep / fixedStep sections are decoded with ``frombuffer``
   and intervals are scattered into the ``(n, W)`` output with vectorised index
   arithmetic, so the cost is close to the number of covered bases.
@@ -55,12 +56,13 @@ _RTREE_MAGIC = 0x2468ACE0
 _HEADER_SIZE = 64
 _SECTION_HEADER_SIZE = 24
 _RTREE_HEADER_SIZE = 48
-_CACHE_BYTES = 64 << 20  # decoded blocks kept between read() calls (big files)
+_CACHE_BYTES = 128 << 20  # decoded blocks kept between read() calls (big files)
 _RESIDENT_COMPRESSED_BYTES = 8 << 20  # files with at most this much block data are decoded whole,
 _RESIDENT_MAX_BYTES = 256 << 20  # unless decoded they would take more than this
 _STREAM_WINDOWS = 8192  # windows filled per step from a big file (bounds decoded blocks held)
 _CHUNK_ELEMENTS = 1 << 22  # output elements scattered per step (bounds memory)
-_BYTES_PER_INTERVAL = 28  # three int64 keys + one float32 value
+_RESIDENT_BYTES_PER_INTERVAL = 28  # three int64 keys + one float32 value
+_CACHED_BYTES_PER_INTERVAL = 16  # three uint32 positions + one float32 value
 
 _FIX = "check the path, or re-create it with bedGraphToBigWig or pyBigWig"
 
@@ -72,6 +74,10 @@ def _bad_file(path: str, why: str) -> InputError:
 def _keys(chrom_ids, bases) -> np.ndarray:
     """Chromosome and position folded into one sortable int64 key."""
     return (np.asarray(chrom_ids, dtype=np.int64) << 32) + np.asarray(bases, dtype=np.int64)
+
+
+def _keys_at(chrom_key: int, start: np.ndarray, end: np.ndarray):
+    return chrom_key + start.astype(np.int64), chrom_key + end.astype(np.int64)
 
 
 def _expand_ranges(lo: np.ndarray, hi: np.ndarray, owners: bool = True):
@@ -93,15 +99,6 @@ class _IntervalSet:
         self.start, self.end, self.value = start, end, value
         self.end_max = np.maximum.accumulate(end) if len(end) else end
         self.overlapping = len(start) > 1 and bool(np.any(start[1:] < self.end_max[:-1]))
-
-    def between(self, low: int, high: int):
-        """(start, end, value) in stored order of the intervals that may overlap [low, high)."""
-        if self.rank is not None:  # unsorted: keep all, back in stored order
-            stored = np.argsort(self.rank)
-            return self.start[stored], self.end[stored], self.value[stored]
-        lo = int(self.end_max.searchsorted(low, side="right"))
-        hi = int(self.start.searchsorted(high, side="left"))
-        return self.start[lo:hi], self.end[lo:hi], self.value[lo:hi]
 
     def scatter(self, key0: np.ndarray, width: int, flat: np.ndarray) -> None:
         """Write the values of windows [key0, key0 + width) into rows of flat (n * width, zeroed)."""
@@ -126,6 +123,28 @@ class _IntervalSet:
                 keep = len(pos) - 1 - last
                 pos, vals = pos[keep], vals[keep]
             flat[pos] = vals
+
+
+class _Block:
+    """One decoded data block, compact for the cache: 16 bytes per interval (one chromosome per block)."""
+
+    __slots__ = ("chrom", "start", "end", "value", "end_max", "unsorted")
+
+    def __init__(self, chrom: int, start: np.ndarray, end: np.ndarray, value: np.ndarray):
+        self.chrom, self.start, self.end, self.value = chrom, start, end, value
+        self.unsorted = len(start) > 1 and bool(np.any(start[1:] < start[:-1]))
+        self.end_max = np.maximum.accumulate(end) if len(end) else end
+
+    def between(self, low: int, high: int):
+        """(start keys, end keys, values), in stored order, of the intervals that may overlap [low, high)."""
+        lo, hi = 0, len(self.start)
+        if not self.unsorted:
+            top = np.uint32(0xFFFFFFFF)
+            low = np.uint32(min(max(low - self.chrom, 0), top))
+            high = np.uint32(min(max(high - self.chrom, 0), top))
+            lo = int(self.end_max.searchsorted(low, side="right"))
+            hi = int(self.start.searchsorted(high, side="left"))
+        return _keys_at(self.chrom, self.start[lo:hi], self.end[lo:hi]) + (self.value[lo:hi],)
 
 
 class BigWigReader:
@@ -259,7 +278,7 @@ class BigWigReader:
 
     # ------------------------------------------------------------------ blocks
     def _decode_block(self, block: int):
-        """Intervals of one data block: (start keys, end keys, values)."""
+        """Intervals of one data block: (chromosome key, uint32 starts, uint32 ends, float32 values)."""
         raw = self._pread(int(self._block_offset[block]), int(self._block_size[block]))
         try:
             data = zlib.decompress(raw) if self._uncompress_buf_size else raw
@@ -285,8 +304,7 @@ class BigWigReader:
             end = start + span
         values = items["value"].astype(np.float32)
         values[np.isnan(values)] = 0.0
-        chrom = int(head["chrom"]) << 32
-        return chrom + start.astype(np.int64), chrom + end.astype(np.int64), values
+        return int(head["chrom"]) << 32, start, end, values
 
     def _blocks(self, needed: np.ndarray):
         """Decoded intervals of the given blocks, from the cache where possible."""
@@ -296,15 +314,15 @@ class BigWigReader:
             for block in needed.tolist():
                 hit = cache.get(block)
                 if hit is None:
-                    hit = _IntervalSet(*self._decode_block(block))
+                    hit = _Block(*self._decode_block(block))
                     cache[block] = hit
-                    self._cache_size += len(hit.start) * _BYTES_PER_INTERVAL
+                    self._cache_size += len(hit.start) * _CACHED_BYTES_PER_INTERVAL
                 else:
                     cache.move_to_end(block)
                 out.append(hit)
             while self._cache_size > _CACHE_BYTES and len(cache) > len(out):
                 _, old = cache.popitem(last=False)
-                self._cache_size -= len(old.start) * _BYTES_PER_INTERVAL
+                self._cache_size -= len(old.start) * _CACHED_BYTES_PER_INTERVAL
         return out
 
     # -------------------------------------------------------------------- read
@@ -388,8 +406,9 @@ class BigWigReader:
             if self._resident is None:
                 parts, total = [], 0
                 for block in self._block_rank.argsort(kind="stable").tolist():  # stored order
-                    parts.append(self._decode_block(block))
-                    total += len(parts[-1][0]) * _BYTES_PER_INTERVAL
+                    chrom, start, end, value = self._decode_block(block)
+                    parts.append(_keys_at(chrom, start, end) + (value,))
+                    total += len(value) * _RESIDENT_BYTES_PER_INTERVAL
                     if total > _RESIDENT_MAX_BYTES:  # compresses too well to keep whole
                         self._resident_ok = False
                         return None
