@@ -111,13 +111,20 @@ def score(
     head: Optional[int] = typer.Option(None, help="BPReveal head to score [default: the first]."),
     truth_dataset: Optional[str] = typer.Option(None, help="HDF5 dataset of observed counts in a TRUTH HDF5."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress and no table."),
+    plots: Optional[bool] = typer.Option(None, "--plots/--no-plots", help="Draw PNG figures into the report "
+                                         "[default: on when matplotlib is installed]."),
+    json_output: bool = typer.Option(False, "--json", help="Print the summary JSON (= summary.json) to stdout "
+                                     "and nothing else there; the table is not printed."),
     debug: bool = typer.Option(False, help="Show tracebacks."),
 ):
     """Score PREDICTIONS against TRUTH: per-region MNLL, log1p-MSE and mixture loss, and a summary."""
     from .pipeline import score as run_score
-    from .report import print_summary, write_report
+    from .plots import resolve_plots
+    from .report import print_summary, summary_json, write_report
+    from .report_extras import write_extras
 
     def work():
+        draw_plots = resolve_plots(plots)
         with ProgressReporter(not quiet) as progress:
             result = run_score(
                 str(predictions), [str(t) for t in truth], str(regions) if regions else None,
@@ -126,10 +133,46 @@ def score(
                 logcounts_dataset=logcounts_dataset, profile_kind=profile_kind, head=head,
                 truth_dataset=truth_dataset, progress=progress)
         directory = write_report(out or Path(f"bpnet-eval-{predictions.stem}"), result.regions, result.columns,
-                                 result.summary)
-        if not quiet:
+                                 result.summary, extra=lambda directory: write_extras(directory, result, draw_plots))
+        if json_output:
+            sys.stdout.write(summary_json(result.summary))
+        elif not quiet:
             print_summary(result.summary, Console())
+        if not quiet:
             stderr.print(f"report written to {directory}/", highlight=False)
+
+    run_guarded(work, debug)
+
+
+@app.command()
+def compare(
+    report_a: Path = typer.Argument(..., help="Report directory of model A (written by 'bpnet-eval score')."),
+    report_b: Path = typer.Argument(..., help="Report directory of model B, over the same regions."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Directory for compare.tsv and compare.json "
+                                       "[default: ./bpnet-eval-compare-<A>-vs-<B>]."),
+    resamples: int = typer.Option(2000, help="Bootstrap resamples of the regions."),
+    confidence: float = typer.Option(0.95, help="Coverage of the bootstrap interval."),
+    seed: int = typer.Option(0, help="Seed of the bootstrap."),
+    top: int = typer.Option(10, help="Regions listed per metric as the most changed."),
+    metric: Optional[str] = typer.Option(None, help="Metric whose most-changed regions are printed "
+                                         "[default: profile_mnll]."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No tables."),
+    debug: bool = typer.Option(False, help="Show tracebacks."),
+):
+    """Compare two score reports region by region: B - A per metric, bootstrap CI, win rate of B."""
+    from .compare import changed_table, compare_reports, comparison_table, headline_metric, write_comparison
+
+    def work():
+        comparison = compare_reports(report_a, report_b, n_resamples=resamples, confidence=confidence, seed=seed,
+                                     top=top)
+        shown = headline_metric(comparison, metric)
+        directory = write_comparison(out or Path(f"bpnet-eval-compare-{report_a.resolve().name}-vs-"
+                                                 f"{report_b.resolve().name}"), comparison)
+        if not quiet:
+            console = Console()
+            console.print(comparison_table(comparison))
+            console.print(changed_table(comparison, shown))
+            stderr.print(f"comparison written to {directory}/", highlight=False)
 
     run_guarded(work, debug)
 

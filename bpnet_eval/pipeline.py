@@ -6,6 +6,7 @@ returns per-region values and the summary.
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
@@ -30,6 +31,8 @@ class ScoreResult:
     columns: dict
     summary: dict
     track_names: list = field(default_factory=list)
+    # ``read_rows(rows) -> (logits, logcounts, observed)``: a few regions read again from the sources.
+    read_rows: Optional[Callable] = None
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -137,6 +140,22 @@ def iter_batches(preds, truth, batch_size: int):
             yield batch
 
 
+def read_rows(predictions, truth, regions, rows: Sequence[int], truth_dataset: Optional[str] = None,
+              **prediction_options):
+    """Logits ``(k, S, L)``, log counts ``(k, T)`` and observed counts ``(k, S, L)`` of the regions at
+    ``rows`` only, read again from the sources (for figures; never the whole N x S x L)."""
+    preds = _open_predictions(predictions, **prediction_options)
+    table = _resolve_regions(preds, regions)
+    truth_source = _open_truth(truth, table, truth_dataset)
+    try:
+        parts = [(preds.read(int(r), int(r) + 1), truth_source.read(int(r), int(r) + 1)) for r in rows]
+    finally:
+        preds.close()
+        truth_source.close()
+    return (np.concatenate([p[0][0] for p in parts]), np.concatenate([p[0][1] for p in parts]),
+            np.concatenate([p[1] for p in parts]))
+
+
 def score(predictions, truth, regions=None, *, count_loss_weight: float = 1.0, device: str = "auto",
           batch_size: int = 1024, dtype: str = "float64", track_names: Optional[Sequence[str]] = None,
           logits_dataset: Optional[str] = None, logcounts_dataset: Optional[str] = None,
@@ -202,7 +221,10 @@ def score(predictions, truth, regions=None, *, count_loss_weight: float = 1.0, d
                     "batch_size": batch_size, "track_names": names, "bpnet_eval_version": __version__}
         inputs = {"predictions": preds.describe(), "truth": truth_source.describe(), "regions": table.source}
         summary = summarize(columns, table.peak, settings, inputs)
-        return ScoreResult(table, columns, summary, names)
+        reader = partial(read_rows, predictions, truth, regions, truth_dataset=truth_dataset,
+                         logits_dataset=logits_dataset, logcounts_dataset=logcounts_dataset,
+                         profile_kind=profile_kind, head=head)
+        return ScoreResult(table, columns, summary, names, reader)
     finally:
         preds.close()
         truth_source.close()

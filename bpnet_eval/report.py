@@ -18,11 +18,11 @@ from .errors import InputError
 REGIONS_FILE, SUMMARY_JSON, SUMMARY_TSV = "regions.tsv", "summary.json", "summary.tsv"
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file renamed into place."""
+def write_atomic(path: Path, text) -> None:
+    """Write ``text`` (str, or bytes) to ``path`` through a temporary file renamed into place."""
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with open(temporary, "w") as handle:
+        with open(temporary, "wb" if isinstance(text, bytes) else "w") as handle:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
@@ -74,15 +74,24 @@ def summary_tsv(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(out_dir, regions, columns: dict, summary: dict) -> Path:
-    """Write the report files into ``out_dir`` (created if needed); return the directory."""
+def summary_json(summary: dict) -> str:
+    """The text of ``summary.json`` (also what ``score --json`` prints)."""
+    return json.dumps(summary, indent=2, allow_nan=False) + "\n"
+
+
+def write_report(out_dir, regions, columns: dict, summary: dict, extra=None) -> Path:
+    """Write the report files into ``out_dir`` (created if needed); return the directory.
+
+    ``extra(directory)`` writes further files (figures, HTML) before ``summary.json``, which comes last."""
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
         (out / SUMMARY_JSON).unlink(missing_ok=True)
         write_atomic(out / REGIONS_FILE, regions_tsv(regions, columns))
         write_atomic(out / SUMMARY_TSV, summary_tsv(summary))
-        write_atomic(out / SUMMARY_JSON, json.dumps(summary, indent=2, allow_nan=False) + "\n")
+        if extra is not None:
+            extra(out)
+        write_atomic(out / SUMMARY_JSON, summary_json(summary))
     except OSError as err:
         raise InputError(f"{out}: cannot write the report ({err.strerror or err}); give a writable directory with --out")
     return out
@@ -93,24 +102,33 @@ def display_value(value) -> str:
     return "nan" if value is None else f"{value:.6g}"
 
 
-def summary_table(summary: dict) -> Table:
-    """The summary as a rich table: one row per per-region column, then the count metrics;
-    with peak labels, the mean over peaks and over non-peaks beside the mean over all regions."""
+def summary_title(summary: dict) -> str:
+    return f"bpnet-eval: {summary['n_regions']} regions, count loss weight {summary['count_loss_weight']:g}"
+
+
+def summary_table_rows(summary: dict):
+    """``(header, rows)`` of the summary table, as text: one row per per-region column, then the count
+    metrics; with peak labels, the mean over peaks and over non-peaks beside the mean over all regions."""
     groups = summary.get("groups", {})
-    table = Table(title=f"bpnet-eval: {summary['n_regions']} regions, count loss weight "
-                        f"{summary['count_loss_weight']:g}")
-    table.add_column("metric", no_wrap=True)
-    for statistic in ("mean", "median", "q1", "q3"):
-        table.add_column(statistic, justify="right")
-    table.add_column("undefined", justify="right")
-    for group in groups:
-        table.add_column(f"mean ({group})", justify="right")
+    header = ["metric", "mean", "median", "q1", "q3", "undefined"] + [f"mean ({group})" for group in groups]
+    rows = []
     for metric, stats in summary["metrics"].items():
-        table.add_row(metric, *(display_value(stats[s]) for s in ("mean", "median", "q1", "q3")),
-                      str(stats["n_undefined"]), *(display_value(g["metrics"][metric]["mean"]) for g in groups.values()))
+        rows.append([metric, *(display_value(stats[s]) for s in ("mean", "median", "q1", "q3")),
+                     str(stats["n_undefined"]), *(display_value(g["metrics"][metric]["mean"]) for g in groups.values())])
     for statistic, value in summary["counts"].items():
-        table.add_row(f"counts {statistic}", display_value(value), "", "", "", "",
-                      *(display_value(g["counts"][statistic]) for g in groups.values()))
+        rows.append([f"counts {statistic}", display_value(value), "", "", "", "",
+                     *(display_value(g["counts"][statistic]) for g in groups.values())])
+    return header, rows
+
+
+def summary_table(summary: dict) -> Table:
+    """The summary as a rich table (rows from ``summary_table_rows``)."""
+    header, rows = summary_table_rows(summary)
+    table = Table(title=summary_title(summary))
+    for k, name in enumerate(header):
+        table.add_column(name, no_wrap=k == 0, justify="left" if k == 0 else "right")
+    for row in rows:
+        table.add_row(*row)
     return table
 
 

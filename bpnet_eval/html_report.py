@@ -1,0 +1,64 @@
+"""``report.html``: one self-contained page (summary table, figures as base64 PNGs, settings), readable offline."""
+
+import base64
+import html
+import json
+
+from . import __version__
+from .report import summary_table_rows, summary_title
+
+STYLE = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 1100px;
+       color: #222; padding: 0 1em; }
+h1 { font-size: 1.6em; margin-bottom: 0.2em; } h2 { margin-top: 1.6em; border-bottom: 1px solid #ddd; }
+table { border-collapse: collapse; font-size: 0.9em; }
+th, td { padding: 0.25em 0.7em; border-bottom: 1px solid #eee; text-align: right; }
+th:first-child, td:first-child { text-align: left; font-family: ui-monospace, monospace; }
+thead th { background: #f3f5f8; position: sticky; top: 0; }
+figure { margin: 1em 0; } img { max-width: 100%; border: 1px solid #eee; }
+figcaption { color: #555; font-size: 0.9em; }
+pre { background: #f6f8fa; padding: 0.8em; overflow-x: auto; font-size: 0.85em; }
+.muted { color: #666; }
+"""
+
+FIGURE_CAPTIONS = {
+    "counts_scatter.png": "Predicted log counts against ln(1 + observed total counts), one point per region "
+                          "(density of regions per hexagon).",
+    "profile_histograms.png": "Per-region profile MNLL and, when computed, JSD distance with its shuffled "
+                              "baselines; the dashed line is the median.",
+    "profile_examples.png": "Observed counts and the predicted profile scaled to the predicted counts for "
+                            "the best, median and worst region by MNLL.",
+}
+
+
+def _table(header, rows, table_id: str) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>" for row in rows)
+    return f'<table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def _setting_text(value) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def render_html(summary: dict, figures: dict, title: str, note: str = "") -> str:
+    """The page: ``figures`` maps PNG file names to their bytes, embedded as data URIs; ``note`` says why
+    figures are missing, if they are."""
+    header, rows = summary_table_rows(summary)
+    parts = [f"<h1>{html.escape(title)}</h1>",
+             f'<p class="muted">{html.escape(summary_title(summary))} &middot; bpnet-eval {__version__}</p>',
+             "<h2>Summary</h2>", _table(header, rows, "summary"), "<h2>Figures</h2>"]
+    if not figures:
+        parts.append(f'<p class="muted">{html.escape(note or "No figures were drawn.")}</p>')
+    for name, png in figures.items():
+        data = base64.b64encode(png).decode("ascii")
+        caption = FIGURE_CAPTIONS.get(name, name)
+        parts.append(f'<figure><img alt="{html.escape(name)}" src="data:image/png;base64,{data}">'
+                     f"<figcaption>{html.escape(name)}: {html.escape(caption)}</figcaption></figure>")
+    settings = summary.get("settings", {})
+    parts += ["<h2>Settings</h2>",
+              _table(["setting", "value"], [(k, _setting_text(v)) for k, v in settings.items()], "settings"),
+              "<h2>Inputs</h2>", f"<pre>{html.escape(json.dumps(summary.get('inputs', {}), indent=2))}</pre>"]
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>{html.escape(title)}</title><style>{STYLE}</style></head>\n<body>\n"
+            + "\n".join(parts) + "\n</body></html>\n")

@@ -1,0 +1,237 @@
+"""Report figures (PNG), drawn from the per-region columns and the summary; no metric is computed here.
+
+matplotlib is the optional extra ``bpnet-eval[plots]``; it is imported only when a figure is
+drawn, through the Agg canvas (no display, no global backend switch). Every drawing function
+returns the figure and the arrays it drew, so tests can check them against the report.
+"""
+
+import io
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+
+from .errors import UsageError
+from .losses import joint_log_softmax
+from .summary import predicted_total_logcounts
+
+COUNTS_SCATTER, PROFILE_HISTOGRAMS, PROFILE_EXAMPLES = "counts_scatter.png", "profile_histograms.png", "profile_examples.png"
+FIGURE_FILES = (COUNTS_SCATTER, PROFILE_HISTOGRAMS, PROFILE_EXAMPLES)
+JSD_COLUMN = "profile_jsd_distance"
+# Shuffled baselines drawn over the JSD histogram when the report has them: column → legend.
+JSD_BASELINES = {"profile_jsd_shuffled": "prediction vs shuffled observed",
+                 "profile_jsd_observed_shuffled": "observed vs shuffled observed"}
+JSD_DISTANCE_MAX = float(np.sqrt(np.log(2.0)))
+DPI = 110
+
+
+def plots_available() -> bool:
+    """True when matplotlib (the ``plots`` extra) can be imported."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def resolve_plots(requested: Optional[bool]) -> bool:
+    """``--plots/--no-plots``: as given, or (unset) on exactly when matplotlib is installed."""
+    if requested is None:
+        return plots_available()
+    if requested and not plots_available():
+        raise UsageError("--plots needs matplotlib, which is not installed; install the extra with "
+                         "pip install 'bpnet-eval[plots]' or pass --no-plots")
+    return requested
+
+
+def _writable(directory: Path) -> bool:
+    return directory.is_dir() and os.access(directory, os.W_OK)
+
+
+def new_figure(width: float, height: float):
+    """A matplotlib Figure on an Agg canvas; ``MPLCONFIGDIR`` goes to a temp dir when HOME is not writable."""
+    if "MPLCONFIGDIR" not in os.environ and not _writable(Path(os.path.expanduser("~"))):
+        os.environ["MPLCONFIGDIR"] = tempfile.mkdtemp(prefix="bpnet-eval-matplotlib-")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def png_bytes(figure) -> bytes:
+    """The figure rendered as PNG."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=DPI)
+    return buffer.getvalue()
+
+
+def _statistic(summary: dict, column: str, name: str):
+    return summary.get("metrics", {}).get(column, {}).get(name)
+
+
+def _fmt(value) -> str:
+    return "undefined" if value is None else f"{value:.3f}"
+
+
+def counts_scatter(columns: dict, summary: dict):
+    """Density (hexbin) of predicted log counts against ``ln(1 + observed total)``, correlations in the title."""
+    track_names = summary["settings"]["track_names"]
+    observed = np.log1p(columns["observed_counts"])
+    predicted = predicted_total_logcounts(columns, track_names)
+    keep = np.isfinite(observed) & np.isfinite(predicted)
+    observed, predicted = observed[keep], predicted[keep]
+    figure = new_figure(6.0, 5.2)
+    ax = figure.add_subplot()
+    if observed.size:
+        from matplotlib.ticker import FuncFormatter
+
+        cells = ax.hexbin(observed, predicted, gridsize=40, mincnt=1, bins="log", cmap="viridis", linewidths=0.2)
+        bar = figure.colorbar(cells, ax=ax, label="regions per hexagon (log scale)")
+        plain = FuncFormatter(lambda value, _: f"{value:g}")
+        bar.ax.yaxis.set_major_formatter(plain)
+        bar.ax.yaxis.set_minor_formatter(plain)
+        low = float(min(observed.min(), predicted.min()))
+        high = float(max(observed.max(), predicted.max()))
+        ax.plot([low, high], [low, high], color="0.35", linestyle="--", linewidth=1, label="y = x")
+        ax.legend(loc="upper left", frameon=False)
+    counts = summary.get("counts", {})
+    ax.set_title(f"Total counts, {observed.size} regions\nPearson r = {_fmt(counts.get('pearson'))}, "
+                 f"Spearman ρ = {_fmt(counts.get('spearman'))}, MSE = {_fmt(counts.get('mse'))}")
+    ax.set_xlabel("observed ln(1 + total counts)")
+    ax.set_ylabel("predicted log counts")
+    return figure, {"observed": observed, "predicted": predicted}
+
+
+def _histogram_bins(values: np.ndarray):
+    """Between 10 and 60 bins over the range of ``values``, and whether they are log-spaced (positive
+    values spanning more than a factor of 20, as MNLL does since it grows with the counts)."""
+    n_bins = int(np.clip(np.sqrt(max(values.size, 1)), 10, 60))
+    if values.size == 0:
+        return np.linspace(0.0, 1.0, n_bins + 1), False
+    low, high = float(values.min()), float(values.max())
+    if low > 0 and high / low > 20:
+        return np.geomspace(low, high, n_bins + 1), True
+    return np.linspace(low, high if high > low else low + 1.0, n_bins + 1), False
+
+
+def _defined(values) -> np.ndarray:
+    values = np.asarray(values, dtype=np.float64)
+    return values[np.isfinite(values)]
+
+
+def profile_histograms(columns: dict, summary: dict):
+    """Histograms of per-region profile MNLL and, when the report has it, JSD distance with its shuffled baselines."""
+    panels = ["profile_mnll"] + ([JSD_COLUMN] if JSD_COLUMN in columns else [])
+    figure = new_figure(6.0 * len(panels), 4.6)
+    drawn = {}
+    for k, column in enumerate(panels):
+        ax = figure.add_subplot(1, len(panels), k + 1)
+        values = _defined(columns[column])
+        drawn[column] = values
+        undefined = len(columns[column]) - values.size
+        if column == JSD_COLUMN:
+            bins = np.linspace(0.0, JSD_DISTANCE_MAX, 51)
+            ax.hist(values, bins=bins, color="tab:blue", alpha=0.75, label="prediction vs observed")
+            for baseline, legend in JSD_BASELINES.items():
+                if baseline in columns:
+                    drawn[baseline] = _defined(columns[baseline])
+                    ax.hist(drawn[baseline], bins=bins, histtype="step", linewidth=1.6, label=legend)
+            ax.set_xlabel("per-region JSD distance (nats^1/2, lower is better)")
+            ax.legend(frameon=False, loc="upper left")
+        else:
+            bins, logarithmic = _histogram_bins(values)
+            ax.hist(values, bins=bins, color="tab:blue", alpha=0.75)
+            if logarithmic:
+                ax.set_xscale("log")
+            ax.set_xlabel("per-region profile MNLL (nats, lower is better)" + (", log scale" if logarithmic else ""))
+        median = _statistic(summary, column, "median")
+        if median is not None:
+            ax.axvline(median, color="black", linestyle="--", linewidth=1)
+        note = f", {undefined} undefined" if undefined else ""
+        ax.set_title(f"{column}: median {_fmt(median)} ({values.size} regions{note})")
+        ax.set_ylabel("regions")
+    return figure, drawn
+
+
+def example_rows(columns: dict) -> list:
+    """``(label, row)`` of the best, median and worst region by profile MNLL among regions with counts."""
+    mnll = np.asarray(columns["profile_mnll"], dtype=np.float64)
+    candidates = np.flatnonzero(np.isfinite(mnll) & (np.asarray(columns["observed_counts"]) > 0))
+    if candidates.size == 0:
+        return []
+    ranked = candidates[np.argsort(mnll[candidates], kind="stable")]
+    picks = [("best (lowest MNLL)", ranked[0]), ("median MNLL", ranked[(ranked.size - 1) // 2]),
+             ("worst (highest MNLL)", ranked[-1])]
+    seen, out = set(), []
+    for label, row in picks:
+        if int(row) not in seen:
+            seen.add(int(row))
+            out.append((label, int(row)))
+    return out
+
+
+def predicted_profile(logits: np.ndarray, logcounts: np.ndarray) -> np.ndarray:
+    """``softmax(z) * exp(c)``: per track when ``c`` has one column per track, else one joint softmax over
+    tracks and positions scaled by the region's ``exp(c)``; logits ``(n, S, L)``, log counts ``(n, T)``."""
+    z = torch.as_tensor(np.asarray(logits, dtype=np.float64))
+    c = torch.as_tensor(np.asarray(logcounts, dtype=np.float64)).reshape(z.shape[0], -1)
+    if c.shape[1] == z.shape[1] and c.shape[1] > 1:
+        probabilities = torch.softmax(z, dim=-1)
+    else:
+        probabilities = joint_log_softmax(z).exp()
+    return (probabilities * torch.exp(c)[:, :, None]).numpy()
+
+
+def profile_examples(examples: list, observed: np.ndarray, predicted: np.ndarray, columns: dict, labels: list,
+                     track_names: list):
+    """One panel per example region: observed counts and the predicted profile, per track (the second of
+    two stranded tracks drawn downwards)."""
+    figure = new_figure(11.0, 2.9 * max(len(examples), 1))
+    mirrored = len(track_names) == 2
+    drawn = {"rows": [row for _, row in examples], "observed": [], "predicted": []}
+    for k, (label, row) in enumerate(examples):
+        ax = figure.add_subplot(len(examples), 1, k + 1)
+        positions = np.arange(observed.shape[-1])
+        for s, name in enumerate(track_names):
+            sign = -1.0 if mirrored and s == 1 else 1.0
+            colour = "tab:blue" if s == 0 else ("tab:red" if s == 1 else f"C{s + 2}")
+            ax.plot(positions, sign * observed[k, s], color=colour, alpha=0.55, linewidth=0.9,
+                    drawstyle="steps-mid", label=f"observed {name}")
+            ax.plot(positions, sign * predicted[k, s], color="black" if s == 0 else "0.4", linewidth=1.3,
+                    label=f"predicted {name}")
+            drawn["observed"].append(sign * observed[k, s])
+            drawn["predicted"].append(sign * predicted[k, s])
+        if mirrored:
+            ax.axhline(0.0, color="0.6", linewidth=0.6)
+        ax.set_title(f"{label}: {labels[k]} — MNLL {columns['profile_mnll'][row]:.4g}, observed total "
+                     f"{columns['observed_counts'][row]:.0f}, predicted total {predicted[k].sum():.0f}", fontsize=10)
+        ax.set_ylabel("counts" + (" (minus below 0)" if mirrored else ""))
+        ax.set_xlim(0, observed.shape[-1] - 1)
+        ax.legend(loc="upper right", fontsize=8, ncol=2, frameon=False)
+    if examples:
+        figure.axes[-1].set_xlabel("position in window")
+    return figure, drawn
+
+
+def draw_figures(columns: dict, summary: dict, region_labels: Callable[[int], str],
+                 read_rows: Optional[Callable]) -> dict:
+    """All report figures as ``{file name: PNG bytes}``; the example panel reads its few regions with
+    ``read_rows(rows) -> (logits, logcounts, observed)`` (skipped when None or no region has counts)."""
+    figures = {}
+    figure, _ = counts_scatter(columns, summary)
+    figures[COUNTS_SCATTER] = png_bytes(figure)
+    figure, _ = profile_histograms(columns, summary)
+    figures[PROFILE_HISTOGRAMS] = png_bytes(figure)
+    examples = example_rows(columns)
+    if read_rows is not None and examples:
+        rows = [row for _, row in examples]
+        logits, logcounts, observed = read_rows(rows)
+        figure, _ = profile_examples(examples, observed, predicted_profile(logits, logcounts), columns,
+                                     [region_labels(row) for row in rows], summary["settings"]["track_names"])
+        figures[PROFILE_EXAMPLES] = png_bytes(figure)
+    return figures

@@ -1,0 +1,244 @@
+"""Report outputs people look at: figures, report.html (in a real headless browser), score --json and the
+MultiQC custom-content file. Every number is checked against values recomputed here from regions.tsv
+or from the arrays the case was written from."""
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from scipy import stats
+from scipy.special import softmax
+
+from bpnet_eval import plots
+from bpnet_eval.pipeline import read_rows
+from conftest import make_case, run_cli
+
+pytest.importorskip("matplotlib")
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+FIGURES = ("counts_scatter.png", "profile_histograms.png", "profile_examples.png")
+
+
+def read_tsv(path):
+    """Columns of a TSV with a header: numbers as float64 arrays, text as str arrays."""
+    with open(path) as handle:
+        rows = list(csv.reader(handle, delimiter="\t"))
+    out = {}
+    for k, name in enumerate(rows[0]):
+        values = [row[k] for row in rows[1:]]
+        try:
+            out[name] = np.array(values, dtype=np.float64)
+        except ValueError:
+            out[name] = np.array(values, dtype=str)
+    return out
+
+
+def metric_columns(table):
+    return {k: v for k, v in table.items() if k not in ("chrom", "start", "end", "peak")}
+
+
+@pytest.fixture(scope="module")
+def scored(tmp_path_factory):
+    """One case scored by the installed CLI with --json (plots on by default)."""
+    tmp = tmp_path_factory.mktemp("scored")
+    case = make_case(tmp, n=40, length=60, seed=3)
+    report = tmp / "report"
+    done = run_cli("score", case.predictions, *case.bigwigs, "--out", report, "--json")
+    assert done.returncode == 0, done.stderr
+    return case, report, done
+
+
+def test_json_stdout_is_exactly_summary_json(scored):
+    _, report, done = scored
+    text = (report / "summary.json").read_text()
+    assert done.stdout == text
+    assert json.loads(done.stdout) == json.loads(text)
+    assert "report written to" in done.stderr  # messages go to stderr, the table is not printed
+
+
+def test_figures_exist_with_sane_sizes(scored):
+    from PIL import Image
+
+    _, report, _ = scored
+    for name in FIGURES:
+        path = report / name
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+        assert 15_000 < path.stat().st_size < 2_000_000, (name, path.stat().st_size)
+        with Image.open(path) as image:
+            width, height = image.size
+        assert 500 <= width <= 2000 and 400 <= height <= 2000, (name, image.size)
+    assert not list(report.glob(".*.tmp"))
+
+
+def test_counts_scatter_draws_the_report_numbers(scored):
+    _, report, _ = scored
+    table = read_tsv(report / "regions.tsv")
+    summary = json.loads((report / "summary.json").read_text())
+    figure, drawn = plots.counts_scatter(metric_columns(table), summary)
+    expected_x = np.log(1.0 + table["observed_counts"])
+    np.testing.assert_allclose(drawn["observed"], expected_x, rtol=1e-10)
+    np.testing.assert_allclose(drawn["predicted"], table["predicted_logcounts"], rtol=1e-10)
+    ax = figure.axes[0]
+    hexagons = ax.collections[0]
+    assert hexagons.get_array().sum() == len(expected_x)  # every region lies in one drawn hexagon
+    r = stats.pearsonr(table["predicted_logcounts"], expected_x)[0]
+    rho = stats.spearmanr(table["predicted_logcounts"], expected_x)[0]
+    assert f"Pearson r = {r:.3f}" in ax.get_title() and f"Spearman ρ = {rho:.3f}" in ax.get_title()
+
+
+def test_histograms_draw_the_report_numbers(scored):
+    _, report, _ = scored
+    table = read_tsv(report / "regions.tsv")
+    summary = json.loads((report / "summary.json").read_text())
+    columns = metric_columns(table)
+    figure, drawn = plots.profile_histograms(columns, summary)
+    np.testing.assert_array_equal(drawn["profile_mnll"], table["profile_mnll"])
+    ax = figure.axes[0]
+    heights = np.array([patch.get_height() for patch in ax.patches])
+    edges = np.array([patch.get_x() for patch in ax.patches] + [ax.patches[-1].get_x() + ax.patches[-1].get_width()])
+    np.testing.assert_array_equal(heights, np.histogram(table["profile_mnll"], bins=edges)[0])
+    assert heights.sum() == len(table["profile_mnll"])
+    assert f"median {np.median(table['profile_mnll']):.3f}" in ax.get_title()
+    if "profile_jsd_distance" not in columns:
+        assert len(figure.axes) == 1  # degrades to the MNLL histogram alone
+
+
+def test_jsd_histogram_overlays_baselines_when_present(scored):
+    _, report, _ = scored
+    table = read_tsv(report / "regions.tsv")
+    summary = json.loads((report / "summary.json").read_text())
+    rng = np.random.default_rng(0)
+    n = len(table["profile_mnll"])
+    columns = dict(metric_columns(table), profile_jsd_distance=rng.uniform(0.1, 0.4, n),
+                   profile_jsd_shuffled=rng.uniform(0.5, 0.8, n))
+    columns["profile_jsd_distance"][1] = np.nan  # an all-zero region: undefined, left out and counted
+    figure, drawn = plots.profile_histograms(columns, summary)
+    assert len(figure.axes) == 2
+    ax = figure.axes[1]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["prediction vs observed",
+                                                                  "prediction vs shuffled observed"]
+    np.testing.assert_array_equal(drawn["profile_jsd_shuffled"], columns["profile_jsd_shuffled"])
+    bars = [p for p in ax.patches if type(p).__name__ == "Rectangle"]  # the filled model histogram
+    heights = np.array([p.get_height() for p in bars])
+    np.testing.assert_array_equal(heights, np.histogram(columns["profile_jsd_distance"][np.arange(n) != 1],
+                                                        bins=np.linspace(0, np.sqrt(np.log(2)), 51))[0])
+    assert heights.sum() == n - 1
+    assert "1 undefined" in ax.get_title()
+
+
+def test_profile_examples_draw_the_best_median_worst_regions(scored):
+    case, report, _ = scored
+    table = read_tsv(report / "regions.tsv")
+    summary = json.loads((report / "summary.json").read_text())
+    columns = metric_columns(table)
+    with_counts = np.flatnonzero(table["observed_counts"] > 0)
+    order = with_counts[np.argsort(table["profile_mnll"][with_counts])]
+    expected_rows = [order[0], order[(len(order) - 1) // 2], order[-1]]
+    examples = plots.example_rows(columns)
+    assert [row for _, row in examples] == expected_rows
+    logits, logcounts, observed = read_rows(str(case.predictions), [str(p) for p in case.bigwigs], None, expected_rows)
+    np.testing.assert_array_equal(observed, case.observed[expected_rows])
+    figure, drawn = plots.profile_examples(examples, observed, plots.predicted_profile(logits, logcounts), columns,
+                                           ["a", "b", "c"], summary["settings"]["track_names"])
+    # joint softmax over both strands, scaled by exp(predicted log counts), minus strand drawn below zero
+    for k, row in enumerate(expected_rows):
+        joint = softmax(case.logits[row].astype(np.float64).ravel()).reshape(case.logits[row].shape)
+        expected = joint * np.exp(float(case.logcounts[row, 0]))
+        lines = figure.axes[k].lines
+        np.testing.assert_allclose(lines[0].get_ydata(), case.observed[row, 0])
+        np.testing.assert_allclose(lines[1].get_ydata(), expected[0], rtol=1e-9)
+        np.testing.assert_allclose(lines[2].get_ydata(), -case.observed[row, 1])
+        np.testing.assert_allclose(lines[3].get_ydata(), -expected[1], rtol=1e-9)
+        assert f"MNLL {table['profile_mnll'][row]:.4g}" in figure.axes[k].get_title()
+
+
+def test_predicted_profile_per_track_log_counts():
+    rng = np.random.default_rng(1)
+    logits, logcounts = rng.normal(size=(3, 2, 7)), rng.normal(2.0, 0.5, size=(3, 2))
+    expected = softmax(logits, axis=-1) * np.exp(logcounts)[:, :, None]
+    np.testing.assert_allclose(plots.predicted_profile(logits, logcounts), expected, rtol=1e-12)
+
+
+def test_multiqc_custom_content(scored):
+    _, report, _ = scored
+    content = json.loads((report / "bpnet_eval_mqc.json").read_text())
+    table = read_tsv(report / "regions.tsv")
+    assert content["plot_type"] == "table" and content["id"] == "bpnet_eval" and content["section_name"]
+    assert list(content["data"]) == ["preds"]  # the predictions file's stem
+    row = content["data"]["preds"]
+    assert set(row) <= set(content["headers"])
+    assert row["n_regions"] == len(table["chrom"])
+    assert row["profile_mnll_median"] == pytest.approx(np.median(table["profile_mnll"]), rel=1e-9)
+    y = np.log1p(table["observed_counts"])
+    assert row["count_pearson"] == pytest.approx(stats.pearsonr(table["predicted_logcounts"], y)[0], rel=1e-9)
+    assert row["count_mse"] == pytest.approx(np.mean((y - table["predicted_logcounts"]) ** 2), rel=1e-9)
+    assert content["headers"]["profile_mnll_median"]["scale"] == "RdYlGn-rev"  # lower is better
+    assert content["headers"]["count_pearson"]["scale"] == "RdYlGn"
+    assert "profile_mnll_plus_median" not in row  # per-track columns stay out of the table
+
+
+def test_no_plots_still_writes_html_and_removes_stale_figures(scored, tmp_path):
+    case, report, _ = scored
+    out = tmp_path / "again"
+    shutil.copytree(report, out)
+    done = run_cli("score", case.predictions, *case.bigwigs, "--out", out, "--no-plots", "--quiet")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == ""
+    assert not [name for name in FIGURES if (out / name).exists()]
+    page = (out / "report.html").read_text()
+    assert "Figures were not drawn" in page and "data:image/png" not in page
+    assert (out / "bpnet_eval_mqc.json").exists()
+
+
+def test_without_matplotlib(scored, tmp_path):
+    """A matplotlib that cannot be imported: default = no figures; --plots = one-line usage error."""
+    case, _, _ = scored
+    fake = tmp_path / "site"
+    (fake / "matplotlib").mkdir(parents=True)
+    (fake / "matplotlib" / "__init__.py").write_text("raise ImportError('no matplotlib here')\n")
+    env = {"PYTHONPATH": str(fake), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    done = run_cli("score", case.predictions, *case.bigwigs, "--out", tmp_path / "r", "-q", env=env)
+    assert done.returncode == 0, done.stderr
+    assert not list((tmp_path / "r").glob("*.png")) and (tmp_path / "r" / "report.html").exists()
+    done = run_cli("score", case.predictions, *case.bigwigs, "--out", tmp_path / "r2", "--plots", env=env)
+    assert done.returncode == 2
+    assert len(done.stderr.strip().splitlines()) == 1 and "bpnet-eval[plots]" in done.stderr
+
+
+def test_unwritable_home_uses_a_temporary_matplotlib_dir(scored, tmp_path):
+    case, _, _ = scored
+    env = {"PATH": "/usr/bin:/bin", "HOME": "/nonexistent/home"}
+    done = run_cli("score", case.predictions, *case.bigwigs, "--out", tmp_path / "r", "-q", env=env)
+    assert done.returncode == 0, done.stderr
+    assert "Matplotlib" not in done.stderr and (tmp_path / "r" / "counts_scatter.png").exists()
+
+
+@pytest.mark.skipif(not shutil.which(CHROMIUM), reason="no headless browser: install Debian's chromium "
+                    "(apt-get install -y chromium) to check report.html in a real browser")
+def test_report_html_renders_in_headless_chromium(scored, tmp_path):
+    _, report, _ = scored
+    table = read_tsv(report / "regions.tsv")
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}"]
+    url = (report / "report.html").resolve().as_uri()
+    screenshot = tmp_path / "report_screenshot.png"
+    shot = subprocess.run([CHROMIUM, *flags, f"--screenshot={screenshot}", "--window-size=1200,2000", url],
+                          capture_output=True, text=True, timeout=120)
+    assert shot.returncode == 0, shot.stderr[-2000:]
+    assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and screenshot.stat().st_size > 50_000
+    print(f"\nreport.html screenshot: {screenshot}", file=sys.stderr)
+    dom = subprocess.run([CHROMIUM, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=120)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    html = dom.stdout
+    assert '<table id="summary">' in html and '<table id="settings">' in html
+    for column in ("profile_mnll", "count_log1p_mse", "mixture_loss"):
+        assert f"<td>{column}</td><td>{np.mean(table[column]):.6g}</td>" in html, column
+    r = stats.pearsonr(table["predicted_logcounts"], np.log1p(table["observed_counts"]))[0]
+    assert f"<td>counts pearson</td><td>{r:.6g}</td>" in html
+    assert html.count('src="data:image/png;base64,') == 3
+    assert "<td>count_loss_weight</td><td>1.0</td>" in html
