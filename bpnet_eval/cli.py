@@ -9,11 +9,26 @@ import typer
 from rich.console import Console
 
 from . import __version__
-from .errors import EXIT_RUNTIME, BpnetEvalError
+from .environment import configure_threads
+from .errors import EXIT_RUNTIME, EXIT_USAGE, BpnetEvalError
+from .outdir import prepare_output
+from .validate import Policies
+
+try:  # newer typer vendors click
+    from typer._click.exceptions import ClickException as UsageErrorTypes
+    from typer.exceptions import Abort as ClickAbort
+except ImportError:  # pragma: no cover - older typer on the real click
+    from click.exceptions import Abort as ClickAbort, ClickException as UsageErrorTypes
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Score saved predictions of base-resolution genomics models against observed tracks.")
 stderr = Console(stderr=True)
+
+OFF_END_HELP = ("Windows past a chromosome end: error, skip (not scored, listed in skipped.tsv and summary.json) "
+                "or pad (scored, zeros past the end).")
+NONFINITE_HELP = "Regions whose predictions hold NaN/inf: error, or skip (not scored, listed in the report)."
+EXTERNAL_HELP = ("Read HDF5 external links and virtual or externally stored datasets (refused by default: "
+                 "they read other files).")
 
 
 def fail(message: str, code: int) -> None:
@@ -89,12 +104,19 @@ def main_options(version: bool = typer.Option(False, "--version", callback=versi
 
 @app.command()
 def score(
-    predictions: Path = typer.Argument(..., help="HDF5 predictions (logits + log counts, any known layout)."),
+    predictions: Path = typer.Argument(..., help="HDF5 predictions (logits + log counts, any known layout), or "
+                                       "counts-scale bigWigs, one per track, comma-separated "
+                                       "(pred.plus.bw,pred.minus.bw; needs --regions)."),
     truth: List[Path] = typer.Argument(..., help="One bigWig per predicted track (plus, then minus), "
                                                  "or one HDF5 file of observed counts."),
     regions: Optional[Path] = typer.Option(None, "--regions", "-r", help="BED (start..end) or narrowPeak "
                                            "(start + summit ± L/2), one row per prediction. Default: the "
                                            "coordinates stored in PREDICTIONS."),
+    pred_pseudocount: float = typer.Option(0.0, "--pred-pseudocount", help="bigWig predictions: added to every "
+                                           "predicted value before the profile is normalised (for positions "
+                                           "predicted 0 where counts were observed)."),
+    pred_logcounts: str = typer.Option("log", "--pred-logcounts", help="bigWig predictions: predicted log count "
+                                       "= log: ln(window total), or log1p: ln(1 + window total)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Report directory [default: "
                                        "./bpnet-eval-<PREDICTIONS name>]."),
     count_loss_weight: float = typer.Option(1.0, "--count-loss-weight", "-w", help="Weight of the count term "
@@ -110,6 +132,21 @@ def score(
                                                "counts [default: from the layout]."),
     head: Optional[int] = typer.Option(None, help="BPReveal head to score [default: the first]."),
     truth_dataset: Optional[str] = typer.Option(None, help="HDF5 dataset of observed counts in a TRUTH HDF5."),
+    off_end: str = typer.Option("error", "--off-end", help=OFF_END_HELP),
+    nonfinite: str = typer.Option("error", "--nonfinite", help=NONFINITE_HELP),
+    allow_external_links: bool = typer.Option(False, "--allow-external-links", help=EXTERNAL_HELP),
+    metrics: str = typer.Option("default", "--metrics", "-m", help="default (seed losses + per-track MNLL), "
+                                "all, or a comma list: jsd_distance,jsd_divergence,norm_jsd,jsd_shuffled,"
+                                "jsd_observed_shuffled,pearson,spearman,cross_entropy,mnll_per_base,"
+                                "auprc_bin1,auprc_bin10 (docs/metrics.md)."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="Reproduce a peer's definitions and summary "
+                                         "file: bpnet-lite (performance.tsv), chrombpnet (chrombpnet_metrics.json), "
+                                         "bpnet (bpnet_metrics.json)."),
+    smooth: str = typer.Option("none", "--smooth", help="Gaussian-smooth the profiles compared by the shape "
+                               "metrics: none, predictions, observed or both."),
+    smooth_sigma: float = typer.Option(7.0, "--smooth-sigma", help="Smoothing kernel sigma (bpnet-lite: 7)."),
+    smooth_width: int = typer.Option(81, "--smooth-width", help="Smoothing kernel width (bpnet-lite: 81)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the shuffled baselines."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress and no table."),
     plots: Optional[bool] = typer.Option(None, "--plots/--no-plots", help="Draw PNG figures into the report "
                                          "[default: on when matplotlib is installed]."),
@@ -124,6 +161,10 @@ def score(
     from .report_extras import write_extras
 
     def work():
+        configure_threads()
+        policies = Policies(off_end, nonfinite, allow_external_links)
+        out_dir = out or Path(f"bpnet-eval-{Path(str(predictions).split(',')[0]).stem}")
+        prepare_output(out_dir)
         draw_plots = resolve_plots(plots)
         with ProgressReporter(not quiet) as progress:
             result = run_score(
@@ -131,15 +172,68 @@ def score(
                 count_loss_weight=count_loss_weight, device=device, batch_size=batch_size, dtype=dtype,
                 track_names=track_names.split(",") if track_names else None, logits_dataset=logits_dataset,
                 logcounts_dataset=logcounts_dataset, profile_kind=profile_kind, head=head,
-                truth_dataset=truth_dataset, progress=progress)
-        directory = write_report(out or Path(f"bpnet-eval-{predictions.stem}"), result.regions, result.columns,
-                                 result.summary, extra=lambda directory: write_extras(directory, result, draw_plots))
+                truth_dataset=truth_dataset, progress=progress, policies=policies, metrics=metrics, preset=preset,
+                smooth=smooth, smooth_sigma=smooth_sigma, smooth_width=smooth_width, seed=seed,
+                pred_pseudocount=pred_pseudocount, pred_logcounts=pred_logcounts)
+        directory = write_report(out_dir, result.regions, result.columns,
+                                 result.summary, extra=lambda directory: write_extras(directory, result, draw_plots),
+                                 files=result.files)
         if json_output:
             sys.stdout.write(summary_json(result.summary))
         elif not quiet:
             print_summary(result.summary, Console())
         if not quiet:
+            print_outcome(result.summary)
             stderr.print(f"report written to {directory}/", highlight=False)
+
+    run_guarded(work, debug)
+
+
+def print_outcome(summary: dict) -> None:
+    """Policy outcomes on stderr: warnings, renamed chromosomes, skipped and padded regions."""
+    for warning in summary.get("warnings", []):
+        stderr.print(f"bpnet-eval: warning: {warning}", markup=False, highlight=False, soft_wrap=True)
+    for path, renamed in summary.get("chromosome_names_mapped", {}).items():
+        pairs = ", ".join(f"{a} → {b}" for a, b in list(renamed.items())[:5]) + (", ..." if len(renamed) > 5 else "")
+        stderr.print(f"bpnet-eval: note: chromosome names matched to {path}: {pairs}", markup=False, highlight=False,
+                     soft_wrap=True)
+    for key, what in (("skipped", "not scored (see skipped.tsv)"), ("padded", "padded with zeros past a chromosome end")):
+        if summary.get(key):
+            stderr.print(f"bpnet-eval: note: {len(summary[key])} region(s) {what}", highlight=False)
+
+
+@app.command()
+def check(
+    predictions: Path = typer.Argument(..., help="HDF5 predictions (logits + log counts, any known layout)."),
+    truth: List[Path] = typer.Argument(..., help="One bigWig per predicted track, or one HDF5 file of counts."),
+    regions: Optional[Path] = typer.Option(None, "--regions", "-r", help="BED or narrowPeak regions [default: the "
+                                           "coordinates stored in PREDICTIONS]."),
+    batch_size: int = typer.Option(1024, help="Regions per batch while values are checked."),
+    logits_dataset: Optional[str] = typer.Option(None, help="HDF5 dataset of the predicted profile."),
+    logcounts_dataset: Optional[str] = typer.Option(None, help="HDF5 dataset of the predicted log counts."),
+    profile_kind: Optional[str] = typer.Option(None, help="What the profile dataset holds: logits, probs or counts."),
+    head: Optional[int] = typer.Option(None, help="BPReveal head to check [default: the first]."),
+    truth_dataset: Optional[str] = typer.Option(None, help="HDF5 dataset of observed counts in a TRUTH HDF5."),
+    off_end: str = typer.Option("error", "--off-end", help=OFF_END_HELP),
+    nonfinite: str = typer.Option("error", "--nonfinite", help=NONFINITE_HELP),
+    allow_external_links: bool = typer.Option(False, "--allow-external-links", help=EXTERNAL_HELP),
+    values: bool = typer.Option(True, "--values/--no-values", help="Also read every value (finite predictions, "
+                                "non-negative observed counts); --no-values checks only shapes and coordinates."),
+    debug: bool = typer.Option(False, help="Show tracebacks."),
+):
+    """Validate inputs without scoring: print what was detected and every problem found (exit 3 if any)."""
+    from .validate import format_findings, run_check
+
+    def work():
+        configure_threads()
+        findings = run_check(str(predictions), [str(t) for t in truth], str(regions) if regions else None,
+                             truth_dataset=truth_dataset, policies=Policies(off_end, nonfinite, allow_external_links),
+                             batch_size=batch_size, scan_values=values, logits_dataset=logits_dataset,
+                             logcounts_dataset=logcounts_dataset, profile_kind=profile_kind, head=head)
+        sys.stdout.write(format_findings(findings))
+        if findings.problems:
+            fail(f"{len(findings.problems)} problem(s) found; the first: {findings.problems[0].message}",
+                 findings.problems[0].exit_code)
 
     run_guarded(work, debug)
 
@@ -178,4 +272,18 @@ def compare(
 
 
 def main():
-    app()
+    """Entry point: typer/click usage errors become one line and exit 2, like the tool's own errors."""
+    args = sys.argv[1:]
+    if not args:
+        app()  # prints the help
+    try:
+        code = app(args=args, prog_name="bpnet-eval", standalone_mode=False)
+    except UsageErrorTypes as err:
+        hint = f" (see: {err.ctx.command_path} --help)" if getattr(err, "ctx", None) else ""
+        message = " ".join(err.format_message().split())
+        stderr.print(f"bpnet-eval: error: {message}{hint}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(getattr(err, "exit_code", EXIT_USAGE) or EXIT_USAGE)
+    except ClickAbort:
+        stderr.print("bpnet-eval: error: interrupted; no report was written", highlight=False)
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -14,11 +14,15 @@ import torch
 
 from . import __version__
 from .errors import InputError, UsageError
-from .losses import MNLLLoss, count_target, mixture_loss_per_region
+from .losses import count_target, log1p_squared_error, mnll_per_region
 from .regions import Regions, read_region_file
+from .sources.predicted_bigwig import BigWigPredictions, bigwig_prediction_paths, check_zero_mass
 from .sources.predictions import ArrayPredictions, HDF5Predictions
 from .sources.tracks import ArrayTruth, open_truth
+from .metrics.profile import profile_metrics
+from .presets import MetricPlan, PooledAuprc, make_plan, preset_files
 from .summary import summarize
+from .validate import Findings, Policies, ValueScreen, check_structure
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -33,6 +37,8 @@ class ScoreResult:
     track_names: list = field(default_factory=list)
     # ``read_rows(rows) -> (logits, logcounts, observed)``: a few regions read again from the sources.
     read_rows: Optional[Callable] = None
+    # A preset's own summary files: ``{file name: text}``.
+    files: dict = field(default_factory=dict)
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -58,14 +64,12 @@ def default_track_names(n_tracks: int) -> list:
     return ["plus", "minus"] if n_tracks == 2 else [f"track{s}" for s in range(n_tracks)]
 
 
-def per_track_mnll(logits, observed):
-    """Per track: ``MNLL(log_softmax over positions of z[s], k[s])`` (bpnet-lite evaluation)."""
-    return MNLLLoss(torch.log_softmax(logits, dim=-1), observed)
-
-
-def compute_batch(logits, logcounts, observed, count_loss_weight: float, track_names: Sequence[str]) -> dict:
-    """Per-region columns of one batch, as numpy arrays (float64), in batch order."""
-    profile_mnll, count_loss, mixture = mixture_loss_per_region(observed, logits, logcounts, count_loss_weight)
+def compute_batch(logits, logcounts, observed, count_loss_weight: float, track_names: Sequence[str],
+                  plan: Optional[MetricPlan] = None) -> dict:
+    """Per-region columns of one batch, as numpy arrays (float64), in batch order: the seed losses, the
+    per-track MNLL, then the profile metrics of ``plan``."""
+    profile_mnll, per_track_mnll = mnll_per_region(logits, observed)
+    count_loss = log1p_squared_error(logcounts, count_target(observed, logcounts.shape[-1]))
     columns = {"observed_counts": observed.sum(dim=(-2, -1))}
     if logcounts.shape[-1] == 1:
         columns["predicted_logcounts"] = logcounts[:, 0]
@@ -74,24 +78,70 @@ def compute_batch(logits, logcounts, observed, count_loss_weight: float, track_n
         for s, name in enumerate(track_names):
             columns[f"observed_counts_{name}"] = target[:, s]
             columns[f"predicted_logcounts_{name}"] = logcounts[:, s]
-    columns.update(profile_mnll=profile_mnll, count_log1p_mse=count_loss, mixture_loss=mixture)
+    columns.update(profile_mnll=profile_mnll, count_log1p_mse=count_loss,
+                   mixture_loss=profile_mnll + count_loss_weight * count_loss)
     if len(track_names) > 1:
-        for s, value in enumerate(per_track_mnll(logits, observed).unbind(-1)):
+        for s, value in enumerate(per_track_mnll.unbind(-1)):
             columns[f"profile_mnll_{track_names[s]}"] = value
+    if plan is not None and plan.profile_names:
+        columns.update(profile_metrics(logits, observed, names=plan.profile_names, track_names=track_names,
+                                       **plan.profile_options))
     return {name: value.detach().to("cpu", torch.float64).numpy() for name, value in columns.items()}
 
 
-def _open_predictions(predictions, **options):
+class BatchComputer:
+    """Numpy batches → per-region columns (``compute_batch``) on ``device`` in ``dtype``.
+
+    ``prepare`` turns a batch's numpy arrays into tensors; the reading thread calls it, so on a GPU
+    the host copy is pinned there and the transfer (float32, half the bytes) overlaps the compute.
+    """
+
+    def __init__(self, count_loss_weight: float = 1.0, track_names: Sequence[str] = ("plus", "minus"),
+                 device="cpu", dtype: str = "float64", plan: Optional[MetricPlan] = None):
+        self.plan = plan
+        self.pooled_auprc = PooledAuprc() if plan is not None and plan.pooled_auprc else None
+        self.device = device if isinstance(device, torch.device) else resolve_device(device)
+        self.dtype = DTYPES[dtype]
+        self.count_loss_weight = count_loss_weight
+        self.track_names = list(track_names)
+
+    def prepare(self, *arrays):
+        """Tensors sharing the arrays' memory on the CPU; pinned copies when computing on a GPU."""
+        tensors = tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in arrays)
+        if self.device.type == "cuda":
+            tensors = tuple(t.pin_memory() for t in tensors)
+        return tensors
+
+    def __call__(self, logits, logcounts, observed) -> dict:
+        """Per-region columns (float64 numpy) of one batch given as arrays or prepared tensors."""
+        if not torch.is_tensor(logits):
+            logits, logcounts, observed = self.prepare(logits, logcounts, observed)
+        on_device = [t.to(self.device, non_blocking=True).to(self.dtype) for t in (logits, logcounts, observed)]
+        if self.pooled_auprc is not None:
+            self.pooled_auprc.update(on_device[2], on_device[0])
+        return compute_batch(*on_device, self.count_loss_weight, self.track_names, self.plan)
+
+
+def _open_predictions(predictions, allow_external_links=False, regions=None, pred_pseudocount: float = 0.0,
+                      pred_logcounts: str = "log", **options):
+    bigwigs = bigwig_prediction_paths(predictions)
+    if bigwigs is not None:  # counts-scale bigWigs, one per track, read over the regions
+        return BigWigPredictions(bigwigs, regions, pred_pseudocount, pred_logcounts)
+    if pred_pseudocount or pred_logcounts != "log":
+        raise UsageError("--pred-pseudocount and --pred-logcounts apply to bigWig predictions only; "
+                         "HDF5 predictions carry their own log counts")
     if isinstance(predictions, (tuple, list)) and len(predictions) == 2:
         return ArrayPredictions(*predictions)
+    if allow_external_links:
+        options["allow_external_links"] = True
     return HDF5Predictions(predictions, **options)
 
 
-def _open_truth(truth, regions, dataset):
+def _open_truth(truth, regions, dataset, allow_external_links=False):
     if isinstance(truth, np.ndarray) or torch.is_tensor(truth):
         return ArrayTruth(np.asarray(truth))
     paths = [truth] if isinstance(truth, str) or hasattr(truth, "__fspath__") else list(truth)
-    return open_truth(paths, regions, dataset)
+    return open_truth(paths, regions, dataset, allow_external_links)
 
 
 def _resolve_regions(preds, regions) -> Optional[Regions]:
@@ -102,25 +152,23 @@ def _resolve_regions(preds, regions) -> Optional[Regions]:
     return read_region_file(regions, preds.length)
 
 
-def check_sources(preds, truth, regions: Optional[Regions], truth_label: str) -> None:
-    """Raise unless the predictions, the observed tracks and the regions describe the same windows."""
-    if truth.n_tracks != preds.n_tracks:
-        raise UsageError(f"{truth_label}: {truth.n_tracks} observed track(s) for {preds.n_tracks} predicted "
-                         f"track(s) in {preds.path}; give one bigWig per predicted track, in track order "
-                         "(stranded: plus, then minus)")
-    n_truth = getattr(truth, "n", None)
-    if n_truth is not None and n_truth != preds.n:
-        raise InputError(f"{truth_label}: {n_truth} observed regions but {preds.path} holds {preds.n} predictions; "
-                         "the observed counts must be in prediction order, one row per prediction")
-    if getattr(truth, "length", preds.length) != preds.length:
-        raise InputError(f"{truth_label}: observed profiles have L = {truth.length} but the predictions have "
-                         f"L = {preds.length}; score observed and predicted windows of the same width")
-    if regions is not None:
-        if len(regions) != preds.n:
-            raise InputError(f"{regions.source or 'regions'}: {len(regions)} regions for {preds.n} predictions in "
-                             f"{preds.path}; give one region per prediction, in prediction order")
-        regions.check_width(preds.length, regions.source or "regions")
-    truth.validate()
+def open_sources(predictions, truth, regions=None, *, truth_dataset: Optional[str] = None,
+                 policies: Optional[Policies] = None, batch_size: int = 1024, **prediction_options):
+    """Open the predictions, the regions and the truth, and validate their structure (nothing read yet).
+
+    Returns ``(preds, regions or None, truth, findings)``; the caller raises or lists ``findings.problems``
+    and closes both sources.
+    """
+    policies = policies or Policies()
+    preds = _open_predictions(predictions, allow_external_links=policies.allow_external_links, regions=regions,
+                              **prediction_options)
+    try:
+        table = _resolve_regions(preds, regions)
+        truth_source = _open_truth(truth, table, truth_dataset, policies.allow_external_links)
+    except BaseException:
+        preds.close()
+        raise
+    return preds, table, truth_source, check_structure(preds, truth_source, table, policies, batch_size)
 
 
 def iter_batches(preds, truth, batch_size: int):
@@ -144,7 +192,7 @@ def read_rows(predictions, truth, regions, rows: Sequence[int], truth_dataset: O
               **prediction_options):
     """Logits ``(k, S, L)``, log counts ``(k, T)`` and observed counts ``(k, S, L)`` of the regions at
     ``rows`` only, read again from the sources (for figures; never the whole N x S x L)."""
-    preds = _open_predictions(predictions, **prediction_options)
+    preds = _open_predictions(predictions, regions=regions, **prediction_options)
     table = _resolve_regions(preds, regions)
     truth_source = _open_truth(truth, table, truth_dataset)
     try:
@@ -160,14 +208,18 @@ def score(predictions, truth, regions=None, *, count_loss_weight: float = 1.0, d
           batch_size: int = 1024, dtype: str = "float64", track_names: Optional[Sequence[str]] = None,
           logits_dataset: Optional[str] = None, logcounts_dataset: Optional[str] = None,
           profile_kind: Optional[str] = None, head: Optional[int] = None, truth_dataset: Optional[str] = None,
-          progress: Optional[Callable[[int, int], None]] = None) -> ScoreResult:
+          progress: Optional[Callable[[int, int], None]] = None, policies: Optional[Policies] = None,
+          metrics: str = "default", preset: Optional[str] = None, smooth: str = "none", smooth_sigma: float = 7.0,
+          smooth_width: int = 81, seed: int = 0, pred_pseudocount: float = 0.0,
+          pred_logcounts: str = "log") -> ScoreResult:
     """Score predictions against observed counts, region by region.
 
     Parameters
     ----------
-    predictions : str or (logits, logcounts)
-        An HDF5 file in a known layout, or arrays: logits ``(N, L)``/``(N, S, L)`` and log counts
-        ``(N,)``, ``(N, 1)`` or ``(N, S)``.
+    predictions : str, list of str, or (logits, logcounts)
+        An HDF5 file in a known layout; counts-scale bigWigs, one per track (a list, or one string
+        ``plus.bw,minus.bw``; needs ``regions``); or arrays: logits ``(N, L)``/``(N, S, L)`` and log
+        counts ``(N,)``, ``(N, 1)`` or ``(N, S)``.
     truth : str, list of str, or array
         One bigWig per predicted track, one HDF5 file of counts, or an array ``(N, S, L)``.
     regions : str or Regions, optional
@@ -182,6 +234,22 @@ def score(predictions, truth, regions=None, *, count_loss_weight: float = 1.0, d
         Precision of the computation.
     progress : callable(done, total), optional
         Called after every batch.
+    metrics : str
+        ``default`` (the seed losses and per-track MNLL), ``all``, or a comma list of profile metrics
+        (``jsd_distance,norm_jsd,...``; see docs/metrics.md).
+    preset : {"bpnet-lite", "chrombpnet", "bpnet"}, optional
+        A peer's definitions, columns and summary file (``ScoreResult.files``).
+    smooth, smooth_sigma, smooth_width : str, float, int
+        Gaussian smoothing (``none``, ``predictions``, ``observed``, ``both``) of the profiles compared
+        by the shape metrics (bpnet-lite's sigma 7, width 81).
+    seed : int
+        Seed of the shuffled baselines.
+    pred_pseudocount, pred_logcounts : float, {"log", "log1p"}
+        bigWig predictions only: added to every predicted value before normalising the profile; the
+        predicted log count is ``ln(total)`` (``log``) or ``ln(1 + total)`` (``log1p``).
+    policies : Policies, optional
+        Windows past a chromosome end (``off_end``: error, skip, pad), non-finite predictions
+        (``nonfinite``: error, skip), HDF5 external links (refused unless ``allow_external_links``).
 
     Returns
     -------
@@ -194,37 +262,57 @@ def score(predictions, truth, regions=None, *, count_loss_weight: float = 1.0, d
     if batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, not {batch_size}")
     torch_device = resolve_device(device)
-    preds = _open_predictions(predictions, logits_dataset=logits_dataset, logcounts_dataset=logcounts_dataset,
-                              profile_kind=profile_kind, head=head)
-    table = _resolve_regions(preds, regions)
-    truth_source = _open_truth(truth, table, truth_dataset)
+    plan = make_plan(metrics, preset, smooth, smooth_sigma, smooth_width, seed)
+    policies = policies or Policies()
+    preds, table, truth_source, findings = open_sources(
+        predictions, truth, regions, truth_dataset=truth_dataset, policies=policies, batch_size=batch_size,
+        logits_dataset=logits_dataset, logcounts_dataset=logcounts_dataset, profile_kind=profile_kind, head=head,
+        pred_pseudocount=pred_pseudocount, pred_logcounts=pred_logcounts)
     try:
-        truth_label = ", ".join(truth_source.describe()["paths"]) or "observed counts"
-        check_sources(preds, truth_source, table, truth_label)
+        findings.raise_first()
         names = list(track_names) if track_names else default_track_names(preds.n_tracks)
         if len(names) != preds.n_tracks:
             raise UsageError(f"--track-names gives {len(names)} name(s) for {preds.n_tracks} track(s)")
         chunks = []
-        as_tensor = lambda a: torch.as_tensor(a).to(torch_device, DTYPES[dtype])  # noqa: E731
+        computer = BatchComputer(count_loss_weight, names, torch_device, dtype, plan)
+        screen = ValueScreen(findings, preds, truth_source, table, policies)
         with torch.inference_mode():
             for i, j, (logits, logcounts), observed in iter_batches(preds, truth_source, batch_size):
-                chunks.append(compute_batch(as_tensor(logits), as_tensor(logcounts), as_tensor(observed),
-                                            count_loss_weight, names))
+                skip = screen.screen(i, logits, logcounts, observed)
+                if skip.any():  # not scored: zeros in, NaN out
+                    logits, logcounts = np.where(skip[:, None, None], 0, logits), np.where(skip[:, None], 0, logcounts)
+                if isinstance(preds, BigWigPredictions):  # zero predicted mass where counts were observed
+                    check_zero_mass(logits, observed, table, i, preds.paths)
+                chunks.append(computer(logits, logcounts, observed))
+                for values in chunks[-1].values():
+                    values[skip] = np.nan
                 if progress:
                     progress(j, preds.n)
+        screen.finish()
         columns = {name: np.concatenate([c[name] for c in chunks]) if chunks else np.zeros(0)
                    for name in (chunks[0] if chunks else {})}
+        outcome = findings.report(table)
         if table is None:
             table = Regions(np.array(["."] * preds.n, dtype=object), np.zeros(preds.n), np.zeros(preds.n),
                             None, "none (row numbers)")
         settings = {"count_loss_weight": float(count_loss_weight), "device": str(torch_device), "dtype": dtype,
-                    "batch_size": batch_size, "track_names": names, "bpnet_eval_version": __version__}
+                    "batch_size": batch_size, "track_names": names, "metrics": plan.describe(),
+                    "bpnet_eval_version": __version__}
         inputs = {"predictions": preds.describe(), "truth": truth_source.describe(), "regions": table.source}
-        summary = summarize(columns, table.peak, settings, inputs)
+        scored = ~findings.skip_mask(preds.n)
+        summary = summarize({name: values[scored] for name, values in columns.items()},
+                            None if table.peak is None else table.peak[scored], settings, inputs)
+        summary.update(outcome)
+        if computer.pooled_auprc is not None:
+            summary["profile_auprc"] = computer.pooled_auprc.result()
+        scored_peak = None if table.peak is None else table.peak[scored]
+        files = preset_files(plan, {name: values[scored] for name, values in columns.items()}, summary,
+                             scored_peak, names)
         reader = partial(read_rows, predictions, truth, regions, truth_dataset=truth_dataset,
                          logits_dataset=logits_dataset, logcounts_dataset=logcounts_dataset,
-                         profile_kind=profile_kind, head=head)
-        return ScoreResult(table, columns, summary, names, reader)
+                         profile_kind=profile_kind, head=head, pred_pseudocount=pred_pseudocount,
+                         pred_logcounts=pred_logcounts)
+        return ScoreResult(table, columns, summary, names, reader, files)
     finally:
         preds.close()
         truth_source.close()

@@ -7,6 +7,7 @@ written last, so its presence marks a finished report.
 import json
 import math
 import os
+from typing import Optional
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from rich.table import Table
 from .errors import InputError
 
 REGIONS_FILE, SUMMARY_JSON, SUMMARY_TSV = "regions.tsv", "summary.json", "summary.tsv"
+SKIPPED_FILE = "skipped.tsv"
 
 
 def write_atomic(path: Path, text) -> None:
@@ -74,21 +76,31 @@ def summary_tsv(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def skipped_tsv(summary: dict) -> str:
+    """Regions not scored (``row`` is 1-based, as in messages), with the reason; a header when none."""
+    lines = ["row\tregion\treason"] + [f"{s['row']}\t{s['region']}\t{s['reason']}" for s in summary.get("skipped", [])]
+    return "\n".join(lines) + "\n"
+
+
 def summary_json(summary: dict) -> str:
     """The text of ``summary.json`` (also what ``score --json`` prints)."""
     return json.dumps(summary, indent=2, allow_nan=False) + "\n"
 
 
-def write_report(out_dir, regions, columns: dict, summary: dict, extra=None) -> Path:
+def write_report(out_dir, regions, columns: dict, summary: dict, extra=None, files: Optional[dict] = None) -> Path:
     """Write the report files into ``out_dir`` (created if needed); return the directory.
 
-    ``extra(directory)`` writes further files (figures, HTML) before ``summary.json``, which comes last."""
+    ``files`` maps further file names to their text (a preset's summary file); ``extra(directory)``
+    writes further files (figures, HTML). Both come before ``summary.json``, which comes last."""
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
         (out / SUMMARY_JSON).unlink(missing_ok=True)
         write_atomic(out / REGIONS_FILE, regions_tsv(regions, columns))
         write_atomic(out / SUMMARY_TSV, summary_tsv(summary))
+        write_atomic(out / SKIPPED_FILE, skipped_tsv(summary))
+        for name, text in (files or {}).items():
+            write_atomic(out / name, text)
         if extra is not None:
             extra(out)
         write_atomic(out / SUMMARY_JSON, summary_json(summary))

@@ -30,17 +30,21 @@ def predicted_total_logcounts(columns: dict, track_names) -> np.ndarray:
     return np.log1p(np.expm1(per_track).sum(axis=0))
 
 
-def group_summary(columns: dict, rows: Optional[np.ndarray], track_names) -> dict:
-    """Statistics of every per-region column and the across-region count metrics, over ``rows``."""
+def group_summary(columns: dict, rows: Optional[np.ndarray], track_names, count_options: Optional[dict] = None) -> dict:
+    """Statistics of every per-region column and the across-region count metrics, over ``rows``.
+
+    ``count_options`` are ``count_metrics``' ``names`` and ``ties``.
+    """
     pick = (lambda v: v) if rows is None else (lambda v: v[rows])
+    count_options = count_options or {}
     summary = {"n_regions": int(len(pick(columns["observed_counts"]))),
                "metrics": {name: column_statistics(pick(v)) for name, v in columns.items()},
                "counts": count_metrics(pick(predicted_total_logcounts(columns, track_names)),
-                                       pick(columns["observed_counts"]))}
+                                       pick(columns["observed_counts"]), **count_options)}
     if "predicted_logcounts" not in columns:
         summary["counts_per_track"] = {
             name: count_metrics(pick(columns[f"predicted_logcounts_{name}"]),
-                                pick(columns[f"observed_counts_{name}"]))
+                                pick(columns[f"observed_counts_{name}"]), **count_options)
             for name in track_names}
     return summary
 
@@ -48,12 +52,15 @@ def group_summary(columns: dict, rows: Optional[np.ndarray], track_names) -> dic
 def summarize(columns: dict, peak: Optional[np.ndarray], settings: dict, inputs: dict) -> dict:
     """The report's summary: every column over all regions, per group where regions carry peak labels."""
     track_names = settings["track_names"]
+    plan = settings.get("metrics", {})
+    count_options = {"names": tuple(plan["counts"]), "ties": plan["count_spearman_ties"]} if plan else {}
     summary = {"n_regions": int(len(columns["observed_counts"])),
                "count_loss_weight": settings["count_loss_weight"]}
-    summary.update({k: v for k, v in group_summary(columns, None, track_names).items() if k != "n_regions"})
+    summary.update({k: v for k, v in group_summary(columns, None, track_names, count_options).items()
+                    if k != "n_regions"})
     if peak is not None:
-        summary["groups"] = {"peaks": group_summary(columns, peak, track_names),
-                             "nonpeaks": group_summary(columns, ~peak, track_names)}
+        summary["groups"] = {"peaks": group_summary(columns, peak, track_names, count_options),
+                             "nonpeaks": group_summary(columns, ~peak, track_names, count_options)}
     summary["settings"] = settings
     summary["inputs"] = inputs
     return summary

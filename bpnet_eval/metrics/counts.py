@@ -104,7 +104,7 @@ COUNT_FUNCTIONS = {"pearson": count_pearson, "spearman": count_spearman, "mse": 
                    "mae": count_mae, "variance_explained": count_variance_explained}
 
 
-def count_metrics(predicted_logcounts, observed_totals, names=COUNT_METRICS_DEFAULT) -> dict:
+def count_metrics(predicted_logcounts, observed_totals, names=COUNT_METRICS_DEFAULT, ties="average") -> dict:
     """The count metrics ``names`` of float64 predicted log counts vs ``ln(1 + total)`` across regions.
 
     Parameters
@@ -113,6 +113,9 @@ def count_metrics(predicted_logcounts, observed_totals, names=COUNT_METRICS_DEFA
     observed_totals : array-like, shape=(n,)
     names : sequence of str
         From ``COUNT_METRICS_ALL``; default Pearson, Spearman and MSE.
+    ties : {"average", "ordinal"}
+        Spearman ranks: averaged (scipy) or ordinal (bpnet-lite, which also gives 0, not NaN, for a
+        correlation with a constant).
 
     Returns
     -------
@@ -124,6 +127,11 @@ def count_metrics(predicted_logcounts, observed_totals, names=COUNT_METRICS_DEFA
     out = {}
     for name in names:
         undefined = predicted.numel() == 0 or (predicted.numel() < 2 and name != "mse" and name != "mae")
-        value = None if undefined else float(COUNT_FUNCTIONS[name](predicted, totals))
+        options = {}
+        if name == "spearman":
+            options["ties"] = ties
+        if ties == "ordinal" and name in ("pearson", "spearman"):
+            options["zero_variance"] = 0.0
+        value = None if undefined else float(COUNT_FUNCTIONS[name](predicted, totals, **options))
         out[name] = None if value is None or np.isnan(value) else value
     return out

@@ -1,0 +1,199 @@
+"""Which metrics a run computes (``--metrics``) and the peers' presets (``--preset``).
+
+A ``MetricPlan`` names the profile metrics computed per batch beside the seed losses, their
+options, and the count metrics of the summary. A preset is a plan plus the peer's own summary
+file, written from the same per-region values:
+
+- ``bpnet-lite``: per-strand MNLL, JSD (a divergence), Pearson (0 where a variance is 0) and
+  Spearman (ordinal ranks); counts Pearson/Spearman (ordinal)/MSE; ``performance.tsv``, one row
+  of means (over regions and strands).
+- ``chrombpnet``: JSD distance with observed ``k / (0.001 + sum k)``, normalised JSD, the
+  shuffled-observed baseline; counts Spearman/Pearson/MSE; ``chrombpnet_metrics.json`` with
+  peaks / nonpeaks / peaks_and_nonpeaks groups and NaN-ignoring medians.
+- ``bpnet`` (original BPNet): profile auPRC pooled over regions and strands at bin sizes 1 and
+  10; counts MSE, variance explained, Pearson, Spearman, MAE; ``bpnet_metrics.json``.
+"""
+
+import json
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+import torch
+
+from .errors import UsageError
+from .metrics.auprc import BIN_SIZES, auprc_region_mask, average_precision, binned_labels_scores
+from .metrics.counts import COUNT_METRICS_ALL, COUNT_METRICS_DEFAULT, count_metrics
+from .metrics.profile import PROFILE_METRICS_ALL
+
+# Computed in every run by the seed losses (joint) and the per-track MNLL.
+SEED_PROFILE_METRICS = ("profile_mnll",)
+SMOOTH_CHOICES = ("none", "predictions", "observed", "both")
+
+
+@dataclass(frozen=True)
+class MetricPlan:
+    """What a run computes beyond the seed losses, and how."""
+
+    profile_names: tuple = ()
+    profile_options: dict = field(default_factory=dict)
+    count_names: tuple = COUNT_METRICS_DEFAULT
+    count_ties: str = "average"
+    pooled_auprc: bool = False
+    preset: Optional[str] = None
+
+    def describe(self) -> dict:
+        """The plan as recorded in ``summary.json`` → ``settings.metrics``."""
+        return {"preset": self.preset, "profile": list(SEED_PROFILE_METRICS + self.profile_names),
+                "profile_options": {k: v for k, v in self.profile_options.items()},
+                "counts": list(self.count_names), "count_spearman_ties": self.count_ties,
+                "pooled_auprc_bins": list(BIN_SIZES) if self.pooled_auprc else []}
+
+
+PRESETS = {
+    "bpnet-lite": MetricPlan(("profile_jsd_divergence", "profile_pearson", "profile_spearman"),
+                             {"pearson_zero_variance": 0.0, "spearman_ties": "ordinal"},
+                             ("pearson", "spearman", "mse"), "ordinal", False, "bpnet-lite"),
+    "chrombpnet": MetricPlan(("profile_jsd_distance", "profile_norm_jsd", "profile_jsd_observed_shuffled"),
+                             {"pseudocount": 0.001}, ("spearman", "pearson", "mse"), "average", False,
+                             "chrombpnet"),
+    "bpnet": MetricPlan((), {}, ("mse", "variance_explained", "pearson", "spearman", "mae"), "average", True,
+                        "bpnet"),
+}
+
+
+def _metric_names(metrics: str) -> tuple:
+    """``default`` → none beyond the seed; ``all`` → every profile metric; else a comma list."""
+    if metrics == "default":
+        return ()
+    if metrics == "all":
+        return tuple(n for n in PROFILE_METRICS_ALL if n not in SEED_PROFILE_METRICS)
+    names = []
+    for raw in metrics.split(","):
+        name = raw.strip()
+        name = name if name.startswith("profile_") else f"profile_{name}"
+        if name not in PROFILE_METRICS_ALL:
+            known = ", ".join(n.removeprefix("profile_") for n in PROFILE_METRICS_ALL)
+            raise UsageError(f"--metrics: unknown metric '{raw.strip()}'; choose default, all or from: {known}")
+        if name not in SEED_PROFILE_METRICS and name not in names:
+            names.append(name)
+    return tuple(names)
+
+
+def make_plan(metrics: str = "default", preset: Optional[str] = None, smooth: str = "none",
+              sigma: float = 7.0, width: int = 81, seed: int = 0) -> MetricPlan:
+    """The plan for ``--metrics``/``--preset`` and the smoothing options."""
+    if smooth not in SMOOTH_CHOICES:
+        raise UsageError(f"--smooth must be one of {', '.join(SMOOTH_CHOICES)}, not '{smooth}'")
+    if width < 1 or sigma <= 0:
+        raise UsageError(f"--smooth-width must be >= 1 and --smooth-sigma > 0 (got {width}, {sigma})")
+    if preset is not None:
+        if preset not in PRESETS:
+            raise UsageError(f"--preset must be one of {', '.join(PRESETS)}, not '{preset}'")
+        if metrics != "default":
+            raise UsageError("--preset fixes the metrics; drop --metrics or --preset")
+        base = PRESETS[preset]
+    else:
+        all_counts = metrics == "all"
+        base = MetricPlan(_metric_names(metrics), {}, COUNT_METRICS_ALL if all_counts else COUNT_METRICS_DEFAULT,
+                          "average", all_counts)
+    options = dict(base.profile_options)
+    if smooth != "none":
+        options.update(smooth_predictions=smooth in ("predictions", "both"),
+                       smooth_observed=smooth in ("observed", "both"), sigma=float(sigma), width=int(width))
+    if base.profile_names and any("shuffled" in n for n in base.profile_names):
+        options["seed"] = int(seed)
+    return MetricPlan(base.profile_names, options, base.count_names, base.count_ties, base.pooled_auprc,
+                      base.preset)
+
+
+class PooledAuprc:
+    """BPNet's auPRC pooled over the bins of every strand of every evaluated region, fed per batch."""
+
+    def __init__(self):
+        self._parts = {b: ([], []) for b in BIN_SIZES}
+
+    def update(self, observed, logits) -> None:
+        """Add one batch: observed counts and logits ``(B, S, L)`` (probabilities per strand)."""
+        mask = auprc_region_mask(observed)
+        probs = torch.softmax(logits, dim=-1)
+        for binsize, (labels, scores) in self._parts.items():
+            batch_labels, batch_scores = binned_labels_scores(observed, probs, binsize)
+            labels.append(batch_labels[mask].flatten().to(torch.int8).cpu())
+            scores.append(batch_scores[mask].flatten().to(torch.float32).cpu())
+
+    def result(self) -> dict:
+        """``{"binsize=1": auprc, "binsize=10": auprc}``; None where no bin is positive."""
+        out = {}
+        for binsize, (labels, scores) in self._parts.items():
+            if not labels:
+                out[f"binsize={binsize}"] = None
+                continue
+            value = float(average_precision(torch.cat(labels).to(torch.float64), torch.cat(scores).to(torch.float64)))
+            out[f"binsize={binsize}"] = None if np.isnan(value) else value
+        return out
+
+
+def _nanmean(values) -> Optional[float]:
+    values = np.asarray(values, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    return float(values.mean()) if values.size else None
+
+
+def _nanmedian(values) -> Optional[float]:
+    values = np.asarray(values, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    return float(np.median(values)) if values.size else None
+
+
+def _per_track(columns: dict, name: str, track_names) -> np.ndarray:
+    """The per-track columns of ``name`` stacked ``(n, S)``; the joint column when S = 1."""
+    if len(track_names) == 1:
+        return columns[name][:, None]
+    return np.stack([columns[f"{name}_{t}"] for t in track_names], axis=1)
+
+
+def bpnet_lite_performance(columns: dict, summary: dict, track_names) -> str:
+    """bpnet-lite's ``performance.tsv``: one header, one row of the seven columns' means."""
+    counts = summary["counts"]
+    values = {"profile_mnll": _nanmean(_per_track(columns, "profile_mnll", track_names)),
+              "profile_jsd": _nanmean(_per_track(columns, "profile_jsd_divergence", track_names)),
+              "profile_pearson": _nanmean(_per_track(columns, "profile_pearson", track_names)),
+              "profile_spearman": _nanmean(_per_track(columns, "profile_spearman", track_names)),
+              "count_pearson": counts["pearson"], "count_spearman": counts["spearman"], "count_mse": counts["mse"]}
+    row = ["nan" if v is None else repr(float(v)) for v in values.values()]
+    return "\t".join(values) + "\n" + "\t".join(row) + "\n"
+
+
+def chrombpnet_metrics(columns: dict, summary: dict, peak: Optional[np.ndarray]) -> dict:
+    """chrombpnet's ``*_metrics.json``: counts and profile medians per region group."""
+    groups = {"peaks_and_nonpeaks": (summary, slice(None))}
+    if peak is not None:
+        groups = {"peaks": (summary["groups"]["peaks"], peak), "nonpeaks": (summary["groups"]["nonpeaks"], ~peak),
+                  **groups}
+    out = {"counts_metrics": {}, "profile_metrics": {}}
+    for group, (part, rows) in groups.items():
+        out["counts_metrics"][group] = {"spearmanr": part["counts"]["spearman"], "pearsonr": part["counts"]["pearson"],
+                                        "mse": part["counts"]["mse"]}
+        out["profile_metrics"][group] = {"median_jsd": _nanmedian(columns["profile_jsd_distance"][rows]),
+                                         "median_norm_jsd": _nanmedian(columns["profile_norm_jsd"][rows])}
+    return out
+
+
+def bpnet_metrics(summary: dict, auprc: dict) -> dict:
+    """Original BPNet's metrics: pooled profile auPRC per bin size and the count regression metrics."""
+    counts = summary["counts"]
+    return {"profile": {key: {"auprc": value} for key, value in auprc.items()},
+            "counts": {"mse": counts["mse"], "var_explained": counts["variance_explained"],
+                       "pearsonr": counts["pearson"], "spearmanr": counts["spearman"], "mad": counts["mae"]}}
+
+
+def preset_files(plan: MetricPlan, columns: dict, summary: dict, peak, track_names) -> dict:
+    """The preset's own summary files: ``{file name: text}`` (empty without a preset)."""
+    if plan.preset == "bpnet-lite":
+        return {"performance.tsv": bpnet_lite_performance(columns, summary, track_names)}
+    if plan.preset == "chrombpnet":
+        return {"chrombpnet_metrics.json": json.dumps(chrombpnet_metrics(columns, summary, peak), indent=2) + "\n"}
+    if plan.preset == "bpnet":
+        return {"bpnet_metrics.json": json.dumps(bpnet_metrics(summary, summary["profile_auprc"]), indent=2) + "\n"}
+    return {}
