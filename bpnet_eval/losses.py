@@ -116,6 +116,60 @@ def mixture_loss_per_region(y, y_hat_logits, y_hat_logcounts, count_loss_weight=
     return profile_loss, count_loss, profile_loss + count_loss_weight * count_loss
 
 
+def log_softmax_per_track(logits):
+    """``logp[s,i] = z[s,i] - logsumexp_i z[s]`` and each track's joint log mass ``logsumexp_i z[s] - logsumexp_{s,i} z``.
+
+    One pass of ``logsumexp`` serves both normalisations: for logits ``(n, S, L)`` it returns the
+    per-track log-probabilities ``(n, S, L)`` and the log masses ``(n, S)``; the joint
+    log-probabilities (one multinomial over all tracks, as the seed's mixture loss) are
+    ``logp + log_mass[..., None]``.
+    """
+    per_track_lse = torch.logsumexp(logits, dim=-1)
+    return logits - per_track_lse.unsqueeze(-1), torch.log_softmax(per_track_lse, dim=-1)
+
+
+def log_factorial_sum(counts):
+    """``sum_i lgamma(k_i + 1)`` over the last axis, evaluated only at nonzero ``k_i`` (``lgamma(1) = 0``).
+
+    Observed profiles are sparse, so this costs one lgamma per nonzero count; on a GPU, where
+    the dense form is cheap and scatter-adds are not deterministic, it sums the dense form.
+    """
+    if counts.is_cuda:
+        return torch.lgamma(counts + 1).sum(dim=-1)
+    flat = counts.reshape(-1, counts.shape[-1])
+    rows, columns = torch.nonzero(flat, as_tuple=True)
+    sums = torch.zeros(flat.shape[0], dtype=counts.dtype, device=counts.device)
+    sums.index_add_(0, rows, torch.lgamma(flat[rows, columns] + 1))
+    return sums.reshape(counts.shape[:-1])
+
+
+def mnll_per_region(logits, observed):
+    """Joint and per-track MNLL from one shared per-track ``log_softmax`` and one sparse lgamma sum.
+
+    Per track: ``-lgamma(N_s+1) + sum_i lgamma(k_si+1) - sum_i k_si logp_si``; joint (one
+    multinomial over S*L): ``-lgamma(N+1) + sum_s sum_i lgamma(k_si+1) - sum_s (sum_i k_si logp_si + N_s log_mass_s)``.
+    Equal to the seed's ``MNLLLoss`` of ``log_softmax`` per track and of the joint ``log_softmax``.
+
+    Parameters
+    ----------
+    logits : torch.Tensor, shape=(n, S, L)
+    observed : torch.Tensor, shape=(n, S, L)
+
+    Returns
+    -------
+    joint : torch.Tensor, shape=(n,)
+    per_track : torch.Tensor, shape=(n, S)
+    """
+    logps, log_mass = log_softmax_per_track(logits)
+    track_totals = observed.sum(dim=-1)
+    log_factorials = log_factorial_sum(observed)
+    counts_dot_logps = (observed * logps).sum(dim=-1)
+    per_track = -torch.lgamma(track_totals + 1) + log_factorials - counts_dot_logps
+    joint = (-torch.lgamma(track_totals.sum(dim=-1) + 1) + log_factorials.sum(dim=-1)
+             - (counts_dot_logps + track_totals * log_mass).sum(dim=-1))
+    return joint, per_track
+
+
 def mixture_loss(y, y_hat_logits, y_hat_logcounts, count_loss_weight, labels=None):
     """The seed's mixture loss: ``mean MNLL(joint) + w * log1pMSE(c, total)``.
 
