@@ -1,0 +1,208 @@
+"""Predictions given as bigWigs in counts scale, one per track (chrombpnet ``pred_bw``, BPNet ``export-bw``).
+
+Read over the ``--regions`` windows (all of one width, L). For one region with predicted values
+``v[s, i] >= 0`` (uncovered bases are 0):
+
+* profile: the logits are ``z[s, i] = log(v[s, i] + pseudocount)`` (a value of 0 becomes the log of the
+  smallest float32, as for HDF5 counts), so ``log_softmax`` over all ``S*L`` positions is the window's
+  values normalised jointly over tracks, and per track the track's values normalised on their own;
+* log counts (one per region): ``ln(sum v)`` (``logcounts_convention="log"``, the default: basepairmodels
+  and BPReveal compare ``ln`` of the predicted total) or ``ln(1 + sum v)`` (``"log1p"``: the convention of
+  models whose log count ``c`` predicts ``exp(c) - 1`` counts). The pseudocount changes the profile only.
+
+A window whose predicted values are all 0 has no ``ln(total)``: an error says so (use ``log1p``). A
+predicted profile that is 0 where counts were observed has an infinite MNLL: :func:`check_zero_mass`,
+called by the pipeline on every batch, raises an error that names the file, the region and the fix.
+"""
+
+import os
+from typing import Optional, Sequence
+
+import numpy as np
+
+from ..errors import InputError, UsageError
+from ..regions import Regions, read_region_file
+from ..validate import match_chromosomes
+from .bigwig import BigWigReader
+from .predictions import _LOG_TINY, profile_to_logits
+
+BIGWIG_SUFFIXES = (".bw", ".bigwig")
+LOGCOUNTS_CONVENTIONS = {"log": "ln(total)", "log1p": "ln(1 + total)"}
+# Logits at or below this are predicted values of 0 (log of the smallest float32).
+ZERO_LOGIT = _LOG_TINY
+PSEUDOCOUNT_FIX = "give --pred-pseudocount (e.g. 0.001, added to every predicted position)"
+
+
+def _is_bigwig(path) -> bool:
+    return str(path).strip().lower().endswith(BIGWIG_SUFFIXES)
+
+
+def bigwig_prediction_paths(predictions) -> Optional[list]:
+    """The bigWig paths when ``predictions`` names bigWigs (a list, or one string of comma-separated paths), else None."""
+    if isinstance(predictions, (str, os.PathLike)):
+        parts = [p.strip() for p in str(predictions).split(",")]
+    elif isinstance(predictions, (list, tuple)) and predictions and all(
+            isinstance(p, (str, os.PathLike)) for p in predictions):
+        parts = [str(p) for p in predictions]
+    else:
+        return None
+    flags = [_is_bigwig(p) for p in parts]
+    if all(flags):
+        return parts
+    if any(flags):
+        raise UsageError(f"PREDICTIONS '{','.join(parts)}' mixes bigWig and other files; give one HDF5 file, or one "
+                         "bigWig (.bw/.bigWig) per predicted track, comma-separated (plus,minus)")
+    return None
+
+
+def counts_to_logits(values: np.ndarray, pseudocount: float = 0.0) -> np.ndarray:
+    """Logits ``log(v + pseudocount)`` of counts-scale values (0 → log of the smallest float32), float64."""
+    return profile_to_logits(np.asarray(values, dtype=np.float64) + pseudocount, "counts")
+
+
+def window_logcounts(values: np.ndarray, convention: str = "log") -> np.ndarray:
+    """Predicted log count per window ``(b, 1)``: ``ln(sum v)`` (``log``) or ``ln(1 + sum v)`` (``log1p``)."""
+    total = np.asarray(values, dtype=np.float64).sum(axis=(1, 2))[:, None]
+    with np.errstate(divide="ignore"):
+        return np.log(total) if convention == "log" else np.log1p(total)
+
+
+def check_zero_mass(logits: np.ndarray, observed: np.ndarray, regions: Regions, offset: int,
+                    paths: Sequence[str]) -> None:
+    """Raise an InputError where a predicted profile is 0 (logit <= ZERO_LOGIT) at a position with counts > 0.
+
+    ``logits`` and ``observed`` are one batch ``(b, S, L)`` starting at region ``offset``; ``paths`` names
+    the predicted bigWig of each track.
+    """
+    zero = (np.asarray(logits) <= ZERO_LOGIT) & (np.asarray(observed) > 0)
+    if not zero.any():
+        return
+    b, s, i = (int(x) for x in np.argwhere(zero)[0])
+    row = offset + b
+    n_regions = int(zero.any(axis=(1, 2)).sum())
+    raise InputError(
+        f"{paths[s]}: the predicted profile of {regions.label(row)} is 0 at {regions.chrom[row]}:"
+        f"{int(regions.start[row]) + i} where {float(observed[b, s, i]):g} count(s) were observed, so its MNLL "
+        f"is infinite ({n_regions} region(s) like this in regions {offset + 1}-{offset + len(zero)}); "
+        f"{PSEUDOCOUNT_FIX}")
+
+
+def _prediction_regions(regions, length: Optional[int]) -> Regions:
+    """The windows to read: a Regions table, or a BED file (or narrowPeak with ``length``) of equal-width windows."""
+    if regions is None:
+        raise UsageError("bigWig predictions need the windows they were predicted over: give them with --regions BED")
+    table = regions if isinstance(regions, Regions) else read_region_file(regions, length or 0)
+    what = table.source or "regions"
+    widths = table.end - table.start
+    if len(widths) and widths.max() == 0:
+        raise UsageError(f"{what}: the windows are 0 bp wide (a narrowPeak file gives summits only, and the "
+                         "width L is not stored in bigWig predictions); give --regions as BED windows "
+                         "(chrom, start, end) of the predicted width")
+    expected = length or int(widths[0])
+    bad = np.flatnonzero(widths != expected)
+    if len(bad):
+        k = int(bad[0])
+        raise InputError(f"{what}: {table.label(k)} is {int(widths[k])} bp wide but {table.label(0)} is "
+                         f"{int(widths[0])} bp ({len(bad)} region(s) differ); bigWig predictions are read over "
+                         "windows of one width (the predicted length L): give regions of equal width")
+    return table
+
+
+class BigWigPredictions:
+    """Counts-scale predicted tracks, one bigWig per track, read over equal-width windows.
+
+    Parameters
+    ----------
+    paths : sequence of str
+        One bigWig per predicted track, in track order (stranded: plus, then minus).
+    regions : str, Path or Regions
+        The windows (BED, or narrowPeak when ``length`` is given), in output order; all of width L.
+    pseudocount : float
+        Added to every predicted value before the profile is normalised (default 0).
+    logcounts_convention : {"log", "log1p"}
+        Predicted log count ``ln(total)`` (default) or ``ln(1 + total)``.
+    length : int, optional
+        L; needed only for narrowPeak regions (default: the width of the windows).
+    """
+
+    n_logcount_columns = 1
+
+    def __init__(self, paths: Sequence[str], regions, pseudocount: float = 0.0, logcounts_convention: str = "log",
+                 length: Optional[int] = None):
+        self.paths = [str(p) for p in paths]
+        self.path = ",".join(self.paths)
+        if logcounts_convention not in LOGCOUNTS_CONVENTIONS:
+            raise UsageError(f"--pred-logcounts must be log (ln(total)) or log1p (ln(1 + total)), "
+                             f"not '{logcounts_convention}'")
+        if not np.isfinite(pseudocount) or pseudocount < 0:
+            raise UsageError(f"--pred-pseudocount must be a finite number >= 0, not {pseudocount}")
+        self.pseudocount = float(pseudocount)
+        self.logcounts_convention = logcounts_convention
+        self._regions = _prediction_regions(regions, length)
+        self.n, self.n_tracks = len(self._regions), len(self.paths)
+        self.length = int(self._regions.end[0] - self._regions.start[0]) if self.n else int(length or 0)
+        self._readers = []
+        try:
+            for p in self.paths:
+                self._readers.append(BigWigReader(p))
+            self._chroms = [self._file_chroms(reader) for reader in self._readers]
+        except BaseException:
+            self.close()
+            raise
+
+    def _file_chroms(self, reader: BigWigReader) -> np.ndarray:
+        """Each region's chromosome as named in this file (``chr1`` ↔ ``1``, ``chrM`` ↔ ``MT`` matched)."""
+        mapping, missing = match_chromosomes(self._regions.chrom, reader.chrom_sizes)
+        if missing:
+            k = int(np.flatnonzero(np.isin(self._regions.chrom, missing))[0])
+            raise InputError(f"{reader.path}: chromosome '{self._regions.chrom[k]}' of {self._regions.label(k)} is "
+                             f"not in this predicted bigWig ({len(missing)} chromosome(s) missing: "
+                             f"{', '.join(missing[:5])}); give regions the predictions were written for")
+        return np.array([mapping[c] for c in self._regions.chrom], dtype=object)
+
+    def describe(self) -> dict:
+        """What was read and how, for reports."""
+        return {"path": self.path, "paths": self.paths, "layout": "bigWig counts, one file per track",
+                "profile_kind": "counts", "pseudocount": self.pseudocount,
+                "logcounts": LOGCOUNTS_CONVENTIONS[self.logcounts_convention], "n_regions": self.n,
+                "n_tracks": self.n_tracks, "length": self.length, "logcounts_per": "region"}
+
+    def regions(self) -> Regions:
+        """The windows the predictions are read over."""
+        return self._regions
+
+    def _read_track(self, s: int, i: int, j: int) -> np.ndarray:
+        """Values ``(j-i, L)`` of track ``s``, zeros past either chromosome end."""
+        reader, chroms = self._readers[s], self._chroms[s][i:j]
+        start, end = self._regions.start[i:j], self._regions.end[i:j]
+        sizes = np.array([reader.chrom_sizes[c] for c in chroms], dtype=np.int64)
+        inside = (start >= 0) & (end <= sizes)
+        out = np.zeros((j - i, self.length), dtype=np.float32)
+        if inside.any():
+            out[inside] = reader.read(chroms[inside], start[inside], end[inside])
+        for k in np.flatnonzero(~inside).tolist():
+            lo, hi = max(int(start[k]), 0), min(int(end[k]), int(sizes[k]))
+            if hi > lo:
+                out[k, lo - start[k]:hi - start[k]] = reader.read([chroms[k]], np.array([lo]), np.array([hi]))[0]
+        return out
+
+    def read(self, i: int, j: int):
+        """Logits ``(j-i, S, L)`` (float64) and log counts ``(j-i, 1)`` of regions ``i..j``."""
+        values = np.stack([self._read_track(s, i, j) for s in range(self.n_tracks)], axis=1)
+        negative = np.argwhere(values < 0)
+        if len(negative):
+            b, s, p = (int(x) for x in negative[0])
+            raise InputError(f"{self.paths[s]}: predicted value {float(values[b, s, p]):g} at position {p} of "
+                             f"{self._regions.label(i + b)} is negative; bigWig predictions must be in counts scale "
+                             "(not logits or log counts)")
+        logcounts = window_logcounts(values, self.logcounts_convention)
+        empty = np.flatnonzero(np.isneginf(logcounts[:, 0]))
+        if len(empty):
+            raise InputError(f"{self.path}: the predicted values of {self._regions.label(i + int(empty[0]))} are all "
+                             "0, so its predicted log count ln(total) is -inf; score with --pred-logcounts log1p "
+                             "(ln(1 + total)) or drop the region")
+        return counts_to_logits(values, self.pseudocount), logcounts
+
+    def close(self):
+        for reader in self._readers:
+            reader.close()
