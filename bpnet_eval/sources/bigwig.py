@@ -76,10 +76,6 @@ def _keys(chrom_ids, bases) -> np.ndarray:
     return (np.asarray(chrom_ids, dtype=np.int64) << 32) + np.asarray(bases, dtype=np.int64)
 
 
-def _keys_at(chrom_key: int, start: np.ndarray, end: np.ndarray):
-    return chrom_key + start.astype(np.int64), chrom_key + end.astype(np.int64)
-
-
 def _expand_ranges(lo: np.ndarray, hi: np.ndarray, owners: bool = True):
     """For ranges [lo, hi): every member in order, and (if asked) its range number."""
     counts = np.maximum(hi - lo, 0)
@@ -135,16 +131,13 @@ class _Block:
         self.unsorted = len(start) > 1 and bool(np.any(start[1:] < start[:-1]))
         self.end_max = np.maximum.accumulate(end) if len(end) else end
 
-    def between(self, low: int, high: int):
-        """(start keys, end keys, values), in stored order, of the intervals that may overlap [low, high)."""
-        lo, hi = 0, len(self.start)
-        if not self.unsorted:
-            top = np.uint32(0xFFFFFFFF)
-            low = np.uint32(min(max(low - self.chrom, 0), top))
-            high = np.uint32(min(max(high - self.chrom, 0), top))
-            lo = int(self.end_max.searchsorted(low, side="right"))
-            hi = int(self.start.searchsorted(high, side="left"))
-        return _keys_at(self.chrom, self.start[lo:hi], self.end[lo:hi]) + (self.value[lo:hi],)
+    def between(self, low: int, high: int) -> slice:
+        """The stored intervals that may overlap keys [low, high) (all of them if unsorted)."""
+        if self.unsorted:
+            return slice(None)
+        low = min(max(low - self.chrom, 0), 0xFFFFFFFF)
+        high = min(max(high - self.chrom, 0), 0xFFFFFFFF)
+        return slice(int(self.end_max.searchsorted(low, side="right")), int(self.start.searchsorted(high, side="left")))
 
 
 class BigWigReader:
@@ -394,9 +387,16 @@ class BigWigReader:
         lowest = np.minimum.reduceat(first_key, first).tolist()
         highest = (np.maximum.reduceat(first_key, first) + width).tolist()
         stored_order = np.argsort(self._block_rank[needed], kind="stable")
-        parts = [intervals.between(lowest[i], highest[i])
-                 for i, intervals in zip(stored_order.tolist(), self._blocks(needed[stored_order]))]
-        _IntervalSet(*map(np.concatenate, zip(*parts))).scatter(key0, width, flat)
+        chroms, starts, ends, values = [], [], [], []
+        for i, block in zip(stored_order.tolist(), self._blocks(needed[stored_order])):
+            keep = block.between(lowest[i], highest[i])
+            chroms.append(block.chrom)
+            starts.append(block.start[keep])
+            ends.append(block.end[keep])
+            values.append(block.value[keep])
+        chrom = np.repeat(np.array(chroms, dtype=np.int64), [len(v) for v in values])
+        start, end = np.concatenate(starts), np.concatenate(ends)
+        _IntervalSet(chrom + start, chrom + end, np.concatenate(values)).scatter(key0, width, flat)
 
     def _resident_intervals(self) -> "_IntervalSet | None":
         """All intervals of a small file, decoded once on first use and kept (None if the file is big)."""
@@ -407,7 +407,7 @@ class BigWigReader:
                 parts, total = [], 0
                 for block in self._block_rank.argsort(kind="stable").tolist():  # stored order
                     chrom, start, end, value = self._decode_block(block)
-                    parts.append(_keys_at(chrom, start, end) + (value,))
+                    parts.append((chrom + start.astype(np.int64), chrom + end.astype(np.int64), value))
                     total += len(value) * _RESIDENT_BYTES_PER_INTERVAL
                     if total > _RESIDENT_MAX_BYTES:  # compresses too well to keep whole
                         self._resident_ok = False
