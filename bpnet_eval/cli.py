@@ -263,7 +263,7 @@ def compare(
         directory = write_comparison(out or Path(f"bpnet-eval-compare-{report_a.resolve().name}-vs-"
                                                  f"{report_b.resolve().name}"), comparison)
         if not quiet:
-            console = Console()
+            console = Console() if sys.stdout.isatty() else Console(width=140)  # a pipe or file: no truncation
             console.print(comparison_table(comparison))
             console.print(changed_table(comparison, shown))
             stderr.print(f"comparison written to {directory}/", highlight=False)

@@ -55,14 +55,14 @@ def read_region_table(report_dir) -> RegionTable:
     if ragged is not None:
         raise InputError(f"{path}: line {ragged + 2} has {len(rows[ragged])} fields for {len(header)} columns; "
                          "the file is truncated or edited, rerun 'bpnet-eval score'")
-    body = np.array(rows, dtype=str).reshape(len(rows), len(header))
-    coordinates = {name: body[:, header.index(name)] for name in COORDINATES}
+    fields = list(zip(*rows)) if rows else [()] * len(header)
+    coordinates = {name: np.array(fields[header.index(name)], dtype=str) for name in COORDINATES}
     columns = {}
     for k, name in enumerate(header):
         if name in NON_METRIC_FIELDS:
             continue
         try:
-            columns[name] = body[:, k].astype(np.float64)
+            columns[name] = np.array([float(v) for v in fields[k]], dtype=np.float64)
         except ValueError:
             raise InputError(f"{path}: column {name} holds a value that is not a number; rerun 'bpnet-eval score'")
     return RegionTable(path, coordinates, columns)
@@ -92,32 +92,44 @@ def win_loss_rates(difference: np.ndarray, direction: str):
 
 
 def bootstrap_means(differences: np.ndarray, n_resamples: int, seed: int) -> np.ndarray:
-    """Means of ``n_resamples`` resamples (regions drawn with replacement) of ``differences``.
+    """Means of the defined values of ``differences`` over ``n_resamples`` resamples of the regions
+    (rows drawn with replacement, the same rows for every column): ``(n,)`` → ``(R,)``, ``(n, M)`` → ``(R, M)``.
 
-    One ``numpy.random.default_rng(seed)``, so the interval is reproducible and does not depend
-    on the other metrics compared.
+    Each resample's row counts ``w`` (a bincount of ``numpy.random.default_rng(seed)`` draws) give
+    ``mean = (w @ where(defined, d, 0)) / (w @ defined)``; NaN where a resample holds no defined value.
     """
-    n = differences.size
+    d = np.asarray(differences, dtype=np.float64)
+    single = d.ndim == 1
+    d = d.reshape(d.shape[0], -1)
+    n, m = d.shape
+    defined = np.isfinite(d)
+    stacked = np.concatenate([np.where(defined, d, 0.0), defined.astype(np.float64)], axis=1)
     rng = np.random.default_rng(seed)
     per_chunk = max(1, BOOTSTRAP_CHUNK_ELEMENTS // max(n, 1))
-    means = np.empty(n_resamples)
+    means = np.empty((n_resamples, m))
     for first in range(0, n_resamples, per_chunk):
-        last = min(first + per_chunk, n_resamples)
-        rows = rng.integers(0, n, size=(last - first, n))
-        means[first:last] = differences[rows].mean(axis=1)
-    return means
+        size = min(per_chunk, n_resamples - first)
+        rows = rng.integers(0, n, size=(size, n)) + (np.arange(size) * n)[:, None]
+        weights = np.bincount(rows.ravel(), minlength=size * n).reshape(size, n).astype(np.float64)
+        sums = weights @ stacked
+        with np.errstate(invalid="ignore", divide="ignore"):
+            means[first:first + size] = sums[:, :m] / sums[:, m:]
+    return means[:, 0] if single else means
 
 
 def percentile_interval(means: np.ndarray, confidence: float):
-    """The central ``confidence`` percentile interval of bootstrap means."""
+    """The central ``confidence`` percentile interval of bootstrap means (resamples without a defined mean dropped)."""
+    means = means[np.isfinite(means)]
+    if means.size == 0:
+        return None, None
     tail = (1.0 - confidence) / 2.0
     low, high = np.quantile(means, [tail, 1.0 - tail])
     return float(low), float(high)
 
 
-def compare_metric(a: np.ndarray, b: np.ndarray, direction: str, n_resamples: int, confidence: float,
-                   seed: int) -> dict:
-    """Paired comparison of one metric over the regions where both reports define it."""
+def compare_metric(a: np.ndarray, b: np.ndarray, direction: str, bootstrap: np.ndarray, confidence: float) -> dict:
+    """Paired comparison of one metric over the regions where both reports define it; ``bootstrap`` holds
+    the resampled means of ``B - A``."""
     defined = np.isfinite(a) & np.isfinite(b)
     difference = b[defined] - a[defined]
     win, loss = win_loss_rates(difference, direction)
@@ -127,8 +139,7 @@ def compare_metric(a: np.ndarray, b: np.ndarray, direction: str, n_resamples: in
     if difference.size:
         result.update(mean_a=float(a[defined].mean()), mean_b=float(b[defined].mean()),
                       mean_difference=float(difference.mean()))
-        result["ci_low"], result["ci_high"] = percentile_interval(
-            bootstrap_means(difference, n_resamples, seed), confidence)
+        result["ci_low"], result["ci_high"] = percentile_interval(bootstrap, confidence)
     return result
 
 
@@ -162,10 +173,12 @@ def compare_reports(report_a, report_b, *, n_resamples: int = 2000, confidence: 
     names = [name for name in a.columns if name in b.columns and better_direction(name)]
     if not names:
         raise InputError(f"{b.path}: no metric column in common with {a.path}; compare two 'bpnet-eval score' reports")
+    differences = np.stack([b.columns[name] - a.columns[name] for name in names], axis=1)
+    bootstrap = bootstrap_means(differences, n_resamples, seed)
     metrics = {}
-    for name in names:
-        metrics[name] = compare_metric(a.columns[name], b.columns[name], better_direction(name), n_resamples,
-                                       confidence, seed)
+    for j, name in enumerate(names):
+        metrics[name] = compare_metric(a.columns[name], b.columns[name], better_direction(name), bootstrap[:, j],
+                                       confidence)
         metrics[name]["most_changed"] = most_changed(a, a.columns[name], b.columns[name], top)
     return {"report_a": str(report_a), "report_b": str(report_b), "n_regions": len(a),
             "difference": "B - A", "n_resamples": n_resamples, "confidence": confidence, "seed": seed,
@@ -193,20 +206,24 @@ def write_comparison(out_dir, comparison: dict) -> Path:
     return out
 
 
+def short_value(value) -> str:
+    """A number for the comparison table: four significant digits."""
+    return "" if value is None else f"{value:.4g}"
+
+
 def comparison_table(comparison: dict) -> Table:
-    """The per-metric comparison as a rich table."""
+    """The per-metric comparison as a rich table (↓: lower is better, ↑: higher is better)."""
     percent = int(round(comparison["confidence"] * 100))
     table = Table(title=f"bpnet-eval compare: B - A over {comparison['n_regions']} regions "
                         f"({comparison['n_resamples']} bootstrap resamples)")
-    for name, justify in (("metric", "left"), ("better", "left"), ("mean A", "right"), ("mean B", "right"),
-                          ("B - A", "right"), (f"{percent}% CI", "right"), ("B better", "right"),
-                          ("B worse", "right")):
-        table.add_column(name, justify=justify, no_wrap=name == "metric")
+    for name in ("metric", "mean A", "mean B", "B - A", f"{percent}% CI", "B better", "B worse"):
+        table.add_column(name, justify="left" if name == "metric" else "right", no_wrap=True)
+    rate = lambda v: "" if v is None else f"{100 * v:.1f}%"  # noqa: E731
     for name, r in comparison["metrics"].items():
-        ci = "" if r["ci_low"] is None else f"[{display_value(r['ci_low'])}, {display_value(r['ci_high'])}]"
-        rate = lambda v: "" if v is None else f"{100 * v:.1f}%"  # noqa: E731
-        table.add_row(name, r["better"], display_value(r["mean_a"]), display_value(r["mean_b"]),
-                      display_value(r["mean_difference"]), ci, rate(r["win_rate"]), rate(r["loss_rate"]))
+        ci = "" if r["ci_low"] is None else f"[{short_value(r['ci_low'])}, {short_value(r['ci_high'])}]"
+        arrow = "↓" if r["better"] == "lower" else "↑"
+        table.add_row(f"{name} {arrow}", short_value(r["mean_a"]), short_value(r["mean_b"]),
+                      short_value(r["mean_difference"]), ci, rate(r["win_rate"]), rate(r["loss_rate"]))
     return table
 
 

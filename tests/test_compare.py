@@ -144,3 +144,20 @@ def test_directions():
     assert better_direction("profile_pearson_plus") == "higher" and better_direction("profile_norm_jsd") == "higher"
     assert better_direction("observed_counts") is None and better_direction("profile_jsd_shuffled") is None
     assert count_direction("mse") == "lower" and count_direction("spearman") == "higher"
+
+
+def test_bootstrap_means_of_partly_undefined_columns():
+    """Recover each resample's row counts from indicator columns, then recompute the means by hand."""
+    n = 7
+    d = np.random.default_rng(3).normal(size=n)
+    with_gaps = d.copy()
+    with_gaps[[2, 5]] = np.nan
+    means = bootstrap_means(np.column_stack([np.eye(n), d, with_gaps]), 200, 4)
+    counts = np.rint(means[:, :n] * n)
+    assert np.all(counts.sum(axis=1) == n)
+    np.testing.assert_allclose(means[:, n], counts @ d / n, rtol=1e-12)
+    defined = np.isfinite(with_gaps)
+    with np.errstate(invalid="ignore"):
+        expected = counts[:, defined] @ d[defined] / counts[:, defined].sum(axis=1)
+    np.testing.assert_allclose(means[:, n + 1], expected, rtol=1e-12)
+    assert percentile_interval(np.array([np.nan, np.nan]), 0.9) == (None, None)
