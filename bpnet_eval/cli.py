@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 
 from . import __version__
-from .environment import configure_threads
+from .environment import configure_caches, configure_threads
 from .errors import EXIT_RUNTIME, EXIT_USAGE, BpnetEvalError
 from .outdir import prepare_output
 from .validate import Policies
@@ -41,6 +41,8 @@ def run_guarded(work, debug: bool):
     """Run ``work()``; user errors become one line and their exit code, anything else one line and 1."""
     try:
         return work()
+    except typer.Exit:
+        raise
     except BpnetEvalError as err:
         if debug:
             raise
@@ -287,3 +289,4 @@ def main():
         stderr.print("bpnet-eval: error: interrupted; no report was written", highlight=False)
         sys.exit(130)
     sys.exit(code if isinstance(code, int) else 0)
+    configure_caches()  # before matplotlib & co. look for a writable HOME

@@ -56,3 +56,38 @@ def hdf5_locking_disabled(environ: Optional[Mapping[str, str]] = None) -> bool:
     """True when ``HDF5_USE_FILE_LOCKING`` says FALSE (HDF5's own switch for filesystems without locks)."""
     environ = os.environ if environ is None else environ
     return environ.get("HDF5_USE_FILE_LOCKING", "").strip().upper() in ("FALSE", "0", "NO", "OFF")
+
+
+# Caches that libraries put under HOME; pointed at a private temporary directory when HOME cannot be written.
+CACHE_VARIABLES = {"MPLCONFIGDIR": "matplotlib", "XDG_CACHE_HOME": "cache"}
+
+
+def private_temp_dir() -> str:
+    """``$TMPDIR/bpnet-eval-<uid>``, created 0700; a fresh one if that name belongs to someone else."""
+    import tempfile
+
+    path = os.path.join(tempfile.gettempdir(), f"bpnet-eval-{os.getuid()}")
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        info = os.lstat(path)
+        if info.st_uid == os.getuid() and not os.path.islink(path) and os.access(path, os.W_OK):
+            return path
+    except OSError:
+        pass
+    return tempfile.mkdtemp(prefix="bpnet-eval-")
+
+
+def configure_caches(environ=None) -> dict:
+    """Where HOME is not writable (containers, Apptainer), set unset cache variables to a private
+    temporary directory; return what was set."""
+    environ = os.environ if environ is None else environ
+    home = environ.get("HOME") or os.path.expanduser("~")
+    unset = [name for name in CACHE_VARIABLES if not environ.get(name)]
+    if not unset or (os.path.isdir(home) and os.access(home, os.W_OK)):
+        return {}
+    base = private_temp_dir()
+    chosen = {name: os.path.join(base, CACHE_VARIABLES[name]) for name in unset}
+    for path in chosen.values():
+        os.makedirs(path, mode=0o700, exist_ok=True)
+    environ.update(chosen)
+    return chosen

@@ -189,12 +189,12 @@ def iter_batches(preds, truth, batch_size: int):
 
 
 def read_rows(predictions, truth, regions, rows: Sequence[int], truth_dataset: Optional[str] = None,
-              **prediction_options):
+              policies: Optional[Policies] = None, **prediction_options):
     """Logits ``(k, S, L)``, log counts ``(k, T)`` and observed counts ``(k, S, L)`` of the regions at
-    ``rows`` only, read again from the sources (for figures; never the whole N x S x L)."""
-    preds = _open_predictions(predictions, regions=regions, **prediction_options)
-    table = _resolve_regions(preds, regions)
-    truth_source = _open_truth(truth, table, truth_dataset)
+    ``rows`` only, read again from the sources (for figures; never the whole N x S x L), with the same
+    chromosome names and off-end policy as the scoring run."""
+    preds, _, truth_source, _ = open_sources(predictions, truth, regions, truth_dataset=truth_dataset,
+                                             policies=policies, **prediction_options)
     try:
         parts = [(preds.read(int(r), int(r) + 1), truth_source.read(int(r), int(r) + 1)) for r in rows]
     finally:

@@ -192,6 +192,7 @@ def check_structure(preds, truth, regions, policies: Policies, batch_size: int =
     findings = Findings()
     findings.detected = {"predictions": preds.describe(), "truth": truth.describe(), "regions": describe_regions(regions)}
     truth_label = ", ".join(truth.describe().get("paths", [])) or "observed counts"
+    check_sizes(findings, preds, str(preds.path), batch_size, memory_limit)  # first: the rest may follow from it
     if truth.n_tracks != preds.n_tracks:
         findings.add(f"{truth_label}: {truth.n_tracks} observed track(s) for {preds.n_tracks} predicted track(s) in "
                      f"{preds.path}; give one bigWig per predicted track, in track order (stranded: plus, then "
@@ -203,7 +204,6 @@ def check_structure(preds, truth, regions, policies: Policies, batch_size: int =
     if getattr(truth, "length", preds.length) != preds.length:
         findings.add(f"{truth_label}: observed profiles have L = {truth.length} but the predictions have "
                      f"L = {preds.length}; score observed and predicted windows of the same width")
-    check_sizes(findings, preds, str(preds.path), batch_size, memory_limit)
     if n_truth is not None and truth.n_tracks == preds.n_tracks and truth.length == preds.length:
         check_sizes(findings, truth, truth_label, batch_size, memory_limit)
     if regions is None:

@@ -30,6 +30,12 @@ def open_hdf5(path, allow_external: bool = False) -> h5py.File:
         return handle
 
 
+def damaged(path, i: int, j: int, err) -> InputError:
+    """The error for a read that failed inside an HDF5 file."""
+    return InputError(f"{path}: cannot read regions {i + 1}..{j} ({_first_line(err)}); the file is damaged or "
+                      "truncated; re-create it")
+
+
 def _first_line(err) -> str:
     text = str(err).strip().splitlines()
     return text[0] if text else type(err).__name__
@@ -40,8 +46,9 @@ def _refuse(handle, name: str, what: str):
                      "copy the data into the file, or allow it with --allow-external-links")
 
 
-def _local_path(handle: h5py.File, name: str, depth: int = 0):
+def _local_path(handle: h5py.File, name: str, depth: int = 0, shown: str = ""):
     """``name`` with soft links resolved, or None when absent; refuses external links unless allowed."""
+    shown = shown or name
     parts = [part for part in name.split("/") if part]
     for k in range(len(parts)):
         prefix = "/" + "/".join(parts[:k + 1])
@@ -50,13 +57,13 @@ def _local_path(handle: h5py.File, name: str, depth: int = 0):
             return None
         if isinstance(link, h5py.ExternalLink):
             if not getattr(handle, "bpnet_eval_allow_external", False):
-                _refuse(handle, name, f"is an external link to {link.filename}:{link.path}")
+                _refuse(handle, shown, f"is (or links to) an external link to {link.filename}:{link.path}")
             return "/".join([prefix] + parts[k + 1:])
         if isinstance(link, h5py.SoftLink):
             if depth > 32:
-                raise InputError(f"{handle.filename}: '{name}' is a loop of soft links; repair the file")
+                raise InputError(f"{handle.filename}: '{shown}' is a loop of soft links; repair the file")
             base = link.path if link.path.startswith("/") else "/" + "/".join(parts[:k] + [link.path])
-            return _local_path(handle, "/".join([base] + parts[k + 1:]), depth + 1)
+            return _local_path(handle, "/".join([base] + parts[k + 1:]), depth + 1, shown)
     return "/" + "/".join(parts)
 
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import InputError, UsageError
 from ..regions import Regions, windows_around
-from .hdf5 import dataset_or_none, decode_strings, list_datasets, open_hdf5, read_column, require_dataset
+from .hdf5 import damaged, dataset_or_none, decode_strings, list_datasets, open_hdf5, read_column, require_dataset
 
 PROFILE_KINDS = ("logits", "probs", "counts")
 # Smallest positive float32: log(0) of a stored probability becomes this instead of -inf.
@@ -196,9 +196,12 @@ class HDF5Predictions:
 
     def read(self, i: int, j: int):
         """Logits ``(j-i, S, L)`` and log counts ``(j-i, T)`` of regions ``i..j``."""
-        logits = profile_to_logits(to_nsl(self._profile[i:j], self._axes), self.layout.profile_kind)
-        logcounts = np.asarray(self._logcounts[i:j]).reshape(j - i, self.n_logcount_columns)
-        return logits, logcounts
+        try:
+            profile, logcounts = self._profile[i:j], np.asarray(self._logcounts[i:j])
+        except OSError as err:
+            raise damaged(self.path, i, j, err) from None
+        return (profile_to_logits(to_nsl(profile, self._axes), self.layout.profile_kind),
+                logcounts.reshape(j - i, self.n_logcount_columns))
 
     def close(self):
         self._file.close()

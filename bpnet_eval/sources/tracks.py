@@ -11,7 +11,7 @@ import numpy as np
 from ..errors import InputError, UsageError
 from ..regions import Regions
 from .bigwig import BigWigReader
-from .hdf5 import dataset_or_none, list_datasets, open_hdf5
+from .hdf5 import damaged, dataset_or_none, list_datasets, open_hdf5
 from .predictions import profile_axes, to_nsl
 
 HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".he5")
@@ -113,7 +113,11 @@ class HDF5Truth:
         return {"kind": "HDF5", "paths": [self.path], "dataset": self.dataset}
 
     def read(self, i: int, j: int) -> np.ndarray:
-        return np.nan_to_num(to_nsl(np.asarray(self._data[i:j], dtype=np.float32), self._axes), nan=0.0)
+        try:
+            values = np.asarray(self._data[i:j], dtype=np.float32)
+        except OSError as err:
+            raise damaged(self.path, i, j, err) from None
+        return np.nan_to_num(to_nsl(values, self._axes), nan=0.0)
 
     def close(self):
         self._file.close()
