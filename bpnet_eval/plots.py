@@ -6,14 +6,12 @@ returns the figure and the arrays it drew, so tests can check them against the r
 """
 
 import io
-import os
-import tempfile
-from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
 import torch
 
+from .environment import configure_caches
 from .errors import UsageError
 from .losses import joint_log_softmax
 from .summary import predicted_total_logcounts
@@ -47,14 +45,9 @@ def resolve_plots(requested: Optional[bool]) -> bool:
     return requested
 
 
-def _writable(directory: Path) -> bool:
-    return directory.is_dir() and os.access(directory, os.W_OK)
-
-
 def new_figure(width: float, height: float):
     """A matplotlib Figure on an Agg canvas; ``MPLCONFIGDIR`` goes to a temp dir when HOME is not writable."""
-    if "MPLCONFIGDIR" not in os.environ and not _writable(Path(os.path.expanduser("~"))):
-        os.environ["MPLCONFIGDIR"] = tempfile.mkdtemp(prefix="bpnet-eval-matplotlib-")
+    configure_caches()
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 

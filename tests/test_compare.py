@@ -11,7 +11,8 @@ import pytest
 
 from bpnet_eval.compare import bootstrap_means, percentile_interval
 from bpnet_eval.directions import better_direction, count_direction
-from conftest import make_case, run_cli, write_predictions
+from conftest import make_case, write_predictions
+from forked_cli import ForkedCli
 
 K = 12  # B is truth-like on rows 0..K-1
 
@@ -27,7 +28,15 @@ def numbers(table, name):
 
 
 @pytest.fixture(scope="module")
-def two_reports(tmp_path_factory):
+def run_cli():
+    """The installed CLI's entry point, forked per run (one torch import for the module)."""
+    forked = ForkedCli()
+    yield forked.run
+    forked.close()
+
+
+@pytest.fixture(scope="module")
+def two_reports(tmp_path_factory, run_cli):
     tmp = tmp_path_factory.mktemp("compare")
     case = make_case(tmp, n=50, length=40, seed=5, zero_rows=(1, 30))
     logits_b, logcounts_b = case.logits.copy(), case.logcounts.copy()
@@ -95,7 +104,7 @@ def test_compare_tsv_matches_json(two_reports):
     assert "observed_counts" not in table["metric"] and "predicted_logcounts" not in table["metric"]
 
 
-def test_swapping_reports_negates_differences(two_reports, tmp_path):
+def test_swapping_reports_negates_differences(two_reports, tmp_path, run_cli):
     _, (a, b), out, _ = two_reports
     done = run_cli("compare", b, a, "--out", tmp_path, "--seed", 7, "-q")
     assert done.returncode == 0, done.stderr
@@ -107,7 +116,7 @@ def test_swapping_reports_negates_differences(two_reports, tmp_path):
     assert backward["ci_low"] == pytest.approx(-forward["ci_high"], rel=1e-9)
 
 
-def test_refuses_reports_over_different_regions(two_reports, tmp_path):
+def test_refuses_reports_over_different_regions(two_reports, tmp_path, run_cli):
     _, (a, b), _, _ = two_reports
     moved = tmp_path / "moved"
     shutil.copytree(b, moved)

@@ -16,6 +16,7 @@ from scipy.special import softmax
 from bpnet_eval import plots
 from bpnet_eval.pipeline import read_rows
 from conftest import make_case, run_cli
+from forked_cli import ForkedCli
 
 pytest.importorskip("matplotlib")
 
@@ -42,12 +43,21 @@ def metric_columns(table):
 
 
 @pytest.fixture(scope="module")
-def scored(tmp_path_factory):
+def forked():
+    """The installed CLI's entry point, forked per run (one torch import); ``run_cli`` spawns afresh
+    where the environment must differ from the start."""
+    server = ForkedCli()
+    yield server.run
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def scored(tmp_path_factory, forked):
     """One case scored by the installed CLI with --json (plots on by default)."""
     tmp = tmp_path_factory.mktemp("scored")
     case = make_case(tmp, n=40, length=60, seed=3)
     report = tmp / "report"
-    done = run_cli("score", case.predictions, *case.bigwigs, "--out", report, "--json")
+    done = forked("score", case.predictions, *case.bigwigs, "--out", report, "--json")
     assert done.returncode == 0, done.stderr
     return case, report, done
 
@@ -181,11 +191,11 @@ def test_multiqc_custom_content(scored):
     assert "profile_mnll_plus_median" not in row  # per-track columns stay out of the table
 
 
-def test_no_plots_still_writes_html_and_removes_stale_figures(scored, tmp_path):
+def test_no_plots_still_writes_html_and_removes_stale_figures(scored, tmp_path, forked):
     case, report, _ = scored
     out = tmp_path / "again"
     shutil.copytree(report, out)
-    done = run_cli("score", case.predictions, *case.bigwigs, "--out", out, "--no-plots", "--quiet")
+    done = forked("score", case.predictions, *case.bigwigs, "--out", out, "--no-plots", "--quiet")
     assert done.returncode == 0, done.stderr
     assert done.stdout == ""
     assert not [name for name in FIGURES if (out / name).exists()]
@@ -209,10 +219,10 @@ def test_without_matplotlib(scored, tmp_path):
     assert len(done.stderr.strip().splitlines()) == 1 and "bpnet-eval[plots]" in done.stderr
 
 
-def test_unwritable_home_uses_a_temporary_matplotlib_dir(scored, tmp_path):
+def test_unwritable_home_uses_a_temporary_matplotlib_dir(scored, tmp_path, forked):
     case, _, _ = scored
-    env = {"PATH": "/usr/bin:/bin", "HOME": "/nonexistent/home"}
-    done = run_cli("score", case.predictions, *case.bigwigs, "--out", tmp_path / "r", "-q", env=env)
+    env = {"HOME": "/nonexistent/home"}  # the forked run has not imported matplotlib yet
+    done = forked("score", case.predictions, *case.bigwigs, "--out", tmp_path / "r", "-q", env=env)
     assert done.returncode == 0, done.stderr
     assert "Matplotlib" not in done.stderr and (tmp_path / "r" / "counts_scatter.png").exists()
 
