@@ -154,39 +154,91 @@ def score(
                                          "[default: on when matplotlib is installed]."),
     json_output: bool = typer.Option(False, "--json", help="Print the summary JSON (= summary.json) to stdout "
                                      "and nothing else there; the table is not printed."),
+    shard: Optional[str] = typer.Option(None, "--shard", help="i/n: score only shard i of n (1-based, "
+                                        "contiguous chunk-aligned regions) into a partial report in --out; "
+                                        "auto/n takes i from SLURM_ARRAY_TASK_ID. Combine with bpnet-eval merge. "
+                                        "A shard whose partial report is complete is skipped."),
     debug: bool = typer.Option(False, help="Show tracebacks."),
 ):
     """Score PREDICTIONS against TRUTH: per-region MNLL, log1p-MSE and mixture loss, and a summary."""
     from .pipeline import score as run_score
     from .plots import resolve_plots
-    from .report import print_summary, summary_json, write_report
-    from .report_extras import write_extras
 
     def work():
         configure_threads()
         policies = Policies(off_end, nonfinite, allow_external_links)
         out_dir = out or Path(f"bpnet-eval-{Path(str(predictions).split(',')[0]).stem}")
         prepare_output(out_dir)
+        options = dict(count_loss_weight=count_loss_weight, device=device, batch_size=batch_size, dtype=dtype,
+                       track_names=track_names.split(",") if track_names else None, logits_dataset=logits_dataset,
+                       logcounts_dataset=logcounts_dataset, profile_kind=profile_kind, head=head,
+                       truth_dataset=truth_dataset, metrics=metrics, preset=preset, smooth=smooth,
+                       smooth_sigma=smooth_sigma, smooth_width=smooth_width, seed=seed,
+                       pred_pseudocount=pred_pseudocount, pred_logcounts=pred_logcounts)
+        if shard is not None:
+            return score_one_shard(shard, out_dir, str(predictions), [str(t) for t in truth], regions, policies,
+                                   options, quiet)
         draw_plots = resolve_plots(plots)
         with ProgressReporter(not quiet) as progress:
-            result = run_score(
-                str(predictions), [str(t) for t in truth], str(regions) if regions else None,
-                count_loss_weight=count_loss_weight, device=device, batch_size=batch_size, dtype=dtype,
-                track_names=track_names.split(",") if track_names else None, logits_dataset=logits_dataset,
-                logcounts_dataset=logcounts_dataset, profile_kind=profile_kind, head=head,
-                truth_dataset=truth_dataset, progress=progress, policies=policies, metrics=metrics, preset=preset,
-                smooth=smooth, smooth_sigma=smooth_sigma, smooth_width=smooth_width, seed=seed,
-                pred_pseudocount=pred_pseudocount, pred_logcounts=pred_logcounts)
-        directory = write_report(out_dir, result.regions, result.columns,
-                                 result.summary, extra=lambda directory: write_extras(directory, result, draw_plots),
-                                 files=result.files)
-        if json_output:
-            sys.stdout.write(summary_json(result.summary))
-        elif not quiet:
-            print_summary(result.summary, Console())
-        if not quiet:
-            print_outcome(result.summary)
-            stderr.print(f"report written to {directory}/", highlight=False)
+            result = run_score(str(predictions), [str(t) for t in truth], str(regions) if regions else None,
+                               progress=progress, policies=policies, **options)
+        write_result(out_dir, result, draw_plots, json_output, quiet, "report written to")
+
+    run_guarded(work, debug)
+
+
+def write_result(out_dir: Path, result, draw_plots: bool, json_output: bool, quiet: bool, note: str) -> None:
+    """Write the report of ``result`` into ``out_dir``, then print the summary JSON or the table."""
+    from .report import print_summary, summary_json, write_report
+    from .report_extras import write_extras
+
+    directory = write_report(out_dir, result.regions, result.columns, result.summary,
+                             extra=lambda directory: write_extras(directory, result, draw_plots), files=result.files)
+    if json_output:
+        sys.stdout.write(summary_json(result.summary))
+    elif not quiet:
+        print_summary(result.summary, Console())
+    if not quiet:
+        print_outcome(result.summary)
+        stderr.print(f"{note} {directory}/", highlight=False)
+
+
+def score_one_shard(shard: str, out_dir: Path, predictions: str, truth: list, regions, policies, options: dict,
+                    quiet: bool) -> None:
+    """``score --shard i/n``: write shard i's partial report, or skip it when already complete."""
+    from .shards import parse_shard, score_shard
+
+    index, count = parse_shard(shard)
+    with ProgressReporter(not quiet) as progress:
+        status, partial = score_shard(out_dir, (index, count), predictions, truth, str(regions) if regions else None,
+                                      progress=progress, policies=policies, **options)
+    if not quiet:
+        start, stop = partial["rows"]
+        done = "already complete, skipped" if status == "skipped" else "scored"
+        stderr.print(f"shard {index}/{count} (regions {start + 1}..{stop}) {done}: partial report in {out_dir}/; "
+                     "combine all shards with bpnet-eval merge", highlight=False)
+
+
+@app.command()
+def merge(
+    partials: List[Path] = typer.Argument(..., help="The partial report directories of shards 1..n "
+                                          "(score --shard i/n --out DIR)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Report directory for the merged report."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No table."),
+    plots: Optional[bool] = typer.Option(None, "--plots/--no-plots", help="Draw PNG figures into the report "
+                                         "[default: on when matplotlib is installed]."),
+    json_output: bool = typer.Option(False, "--json", help="Print the summary JSON (= summary.json) to stdout."),
+    debug: bool = typer.Option(False, help="Show tracebacks."),
+):
+    """Merge the partial reports of score --shard 1/n .. n/n into the report an unsharded score writes."""
+    from .plots import resolve_plots
+    from .shards import merge as merge_partials
+
+    def work():
+        prepare_output(out)
+        draw_plots = resolve_plots(plots)
+        result = merge_partials(list(partials))
+        write_result(out, result, draw_plots, json_output, quiet, f"merged {len(partials)} shard(s); report written to")
 
     run_guarded(work, debug)
 
@@ -275,6 +327,7 @@ def compare(
 
 def main():
     """Entry point: typer/click usage errors become one line and exit 2, like the tool's own errors."""
+    configure_caches()  # before matplotlib & co. look for a writable HOME
     args = sys.argv[1:]
     if not args:
         app()  # prints the help
@@ -289,4 +342,3 @@ def main():
         stderr.print("bpnet-eval: error: interrupted; no report was written", highlight=False)
         sys.exit(130)
     sys.exit(code if isinstance(code, int) else 0)
-    configure_caches()  # before matplotlib & co. look for a writable HOME

@@ -4,15 +4,20 @@
 returns per-region values and the summary.
 """
 
+import ctypes
+import os
+import sys
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from functools import partial
-from typing import Callable, Optional, Sequence, Union
+from functools import lru_cache, partial
+from typing import Callable, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 
 from . import __version__
+from .environment import THREAD_VARIABLES, allotted_cpus
 from .errors import InputError, UsageError
 from .losses import count_target, log1p_squared_error, mnll_per_region
 from .regions import Regions, read_region_file
@@ -39,6 +44,8 @@ class ScoreResult:
     read_rows: Optional[Callable] = None
     # A preset's own summary files: ``{file name: text}``.
     files: dict = field(default_factory=dict)
+    # Scoring one shard (``rows``): what ``shards.merge`` needs to finish the report; ``summary`` is None.
+    partial: Optional[dict] = None
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -171,10 +178,11 @@ def open_sources(predictions, truth, regions=None, *, truth_dataset: Optional[st
     return preds, table, truth_source, check_structure(preds, truth_source, table, policies, batch_size)
 
 
-def iter_batches(preds, truth, batch_size: int):
-    """``(i, j, (logits, logcounts), observed)`` for consecutive batches; the next batch is read
-    in a background thread while the caller computes the current one."""
-    bounds = [(i, min(i + batch_size, preds.n)) for i in range(0, preds.n, batch_size)]
+def iter_batches(preds, truth, batch_size: int, start: int = 0, stop: Optional[int] = None):
+    """``(i, j, (logits, logcounts), observed)`` for consecutive batches of rows ``start..stop`` (default:
+    all); the next batch is read in a background thread while the caller computes the current one."""
+    stop = preds.n if stop is None else stop
+    bounds = [(i, min(i + batch_size, stop)) for i in range(start, stop, batch_size)]
 
     def read(bound):
         i, j = bound
@@ -204,6 +212,58 @@ def read_rows(predictions, truth, regions, rows: Sequence[int], truth_dataset: O
             np.concatenate([p[1] for p in parts]))
 
 
+NO_REGIONS = "none (row numbers)"
+
+
+M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
+BATCH_MMAP_THRESHOLD = 1 << 20
+
+
+@lru_cache(maxsize=None)
+def return_batch_memory() -> bool:
+    """Allocate blocks of 1 MB and more (batch arrays) with mmap, so freeing a batch returns its memory.
+
+    glibc otherwise raises its mmap threshold after the first large free and serves later batches
+    from per-thread heaps that fragment, so the peak RSS would creep up with the number of batches.
+    A no-op (False) off glibc.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        return bool(ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, BATCH_MMAP_THRESHOLD))
+    except (OSError, AttributeError):
+        return False
+
+
+@contextmanager
+def compute_threads(device: torch.device):
+    """On the CPU, leave one core to the reading thread: torch's threads spin-wait, and sharing
+    every core with the reader slows both (restored afterwards)."""
+    threads = torch.get_num_threads()
+    cores = allotted_cpus()
+    explicit = any(os.environ.get(name, "").strip() for name in THREAD_VARIABLES)
+    if device.type == "cpu" and not explicit and threads >= cores > 1:
+        torch.set_num_threads(cores - 1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def summarize_scores(columns: dict, table: Regions, findings: Findings, settings: dict, inputs: dict,
+                     plan: MetricPlan, track_names, pooled_auprc=None):
+    """``(summary, preset files)`` from every region's columns (input order) and the validation findings."""
+    outcome = findings.report(None if table.source == NO_REGIONS else table)
+    scored = ~findings.skip_mask(len(table))
+    kept = {name: values[scored] for name, values in columns.items()}
+    scored_peak = None if table.peak is None else table.peak[scored]
+    summary = summarize(kept, scored_peak, settings, inputs)
+    summary.update(outcome)
+    if pooled_auprc is not None:
+        summary["profile_auprc"] = pooled_auprc.result()
+    return summary, preset_files(plan, kept, summary, scored_peak, track_names)
+
+
 def score(predictions, truth, regions=None, *, count_loss_weight: float = 1.0, device: str = "auto",
           batch_size: int = 1024, dtype: str = "float64", track_names: Optional[Sequence[str]] = None,
           logits_dataset: Optional[str] = None, logcounts_dataset: Optional[str] = None,
@@ -211,7 +271,7 @@ def score(predictions, truth, regions=None, *, count_loss_weight: float = 1.0, d
           progress: Optional[Callable[[int, int], None]] = None, policies: Optional[Policies] = None,
           metrics: str = "default", preset: Optional[str] = None, smooth: str = "none", smooth_sigma: float = 7.0,
           smooth_width: int = 81, seed: int = 0, pred_pseudocount: float = 0.0,
-          pred_logcounts: str = "log") -> ScoreResult:
+          pred_logcounts: str = "log", rows: Optional[Tuple[int, int]] = None) -> ScoreResult:
     """Score predictions against observed counts, region by region.
 
     Parameters
@@ -250,6 +310,9 @@ def score(predictions, truth, regions=None, *, count_loss_weight: float = 1.0, d
     policies : Policies, optional
         Windows past a chromosome end (``off_end``: error, skip, pad), non-finite predictions
         (``nonfinite``: error, skip), HDF5 external links (refused unless ``allow_external_links``).
+    rows : (int, int), optional
+        Score only rows ``start..stop`` (0-based, half-open): one shard. The result then holds those
+        rows' columns, ``summary`` None and ``partial`` (see ``bpnet_eval.shards``).
 
     Returns
     -------
@@ -262,6 +325,7 @@ def score(predictions, truth, regions=None, *, count_loss_weight: float = 1.0, d
     if batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, not {batch_size}")
     torch_device = resolve_device(device)
+    return_batch_memory()
     plan = make_plan(metrics, preset, smooth, smooth_sigma, smooth_width, seed)
     policies = policies or Policies()
     preds, table, truth_source, findings = open_sources(
@@ -276,8 +340,11 @@ def score(predictions, truth, regions=None, *, count_loss_weight: float = 1.0, d
         chunks = []
         computer = BatchComputer(count_loss_weight, names, torch_device, dtype, plan)
         screen = ValueScreen(findings, preds, truth_source, table, policies)
-        with torch.inference_mode():
-            for i, j, (logits, logcounts), observed in iter_batches(preds, truth_source, batch_size):
+        start, stop = rows if rows is not None else (0, preds.n)
+        if not 0 <= start <= stop <= preds.n:
+            raise UsageError(f"rows {start}..{stop} are not within the {preds.n} regions of {preds.path}")
+        with torch.inference_mode(), compute_threads(torch_device):
+            for i, j, (logits, logcounts), observed in iter_batches(preds, truth_source, batch_size, start, stop):
                 skip = screen.screen(i, logits, logcounts, observed)
                 if skip.any():  # not scored: zeros in, NaN out
                     logits, logcounts = np.where(skip[:, None, None], 0, logits), np.where(skip[:, None], 0, logcounts)
@@ -288,27 +355,25 @@ def score(predictions, truth, regions=None, *, count_loss_weight: float = 1.0, d
                     values[skip] = np.nan
                 if progress:
                     progress(j, preds.n)
+        value_warnings_from = len(findings.warnings)
         screen.finish()
         columns = {name: np.concatenate([c[name] for c in chunks]) if chunks else np.zeros(0)
                    for name in (chunks[0] if chunks else {})}
-        outcome = findings.report(table)
         if table is None:
             table = Regions(np.array(["."] * preds.n, dtype=object), np.zeros(preds.n), np.zeros(preds.n),
-                            None, "none (row numbers)")
+                            None, NO_REGIONS)
         settings = {"count_loss_weight": float(count_loss_weight), "device": str(torch_device), "dtype": dtype,
                     "batch_size": batch_size, "track_names": names, "metrics": plan.describe(),
                     "bpnet_eval_version": __version__}
         inputs = {"predictions": preds.describe(), "truth": truth_source.describe(), "regions": table.source}
-        scored = ~findings.skip_mask(preds.n)
-        summary = summarize({name: values[scored] for name, values in columns.items()},
-                            None if table.peak is None else table.peak[scored], settings, inputs)
-        summary.update(outcome)
-        if computer.pooled_auprc is not None:
-            summary["profile_auprc"] = computer.pooled_auprc.result()
-        scored_peak = None if table.peak is None else table.peak[scored]
-        files = preset_files(plan, {name: values[scored] for name, values in columns.items()}, summary,
-                             scored_peak, names)
-        reader = partial(read_rows, predictions, truth, regions, truth_dataset=truth_dataset,
+        if rows is not None:
+            partial_state = {"rows": (start, stop), "n_regions": preds.n, "findings": findings,
+                             "structural_warnings": findings.warnings[:value_warnings_from],
+                             "non_integer": screen.non_integer, "settings": settings, "inputs": inputs}
+            return ScoreResult(table.subset(slice(start, stop)), columns, None, names, partial=partial_state)
+        summary, files = summarize_scores(columns, table, findings, settings, inputs, plan, names,
+                                          computer.pooled_auprc)
+        reader = partial(read_rows, predictions, truth, regions, truth_dataset=truth_dataset, policies=policies,
                          logits_dataset=logits_dataset, logcounts_dataset=logcounts_dataset,
                          profile_kind=profile_kind, head=head, pred_pseudocount=pred_pseudocount,
                          pred_logcounts=pred_logcounts)

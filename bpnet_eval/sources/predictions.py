@@ -145,6 +145,8 @@ class HDF5Predictions:
                              "expected (N, L), (N, S, L) or (N, L, S)")
         self._axes = profile_axes(shape, self.layout.axes)
         self.n = shape[0]
+        # Regions per HDF5 chunk of the profile (1 when stored contiguously): shards align to it.
+        self.chunk_rows = int((self._profile.chunks or (1,))[0])
         self.n_tracks = 1 if self._axes == "NL" else shape[1 if self._axes == "NSL" else 2]
         self.length = shape[-1] if self._axes != "NLS" else shape[1]
         if counts_shape[:1] != (self.n,) or len(counts_shape) > 2:

@@ -1,0 +1,262 @@
+"""Sharded scoring for the schedulers users already have (SLURM arrays, Snakemake, Nextflow).
+
+``score --shard i/n`` scores one contiguous, chunk-aligned range of regions and writes a
+*partial report*; ``merge`` combines the partial reports of shards ``1..n`` into exactly the
+report an unsharded run writes (the summary is recomputed from every region's values, never
+averaged across shards).
+
+Shards are numbered from 1, like ``sbatch --array=1-n`` task ids (``--shard auto/n`` reads
+``SLURM_ARRAY_TASK_ID``). A partial report directory holds:
+
+* ``regions.tsv``: the shard's per-region rows, with ``row`` (1-based global region number) first;
+* ``columns.npz``: the same values at full precision, with the shard's coordinates;
+* ``partial.json``: the partial marker, written last: shard, rows, a fingerprint of the inputs
+  and settings, and the validation findings ``merge`` needs. No ``summary.json`` is written.
+
+A rerun of a shard whose complete partial report (same fingerprint) exists is skipped, so a
+preempted array can simply be resubmitted.
+"""
+
+import hashlib
+import json
+import os
+from dataclasses import asdict
+import functools
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from . import __version__
+from .errors import InputError, UsageError
+from .pipeline import ScoreResult, _open_predictions, read_rows, score, summarize_scores
+from .presets import make_plan
+from .regions import Regions
+from .report import REGIONS_FILE, regions_tsv, write_atomic
+from .validate import Findings, Policies, ValueScreen
+
+PARTIAL_JSON, COLUMNS_FILE = "partial.json", "columns.npz"
+PARTIAL_FORMAT = "bpnet-eval partial report"
+SLURM_TASK_VARIABLE = "SLURM_ARRAY_TASK_ID"
+# Settings that may differ between shards without changing any number.
+RUN_ONLY_SETTINGS = ("device", "batch_size")
+_COORDINATES = ("_chrom", "_start", "_end", "_peak")
+
+
+def parse_shard(text: str, environ=os.environ) -> tuple:
+    """``"i/n"`` (1-based) or ``"auto/n"`` (i from ``SLURM_ARRAY_TASK_ID``) → ``(i, n)``."""
+    index, _, count = str(text).partition("/")
+    if index == "auto":
+        index = environ.get(SLURM_TASK_VARIABLE, "")
+        if not index:
+            raise UsageError(f"--shard {text}: {SLURM_TASK_VARIABLE} is not set; give the shard as i/n "
+                             "(1-based), or run inside a SLURM array job (sbatch --array=1-n)")
+    try:
+        index, count = int(index), int(count)
+    except ValueError:
+        raise UsageError(f"--shard '{text}' is not i/n; give e.g. --shard 3/8 (shards are numbered 1..n)")
+    if count < 1 or not 1 <= index <= count:
+        raise UsageError(f"--shard {index}/{count}: shards are numbered 1..n with n >= 1 "
+                         "(SLURM: sbatch --array=1-n, then --shard auto/n)")
+    return index, count
+
+
+def shard_rows(n_regions: int, index: int, count: int, chunk_rows: int = 1) -> tuple:
+    """Rows ``start..stop`` of shard ``index`` (1-based) of ``count``: contiguous, whole chunks of
+    ``chunk_rows`` regions spread as evenly as possible (later shards may be empty when ``count``
+    exceeds the number of chunks)."""
+    chunk_rows = max(1, int(chunk_rows))
+    n_chunks = -(-n_regions // chunk_rows)
+    first, last = (index - 1) * n_chunks // count, index * n_chunks // count
+    return min(n_regions, first * chunk_rows), min(n_regions, last * chunk_rows)
+
+
+def file_stamp(path: str) -> dict:
+    """Size and modification time of an input file, so shards of different files are not merged."""
+    try:
+        status = os.stat(path)
+    except OSError:
+        return {"path": str(path)}
+    return {"path": str(path), "size": status.st_size, "mtime_ns": status.st_mtime_ns}
+
+
+def fingerprint(files: dict, options: dict, n_regions: int, count: int) -> str:
+    """A hash of what decides the numbers: input files, scoring options, N and the number of shards."""
+    decisive = {k: v for k, v in options.items() if k not in RUN_ONLY_SETTINGS}
+    text = json.dumps({"files": files, "options": decisive, "n_regions": n_regions, "shards": count,
+                       "version": __version__}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def read_partial(directory) -> Optional[dict]:
+    """The content of ``directory/partial.json``, or None when there is none (shard not finished)."""
+    path = Path(directory) / PARTIAL_JSON
+    if not path.exists():
+        return None
+    try:
+        partial = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise InputError(f"{path}: not a readable partial report ({err}); rerun that shard")
+    if partial.get("format") != PARTIAL_FORMAT:
+        raise InputError(f"{path}: not a bpnet-eval partial report; give directories written by score --shard")
+    return partial
+
+
+def prediction_layout(predictions, options: dict) -> tuple:
+    """``(N, regions per chunk)`` of the predictions, opened only to look at their shape."""
+    prediction_options = {k: options[k] for k in ("logits_dataset", "logcounts_dataset", "profile_kind", "head",
+                                                  "pred_pseudocount", "pred_logcounts") if options.get(k) is not None}
+    preds = _open_predictions(predictions, regions=options.get("regions"), **prediction_options)
+    try:
+        return preds.n, getattr(preds, "chunk_rows", 1)
+    finally:
+        preds.close()
+
+
+def score_shard(out_dir, shard: tuple, predictions, truth: Sequence[str], regions=None, progress=None,
+                policies=None, **options) -> tuple:
+    """Score shard ``(i, n)`` into ``out_dir`` as a partial report; ``(status, partial)`` where status is
+    ``"scored"``, or ``"skipped"`` when a complete partial report of the same shard and inputs exists."""
+    index, count = shard
+    options = dict(options, regions=regions)
+    n_regions, chunk_rows = prediction_layout(predictions, options)
+    if options.get("preset") == "bpnet":
+        raise UsageError("--preset bpnet pools its auPRC over every region in one process; run it without --shard")
+    files = {"predictions": file_stamp(predictions), "truth": [file_stamp(t) for t in truth],
+             "regions": file_stamp(regions) if regions else None}
+    if policies is not None:
+        options["policies"] = asdict(policies)
+    stamp = fingerprint(files, options, n_regions, count)
+    out = Path(out_dir)
+    existing = read_partial(out)
+    if existing and existing.get("fingerprint") == stamp and existing.get("shard") == [index, count]:
+        return "skipped", existing
+    start, stop = shard_rows(n_regions, index, count, chunk_rows)
+    result = score(predictions, truth, regions, progress=progress, policies=policies, rows=(start, stop),
+                   **{k: v for k, v in options.items() if k not in ("regions", "policies")})
+    state = result.partial
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / PARTIAL_JSON).unlink(missing_ok=True)
+        write_atomic(out / REGIONS_FILE, regions_tsv(result.regions, {"row": np.arange(start, stop) + 1.0,
+                                                                      **result.columns}))
+        save_columns(out / COLUMNS_FILE, result.regions, result.columns)
+        findings = state["findings"]
+        partial = {"format": PARTIAL_FORMAT, "shard": [index, count], "rows": [start, stop],
+                   "n_regions": n_regions, "chunk_rows": chunk_rows, "fingerprint": stamp,
+                   "predictions": str(predictions), "truth": [str(t) for t in truth], "files": files,
+                   "options": options, "columns": list(result.columns), "track_names": result.track_names,
+                   "regions_source": result.regions.source, "settings": state["settings"], "inputs": state["inputs"],
+                   "findings": {"detected": findings.detected, "skipped": findings.skipped, "padded": findings.padded,
+                                "chrom_names": findings.chrom_names, "warnings": state["structural_warnings"]},
+                   "non_integer": state["non_integer"]}
+        write_atomic(out / PARTIAL_JSON, json.dumps(partial, indent=2, default=str) + "\n")
+    except OSError as err:
+        raise InputError(f"{out}: cannot write the partial report ({err.strerror or err}); give a writable --out")
+    return "scored", partial
+
+
+def save_columns(path: Path, regions: Regions, columns: dict) -> None:
+    """The shard's coordinates and per-region values, float64, in one ``.npz`` (written atomically)."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
+    arrays = {"_chrom": np.asarray(regions.chrom, dtype=str), "_start": regions.start, "_end": regions.end}
+    if regions.peak is not None:
+        arrays["_peak"] = regions.peak
+    try:
+        np.savez(temporary, **arrays, **{name: np.asarray(v, dtype=np.float64) for name, v in columns.items()})
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def check_shards(partials: list, directories: list) -> None:
+    """Raise unless the partial reports are shards 1..n of one run, each once, covering every region."""
+    first, first_dir = partials[0], directories[0]
+    for partial, directory in zip(partials[1:], directories[1:]):
+        if partial["fingerprint"] != first["fingerprint"]:
+            decisive = [{**p, "options": {k: v for k, v in p["options"].items() if k not in RUN_ONLY_SETTINGS},
+                         "shard": p["shard"][1]} for p in (partial, first)]
+            differs = [k for k in ("files", "options", "n_regions", "shard") if decisive[0].get(k) != decisive[1].get(k)]
+            what = "the number of shards" if differs == ["shard"] else ", ".join(differs) or "the bpnet-eval version"
+            raise UsageError(f"{directory} and {first_dir} come from different runs ({what} differ); "
+                             "merge the shards of one score command only")
+    count = first["shard"][1]
+    seen = {}
+    for partial, directory in zip(partials, directories):
+        index = partial["shard"][0]
+        if index in seen:
+            raise UsageError(f"shard {index}/{count} is given twice ({seen[index]} and {directory}); give each shard once")
+        seen[index] = directory
+    missing = sorted(set(range(1, count + 1)) - set(seen))
+    if missing:
+        listed = ", ".join(map(str, missing[:10])) + (" ..." if len(missing) > 10 else "")
+        raise UsageError(f"shard(s) {listed} of {count} are missing (given {len(seen)}); finish or rerun them "
+                         f"with score --shard i/{count}, then merge all {count} directories")
+    bounds = sorted(tuple(p["rows"]) for p in partials)
+    covered = 0
+    for start, stop in bounds:
+        if start != covered:
+            raise UsageError(f"the shards' rows do not tile regions 0..{first['n_regions']} (gap or overlap at row "
+                             f"{covered}); rerun the shards with one score command")
+        covered = stop
+    if covered != first["n_regions"]:
+        raise UsageError(f"the shards cover {covered} of {first['n_regions']} regions; rerun the missing rows")
+
+
+def merged_findings(partials: list) -> Findings:
+    """The validation findings of the whole run: structural findings (the same in every shard) plus
+    every shard's skipped and padded rows and the non-integer count of all of them."""
+    first = partials[0]["findings"]
+    findings = Findings(detected=first["detected"], chrom_names=first["chrom_names"], warnings=list(first["warnings"]))
+    for partial in partials:
+        findings.skipped.update({int(row): reason for row, reason in partial["findings"]["skipped"].items()})
+        findings.padded.update({int(row): reason for row, reason in partial["findings"]["padded"].items()})
+    screen = ValueScreen.__new__(ValueScreen)  # only its end-of-run warnings, from the summed count
+    screen.findings, screen.tally = findings, {}
+    screen.non_integer = sum(int(p["non_integer"]) for p in partials)
+    screen.finish()
+    return findings
+
+
+def load_columns(directory) -> dict:
+    with np.load(Path(directory) / COLUMNS_FILE, allow_pickle=False) as data:
+        return {name: data[name] for name in data.files}
+
+
+def merge(directories: Sequence) -> ScoreResult:
+    """Combine the partial reports of shards ``1..n`` into the result an unsharded ``score`` returns."""
+    if not directories:
+        raise UsageError("give the partial report directories of every shard (score --shard i/n --out DIR)")
+    partials = []
+    for directory in directories:
+        partial = read_partial(directory)
+        if partial is None:
+            raise InputError(f"{directory}: no {PARTIAL_JSON}; that shard has not finished (or this is not a "
+                             "score --shard output); rerun it, then merge")
+        partials.append(partial)
+    check_shards(partials, list(map(str, directories)))
+    order = sorted(range(len(partials)), key=lambda k: partials[k]["rows"][0])
+    partials = [partials[k] for k in order]
+    arrays = [load_columns(directories[k]) for k in order]
+    names = [name for name in partials[0]["columns"]]
+    for partial in partials:
+        if partial["rows"][0] < partial["rows"][1] and partial["columns"] != names:
+            raise InputError(f"shards list different columns ({names} vs {partial['columns']}); rerun them with one command")
+    filled = [a for a, p in zip(arrays, partials) if p["rows"][0] < p["rows"][1]]
+    columns = {name: np.concatenate([a[name] for a in filled]) for name in names}
+    first = partials[0]
+    peak = np.concatenate([a["_peak"] for a in filled]) if "_peak" in filled[0] else None
+    table = Regions(np.concatenate([a["_chrom"] for a in filled]).astype(object),
+                    np.concatenate([a["_start"] for a in filled]), np.concatenate([a["_end"] for a in filled]),
+                    peak, first["regions_source"])
+    options = first["options"]
+    plan = make_plan(options.get("metrics", "default"), options.get("preset"), options.get("smooth", "none"),
+                     options.get("smooth_sigma", 7.0), options.get("smooth_width", 81), options.get("seed", 0))
+    summary, files = summarize_scores(columns, table, merged_findings(partials), first["settings"], first["inputs"],
+                                      plan, first["track_names"])
+    reading = {k: options[k] for k in ("logits_dataset", "logcounts_dataset", "profile_kind", "head",
+                                       "pred_pseudocount", "pred_logcounts", "truth_dataset") if options.get(k) is not None}
+    policies = Policies(**options["policies"]) if options.get("policies") else None
+    reader = functools.partial(read_rows, first["predictions"], first["truth"], options.get("regions"),
+                               policies=policies, **reading)
+    return ScoreResult(table, columns, summary, first["track_names"], reader, files)

@@ -1,0 +1,42 @@
+"""Memory does not grow with N: peak RSS of ``bpnet-eval score`` at 2,000 and 20,000 regions."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+from conftest import CLI, write_bigwig, write_predictions
+
+LENGTH = 400
+# One extra copy of the observed or predicted N x S x L array at 20k regions would add
+# 18,000 * 2 * 400 * 4 bytes = 58 MB (float32) or 115 MB (float64); per-region columns,
+# the region table and the report text add a few hundred bytes per region.
+GROWTH_LIMIT_MB = 40
+
+
+def peak_rss_mb(args) -> float:
+    """Run the CLI with ``args``; return the child's peak resident set size in MB."""
+    process = subprocess.Popen([str(CLI), *map(str, args)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(process.pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, process.stderr.read().decode()
+    process.stderr.close()
+    return usage.ru_maxrss / 1024 if sys.platform != "darwin" else usage.ru_maxrss / 2**20
+
+
+def test_peak_memory_is_flat_in_the_number_of_regions(tmp_path):
+    rng = np.random.default_rng(0)
+    sizes = {"chr1": 3_000_000, "chr2": 2_000_000}
+    bigwigs = [write_bigwig(tmp_path / f"obs{s}.bw", sizes,
+                            {c: rng.poisson(0.05, n).astype(float) for c, n in sizes.items()}) for s in range(2)]
+    peaks = {}
+    for n in (2_000, 20_000):
+        chrom = np.where(rng.random(n) < 0.6, "chr1", "chr2").astype(object)
+        start = np.array([rng.integers(0, sizes[c] - LENGTH) for c in chrom])
+        logits = rng.normal(0, 1, (n, 2, LENGTH)).astype(np.float32)
+        logcounts = rng.normal(3, 1, (n, 1)).astype(np.float32)
+        predictions = write_predictions(tmp_path / f"p{n}.h5", logits, logcounts, chrom, start, start + LENGTH)
+        peaks[n] = peak_rss_mb(["score", predictions, *bigwigs, "--out", tmp_path / f"r{n}", "-q", "--no-plots",
+                                "--device", "cpu"])
+        assert (tmp_path / f"r{n}" / "summary.json").exists()
+    assert peaks[20_000] - peaks[2_000] < GROWTH_LIMIT_MB, peaks
