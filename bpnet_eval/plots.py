@@ -101,14 +101,17 @@ def counts_scatter(columns: dict, summary: dict):
 
 
 def _histogram_bins(values: np.ndarray):
-    """Between 10 and 60 bins over the range of ``values``, and whether they are log-spaced (positive
-    values spanning more than a factor of 20, as MNLL does since it grows with the counts)."""
+    """Between 10 and 60 bins over the range of ``values``, and whether they are log-spaced: for
+    non-negative values whose positive part spans more than a factor of 20 (MNLL grows with the
+    counts), log-spaced bins, with one bin from 0 when there are zeros (regions without counts)."""
     n_bins = int(np.clip(np.sqrt(max(values.size, 1)), 10, 60))
     if values.size == 0:
         return np.linspace(0.0, 1.0, n_bins + 1), False
     low, high = float(values.min()), float(values.max())
-    if low > 0 and high / low > 20:
-        return np.geomspace(low, high, n_bins + 1), True
+    positive = values[values > 0]
+    if low >= 0 and positive.size and positive.max() / positive.min() > 20:
+        edges = np.geomspace(positive.min(), high, n_bins + 1)
+        return (np.concatenate([[0.0], edges]) if low == 0 else edges), True
     return np.linspace(low, high if high > low else low + 1.0, n_bins + 1), False
 
 
@@ -139,8 +142,11 @@ def profile_histograms(columns: dict, summary: dict):
         else:
             bins, logarithmic = _histogram_bins(values)
             ax.hist(values, bins=bins, color="tab:blue", alpha=0.75)
-            if logarithmic:
-                ax.set_xscale("log")
+            if logarithmic:  # linear between 0 and the first positive edge, so zeros stay visible
+                threshold = bins[1] if bins[0] == 0 else bins[0]
+                ax.set_xscale("symlog", linthresh=threshold, linscale=1.0)
+                decades = 10.0 ** np.arange(np.ceil(np.log10(threshold)), np.floor(np.log10(bins[-1])) + 1)
+                ax.set_xticks(([0.0] if bins[0] == 0 else []) + list(decades))
             ax.set_xlabel("per-region profile MNLL (nats, lower is better)" + (", log scale" if logarithmic else ""))
         median = _statistic(summary, column, "median")
         if median is not None:

@@ -46,7 +46,7 @@ def two_reports(tmp_path_factory, run_cli):
     preds_b = write_predictions(tmp / "preds_b.h5", logits_b, logcounts_b, case.chrom, case.start, case.end)
     reports = []
     for name, preds in (("a", case.predictions), ("b", preds_b)):
-        done = run_cli("score", preds, *case.bigwigs, "--out", tmp / name, "--no-plots", "-q")
+        done = run_cli("score", preds, *case.bigwigs, "--out", tmp / name, "--no-plots", "-q", "--metrics", "all")
         assert done.returncode == 0, done.stderr
         reports.append(tmp / name)
     out = tmp / "cmp"
@@ -77,6 +77,27 @@ def test_win_rate_and_difference_reflect_the_known_subset(two_reports):
         # the percentile interval of a mean is close to mean ± 1.96 standard errors
         half = 1.96 * d.std(ddof=1) / np.sqrt(n)
         assert (result["ci_high"] - result["ci_low"]) / 2 == pytest.approx(half, rel=0.25)
+
+
+def test_shape_metrics_know_their_direction(two_reports):
+    """JSD (lower is better) and Pearson (higher is better): B wins on rows 0..K-1 with counts; all-zero
+    regions are undefined for both and left out."""
+    case, (a, b), out, done = two_reports
+    comparison = json.loads((out / "compare.json").read_text())
+    ta, tb = read_tsv(a / "regions.tsv"), read_tsv(b / "regions.tsv")
+    has_counts = case.observed.sum(axis=(1, 2)) > 0
+    for metric, direction in (("profile_jsd_distance", "lower"), ("profile_pearson", "higher")):
+        result = comparison["metrics"][metric]
+        d = numbers(tb, metric) - numbers(ta, metric)
+        assert np.array_equal(np.isfinite(d), has_counts)
+        assert result["better"] == direction and result["n"] == has_counts.sum()
+        assert result["win_rate"] == pytest.approx(has_counts[:K].sum() / has_counts.sum())
+        assert result["loss_rate"] == 0.0
+        assert result["mean_difference"] == pytest.approx(np.nanmean(d), rel=1e-9)
+        inside = (result["ci_high"] < 0) if direction == "lower" else (result["ci_low"] > 0)
+        assert inside
+    assert "profile_pearson ↑" in done.stdout and "profile_jsd_distance ↓" in done.stdout
+    assert "profile_jsd_shuffled" not in comparison["metrics"]
 
 
 def test_most_changed_regions(two_reports):

@@ -22,6 +22,7 @@ pytest.importorskip("matplotlib")
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 FIGURES = ("counts_scatter.png", "profile_histograms.png", "profile_examples.png")
+case_zero_rows = [1, 7]  # make_case's all-zero regions
 
 
 def read_tsv(path):
@@ -57,7 +58,7 @@ def scored(tmp_path_factory, forked):
     tmp = tmp_path_factory.mktemp("scored")
     case = make_case(tmp, n=40, length=60, seed=3)
     report = tmp / "report"
-    done = forked("score", case.predictions, *case.bigwigs, "--out", report, "--json")
+    done = forked("score", case.predictions, *case.bigwigs, "--out", report, "--json", "--metrics", "all")
     assert done.returncode == 0, done.stderr
     return case, report, done
 
@@ -110,21 +111,38 @@ def test_histograms_draw_the_report_numbers(scored):
     ax = figure.axes[0]
     heights = np.array([patch.get_height() for patch in ax.patches])
     edges = np.array([patch.get_x() for patch in ax.patches] + [ax.patches[-1].get_x() + ax.patches[-1].get_width()])
+    # the outer edges are the data's range (matplotlib's bar geometry rounds them by ~1e-15)
+    edges[0], edges[-1] = min(edges[0], table["profile_mnll"].min()), max(edges[-1], table["profile_mnll"].max())
     np.testing.assert_array_equal(heights, np.histogram(table["profile_mnll"], bins=edges)[0])
+    assert heights[0] == len(case_zero_rows)  # the all-zero regions (MNLL 0) in the bin from 0
     assert heights.sum() == len(table["profile_mnll"])
     assert f"median {np.median(table['profile_mnll']):.3f}" in ax.get_title()
-    if "profile_jsd_distance" not in columns:
-        assert len(figure.axes) == 1  # degrades to the MNLL histogram alone
+    # the JSD panel: the report's JSD distances (zero-count regions undefined) and both shuffled baselines
+    jsd = table["profile_jsd_distance"]
+    assert np.isnan(jsd[case_zero_rows]).all()
+    edges = np.linspace(0, np.sqrt(np.log(2)), 51)
+    ax = figure.axes[1]
+    bars = [p for p in ax.patches if type(p).__name__ == "Rectangle"]
+    np.testing.assert_array_equal([p.get_height() for p in bars], np.histogram(jsd[np.isfinite(jsd)], bins=edges)[0])
+    for baseline in ("profile_jsd_shuffled", "profile_jsd_observed_shuffled"):
+        values = table[baseline]
+        np.testing.assert_array_equal(drawn[baseline], values[np.isfinite(values)])
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+        "prediction vs observed", "prediction vs shuffled observed", "observed vs shuffled observed"]
+    assert f"median {np.nanmedian(jsd):.3f}" in ax.get_title() and f"{len(case_zero_rows)} undefined" in ax.get_title()
+    # without the JSD columns: the MNLL histogram alone
+    figure, drawn = plots.profile_histograms({k: v for k, v in columns.items() if "jsd" not in k}, summary)
+    assert len(figure.axes) == 1 and list(drawn) == ["profile_mnll"]
 
 
-def test_jsd_histogram_overlays_baselines_when_present(scored):
+def test_jsd_histogram_overlays_only_the_baselines_present(scored):
     _, report, _ = scored
     table = read_tsv(report / "regions.tsv")
     summary = json.loads((report / "summary.json").read_text())
     rng = np.random.default_rng(0)
     n = len(table["profile_mnll"])
-    columns = dict(metric_columns(table), profile_jsd_distance=rng.uniform(0.1, 0.4, n),
-                   profile_jsd_shuffled=rng.uniform(0.5, 0.8, n))
+    columns = {k: v for k, v in metric_columns(table).items() if "jsd" not in k}
+    columns.update(profile_jsd_distance=rng.uniform(0.1, 0.4, n), profile_jsd_shuffled=rng.uniform(0.5, 0.8, n))
     columns["profile_jsd_distance"][1] = np.nan  # an all-zero region: undefined, left out and counted
     figure, drawn = plots.profile_histograms(columns, summary)
     assert len(figure.axes) == 2
