@@ -40,17 +40,6 @@ class Regions:
         peak = None if self.peak is None else self.peak[rows]
         return Regions(self.chrom[rows], self.start[rows], self.end[rows], peak, self.source)
 
-    def check_width(self, length: int, what: str) -> None:
-        """Raise unless every window is ``length`` bases wide."""
-        widths = self.end - self.start
-        bad = np.flatnonzero(widths != length)
-        if len(bad):
-            i = int(bad[0])
-            raise InputError(
-                f"{what}: {self.label(i)} is {widths[i]} bp wide but the predictions have "
-                f"L = {length} positions ({len(bad)} region(s) differ); give regions of width "
-                f"{length} (or a narrowPeak file, whose windows are summit ± L/2)")
-
 
 def windows_around(chrom, center, length: int, peak=None, source: str = "") -> Regions:
     """Windows ``center - L//2 .. center - L//2 + L`` (chrombpnet's ``center ± L/2``)."""

@@ -254,7 +254,8 @@ class ValueScreen:
 
     def screen(self, i: int, logits: np.ndarray, logcounts: np.ndarray, observed: np.ndarray) -> np.ndarray:
         """Rows (within the batch) not to score: already skipped, or non-finite under ``--nonfinite skip``."""
-        skip = np.array([i + k in self.findings.skipped for k in range(len(logits))], dtype=bool)
+        skipped, n = self.findings.skipped, len(logits)
+        skip = np.fromiter((i + k in skipped for k in range(n)), bool, n) if skipped else np.zeros(n, bool)
         bad_logits = ~np.isfinite(logits).all(axis=(1, 2)) & ~skip
         bad_counts = ~np.isfinite(logcounts).all(axis=1) & ~skip
         for kind, bad in (("logits", bad_logits), ("log counts", bad_counts)):

@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import subprocess
-import time
 
 import h5py
 import numpy as np
@@ -354,7 +353,7 @@ def test_bad_input_is_one_line_with_exit_code_and_no_report(cli, shared_case, tm
     run_bad_input(cli, shared_case, tmp_path, build)
 
 
-@pytest.mark.parametrize("build", [truncated_hdf5, nan_logits, option_not_a_number], ids=lambda f: f.__name__)
+@pytest.mark.parametrize("build", [truncated_hdf5, option_not_a_number], ids=lambda f: f.__name__)
 def test_bad_input_through_the_script_itself(shared_case, tmp_path, build):
     run_bad_input(run_cli, shared_case, tmp_path, build)
 
@@ -411,7 +410,7 @@ def column(rows, name):
 
 
 def score_ok(run, *args):
-    result = run("score", *args, "--quiet")
+    result = run("score", *args, "--quiet", "--no-plots")
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
     return result
@@ -611,7 +610,7 @@ def test_plain_progress_lines_when_stderr_is_a_pipe(shared_case, tmp_path):
     assert "\x1b[" not in result.stderr and "\r" not in result.stderr  # no live bar, no escape codes
 
 
-def test_hdf5_opened_while_another_process_holds_a_write_lock(shared_case, tmp_path):
+def test_hdf5_opened_while_another_process_holds_a_write_lock(cli, shared_case, tmp_path):
     """Where locks are refused (here: held by a writer), the file is opened without locking."""
     holder = subprocess.Popen([str(CLI.parent / "python"), "-c",
                                "import h5py, sys, time; f = h5py.File(sys.argv[1], 'a'); print('held', flush=True); "
@@ -621,30 +620,47 @@ def test_hdf5_opened_while_another_process_holds_a_write_lock(shared_case, tmp_p
         with pytest.raises(OSError, match="lock"):
             h5py.File(shared_case.predictions, "r")
         for env in ({}, {"HDF5_USE_FILE_LOCKING": "FALSE"}):
-            score_ok(lambda *a: run_cli(*a, env={**os.environ, **env}), shared_case.predictions,
-                     *shared_case.bigwigs, "-o", tmp_path / f"out{len(env)}")
+            score_ok(lambda *a: cli(*a, env=env), shared_case.predictions, *shared_case.bigwigs, "-o",
+                     tmp_path / f"out{len(env)}")
     finally:
         holder.kill()
         holder.wait()
 
 
-@pytest.mark.parametrize("environ, expected", [({"SLURM_CPUS_PER_TASK": "3"}, 3), ({}, None)])
-def test_threads_follow_the_cpus_given(environ, expected):
+@pytest.mark.parametrize("environ, expected", [({"SLURM_CPUS_PER_TASK": "3"}, 3), ({"SLURM_CPUS_PER_TASK": "x"}, None),
+                                               ({}, None)])
+def test_allotted_cpus_follow_slurm_then_affinity(environ, expected):
     from bpnet_eval.environment import allotted_cpus
 
     assert allotted_cpus(environ) == (expected or len(os.sched_getaffinity(0)))
 
 
-def test_cli_sets_torch_threads_once_from_affinity_and_slurm(tmp_path):
-    code = ("import torch; from bpnet_eval.environment import configure_threads; "
-            "print(configure_threads(), torch.get_num_threads())")
-    python = str(CLI.parent / "python")
-    base = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS",
-                                                              "SLURM_CPUS_PER_TASK")}
-    pinned = subprocess.run(["taskset", "-c", "0", python, "-c", code], capture_output=True, text=True, env=base)
-    assert pinned.stdout.split() == ["1", "1"], pinned.stderr
-    slurm = subprocess.run([python, "-c", code], capture_output=True, text=True,
-                           env={**base, "SLURM_CPUS_PER_TASK": "2"})
-    assert slurm.stdout.split() == ["2", "2"], slurm.stderr
-    told = subprocess.run([python, "-c", code], capture_output=True, text=True, env={**base, "OMP_NUM_THREADS": "1"})
-    assert told.stdout.split() == ["None", "1"], told.stderr
+def test_torch_threads_follow_affinity_and_slurm_unless_told():
+    from bpnet_eval.environment import configure_threads
+
+    threads, affinity = torch.get_num_threads(), os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, {min(affinity)})
+        assert configure_threads({}) == 1 and torch.get_num_threads() == 1
+        os.sched_setaffinity(0, affinity)
+        assert configure_threads({"SLURM_CPUS_PER_TASK": "2"}) == 2 and torch.get_num_threads() == 2
+        assert configure_threads({"OMP_NUM_THREADS": "1", "SLURM_CPUS_PER_TASK": "3"}) is None
+        assert torch.get_num_threads() == 2  # left alone
+    finally:
+        os.sched_setaffinity(0, affinity)
+        torch.set_num_threads(threads)
+
+
+def test_caches_go_to_a_private_temp_dir_when_home_is_not_writable(tmp_path):
+    from bpnet_eval.environment import configure_caches
+
+    home = tmp_path / "home"
+    home.mkdir()
+    environ = {"HOME": str(home)}
+    assert configure_caches(environ) == {} and environ == {"HOME": str(home)}  # writable HOME: untouched
+    environ = {"HOME": str(tmp_path / "missing"), "XDG_CACHE_HOME": "/somewhere"}
+    chosen = configure_caches(environ)
+    assert list(chosen) == ["MPLCONFIGDIR"] and environ["XDG_CACHE_HOME"] == "/somewhere"
+    path = chosen["MPLCONFIGDIR"]
+    assert os.path.isdir(path) and os.stat(os.path.dirname(path)).st_uid == os.getuid()
+    assert oct(os.stat(os.path.dirname(path)).st_mode & 0o777) == "0o700"
