@@ -149,10 +149,10 @@ def check_bigwig_windows(findings: Findings, regions, chrom_sizes: dict, path: s
         findings.add(f"{path}: {regions.label(i)} runs off {names[i]} (length {sizes[i]}); {len(outside)} window(s) "
                      "lie past a chromosome end; drop them, or score with --off-end skip (listed in the report) "
                      "or --off-end pad (zeros past the end)")
-    decisions = findings.skipped if off_end == "skip" else findings.padded
-    for i in outside.tolist():
-        if i not in decisions:
-            decisions[i] = f"window runs off {names[i]} (length {sizes[i]}) in {path}"
+    if off_end != "error":
+        decisions = findings.skipped if off_end == "skip" else findings.padded
+        for i in outside.tolist():
+            decisions.setdefault(i, f"window runs off {names[i]} (length {sizes[i]}) in {path}")
     return names
 
 

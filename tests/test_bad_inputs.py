@@ -390,6 +390,7 @@ def test_check_lists_every_problem_and_what_it_detected(cli, shared_case, tmp_pa
     assert "problems: 4" in result.stdout and result.stdout.count("chromosome 'chrX'") == 2
     assert result.stdout.count("(region 10) runs off") == 2
     assert "values: not read (fix the problems first)" in result.stdout
+    assert "padded:" not in result.stdout and "skipped:" not in result.stdout  # errors, not policy decisions
     # with the structure fixed, the values are read and the non-finite logits found
     result = cli("check", tmp_path / "p.h5", *case.bigwigs)
     assert result.returncode == 3 and "problems: 1" in result.stdout
@@ -664,3 +665,14 @@ def test_caches_go_to_a_private_temp_dir_when_home_is_not_writable(tmp_path):
     path = chosen["MPLCONFIGDIR"]
     assert os.path.isdir(path) and os.stat(os.path.dirname(path)).st_uid == os.getuid()
     assert oct(os.stat(os.path.dirname(path)).st_mode & 0o777) == "0o700"
+
+
+def test_check_shows_policy_outcomes_without_problems(cli, tmp_path):
+    case, region, reason = off_end_case(tmp_path)
+    renamed = bigwigs_from(case, tmp_path, rename={"chr1": "1"}, prefix="renamed")
+    result = cli("check", tmp_path / "p.h5", *renamed, "--off-end", "skip")
+    assert result.returncode == 0 and result.stderr == ""
+    assert f"chromosome names matched in {renamed[0]}: chr1 -> 1\n" in result.stdout
+    assert "skipped: 1 region(s)\n" in result.stdout and result.stdout.endswith("problems: none\n")
+    padded = cli("check", tmp_path / "p.h5", *case.bigwigs, "--off-end", "pad")
+    assert padded.returncode == 0 and "padded: 1 region(s)\n" in padded.stdout and "skipped:" not in padded.stdout
