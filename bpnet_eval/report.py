@@ -145,5 +145,10 @@ def summary_table(summary: dict) -> Table:
 
 
 def print_summary(summary: dict, console: Console) -> None:
-    console.print(summary_table(summary))
+    """Print the summary table; on a pipe or a file, as wide as it needs so that no number is cut."""
+    table = summary_table(summary)
+    if not console.is_terminal:
+        needed = console.measure(table, options=console.options.update_width(10_000)).maximum
+        console = Console(file=console.file, width=max(needed, 80), color_system=None)
+    console.print(table)
 
