@@ -10,7 +10,8 @@ pipeline users write today, on the same files, each in its own process.
 Stages (every stage is a fresh subprocess; wall time includes interpreter start and imports,
 peak RSS is the child's ``ru_maxrss``):
 
-* ``score``: the installed ``bpnet-eval score`` CLI end to end (reads, computes, writes the report);
+* ``score``: the installed ``bpnet-eval score`` CLI end to end (reads, computes, writes the report,
+  with its default figures); ``score_no_plots``: the same with ``--no-plots``;
 * ``floor``: reading the same windows and nothing else: ``BigWigReader.read`` per batch and
   strand, and the predictions' logits and log counts from the HDF5 in the same batches;
 * ``compute``: the per-batch computation ``score`` runs (``pipeline.BatchComputer``), on batches
@@ -243,8 +244,11 @@ def report(args) -> None:
                 [str(args.case / t) for t in description["files"]["truth"]]
         results = {"score": run_measured([str(cli), "score", *files, "--out", str(out_dir / "report"), "--quiet",
                                           "--device", args.device, "--batch-size", str(args.batch_size)])}
-        results["score"]["regions"] = n
         print(f"  score done in {results['score']['wall_s']:.1f} s", flush=True)
+        results["score_no_plots"] = run_measured([str(cli), "score", *files, "--out", str(out_dir / "report2"),
+                                                  "--quiet", "--no-plots", "--device", args.device,
+                                                  "--batch-size", str(args.batch_size)])
+        print(f"  score --no-plots done in {results['score_no_plots']['wall_s']:.1f} s", flush=True)
         for stage, count in (("floor", n), ("compute", n), ("naive", naive_n)):
             results[stage] = child_stage(stage, args, count)
             print(f"  {stage} done in {results[stage]['wall_s']:.1f} s", flush=True)
@@ -254,14 +258,15 @@ def report(args) -> None:
     scale = n / naive_n
     naive_wall = results["naive"]["wall_s"] * scale
     print()
-    print(f"{'stage':10s} {'wall s':>9s} {'in-process s':>13s} {'regions/s':>11s} {'peak RSS MB':>12s}")
+    print(f"{'stage':15s} {'wall s':>9s} {'in-process s':>13s} {'regions/s':>11s} {'peak RSS MB':>12s}")
     for stage, result in results.items():
         wall = naive_wall if stage == "naive" else result["wall_s"]
         inner = result.get("seconds", float("nan")) * (scale if stage == "naive" else 1)
         note = f"  (measured on {naive_n} regions, x{scale:.2f})" if stage == "naive" and scale != 1 else ""
-        print(f"{stage:10s} {wall:9.2f} {inner:13.2f} {n / wall:11,.0f} {result['peak_rss_mb']:12.0f}{note}")
+        print(f"{stage:15s} {wall:9.2f} {inner:13.2f} {n / wall:11,.0f} {result['peak_rss_mb']:12.0f}{note}")
     ratios = {"naive / score (target >= 10)": naive_wall / results["score"]["wall_s"],
               "score / floor (target <= 1.5)": results["score"]["wall_s"] / results["floor"]["wall_s"],
+              "score --no-plots / floor": results["score_no_plots"]["wall_s"] / results["floor"]["wall_s"],
               "compute / floor": results["compute"]["wall_s"] / results["floor"]["wall_s"]}
     print()
     for label, value in ratios.items():

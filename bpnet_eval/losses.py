@@ -116,16 +116,15 @@ def mixture_loss_per_region(y, y_hat_logits, y_hat_logcounts, count_loss_weight=
     return profile_loss, count_loss, profile_loss + count_loss_weight * count_loss
 
 
-def log_softmax_per_track(logits):
-    """``logp[s,i] = z[s,i] - logsumexp_i z[s]`` and each track's joint log mass ``logsumexp_i z[s] - logsumexp_{s,i} z``.
+def track_logsumexp(logits):
+    """``lse_s = logsumexp_i z[s,i]`` and each track's joint log mass ``lse_s - logsumexp_s lse_s``.
 
-    One pass of ``logsumexp`` serves both normalisations: for logits ``(n, S, L)`` it returns the
-    per-track log-probabilities ``(n, S, L)`` and the log masses ``(n, S)``; the joint
-    log-probabilities (one multinomial over all tracks, as the seed's mixture loss) are
-    ``logp + log_mass[..., None]``.
+    One ``logsumexp`` pass serves both normalisations: per track ``logp[s,i] = z[s,i] - lse_s``;
+    jointly (one multinomial over all tracks, as the seed's mixture loss) ``logp[s,i] + log_mass_s``.
+    For logits ``(n, S, L)`` both results are ``(n, S)``.
     """
     per_track_lse = torch.logsumexp(logits, dim=-1)
-    return logits - per_track_lse.unsqueeze(-1), torch.log_softmax(per_track_lse, dim=-1)
+    return per_track_lse, torch.log_softmax(per_track_lse, dim=-1)
 
 
 def log_factorial_sum(counts):
@@ -144,10 +143,11 @@ def log_factorial_sum(counts):
 
 
 def mnll_per_region(logits, observed):
-    """Joint and per-track MNLL from one shared per-track ``log_softmax`` and one sparse lgamma sum.
+    """Joint and per-track MNLL from one per-track ``logsumexp`` and one sparse lgamma sum.
 
     Per track: ``-lgamma(N_s+1) + sum_i lgamma(k_si+1) - sum_i k_si logp_si``; joint (one
-    multinomial over S*L): ``-lgamma(N+1) + sum_s sum_i lgamma(k_si+1) - sum_s (sum_i k_si logp_si + N_s log_mass_s)``.
+    multinomial over S*L): ``-lgamma(N+1) + sum_s sum_i lgamma(k_si+1) - sum_s (sum_i k_si logp_si + N_s log_mass_s)``,
+    with ``sum_i k_si logp_si = sum_i k_si z_si - N_s lse_s`` (no log-probability array is formed).
     Equal to the seed's ``MNLLLoss`` of ``log_softmax`` per track and of the joint ``log_softmax``.
 
     Parameters
@@ -160,10 +160,10 @@ def mnll_per_region(logits, observed):
     joint : torch.Tensor, shape=(n,)
     per_track : torch.Tensor, shape=(n, S)
     """
-    logps, log_mass = log_softmax_per_track(logits)
+    per_track_lse, log_mass = track_logsumexp(logits)
     track_totals = observed.sum(dim=-1)
     log_factorials = log_factorial_sum(observed)
-    counts_dot_logps = (observed * logps).sum(dim=-1)
+    counts_dot_logps = (observed * logits).sum(dim=-1) - track_totals * per_track_lse
     per_track = -torch.lgamma(track_totals + 1) + log_factorials - counts_dot_logps
     joint = (-torch.lgamma(track_totals.sum(dim=-1) + 1) + log_factorials.sum(dim=-1)
              - (counts_dot_logps + track_totals * log_mass).sum(dim=-1))

@@ -113,11 +113,12 @@ class BatchComputer:
         self.track_names = list(track_names)
 
     def prepare(self, *arrays):
-        """Tensors sharing the arrays' memory on the CPU; pinned copies when computing on a GPU."""
+        """CPU: tensors in the compute dtype. GPU: pinned host copies as stored (float32 crosses the bus,
+        then is converted on the device), so ``__call__``'s non-blocking transfer overlaps."""
         tensors = tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in arrays)
         if self.device.type == "cuda":
-            tensors = tuple(t.pin_memory() for t in tensors)
-        return tensors
+            return tuple(t.pin_memory() for t in tensors)
+        return tuple(t.to(self.dtype) for t in tensors)
 
     def __call__(self, logits, logcounts, observed) -> dict:
         """Per-region columns (float64 numpy) of one batch given as arrays or prepared tensors."""
@@ -178,15 +179,21 @@ def open_sources(predictions, truth, regions=None, *, truth_dataset: Optional[st
     return preds, table, truth_source, check_structure(preds, truth_source, table, policies, batch_size)
 
 
-def iter_batches(preds, truth, batch_size: int, start: int = 0, stop: Optional[int] = None):
+def iter_batches(preds, truth, batch_size: int, start: int = 0, stop: Optional[int] = None,
+                 prepare: Optional[Callable] = None):
     """``(i, j, (logits, logcounts), observed)`` for consecutive batches of rows ``start..stop`` (default:
-    all); the next batch is read in a background thread while the caller computes the current one."""
+    all); the next batch is read in a background thread while the caller computes the current one.
+
+    With ``prepare``, the thread also runs ``prepare(i, (logits, logcounts), observed)`` and yields
+    ``(i, j, prepared)``: checks and conversions overlap the computation too."""
     stop = preds.n if stop is None else stop
     bounds = [(i, min(i + batch_size, stop)) for i in range(start, stop, batch_size)]
 
     def read(bound):
         i, j = bound
-        return i, j, preds.read(i, j), truth.read(i, j)
+        if prepare is None:
+            return i, j, preds.read(i, j), truth.read(i, j)
+        return i, j, prepare(i, preds.read(i, j), truth.read(i, j))
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bpnet-eval-read") as pool:
         pending = pool.submit(read, bounds[0]) if bounds else None
@@ -343,14 +350,19 @@ def score(predictions, truth, regions=None, *, count_loss_weight: float = 1.0, d
         start, stop = rows if rows is not None else (0, preds.n)
         if not 0 <= start <= stop <= preds.n:
             raise UsageError(f"rows {start}..{stop} are not within the {preds.n} regions of {preds.path}")
+
+        def screened(i, predicted, observed):  # in the reading thread, overlapping the computation
+            logits, logcounts = predicted
+            skip = screen.screen(i, logits, logcounts, observed)
+            if skip.any():  # not scored: zeros in, NaN out
+                logits, logcounts = np.where(skip[:, None, None], 0, logits), np.where(skip[:, None], 0, logcounts)
+            if isinstance(preds, BigWigPredictions):  # zero predicted mass where counts were observed
+                check_zero_mass(logits, observed, table, i, preds.paths)
+            return skip, computer.prepare(logits, logcounts, observed)
+
         with torch.inference_mode(), compute_threads(torch_device):
-            for i, j, (logits, logcounts), observed in iter_batches(preds, truth_source, batch_size, start, stop):
-                skip = screen.screen(i, logits, logcounts, observed)
-                if skip.any():  # not scored: zeros in, NaN out
-                    logits, logcounts = np.where(skip[:, None, None], 0, logits), np.where(skip[:, None], 0, logcounts)
-                if isinstance(preds, BigWigPredictions):  # zero predicted mass where counts were observed
-                    check_zero_mass(logits, observed, table, i, preds.paths)
-                chunks.append(computer(logits, logcounts, observed))
+            for i, j, (skip, tensors) in iter_batches(preds, truth_source, batch_size, start, stop, screened):
+                chunks.append(computer(*tensors))
                 for values in chunks[-1].values():
                     values[skip] = np.nan
                 if progress:
