@@ -99,8 +99,8 @@ def compute_batch(logits, logcounts, observed, count_loss_weight: float, track_n
 class BatchComputer:
     """Numpy batches → per-region columns (``compute_batch``) on ``device`` in ``dtype``.
 
-    ``prepare`` turns a batch's numpy arrays into tensors; the reading thread calls it, so on a GPU
-    the host copy is pinned there and the transfer (float32, half the bytes) overlaps the compute.
+    ``prepare`` turns a batch's numpy arrays into tensors; ``score``'s reading thread calls it, so on a
+    GPU the host copy is pinned there and the transfer (float32, half the bytes) overlaps the compute.
     """
 
     def __init__(self, count_loss_weight: float = 1.0, track_names: Sequence[str] = ("plus", "minus"),
@@ -113,12 +113,12 @@ class BatchComputer:
         self.track_names = list(track_names)
 
     def prepare(self, *arrays):
-        """CPU: tensors in the compute dtype. GPU: pinned host copies as stored (float32 crosses the bus,
-        then is converted on the device), so ``__call__``'s non-blocking transfer overlaps."""
+        """CPU: tensors sharing the arrays' memory. GPU: pinned host copies as stored (float32 crosses the
+        bus, then is converted on the device), so ``__call__``'s non-blocking transfer overlaps."""
         tensors = tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in arrays)
         if self.device.type == "cuda":
             return tuple(t.pin_memory() for t in tensors)
-        return tuple(t.to(self.dtype) for t in tensors)
+        return tensors
 
     def __call__(self, logits, logcounts, observed) -> dict:
         """Per-region columns (float64 numpy) of one batch given as arrays or prepared tensors."""
