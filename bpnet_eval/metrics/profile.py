@@ -110,26 +110,69 @@ def normalized_jsd(p_pred, p_obs):
     return torch.clamp((d - d_max) / (0.0 - d_max), 0.0, 1.0)
 
 
-def permute_positions(x, generator=None):
+# splitmix64 constants as signed 64-bit integers (torch's int64 arithmetic wraps like uint64).
+_GOLDEN, _MIX1, _MIX2 = (c - 2**64 for c in (0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB))
+
+
+def _logical_shift(z, bits):
+    return (z >> bits) & ((1 << (64 - bits)) - 1)
+
+
+def region_keys(shape, rows, seed=0):
+    """splitmix64 of ``(seed, region row, position)``: pseudo-random int64 keys, one per element.
+
+    A region's keys depend only on its global row number, so a shuffle keyed by them is the same
+    whatever the batch size, the shard or the device.
+
+    Parameters
+    ----------
+    shape : tuple
+        ``(B, ...)``; every element of a region gets its own key.
+    rows : torch.Tensor, shape=(B,), int64
+        Global row numbers of the batch's regions.
+    seed : int
+
+    Returns
+    -------
+    keys : torch.Tensor, shape=shape, int64
+    """
+    per_region = math.prod(shape[1:])
+    within = torch.arange(per_region, device=rows.device).reshape(shape[1:])
+    salt = torch.tensor(int(seed) + 1, dtype=torch.int64, device=rows.device) * _GOLDEN
+    z = rows.reshape(-1, *([1] * (len(shape) - 1))) * per_region + within + salt
+    z = (z ^ _logical_shift(z, 30)) * _MIX1
+    z = (z ^ _logical_shift(z, 27)) * _MIX2
+    return z ^ _logical_shift(z, 31)
+
+
+def permute_positions(x, generator=None, rows=None, seed=0):
     """``x[..., pi]`` with an independent uniform random permutation ``pi`` of the last axis per row.
 
     Parameters
     ----------
-    x : torch.Tensor, shape=(..., L)
+    x : torch.Tensor, shape=(B, ..., L)
     generator : torch.Generator, optional
-        Source of randomness (any device; the noise is drawn on its device, so a CPU generator
-        gives the same permutations for data on any device).
+        Source of randomness when ``rows`` is not given (any device; the noise is drawn on its
+        device, so a CPU generator gives the same permutations for data on any device).
+    rows : torch.Tensor, shape=(B,), optional
+        Global row numbers: permute by ``region_keys(x.shape, rows, seed)`` instead, so that each
+        region's permutation depends only on the seed and its row.
+    seed : int
+        Seed of the keyed permutations.
 
     Returns
     -------
-    permuted : torch.Tensor, shape=(..., L)
+    permuted : torch.Tensor, shape=(B, ..., L)
     """
-    device = generator.device if generator is not None else x.device
-    noise = torch.rand(x.shape, generator=generator, device=device).to(x.device)
+    if rows is not None:
+        noise = region_keys(x.shape, rows.to(x.device, torch.int64), seed)
+    else:
+        device = generator.device if generator is not None else x.device
+        noise = torch.rand(x.shape, generator=generator, device=device).to(x.device)
     return torch.gather(x, -1, torch.argsort(noise, dim=-1))
 
 
-def shuffled_jsd_distance(p, observed, generator=None):
+def shuffled_jsd_distance(p, observed, generator=None, rows=None, seed=0):
     """``jsd_distance(p, shuffle(k))``: distance to the observed profile with its positions permuted.
 
     With ``p`` the prediction this is a prediction-vs-shuffled baseline; with ``p`` the observed
@@ -148,7 +191,7 @@ def shuffled_jsd_distance(p, observed, generator=None):
     -------
     distance : torch.Tensor, shape=(...)
     """
-    return jsd_distance(p, permute_positions(observed, generator))
+    return jsd_distance(p, permute_positions(observed, generator, rows, seed))
 
 
 def cross_entropy(log_p_pred, p_obs):
@@ -264,7 +307,7 @@ def _view_metrics(names, log_p, observed, shape_observed, settings):
     """The requested metrics of one view (joint or per track), each reducing the last axis."""
     p = torch.exp(log_p)
     q = observed_probabilities(shape_observed, settings["pseudocount"])
-    generator = settings["generator"]
+    shuffle = {"generator": settings["generator"], "rows": settings["rows"], "seed": settings["seed"]}
     formulas = {
         "profile_mnll": lambda: mnll(log_p, observed),
         "profile_mnll_per_base": lambda: mnll_per_base(log_p, observed),
@@ -274,8 +317,8 @@ def _view_metrics(names, log_p, observed, shape_observed, settings):
         "profile_norm_jsd": lambda: normalized_jsd(p, q),
         "profile_pearson": lambda: profile_pearson(p, shape_observed, settings["pearson_zero_variance"]),
         "profile_spearman": lambda: profile_spearman(p, shape_observed, settings["spearman_ties"]),
-        "profile_jsd_shuffled": lambda: shuffled_jsd_distance(p, shape_observed, generator),
-        "profile_jsd_observed_shuffled": lambda: shuffled_jsd_distance(q, shape_observed, generator),
+        "profile_jsd_shuffled": lambda: shuffled_jsd_distance(p, shape_observed, **shuffle),
+        "profile_jsd_observed_shuffled": lambda: shuffled_jsd_distance(q, shape_observed, **shuffle),
     }
     return {name: formulas[name]() for name in names if name in formulas}
 
@@ -298,7 +341,7 @@ def _auprc_metrics(names, probs, observed, settings):
 def profile_metrics(logits, observed, names=PROFILE_METRICS_DEFAULT, track_names=None, per_track=None, *,
                     pseudocount=0.0, pearson_zero_variance=NAN, spearman_ties="average",
                     smooth_predictions=False, smooth_observed=False, sigma=DEFAULT_SIGMA,
-                    width=DEFAULT_WIDTH, generator=None, seed=0,
+                    width=DEFAULT_WIDTH, generator=None, seed=0, rows=None,
                     auprc_pos_min=POS_MIN_FRACTION, auprc_neg_max=NEG_MAX_FRACTION,
                     auprc_min_counts=REQUIRED_MIN_POS_COUNTS):
     """Per-region profile metrics of a batch, from one joint and one per-track ``log_softmax``.
@@ -337,7 +380,11 @@ def profile_metrics(logits, observed, names=PROFILE_METRICS_DEFAULT, track_names
         Randomness of the shuffled baselines; pass one generator for the whole run. Default: a
         CPU generator seeded with ``seed`` (so every call permutes alike: reproducible).
     seed : int
-        Seed of the default generator.
+        Seed of the default generator, and of the keyed permutations when ``rows`` is given.
+    rows : torch.Tensor, shape=(B,), optional
+        Global row numbers of the batch's regions: the shuffled baselines then permute each region
+        by ``region_keys`` (same result whatever the batch size, shard or device); ``generator`` is
+        not used.
     auprc_pos_min, auprc_neg_max, auprc_min_counts : float
         BPNet's auPRC thresholds; regions failing ``auprc_region_mask`` get NaN auPRC.
 
@@ -357,7 +404,8 @@ def profile_metrics(logits, observed, names=PROFILE_METRICS_DEFAULT, track_names
     if generator is None:
         generator = torch.Generator().manual_seed(seed)
     settings = {"pseudocount": pseudocount, "pearson_zero_variance": pearson_zero_variance,
-                "spearman_ties": spearman_ties, "generator": generator, "auprc_pos_min": auprc_pos_min,
+                "spearman_ties": spearman_ties, "generator": generator, "rows": rows, "seed": seed,
+                "auprc_pos_min": auprc_pos_min,
                 "auprc_neg_max": auprc_neg_max, "auprc_min_counts": auprc_min_counts}
 
     log_p_joint = joint_log_softmax(logits)
