@@ -72,9 +72,10 @@ def default_track_names(n_tracks: int) -> list:
 
 
 def compute_batch(logits, logcounts, observed, count_loss_weight: float, track_names: Sequence[str],
-                  plan: Optional[MetricPlan] = None) -> dict:
+                  plan: Optional[MetricPlan] = None, first_row: int = 0) -> dict:
     """Per-region columns of one batch, as numpy arrays (float64), in batch order: the seed losses, the
-    per-track MNLL, then the profile metrics of ``plan``."""
+    per-track MNLL, then the profile metrics of ``plan`` (``first_row``: the global row of the batch's first
+    region, which keys the shuffled baselines)."""
     profile_mnll, per_track_mnll = mnll_per_region(logits, observed)
     count_loss = log1p_squared_error(logcounts, count_target(observed, logcounts.shape[-1]))
     columns = {"observed_counts": observed.sum(dim=(-2, -1))}
@@ -91,8 +92,9 @@ def compute_batch(logits, logcounts, observed, count_loss_weight: float, track_n
         for s, value in enumerate(per_track_mnll.unbind(-1)):
             columns[f"profile_mnll_{track_names[s]}"] = value
     if plan is not None and plan.profile_names:
+        rows = torch.arange(first_row, first_row + logits.shape[0], device=logits.device)
         columns.update(profile_metrics(logits, observed, names=plan.profile_names, track_names=track_names,
-                                       **plan.profile_options))
+                                       rows=rows, **plan.profile_options))
     return {name: value.detach().to("cpu", torch.float64).numpy() for name, value in columns.items()}
 
 
@@ -120,14 +122,14 @@ class BatchComputer:
             return tuple(t.pin_memory() for t in tensors)
         return tensors
 
-    def __call__(self, logits, logcounts, observed) -> dict:
+    def __call__(self, logits, logcounts, observed, first_row: int = 0) -> dict:
         """Per-region columns (float64 numpy) of one batch given as arrays or prepared tensors."""
         if not torch.is_tensor(logits):
             logits, logcounts, observed = self.prepare(logits, logcounts, observed)
         on_device = [t.to(self.device, non_blocking=True).to(self.dtype) for t in (logits, logcounts, observed)]
         if self.pooled_auprc is not None:
             self.pooled_auprc.update(on_device[2], on_device[0])
-        return compute_batch(*on_device, self.count_loss_weight, self.track_names, self.plan)
+        return compute_batch(*on_device, self.count_loss_weight, self.track_names, self.plan, first_row)
 
 
 def _open_predictions(predictions, allow_external_links=False, regions=None, pred_pseudocount: float = 0.0,
@@ -362,7 +364,7 @@ def score(predictions, truth, regions=None, *, count_loss_weight: float = 1.0, d
 
         with torch.inference_mode(), compute_threads(torch_device):
             for i, j, (skip, tensors) in iter_batches(preds, truth_source, batch_size, start, stop, screened):
-                chunks.append(computer(*tensors))
+                chunks.append(computer(*tensors, first_row=i))
                 for values in chunks[-1].values():
                     values[skip] = np.nan
                 if progress:

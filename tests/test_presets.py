@@ -189,3 +189,16 @@ def test_smoothing_is_recorded_and_applied(case):
     assert smoothed.summary["settings"]["metrics"]["profile_options"]["width"] == 21
     assert not np.allclose(plain.columns["profile_pearson"], smoothed.columns["profile_pearson"])
     np.testing.assert_array_equal(plain.columns["profile_mnll"], smoothed.columns["profile_mnll"])
+
+
+def test_every_metric_is_identical_across_batch_sizes(case):
+    """Shuffled baselines included: their permutations are keyed by the global row, not the batch."""
+    reference = score(str(case.predictions), paths(case), metrics="all", batch_size=1024, seed=3)
+    for batch_size in (1, 7):
+        other = score(str(case.predictions), paths(case), metrics="all", batch_size=batch_size, seed=3)
+        for name, values in reference.columns.items():
+            np.testing.assert_array_equal(other.columns[name], values, err_msg=name)
+    assert reference.summary["profile_auprc"] == other.summary["profile_auprc"]
+    reseeded = score(str(case.predictions), paths(case), metrics="jsd_shuffled", seed=4)
+    assert not np.allclose(reseeded.columns["profile_jsd_shuffled"], reference.columns["profile_jsd_shuffled"],
+                           equal_nan=True)
