@@ -127,23 +127,39 @@ def track_logsumexp(logits):
     return per_track_lse, torch.log_softmax(per_track_lse, dim=-1)
 
 
-def log_factorial_sum(counts):
-    """``sum_i lgamma(k_i + 1)`` over the last axis, evaluated only at nonzero ``k_i`` (``lgamma(1) = 0``).
+def count_sums(observed, logits):
+    """Per track: ``N_s = sum_i k_si``, ``sum_i lgamma(k_si + 1)`` and ``sum_i k_si z_si``, in ``logits``' dtype.
 
-    Observed profiles are sparse, so this costs one lgamma per nonzero count; on a GPU, where
-    the dense form is cheap and scatter-adds are not deterministic, it sums the dense form.
+    Observed profiles are sparse, so on the CPU the three sums run over the nonzero counts only
+    (``lgamma(1) = 0``), read from ``observed`` in whatever float dtype it is stored (counts are
+    exact in float32) and summed in ``logits``' dtype; on a GPU, where dense passes are cheap and
+    scatter-adds are not deterministic, they are dense.
+
+    Parameters
+    ----------
+    observed : torch.Tensor, shape=(n, S, L)
+    logits : torch.Tensor, shape=(n, S, L)
+
+    Returns
+    -------
+    totals, log_factorials, counts_dot_logits : torch.Tensor, each shape=(n, S)
     """
-    if counts.is_cuda:
-        return torch.lgamma(counts + 1).sum(dim=-1)
-    flat = counts.reshape(-1, counts.shape[-1])
+    dtype = logits.dtype
+    if observed.is_cuda:
+        counts = observed.to(dtype)
+        return counts.sum(dim=-1), torch.lgamma(counts + 1).sum(dim=-1), (counts * logits).sum(dim=-1)
+    flat = observed.reshape(-1, observed.shape[-1])
     rows, columns = torch.nonzero(flat, as_tuple=True)
-    sums = torch.zeros(flat.shape[0], dtype=counts.dtype, device=counts.device)
-    sums.index_add_(0, rows, torch.lgamma(flat[rows, columns] + 1))
-    return sums.reshape(counts.shape[:-1])
+    counts = flat[rows, columns].to(dtype)
+    sums = torch.zeros(3, flat.shape[0], dtype=dtype, device=observed.device)
+    sums[0].index_add_(0, rows, counts)
+    sums[1].index_add_(0, rows, torch.lgamma(counts + 1))
+    sums[2].index_add_(0, rows, counts * logits.reshape(-1, logits.shape[-1])[rows, columns])
+    return tuple(sums.reshape(3, *observed.shape[:-1]))
 
 
 def mnll_per_region(logits, observed):
-    """Joint and per-track MNLL from one per-track ``logsumexp`` and one sparse lgamma sum.
+    """Joint and per-track MNLL from one per-track ``logsumexp`` and sparse sums over the nonzero counts.
 
     Per track: ``-lgamma(N_s+1) + sum_i lgamma(k_si+1) - sum_i k_si logp_si``; joint (one
     multinomial over S*L): ``-lgamma(N+1) + sum_s sum_i lgamma(k_si+1) - sum_s (sum_i k_si logp_si + N_s log_mass_s)``,
@@ -153,21 +169,24 @@ def mnll_per_region(logits, observed):
     Parameters
     ----------
     logits : torch.Tensor, shape=(n, S, L)
+        In the dtype of the computation.
     observed : torch.Tensor, shape=(n, S, L)
+        Any float dtype (float32 holds counts exactly).
 
     Returns
     -------
     joint : torch.Tensor, shape=(n,)
     per_track : torch.Tensor, shape=(n, S)
+    track_totals : torch.Tensor, shape=(n, S)
+        ``N_s`` in the dtype of ``logits``.
     """
     per_track_lse, log_mass = track_logsumexp(logits)
-    track_totals = observed.sum(dim=-1)
-    log_factorials = log_factorial_sum(observed)
-    counts_dot_logps = (observed * logits).sum(dim=-1) - track_totals * per_track_lse
+    track_totals, log_factorials, counts_dot_logits = count_sums(observed, logits)
+    counts_dot_logps = counts_dot_logits - track_totals * per_track_lse
     per_track = -torch.lgamma(track_totals + 1) + log_factorials - counts_dot_logps
     joint = (-torch.lgamma(track_totals.sum(dim=-1) + 1) + log_factorials.sum(dim=-1)
              - (counts_dot_logps + track_totals * log_mass).sum(dim=-1))
-    return joint, per_track
+    return joint, per_track, track_totals
 
 
 def mixture_loss(y, y_hat_logits, y_hat_logcounts, count_loss_weight, labels=None):

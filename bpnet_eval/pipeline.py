@@ -19,7 +19,7 @@ import torch
 from . import __version__
 from .environment import THREAD_VARIABLES, allotted_cpus
 from .errors import InputError, UsageError
-from .losses import count_target, log1p_squared_error, mnll_per_region
+from .losses import log1p_squared_error, mnll_per_region
 from .regions import Regions, read_region_file
 from .sources.predicted_bigwig import BigWigPredictions, bigwig_prediction_paths, check_zero_mass
 from .sources.predictions import ArrayPredictions, HDF5Predictions
@@ -76,13 +76,13 @@ def compute_batch(logits, logcounts, observed, count_loss_weight: float, track_n
     """Per-region columns of one batch, as numpy arrays (float64), in batch order: the seed losses, the
     per-track MNLL, then the profile metrics of ``plan`` (``first_row``: the global row of the batch's first
     region, which keys the shuffled baselines)."""
-    profile_mnll, per_track_mnll = mnll_per_region(logits, observed)
-    count_loss = log1p_squared_error(logcounts, count_target(observed, logcounts.shape[-1]))
-    columns = {"observed_counts": observed.sum(dim=(-2, -1))}
+    profile_mnll, per_track_mnll, track_totals = mnll_per_region(logits, observed)
+    target = track_totals.sum(dim=-1, keepdim=True) if logcounts.shape[-1] == 1 else track_totals
+    count_loss = log1p_squared_error(logcounts, target)
+    columns = {"observed_counts": track_totals.sum(dim=-1)}
     if logcounts.shape[-1] == 1:
         columns["predicted_logcounts"] = logcounts[:, 0]
     else:
-        target = count_target(observed, logcounts.shape[-1])
         for s, name in enumerate(track_names):
             columns[f"observed_counts_{name}"] = target[:, s]
             columns[f"predicted_logcounts_{name}"] = logcounts[:, s]
@@ -93,8 +93,8 @@ def compute_batch(logits, logcounts, observed, count_loss_weight: float, track_n
             columns[f"profile_mnll_{track_names[s]}"] = value
     if plan is not None and plan.profile_names:
         rows = torch.arange(first_row, first_row + logits.shape[0], device=logits.device)
-        columns.update(profile_metrics(logits, observed, names=plan.profile_names, track_names=track_names,
-                                       rows=rows, **plan.profile_options))
+        columns.update(profile_metrics(logits, observed.to(logits.dtype), names=plan.profile_names,
+                                       track_names=track_names, rows=rows, **plan.profile_options))
     return {name: value.detach().to("cpu", torch.float64).numpy() for name, value in columns.items()}
 
 
@@ -126,10 +126,13 @@ class BatchComputer:
         """Per-region columns (float64 numpy) of one batch given as arrays or prepared tensors."""
         if not torch.is_tensor(logits):
             logits, logcounts, observed = self.prepare(logits, logcounts, observed)
-        on_device = [t.to(self.device, non_blocking=True).to(self.dtype) for t in (logits, logcounts, observed)]
+        # The observed counts keep their stored dtype (float32 holds counts exactly); the MNLL reads them sparsely.
+        logits, logcounts = (t.to(self.device, non_blocking=True).to(self.dtype) for t in (logits, logcounts))
+        observed = observed.to(self.device, non_blocking=True)
         if self.pooled_auprc is not None:
-            self.pooled_auprc.update(on_device[2], on_device[0])
-        return compute_batch(*on_device, self.count_loss_weight, self.track_names, self.plan, first_row)
+            self.pooled_auprc.update(observed.to(self.dtype), logits)
+        return compute_batch(logits, logcounts, observed, self.count_loss_weight, self.track_names, self.plan,
+                             first_row)
 
 
 def _open_predictions(predictions, allow_external_links=False, regions=None, pred_pseudocount: float = 0.0,

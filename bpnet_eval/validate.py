@@ -271,12 +271,14 @@ class ValueScreen:
                 self._note(f"nonfinite {kind}", i + rows, value)
         if self.policies.nonfinite == "skip":
             skip |= bad_logits | bad_counts
-        for s in range(observed.shape[1]):
-            rows = np.flatnonzero((observed[:, s] < 0).any(axis=1) & ~skip)
-            if len(rows):
-                self._note(f"negative {s}", i + rows, f"{float(observed[rows[0], s].min()):g}")
-        kept = observed[~skip]
-        self.non_integer += int((kept != np.round(kept)).any(axis=(1, 2)).sum())
+        if observed.size and observed.min() < 0:  # one cheap pass; rows only when there is a problem
+            for s in range(observed.shape[1]):
+                rows = np.flatnonzero((observed[:, s] < 0).any(axis=1) & ~skip)
+                if len(rows):
+                    self._note(f"negative {s}", i + rows, f"{float(observed[rows[0], s].min()):g}")
+        if (np.rint(observed) != observed).any():  # likewise: rows only for a non-integer track
+            kept = observed[~skip]
+            self.non_integer += int((kept != np.rint(kept)).any(axis=(1, 2)).sum())
         if not self.collect:
             self._problems()
             self.findings.raise_first()

@@ -5,8 +5,7 @@ import pytest
 import torch
 from scipy.special import gammaln, log_softmax
 
-from bpnet_eval.losses import (MNLLLoss, joint_log_softmax, log_factorial_sum, track_logsumexp,
-                               mnll_per_region)
+from bpnet_eval.losses import MNLLLoss, count_sums, joint_log_softmax, mnll_per_region, track_logsumexp
 
 
 def sparse_case(n, n_tracks, length, seed=0, integer=True):
@@ -27,7 +26,8 @@ def sparse_case(n, n_tracks, length, seed=0, integer=True):
 def test_mnll_per_region_equals_seed(n_tracks, integer):
     counts, logits = sparse_case(30, n_tracks, 80, seed=n_tracks, integer=integer)
     k, z = torch.tensor(counts), torch.tensor(logits)
-    joint, per_track = mnll_per_region(z, k)
+    joint, per_track, totals = mnll_per_region(z, k)
+    np.testing.assert_allclose(totals.numpy(), counts.sum(-1), rtol=1e-12)
     seed_joint = MNLLLoss(joint_log_softmax(z).reshape(30, -1), k.reshape(30, -1))
     seed_per_track = MNLLLoss(torch.log_softmax(z, dim=-1), k)
     np.testing.assert_allclose(joint.numpy(), seed_joint.numpy(), rtol=1e-10, atol=1e-10)
@@ -36,7 +36,7 @@ def test_mnll_per_region_equals_seed(n_tracks, integer):
 
 def test_mnll_per_region_against_scipy():
     counts, logits = sparse_case(12, 2, 50, seed=9)
-    joint, per_track = mnll_per_region(torch.tensor(logits), torch.tensor(counts))
+    joint, per_track, _ = mnll_per_region(torch.tensor(logits), torch.tensor(counts))
     flat_counts, flat_logps = counts.reshape(12, -1), log_softmax(logits.reshape(12, -1), axis=-1)
     expected_joint = (-gammaln(flat_counts.sum(-1) + 1) + gammaln(flat_counts + 1).sum(-1)
                       - (flat_counts * flat_logps).sum(-1))
@@ -57,9 +57,10 @@ def test_track_logsumexp_rebuilds_both_normalisations():
                                rtol=1e-12, atol=1e-12)
 
 
-def test_log_factorial_sum_sparse_equals_dense():
-    counts, _ = sparse_case(9, 2, 64, seed=4, integer=False)
-    got = log_factorial_sum(torch.tensor(counts)).numpy()
-    np.testing.assert_allclose(got, gammaln(counts + 1).sum(-1), rtol=1e-12, atol=1e-12)
-    assert got.shape == (9, 2) and got[0, 0] == 0.0
-
+def test_count_sums_sparse_equals_dense_from_float32_counts():
+    counts, logits = sparse_case(9, 2, 64, seed=4)
+    totals, log_factorials, dot = count_sums(torch.tensor(counts, dtype=torch.float32), torch.tensor(logits))
+    np.testing.assert_allclose(totals.numpy(), counts.sum(-1), rtol=1e-12)
+    np.testing.assert_allclose(log_factorials.numpy(), gammaln(counts + 1).sum(-1), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(dot.numpy(), (counts * logits).sum(-1), rtol=1e-12, atol=1e-9)
+    assert log_factorials.shape == (9, 2) and log_factorials[0, 0] == 0.0 and totals.dtype == torch.float64
