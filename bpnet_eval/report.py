@@ -21,11 +21,14 @@ SKIPPED_FILE = "skipped.tsv"
 
 
 def write_atomic(path: Path, text) -> None:
-    """Write ``text`` (str, or bytes) to ``path`` through a temporary file renamed into place."""
+    """Write ``text`` (str, bytes, or an iterable of str pieces) to ``path`` through a temporary file
+    renamed into place."""
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    pieces = [text] if isinstance(text, (str, bytes)) else text
     try:
         with open(temporary, "wb" if isinstance(text, bytes) else "w") as handle:
-            handle.write(text)
+            for piece in pieces:
+                handle.write(piece)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)
@@ -43,15 +46,22 @@ def format_value(value) -> str:
     return f"{value:.12g}"
 
 
-def regions_tsv(regions, columns: dict) -> str:
-    """One header line, then one row per region in input order."""
+REGION_ROWS_PER_PIECE = 20_000
+
+
+def regions_tsv(regions, columns: dict):
+    """The text of ``regions.tsv`` in pieces (bounded memory for any N): one header line, then one row
+    per region in input order."""
     header = ["chrom", "start", "end"] + (["peak"] if regions.peak is not None else []) + list(columns)
-    fields = [np.asarray(regions.chrom, dtype=str), regions.start.astype(str), regions.end.astype(str)]
-    if regions.peak is not None:
-        fields.append(regions.peak.astype(int).astype(str))
-    fields += [np.char.mod("%.12g", values) for values in columns.values()]
-    body = ["\t".join(row) for row in zip(*fields)]
-    return "\n".join(["\t".join(header)] + body) + "\n"
+    yield "\t".join(header) + "\n"
+    for first in range(0, len(regions), REGION_ROWS_PER_PIECE):
+        rows = slice(first, first + REGION_ROWS_PER_PIECE)
+        fields = [np.asarray(regions.chrom[rows], dtype=str), regions.start[rows].astype(str),
+                  regions.end[rows].astype(str)]
+        if regions.peak is not None:
+            fields.append(regions.peak[rows].astype(int).astype(str))
+        fields += [np.char.mod("%.12g", values[rows]) for values in columns.values()]
+        yield "".join("\t".join(row) + "\n" for row in zip(*fields))
 
 
 def summary_rows(summary: dict):
