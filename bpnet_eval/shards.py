@@ -113,6 +113,12 @@ def prediction_layout(predictions, options: dict) -> tuple:
         preds.close()
 
 
+def plan_of(options: dict):
+    """The metric plan that ``score`` options select."""
+    return make_plan(options.get("metrics", "default"), options.get("preset"), options.get("smooth", "none"),
+                     options.get("smooth_sigma", 7.0), options.get("smooth_width", 81), options.get("seed", 0))
+
+
 def score_shard(out_dir, shard: tuple, predictions, truth: Sequence[str], regions=None, progress=None,
                 policies=None, **options) -> tuple:
     """Score shard ``(i, n)`` into ``out_dir`` as a partial report; ``(status, partial)`` where status is
@@ -120,8 +126,9 @@ def score_shard(out_dir, shard: tuple, predictions, truth: Sequence[str], region
     index, count = shard
     options = dict(options, regions=regions)
     n_regions, chunk_rows = prediction_layout(predictions, options)
-    if options.get("preset") == "bpnet":
-        raise UsageError("--preset bpnet pools its auPRC over every region in one process; run it without --shard")
+    if plan_of(options).pooled_auprc:
+        raise UsageError("the pooled auPRC (--preset bpnet, --metrics all) needs every region in one process; run "
+                         "it without --shard, or name the metrics with --metrics a,b,...")
     files = {"predictions": file_stamp(predictions), "truth": [file_stamp(t) for t in truth],
              "regions": file_stamp(regions) if regions else None}
     if policies is not None:
@@ -250,8 +257,7 @@ def merge(directories: Sequence) -> ScoreResult:
                     np.concatenate([a["_start"] for a in filled]), np.concatenate([a["_end"] for a in filled]),
                     peak, first["regions_source"])
     options = first["options"]
-    plan = make_plan(options.get("metrics", "default"), options.get("preset"), options.get("smooth", "none"),
-                     options.get("smooth_sigma", 7.0), options.get("smooth_width", 81), options.get("seed", 0))
+    plan = plan_of(options)
     summary, files = summarize_scores(columns, table, merged_findings(partials), first["settings"], first["inputs"],
                                       plan, first["track_names"])
     reading = {k: options[k] for k in ("logits_dataset", "logcounts_dataset", "profile_kind", "head",

@@ -122,6 +122,25 @@ def test_skipped_rows_of_every_shard_are_merged(tmp_path):
     assert "".join(regions_tsv(merged.regions, merged.columns)) == "".join(regions_tsv(full.regions, full.columns))
 
 
+def test_shuffled_baselines_and_presets_merge_exactly(tmp_path):
+    """Keyed shuffles and preset summaries come out of shard + merge exactly as from one run."""
+    case = make_case(tmp_path, n=30, length=40, seed=6)
+    inputs = (str(case.predictions), [str(p) for p in case.bigwigs])
+    for options in ({"metrics": "jsd_shuffled,jsd_observed_shuffled,spearman", "seed": 9}, {"preset": "chrombpnet"}):
+        full = score(*inputs, device="cpu", batch_size=4, **options)
+        for k in (1, 2, 3):
+            score_shard(tmp_path / f"{len(options)}{k}", (k, 3), *inputs, device="cpu", batch_size=7, **options)
+        merged = merge([tmp_path / f"{len(options)}{k}" for k in (1, 2, 3)])
+        strip = lambda summary: {k: v for k, v in summary.items() if k != "settings"}  # noqa: E731
+        assert strip(merged.summary) == strip(full.summary)
+        assert merged.files == full.files
+        for name, values in full.columns.items():
+            np.testing.assert_array_equal(merged.columns[name], values, err_msg=name)
+    for options in ({"preset": "bpnet"}, {"metrics": "all"}):
+        with pytest.raises(UsageError, match="pooled auPRC"):
+            score_shard(tmp_path / "no", (1, 2), *inputs, device="cpu", **options)
+
+
 def test_a_complete_shard_is_skipped_on_rerun(sharded_run, tmp_path):
     case, run_dir = sharded_run
     out = tmp_path / "s1"
