@@ -4,13 +4,17 @@
 import os
 import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from conftest import CLI, REPO, make_case, run_cli, write_predictions
 
-SNAKEMAKE = os.environ.get("SNAKEMAKE") or shutil.which("snakemake")
+BESIDE_PYTHON = Path(sys.executable).parent / "snakemake"  # the test extra installs it into the venv
+SNAKEMAKE = (os.environ.get("SNAKEMAKE") or (str(BESIDE_PYTHON) if BESIDE_PYTHON.exists() else None)
+             or shutil.which("snakemake"))
 
 
 @pytest.fixture(scope="module")
