@@ -14,7 +14,7 @@ from rich.table import Table
 
 from .directions import better_direction
 from .errors import InputError, UsageError
-from .report import REGIONS_FILE, display_value, format_value, write_atomic
+from .report import REGIONS_FILE, display_value, format_value, output_directory, write_atomic
 
 COORDINATES = ("chrom", "start", "end")
 NON_METRIC_FIELDS = COORDINATES + ("peak",)
@@ -196,13 +196,9 @@ def compare_tsv(comparison: dict) -> str:
 
 def write_comparison(out_dir, comparison: dict) -> Path:
     """Write compare.tsv and compare.json into ``out_dir`` (created if needed)."""
-    out = Path(out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
+    with output_directory(out_dir, "the comparison") as out:
         write_atomic(out / COMPARE_TSV, compare_tsv(comparison))
         write_atomic(out / COMPARE_JSON, json.dumps(comparison, indent=2, allow_nan=False) + "\n")
-    except OSError as err:
-        raise InputError(f"{out}: cannot write the comparison ({err.strerror or err}); give a writable --out")
     return out
 
 

@@ -11,14 +11,14 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache, partial
-from typing import Callable, Optional, Sequence, Tuple, Union
+from typing import Callable, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
 from . import __version__
 from .environment import THREAD_VARIABLES, allotted_cpus
-from .errors import InputError, UsageError
+from .errors import UsageError
 from .losses import log1p_squared_error, mnll_per_region
 from .regions import Regions, read_region_file
 from .sources.predicted_bigwig import BigWigPredictions, bigwig_prediction_paths, check_zero_mass

@@ -23,7 +23,7 @@ import torch
 
 from .errors import UsageError
 from .metrics.auprc import BIN_SIZES, auprc_region_mask, average_precision, binned_labels_scores
-from .metrics.counts import COUNT_METRICS_ALL, COUNT_METRICS_DEFAULT, count_metrics
+from .metrics.counts import COUNT_METRICS_ALL, COUNT_METRICS_DEFAULT
 from .metrics.profile import PROFILE_METRICS_ALL
 
 # Computed in every run by the seed losses (joint) and the per-track MNLL.

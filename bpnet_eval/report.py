@@ -7,8 +7,9 @@ written last, so its presence marks a finished report.
 import json
 import math
 import os
-from typing import Optional
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 from rich.console import Console
@@ -97,14 +98,23 @@ def summary_json(summary: dict) -> str:
     return json.dumps(summary, indent=2, allow_nan=False) + "\n"
 
 
+@contextmanager
+def output_directory(out_dir, what: str = "the report"):
+    """``out_dir`` as a Path, created if needed; an OSError while writing into it becomes one line."""
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        yield out
+    except OSError as err:
+        raise InputError(f"{out}: cannot write {what} ({err.strerror or err}); give a writable directory with --out")
+
+
 def write_report(out_dir, regions, columns: dict, summary: dict, extra=None, files: Optional[dict] = None) -> Path:
     """Write the report files into ``out_dir`` (created if needed); return the directory.
 
     ``files`` maps further file names to their text (a preset's summary file); ``extra(directory)``
     writes further files (figures, HTML). Both come before ``summary.json``, which comes last."""
-    out = Path(out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
+    with output_directory(out_dir) as out:
         (out / SUMMARY_JSON).unlink(missing_ok=True)
         write_atomic(out / REGIONS_FILE, regions_tsv(regions, columns))
         write_atomic(out / SUMMARY_TSV, summary_tsv(summary))
@@ -114,8 +124,6 @@ def write_report(out_dir, regions, columns: dict, summary: dict, extra=None, fil
         if extra is not None:
             extra(out)
         write_atomic(out / SUMMARY_JSON, summary_json(summary))
-    except OSError as err:
-        raise InputError(f"{out}: cannot write the report ({err.strerror or err}); give a writable directory with --out")
     return out
 
 

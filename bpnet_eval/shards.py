@@ -32,7 +32,7 @@ from .errors import InputError, UsageError
 from .pipeline import ScoreResult, _open_predictions, read_rows, score, summarize_scores
 from .presets import make_plan
 from .regions import Regions
-from .report import REGIONS_FILE, regions_tsv, write_atomic
+from .report import REGIONS_FILE, output_directory, regions_tsv, write_atomic
 from .validate import Findings, Policies, ValueScreen
 
 PARTIAL_JSON, COLUMNS_FILE = "partial.json", "columns.npz"
@@ -142,8 +142,7 @@ def score_shard(out_dir, shard: tuple, predictions, truth: Sequence[str], region
     result = score(predictions, truth, regions, progress=progress, policies=policies, rows=(start, stop),
                    **{k: v for k, v in options.items() if k not in ("regions", "policies")})
     state = result.partial
-    try:
-        out.mkdir(parents=True, exist_ok=True)
+    with output_directory(out, "the partial report"):
         (out / PARTIAL_JSON).unlink(missing_ok=True)
         write_atomic(out / REGIONS_FILE, regions_tsv(result.regions, {"row": np.arange(start, stop) + 1.0,
                                                                       **result.columns}))
@@ -158,8 +157,6 @@ def score_shard(out_dir, shard: tuple, predictions, truth: Sequence[str], region
                                 "chrom_names": findings.chrom_names, "warnings": state["structural_warnings"]},
                    "non_integer": state["non_integer"]}
         write_atomic(out / PARTIAL_JSON, json.dumps(partial, indent=2, default=str) + "\n")
-    except OSError as err:
-        raise InputError(f"{out}: cannot write the partial report ({err.strerror or err}); give a writable --out")
     return "scored", partial
 
 
