@@ -119,20 +119,20 @@ def score(
                                            "predicted 0 where counts were observed)."),
     pred_logcounts: str = typer.Option("log", "--pred-logcounts", help="bigWig predictions: predicted log count "
                                        "= log: ln(window total), or log1p: ln(1 + window total)."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Report directory [default: "
-                                       "./bpnet-eval-<PREDICTIONS name>]."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Report directory (default: "
+                                       "./bpnet-eval-<PREDICTIONS name>)."),
     count_loss_weight: float = typer.Option(1.0, "--count-loss-weight", "-w", help="Weight of the count term "
                                             "in the mixture loss."),
     device: str = typer.Option("auto", help="auto (GPU when torch sees one), cpu, cuda or cuda:N."),
     batch_size: int = typer.Option(1024, help="Regions per batch."),
     dtype: str = typer.Option("float64", help="float64 (exact to 1e-6) or float32 (1e-4, faster)."),
     track_names: Optional[str] = typer.Option(None, help="Comma-separated track names for column names "
-                                              "[default: plus,minus for two tracks, else track0,...]."),
+                                              "(default: plus,minus for two tracks, else track0,...)."),
     logits_dataset: Optional[str] = typer.Option(None, help="HDF5 dataset of the predicted profile."),
     logcounts_dataset: Optional[str] = typer.Option(None, help="HDF5 dataset of the predicted log counts."),
     profile_kind: Optional[str] = typer.Option(None, help="What the profile dataset holds: logits, probs or "
-                                               "counts [default: from the layout]."),
-    head: Optional[int] = typer.Option(None, help="BPReveal head to score [default: the first]."),
+                                               "counts (default: from the layout)."),
+    head: Optional[int] = typer.Option(None, help="BPReveal head to score (default: the first)."),
     truth_dataset: Optional[str] = typer.Option(None, help="HDF5 dataset of observed counts in a TRUTH HDF5."),
     off_end: str = typer.Option("error", "--off-end", help=OFF_END_HELP),
     nonfinite: str = typer.Option("error", "--nonfinite", help=NONFINITE_HELP),
@@ -151,7 +151,7 @@ def score(
     seed: int = typer.Option(0, "--seed", help="Seed of the shuffled baselines."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress and no table."),
     plots: Optional[bool] = typer.Option(None, "--plots/--no-plots", help="Draw PNG figures into the report "
-                                         "[default: on when matplotlib is installed]."),
+                                         "(default: on when matplotlib is installed)."),
     json_output: bool = typer.Option(False, "--json", help="Print the summary JSON (= summary.json) to stdout "
                                      "and nothing else there; the table is not printed."),
     shard: Optional[str] = typer.Option(None, "--shard", help="i/n: score only shard i of n (1-based, "
@@ -226,7 +226,7 @@ def merge(
     out: Path = typer.Option(..., "--out", "-o", help="Report directory for the merged report."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No table."),
     plots: Optional[bool] = typer.Option(None, "--plots/--no-plots", help="Draw PNG figures into the report "
-                                         "[default: on when matplotlib is installed]."),
+                                         "(default: on when matplotlib is installed)."),
     json_output: bool = typer.Option(False, "--json", help="Print the summary JSON (= summary.json) to stdout."),
     debug: bool = typer.Option(False, help="Show tracebacks."),
 ):
@@ -260,13 +260,13 @@ def print_outcome(summary: dict) -> None:
 def check(
     predictions: Path = typer.Argument(..., help="HDF5 predictions (logits + log counts, any known layout)."),
     truth: List[Path] = typer.Argument(..., help="One bigWig per predicted track, or one HDF5 file of counts."),
-    regions: Optional[Path] = typer.Option(None, "--regions", "-r", help="BED or narrowPeak regions [default: the "
-                                           "coordinates stored in PREDICTIONS]."),
+    regions: Optional[Path] = typer.Option(None, "--regions", "-r", help="BED or narrowPeak regions (default: the "
+                                           "coordinates stored in PREDICTIONS)."),
     batch_size: int = typer.Option(1024, help="Regions per batch while values are checked."),
     logits_dataset: Optional[str] = typer.Option(None, help="HDF5 dataset of the predicted profile."),
     logcounts_dataset: Optional[str] = typer.Option(None, help="HDF5 dataset of the predicted log counts."),
     profile_kind: Optional[str] = typer.Option(None, help="What the profile dataset holds: logits, probs or counts."),
-    head: Optional[int] = typer.Option(None, help="BPReveal head to check [default: the first]."),
+    head: Optional[int] = typer.Option(None, help="BPReveal head to check (default: the first)."),
     truth_dataset: Optional[str] = typer.Option(None, help="HDF5 dataset of observed counts in a TRUTH HDF5."),
     off_end: str = typer.Option("error", "--off-end", help=OFF_END_HELP),
     nonfinite: str = typer.Option("error", "--nonfinite", help=NONFINITE_HELP),
@@ -297,13 +297,13 @@ def compare(
     report_a: Path = typer.Argument(..., help="Report directory of model A (written by 'bpnet-eval score')."),
     report_b: Path = typer.Argument(..., help="Report directory of model B, over the same regions."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Directory for compare.tsv and compare.json "
-                                       "[default: ./bpnet-eval-compare-<A>-vs-<B>]."),
+                                       "(default: ./bpnet-eval-compare-<A>-vs-<B>)."),
     resamples: int = typer.Option(2000, help="Bootstrap resamples of the regions."),
     confidence: float = typer.Option(0.95, help="Coverage of the bootstrap interval."),
     seed: int = typer.Option(0, help="Seed of the bootstrap."),
     top: int = typer.Option(10, help="Regions listed per metric as the most changed."),
     metric: Optional[str] = typer.Option(None, help="Metric whose most-changed regions are printed "
-                                         "[default: profile_mnll]."),
+                                         "(default: profile_mnll)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No tables."),
     debug: bool = typer.Option(False, help="Show tracebacks."),
 ):
