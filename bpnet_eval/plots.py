@@ -158,11 +158,15 @@ def profile_histograms(columns: dict, summary: dict):
 
 
 def example_rows(columns: dict) -> list:
-    """``(label, row)`` of the best, median and worst region by profile MNLL among regions with counts."""
+    """``(label, row)`` of the best, median and worst region by profile MNLL among the regions with at least
+    the median observed total of the regions with reads (MNLL grows with the reads, so over all regions
+    the "best" would merely be the emptiest)."""
     mnll = np.asarray(columns["profile_mnll"], dtype=np.float64)
-    candidates = np.flatnonzero(np.isfinite(mnll) & (np.asarray(columns["observed_counts"]) > 0))
-    if candidates.size == 0:
+    totals = np.asarray(columns["observed_counts"], dtype=np.float64)
+    with_reads = np.isfinite(mnll) & (totals > 0)
+    if not with_reads.any():
         return []
+    candidates = np.flatnonzero(with_reads & (totals >= np.median(totals[with_reads])))
     ranked = candidates[np.argsort(mnll[candidates], kind="stable")]
     picks = [("best (lowest MNLL)", ranked[0]), ("median MNLL", ranked[(ranked.size - 1) // 2]),
              ("worst (highest MNLL)", ranked[-1])]

@@ -163,8 +163,9 @@ def test_profile_examples_draw_the_best_median_worst_regions(scored):
     table = read_tsv(report / "regions.tsv")
     summary = json.loads((report / "summary.json").read_text())
     columns = metric_columns(table)
-    with_counts = np.flatnonzero(table["observed_counts"] > 0)
-    order = with_counts[np.argsort(table["profile_mnll"][with_counts])]
+    totals = table["observed_counts"]
+    with_counts = np.flatnonzero((totals > 0) & (totals >= np.median(totals[totals > 0])))
+    order = with_counts[np.argsort(table["profile_mnll"][with_counts], kind="stable")]
     expected_rows = [order[0], order[(len(order) - 1) // 2], order[-1]]
     examples = plots.example_rows(columns)
     assert [row for _, row in examples] == expected_rows
