@@ -108,7 +108,8 @@ def main_options(version: bool = typer.Option(False, "--version", callback=versi
 def score(
     predictions: Path = typer.Argument(..., help="HDF5 predictions (logits + log counts, any known layout), or "
                                        "counts-scale bigWigs, one per track, comma-separated "
-                                       "(pred.plus.bw,pred.minus.bw; needs --regions)."),
+                                       "(pred.plus.bw,pred.minus.bw; needs --regions), or bpnet-lite's two .npz "
+                                       "files (logits.npz,logcounts.npz; needs --regions)."),
     truth: List[Path] = typer.Argument(..., help="One bigWig per predicted track (plus, then minus), "
                                                  "or one HDF5 file of observed counts."),
     regions: Optional[Path] = typer.Option(None, "--regions", "-r", help="BED (start..end) or narrowPeak "

@@ -22,6 +22,7 @@ from .errors import UsageError
 from .losses import log1p_squared_error, mnll_per_region
 from .regions import Regions, read_region_file
 from .sources.predicted_bigwig import BigWigPredictions, bigwig_prediction_paths, check_zero_mass
+from .sources.npz import NpzPredictions, npz_prediction_paths
 from .sources.predictions import ArrayPredictions, HDF5Predictions
 from .sources.tracks import ArrayTruth, open_truth
 from .metrics.profile import profile_metrics
@@ -141,6 +142,9 @@ class BatchComputer:
 
 def _open_predictions(predictions, allow_external_links=False, regions=None, pred_pseudocount: float = 0.0,
                       pred_logcounts: str = "log", **options):
+    npz = npz_prediction_paths(predictions)
+    if npz is not None:  # bpnet-lite 0.9: profile logits and log counts in two .npz files
+        return NpzPredictions(npz)
     bigwigs = bigwig_prediction_paths(predictions)
     if bigwigs is not None:  # counts-scale bigWigs, one per track, read over the regions
         return BigWigPredictions(bigwigs, regions, pred_pseudocount, pred_logcounts)
