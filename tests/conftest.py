@@ -122,6 +122,17 @@ def make_case(tmp_path, n=40, n_tracks=2, length=50, per_track_logcounts=False, 
     return Case(logits, logcounts, observed, chrom, start, end, predictions, tracks, chrom_sizes)
 
 
+@pytest.fixture(scope="module")
+def forked():
+    """The installed CLI's entry point, run in a child forked per call from one process that imported
+    it once (one torch import per module); ``run_cli`` spawns the installed script afresh."""
+    from forked_cli import ForkedCli
+
+    server = ForkedCli()
+    yield server.run
+    server.close()
+
+
 @pytest.fixture
 def case(tmp_path):
     return make_case(tmp_path)

@@ -12,7 +12,6 @@ import pytest
 from bpnet_eval.compare import bootstrap_means, percentile_interval
 from bpnet_eval.directions import better_direction, count_direction
 from conftest import make_case, write_predictions
-from forked_cli import ForkedCli
 
 K = 12  # B is truth-like on rows 0..K-1
 
@@ -28,15 +27,7 @@ def numbers(table, name):
 
 
 @pytest.fixture(scope="module")
-def run_cli():
-    """The installed CLI's entry point, forked per run (one torch import for the module)."""
-    forked = ForkedCli()
-    yield forked.run
-    forked.close()
-
-
-@pytest.fixture(scope="module")
-def two_reports(tmp_path_factory, run_cli):
+def two_reports(tmp_path_factory, forked):
     tmp = tmp_path_factory.mktemp("compare")
     case = make_case(tmp, n=50, length=40, seed=5, zero_rows=(1, 30))
     logits_b, logcounts_b = case.logits.copy(), case.logcounts.copy()
@@ -46,11 +37,11 @@ def two_reports(tmp_path_factory, run_cli):
     preds_b = write_predictions(tmp / "preds_b.h5", logits_b, logcounts_b, case.chrom, case.start, case.end)
     reports = []
     for name, preds in (("a", case.predictions), ("b", preds_b)):
-        done = run_cli("score", preds, *case.bigwigs, "--out", tmp / name, "--no-plots", "-q", "--metrics", "all")
+        done = forked("score", preds, *case.bigwigs, "--out", tmp / name, "--no-plots", "-q", "--metrics", "all")
         assert done.returncode == 0, done.stderr
         reports.append(tmp / name)
     out = tmp / "cmp"
-    done = run_cli("compare", reports[0], reports[1], "--out", out, "--resamples", 2000, "--seed", 7)
+    done = forked("compare", reports[0], reports[1], "--out", out, "--resamples", 2000, "--seed", 7)
     assert done.returncode == 0, done.stderr
     return case, reports, out, done
 
@@ -125,9 +116,9 @@ def test_compare_tsv_matches_json(two_reports):
     assert "observed_counts" not in table["metric"] and "predicted_logcounts" not in table["metric"]
 
 
-def test_swapping_reports_negates_differences(two_reports, tmp_path, run_cli):
+def test_swapping_reports_negates_differences(two_reports, tmp_path, forked):
     _, (a, b), out, _ = two_reports
-    done = run_cli("compare", b, a, "--out", tmp_path, "--seed", 7, "-q")
+    done = forked("compare", b, a, "--out", tmp_path, "--seed", 7, "-q")
     assert done.returncode == 0, done.stderr
     forward = json.loads((out / "compare.json").read_text())["metrics"]["count_log1p_mse"]
     backward = json.loads((tmp_path / "compare.json").read_text())["metrics"]["count_log1p_mse"]
@@ -137,7 +128,7 @@ def test_swapping_reports_negates_differences(two_reports, tmp_path, run_cli):
     assert backward["ci_low"] == pytest.approx(-forward["ci_high"], rel=1e-9)
 
 
-def test_refuses_reports_over_different_regions(two_reports, tmp_path, run_cli):
+def test_refuses_reports_over_different_regions(two_reports, tmp_path, forked):
     _, (a, b), _, _ = two_reports
     moved = tmp_path / "moved"
     shutil.copytree(b, moved)
@@ -146,14 +137,14 @@ def test_refuses_reports_over_different_regions(two_reports, tmp_path, run_cli):
     fields[1], fields[2] = str(int(fields[1]) + 10), str(int(fields[2]) + 10)
     lines[5] = "\t".join(fields)
     (moved / "regions.tsv").write_text("\n".join(lines) + "\n")
-    done = run_cli("compare", a, moved, "--out", tmp_path / "x")
+    done = forked("compare", a, moved, "--out", tmp_path / "x")
     assert done.returncode == 3
     assert len(done.stderr.strip().splitlines()) == 1
     assert "region 5 is" in done.stderr and "1 of 50 regions differ" in done.stderr
     (moved / "regions.tsv").write_text("\n".join(lines[:-3]) + "\n")
-    done = run_cli("compare", a, moved, "--out", tmp_path / "x")
+    done = forked("compare", a, moved, "--out", tmp_path / "x")
     assert done.returncode == 3 and "47 regions but" in done.stderr
-    done = run_cli("compare", a, tmp_path / "nowhere", "--out", tmp_path / "x")
+    done = forked("compare", a, tmp_path / "nowhere", "--out", tmp_path / "x")
     assert done.returncode == 3 and "no regions.tsv" in done.stderr
     assert not (tmp_path / "x").exists()
 

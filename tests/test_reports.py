@@ -16,7 +16,6 @@ from scipy.special import softmax
 from bpnet_eval import plots
 from bpnet_eval.pipeline import read_rows
 from conftest import make_case, run_cli
-from forked_cli import ForkedCli
 
 pytest.importorskip("matplotlib")
 
@@ -41,15 +40,6 @@ def read_tsv(path):
 
 def metric_columns(table):
     return {k: v for k, v in table.items() if k not in ("chrom", "start", "end", "peak")}
-
-
-@pytest.fixture(scope="module")
-def forked():
-    """The installed CLI's entry point, forked per run (one torch import); ``run_cli`` spawns afresh
-    where the environment must differ from the start."""
-    server = ForkedCli()
-    yield server.run
-    server.close()
 
 
 @pytest.fixture(scope="module")
