@@ -13,8 +13,6 @@ from .errors import InputError
 from .report import SUMMARY_JSON
 
 
-
-
 def nearest_existing(path: Path) -> Path:
     """``path`` or its closest ancestor that exists."""
     path = Path(os.path.abspath(path))
