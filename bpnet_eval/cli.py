@@ -24,6 +24,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Score saved predictions of base-resolution genomics models against observed tracks.")
 stderr = Console(stderr=True)
 
+PRED_PSEUDOCOUNT_HELP = ("bigWig predictions: added to every predicted value before the profile is normalised "
+                         "(for positions predicted 0 where counts were observed).")
+PRED_LOGCOUNTS_HELP = "bigWig predictions: predicted log count = log: ln(window total), or log1p: ln(1 + window total)."
 OFF_END_HELP = ("Windows past a chromosome end: error, skip (not scored, listed in skipped.tsv and summary.json) "
                 "or pad (scored, zeros past the end).")
 NONFINITE_HELP = "Regions whose predictions hold NaN/inf: error, or skip (not scored, listed in the report)."
@@ -115,11 +118,8 @@ def score(
     regions: Optional[Path] = typer.Option(None, "--regions", "-r", help="BED (start..end) or narrowPeak "
                                            "(start + summit ± L/2), one row per prediction. Default: the "
                                            "coordinates stored in PREDICTIONS."),
-    pred_pseudocount: float = typer.Option(0.0, "--pred-pseudocount", help="bigWig predictions: added to every "
-                                           "predicted value before the profile is normalised (for positions "
-                                           "predicted 0 where counts were observed)."),
-    pred_logcounts: str = typer.Option("log", "--pred-logcounts", help="bigWig predictions: predicted log count "
-                                       "= log: ln(window total), or log1p: ln(1 + window total)."),
+    pred_pseudocount: float = typer.Option(0.0, "--pred-pseudocount", help=PRED_PSEUDOCOUNT_HELP),
+    pred_logcounts: str = typer.Option("log", "--pred-logcounts", help=PRED_LOGCOUNTS_HELP),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Report directory (default: "
                                        "./bpnet-eval-<PREDICTIONS name>)."),
     count_loss_weight: float = typer.Option(1.0, "--count-loss-weight", "-w", help="Weight of the count term "
@@ -259,10 +259,13 @@ def print_outcome(summary: dict) -> None:
 
 @app.command()
 def check(
-    predictions: Path = typer.Argument(..., help="HDF5 predictions (logits + log counts, any known layout)."),
+    predictions: Path = typer.Argument(..., help="HDF5 predictions (logits + log counts, any known layout), "
+                                       "comma-separated predicted bigWigs or bpnet-lite .npz pair (need --regions)."),
     truth: List[Path] = typer.Argument(..., help="One bigWig per predicted track, or one HDF5 file of counts."),
     regions: Optional[Path] = typer.Option(None, "--regions", "-r", help="BED or narrowPeak regions (default: the "
                                            "coordinates stored in PREDICTIONS)."),
+    pred_pseudocount: float = typer.Option(0.0, "--pred-pseudocount", help=PRED_PSEUDOCOUNT_HELP),
+    pred_logcounts: str = typer.Option("log", "--pred-logcounts", help=PRED_LOGCOUNTS_HELP),
     batch_size: int = typer.Option(1024, help="Regions per batch while values are checked."),
     logits_dataset: Optional[str] = typer.Option(None, help="HDF5 dataset of the predicted profile."),
     logcounts_dataset: Optional[str] = typer.Option(None, help="HDF5 dataset of the predicted log counts."),
@@ -284,7 +287,8 @@ def check(
         findings = run_check(str(predictions), [str(t) for t in truth], str(regions) if regions else None,
                              truth_dataset=truth_dataset, policies=Policies(off_end, nonfinite, allow_external_links),
                              batch_size=batch_size, scan_values=values, logits_dataset=logits_dataset,
-                             logcounts_dataset=logcounts_dataset, profile_kind=profile_kind, head=head)
+                             logcounts_dataset=logcounts_dataset, profile_kind=profile_kind, head=head,
+                             pred_pseudocount=pred_pseudocount, pred_logcounts=pred_logcounts)
         sys.stdout.write(format_findings(findings))
         if findings.problems:
             fail(f"{len(findings.problems)} problem(s) found; the first: {findings.problems[0].message}",

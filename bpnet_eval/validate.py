@@ -314,6 +314,7 @@ def run_check(predictions, truth, regions=None, *, truth_dataset=None, policies:
     from .errors import BpnetEvalError
     from .pipeline import iter_batches, open_sources
     from .sources.bigwig import BigWigReader
+    from .sources.predicted_bigwig import BigWigPredictions, check_zero_mass
 
     policies = policies or Policies()
     try:
@@ -338,7 +339,9 @@ def run_check(predictions, truth, regions=None, *, truth_dataset=None, policies:
         screen = ValueScreen(findings, preds, truth_source, table, policies, collect=True)
         try:
             for i, _, (logits, logcounts), observed in iter_batches(preds, truth_source, batch_size):
-                screen.screen(i, logits, logcounts, observed)
+                skip = screen.screen(i, logits, logcounts, observed)
+                if isinstance(preds, BigWigPredictions):  # as score: zero predicted mass where reads were observed
+                    check_zero_mass(np.where(skip[:, None, None], 0, logits), observed, table, i, preds.paths)
         except BpnetEvalError as err:
             findings.add(str(err), err.exit_code)
         screen.finish()

@@ -220,6 +220,12 @@ def test_cli_zero_mass_error_is_one_line_and_writes_nothing(tmp_path):
     fixed = run_cli("score", ",".join(paths), *case.bigwigs, "--regions", tmp_path / "r.bed", "--out", out,
                     "--quiet", "--no-plots", "--device", "cpu", "--pred-pseudocount", "0.01")
     assert fixed.returncode == 0, fixed.stderr
+    # check finds the same problem without scoring, and accepts the same fix
+    checked = run_cli("check", ",".join(paths), *case.bigwigs, "--regions", tmp_path / "r.bed")
+    assert checked.returncode == 3 and f"(region {b + 1})" in checked.stdout + checked.stderr, checked.stdout
+    checked = run_cli("check", ",".join(paths), *case.bigwigs, "--regions", tmp_path / "r.bed",
+                      "--pred-pseudocount", "0.01")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
 def test_cli_bigwig_predictions_without_regions(tmp_path):
