@@ -14,7 +14,7 @@ peak RSS is the child's ``ru_maxrss``):
   with its default figures); ``score_no_plots``: the same with ``--no-plots``;
 * ``floor``: reading the same windows and nothing else: ``BigWigReader.read`` per batch and
   strand, and the predictions' logits and log counts from the HDF5 in the same batches;
-* ``compute``: the per-batch computation ``score`` runs (``pipeline.BatchComputer``), on batches
+* ``compute``: the per-batch computation ``score`` runs (``compute.BatchComputer``), on batches
   read once and held in memory, repeated to cover N regions;
 * ``naive``: what users write today: pyBigWig ``values`` per region per strand, then
   bpnet-lite-equivalent torch code (written here) in batches of 200: the seed losses (joint
@@ -86,7 +86,7 @@ def stage_compute(case_dir: Path, n: int, batch_size: int, device: str, held_bat
     import h5py
     import torch
 
-    from bpnet_eval.pipeline import BatchComputer
+    from bpnet_eval.compute import BatchComputer
     from bpnet_eval.sources.bigwig import BigWigReader
 
     predictions, truth, chrom, start, end = load_case(case_dir, min(n, held_batches * batch_size))

@@ -155,6 +155,9 @@ def score(
                                          "(default: on when matplotlib is installed)."),
     json_output: bool = typer.Option(False, "--json", help="Print the summary JSON (= summary.json) to stdout "
                                      "and nothing else there; the table is not printed."),
+    read_workers: Optional[int] = typer.Option(None, "--read-workers", help="Processes reading the observed "
+                                               "bigWigs ahead (default: half the CPUs, at most 4; 0: a thread of "
+                                               "the main process)."),
     shard: Optional[str] = typer.Option(None, "--shard", help="i/n: score only shard i of n (1-based, "
                                         "contiguous chunk-aligned regions) into a partial report in --out; "
                                         "auto/n takes i from SLURM_ARRAY_TASK_ID. Combine with bpnet-eval merge. "
@@ -162,27 +165,33 @@ def score(
     debug: bool = typer.Option(False, help="Show tracebacks."),
 ):
     """Score PREDICTIONS against TRUTH: per-region MNLL, log1p-MSE and mixture loss, and a summary."""
-    from .pipeline import score as run_score
-    from .plots import resolve_plots
+    from .inputs import open_inputs
 
     def work():
-        configure_threads()
         policies = Policies(off_end, nonfinite, allow_external_links)
         out_dir = out or Path(f"bpnet-eval-{Path(str(predictions).split(',')[0]).stem}")
         prepare_output(out_dir)
-        options = dict(count_loss_weight=count_loss_weight, device=device, batch_size=batch_size, dtype=dtype,
-                       track_names=track_names.split(",") if track_names else None, logits_dataset=logits_dataset,
-                       logcounts_dataset=logcounts_dataset, profile_kind=profile_kind, head=head,
-                       truth_dataset=truth_dataset, metrics=metrics, preset=preset, smooth=smooth,
-                       smooth_sigma=smooth_sigma, smooth_width=smooth_width, seed=seed,
+        sources = dict(batch_size=batch_size, logits_dataset=logits_dataset, logcounts_dataset=logcounts_dataset,
+                       profile_kind=profile_kind, head=head, truth_dataset=truth_dataset,
                        pred_pseudocount=pred_pseudocount, pred_logcounts=pred_logcounts)
+        options = dict(count_loss_weight=count_loss_weight, device=device, dtype=dtype,
+                       track_names=track_names.split(",") if track_names else None, metrics=metrics, preset=preset,
+                       smooth=smooth, smooth_sigma=smooth_sigma, smooth_width=smooth_width, seed=seed)
         if shard is not None:
+            configure_threads()
             return score_one_shard(shard, out_dir, str(predictions), [str(t) for t in truth], regions, policies,
-                                   options, quiet)
-        draw_plots = resolve_plots(plots)
-        with ProgressReporter(not quiet) as progress:
-            result = run_score(str(predictions), [str(t) for t in truth], str(regions) if regions else None,
-                               progress=progress, policies=policies, **options)
+                                   {**sources, **options, "read_workers": read_workers}, quiet)
+        with open_inputs(str(predictions), [str(t) for t in truth], str(regions) if regions else None,
+                         policies=policies, read_workers=read_workers, **sources) as inputs:
+            # torch is imported only now: the reading workers were forked from a one-thread process, and
+            # they read while the import runs
+            from .pipeline import score_inputs
+            from .plots import resolve_plots
+
+            configure_threads()
+            draw_plots = resolve_plots(plots)
+            with ProgressReporter(not quiet) as progress:
+                result = score_inputs(inputs, progress=progress, **options)
         write_result(out_dir, result, draw_plots, json_output, quiet, "report written to")
 
     run_guarded(work, debug)

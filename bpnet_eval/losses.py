@@ -117,60 +117,61 @@ def mixture_loss_per_region(y, y_hat_logits, y_hat_logcounts, count_loss_weight=
 
 
 # Regions converted and reduced at a time on the CPU: small enough for the cache, which makes the
-# dtype conversion and the logsumexp about 4x faster than on a whole batch.
+# dtype conversion, the logsumexp and the products about 4x faster than on a whole batch.
 _CPU_CHUNK_REGIONS = 128
 
 
-def track_logsumexp(logits, dtype=None):
-    """``lse_s = logsumexp_i z[s,i]`` and each track's joint log mass ``lse_s - logsumexp_s lse_s``.
-
-    One ``logsumexp`` pass serves both normalisations: per track ``logp[s,i] = z[s,i] - lse_s``;
-    jointly (one multinomial over all tracks, as the seed's mixture loss) ``logp[s,i] + log_mass_s``.
-    For logits ``(n, S, L)`` both results are ``(n, S)``, computed in ``dtype`` (default: the logits').
-    """
-    dtype = dtype or logits.dtype
-    chunk = logits.shape[0] if logits.is_cuda else _CPU_CHUNK_REGIONS
-    per_track_lse = torch.cat([torch.logsumexp(logits[a:a + chunk].to(dtype), dim=-1)
-                               for a in range(0, logits.shape[0], chunk)]) if logits.shape[0] else \
-        torch.zeros(logits.shape[:-1], dtype=dtype, device=logits.device)
-    return per_track_lse, torch.log_softmax(per_track_lse, dim=-1)
-
-
-def count_sums(observed, logits, dtype=None):
-    """Per track: ``N_s = sum_i k_si``, ``sum_i lgamma(k_si + 1)`` and ``sum_i k_si z_si``, in ``dtype``.
-
-    Observed profiles are sparse, so on the CPU the three sums run over the nonzero counts only
-    (``lgamma(1) = 0``), read from ``observed`` in whatever float dtype it is stored (counts are
-    exact in float32) and summed in ``logits``' dtype; on a GPU, where dense passes are cheap and
-    scatter-adds are not deterministic, they are dense.
+def track_sums(logits, observed, dtype=None):
+    """Per track, in one pass over cache-sized chunks: ``lse_s = logsumexp_i z_si``, ``N_s = sum_i k_si``
+    and ``sum_i k_si z_si``.
 
     Parameters
     ----------
-    observed : torch.Tensor, shape=(n, S, L)
-    logits : torch.Tensor, shape=(n, S, L)
+    logits, observed : torch.Tensor, shape=(n, S, L)
+        As stored (float32 is converted chunk by chunk, never as a whole batch).
     dtype : torch.dtype, optional
         Of the sums (default: the logits').
 
     Returns
     -------
-    totals, log_factorials, counts_dot_logits : torch.Tensor, each shape=(n, S)
+    lse, totals, counts_dot_logits : torch.Tensor, each shape=(n, S)
     """
     dtype = dtype or logits.dtype
+    chunk = max(1, logits.shape[0] if logits.is_cuda else _CPU_CHUNK_REGIONS)
+    parts = []
+    for a in range(0, logits.shape[0], chunk):
+        z, k = logits[a:a + chunk].to(dtype), observed[a:a + chunk].to(dtype)
+        parts.append(torch.stack([torch.logsumexp(z, dim=-1), k.sum(dim=-1), (k * z).sum(dim=-1)]))
+    if not parts:
+        return tuple(torch.zeros((3, *logits.shape[:-1]), dtype=dtype, device=logits.device))
+    return tuple(torch.cat(parts, dim=1))
+
+
+def log_factorials(observed, dtype=None):
+    """``sum_i lgamma(k_si + 1)`` per track, over the positions with ``k`` not 0 or 1 only (where it is 0).
+
+    Parameters
+    ----------
+    observed : torch.Tensor, shape=(n, S, L)
+    dtype : torch.dtype, optional
+        Of the sums (default: the counts').
+
+    Returns
+    -------
+    log_factorials : torch.Tensor, shape=(n, S)
+    """
+    dtype = dtype or observed.dtype
     if observed.is_cuda:
-        counts = observed.to(dtype)
-        return counts.sum(dim=-1), torch.lgamma(counts + 1).sum(dim=-1), (counts * logits.to(dtype)).sum(dim=-1)
+        return torch.lgamma(observed.to(dtype) + 1).sum(dim=-1)
     flat = observed.reshape(-1, observed.shape[-1])
-    rows, columns = torch.nonzero(flat, as_tuple=True)
-    counts = flat[rows, columns].to(dtype)
-    sums = torch.zeros(3, flat.shape[0], dtype=dtype, device=observed.device)
-    sums[0].index_add_(0, rows, counts)
-    sums[1].index_add_(0, rows, torch.lgamma(counts + 1))
-    sums[2].index_add_(0, rows, counts * logits.reshape(-1, logits.shape[-1])[rows, columns].to(dtype))
-    return tuple(sums.reshape(3, *observed.shape[:-1]))
+    rows, columns = torch.nonzero((flat != 0) & (flat != 1), as_tuple=True)
+    sums = torch.zeros(flat.shape[0], dtype=dtype, device=observed.device)
+    sums.index_add_(0, rows, torch.lgamma(flat[rows, columns].to(dtype) + 1))
+    return sums.reshape(observed.shape[:-1])
 
 
 def mnll_per_region(logits, observed, dtype=None):
-    """Joint and per-track MNLL from one per-track ``logsumexp`` and sparse sums over the nonzero counts.
+    """Joint and per-track MNLL from one chunked pass (``track_sums``) and sparse log factorials.
 
     Per track: ``-lgamma(N_s+1) + sum_i lgamma(k_si+1) - sum_i k_si logp_si``; joint (one
     multinomial over S*L): ``-lgamma(N+1) + sum_s sum_i lgamma(k_si+1) - sum_s (sum_i k_si logp_si + N_s log_mass_s)``,
@@ -193,11 +194,12 @@ def mnll_per_region(logits, observed, dtype=None):
     track_totals : torch.Tensor, shape=(n, S)
         ``N_s`` in ``dtype``.
     """
-    per_track_lse, log_mass = track_logsumexp(logits, dtype)
-    track_totals, log_factorials, counts_dot_logits = count_sums(observed, logits, dtype)
+    per_track_lse, track_totals, counts_dot_logits = track_sums(logits, observed, dtype)
+    log_mass = torch.log_softmax(per_track_lse, dim=-1)  # each track's share of the joint mass
+    factorials = log_factorials(observed, per_track_lse.dtype)
     counts_dot_logps = counts_dot_logits - track_totals * per_track_lse
-    per_track = -torch.lgamma(track_totals + 1) + log_factorials - counts_dot_logps
-    joint = (-torch.lgamma(track_totals.sum(dim=-1) + 1) + log_factorials.sum(dim=-1)
+    per_track = -torch.lgamma(track_totals + 1) + factorials - counts_dot_logps
+    joint = (-torch.lgamma(track_totals.sum(dim=-1) + 1) + factorials.sum(dim=-1)
              - (counts_dot_logps + track_totals * log_mass).sum(dim=-1))
     return joint, per_track, track_totals
 

@@ -29,7 +29,8 @@ import numpy as np
 
 from . import __version__
 from .errors import InputError, UsageError
-from .pipeline import ScoreResult, _open_predictions, read_rows, score, summarize_scores
+from .inputs import _open_predictions, read_rows
+from .pipeline import ScoreResult, score, summarize_scores
 from .presets import make_plan
 from .regions import Regions
 from .report import REGIONS_FILE, output_directory, regions_tsv, write_atomic

@@ -312,7 +312,7 @@ def run_check(predictions, truth, regions=None, *, truth_dataset=None, policies:
               batch_size: int = 1024, scan_values: bool = True, **prediction_options) -> Findings:
     """Open and validate the inputs like ``score`` does, collecting every problem instead of stopping."""
     from .errors import BpnetEvalError
-    from .pipeline import iter_batches, open_sources
+    from .inputs import iter_batches, open_sources
     from .sources.bigwig import BigWigReader
     from .sources.predicted_bigwig import BigWigPredictions, check_zero_mass
 

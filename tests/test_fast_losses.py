@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 import torch
-from scipy.special import gammaln, log_softmax
+from scipy.special import gammaln, logsumexp, log_softmax
 
-from bpnet_eval.losses import MNLLLoss, count_sums, joint_log_softmax, mnll_per_region, track_logsumexp
+from bpnet_eval.losses import MNLLLoss, joint_log_softmax, log_factorials, mnll_per_region, track_sums
 
 
 def sparse_case(n, n_tracks, length, seed=0, integer=True):
@@ -47,20 +47,25 @@ def test_mnll_per_region_against_scipy():
     assert joint[0].item() == 0.0 and per_track[2, 0].item() == 0.0
 
 
-def test_track_logsumexp_rebuilds_both_normalisations():
-    _, logits = sparse_case(5, 3, 40, seed=2)
-    lse, log_mass = track_logsumexp(torch.tensor(logits))
-    per_track = logits - lse.numpy()[..., None]
-    np.testing.assert_allclose(per_track, log_softmax(logits, axis=-1), rtol=1e-12, atol=1e-12)
-    joint = per_track + log_mass.numpy()[..., None]
-    np.testing.assert_allclose(joint, log_softmax(logits.reshape(5, -1), axis=-1).reshape(logits.shape),
-                               rtol=1e-12, atol=1e-12)
-
-
-def test_count_sums_sparse_equals_dense_from_float32_counts():
-    counts, logits = sparse_case(9, 2, 64, seed=4)
-    totals, log_factorials, dot = count_sums(torch.tensor(counts, dtype=torch.float32), torch.tensor(logits))
+def test_track_sums_in_chunks_equal_dense_sums():
+    counts, logits = sparse_case(300, 3, 40, seed=2)  # more regions than one chunk, and a partial chunk
+    lse, totals, dot = track_sums(torch.tensor(logits, dtype=torch.float32),
+                                  torch.tensor(counts, dtype=torch.float32), torch.float64)
+    stored = logits.astype(np.float32).astype(np.float64)
+    np.testing.assert_allclose(lse.numpy(), logsumexp(stored, axis=-1), rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(totals.numpy(), counts.sum(-1), rtol=1e-12)
-    np.testing.assert_allclose(log_factorials.numpy(), gammaln(counts + 1).sum(-1), rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(dot.numpy(), (counts * logits).sum(-1), rtol=1e-12, atol=1e-9)
-    assert log_factorials.shape == (9, 2) and log_factorials[0, 0] == 0.0 and totals.dtype == torch.float64
+    np.testing.assert_allclose(dot.numpy(), (counts * stored).sum(-1), rtol=1e-12, atol=1e-9)
+    assert lse.shape == (300, 3) and lse.dtype == torch.float64
+    empty = track_sums(torch.zeros(0, 3, 40), torch.zeros(0, 3, 40), torch.float64)
+    assert all(t.shape == (0, 3) for t in empty)
+
+
+def test_log_factorials_sparse_equal_gammaln_also_for_fractions():
+    counts, _ = sparse_case(9, 2, 64, seed=4)
+    counts[1, 0, :5] = [0.5, 1.5, 1.0, 2.25, 0.0]  # non-integer values are scored too (with a warning)
+    result = log_factorials(torch.tensor(counts, dtype=torch.float32), torch.float64)
+    np.testing.assert_allclose(result.numpy(), gammaln(counts.astype(np.float32).astype(np.float64) + 1.0).sum(-1),
+                               rtol=1e-12,
+                               atol=1e-12)
+    assert result.shape == (9, 2) and result[0, 0] == 0.0 and result.dtype == torch.float64
+

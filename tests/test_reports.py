@@ -14,7 +14,7 @@ from scipy import stats
 from scipy.special import softmax
 
 from bpnet_eval import plots
-from bpnet_eval.pipeline import read_rows
+from bpnet_eval.inputs import read_rows
 from conftest import make_case, run_cli
 
 pytest.importorskip("matplotlib")

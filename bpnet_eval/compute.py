@@ -1,0 +1,123 @@
+"""Per-batch computation on a device: numpy batches → per-region columns (torch).
+
+``BatchComputer`` turns one batch of logits, log counts and observed counts into the
+per-region columns of the report, on the CPU or a GPU, in float64 or float32.
+"""
+
+import os
+from contextlib import contextmanager
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+
+from .environment import THREAD_VARIABLES, allotted_cpus
+from .errors import UsageError
+from .losses import log1p_squared_error, mnll_per_region
+from .metrics.profile import profile_metrics
+from .presets import MetricPlan, PooledAuprc
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` → the GPU when torch sees one, else the CPU; ``cpu``, ``cuda``, ``cuda:N`` as given."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise UsageError(f"--device '{name}' is not a device; use auto, cpu, cuda or cuda:N")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {name}: torch sees no GPU here; use --device cpu (or auto)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UsageError(f"--device {name}: torch sees {torch.cuda.device_count()} GPU(s); use cuda:0..")
+    elif device.type != "cpu":
+        raise UsageError(f"--device '{name}' is not supported; use auto, cpu, cuda or cuda:N")
+    return device
+
+
+def compute_batch(logits, logcounts, observed, count_loss_weight: float, track_names: Sequence[str],
+                  plan: Optional[MetricPlan] = None, first_row: int = 0) -> dict:
+    """Per-region columns of one batch, as numpy arrays (float64), in batch order: the seed losses, the
+    per-track MNLL, then the profile metrics of ``plan`` (``first_row``: the global row of the batch's first
+    region, which keys the shuffled baselines). The computation runs in ``logcounts``' dtype; ``logits`` and
+    ``observed`` may come as stored (float32)."""
+    compute_dtype = logcounts.dtype
+    profile_mnll, per_track_mnll, track_totals = mnll_per_region(logits, observed, compute_dtype)
+    target = track_totals.sum(dim=-1, keepdim=True) if logcounts.shape[-1] == 1 else track_totals
+    count_loss = log1p_squared_error(logcounts, target)
+    columns = {"observed_counts": track_totals.sum(dim=-1)}
+    if logcounts.shape[-1] == 1:
+        columns["predicted_logcounts"] = logcounts[:, 0]
+    else:
+        for s, name in enumerate(track_names):
+            columns[f"observed_counts_{name}"] = target[:, s]
+            columns[f"predicted_logcounts_{name}"] = logcounts[:, s]
+    columns.update(profile_mnll=profile_mnll, count_log1p_mse=count_loss,
+                   mixture_loss=profile_mnll + count_loss_weight * count_loss)
+    if len(track_names) > 1:
+        for s, value in enumerate(per_track_mnll.unbind(-1)):
+            columns[f"profile_mnll_{track_names[s]}"] = value
+    if plan is not None and plan.profile_names:
+        rows = torch.arange(first_row, first_row + logits.shape[0], device=logits.device)
+        columns.update(profile_metrics(logits.to(compute_dtype), observed.to(compute_dtype),
+                                       names=plan.profile_names, track_names=track_names, rows=rows,
+                                       **plan.profile_options))
+    return {name: value.detach().to("cpu", torch.float64).numpy() for name, value in columns.items()}
+
+
+class BatchComputer:
+    """Numpy batches → per-region columns (``compute_batch``) on ``device`` in ``dtype``.
+
+    ``prepare`` turns a batch's numpy arrays into tensors; ``score``'s reading thread calls it, so on a
+    GPU the host copy is pinned there and the transfer (float32, half the bytes) overlaps the compute.
+    """
+
+    def __init__(self, count_loss_weight: float = 1.0, track_names: Sequence[str] = ("plus", "minus"),
+                 device="cpu", dtype: str = "float64", plan: Optional[MetricPlan] = None):
+        self.plan = plan
+        self.pooled_auprc = PooledAuprc() if plan is not None and plan.pooled_auprc else None
+        self.device = device if isinstance(device, torch.device) else resolve_device(device)
+        self.dtype = DTYPES[dtype]
+        self.count_loss_weight = count_loss_weight
+        self.track_names = list(track_names)
+
+    def prepare(self, *arrays):
+        """CPU: tensors sharing the arrays' memory. GPU: pinned host copies as stored (float32 crosses the
+        bus, then is converted on the device), so ``__call__``'s non-blocking transfer overlaps."""
+        tensors = tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in arrays)
+        if self.device.type == "cuda":
+            return tuple(t.pin_memory() for t in tensors)
+        return tensors
+
+    def __call__(self, logits, logcounts, observed, first_row: int = 0) -> dict:
+        """Per-region columns (float64 numpy) of one batch given as arrays or prepared tensors."""
+        if not torch.is_tensor(logits):
+            logits, logcounts, observed = self.prepare(logits, logcounts, observed)
+        # Logits and counts keep their stored dtype (float32 holds counts exactly): the MNLL converts the
+        # logits chunk by chunk and reads the counts sparsely; ``logcounts`` carries the compute dtype.
+        logits, observed = (t.to(self.device, non_blocking=True) for t in (logits, observed))
+        logcounts = logcounts.to(self.device, non_blocking=True).to(self.dtype)
+        if self.pooled_auprc is not None:
+            self.pooled_auprc.update(observed.to(self.dtype), logits.to(self.dtype))
+        return compute_batch(logits, logcounts, observed, self.count_loss_weight, self.track_names, self.plan,
+                             first_row)
+
+
+@contextmanager
+def compute_threads(device: torch.device, readers: int = 1):
+    """On the CPU, leave ``readers`` cores to the reading thread and processes: torch's threads spin-wait,
+    and sharing every core with the readers slows both (restored afterwards)."""
+    threads = torch.get_num_threads()
+    cores = allotted_cpus()
+    explicit = any(os.environ.get(name, "").strip() for name in THREAD_VARIABLES)
+    if device.type == "cpu" and not explicit and threads >= cores > 1:
+        torch.set_num_threads(max(1, cores - readers))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+

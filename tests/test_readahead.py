@@ -1,0 +1,146 @@
+"""Reading ahead in worker processes: the same batches as reading in-process, failures raised in the main
+process, no worker left behind."""
+
+import os
+import signal
+
+import numpy as np
+import pytest
+from conftest import make_case, run_cli
+
+from bpnet_eval.errors import InputError
+from bpnet_eval.inputs import batch_bounds, open_inputs
+from bpnet_eval.pipeline import score
+from bpnet_eval.readahead import ProcessReadAhead, WorkerStopped, fork_is_safe
+from bpnet_eval.sources.bigwig import BigWigReader
+
+pytestmark = pytest.mark.skipif(not fork_is_safe(), reason="process read-ahead needs fork on Linux, no threads")
+
+
+class RowSource:
+    """Batch ``(i, j)`` holds ``row * 10 + track`` everywhere; optionally fails at one row."""
+
+    def __init__(self, n_tracks=2, length=7, fail_at=None, how=None):
+        self.n_tracks, self.length, self.fail_at, self.how = n_tracks, length, fail_at, how
+        self.paths = ["rows.bw"]
+
+    def read(self, i, j):
+        if self.fail_at is not None and i <= self.fail_at < j:
+            if self.how == "killed":
+                os.kill(os.getpid(), signal.SIGKILL)
+            raise InputError(f"rows.bw: data block of row {self.fail_at} does not decompress")
+        rows = np.arange(i, j, dtype=np.float32)[:, None, None] * 10
+        return np.broadcast_to(rows + np.arange(self.n_tracks)[None, :, None], (j - i, self.n_tracks, self.length))
+
+
+def expected(i, j, n_tracks=2, length=7):
+    return RowSource(n_tracks, length).read(i, j)
+
+
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_every_batch_arrives_intact_while_held(workers):
+    bounds = batch_bounds(0, 103, 10)
+    ahead = ProcessReadAhead(RowSource(), bounds, 7, workers=workers, held=2)
+    try:
+        previous = None
+        for i, j in bounds:
+            batch = ahead.read(i, j)
+            np.testing.assert_array_equal(batch, expected(i, j))
+            if previous is not None:  # still intact while the next batch is in use (held=2)
+                np.testing.assert_array_equal(previous[1], expected(*previous[0]))
+            previous = ((i, j), batch)
+    finally:
+        ahead.close()
+    assert ahead.workers == workers
+
+
+def test_a_failure_in_a_worker_is_raised_by_read_with_its_message():
+    bounds = batch_bounds(0, 60, 10)
+    ahead = ProcessReadAhead(RowSource(fail_at=35), bounds, 7, workers=2)
+    pids = list(ahead._pids)
+    try:
+        for i, j in bounds[:3]:
+            np.testing.assert_array_equal(ahead.read(i, j), expected(i, j))
+        with pytest.raises(InputError, match="row 35 does not decompress"):
+            ahead.read(*bounds[3])
+    finally:
+        ahead.close()
+    assert not any(alive(pid) for pid in pids)
+
+
+def test_a_killed_worker_is_reported_not_waited_for():
+    bounds = batch_bounds(0, 40, 10)
+    ahead = ProcessReadAhead(RowSource(fail_at=25, how="killed"), bounds, 7, workers=1)
+    try:
+        for i, j in bounds[:2]:
+            ahead.read(i, j)
+        with pytest.raises(WorkerStopped, match="rows.bw stopped before rows 21..30.*--read-workers 0"):
+            ahead.read(*bounds[2])
+    finally:
+        ahead.close()
+
+
+def test_closing_early_stops_every_worker():
+    bounds = batch_bounds(0, 10_000, 10)
+    ahead = ProcessReadAhead(RowSource(), bounds, 7, workers=3)
+    pids = list(ahead._pids)
+    ahead.read(*bounds[0])
+    ahead.close()
+    assert pids and not any(alive(pid) for pid in pids)
+
+
+def test_batches_out_of_order_are_refused():
+    bounds = batch_bounds(0, 30, 10)
+    ahead = ProcessReadAhead(RowSource(), bounds, 7)
+    try:
+        with pytest.raises(RuntimeError, match="in the order given"):
+            ahead.read(10, 20)
+    finally:
+        ahead.close()
+
+
+def test_scores_equal_with_worker_processes_and_in_process(tmp_path):
+    case = make_case(tmp_path, n=157, length=64, seed=11)
+    results = {workers: score(str(case.predictions), [str(p) for p in case.bigwigs], batch_size=16,
+                              read_workers=workers, device="cpu")
+               for workers in (0, 1, 3)}
+    for workers in (1, 3):
+        assert results[workers].columns.keys() == results[0].columns.keys()
+        for name, values in results[0].columns.items():
+            np.testing.assert_array_equal(results[workers].columns[name], values, err_msg=name)
+
+
+def test_open_inputs_uses_worker_processes_for_bigwigs(tmp_path):
+    case = make_case(tmp_path, n=50, length=32)
+    with open_inputs(str(case.predictions), [str(p) for p in case.bigwigs], batch_size=8, read_workers=2) as inputs:
+        assert isinstance(inputs.observed, ProcessReadAhead) and inputs.read_workers == 2
+        pids = list(inputs.observed._pids)
+        batches = list(inputs.batches())
+    assert len(batches) == 7 and not any(alive(pid) for pid in pids)
+    with open_inputs(str(case.predictions), [str(p) for p in case.bigwigs], batch_size=8, read_workers=0) as inputs:
+        assert inputs.observed is inputs.truth and inputs.read_workers == 0
+
+
+def test_a_damaged_block_read_by_a_worker_is_one_line_from_the_cli(tmp_path):
+    case = make_case(tmp_path, n=60, length=32)
+    with BigWigReader(str(case.bigwigs[1])) as reader:
+        offset, size = int(reader._block_offset[-1]), int(reader._block_size[-1])
+    data = bytearray(case.bigwigs[1].read_bytes())
+    data[offset:offset + size] = b"\xff" * size  # the index still points at it; zlib cannot read it
+    damaged = tmp_path / "damaged.bw"
+    damaged.write_bytes(bytes(data))
+    out = tmp_path / "out"
+    result = run_cli("score", case.predictions, case.bigwigs[0], damaged, "-o", out, "--batch-size", "8",
+                     "--read-workers", "1", "--quiet", "--no-plots")
+    assert result.returncode == 3, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "damaged.bw: " in lines[0] and "does not decompress" in lines[0], result.stderr
+    assert "Traceback" not in result.stderr and not (out / "summary.json").exists()
