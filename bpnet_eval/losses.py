@@ -4,6 +4,7 @@
 semantics, plus per-region forms (no averaging over regions) used by the CLI.
 """
 
+import numpy as np
 import torch
 
 
@@ -117,61 +118,62 @@ def mixture_loss_per_region(y, y_hat_logits, y_hat_logcounts, count_loss_weight=
 
 
 # Regions converted and reduced at a time on the CPU: small enough for the cache, which makes the
-# dtype conversion, the logsumexp and the products about 4x faster than on a whole batch.
+# dtype conversion and the logsumexp about 4x faster than on a whole batch.
 _CPU_CHUNK_REGIONS = 128
 
 
-def track_sums(logits, observed, dtype=None):
-    """Per track, in one pass over cache-sized chunks: ``lse_s = logsumexp_i z_si``, ``N_s = sum_i k_si``
-    and ``sum_i k_si z_si``.
+def track_logsumexp(logits, dtype=None):
+    """``lse_s = logsumexp_i z_si`` per track, over cache-sized chunks of regions on the CPU.
 
     Parameters
     ----------
-    logits, observed : torch.Tensor, shape=(n, S, L)
+    logits : torch.Tensor, shape=(n, S, L)
         As stored (float32 is converted chunk by chunk, never as a whole batch).
     dtype : torch.dtype, optional
-        Of the sums (default: the logits').
+        Of the result (default: the logits').
 
     Returns
     -------
-    lse, totals, counts_dot_logits : torch.Tensor, each shape=(n, S)
+    lse : torch.Tensor, shape=(n, S)
     """
     dtype = dtype or logits.dtype
     chunk = max(1, logits.shape[0] if logits.is_cuda else _CPU_CHUNK_REGIONS)
-    parts = []
-    for a in range(0, logits.shape[0], chunk):
-        z, k = logits[a:a + chunk].to(dtype), observed[a:a + chunk].to(dtype)
-        parts.append(torch.stack([torch.logsumexp(z, dim=-1), k.sum(dim=-1), (k * z).sum(dim=-1)]))
-    if not parts:
-        return tuple(torch.zeros((3, *logits.shape[:-1]), dtype=dtype, device=logits.device))
-    return tuple(torch.cat(parts, dim=1))
+    parts = [torch.logsumexp(logits[a:a + chunk].to(dtype), dim=-1) for a in range(0, logits.shape[0], chunk)]
+    return torch.cat(parts) if parts else torch.zeros(logits.shape[:-1], dtype=dtype, device=logits.device)
 
 
-def log_factorials(observed, dtype=None):
-    """``sum_i lgamma(k_si + 1)`` per track, over the positions with ``k`` not 0 or 1 only (where it is 0).
+def count_sums(observed, logits, dtype=None):
+    """Per track: ``N_s = sum_i k_si``, ``sum_i lgamma(k_si + 1)`` and ``sum_i k_si z_si``, over the nonzero
+    counts only on the CPU (``lgamma(k + 1)`` only where ``k`` is not 1); float64 sums.
 
     Parameters
     ----------
-    observed : torch.Tensor, shape=(n, S, L)
+    observed, logits : torch.Tensor, shape=(n, S, L)
     dtype : torch.dtype, optional
-        Of the sums (default: the counts').
+        Of the results (default: the logits').
 
     Returns
     -------
-    log_factorials : torch.Tensor, shape=(n, S)
+    totals, log_factorials, counts_dot_logits : torch.Tensor, each shape=(n, S)
     """
-    dtype = dtype or observed.dtype
+    dtype = dtype or logits.dtype
     if observed.is_cuda:
-        return torch.lgamma(observed.to(dtype) + 1).sum(dim=-1)
-    flat = observed.reshape(-1, observed.shape[-1])
-    rows, columns = torch.nonzero((flat != 0) & (flat != 1), as_tuple=True)
-    sums = torch.zeros(flat.shape[0], dtype=dtype, device=observed.device)
-    sums.index_add_(0, rows, torch.lgamma(flat[rows, columns].to(dtype) + 1))
-    return sums.reshape(observed.shape[:-1])
+        counts = observed.to(dtype)
+        return counts.sum(dim=-1), torch.lgamma(counts + 1).sum(dim=-1), (counts * logits.to(dtype)).sum(dim=-1)
+    length, n_rows = observed.shape[-1], observed.numel() // max(1, observed.shape[-1])
+    flat = observed.numpy().reshape(-1)  # CPU tensors share their memory with numpy
+    where = np.flatnonzero(flat != 0)  # on a boolean mask: 6x faster than on floats
+    rows, counts = where // max(1, length), flat[where].astype(np.float64)
+    products = counts * logits.numpy().reshape(-1)[where].astype(np.float64)
+    factorial = counts != 1
+    log_factorials = torch.lgamma(torch.from_numpy(counts[factorial]) + 1).numpy()
+    sums = np.stack([np.bincount(rows, counts, n_rows), np.bincount(rows[factorial], log_factorials, n_rows),
+                     np.bincount(rows, products, n_rows)])
+    return tuple(torch.from_numpy(sums).to(dtype).reshape(3, *observed.shape[:-1]))
 
 
 def mnll_per_region(logits, observed, dtype=None):
-    """Joint and per-track MNLL from one chunked pass (``track_sums``) and sparse log factorials.
+    """Joint and per-track MNLL from one per-track ``logsumexp`` and sums over the nonzero counts.
 
     Per track: ``-lgamma(N_s+1) + sum_i lgamma(k_si+1) - sum_i k_si logp_si``; joint (one
     multinomial over S*L): ``-lgamma(N+1) + sum_s sum_i lgamma(k_si+1) - sum_s (sum_i k_si logp_si + N_s log_mass_s)``,
@@ -194,9 +196,9 @@ def mnll_per_region(logits, observed, dtype=None):
     track_totals : torch.Tensor, shape=(n, S)
         ``N_s`` in ``dtype``.
     """
-    per_track_lse, track_totals, counts_dot_logits = track_sums(logits, observed, dtype)
+    per_track_lse = track_logsumexp(logits, dtype)
     log_mass = torch.log_softmax(per_track_lse, dim=-1)  # each track's share of the joint mass
-    factorials = log_factorials(observed, per_track_lse.dtype)
+    track_totals, factorials, counts_dot_logits = count_sums(observed, logits, per_track_lse.dtype)
     counts_dot_logps = counts_dot_logits - track_totals * per_track_lse
     per_track = -torch.lgamma(track_totals + 1) + factorials - counts_dot_logps
     joint = (-torch.lgamma(track_totals.sum(dim=-1) + 1) + factorials.sum(dim=-1)

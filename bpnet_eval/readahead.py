@@ -74,17 +74,24 @@ class ProcessReadAhead:
         Processes; batch ``k`` is read by worker ``k % workers``.
     held : int
         Batches the caller uses at once (a batch's slot is reused after ``held`` later reads).
+    memory : int
+        Bytes of shared memory for the batches read ahead (at least ``held`` + 2 batches per worker): the
+        workers fill it while the main process imports torch (about a second).
     """
 
-    def __init__(self, source, bounds: Sequence[Tuple[int, int]], length: int, workers: int = 1, held: int = 2):
+    def __init__(self, source, bounds: Sequence[Tuple[int, int]], length: int, workers: int = 1, held: int = 2,
+                 memory: int = 256 << 20):
         self.source = source
         self.bounds = [(int(i), int(j)) for i, j in bounds]
         self.n_tracks = source.n_tracks
         self.workers = max(1, min(int(workers), len(self.bounds)))
         self.held = held
-        self.depth = 2 + -(-held // self.workers)  # per worker: the held batches plus at least two ahead
-        n_slots = self.workers * self.depth
         rows = max((j - i for i, j in self.bounds), default=0)
+        slot_bytes = max(1, rows * self.n_tracks * int(length) * 4)
+        least = 2 + -(-held // self.workers)  # per worker: its share of the held batches plus two ahead
+        most = max(least, -(-len(self.bounds) // self.workers))  # no more slots than batches
+        self.depth = min(most, max(least, memory // (slot_bytes * self.workers)))
+        n_slots = self.workers * self.depth
         shape = (n_slots, rows, self.n_tracks, int(length))
         self._mapping = mmap.mmap(-1, max(1, int(np.prod(shape)) * 4))
         self._slots = np.frombuffer(self._mapping, dtype=np.float32, count=int(np.prod(shape))).reshape(shape)

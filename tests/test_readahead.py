@@ -45,10 +45,13 @@ def alive(pid):
     return True
 
 
+@pytest.mark.parametrize("memory", [1, 1 << 20], ids=["fewest-slots", "every-batch-a-slot"])
 @pytest.mark.parametrize("workers", [1, 2, 3])
-def test_every_batch_arrives_intact_while_held(workers):
+def test_every_batch_arrives_intact_while_held(workers, memory):
     bounds = batch_bounds(0, 103, 10)
-    ahead = ProcessReadAhead(RowSource(), bounds, 7, workers=workers, held=2)
+    ahead = ProcessReadAhead(RowSource(), bounds, 7, workers=workers, held=2, memory=memory)
+    per_worker = 2 + -(-2 // workers) if memory == 1 else -(-len(bounds) // workers)  # least, or one per batch
+    assert len(ahead._slots) == workers * per_worker
     try:
         previous = None
         for i, j in bounds:
@@ -64,7 +67,7 @@ def test_every_batch_arrives_intact_while_held(workers):
 
 def test_a_failure_in_a_worker_is_raised_by_read_with_its_message():
     bounds = batch_bounds(0, 60, 10)
-    ahead = ProcessReadAhead(RowSource(fail_at=35), bounds, 7, workers=2)
+    ahead = ProcessReadAhead(RowSource(fail_at=35), bounds, 7, workers=2, memory=1)
     pids = list(ahead._pids)
     try:
         for i, j in bounds[:3]:
@@ -78,7 +81,7 @@ def test_a_failure_in_a_worker_is_raised_by_read_with_its_message():
 
 def test_a_killed_worker_is_reported_not_waited_for():
     bounds = batch_bounds(0, 40, 10)
-    ahead = ProcessReadAhead(RowSource(fail_at=25, how="killed"), bounds, 7, workers=1)
+    ahead = ProcessReadAhead(RowSource(fail_at=25, how="killed"), bounds, 7, workers=1, memory=1)
     try:
         for i, j in bounds[:2]:
             ahead.read(i, j)
@@ -90,7 +93,7 @@ def test_a_killed_worker_is_reported_not_waited_for():
 
 def test_closing_early_stops_every_worker():
     bounds = batch_bounds(0, 10_000, 10)
-    ahead = ProcessReadAhead(RowSource(), bounds, 7, workers=3)
+    ahead = ProcessReadAhead(RowSource(), bounds, 7, workers=3, memory=1)
     pids = list(ahead._pids)
     ahead.read(*bounds[0])
     ahead.close()
