@@ -158,6 +158,8 @@ def score(
     read_workers: Optional[int] = typer.Option(None, "--read-workers", help="Processes reading the observed "
                                                "bigWigs ahead (default: half the CPUs, at most 4; 0: a thread of "
                                                "the main process)."),
+    read_ahead_mb: int = typer.Option(256, "--read-ahead-mb", help="Shared memory (MB) the reading processes fill "
+                                      "ahead of the computation (at least two batches per process)."),
     shard: Optional[str] = typer.Option(None, "--shard", help="i/n: score only shard i of n (1-based, "
                                         "contiguous chunk-aligned regions) into a partial report in --out; "
                                         "auto/n takes i from SLURM_ARRAY_TASK_ID. Combine with bpnet-eval merge. "
@@ -166,6 +168,7 @@ def score(
 ):
     """Score PREDICTIONS against TRUTH: per-region MNLL, log1p-MSE and mixture loss, and a summary."""
     from .inputs import open_inputs
+    from .plots import resolve_plots
 
     def work():
         policies = Policies(off_end, nonfinite, allow_external_links)
@@ -180,30 +183,33 @@ def score(
         if shard is not None:
             configure_threads()
             return score_one_shard(shard, out_dir, str(predictions), [str(t) for t in truth], regions, policies,
-                                   {**sources, **options, "read_workers": read_workers}, quiet)
+                                   {**sources, **options, "read_workers": read_workers, "read_ahead_mb": read_ahead_mb}, quiet)
+        draw_plots = resolve_plots(plots)
         with open_inputs(str(predictions), [str(t) for t in truth], str(regions) if regions else None,
-                         policies=policies, read_workers=read_workers, **sources) as inputs:
+                         policies=policies, read_workers=read_workers, read_ahead_mb=read_ahead_mb,
+                         **sources) as inputs:
             # torch is imported only now: the reading workers were forked from a one-thread process, and
             # they read while the import runs
             from .pipeline import score_inputs
-            from .plots import resolve_plots
+            from .report_extras import figure_painter
 
             configure_threads()
-            draw_plots = resolve_plots(plots)
-            with ProgressReporter(not quiet) as progress:
-                result = score_inputs(inputs, progress=progress, **options)
-        write_result(out_dir, result, draw_plots, json_output, quiet, "report written to")
+            with figure_painter(draw_plots) as paint:  # a process importing matplotlib meanwhile
+                with ProgressReporter(not quiet) as progress:
+                    result = score_inputs(inputs, progress=progress, **options)
+                write_result(out_dir, result, paint(result), json_output, quiet, "report written to")
 
     run_guarded(work, debug)
 
 
-def write_result(out_dir: Path, result, draw_plots: bool, json_output: bool, quiet: bool, note: str) -> None:
-    """Write the report of ``result`` into ``out_dir``, then print the summary JSON or the table."""
+def write_result(out_dir: Path, result, figures, json_output: bool, quiet: bool, note: str) -> None:
+    """Write the report of ``result`` into ``out_dir`` (``figures``: ``{name: PNG}`` or a callable returning
+    them, called after the tables are written), then print the summary JSON or the table."""
     from .report import print_summary, summary_json, write_report
     from .report_extras import write_extras
 
     directory = write_report(out_dir, result.regions, result.columns, result.summary,
-                             extra=lambda directory: write_extras(directory, result, draw_plots), files=result.files)
+                             extra=lambda directory: write_extras(directory, result, figures), files=result.files)
     if json_output:
         sys.stdout.write(summary_json(result.summary))
     elif not quiet:
@@ -242,13 +248,16 @@ def merge(
 ):
     """Merge the partial reports of score --shard 1/n .. n/n into the report an unsharded score writes."""
     from .plots import resolve_plots
+    from .report_extras import figure_painter
     from .shards import merge as merge_partials
 
     def work():
         prepare_output(out)
         draw_plots = resolve_plots(plots)
         result = merge_partials(list(partials))
-        write_result(out, result, draw_plots, json_output, quiet, f"merged {len(partials)} shard(s); report written to")
+        with figure_painter(draw_plots, background=False) as paint:
+            write_result(out, result, paint(result), json_output, quiet,
+                         f"merged {len(partials)} shard(s); report written to")
 
     run_guarded(work, debug)
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from .environment import allotted_cpus, return_batch_memory
 from .errors import UsageError
-from .readahead import ProcessReadAhead, fork_is_safe
+from .workers import ProcessReadAhead, fork_is_safe
 from .regions import Regions, read_region_file
 from .sources.npz import NpzPredictions, npz_prediction_paths
 from .sources.predicted_bigwig import BigWigPredictions, bigwig_prediction_paths
@@ -109,20 +109,25 @@ def iter_batches(preds, truth, batch_size: int, start: int = 0, stop: Optional[i
             yield batch
 
 
+def read_open_rows(preds, truth, rows: Sequence[int]):
+    """Logits ``(k, S, L)``, log counts ``(k, T)`` and observed counts ``(k, S, L)`` of the regions at ``rows``
+    from open sources."""
+    parts = [(preds.read(int(r), int(r) + 1), truth.read(int(r), int(r) + 1)) for r in rows]
+    return (np.concatenate([p[0][0] for p in parts]), np.concatenate([p[0][1] for p in parts]),
+            np.concatenate([p[1] for p in parts]))
+
+
 def read_rows(predictions, truth, regions, rows: Sequence[int], truth_dataset: Optional[str] = None,
               policies: Optional[Policies] = None, **prediction_options):
-    """Logits ``(k, S, L)``, log counts ``(k, T)`` and observed counts ``(k, S, L)`` of the regions at
-    ``rows`` only, read again from the sources (for figures; never the whole N x S x L), with the same
+    """``read_open_rows`` from the files opened again (for figures; never the whole N x S x L), with the same
     chromosome names and off-end policy as the scoring run."""
     preds, _, truth_source, _ = open_sources(predictions, truth, regions, truth_dataset=truth_dataset,
                                              policies=policies, **prediction_options)
     try:
-        parts = [(preds.read(int(r), int(r) + 1), truth_source.read(int(r), int(r) + 1)) for r in rows]
+        return read_open_rows(preds, truth_source, rows)
     finally:
         preds.close()
         truth_source.close()
-    return (np.concatenate([p[0][0] for p in parts]), np.concatenate([p[0][1] for p in parts]),
-            np.concatenate([p[1] for p in parts]))
 
 
 def default_read_workers(n_batches: int) -> int:
@@ -160,17 +165,20 @@ class Inputs:
 @contextmanager
 def open_inputs(predictions, truth, regions=None, *, truth_dataset: Optional[str] = None,
                 policies: Optional[Policies] = None, batch_size: int = 1024, rows: Optional[Tuple[int, int]] = None,
-                read_workers: Optional[int] = None, **prediction_options):
+                read_workers: Optional[int] = None, read_ahead_mb: int = 256, **prediction_options):
     """Open and validate the inputs (raising the first problem found) and start reading ahead.
 
     ``read_workers``: processes reading the observed bigWigs ahead (default: ``default_read_workers``; 0:
-    a thread of this process). Processes are used only where ``fork`` is safe (see ``bpnet_eval.readahead``).
+    a thread of this process), filling at most ``read_ahead_mb`` of shared memory ahead of the computation.
+    Processes are used only where ``fork`` is safe (see ``bpnet_eval.workers``).
     Everything is closed, and the workers stopped, when the block ends.
     """
     if batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, not {batch_size}")
     if read_workers is not None and read_workers < 0:
         raise UsageError(f"--read-workers must be 0 or more, not {read_workers}")
+    if read_ahead_mb < 0:
+        raise UsageError(f"--read-ahead-mb must be 0 or more, not {read_ahead_mb}")
     policies = policies or Policies()
     return_batch_memory()  # before any worker is forked, so that the workers keep the setting
     preds, table, truth_source, findings = open_sources(predictions, truth, regions, truth_dataset=truth_dataset,
@@ -184,12 +192,18 @@ def open_inputs(predictions, truth, regions=None, *, truth_dataset: Optional[str
         bounds = batch_bounds(start, stop, batch_size)
         workers = default_read_workers(len(bounds)) if read_workers is None else read_workers
         if workers and isinstance(truth_source, BigWigTruth) and len(bounds) > 1 and fork_is_safe():
-            observed = ProcessReadAhead(truth_source, bounds, preds.length, workers)
-        reread = partial(read_rows, predictions, truth, regions, truth_dataset=truth_dataset, policies=policies,
+            observed = ProcessReadAhead(truth_source, bounds, preds.length, workers, memory=read_ahead_mb << 20)
+        reopen = partial(read_rows, predictions, truth, regions, truth_dataset=truth_dataset, policies=policies,
                          **prediction_options)
+
+        def reread(rows):  # from the open sources while they are open
+            return read_open_rows(preds, truth_source, rows) if is_open else reopen(rows)
+
+        is_open = True
         yield Inputs(preds, table, truth_source, findings, policies, (start, stop), batch_size, observed, reread,
                      getattr(observed, "workers", 0), rows is not None)
     finally:
+        is_open = False
         if observed is not truth_source:
             observed.close()
         preds.close()

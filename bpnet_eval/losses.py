@@ -239,3 +239,15 @@ def mixture_loss(y, y_hat_logits, y_hat_logcounts, count_loss_weight, labels=Non
 
 
 _mixture_loss = mixture_loss
+
+
+def predicted_profile(logits: np.ndarray, logcounts: np.ndarray) -> np.ndarray:
+    """``softmax(z) * exp(c)``: per track when ``c`` has one column per track, else one joint softmax over
+    tracks and positions scaled by the region's ``exp(c)``; logits ``(n, S, L)``, log counts ``(n, T)``."""
+    z = torch.as_tensor(np.asarray(logits, dtype=np.float64))
+    c = torch.as_tensor(np.asarray(logcounts, dtype=np.float64)).reshape(z.shape[0], -1)
+    if c.shape[1] == z.shape[1] and c.shape[1] > 1:
+        probabilities = torch.softmax(z, dim=-1)
+    else:
+        probabilities = joint_log_softmax(z).exp()
+    return (probabilities * torch.exp(c)[:, :, None]).numpy()

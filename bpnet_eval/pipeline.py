@@ -121,7 +121,7 @@ def score(predictions, truth, regions=None, *, count_loss_weight: float = 1.0, d
           metrics: str = "default", preset: Optional[str] = None, smooth: str = "none", smooth_sigma: float = 7.0,
           smooth_width: int = 81, seed: int = 0, pred_pseudocount: float = 0.0,
           pred_logcounts: str = "log", rows: Optional[Tuple[int, int]] = None,
-          read_workers: Optional[int] = None) -> ScoreResult:
+          read_workers: Optional[int] = None, read_ahead_mb: int = 256) -> ScoreResult:
     """Score predictions against observed counts, region by region.
 
     Parameters
@@ -163,8 +163,9 @@ def score(predictions, truth, regions=None, *, count_loss_weight: float = 1.0, d
     rows : (int, int), optional
         Score only rows ``start..stop`` (0-based, half-open): one shard. The result then holds those
         rows' columns, ``summary`` None and ``partial`` (see ``bpnet_eval.shards``).
-    read_workers : int, optional
-        Processes reading the observed bigWigs ahead (default: half the CPUs, at most 4; 0: a thread).
+    read_workers, read_ahead_mb : int, optional
+        Processes reading the observed bigWigs ahead (default: half the CPUs, at most 4; 0: a thread), and
+        the shared memory they fill ahead of the computation (at least 2 batches per worker).
 
     Returns
     -------
@@ -173,7 +174,8 @@ def score(predictions, truth, regions=None, *, count_loss_weight: float = 1.0, d
         the dictionary written to ``summary.json``.
     """
     with open_inputs(predictions, truth, regions, truth_dataset=truth_dataset, policies=policies,
-                     batch_size=batch_size, rows=rows, read_workers=read_workers, logits_dataset=logits_dataset,
+                     batch_size=batch_size, rows=rows, read_workers=read_workers, read_ahead_mb=read_ahead_mb,
+                     logits_dataset=logits_dataset,
                      logcounts_dataset=logcounts_dataset, profile_kind=profile_kind, head=head,
                      pred_pseudocount=pred_pseudocount, pred_logcounts=pred_logcounts) as inputs:
         return score_inputs(inputs, count_loss_weight=count_loss_weight, device=device, dtype=dtype,

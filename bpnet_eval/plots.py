@@ -6,15 +6,13 @@ returns the figure and the arrays it drew, so tests can check them against the r
 """
 
 import io
-from typing import Callable, Optional
+from typing import Optional
 
 import numpy as np
-import torch
 
+from .columns import predicted_total_logcounts
 from .environment import configure_caches
 from .errors import UsageError
-from .losses import joint_log_softmax
-from .summary import predicted_total_logcounts
 
 COUNTS_SCATTER, PROFILE_HISTOGRAMS, PROFILE_EXAMPLES = "counts_scatter.png", "profile_histograms.png", "profile_examples.png"
 FIGURE_FILES = (COUNTS_SCATTER, PROFILE_HISTOGRAMS, PROFILE_EXAMPLES)
@@ -178,18 +176,6 @@ def example_rows(columns: dict) -> list:
     return out
 
 
-def predicted_profile(logits: np.ndarray, logcounts: np.ndarray) -> np.ndarray:
-    """``softmax(z) * exp(c)``: per track when ``c`` has one column per track, else one joint softmax over
-    tracks and positions scaled by the region's ``exp(c)``; logits ``(n, S, L)``, log counts ``(n, T)``."""
-    z = torch.as_tensor(np.asarray(logits, dtype=np.float64))
-    c = torch.as_tensor(np.asarray(logcounts, dtype=np.float64)).reshape(z.shape[0], -1)
-    if c.shape[1] == z.shape[1] and c.shape[1] > 1:
-        probabilities = torch.softmax(z, dim=-1)
-    else:
-        probabilities = joint_log_softmax(z).exp()
-    return (probabilities * torch.exp(c)[:, :, None]).numpy()
-
-
 def profile_examples(examples: list, observed: np.ndarray, predicted: np.ndarray, columns: dict, labels: list,
                      track_names: list):
     """One panel per example region: observed counts and the predicted profile, per track (the second of
@@ -221,20 +207,24 @@ def profile_examples(examples: list, observed: np.ndarray, predicted: np.ndarray
     return figure, drawn
 
 
-def draw_figures(columns: dict, summary: dict, region_labels: Callable[[int], str],
-                 read_rows: Optional[Callable]) -> dict:
-    """All report figures as ``{file name: PNG bytes}``; the example panel reads its few regions with
-    ``read_rows(rows) -> (logits, logcounts, observed)`` (skipped when None or no region has counts)."""
+def draw_figures(columns: dict, summary: dict, examples: Optional[dict] = None) -> dict:
+    """All report figures as ``{file name: PNG bytes}``; the example panel when ``examples`` (from
+    ``report_extras.example_regions``: picks, labels, observed and predicted profiles) is given."""
     figures = {}
     figure, _ = counts_scatter(columns, summary)
     figures[COUNTS_SCATTER] = png_bytes(figure)
     figure, _ = profile_histograms(columns, summary)
     figures[PROFILE_HISTOGRAMS] = png_bytes(figure)
-    examples = example_rows(columns)
-    if read_rows is not None and examples:
-        rows = [row for _, row in examples]
-        logits, logcounts, observed = read_rows(rows)
-        figure, _ = profile_examples(examples, observed, predicted_profile(logits, logcounts), columns,
-                                     [region_labels(row) for row in rows], summary["settings"]["track_names"])
+    if examples:
+        figure, _ = profile_examples(examples["picks"], examples["observed"], examples["predicted"], columns,
+                                     examples["labels"], summary["settings"]["track_names"])
         figures[PROFILE_EXAMPLES] = png_bytes(figure)
     return figures
+
+
+def warm_up() -> None:
+    """Import matplotlib and draw a small figure with text (loads the fonts), so that the first real
+    figure starts at once."""
+    figure = new_figure(2.0, 2.0)
+    figure.add_subplot().set_title("warm-up")
+    png_bytes(figure)

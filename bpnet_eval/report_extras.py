@@ -1,12 +1,16 @@
 """The report files beyond the tables: figures, ``report.html`` and the MultiQC custom-content file."""
 
 import json
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Optional
 
 from .html_report import render_html
+from .losses import predicted_profile
 from .multiqc import MULTIQC_FILE, multiqc_content
-from .plots import FIGURE_FILES
+from .plots import FIGURE_FILES, draw_figures, example_rows, warm_up
 from .report import write_atomic
+from .workers import BackgroundCall, fork_is_safe
 
 HTML_FILE = "report.html"
 
@@ -22,16 +26,41 @@ def region_label(regions, row: int) -> str:
     return f"region {row + 1}" if regions.chrom[row] == "." else regions.label(row)
 
 
-def write_extras(directory, result, draw_plots: bool) -> list:
-    """Write the figures (when ``draw_plots``), ``report.html`` and ``bpnet_eval_mqc.json`` into ``directory``;
-    return the names written."""
-    directory = Path(directory)
-    figures, note = {}, "Figures were not drawn (--no-plots, or matplotlib is not installed: pip install 'bpnet-eval[plots]')."
-    if draw_plots:
-        from .plots import draw_figures
+def example_regions(result) -> Optional[dict]:
+    """The regions the example panel shows (``plots.example_rows``), read again from the sources, with their
+    labels and predicted profiles; None when there is nothing to show or no way to read them."""
+    picks = example_rows(result.columns)
+    if result.read_rows is None or not picks:
+        return None
+    rows = [row for _, row in picks]
+    logits, logcounts, observed = result.read_rows(rows)
+    return {"picks": picks, "labels": [region_label(result.regions, row) for row in rows], "observed": observed,
+            "predicted": predicted_profile(logits, logcounts)}
 
-        figures = draw_figures(result.columns, result.summary, lambda row: region_label(result.regions, row),
-                               result.read_rows)
+
+@contextmanager
+def figure_painter(draw_plots: bool, background: bool = True):
+    """``paint(result) -> figures``: ``{}`` without plots; else the figures drawn by a process forked now that
+    imports matplotlib while the scores are computed (where fork is safe and ``background``), or drawn here."""
+    if not draw_plots:
+        yield lambda result: {}
+        return
+    if not (background and fork_is_safe()):
+        yield lambda result: draw_figures(result.columns, result.summary, example_regions(result))
+        return
+    with BackgroundCall(warm_up, draw_figures, "drawing the figures") as painter:
+        def paint(result):
+            painter.submit(result.columns, result.summary, example_regions(result))
+            return painter.result
+        yield paint
+
+
+def write_extras(directory, result, figures) -> list:
+    """Write the figures (``{name: PNG bytes}``, or a callable returning them), ``report.html`` and
+    ``bpnet_eval_mqc.json`` into ``directory``; return the names written."""
+    directory = Path(directory)
+    note = "Figures were not drawn (--no-plots, or matplotlib is not installed: pip install 'bpnet-eval[plots]')."
+    figures = figures() if callable(figures) else figures
     for name in FIGURE_FILES:  # figures of an earlier run in this directory would be stale
         if name not in figures:
             (directory / name).unlink(missing_ok=True)

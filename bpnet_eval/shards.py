@@ -40,7 +40,7 @@ PARTIAL_JSON, COLUMNS_FILE = "partial.json", "columns.npz"
 PARTIAL_FORMAT = "bpnet-eval partial report"
 SLURM_TASK_VARIABLE = "SLURM_ARRAY_TASK_ID"
 # Settings that may differ between shards without changing any number.
-RUN_ONLY_SETTINGS = ("device", "batch_size")
+RUN_ONLY_SETTINGS = ("device", "batch_size", "read_workers", "read_ahead_mb")
 _COORDINATES = ("_chrom", "_start", "_end", "_peak")
 
 

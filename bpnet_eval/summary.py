@@ -4,6 +4,7 @@ from typing import Optional
 
 import numpy as np
 
+from .columns import predicted_total_logcounts
 from .metrics.counts import count_metrics
 
 STATISTICS = ("mean", "std", "min", "q1", "median", "q3", "max")
@@ -19,15 +20,6 @@ def column_statistics(values: np.ndarray) -> dict:
     q1, median, q3 = np.quantile(defined, [0.25, 0.5, 0.75])
     return {**stats, "mean": float(defined.mean()), "std": float(defined.std()), "min": float(defined.min()),
             "q1": float(q1), "median": float(median), "q3": float(q3), "max": float(defined.max())}
-
-
-def predicted_total_logcounts(columns: dict, track_names) -> np.ndarray:
-    """Predicted log counts of the whole region: the column itself, or ``ln(1 + sum_s (e^c_s - 1))``
-    when the model predicts one log count per track."""
-    if "predicted_logcounts" in columns:
-        return columns["predicted_logcounts"]
-    per_track = np.stack([columns[f"predicted_logcounts_{name}"] for name in track_names])
-    return np.log1p(np.expm1(per_track).sum(axis=0))
 
 
 def group_summary(columns: dict, rows: Optional[np.ndarray], track_names, count_options: Optional[dict] = None) -> dict:

@@ -14,6 +14,7 @@ from scipy import stats
 from scipy.special import softmax
 
 from bpnet_eval import plots
+from bpnet_eval.losses import predicted_profile
 from bpnet_eval.inputs import read_rows
 from conftest import make_case, run_cli
 
@@ -161,7 +162,7 @@ def test_profile_examples_draw_the_best_median_worst_regions(scored):
     assert [row for _, row in examples] == expected_rows
     logits, logcounts, observed = read_rows(str(case.predictions), [str(p) for p in case.bigwigs], None, expected_rows)
     np.testing.assert_array_equal(observed, case.observed[expected_rows])
-    figure, drawn = plots.profile_examples(examples, observed, plots.predicted_profile(logits, logcounts), columns,
+    figure, drawn = plots.profile_examples(examples, observed, predicted_profile(logits, logcounts), columns,
                                            ["a", "b", "c"], summary["settings"]["track_names"])
     # joint softmax over both strands, scaled by exp(predicted log counts), minus strand drawn below zero
     for k, row in enumerate(expected_rows):
@@ -179,7 +180,7 @@ def test_predicted_profile_per_track_log_counts():
     rng = np.random.default_rng(1)
     logits, logcounts = rng.normal(size=(3, 2, 7)), rng.normal(2.0, 0.5, size=(3, 2))
     expected = softmax(logits, axis=-1) * np.exp(logcounts)[:, :, None]
-    np.testing.assert_allclose(plots.predicted_profile(logits, logcounts), expected, rtol=1e-12)
+    np.testing.assert_allclose(predicted_profile(logits, logcounts), expected, rtol=1e-12)
 
 
 def test_multiqc_custom_content(scored):

@@ -1,8 +1,9 @@
-"""Reading ahead in worker processes: the same batches as reading in-process, failures raised in the main
-process, no worker left behind."""
+"""Worker processes: batches read ahead and calls made in the background give what the main process would,
+failures are raised in the main process, no worker is left behind."""
 
 import os
 import signal
+import time
 
 import numpy as np
 import pytest
@@ -11,7 +12,9 @@ from conftest import make_case, run_cli
 from bpnet_eval.errors import InputError
 from bpnet_eval.inputs import batch_bounds, open_inputs
 from bpnet_eval.pipeline import score
-from bpnet_eval.readahead import ProcessReadAhead, WorkerStopped, fork_is_safe
+from bpnet_eval.plots import FIGURE_FILES
+from bpnet_eval.report_extras import figure_painter
+from bpnet_eval.workers import BackgroundCall, ProcessReadAhead, WorkerStopped, fork_is_safe
 from bpnet_eval.sources.bigwig import BigWigReader
 
 pytestmark = pytest.mark.skipif(not fork_is_safe(), reason="process read-ahead needs fork on Linux, no threads")
@@ -147,3 +150,48 @@ def test_a_damaged_block_read_by_a_worker_is_one_line_from_the_cli(tmp_path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "damaged.bw: " in lines[0] and "does not decompress" in lines[0], result.stderr
     assert "Traceback" not in result.stderr and not (out / "summary.json").exists()
+
+
+def square_sum(values, power):
+    if power < 0:
+        raise InputError(f"power {power} is negative")
+    if power == 99:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return {"sum": float((np.asarray(values) ** power).sum()), "pid": os.getpid()}
+
+
+def test_background_call_prepares_then_returns_the_result():
+    with BackgroundCall(lambda: None, square_sum, "summing") as call:
+        call.submit(np.arange(10), 2)
+        result = call.result()
+    assert result["sum"] == 285.0 and result["pid"] != os.getpid()
+    assert not alive(result["pid"])
+
+
+@pytest.mark.parametrize("power, error, message", [(-1, InputError, "power -1 is negative"),
+                                                   (99, WorkerStopped, "process summing stopped")])
+def test_background_call_raises_what_the_call_raised_or_that_it_died(power, error, message):
+    with BackgroundCall(lambda: None, square_sum, "summing") as call:
+        call.submit([1, 2], power)
+        with pytest.raises(error, match=message):
+            call.result()
+
+
+def test_background_call_closed_without_a_call_stops():
+    call = BackgroundCall(lambda: time.sleep(30), square_sum, "summing")
+    pid = call._pid
+    call.close()
+    assert not alive(pid)
+
+
+def test_figures_drawn_in_the_background_equal_those_drawn_here(tmp_path):
+    pytest.importorskip("matplotlib")
+    case = make_case(tmp_path, n=40, length=64)
+    result = score(str(case.predictions), [str(p) for p in case.bigwigs], device="cpu")
+    with figure_painter(True, background=False) as paint:
+        here = paint(result)
+    with figure_painter(True) as paint:
+        pending = paint(result)
+        assert callable(pending)
+        there = pending()
+    assert set(here) == set(FIGURE_FILES) and here == there

@@ -1,0 +1,306 @@
+"""Forked worker processes: observed bigWig windows read ahead into shared memory, and a call (drawing
+the figures) prepared ahead, while the main process imports torch and computes.
+
+Workers are forked once the inputs are validated and before torch is imported (so a child never holds
+torch's threads, and the import overlaps the children's work). A worker talks to the main process
+through two pipes; a failure travels back as the pickled exception and is raised in the main process.
+A worker dies with the main process (``PR_SET_PDEATHSIG``) and ignores Ctrl-C (the main process stops it).
+
+``ProcessReadAhead``: batch ``k`` goes to worker ``k % W`` and into slot ``k % n_slots`` of one anonymous
+shared mapping (no ``/dev/shm`` needed, so small container limits do not matter). A worker fills a slot
+only after the main process hands it back (one byte on the worker's credit pipe). A batch returned by
+``read`` stays valid until ``held`` more batches have been read: the pipeline computes batch ``k`` while
+batch ``k + 1`` is checked.
+
+``BackgroundCall``: runs ``prepare()`` at once (importing matplotlib), then ``function(*args)`` when
+``submit`` sends the arguments; ``result`` returns what it returned.
+
+Used only where ``fork`` is safe: on Linux, from a process running no other Python thread. Elsewhere the
+pipeline reads in a thread of its own process and draws in the main process, as before.
+"""
+
+import ctypes
+import mmap
+import os
+import pickle
+import signal
+import struct
+import sys
+import threading
+import warnings
+from typing import Optional, Sequence, Tuple
+
+import numpy as np
+
+from .errors import BpnetEvalError
+
+def fork_is_safe() -> bool:
+    """On Linux, with no other Python thread running. Native thread pools (OpenBLAS's, started when numpy
+    is imported, or torch's) may exist: they wait on their own locks, and the child never calls into them;
+    what it runs (numpy, zlib, ``pread``, the interpreter, whose locks ``fork`` resets) is safe."""
+    return sys.platform.startswith("linux") and hasattr(os, "fork") and threading.active_count() == 1
+
+
+class WorkerStopped(BpnetEvalError):
+    """A worker ended without answering (killed, out of memory, crashed)."""
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _read_exact(fd: int, size: int) -> Optional[bytes]:
+    """``size`` bytes, or None at end of file."""
+    parts, left = [], size
+    while left:
+        part = os.read(fd, left)
+        if not part:
+            return None
+        parts.append(part)
+        left -= len(part)
+    return b"".join(parts)
+
+
+_HEADER = struct.Struct("<qqq")  # item, payload length, 1 when the payload is a pickled exception
+_PARENT_FDS = set()  # the main process's ends of every worker's pipes: closed in each new child
+PR_SET_PDEATHSIG = 1
+
+
+def send(fd: int, item: int, value=None, failed: bool = False) -> None:
+    """One message: ``item``, and ``value`` (an exception when ``failed``) pickled unless None."""
+    if failed:
+        try:
+            payload = pickle.dumps(value)
+        except Exception:
+            payload = pickle.dumps(RuntimeError(f"{type(value).__name__}: {value}"))
+    else:
+        payload = b"" if value is None else pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    _write_all(fd, _HEADER.pack(item, len(payload), int(failed)) + payload)
+
+
+def receive(fd: int, stopped: str):
+    """``(item, value)`` of the next message; raises the exception a worker sent, or ``WorkerStopped``
+    (message ``stopped``) when the worker ended without answering."""
+    header = _read_exact(fd, _HEADER.size)
+    if header is None:
+        raise WorkerStopped(stopped)
+    item, size, failed = _HEADER.unpack(header)
+    payload = _read_exact(fd, size) if size else b""
+    if payload is None:
+        raise WorkerStopped(stopped)
+    value = pickle.loads(payload) if size else None
+    if failed:
+        raise value
+    return item, value
+
+
+def fork_worker(body) -> Tuple[int, int, int]:
+    """Fork a child running ``body(from_parent_fd, to_parent_fd)``; return ``(pid, to_child_fd,
+    from_child_fd)`` for the parent. The child never returns and never runs the parent's exit handlers."""
+    down_read, down_write = os.pipe()
+    up_read, up_write = os.pipe()
+    with warnings.catch_warnings():  # Python 3.12+ warns about any native thread; see fork_is_safe
+        warnings.filterwarnings("ignore", message=".*fork.*", category=DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            for fd in _PARENT_FDS | {down_write, up_read}:
+                os.close(fd)  # so that other workers see end of file when the main process goes
+            try:
+                ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+            except (OSError, AttributeError):
+                pass
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            body(down_read, up_write)
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(down_read)
+    os.close(up_write)
+    _PARENT_FDS.update((down_write, up_read))
+    return pid, down_write, up_read
+
+
+def stop_worker(pid: int, fds, kill: bool) -> None:
+    """Close the parent's ends of a worker's pipes and reap it (killed first when ``kill``)."""
+    for fd in fds:
+        _PARENT_FDS.discard(fd)
+        os.close(fd)
+    if kill:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+
+
+class ProcessReadAhead:
+    """``read(i, j)`` of ``source`` for the consecutive batches ``bounds``, filled ahead by forked workers.
+
+    Parameters
+    ----------
+    source : object with ``read(i, j) -> (j - i, S, L) float32``, ``n_tracks``, ``close()``
+        Must be usable after ``fork`` (the bigWig reader uses ``pread`` on its own descriptor).
+    bounds : sequence of (int, int)
+        The batches, in the order they will be read.
+    length : int
+        L, the window width.
+    workers : int
+        Processes; batch ``k`` is read by worker ``k % workers``.
+    held : int
+        Batches the caller uses at once (a batch's slot is reused after ``held`` later reads).
+    memory : int
+        Bytes of shared memory for the batches read ahead (at least ``held`` + 2 batches per worker): the
+        workers fill it while the main process imports torch (about a second).
+    """
+
+    def __init__(self, source, bounds: Sequence[Tuple[int, int]], length: int, workers: int = 1, held: int = 2,
+                 memory: int = 256 << 20):
+        self.source = source
+        self.bounds = [(int(i), int(j)) for i, j in bounds]
+        self.n_tracks = source.n_tracks
+        self.workers = max(1, min(int(workers), len(self.bounds)))
+        self.held = held
+        rows = max((j - i for i, j in self.bounds), default=0)
+        slot_bytes = max(1, rows * self.n_tracks * int(length) * 4)
+        least = 2 + -(-held // self.workers)  # per worker: its share of the held batches plus two ahead
+        most = max(least, -(-len(self.bounds) // self.workers))  # no more slots than batches
+        self.depth = min(most, max(least, memory // (slot_bytes * self.workers)))
+        n_slots = self.workers * self.depth
+        shape = (n_slots, rows, self.n_tracks, int(length))
+        self._mapping = mmap.mmap(-1, max(1, int(np.prod(shape)) * 4))
+        self._slots = np.frombuffer(self._mapping, dtype=np.float32, count=int(np.prod(shape))).reshape(shape)
+        self._next = 0
+        self._pids, self._credit_fds, self._result_fds = [], [], []
+        try:
+            for w in range(self.workers):
+                self._fork(w)
+        except BaseException:
+            self.close()
+            raise
+
+    # ------------------------------------------------------------------ worker side
+    def _fork(self, w: int) -> None:
+        pid, credits, results = fork_worker(lambda credits, results: self._work(w, credits, results))
+        self._pids.append(pid)
+        self._credit_fds.append(credits)
+        self._result_fds.append(results)
+
+    def _work(self, w: int, credits: int, results: int) -> None:
+        """Fill this worker's batches in order, each once its slot is free; stop at the first failure or
+        when the main process closes the credit pipe."""
+        n_slots = len(self._slots)
+        for n, k in enumerate(range(w, len(self.bounds), self.workers)):
+            if n >= self.depth and not os.read(credits, 1):
+                return  # the main process stopped reading
+            i, j = self.bounds[k]
+            try:
+                self._slots[k % n_slots, :j - i] = self.source.read(i, j)
+            except BaseException as err:  # raised by the main process's read()
+                send(results, k, err, failed=True)
+                return
+            try:
+                send(results, k)
+            except BrokenPipeError:
+                return
+
+    # ------------------------------------------------------------------ main side
+    def read(self, i: int, j: int) -> np.ndarray:
+        """Observed counts ``(j - i, S, L)`` of the next batch (a view into shared memory)."""
+        k = self._next
+        if k >= len(self.bounds) or self.bounds[k] != (i, j):
+            raise RuntimeError(f"batches must be read in the order given: expected {self.bounds[k:k + 1]}, "
+                               f"got {(i, j)}")
+        self._next += 1
+        released = k - self.held
+        if released >= 0 and released + len(self._slots) < len(self.bounds):
+            try:
+                _write_all(self._credit_fds[released % self.workers], b"\0")
+            except BrokenPipeError:
+                pass  # the worker has stopped: its result pipe says why
+        receive(self._result_fds[k % self.workers],
+                f"the process reading {self.describe_source()} stopped before rows {i + 1}..{j} (killed or out of "
+                "memory?); rerun, or give --read-workers 0 to read in-process")
+        return self._slots[k % len(self._slots), :j - i]
+
+    def describe_source(self) -> str:
+        paths = getattr(self.source, "paths", None)
+        return ", ".join(map(str, paths)) if paths else "the observed tracks"
+
+    def close(self) -> None:
+        """Stop the workers (at once, unless every batch was read) and free the shared memory."""
+        finished = self._next >= len(self.bounds)
+        for pid, fds in zip(self._pids, zip(self._credit_fds, self._result_fds)):
+            stop_worker(pid, fds, kill=not finished)
+        self._credit_fds, self._result_fds = [], []
+        self._pids = []
+        self._slots = None
+        if self._mapping is not None:
+            try:
+                self._mapping.close()
+            except BufferError:  # a batch view is still referenced: the mapping goes with it
+                pass
+            self._mapping = None
+
+    def __del__(self):
+        if getattr(self, "_pids", None) or getattr(self, "_mapping", None) is not None:
+            self.close()
+
+
+class BackgroundCall:
+    """``function(*args)`` in a forked process that ran ``prepare()`` (e.g. heavy imports) as soon as it started.
+
+    ``submit(*args)`` sends the arguments (pickled); ``result()`` waits for the return value (pickled back) or
+    raises what the call raised. ``close()`` stops the process if it is still running.
+    """
+
+    def __init__(self, prepare, function, what: str):
+        self.what = what
+        self._submitted = self._answered = False
+        self._pid, self._to_child, self._from_child = fork_worker(
+            lambda requests, answers: self._serve(prepare, function, requests, answers))
+
+    @staticmethod
+    def _serve(prepare, function, requests: int, answers: int) -> None:
+        os.nice(10)  # preparing ahead must not slow the main process
+        try:
+            prepare()
+            header = _read_exact(requests, 8)
+            if header is None:
+                return  # closed without a call
+            args = pickle.loads(_read_exact(requests, struct.unpack("<q", header)[0]) or b"")
+            value = function(*args)
+        except BaseException as err:
+            send(answers, 0, err, failed=True)
+            return
+        send(answers, 0, value)
+
+    def submit(self, *args) -> None:
+        payload = pickle.dumps(args, protocol=pickle.HIGHEST_PROTOCOL)
+        self._submitted = True
+        try:
+            _write_all(self._to_child, struct.pack("<q", len(payload)) + payload)
+        except BrokenPipeError:
+            pass  # the process has stopped: result() says why
+
+    def result(self):
+        _, value = receive(self._from_child, f"the process {self.what} stopped (killed or out of memory?)")
+        self._answered = True
+        return value
+
+    def close(self) -> None:
+        if self._pid is not None:
+            stop_worker(self._pid, (self._to_child, self._from_child), kill=not self._answered)
+            self._pid = None
+
+    def __enter__(self) -> "BackgroundCall":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
