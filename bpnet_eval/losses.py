@@ -4,6 +4,8 @@
 semantics, plus per-region forms (no averaging over regions) used by the CLI.
 """
 
+from functools import lru_cache
+
 import numpy as np
 import torch
 
@@ -142,6 +144,23 @@ def track_logsumexp(logits, dtype=None):
     return torch.cat(parts) if parts else torch.zeros(logits.shape[:-1], dtype=dtype, device=logits.device)
 
 
+_LOG_FACTORIAL_TABLE = 4096  # lgamma(k + 1) of the integers below this are looked up
+
+
+@lru_cache(maxsize=1)
+def _log_factorial_table() -> np.ndarray:
+    return torch.lgamma(torch.arange(1, _LOG_FACTORIAL_TABLE + 1, dtype=torch.float64)).numpy()
+
+
+def log_factorial(counts: np.ndarray) -> np.ndarray:
+    """``lgamma(k + 1)`` of float64 counts: looked up for small integers (read counts), else computed; the same
+    float64 values either way."""
+    small = (counts >= 0) & (counts < _LOG_FACTORIAL_TABLE) & (counts == np.floor(counts))
+    if small.all():
+        return _log_factorial_table()[counts.astype(np.intp)]
+    return torch.lgamma(torch.from_numpy(counts) + 1).numpy()
+
+
 def count_sums(observed, logits, dtype=None):
     """Per track: ``N_s = sum_i k_si``, ``sum_i lgamma(k_si + 1)`` and ``sum_i k_si z_si``, over the nonzero
     counts only on the CPU (``lgamma(k + 1)`` only where ``k`` is not 1); float64 sums.
@@ -166,7 +185,7 @@ def count_sums(observed, logits, dtype=None):
     rows, counts = where // max(1, length), flat[where].astype(np.float64)
     products = counts * logits.numpy().reshape(-1)[where].astype(np.float64)
     factorial = counts != 1
-    log_factorials = torch.lgamma(torch.from_numpy(counts[factorial]) + 1).numpy()
+    log_factorials = log_factorial(counts[factorial])
     sums = np.stack([np.bincount(rows, counts, n_rows), np.bincount(rows[factorial], log_factorials, n_rows),
                      np.bincount(rows, products, n_rows)])
     return tuple(torch.from_numpy(sums).to(dtype).reshape(3, *observed.shape[:-1]))

@@ -1,16 +1,14 @@
 """The report files beyond the tables: figures, ``report.html`` and the MultiQC custom-content file."""
 
 import json
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
 from .html_report import render_html
 from .losses import predicted_profile
 from .multiqc import MULTIQC_FILE, multiqc_content
-from .plots import FIGURE_FILES, draw_figures, example_rows, warm_up
+from .plots import FIGURE_FILES, example_rows
 from .report import write_atomic
-from .workers import BackgroundCall, fork_is_safe
 
 HTML_FILE = "report.html"
 
@@ -36,23 +34,6 @@ def example_regions(result) -> Optional[dict]:
     logits, logcounts, observed = result.read_rows(rows)
     return {"picks": picks, "labels": [region_label(result.regions, row) for row in rows], "observed": observed,
             "predicted": predicted_profile(logits, logcounts)}
-
-
-@contextmanager
-def figure_painter(draw_plots: bool, background: bool = True):
-    """``paint(result) -> figures``: ``{}`` without plots; else the figures drawn by a process forked now that
-    imports matplotlib while the scores are computed (where fork is safe and ``background``), or drawn here."""
-    if not draw_plots:
-        yield lambda result: {}
-        return
-    if not (background and fork_is_safe()):
-        yield lambda result: draw_figures(result.columns, result.summary, example_regions(result))
-        return
-    with BackgroundCall(warm_up, draw_figures, "drawing the figures") as painter:
-        def paint(result):
-            painter.submit(result.columns, result.summary, example_regions(result))
-            return painter.result
-        yield paint
 
 
 def write_extras(directory, result, figures) -> list:

@@ -5,7 +5,8 @@ import pytest
 import torch
 from scipy.special import gammaln, logsumexp, log_softmax
 
-from bpnet_eval.losses import MNLLLoss, count_sums, joint_log_softmax, mnll_per_region, track_logsumexp
+from bpnet_eval.losses import (MNLLLoss, count_sums, joint_log_softmax, log_factorial, mnll_per_region,
+                               track_logsumexp)
 
 
 def sparse_case(n, n_tracks, length, seed=0, integer=True):
@@ -69,3 +70,9 @@ def test_count_sums_over_nonzero_counts_equal_dense_sums_also_for_fractions(coun
     np.testing.assert_allclose(dot.numpy(), (exact * stored).sum(-1), rtol=1e-12, atol=1e-9)
     assert log_factorials.shape == (9, 2) and log_factorials[0, 0] == 0.0 and totals.dtype == torch.float64
 
+
+
+@pytest.mark.parametrize("counts", [np.arange(0, 4096, dtype=np.float64), np.array([2.0, 5.0, 4095.0, 4096.0, 1e6]),
+                                    np.array([0.5, 2.0, 3.25])], ids=["table", "beyond-table", "fractions"])
+def test_log_factorial_looked_up_or_computed_equals_gammaln(counts):
+    np.testing.assert_allclose(log_factorial(counts), gammaln(counts + 1), rtol=1e-13, atol=1e-13)

@@ -12,8 +12,8 @@ from conftest import make_case, run_cli
 from bpnet_eval.errors import InputError
 from bpnet_eval.inputs import batch_bounds, open_inputs
 from bpnet_eval.pipeline import score
-from bpnet_eval.plots import FIGURE_FILES
-from bpnet_eval.report_extras import figure_painter
+from bpnet_eval.plots import FIGURE_FILES, figure_painter
+from bpnet_eval.report_extras import example_regions
 from bpnet_eval.workers import BackgroundCall, ProcessReadAhead, WorkerStopped, fork_is_safe
 from bpnet_eval.sources.bigwig import BigWigReader
 
@@ -188,10 +188,11 @@ def test_figures_drawn_in_the_background_equal_those_drawn_here(tmp_path):
     pytest.importorskip("matplotlib")
     case = make_case(tmp_path, n=40, length=64)
     result = score(str(case.predictions), [str(p) for p in case.bigwigs], device="cpu")
+    examples = example_regions(result)
     with figure_painter(True, background=False) as paint:
-        here = paint(result)
+        here = paint(result.columns, result.summary, examples)
     with figure_painter(True) as paint:
-        pending = paint(result)
+        pending = paint(result.columns, result.summary, examples)
         assert callable(pending)
         there = pending()
     assert set(here) == set(FIGURE_FILES) and here == there
