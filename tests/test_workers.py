@@ -3,11 +3,12 @@ failures are raised in the main process, no worker is left behind."""
 
 import os
 import signal
+import subprocess
 import time
 
 import numpy as np
 import pytest
-from conftest import make_case, run_cli
+from conftest import CLI, make_case, run_cli
 
 from bpnet_eval.errors import InputError
 from bpnet_eval.inputs import batch_bounds, open_inputs
@@ -196,3 +197,43 @@ def test_figures_drawn_in_the_background_equal_those_drawn_here(tmp_path):
         assert callable(pending)
         there = pending()
     assert set(here) == set(FIGURE_FILES) and here == there
+
+
+def test_cli_report_is_the_same_with_and_without_worker_processes(tmp_path):
+    case = make_case(tmp_path, n=90, length=48, seed=5)
+    reports = {}
+    for workers in ("0", "2"):
+        out = tmp_path / f"out{workers}"
+        result = run_cli("score", case.predictions, *case.bigwigs, "-o", out, "--batch-size", "8", "--read-workers",
+                         workers, "--read-ahead-mb", "0", "--quiet")
+        assert result.returncode == 0, result.stderr
+        reports[workers] = out
+    for name in ("regions.tsv", "summary.tsv", "counts_scatter.png", "profile_histograms.png", "profile_examples.png"):
+        assert (reports["0"] / name).read_bytes() == (reports["2"] / name).read_bytes(), name
+
+
+def process_state(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return None
+
+
+def test_workers_die_with_a_killed_main_process(tmp_path):
+    pytest.importorskip("matplotlib")
+    case = make_case(tmp_path, n=3000, length=200, seed=2)
+    process = subprocess.Popen([str(CLI), "score", case.predictions, *case.bigwigs, "-o", tmp_path / "out",
+                                "--batch-size", "1", "--read-workers", "1", "--read-ahead-mb", "0", "--plots"],
+                               stderr=subprocess.PIPE,
+                               stdout=subprocess.DEVNULL, text=True)
+    first = process.stderr.readline()
+    assert first.startswith("bpnet-eval: scored "), first
+    children = [int(p) for p in open(f"/proc/{process.pid}/task/{process.pid}/children").read().split()]
+    assert len(children) == 2, "expected a reading and a drawing process"
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    deadline = time.monotonic() + 10
+    while any(process_state(p) not in (None, "Z") for p in children) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert all(process_state(p) in (None, "Z") for p in children)
