@@ -3,6 +3,7 @@ pipeline users write today, on the same files, each in its own process.
 
     python bench/run_bench.py                      # generate the 100k case in a temp dir, run all
     python bench/run_bench.py --case DIR           # reuse a case made by bench/make_case.py
+    python bench/run_bench.py --case DIR --repeat 3  # median of 3 runs per stage (the naive one runs once)
     python bench/run_bench.py --regions 20000      # a smaller case
     python bench/run_bench.py --naive-regions 20000  # time the naive pipeline on the first
                                                      # 20000 regions and extrapolate linearly
@@ -176,6 +177,20 @@ def child_stage(name: str, args, n: int) -> dict:
     return result
 
 
+def median_run(runs: list) -> dict:
+    """The run with the median wall time (the upper median of an even count), with every wall time and the
+    highest peak RSS of all runs."""
+    chosen = dict(sorted(runs, key=lambda r: r["wall_s"])[len(runs) // 2])
+    chosen["walls_s"] = [round(r["wall_s"], 3) for r in runs]
+    chosen["peak_rss_mb"] = max(r["peak_rss_mb"] for r in runs)
+    return chosen
+
+
+def repeats(result: dict) -> str:
+    walls = result["walls_s"]
+    return "" if len(walls) == 1 else f" (median of {', '.join(f'{w:.2f}' for w in walls)})"
+
+
 def machine() -> str:
     """CPU model, cores usable, memory, Python and torch versions."""
     import torch
@@ -201,6 +216,8 @@ def main() -> None:
                         help="time the naive pipeline on the first K regions only and extrapolate linearly")
     parser.add_argument("--batch-size", type=int, default=1024, help="regions per batch (score, floor, compute)")
     parser.add_argument("--device", default="cpu", help="device for score and the compute stage")
+    parser.add_argument("--repeat", type=int, default=1, help="run each stage but the naive one this many times "
+                                                              "and report the median wall time (highest peak RSS)")
     parser.add_argument("--json", type=Path, help="also write the numbers here")
     parser.add_argument("--stage", choices=("floor", "compute", "naive"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -244,16 +261,16 @@ def report(args) -> None:
     try:
         files = [str(args.case / description["files"]["predictions"])] + \
                 [str(args.case / t) for t in description["files"]["truth"]]
-        results = {"score": run_measured([str(cli), "score", *files, "--out", str(out_dir / "report"), "--quiet",
-                                          "--device", args.device, "--batch-size", str(args.batch_size)])}
-        print(f"  score done in {results['score']['wall_s']:.1f} s", flush=True)
-        results["score_no_plots"] = run_measured([str(cli), "score", *files, "--out", str(out_dir / "report2"),
-                                                  "--quiet", "--no-plots", "--device", args.device,
-                                                  "--batch-size", str(args.batch_size)])
-        print(f"  score --no-plots done in {results['score_no_plots']['wall_s']:.1f} s", flush=True)
+        results = {}
+        for stage, extra in (("score", []), ("score_no_plots", ["--no-plots"])):
+            command = [str(cli), "score", *files, "--out", str(out_dir / stage), "--quiet", "--device", args.device,
+                       "--batch-size", str(args.batch_size), *extra]
+            results[stage] = median_run([run_measured(command) for _ in range(args.repeat)])
+            print(f"  {stage} done in {results[stage]['wall_s']:.1f} s{repeats(results[stage])}", flush=True)
         for stage, count in (("floor", n), ("compute", n), ("naive", naive_n)):
-            results[stage] = child_stage(stage, args, count)
-            print(f"  {stage} done in {results[stage]['wall_s']:.1f} s", flush=True)
+            runs = args.repeat if stage != "naive" else 1
+            results[stage] = median_run([child_stage(stage, args, count) for _ in range(runs)])
+            print(f"  {stage} done in {results[stage]['wall_s']:.1f} s{repeats(results[stage])}", flush=True)
     finally:
         shutil.rmtree(out_dir, ignore_errors=True)
 
