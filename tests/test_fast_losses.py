@@ -5,8 +5,8 @@ import pytest
 import torch
 from scipy.special import gammaln, logsumexp, log_softmax
 
-from bpnet_eval.losses import (MNLLLoss, count_sums, joint_log_softmax, log_factorial, mnll_per_region,
-                               track_logsumexp)
+from bpnet_eval.losses import (MNLLLoss, count_sums, dense_count_sums, joint_log_softmax, log_factorial,
+                               mnll_per_region, track_logsumexp)
 
 
 def sparse_case(n, n_tracks, length, seed=0, integer=True):
@@ -69,6 +69,9 @@ def test_count_sums_over_nonzero_counts_equal_dense_sums_also_for_fractions(coun
     np.testing.assert_allclose(log_factorials.numpy(), gammaln(exact + 1).sum(-1), rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(dot.numpy(), (exact * stored).sum(-1), rtol=1e-12, atol=1e-9)
     assert log_factorials.shape == (9, 2) and log_factorials[0, 0] == 0.0 and totals.dtype == torch.float64
+    dense = dense_count_sums(torch.tensor(counts), torch.tensor(logits, dtype=torch.float32), torch.float64)
+    for got, want in zip(dense, (totals, log_factorials, dot)):  # the GPU's way, checked here on the CPU
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-12, atol=1e-9)
 
 
 
