@@ -11,6 +11,7 @@ import pytest
 from conftest import CLI, make_case, run_cli
 
 from bpnet_eval.errors import InputError
+import bpnet_eval.inputs as inputs_module
 from bpnet_eval.inputs import batch_bounds, open_inputs
 from bpnet_eval.pipeline import score
 from bpnet_eval.plots import FIGURE_FILES, figure_painter
@@ -237,3 +238,10 @@ def test_workers_die_with_a_killed_main_process(tmp_path):
     while any(process_state(p) not in (None, "Z") for p in children) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert all(process_state(p) in (None, "Z") for p in children)
+
+
+@pytest.mark.parametrize("cpus, n_batches, expected", [(1, 50, 0), (2, 50, 1), (3, 50, 1), (8, 50, 4), (64, 50, 4),
+                                                       (16, 1, 0)])
+def test_default_read_workers_leave_half_the_cpus_to_computing(monkeypatch, cpus, n_batches, expected):
+    monkeypatch.setattr(inputs_module, "allotted_cpus", lambda: cpus)
+    assert inputs_module.default_read_workers(n_batches) == expected
