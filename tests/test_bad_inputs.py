@@ -417,7 +417,12 @@ def score_ok(run, *args):
     return result
 
 
-def test_chr_prefix_and_mt_names_are_matched_and_reported(cli, tmp_path):
+# Small batches read by a worker process: renamed chromosomes, skipped and padded rows are read there.
+IN_WORKERS = ["--batch-size", "4", "--read-workers", "1", "--read-ahead-mb", "0"]
+
+
+@pytest.mark.parametrize("reading", [[], IN_WORKERS], ids=["one-batch", "worker-processes"])
+def test_chr_prefix_and_mt_names_are_matched_and_reported(cli, tmp_path, reading):
     case = make_case(tmp_path, n=30)
     chrom = np.where(case.chrom == "chr2", "chrM", case.chrom)  # regions: chr1, chrM
     case.chrom_sizes = {"chr1": case.chrom_sizes["chr1"], "chrM": case.chrom_sizes["chr2"]}
@@ -425,7 +430,7 @@ def test_chr_prefix_and_mt_names_are_matched_and_reported(cli, tmp_path):
     bigwigs = bigwigs_from(case, tmp_path, rename={"chr1": "1", "chrM": "MT"})  # bigWigs: 1, MT
     rewrite_predictions(case, tmp_path / "p.h5")
     out = tmp_path / "out"
-    result = cli("score", tmp_path / "p.h5", *bigwigs, "-o", out)
+    result = cli("score", tmp_path / "p.h5", *bigwigs, "-o", out, *reading)
     assert result.returncode == 0, result.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["chromosome_names_mapped"] == {str(b): {"chr1": "1", "chrM": "MT"} for b in bigwigs}
@@ -449,10 +454,11 @@ def off_end_case(tmp_path):
     return case, f"{c}:{size - 30}-{size + 20}", f"window runs off {c} (length {size}) in {case.bigwigs[0]}"
 
 
-def test_off_end_skip_lists_the_region_and_scores_the_rest(cli, tmp_path):
+@pytest.mark.parametrize("reading", [[], IN_WORKERS], ids=["one-batch", "worker-processes"])
+def test_off_end_skip_lists_the_region_and_scores_the_rest(cli, tmp_path, reading):
     case, region, reason = off_end_case(tmp_path)
     out = tmp_path / "out"
-    score_ok(cli, tmp_path / "p.h5", *case.bigwigs, "-o", out, "--off-end", "skip")
+    score_ok(cli, tmp_path / "p.h5", *case.bigwigs, "-o", out, "--off-end", "skip", *reading)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["skipped"] == [{"row": 7, "region": region, "reason": reason}] and summary["n_skipped"] == 1
     assert summary["padded"] == [] and summary["n_regions"] == 29
@@ -467,10 +473,11 @@ def test_off_end_skip_lists_the_region_and_scores_the_rest(cli, tmp_path):
     assert summary["metrics"]["mixture_loss"]["n_undefined"] == 0  # skipped rows are not "undefined"
 
 
-def test_off_end_pad_scores_zeros_past_the_end(cli, tmp_path):
+@pytest.mark.parametrize("reading", [[], IN_WORKERS], ids=["one-batch", "worker-processes"])
+def test_off_end_pad_scores_zeros_past_the_end(cli, tmp_path, reading):
     case, region, reason = off_end_case(tmp_path)
     out = tmp_path / "out"
-    score_ok(cli, tmp_path / "p.h5", *case.bigwigs, "-o", out, "--off-end", "pad")
+    score_ok(cli, tmp_path / "p.h5", *case.bigwigs, "-o", out, "--off-end", "pad", *reading)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["padded"] == [{"row": 7, "region": region, "reason": reason}]
     assert summary["skipped"] == [] and summary["n_regions"] == 30
