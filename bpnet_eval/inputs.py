@@ -154,8 +154,12 @@ class Inputs:
     batch_size: int
     observed: object
     read_rows: Optional[Callable] = None
-    read_workers: int = 0
     partial: bool = False  # only ``rows`` of the regions were asked for (one shard)
+
+    @property
+    def read_workers(self) -> int:
+        """Processes reading ahead (0: a thread of this process reads)."""
+        return getattr(self.observed, "workers", 0)
 
     def batches(self, prepare: Optional[Callable] = None):
         """``iter_batches`` over ``rows``, the observed counts from ``observed``."""
@@ -201,7 +205,7 @@ def open_inputs(predictions, truth, regions=None, *, truth_dataset: Optional[str
 
         is_open = True
         yield Inputs(preds, table, truth_source, findings, policies, (start, stop), batch_size, observed, reread,
-                     getattr(observed, "workers", 0), rows is not None)
+                     rows is not None)
     finally:
         is_open = False
         if observed is not truth_source:
