@@ -14,7 +14,8 @@ from rich.table import Table
 
 from .directions import better_direction
 from .errors import InputError, UsageError
-from .report import REGIONS_FILE, display_value, format_value, output_directory, write_atomic
+from .report.files import output_directory, write_atomic
+from .report.tables import REGIONS_FILE, display_value, format_value
 
 COORDINATES = ("chrom", "start", "end")
 NON_METRIC_FIELDS = COORDINATES + ("peak",)

@@ -15,7 +15,9 @@ from .environment import THREAD_VARIABLES, allotted_cpus
 from .errors import UsageError
 from .losses import log1p_squared_error, mnll_per_region
 from .metrics.profile import profile_metrics
-from .presets import MetricPlan, PooledAuprc
+from .metrics.auprc import auprc_region_mask, average_precision, binned_labels_scores
+from .metrics.names import BIN_SIZES
+from .presets import MetricPlan
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -68,6 +70,33 @@ def compute_batch(logits, logcounts, observed, count_loss_weight: float, track_n
     return {name: value.detach().to("cpu", torch.float64).numpy() for name, value in columns.items()}
 
 
+class PooledAuprc:
+    """BPNet's auPRC pooled over the bins of every strand of every evaluated region, fed per batch."""
+
+    def __init__(self):
+        self._parts = {b: ([], []) for b in BIN_SIZES}
+
+    def update(self, observed, logits) -> None:
+        """Add one batch: observed counts and logits ``(B, S, L)`` (probabilities per strand)."""
+        mask = auprc_region_mask(observed)
+        probs = torch.softmax(logits, dim=-1)
+        for binsize, (labels, scores) in self._parts.items():
+            batch_labels, batch_scores = binned_labels_scores(observed, probs, binsize)
+            labels.append(batch_labels[mask].flatten().to(torch.int8).cpu())
+            scores.append(batch_scores[mask].flatten().to(torch.float32).cpu())
+
+    def result(self) -> dict:
+        """``{"binsize=1": auprc, "binsize=10": auprc}``; None where no bin is positive."""
+        out = {}
+        for binsize, (labels, scores) in self._parts.items():
+            if not labels:
+                out[f"binsize={binsize}"] = None
+                continue
+            value = float(average_precision(torch.cat(labels).to(torch.float64), torch.cat(scores).to(torch.float64)))
+            out[f"binsize={binsize}"] = None if np.isnan(value) else value
+        return out
+
+
 class BatchComputer:
     """Numpy batches → per-region columns (``compute_batch``) on ``device`` in ``dtype``.
 
@@ -107,17 +136,20 @@ class BatchComputer:
 
 
 @contextmanager
-def compute_threads(device: torch.device, readers: int = 1):
-    """On the CPU, leave ``readers`` cores to the reading thread and processes: torch's threads spin-wait,
-    and sharing every core with the readers slows both (restored afterwards)."""
-    threads = torch.get_num_threads()
+def compute_threads(device: torch.device, readers: int = 1, threads: Optional[int] = None):
+    """torch's threads while computing: ``threads`` (default: as set), and on the CPU ``readers`` cores left
+    to the reading thread and processes: torch's threads spin-wait, and sharing every core with the readers
+    slows both. Restored afterwards; OMP/MKL_NUM_THREADS, when set, are respected as given."""
+    before = torch.get_num_threads()
     cores = allotted_cpus()
     explicit = any(os.environ.get(name, "").strip() for name in THREAD_VARIABLES)
-    if device.type == "cpu" and not explicit and threads >= cores > 1:
-        torch.set_num_threads(max(1, cores - readers))
+    wanted = before if threads is None or explicit else threads
+    if device.type == "cpu" and not explicit and wanted >= cores > 1:
+        wanted = max(1, cores - readers)
+    if wanted != before:
+        torch.set_num_threads(wanted)
     try:
         yield
     finally:
-        torch.set_num_threads(threads)
-
-
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)

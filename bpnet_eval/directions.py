@@ -7,7 +7,7 @@ log counts, shuffled baselines) have no direction and are not compared.
 
 from typing import Optional
 
-from .metrics.auprc import BIN_SIZES
+from .metrics.names import BIN_SIZES
 
 LOWER_IS_BETTER = frozenset({
     "profile_mnll", "profile_mnll_per_base", "profile_cross_entropy", "profile_jsd_divergence",

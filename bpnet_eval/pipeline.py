@@ -1,40 +1,42 @@
-"""The streaming loop: inputs → batches → per-region metrics → summary.
+"""The one scoring path: a ``Job`` → inputs opened → batches → per-region columns → summary → ``ScoreResult``.
 
-``score`` is the Python API behind ``bpnet-eval score``; it takes paths or arrays and returns
-per-region values and the summary. ``score_inputs`` scores inputs already opened with
-``bpnet_eval.inputs.open_inputs`` (the CLI opens them, and starts reading, before torch is imported).
+``run_job`` is used by the CLI, the Python API (``score``) and shards alike. It alone decides the order that
+keeps the run fast and safe: the inputs are opened and the reading processes forked first, and torch is
+imported only then (so no child holds torch's threads, and the import overlaps the reading). ``check``
+validates a job's inputs the way ``run_job`` does, collecting every problem instead of stopping.
 """
 
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Sequence, Tuple
+from typing import Callable, Optional
 
 import numpy as np
-import torch
 
 from . import __version__
-from .compute import DTYPES, BatchComputer, compute_threads, resolve_device
-from .errors import UsageError
-from .inputs import NO_REGIONS, Inputs, open_inputs
-from .presets import MetricPlan, make_plan, preset_files
-from .regions import Regions
-from .sources.predicted_bigwig import BigWigPredictions, check_zero_mass
+from .errors import BpnetEvalError, UsageError
+from .examples import example_regions
+from .inputs import Inputs, iter_batches, open_inputs, open_sources
+from .options import Job, ReadOptions, RunOptions, ScoreOptions, split_options
+from .presets import MetricPlan, preset_files
+from .regions import NO_REGIONS, Regions
+from .sources.bigwig import BigWigReader
+from .sources.tracks import HDF5_SUFFIXES
 from .summary import summarize
-from .validate import Findings, Policies, ValueScreen
+from .validate import Findings, ValueScreen
 
 
 @dataclass
 class ScoreResult:
-    """Per-region values (``columns``, in input order), the regions and the summary."""
+    """Per-region values (``columns``, in input order), the regions, the summary and what the report shows."""
 
     regions: Regions
     columns: dict
-    summary: dict
+    summary: Optional[dict]
     track_names: list = field(default_factory=list)
-    # ``read_rows(rows) -> (logits, logcounts, observed)``: a few regions read again from the sources.
-    read_rows: Optional[Callable] = None
     # A preset's own summary files: ``{file name: text}``.
     files: dict = field(default_factory=dict)
-    # Scoring one shard (``rows``): what ``shards.merge`` needs to finish the report; ``summary`` is None.
+    # The example regions of the figures (``examples.example_regions``), None when there are none.
+    examples: Optional[dict] = None
+    # Scoring one shard (``Job.rows``): what ``shards.merge`` needs to finish the report; ``summary`` is None.
     partial: Optional[dict] = None
 
 
@@ -46,7 +48,7 @@ def default_track_names(n_tracks: int) -> list:
 def summarize_scores(columns: dict, table: Regions, findings: Findings, settings: dict, inputs: dict,
                      plan: MetricPlan, track_names, pooled_auprc=None):
     """``(summary, preset files)`` from every region's columns (input order) and the validation findings."""
-    outcome = findings.report(None if table.source == NO_REGIONS else table)
+    outcome = findings.report(table)
     scored = ~findings.skip_mask(len(table))
     kept = {name: values[scored] for name, values in columns.items()}
     scored_peak = None if table.peak is None else table.peak[scored]
@@ -57,22 +59,21 @@ def summarize_scores(columns: dict, table: Regions, findings: Findings, settings
     return summary, preset_files(plan, kept, summary, scored_peak, track_names)
 
 
+def score_inputs(inputs: Inputs, scoring: ScoreOptions, run: RunOptions,
+                 progress: Optional[Callable[[int, int], None]] = None) -> ScoreResult:
+    """Score inputs opened by ``open_inputs`` (imports torch; see ``run_job``)."""
+    import torch
 
-def score_inputs(inputs: Inputs, *, count_loss_weight: float = 1.0, device: str = "auto", dtype: str = "float64",
-                 track_names: Optional[Sequence[str]] = None, progress: Optional[Callable[[int, int], None]] = None,
-                 metrics: str = "default", preset: Optional[str] = None, smooth: str = "none",
-                 smooth_sigma: float = 7.0, smooth_width: int = 81, seed: int = 0) -> ScoreResult:
-    """Score inputs opened by ``open_inputs`` (see ``score`` for the parameters and the result)."""
-    if dtype not in DTYPES:
-        raise UsageError(f"--dtype must be float32 or float64, not '{dtype}'")
-    torch_device = resolve_device(device)
-    plan = make_plan(metrics, preset, smooth, smooth_sigma, smooth_width, seed)
+    from .compute import BatchComputer, compute_threads, resolve_device
+
+    torch_device = resolve_device(run.device)
+    plan = scoring.plan
     preds, table, truth_source, findings = inputs.preds, inputs.regions, inputs.truth, inputs.findings
-    names = list(track_names) if track_names else default_track_names(preds.n_tracks)
+    names = list(scoring.track_names) if scoring.track_names else default_track_names(preds.n_tracks)
     if len(names) != preds.n_tracks:
         raise UsageError(f"--track-names gives {len(names)} name(s) for {preds.n_tracks} track(s)")
     chunks = []
-    computer = BatchComputer(count_loss_weight, names, torch_device, dtype, plan)
+    computer = BatchComputer(scoring.count_loss_weight, names, torch_device, scoring.dtype, plan)
     screen = ValueScreen(findings, preds, truth_source, table, inputs.policies)
 
     def screened(i, predicted, observed):  # in the reading thread, overlapping the computation
@@ -80,11 +81,10 @@ def score_inputs(inputs: Inputs, *, count_loss_weight: float = 1.0, device: str 
         skip = screen.screen(i, logits, logcounts, observed)
         if skip.any():  # not scored: zeros in, NaN out
             logits, logcounts = np.where(skip[:, None, None], 0, logits), np.where(skip[:, None], 0, logcounts)
-        if isinstance(preds, BigWigPredictions):  # zero predicted mass where counts were observed
-            check_zero_mass(logits, observed, table, i, preds.paths)
+        preds.check_batch(logits, observed, table, i)
         return skip, computer.prepare(logits, logcounts, observed)
 
-    with torch.inference_mode(), compute_threads(torch_device, 1 + inputs.read_workers):
+    with torch.inference_mode(), compute_threads(torch_device, 1 + inputs.read_workers, run.threads):
         for i, j, (skip, tensors) in inputs.batches(screened):
             chunks.append(computer(*tensors, first_row=i))
             for values in chunks[-1].values():
@@ -96,9 +96,8 @@ def score_inputs(inputs: Inputs, *, count_loss_weight: float = 1.0, device: str 
     columns = {name: np.concatenate([c[name] for c in chunks]) if chunks else np.zeros(0)
                for name in (chunks[0] if chunks else {})}
     if table is None:
-        table = Regions(np.array(["."] * preds.n, dtype=object), np.zeros(preds.n), np.zeros(preds.n),
-                        None, NO_REGIONS)
-    settings = {"count_loss_weight": float(count_loss_weight), "device": str(torch_device), "dtype": dtype,
+        table = Regions.row_numbers(preds.n)
+    settings = {"count_loss_weight": scoring.count_loss_weight, "device": str(torch_device), "dtype": scoring.dtype,
                 "batch_size": inputs.batch_size, "track_names": names, "metrics": plan.describe(),
                 "bpnet_eval_version": __version__}
     sources = {"predictions": preds.describe(), "truth": truth_source.describe(), "regions": table.source}
@@ -110,74 +109,114 @@ def score_inputs(inputs: Inputs, *, count_loss_weight: float = 1.0, device: str 
         return ScoreResult(table.subset(slice(start, stop)), columns, None, names, partial=partial_state)
     summary, files = summarize_scores(columns, table, findings, settings, sources, plan, names,
                                       computer.pooled_auprc)
-    return ScoreResult(table, columns, summary, names, inputs.read_rows, files)
+    return ScoreResult(table, columns, summary, names, files, example_regions(columns, table, inputs.read_rows))
 
 
-def score(predictions, truth, regions=None, *, count_loss_weight: float = 1.0, device: str = "auto",
-          batch_size: int = 1024, dtype: str = "float64", track_names: Optional[Sequence[str]] = None,
-          logits_dataset: Optional[str] = None, logcounts_dataset: Optional[str] = None,
-          profile_kind: Optional[str] = None, head: Optional[int] = None, truth_dataset: Optional[str] = None,
-          progress: Optional[Callable[[int, int], None]] = None, policies: Optional[Policies] = None,
-          metrics: str = "default", preset: Optional[str] = None, smooth: str = "none", smooth_sigma: float = 7.0,
-          smooth_width: int = 81, seed: int = 0, pred_pseudocount: float = 0.0,
-          pred_logcounts: str = "log", rows: Optional[Tuple[int, int]] = None,
-          read_workers: Optional[int] = None, read_ahead_mb: int = 256) -> ScoreResult:
+def run_job(job: Job, progress: Optional[Callable[[int, int], None]] = None) -> ScoreResult:
+    """Score ``job``: open and validate its inputs (forking the readers), then import torch and compute.
+
+    With ``job.rows`` set, the result holds those rows' columns, ``summary`` None and ``partial`` (see
+    ``bpnet_eval.shards``)."""
+    with open_inputs(job) as inputs:
+        return score_inputs(inputs, job.scoring, job.run, progress)
+
+
+def score(predictions, truth, regions=None, *, read: Optional[ReadOptions] = None,
+          scoring: Optional[ScoreOptions] = None, run: Optional[RunOptions] = None,
+          progress: Optional[Callable[[int, int], None]] = None, **options) -> ScoreResult:
     """Score predictions against observed counts, region by region.
 
     Parameters
     ----------
     predictions : str, list of str, or (logits, logcounts)
         An HDF5 file in a known layout; counts-scale bigWigs, one per track (a list, or one string
-        ``plus.bw,minus.bw``; needs ``regions``); or arrays: logits ``(N, L)``/``(N, S, L)`` and log
-        counts ``(N,)``, ``(N, 1)`` or ``(N, S)``.
+        ``plus.bw,minus.bw``; needs ``regions``); two ``.npz`` files (bpnet-lite 0.9); or arrays: logits
+        ``(N, L)``/``(N, S, L)`` and log counts ``(N,)``, ``(N, 1)`` or ``(N, S)``.
     truth : str, list of str, or array
         One bigWig per predicted track, one HDF5 file of counts, or an array ``(N, S, L)``.
     regions : str or Regions, optional
         BED / narrowPeak file or a Regions table; default: the coordinates stored with the predictions.
-    count_loss_weight : float
-        Weight of the count term in the mixture loss.
-    device : str
-        ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
-    batch_size : int
-        Regions per batch.
-    dtype : {"float64", "float32"}
-        Precision of the computation.
+    read, scoring, run : ReadOptions, ScoreOptions, RunOptions, optional
+        How to read, what to compute and how to run (``bpnet_eval.options``).
     progress : callable(done, total), optional
         Called after every batch.
-    metrics : str
-        ``default`` (the seed losses and per-track MNLL), ``all``, or a comma list of profile metrics
-        (``jsd_distance,norm_jsd,...``; see docs/metrics.md).
-    preset : {"bpnet-lite", "chrombpnet", "bpnet"}, optional
-        A peer's definitions, columns and summary file (``ScoreResult.files``).
-    smooth, smooth_sigma, smooth_width : str, float, int
-        Gaussian smoothing (``none``, ``predictions``, ``observed``, ``both``) of the profiles compared
-        by the shape metrics (bpnet-lite's sigma 7, width 81).
-    seed : int
-        Seed of the shuffled baselines.
-    pred_pseudocount, pred_logcounts : float, {"log", "log1p"}
-        bigWig predictions only: added to every predicted value before normalising the profile; the
-        predicted log count is ``ln(total)`` (``log``) or ``ln(1 + total)`` (``log1p``).
-    policies : Policies, optional
-        Windows past a chromosome end (``off_end``: error, skip, pad), non-finite predictions
-        (``nonfinite``: error, skip), HDF5 external links (refused unless ``allow_external_links``).
-    rows : (int, int), optional
-        Score only rows ``start..stop`` (0-based, half-open): one shard. The result then holds those
-        rows' columns, ``summary`` None and ``partial`` (see ``bpnet_eval.shards``).
-    read_workers, read_ahead_mb : int, optional
-        Processes reading the observed bigWigs ahead (default: half the CPUs, at most 4; 0: a thread), and
-        the shared memory they fill ahead of the computation (at least 2 batches per worker).
+    **options
+        Any field of the three option classes by name, applied on top (``metrics="all"``, ``device="cpu"``,
+        ``policies=Policies(off_end="skip")``, ``rows=(start, stop)`` for one shard).
 
     Returns
     -------
     result : ScoreResult
         ``columns`` maps each per-region column to a float64 array in input order; ``summary`` is
         the dictionary written to ``summary.json``.
+
+    Examples
+    --------
+    >>> import numpy as np, bpnet_eval
+    >>> rng = np.random.default_rng(0)
+    >>> observed = rng.poisson(1.0, size=(4, 2, 50))
+    >>> logits, logcounts = rng.normal(size=(4, 2, 50)), np.log1p(observed.sum(axis=(1, 2)))[:, None]
+    >>> result = bpnet_eval.score((logits, logcounts), observed, device="cpu", read_workers=0)
+    >>> sorted(result.columns)[:3]
+    ['count_log1p_mse', 'mixture_loss', 'observed_counts']
+    >>> round(result.summary["metrics"]["count_log1p_mse"]["mean"], 12)
+    0.0
     """
-    with open_inputs(predictions, truth, regions, truth_dataset=truth_dataset, policies=policies,
-                     batch_size=batch_size, rows=rows, read_workers=read_workers, read_ahead_mb=read_ahead_mb,
-                     logits_dataset=logits_dataset,
-                     logcounts_dataset=logcounts_dataset, profile_kind=profile_kind, head=head,
-                     pred_pseudocount=pred_pseudocount, pred_logcounts=pred_logcounts) as inputs:
-        return score_inputs(inputs, count_loss_weight=count_loss_weight, device=device, dtype=dtype,
-                            track_names=track_names, progress=progress, metrics=metrics, preset=preset,
-                            smooth=smooth, smooth_sigma=smooth_sigma, smooth_width=smooth_width, seed=seed)
+    rows = options.pop("rows", None)
+    read, scoring, run_options = split_options(read, scoring, run, **options)
+    return run_job(Job(predictions, truth, regions, read, scoring, run_options, rows), progress)
+
+
+def check_job(job: Job, scan_values: bool = True) -> Findings:
+    """Open and validate ``job``'s inputs like ``run_job`` does, collecting every problem instead of stopping;
+    with ``scan_values``, read every value too (finite predictions, non-negative observed counts)."""
+    read = job.read
+    try:
+        preds, table, truth_source, findings = open_sources(job.predictions, job.truth, job.regions, read,
+                                                            job.run.batch_size)
+    except BpnetEvalError as err:
+        findings = Findings()
+        findings.add(str(err), err.exit_code)
+        paths = [job.truth] if isinstance(job.truth, str) else job.truth if isinstance(job.truth, (list, tuple)) else []
+        for path in paths:  # every unreadable bigWig, not only the first problem
+            if not str(path).lower().endswith(HDF5_SUFFIXES):
+                try:
+                    BigWigReader(path).close()
+                except BpnetEvalError as bad:
+                    if str(bad) != str(err):
+                        findings.add(str(bad), bad.exit_code)
+        return findings
+    try:
+        if not scan_values or findings.problems:
+            findings.detected["values"] = "not read" + (" (fix the problems first)" if findings.problems else "")
+            return findings
+        screen = ValueScreen(findings, preds, truth_source, table, read.policies, collect=True)
+        try:
+            for i, _, (logits, logcounts), observed in iter_batches(preds, truth_source, job.run.batch_size):
+                skip = screen.screen(i, logits, logcounts, observed)
+                preds.check_batch(np.where(skip[:, None, None], 0, logits), observed, table, i)  # as run_job does
+        except BpnetEvalError as err:
+            findings.add(str(err), err.exit_code)
+        screen.finish()
+        findings.detected["values"] = f"read all {preds.n} regions"
+        return findings
+    finally:
+        preds.close()
+        truth_source.close()
+
+
+def check(predictions, truth, regions=None, *, read: Optional[ReadOptions] = None, scan_values: bool = True,
+          **options) -> Findings:
+    """Validate inputs without scoring; ``Findings`` lists what was detected, every problem and the warnings.
+
+    Takes the inputs of ``score`` and its reading options (``read`` or their names, and ``batch_size``).
+
+    Examples
+    --------
+    >>> import numpy as np, bpnet_eval
+    >>> findings = bpnet_eval.check((np.zeros((3, 2, 10)), np.zeros((3, 1))), np.ones((3, 2, 10)))
+    >>> findings.problems
+    []
+    """
+    read, _, run_options = split_options(read, None, None, **options)
+    return check_job(Job(predictions, truth, regions, read, run=run_options), scan_values)

@@ -19,12 +19,9 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
-import torch
 
 from .errors import UsageError
-from .metrics.auprc import BIN_SIZES, auprc_region_mask, average_precision, binned_labels_scores
-from .metrics.counts import COUNT_METRICS_ALL, COUNT_METRICS_DEFAULT
-from .metrics.profile import PROFILE_METRICS_ALL
+from .metrics.names import BIN_SIZES, COUNT_METRICS_ALL, COUNT_METRICS_DEFAULT, PROFILE_METRICS_ALL
 
 # Computed in every run by the seed losses (joint) and the per-track MNLL.
 SEED_PROFILE_METRICS = ("profile_mnll",)
@@ -105,33 +102,6 @@ def make_plan(metrics: str = "default", preset: Optional[str] = None, smooth: st
         options["seed"] = int(seed)
     return MetricPlan(base.profile_names, options, base.count_names, base.count_ties, base.pooled_auprc,
                       base.preset)
-
-
-class PooledAuprc:
-    """BPNet's auPRC pooled over the bins of every strand of every evaluated region, fed per batch."""
-
-    def __init__(self):
-        self._parts = {b: ([], []) for b in BIN_SIZES}
-
-    def update(self, observed, logits) -> None:
-        """Add one batch: observed counts and logits ``(B, S, L)`` (probabilities per strand)."""
-        mask = auprc_region_mask(observed)
-        probs = torch.softmax(logits, dim=-1)
-        for binsize, (labels, scores) in self._parts.items():
-            batch_labels, batch_scores = binned_labels_scores(observed, probs, binsize)
-            labels.append(batch_labels[mask].flatten().to(torch.int8).cpu())
-            scores.append(batch_scores[mask].flatten().to(torch.float32).cpu())
-
-    def result(self) -> dict:
-        """``{"binsize=1": auprc, "binsize=10": auprc}``; None where no bin is positive."""
-        out = {}
-        for binsize, (labels, scores) in self._parts.items():
-            if not labels:
-                out[f"binsize={binsize}"] = None
-                continue
-            value = float(average_precision(torch.cat(labels).to(torch.float64), torch.cat(scores).to(torch.float64)))
-            out[f"binsize={binsize}"] = None if np.isnan(value) else value
-        return out
 
 
 def _nanmean(values) -> Optional[float]:

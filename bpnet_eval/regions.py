@@ -1,4 +1,5 @@
-"""Regions: one table of 0-based half-open windows, from BED, narrowPeak or stored coordinates."""
+"""Regions: one table of 0-based half-open windows, from BED, narrowPeak or stored coordinates, and the
+genome names they are matched against (chromosome-name matching, used by every reader)."""
 
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,6 +10,7 @@ import numpy as np
 from .errors import InputError
 
 NARROWPEAK_COLUMNS = 10
+NO_REGIONS = "none (row numbers)"  # the source of a table made of row numbers only (no coordinates)
 
 
 @dataclass
@@ -31,14 +33,62 @@ class Regions:
     def __len__(self):
         return len(self.start)
 
+    @classmethod
+    def row_numbers(cls, n: int) -> "Regions":
+        """A table of ``n`` rows without coordinates (predictions that store none, and no ``--regions``)."""
+        return cls(np.array(["."] * n, dtype=object), np.zeros(n), np.zeros(n), None, NO_REGIONS)
+
+    @property
+    def has_coordinates(self) -> bool:
+        return self.source != NO_REGIONS
+
     def label(self, i: int) -> str:
-        """``chrom:start-end (row i+1)`` for messages."""
+        """``chrom:start-end (region i+1)`` for messages."""
         return f"{self.chrom[i]}:{self.start[i]}-{self.end[i]} (region {i + 1})"
 
     def subset(self, rows) -> "Regions":
         """The regions at ``rows`` (a slice or an index array)."""
         peak = None if self.peak is None else self.peak[rows]
         return Regions(self.chrom[rows], self.start[rows], self.end[rows], peak, self.source)
+
+
+def region_label(regions: Optional[Regions], i: int) -> str:
+    """``chrom:start-end (region i+1)``, or ``region i+1`` when there are no coordinates."""
+    return regions.label(i) if regions is not None and regions.has_coordinates else f"region {i + 1}"
+
+
+def region_text(regions: Optional[Regions], i: int) -> str:
+    """``chrom:start-end`` of row ``i``, or ``row i+1`` when there are no coordinates."""
+    if regions is None or not regions.has_coordinates:
+        return f"row {i + 1}"
+    return f"{regions.chrom[i]}:{regions.start[i]}-{regions.end[i]}"
+
+
+# ------------------------------------------------------------------- chromosome names
+def chrom_key(name: str) -> str:
+    """A chromosome name without its ``chr`` prefix, with ``MT`` and ``M`` both as ``M``."""
+    base = name[3:] if name.lower().startswith("chr") else name
+    return "M" if base.upper() in ("M", "MT") else base
+
+
+def match_chromosomes(wanted, available) -> tuple:
+    """Map each wanted name to the available one: itself, else the unique name equal up to ``chr``/``M``/``MT``.
+
+    Returns ``(mapping of every matched name, sorted list of unmatched names)``.
+    """
+    available = list(available)
+    by_key = {}
+    for name in available:
+        by_key.setdefault(chrom_key(name), []).append(name)
+    present = set(available)
+    mapping, missing = {}, []
+    for name in sorted(set(wanted)):
+        candidates = [name] if name in present else by_key.get(chrom_key(name), [])
+        if len(candidates) == 1:
+            mapping[name] = candidates[0]
+        else:
+            missing.append(name)
+    return mapping, missing
 
 
 def windows_around(chrom, center, length: int, peak=None, source: str = "") -> Regions:

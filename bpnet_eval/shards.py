@@ -20,8 +20,7 @@ preempted array can simply be resubmitted.
 import hashlib
 import json
 import os
-from dataclasses import asdict
-import functools
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -29,18 +28,21 @@ import numpy as np
 
 from . import __version__
 from .errors import InputError, UsageError
-from .inputs import _open_predictions, read_rows
-from .pipeline import ScoreResult, score, summarize_scores
-from .presets import make_plan
+from .examples import example_regions
+from .inputs import read_rows
+from .options import Job, Policies, ReadOptions, RunOptions, ScoreOptions
+from .pipeline import ScoreResult, run_job, summarize_scores
 from .regions import Regions
-from .report import REGIONS_FILE, output_directory, regions_tsv, write_atomic
-from .validate import Findings, Policies, ValueScreen
+from .report.files import output_directory, write_atomic
+from .report.tables import REGIONS_FILE, regions_tsv
+from .sources import open_predictions
+from .validate import Findings
 
 PARTIAL_JSON, COLUMNS_FILE = "partial.json", "columns.npz"
 PARTIAL_FORMAT = "bpnet-eval partial report"
 SLURM_TASK_VARIABLE = "SLURM_ARRAY_TASK_ID"
-# Settings that may differ between shards without changing any number.
-RUN_ONLY_SETTINGS = ("device", "batch_size", "read_workers", "read_ahead_mb")
+# Option sets recorded in partial.json; ``run`` (RunOptions) may differ between shards: it changes no number.
+DECISIVE_OPTIONS = ("read", "scoring")
 _COORDINATES = ("_chrom", "_start", "_end", "_peak")
 
 
@@ -81,12 +83,27 @@ def file_stamp(path: str) -> dict:
     return {"path": str(path), "size": status.st_size, "mtime_ns": status.st_mtime_ns}
 
 
+def job_options(job: Job) -> dict:
+    """The job's option sets as JSON-ready dictionaries (``read``, ``scoring``, ``run``) and its regions."""
+    return {"read": asdict(job.read), "scoring": asdict(job.scoring), "run": asdict(job.run),
+            "regions": None if job.regions is None else str(job.regions)}
+
+
 def fingerprint(files: dict, options: dict, n_regions: int, count: int) -> str:
-    """A hash of what decides the numbers: input files, scoring options, N and the number of shards."""
-    decisive = {k: v for k, v in options.items() if k not in RUN_ONLY_SETTINGS}
+    """A hash of what decides the numbers: input files, reading and scoring options, N and the number of shards."""
+    decisive = {k: options[k] for k in DECISIVE_OPTIONS}
     text = json.dumps({"files": files, "options": decisive, "n_regions": n_regions, "shards": count,
-                       "version": __version__}, sort_keys=True, default=str)
+                       "version": __version__}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def job_of(partial: dict) -> Job:
+    """The job a partial report was scored from (every region's rows, the recorded options)."""
+    options = partial["options"]
+    read = dict(options["read"])
+    read["policies"] = Policies(**read["policies"])
+    return Job(partial["predictions"], partial["truth"], options["regions"], ReadOptions(**read),
+               ScoreOptions(**options["scoring"]), RunOptions(**options["run"]))
 
 
 def read_partial(directory) -> Optional[dict]:
@@ -103,45 +120,34 @@ def read_partial(directory) -> Optional[dict]:
     return partial
 
 
-def prediction_layout(predictions, options: dict) -> tuple:
+def prediction_layout(job: Job) -> tuple:
     """``(N, regions per chunk)`` of the predictions, opened only to look at their shape."""
-    prediction_options = {k: options[k] for k in ("logits_dataset", "logcounts_dataset", "profile_kind", "head",
-                                                  "pred_pseudocount", "pred_logcounts") if options.get(k) is not None}
-    preds = _open_predictions(predictions, regions=options.get("regions"), **prediction_options)
+    preds = open_predictions(job.predictions, job.regions, **job.read.prediction_options)
     try:
-        return preds.n, getattr(preds, "chunk_rows", 1)
+        return preds.n, preds.chunk_rows
     finally:
         preds.close()
 
 
-def plan_of(options: dict):
-    """The metric plan that ``score`` options select."""
-    return make_plan(options.get("metrics", "default"), options.get("preset"), options.get("smooth", "none"),
-                     options.get("smooth_sigma", 7.0), options.get("smooth_width", 81), options.get("seed", 0))
-
-
-def score_shard(out_dir, shard: tuple, predictions, truth: Sequence[str], regions=None, progress=None,
-                policies=None, **options) -> tuple:
-    """Score shard ``(i, n)`` into ``out_dir`` as a partial report; ``(status, partial)`` where status is
-    ``"scored"``, or ``"skipped"`` when a complete partial report of the same shard and inputs exists."""
+def score_shard(out_dir, shard: tuple, job: Job, progress=None) -> tuple:
+    """Score shard ``(i, n)`` of ``job`` into ``out_dir`` as a partial report; ``(status, partial)`` where status
+    is ``"scored"``, or ``"skipped"`` when a complete partial report of the same shard and inputs exists."""
     index, count = shard
-    options = dict(options, regions=regions)
-    n_regions, chunk_rows = prediction_layout(predictions, options)
-    if plan_of(options).pooled_auprc:
+    n_regions, chunk_rows = prediction_layout(job)
+    if job.scoring.plan.pooled_auprc:
         raise UsageError("the pooled auPRC (--preset bpnet, --metrics all) needs every region in one process; run "
                          "it without --shard, or name the metrics with --metrics a,b,...")
+    predictions, truth = str(job.predictions), [str(t) for t in job.truth]
     files = {"predictions": file_stamp(predictions), "truth": [file_stamp(t) for t in truth],
-             "regions": file_stamp(regions) if regions else None}
-    if policies is not None:
-        options["policies"] = asdict(policies)
+             "regions": file_stamp(str(job.regions)) if job.regions else None}
+    options = job_options(job)
     stamp = fingerprint(files, options, n_regions, count)
     out = Path(out_dir)
     existing = read_partial(out)
     if existing and existing.get("fingerprint") == stamp and existing.get("shard") == [index, count]:
         return "skipped", existing
     start, stop = shard_rows(n_regions, index, count, chunk_rows)
-    result = score(predictions, truth, regions, progress=progress, policies=policies, rows=(start, stop),
-                   **{k: v for k, v in options.items() if k not in ("regions", "policies")})
+    result = run_job(replace(job, rows=(start, stop)), progress)
     state = result.partial
     with output_directory(out, "the partial report"):
         (out / PARTIAL_JSON).unlink(missing_ok=True)
@@ -151,13 +157,13 @@ def score_shard(out_dir, shard: tuple, predictions, truth: Sequence[str], region
         findings = state["findings"]
         partial = {"format": PARTIAL_FORMAT, "shard": [index, count], "rows": [start, stop],
                    "n_regions": n_regions, "chunk_rows": chunk_rows, "fingerprint": stamp,
-                   "predictions": str(predictions), "truth": [str(t) for t in truth], "files": files,
+                   "predictions": predictions, "truth": truth, "files": files,
                    "options": options, "columns": list(result.columns), "track_names": result.track_names,
                    "regions_source": result.regions.source, "settings": state["settings"], "inputs": state["inputs"],
                    "findings": {"detected": findings.detected, "skipped": findings.skipped, "padded": findings.padded,
                                 "chrom_names": findings.chrom_names, "warnings": state["structural_warnings"]},
                    "non_integer": state["non_integer"]}
-        write_atomic(out / PARTIAL_JSON, json.dumps(partial, indent=2, default=str) + "\n")
+        write_atomic(out / PARTIAL_JSON, json.dumps(partial, indent=2) + "\n")
     return "scored", partial
 
 
@@ -179,8 +185,8 @@ def check_shards(partials: list, directories: list) -> None:
     first, first_dir = partials[0], directories[0]
     for partial, directory in zip(partials[1:], directories[1:]):
         if partial["fingerprint"] != first["fingerprint"]:
-            decisive = [{**p, "options": {k: v for k, v in p["options"].items() if k not in RUN_ONLY_SETTINGS},
-                         "shard": p["shard"][1]} for p in (partial, first)]
+            decisive = [{**p, "options": {k: p["options"][k] for k in DECISIVE_OPTIONS}, "shard": p["shard"][1]}
+                        for p in (partial, first)]
             differs = [k for k in ("files", "options", "n_regions", "shard") if decisive[0].get(k) != decisive[1].get(k)]
             what = "the number of shards" if differs == ["shard"] else ", ".join(differs) or "the bpnet-eval version"
             raise UsageError(f"{directory} and {first_dir} come from different runs ({what} differ); "
@@ -216,10 +222,7 @@ def merged_findings(partials: list) -> Findings:
     for partial in partials:
         findings.skipped.update({int(row): reason for row, reason in partial["findings"]["skipped"].items()})
         findings.padded.update({int(row): reason for row, reason in partial["findings"]["padded"].items()})
-    screen = ValueScreen.__new__(ValueScreen)  # only its end-of-run warnings, from the summed count
-    screen.findings, screen.tally = findings, {}
-    screen.non_integer = sum(int(p["non_integer"]) for p in partials)
-    screen.finish()
+    findings.warn_non_integer(sum(int(p["non_integer"]) for p in partials))
     return findings
 
 
@@ -228,8 +231,9 @@ def load_columns(directory) -> dict:
         return {name: data[name] for name in data.files}
 
 
-def merge(directories: Sequence) -> ScoreResult:
-    """Combine the partial reports of shards ``1..n`` into the result an unsharded ``score`` returns."""
+def merge(directories: Sequence, examples: bool = True) -> ScoreResult:
+    """Combine the partial reports of shards ``1..n`` into the result an unsharded ``score`` returns; with
+    ``examples``, the example regions of the figures are read again from the inputs (which must exist)."""
     if not directories:
         raise UsageError("give the partial report directories of every shard (score --shard i/n --out DIR)")
     partials = []
@@ -254,13 +258,8 @@ def merge(directories: Sequence) -> ScoreResult:
     table = Regions(np.concatenate([a["_chrom"] for a in filled]).astype(object),
                     np.concatenate([a["_start"] for a in filled]), np.concatenate([a["_end"] for a in filled]),
                     peak, first["regions_source"])
-    options = first["options"]
-    plan = plan_of(options)
+    job = job_of(first)
     summary, files = summarize_scores(columns, table, merged_findings(partials), first["settings"], first["inputs"],
-                                      plan, first["track_names"])
-    reading = {k: options[k] for k in ("logits_dataset", "logcounts_dataset", "profile_kind", "head",
-                                       "pred_pseudocount", "pred_logcounts", "truth_dataset") if options.get(k) is not None}
-    policies = Policies(**options["policies"]) if options.get("policies") else None
-    reader = functools.partial(read_rows, first["predictions"], first["truth"], options.get("regions"),
-                               policies=policies, **reading)
-    return ScoreResult(table, columns, summary, first["track_names"], reader, files)
+                                      job.scoring.plan, first["track_names"])
+    shown = example_regions(columns, table, lambda rows: read_rows(job, rows)) if examples else None
+    return ScoreResult(table, columns, summary, first["track_names"], files, shown)

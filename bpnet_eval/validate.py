@@ -8,34 +8,20 @@ predictions, non-negative and integer observed counts). ``bpnet-eval check`` and
 """
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Optional, Tuple
 
 import numpy as np
 
 from .environment import memory_limit_bytes
 from .errors import EXIT_BAD_INPUT, EXIT_USAGE, InputError, UsageError
+from .options import Policies
+from .regions import NO_REGIONS, Regions, match_chromosomes, region_label, region_text
+from .sources.base import PredictionSource, ReadPlan, TruthSource
 
-OFF_END_POLICIES = ("error", "skip", "pad")
-NONFINITE_POLICIES = ("error", "skip")
 # Float64 copies of one batch alive at once while it is read and scored (logits, observed, softmax, ...).
 BATCH_COPIES = 8
 # Bytes kept per region until the report is written (columns, coordinates, bookkeeping).
 BYTES_PER_REGION = 512
-
-
-@dataclass
-class Policies:
-    """What to do with windows past a chromosome end, non-finite predictions and external HDF5 data."""
-
-    off_end: str = "error"
-    nonfinite: str = "error"
-    allow_external_links: bool = False
-
-    def __post_init__(self):
-        if self.off_end not in OFF_END_POLICIES:
-            raise UsageError(f"--off-end must be one of {', '.join(OFF_END_POLICIES)}, not '{self.off_end}'")
-        if self.nonfinite not in NONFINITE_POLICIES:
-            raise UsageError(f"--nonfinite must be one of {', '.join(NONFINITE_POLICIES)}, not '{self.nonfinite}'")
 
 
 @dataclass
@@ -72,12 +58,19 @@ class Findings:
         suffix = f" ({more} more problem(s): run bpnet-eval check for the list)" if more else ""
         raise Problem(first.message + suffix, first.exit_code).error()
 
+    def warn_non_integer(self, regions: int) -> None:
+        """The warning for ``regions`` scored regions with non-integer observed values (none for 0)."""
+        if regions:
+            self.warnings.append(
+                f"{regions} scored region(s) have non-integer observed values; MNLL assumes counts, so a "
+                "normalised track (CPM, fold change) gives MNLL values that are not comparable to counts")
+
     def skip_mask(self, n: int) -> np.ndarray:
         mask = np.zeros(n, dtype=bool)
         mask[list(self.skipped)] = True
         return mask
 
-    def report(self, regions) -> dict:
+    def report(self, regions: Optional[Regions]) -> dict:
         """The policy outcome for summary.json: skipped and padded rows (1-based), names mapped, warnings."""
         def rows(decisions):
             return [{"row": int(i) + 1, "region": region_text(regions, i), "reason": reason}
@@ -85,45 +78,6 @@ class Findings:
 
         return {"n_skipped": len(self.skipped), "skipped": rows(self.skipped), "padded": rows(self.padded),
                 "chromosome_names_mapped": self.chrom_names, "warnings": list(self.warnings)}
-
-
-def region_text(regions, i: int) -> str:
-    """``chrom:start-end`` of row ``i``, or ``row i+1`` when there are no coordinates."""
-    if regions is None:
-        return f"row {i + 1}"
-    return f"{regions.chrom[i]}:{regions.start[i]}-{regions.end[i]}"
-
-
-def region_label(regions, i: int) -> str:
-    """``chrom:start-end (region i+1)`` for messages."""
-    return regions.label(i) if regions is not None else f"region {i + 1}"
-
-
-# ------------------------------------------------------------------- chromosome names
-def chrom_key(name: str) -> str:
-    """A chromosome name without its ``chr`` prefix, with ``MT`` and ``M`` both as ``M``."""
-    base = name[3:] if name.lower().startswith("chr") else name
-    return "M" if base.upper() in ("M", "MT") else base
-
-
-def match_chromosomes(wanted, available) -> tuple:
-    """Map each wanted name to the available one: itself, else the unique name equal up to ``chr``/``M``/``MT``.
-
-    Returns ``(mapping of every matched name, sorted list of unmatched names)``.
-    """
-    available = list(available)
-    by_key = {}
-    for name in available:
-        by_key.setdefault(chrom_key(name), []).append(name)
-    present = set(available)
-    mapping, missing = {}, []
-    for name in sorted(set(wanted)):
-        candidates = [name] if name in present else by_key.get(chrom_key(name), [])
-        if len(candidates) == 1:
-            mapping[name] = candidates[0]
-        else:
-            missing.append(name)
-    return mapping, missing
 
 
 def check_bigwig_windows(findings: Findings, regions, chrom_sizes: dict, path: str, off_end: str) -> np.ndarray:
@@ -169,16 +123,16 @@ def check_sizes(findings: Findings, source, what: str, batch_size: int, limit: O
     if n * BYTES_PER_REGION > limit // 2:
         findings.add(f"{what}: claims N = {n} regions, more than {limit / 2**30:.1f} GiB of memory can score; "
                      "check the file (a damaged file can claim any shape) or split it")
-    for dataset in getattr(source, "stored_datasets", lambda: [])():
+    for dataset in source.stored_datasets():
         if dataset.size and dataset.id.get_storage_size() == 0:
             findings.add(f"{what}: '{dataset.name}' claims shape {dataset.shape} but stores no data; "
                          "re-create the file (it was never written or is damaged)")
 
 
-def describe_regions(regions) -> dict:
+def describe_regions(regions: Optional[Regions]) -> dict:
     """Chromosomes and window widths, for ``check``."""
     if regions is None:
-        return {"source": "none (row numbers)"}
+        return {"source": NO_REGIONS}
     chroms, counts = np.unique(np.asarray(regions.chrom, dtype=str), return_counts=True)
     widths, wcounts = np.unique(regions.end - regions.start, return_counts=True)
     return {"source": regions.source, "n_regions": len(regions),
@@ -186,33 +140,34 @@ def describe_regions(regions) -> dict:
             "widths": {str(int(w)): int(k) for w, k in zip(widths, wcounts)}}
 
 
-def check_structure(preds, truth, regions, policies: Policies, batch_size: int = 1024,
-                    memory_limit: Optional[int] = None) -> Findings:
-    """Every problem visible without reading values: track count, N, L, region widths, chromosomes, sizes."""
+def check_structure(preds: PredictionSource, truth: TruthSource, regions: Optional[Regions], policies: Policies,
+                    batch_size: int = 1024, memory_limit: Optional[int] = None) -> Tuple[Findings, ReadPlan]:
+    """Every problem visible without reading values (track count, N, L, region widths, chromosomes, sizes),
+    and the plan the truth source reads by (chromosome names matched, rows skipped or padded)."""
     findings = Findings()
     findings.detected = {"predictions": preds.describe(), "truth": truth.describe(), "regions": describe_regions(regions)}
-    truth_label = ", ".join(truth.describe().get("paths", [])) or "observed counts"
+    truth_label = ", ".join(truth.paths) or "observed counts"
     check_sizes(findings, preds, str(preds.path), batch_size, memory_limit)  # first: the rest may follow from it
     if truth.n_tracks != preds.n_tracks:
         findings.add(f"{truth_label}: {truth.n_tracks} observed track(s) for {preds.n_tracks} predicted track(s) in "
                      f"{preds.path}; give one bigWig per predicted track, in track order (stranded: plus, then "
                      "minus)", EXIT_USAGE)
-    n_truth = getattr(truth, "n", None)
-    if n_truth is not None and n_truth != preds.n:
-        findings.add(f"{truth_label}: {n_truth} observed regions but {preds.path} holds {preds.n} predictions; the "
+    if truth.n is not None and truth.n != preds.n:
+        findings.add(f"{truth_label}: {truth.n} observed regions but {preds.path} holds {preds.n} predictions; the "
                      "observed counts must be in prediction order, one row per prediction")
-    if getattr(truth, "length", preds.length) != preds.length:
+    if truth.length is not None and truth.length != preds.length:
         findings.add(f"{truth_label}: observed profiles have L = {truth.length} but the predictions have "
                      f"L = {preds.length}; score observed and predicted windows of the same width")
-    if n_truth is not None and truth.n_tracks == preds.n_tracks and truth.length == preds.length:
+    if truth.n is not None and truth.n_tracks == preds.n_tracks and truth.length == preds.length:
         check_sizes(findings, truth, truth_label, batch_size, memory_limit)
+    plan = ReadPlan()
     if regions is None:
-        return findings
+        return findings, plan
     what = regions.source or "regions"
     if len(regions) != preds.n:
         findings.add(f"{what}: {len(regions)} regions for {preds.n} predictions in {preds.path}; give one region per "
                      "prediction, in prediction order")
-        return findings
+        return findings, plan
     widths = regions.end - regions.start
     wrong = np.flatnonzero(widths != preds.length)
     if len(wrong):
@@ -220,16 +175,16 @@ def check_structure(preds, truth, regions, policies: Policies, batch_size: int =
         findings.add(f"{what}: {regions.label(i)} is {widths[i]} bp wide but the predictions have L = "
                      f"{preds.length} positions ({len(wrong)} region(s) differ); give regions of width "
                      f"{preds.length} (or a narrowPeak file, whose windows are summit ± L/2)")
-        return findings
-    chrom_sizes = getattr(truth, "chrom_sizes", None)
+        return findings, plan
+    chrom_sizes = truth.chrom_sizes()
     if chrom_sizes is not None:
         names = [check_bigwig_windows(findings, regions, sizes, path, policies.off_end)
-                 for path, sizes in zip(truth.paths, chrom_sizes())]
-        truth.use_windows(names, sorted(findings.skipped), sorted(findings.padded))
+                 for path, sizes in zip(truth.paths, chrom_sizes)]
+        plan = ReadPlan(tuple(names), frozenset(findings.skipped), frozenset(findings.padded))
     elif (regions.start < 0).any():
         i = int(np.flatnonzero(regions.start < 0)[0])
         findings.add(f"{what}: {regions.label(i)} starts before position 0; fix the coordinates")
-    return findings
+    return findings, plan
 
 
 # -------------------------------------------------------------------------- values
@@ -243,7 +198,7 @@ class ValueScreen:
     def __init__(self, findings: Findings, preds, truth, regions, policies: Policies, collect: bool = False):
         self.findings, self.regions, self.policies, self.collect = findings, regions, policies, collect
         self.preds_path = str(preds.path)
-        paths = truth.describe().get("paths", [])
+        paths = list(truth.paths)
         self.truth_paths = paths if len(paths) == truth.n_tracks else [paths[0] if paths else "observed counts"] * truth.n_tracks
         self.tally = {}  # kind → [regions, first row, detail]
         self.non_integer = 0
@@ -301,55 +256,7 @@ class ValueScreen:
     def finish(self) -> None:
         """Turn what was collected into problems, and warn about non-integer observed values."""
         self._problems()
-        if self.non_integer:
-            self.findings.warnings.append(
-                f"{self.non_integer} scored region(s) have non-integer observed values; MNLL assumes counts, so a "
-                "normalised track (CPM, fold change) gives MNLL values that are not comparable to counts")
-
-
-# ------------------------------------------------------------------ bpnet-eval check
-def run_check(predictions, truth, regions=None, *, truth_dataset=None, policies: Optional[Policies] = None,
-              batch_size: int = 1024, scan_values: bool = True, **prediction_options) -> Findings:
-    """Open and validate the inputs like ``score`` does, collecting every problem instead of stopping."""
-    from .errors import BpnetEvalError
-    from .inputs import iter_batches, open_sources
-    from .sources.bigwig import BigWigReader
-    from .sources.predicted_bigwig import BigWigPredictions, check_zero_mass
-
-    policies = policies or Policies()
-    try:
-        preds, table, truth_source, findings = open_sources(
-            predictions, truth, regions, truth_dataset=truth_dataset, policies=policies, batch_size=batch_size,
-            **prediction_options)
-    except BpnetEvalError as err:
-        findings = Findings()
-        findings.add(str(err), err.exit_code)
-        for path in truth:  # every unreadable bigWig, not only the first problem
-            if not str(path).lower().endswith((".h5", ".hdf5", ".hdf", ".he5")):
-                try:
-                    BigWigReader(path).close()
-                except BpnetEvalError as bad:
-                    if str(bad) != str(err):
-                        findings.add(str(bad), bad.exit_code)
-        return findings
-    try:
-        if not scan_values or findings.problems:
-            findings.detected["values"] = "not read" + (" (fix the problems first)" if findings.problems else "")
-            return findings
-        screen = ValueScreen(findings, preds, truth_source, table, policies, collect=True)
-        try:
-            for i, _, (logits, logcounts), observed in iter_batches(preds, truth_source, batch_size):
-                skip = screen.screen(i, logits, logcounts, observed)
-                if isinstance(preds, BigWigPredictions):  # as score: zero predicted mass where reads were observed
-                    check_zero_mass(np.where(skip[:, None, None], 0, logits), observed, table, i, preds.paths)
-        except BpnetEvalError as err:
-            findings.add(str(err), err.exit_code)
-        screen.finish()
-        findings.detected["values"] = f"read all {preds.n} regions"
-        return findings
-    finally:
-        preds.close()
-        truth_source.close()
+        self.findings.warn_non_integer(self.non_integer)
 
 
 def format_findings(findings: Findings) -> str:

@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 
 import h5py
 import numpy as np
@@ -295,11 +296,11 @@ def cuda_without_gpu(case, tmp):
 
 
 def bad_dtype(case, tmp):
-    return ["score", case.predictions, *case.bigwigs, "--dtype", "float16"], 2, ["--dtype must be float32 or float64"]
+    return ["score", case.predictions, *case.bigwigs, "--dtype", "float16"], 2, ["'--dtype'", "'float16' is not one of 'float64', 'float32'", "--help"]
 
 
 def bad_policy(case, tmp):
-    return ["score", case.predictions, *case.bigwigs, "--off-end", "clip"], 2, ["--off-end must be one of error, skip, pad"]
+    return ["score", case.predictions, *case.bigwigs, "--off-end", "clip"], 2, ["'--off-end'", "'clip' is not one of 'error', 'skip', 'pad'", "--help"]
 
 
 def option_not_a_number(case, tmp):
@@ -644,23 +645,21 @@ def test_allotted_cpus_follow_slurm_then_affinity(environ, expected):
 
 
 def test_torch_threads_follow_affinity_and_slurm_unless_told():
-    from bpnet_eval.environment import configure_threads
+    from bpnet_eval.environment import torch_threads
 
-    threads, affinity = torch.get_num_threads(), os.sched_getaffinity(0)
+    affinity = os.sched_getaffinity(0)
     try:
         os.sched_setaffinity(0, {min(affinity)})
-        assert configure_threads({}) == 1 and torch.get_num_threads() == 1
+        assert torch_threads({}) == 1
         os.sched_setaffinity(0, affinity)
-        assert configure_threads({"SLURM_CPUS_PER_TASK": "2"}) == 2 and torch.get_num_threads() == 2
-        assert configure_threads({"OMP_NUM_THREADS": "1", "SLURM_CPUS_PER_TASK": "3"}) is None
-        assert torch.get_num_threads() == 2  # left alone
+        assert torch_threads({"SLURM_CPUS_PER_TASK": "2"}) == 2
+        assert torch_threads({"OMP_NUM_THREADS": "1", "SLURM_CPUS_PER_TASK": "3"}) is None
     finally:
         os.sched_setaffinity(0, affinity)
-        torch.set_num_threads(threads)
 
 
 def test_caches_go_to_a_private_temp_dir_when_home_is_not_writable(tmp_path):
-    from bpnet_eval.environment import configure_caches
+    from bpnet_eval.process import configure_caches
 
     home = tmp_path / "home"
     home.mkdir()
@@ -683,3 +682,17 @@ def test_check_shows_policy_outcomes_without_problems(cli, tmp_path):
     assert "skipped: 1 region(s)\n" in result.stdout and result.stdout.endswith("problems: none\n")
     padded = cli("check", tmp_path / "p.h5", *case.bigwigs, "--off-end", "pad")
     assert padded.returncode == 0 and "padded: 1 region(s)\n" in padded.stdout and "skipped:" not in padded.stdout
+
+
+@pytest.mark.parametrize("option", [["--dtype", "float16"], ["--off-end", "clip"], ["--preset", "bpnet2"],
+                                    ["--smooth", "all"], ["--metrics", "nope"], ["--batch-size", "0"]])
+def test_a_bad_choice_exits_2_before_any_file_is_opened_or_torch_imported(tmp_path, option):
+    """Choices are checked while parsing (typed) or when the options are built, before the inputs are looked at:
+    the inputs here do not even exist."""
+    script = ("import sys; from bpnet_eval.cli import run; "
+              f"code = run(['score', 'missing.h5', 'missing.bw', *{option!r}, '--out', 'out']); "
+              "print(code, 'torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == ["2", "False"], done.stdout + done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and "missing" not in done.stderr
+

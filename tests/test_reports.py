@@ -13,7 +13,9 @@ import pytest
 from scipy import stats
 from scipy.special import softmax
 
-from bpnet_eval import plots
+from bpnet_eval.examples import example_rows
+from bpnet_eval.options import Job
+from bpnet_eval.report import figures as plots
 from bpnet_eval.losses import predicted_profile
 from bpnet_eval.inputs import read_rows
 from conftest import make_case, run_cli
@@ -158,9 +160,9 @@ def test_profile_examples_draw_the_best_median_worst_regions(scored):
     with_counts = np.flatnonzero((totals > 0) & (totals >= np.median(totals[totals > 0])))
     order = with_counts[np.argsort(table["profile_mnll"][with_counts], kind="stable")]
     expected_rows = [order[0], order[(len(order) - 1) // 2], order[-1]]
-    examples = plots.example_rows(columns)
+    examples = example_rows(columns)
     assert [row for _, row in examples] == expected_rows
-    logits, logcounts, observed = read_rows(str(case.predictions), [str(p) for p in case.bigwigs], None, expected_rows)
+    logits, logcounts, observed = read_rows(Job.of(str(case.predictions), [str(p) for p in case.bigwigs]), expected_rows)
     np.testing.assert_array_equal(observed, case.observed[expected_rows])
     figure, drawn = plots.profile_examples(examples, observed, predicted_profile(logits, logcounts), columns,
                                            ["a", "b", "c"], summary["settings"]["track_names"])

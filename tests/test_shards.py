@@ -15,9 +15,9 @@ from scipy.stats import spearmanr
 
 from bpnet_eval.errors import UsageError
 from bpnet_eval.pipeline import score
-from bpnet_eval.report import regions_tsv
+from bpnet_eval.report.tables import regions_tsv
 from bpnet_eval.shards import merge, parse_shard, score_shard, shard_rows
-from bpnet_eval.validate import Policies
+from bpnet_eval.options import Job, Policies
 from conftest import make_case, run_cli
 
 CHUNK = 8
@@ -115,7 +115,7 @@ def test_skipped_rows_of_every_shard_are_merged(tmp_path):
     inputs = (str(case.predictions), [str(p) for p in case.bigwigs])
     full = score(*inputs, device="cpu", policies=Policies(nonfinite="skip"))
     for k in (1, 2, 3):
-        score_shard(tmp_path / f"s{k}", (k, 3), *inputs, device="cpu", policies=Policies(nonfinite="skip"))
+        score_shard(tmp_path / f"s{k}", (k, 3), Job.of(*inputs, device="cpu", policies=Policies(nonfinite="skip")))
     merged = merge([tmp_path / f"s{k}" for k in (1, 2, 3)])
     assert [s["row"] for s in full.summary["skipped"]] == [5, 26]
     assert merged.summary == full.summary
@@ -129,7 +129,7 @@ def test_shuffled_baselines_and_presets_merge_exactly(tmp_path):
     for options in ({"metrics": "jsd_shuffled,jsd_observed_shuffled,spearman", "seed": 9}, {"preset": "chrombpnet"}):
         full = score(*inputs, device="cpu", batch_size=4, **options)
         for k in (1, 2, 3):
-            score_shard(tmp_path / f"{len(options)}{k}", (k, 3), *inputs, device="cpu", batch_size=7, **options)
+            score_shard(tmp_path / f"{len(options)}{k}", (k, 3), Job.of(*inputs, device="cpu", batch_size=7, **options))
         merged = merge([tmp_path / f"{len(options)}{k}" for k in (1, 2, 3)])
         strip = lambda summary: {k: v for k, v in summary.items() if k != "settings"}  # noqa: E731
         assert strip(merged.summary) == strip(full.summary)
@@ -138,7 +138,7 @@ def test_shuffled_baselines_and_presets_merge_exactly(tmp_path):
             np.testing.assert_array_equal(merged.columns[name], values, err_msg=name)
     for options in ({"preset": "bpnet"}, {"metrics": "all"}):
         with pytest.raises(UsageError, match="pooled auPRC"):
-            score_shard(tmp_path / "no", (1, 2), *inputs, device="cpu", **options)
+            score_shard(tmp_path / "no", (1, 2), Job.of(*inputs, device="cpu", **options))
 
 
 def test_a_complete_shard_is_skipped_on_rerun(sharded_run, tmp_path):
@@ -150,8 +150,8 @@ def test_a_complete_shard_is_skipped_on_rerun(sharded_run, tmp_path):
     assert "already complete, skipped" in again.stderr
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
     (out / "partial.json").unlink()  # an interrupted shard (no marker) is scored again
-    status, _ = score_shard(out, (1, 3), str(case.predictions), [str(p) for p in case.bigwigs], device="cpu",
-                            batch_size=5)
+    status, _ = score_shard(out, (1, 3), Job.of(str(case.predictions), [str(p) for p in case.bigwigs], device="cpu",
+                                                       batch_size=5))
     assert status == "scored" and (out / "partial.json").exists()
     assert (out / "regions.tsv").read_bytes() == (run_dir / "s1" / "regions.tsv").read_bytes()
     env = dict(os.environ, SLURM_ARRAY_TASK_ID="2")
@@ -162,8 +162,8 @@ def test_a_complete_shard_is_skipped_on_rerun(sharded_run, tmp_path):
 
 def test_merge_refuses_missing_duplicate_and_foreign_shards(sharded_run, tmp_path):
     case, run_dir = sharded_run
-    score_shard(tmp_path / "other", (2, 3), str(case.predictions), [str(p) for p in case.bigwigs], device="cpu",
-                count_loss_weight=2.0)
+    score_shard(tmp_path / "other", (2, 3), Job.of(str(case.predictions), [str(p) for p in case.bigwigs], device="cpu",
+                                                             count_loss_weight=2.0))
     s1, s2, s3 = (run_dir / f"s{k}" for k in (1, 2, 3))
     for dirs, message in (([s1, s3], "shard(s) 2 of 3 are missing"), ([s1, s2, s2, s3], "shard 2/3 is given twice"),
                           ([s1, tmp_path / "other", s3], "come from different runs (options differ)")):

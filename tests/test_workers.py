@@ -14,8 +14,9 @@ from bpnet_eval.errors import InputError
 import bpnet_eval.inputs as inputs_module
 from bpnet_eval.inputs import batch_bounds, open_inputs
 from bpnet_eval.pipeline import score
-from bpnet_eval.plots import FIGURE_FILES, figure_painter
-from bpnet_eval.report_extras import example_regions
+from bpnet_eval.cli.common import figure_painter
+from bpnet_eval.options import Job
+from bpnet_eval.report.figures import FIGURE_FILES
 from bpnet_eval.workers import BackgroundCall, ProcessReadAhead, WorkerStopped, fork_is_safe
 from bpnet_eval.sources.bigwig import BigWigReader
 
@@ -128,12 +129,14 @@ def test_scores_equal_with_worker_processes_and_in_process(tmp_path):
 
 def test_open_inputs_uses_worker_processes_for_bigwigs(tmp_path):
     case = make_case(tmp_path, n=50, length=32)
-    with open_inputs(str(case.predictions), [str(p) for p in case.bigwigs], batch_size=8, read_workers=2) as inputs:
+    with open_inputs(Job.of(str(case.predictions), [str(p) for p in case.bigwigs], batch_size=8,
+                            read_workers=2)) as inputs:
         assert isinstance(inputs.observed, ProcessReadAhead) and inputs.read_workers == 2
         pids = list(inputs.observed._pids)
         batches = list(inputs.batches())
     assert len(batches) == 7 and not any(alive(pid) for pid in pids)
-    with open_inputs(str(case.predictions), [str(p) for p in case.bigwigs], batch_size=8, read_workers=0) as inputs:
+    with open_inputs(Job.of(str(case.predictions), [str(p) for p in case.bigwigs], batch_size=8,
+                            read_workers=0)) as inputs:
         assert inputs.observed is inputs.truth and inputs.read_workers == 0
 
 
@@ -190,7 +193,7 @@ def test_figures_drawn_in_the_background_equal_those_drawn_here(tmp_path):
     pytest.importorskip("matplotlib")
     case = make_case(tmp_path, n=40, length=64)
     result = score(str(case.predictions), [str(p) for p in case.bigwigs], device="cpu")
-    examples = example_regions(result)
+    examples = result.examples
     with figure_painter(True, background=False) as paint:
         here = paint(result.columns, result.summary, examples)
     with figure_painter(True) as paint:

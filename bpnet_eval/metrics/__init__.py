@@ -10,18 +10,36 @@
 See ``docs/metrics.md`` for the formulas and which peer uses which convention.
 """
 
-from .auprc import (auprc_region_mask, average_precision, bin_labels, bin_max, binned_labels_scores,
-                    peak_labels, pooled_auprc)
-from .correlation import average_ranks, ordinal_ranks, pearson, ranks, spearman
-from .counts import (COUNT_METRICS_ALL, COUNT_METRICS_DEFAULT, count_mae, count_metrics, count_mse,
-                     count_pearson, count_spearman, count_variance_explained, log1p_total)
-from .profile import (PROFILE_METRICS_ALL, PROFILE_METRICS_DEFAULT, PROFILE_PRESETS, cross_entropy,
-                      flatten_tracks, jsd_distance, jsd_divergence, kl_divergence, mnll, mnll_per_base,
-                      normalized_jsd, observed_probabilities, permute_positions, profile_metrics,
-                      profile_pearson, profile_spearman, shuffled_jsd_distance)
-from .smoothing import gaussian_kernel, smooth_gaussian1d
+from importlib import import_module
+
+from .names import (BIN_SIZES, COUNT_METRICS_ALL, COUNT_METRICS_DEFAULT, PROFILE_METRICS_ALL,
+                    PROFILE_METRICS_DEFAULT)
+
+# The functions are torch code: imported from their module on first use, so that importing the names above
+# (option parsing, reports) does not import torch.
+_HOMES = {
+    "auprc": ("auprc_region_mask", "average_precision", "bin_labels", "bin_max", "binned_labels_scores",
+              "peak_labels", "pooled_auprc"),
+    "correlation": ("average_ranks", "ordinal_ranks", "pearson", "ranks", "spearman"),
+    "counts": ("count_mae", "count_metrics", "count_mse", "count_pearson", "count_spearman",
+               "count_variance_explained", "log1p_total"),
+    "profile": ("PROFILE_PRESETS", "cross_entropy", "flatten_tracks", "jsd_distance", "jsd_divergence",
+                "kl_divergence", "mnll", "mnll_per_base", "normalized_jsd", "observed_probabilities",
+                "permute_positions", "profile_metrics", "profile_pearson", "profile_spearman",
+                "shuffled_jsd_distance"),
+    "smoothing": ("gaussian_kernel", "smooth_gaussian1d"),
+}
+_HOME_OF = {name: module for module, names in _HOMES.items() for name in names}
+
+
+def __getattr__(name):
+    if name in _HOME_OF:
+        return getattr(import_module(f".{_HOME_OF[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
+    "BIN_SIZES",
     "auprc_region_mask", "average_precision", "bin_labels", "bin_max", "binned_labels_scores",
     "peak_labels", "pooled_auprc",
     "average_ranks", "ordinal_ranks", "pearson", "ranks", "spearman",

@@ -12,11 +12,12 @@ over the last axis also gives one curve per region or per strand.
 
 import torch
 
+from .names import BIN_SIZES
+
 NAN = float("nan")
 POS_MIN_FRACTION = 0.015
 NEG_MAX_FRACTION = 0.005
 REQUIRED_MIN_POS_COUNTS = 2.5
-BIN_SIZES = (1, 10)
 
 
 def auprc_region_mask(observed, required_min_pos_counts=REQUIRED_MIN_POS_COUNTS,

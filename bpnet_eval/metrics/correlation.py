@@ -6,8 +6,9 @@ Shared by the profile metrics (correlation over positions, per region) and the c
 
 import torch
 
+from .names import TIES
+
 NAN = float("nan")
-TIES = ("average", "ordinal")
 
 
 def pearson(x, y, zero_variance=NAN):

@@ -9,9 +9,8 @@ import numpy as np
 import torch
 
 from .correlation import NAN, is_constant, pearson, spearman
+from .names import COUNT_METRICS_ALL, COUNT_METRICS_DEFAULT
 
-COUNT_METRICS_DEFAULT = ("pearson", "spearman", "mse")
-COUNT_METRICS_ALL = COUNT_METRICS_DEFAULT + ("mae", "variance_explained")
 
 
 def log1p_total(total_counts):

@@ -13,6 +13,7 @@ from ..losses import MNLLLoss, joint_log_softmax
 from .auprc import (BIN_SIZES, NEG_MAX_FRACTION, POS_MIN_FRACTION, REQUIRED_MIN_POS_COUNTS, auprc_region_mask,
                     average_precision, binned_labels_scores)
 from .correlation import NAN, pearson, spearman
+from .names import PROFILE_METRICS_ALL, PROFILE_METRICS_DEFAULT
 from .smoothing import DEFAULT_SIGMA, DEFAULT_WIDTH, smooth_gaussian1d
 
 
@@ -286,14 +287,6 @@ def profile_spearman(p_pred, observed, ties="average", zero_variance=NAN):
 
 # ----------------------------------------------------------------------------------------------
 # The batch entry point
-
-PROFILE_METRICS_DEFAULT = (
-    "profile_mnll", "profile_mnll_per_base", "profile_cross_entropy", "profile_jsd_divergence",
-    "profile_jsd_distance", "profile_norm_jsd", "profile_pearson",
-)
-PROFILE_METRICS_ALL = PROFILE_METRICS_DEFAULT + (
-    "profile_spearman", "profile_jsd_shuffled", "profile_jsd_observed_shuffled",
-) + tuple(f"profile_auprc_bin{b}" for b in BIN_SIZES)
 
 # Options reproducing a peer's per-region numbers (keyword arguments of ``profile_metrics``).
 PROFILE_PRESETS = {

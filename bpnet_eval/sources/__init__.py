@@ -1,0 +1,57 @@
+"""Readers of every input format, behind two interfaces (``base.PredictionSource``, ``base.TruthSource``).
+
+``open_predictions`` and ``open_truth`` are the one place where the format of an input is decided:
+
+- predictions: two ``.npz`` files (bpnet-lite 0.9), counts-scale bigWigs (one per track), a
+  ``(logits, logcounts)`` pair of arrays, or an HDF5 file in one of the peers' layouts
+  (``predictions.detect_layout``);
+- truth: one bigWig per track (read over the regions), one HDF5 file, or an array ``(N, S, L)``.
+
+A new prediction layout goes into ``predictions.detect_layout`` (an HDF5 layout) or a new module
+here implementing ``PredictionSource``, chosen in ``open_predictions``.
+"""
+
+import os
+from typing import Optional
+
+import numpy as np
+
+from ..errors import UsageError
+from ..regions import Regions
+from .base import PredictionSource, ReadPlan, TruthSource
+from .npz import NpzPredictions, npz_prediction_paths
+from .predicted_bigwig import BigWigPredictions, bigwig_prediction_paths
+from .predictions import ArrayPredictions, HDF5Predictions
+from .tracks import ArrayTruth, open_truth_files
+
+__all__ = ["PredictionSource", "TruthSource", "ReadPlan", "open_predictions", "open_truth"]
+
+
+def open_predictions(predictions, regions=None, *, logits_dataset: Optional[str] = None,
+                     logcounts_dataset: Optional[str] = None, profile_kind: Optional[str] = None,
+                     head: Optional[int] = None, pred_pseudocount: float = 0.0, pred_logcounts: str = "log",
+                     allow_external_links: bool = False) -> PredictionSource:
+    """The prediction source for ``predictions`` (see the module docstring for the formats)."""
+    npz = npz_prediction_paths(predictions)
+    if npz is not None:  # bpnet-lite 0.9: profile logits and log counts in two .npz files
+        return NpzPredictions(npz)
+    bigwigs = bigwig_prediction_paths(predictions)
+    if bigwigs is not None:  # counts-scale bigWigs, one per track, read over the regions
+        return BigWigPredictions(bigwigs, regions, pred_pseudocount, pred_logcounts)
+    if pred_pseudocount or pred_logcounts != "log":
+        raise UsageError("--pred-pseudocount and --pred-logcounts apply to bigWig predictions only; "
+                         "HDF5 predictions carry their own log counts")
+    if isinstance(predictions, (tuple, list)) and len(predictions) == 2:
+        return ArrayPredictions(*predictions)
+    options = {"allow_external_links": True} if allow_external_links else {}
+    return HDF5Predictions(predictions, logits_dataset, logcounts_dataset, profile_kind, head, **options)
+
+
+def open_truth(truth, regions: Optional[Regions], dataset: Optional[str] = None,
+               allow_external_links: bool = False) -> TruthSource:
+    """The truth source for ``truth``: a path, a list of paths, or an array ``(N, L)`` / ``(N, S, L)``."""
+    if isinstance(truth, (str, os.PathLike)):
+        return open_truth_files([truth], regions, dataset, allow_external_links)
+    if hasattr(truth, "shape"):  # a numpy array or a torch tensor
+        return ArrayTruth(np.asarray(truth))
+    return open_truth_files(list(truth), regions, dataset, allow_external_links)

@@ -371,6 +371,15 @@ class BigWigReader:
                 out[rows] = part
         return out
 
+    def read_clipped(self, chrom: str, start: int, end: int) -> np.ndarray:
+        """One window ``(end - start,)`` float32, zeros where it lies past either end of ``chrom`` (all zeros
+        when the file has no ``chrom``)."""
+        values = np.zeros(end - start, dtype=np.float32)
+        lo, hi = max(start, 0), min(end, self.chrom_sizes.get(chrom, 0))
+        if hi > lo:
+            values[lo - start:hi - start] = self.read([chrom], np.array([lo]), np.array([hi]))[0]
+        return values
+
     def _read_blocks(self, key0: np.ndarray, width: int, flat: np.ndarray) -> None:
         """Fill windows from the blocks they touch, decoded now or taken from the cache.
 

@@ -12,7 +12,7 @@ Read over the ``--regions`` windows (all of one width, L). For one region with p
 
 A window whose predicted values are all 0 has no ``ln(total)``: an error says so (use ``log1p``). A
 predicted profile that is 0 where counts were observed has an infinite MNLL: :func:`check_zero_mass`,
-called by the pipeline on every batch, raises an error that names the file, the region and the fix.
+called on every batch through ``BigWigPredictions.check_batch``, raises an error that names the file, the region and the fix.
 """
 
 import os
@@ -21,8 +21,8 @@ from typing import Optional, Sequence
 import numpy as np
 
 from ..errors import InputError, UsageError
-from ..regions import Regions, read_region_file
-from ..validate import match_chromosomes
+from ..regions import Regions, match_chromosomes, read_region_file
+from .base import PredictionSource
 from .bigwig import BigWigReader
 from .predictions import _LOG_TINY, profile_to_logits
 
@@ -108,7 +108,7 @@ def _prediction_regions(regions, length: Optional[int]) -> Regions:
     return table
 
 
-class BigWigPredictions:
+class BigWigPredictions(PredictionSource):
     """Counts-scale predicted tracks, one bigWig per track, read over equal-width windows.
 
     Parameters
@@ -181,10 +181,12 @@ class BigWigPredictions:
         if inside.any():
             out[inside] = reader.read(chroms[inside], start[inside], end[inside])
         for k in np.flatnonzero(~inside).tolist():
-            lo, hi = max(int(start[k]), 0), min(int(end[k]), int(sizes[k]))
-            if hi > lo:
-                out[k, lo - start[k]:hi - start[k]] = reader.read([chroms[k]], np.array([lo]), np.array([hi]))[0]
+            out[k] = reader.read_clipped(chroms[k], int(start[k]), int(end[k]))
         return out
+
+    def check_batch(self, logits, observed, regions, first_row: int) -> None:
+        """Zero predicted mass where counts were observed (``check_zero_mass``)."""
+        check_zero_mass(logits, observed, regions, first_row, self.paths)
 
     def read(self, i: int, j: int):
         """Logits ``(j-i, S, L)`` (float64) and log counts ``(j-i, 1)`` of regions ``i..j``."""

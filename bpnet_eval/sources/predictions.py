@@ -14,6 +14,7 @@ import numpy as np
 
 from ..errors import InputError, UsageError
 from ..regions import Regions, windows_around
+from .base import PredictionSource
 from .hdf5 import damaged, dataset_or_none, decode_strings, list_datasets, open_hdf5, read_column, require_dataset
 
 PROFILE_KINDS = ("logits", "probs", "counts")
@@ -98,7 +99,7 @@ def detect_layout(handle, head: Optional[int] = None) -> Layout:
                      "name them with --logits-dataset and --logcounts-dataset")
 
 
-class HDF5Predictions:
+class HDF5Predictions(PredictionSource):
     """Predicted logits and log counts from an HDF5 file, read in batches of regions.
 
     Parameters
@@ -131,7 +132,7 @@ class HDF5Predictions:
         if profile_kind:
             if profile_kind not in PROFILE_KINDS:
                 raise UsageError(f"--profile-kind must be one of {', '.join(PROFILE_KINDS)}, not '{profile_kind}'")
-            layout.profile_kind = profile_kind
+            layout.profile_kind = str(profile_kind)
         self.layout = layout
         fix = "name the dataset with --logits-dataset / --logcounts-dataset"
         self._profile = require_dataset(self._file, layout.logits, fix)
@@ -209,7 +210,7 @@ class HDF5Predictions:
         self._file.close()
 
 
-class ArrayPredictions:
+class ArrayPredictions(PredictionSource):
     """Predictions held in memory: logits ``(N, L)`` or ``(N, S, L)`` and log counts ``(N,)``, ``(N, 1)`` or ``(N, S)``."""
 
     def __init__(self, logits, logcounts, profile_kind="logits"):

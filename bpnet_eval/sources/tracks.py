@@ -4,12 +4,14 @@ Every source answers ``read(i, j)`` with observed counts ``(b, S, L)`` as float3
 bases as 0, in track order.
 """
 
+import copy
 from typing import Optional, Sequence
 
 import numpy as np
 
 from ..errors import InputError, UsageError
 from ..regions import Regions
+from .base import ReadPlan, TruthSource
 from .bigwig import BigWigReader
 from .hdf5 import damaged, dataset_or_none, list_datasets, open_hdf5
 from .predictions import profile_axes, to_nsl
@@ -18,12 +20,14 @@ HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".he5")
 TRUTH_DATASET_NAMES = ("observed/counts", "observed", "counts", "true_counts", "y", "obs")
 
 
-class BigWigTruth:
-    """Observed counts from one bigWig per track (stranded: plus, then minus).
+class BigWigTruth(TruthSource):
+    """Observed counts from one bigWig per track (stranded: plus, then minus), read over ``regions``.
 
-    ``use_windows`` (called by validation) sets each file's chromosome names for the regions, the rows
+    ``planned(plan)`` (validation's ``ReadPlan``) gives the reader of each file's chromosome names, the rows
     not read (skipped: zeros) and the rows read clipped to the chromosome (padded with zeros).
     """
+
+    forkable = True
 
     def __init__(self, paths: Sequence[str], regions: Regions):
         self.paths = [str(p) for p in paths]
@@ -43,21 +47,16 @@ class BigWigTruth:
         """``{chromosome: length}`` of each bigWig, in track order."""
         return [reader.chrom_sizes for reader in self._readers]
 
-    def use_windows(self, chroms: Sequence[np.ndarray], skip_rows=(), pad_rows=()) -> None:
-        """Read row ``i`` of track ``s`` as ``chroms[s][i]``; skipped rows as zeros; padded rows clipped."""
-        self._chroms = [np.asarray(c, dtype=object) for c in chroms]
-        self._special = {**{int(i): "pad" for i in pad_rows}, **{int(i): "skip" for i in skip_rows}}
+    def planned(self, plan: ReadPlan) -> "BigWigTruth":
+        """A reader of the same files (sharing their descriptors) that reads as ``plan`` says."""
+        view = copy.copy(self)
+        if plan.chrom_names:
+            view._chroms = [np.asarray(c, dtype=object) for c in plan.chrom_names]
+        view._special = {**{int(i): "pad" for i in plan.pad_rows}, **{int(i): "skip" for i in plan.skip_rows}}
+        return view
 
     def describe(self) -> dict:
         return {"kind": "bigWig", "paths": self.paths}
-
-    def _read_clipped(self, reader, chrom: str, start: int, end: int) -> np.ndarray:
-        """One window, zeros where it lies past either chromosome end."""
-        values = np.zeros(end - start, dtype=np.float32)
-        lo, hi = max(start, 0), min(end, reader.chrom_sizes.get(chrom, 0))
-        if hi > lo:
-            values[lo - start:hi - start] = reader.read([chrom], np.array([lo]), np.array([hi]))[0]
-        return values
 
     def read(self, i: int, j: int) -> np.ndarray:
         start, end = self.regions.start[i:j], self.regions.end[i:j]
@@ -69,7 +68,7 @@ class BigWigTruth:
             out[plain, s, :] = reader.read(chroms[plain], start[plain], end[plain])
             for k in special:
                 if self._special[i + k] == "pad":
-                    out[k, s] = self._read_clipped(reader, chroms[k], int(start[k]), int(end[k]))
+                    out[k, s] = reader.read_clipped(chroms[k], int(start[k]), int(end[k]))
         return out
 
     def close(self):
@@ -77,11 +76,12 @@ class BigWigTruth:
             reader.close()
 
 
-class HDF5Truth:
+class HDF5Truth(TruthSource):
     """Observed counts from one HDF5 dataset ``(N, S, L)``, ``(N, L, S)`` or ``(N, L)``."""
 
     def __init__(self, path: str, dataset: Optional[str] = None, allow_external_links: bool = False):
         self.path = str(path)
+        self.paths = [self.path]
         self._file = open_hdf5(self.path, allow_external_links)
         self.dataset = dataset or self._find_dataset()
         self._data = dataset_or_none(self._file, self.dataset)
@@ -123,7 +123,7 @@ class HDF5Truth:
         self._file.close()
 
 
-class ArrayTruth:
+class ArrayTruth(TruthSource):
     """Observed counts held in memory, ``(N, L)`` or ``(N, S, L)``."""
 
     def __init__(self, observed):
@@ -133,6 +133,7 @@ class ArrayTruth:
             raise UsageError(f"observed counts have shape {observed.shape}; expected (N, L) or (N, S, L)")
         self.n, self.n_tracks, self.length = self._data.shape
         self.path = "<array>"
+        self.paths = []
 
     def describe(self) -> dict:
         return {"kind": "arrays", "paths": []}
@@ -144,7 +145,7 @@ class ArrayTruth:
         pass
 
 
-def open_truth(paths: Sequence[str], regions: Optional[Regions], dataset: Optional[str] = None,
+def open_truth_files(paths: Sequence[str], regions: Optional[Regions], dataset: Optional[str] = None,
                allow_external_links: bool = False):
     """A truth source for ``paths``: one HDF5 file, or one bigWig per track (needs regions)."""
     paths = [str(p) for p in paths]

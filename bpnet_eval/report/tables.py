@@ -1,41 +1,13 @@
-"""Report writers: regions.tsv, summary.json, summary.tsv and the terminal table.
-
-Every file is written under a temporary name and renamed when complete; ``summary.json`` is
-written last, so its presence marks a finished report.
-"""
+"""The report's text: regions.tsv, summary.tsv, skipped.tsv, summary.json, and the rows of the summary
+table (shown by the terminal and the HTML page). Pure functions of the result; nothing is written here."""
 
 import json
 import math
-import os
-from contextlib import contextmanager
-from pathlib import Path
-from typing import Optional
 
 import numpy as np
-from rich.console import Console
-from rich.table import Table
-
-from .errors import InputError
 
 REGIONS_FILE, SUMMARY_JSON, SUMMARY_TSV = "regions.tsv", "summary.json", "summary.tsv"
 SKIPPED_FILE = "skipped.tsv"
-
-
-def write_atomic(path: Path, text) -> None:
-    """Write ``text`` (str, bytes, or an iterable of str pieces) to ``path`` through a temporary file
-    renamed into place."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    pieces = [text] if isinstance(text, (str, bytes)) else text
-    try:
-        with open(temporary, "wb" if isinstance(text, bytes) else "w") as handle:
-            for piece in pieces:
-                handle.write(piece)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    finally:
-        if temporary.exists():
-            temporary.unlink()
 
 
 def format_value(value) -> str:
@@ -101,35 +73,6 @@ def summary_json(summary: dict) -> str:
     return json.dumps(summary, indent=2, allow_nan=False) + "\n"
 
 
-@contextmanager
-def output_directory(out_dir, what: str = "the report"):
-    """``out_dir`` as a Path, created if needed; an OSError while writing into it becomes one line."""
-    out = Path(out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        yield out
-    except OSError as err:
-        raise InputError(f"{out}: cannot write {what} ({err.strerror or err}); give a writable directory with --out")
-
-
-def write_report(out_dir, regions, columns: dict, summary: dict, extra=None, files: Optional[dict] = None) -> Path:
-    """Write the report files into ``out_dir`` (created if needed); return the directory.
-
-    ``files`` maps further file names to their text (a preset's summary file); ``extra(directory)``
-    writes further files (figures, HTML). Both come before ``summary.json``, which comes last."""
-    with output_directory(out_dir) as out:
-        (out / SUMMARY_JSON).unlink(missing_ok=True)
-        write_atomic(out / REGIONS_FILE, regions_tsv(regions, columns))
-        write_atomic(out / SUMMARY_TSV, summary_tsv(summary))
-        write_atomic(out / SKIPPED_FILE, skipped_tsv(summary))
-        for name, text in (files or {}).items():
-            write_atomic(out / name, text)
-        if extra is not None:
-            extra(out)
-        write_atomic(out / SUMMARY_JSON, summary_json(summary))
-    return out
-
-
 def display_value(value) -> str:
     """A number for the terminal table: six significant digits."""
     return "nan" if value is None else f"{value:.6g}"
@@ -152,24 +95,3 @@ def summary_table_rows(summary: dict):
         rows.append([f"counts {statistic}", display_value(value), "", "", "", "",
                      *(display_value(g["counts"][statistic]) for g in groups.values())])
     return header, rows
-
-
-def summary_table(summary: dict) -> Table:
-    """The summary as a rich table (rows from ``summary_table_rows``)."""
-    header, rows = summary_table_rows(summary)
-    table = Table(title=summary_title(summary))
-    for k, name in enumerate(header):
-        table.add_column(name, no_wrap=k == 0, justify="left" if k == 0 else "right")
-    for row in rows:
-        table.add_row(*row)
-    return table
-
-
-def print_summary(summary: dict, console: Console) -> None:
-    """Print the summary table; on a pipe or a file, as wide as it needs so that no number is cut."""
-    table = summary_table(summary)
-    if not console.is_terminal:
-        needed = console.measure(table, options=console.options.update_width(10_000)).maximum
-        console = Console(file=console.file, width=max(needed, 80), color_system=None)
-    console.print(table)
-

@@ -4,8 +4,8 @@ MultiQC picks up any ``*_mqc.json`` holding ``id``, ``section_name``, ``plot_typ
 ``headers`` and ``data: {sample: {column: value}}``; each run of ``score`` is one sample.
 """
 
-from . import __version__
-from .directions import better_direction, count_direction, metric_of
+from .. import __version__
+from ..directions import better_direction, count_direction, metric_of
 
 MULTIQC_FILE = "bpnet_eval_mqc.json"
 

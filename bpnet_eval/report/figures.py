@@ -6,15 +6,12 @@ returns the figure and the arrays it drew, so tests can check them against the r
 """
 
 import io
-from contextlib import contextmanager
 from typing import Optional
 
 import numpy as np
 
-from .columns import predicted_total_logcounts
-from .environment import configure_caches
-from .errors import UsageError
-from .workers import BackgroundCall, fork_is_safe
+from ..columns import predicted_total_logcounts
+from ..errors import UsageError
 
 COUNTS_SCATTER, PROFILE_HISTOGRAMS, PROFILE_EXAMPLES = "counts_scatter.png", "profile_histograms.png", "profile_examples.png"
 FIGURE_FILES = (COUNTS_SCATTER, PROFILE_HISTOGRAMS, PROFILE_EXAMPLES)
@@ -48,9 +45,7 @@ def resolve_plots(requested: Optional[bool]) -> bool:
 def new_figure(width: float, height: float, margins=(0.8, 0.25, 0.6, 0.45), rows: int = 1, columns: int = 1,
                gap: float = 0.0):
     """A matplotlib Figure on an Agg canvas, with fixed ``margins`` (left, right, bottom, top) and ``gap``
-    between subplots, in inches (a layout engine measures every label: 40% of the drawing time);
-    ``MPLCONFIGDIR`` goes to a temp dir when HOME is not writable."""
-    configure_caches()
+    between subplots, in inches (a layout engine measures every label: 40% of the drawing time)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -165,27 +160,6 @@ def profile_histograms(columns: dict, summary: dict):
     return figure, drawn
 
 
-def example_rows(columns: dict) -> list:
-    """``(label, row)`` of the best, median and worst region by profile MNLL among the regions with at least
-    the median observed total of the regions with reads (MNLL grows with the reads, so over all regions
-    the "best" would merely be the emptiest)."""
-    mnll = np.asarray(columns["profile_mnll"], dtype=np.float64)
-    totals = np.asarray(columns["observed_counts"], dtype=np.float64)
-    with_reads = np.isfinite(mnll) & (totals > 0)
-    if not with_reads.any():
-        return []
-    candidates = np.flatnonzero(with_reads & (totals >= np.median(totals[with_reads])))
-    ranked = candidates[np.argsort(mnll[candidates], kind="stable")]
-    picks = [("best (lowest MNLL)", ranked[0]), ("median MNLL", ranked[(ranked.size - 1) // 2]),
-             ("worst (highest MNLL)", ranked[-1])]
-    seen, out = set(), []
-    for label, row in picks:
-        if int(row) not in seen:
-            seen.add(int(row))
-            out.append((label, int(row)))
-    return out
-
-
 def profile_examples(examples: list, observed: np.ndarray, predicted: np.ndarray, columns: dict, labels: list,
                      track_names: list):
     """One panel per example region: observed counts and the predicted profile, per track (the second of
@@ -220,7 +194,7 @@ def profile_examples(examples: list, observed: np.ndarray, predicted: np.ndarray
 
 def draw_figures(columns: dict, summary: dict, examples: Optional[dict] = None, names=FIGURE_FILES) -> dict:
     """The report figures ``names`` as ``{file name: PNG bytes}``; the example panel only when ``examples``
-    (from ``report_extras.example_regions``: picks, labels, observed and predicted profiles) is given."""
+    (``ScoreResult.examples``: picks, labels, observed and predicted profiles) is given."""
     figures = {}
     if COUNTS_SCATTER in names:
         figures[COUNTS_SCATTER] = png_bytes(counts_scatter(columns, summary)[0])
@@ -239,21 +213,3 @@ def warm_up() -> None:
     figure = new_figure(2.0, 2.0)
     figure.add_subplot().set_title("warm-up")
     png_bytes(figure)
-
-
-@contextmanager
-def figure_painter(draw_plots: bool, background: bool = True):
-    """``paint(columns, summary, examples)``: the figures (``draw_figures``), or ``{}`` without plots. Where fork
-    is safe and ``background``, a process forked now imports matplotlib while the scores are computed, and
-    ``paint`` returns a callable that waits for the figures it draws (the caller writes its tables meanwhile)."""
-    if not draw_plots:
-        yield lambda columns, summary, examples: {}
-    elif not (background and fork_is_safe()):
-        yield draw_figures
-    else:
-        with BackgroundCall(warm_up, draw_figures, "drawing the figures") as painter:
-            def paint(columns, summary, examples):
-                painter.submit(columns, summary, examples)
-                return painter.result
-
-            yield paint

@@ -4,8 +4,8 @@ import base64
 import html
 import json
 
-from . import __version__
-from .report import summary_table_rows, summary_title
+from .. import __version__
+from .tables import summary_table_rows, summary_title
 
 STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 1100px;

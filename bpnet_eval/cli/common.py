@@ -1,0 +1,187 @@
+"""What every command shares: the options declared once (with their help panels), the error guard, the
+progress display and the figure painter. Nothing here opens a file or imports torch."""
+
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, List, Optional
+
+import typer
+from rich.console import Console
+
+
+from ..errors import EXIT_RUNTIME, BpnetEvalError
+from ..options import NonFinite, OffEnd, Policies, PredLogcounts, ProfileKind, ReadOptions
+
+stderr = Console(stderr=True)
+
+# Help panels: options grouped by what they are about.
+INPUTS, LAYOUTS, REGIONS, METRICS = "Inputs", "Layouts (HDF5 and bigWig predictions)", "Regions", "Metrics"
+POLICIES, OUTPUT, PERFORMANCE, CLUSTER = "Policies for messy inputs", "Output", "Performance", "Cluster"
+
+# ------------------------------------------------------------------ inputs, shared by score and check
+Predictions = Annotated[Path, typer.Argument(
+    help="HDF5 predictions (logits + log counts, any known layout), or counts-scale bigWigs, one per track, "
+         "comma-separated (pred.plus.bw,pred.minus.bw; needs --regions), or bpnet-lite's two .npz files "
+         "(logits.npz,logcounts.npz; needs --regions).", show_default=False)]
+Truth = Annotated[List[Path], typer.Argument(
+    help="One bigWig per predicted track (plus, then minus), or one HDF5 file of observed counts.",
+    show_default=False)]
+RegionsFile = Annotated[Optional[Path], typer.Option(
+    "--regions", "-r", rich_help_panel=REGIONS, show_default=False,
+    help="BED (start..end) or narrowPeak (start + summit ± L/2), one row per prediction (default: the "
+         "coordinates stored in PREDICTIONS).")]
+PredPseudocount = Annotated[float, typer.Option(
+    "--pred-pseudocount", rich_help_panel=LAYOUTS,
+    help="bigWig predictions: added to every predicted value before the profile is normalised (for positions "
+         "predicted 0 where counts were observed).")]
+PredLogcountsOption = Annotated[PredLogcounts, typer.Option(
+    "--pred-logcounts", rich_help_panel=LAYOUTS,
+    help="bigWig predictions: predicted log count = log: ln(window total), or log1p: ln(1 + window total).")]
+LogitsDataset = Annotated[Optional[str], typer.Option(
+    "--logits-dataset", rich_help_panel=LAYOUTS, show_default=False, help="HDF5 dataset of the predicted profile.")]
+LogcountsDataset = Annotated[Optional[str], typer.Option(
+    "--logcounts-dataset", rich_help_panel=LAYOUTS, show_default=False,
+    help="HDF5 dataset of the predicted log counts.")]
+ProfileKindOption = Annotated[Optional[ProfileKind], typer.Option(
+    "--profile-kind", rich_help_panel=LAYOUTS, show_default=False,
+    help="What the profile dataset holds (default: from the layout).")]
+Head = Annotated[Optional[int], typer.Option(
+    "--head", rich_help_panel=LAYOUTS, show_default=False, help="BPReveal head (default: the first).")]
+TruthDataset = Annotated[Optional[str], typer.Option(
+    "--truth-dataset", rich_help_panel=LAYOUTS, show_default=False,
+    help="HDF5 dataset of observed counts in a TRUTH HDF5.")]
+OffEndOption = Annotated[OffEnd, typer.Option(
+    "--off-end", rich_help_panel=POLICIES,
+    help="Windows past a chromosome end: error, skip (not scored, listed in skipped.tsv and summary.json) or "
+         "pad (scored, zeros past the end).")]
+NonFiniteOption = Annotated[NonFinite, typer.Option(
+    "--nonfinite", rich_help_panel=POLICIES,
+    help="Regions whose predictions hold NaN/inf: error, or skip (not scored, listed in the report).")]
+ExternalLinks = Annotated[bool, typer.Option(
+    "--allow-external-links", rich_help_panel=POLICIES,
+    help="Read HDF5 external links and virtual or externally stored datasets (refused by default: they read "
+         "other files).")]
+BatchSize = Annotated[int, typer.Option("--batch-size", rich_help_panel=PERFORMANCE, help="Regions per batch.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", rich_help_panel=OUTPUT, help="No progress and no tables.")]
+Plots = Annotated[Optional[bool], typer.Option(
+    "--plots/--no-plots", rich_help_panel=OUTPUT, show_default=False,
+    help="Draw PNG figures into the report (default: on when matplotlib is installed).")]
+JsonOutput = Annotated[bool, typer.Option(
+    "--json", rich_help_panel=OUTPUT,
+    help="Print the summary JSON (= summary.json) to stdout and nothing else there; no table.")]
+Debug = Annotated[bool, typer.Option("--debug", rich_help_panel=OUTPUT, help="Show tracebacks.")]
+
+
+def read_options(pred_pseudocount: float, pred_logcounts, logits_dataset, logcounts_dataset, profile_kind, head,
+                 truth_dataset, off_end, nonfinite, allow_external_links) -> ReadOptions:
+    """The ``ReadOptions`` of the shared input options."""
+    return ReadOptions(logits_dataset, logcounts_dataset, profile_kind, head, truth_dataset, pred_pseudocount,
+                       pred_logcounts, Policies(off_end, nonfinite, allow_external_links))
+
+
+def input_paths(predictions: Path, truth: List[Path], regions: Optional[Path]):
+    """``(predictions, truth, regions)`` as the library takes them (strings)."""
+    return str(predictions), [str(t) for t in truth], str(regions) if regions else None
+
+
+# ----------------------------------------------------------------------------- running a command
+def fail(message: str, code: int) -> None:
+    """Print one line to stderr and exit with ``code``."""
+    stderr.print(f"bpnet-eval: error: {message}", markup=False, highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def run_guarded(work, debug: bool):
+    """Run ``work()``; user errors become one line and their exit code, anything else one line and 1."""
+    try:
+        return work()
+    except typer.Exit:
+        raise
+    except BpnetEvalError as err:
+        if debug:
+            raise
+        fail(str(err), err.exit_code)
+    except KeyboardInterrupt:
+        fail("interrupted; no report was written", 130)
+    except Exception as err:  # a bug or an environment problem: still one line unless --debug
+        if debug:
+            raise
+        fail(f"unexpected {type(err).__name__}: {err} (rerun with --debug for the traceback)", EXIT_RUNTIME)
+
+
+class ProgressReporter:
+    """A live bar on a terminal; plain periodic lines when stderr is a file or a pipe."""
+
+    def __init__(self, enabled: bool, interval_s: float = 10.0):
+        self.enabled, self.interval_s = enabled, interval_s
+        self._bar = self._task = None
+        self._last = 0.0
+        self._start = time.monotonic()
+
+    def __enter__(self):
+        if self.enabled and stderr.is_terminal:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+            self._bar = Progress("scoring", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                                 console=stderr, transient=True)
+            self._bar.__enter__()
+        return self
+
+    def __call__(self, done: int, total: int):
+        if not self.enabled:
+            return
+        if self._bar is not None:
+            if self._task is None:
+                self._task = self._bar.add_task("scoring", total=total)
+            self._bar.update(self._task, completed=done)
+            return
+        now = time.monotonic()
+        if now - self._last >= self.interval_s or done == total:
+            self._last = now
+            print(f"bpnet-eval: scored {done}/{total} regions ({now - self._start:.1f} s)", file=sys.stderr,
+                  flush=True)
+
+    def __exit__(self, *exc):
+        if self._bar is not None:
+            self._bar.__exit__(*exc)
+
+
+@contextmanager
+def figure_painter(draw_plots: bool, background: bool = True):
+    """``paint(columns, summary, examples)``: the figures (``report.figures.draw_figures``), or ``{}`` without
+    plots. Where fork is safe and ``background``, a process forked now imports matplotlib while the scores
+    are computed, and ``paint`` returns a callable that waits for the figures it draws (the report's tables
+    are written meanwhile). Enter it before the run imports torch."""
+    from ..report.figures import draw_figures, warm_up
+    from ..workers import BackgroundCall, fork_is_safe
+
+    if not draw_plots:
+        yield lambda columns, summary, examples: {}
+    elif not (background and fork_is_safe()):
+        yield draw_figures
+    else:
+        with BackgroundCall(warm_up, draw_figures, "drawing the figures") as painter:
+            def paint(columns, summary, examples):
+                painter.submit(columns, summary, examples)
+                return painter.result
+
+            yield paint
+
+
+def write_and_show(out_dir: Path, result, figures, json_output: bool, quiet: bool, note: str) -> None:
+    """Write the report of ``result`` into ``out_dir`` (``figures``: ``{name: PNG}`` or a callable returning
+    them), then print the summary JSON or the table, and the policy notes."""
+    from ..report.tables import summary_json
+    from ..report.terminal import print_outcome, print_summary
+    from ..report.writer import write_report
+
+    directory = write_report(out_dir, result, figures)
+    if json_output:
+        sys.stdout.write(summary_json(result.summary))
+    elif not quiet:
+        print_summary(result.summary, Console())
+    if not quiet:
+        print_outcome(result.summary, stderr)
+        stderr.print(f"{note} {directory}/", highlight=False)

@@ -1,0 +1,119 @@
+"""``bpnet-eval score``: build the job from the options, run it, write the report (or one shard's partial)."""
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ..environment import torch_threads
+from ..options import Dtype, Job, NonFinite, OffEnd, PredLogcounts, Preset, RunOptions, ScoreOptions, Smooth
+from .common import (CLUSTER, INPUTS, METRICS, OUTPUT, PERFORMANCE, BatchSize, Debug, ExternalLinks, Head,
+                     JsonOutput, LogcountsDataset, LogitsDataset, NonFiniteOption, OffEndOption, Plots,
+                     PredLogcountsOption, Predictions, PredPseudocount, ProfileKindOption, ProgressReporter, Quiet,
+                     RegionsFile, Truth, TruthDataset, figure_painter, input_paths, read_options, run_guarded,
+                     stderr, write_and_show)
+
+METRICS_HELP = ("default (seed losses + per-track MNLL), all, or a comma list of: jsd_distance, jsd_divergence, "
+                "norm_jsd, jsd_shuffled, jsd_observed_shuffled, pearson, spearman, cross_entropy, mnll_per_base, "
+                "auprc_bin1, auprc_bin10 (docs/metrics.md).")
+
+
+def score(
+    predictions: Predictions,
+    truth: Truth,
+    regions: RegionsFile = None,
+    out: Annotated[Optional[Path], typer.Option(
+        "--out", "-o", rich_help_panel=OUTPUT, show_default=False,
+        help="Report directory (default: ./bpnet-eval-<PREDICTIONS name>).")] = None,
+    count_loss_weight: Annotated[float, typer.Option(
+        "--count-loss-weight", "-w", rich_help_panel=METRICS, help="Weight of the count term in the mixture loss.")] = 1.0,
+    metrics: Annotated[str, typer.Option("--metrics", "-m", rich_help_panel=METRICS, help=METRICS_HELP)] = "default",
+    preset: Annotated[Optional[Preset], typer.Option(
+        "--preset", rich_help_panel=METRICS, show_default=False,
+        help="Reproduce a peer's definitions and summary file: bpnet-lite (performance.tsv), chrombpnet "
+             "(chrombpnet_metrics.json), bpnet (bpnet_metrics.json).")] = None,
+    smooth: Annotated[Smooth, typer.Option(
+        "--smooth", rich_help_panel=METRICS,
+        help="Gaussian-smooth the profiles compared by the shape metrics.")] = Smooth.none,
+    smooth_sigma: Annotated[float, typer.Option(
+        "--smooth-sigma", rich_help_panel=METRICS, help="Smoothing kernel sigma (bpnet-lite: 7).")] = 7.0,
+    smooth_width: Annotated[int, typer.Option(
+        "--smooth-width", rich_help_panel=METRICS, help="Smoothing kernel width (bpnet-lite: 81).")] = 81,
+    seed: Annotated[int, typer.Option("--seed", rich_help_panel=METRICS, help="Seed of the shuffled baselines.")] = 0,
+    track_names: Annotated[Optional[str], typer.Option(
+        "--track-names", rich_help_panel=INPUTS, show_default=False,
+        help="Comma-separated track names for column names (default: plus,minus for two tracks, else "
+             "track0,...).")] = None,
+    pred_pseudocount: PredPseudocount = 0.0,
+    pred_logcounts: PredLogcountsOption = PredLogcounts.log,
+    logits_dataset: LogitsDataset = None,
+    logcounts_dataset: LogcountsDataset = None,
+    profile_kind: ProfileKindOption = None,
+    head: Head = None,
+    truth_dataset: TruthDataset = None,
+    off_end: OffEndOption = OffEnd.error,
+    nonfinite: NonFiniteOption = NonFinite.error,
+    allow_external_links: ExternalLinks = False,
+    quiet: Quiet = False,
+    plots: Plots = None,
+    json_output: JsonOutput = False,
+    device: Annotated[str, typer.Option(
+        "--device", rich_help_panel=PERFORMANCE, help="auto (GPU when torch sees one), cpu, cuda or cuda:N.")] = "auto",
+    dtype: Annotated[Dtype, typer.Option(
+        "--dtype", rich_help_panel=PERFORMANCE, help="float64 (exact to 1e-6) or float32 (1e-4, faster).")] = Dtype.float64,
+    batch_size: BatchSize = 1024,
+    read_workers: Annotated[Optional[int], typer.Option(
+        "--read-workers", rich_help_panel=PERFORMANCE, show_default=False,
+        help="Processes reading the observed bigWigs ahead (default: half the CPUs, at most 4; 0: a thread of "
+             "the main process).")] = None,
+    read_ahead_mb: Annotated[int, typer.Option(
+        "--read-ahead-mb", rich_help_panel=PERFORMANCE,
+        help="Shared memory (MB) the reading processes fill ahead of the computation (at least two batches per "
+             "process).")] = 256,
+    shard: Annotated[Optional[str], typer.Option(
+        "--shard", rich_help_panel=CLUSTER, show_default=False,
+        help="i/n: score only shard i of n (1-based, contiguous chunk-aligned regions) into a partial report in "
+             "--out; auto/n takes i from SLURM_ARRAY_TASK_ID. Combine with bpnet-eval merge. A shard whose partial "
+             "report is complete is skipped.")] = None,
+    debug: Debug = False,
+):
+    """Score PREDICTIONS against TRUTH: per-region MNLL, log1p-MSE and mixture loss, and a summary."""
+
+    def work():
+        from ..report.figures import resolve_plots
+        from ..report.files import prepare_output
+
+        scoring = ScoreOptions(count_loss_weight, dtype, track_names.split(",") if track_names else None, metrics,
+                               preset, smooth, smooth_sigma, smooth_width, seed)
+        job = Job(*input_paths(predictions, truth, regions),
+                  read_options(pred_pseudocount, pred_logcounts, logits_dataset, logcounts_dataset, profile_kind,
+                               head, truth_dataset, off_end, nonfinite, allow_external_links),
+                  scoring, RunOptions(device, batch_size, read_workers, read_ahead_mb, torch_threads()))
+        out_dir = out or Path(f"bpnet-eval-{Path(str(predictions).split(',')[0]).stem}")
+        prepare_output(out_dir)
+        if shard is not None:
+            return score_one_shard(shard, out_dir, job, quiet)
+        from ..pipeline import run_job
+
+        # the painter is forked here, and run_job forks the readers, before torch is imported
+        with figure_painter(resolve_plots(plots)) as paint:
+            with ProgressReporter(not quiet) as progress:
+                result = run_job(job, progress)
+            figures = paint(result.columns, result.summary, result.examples)
+            write_and_show(out_dir, result, figures, json_output, quiet, "report written to")
+
+    run_guarded(work, debug)
+
+
+def score_one_shard(shard: str, out_dir: Path, job: Job, quiet: bool) -> None:
+    """``score --shard i/n``: write shard i's partial report, or skip it when already complete."""
+    from ..shards import parse_shard, score_shard
+
+    index, count = parse_shard(shard)
+    with ProgressReporter(not quiet) as progress:
+        status, partial = score_shard(out_dir, (index, count), job, progress)
+    if not quiet:
+        start, stop = partial["rows"]
+        done = "already complete, skipped" if status == "skipped" else "scored"
+        stderr.print(f"shard {index}/{count} (regions {start + 1}..{stop}) {done}: partial report in {out_dir}/; "
+                     "combine all shards with bpnet-eval merge", highlight=False)

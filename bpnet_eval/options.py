@@ -1,0 +1,266 @@
+"""What a run reads, how it scores and how it runs: three frozen dataclasses, built once (by the CLI, or
+from the Python API's keywords) and passed whole. Each checks its own values when it is made, so a bad
+choice fails before any file is opened or torch is imported.
+
+- ``ReadOptions``: how the inputs are read (dataset names, predicted-bigWig conventions, ``Policies``).
+- ``ScoreOptions``: what is computed (loss weight, precision, metrics, preset, smoothing, track names).
+- ``RunOptions``: how the work is run (device, batch size, reading processes, threads); never changes a number.
+- ``Job``: the inputs plus the three, and the rows to score (all, or one shard's).
+"""
+
+import math
+from dataclasses import dataclass, field, fields
+from enum import Enum
+from typing import Any, Optional, Tuple
+
+from .errors import UsageError
+
+
+class Choice(str, Enum):
+    """A fixed set of option values (typer shows and checks them; the library stores the plain string)."""
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class OffEnd(Choice):
+    error = "error"
+    skip = "skip"
+    pad = "pad"
+
+
+class NonFinite(Choice):
+    error = "error"
+    skip = "skip"
+
+
+class Dtype(Choice):
+    float64 = "float64"
+    float32 = "float32"
+
+
+class Smooth(Choice):
+    none = "none"
+    predictions = "predictions"
+    observed = "observed"
+    both = "both"
+
+
+class Preset(Choice):
+    bpnet_lite = "bpnet-lite"
+    chrombpnet = "chrombpnet"
+    bpnet = "bpnet"
+
+
+class ProfileKind(Choice):
+    logits = "logits"
+    probs = "probs"
+    counts = "counts"
+
+
+class PredLogcounts(Choice):
+    log = "log"
+    log1p = "log1p"
+
+
+def _choice(value, choices, message: str) -> Optional[str]:
+    """``value`` as its plain string when it is one of ``choices`` (None stays None), else a UsageError."""
+    if value is None:
+        return None
+    text = value.value if isinstance(value, Enum) else str(value)
+    if text not in {c.value for c in choices}:
+        raise UsageError(message.format(value=text, choices=", ".join(c.value for c in choices)))
+    return text
+
+
+def finite(value: float, option: str) -> float:
+    """``value`` when finite, else a UsageError naming ``option``."""
+    if not math.isfinite(value):
+        raise UsageError(f"{option} must be a finite number, not {value}")
+    return value
+
+
+def _set(instance, **values) -> None:
+    for name, value in values.items():
+        object.__setattr__(instance, name, value)
+
+
+@dataclass(frozen=True)
+class Policies:
+    """What to do with windows past a chromosome end, non-finite predictions and external HDF5 data."""
+
+    off_end: str = "error"
+    nonfinite: str = "error"
+    allow_external_links: bool = False
+
+    def __post_init__(self):
+        _set(self, off_end=_choice(self.off_end, OffEnd, "--off-end must be one of {choices}, not '{value}'"),
+             nonfinite=_choice(self.nonfinite, NonFinite, "--nonfinite must be one of {choices}, not '{value}'"),
+             allow_external_links=bool(self.allow_external_links))
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """How the inputs are read.
+
+    Parameters
+    ----------
+    logits_dataset, logcounts_dataset : str, optional
+        HDF5 datasets of the predicted profile and log counts (default: the detected layout's).
+    profile_kind : {"logits", "probs", "counts"}, optional
+        What the profile dataset holds (default: from the layout).
+    head : int, optional
+        BPReveal head (default: the first).
+    truth_dataset : str, optional
+        HDF5 dataset of observed counts in a TRUTH HDF5 file.
+    pred_pseudocount, pred_logcounts : float, {"log", "log1p"}
+        bigWig predictions only: added to every predicted value before normalising the profile; the
+        predicted log count is ``ln(total)`` or ``ln(1 + total)``.
+    policies : Policies
+        Off-end windows, non-finite predictions, HDF5 external links.
+    """
+
+    logits_dataset: Optional[str] = None
+    logcounts_dataset: Optional[str] = None
+    profile_kind: Optional[str] = None
+    head: Optional[int] = None
+    truth_dataset: Optional[str] = None
+    pred_pseudocount: float = 0.0
+    pred_logcounts: str = "log"
+    policies: Policies = field(default_factory=Policies)
+
+    def __post_init__(self):
+        _set(self, profile_kind=_choice(self.profile_kind, ProfileKind,
+                                        "--profile-kind must be one of {choices}, not '{value}'"),
+             pred_logcounts=_choice(self.pred_logcounts, PredLogcounts,
+                                    "--pred-logcounts must be log (ln(total)) or log1p (ln(1 + total)), not '{value}'"),
+             pred_pseudocount=float(self.pred_pseudocount),
+             policies=self.policies if self.policies is not None else Policies())
+
+    @property
+    def prediction_options(self) -> dict:
+        """The keywords the prediction sources take."""
+        return {"logits_dataset": self.logits_dataset, "logcounts_dataset": self.logcounts_dataset,
+                "profile_kind": self.profile_kind, "head": self.head, "pred_pseudocount": self.pred_pseudocount,
+                "pred_logcounts": self.pred_logcounts}
+
+
+@dataclass(frozen=True)
+class ScoreOptions:
+    """What a run computes.
+
+    Parameters
+    ----------
+    count_loss_weight : float
+        Weight of the count term in the mixture loss.
+    dtype : {"float64", "float32"}
+        Precision of the computation.
+    track_names : sequence of str, optional
+        Column suffixes (default: ``plus, minus`` for two tracks, else ``track0, ...``).
+    metrics : str
+        ``default``, ``all`` or a comma list of profile metrics (docs/metrics.md).
+    preset : {"bpnet-lite", "chrombpnet", "bpnet"}, optional
+        A peer's definitions, columns and summary file.
+    smooth, smooth_sigma, smooth_width : str, float, int
+        Gaussian smoothing of the profiles compared by the shape metrics.
+    seed : int
+        Seed of the shuffled baselines.
+    """
+
+    count_loss_weight: float = 1.0
+    dtype: str = "float64"
+    track_names: Optional[Tuple[str, ...]] = None
+    metrics: str = "default"
+    preset: Optional[str] = None
+    smooth: str = "none"
+    smooth_sigma: float = 7.0
+    smooth_width: int = 81
+    seed: int = 0
+
+    def __post_init__(self):
+        _set(self, dtype=_choice(self.dtype, Dtype, "--dtype must be float32 or float64, not '{value}'"),
+             smooth=_choice(self.smooth, Smooth, "--smooth must be one of {choices}, not '{value}'"),
+             preset=_choice(self.preset, Preset, "--preset must be one of {choices}, not '{value}'"),
+             count_loss_weight=finite(float(self.count_loss_weight), "--count-loss-weight"),
+             track_names=None if self.track_names is None else tuple(str(t) for t in self.track_names))
+        self.plan  # checks --metrics, --preset and the smoothing options together
+
+    @property
+    def plan(self):
+        """The ``presets.MetricPlan`` these options select."""
+        from .presets import make_plan
+
+        return make_plan(self.metrics, self.preset, self.smooth, self.smooth_sigma, self.smooth_width, self.seed)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How the work is run; none of these changes a number.
+
+    Parameters
+    ----------
+    device : str
+        ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+    batch_size : int
+        Regions per batch.
+    read_workers : int, optional
+        Processes reading the observed bigWigs ahead (default: half the CPUs, at most 4; 0: a thread).
+    read_ahead_mb : int
+        Shared memory the reading processes fill ahead of the computation.
+    threads : int, optional
+        torch threads while computing (default: as torch is set); the CLI gives the allotted CPUs.
+    """
+
+    device: str = "auto"
+    batch_size: int = 1024
+    read_workers: Optional[int] = None
+    read_ahead_mb: int = 256
+    threads: Optional[int] = None
+
+    def __post_init__(self):
+        if self.batch_size < 1:
+            raise UsageError(f"--batch-size must be at least 1, not {self.batch_size}")
+        if self.read_workers is not None and self.read_workers < 0:
+            raise UsageError(f"--read-workers must be 0 or more, not {self.read_workers}")
+        if self.read_ahead_mb < 0:
+            raise UsageError(f"--read-ahead-mb must be 0 or more, not {self.read_ahead_mb}")
+
+
+@dataclass(frozen=True, eq=False)
+class Job:
+    """One scoring run: the inputs (paths or arrays), the three option sets and the rows to score.
+
+    ``rows``: ``(start, stop)``, 0-based half-open, for one shard; None scores every region.
+    """
+
+    predictions: Any
+    truth: Any
+    regions: Any = None
+    read: ReadOptions = field(default_factory=ReadOptions)
+    scoring: ScoreOptions = field(default_factory=ScoreOptions)
+    run: RunOptions = field(default_factory=RunOptions)
+    rows: Optional[Tuple[int, int]] = None
+
+    @classmethod
+    def of(cls, predictions, truth, regions=None, rows: Optional[Tuple[int, int]] = None, **options) -> "Job":
+        """A job with ``options`` given by field name (``metrics="all"``, ``device="cpu"``; see ``split_options``)."""
+        return cls(predictions, truth, regions, *split_options(**options), rows=rows)
+
+
+OPTION_CLASSES = (ReadOptions, ScoreOptions, RunOptions)
+
+
+def split_options(read: Optional[ReadOptions] = None, scoring: Optional[ScoreOptions] = None,
+                  run: Optional[RunOptions] = None, **keywords) -> Tuple[ReadOptions, ScoreOptions, RunOptions]:
+    """The three option sets, with ``keywords`` (any of their field names) applied on top: the Python API's
+    shortcut, ``score(p, t, metrics="all", device="cpu")``. An unknown name is a TypeError."""
+    given = [read or ReadOptions(), scoring or ScoreOptions(), run or RunOptions()]
+    out = []
+    for base, cls in zip(given, OPTION_CLASSES):
+        names = {f.name for f in fields(cls)}
+        mine = {k: keywords.pop(k) for k in list(keywords) if k in names}
+        out.append(base if not mine else cls(**{**{f.name: getattr(base, f.name) for f in fields(cls)}, **mine}))
+    if keywords:
+        known = sorted(f.name for cls in OPTION_CLASSES for f in fields(cls))
+        raise TypeError(f"unknown option(s) {', '.join(sorted(keywords))}; known: {', '.join(known)}")
+    return tuple(out)

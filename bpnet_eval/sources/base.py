@@ -1,0 +1,86 @@
+"""The two interfaces every reader implements, and the read plan validation hands to a truth source.
+
+A prediction source answers ``read(i, j)`` with ``(logits (b, S, L), logcounts (b, T))``, T = 1 or S;
+a truth source answers ``read(i, j)`` with observed counts ``(b, S, L)`` float32, uncovered bases as 0.
+Both describe themselves for reports and close their files. Everything format-specific (layouts,
+chromosome names in a file, checks only one format needs) stays behind these two interfaces.
+"""
+
+from dataclasses import dataclass, field
+from typing import Optional, Protocol, Sequence, Tuple
+
+import numpy as np
+
+from ..regions import Regions
+
+
+@dataclass(frozen=True)
+class ReadPlan:
+    """How a truth source reads the regions, as validation decided: each track's chromosome names for the
+    regions (names matched to the file's), rows not read (skipped: zeros) and rows read clipped to the
+    chromosome (padded with zeros)."""
+
+    chrom_names: Tuple[np.ndarray, ...] = ()
+    skip_rows: frozenset = field(default_factory=frozenset)
+    pad_rows: frozenset = field(default_factory=frozenset)
+
+
+class PredictionSource(Protocol):
+    """Predicted logits and log counts, region by region."""
+
+    path: str                 # for messages: the file(s) read
+    n: int                    # regions
+    n_tracks: int             # S
+    length: int               # L
+    n_logcount_columns: int   # T: 1 (one log count per region) or S (one per track)
+    chunk_rows: int = 1       # regions per storage chunk (shards align to it)
+
+    def describe(self) -> dict:
+        """What was detected and how it is read, for reports and ``check``."""
+
+    def regions(self) -> Optional[Regions]:
+        """The windows stored with the predictions, or None when there are none."""
+
+    def read(self, i: int, j: int) -> Tuple[np.ndarray, np.ndarray]:
+        """Logits ``(j-i, S, L)`` and log counts ``(j-i, T)`` of regions ``i..j``."""
+
+    def stored_datasets(self) -> list:
+        """HDF5 datasets read in batches (their claimed sizes are checked before any is read)."""
+        return []
+
+    def check_batch(self, logits: np.ndarray, observed: np.ndarray, regions: Optional[Regions], first_row: int) -> None:
+        """Raise an InputError for what this format cannot score in one batch (nothing by default)."""
+
+    def close(self) -> None:
+        """Release the files."""
+
+
+class TruthSource(Protocol):
+    """Observed counts, region by region, in track order."""
+
+    paths: Sequence[str]         # the files read, for messages (empty for arrays)
+    n_tracks: int                # S
+    n: Optional[int] = None      # regions stored, or None when read over the regions (bigWigs)
+    length: Optional[int] = None  # L stored, or None when set by the regions
+    forkable: bool = False       # may be read by forked worker processes (``bpnet_eval.workers``)
+
+    def describe(self) -> dict:
+        """What is read, for reports and ``check``."""
+
+    def chrom_sizes(self) -> Optional[list]:
+        """``{chromosome: length}`` per track for sources read over genome windows, else None."""
+        return None
+
+    def planned(self, plan: ReadPlan) -> "TruthSource":
+        """This source reading as ``plan`` says (unchanged for sources without genome windows)."""
+        return self
+
+    def read(self, i: int, j: int) -> np.ndarray:
+        """Observed counts ``(j-i, S, L)`` float32 of regions ``i..j``."""
+
+    def stored_datasets(self) -> list:
+        """HDF5 datasets read in batches (their claimed sizes are checked before any is read)."""
+        return []
+
+    def close(self) -> None:
+        """Release the files."""
