@@ -86,10 +86,11 @@ class PooledAuprc:
             scores.append(batch_scores[mask].flatten().to(torch.float32).cpu())
 
     def result(self) -> dict:
-        """``{"binsize=1": auprc, "binsize=10": auprc}``; None where no bin is positive."""
+        """``{"binsize=1": auprc, "binsize=10": auprc}``; None where no bin is positive (or no region passed
+        the mask)."""
         out = {}
         for binsize, (labels, scores) in self._parts.items():
-            if not labels:
+            if not labels or sum(len(part) for part in labels) == 0:
                 out[f"binsize={binsize}"] = None
                 continue
             value = float(average_precision(torch.cat(labels).to(torch.float64), torch.cat(scores).to(torch.float64)))

@@ -18,8 +18,7 @@ from .inputs import Inputs, iter_batches, open_inputs, open_sources
 from .options import Job, ReadOptions, RunOptions, ScoreOptions, split_options
 from .presets import MetricPlan, preset_files
 from .regions import NO_REGIONS, Regions
-from .sources.bigwig import BigWigReader
-from .sources.tracks import HDF5_SUFFIXES
+from .sources import unreadable_truth_bigwigs
 from .summary import summarize
 from .validate import Findings, ValueScreen
 
@@ -177,14 +176,9 @@ def check_job(job: Job, scan_values: bool = True) -> Findings:
     except BpnetEvalError as err:
         findings = Findings()
         findings.add(str(err), err.exit_code)
-        paths = [job.truth] if isinstance(job.truth, str) else job.truth if isinstance(job.truth, (list, tuple)) else []
-        for path in paths:  # every unreadable bigWig, not only the first problem
-            if not str(path).lower().endswith(HDF5_SUFFIXES):
-                try:
-                    BigWigReader(path).close()
-                except BpnetEvalError as bad:
-                    if str(bad) != str(err):
-                        findings.add(str(bad), bad.exit_code)
+        for bad in unreadable_truth_bigwigs(job.truth):  # every unreadable bigWig, not only the first problem
+            if str(bad) != str(err):
+                findings.add(str(bad), bad.exit_code)
         return findings
     try:
         if not scan_values or findings.problems:

@@ -40,6 +40,7 @@ from .validate import Findings
 
 PARTIAL_JSON, COLUMNS_FILE = "partial.json", "columns.npz"
 PARTIAL_FORMAT = "bpnet-eval partial report"
+PARTIAL_VERSION = 2  # 2: options recorded as the read / scoring / run option sets
 SLURM_TASK_VARIABLE = "SLURM_ARRAY_TASK_ID"
 # Option sets recorded in partial.json; ``run`` (RunOptions) may differ between shards: it changes no number.
 DECISIVE_OPTIONS = ("read", "scoring")
@@ -117,6 +118,8 @@ def read_partial(directory) -> Optional[dict]:
         raise InputError(f"{path}: not a readable partial report ({err}); rerun that shard")
     if partial.get("format") != PARTIAL_FORMAT:
         raise InputError(f"{path}: not a bpnet-eval partial report; give directories written by score --shard")
+    if partial.get("format_version") != PARTIAL_VERSION:
+        raise InputError(f"{path}: a partial report of another bpnet-eval version; rerun that shard with this one")
     return partial
 
 
@@ -155,7 +158,7 @@ def score_shard(out_dir, shard: tuple, job: Job, progress=None) -> tuple:
                                                                       **result.columns}))
         save_columns(out / COLUMNS_FILE, result.regions, result.columns)
         findings = state["findings"]
-        partial = {"format": PARTIAL_FORMAT, "shard": [index, count], "rows": [start, stop],
+        partial = {"format": PARTIAL_FORMAT, "format_version": PARTIAL_VERSION, "shard": [index, count], "rows": [start, stop],
                    "n_regions": n_regions, "chunk_rows": chunk_rows, "fingerprint": stamp,
                    "predictions": predictions, "truth": truth, "files": files,
                    "options": options, "columns": list(result.columns), "track_names": result.track_names,

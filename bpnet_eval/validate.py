@@ -1,10 +1,12 @@
-"""Validation before work, and the policies for messy inputs.
+"""Validation: findings, never actions.
 
 ``check_structure`` looks at shapes, region widths, chromosome names and window bounds before
-anything is read; ``ValueScreen`` looks at the values of each batch as it is read (finite
-predictions, non-negative and integer observed counts). ``bpnet-eval check`` and
-``bpnet-eval score`` both use these, so a problem is found by one implementation:
-``check`` collects every problem, ``score`` stops at the first one before any report is written.
+anything is read, and returns the ``Findings`` and the ``ReadPlan`` the truth source then reads by
+(policies decide which windows are skipped or padded); ``ValueScreen`` looks at the values of each
+batch as it is read (finite predictions, non-negative and integer observed counts). ``check`` and
+``score`` both use these (``pipeline.check_job`` and ``pipeline.run_job``), so a problem is found by
+one implementation: ``check`` collects every problem, ``score`` stops at the first one before any
+report is written.
 """
 
 from dataclasses import dataclass, field

@@ -145,7 +145,7 @@ class ProcessReadAhead:
 
     Parameters
     ----------
-    source : object with ``read(i, j) -> (j - i, S, L) float32``, ``n_tracks``, ``close()``
+    source : TruthSource (``read(i, j) -> (j - i, S, L) float32``, ``n_tracks``, ``paths``)
         Must be usable after ``fork`` (the bigWig reader uses ``pread`` on its own descriptor).
     bounds : sequence of (int, int)
         The batches, in the order they will be read.
@@ -230,8 +230,7 @@ class ProcessReadAhead:
         return self._slots[k % len(self._slots), :j - i]
 
     def describe_source(self) -> str:
-        paths = getattr(self.source, "paths", None)
-        return ", ".join(map(str, paths)) if paths else "the observed tracks"
+        return ", ".join(map(str, self.source.paths)) or "the observed tracks"
 
     def close(self) -> None:
         """Stop the workers (at once, unless every batch was read) and free the shared memory."""

@@ -21,10 +21,18 @@ METRICS_HELP = ("default (seed losses + per-track MNLL), all, or a comma list of
 def score(
     predictions: Predictions,
     truth: Truth,
+    track_names: Annotated[Optional[str], typer.Option(
+        "--track-names", rich_help_panel=INPUTS, show_default=False,
+        help="Comma-separated track names for column names (default: plus,minus for two tracks, else "
+             "track0,...).")] = None,
     regions: RegionsFile = None,
-    out: Annotated[Optional[Path], typer.Option(
-        "--out", "-o", rich_help_panel=OUTPUT, show_default=False,
-        help="Report directory (default: ./bpnet-eval-<PREDICTIONS name>).")] = None,
+    pred_pseudocount: PredPseudocount = 0.0,
+    pred_logcounts: PredLogcountsOption = PredLogcounts.log,
+    logits_dataset: LogitsDataset = None,
+    logcounts_dataset: LogcountsDataset = None,
+    profile_kind: ProfileKindOption = None,
+    head: Head = None,
+    truth_dataset: TruthDataset = None,
     count_loss_weight: Annotated[float, typer.Option(
         "--count-loss-weight", "-w", rich_help_panel=METRICS, help="Weight of the count term in the mixture loss.")] = 1.0,
     metrics: Annotated[str, typer.Option("--metrics", "-m", rich_help_panel=METRICS, help=METRICS_HELP)] = "default",
@@ -40,20 +48,12 @@ def score(
     smooth_width: Annotated[int, typer.Option(
         "--smooth-width", rich_help_panel=METRICS, help="Smoothing kernel width (bpnet-lite: 81).")] = 81,
     seed: Annotated[int, typer.Option("--seed", rich_help_panel=METRICS, help="Seed of the shuffled baselines.")] = 0,
-    track_names: Annotated[Optional[str], typer.Option(
-        "--track-names", rich_help_panel=INPUTS, show_default=False,
-        help="Comma-separated track names for column names (default: plus,minus for two tracks, else "
-             "track0,...).")] = None,
-    pred_pseudocount: PredPseudocount = 0.0,
-    pred_logcounts: PredLogcountsOption = PredLogcounts.log,
-    logits_dataset: LogitsDataset = None,
-    logcounts_dataset: LogcountsDataset = None,
-    profile_kind: ProfileKindOption = None,
-    head: Head = None,
-    truth_dataset: TruthDataset = None,
     off_end: OffEndOption = OffEnd.error,
     nonfinite: NonFiniteOption = NonFinite.error,
     allow_external_links: ExternalLinks = False,
+    out: Annotated[Optional[Path], typer.Option(
+        "--out", "-o", rich_help_panel=OUTPUT, show_default=False,
+        help="Report directory (default: ./bpnet-eval-<PREDICTIONS name>).")] = None,
     quiet: Quiet = False,
     plots: Plots = None,
     json_output: JsonOutput = False,

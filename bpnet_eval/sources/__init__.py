@@ -16,15 +16,16 @@ from typing import Optional
 
 import numpy as np
 
-from ..errors import UsageError
+from ..errors import BpnetEvalError, UsageError
 from ..regions import Regions
 from .base import PredictionSource, ReadPlan, TruthSource
+from .bigwig import BigWigReader
 from .npz import NpzPredictions, npz_prediction_paths
 from .predicted_bigwig import BigWigPredictions, bigwig_prediction_paths
 from .predictions import ArrayPredictions, HDF5Predictions
-from .tracks import ArrayTruth, open_truth_files
+from .tracks import HDF5_SUFFIXES, ArrayTruth, open_truth_files
 
-__all__ = ["PredictionSource", "TruthSource", "ReadPlan", "open_predictions", "open_truth"]
+__all__ = ["PredictionSource", "TruthSource", "ReadPlan", "open_predictions", "open_truth", "unreadable_truth_bigwigs"]
 
 
 def open_predictions(predictions, regions=None, *, logits_dataset: Optional[str] = None,
@@ -55,3 +56,16 @@ def open_truth(truth, regions: Optional[Regions], dataset: Optional[str] = None,
     if hasattr(truth, "shape"):  # a numpy array or a torch tensor
         return ArrayTruth(np.asarray(truth))
     return open_truth_files(list(truth), regions, dataset, allow_external_links)
+
+
+def unreadable_truth_bigwigs(truth) -> list:
+    """The errors of every bigWig a TRUTH argument names that cannot be opened (for ``check``'s full list)."""
+    paths = [truth] if isinstance(truth, (str, os.PathLike)) else list(truth) if isinstance(truth, (list, tuple)) else []
+    errors = []
+    for path in paths:
+        if not str(path).lower().endswith(HDF5_SUFFIXES):
+            try:
+                BigWigReader(path).close()
+            except BpnetEvalError as err:
+                errors.append(err)
+    return errors
