@@ -1,5 +1,6 @@
 """What the terminal shows of a report: the summary table and the policy outcomes."""
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -17,14 +18,73 @@ def summary_table(summary: dict) -> Table:
     return table
 
 
-def print_summary(summary: dict, console: Console) -> None:
-    """Print the summary table; on a pipe or a file, as wide as it needs so that no number is cut."""
-    table = summary_table(summary)
-    if not console.is_terminal:
-        needed = console.measure(table, options=console.options.update_width(10_000)).maximum
-        console = Console(file=console.file, width=max(needed, 80), color_system=None)
-    console.print(table)
+def compact_rows(metrics, track_names) -> list:
+    """``(label, column or None)`` rows of the compact table: each metric followed by its per-track columns
+    (``<metric>_<track>``) labelled by the track, indented; the profile metrics last, under a ``profile_``
+    heading row (column None), without that prefix."""
+    per_track = {f"{m}_{t}" for m in metrics for t in track_names if f"{m}_{t}" in metrics}
+    joint = [m for m in metrics if m not in per_track]
+    rows = []
+    for profile in (False, True):
+        chosen = [m for m in joint if m.startswith("profile_") == profile]
+        if profile and chosen:
+            rows.append(("profile_…", None))
+        for metric in chosen:
+            indent = "  " if profile else ""
+            rows.append((indent + (metric[len("profile_"):] if profile else metric), metric))
+            rows += [(f"{indent}  {t}", f"{metric}_{t}") for t in track_names if f"{metric}_{t}" in per_track]
+    return rows
 
+
+def reading_value(value) -> str:
+    """A number for reading: four significant digits (the files keep full precision)."""
+    return "nan" if value is None else f"{value:.4g}"
+
+
+def compact_tables(summary: dict) -> list:
+    """The summary as tables that fit 80 columns: statistics over all regions (``compact_rows``, four
+    significant digits, the undefined count only where some are undefined), then the means per region group
+    and the count metrics, each group a column."""
+    tracks = summary.get("settings", {}).get("track_names", [])
+    metrics = summary["metrics"]
+    rows = compact_rows(metrics, tracks)
+    undefined = any(stats["n_undefined"] for stats in metrics.values())
+    main = Table(title=summary_title(summary), box=box.SIMPLE_HEAD, pad_edge=False)
+    for k, name in enumerate(["metric", "mean", "median", "q1", "q3"] + (["undef."] if undefined else [])):
+        main.add_column(name, no_wrap=True, justify="left" if k == 0 else "right")
+    for label, metric in rows:
+        stats = metrics.get(metric)
+        main.add_row(label, *(reading_value(stats[s]) if stats else "" for s in ("mean", "median", "q1", "q3")),
+                     *([str(stats["n_undefined"]) if stats else ""] if undefined else []))
+    groups = {"all": summary, **summary.get("groups", {})}
+    by_group = Table(title="counts across regions" if len(groups) == 1 else "means by region group, and counts "
+                     "across regions", box=box.SIMPLE_HEAD, pad_edge=False)
+    for k, name in enumerate(["metric"] + list(groups)):
+        by_group.add_column(name, no_wrap=True, justify="left" if k == 0 else "right")
+    if len(groups) > 1:
+        for label, metric in rows:
+            by_group.add_row(label, *(reading_value(g["metrics"][metric]["mean"]) if metric else ""
+                                      for g in groups.values()))
+    for statistic in summary["counts"]:
+        by_group.add_row(f"counts {statistic}", *(reading_value(g["counts"][statistic]) for g in groups.values()))
+    return [main, by_group]
+
+
+def print_summary(summary: dict, console: Console, wide: bool = False) -> None:
+    """Print the summary. On a pipe or a file: the full table, as wide as it needs so that no number is cut.
+    On a terminal: the full table when it fits, else ``compact_tables``, which fit 80 columns; ``wide``: the
+    full table in any case, as wide as it needs."""
+    table = summary_table(summary)
+    needed = console.measure(table, options=console.options.update_width(10_000)).maximum
+    if not console.is_terminal:
+        console = Console(file=console.file, width=max(needed, 80), color_system=None)
+    elif needed > console.width and not wide:
+        for part in compact_tables(summary):
+            console.print(part)
+        return
+    if needed > console.width:  # wide: as wide as the table needs (the terminal wraps or scrolls)
+        console = Console(file=console.file, width=needed, force_terminal=True, color_system=console.color_system)
+    console.print(table)
 
 
 def print_outcome(summary: dict, stderr: Console) -> None:

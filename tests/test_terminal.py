@@ -1,0 +1,75 @@
+"""The summary on a terminal: the full table when it fits, else compact tables that fit 80 columns, with every
+number the summary holds (four significant digits) and nothing cut."""
+
+import io
+
+import numpy as np
+import pytest
+from rich.console import Console
+
+from bpnet_eval.pipeline import score
+from bpnet_eval.report.terminal import compact_rows, print_summary
+from bpnet_eval.summary import summarize
+
+
+@pytest.fixture(scope="module")
+def grouped_summary():
+    rng = np.random.default_rng(3)
+    observed = rng.poisson(0.4, size=(60, 2, 80))
+    logits = rng.normal(size=(60, 2, 80))
+    logcounts = np.log1p(observed.sum(axis=(1, 2)))[:, None] + rng.normal(0, 0.3, size=(60, 1))
+    result = score((logits, logcounts), observed, metrics="all", device="cpu", read_workers=0)
+    peak = np.arange(60) % 3 == 0
+    return summarize(result.columns, peak, result.summary["settings"], result.summary["inputs"])
+
+
+def printed(summary, width, terminal=True, wide=False) -> str:
+    console = Console(file=io.StringIO(), width=width, force_terminal=terminal, color_system=None)
+    print_summary(summary, console, wide=wide)
+    return console.file.getvalue()
+
+
+def test_at_80_columns_every_line_fits_and_no_number_is_cut(grouped_summary):
+    text = printed(grouped_summary, 80)
+    assert max(len(line) for line in text.splitlines()) <= 80
+    assert "…" not in text.replace("profile_…", "")
+    assert "means by region group" in text and "peaks" in text and "nonpeaks" in text
+
+
+def test_the_compact_tables_hold_every_statistic_at_four_significant_digits(grouped_summary):
+    text = printed(grouped_summary, 80)
+    main, groups = text.split("means by region group")
+    lines = [line.split() for line in main.splitlines()]
+    tracks = grouped_summary["settings"]["track_names"]
+    rows = [(label, metric) for label, metric in compact_rows(grouped_summary["metrics"], tracks) if metric]
+    body = [fields for fields in lines if fields and fields[0] in {label.strip() for label, _ in rows}]
+    assert len(body) == len(rows)
+    for (label, metric), fields in zip(rows, body):
+        stats = grouped_summary["metrics"][metric]
+        expected = ["nan" if stats[s] is None else float(f"{stats[s]:.4g}") for s in ("mean", "median", "q1", "q3")]
+        shown = [value if value == "nan" else float(value) for value in fields[1:5]]
+        assert fields[0] == label.strip() and shown == expected, metric
+    group_lines = [line.split() for line in groups.splitlines() if line.strip().startswith("counts ")]
+    for fields in group_lines:
+        statistic = fields[1]
+        expected = [grouped_summary["counts"][statistic]] + [grouped_summary["groups"][g]["counts"][statistic]
+                                                             for g in ("peaks", "nonpeaks")]
+        assert [float(v) for v in fields[2:]] == [float(f"{v:.4g}") for v in expected]
+
+
+def test_per_track_rows_follow_their_metric():
+    metrics = {name: {} for name in ("observed_counts", "profile_mnll", "count_log1p_mse", "profile_mnll_plus",
+                                     "profile_mnll_minus", "profile_jsd_distance", "profile_jsd_distance_plus",
+                                     "profile_jsd_distance_minus")}
+    assert compact_rows(metrics, ["plus", "minus"]) == [
+        ("observed_counts", "observed_counts"), ("count_log1p_mse", "count_log1p_mse"), ("profile_…", None),
+        ("  mnll", "profile_mnll"), ("    plus", "profile_mnll_plus"), ("    minus", "profile_mnll_minus"),
+        ("  jsd_distance", "profile_jsd_distance"), ("    plus", "profile_jsd_distance_plus"),
+        ("    minus", "profile_jsd_distance_minus")]
+
+
+def test_a_wide_terminal_a_pipe_and_wide_show_the_full_table(grouped_summary):
+    for text in (printed(grouped_summary, 400), printed(grouped_summary, 80, terminal=False),
+                 printed(grouped_summary, 80, wide=True)):
+        assert "mean (peaks)" in text and "profile_jsd_observed_shuffled_minus" in text
+    assert "…" not in printed(grouped_summary, 80, terminal=False)
