@@ -15,6 +15,7 @@ import numpy as np
 
 from .environment import allotted_cpus
 from .errors import UsageError
+from .input_files import reading
 from .options import Job, Policies, ReadOptions
 from .regions import Regions, read_region_file
 from .sources import PredictionSource, TruthSource, open_predictions, open_truth
@@ -24,12 +25,28 @@ from .workers import ProcessReadAhead, fork_is_safe
 MAX_READ_WORKERS = 4
 
 
-def _resolve_regions(preds: PredictionSource, regions) -> Optional[Regions]:
+READ_FIX = "check that the file is complete and not damaged; re-create it if it is"
+
+
+def _resolve_regions(preds: PredictionSource, regions, regions_format: str = "auto") -> Optional[Regions]:
     if regions is None:
         return preds.regions()
     if isinstance(regions, Regions):
         return regions
-    return read_region_file(regions, preds.length)
+    return read_region_file(regions, preds.length, regions_format)
+
+
+def read_predictions(preds: PredictionSource, i: int, j: int):
+    """``preds.read(i, j)``; an unexpected error names the predictions file (InputError)."""
+    with reading(preds.path.split(","), f"regions {i + 1}..{j} of the predictions", READ_FIX):
+        return preds.read(i, j)
+
+
+def read_observed(truth, i: int, j: int, paths: Sequence[str]):
+    """``truth.read(i, j)`` (a truth source, or processes reading it ahead); an unexpected error names the
+    TRUTH files ``paths`` (InputError)."""
+    with reading(paths, f"regions {i + 1}..{j} of the observed counts", READ_FIX):
+        return truth.read(i, j)
 
 
 def open_sources(predictions, truth, regions=None, read: Optional[ReadOptions] = None, batch_size: int = 1024):
@@ -43,7 +60,7 @@ def open_sources(predictions, truth, regions=None, read: Optional[ReadOptions] =
     preds = open_predictions(predictions, regions, allow_external_links=policies.allow_external_links,
                              **read.prediction_options)
     try:
-        table = _resolve_regions(preds, regions)
+        table = _resolve_regions(preds, regions, read.regions_format)
         truth_source = open_truth(truth, table, read.truth_dataset, policies.allow_external_links)
     except BaseException:
         preds.close()
@@ -63,19 +80,22 @@ def batch_bounds(start: int, stop: int, batch_size: int) -> list:
 
 
 def iter_batches(preds: PredictionSource, truth, batch_size: int, start: int = 0, stop: Optional[int] = None,
-                 prepare: Optional[Callable] = None):
+                 prepare: Optional[Callable] = None, truth_paths: Optional[Sequence[str]] = None):
     """``(i, j, (logits, logcounts), observed)`` for consecutive batches of rows ``start..stop`` (default:
     all); the next batch is read in a background thread while the caller computes the current one.
 
     With ``prepare``, the thread also runs ``prepare(i, (logits, logcounts), observed)`` and yields
-    ``(i, j, prepared)``: checks and conversions overlap the computation too."""
+    ``(i, j, prepared)``: checks and conversions overlap the computation too. An unexpected error while a
+    batch is read names the file (``truth_paths``: the TRUTH files, default ``truth.paths``)."""
     bounds = batch_bounds(start, preds.n if stop is None else stop, batch_size)
+    paths = truth.paths if truth_paths is None else truth_paths
 
     def read(bound):
         i, j = bound
+        predicted, observed = read_predictions(preds, i, j), read_observed(truth, i, j, paths)
         if prepare is None:
-            return i, j, preds.read(i, j), truth.read(i, j)
-        return i, j, prepare(i, preds.read(i, j), truth.read(i, j))
+            return i, j, predicted, observed
+        return i, j, prepare(i, predicted, observed)
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bpnet-eval-read") as pool:
         pending = pool.submit(read, bounds[0]) if bounds else None
@@ -88,7 +108,8 @@ def iter_batches(preds: PredictionSource, truth, batch_size: int, start: int = 0
 def read_open_rows(preds: PredictionSource, truth: TruthSource, rows: Sequence[int]):
     """Logits ``(k, S, L)``, log counts ``(k, T)`` and observed counts ``(k, S, L)`` of the regions at ``rows``
     from open sources."""
-    parts = [(preds.read(int(r), int(r) + 1), truth.read(int(r), int(r) + 1)) for r in rows]
+    parts = [(read_predictions(preds, int(r), int(r) + 1), read_observed(truth, int(r), int(r) + 1, truth.paths))
+             for r in rows]
     return (np.concatenate([p[0][0] for p in parts]), np.concatenate([p[0][1] for p in parts]),
             np.concatenate([p[1] for p in parts]))
 
@@ -132,7 +153,8 @@ class Inputs:
 
     def batches(self, prepare: Optional[Callable] = None):
         """``iter_batches`` over ``rows``, the observed counts from ``observed``."""
-        return iter_batches(self.preds, self.observed, self.batch_size, *self.rows, prepare=prepare)
+        return iter_batches(self.preds, self.observed, self.batch_size, *self.rows, prepare=prepare,
+                            truth_paths=self.truth.paths)
 
     def read_rows(self, rows: Sequence[int]):
         """A few regions read again from the open sources (``read_open_rows``)."""

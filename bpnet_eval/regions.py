@@ -1,15 +1,20 @@
 """Regions: one table of 0-based half-open windows, from BED, narrowPeak or stored coordinates, and the
 genome names they are matched against (chromosome-name matching, used by every reader)."""
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, UsageError
+from .input_files import open_text
 
 NARROWPEAK_COLUMNS = 10
+REGION_FORMATS = ("auto", "bed", "narrowpeak")  # how a region file is read (--regions-format)
+INT64_MAX = int(np.iinfo(np.int64).max)
+_INTEGER = re.compile(r"[+-]?[0-9]+")
 NO_REGIONS = "none (row numbers)"  # the source of a table made of row numbers only (no coordinates)
 
 
@@ -97,18 +102,68 @@ def windows_around(chrom, center, length: int, peak=None, source: str = "") -> R
     return Regions(chrom, start, start + length, peak, source)
 
 
-def _data_lines(path: Path):
+def _data_lines(lines):
     """Non-empty lines of a BED-like file that are not headers or comments, with line numbers."""
-    with open(path, "rt") as handle:
-        for number, line in enumerate(handle, start=1):
-            text = line.rstrip("\r\n")
-            if not text.strip() or text.startswith(("#", "track", "browser")):
-                continue
-            yield number, text.split("\t") if "\t" in text else text.split()
+    for number, line in enumerate(lines, start=1):
+        text = line.rstrip("\r\n")
+        if not text.strip() or text.startswith(("#", "track", "browser")):
+            continue
+        yield number, text.split("\t") if "\t" in text else text.split()
 
 
-def read_region_file(path, length: int) -> Regions:
-    """Read a BED (window = start..end) or 10-column narrowPeak (window = start + summit ± L/2).
+def _integer(text: str) -> Optional[int]:
+    """The integer written in ``text`` (ASCII digits, optional sign), else None."""
+    text = text.strip()
+    return int(text) if _INTEGER.fullmatch(text) else None
+
+
+def _number_or_dot(text: str) -> bool:
+    if text.strip() == ".":
+        return True
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _narrowpeak_shaped(fields) -> bool:
+    """Whether a row reads as narrowPeak: 10 columns, numbers (or '.') in score, signalValue, pValue and qValue,
+    and an integer summit offset in column 10."""
+    return (len(fields) == NARROWPEAK_COLUMNS and _integer(fields[9]) is not None
+            and all(_number_or_dot(fields[k]) for k in (4, 6, 7, 8)))
+
+
+def _row_kind(fields) -> str:
+    if _narrowpeak_shaped(fields):
+        return "a narrowPeak row (10 columns, an integer summit offset in column 10)"
+    if len(fields) == NARROWPEAK_COLUMNS:
+        return (f"not a narrowPeak row (column 10 '{fields[9]}' is not an integer summit offset, or columns 5, 7-9 "
+                "are not numbers)")
+    return f"a BED row of {len(fields)} columns"
+
+
+def _is_narrowpeak(path: Path, rows: list, regions_format: str) -> bool:
+    """Whether the rows are read as narrowPeak: as ``regions_format`` says, or (``auto``) when every row reads
+    as narrowPeak; a file whose rows disagree is an error naming the first row unlike most others."""
+    if regions_format != "auto":
+        return regions_format == "narrowpeak"
+    shaped = [_narrowpeak_shaped(fields) for _, fields in rows]
+    n_shaped = sum(shaped)
+    if n_shaped in (0, len(rows)):
+        return n_shaped > 0
+    usual = n_shaped * 2 > len(rows) or (n_shaped * 2 == len(rows) and shaped[0])
+    k = shaped.index(not usual)
+    number, fields = rows[k]
+    most = n_shaped if usual else len(rows) - n_shaped
+    raise InputError(f"{path}: line {number} is {_row_kind(fields)}, but {most} of the {len(rows)} rows are "
+                     f"{'narrowPeak' if usual else 'BED'}; fix that line, or say how to read every row with "
+                     "--regions-format narrowpeak (window = start + summit ± L/2) or --regions-format bed "
+                     "(window = start..end)")
+
+
+def read_region_file(path, length: int, regions_format: str = "auto") -> Regions:
+    """Read a BED (window = start..end) or narrowPeak (window = start + summit ± L/2) file.
 
     Parameters
     ----------
@@ -116,36 +171,61 @@ def read_region_file(path, length: int) -> Regions:
         BED3+ or narrowPeak file, one row per prediction, in prediction order.
     length : int
         L, the number of predicted positions per region.
+    regions_format : {"auto", "bed", "narrowpeak"}
+        How the rows are read. ``auto`` (default): narrowPeak when every row reads as narrowPeak (10 columns,
+        numbers in columns 5 and 7-9, an integer summit offset in column 10), BED when none does; a file
+        whose rows disagree is an error naming the first odd line. ``narrowpeak``: every row's column 10 is
+        its summit offset (extra columns ignored). ``bed``: every row is ``start..end``.
 
     Returns
     -------
     regions : Regions
     """
     path = Path(path)
+    regions_format = str(getattr(regions_format, "value", regions_format)).lower()
+    if regions_format not in REGION_FORMATS:
+        raise UsageError(f"--regions-format must be one of {', '.join(REGION_FORMATS)}, not '{regions_format}'")
     try:
-        rows = list(_data_lines(path))
+        with open_text(path, "region file") as handle:
+            rows = list(_data_lines(handle))
     except (OSError, UnicodeDecodeError) as err:
         raise InputError(f"{path}: cannot read the region file ({err}); give a readable BED or narrowPeak file")
     if not rows:
         raise InputError(f"{path}: the region file holds no regions; give a BED or narrowPeak file with one row per prediction")
-    narrowpeak = all(len(fields) == NARROWPEAK_COLUMNS for _, fields in rows)
-    chrom, start, end = [], [], []
+    bounds = []
     for number, fields in rows:
         if len(fields) < 3:
             raise InputError(f"{path}: line {number} has {len(fields)} column(s); a BED row needs chrom, start, end")
-        try:
-            s, e = int(fields[1]), int(fields[2])
-            summit = int(fields[9]) if narrowpeak else None
-        except ValueError:
-            raise InputError(f"{path}: line {number}: start/end{'/summit' if narrowpeak else ''} are not integers; "
+        s, e = _integer(fields[1]), _integer(fields[2])
+        if s is None or e is None:
+            raise InputError(f"{path}: line {number}: start/end are not integers; "
                              "remove header lines or prefix them with '#'")
         if s < 0 or e < s:
             raise InputError(f"{path}: line {number}: {fields[0]}:{s}-{e} is not a valid interval (need 0 <= start <= end)")
+        if e > INT64_MAX:
+            raise InputError(f"{path}: line {number}: {fields[0]}:{s}-{e} does not fit in 64-bit integers (a "
+                             f"coordinate above {INT64_MAX}); fix the line")
+        bounds.append((s, e))
+    narrowpeak = _is_narrowpeak(path, rows, regions_format)
+    chrom, start, end = [], [], []
+    for (number, fields), (s, e) in zip(rows, bounds):
         if narrowpeak:
-            if summit < 0:
-                raise InputError(f"{path}: line {number}: summit offset {summit} is negative; narrowPeak windows need the summit (column 10)")
+            has_summit = len(fields) >= NARROWPEAK_COLUMNS
+            summit = _integer(fields[9]) if has_summit else None
+            if summit is None:
+                found = f"'{fields[9]}'" if has_summit else f"missing ({len(fields)} columns)"
+                raise InputError(f"{path}: line {number}: the summit offset (column 10) is {found}, not an integer; "
+                                 "a narrowPeak row has 10 columns; fix the line, or read the file as BED windows "
+                                 "(start..end) with --regions-format bed")
+            if not 0 <= summit <= e - s:
+                raise InputError(f"{path}: line {number}: summit offset {summit} (column 10) lies outside its peak "
+                                 f"{fields[0]}:{s}-{e} (offsets 0..{e - s}); fix the summit, or read the file as BED "
+                                 "windows (start..end) with --regions-format bed")
             s = s + summit - length // 2
             e = s + length
+            if e > INT64_MAX:
+                raise InputError(f"{path}: line {number}: the window {fields[0]}:{s}-{e} does not fit in 64-bit "
+                                 f"integers (a coordinate above {INT64_MAX}); fix the line")
         chrom.append(fields[0])
         start.append(s)
         end.append(e)

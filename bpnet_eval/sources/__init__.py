@@ -17,6 +17,7 @@ from typing import Optional
 import numpy as np
 
 from ..errors import BpnetEvalError, UsageError
+from ..input_files import reading
 from ..regions import Regions
 from .base import PredictionSource, ReadPlan, TruthSource
 from .bigwig import BigWigReader
@@ -28,34 +29,52 @@ from .tracks import HDF5_SUFFIXES, ArrayTruth, open_truth_files
 __all__ = ["PredictionSource", "TruthSource", "ReadPlan", "open_predictions", "open_truth", "unreadable_truth_bigwigs"]
 
 
+OPEN_FIX = "check that the file is complete and in a supported format (docs/formats.md)"
+
+
+def _named_files(given) -> list:
+    """The file names in an input argument (a path, comma-separated paths or a list of paths), for messages."""
+    if isinstance(given, (str, os.PathLike)):
+        return [p.strip() for p in str(given).split(",")]
+    if isinstance(given, (list, tuple)) and all(isinstance(p, (str, os.PathLike)) for p in given):
+        return [str(p) for p in given]
+    return []
+
+
 def open_predictions(predictions, regions=None, *, logits_dataset: Optional[str] = None,
                      logcounts_dataset: Optional[str] = None, profile_kind: Optional[str] = None,
                      head: Optional[int] = None, pred_pseudocount: float = 0.0, pred_logcounts: str = "log",
-                     allow_external_links: bool = False) -> PredictionSource:
-    """The prediction source for ``predictions`` (see the module docstring for the formats)."""
-    npz = npz_prediction_paths(predictions)
-    if npz is not None:  # bpnet-lite 0.9: profile logits and log counts in two .npz files
-        return NpzPredictions(npz)
-    bigwigs = bigwig_prediction_paths(predictions)
-    if bigwigs is not None:  # counts-scale bigWigs, one per track, read over the regions
-        return BigWigPredictions(bigwigs, regions, pred_pseudocount, pred_logcounts)
-    if pred_pseudocount or pred_logcounts != "log":
-        raise UsageError("--pred-pseudocount and --pred-logcounts apply to bigWig predictions only; "
-                         "HDF5 predictions carry their own log counts")
-    if isinstance(predictions, (tuple, list)) and len(predictions) == 2:
-        return ArrayPredictions(*predictions)
-    options = {"allow_external_links": True} if allow_external_links else {}
-    return HDF5Predictions(predictions, logits_dataset, logcounts_dataset, profile_kind, head, **options)
+                     regions_format: str = "auto", allow_external_links: bool = False) -> PredictionSource:
+    """The prediction source for ``predictions`` (see the module docstring for the formats); an unexpected
+    error while the files are opened names them (InputError)."""
+    with reading(_named_files(predictions), "the predictions", OPEN_FIX):
+        npz = npz_prediction_paths(predictions)
+        if npz is not None:  # bpnet-lite 0.9: profile logits and log counts in two .npz files
+            return NpzPredictions(npz)
+        bigwigs = bigwig_prediction_paths(predictions)
+        if bigwigs is not None:  # counts-scale bigWigs, one per track, read over the regions
+            return BigWigPredictions(bigwigs, regions, pred_pseudocount, pred_logcounts,
+                                     regions_format=regions_format)
+        if pred_pseudocount or pred_logcounts != "log":
+            raise UsageError("--pred-pseudocount and --pred-logcounts apply to bigWig predictions only; "
+                             "HDF5 predictions carry their own log counts")
+        if isinstance(predictions, (tuple, list)) and len(predictions) == 2:
+            return ArrayPredictions(*predictions)
+        options = {"allow_external_links": True} if allow_external_links else {}
+        return HDF5Predictions(predictions, logits_dataset, logcounts_dataset, profile_kind, head, **options)
 
 
 def open_truth(truth, regions: Optional[Regions], dataset: Optional[str] = None,
                allow_external_links: bool = False) -> TruthSource:
-    """The truth source for ``truth``: a path, a list of paths, or an array ``(N, L)`` / ``(N, S, L)``."""
+    """The truth source for ``truth``: a path, a list of paths, or an array ``(N, L)`` / ``(N, S, L)``; an
+    unexpected error while the files are opened names them (InputError)."""
     if isinstance(truth, (str, os.PathLike)):
-        return open_truth_files([truth], regions, dataset, allow_external_links)
-    if hasattr(truth, "shape"):  # a numpy array or a torch tensor
+        truth = [truth]
+    elif hasattr(truth, "shape"):  # a numpy array or a torch tensor
         return ArrayTruth(np.asarray(truth))
-    return open_truth_files(list(truth), regions, dataset, allow_external_links)
+    paths = list(truth)
+    with reading(_named_files(paths), "the observed counts", OPEN_FIX):
+        return open_truth_files(paths, regions, dataset, allow_external_links)
 
 
 def unreadable_truth_bigwigs(truth) -> list:

@@ -1,22 +1,18 @@
 """Shared HDF5 helpers: read-only opening, dataset lookup and string decoding."""
 
-import os
-
 import h5py
 import numpy as np
 
 from ..environment import hdf5_locking_disabled
 from ..errors import InputError
+from ..input_files import require_regular_file
 
 
 def open_hdf5(path, allow_external: bool = False) -> h5py.File:
     """Open ``path`` read-only, retrying without file locking where the filesystem refuses locks
     (or at once when ``HDF5_USE_FILE_LOCKING=FALSE``); external links and virtual or externally
     stored datasets are refused on lookup unless ``allow_external``."""
-    if not os.path.exists(path):
-        raise InputError(f"{path}: no such file; check the path")
-    if not os.path.isfile(path):
-        raise InputError(f"{path}: not a regular file; give an HDF5 file")
+    require_regular_file(path, "HDF5 file")  # before h5py opens it: a named pipe would block
     attempts = [{"locking": False}] if hdf5_locking_disabled() else [{}, {"locking": False}]
     for options in attempts:
         try:

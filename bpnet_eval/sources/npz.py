@@ -15,7 +15,8 @@ import numpy as np
 
 from ..environment import memory_limit_bytes
 from ..errors import InputError, UsageError
-from .predictions import ArrayPredictions
+from ..input_files import UNEXPECTED_READ_ERRORS, error_reason, require_regular_file
+from .predictions import ArrayPredictions, require_numeric
 
 _LOCAL_HEADER = struct.Struct("<4sHHHHHIIIHH")  # a zip member's local file header (30 bytes)
 _FIX = "give the .npz files that bpnet-lite's predict wrote (profile logits, then log counts)"
@@ -62,8 +63,12 @@ def _read_header(handle, path: str):
     return shape, fortran_order, dtype
 
 
-def open_npz_array(path: str, memory_limit: int) -> np.ndarray:
-    """The array of a .npz file: memory-mapped when stored uncompressed, else loaded (if it fits)."""
+def open_npz_array(path: str, memory_limit: int, what: Optional[str] = None) -> np.ndarray:
+    """The array of a .npz file: memory-mapped when stored uncompressed, else loaded (if it fits).
+
+    With ``what`` (``"the predicted logits"``), an array that is not real numbers is refused before it is read.
+    """
+    require_regular_file(path, ".npz file")  # before zipfile opens it: a named pipe would block
     try:
         with zipfile.ZipFile(path) as archive:
             info = _member(archive, path)
@@ -74,10 +79,14 @@ def open_npz_array(path: str, memory_limit: int) -> np.ndarray:
                     handle.seek(info.header_offset + _LOCAL_HEADER.size + header[-2] + header[-1])
                     shape, fortran_order, dtype = _read_header(handle, path)
                     offset = handle.tell()
+                if what:
+                    require_numeric(dtype, f"{path}: '{info.filename[:-4]}'", what)
                 return np.memmap(path, dtype=dtype, mode="r", shape=shape, offset=offset,
                                  order="F" if fortran_order else "C")
             with archive.open(info) as member:
                 shape, _, dtype = _read_header(member, path)
+                if what:
+                    require_numeric(dtype, f"{path}: '{info.filename[:-4]}'", what)
                 nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
                 if nbytes > memory_limit // 2:
                     raise InputError(f"{path}: a compressed array of {nbytes / 2**30:.1f} GiB does not fit in memory "
@@ -88,6 +97,8 @@ def open_npz_array(path: str, memory_limit: int) -> np.ndarray:
         raise InputError(f"{path}: no such file; check the path")
     except (zipfile.BadZipFile, struct.error, ValueError, OSError) as err:
         raise InputError(f"{path}: not a readable .npz file ({err}); {_FIX}")
+    except UNEXPECTED_READ_ERRORS as err:
+        raise InputError(f"{path}: not a readable .npz file ({error_reason(err)}); {_FIX}") from None
 
 
 class NpzPredictions(ArrayPredictions):
@@ -97,7 +108,8 @@ class NpzPredictions(ArrayPredictions):
         profile_path, logcounts_path = paths
         memory_limit = memory_limit_bytes() if memory_limit is None else memory_limit
         try:
-            super().__init__(open_npz_array(profile_path, memory_limit), open_npz_array(logcounts_path, memory_limit))
+            super().__init__(open_npz_array(profile_path, memory_limit, "the predicted profile logits"),
+                             open_npz_array(logcounts_path, memory_limit, "the predicted log counts"))
         except UsageError as err:
             raise InputError(f"{profile_path},{logcounts_path}: {err}; {_FIX}")
         self.path = f"{profile_path},{logcounts_path}"

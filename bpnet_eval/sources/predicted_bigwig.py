@@ -87,11 +87,11 @@ def check_zero_mass(logits: np.ndarray, observed: np.ndarray, regions: Regions, 
         f"{PSEUDOCOUNT_FIX}")
 
 
-def _prediction_regions(regions, length: Optional[int]) -> Regions:
+def _prediction_regions(regions, length: Optional[int], regions_format: str = "auto") -> Regions:
     """The windows to read: a Regions table, or a BED file (or narrowPeak with ``length``) of equal-width windows."""
     if regions is None:
         raise UsageError("bigWig predictions need the windows they were predicted over: give them with --regions BED")
-    table = regions if isinstance(regions, Regions) else read_region_file(regions, length or 0)
+    table = regions if isinstance(regions, Regions) else read_region_file(regions, length or 0, regions_format)
     what = table.source or "regions"
     widths = table.end - table.start
     if len(widths) and widths.max() == 0:
@@ -123,12 +123,14 @@ class BigWigPredictions(PredictionSource):
         Predicted log count ``ln(total)`` (default) or ``ln(1 + total)``.
     length : int, optional
         L; needed only for narrowPeak regions (default: the width of the windows).
+    regions_format : {"auto", "bed", "narrowpeak"}
+        How a region file is read (``regions.read_region_file``).
     """
 
     n_logcount_columns = 1
 
     def __init__(self, paths: Sequence[str], regions, pseudocount: float = 0.0, logcounts_convention: str = "log",
-                 length: Optional[int] = None):
+                 length: Optional[int] = None, regions_format: str = "auto"):
         self.paths = [str(p) for p in paths]
         self.path = ",".join(self.paths)
         if logcounts_convention not in LOGCOUNTS_CONVENTIONS:
@@ -138,7 +140,7 @@ class BigWigPredictions(PredictionSource):
             raise UsageError(f"--pred-pseudocount must be a finite number >= 0, not {pseudocount}")
         self.pseudocount = float(pseudocount)
         self.logcounts_convention = logcounts_convention
-        self._regions = _prediction_regions(regions, length)
+        self._regions = _prediction_regions(regions, length, regions_format)
         self.n, self.n_tracks = len(self._regions), len(self.paths)
         self.length = int(self._regions.end[0] - self._regions.start[0]) if self.n else int(length or 0)
         self._readers = []

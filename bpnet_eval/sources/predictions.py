@@ -13,6 +13,7 @@ from typing import Optional
 import numpy as np
 
 from ..errors import InputError, UsageError
+from ..input_files import UNEXPECTED_READ_ERRORS, reading
 from ..regions import Regions, windows_around
 from .base import PredictionSource
 from .hdf5 import damaged, dataset_or_none, decode_strings, list_datasets, open_hdf5, read_column, require_dataset
@@ -61,6 +62,25 @@ def profile_to_logits(profile: np.ndarray, kind: str) -> np.ndarray:
     with np.errstate(divide="ignore"):
         logits = np.log(profile)
     return np.maximum(logits, _LOG_TINY)
+
+
+def non_numeric(dtype) -> Optional[str]:
+    """What a dtype holds when it is not real numbers (complex, text, objects, records, dates), else None."""
+    dtype = np.dtype(dtype)
+    if dtype.kind in "biuf":
+        return None
+    kinds = {"c": "complex numbers", "S": "text", "U": "text", "O": "text or Python objects",
+             "V": "records (a compound type)", "M": "dates", "m": "time spans"}
+    return f"{kinds.get(dtype.kind, 'values that are not numbers')} ({dtype})"
+
+
+def require_numeric(dtype, where: str, what: str, error=InputError) -> None:
+    """Raise ``error`` naming ``where`` when ``dtype`` is not real numbers (``what``: the predicted logits or
+    log counts); complex values would lose their imaginary part and text could not be scored."""
+    held = non_numeric(dtype)
+    if held is not None:
+        raise error(f"{where} holds {held}, but {what} must be real numbers (integer or float); write them as "
+                    "float32 or float64")
 
 
 def _first(handle, names):
@@ -137,6 +157,8 @@ class HDF5Predictions(PredictionSource):
         fix = "name the dataset with --logits-dataset / --logcounts-dataset"
         self._profile = require_dataset(self._file, layout.logits, fix)
         self._logcounts = require_dataset(self._file, layout.logcounts, fix)
+        require_numeric(self._profile.dtype, f"{self.path}: '{layout.logits}'", "the predicted profile")
+        require_numeric(self._logcounts.dtype, f"{self.path}: '{layout.logcounts}'", "the predicted log counts")
         self._check_shapes()
 
     def _check_shapes(self):
@@ -172,6 +194,10 @@ class HDF5Predictions(PredictionSource):
 
     def regions(self) -> Optional[Regions]:
         """The windows stored with the predictions, or None when the file has none."""
+        with reading(self.path, "the coordinates stored with the predictions", "give the regions with --regions"):
+            return self._stored_regions()
+
+    def _stored_regions(self) -> Optional[Regions]:
         coords, handle, n = self.layout.coords, self._file, self.n
         if "chrom_names" in coords:
             names = require_dataset(handle, coords["chrom_names"], "BPReveal files store chrom_names")
@@ -201,7 +227,7 @@ class HDF5Predictions(PredictionSource):
         """Logits ``(j-i, S, L)`` and log counts ``(j-i, T)`` of regions ``i..j``."""
         try:
             profile, logcounts = self._profile[i:j], np.asarray(self._logcounts[i:j])
-        except OSError as err:
+        except UNEXPECTED_READ_ERRORS as err:
             raise damaged(self.path, i, j, err) from None
         return (profile_to_logits(to_nsl(profile, self._axes), self.layout.profile_kind),
                 logcounts.reshape(j - i, self.n_logcount_columns))
@@ -215,11 +241,13 @@ class ArrayPredictions(PredictionSource):
 
     def __init__(self, logits, logcounts, profile_kind="logits"):
         logits = np.asarray(logits)
+        require_numeric(logits.dtype, "the logits array", "the predicted logits", UsageError)
         self._logits = logits[:, None, :] if logits.ndim == 2 else logits
         if self._logits.ndim != 3:
             raise UsageError(f"logits have shape {logits.shape}; expected (N, L) or (N, S, L)")
         self.n, self.n_tracks, self.length = self._logits.shape
         logcounts = np.asarray(logcounts)
+        require_numeric(logcounts.dtype, "the log counts array", "the predicted log counts", UsageError)
         self.n_logcount_columns = 1 if logcounts.ndim == 1 else logcounts.shape[-1]
         if logcounts.shape[0] != self.n or self.n_logcount_columns not in (1, self.n_tracks) or logcounts.ndim > 2:
             raise UsageError(f"log counts have shape {logcounts.shape}; expected ({self.n},), ({self.n}, 1) "
