@@ -6,14 +6,14 @@ per-region columns of the report, on the CPU or a GPU, in float64 or float32.
 
 import os
 from contextlib import contextmanager
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
 
 from .environment import THREAD_VARIABLES, allotted_cpus
 from .errors import UsageError
-from .losses import log1p_squared_error, mnll_per_region
+from .losses import SHIFT_ABOVE, log1p_squared_error, mnll_per_region
 from .metrics.profile import profile_metrics
 from .metrics.auprc import auprc_region_mask, average_precision, binned_labels_scores
 from .metrics.names import BIN_SIZES
@@ -40,12 +40,9 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
-def compute_batch(logits, logcounts, observed, count_loss_weight: float, track_names: Sequence[str],
-                  plan: Optional[MetricPlan] = None, first_row: int = 0) -> dict:
-    """Per-region columns of one batch, as numpy arrays (float64), in batch order: the seed losses, the
-    per-track MNLL, then the profile metrics of ``plan`` (``first_row``: the global row of the batch's first
-    region, which keys the shuffled baselines). The computation runs in ``logcounts``' dtype; ``logits`` and
-    ``observed`` may come as stored (float32)."""
+def seed_columns(logits, logcounts, observed, count_loss_weight: float, track_names: Sequence[str]) -> dict:
+    """The seed losses, the per-track MNLL, observed counts and predicted log counts of one batch (tensors in
+    ``logcounts``' dtype): defined for every region with finite inputs (never NaN)."""
     compute_dtype = logcounts.dtype
     profile_mnll, per_track_mnll, track_totals = mnll_per_region(logits, observed, compute_dtype)
     target = track_totals.sum(dim=-1, keepdim=True) if logcounts.shape[-1] == 1 else track_totals
@@ -62,12 +59,57 @@ def compute_batch(logits, logcounts, observed, count_loss_weight: float, track_n
     if len(track_names) > 1:
         for s, value in enumerate(per_track_mnll.unbind(-1)):
             columns[f"profile_mnll_{track_names[s]}"] = value
-    if plan is not None and plan.profile_names:
-        rows = torch.arange(first_row, first_row + logits.shape[0], device=logits.device)
-        columns.update(profile_metrics(logits.to(compute_dtype), observed.to(compute_dtype),
-                                       names=plan.profile_names, track_names=track_names, rows=rows,
-                                       **plan.profile_options))
+    return columns
+
+
+def metric_columns(logits, observed, compute_dtype, track_names: Sequence[str], plan: Optional[MetricPlan] = None,
+                   first_row: int = 0) -> dict:
+    """The profile metrics of ``plan`` for one batch (tensors; NaN where a metric is undefined)."""
+    if plan is None or not plan.profile_names:
+        return {}
+    rows = torch.arange(first_row, first_row + logits.shape[0], device=logits.device)
+    return profile_metrics(narrowed(logits, compute_dtype), observed.to(compute_dtype), names=plan.profile_names,
+                           track_names=track_names, rows=rows, **plan.profile_options)
+
+
+def peer_rounded(seed: dict, plan: Optional[MetricPlan], track_names: Sequence[str]) -> dict:
+    """``seed`` with the per-track MNLL rounded to float32 where the plan asks for float32 profile results
+    (bpnet-lite stores its per-strand ``profile_mnll`` in a float32 tensor whatever the input dtype); the
+    joint seed losses keep the compute dtype."""
+    if plan is None or not plan.profile_options.get("float32_results") or len(track_names) < 2:
+        return seed
+    per_track = {f"profile_mnll_{name}" for name in track_names}
+    return {name: value.to(torch.float32) if name in per_track else value for name, value in seed.items()}
+
+
+def narrowed(logits, dtype):
+    """``logits`` in ``dtype``; where that narrows them (float64 stored, float32 computed), a region whose largest
+    logit is beyond ``SHIFT_ABOVE`` in magnitude is first shifted by it, in float64 (every softmax of the region
+    is unchanged, and its digits survive: 1e12 + z in float32 would keep none of z)."""
+    if logits.dtype != torch.float64 or dtype == torch.float64:
+        return logits.to(dtype)
+    top = logits.amax(dim=(1, 2), keepdim=True)
+    large = top.abs() > SHIFT_ABOVE
+    if not bool(large.any()):
+        return logits.to(dtype)
+    return (logits - torch.where(large, top, torch.zeros_like(top))).to(dtype)
+
+
+def as_numpy(columns: dict) -> dict:
+    """Tensor columns as float64 numpy arrays on the CPU."""
     return {name: value.detach().to("cpu", torch.float64).numpy() for name, value in columns.items()}
+
+
+def compute_batch(logits, logcounts, observed, count_loss_weight: float, track_names: Sequence[str],
+                  plan: Optional[MetricPlan] = None, first_row: int = 0) -> dict:
+    """Per-region columns of one batch, as numpy arrays (float64), in batch order: the seed losses, the
+    per-track MNLL, then the profile metrics of ``plan`` (``first_row``: the global row of the batch's first
+    region, which keys the shuffled baselines). The computation runs in ``logcounts``' dtype; ``logits`` and
+    ``observed`` may come as stored (float32)."""
+    columns = peer_rounded(seed_columns(logits, logcounts, observed, count_loss_weight, track_names), plan,
+                           track_names)
+    columns.update(metric_columns(logits, observed, logcounts.dtype, track_names, plan, first_row))
+    return as_numpy(columns)
 
 
 class PooledAuprc:
@@ -76,9 +118,12 @@ class PooledAuprc:
     def __init__(self):
         self._parts = {b: ([], []) for b in BIN_SIZES}
 
-    def update(self, observed, logits) -> None:
-        """Add one batch: observed counts and logits ``(B, S, L)`` (probabilities per strand)."""
+    def update(self, observed, logits, keep: Optional[np.ndarray] = None) -> None:
+        """Add one batch: observed counts and logits ``(B, S, L)`` (probabilities per strand); ``keep``: the rows
+        scored (default all)."""
         mask = auprc_region_mask(observed)
+        if keep is not None:
+            mask = mask & torch.as_tensor(keep, device=mask.device)
         probs = torch.softmax(logits, dim=-1)
         for binsize, (labels, scores) in self._parts.items():
             batch_labels, batch_scores = binned_labels_scores(observed, probs, binsize)
@@ -122,18 +167,27 @@ class BatchComputer:
             return tuple(t.pin_memory() for t in tensors)
         return tensors
 
-    def __call__(self, logits, logcounts, observed, first_row: int = 0) -> dict:
-        """Per-region columns (float64 numpy) of one batch given as arrays or prepared tensors."""
+    def __call__(self, logits, logcounts, observed, first_row: int = 0, screen: Optional[Callable] = None) -> dict:
+        """Per-region columns (float64 numpy) of one batch given as arrays or prepared tensors.
+
+        ``screen(columns, always_defined)``, when given, sees the columns (and the names of those defined for
+        every region with finite inputs) before the pooled auPRC takes the batch, and returns the rows not to
+        score (a boolean array: where a value overflowed); the pooled auPRC leaves those rows out."""
         if not torch.is_tensor(logits):
             logits, logcounts, observed = self.prepare(logits, logcounts, observed)
         # Logits and counts keep their stored dtype (float32 holds counts exactly): the MNLL converts the
         # logits chunk by chunk and reads the counts sparsely; ``logcounts`` carries the compute dtype.
         logits, observed = (t.to(self.device, non_blocking=True) for t in (logits, observed))
         logcounts = logcounts.to(self.device, non_blocking=True).to(self.dtype)
+        seed = peer_rounded(seed_columns(logits, logcounts, observed, self.count_loss_weight, self.track_names),
+                            self.plan, self.track_names)
+        columns = as_numpy({**seed, **metric_columns(logits, observed, self.dtype, self.track_names, self.plan,
+                                                     first_row)})
+        dropped = screen(columns, frozenset(seed)) if screen is not None else None
         if self.pooled_auprc is not None:
-            self.pooled_auprc.update(observed.to(self.dtype), logits.to(self.dtype))
-        return compute_batch(logits, logcounts, observed, self.count_loss_weight, self.track_names, self.plan,
-                             first_row)
+            keep = None if dropped is None or not dropped.any() else ~dropped
+            self.pooled_auprc.update(observed.to(self.dtype), narrowed(logits, self.dtype), keep)
+        return columns
 
 
 @contextmanager

@@ -124,6 +124,49 @@ def mixture_loss_per_region(y, y_hat_logits, y_hat_logcounts, count_loss_weight=
 _CPU_CHUNK_REGIONS = 128
 
 
+# A track whose |logsumexp| exceeds this is shifted by its largest logit before the sums of ``mnll_per_region``:
+# ``sum_i k_i z_i - N lse`` cancels catastrophically when ``lse`` is large (an offset of 1e12 on every logit
+# lost 5 digits), while ``sum_i k_i (z_i - max) - N (lse - max)`` adds terms of one sign. Below it nothing is
+# shifted (the sums are as before, to the last bit): the cancellation costs at most ``2^-52 * 2 * N * 1024``.
+SHIFT_ABOVE = 1024.0
+
+
+def shifted_track_logsumexp(logits, dtype=None):
+    """``lse_s = shift_s + rest_s`` per track, over cache-sized chunks of regions on the CPU.
+
+    ``shift_s`` is 0 where ``|lse_s| <= SHIFT_ABOVE`` (``rest_s`` is then ``logsumexp_i z_si`` itself, as it always
+    was), else the track's largest logit ``max_i z_si`` as stored, with ``rest_s = logsumexp_i (z_si - shift_s)`` in
+    ``[0, ln L]``, the differences taken in float64 before any conversion to ``dtype``: the pair keeps every digit
+    of ``lse_s - shift_s`` however large the logits are.
+
+    Parameters
+    ----------
+    logits : torch.Tensor, shape=(n, S, L)
+        As stored (float32 is converted chunk by chunk, never as a whole batch).
+    dtype : torch.dtype, optional
+        Of ``rest`` (default: the logits').
+
+    Returns
+    -------
+    shift : torch.Tensor, shape=(n, S), float64
+    rest : torch.Tensor, shape=(n, S), ``dtype``
+    """
+    dtype = dtype or logits.dtype
+    chunk = max(1, logits.shape[0] if logits.is_cuda else _CPU_CHUNK_REGIONS)
+    parts = [torch.logsumexp(logits[a:a + chunk].to(dtype), dim=-1) for a in range(0, logits.shape[0], chunk)]
+    rest = torch.cat(parts) if parts else torch.zeros(logits.shape[:-1], dtype=dtype, device=logits.device)
+    shift = torch.zeros(rest.shape, dtype=torch.float64, device=rest.device)
+    large = rest.abs() > SHIFT_ABOVE  # NaN (non-finite logits) is never large: it stays NaN
+    if large.any():  # rare: those regions again, in float64, each track shifted by its largest logit
+        rows = large.any(dim=-1).nonzero().flatten()
+        wide = logits[rows].to(torch.float64)
+        top = wide.amax(dim=-1)
+        chosen = large[rows]
+        shift[rows] = torch.where(chosen, top, shift[rows])
+        rest[rows] = torch.where(chosen, torch.logsumexp((wide - top.unsqueeze(-1)).to(dtype), dim=-1), rest[rows])
+    return shift, rest
+
+
 def track_logsumexp(logits, dtype=None):
     """``lse_s = logsumexp_i z_si`` per track, over cache-sized chunks of regions on the CPU.
 
@@ -138,10 +181,8 @@ def track_logsumexp(logits, dtype=None):
     -------
     lse : torch.Tensor, shape=(n, S)
     """
-    dtype = dtype or logits.dtype
-    chunk = max(1, logits.shape[0] if logits.is_cuda else _CPU_CHUNK_REGIONS)
-    parts = [torch.logsumexp(logits[a:a + chunk].to(dtype), dim=-1) for a in range(0, logits.shape[0], chunk)]
-    return torch.cat(parts) if parts else torch.zeros(logits.shape[:-1], dtype=dtype, device=logits.device)
+    shift, rest = shifted_track_logsumexp(logits, dtype)
+    return (shift + rest).to(rest.dtype) if bool(shift.any()) else rest
 
 
 _LOG_FACTORIAL_TABLE = 4096  # lgamma(k + 1) of the integers below this are looked up
@@ -161,34 +202,47 @@ def log_factorial(counts: np.ndarray) -> np.ndarray:
     return torch.lgamma(torch.from_numpy(counts) + 1).numpy()
 
 
-def dense_count_sums(observed, logits, dtype=None):
+def dense_count_sums(observed, logits, dtype=None, shift=None):
     """``count_sums`` over every position, in ``dtype`` (the GPU's way: no index lists, one pass each)."""
     counts = observed.to(dtype or logits.dtype)
-    return counts.sum(dim=-1), torch.lgamma(counts + 1).sum(dim=-1), (counts * logits.to(counts.dtype)).sum(dim=-1)
+    if shift is None:
+        logits = logits.to(counts.dtype)
+    else:  # the differences in float64, as ``shifted_track_logsumexp`` takes them
+        logits = (logits.to(torch.float64) - shift.to(torch.float64).unsqueeze(-1)).to(counts.dtype)
+    return counts.sum(dim=-1), torch.lgamma(counts + 1).sum(dim=-1), (counts * logits).sum(dim=-1)
 
 
-def count_sums(observed, logits, dtype=None):
-    """Per track: ``N_s = sum_i k_si``, ``sum_i lgamma(k_si + 1)`` and ``sum_i k_si z_si``, over the nonzero
-    counts only on the CPU (``lgamma(k + 1)`` only where ``k`` is not 1); float64 sums.
+def count_sums(observed, logits, dtype=None, shift=None):
+    """Per track: ``N_s = sum_i k_si``, ``sum_i lgamma(k_si + 1)`` and ``sum_i k_si (z_si - shift_s)``, over the
+    nonzero counts only on the CPU (``lgamma(k + 1)`` only where ``k`` is not 1); float64 sums.
 
     Parameters
     ----------
     observed, logits : torch.Tensor, shape=(n, S, L)
     dtype : torch.dtype, optional
         Of the results (default: the logits').
+    shift : torch.Tensor, shape=(n, S), optional
+        Subtracted from each track's logits before the products (``shifted_track_logsumexp``); default 0.
 
     Returns
     -------
     totals, log_factorials, counts_dot_logits : torch.Tensor, each shape=(n, S)
     """
     dtype = dtype or logits.dtype
+    if shift is not None and not bool(shift.any()):
+        shift = None
     if observed.is_cuda:
-        return dense_count_sums(observed, logits, dtype)
+        return dense_count_sums(observed, logits, dtype, shift)
     length, n_rows = observed.shape[-1], observed.numel() // max(1, observed.shape[-1])
     flat = observed.numpy().reshape(-1)  # CPU tensors share their memory with numpy
     where = np.flatnonzero(flat != 0)  # on a boolean mask: 6x faster than on floats
     rows, counts = where // max(1, length), flat[where].astype(np.float64)
-    products = counts * logits.numpy().reshape(-1)[where].astype(np.float64)
+    values = logits.numpy().reshape(-1)[where].astype(np.float64)
+    if shift is not None:  # only where some track's logits are large (rare): else the sums are as before
+        with np.errstate(over="ignore"):  # logits 1.7e308 apart: -inf, an overflow the value screen reports
+            values = values - shift.to(torch.float64).numpy().reshape(-1)[rows]
+    with np.errstate(over="ignore", invalid="ignore"):
+        products = counts * values
     factorial = counts != 1
     log_factorials = log_factorial(counts[factorial])
     sums = np.stack([np.bincount(rows, counts, n_rows), np.bincount(rows[factorial], log_factorials, n_rows),
@@ -201,7 +255,8 @@ def mnll_per_region(logits, observed, dtype=None):
 
     Per track: ``-lgamma(N_s+1) + sum_i lgamma(k_si+1) - sum_i k_si logp_si``; joint (one
     multinomial over S*L): ``-lgamma(N+1) + sum_s sum_i lgamma(k_si+1) - sum_s (sum_i k_si logp_si + N_s log_mass_s)``,
-    with ``sum_i k_si logp_si = sum_i k_si z_si - N_s lse_s`` (no log-probability array is formed).
+    with ``sum_i k_si logp_si = sum_i k_si (z_si - shift_s) - N_s (lse_s - shift_s)`` (no log-probability array is
+    formed; ``shift_s`` is 0, or the track's largest logit where its logsumexp is large: ``shifted_track_logsumexp``).
     Equal to the seed's ``MNLLLoss`` of ``log_softmax`` per track and of the joint ``log_softmax``.
 
     Parameters
@@ -220,10 +275,15 @@ def mnll_per_region(logits, observed, dtype=None):
     track_totals : torch.Tensor, shape=(n, S)
         ``N_s`` in ``dtype``.
     """
-    per_track_lse = track_logsumexp(logits, dtype)
-    log_mass = torch.log_softmax(per_track_lse, dim=-1)  # each track's share of the joint mass
-    track_totals, factorials, counts_dot_logits = count_sums(observed, logits, per_track_lse.dtype)
-    counts_dot_logps = counts_dot_logits - track_totals * per_track_lse
+    shift, rest = shifted_track_logsumexp(logits, dtype)  # lse_s = shift_s + rest_s; shift 0 unless large
+    large = bool(shift.any())
+    # each track's share of the joint mass, log_softmax_s(lse_s): of (shift_s - max_t shift_t) + rest_s when shifted
+    log_mass = torch.log_softmax(((shift - shift.amax(dim=-1, keepdim=True)) + rest).to(rest.dtype) if large else rest,
+                                 dim=-1)
+    if not large:
+        shift = None
+    track_totals, factorials, counts_dot_logits = count_sums(observed, logits, rest.dtype, shift)
+    counts_dot_logps = counts_dot_logits - track_totals * rest  # sum_i k_si (z_si - shift_s) - N_s rest_s
     per_track = -torch.lgamma(track_totals + 1) + factorials - counts_dot_logps
     joint = (-torch.lgamma(track_totals.sum(dim=-1) + 1) + factorials.sum(dim=-1)
              - (counts_dot_logps + track_totals * log_mass).sum(dim=-1))

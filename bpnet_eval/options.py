@@ -63,6 +63,12 @@ class PredLogcounts(Choice):
     log1p = "log1p"
 
 
+class RegionsFormat(Choice):
+    auto = "auto"
+    bed = "bed"
+    narrowpeak = "narrowpeak"
+
+
 def _choice(value, choices, message: str) -> Optional[str]:
     """``value`` as its plain string when it is one of ``choices`` (None stays None), else a UsageError."""
     if value is None:
@@ -73,11 +79,35 @@ def _choice(value, choices, message: str) -> Optional[str]:
     return text
 
 
-def finite(value: float, option: str) -> float:
-    """``value`` when finite, else a UsageError naming ``option``."""
-    if not math.isfinite(value):
-        raise UsageError(f"{option} must be a finite number, not {value}")
-    return value
+def at_least(value: float, low: float, option: str, strict: bool = False) -> float:
+    """``value`` when finite and ``>= low`` (``> low`` when ``strict``), else a UsageError naming ``option``."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not (math.isfinite(number) and (number > low if strict else number >= low)):
+        raise UsageError(f"{option} must be a finite number {'>' if strict else '>='} {low:g}, not {value}")
+    return number
+
+
+def checked_track_names(names) -> Optional[Tuple[str, ...]]:
+    """``names`` as a tuple of strings, or a UsageError: each non-empty, unique, without a tab, newline or comma
+    (they are column names of ``regions.tsv`` and a comma list on the command line)."""
+    if names is None:
+        return None
+    names = tuple(str(name) for name in names)
+    for k, name in enumerate(names):
+        if not name.strip():
+            raise UsageError(f"--track-names: name {k + 1} of {len(names)} is empty; give one name per track")
+        bad = next((c for c in ("\t", "\n", "\r", ",") if c in name), None)
+        if bad is not None:
+            what = {"\t": "a tab", "\n": "a newline", "\r": "a carriage return", ",": "a comma"}[bad]
+            raise UsageError(f"--track-names: {name!r} contains {what}; track names are column names of regions.tsv")
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise UsageError(f"--track-names: {repeated[0]!r} is given {names.count(repeated[0])} times; give each "
+                         "track a different name")
+    return names
 
 
 def _set(instance, **values) -> None:
@@ -118,6 +148,9 @@ class ReadOptions:
         predicted log count is ``ln(total)`` or ``ln(1 + total)``.
     policies : Policies
         Off-end windows, non-finite predictions, HDF5 external links.
+    regions_format : {"auto", "bed", "narrowpeak"}
+        How a region file is read: auto (narrowPeak when every row reads as narrowPeak, BED when none does;
+        rows that disagree are an error), bed (start..end) or narrowpeak (start + summit ± L/2).
     """
 
     logits_dataset: Optional[str] = None
@@ -128,13 +161,16 @@ class ReadOptions:
     pred_pseudocount: float = 0.0
     pred_logcounts: str = "log"
     policies: Policies = field(default_factory=Policies)
+    regions_format: str = "auto"
 
     def __post_init__(self):
+        _set(self, regions_format=_choice(self.regions_format or "auto", RegionsFormat,
+                                          "--regions-format must be one of {choices}, not '{value}'"))
         _set(self, profile_kind=_choice(self.profile_kind, ProfileKind,
                                         "--profile-kind must be one of {choices}, not '{value}'"),
              pred_logcounts=_choice(self.pred_logcounts, PredLogcounts,
                                     "--pred-logcounts must be log (ln(total)) or log1p (ln(1 + total)), not '{value}'"),
-             pred_pseudocount=float(self.pred_pseudocount),
+             pred_pseudocount=at_least(self.pred_pseudocount, 0.0, "--pred-pseudocount"),
              policies=self.policies if self.policies is not None else Policies())
 
     @property
@@ -142,7 +178,7 @@ class ReadOptions:
         """The keywords the prediction sources take."""
         return {"logits_dataset": self.logits_dataset, "logcounts_dataset": self.logcounts_dataset,
                 "profile_kind": self.profile_kind, "head": self.head, "pred_pseudocount": self.pred_pseudocount,
-                "pred_logcounts": self.pred_logcounts}
+                "pred_logcounts": self.pred_logcounts, "regions_format": self.regions_format}
 
 
 @dataclass(frozen=True)
@@ -181,8 +217,14 @@ class ScoreOptions:
         _set(self, dtype=_choice(self.dtype, Dtype, "--dtype must be float32 or float64, not '{value}'"),
              smooth=_choice(self.smooth, Smooth, "--smooth must be one of {choices}, not '{value}'"),
              preset=_choice(self.preset, Preset, "--preset must be one of {choices}, not '{value}'"),
-             count_loss_weight=finite(float(self.count_loss_weight), "--count-loss-weight"),
-             track_names=None if self.track_names is None else tuple(str(t) for t in self.track_names))
+             count_loss_weight=at_least(self.count_loss_weight, 0.0, "--count-loss-weight"),
+             smooth_sigma=at_least(self.smooth_sigma, 0.0, "--smooth-sigma", strict=True),
+             track_names=checked_track_names(self.track_names))
+        width = self.smooth_width
+        if isinstance(width, bool) or not isinstance(width, (int, float)) or not math.isfinite(width) \
+                or int(width) != width or width < 1:
+            raise UsageError(f"--smooth-width must be a whole number >= 1, not {width}")
+        _set(self, smooth_width=int(width))
         self.plan  # checks --metrics, --preset and the smoothing options together
 
     @property

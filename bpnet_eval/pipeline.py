@@ -19,7 +19,7 @@ from .options import Job, ReadOptions, RunOptions, ScoreOptions, split_options
 from .presets import MetricPlan, preset_files
 from .regions import NO_REGIONS, Regions
 from .sources import unreadable_truth_bigwigs
-from .summary import summarize
+from .summary import drop_nonfinite, summarize
 from .validate import Findings, ValueScreen
 
 
@@ -55,7 +55,23 @@ def summarize_scores(columns: dict, table: Regions, findings: Findings, settings
     summary.update(outcome)
     if pooled_auprc is not None:
         summary["profile_auprc"] = pooled_auprc.result()
+    summary["warnings"] += drop_nonfinite(summary)  # null, never inf or NaN, in summary.json
     return summary, preset_files(plan, kept, summary, scored_peak, track_names)
+
+
+def screen_batch(screen: ValueScreen, i: int, logits, logcounts, observed):
+    """``(logits, logcounts, observed, skip)`` of one batch after ``screen``: the rows not scored (``skip``) hold
+    zeros (zeros in, NaN out), so no non-finite value reaches the computation."""
+    skip = screen.screen(i, logits, logcounts, observed)
+    return (*zero_rows(skip, logits, logcounts, observed), skip)
+
+
+def zero_rows(rows: np.ndarray, logits, logcounts, observed):
+    """The three arrays with ``rows`` (a boolean mask) set to 0 (new arrays; the same ones when no row is)."""
+    if not rows.any():
+        return logits, logcounts, observed
+    return (np.where(rows[:, None, None], 0, logits), np.where(rows[:, None], 0, logcounts),
+            np.where(rows[:, None, None], 0, observed).astype(observed.dtype, copy=False))
 
 
 def score_inputs(inputs: Inputs, scoring: ScoreOptions, run: RunOptions,
@@ -76,20 +92,24 @@ def score_inputs(inputs: Inputs, scoring: ScoreOptions, run: RunOptions,
     screen = ValueScreen(findings, preds, truth_source, table, inputs.policies)
 
     def screened(i, predicted, observed):  # in the reading thread, overlapping the computation
-        logits, logcounts = predicted
-        skip = screen.screen(i, logits, logcounts, observed)
-        if skip.any():  # not scored: zeros in, NaN out
-            logits, logcounts = np.where(skip[:, None, None], 0, logits), np.where(skip[:, None], 0, logcounts)
+        logits, logcounts, observed, skip = screen_batch(screen, i, *predicted, observed)
         preds.check_batch(logits, observed, table, i)
         return skip, computer.prepare(logits, logcounts, observed)
 
     with torch.inference_mode(), compute_threads(torch_device, 1 + inputs.read_workers, run.threads):
         for i, j, (skip, tensors) in inputs.batches(screened):
-            chunks.append(computer(*tensors, first_row=i))
-            for values in chunks[-1].values():
-                values[skip] = np.nan
-            if progress:
-                progress(j, preds.n)
+            overflowed = []
+
+            def screen_columns(columns, always_defined, i=i, skip=skip):  # a value that overflowed: --nonfinite
+                overflowed.append(screen.screen_columns(i, columns, always_defined, skip, scoring.dtype))
+                return overflowed[-1]
+
+            chunks.append(computer(*tensors, first_row=i, screen=screen_columns))
+            skip = skip | overflowed[0]
+            if skip.any():  # new arrays: a column may share its memory with the caller's arrays (log counts)
+                chunks[-1] = {name: np.where(skip, np.nan, values) for name, values in chunks[-1].items()}
+            if progress:  # regions done of the regions this run scores (a shard's own count)
+                progress(j - inputs.rows[0], inputs.rows[1] - inputs.rows[0])
     value_warnings_from = len(findings.warnings)
     screen.finish()
     columns = {name: np.concatenate([c[name] for c in chunks]) if chunks else np.zeros(0)
@@ -185,10 +205,17 @@ def check_job(job: Job, scan_values: bool = True) -> Findings:
             findings.detected["values"] = "not read" + (" (fix the problems first)" if findings.problems else "")
             return findings
         screen = ValueScreen(findings, preds, truth_source, table, read.policies, collect=True)
+        computer = None
         try:
             for i, _, (logits, logcounts), observed in iter_batches(preds, truth_source, job.run.batch_size):
-                skip = screen.screen(i, logits, logcounts, observed)
-                preds.check_batch(np.where(skip[:, None, None], 0, logits), observed, table, i)  # as run_job does
+                logits, logcounts, observed, skip = screen_batch(screen, i, logits, logcounts, observed)
+                preds.check_batch(logits, observed, table, i)  # as run_job does
+                extreme, unscreened = screen.extreme_rows(logits, logcounts, observed, skip)
+                if extreme.any():  # a value may overflow: compute the batch as score would
+                    computer = computer or _check_computer(job, preds.n_tracks)
+                    computer(*zero_rows(unscreened, logits, logcounts, observed), first_row=i,
+                             screen=lambda columns, defined, i=i, rows=unscreened: screen.screen_columns(
+                                 i, columns, defined, rows, job.scoring.dtype))
         except BpnetEvalError as err:
             findings.add(str(err), err.exit_code)
         screen.finish()
@@ -197,6 +224,17 @@ def check_job(job: Job, scan_values: bool = True) -> Findings:
     finally:
         preds.close()
         truth_source.close()
+
+
+def _check_computer(job: Job, n_tracks: int):
+    """The computation ``score`` would run for ``job`` (imports torch: only when some value is extreme)."""
+    from .compute import BatchComputer
+
+    scoring = job.scoring
+    names = list(scoring.track_names) if scoring.track_names else default_track_names(n_tracks)
+    if len(names) != n_tracks:
+        raise UsageError(f"--track-names gives {len(names)} name(s) for {n_tracks} track(s)")
+    return BatchComputer(scoring.count_loss_weight, names, "cpu", scoring.dtype, scoring.plan)
 
 
 def check(predictions, truth, regions=None, *, read: Optional[ReadOptions] = None, scan_values: bool = True,

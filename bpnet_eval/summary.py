@@ -18,7 +18,12 @@ def column_statistics(values: np.ndarray) -> dict:
     if defined.size == 0:
         return {**stats, **{name: None for name in STATISTICS}}
     q1, median, q3 = np.quantile(defined, [0.25, 0.5, 0.75])
-    return {**stats, "mean": float(defined.mean()), "std": float(defined.std()), "min": float(defined.min()),
+    with np.errstate(over="ignore", invalid="ignore"):
+        mean, std = float(defined.mean()), float(defined.std())
+    if not (np.isfinite(mean) and np.isfinite(std)):  # finite values whose sum or squares overflow: scaled
+        scale = float(np.abs(defined).max())
+        mean, std = scale * float((defined / scale).mean()), scale * float((defined / scale).std())
+    return {**stats, "mean": mean, "std": std, "min": float(defined.min()),
             "q1": float(q1), "median": float(median), "q3": float(q3), "max": float(defined.max())}
 
 
@@ -28,11 +33,12 @@ def group_summary(columns: dict, rows: Optional[np.ndarray], track_names, count_
     ``count_options`` are ``count_metrics``' ``names`` and ``ties``.
     """
     pick = (lambda v: v) if rows is None else (lambda v: v[rows])
+    with np.errstate(over="ignore", invalid="ignore"):  # e^c of a huge c: inf, then null with a warning
+        total_logcounts = predicted_total_logcounts(columns, track_names)
     count_options = count_options or {}
     summary = {"n_regions": int(len(pick(columns["observed_counts"]))),
                "metrics": {name: column_statistics(pick(v)) for name, v in columns.items()},
-               "counts": count_metrics(pick(predicted_total_logcounts(columns, track_names)),
-                                       pick(columns["observed_counts"]), **count_options)}
+               "counts": count_metrics(pick(total_logcounts), pick(columns["observed_counts"]), **count_options)}
     if "predicted_logcounts" not in columns:
         summary["counts_per_track"] = {
             name: count_metrics(pick(columns[f"predicted_logcounts_{name}"]),
@@ -56,3 +62,25 @@ def summarize(columns: dict, peak: Optional[np.ndarray], settings: dict, inputs:
     summary["settings"] = settings
     summary["inputs"] = inputs
     return summary
+
+
+def drop_nonfinite(summary: dict) -> list:
+    """Replace every non-finite number in ``summary`` (nested dicts and lists) by None, in place: JSON has no
+    inf or NaN, and ``summary.json`` writes null for an undefined value. Returns a warning for each number
+    replaced (a statistic across regions that overflowed although every per-region value is finite)."""
+    replaced = []
+
+    def clean(value, path):
+        if isinstance(value, dict):
+            for key in value:
+                value[key] = clean(value[key], f"{path}.{key}" if path else str(key))
+        elif isinstance(value, list):
+            value[:] = [clean(item, f"{path}[{k}]") for k, item in enumerate(value)]
+        elif isinstance(value, (float, np.floating)) and not np.isfinite(value):
+            replaced.append(path)
+            return None
+        return value
+
+    clean(summary, "")
+    return [f"{path} is not finite (the values it summarises are too large: it overflowed float64); written as "
+            "null" for path in replaced]

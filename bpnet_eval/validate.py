@@ -3,12 +3,14 @@
 ``check_structure`` looks at shapes, region widths, chromosome names and window bounds before
 anything is read, and returns the ``Findings`` and the ``ReadPlan`` the truth source then reads by
 (policies decide which windows are skipped or padded); ``ValueScreen`` looks at the values of each
-batch as it is read (finite predictions, non-negative and integer observed counts). ``check`` and
+batch as it is read (finite predictions, finite, non-negative and integer observed counts) and the
+values computed from it (none overflowed). ``check`` and
 ``score`` both use these (``pipeline.check_job`` and ``pipeline.run_job``), so a problem is found by
 one implementation: ``check`` collects every problem, ``score`` stops at the first one before any
 report is written.
 """
 
+import threading
 from dataclasses import dataclass, field
 from typing import Optional, Tuple
 
@@ -190,11 +192,27 @@ def check_structure(preds: PredictionSource, truth: TruthSource, regions: Option
 
 
 # -------------------------------------------------------------------------- values
-class ValueScreen:
-    """Checks each batch as it is read: finite predictions, non-negative (and integer) observed counts.
+# Input values beyond this magnitude (finite) are far outside any model's or assay's range. Below it no column
+# of the default scoring options (float64 or float32, unsmoothed) can overflow: ``check`` computes only the
+# batches holding such a value, as ``score`` would, to find the overflows ``score`` stops on.
+EXTREME = 1e8
 
-    ``screen`` returns the rows of the batch that are not scored; with ``collect=False`` the first
-    batch with a problem raises it (before any report is written).
+
+def _value_text(values: np.ndarray) -> str:
+    """The first non-finite value of ``values`` as written in messages: NaN, inf or -inf."""
+    value = float(values[~np.isfinite(values)].flat[0])
+    return "NaN" if np.isnan(value) else ("inf" if value > 0 else "-inf")
+
+
+class ValueScreen:
+    """Checks each batch as it is read: finite predictions, finite and non-negative (and integer) observed
+    counts; and each batch's computed columns (``screen_columns``): no value overflowed.
+
+    ``screen`` and ``screen_columns`` return the rows of the batch that are not scored; with
+    ``collect=False`` the first batch with a problem raises it (before any report is written). A non-finite
+    value anywhere (predicted logits or log counts, an observed value stored in HDF5, arrays or a bigWig;
+    an uncovered bigWig base is 0, not NaN) and a computed value that overflowed from finite inputs all
+    follow ``--nonfinite``: an error naming the file and the region, or the region skipped and listed.
     """
 
     def __init__(self, findings: Findings, preds, truth, regions, policies: Policies, collect: bool = False):
@@ -204,13 +222,26 @@ class ValueScreen:
         self.truth_paths = paths if len(paths) == truth.n_tracks else [paths[0] if paths else "observed counts"] * truth.n_tracks
         self.tally = {}  # kind → [regions, first row, detail]
         self.non_integer = 0
+        self._lock = threading.Lock()  # ``screen`` runs in the reading thread, ``screen_columns`` in the computing one
 
     def _note(self, kind: str, rows: np.ndarray, detail: str) -> None:
         entry = self.tally.setdefault(kind, [0, int(rows[0]), detail])
         entry[0] += len(rows)
 
+    def _decide(self, i: int, rows: np.ndarray, kind: str, reason: str, detail: str) -> None:
+        """Rows ``i + rows`` with a non-finite value: skipped (``--nonfinite skip``) or noted as a problem."""
+        if self.policies.nonfinite == "skip":
+            for k in rows.tolist():
+                self.findings.skipped.setdefault(i + k, reason)
+        else:
+            self._note(kind, i + rows, detail)
+
     def screen(self, i: int, logits: np.ndarray, logcounts: np.ndarray, observed: np.ndarray) -> np.ndarray:
         """Rows (within the batch) not to score: already skipped, or non-finite under ``--nonfinite skip``."""
+        with self._lock:
+            return self._screen(i, logits, logcounts, observed)
+
+    def _screen(self, i, logits, logcounts, observed) -> np.ndarray:
         skipped, n = self.findings.skipped, len(logits)
         skip = np.fromiter((i + k in skipped for k in range(n)), bool, n) if skipped else np.zeros(n, bool)
         bad_logits = ~np.isfinite(logits).all(axis=(1, 2)) & ~skip
@@ -219,36 +250,98 @@ class ValueScreen:
             rows = np.flatnonzero(bad)
             if not len(rows):
                 continue
-            if self.policies.nonfinite == "skip":
-                for k in rows.tolist():
-                    self.findings.skipped.setdefault(i + k, f"non-finite predicted {kind}")
-            else:
-                sample = (logits if kind == "logits" else logcounts)[rows[0]]
-                value = "NaN" if np.isnan(sample).any() else "inf"
-                self._note(f"nonfinite {kind}", i + rows, value)
-        if self.policies.nonfinite == "skip":
-            skip |= bad_logits | bad_counts
-        if observed.size and observed.min() < 0:  # one cheap pass; rows only when there is a problem
+            sample = (logits if kind == "logits" else logcounts)[rows[0]]
+            self._decide(i, rows, f"nonfinite {kind}", f"non-finite predicted {kind}",
+                         "NaN" if np.isnan(sample).any() else "inf")
+        # observed: one cheap pass each for the smallest and largest value (NaN propagates into both);
+        # rows only when there is a problem
+        low = observed.min() if observed.size else 0.0
+        high = observed.max() if observed.size else 0.0
+        bad_observed = np.zeros(n, bool)
+        if not (np.isfinite(low) and np.isfinite(high)):
             for s in range(observed.shape[1]):
-                rows = np.flatnonzero((observed[:, s] < 0).any(axis=1) & ~skip)
+                bad = ~np.isfinite(observed[:, s]).all(axis=1) & ~skip
+                rows = np.flatnonzero(bad)
+                if len(rows):
+                    self._decide(i, rows, f"nonfinite observed {s}",
+                                 f"non-finite observed value in {self.truth_paths[s]}",
+                                 _value_text(observed[rows[0], s]))
+                bad_observed |= bad
+        if self.policies.nonfinite == "skip":
+            skip |= bad_logits | bad_counts | bad_observed
+        unread = skip | bad_observed  # values of these rows are not checked further
+        if low < 0 or (np.isnan(low) and (observed < 0).any()):
+            for s in range(observed.shape[1]):
+                rows = np.flatnonzero((observed[:, s] < 0).any(axis=1) & ~unread)
                 if len(rows):
                     self._note(f"negative {s}", i + rows, f"{float(observed[rows[0], s].min()):g}")
-        if (np.rint(observed) != observed).any():  # likewise: rows only for a non-integer track
-            kept = observed[~skip]
-            self.non_integer += int((kept != np.rint(kept)).any(axis=(1, 2)).sum())
+        with np.errstate(invalid="ignore"):
+            if (np.rint(observed) != observed).any():  # likewise: rows only for a non-integer track
+                kept = observed[~unread]
+                self.non_integer += int((kept != np.rint(kept)).any(axis=(1, 2)).sum())
         if not self.collect:
             self._problems()
             self.findings.raise_first()
         return skip
 
+    def extreme_rows(self, logits: np.ndarray, logcounts: np.ndarray, observed: np.ndarray, skip: np.ndarray):
+        """``(extreme, unscreened)`` rows of a batch: ``extreme``, rows (scored, every value finite) holding a value
+        beyond ``EXTREME`` in magnitude, the only ones whose computed columns can overflow (``check`` computes
+        the batches holding them, as ``score`` would); ``unscreened``, rows whose columns are not screened
+        (``skip``, or a non-finite value: already a problem)."""
+        finite, beyond = ~skip, np.zeros(len(skip), bool)
+        for values in (logits, logcounts, observed):
+            values = values.reshape(len(values), -1)
+            if values.size:
+                high, low = values.max(axis=1), values.min(axis=1)
+                finite &= np.isfinite(high) & np.isfinite(low)
+                beyond |= (np.abs(high) > EXTREME) | (np.abs(low) > EXTREME)
+        return beyond & finite, ~finite
+
+    def screen_columns(self, i: int, columns: dict, always_defined, skip: np.ndarray,
+                       dtype: str = "float64") -> np.ndarray:
+        """Rows (within the batch) whose computed values overflowed, from finite inputs: ±inf in any column, or
+        NaN in a column ``always_defined`` (the seed losses, counts and log counts; other metrics are NaN where
+        undefined). ``skip``: rows not scored already. Under ``--nonfinite skip`` they are skipped and listed;
+        else the first one raises (``collect=False``) or is noted."""
+        with self._lock:
+            extra = np.zeros(len(skip), bool)
+            for name, values in columns.items():
+                values = np.asarray(values)
+                bad = (np.isinf(values) | (np.isnan(values) if name in always_defined else False)) & ~skip & ~extra
+                rows = np.flatnonzero(bad)
+                if not len(rows):
+                    continue
+                detail = f"{name} = {_value_text(values[rows[:1]])}"
+                self._decide(i, rows, f"overflow {dtype}", f"{detail}: a computed value overflowed {dtype}", detail)
+                extra |= bad
+            if self.policies.nonfinite != "skip":
+                extra[:] = False
+            if not self.collect:
+                self._problems()
+                self.findings.raise_first()
+            return extra
+
     def _problems(self) -> None:
         for kind, (count, row, detail) in self.tally.items():
             label = region_label(self.regions, row)
-            if kind.startswith("nonfinite"):
+            if kind.startswith("nonfinite observed"):
+                path = self.truth_paths[int(kind.split()[2])]
+                self.findings.add(f"{path}: observed value {detail} in {label} is not finite ({count} region(s) so "
+                                  "far); observed tracks must hold finite counts (an uncovered bigWig base reads as "
+                                  "0; a stored value beyond ±3.4e38 as inf); fix the file, or skip those regions "
+                                  "with --nonfinite skip (listed in the report)")
+            elif kind.startswith("nonfinite"):
                 what = kind.split(" ", 1)[1]
                 self.findings.add(f"{self.preds_path}: predicted {what} of {label} are not finite ({detail}); "
                                   f"{count} region(s) so far; fix the model output, or skip those regions with "
                                   "--nonfinite skip (listed in the report)")
+            elif kind.startswith("overflow"):
+                dtype = kind.split()[1]
+                self.findings.add(f"{self.preds_path}: {detail} in {label}: the inputs are finite but the value "
+                                  f"overflows {dtype} ({count} region(s) so far); the logits, log counts or observed "
+                                  "values are far outside any model's or assay's range: fix the inputs, or skip those "
+                                  "regions with --nonfinite skip (listed in the report)")
             else:
                 path = self.truth_paths[int(kind.split()[1])]
                 self.findings.add(f"{path}: observed value {detail} in {label} is negative ({count} region(s) so "
@@ -257,7 +350,8 @@ class ValueScreen:
 
     def finish(self) -> None:
         """Turn what was collected into problems, and warn about non-integer observed values."""
-        self._problems()
+        with self._lock:
+            self._problems()
         self.findings.warn_non_integer(self.non_integer)
 
 

@@ -1,7 +1,9 @@
 """Observed tracks: one bigWig per predicted track, or one HDF5 dataset of counts.
 
 Every source answers ``read(i, j)`` with observed counts ``(b, S, L)`` as float32, uncovered
-bases as 0, in track order.
+bases as 0, in track order; a value stored as NaN or inf (HDF5, arrays, an inf in a bigWig) is returned
+as it is, for ``validate.ValueScreen`` and ``--nonfinite``. Complex or non-numeric datasets are refused when
+opened.
 """
 
 import copy
@@ -14,7 +16,7 @@ from ..regions import Regions
 from .base import ReadPlan, TruthSource
 from .bigwig import BigWigReader
 from .hdf5 import damaged, dataset_or_none, list_datasets, open_hdf5
-from .predictions import profile_axes, to_nsl
+from .predictions import profile_axes, require_numeric, to_nsl
 
 HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".he5")
 TRUTH_DATASET_NAMES = ("observed/counts", "observed", "counts", "true_counts", "y", "obs")
@@ -90,6 +92,7 @@ class HDF5Truth(TruthSource):
         if self._data.ndim not in (2, 3):
             raise InputError(f"{self.path}: '{self.dataset}' has shape {self._data.shape}; expected (N, L), "
                              "(N, S, L) or (N, L, S) observed counts")
+        require_numeric(self._data.dtype, f"{self.path}: '{self.dataset}'", "observed counts")
         self._axes = profile_axes(self._data.shape, None)
         self.n = self._data.shape[0]
         self.n_tracks = 1 if self._axes == "NL" else self._data.shape[1 if self._axes == "NSL" else 2]
@@ -113,11 +116,14 @@ class HDF5Truth(TruthSource):
         return {"kind": "HDF5", "paths": [self.path], "dataset": self.dataset}
 
     def read(self, i: int, j: int) -> np.ndarray:
+        """As stored: a NaN or inf (or a value beyond float32's range, read as inf) stays, for the value screen."""
         try:
-            values = np.asarray(self._data[i:j], dtype=np.float32)
+            stored = self._data[i:j]
         except OSError as err:
             raise damaged(self.path, i, j, err) from None
-        return np.nan_to_num(to_nsl(values, self._axes), nan=0.0)
+        with np.errstate(over="ignore", invalid="ignore"):
+            values = np.asarray(stored, dtype=np.float32)
+        return to_nsl(values, self._axes)
 
     def close(self):
         self._file.close()
@@ -128,6 +134,7 @@ class ArrayTruth(TruthSource):
 
     def __init__(self, observed):
         observed = np.asarray(observed)
+        require_numeric(observed.dtype, "the observed counts array", "observed counts", UsageError)
         self._data = observed[:, None, :] if observed.ndim == 2 else observed
         if self._data.ndim != 3:
             raise UsageError(f"observed counts have shape {observed.shape}; expected (N, L) or (N, S, L)")
@@ -139,7 +146,7 @@ class ArrayTruth(TruthSource):
         return {"kind": "arrays", "paths": []}
 
     def read(self, i: int, j: int) -> np.ndarray:
-        return np.nan_to_num(self._data[i:j], nan=0.0)
+        return np.array(self._data[i:j])  # a copy, NaN and inf as given (the value screen sees them)
 
     def close(self):
         pass
