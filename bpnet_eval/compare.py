@@ -2,7 +2,9 @@
 a seeded bootstrap confidence interval of their mean, the win rate of B and the regions that
 changed most.
 
-Only per-region columns with a known better direction (``directions.py``) are compared.
+Only per-region columns with a known better direction (``directions.py``) are compared, and only complete
+reports (``summary.json`` and bpnet-eval's marker present). The comparison's directory is one unit
+(``report.files.output_unit``), replaced as a whole.
 """
 
 import json
@@ -14,8 +16,8 @@ from rich.table import Table
 
 from .directions import better_direction
 from .errors import InputError, UsageError
-from .report.files import output_directory, write_atomic
-from .report.tables import REGIONS_FILE, display_value, format_value
+from .report.files import MARKER, is_output, output_unit, write_file
+from .report.tables import REGIONS_FILE, SUMMARY_JSON, display_value, format_value
 
 COORDINATES = ("chrom", "start", "end")
 NON_METRIC_FIELDS = COORDINATES + ("peak",)
@@ -46,6 +48,7 @@ def read_region_table(report_dir) -> RegionTable:
     path = Path(report_dir) / REGIONS_FILE
     if not path.is_file():
         raise InputError(f"{report_dir}: no {REGIONS_FILE}; give a report directory written by 'bpnet-eval score'")
+    check_complete_report(report_dir)
     with open(path) as handle:
         header = handle.readline().rstrip("\r\n").split("\t")
         rows = [line.rstrip("\r\n").split("\t") for line in handle if line.strip()]
@@ -67,6 +70,18 @@ def read_region_table(report_dir) -> RegionTable:
         except ValueError:
             raise InputError(f"{path}: column {name} holds a value that is not a number; rerun 'bpnet-eval score'")
     return RegionTable(path, coordinates, columns)
+
+
+def check_complete_report(report_dir) -> None:
+    """Raise unless ``report_dir`` is a finished report of ``bpnet-eval score`` or ``merge`` (its marker and
+    ``summary.json`` present)."""
+    directory = Path(report_dir)
+    if not is_output(directory, "report"):
+        raise InputError(f"{report_dir}: not a report written by bpnet-eval (no {MARKER} marker of a report); "
+                         "give a report directory written by 'bpnet-eval score' or 'merge'")
+    if not (directory / SUMMARY_JSON).is_file():
+        raise InputError(f"{report_dir}: no {SUMMARY_JSON}, so the report is not complete (its run failed or was "
+                         "stopped); rerun 'bpnet-eval score' into it, then compare")
 
 
 def check_same_regions(a: RegionTable, b: RegionTable) -> None:
@@ -196,11 +211,12 @@ def compare_tsv(comparison: dict) -> str:
 
 
 def write_comparison(out_dir, comparison: dict) -> Path:
-    """Write compare.tsv and compare.json into ``out_dir`` (created if needed)."""
-    with output_directory(out_dir, "the comparison") as out:
-        write_atomic(out / COMPARE_TSV, compare_tsv(comparison))
-        write_atomic(out / COMPARE_JSON, json.dumps(comparison, indent=2, allow_nan=False) + "\n")
-    return out
+    """Write compare.tsv and compare.json as the directory ``out_dir``: new, empty or an earlier comparison
+    (replaced as a whole, in one step); never one holding either report."""
+    with output_unit(out_dir, "comparison", [comparison["report_a"], comparison["report_b"]]) as unit:
+        write_file(unit / COMPARE_TSV, compare_tsv(comparison))
+        write_file(unit / COMPARE_JSON, json.dumps(comparison, indent=2, allow_nan=False) + "\n")
+    return Path(out_dir)
 
 
 def short_value(value) -> str:

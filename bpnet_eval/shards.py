@@ -10,8 +10,12 @@ Shards are numbered from 1, like ``sbatch --array=1-n`` task ids (``--shard auto
 
 * ``regions.tsv``: the shard's per-region rows, with ``row`` (1-based global region number) first;
 * ``columns.npz``: the same values at full precision, with the shard's coordinates;
-* ``partial.json``: the partial marker, written last: shard, rows, a fingerprint of the inputs
-  and settings, and the validation findings ``merge`` needs. No ``summary.json`` is written.
+* ``partial.json``: the partial marker: shard, rows, a fingerprint of the inputs and settings, the
+  validation findings ``merge`` needs, and the row count and sha256 of ``columns.npz`` (``merge``
+  refuses a ``columns.npz`` that is not the one written with it). No ``summary.json`` is written.
+
+The directory is one unit (``report.files.output_unit``): assembled beside ``--out`` and swapped in
+whole, so ``--out`` holds the complete partial report of one run or what it held before.
 
 A rerun of a shard whose complete partial report (same fingerprint) exists is skipped, so a
 preempted array can simply be resubmitted.
@@ -33,14 +37,14 @@ from .inputs import read_rows
 from .options import Job, Policies, ReadOptions, RunOptions, ScoreOptions
 from .pipeline import ScoreResult, run_job, summarize_scores
 from .regions import Regions
-from .report.files import output_directory, write_atomic
+from .report.files import output_unit, prepare_output, write_file
 from .report.tables import REGIONS_FILE, regions_tsv
 from .sources import open_predictions
 from .validate import Findings
 
 PARTIAL_JSON, COLUMNS_FILE = "partial.json", "columns.npz"
 PARTIAL_FORMAT = "bpnet-eval partial report"
-PARTIAL_VERSION = 2  # 2: options recorded as the read / scoring / run option sets
+PARTIAL_VERSION = 3  # 2: options recorded as the read / scoring / run option sets; 3: columns.npz row count + sha256
 SLURM_TASK_VARIABLE = "SLURM_ARRAY_TASK_ID"
 # Option sets recorded in partial.json; ``run`` (RunOptions) may differ between shards: it changes no number.
 DECISIVE_OPTIONS = ("read", "scoring")
@@ -134,7 +138,19 @@ def prediction_layout(job: Job) -> tuple:
 
 def score_shard(out_dir, shard: tuple, job: Job, progress=None) -> tuple:
     """Score shard ``(i, n)`` of ``job`` into ``out_dir`` as a partial report; ``(status, partial)`` where status
-    is ``"scored"``, or ``"skipped"`` when a complete partial report of the same shard and inputs exists."""
+    is ``"scored"``, or ``"skipped"`` when a complete partial report of the same shard and inputs exists.
+    ``out_dir`` is claimed first (``report.files.prepare_output``) and replaced as a whole when the shard is done."""
+    with prepare_output(out_dir, "partial", job_input_paths(job)):
+        return _score_shard(Path(out_dir), shard, job, progress)
+
+
+def job_input_paths(job: Job) -> list:
+    """The job's input files (paths only; in-memory inputs have none)."""
+    truth = job.truth if isinstance(job.truth, (list, tuple)) else [job.truth]
+    return [p for p in (job.predictions, *truth, job.regions) if isinstance(p, (str, os.PathLike))]
+
+
+def _score_shard(out: Path, shard: tuple, job: Job, progress) -> tuple:
     index, count = shard
     n_regions, chunk_rows = prediction_layout(job)
     if job.scoring.plan.pooled_auprc:
@@ -145,18 +161,20 @@ def score_shard(out_dir, shard: tuple, job: Job, progress=None) -> tuple:
              "regions": file_stamp(str(job.regions)) if job.regions else None}
     options = job_options(job)
     stamp = fingerprint(files, options, n_regions, count)
-    out = Path(out_dir)
-    existing = read_partial(out)
-    if existing and existing.get("fingerprint") == stamp and existing.get("shard") == [index, count]:
+    try:
+        existing = read_partial(out)
+    except InputError:  # unreadable, or of another version: scored again
+        existing = None
+    if existing and existing.get("fingerprint") == stamp and existing.get("shard") == [index, count] \
+            and columns_intact(out, existing):
         return "skipped", existing
     start, stop = shard_rows(n_regions, index, count, chunk_rows)
     result = run_job(replace(job, rows=(start, stop)), progress)
     state = result.partial
-    with output_directory(out, "the partial report"):
-        (out / PARTIAL_JSON).unlink(missing_ok=True)
-        write_atomic(out / REGIONS_FILE, regions_tsv(result.regions, {"row": np.arange(start, stop) + 1.0,
-                                                                      **result.columns}))
-        save_columns(out / COLUMNS_FILE, result.regions, result.columns)
+    with output_unit(out, "partial") as unit:
+        write_file(unit / REGIONS_FILE, regions_tsv(result.regions, {"row": np.arange(start, stop) + 1.0,
+                                                                     **result.columns}))
+        save_columns(unit / COLUMNS_FILE, result.regions, result.columns)
         findings = state["findings"]
         partial = {"format": PARTIAL_FORMAT, "format_version": PARTIAL_VERSION, "shard": [index, count], "rows": [start, stop],
                    "n_regions": n_regions, "chunk_rows": chunk_rows, "fingerprint": stamp,
@@ -165,22 +183,62 @@ def score_shard(out_dir, shard: tuple, job: Job, progress=None) -> tuple:
                    "regions_source": result.regions.source, "settings": state["settings"], "inputs": state["inputs"],
                    "findings": {"detected": findings.detected, "skipped": findings.skipped, "padded": findings.padded,
                                 "chrom_names": findings.chrom_names, "warnings": state["structural_warnings"]},
-                   "non_integer": state["non_integer"]}
-        write_atomic(out / PARTIAL_JSON, json.dumps(partial, indent=2) + "\n")
+                   "non_integer": state["non_integer"],
+                   "columns_file": {"name": COLUMNS_FILE, "rows": stop - start,
+                                    "sha256": file_sha256(unit / COLUMNS_FILE)}}
+        write_file(unit / PARTIAL_JSON, json.dumps(partial, indent=2) + "\n")
     return "scored", partial
 
 
 def save_columns(path: Path, regions: Regions, columns: dict) -> None:
-    """The shard's coordinates and per-region values, float64, in one ``.npz`` (written atomically)."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
+    """The shard's coordinates and per-region values, float64, in one ``.npz`` (flushed to disk)."""
     arrays = {"_chrom": np.asarray(regions.chrom, dtype=str), "_start": regions.start, "_end": regions.end}
     if regions.peak is not None:
         arrays["_peak"] = regions.peak
+    with open(path, "wb") as handle:
+        np.savez(handle, **arrays, **{name: np.asarray(v, dtype=np.float64) for name, v in columns.items()})
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def columns_intact(directory, partial: dict) -> bool:
     try:
-        np.savez(temporary, **arrays, **{name: np.asarray(v, dtype=np.float64) for name, v in columns.items()})
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+        verified_columns(directory, partial)
+        return True
+    except InputError:
+        return False
+
+
+def verified_columns(directory, partial: dict) -> dict:
+    """The arrays of ``directory/columns.npz``, once its sha256 and row count match what ``partial.json``
+    recorded when the shard was written (a file changed, truncated or swapped with another shard's is refused)."""
+    path = Path(directory) / COLUMNS_FILE
+    recorded = partial.get("columns_file") or {}
+    start, stop = partial["rows"]
+    if not path.is_file():
+        raise InputError(f"{directory}: no {COLUMNS_FILE}; the partial report is incomplete, rerun that shard")
+    if file_sha256(path) != recorded.get("sha256"):
+        raise InputError(f"{directory}: {COLUMNS_FILE} is not the file written with its {PARTIAL_JSON} (sha256 "
+                         "differs: changed, or swapped with another shard's); rerun that shard")
+    try:
+        arrays = load_columns(directory)
+    except (OSError, ValueError) as err:
+        raise InputError(f"{directory}: {COLUMNS_FILE} cannot be read ({err}); rerun that shard")
+    lengths = {name: len(values) for name, values in arrays.items()}
+    wrong = {name: n for name, n in lengths.items() if n != stop - start}
+    if recorded.get("rows") != stop - start or wrong:
+        n = next(iter(wrong.values()), recorded.get("rows"))
+        raise InputError(f"{directory}: {COLUMNS_FILE} holds {n} rows but {PARTIAL_JSON} records rows "
+                         f"{start + 1}..{stop} ({stop - start}); rerun that shard")
+    return arrays
 
 
 def check_shards(partials: list, directories: list) -> None:
@@ -249,7 +307,7 @@ def merge(directories: Sequence, examples: bool = True) -> ScoreResult:
     check_shards(partials, list(map(str, directories)))
     order = sorted(range(len(partials)), key=lambda k: partials[k]["rows"][0])
     partials = [partials[k] for k in order]
-    arrays = [load_columns(directories[k]) for k in order]
+    arrays = [verified_columns(directories[k], partial) for k, partial in zip(order, partials)]
     names = [name for name in partials[0]["columns"]]
     for partial in partials:
         if partial["rows"][0] < partial["rows"][1] and partial["columns"] != names:

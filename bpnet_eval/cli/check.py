@@ -5,17 +5,18 @@ from typing import Annotated
 
 import typer
 
-from ..options import Job, NonFinite, OffEnd, PredLogcounts, RunOptions
+from ..options import Job, NonFinite, OffEnd, PredLogcounts, RegionsFormat, RunOptions
 from .common import (INPUTS, BatchSize, Debug, ExternalLinks, Head, LogcountsDataset, LogitsDataset,
                      NonFiniteOption, OffEndOption, PredLogcountsOption, Predictions, PredPseudocount,
-                     ProfileKindOption, RegionsFile, Truth, TruthDataset, fail, input_paths, read_options,
-                     run_guarded)
+                     ProfileKindOption, RegionsFile, RegionsFormatOption, Truth, TruthDataset, fail, input_paths,
+                     read_options, run_guarded)
 
 
 def check(
     predictions: Predictions,
     truth: Truth,
     regions: RegionsFile = None,
+    regions_format: RegionsFormatOption = RegionsFormat.auto,
     pred_pseudocount: PredPseudocount = 0.0,
     pred_logcounts: PredLogcountsOption = PredLogcounts.log,
     logits_dataset: LogitsDataset = None,
@@ -41,7 +42,7 @@ def check(
 
         job = Job(*input_paths(predictions, truth, regions),
                   read_options(pred_pseudocount, pred_logcounts, logits_dataset, logcounts_dataset, profile_kind,
-                               head, truth_dataset, off_end, nonfinite, allow_external_links),
+                               head, truth_dataset, off_end, nonfinite, allow_external_links, regions_format),
                   run=RunOptions(batch_size=batch_size))
         findings = check_job(job, scan_values=values)
         sys.stdout.write(format_findings(findings))

@@ -12,26 +12,34 @@ from rich.console import Console
 
 
 from ..errors import EXIT_RUNTIME, BpnetEvalError
-from ..options import NonFinite, OffEnd, Policies, PredLogcounts, ProfileKind, ReadOptions
+from ..options import NonFinite, OffEnd, Policies, PredLogcounts, ProfileKind, ReadOptions, RegionsFormat
 
 stderr = Console(stderr=True)
+STARTED = time.monotonic()  # the command line is imported when the command starts
 
 # Help panels: options grouped by what they are about.
 INPUTS, LAYOUTS, REGIONS, METRICS = "Inputs", "Layouts (HDF5 and bigWig predictions)", "Regions", "Metrics"
 POLICIES, OUTPUT, PERFORMANCE, CLUSTER = "Policies for messy inputs", "Output", "Performance", "Cluster"
 
 # ------------------------------------------------------------------ inputs, shared by score and check
+# Input paths are checked by the readers (readable=False: an unreadable file is a bad input, exit 3, not a
+# usage error), each before it is opened.
 Predictions = Annotated[Path, typer.Argument(
     help="HDF5 predictions (logits + log counts, any known layout), or counts-scale bigWigs, one per track, "
          "comma-separated (pred.plus.bw,pred.minus.bw; needs --regions), or bpnet-lite's two .npz files "
-         "(logits.npz,logcounts.npz; needs --regions).", show_default=False)]
+         "(logits.npz,logcounts.npz; needs --regions).", show_default=False, readable=False)]
 Truth = Annotated[List[Path], typer.Argument(
     help="One bigWig per predicted track (plus, then minus), or one HDF5 file of observed counts.",
-    show_default=False)]
+    show_default=False, readable=False)]
 RegionsFile = Annotated[Optional[Path], typer.Option(
-    "--regions", "-r", rich_help_panel=REGIONS, show_default=False,
+    "--regions", "-r", rich_help_panel=REGIONS, show_default=False, readable=False,
     help="BED (start..end) or narrowPeak (start + summit ± L/2), one row per prediction (default: the "
          "coordinates stored in PREDICTIONS).")]
+RegionsFormatOption = Annotated[RegionsFormat, typer.Option(
+    "--regions-format", rich_help_panel=REGIONS,
+    help="How --regions is read: auto (narrowPeak when every row has 10 columns with an integer summit offset "
+         "inside its peak, BED when none does; rows that disagree are an error), bed (start..end) or "
+         "narrowpeak (start + summit ± L/2).")]
 PredPseudocount = Annotated[float, typer.Option(
     "--pred-pseudocount", rich_help_panel=LAYOUTS,
     help="bigWig predictions: added to every predicted value before the profile is normalised (for positions "
@@ -72,13 +80,16 @@ JsonOutput = Annotated[bool, typer.Option(
     "--json", rich_help_panel=OUTPUT,
     help="Print the summary JSON (= summary.json) to stdout and nothing else there; no table.")]
 Debug = Annotated[bool, typer.Option("--debug", rich_help_panel=OUTPUT, help="Show tracebacks.")]
+Wide = Annotated[bool, typer.Option(
+    "--wide", rich_help_panel=OUTPUT,
+    help="The full summary table on any terminal (default: tables that fit the terminal when it is narrower).")]
 
 
 def read_options(pred_pseudocount: float, pred_logcounts, logits_dataset, logcounts_dataset, profile_kind, head,
-                 truth_dataset, off_end, nonfinite, allow_external_links) -> ReadOptions:
+                 truth_dataset, off_end, nonfinite, allow_external_links, regions_format="auto") -> ReadOptions:
     """The ``ReadOptions`` of the shared input options."""
     return ReadOptions(logits_dataset, logcounts_dataset, profile_kind, head, truth_dataset, pred_pseudocount,
-                       pred_logcounts, Policies(off_end, nonfinite, allow_external_links))
+                       pred_logcounts, Policies(off_end, nonfinite, allow_external_links), regions_format)
 
 
 def input_paths(predictions: Path, truth: List[Path], regions: Optional[Path]):
@@ -170,18 +181,37 @@ def figure_painter(draw_plots: bool, background: bool = True):
             yield paint
 
 
-def write_and_show(out_dir: Path, result, figures, json_output: bool, quiet: bool, note: str) -> None:
+def draw_plots(plots: Optional[bool], quiet: bool) -> bool:
+    """``--plots/--no-plots`` resolved (``report.figures.resolve_plots``); when figures are off only because
+    matplotlib is missing, one line says so and how to get them."""
+    from ..report.figures import resolve_plots
+
+    wanted = resolve_plots(plots)
+    if plots is None and not wanted and not quiet:
+        stderr.print("bpnet-eval: note: no figures: matplotlib is not installed (pip install 'bpnet-eval[plots]')",
+                     highlight=False, markup=False)
+    return wanted
+
+
+def write_and_show(out_dir: Path, result, figures, json_output: bool, quiet: bool, note: str,
+                   wide: bool = False) -> None:
     """Write the report of ``result`` into ``out_dir`` (``figures``: ``{name: PNG}`` or a callable returning
-    them), then print the summary JSON or the table, and the policy notes."""
+    them), then print the summary JSON or the table (``wide``: the full table on any terminal), the policy
+    notes, and a last line with where the report is and the time the run took."""
     from ..report.tables import summary_json
     from ..report.terminal import print_outcome, print_summary
     from ..report.writer import write_report
 
     directory = write_report(out_dir, result, figures)
     if json_output:
+        if sys.stdout is None:
+            raise BpnetEvalError(f"stdout is closed, so the summary JSON cannot be printed; it is in "
+                                 f"{directory}/summary.json (drop --json, or leave stdout open)")
         sys.stdout.write(summary_json(result.summary))
-    elif not quiet:
-        print_summary(result.summary, Console())
+    elif not quiet and sys.stdout is not None:
+        print_summary(result.summary, Console(), wide=wide)
     if not quiet:
         print_outcome(result.summary, stderr)
-        stderr.print(f"{note} {directory}/", highlight=False)
+        elapsed = time.monotonic() - STARTED
+        stderr.print(f"{note} {directory}/ ({result.summary['n_regions']} regions, {elapsed:.1f} s)",
+                     highlight=False, markup=False, soft_wrap=True)

@@ -28,11 +28,14 @@ def compare(
     from ..compare import changed_table, compare_reports, comparison_table, headline_metric, write_comparison
 
     def work():
-        comparison = compare_reports(report_a, report_b, n_resamples=resamples, confidence=confidence, seed=seed,
-                                     top=top)
-        shown = headline_metric(comparison, metric)
-        directory = write_comparison(out or Path(f"bpnet-eval-compare-{report_a.resolve().name}-vs-"
-                                                 f"{report_b.resolve().name}"), comparison)
+        from ..report.files import prepare_output
+
+        out_dir = out or Path(f"bpnet-eval-compare-{report_a.resolve().name}-vs-{report_b.resolve().name}")
+        with prepare_output(out_dir, "comparison", [report_a, report_b]):  # checked and locked before any work
+            comparison = compare_reports(report_a, report_b, n_resamples=resamples, confidence=confidence,
+                                         seed=seed, top=top)
+            shown = headline_metric(comparison, metric)
+            directory = write_comparison(out_dir, comparison)
         if not quiet:
             console = Console() if sys.stdout.isatty() else Console(width=140)  # a pipe or file: no truncation
             console.print(comparison_table(comparison))

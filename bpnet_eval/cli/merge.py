@@ -5,7 +5,7 @@ from typing import Annotated, List
 
 import typer
 
-from .common import OUTPUT, Debug, JsonOutput, Plots, Quiet, run_guarded, write_and_show
+from .common import OUTPUT, Debug, JsonOutput, Plots, Quiet, Wide, draw_plots, run_guarded, write_and_show
 
 
 def merge(
@@ -16,19 +16,21 @@ def merge(
     quiet: Quiet = False,
     plots: Plots = None,
     json_output: JsonOutput = False,
+    wide: Wide = False,
     debug: Debug = False,
 ):
     """Merge the partial reports of score --shard 1/n .. n/n into the report an unsharded score writes."""
 
     def work():
-        from ..report.figures import draw_figures, resolve_plots
+        from ..report.figures import draw_figures
         from ..report.files import prepare_output
         from ..shards import merge as merge_partials
 
-        prepare_output(out)
-        draw_plots = resolve_plots(plots)
-        result = merge_partials(list(partials), examples=draw_plots)
-        figures = draw_figures(result.columns, result.summary, result.examples) if draw_plots else {}
-        write_and_show(out, result, figures, json_output, quiet, f"merged {len(partials)} shard(s); report written to")
+        with prepare_output(out, "report", partials):  # checked and locked before any work; released at the end
+            drawn = draw_plots(plots, quiet or json_output)
+            result = merge_partials(list(partials), examples=drawn)
+            figures = draw_figures(result.columns, result.summary, result.examples) if drawn else {}
+            write_and_show(out, result, figures, json_output, quiet,
+                           f"merged {len(partials)} shard(s); report written to", wide)
 
     run_guarded(work, debug)

@@ -6,12 +6,13 @@ from typing import Annotated, Optional
 import typer
 
 from ..environment import torch_threads
-from ..options import Dtype, Job, NonFinite, OffEnd, PredLogcounts, Preset, RunOptions, ScoreOptions, Smooth
+from ..options import (Dtype, Job, NonFinite, OffEnd, PredLogcounts, Preset, RegionsFormat, RunOptions,
+                       ScoreOptions, Smooth)
 from .common import (CLUSTER, INPUTS, METRICS, OUTPUT, PERFORMANCE, BatchSize, Debug, ExternalLinks, Head,
                      JsonOutput, LogcountsDataset, LogitsDataset, NonFiniteOption, OffEndOption, Plots,
                      PredLogcountsOption, Predictions, PredPseudocount, ProfileKindOption, ProgressReporter, Quiet,
-                     RegionsFile, Truth, TruthDataset, figure_painter, input_paths, read_options, run_guarded,
-                     stderr, write_and_show)
+                     RegionsFile, RegionsFormatOption, Truth, TruthDataset, figure_painter, input_paths, read_options,
+                     Wide, draw_plots, run_guarded, stderr, write_and_show)
 
 METRICS_HELP = ("default (seed losses + per-track MNLL), all, or a comma list of: jsd_distance, jsd_divergence, "
                 "norm_jsd, jsd_shuffled, jsd_observed_shuffled, pearson, spearman, cross_entropy, mnll_per_base, "
@@ -26,6 +27,7 @@ def score(
         help="Comma-separated track names for column names (default: plus,minus for two tracks, else "
              "track0,...).")] = None,
     regions: RegionsFile = None,
+    regions_format: RegionsFormatOption = RegionsFormat.auto,
     pred_pseudocount: PredPseudocount = 0.0,
     pred_logcounts: PredLogcountsOption = PredLogcounts.log,
     logits_dataset: LogitsDataset = None,
@@ -57,6 +59,7 @@ def score(
     quiet: Quiet = False,
     plots: Plots = None,
     json_output: JsonOutput = False,
+    wide: Wide = False,
     device: Annotated[str, typer.Option(
         "--device", rich_help_panel=PERFORMANCE, help="auto (GPU when torch sees one), cpu, cuda or cuda:N.")] = "auto",
     dtype: Annotated[Dtype, typer.Option(
@@ -80,27 +83,27 @@ def score(
     """Score PREDICTIONS against TRUTH: per-region MNLL, log1p-MSE and mixture loss, and a summary."""
 
     def work():
-        from ..report.figures import resolve_plots
         from ..report.files import prepare_output
 
         scoring = ScoreOptions(count_loss_weight, dtype, track_names.split(",") if track_names else None, metrics,
                                preset, smooth, smooth_sigma, smooth_width, seed)
         job = Job(*input_paths(predictions, truth, regions),
                   read_options(pred_pseudocount, pred_logcounts, logits_dataset, logcounts_dataset, profile_kind,
-                               head, truth_dataset, off_end, nonfinite, allow_external_links),
+                               head, truth_dataset, off_end, nonfinite, allow_external_links, regions_format),
                   scoring, RunOptions(device, batch_size, read_workers, read_ahead_mb, torch_threads()))
         out_dir = out or Path(f"bpnet-eval-{Path(str(predictions).split(',')[0]).stem}")
-        prepare_output(out_dir)
-        if shard is not None:
-            return score_one_shard(shard, out_dir, job, quiet)
-        from ..pipeline import run_job
+        # --out checked (new, empty or our own output; no input inside) and locked before any work, until the end
+        with prepare_output(out_dir, "report" if shard is None else "partial", [str(predictions), *truth, regions]):
+            if shard is not None:
+                return score_one_shard(shard, out_dir, job, quiet)
+            from ..pipeline import run_job
 
-        # the painter is forked here, and run_job forks the readers, before torch is imported
-        with figure_painter(resolve_plots(plots)) as paint:
-            with ProgressReporter(not quiet) as progress:
-                result = run_job(job, progress)
-            figures = paint(result.columns, result.summary, result.examples)
-            write_and_show(out_dir, result, figures, json_output, quiet, "report written to")
+            # the painter is forked here, and run_job forks the readers, before torch is imported
+            with figure_painter(draw_plots(plots, quiet or json_output)) as paint:
+                with ProgressReporter(not quiet) as progress:
+                    result = run_job(job, progress)
+                figures = paint(result.columns, result.summary, result.examples)
+                write_and_show(out_dir, result, figures, json_output, quiet, "report written to", wide)
 
     run_guarded(work, debug)
 
@@ -116,4 +119,4 @@ def score_one_shard(shard: str, out_dir: Path, job: Job, quiet: bool) -> None:
         start, stop = partial["rows"]
         done = "already complete, skipped" if status == "skipped" else "scored"
         stderr.print(f"shard {index}/{count} (regions {start + 1}..{stop}) {done}: partial report in {out_dir}/; "
-                     "combine all shards with bpnet-eval merge", highlight=False)
+                     "combine all shards with bpnet-eval merge", highlight=False, markup=False, soft_wrap=True)

@@ -1,6 +1,7 @@
 """The report a run leaves: written from a ``ScoreResult``, recomputing nothing.
 
-- ``files``: atomic files and the output directory (checked before work, ``summary.json`` last);
+- ``files``: the output directory as one unit (checked and locked before work, assembled beside --out and
+  swapped in whole; ``summary.json`` still last);
 - ``tables``: regions.tsv, summary.tsv, skipped.tsv, summary.json and the summary table's rows;
 - ``terminal``: the rich table and the policy notes on the terminal;
 - ``figures``: the PNG figures (matplotlib, optional);

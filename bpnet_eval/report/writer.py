@@ -1,12 +1,13 @@
 """Write a report directory from a ``ScoreResult``: the tables, a preset's files, the figures, the HTML page
-and the MultiQC file, then ``summary.json`` last (its presence marks a finished report)."""
+and the MultiQC file, then ``summary.json`` last (its presence marks a finished report). The report is one
+unit (``files.output_unit``): written into a private directory beside ``--out`` that then replaces ``--out``
+as a whole, in one step."""
 
 import json
 from pathlib import Path
 from typing import Callable, Union
 
-from .figures import FIGURE_FILES
-from .files import output_directory, unmark_finished, write_atomic
+from .files import output_unit, write_file
 from .html import render_html
 from .multiqc import MULTIQC_FILE, multiqc_content
 from .tables import REGIONS_FILE, SKIPPED_FILE, SUMMARY_JSON, SUMMARY_TSV, regions_tsv, skipped_tsv, summary_json, \
@@ -23,35 +24,34 @@ def sample_name(summary: dict, directory: Path) -> str:
     return Path(path).stem if path and not path.startswith("<") else Path(directory).resolve().name
 
 
-def write_figures_and_pages(directory: Path, summary: dict, figures: dict) -> list:
-    """Write the figures (``{name: PNG bytes}``), ``report.html`` and ``bpnet_eval_mqc.json``; figures of an
-    earlier run that were not drawn now are removed. Returns the names written."""
-    for name in FIGURE_FILES:
-        if name not in figures:
-            (directory / name).unlink(missing_ok=True)
+def write_figures_and_pages(directory: Path, summary: dict, figures: dict, report_dir=None) -> list:
+    """Write the figures (``{name: PNG bytes}``), ``report.html`` and ``bpnet_eval_mqc.json`` into ``directory``
+    (a fresh one: no figure of an earlier run is there). ``report_dir``: the directory the report will be
+    seen as (its name titles a run of in-memory inputs; default ``directory``). Returns the names written."""
     for name, png in figures.items():
-        write_atomic(directory / name, png)
-    name = sample_name(summary, directory)
-    write_atomic(directory / MULTIQC_FILE, json.dumps(multiqc_content(summary, name), indent=2,
-                                                      allow_nan=False) + "\n")
-    write_atomic(directory / HTML_FILE, render_html(summary, figures, f"bpnet-eval report: {name}", NO_FIGURES_NOTE))
+        write_file(directory / name, png)
+    name = sample_name(summary, directory if report_dir is None else report_dir)
+    write_file(directory / MULTIQC_FILE, json.dumps(multiqc_content(summary, name), indent=2,
+                                                    allow_nan=False) + "\n")
+    write_file(directory / HTML_FILE, render_html(summary, figures, f"bpnet-eval report: {name}", NO_FIGURES_NOTE))
     return list(figures) + [MULTIQC_FILE, HTML_FILE]
 
 
-def write_report(out_dir, result, figures: Union[dict, Callable[[], dict]] = None) -> Path:
-    """Write the report of ``result`` (a ``ScoreResult``) into ``out_dir`` (created if needed); return it.
+def write_report(out_dir, result, figures: Union[dict, Callable[[], dict]] = None, inputs=()) -> Path:
+    """Write the report of ``result`` (a ``ScoreResult``) as the directory ``out_dir``; return it.
 
-    ``figures``: ``{name: PNG bytes}``, or a callable returning them, called once the tables are written
-    (figures drawn by another process meanwhile)."""
+    ``out_dir`` must be new, empty, or a report bpnet-eval wrote (replaced as a whole: no file of the earlier
+    report survives), and must not contain ``inputs`` (paths). The report is assembled beside it and appears
+    in one step; on any error ``out_dir`` is left as it was. ``figures``: ``{name: PNG bytes}``, or a
+    callable returning them, called once the tables are written (figures drawn by another process meanwhile)."""
     summary = result.summary
-    with output_directory(out_dir) as out:
-        unmark_finished(out)
-        write_atomic(out / REGIONS_FILE, regions_tsv(result.regions, result.columns))
-        write_atomic(out / SUMMARY_TSV, summary_tsv(summary))
-        write_atomic(out / SKIPPED_FILE, skipped_tsv(summary))
+    with output_unit(out_dir, "report", inputs) as unit:
+        write_file(unit / REGIONS_FILE, regions_tsv(result.regions, result.columns))
+        write_file(unit / SUMMARY_TSV, summary_tsv(summary))
+        write_file(unit / SKIPPED_FILE, skipped_tsv(summary))
         for name, text in result.files.items():
-            write_atomic(out / name, text)
+            write_file(unit / name, text)
         drawn = figures() if callable(figures) else (figures or {})
-        write_figures_and_pages(out, summary, drawn)
-        write_atomic(out / SUMMARY_JSON, summary_json(summary))
-    return out
+        write_figures_and_pages(unit, summary, drawn, out_dir)
+        write_file(unit / SUMMARY_JSON, summary_json(summary))
+    return Path(out_dir)
