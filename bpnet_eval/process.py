@@ -71,10 +71,13 @@ def configure_caches(environ=None) -> dict:
     unset = [name for name in CACHE_VARIABLES if not environ.get(name)]
     if not unset or (os.path.isdir(home) and os.access(home, os.W_OK)):
         return {}
-    base = private_temp_dir()
-    chosen = {name: os.path.join(base, CACHE_VARIABLES[name]) for name in unset}
-    for path in chosen.values():
-        os.makedirs(path, mode=0o700, exist_ok=True)
+    try:
+        base = private_temp_dir()
+        chosen = {name: os.path.join(base, CACHE_VARIABLES[name]) for name in unset}
+        for path in chosen.values():
+            os.makedirs(path, mode=0o700, exist_ok=True)
+    except OSError:  # no writable temporary directory anywhere (a read-only container): caches stay unset
+        return {}
     environ.update(chosen)
     return chosen
 
@@ -84,7 +87,8 @@ def exit_now(code: int) -> None:
     and the interpreter's teardown (unloading torch) would add about 0.4 s to every run."""
     for stream in (sys.stdout, sys.stderr):
         try:
-            stream.flush()
+            if stream is not None:  # None: the stream was closed when the process started (``>&-``)
+                stream.flush()
         except (OSError, ValueError):
             code = code or EXIT_RUNTIME
     os._exit(code)

@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import CLI, make_case, run_cli, write_bigwig, write_predictions
-from forked_cli import ForkedCli
-from test_score import expected_columns
+from bpnet_eval.report.files import marker_text
+from tests.support.cases import make_case, write_bigwig, write_predictions
+from tests.support.cli import CLI, ForkedCli, run_cli
+from tests.support.reference import expected_columns
 
 REPORT_FILES = ("summary.json", "regions.tsv", "summary.tsv", "skipped.tsv")
 
@@ -332,7 +333,7 @@ def shared_case(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def cli():
-    """The installed CLI's entry point, forked per run (see forked_cli.py); ``run_cli`` spawns afresh."""
+    """The installed CLI's entry point, forked per run (see tests/support/cli.py); ``run_cli`` spawns afresh."""
     runner = ForkedCli()
     yield runner.run
     runner.close()
@@ -349,16 +350,19 @@ def run_bad_input(run, case, tmp_path, build):
     assert not out.exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("build", BAD_INPUTS, ids=lambda f: f.__name__)
 def test_bad_input_is_one_line_with_exit_code_and_no_report(cli, shared_case, tmp_path, build):
     run_bad_input(cli, shared_case, tmp_path, build)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("build", [truncated_hdf5, option_not_a_number], ids=lambda f: f.__name__)
 def test_bad_input_through_the_script_itself(shared_case, tmp_path, build):
     run_bad_input(run_cli, shared_case, tmp_path, build)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("build", [truncated_hdf5, unknown_chromosome, off_end_default, nan_logits,
                                    negative_observed, virtual_dataset, huge_claimed_shape, wrong_truth_count],
                          ids=lambda f: f.__name__)
@@ -372,6 +376,7 @@ def test_check_reports_the_same_problem(cli, shared_case, tmp_path, build):
         assert fragment in problems
 
 
+@pytest.mark.slow
 def test_check_lists_every_problem_and_what_it_detected(cli, shared_case, tmp_path):
     case = shared_case
     chrom, start = case.chrom.copy(), case.start.copy()
@@ -422,6 +427,7 @@ def score_ok(run, *args):
 IN_WORKERS = ["--batch-size", "4", "--read-workers", "1", "--read-ahead-mb", "0"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("reading", [[], IN_WORKERS], ids=["one-batch", "worker-processes"])
 def test_chr_prefix_and_mt_names_are_matched_and_reported(cli, tmp_path, reading):
     case = make_case(tmp_path, n=30)
@@ -455,6 +461,7 @@ def off_end_case(tmp_path):
     return case, f"{c}:{size - 30}-{size + 20}", f"window runs off {c} (length {size}) in {case.bigwigs[0]}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("reading", [[], IN_WORKERS], ids=["one-batch", "worker-processes"])
 def test_off_end_skip_lists_the_region_and_scores_the_rest(cli, tmp_path, reading):
     case, region, reason = off_end_case(tmp_path)
@@ -474,6 +481,7 @@ def test_off_end_skip_lists_the_region_and_scores_the_rest(cli, tmp_path, readin
     assert summary["metrics"]["mixture_loss"]["n_undefined"] == 0  # skipped rows are not "undefined"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("reading", [[], IN_WORKERS], ids=["one-batch", "worker-processes"])
 def test_off_end_pad_scores_zeros_past_the_end(cli, tmp_path, reading):
     case, region, reason = off_end_case(tmp_path)
@@ -490,6 +498,7 @@ def test_off_end_pad_scores_zeros_past_the_end(cli, tmp_path, reading):
         np.testing.assert_allclose(column(rows, name), expected[name], rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_nonfinite_skip_lists_the_regions(cli, tmp_path):
     case = make_case(tmp_path, n=30)
     logits, logcounts = case.logits.copy(), case.logcounts.copy()
@@ -513,6 +522,7 @@ def test_nonfinite_skip_lists_the_regions(cli, tmp_path):
                                                                          rel=1e-6)
 
 
+@pytest.mark.slow
 def test_non_integer_observed_warns_and_scores(cli, tmp_path):
     case = make_case(tmp_path, n=20)
     observed = case.observed * 0.37  # a CPM-like track
@@ -530,6 +540,7 @@ def test_non_integer_observed_warns_and_scores(cli, tmp_path):
                                rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_zero_count_regions_are_scored_with_mnll_zero(cli, tmp_path):
     case = make_case(tmp_path, n=20, zero_rows=(1, 7))
     out = tmp_path / "out"
@@ -544,6 +555,7 @@ def test_zero_count_regions_are_scored_with_mnll_zero(cli, tmp_path):
         assert stats["n_undefined"] == int((~np.isfinite(values)).sum()) and stats["n"] + stats["n_undefined"] == 20
 
 
+@pytest.mark.slow
 def test_bed_comments_track_and_browser_lines_are_ignored(cli, tmp_path):
     case = make_case(tmp_path, n=20)
     regions = bed(tmp_path / "r.bed", case.chrom, case.start, case.end,
@@ -554,6 +566,7 @@ def test_bed_comments_track_and_browser_lines_are_ignored(cli, tmp_path):
                                expected_columns(case.logits, case.logcounts, case.observed)["mixture_loss"], rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_allow_external_links_reads_linked_data(cli, shared_case, tmp_path):
     args, _, _ = external_link(shared_case, tmp_path)
     out = tmp_path / "out"
@@ -563,16 +576,19 @@ def test_allow_external_links_reads_linked_data(cli, shared_case, tmp_path):
                                rtol=1e-6)
 
 
-def test_stale_summary_is_removed_when_a_rerun_fails(cli, shared_case, tmp_path):
+@pytest.mark.slow
+def test_a_failed_rerun_leaves_the_earlier_report_as_it_was(cli, shared_case, tmp_path):
     out = tmp_path / "out"
     score_ok(cli, shared_case.predictions, *shared_case.bigwigs, "-o", out)
-    assert (out / "summary.json").exists()
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert "summary.json" in before
     args, code, fragments = nan_logits(shared_case, tmp_path)
     result = cli(*args, "-o", out, "--quiet")
     assert_one_line_error(result, code, *fragments)
-    assert not (out / "summary.json").exists()  # the directory no longer looks finished
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # the report is one unit, replaced or kept
 
 
+@pytest.mark.slow
 def test_debug_shows_the_traceback(cli, shared_case, tmp_path):
     args, _, _ = nan_logits(shared_case, tmp_path)
     result = cli(*args, "-o", tmp_path / "out", "--debug")
@@ -580,8 +596,9 @@ def test_debug_shows_the_traceback(cli, shared_case, tmp_path):
 
 
 # ------------------------------------------------------------------------ faults, cluster
+@pytest.mark.slow
 def test_sigkill_mid_run_leaves_no_summary(tmp_path):
-    """A run killed after progress has started leaves no summary.json (also none from an earlier run)."""
+    """A run killed after progress has started leaves --out as it was (here: an earlier report's files)."""
     n, length = 6000, 1000
     rng = np.random.default_rng(1)
     observed = np.zeros((n, 1, length), np.float32)
@@ -595,6 +612,8 @@ def test_sigkill_mid_run_leaves_no_summary(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "summary.json").write_text("{}\n")  # an earlier report in the same directory
+    (out / ".bpnet-eval-report").write_text(marker_text("report", ["summary.json"]))
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen([str(CLI), "score", tmp_path / "p.h5", tmp_path / "t.h5", "-o", out, "--batch-size",
                                 "2", "--no-plots"], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
@@ -605,10 +624,11 @@ def test_sigkill_mid_run_leaves_no_summary(tmp_path):
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=30)
     assert process.returncode == -signal.SIGKILL
-    assert not (out / "summary.json").exists()
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert not (out / "regions.tsv").exists()
 
 
+@pytest.mark.slow
 def test_plain_progress_lines_when_stderr_is_a_pipe(shared_case, tmp_path):
     result = run_cli("score", shared_case.predictions, *shared_case.bigwigs, "-o", tmp_path / "out", "--batch-size",
                      "16", "--no-plots")
@@ -619,6 +639,7 @@ def test_plain_progress_lines_when_stderr_is_a_pipe(shared_case, tmp_path):
     assert "\x1b[" not in result.stderr and "\r" not in result.stderr  # no live bar, no escape codes
 
 
+@pytest.mark.slow
 def test_hdf5_opened_while_another_process_holds_a_write_lock(cli, shared_case, tmp_path):
     """Where locks are refused (here: held by a writer), the file is opened without locking."""
     holder = subprocess.Popen([str(CLI.parent / "python"), "-c",
@@ -673,6 +694,7 @@ def test_caches_go_to_a_private_temp_dir_when_home_is_not_writable(tmp_path):
     assert oct(os.stat(os.path.dirname(path)).st_mode & 0o777) == "0o700"
 
 
+@pytest.mark.slow
 def test_check_shows_policy_outcomes_without_problems(cli, tmp_path):
     case, region, reason = off_end_case(tmp_path)
     renamed = bigwigs_from(case, tmp_path, rename={"chr1": "1"}, prefix="renamed")
@@ -684,6 +706,7 @@ def test_check_shows_policy_outcomes_without_problems(cli, tmp_path):
     assert padded.returncode == 0 and "padded: 1 region(s)\n" in padded.stdout and "skipped:" not in padded.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("option", [["--dtype", "float16"], ["--off-end", "clip"], ["--preset", "bpnet2"],
                                     ["--smooth", "all"], ["--metrics", "nope"], ["--batch-size", "0"]])
 def test_a_bad_choice_exits_2_before_any_file_is_opened_or_torch_imported(tmp_path, option):

@@ -319,3 +319,24 @@ def test_corrupt_data_block(tmp_path):
     with BigWigReader(str(path)) as r, pytest.raises(InputError) as excinfo:
         r.read(["chrA"], np.array([0]), np.array([50]))
     one_line_error(excinfo, path, "does not decompress")
+
+
+def test_a_header_claiming_no_data_items_does_not_hide_the_data(tmp_path):
+    """The R-tree header's item count is 0 but its tree holds the blocks: read what pyBigWig reads."""
+    import struct
+
+    path = tmp_path / "claims_empty.bw"
+    bw = pyBigWig.open(str(path), "w")
+    bw.addHeader([("chr1", 1000)])
+    bw.addEntries(["chr1"] * 3, [10, 20, 500], ends=[15, 30, 510], values=[1.0, 2.0, 7.0])
+    bw.close()
+    data = bytearray(path.read_bytes())
+    index_offset = struct.unpack_from("<Q", data, 24)[0]  # the header's fullIndexOffset
+    assert struct.unpack_from("<I", data, index_offset)[0] == 0x2468ACE0
+    struct.pack_into("<Q", data, index_offset + 8, 0)  # itemCount = 0
+    path.write_bytes(bytes(data))
+    with pyBigWig.open(str(path)) as reference:
+        expected = np.nan_to_num(np.array(reference.values("chr1", 0, 1000)), nan=0.0)
+    assert expected.sum() == 5 * 1 + 10 * 2 + 10 * 7
+    with BigWigReader(str(path)) as reader:
+        np.testing.assert_array_equal(reader.read(["chr1"], np.array([0]), np.array([1000]))[0], expected)

@@ -9,7 +9,10 @@ import pyBigWig
 import pytest
 from scipy.special import gammaln, log_softmax
 
-from conftest import REPO, make_case, run_cli
+from tests.support.cases import make_case
+from tests.support.cli import REPO, run_cli
+
+pytestmark = pytest.mark.slow  # every test runs the installed CLI in a subprocess
 
 FIXTURE = REPO / "data" / "fixtures"
 

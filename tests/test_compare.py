@@ -11,7 +11,7 @@ import pytest
 
 from bpnet_eval.compare import bootstrap_means, percentile_interval
 from bpnet_eval.directions import better_direction, count_direction
-from conftest import make_case, write_predictions
+from tests.support.cases import make_case, write_predictions
 
 K = 12  # B is truth-like on rows 0..K-1
 
@@ -46,6 +46,7 @@ def two_reports(tmp_path_factory, forked):
     return case, reports, out, done
 
 
+@pytest.mark.slow
 def test_win_rate_and_difference_reflect_the_known_subset(two_reports):
     case, (a, b), out, _ = two_reports
     comparison = json.loads((out / "compare.json").read_text())
@@ -70,6 +71,7 @@ def test_win_rate_and_difference_reflect_the_known_subset(two_reports):
         assert (result["ci_high"] - result["ci_low"]) / 2 == pytest.approx(half, rel=0.25)
 
 
+@pytest.mark.slow
 def test_shape_metrics_know_their_direction(two_reports):
     """JSD (lower is better) and Pearson (higher is better): B wins on rows 0..K-1 with counts; all-zero
     regions are undefined for both and left out."""
@@ -91,6 +93,7 @@ def test_shape_metrics_know_their_direction(two_reports):
     assert "profile_jsd_shuffled" not in comparison["metrics"]
 
 
+@pytest.mark.slow
 def test_most_changed_regions(two_reports):
     _, (a, b), out, done = two_reports
     comparison = json.loads((out / "compare.json").read_text())
@@ -105,6 +108,7 @@ def test_most_changed_regions(two_reports):
     assert changed[0]["region"] in done.stdout and "profile_mnll" in done.stdout
 
 
+@pytest.mark.slow
 def test_compare_tsv_matches_json(two_reports):
     _, _, out, _ = two_reports
     comparison = json.loads((out / "compare.json").read_text())
@@ -116,6 +120,7 @@ def test_compare_tsv_matches_json(two_reports):
     assert "observed_counts" not in table["metric"] and "predicted_logcounts" not in table["metric"]
 
 
+@pytest.mark.slow
 def test_swapping_reports_negates_differences(two_reports, tmp_path, forked):
     _, (a, b), out, _ = two_reports
     done = forked("compare", b, a, "--out", tmp_path, "--seed", 7, "-q")
@@ -128,6 +133,7 @@ def test_swapping_reports_negates_differences(two_reports, tmp_path, forked):
     assert backward["ci_low"] == pytest.approx(-forward["ci_high"], rel=1e-9)
 
 
+@pytest.mark.slow
 def test_refuses_reports_over_different_regions(two_reports, tmp_path, forked):
     _, (a, b), _, _ = two_reports
     moved = tmp_path / "moved"

@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CLI, REPO
+from tests.support.cli import CLI, REPO
+
+pytestmark = pytest.mark.slow  # installs the package, runs the CLI as another user, builds an image
 
 FIXTURE = REPO / "data" / "fixtures"
 NOBODY = 65534

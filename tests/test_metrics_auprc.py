@@ -6,7 +6,7 @@ import torch
 
 from bpnet_eval.metrics import (auprc_region_mask, average_precision, bin_labels, bin_max, binned_labels_scores,
                                 peak_labels, pooled_auprc, profile_metrics)
-from metric_cases import PRECISIONS, as_tensors, assert_close, softmax
+from tests.support.metric_cases import PRECISIONS, as_tensors, assert_close, softmax
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
 
@@ -154,3 +154,14 @@ def test_per_region_auprc_columns(dtype, rtol, atol):
             assert_close(out[f"profile_auprc_bin{binsize}_{track}"], per_strand, rtol, atol)
     assert torch.isnan(out["profile_auprc_bin1"][6])  # below the read threshold
     assert torch.isnan(out["profile_auprc_bin1_plus"][7])  # empty strand: all negatives, no positive
+
+
+def test_pooled_auprc_is_undefined_when_no_region_passes_the_mask():
+    """Sparse profiles (no region with enough counts for BPNet's mask): None, not a crash."""
+    from bpnet_eval.compute import PooledAuprc
+
+    pooled = PooledAuprc()
+    observed = torch.zeros(3, 2, 50, dtype=torch.float64)
+    observed[:, 0, 7] = 1.0
+    pooled.update(observed, torch.zeros(3, 2, 50, dtype=torch.float64))
+    assert pooled.result() == {"binsize=1": None, "binsize=10": None}

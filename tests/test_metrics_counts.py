@@ -7,7 +7,7 @@ from scipy.stats import pearsonr, rankdata, spearmanr
 
 from bpnet_eval.metrics import (COUNT_METRICS_ALL, average_ranks, count_mae, count_metrics, count_mse,
                                 count_pearson, count_spearman, count_variance_explained, ordinal_ranks)
-from metric_cases import PRECISIONS, as_tensors, assert_close
+from tests.support.metric_cases import PRECISIONS, as_tensors, assert_close
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
 

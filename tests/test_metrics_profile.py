@@ -12,7 +12,7 @@ from bpnet_eval.metrics import (PROFILE_METRICS_ALL, PROFILE_METRICS_DEFAULT, PR
                                 mnll, mnll_per_base, normalized_jsd, observed_probabilities,
                                 permute_positions, profile_metrics, profile_pearson, profile_spearman,
                                 shuffled_jsd_distance, smooth_gaussian1d)
-from metric_cases import PRECISIONS, as_tensors, assert_close, profile_case, softmax
+from tests.support.metric_cases import PRECISIONS, as_tensors, assert_close, profile_case, softmax
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
 
@@ -277,6 +277,7 @@ def test_profile_metrics_shuffled_columns_are_reproducible():
         assert torch.equal(torch.nan_to_num(a[name]), torch.nan_to_num(b[name]))
 
 
+@pytest.mark.slow  # keyed permutations of every row several times, ~2 s
 def test_keyed_permutations_depend_only_on_seed_and_row():
     """With global row numbers, each region's shuffle is the same in any batch composition."""
     rng = np.random.default_rng(11)

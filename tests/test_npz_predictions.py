@@ -10,7 +10,8 @@ from scipy.special import gammaln, log_softmax
 from bpnet_eval.errors import InputError, UsageError
 from bpnet_eval.pipeline import score
 from bpnet_eval.sources.npz import NpzPredictions
-from conftest import make_case, run_cli
+from tests.support.cases import make_case
+from tests.support.cli import run_cli
 
 
 def write_bed(path, case):
@@ -49,6 +50,7 @@ def test_uncompressed_npz_is_memory_mapped(tmp_path):
     np.testing.assert_array_equal(logcounts, case.logcounts[3:9])
 
 
+@pytest.mark.slow
 def test_cli_scores_npz_and_refuses_pickles_and_single_files(tmp_path):
     case = make_case(tmp_path, layout="nocoords")
     np.savez(tmp_path / "profile.npz", case.logits)

@@ -17,7 +17,8 @@ from bpnet_eval.errors import InputError, UsageError
 from bpnet_eval.pipeline import score
 from bpnet_eval.regions import Regions
 from bpnet_eval.sources.predicted_bigwig import BigWigPredictions, bigwig_prediction_paths, check_zero_mass
-from conftest import make_case, run_cli, write_bigwig
+from tests.support.cases import make_case, write_bigwig
+from tests.support.cli import run_cli
 
 
 def write_tracks(tmp_path, case, values, prefix="pred"):
@@ -187,6 +188,7 @@ def read_regions_tsv(path):
         return list(csv.DictReader(handle, delimiter="\t"))
 
 
+@pytest.mark.slow
 def test_cli_scores_comma_separated_bigwigs(tmp_path):
     case = make_case(tmp_path, n=30, length=40, seed=6)
     paths = write_tracks(tmp_path, case, predicted_values(case, seed=8))
@@ -204,6 +206,7 @@ def test_cli_scores_comma_separated_bigwigs(tmp_path):
     assert [r["chrom"] for r in rows] == list(case.chrom)
 
 
+@pytest.mark.slow
 def test_cli_zero_mass_error_is_one_line_and_writes_nothing(tmp_path):
     case = make_case(tmp_path, n=10, length=20, seed=7)
     values = predicted_values(case)
@@ -228,6 +231,7 @@ def test_cli_zero_mass_error_is_one_line_and_writes_nothing(tmp_path):
     assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
+@pytest.mark.slow
 def test_cli_bigwig_predictions_without_regions(tmp_path):
     case = make_case(tmp_path, n=5, length=20)
     paths = write_tracks(tmp_path, case, predicted_values(case))

@@ -18,7 +18,8 @@ from bpnet_eval.options import Job
 from bpnet_eval.report import figures as plots
 from bpnet_eval.losses import predicted_profile
 from bpnet_eval.inputs import read_rows
-from conftest import make_case, run_cli
+from tests.support.cases import make_case
+from tests.support.cli import run_cli
 
 pytest.importorskip("matplotlib")
 
@@ -56,6 +57,7 @@ def scored(tmp_path_factory, forked):
     return case, report, done
 
 
+@pytest.mark.slow
 def test_json_stdout_is_exactly_summary_json(scored):
     _, report, done = scored
     text = (report / "summary.json").read_text()
@@ -64,6 +66,7 @@ def test_json_stdout_is_exactly_summary_json(scored):
     assert "report written to" in done.stderr  # messages go to stderr, the table is not printed
 
 
+@pytest.mark.slow
 def test_figures_exist_with_sane_sizes(scored):
     from PIL import Image
 
@@ -78,6 +81,7 @@ def test_figures_exist_with_sane_sizes(scored):
     assert not list(report.glob(".*.tmp"))
 
 
+@pytest.mark.slow
 def test_counts_scatter_draws_the_report_numbers(scored):
     _, report, _ = scored
     table = read_tsv(report / "regions.tsv")
@@ -94,21 +98,23 @@ def test_counts_scatter_draws_the_report_numbers(scored):
     assert f"Pearson r = {r:.3f}" in ax.get_title() and f"Spearman ρ = {rho:.3f}" in ax.get_title()
 
 
+@pytest.mark.slow
 def test_histograms_draw_the_report_numbers(scored):
     _, report, _ = scored
     table = read_tsv(report / "regions.tsv")
     summary = json.loads((report / "summary.json").read_text())
     columns = metric_columns(table)
     figure, drawn = plots.profile_histograms(columns, summary)
-    np.testing.assert_array_equal(drawn["profile_mnll"], table["profile_mnll"])
+    with_reads = table["profile_mnll"][table["profile_mnll"] != 0]
+    np.testing.assert_array_equal(drawn["profile_mnll"], with_reads)  # the all-zero regions are counted apart
     ax = figure.axes[0]
     heights = np.array([patch.get_height() for patch in ax.patches])
     edges = np.array([patch.get_x() for patch in ax.patches] + [ax.patches[-1].get_x() + ax.patches[-1].get_width()])
     # the outer edges are the data's range (matplotlib's bar geometry rounds them by ~1e-15)
-    edges[0], edges[-1] = min(edges[0], table["profile_mnll"].min()), max(edges[-1], table["profile_mnll"].max())
-    np.testing.assert_array_equal(heights, np.histogram(table["profile_mnll"], bins=edges)[0])
-    assert heights[0] == len(case_zero_rows)  # the all-zero regions (MNLL 0) in the bin from 0
-    assert heights.sum() == len(table["profile_mnll"])
+    edges[0], edges[-1] = min(edges[0], with_reads.min()), max(edges[-1], with_reads.max())
+    np.testing.assert_array_equal(heights, np.histogram(with_reads, bins=edges)[0])
+    assert heights.sum() == len(table["profile_mnll"]) - len(case_zero_rows)
+    assert any(f"{len(case_zero_rows)} region(s) with MNLL 0" in text.get_text() for text in ax.texts)
     assert f"median {np.median(table['profile_mnll']):.3f}" in ax.get_title()
     # the JSD panel: the report's JSD distances (zero-count regions undefined) and both shuffled baselines
     jsd = table["profile_jsd_distance"]
@@ -128,6 +134,7 @@ def test_histograms_draw_the_report_numbers(scored):
     assert len(figure.axes) == 1 and list(drawn) == ["profile_mnll"]
 
 
+@pytest.mark.slow
 def test_jsd_histogram_overlays_only_the_baselines_present(scored):
     _, report, _ = scored
     table = read_tsv(report / "regions.tsv")
@@ -151,6 +158,7 @@ def test_jsd_histogram_overlays_only_the_baselines_present(scored):
     assert "1 undefined" in ax.get_title()
 
 
+@pytest.mark.slow
 def test_profile_examples_draw_the_best_median_worst_regions(scored):
     case, report, _ = scored
     table = read_tsv(report / "regions.tsv")
@@ -185,6 +193,7 @@ def test_predicted_profile_per_track_log_counts():
     np.testing.assert_allclose(predicted_profile(logits, logcounts), expected, rtol=1e-12)
 
 
+@pytest.mark.slow
 def test_multiqc_custom_content(scored):
     _, report, _ = scored
     content = json.loads((report / "bpnet_eval_mqc.json").read_text())
@@ -203,6 +212,7 @@ def test_multiqc_custom_content(scored):
     assert "profile_mnll_plus_median" not in row  # per-track columns stay out of the table
 
 
+@pytest.mark.slow
 def test_no_plots_still_writes_html_and_removes_stale_figures(scored, tmp_path, forked):
     case, report, _ = scored
     out = tmp_path / "again"
@@ -216,6 +226,7 @@ def test_no_plots_still_writes_html_and_removes_stale_figures(scored, tmp_path, 
     assert (out / "bpnet_eval_mqc.json").exists()
 
 
+@pytest.mark.slow
 def test_without_matplotlib(scored, tmp_path):
     """A matplotlib that cannot be imported: default = no figures; --plots = one-line usage error."""
     case, _, _ = scored
@@ -231,6 +242,7 @@ def test_without_matplotlib(scored, tmp_path):
     assert len(done.stderr.strip().splitlines()) == 1 and "bpnet-eval[plots]" in done.stderr
 
 
+@pytest.mark.slow
 def test_unwritable_home_uses_a_temporary_matplotlib_dir(scored, tmp_path, forked):
     case, _, _ = scored
     env = {"HOME": "/nonexistent/home"}  # the forked run has not imported matplotlib yet
@@ -239,6 +251,7 @@ def test_unwritable_home_uses_a_temporary_matplotlib_dir(scored, tmp_path, forke
     assert "Matplotlib" not in done.stderr and (tmp_path / "r" / "counts_scatter.png").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not shutil.which(CHROMIUM), reason="no headless browser: install Debian's chromium "
                     "(apt-get install -y chromium) to check report.html in a real browser")
 def test_report_html_renders_in_headless_chromium(scored, tmp_path):
@@ -264,3 +277,33 @@ def test_report_html_renders_in_headless_chromium(scored, tmp_path):
     assert f"<td>counts pearson</td><td>{r:.6g}</td>" in html
     assert html.count('src="data:image/png;base64,') == 3
     assert "<td>count_loss_weight</td><td>1.0</td>" in html
+
+
+def test_examples_draw_and_list_only_the_tracks_with_signal():
+    """A CAGE-like region with reads and prediction on the plus strand only: no minus lines, no minus legend."""
+    observed = np.zeros((1, 2, 50))
+    observed[0, 0, 10:13] = [3, 9, 2]
+    predicted = np.full((1, 2, 50), 1e-6)
+    predicted[0, 0, 8:15] = 2.0
+    columns = {"profile_mnll": np.array([12.5]), "observed_counts": np.array([14.0])}
+    figure, drawn = plots.profile_examples([("best", 0)], observed, predicted, columns, ["chr1:0-50"],
+                                           ["plus", "minus"])
+    ax = figure.axes[0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["observed plus", "predicted plus"]
+    assert len(ax.lines) == 3  # the two plus lines and the zero line between the strands
+    observed_line, predicted_line = ax.lines[:2]
+    assert observed_line.get_zorder() > predicted_line.get_zorder()  # the observed trace is drawn on top
+    np.testing.assert_array_equal(drawn["observed"][0], observed[0, 0])
+
+
+def test_mnll_histogram_counts_regions_without_reads_apart():
+    rng = np.random.default_rng(1)
+    mnll = np.concatenate([np.zeros(49), rng.lognormal(5, 1.2, 200), [np.nan]])
+    columns = {"profile_mnll": mnll, "observed_counts": np.zeros(len(mnll))}
+    summary = {"metrics": {"profile_mnll": {"median": float(np.nanmedian(mnll))}}}
+    figure, drawn = plots.profile_histograms(columns, summary)
+    ax = figure.axes[0]
+    np.testing.assert_array_equal(drawn["profile_mnll"], mnll[49:249])  # the 49 zeros and the NaN are not drawn
+    assert sum(patch.get_height() for patch in ax.patches) == 200 and ax.get_xscale() == "log"
+    assert any("49 region(s) with MNLL 0" in text.get_text() for text in ax.texts)
+    assert "200 regions drawn, 1 undefined" in ax.get_title()

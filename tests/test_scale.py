@@ -4,8 +4,12 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
-from conftest import CLI, write_bigwig, write_predictions
+from tests.support.cases import write_bigwig, write_predictions
+from tests.support.cli import CLI
+
+pytestmark = pytest.mark.slow  # runs the CLI at 2,000 and 20,000 regions
 
 LENGTH = 400
 # One extra copy of the observed or predicted N x S x L array at 20k regions would add

@@ -1,35 +1,17 @@
 """``score`` (Python API): every layout and truth kind, every per-region column and summary value
-against an independent float64 computation written here."""
+against an independent float64 computation (``tests.support.reference``)."""
 
 import h5py
 import numpy as np
 import pytest
-from scipy.special import gammaln, log_softmax
 from scipy.stats import pearsonr, spearmanr
 
 from bpnet_eval.errors import InputError, UsageError
 from bpnet_eval.pipeline import score
-from conftest import make_case, write_predictions
+from tests.support.cases import make_case, write_predictions
+from tests.support.reference import expected_columns
 
 RTOL64, RTOL32 = 1e-6, 1e-4
-
-
-def mnll(logps, counts):
-    return -gammaln(counts.sum(-1) + 1) + gammaln(counts + 1).sum(-1) - (counts * logps).sum(-1)
-
-
-def expected_columns(logits, logcounts, observed, weight=1.0):
-    """Per-region values as defined in the reference, computed in float64 with numpy/scipy."""
-    logits, logcounts, observed = (np.asarray(a, dtype=np.float64) for a in (logits, logcounts, observed))
-    n, s, length = observed.shape
-    joint = mnll(log_softmax(logits.reshape(n, -1), axis=-1), observed.reshape(n, -1))
-    if logcounts.shape[1] == 1:
-        count = (np.log(1 + observed.sum(axis=(1, 2))) - logcounts[:, 0]) ** 2
-    else:
-        count = ((np.log(1 + observed.sum(axis=2)) - logcounts) ** 2).mean(axis=1)
-    per_track = mnll(log_softmax(logits, axis=-1), observed)
-    return {"observed_counts": observed.sum(axis=(1, 2)), "profile_mnll": joint, "count_log1p_mse": count,
-            "mixture_loss": joint + weight * count, "per_track": per_track}
 
 
 def check_columns(result, case, weight=1.0, rtol=RTOL64, names=("plus", "minus")):

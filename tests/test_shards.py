@@ -18,7 +18,8 @@ from bpnet_eval.pipeline import score
 from bpnet_eval.report.tables import regions_tsv
 from bpnet_eval.shards import merge, parse_shard, score_shard, shard_rows
 from bpnet_eval.options import Job, Policies
-from conftest import make_case, run_cli
+from tests.support.cases import make_case
+from tests.support.cli import run_cli
 
 CHUNK = 8
 
@@ -76,6 +77,7 @@ def test_parse_shard_is_one_based_and_reads_slurm():
         parse_shard("auto/8", {})
 
 
+@pytest.mark.slow
 def test_sharded_and_merged_equals_unsharded(sharded_run):
     case, tmp_path = sharded_run
     for k in (1, 2, 3):
@@ -122,6 +124,7 @@ def test_skipped_rows_of_every_shard_are_merged(tmp_path):
     assert "".join(regions_tsv(merged.regions, merged.columns)) == "".join(regions_tsv(full.regions, full.columns))
 
 
+@pytest.mark.slow  # two option sets scored whole and in three shards, over 1 s
 def test_shuffled_baselines_and_presets_merge_exactly(tmp_path):
     """Keyed shuffles and preset summaries come out of shard + merge exactly as from one run."""
     case = make_case(tmp_path, n=30, length=40, seed=6)
@@ -141,6 +144,7 @@ def test_shuffled_baselines_and_presets_merge_exactly(tmp_path):
             score_shard(tmp_path / "no", (1, 2), Job.of(*inputs, device="cpu", **options))
 
 
+@pytest.mark.slow
 def test_a_complete_shard_is_skipped_on_rerun(sharded_run, tmp_path):
     case, run_dir = sharded_run
     out = tmp_path / "s1"
@@ -160,6 +164,7 @@ def test_a_complete_shard_is_skipped_on_rerun(sharded_run, tmp_path):
     assert json.loads((tmp_path / "auto" / "partial.json").read_text())["shard"] == [2, 3]
 
 
+@pytest.mark.slow
 def test_merge_refuses_missing_duplicate_and_foreign_shards(sharded_run, tmp_path):
     case, run_dir = sharded_run
     score_shard(tmp_path / "other", (2, 3), Job.of(str(case.predictions), [str(p) for p in case.bigwigs], device="cpu",
@@ -201,6 +206,7 @@ def test_cpu_results_match_float64_reference_on_every_device(tmp_path):
         assert result.summary["settings"]["device"].startswith(device)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")
 def test_cuda_without_a_gpu_is_a_usage_error(case, tmp_path):
     result = run_cli("score", *files(case), "--device", "cuda", "--out", tmp_path / "r", "-q")

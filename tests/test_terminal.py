@@ -2,6 +2,7 @@
 number the summary holds (four significant digits) and nothing cut."""
 
 import io
+import re
 
 import numpy as np
 import pytest
@@ -73,3 +74,56 @@ def test_a_wide_terminal_a_pipe_and_wide_show_the_full_table(grouped_summary):
                  printed(grouped_summary, 80, wide=True)):
         assert "mean (peaks)" in text and "profile_jsd_observed_shuffled_minus" in text
     assert "…" not in printed(grouped_summary, 80, terminal=False)
+
+
+@pytest.mark.slow
+def test_progress_counts_a_shards_own_regions_and_the_last_line_gives_the_time(tmp_path):
+    from tests.support.cases import make_case
+    from tests.support.cli import run_cli
+
+    case = make_case(tmp_path, n=40)
+    done = run_cli("score", case.predictions, *case.bigwigs, "--shard", "2/2", "--batch-size", "8",
+                   "--out", tmp_path / "s2")
+    assert done.returncode == 0, done.stderr
+    progress = [line for line in done.stderr.splitlines() if line.startswith("bpnet-eval: scored")]
+    assert progress[-1].startswith("bpnet-eval: scored 20/20 regions") and "(regions 21..40)" in done.stderr
+    done = run_cli("score", case.predictions, *case.bigwigs, "--no-plots", "--out", tmp_path / "r")
+    last = done.stderr.strip().splitlines()[-1]
+    assert re.fullmatch(rf"report written to {re.escape(str(tmp_path / 'r'))}/ \(40 regions, \d+\.\d s\)", last), last
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("json_output", [False, True])
+def test_a_closed_stdout_is_one_line_at_most_never_a_traceback(tmp_path, json_output):
+    """``bpnet-eval score ... >&-``: the report is written; the table is left out; --json, whose only output
+    is stdout, is an error that says where the summary is."""
+    import os
+    import subprocess
+
+    from tests.support.cases import make_case
+    from tests.support.cli import CLI
+
+    case = make_case(tmp_path, n=20)
+    args = [str(CLI), "score", str(case.predictions), *map(str, case.bigwigs), "--no-plots", "--out",
+            str(tmp_path / "r")] + (["--json"] if json_output else [])
+    done = subprocess.run(args, stdout=None, stderr=subprocess.PIPE, text=True, timeout=300,
+                          preexec_fn=lambda: os.close(1))
+    assert "Traceback" not in done.stderr and (tmp_path / "r" / "summary.json").exists()
+    if json_output:
+        errors = [line for line in done.stderr.splitlines() if line.startswith("bpnet-eval: error:")]
+        assert done.returncode == 1 and len(errors) == 1 and "stdout is closed" in errors[0]
+    else:
+        assert done.returncode == 0, done.stderr
+
+
+def test_no_writable_temporary_directory_leaves_the_caches_unset(monkeypatch, tmp_path):
+    import tempfile
+
+    from bpnet_eval import process
+
+    def nowhere():
+        raise FileNotFoundError("No usable temporary directory found")
+
+    monkeypatch.setattr(tempfile, "gettempdir", nowhere)
+    environ = {"HOME": str(tmp_path / "missing-home")}
+    assert process.configure_caches(environ) == {} and environ == {"HOME": str(tmp_path / "missing-home")}

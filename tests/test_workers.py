@@ -8,7 +8,8 @@ import time
 
 import numpy as np
 import pytest
-from conftest import CLI, make_case, run_cli
+from tests.support.cases import make_case
+from tests.support.cli import CLI, run_cli
 
 from bpnet_eval.errors import InputError
 import bpnet_eval.inputs as inputs_module
@@ -140,6 +141,7 @@ def test_open_inputs_uses_worker_processes_for_bigwigs(tmp_path):
         assert inputs.observed is inputs.truth and inputs.read_workers == 0
 
 
+@pytest.mark.slow
 def test_a_damaged_block_read_by_a_worker_is_one_line_from_the_cli(tmp_path):
     case = make_case(tmp_path, n=60, length=32)
     with BigWigReader(str(case.bigwigs[1])) as reader:
@@ -189,6 +191,7 @@ def test_background_call_closed_without_a_call_stops():
     assert not alive(pid)
 
 
+@pytest.mark.slow  # draws every figure twice, ~3 s
 def test_figures_drawn_in_the_background_equal_those_drawn_here(tmp_path):
     pytest.importorskip("matplotlib")
     case = make_case(tmp_path, n=40, length=64)
@@ -203,6 +206,7 @@ def test_figures_drawn_in_the_background_equal_those_drawn_here(tmp_path):
     assert set(here) == set(FIGURE_FILES) and here == there
 
 
+@pytest.mark.slow
 def test_cli_report_is_the_same_with_and_without_worker_processes(tmp_path):
     case = make_case(tmp_path, n=90, length=48, seed=5)
     reports = {}
@@ -224,6 +228,7 @@ def process_state(pid):
         return None
 
 
+@pytest.mark.slow
 def test_workers_die_with_a_killed_main_process(tmp_path):
     pytest.importorskip("matplotlib")
     case = make_case(tmp_path, n=3000, length=200, seed=2)

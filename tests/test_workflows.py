@@ -10,7 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import CLI, REPO, make_case, run_cli, write_predictions
+from tests.support.cases import make_case, write_predictions
+from tests.support.cli import CLI, REPO, run_cli
+
+pytestmark = pytest.mark.slow  # runs the CLI, the SLURM array script and Snakemake
 
 BESIDE_PYTHON = Path(sys.executable).parent / "snakemake"  # the test extra installs it into the venv
 SNAKEMAKE = (os.environ.get("SNAKEMAKE") or (str(BESIDE_PYTHON) if BESIDE_PYTHON.exists() else None)

@@ -104,17 +104,14 @@ def counts_scatter(columns: dict, summary: dict):
 
 
 def _histogram_bins(values: np.ndarray):
-    """Between 10 and 60 bins over the range of ``values``, and whether they are log-spaced: for
-    non-negative values whose positive part spans more than a factor of 20 (MNLL grows with the
-    counts), log-spaced bins, with one bin from 0 when there are zeros (regions without counts)."""
+    """Between 10 and 60 bins over the range of ``values``, and whether they are log-spaced: for positive
+    values spanning more than a factor of 20 (MNLL grows with the counts), log-spaced bins."""
     n_bins = int(np.clip(np.sqrt(max(values.size, 1)), 10, 60))
     if values.size == 0:
         return np.linspace(0.0, 1.0, n_bins + 1), False
     low, high = float(values.min()), float(values.max())
-    positive = values[values > 0]
-    if low >= 0 and positive.size and positive.max() / positive.min() > 20:
-        edges = np.geomspace(positive.min(), high, n_bins + 1)
-        return (np.concatenate([[0.0], edges]) if low == 0 else edges), True
+    if low > 0 and high / low > 20:
+        return np.geomspace(low, high, n_bins + 1), True
     return np.linspace(low, high if high > low else low + 1.0, n_bins + 1), False
 
 
@@ -142,28 +139,36 @@ def profile_histograms(columns: dict, summary: dict):
                     ax.hist(drawn[baseline], bins=bins, histtype="step", linewidth=1.6, label=legend)
             ax.set_xlabel("per-region JSD distance (nats^1/2, lower is better)")
             ax.legend(frameon=False, loc="upper left")
-        else:
+        else:  # regions without reads (MNLL exactly 0) are counted apart: on a log axis they would be one tall bar
+            zero = int((values == 0).sum())
+            values = drawn[column] = values[values != 0]
             bins, logarithmic = _histogram_bins(values)
             ax.hist(values, bins=bins, color="tab:blue", alpha=0.75)
-            if logarithmic:  # linear between 0 and the first positive edge, so zeros stay visible
-                threshold = bins[1] if bins[0] == 0 else bins[0]
-                ax.set_xscale("symlog", linthresh=threshold, linscale=1.0)
-                decades = 10.0 ** np.arange(np.ceil(np.log10(threshold)), np.floor(np.log10(bins[-1])) + 1)
-                ax.set_xticks(([0.0] if bins[0] == 0 else []) + list(decades))
+            if logarithmic:
+                ax.set_xscale("log")
             ax.set_xlabel("per-region profile MNLL (nats, lower is better)" + (", log scale" if logarithmic else ""))
+            if zero:
+                ax.text(0.02, 0.97, f"not drawn: {zero} region(s) with MNLL 0 (no reads)", transform=ax.transAxes,
+                        ha="left", va="top", fontsize=9, color="0.3")
         median = _statistic(summary, column, "median")
-        if median is not None:
+        if median is not None and (median > 0 or ax.get_xscale() == "linear"):
             ax.axvline(median, color="black", linestyle="--", linewidth=1)
         note = f", {undefined} undefined" if undefined else ""
-        ax.set_title(f"{column}: median {_fmt(median)} ({values.size} regions{note})")
+        ax.set_title(f"{column}: median {_fmt(median)} ({values.size} regions drawn{note})")
         ax.set_ylabel("regions")
     return figure, drawn
 
 
+def shown_track(observed: np.ndarray, predicted: np.ndarray, track: int) -> bool:
+    """Whether an example region's ``track`` is drawn: it has observed counts, or at least 1% of the region's
+    predicted counts (a strand with neither would be a flat line at 0, listed in the legend but not seen)."""
+    return bool(observed[track].sum() > 0 or predicted[track].sum() >= 0.01 * predicted.sum())
+
+
 def profile_examples(examples: list, observed: np.ndarray, predicted: np.ndarray, columns: dict, labels: list,
                      track_names: list):
-    """One panel per example region: observed counts and the predicted profile, per track (the second of
-    two stranded tracks drawn downwards)."""
+    """One panel per example region: observed counts and the predicted profile, per track shown
+    (``shown_track``; the second of two stranded tracks drawn downwards)."""
     figure = new_figure(11.0, 2.9 * max(len(examples), 1), margins=(0.75, 0.2, 0.55, 0.35), rows=max(len(examples), 1),
                         gap=0.55)
     mirrored = len(track_names) == 2
@@ -172,11 +177,14 @@ def profile_examples(examples: list, observed: np.ndarray, predicted: np.ndarray
         ax = figure.add_subplot(len(examples), 1, k + 1)
         positions = np.arange(observed.shape[-1])
         for s, name in enumerate(track_names):
+            if not shown_track(observed[k], predicted[k], s):
+                continue
             sign = -1.0 if mirrored and s == 1 else 1.0
             colour = "tab:blue" if s == 0 else ("tab:red" if s == 1 else f"C{s + 2}")
-            ax.plot(positions, sign * observed[k, s], color=colour, alpha=0.55, linewidth=0.9,
+            # observed above the prediction, so that a faint trace stays visible under a smooth prediction
+            ax.plot(positions, sign * observed[k, s], color=colour, alpha=0.8, linewidth=0.9, zorder=3,
                     drawstyle="steps-mid", label=f"observed {name}")
-            ax.plot(positions, sign * predicted[k, s], color="black" if s == 0 else "0.4", linewidth=1.3,
+            ax.plot(positions, sign * predicted[k, s], color="black" if s == 0 else "0.4", linewidth=1.0, zorder=2,
                     label=f"predicted {name}")
             drawn["observed"].append(sign * observed[k, s])
             drawn["predicted"].append(sign * predicted[k, s])

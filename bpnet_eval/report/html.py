@@ -3,9 +3,10 @@
 import base64
 import html
 import json
+import os
 
 from .. import __version__
-from .tables import summary_table_rows, summary_title
+from .tables import count_rows, metric_rows, summary_title
 
 STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 1100px;
@@ -37,17 +38,43 @@ def _table(header, rows, table_id: str) -> str:
     return f'<table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
-def _setting_text(value) -> str:
+def setting_text(value) -> str:
+    """A setting as readable text: nested settings as ``key: value`` pairs, lists comma-separated."""
+    if isinstance(value, dict):
+        return "; ".join(f"{k}: {setting_text(v)}" for k, v in value.items()) or "none"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(setting_text(v) for v in value) or "none"
     return value if isinstance(value, str) else json.dumps(value)
 
 
+def input_rows(inputs: dict) -> list:
+    """``(input, what)`` rows: each input's path made absolute (relative to where the run started), then what
+    was detected in it."""
+    rows = []
+    for name, described in inputs.items():
+        if not isinstance(described, dict):
+            rows.append((name, str(described)))
+            continue
+        paths = described.get("paths") or ([described["path"]] if described.get("path") else [])
+        shown = [p if p.startswith("<") else os.path.abspath(p) for p in map(str, paths)]
+        details = {k: v for k, v in described.items() if k not in ("path", "paths")}
+        rows.append((name, "; ".join(shown + ([setting_text(details)] if details else []))))
+    return rows
+
+
 def render_html(summary: dict, figures: dict, title: str, note: str = "") -> str:
-    """The page: ``figures`` maps PNG file names to their bytes, embedded as data URIs; ``note`` says why
-    figures are missing, if they are."""
-    header, rows = summary_table_rows(summary)
+    """The page: the per-region metrics, the means per region group, the count metrics, the figures
+    (``figures`` maps PNG file names to their bytes, embedded as data URIs; ``note`` says why they are
+    missing, if they are), the settings and the inputs."""
     parts = [f"<h1>{html.escape(title)}</h1>",
              f'<p class="muted">{html.escape(summary_title(summary))} &middot; bpnet-eval {__version__}</p>',
-             "<h2>Summary</h2>", _table(header, rows, "summary"), "<h2>Figures</h2>"]
+             "<h2>Summary</h2>", _table(*metric_rows(summary, groups=False), "summary")]
+    if summary.get("groups"):
+        header, rows = metric_rows(summary)
+        keep = [0, 1] + list(range(6, len(header)))
+        parts += ["<h3>Means by region group</h3>",
+                  _table(["metric", "mean (all)"] + header[6:], [[row[k] for k in keep] for row in rows], "groups")]
+    parts += ["<h3>Counts across regions</h3>", _table(*count_rows(summary), "counts"), "<h2>Figures</h2>"]
     if not figures:
         parts.append(f'<p class="muted">{html.escape(note or "No figures were drawn.")}</p>')
     for name, png in figures.items():
@@ -57,8 +84,9 @@ def render_html(summary: dict, figures: dict, title: str, note: str = "") -> str
                      f"<figcaption>{html.escape(name)}: {html.escape(caption)}</figcaption></figure>")
     settings = summary.get("settings", {})
     parts += ["<h2>Settings</h2>",
-              _table(["setting", "value"], [(k, _setting_text(v)) for k, v in settings.items()], "settings"),
-              "<h2>Inputs</h2>", f"<pre>{html.escape(json.dumps(summary.get('inputs', {}), indent=2))}</pre>"]
+              _table(["setting", "value"], [(k, setting_text(v)) for k, v in settings.items()], "settings"),
+              "<h2>Inputs</h2>", _table(["input", "path and what was read"], input_rows(summary.get("inputs", {})),
+                                        "inputs")]
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>{html.escape(title)}</title><style>{STYLE}</style></head>\n<body>\n"
             + "\n".join(parts) + "\n</body></html>\n")

@@ -82,16 +82,30 @@ def summary_title(summary: dict) -> str:
     return f"bpnet-eval: {summary['n_regions']} regions, count loss weight {summary['count_loss_weight']:g}"
 
 
+def metric_rows(summary: dict, groups: bool = True):
+    """``(header, rows)`` of the per-region metrics as text: mean, median, quartiles and the undefined count
+    over all regions; with ``groups`` and peak labels, the mean over peaks and over non-peaks beside them."""
+    parts = summary.get("groups", {}) if groups else {}
+    header = ["metric", "mean", "median", "q1", "q3", "undefined"] + [f"mean ({group})" for group in parts]
+    rows = [[metric, *(display_value(stats[s]) for s in ("mean", "median", "q1", "q3")), str(stats["n_undefined"]),
+             *(display_value(g["metrics"][metric]["mean"]) for g in parts.values())]
+            for metric, stats in summary["metrics"].items()]
+    return header, rows
+
+
+def count_rows(summary: dict):
+    """``(header, rows)`` of the count metrics across regions: all regions, then each region group."""
+    parts = {"all": summary, **summary.get("groups", {})}
+    header = ["count metric"] + list(parts)
+    rows = [[f"counts {statistic}", *(display_value(g["counts"][statistic]) for g in parts.values())]
+            for statistic in summary["counts"]]
+    return header, rows
+
+
 def summary_table_rows(summary: dict):
-    """``(header, rows)`` of the summary table, as text: one row per per-region column, then the count
-    metrics; with peak labels, the mean over peaks and over non-peaks beside the mean over all regions."""
-    groups = summary.get("groups", {})
-    header = ["metric", "mean", "median", "q1", "q3", "undefined"] + [f"mean ({group})" for group in groups]
-    rows = []
-    for metric, stats in summary["metrics"].items():
-        rows.append([metric, *(display_value(stats[s]) for s in ("mean", "median", "q1", "q3")),
-                     str(stats["n_undefined"]), *(display_value(g["metrics"][metric]["mean"]) for g in groups.values())])
-    for statistic, value in summary["counts"].items():
-        rows.append([f"counts {statistic}", display_value(value), "", "", "", "",
-                     *(display_value(g["counts"][statistic]) for g in groups.values())])
+    """``(header, rows)`` of the one-table summary (the terminal's full table): ``metric_rows``, then the count
+    metrics with their value under ``mean`` and the groups' values under theirs."""
+    header, rows = metric_rows(summary)
+    for count in count_rows(summary)[1]:
+        rows.append([count[0], count[1], "", "", "", "", *count[2:]])
     return header, rows

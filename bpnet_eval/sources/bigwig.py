@@ -45,6 +45,7 @@ from typing import Sequence
 import numpy as np
 
 from bpnet_eval.errors import InputError
+from bpnet_eval.input_files import UNEXPECTED_READ_ERRORS, error_reason, open_regular_fd, reading
 
 __all__ = ["BigWigReader"]
 
@@ -157,8 +158,8 @@ class BigWigReader:
         self._cache: OrderedDict = OrderedDict()
         self._cache_size = 0
         self._resident: _IntervalSet | None = None
-        try:
-            self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+        try:  # a regular file only, opened without blocking: a named pipe is refused, never waited on
+            self._fd = open_regular_fd(self.path, "bigWig file")
         except OSError as err:
             raise InputError(f"{self.path}: cannot open bigWig file ({err.strerror}); check the path and its read permission") from None
         try:
@@ -172,6 +173,9 @@ class BigWigReader:
         except (struct.error, ValueError, IndexError, OverflowError, MemoryError, RecursionError) as err:
             self.close()
             raise _bad_file(self.path, f"corrupt or truncated: {type(err).__name__}") from None
+        except UNEXPECTED_READ_ERRORS as err:  # an I/O error, or anything else the file provoked
+            self.close()
+            raise _bad_file(self.path, error_reason(err)) from None
 
     # ----------------------------------------------------------------- opening
     def _pread(self, offset: int, size: int) -> bytes:
@@ -248,14 +252,15 @@ class BigWigReader:
 
     def _parse_index(self) -> None:
         e = self._endian
-        magic, _, item_count = struct.unpack(e + "IIQ", self._pread(self._index_offset, 16))
+        magic, _, _ = struct.unpack(e + "IIQ", self._pread(self._index_offset, 16))
         if magic != _RTREE_MAGIC:
             raise _bad_file(self.path, "data index is damaged")
         bounds = [("start_chrom", e + "u4"), ("start_base", e + "u4"), ("end_chrom", e + "u4"), ("end_base", e + "u4")]
         leaf = np.dtype(bounds + [("offset", e + "u8"), ("size", e + "u8")])
         branch = np.dtype(bounds + [("child", e + "u8")])
         root = self._index_offset + _RTREE_HEADER_SIZE
-        blocks = self._tree_leaves(root, leaf, branch, "data index") if item_count else np.zeros(0, leaf)
+        # the tree itself, not the header's item count, says what is stored (as libBigWig reads it)
+        blocks = self._tree_leaves(root, leaf, branch, "data index")
         start = _keys(blocks["start_chrom"], blocks["start_base"])
         order = np.argsort(start, kind="stable")
         # Blocks sorted by start key; _block_rank is the stored (priority) order.
@@ -357,18 +362,19 @@ class BigWigReader:
             out[...] = 0.0
         if n == 0 or len(self._block_start) == 0:
             return out
-        resident = self._resident_intervals()
-        if resident is not None:
-            resident.scatter(key0, width, out.reshape(-1))
-        elif n <= _STREAM_WINDOWS:
-            self._read_blocks(key0, width, out.reshape(-1))
-        else:  # many windows: in genome order, a bounded number of decoded blocks at a time
-            order = np.argsort(key0, kind="stable")
-            for i in range(0, n, _STREAM_WINDOWS):
-                rows = order[i:i + _STREAM_WINDOWS]
-                part = np.zeros((len(rows), width), dtype=np.float32)
-                self._read_blocks(key0[rows], width, part.reshape(-1))
-                out[rows] = part
+        with reading(self.path, "the bigWig's data", _FIX):  # an I/O error or a damaged block: name the file
+            resident = self._resident_intervals()
+            if resident is not None:
+                resident.scatter(key0, width, out.reshape(-1))
+            elif n <= _STREAM_WINDOWS:
+                self._read_blocks(key0, width, out.reshape(-1))
+            else:  # many windows: in genome order, a bounded number of decoded blocks at a time
+                order = np.argsort(key0, kind="stable")
+                for i in range(0, n, _STREAM_WINDOWS):
+                    rows = order[i:i + _STREAM_WINDOWS]
+                    part = np.zeros((len(rows), width), dtype=np.float32)
+                    self._read_blocks(key0[rows], width, part.reshape(-1))
+                    out[rows] = part
         return out
 
     def read_clipped(self, chrom: str, start: int, end: int) -> np.ndarray:
