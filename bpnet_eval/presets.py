@@ -4,9 +4,11 @@ A ``MetricPlan`` names the profile metrics computed per batch beside the seed lo
 options, and the count metrics of the summary. A preset is a plan plus the peer's own summary
 file, written from the same per-region values:
 
-- ``bpnet-lite``: per-strand MNLL, JSD (a divergence), Pearson (0 where a variance is 0) and
-  Spearman (ordinal ranks); counts Pearson/Spearman (ordinal)/MSE; ``performance.tsv``, one row
-  of means (over regions and strands).
+- ``bpnet-lite``: per-strand MNLL, JSD (a divergence, NaN for an empty strand), Pearson (0 where
+  a variance is 0) and Spearman (bpnet-lite's ``argsort().argsort()`` ranks, torch's tie order), all
+  rounded to float32 as bpnet-lite stores them; counts Pearson/Spearman (same ranks)/MSE;
+  ``performance.tsv`` as ``bpnet evaluate`` writes it: one row of torch means over regions and
+  strands (a NaN makes the mean NaN), no final newline.
 - ``chrombpnet``: JSD distance with observed ``k / (0.001 + sum k)``, normalised JSD, the
   shuffled-observed baseline; counts Spearman/Pearson/MSE; ``chrombpnet_metrics.json`` with
   peaks / nonpeaks / peaks_and_nonpeaks groups and NaN-ignoring medians.
@@ -20,6 +22,7 @@ from typing import Optional
 
 import numpy as np
 
+from .columns import predicted_total_logcounts
 from .errors import UsageError
 from .metrics.names import BIN_SIZES, COUNT_METRICS_ALL, COUNT_METRICS_DEFAULT, PROFILE_METRICS_ALL
 
@@ -49,8 +52,8 @@ class MetricPlan:
 
 PRESETS = {
     "bpnet-lite": MetricPlan(("profile_jsd_divergence", "profile_pearson", "profile_spearman"),
-                             {"pearson_zero_variance": 0.0, "spearman_ties": "ordinal"},
-                             ("pearson", "spearman", "mse"), "ordinal", False, "bpnet-lite"),
+                             {"pearson_zero_variance": 0.0, "spearman_ties": "argsort", "float32_results": True},
+                             ("pearson", "spearman", "mse"), "argsort", False, "bpnet-lite"),
     "chrombpnet": MetricPlan(("profile_jsd_distance", "profile_norm_jsd", "profile_jsd_observed_shuffled"),
                              {"pseudocount": 0.001}, ("spearman", "pearson", "mse"), "average", False,
                              "chrombpnet"),
@@ -104,12 +107,6 @@ def make_plan(metrics: str = "default", preset: Optional[str] = None, smooth: st
                       base.preset)
 
 
-def _nanmean(values) -> Optional[float]:
-    values = np.asarray(values, dtype=np.float64)
-    values = values[np.isfinite(values)]
-    return float(values.mean()) if values.size else None
-
-
 def _nanmedian(values) -> Optional[float]:
     values = np.asarray(values, dtype=np.float64)
     values = values[np.isfinite(values)]
@@ -123,16 +120,47 @@ def _per_track(columns: dict, name: str, track_names) -> np.ndarray:
     return np.stack([columns[f"{name}_{t}"] for t in track_names], axis=1)
 
 
+BPNET_LITE_MEASURES = ("profile_mnll", "profile_jsd", "profile_pearson", "profile_spearman", "count_pearson",
+                       "count_spearman", "count_mse")
+
+
+def bpnet_lite_measures(columns: dict, track_names, dtype: str = "float32") -> dict:
+    """bpnet-lite's ``calculate_performance_measures`` from the per-region columns, as torch tensors: the
+    profile measures ``(n, S)`` float32 (the per-strand columns, already float32 values), the count measures
+    ``(1,)`` computed as bpnet-lite does in the run's ``dtype`` (its Spearman ranks in float32)."""
+    import torch
+
+    from .metrics.correlation import argsort_ranks
+
+    def lite_pearson(a, b):  # bpnet-lite's pearson_corr: 0 where the denominator is 0
+        da, db = a - a.mean(dim=-1, keepdim=True), b - b.mean(dim=-1, keepdim=True)
+        numerator = torch.sum(da * db, dim=-1)
+        denominator = torch.sqrt(torch.sum(torch.square(da), dim=-1) * torch.sum(torch.square(db), dim=-1))
+        return torch.where(denominator != 0, numerator / denominator, torch.zeros_like(numerator))
+
+    profile = {"profile_mnll": "profile_mnll", "profile_jsd": "profile_jsd_divergence",
+               "profile_pearson": "profile_pearson", "profile_spearman": "profile_spearman"}
+    out = {name: torch.as_tensor(_per_track(columns, column, track_names), dtype=torch.float32).contiguous()
+           for name, column in profile.items()}
+    compute = getattr(torch, dtype)
+    with np.errstate(over="ignore", invalid="ignore"):
+        predicted = predicted_total_logcounts(columns, track_names)
+    predicted = torch.as_tensor(predicted, dtype=compute).reshape(1, -1)
+    target = torch.log(torch.as_tensor(columns["observed_counts"], dtype=compute).reshape(1, -1) + 1)
+    out["count_pearson"] = lite_pearson(predicted, target)
+    out["count_spearman"] = lite_pearson(argsort_ranks(predicted), argsort_ranks(target))
+    out["count_mse"] = torch.mean(torch.square(predicted - target), dim=-1)
+    return out
+
+
 def bpnet_lite_performance(columns: dict, summary: dict, track_names) -> str:
-    """bpnet-lite's ``performance.tsv``: one header, one row of the seven columns' means."""
-    counts = summary["counts"]
-    values = {"profile_mnll": _nanmean(_per_track(columns, "profile_mnll", track_names)),
-              "profile_jsd": _nanmean(_per_track(columns, "profile_jsd_divergence", track_names)),
-              "profile_pearson": _nanmean(_per_track(columns, "profile_pearson", track_names)),
-              "profile_spearman": _nanmean(_per_track(columns, "profile_spearman", track_names)),
-              "count_pearson": counts["pearson"], "count_spearman": counts["spearman"], "count_mse": counts["mse"]}
-    row = ["nan" if v is None else repr(float(v)) for v in values.values()]
-    return "\t".join(values) + "\n" + "\t".join(row) + "\n"
+    """bpnet-lite's ``performance.tsv`` as ``bpnet evaluate`` writes it: the header, then
+    ``str(measures[name].mean().item())`` of each measure (torch means: a NaN region makes the mean NaN),
+    tab-separated, without a final newline."""
+    dtype = summary.get("settings", {}).get("dtype", "float32")
+    measures = bpnet_lite_measures(columns, track_names, dtype)
+    row = [str(measures[name].mean().item()) for name in BPNET_LITE_MEASURES]
+    return "\t".join(BPNET_LITE_MEASURES) + "\n" + "\t".join(row)
 
 
 def chrombpnet_metrics(columns: dict, summary: dict, peak: Optional[np.ndarray]) -> dict:

@@ -9,6 +9,9 @@ import torch
 from .names import TIES
 
 NAN = float("nan")
+# ``ties="argsort"``: bpnet-lite's own ranks (``argsort_ranks``), beside ``names.TIES``.
+ARGSORT = "argsort"
+RANK_TIES = TIES + (ARGSORT,)
 
 
 def pearson(x, y, zero_variance=NAN):
@@ -67,7 +70,7 @@ def average_ranks(x):
 
 
 def ordinal_ranks(x):
-    """Ranks ``1..n`` over the last axis as ``argsort(argsort(x)) + 1``: ties broken by position (bpnet-lite).
+    """Ranks ``1..n`` over the last axis as ``argsort(argsort(x)) + 1``: ties broken by position (scipy ``ordinal``).
 
     Parameters
     ----------
@@ -77,15 +80,38 @@ def ordinal_ranks(x):
     -------
     ranks : torch.Tensor, shape=(..., n)
         Same dtype as ``x``. A stable sort is used, so equal values rank in order of position;
-        bpnet-lite's unstable ``argsort`` may order ties differently on some devices.
+        bpnet-lite's unstable ``argsort`` orders ties otherwise: ``argsort_ranks`` reproduces it.
     """
     return torch.argsort(torch.argsort(x, dim=-1, stable=True), dim=-1).to(x.dtype) + 1
 
 
+def argsort_ranks(x):
+    """bpnet-lite's ranks ``0..n-1``: ``x.argsort().argsort()`` with torch's default (unstable) sort, as float32.
+
+    Ties are ordered as torch's sort leaves them for these values (on the CPU not by position, and
+    not as ``ordinal_ranks``); ranking the same values with the same dtype and torch gives bpnet-lite's
+    order, which with many ties (zero counts, tied logits) decides the correlation, even its sign.
+
+    Parameters
+    ----------
+    x : torch.Tensor, shape=(..., n)
+
+    Returns
+    -------
+    ranks : torch.Tensor, shape=(..., n)
+        float32 whatever ``x``'s dtype (bpnet-lite's ``.type(torch.float32)``), so the Spearman
+        correlation of these ranks is computed in float32 too.
+    """
+    return torch.argsort(torch.argsort(x, dim=-1), dim=-1).to(torch.float32)
+
+
 def ranks(x, ties="average"):
-    """Ranks over the last axis: ``average_ranks`` (``ties="average"``) or ``ordinal_ranks`` (``"ordinal"``)."""
-    if ties not in TIES:
-        raise ValueError(f"ties must be one of {TIES}, not {ties!r}")
+    """Ranks over the last axis: ``average_ranks`` (``ties="average"``), ``ordinal_ranks`` (``"ordinal"``)
+    or bpnet-lite's ``argsort_ranks`` (``"argsort"``: float32, 0-based, torch's tie order)."""
+    if ties not in RANK_TIES:
+        raise ValueError(f"ties must be one of {RANK_TIES}, not {ties!r}")
+    if ties == ARGSORT:
+        return argsort_ranks(x)
     return average_ranks(x) if ties == "average" else ordinal_ranks(x)
 
 
@@ -95,8 +121,9 @@ def spearman(x, y, ties="average", zero_variance=NAN):
     Parameters
     ----------
     x, y : torch.Tensor, shape=(..., n)
-    ties : {"average", "ordinal"}
-        Averaged ranks for ties (scipy ``spearmanr``, default) or ordinal ranks (bpnet-lite).
+    ties : {"average", "ordinal", "argsort"}
+        Averaged ranks for ties (scipy ``spearmanr``, default), ordinal ranks (ties by position) or
+        bpnet-lite's ``argsort_ranks`` (its tie order; the result is then float32, as bpnet-lite's).
     zero_variance : float
         The value where a rank variance is 0 (all values tied): NaN by default.
 

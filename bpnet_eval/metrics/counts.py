@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from .correlation import NAN, is_constant, pearson, spearman
-from .names import COUNT_METRICS_ALL, COUNT_METRICS_DEFAULT
+from .names import COUNT_METRICS_DEFAULT
 
 
 
@@ -129,7 +129,7 @@ def count_metrics(predicted_logcounts, observed_totals, names=COUNT_METRICS_DEFA
         options = {}
         if name == "spearman":
             options["ties"] = ties
-        if ties == "ordinal" and name in ("pearson", "spearman"):
+        if ties in ("ordinal", "argsort") and name in ("pearson", "spearman"):  # bpnet-lite: 0, not NaN
             options["zero_variance"] = 0.0
         value = None if undefined else float(COUNT_FUNCTIONS[name](predicted, totals, **options))
         out[name] = None if value is None or np.isnan(value) else value

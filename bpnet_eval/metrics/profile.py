@@ -267,14 +267,15 @@ def profile_pearson(p_pred, observed, zero_variance=NAN):
 
 
 def profile_spearman(p_pred, observed, ties="average", zero_variance=NAN):
-    """``pearson(rank(p_pred), rank(k))`` over positions; ``ties="ordinal"`` gives bpnet-lite's ranks.
+    """``pearson(rank(p_pred), rank(k))`` over positions; ``ties="argsort"`` gives bpnet-lite's ranks.
 
     Parameters
     ----------
     p_pred : torch.Tensor, shape=(..., L)
     observed : torch.Tensor, shape=(..., L)
-    ties : {"average", "ordinal"}
-        Averaged ranks for ties (scipy, default) or ``argsort(argsort)`` (bpnet-lite).
+    ties : {"average", "ordinal", "argsort"}
+        Averaged ranks for ties (scipy, default), ordinal ranks (ties by position) or bpnet-lite's
+        ``argsort().argsort()`` (torch's tie order, float32 result).
     zero_variance : float
         Value where all ranks tie (averaged ranks of a profile with no counts): NaN by default.
 
@@ -288,10 +289,11 @@ def profile_spearman(p_pred, observed, ties="average", zero_variance=NAN):
 # ----------------------------------------------------------------------------------------------
 # The batch entry point
 
-# Options reproducing a peer's per-region numbers (keyword arguments of ``profile_metrics``).
+# Options reproducing a peer's per-region numbers (keyword arguments of ``profile_metrics``; the same as
+# ``presets.PRESETS`` gives ``score --preset``).
 PROFILE_PRESETS = {
     "default": {},
-    "bpnet-lite": {"pearson_zero_variance": 0.0, "spearman_ties": "ordinal"},
+    "bpnet-lite": {"pearson_zero_variance": 0.0, "spearman_ties": "argsort", "float32_results": True},
     "chrombpnet": {"pseudocount": 0.001},
 }
 
@@ -333,7 +335,7 @@ def _auprc_metrics(names, probs, observed, settings):
 
 def profile_metrics(logits, observed, names=PROFILE_METRICS_DEFAULT, track_names=None, per_track=None, *,
                     pseudocount=0.0, pearson_zero_variance=NAN, spearman_ties="average",
-                    smooth_predictions=False, smooth_observed=False, sigma=DEFAULT_SIGMA,
+                    float32_results=False, smooth_predictions=False, smooth_observed=False, sigma=DEFAULT_SIGMA,
                     width=DEFAULT_WIDTH, generator=None, seed=0, rows=None,
                     auprc_pos_min=POS_MIN_FRACTION, auprc_neg_max=NEG_MAX_FRACTION,
                     auprc_min_counts=REQUIRED_MIN_POS_COUNTS):
@@ -360,8 +362,12 @@ def profile_metrics(logits, observed, names=PROFILE_METRICS_DEFAULT, track_names
         the JSD columns, which renormalise, and scales the cross-entropy by ``N / (N + pc)``).
     pearson_zero_variance : float
         Profile Pearson where a variance is 0: NaN, or 0 as bpnet-lite.
-    spearman_ties : {"average", "ordinal"}
-        Spearman ranks: averaged ties (scipy) or ordinal (bpnet-lite).
+    spearman_ties : {"average", "ordinal", "argsort"}
+        Spearman ranks: averaged ties (scipy), ordinal (ties by position) or bpnet-lite's
+        ``argsort().argsort()`` (torch's tie order).
+    float32_results : bool
+        Round every column to float32 (bpnet-lite stores its profile measures in a float32 tensor
+        whatever the input dtype); the computation itself keeps the inputs' dtype.
     smooth_predictions, smooth_observed : bool
         Gaussian-smooth (``sigma``, ``width``) the predicted probabilities and/or the observed
         profile along positions before comparing, as bpnet-lite. Smoothed predictions enter the
@@ -417,6 +423,9 @@ def profile_metrics(logits, observed, names=PROFILE_METRICS_DEFAULT, track_names
         columns.update(auprc_joint)
         track_columns.update(auprc_track if per_track else {})
     out = {}
+    if float32_results:
+        columns = {name: value.to(torch.float32) for name, value in columns.items()}
+        track_columns = {name: value.to(torch.float32) for name, value in track_columns.items()}
     for name in names:
         out[name] = columns[name]
         if name in track_columns:
