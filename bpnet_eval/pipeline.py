@@ -17,7 +17,7 @@ from .examples import example_regions
 from .inputs import Inputs, iter_batches, open_inputs, open_sources
 from .options import Job, ReadOptions, RunOptions, ScoreOptions, split_options
 from .presets import MetricPlan, preset_files
-from .regions import NO_REGIONS, Regions
+from .regions import Regions
 from .sources import unreadable_truth_bigwigs
 from .summary import drop_nonfinite, summarize
 from .validate import Findings, ValueScreen

@@ -18,18 +18,9 @@ from bpnet_eval.report.files import marker_text
 from tests.support.cases import make_case, write_bigwig, write_predictions
 from tests.support.cli import CLI, ForkedCli, run_cli
 from tests.support.reference import expected_columns
+from tests.support.checks import assert_one_line_error
 
 REPORT_FILES = ("summary.json", "regions.tsv", "summary.tsv", "skipped.tsv")
-
-
-def assert_one_line_error(result, code, *fragments):
-    """Exit ``code``, exactly one line on stderr naming every fragment, no traceback."""
-    lines = result.stderr.strip().splitlines()
-    assert result.returncode == code, result.stderr
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("bpnet-eval: error: ") and "Traceback" not in result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
 
 
 def assert_no_report(out):

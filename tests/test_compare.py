@@ -2,7 +2,6 @@
 and identical elsewhere; win rates, differences, intervals and changed regions are checked against
 numbers recomputed here from the two regions.tsv files."""
 
-import csv
 import json
 import shutil
 
@@ -12,18 +11,9 @@ import pytest
 from bpnet_eval.compare import bootstrap_means, percentile_interval
 from bpnet_eval.directions import better_direction, count_direction
 from tests.support.cases import make_case, write_predictions
+from tests.support.checks import numbers, read_columns as read_tsv
 
 K = 12  # B is truth-like on rows 0..K-1
-
-
-def read_tsv(path):
-    with open(path) as handle:
-        rows = list(csv.reader(handle, delimiter="\t"))
-    return {name: [row[k] for row in rows[1:]] for k, name in enumerate(rows[0])}
-
-
-def numbers(table, name):
-    return np.array(table[name], dtype=np.float64)
 
 
 @pytest.fixture(scope="module")

@@ -26,6 +26,7 @@ from bpnet_eval.regions import read_region_file
 from bpnet_eval.sources.predictions import ArrayPredictions
 from tests.support.cases import make_case, write_predictions
 from tests.support.cli import CLI, run_cli
+from tests.support.checks import assert_one_line_error as one_line_error
 
 LENGTH = 50
 TIMEOUT = 120  # a run that blocks (a named pipe opened for reading) fails the test instead of hanging it
@@ -283,13 +284,9 @@ def command(name, inputs, options, out):
 
 
 def assert_one_line_error(result, code, fragments):
-    lines = result.stderr.strip().splitlines()
-    assert result.returncode == code, (result.returncode, result.stderr)
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("bpnet-eval: error: "), lines[0]
-    assert "Traceback" not in result.stderr and "unexpected" not in lines[0], result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
+    """``checks.assert_one_line_error``, and never an "unexpected" error."""
+    one_line_error(result, code, *fragments)
+    assert "unexpected" not in result.stderr, result.stderr
 
 
 def assert_no_report(out):

@@ -23,6 +23,7 @@ from bpnet_eval.losses import (MNLLLoss, count_sums, dense_count_sums, joint_log
                                mixture_loss_per_region, mnll_per_region)
 from bpnet_eval.options import ReadOptions, ScoreOptions
 from tests.support.cases import make_case, write_bigwig, write_predictions
+from tests.support.checks import assert_one_line_error
 
 REPORT_FILES = ("summary.json", "regions.tsv", "summary.tsv", "skipped.tsv")
 RTOL = 1e-6  # what the README promises for --dtype float64
@@ -350,15 +351,6 @@ def test_complex_observed_arrays_are_refused():
 
 
 # ------------------------------------------------------------------------------------ CLI (slow)
-def assert_one_line_error(result, code, *fragments):
-    lines = result.stderr.strip().splitlines()
-    assert result.returncode == code, result.stderr
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("bpnet-eval: error: ") and "Traceback" not in result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
-
-
 def assert_no_report(out):
     assert not out.exists() or not any((out / name).exists() for name in REPORT_FILES)
 

@@ -15,7 +15,6 @@ after. What is guaranteed (docs/reports.md, "Guarantees"):
   rerun scores such a partial again instead of skipping it; compare takes complete reports only.
 """
 
-import csv
 import fcntl
 import json
 import os
@@ -30,6 +29,7 @@ import pytest
 
 from tests.support.cases import make_case, write_predictions
 from tests.support.cli import CLI, run_cli
+from tests.support.checks import numbers, read_columns as read_tsv
 
 MARKER = ".bpnet-eval-report"
 QUIET = ("-q", "--no-plots")
@@ -66,16 +66,6 @@ def assert_ok(result):
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
     return result
-
-
-def read_tsv(path):
-    with open(path) as handle:
-        rows = list(csv.reader(handle, delimiter="\t"))
-    return {name: [row[k] for row in rows[1:]] for k, name in enumerate(rows[0])}
-
-
-def numbers(table, name):
-    return np.array(table[name], dtype=np.float64)
 
 
 def assert_one_complete_report(out, runs, preset_file=None):
@@ -562,3 +552,41 @@ def test_output_unit_replaces_whole_or_leaves_as_it_was(tmp_path, monkeypatch, e
         (unit / "compare.json").write_text("second\n")
     assert sorted(os.listdir(out)) == [MARKER, "compare.json"] and siblings(out) == ["out"]
     assert json.loads((out / MARKER).read_text())["files"] == ["compare.json"]
+
+
+# ------------------------------------------------------------------------------- interrupts and odd --out
+@pytest.mark.slow
+@pytest.mark.parametrize("point", ["first-progress", "building"])
+def test_ctrl_c_leaves_the_earlier_report_as_it_was_and_says_so(big, big_report, tmp_path, point):
+    """SIGINT (Ctrl-C) while scoring or while the new report is assembled: exit 130, one line saying no report
+    was written, and --out byte-identical to before (nothing beside it)."""
+    earlier_report, _ = big_report
+    out = copy_of(earlier_report, tmp_path / "area")
+    before = snapshot(out)
+    process = start_cli(*score_args(big.case, out, "--count-loss-weight", "2", "--batch-size", "64",
+                                    predictions=big.other))
+    try:
+        if point == "first-progress":
+            line = process.stderr.readline()
+            assert line.startswith("bpnet-eval: scored "), line
+        else:
+            wait_for(lambda: private_dirs(out), process)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()
+        process.wait()
+    assert process.returncode == 130, stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("bpnet-eval: error:")]
+    assert errors == ["bpnet-eval: error: interrupted; no report was written"] and "Traceback" not in stderr
+    assert snapshot(out) == before and siblings(out) == ["out"] and lock_is_free(out)
+
+
+@pytest.mark.slow
+def test_an_out_that_is_a_symlink_loop_is_refused_before_any_work(data, tmp_path, forked):
+    (tmp_path / "loop-a").symlink_to(tmp_path / "loop-b")
+    (tmp_path / "loop-b").symlink_to(tmp_path / "loop-a")
+    result = forked(*score_args(data.case, tmp_path / "loop-a"))
+    line = assert_refused(result, 3, "loop-a")
+    assert "scored" not in result.stderr, line  # refused up front, not after scoring
+    assert sorted(os.listdir(tmp_path)) == ["loop-a", "loop-b"]
