@@ -237,11 +237,11 @@ def _check_computer(job: Job, n_tracks: int):
     return BatchComputer(scoring.count_loss_weight, names, "cpu", scoring.dtype, scoring.plan)
 
 
-def check(predictions, truth, regions=None, *, read: Optional[ReadOptions] = None, scan_values: bool = True,
-          **options) -> Findings:
+def check(predictions, truth, regions=None, *, read: Optional[ReadOptions] = None,
+          scoring: Optional[ScoreOptions] = None, scan_values: bool = True, **options) -> Findings:
     """Validate inputs without scoring; ``Findings`` lists what was detected, every problem and the warnings.
 
-    Takes the inputs of ``score`` and its reading options (``read`` or their names, and ``batch_size``).
+    Takes the inputs and options of ``score`` (the scoring options decide what would overflow).
 
     Examples
     --------
@@ -250,5 +250,5 @@ def check(predictions, truth, regions=None, *, read: Optional[ReadOptions] = Non
     >>> findings.problems
     []
     """
-    read, _, run_options = split_options(read, None, None, **options)
-    return check_job(Job(predictions, truth, regions, read, run=run_options), scan_values)
+    read, scoring, run_options = split_options(read, scoring, None, **options)
+    return check_job(Job(predictions, truth, regions, read, scoring, run_options), scan_values)

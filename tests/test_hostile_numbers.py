@@ -286,8 +286,28 @@ def test_log_counts_finite_in_float64_overflow_float32():
     logcounts[3, 0] = 1e20  # (1e20)^2 is 1e40: finite in float64, inf in float32
     assert np.isfinite(bpnet_eval.score((logits, logcounts), counts, **API).columns["count_log1p_mse"]).all()
     with pytest.raises(InputError, match=r"count_log1p_mse = inf in region 4: the inputs are finite but the value "
-                                         r"overflows float32"):
+                                         r"overflows float32") as error:
         bpnet_eval.score((logits, logcounts), counts, dtype="float32", **API)
+    # check takes score's options, so it finds what score with them would stop on
+    assert bpnet_eval.check((logits, logcounts), counts).problems == []
+    assert [p.message for p in bpnet_eval.check((logits, logcounts), counts, dtype="float32").problems] == [
+        str(error.value)]
+
+
+@pytest.mark.slow
+def test_cli_check_with_scores_options_finds_an_overflow_only_they_cause(tmp_path):
+    from tests.support.cases import make_case, write_predictions
+    from tests.support.cli import run_cli
+
+    case = make_case(tmp_path, n=20)
+    logcounts = case.logcounts.copy()
+    logcounts[3] = 1e20  # finite in float64; its squared error overflows float32
+    preds = write_predictions(tmp_path / "huge.h5", case.logits, logcounts, case.chrom, case.start, case.end)
+    assert run_cli("check", preds, *case.bigwigs).returncode == 0
+    done = run_cli("check", preds, *case.bigwigs, "--dtype", "float32")
+    assert done.returncode == 3 and "count_log1p_mse = inf in" in done.stdout and "overflows float32" in done.stdout
+    scored = run_cli("score", preds, *case.bigwigs, "--dtype", "float32", "--out", tmp_path / "r")
+    assert scored.returncode == 3 and "overflows float32" in scored.stderr
 
 
 def test_summary_statistics_that_overflow_are_null_with_a_warning_never_inf():

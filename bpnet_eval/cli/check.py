@@ -5,16 +5,18 @@ from typing import Annotated
 
 import typer
 
-from ..options import Job, NonFinite, OffEnd, PredLogcounts, RegionsFormat, RunOptions
-from .common import (INPUTS, BatchSize, Debug, ExternalLinks, Head, LogcountsDataset, LogitsDataset,
-                     NonFiniteOption, OffEndOption, PredLogcountsOption, Predictions, PredPseudocount,
-                     ProfileKindOption, RegionsFile, RegionsFormatOption, Truth, TruthDataset, fail, input_paths,
-                     read_options, run_guarded)
+from ..options import Dtype, Job, NonFinite, OffEnd, PredLogcounts, RegionsFormat, RunOptions, Smooth
+from .common import (INPUTS, BatchSize, CountLossWeight, Debug, DtypeOption, ExternalLinks, Head, LogcountsDataset,
+                     LogitsDataset, MetricsOption, NonFiniteOption, OffEndOption, PredLogcountsOption, Predictions,
+                     PredPseudocount, PresetOption, ProfileKindOption, RegionsFile, RegionsFormatOption, Seed,
+                     SmoothOption, SmoothSigma, SmoothWidth, TrackNames, Truth, TruthDataset, fail, input_paths,
+                     read_options, run_guarded, score_options)
 
 
 def check(
     predictions: Predictions,
     truth: Truth,
+    track_names: TrackNames = None,
     regions: RegionsFile = None,
     regions_format: RegionsFormatOption = RegionsFormat.auto,
     pred_pseudocount: PredPseudocount = 0.0,
@@ -24,6 +26,13 @@ def check(
     profile_kind: ProfileKindOption = None,
     head: Head = None,
     truth_dataset: TruthDataset = None,
+    count_loss_weight: CountLossWeight = 1.0,
+    metrics: MetricsOption = "default",
+    preset: PresetOption = None,
+    smooth: SmoothOption = Smooth.none,
+    smooth_sigma: SmoothSigma = 7.0,
+    smooth_width: SmoothWidth = 81,
+    seed: Seed = 0,
     off_end: OffEndOption = OffEnd.error,
     nonfinite: NonFiniteOption = NonFinite.error,
     allow_external_links: ExternalLinks = False,
@@ -31,10 +40,14 @@ def check(
         "--values/--no-values", rich_help_panel=INPUTS,
         help="Also read every value (finite predictions, non-negative observed counts); --no-values checks only "
              "shapes and coordinates.")] = True,
+    dtype: DtypeOption = Dtype.float64,
     batch_size: BatchSize = 1024,
     debug: Debug = False,
 ):
-    """Validate inputs without scoring: print what was detected and every problem found (exit 3 if any)."""
+    """Validate inputs without scoring: print what was detected and every problem found (exit 3 if any).
+
+    Takes score's options, so that a value that would overflow with them (e.g. --dtype float32, a large
+    --count-loss-weight) is found here too."""
 
     def work():
         from ..pipeline import check_job
@@ -43,7 +56,9 @@ def check(
         job = Job(*input_paths(predictions, truth, regions),
                   read_options(pred_pseudocount, pred_logcounts, logits_dataset, logcounts_dataset, profile_kind,
                                head, truth_dataset, off_end, nonfinite, allow_external_links, regions_format),
-                  run=RunOptions(batch_size=batch_size))
+                  score_options(count_loss_weight, dtype, track_names, metrics, preset, smooth, smooth_sigma,
+                                smooth_width, seed),
+                  RunOptions(batch_size=batch_size))
         findings = check_job(job, scan_values=values)
         sys.stdout.write(format_findings(findings))
         if findings.problems:

@@ -12,7 +12,8 @@ from rich.console import Console
 
 
 from ..errors import EXIT_RUNTIME, BpnetEvalError
-from ..options import NonFinite, OffEnd, Policies, PredLogcounts, ProfileKind, ReadOptions, RegionsFormat
+from ..options import (Dtype, NonFinite, OffEnd, Policies, PredLogcounts, Preset, ProfileKind, ReadOptions, RegionsFormat,
+                       ScoreOptions, Smooth)
 
 stderr = Console(stderr=True)
 STARTED = time.monotonic()  # the command line is imported when the command starts
@@ -83,6 +84,38 @@ Debug = Annotated[bool, typer.Option("--debug", rich_help_panel=OUTPUT, help="Sh
 Wide = Annotated[bool, typer.Option(
     "--wide", rich_help_panel=OUTPUT,
     help="The full summary table on any terminal (default: tables that fit the terminal when it is narrower).")]
+
+
+# --------------------------------------------------------------- what to compute, shared by score and check
+METRICS_HELP = ("default (seed losses + per-track MNLL), all, or a comma list of: jsd_distance, jsd_divergence, "
+                "norm_jsd, jsd_shuffled, jsd_observed_shuffled, pearson, spearman, cross_entropy, mnll_per_base, "
+                "auprc_bin1, auprc_bin10 (docs/metrics.md).")
+TrackNames = Annotated[Optional[str], typer.Option(
+    "--track-names", rich_help_panel=INPUTS, show_default=False,
+    help="Comma-separated track names for column names (default: plus,minus for two tracks, else track0,...).")]
+CountLossWeight = Annotated[float, typer.Option(
+    "--count-loss-weight", "-w", rich_help_panel=METRICS, help="Weight of the count term in the mixture loss.")]
+MetricsOption = Annotated[str, typer.Option("--metrics", "-m", rich_help_panel=METRICS, help=METRICS_HELP)]
+PresetOption = Annotated[Optional[Preset], typer.Option(
+    "--preset", rich_help_panel=METRICS, show_default=False,
+    help="Reproduce a peer's definitions and summary file: bpnet-lite (performance.tsv), chrombpnet "
+         "(chrombpnet_metrics.json), bpnet (bpnet_metrics.json).")]
+SmoothOption = Annotated[Smooth, typer.Option(
+    "--smooth", rich_help_panel=METRICS, help="Gaussian-smooth the profiles compared by the shape metrics.")]
+SmoothSigma = Annotated[float, typer.Option(
+    "--smooth-sigma", rich_help_panel=METRICS, help="Smoothing kernel sigma (bpnet-lite: 7).")]
+SmoothWidth = Annotated[int, typer.Option(
+    "--smooth-width", rich_help_panel=METRICS, help="Smoothing kernel width (bpnet-lite: 81).")]
+Seed = Annotated[int, typer.Option("--seed", rich_help_panel=METRICS, help="Seed of the shuffled baselines.")]
+DtypeOption = Annotated[Dtype, typer.Option(
+    "--dtype", rich_help_panel=PERFORMANCE, help="float64 (exact to 1e-6) or float32 (1e-4, faster).")]
+
+
+def score_options(count_loss_weight, dtype, track_names, metrics, preset, smooth, smooth_sigma, smooth_width,
+                  seed) -> ScoreOptions:
+    """The ``ScoreOptions`` of the shared options of what to compute."""
+    return ScoreOptions(count_loss_weight, dtype, track_names.split(",") if track_names else None, metrics, preset,
+                        smooth, smooth_sigma, smooth_width, seed)
 
 
 def read_options(pred_pseudocount: float, pred_logcounts, logits_dataset, logcounts_dataset, profile_kind, head,

@@ -6,26 +6,19 @@ from typing import Annotated, Optional
 import typer
 
 from ..environment import torch_threads
-from ..options import (Dtype, Job, NonFinite, OffEnd, PredLogcounts, Preset, RegionsFormat, RunOptions,
-                       ScoreOptions, Smooth)
-from .common import (CLUSTER, INPUTS, METRICS, OUTPUT, PERFORMANCE, BatchSize, Debug, ExternalLinks, Head,
-                     JsonOutput, LogcountsDataset, LogitsDataset, NonFiniteOption, OffEndOption, Plots,
-                     PredLogcountsOption, Predictions, PredPseudocount, ProfileKindOption, ProgressReporter, Quiet,
-                     RegionsFile, RegionsFormatOption, Truth, TruthDataset, figure_painter, input_paths, read_options,
-                     Wide, draw_plots, run_guarded, stderr, write_and_show)
-
-METRICS_HELP = ("default (seed losses + per-track MNLL), all, or a comma list of: jsd_distance, jsd_divergence, "
-                "norm_jsd, jsd_shuffled, jsd_observed_shuffled, pearson, spearman, cross_entropy, mnll_per_base, "
-                "auprc_bin1, auprc_bin10 (docs/metrics.md).")
+from ..options import Dtype, Job, NonFinite, OffEnd, PredLogcounts, RegionsFormat, RunOptions, Smooth
+from .common import (CLUSTER, OUTPUT, PERFORMANCE, BatchSize, CountLossWeight, Debug, DtypeOption, ExternalLinks,
+                     Head, JsonOutput, LogcountsDataset, LogitsDataset, MetricsOption, NonFiniteOption, OffEndOption,
+                     Plots, PredLogcountsOption, Predictions, PredPseudocount, PresetOption, ProfileKindOption,
+                     ProgressReporter, Quiet, RegionsFile, RegionsFormatOption, Seed, SmoothOption, SmoothSigma,
+                     SmoothWidth, TrackNames, Truth, TruthDataset, Wide, draw_plots, figure_painter, input_paths,
+                     read_options, run_guarded, score_options, stderr, write_and_show)
 
 
 def score(
     predictions: Predictions,
     truth: Truth,
-    track_names: Annotated[Optional[str], typer.Option(
-        "--track-names", rich_help_panel=INPUTS, show_default=False,
-        help="Comma-separated track names for column names (default: plus,minus for two tracks, else "
-             "track0,...).")] = None,
+    track_names: TrackNames = None,
     regions: RegionsFile = None,
     regions_format: RegionsFormatOption = RegionsFormat.auto,
     pred_pseudocount: PredPseudocount = 0.0,
@@ -35,21 +28,13 @@ def score(
     profile_kind: ProfileKindOption = None,
     head: Head = None,
     truth_dataset: TruthDataset = None,
-    count_loss_weight: Annotated[float, typer.Option(
-        "--count-loss-weight", "-w", rich_help_panel=METRICS, help="Weight of the count term in the mixture loss.")] = 1.0,
-    metrics: Annotated[str, typer.Option("--metrics", "-m", rich_help_panel=METRICS, help=METRICS_HELP)] = "default",
-    preset: Annotated[Optional[Preset], typer.Option(
-        "--preset", rich_help_panel=METRICS, show_default=False,
-        help="Reproduce a peer's definitions and summary file: bpnet-lite (performance.tsv), chrombpnet "
-             "(chrombpnet_metrics.json), bpnet (bpnet_metrics.json).")] = None,
-    smooth: Annotated[Smooth, typer.Option(
-        "--smooth", rich_help_panel=METRICS,
-        help="Gaussian-smooth the profiles compared by the shape metrics.")] = Smooth.none,
-    smooth_sigma: Annotated[float, typer.Option(
-        "--smooth-sigma", rich_help_panel=METRICS, help="Smoothing kernel sigma (bpnet-lite: 7).")] = 7.0,
-    smooth_width: Annotated[int, typer.Option(
-        "--smooth-width", rich_help_panel=METRICS, help="Smoothing kernel width (bpnet-lite: 81).")] = 81,
-    seed: Annotated[int, typer.Option("--seed", rich_help_panel=METRICS, help="Seed of the shuffled baselines.")] = 0,
+    count_loss_weight: CountLossWeight = 1.0,
+    metrics: MetricsOption = "default",
+    preset: PresetOption = None,
+    smooth: SmoothOption = Smooth.none,
+    smooth_sigma: SmoothSigma = 7.0,
+    smooth_width: SmoothWidth = 81,
+    seed: Seed = 0,
     off_end: OffEndOption = OffEnd.error,
     nonfinite: NonFiniteOption = NonFinite.error,
     allow_external_links: ExternalLinks = False,
@@ -62,8 +47,7 @@ def score(
     wide: Wide = False,
     device: Annotated[str, typer.Option(
         "--device", rich_help_panel=PERFORMANCE, help="auto (GPU when torch sees one), cpu, cuda or cuda:N.")] = "auto",
-    dtype: Annotated[Dtype, typer.Option(
-        "--dtype", rich_help_panel=PERFORMANCE, help="float64 (exact to 1e-6) or float32 (1e-4, faster).")] = Dtype.float64,
+    dtype: DtypeOption = Dtype.float64,
     batch_size: BatchSize = 1024,
     read_workers: Annotated[Optional[int], typer.Option(
         "--read-workers", rich_help_panel=PERFORMANCE, show_default=False,
@@ -85,8 +69,8 @@ def score(
     def work():
         from ..report.files import prepare_output
 
-        scoring = ScoreOptions(count_loss_weight, dtype, track_names.split(",") if track_names else None, metrics,
-                               preset, smooth, smooth_sigma, smooth_width, seed)
+        scoring = score_options(count_loss_weight, dtype, track_names, metrics, preset, smooth, smooth_sigma,
+                                smooth_width, seed)
         job = Job(*input_paths(predictions, truth, regions),
                   read_options(pred_pseudocount, pred_logcounts, logits_dataset, logcounts_dataset, profile_kind,
                                head, truth_dataset, off_end, nonfinite, allow_external_links, regions_format),
