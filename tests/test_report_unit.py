@@ -556,10 +556,11 @@ def test_output_unit_replaces_whole_or_leaves_as_it_was(tmp_path, monkeypatch, e
 
 # ------------------------------------------------------------------------------- interrupts and odd --out
 @pytest.mark.slow
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 @pytest.mark.parametrize("point", ["first-progress", "building"])
-def test_ctrl_c_leaves_the_earlier_report_as_it_was_and_says_so(big, big_report, tmp_path, point):
-    """SIGINT (Ctrl-C) while scoring or while the new report is assembled: exit 130, one line saying no report
-    was written, and --out byte-identical to before (nothing beside it)."""
+def test_ctrl_c_leaves_the_earlier_report_as_it_was_and_says_so(big, big_report, tmp_path, point, stop):
+    """SIGINT (Ctrl-C) or SIGTERM (docker stop) while scoring or while the new report is assembled: exit 130 at
+    once, one line saying no report was written, and --out byte-identical to before (nothing beside it)."""
     earlier_report, _ = big_report
     out = copy_of(earlier_report, tmp_path / "area")
     before = snapshot(out)
@@ -571,8 +572,10 @@ def test_ctrl_c_leaves_the_earlier_report_as_it_was_and_says_so(big, big_report,
             assert line.startswith("bpnet-eval: scored "), line
         else:
             wait_for(lambda: private_dirs(out), process)
-        process.send_signal(signal.SIGINT)
+        process.send_signal(stop)
+        started = time.monotonic()
         _, stderr = process.communicate(timeout=120)
+        assert time.monotonic() - started < 5, "the run did not stop promptly"
     finally:
         process.kill()
         process.wait()
