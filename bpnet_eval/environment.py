@@ -10,16 +10,35 @@ from typing import Mapping, Optional
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
-def allotted_cpus(environ: Optional[Mapping[str, str]] = None) -> int:
-    """CPUs this job was given: ``SLURM_CPUS_PER_TASK`` if set, else the affinity mask, else ``os.cpu_count()``."""
+CPU_QUOTA_FILES = ("/sys/fs/cgroup/cpu.max",)  # cgroup v2: "<quota> <period>" or "max <period>"
+
+
+def cgroup_cpu_quota(paths=CPU_QUOTA_FILES) -> Optional[int]:
+    """CPUs the cgroup CPU quota allows (``docker run --cpus``, Kubernetes limits), rounded up; None without one."""
+    for path in paths:
+        try:
+            with open(path) as handle:
+                quota, period = handle.read().split()[:2]
+        except (OSError, ValueError):
+            continue
+        if quota.isdigit() and period.isdigit() and int(period) > 0:
+            return max(1, -(-int(quota) // int(period)))
+    return None
+
+
+def allotted_cpus(environ: Optional[Mapping[str, str]] = None, quota_files=CPU_QUOTA_FILES) -> int:
+    """CPUs this job was given: ``SLURM_CPUS_PER_TASK`` if set, else the affinity mask (else ``os.cpu_count()``)
+    capped by the cgroup CPU quota."""
     environ = os.environ if environ is None else environ
     slurm = environ.get("SLURM_CPUS_PER_TASK", "").strip()
     if slurm.isdigit() and int(slurm) > 0:
         return int(slurm)
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cpus = max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
+        cpus = max(1, os.cpu_count() or 1)
+    quota = cgroup_cpu_quota(quota_files)
+    return cpus if quota is None else min(cpus, quota)
 
 
 def torch_threads(environ: Optional[Mapping[str, str]] = None) -> Optional[int]:

@@ -653,7 +653,20 @@ def test_hdf5_opened_while_another_process_holds_a_write_lock(cli, shared_case, 
 def test_allotted_cpus_follow_slurm_then_affinity(environ, expected):
     from bpnet_eval.environment import allotted_cpus
 
-    assert allotted_cpus(environ) == (expected or len(os.sched_getaffinity(0)))
+    assert allotted_cpus(environ, quota_files=()) == (expected or len(os.sched_getaffinity(0)))
+
+
+@pytest.mark.parametrize("cpu_max, expected", [("100000 100000\n", 1), ("150000 100000\n", 2),
+                                               ("max 100000\n", None), ("garbage\n", None)])
+def test_allotted_cpus_are_capped_by_the_cgroup_cpu_quota(tmp_path, cpu_max, expected):
+    """docker run --cpus 1 writes ``100000 100000`` to cpu.max: one CPU, whatever the affinity mask says."""
+    from bpnet_eval.environment import allotted_cpus
+
+    quota = tmp_path / "cpu.max"
+    quota.write_text(cpu_max)
+    affinity = len(os.sched_getaffinity(0))
+    assert allotted_cpus({}, quota_files=(str(quota),)) == (min(affinity, expected) if expected else affinity)
+    assert allotted_cpus({"SLURM_CPUS_PER_TASK": "3"}, quota_files=(str(quota),)) == 3  # SLURM says first
 
 
 def test_torch_threads_follow_affinity_and_slurm_unless_told():
