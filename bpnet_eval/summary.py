@@ -5,7 +5,6 @@ from typing import Optional
 import numpy as np
 
 from .columns import predicted_total_logcounts
-from .metrics.counts import count_metrics
 
 STATISTICS = ("mean", "std", "min", "q1", "median", "q3", "max")
 
@@ -32,6 +31,8 @@ def group_summary(columns: dict, rows: Optional[np.ndarray], track_names, count_
 
     ``count_options`` are ``count_metrics``' ``names`` and ``ties``.
     """
+    from .metrics.counts import count_metrics  # torch: imported once the scores exist (the pipeline forks first)
+
     pick = (lambda v: v) if rows is None else (lambda v: v[rows])
     with np.errstate(over="ignore", invalid="ignore"):  # e^c of a huge c: inf, then null with a warning
         total_logcounts = predicted_total_logcounts(columns, track_names)

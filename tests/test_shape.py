@@ -122,8 +122,11 @@ def test_sources_are_used_through_their_interfaces_only():
 
 
 @pytest.mark.slow
-def test_importing_the_package_and_the_cli_does_not_import_torch():
-    code = ("import sys, bpnet_eval, bpnet_eval.cli, bpnet_eval.options, bpnet_eval.metrics; "
+def test_importing_the_package_the_cli_and_the_engine_does_not_import_torch():
+    """The pipeline opens the inputs and forks the readers before torch is imported (the import overlaps the
+    reading, and no child holds torch's threads): nothing it imports at module level may import torch."""
+    code = ("import sys, bpnet_eval, bpnet_eval.cli, bpnet_eval.options, bpnet_eval.metrics, bpnet_eval.pipeline, "
+            "bpnet_eval.shards; "
             "bpnet_eval.ReadOptions; print('torch' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.stdout.strip() == "False", done.stderr
