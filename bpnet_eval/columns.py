@@ -10,3 +10,16 @@ def predicted_total_logcounts(columns: dict, track_names) -> np.ndarray:
         return columns["predicted_logcounts"]
     per_track = np.stack([columns[f"predicted_logcounts_{name}"] for name in track_names])
     return np.log1p(np.expm1(per_track).sum(axis=0))
+
+
+def ranked_rows(columns: dict) -> np.ndarray:
+    """Rows by profile MNLL, lowest first, among the regions with at least the median observed total of the
+    regions with reads (MNLL grows with the reads, so over all regions the "best" would merely be the
+    emptiest); empty when no region has reads."""
+    mnll = np.asarray(columns["profile_mnll"], dtype=np.float64)
+    totals = np.asarray(columns["observed_counts"], dtype=np.float64)
+    with_reads = np.isfinite(mnll) & (totals > 0)
+    if not with_reads.any():
+        return np.zeros(0, dtype=np.int64)
+    candidates = np.flatnonzero(with_reads & (totals >= np.median(totals[with_reads])))
+    return candidates[np.argsort(mnll[candidates], kind="stable")]

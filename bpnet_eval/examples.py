@@ -4,22 +4,15 @@ report draws them without reading or computing anything."""
 
 from typing import Callable, Optional
 
-import numpy as np
-
+from .columns import ranked_rows
 from .regions import Regions, region_label
 
 
 def example_rows(columns: dict) -> list:
-    """``(label, row)`` of the best, median and worst region by profile MNLL among the regions with at least
-    the median observed total of the regions with reads (MNLL grows with the reads, so over all regions
-    the "best" would merely be the emptiest)."""
-    mnll = np.asarray(columns["profile_mnll"], dtype=np.float64)
-    totals = np.asarray(columns["observed_counts"], dtype=np.float64)
-    with_reads = np.isfinite(mnll) & (totals > 0)
-    if not with_reads.any():
+    """``(label, row)`` of the best, median and worst region of ``ranked_rows``."""
+    ranked = ranked_rows(columns)
+    if not ranked.size:
         return []
-    candidates = np.flatnonzero(with_reads & (totals >= np.median(totals[with_reads])))
-    ranked = candidates[np.argsort(mnll[candidates], kind="stable")]
     picks = [("best (lowest MNLL)", ranked[0]), ("median MNLL", ranked[(ranked.size - 1) // 2]),
              ("worst (highest MNLL)", ranked[-1])]
     seen, out = set(), []

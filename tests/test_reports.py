@@ -4,6 +4,7 @@ or from the arrays the case was written from."""
 
 import csv
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -307,3 +308,21 @@ def test_mnll_histogram_counts_regions_without_reads_apart():
     assert sum(patch.get_height() for patch in ax.patches) == 200 and ax.get_xscale() == "log"
     assert any("49 region(s) with MNLL 0" in text.get_text() for text in ax.texts)
     assert "200 regions drawn, 1 undefined" in ax.get_title()
+
+
+@pytest.mark.slow
+def test_report_html_lists_the_best_and_worst_regions_as_browser_coordinates(scored):
+    _, report, _ = scored
+    table = read_tsv(report / "regions.tsv")
+    mnll, totals = table["profile_mnll"], table["observed_counts"]
+    reads = np.isfinite(mnll) & (totals > 0)
+    candidates = np.flatnonzero(reads & (totals >= np.median(totals[reads])))
+    ranked = candidates[np.argsort(mnll[candidates], kind="stable")]
+    page = (report / "report.html").read_text()
+    for kind, rows in (("best", ranked[:10]), ("worst", ranked[::-1][:10])):
+        body = page.split(f'<table id="{kind}-regions">')[1].split("</table>")[0]
+        shown = [re.findall(r"<td>(.*?)</td>", row) for row in re.findall(r"<tr>(.*?)</tr>", body.split("<tbody>")[1])]
+        assert [int(cells[0]) for cells in shown] == [int(r) + 1 for r in rows], kind
+        for cells, row in zip(shown, rows):
+            assert cells[1] == f"{table['chrom'][row]}:{int(table['start'][row]) + 1}-{int(table['end'][row])}"
+            assert float(cells[2]) == pytest.approx(mnll[row], rel=1e-5)

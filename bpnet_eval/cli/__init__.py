@@ -35,8 +35,24 @@ def main_options(version: bool = typer.Option(False, "--version", callback=versi
     """Score saved predictions of BPNet/ChromBPNet-style models against observed tracks."""
 
 
+EXAMPLES = {
+    score: ["bpnet-eval score preds.h5 plus.bw minus.bw --regions peaks.narrowPeak --out report",
+            "bpnet-eval score preds.h5 plus.bw minus.bw --preset chrombpnet --out report-chrombpnet",
+            "bpnet-eval score pred.plus.bw,pred.minus.bw plus.bw minus.bw --regions windows.bed --pred-pseudocount 0.001",
+            "bpnet-eval score preds.h5 plus.bw minus.bw --shard auto/8 --out shards/$SLURM_ARRAY_TASK_ID"],
+    check: ["bpnet-eval check preds.h5 plus.bw minus.bw --regions peaks.narrowPeak"],
+    merge: ["bpnet-eval merge shards/* --out report"],
+    compare: ["bpnet-eval compare report-fold0 report-fold1 --out fold0-vs-fold1"],
+}
+
+
+def examples_epilog(lines) -> str:
+    """The worked examples under a command's help (one per line; docs/usage.md has them all)."""
+    return "Examples:\n\n" + "\n\n".join(f"  {line}" for line in lines) + "\n\nMore: docs/usage.md"
+
+
 for command in (score, check, merge, compare):
-    app.command()(command)
+    app.command(epilog=examples_epilog(EXAMPLES[command]))(command)
 
 
 def run(args: list) -> int:

@@ -62,10 +62,11 @@ def input_rows(inputs: dict) -> list:
     return rows
 
 
-def render_html(summary: dict, figures: dict, title: str, note: str = "") -> str:
+def render_html(summary: dict, figures: dict, title: str, note: str = "", regions: dict = None) -> str:
     """The page: the per-region metrics, the means per region group, the count metrics, the figures
     (``figures`` maps PNG file names to their bytes, embedded as data URIs; ``note`` says why they are
-    missing, if they are), the settings and the inputs."""
+    missing, if they are), the best and worst regions (``regions``: ``{"best": (header, rows), "worst":
+    ...}``, rows from ``tables.extreme_region_rows``), the settings and the inputs."""
     parts = [f"<h1>{html.escape(title)}</h1>",
              f'<p class="muted">{html.escape(summary_title(summary))} &middot; bpnet-eval {__version__}</p>',
              "<h2>Summary</h2>", _table(*metric_rows(summary, groups=False), "summary")]
@@ -82,6 +83,13 @@ def render_html(summary: dict, figures: dict, title: str, note: str = "") -> str
         caption = FIGURE_CAPTIONS.get(name, name)
         parts.append(f'<figure><img alt="{html.escape(name)}" src="data:image/png;base64,{data}">'
                      f"<figcaption>{html.escape(name)}: {html.escape(caption)}</figcaption></figure>")
+    if regions:
+        parts.append("<h2>Best and worst regions</h2>")
+        parts.append('<p class="muted">By profile MNLL, among the regions with at least the median observed total '
+                     "of the regions with reads; the region copies as <code>chrom:start-end</code> into a genome "
+                     "browser (1-based start).</p>")
+        for kind in ("best", "worst"):
+            parts += [f"<h3>{kind.capitalize()}</h3>", _table(*regions[kind], f"{kind}-regions")]
     settings = summary.get("settings", {})
     parts += ["<h2>Settings</h2>",
               _table(["setting", "value"], [(k, setting_text(v)) for k, v in settings.items()], "settings"),

@@ -109,3 +109,17 @@ def summary_table_rows(summary: dict):
     for count in count_rows(summary)[1]:
         rows.append([count[0], count[1], "", "", "", "", *count[2:]])
     return header, rows
+
+
+def extreme_region_rows(regions, columns: dict, rows) -> tuple:
+    """``(header, rows)`` of the regions at ``rows`` (e.g. the best or worst by MNLL): the 1-based row, the
+    window as ``chrom:start-end`` (1-based start, as a genome browser takes it), the profile MNLL, the
+    observed total and the count loss."""
+    header = ["row", "region", "profile_mnll", "observed_counts", "count_log1p_mse"]
+    out = []
+    for row in (int(r) for r in rows):
+        where = (f"{regions.chrom[row]}:{int(regions.start[row]) + 1}-{int(regions.end[row])}"
+                 if regions.has_coordinates else "")
+        out.append([str(row + 1), where, *(display_value(float(columns[name][row]))
+                                            for name in ("profile_mnll", "observed_counts", "count_log1p_mse"))])
+    return header, out

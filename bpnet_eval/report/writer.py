@@ -7,11 +7,12 @@ import json
 from pathlib import Path
 from typing import Callable, Union
 
+from ..columns import ranked_rows
 from .files import output_unit, write_file
 from .html import render_html
 from .multiqc import MULTIQC_FILE, multiqc_content
-from .tables import REGIONS_FILE, SKIPPED_FILE, SUMMARY_JSON, SUMMARY_TSV, regions_tsv, skipped_tsv, summary_json, \
-    summary_tsv
+from .tables import REGIONS_FILE, SKIPPED_FILE, SUMMARY_JSON, SUMMARY_TSV, extreme_region_rows, regions_tsv, \
+    skipped_tsv, summary_json, summary_tsv
 
 HTML_FILE = "report.html"
 NO_FIGURES_NOTE = ("Figures were not drawn (--no-plots, or matplotlib is not installed: "
@@ -24,16 +25,32 @@ def sample_name(summary: dict, directory: Path) -> str:
     return Path(path).stem if path and not path.startswith("<") else Path(directory).resolve().name
 
 
-def write_figures_and_pages(directory: Path, summary: dict, figures: dict, report_dir=None) -> list:
+BEST_WORST_SHOWN = 10  # regions listed at each end in report.html
+
+
+def best_and_worst(result) -> dict:
+    """The best and worst regions of ``result`` by MNLL (``columns.ranked_rows``) as table rows for report.html."""
+    ranked = ranked_rows(result.columns)
+    shown = min(BEST_WORST_SHOWN, ranked.size)
+    if not shown:
+        return {}
+    return {"best": extreme_region_rows(result.regions, result.columns, ranked[:shown]),
+            "worst": extreme_region_rows(result.regions, result.columns, ranked[::-1][:shown])}
+
+
+def write_figures_and_pages(directory: Path, summary: dict, figures: dict, report_dir=None,
+                            regions: dict = None) -> list:
     """Write the figures (``{name: PNG bytes}``), ``report.html`` and ``bpnet_eval_mqc.json`` into ``directory``
     (a fresh one: no figure of an earlier run is there). ``report_dir``: the directory the report will be
-    seen as (its name titles a run of in-memory inputs; default ``directory``). Returns the names written."""
+    seen as (its name titles a run of in-memory inputs; default ``directory``); ``regions``: the best and
+    worst regions' tables (``best_and_worst``). Returns the names written."""
     for name, png in figures.items():
         write_file(directory / name, png)
     name = sample_name(summary, directory if report_dir is None else report_dir)
     write_file(directory / MULTIQC_FILE, json.dumps(multiqc_content(summary, name), indent=2,
                                                     allow_nan=False) + "\n")
-    write_file(directory / HTML_FILE, render_html(summary, figures, f"bpnet-eval report: {name}", NO_FIGURES_NOTE))
+    write_file(directory / HTML_FILE, render_html(summary, figures, f"bpnet-eval report: {name}", NO_FIGURES_NOTE,
+                                                  regions))
     return list(figures) + [MULTIQC_FILE, HTML_FILE]
 
 
@@ -52,6 +69,6 @@ def write_report(out_dir, result, figures: Union[dict, Callable[[], dict]] = Non
         for name, text in result.files.items():
             write_file(unit / name, text)
         drawn = figures() if callable(figures) else (figures or {})
-        write_figures_and_pages(unit, summary, drawn, out_dir)
+        write_figures_and_pages(unit, summary, drawn, out_dir, best_and_worst(result))
         write_file(unit / SUMMARY_JSON, summary_json(summary))
     return Path(out_dir)
