@@ -124,15 +124,19 @@ class Data:
         self.root, self.case, self.other = root, case, other
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    """A small case (60 regions) and a second predictions file for the same regions."""
-    root = tmp_path_factory.mktemp("inputs")
-    case = make_case(root, n=60, length=40, seed=11)
-    rng = np.random.default_rng(2)
+def case_and_other(root, noise_seed: int, **case_options) -> Data:
+    """A case (``make_case``) and a second predictions file for the same regions (noisier logits)."""
+    case = make_case(root, **case_options)
+    rng = np.random.default_rng(noise_seed)
     other = write_predictions(root / "other.h5", case.logits + rng.normal(0, 1, case.logits.shape).astype(np.float32),
                               case.logcounts, case.chrom, case.start, case.end)
     return Data(root, case, other)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """A small case (60 regions) and a second predictions file for the same regions."""
+    return case_and_other(tmp_path_factory.mktemp("inputs"), 2, n=60, length=40, seed=11)
 
 
 @pytest.fixture(scope="module")
@@ -156,12 +160,7 @@ def shards(data, tmp_path_factory, forked):
 @pytest.fixture(scope="module")
 def big(tmp_path_factory):
     """A case that takes a few seconds to score (for killing and overlapping runs) and its second predictions."""
-    root = tmp_path_factory.mktemp("big")
-    case = make_case(root, n=2000, length=100, seed=3)
-    rng = np.random.default_rng(5)
-    other = write_predictions(root / "other.h5", case.logits + rng.normal(0, 1, case.logits.shape).astype(np.float32),
-                              case.logcounts, case.chrom, case.start, case.end)
-    return Data(root, case, other)
+    return case_and_other(tmp_path_factory.mktemp("big"), 5, n=2000, length=100, seed=3)
 
 
 def copy_of(directory, area: Path, name="out"):
