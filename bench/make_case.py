@@ -1,22 +1,38 @@
-"""Generate the large realistic scoring case used by ``bench/run_bench.py``.
+"""Generate the large realistic scoring cases used by ``bench/run_bench.py``, one data shape each.
 
-    python bench/make_case.py OUT_DIR [--regions 100000] [--length 1000] [--seed 0]
+    python bench/make_case.py OUT_DIR [--shape chip] [--regions 100000] [--length 1000] [--seed 0]
+
+Shapes (``--shape``; ``SHAPES`` below):
+
+* ``chip`` (default): ChIP-like sparse integer 5'-end counts, a thin Poisson background plus read
+  piles around peak summits (plus strand upstream of minus); half peaks, half background windows;
+* ``peaks``: the same read piles with no background at all, and every region a peak (sparse
+  peaks only: most bases of a window are 0);
+* ``background``: a low count (1 + Poisson(0.5)) on every base of every chromosome plus the
+  peaks, stored as fixed-step sections (every base covered, no zero run left out): dense windows, on a
+  genome of a fifth of the size (windows overlap) so that the files stay tens of MB;
+* ``cage``: CAGE-like spikes: transcription start sites on one strand each, a handful of
+  positions holding tall, heavy-tailed counts (up to thousands), nothing elsewhere;
+* ``s1``: one unstranded track (ATAC/DNase-like, S = 1: ``observed.bw``, logits (N, 1, L));
+* ``input2114``: chrombpnet-style evaluation windows: the regions are a narrowPeak file of the
+  model's 2114-bp input windows around each summit (``peaks.narrowPeak``, column 10 the summit
+  offset 1057), the predictions its central 1000-bp output (``--length``); every region a peak.
 
 Writes into OUT_DIR:
 
-* ``observed.plus.bw``, ``observed.minus.bw``: ChIP-like sparse integer 5'-end counts on a few
-  chromosomes of tens of Mb (a thin Poisson background plus read piles around peak summits,
-  the plus strand shifted upstream of the minus strand), stored as merged bedGraph runs;
-* ``predictions.h5``: the native layout (``predictions/logits`` (N, 2, L) float32,
+* ``observed.plus.bw``, ``observed.minus.bw`` (``observed.bw`` for ``s1``): integer counts on a
+  few chromosomes of tens of Mb, stored as merged bedGraph runs (fixed-step for ``background``);
+* ``predictions.h5``: the native layout (``predictions/logits`` (N, S, L) float32,
   ``predictions/logcounts`` (N, 1), ``coords/coords_{chrom,start,end,peak}``), chunked along
   regions with whole trailing axes (about 2 MB per chunk), uncompressed. Logits are the log of
   a smoothed copy of the observed signal plus noise, so predictions correlate with the truth;
-* ``case.json``: what was generated.
+* ``peaks.narrowPeak`` (``input2114`` only): the regions to score with ``--regions``;
+* ``case.json``: what was generated (shape, files, the ``--regions`` file if any).
 
-Half of the regions are peaks (summit ± L/2, in the order of a score-sorted peak file, i.e.
-not by position), half are background windows in position order, as in chrombpnet's
-peaks-then-nonpeaks evaluation sets. Memory: about 16 bytes per chromosome base while
-generating (about 2 GB at the default sizes); the predictions are written in chunks.
+Peak regions (summit ± L/2) come in the order of a score-sorted peak file, i.e. not by position;
+background windows in position order, as in chrombpnet's peaks-then-nonpeaks evaluation sets.
+Memory: about 16 bytes per chromosome base while generating (about 2 GB at the default sizes);
+the predictions are written in chunks.
 """
 
 from __future__ import annotations
@@ -24,6 +40,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
@@ -34,24 +51,80 @@ CHROM_SIZES_MB = (34, 30, 26, 22)  # a few chromosomes of tens of Mb
 BACKGROUND_RATE = 0.01  # reads per base per strand away from peaks
 STRAND_SHIFT = 20  # plus-strand reads pile up this far upstream of the summit, minus downstream
 CHUNK_BYTES = 2 << 20
+INPUT_WIDTH = 2114  # the input2114 shape: chrombpnet's input window around each summit
 
 
-def chromosome_sizes(n_regions: int) -> dict:
-    """Chromosome sizes: tens of Mb at 100,000 regions, scaled down with smaller cases (at least 5%)."""
-    scale = min(1.0, max(n_regions / 100_000, 0.05))
+@dataclass(frozen=True)
+class Shape:
+    """How one bench case looks: its signal, tracks, regions and files."""
+
+    description: str
+    background_rate: float = BACKGROUND_RATE  # sparse background reads per base per strand
+    dense_background: bool = False  # 1 + Poisson(0.5) on every base, fixed-step sections
+    spikes: bool = False  # CAGE-like: a few tall positions per site, one strand per site
+    n_tracks: int = 2
+    peak_fraction: float = 0.5  # the rest are background windows
+    input_width: int = 0  # > 0: regions as a narrowPeak file of windows this wide (summit in the middle)
+    genome_scale: float = 1.0  # of the chromosome sizes (a dense track on a smaller genome stays writable)
+
+
+SHAPES = {
+    "chip": Shape("ChIP-like: sparse background + read piles at peaks; half peaks, half background windows"),
+    "peaks": Shape("sparse peaks only: read piles, no background, every region a peak",
+                   background_rate=0.0, peak_fraction=1.0),
+    "background": Shape("low background on every base of every chromosome (1 + Poisson(0.5)) + peaks",
+                        dense_background=True, genome_scale=0.2),
+    "cage": Shape("CAGE-like spikes: a few tall positions per TSS, one strand per TSS", background_rate=0.0,
+                  spikes=True),
+    "s1": Shape("one unstranded track (S = 1), ChIP/ATAC-like", n_tracks=1),
+    "input2114": Shape("narrowPeak regions of 2114-bp input windows, 1000-bp output predictions; all peaks",
+                       peak_fraction=1.0, input_width=INPUT_WIDTH),
+}
+
+
+def chromosome_sizes(n_regions: int, genome_scale: float = 1.0) -> dict:
+    """Chromosome sizes: tens of Mb at 100,000 regions, scaled down with smaller cases (at least 5%), times
+    ``genome_scale``."""
+    scale = min(1.0, max(n_regions / 100_000, 0.05)) * genome_scale
     return {f"chr{i + 1}": int(mb * 1_000_000 * scale) for i, mb in enumerate(CHROM_SIZES_MB)}
 
 
-def simulate_strands(size: int, summits: np.ndarray, rng) -> np.ndarray:
+def simulate_strands(size: int, summits: np.ndarray, rng, background_rate: float = BACKGROUND_RATE) -> np.ndarray:
     """Integer counts ``(2, size)``: background plus reads scattered around each summit."""
     counts = np.empty((2, size), dtype=np.int32)
     reads_per_peak = np.round(rng.lognormal(5.0, 1.0, len(summits))).astype(np.int64) + 10
     for strand, shift in enumerate((-STRAND_SHIFT, STRAND_SHIFT)):
         centre = np.repeat(summits + shift, reads_per_peak // 2 + strand * (reads_per_peak % 2))
         ends = np.clip(np.round(centre + rng.normal(0.0, 40.0, len(centre))).astype(np.int64), 0, size - 1)
-        background = rng.poisson(BACKGROUND_RATE * size)
+        background = rng.poisson(background_rate * size)
         ends = np.concatenate([ends, rng.integers(0, size, background)])
         counts[strand] = np.bincount(ends, minlength=size)
+    return counts
+
+
+def simulate_spikes(size: int, sites: np.ndarray, rng) -> np.ndarray:
+    """CAGE-like integer counts ``(2, size)``: each site on one strand, 1-6 positions within 30 bp of it holding
+    tall, heavy-tailed counts (lognormal, median ~50, up to thousands); zero elsewhere."""
+    counts = np.zeros((2, size), dtype=np.int32)
+    per_site = rng.integers(1, 7, len(sites))
+    site = np.repeat(np.arange(len(sites)), per_site)
+    position = np.clip(sites[site] + rng.integers(-30, 31, len(site)), 0, size - 1)
+    strand = rng.integers(0, 2, len(sites))[site]
+    height = np.minimum(np.round(rng.lognormal(4.0, 1.5, len(site))), 50_000).astype(np.int32) + 1
+    np.add.at(counts, (strand, position), height)
+    return counts
+
+
+def simulate(shape: Shape, size: int, summits: np.ndarray, rng) -> np.ndarray:
+    """Integer counts ``(S, size)`` of one chromosome in ``shape``."""
+    if shape.spikes:
+        counts = simulate_spikes(size, summits, rng)
+    else:
+        counts = simulate_strands(size, summits, rng, shape.background_rate)
+    if shape.dense_background:
+        counts += (1 + rng.poisson(0.5, counts.shape)).astype(np.int32)
+    if shape.n_tracks == 1:
+        counts = counts.sum(axis=0, keepdims=True)
     return counts
 
 
@@ -68,12 +141,21 @@ def smoothed(counts: np.ndarray, half_width: int = 25) -> np.ndarray:
     return out
 
 
-def write_strand_bigwig(path: Path, sizes: dict, counts_by_chrom: dict, strand: int) -> None:
-    """One strand as a bigWig of merged runs of equal nonzero values (zeros left uncovered)."""
+FIXED_STEP_SECTION = 1 << 20  # bases per addEntries call of a fixed-step track
+
+
+def write_strand_bigwig(path: Path, sizes: dict, counts_by_chrom: dict, strand: int, every_base: bool = False) -> None:
+    """One strand as a bigWig of merged runs of equal nonzero values (zeros left uncovered), or with
+    ``every_base`` as fixed-step sections of span 1 covering every base."""
     with pyBigWig.open(str(path), "w") as bw:
         bw.addHeader(list(sizes.items()), maxZooms=4)
         for chrom in sizes:
             values = counts_by_chrom[chrom][strand]
+            if every_base:
+                for a in range(0, len(values), FIXED_STEP_SECTION):
+                    bw.addEntries(chrom, a, values=values[a:a + FIXED_STEP_SECTION].astype(np.float64).tolist(),
+                                  span=1, step=1)
+                continue
             where = np.flatnonzero(values)
             if not len(where):
                 continue
@@ -87,12 +169,14 @@ def write_strand_bigwig(path: Path, sizes: dict, counts_by_chrom: dict, strand: 
                           values=values[starts].astype(np.float64).tolist())
 
 
-def choose_regions(sizes: dict, summits: dict, n_regions: int, length: int, rng):
-    """Half peaks (summit ± L/2, score order), half background windows (position order)."""
-    n_peaks = n_regions // 2
+def choose_regions(sizes: dict, summits: dict, n_regions: int, length: int, rng, peak_fraction: float = 0.5,
+                   margin: int = 0):
+    """Peaks (summit ± L/2, score order), then background windows (position order); ``margin`` bases kept free
+    on both sides of a peak window (a wider input window must fit in the chromosome)."""
+    n_peaks = int(round(n_regions * peak_fraction))
     peak_chrom, peak_start = [], []
     for chrom, points in summits.items():
-        ok = points[(points - length // 2 >= 0) & (points - length // 2 + length <= sizes[chrom])]
+        ok = points[(points - length // 2 - margin >= 0) & (points - length // 2 + length + margin <= sizes[chrom])]
         peak_chrom += [chrom] * len(ok)
         peak_start.append(ok - length // 2)
     peak_chrom = np.array(peak_chrom, dtype=object)
@@ -113,17 +197,18 @@ def write_predictions(path: Path, chrom, start, peak, length: int, counts_by_chr
                       smooth_by_chrom: dict, rng) -> int:
     """The native HDF5 layout, written chunk by chunk; returns the chunk size along regions."""
     n = len(start)
-    chunk_regions = max(1, min(n, CHUNK_BYTES // (2 * length * 4)))
+    tracks = next(iter(counts_by_chrom.values())).shape[0]
+    chunk_regions = max(1, min(n, CHUNK_BYTES // (tracks * length * 4)))
     offsets = np.arange(length)
     with h5py.File(path, "w") as h5:
-        logits_ds = h5.create_dataset("predictions/logits", shape=(n, 2, length), dtype=np.float32,
-                                      chunks=(chunk_regions, 2, length))
+        logits_ds = h5.create_dataset("predictions/logits", shape=(n, tracks, length), dtype=np.float32,
+                                      chunks=(chunk_regions, tracks, length))
         logcounts_ds = h5.create_dataset("predictions/logcounts", shape=(n, 1), dtype=np.float32,
                                          chunks=(min(n, 65536), 1))
         for i in range(0, n, chunk_regions):
             j = min(n, i + chunk_regions)
-            observed = np.empty((j - i, 2, length), np.float32)
-            profile = np.empty((j - i, 2, length), np.float32)
+            observed = np.empty((j - i, tracks, length), np.float32)
+            profile = np.empty((j - i, tracks, length), np.float32)
             for r in range(i, j):
                 window = start[r] + offsets
                 observed[r - i] = counts_by_chrom[chrom[r]][:, window]
@@ -140,44 +225,71 @@ def write_predictions(path: Path, chrom, start, peak, length: int, counts_by_chr
     return chunk_regions
 
 
-def make_case(out_dir, n_regions: int = 100_000, length: int = 1000, seed: int = 0, quiet: bool = False) -> dict:
-    """Write the case into ``out_dir``; return its description (also saved as ``case.json``)."""
+def write_narrowpeak(path: Path, chrom, start, length: int, input_width: int) -> None:
+    """The regions as a narrowPeak file of ``input_width``-bp windows whose summit (column 10) is the centre of
+    the ``length``-bp window at ``start``, in region order (scores descending, as a score-sorted peak file)."""
+    summit_offset = input_width // 2
+    left = np.asarray(start) + length // 2 - summit_offset
+    with open(path, "w") as handle:
+        for k, (c, a) in enumerate(zip(chrom, left.tolist())):
+            handle.write(f"{c}\t{a}\t{a + input_width}\tpeak{k}\t{1000 - k * 1000 // len(left)}\t.\t"
+                         f"10.0\t8.0\t6.0\t{summit_offset}\n")
+
+
+def truth_names(n_tracks: int) -> list:
+    """The observed bigWig files of a case with ``n_tracks`` tracks."""
+    return ["observed.bw"] if n_tracks == 1 else ["observed.plus.bw", "observed.minus.bw"]
+
+
+def make_case(out_dir, n_regions: int = 100_000, length: int = 1000, seed: int = 0, quiet: bool = False,
+              shape: str = "chip") -> dict:
+    """Write the case of ``shape`` into ``out_dir``; return its description (also saved as ``case.json``)."""
+    kind = SHAPES[shape]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     began = time.perf_counter()
-    sizes = chromosome_sizes(n_regions)
+    sizes = chromosome_sizes(n_regions, kind.genome_scale)
     genome = sum(sizes.values())
     n_summits = int(n_regions * 0.6) + 10
+    margin = max(0, kind.input_width - length) // 2 + 1
     summits, counts, smooth = {}, {}, {}
     for chrom, size in sizes.items():
         k = max(2, int(round(n_summits * size / genome)))
-        summits[chrom] = np.sort(rng.integers(length, size - length, k))
-        counts[chrom] = simulate_strands(size, summits[chrom], rng)
+        summits[chrom] = np.sort(rng.integers(length + margin, size - length - margin, k))
+        counts[chrom] = simulate(kind, size, summits[chrom], rng)
         smooth[chrom] = smoothed(counts[chrom])
-    for strand, name in enumerate(("plus", "minus")):
-        write_strand_bigwig(out / f"observed.{name}.bw", sizes, counts, strand)
-    chrom, start, peak = choose_regions(sizes, summits, n_regions, length, rng)
+    truth = truth_names(kind.n_tracks)
+    for strand, name in enumerate(truth):
+        write_strand_bigwig(out / name, sizes, counts, strand, every_base=kind.dense_background)
+    chrom, start, peak = choose_regions(sizes, summits, n_regions, length, rng, kind.peak_fraction,
+                                        margin if kind.input_width else 0)
     chunk = write_predictions(out / "predictions.h5", chrom, start, peak, length, counts, smooth, rng)
-    description = {"n_regions": n_regions, "length": length, "n_tracks": 2, "seed": seed,
-                   "chrom_sizes": sizes, "predictions_chunk_regions": chunk,
-                   "files": {"predictions": "predictions.h5", "truth": ["observed.plus.bw", "observed.minus.bw"]},
+    files = {"predictions": "predictions.h5", "truth": truth}
+    if kind.input_width:
+        write_narrowpeak(out / "peaks.narrowPeak", chrom, start, length, kind.input_width)
+        files["regions"] = "peaks.narrowPeak"
+    description = {"shape": shape, "shape_description": kind.description, "n_regions": n_regions,
+                   "length": length, "n_tracks": kind.n_tracks, "seed": seed, "chrom_sizes": sizes,
+                   "predictions_chunk_regions": chunk, "files": files,
                    "generation_s": round(time.perf_counter() - began, 1)}
     (out / "case.json").write_text(json.dumps(description, indent=2) + "\n")
     if not quiet:
-        print(f"made {out}: {n_regions} regions, L = {length}, {len(sizes)} chromosomes "
-              f"({genome / 1e6:.0f} Mb) in {description['generation_s']} s")
+        print(f"made {out}: {shape}, {n_regions} regions, S = {kind.n_tracks}, L = {length}, {len(sizes)} "
+              f"chromosomes ({genome / 1e6:.0f} Mb) in {description['generation_s']} s")
     return description
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out_dir", type=Path)
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="chip",
+                        help="; ".join(f"{name}: {s.description}" for name, s in SHAPES.items()))
     parser.add_argument("--regions", type=int, default=100_000)
     parser.add_argument("--length", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    make_case(args.out_dir, args.regions, args.length, args.seed)
+    make_case(args.out_dir, args.regions, args.length, args.seed, shape=args.shape)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,11 @@
-"""The evaluation code users write today, for the benchmark's ``naive`` stage.
+"""The evaluation code users write today, for the benchmark's ``naive_seed`` and ``naive`` stages.
 
 A bpnet-lite-equivalent transcription (torch, float32 as bpnet-lite runs it) of the seed
-losses (``bpnetlite.losses``) and of ``bpnetlite.performance.calculate_performance_measures``:
-per-strand profile MNLL, JSD, Pearson and Spearman per region, and count Pearson, Spearman
-and MSE across regions. Written from the published definitions (see
+losses (``bpnetlite.losses``: ``seed_losses``) and of
+``bpnetlite.performance.calculate_performance_measures`` (``bpnet_lite_measures``): per-strand
+profile MNLL, JSD, Pearson and Spearman per region, and count Pearson, Spearman and MSE across
+regions (``count_measures``). ``naive_seed`` computes the seed losses and the count statistics
+only; ``naive`` adds the per-strand measures. Written from the published definitions (see
 ``../shared/docs/reference.md``); it does not import bpnet-eval.
 """
 

@@ -1,25 +1,33 @@
-"""Benchmark: ``bpnet-eval score`` against the read-only floor, the compute alone and the
-pipeline users write today, on the same files, each in its own process.
+"""Benchmark: ``bpnet-eval score`` against the read-only floors, the compute alone and the
+pipelines users write today, on the same files, each in its own process, per data shape.
 
-    python bench/run_bench.py                      # generate the 100k case in a temp dir, run all
+    python bench/run_bench.py                      # generate the 100k chip case in a temp dir, run all
     python bench/run_bench.py --case DIR           # reuse a case made by bench/make_case.py
-    python bench/run_bench.py --case DIR --repeat 3  # median of 3 runs per stage (the naive one runs once)
+    python bench/run_bench.py --case DIR --repeat 3  # median of 3 runs per stage (the naive ones run once)
     python bench/run_bench.py --regions 20000      # a smaller case
-    python bench/run_bench.py --naive-regions 20000  # time the naive pipeline on the first
+    python bench/run_bench.py --naive-regions 20000  # time the naive pipelines on the first
                                                      # 20000 regions and extrapolate linearly
+    python bench/run_bench.py --cases ROOT --shapes all  # every shape of make_case.py, each case in
+                                                     # ROOT/<shape> (made there when missing), one
+                                                     # table each and a summary table at the end
 
 Stages (every stage is a fresh subprocess; wall time includes interpreter start and imports,
-peak RSS is the child's ``ru_maxrss``):
+peak RSS is the largest ``ru_maxrss`` of the stage's processes):
 
 * ``score``: the installed ``bpnet-eval score`` CLI end to end (reads, computes, writes the report,
   with its default figures); ``score_no_plots``: the same with ``--no-plots``;
-* ``floor``: reading the same windows and nothing else: ``BigWigReader.read`` per batch and
-  strand, and the predictions' logits and log counts from the HDF5 in the same batches;
+* ``floor``: reading the same windows and nothing else, in one process: ``BigWigReader.read`` per
+  batch and track, and the predictions' logits and log counts from the HDF5 in the same batches;
+* ``floor_parallel``: the same reads split batch by batch over as many processes as ``score``
+  runs (its main process plus its default reading processes), forked at the start;
 * ``compute``: the per-batch computation ``score`` runs (``compute.BatchComputer``), on batches
   read once and held in memory, repeated to cover N regions;
-* ``naive``: what users write today: pyBigWig ``values`` per region per strand, then
-  bpnet-lite-equivalent torch code (written here) in batches of 200: the seed losses (joint
-  MNLL, log1p MSE, mixture loss) and the seven ``calculate_performance_measures`` columns.
+* ``naive_seed``: the pipeline a user writes for the seed losses: pyBigWig ``values`` per region
+  and track, then bpnet-lite's ``MNLLLoss`` of the joint ``log_softmax``, ``log1pMSELoss`` and the
+  mixture loss in torch (batches of 200), and count Pearson, Spearman and MSE across regions
+  (``bench/naive.py``);
+* ``naive``: the same loop plus the seven ``calculate_performance_measures`` columns (the heavier
+  reference; ``--no-heavy-naive`` leaves it out).
 
 Prints a table and the ratios the targets are stated in; ``--json FILE`` saves the numbers.
 """
@@ -47,13 +55,24 @@ NAIVE_BATCH = 200
 
 
 # --------------------------------------------------------------------------- stages (children)
+def narrowpeak_windows(path: Path, length: int, n: int):
+    """Chromosome, start and end of the first ``n`` windows ``start + summit - L//2 .. + L`` of a narrowPeak file."""
+    rows = [line.split("\t") for line in path.read_text().splitlines()[:n]]
+    chrom = np.array([r[0] for r in rows], dtype=object)
+    start = np.array([int(r[1]) + int(r[9]) - length // 2 for r in rows], dtype=np.int64)
+    return chrom, start, start + length
+
+
 def load_case(case_dir: Path, n: int):
-    """Paths and the first ``n`` stored windows of a generated case."""
+    """Paths and the first ``n`` windows of a generated case (from its ``--regions`` file when it has one)."""
     import h5py
 
     description = json.loads((case_dir / "case.json").read_text())
     predictions = case_dir / description["files"]["predictions"]
     truth = [case_dir / name for name in description["files"]["truth"]]
+    if description["files"].get("regions"):
+        chrom, start, end = narrowpeak_windows(case_dir / description["files"]["regions"], description["length"], n)
+        return predictions, truth, chrom, start, end
     with h5py.File(predictions, "r") as h5:
         chrom = np.array([c.decode() if isinstance(c, bytes) else c for c in h5["coords/coords_chrom"][:n]],
                          dtype=object)
@@ -62,24 +81,56 @@ def load_case(case_dir: Path, n: int):
     return predictions, truth, chrom, start, end
 
 
-def stage_floor(case_dir: Path, n: int, batch_size: int) -> dict:
-    """Read every window from the bigWigs (BigWigReader) and the HDF5, batch by batch; nothing else."""
+def read_batches(predictions, truth, chrom, start, end, bounds) -> float:
+    """Read the windows and predictions of the batches ``bounds`` (``[(i, j), ...]``); a checksum."""
     import h5py
 
     from bpnet_eval.sources.bigwig import BigWigReader
 
-    predictions, truth, chrom, start, end = load_case(case_dir, n)
-    began = time.perf_counter()
     readers = [BigWigReader(str(p)) for p in truth]
     checksum = 0.0
     with h5py.File(predictions, "r") as h5:
         logits, logcounts = h5["predictions/logits"], h5["predictions/logcounts"]
-        for i in range(0, n, batch_size):
-            j = min(n, i + batch_size)
+        for i, j in bounds:
             checksum += float(logits[i:j][:, 0, 0].sum()) + float(logcounts[i:j].sum())
             for reader in readers:
                 checksum += float(reader.read(chrom[i:j], start[i:j], end[i:j])[:, 0].sum())
-    return {"seconds": time.perf_counter() - began, "regions": n, "checksum": checksum}
+    return checksum
+
+
+def score_processes(n: int, batch_size: int) -> int:
+    """The processes ``score`` reads and computes with by default: its main process and its reading processes."""
+    from bpnet_eval.inputs import batch_bounds, default_read_workers
+
+    return 1 + default_read_workers(len(batch_bounds(0, n, batch_size)))
+
+
+def stage_floor(case_dir: Path, n: int, batch_size: int, processes: int = 1) -> dict:
+    """Read every window from the bigWigs (BigWigReader) and the HDF5, batch by batch, nothing else; the batches
+    dealt round-robin to ``processes`` processes (forked here, before any file is opened)."""
+    from bpnet_eval.inputs import batch_bounds
+
+    predictions, truth, chrom, start, end = load_case(case_dir, n)
+    began = time.perf_counter()
+    bounds = batch_bounds(0, n, batch_size)
+    children = []
+    for k in range(1, processes):
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # a reading process: its share, the checksum through the pipe
+            os.close(read_end)
+            os.write(write_end, repr(read_batches(predictions, truth, chrom, start, end, bounds[k::processes])).encode())
+            os._exit(0)
+        os.close(write_end)
+        children.append((pid, read_end))
+    checksum = read_batches(predictions, truth, chrom, start, end, bounds[0::processes])
+    for pid, read_end in children:
+        with os.fdopen(read_end) as pipe:
+            checksum += float(pipe.read())
+        _, status = os.waitpid(pid, 0)
+        if status != 0:
+            raise SystemExit(f"a reading process failed (status {status})")
+    return {"seconds": time.perf_counter() - began, "regions": n, "processes": processes, "checksum": checksum}
 
 
 def stage_compute(case_dir: Path, n: int, batch_size: int, device: str, held_batches: int = 8) -> dict:
@@ -92,13 +143,14 @@ def stage_compute(case_dir: Path, n: int, batch_size: int, device: str, held_bat
 
     predictions, truth, chrom, start, end = load_case(case_dir, min(n, held_batches * batch_size))
     readers = [BigWigReader(str(p)) for p in truth]
+    track_names = ["plus", "minus"] if len(truth) == 2 else [f"track{s}" for s in range(len(truth))]
     batches = []
     with h5py.File(predictions, "r") as h5:
         for i in range(0, len(start), batch_size):
             j = min(len(start), i + batch_size)
             observed = np.stack([r.read(chrom[i:j], start[i:j], end[i:j]) for r in readers], axis=1)
             batches.append((h5["predictions/logits"][i:j], h5["predictions/logcounts"][i:j], observed))
-    computer = BatchComputer(count_loss_weight=1.0, track_names=["plus", "minus"], device=device)
+    computer = BatchComputer(count_loss_weight=1.0, track_names=track_names, device=device)
     done, k = 0, 0
     began = time.perf_counter()
     with torch.inference_mode():
@@ -113,8 +165,9 @@ def stage_compute(case_dir: Path, n: int, batch_size: int, device: str, held_bat
     return {"seconds": time.perf_counter() - began, "regions": n, "held_batches": len(batches)}
 
 
-def stage_naive(case_dir: Path, n: int) -> dict:
-    """pyBigWig per region and strand + bpnet-lite-equivalent torch metrics in batches of 200."""
+def stage_naive(case_dir: Path, n: int, heavy: bool = True) -> dict:
+    """pyBigWig per region and strand + bpnet-lite-equivalent torch code in batches of 200: the seed losses and the
+    count statistics, and with ``heavy`` the seven ``calculate_performance_measures`` columns too."""
     import h5py
     import pyBigWig
     import torch
@@ -136,7 +189,8 @@ def stage_naive(case_dir: Path, n: int) -> dict:
             logcounts = torch.tensor(h5["predictions/logcounts"][i:j])
             true_counts = torch.tensor(observed)
             columns = seed_losses(true_counts, logits, logcounts)
-            columns.update(bpnet_lite_measures(torch.log_softmax(logits, dim=-1), true_counts))
+            if heavy:
+                columns.update(bpnet_lite_measures(torch.log_softmax(logits, dim=-1), true_counts))
             per_region.append({k: v.numpy() for k, v in columns.items()})
             logcounts_all.append(logcounts)
             totals_all.append(true_counts.sum(dim=(1, 2)))
@@ -207,68 +261,104 @@ def machine() -> str:
             f"Python {platform.python_version()}, torch {torch.__version__}")
 
 
+NAIVE_STAGES = ("naive_seed", "naive")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--case", type=Path, help="a case directory from bench/make_case.py "
                                                   "(default: generate one in a temporary directory)")
+    parser.add_argument("--cases", type=Path, help="with --shapes: a directory holding one case per shape "
+                                                   "(ROOT/<shape>, made there when missing)")
+    parser.add_argument("--shapes", default="chip", help="with --cases: comma-separated shapes of "
+                                                         "bench/make_case.py, or 'all'")
     parser.add_argument("--regions", type=int, default=100_000, help="regions to generate / score")
     parser.add_argument("--naive-regions", type=int, default=None,
-                        help="time the naive pipeline on the first K regions only and extrapolate linearly")
+                        help="time the naive pipelines on the first K regions only and extrapolate linearly")
+    parser.add_argument("--no-heavy-naive", action="store_true",
+                        help="leave out the heavier naive pipeline (seed losses + performance measures)")
     parser.add_argument("--batch-size", type=int, default=1024, help="regions per batch (score, floor, compute)")
     parser.add_argument("--device", default="cpu", help="device for score and the compute stage")
-    parser.add_argument("--repeat", type=int, default=1, help="run each stage but the naive one this many times "
+    parser.add_argument("--repeat", type=int, default=1, help="run each stage but the naive ones this many times "
                                                               "and report the median wall time (highest peak RSS)")
     parser.add_argument("--json", type=Path, help="also write the numbers here")
-    parser.add_argument("--stage", choices=("floor", "compute", "naive"), help=argparse.SUPPRESS)
+    parser.add_argument("--stage", choices=("floor", "floor_parallel", "compute", *NAIVE_STAGES),
+                        help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.stage:
         n = args.regions
         result = {"floor": lambda: stage_floor(args.case, n, args.batch_size),
+                  "floor_parallel": lambda: stage_floor(args.case, n, args.batch_size,
+                                                        score_processes(n, args.batch_size)),
                   "compute": lambda: stage_compute(args.case, n, args.batch_size, args.device),
+                  "naive_seed": lambda: stage_naive(args.case, n, heavy=False),
                   "naive": lambda: stage_naive(args.case, n)}[args.stage]()
         print(json.dumps(result))
         return
 
+    from make_case import SHAPES, make_case
+
+    if args.cases is not None:
+        shapes = list(SHAPES) if args.shapes == "all" else args.shapes.split(",")
+        unknown = [shape for shape in shapes if shape not in SHAPES]
+        if unknown:
+            raise SystemExit(f"--shapes: unknown {', '.join(unknown)}; choose from {', '.join(SHAPES)} or all")
+        saved = {}
+        for shape in shapes:
+            args.case = args.cases / shape
+            if not (args.case / "case.json").exists():
+                make_case(args.case, args.regions, shape=shape)
+            saved[shape] = report(args)
+        print_shape_table(saved)
+        if args.json:
+            args.json.write_text(json.dumps(saved, indent=2) + "\n")
+        return
     temporary = None
     if args.case is None:
-        from make_case import make_case
-
         temporary = tempfile.mkdtemp(prefix="bpnet-eval-bench-")
         args.case = Path(temporary) / "case"
         make_case(args.case, args.regions)
     try:
-        report(args)
+        saved = report(args)
+        if args.json:
+            args.json.write_text(json.dumps(saved, indent=2) + "\n")
     finally:
         if temporary:
             shutil.rmtree(temporary, ignore_errors=True)
 
 
-def report(args) -> None:
+def report(args) -> dict:
+    """Run every stage on ``args.case``; print its table and ratios; return the numbers."""
     description = json.loads((args.case / "case.json").read_text())
     n = min(args.regions, description["n_regions"])
     if n != description["n_regions"]:
         raise SystemExit(f"--regions {args.regions}: the case holds {description['n_regions']} regions; "
                          "score runs on whole files, so give the case's size or make a new case")
     naive_n = min(n, args.naive_regions or n)
+    shape = description.get("shape", "chip")
     print(f"machine: {machine()}")
-    print(f"case: {args.case} ({n} regions, {description['n_tracks']} strands, L = {description['length']}, "
+    print(f"case: {args.case} ({shape}: {n} regions, {description['n_tracks']} track(s), L = {description['length']}, "
           f"chunk {description['predictions_chunk_regions']} regions); batch size {args.batch_size}, "
           f"device {args.device}", flush=True)
 
     cli = Path(sys.executable).parent / "bpnet-eval"
     out_dir = Path(tempfile.mkdtemp(prefix="bpnet-eval-bench-report-"))
+    naive_stages = NAIVE_STAGES[:1] if args.no_heavy_naive else NAIVE_STAGES
     try:
         files = [str(args.case / description["files"]["predictions"])] + \
                 [str(args.case / t) for t in description["files"]["truth"]]
+        if description["files"].get("regions"):
+            files += ["--regions", str(args.case / description["files"]["regions"])]
         results = {}
         for stage, extra in (("score", []), ("score_no_plots", ["--no-plots"])):
             command = [str(cli), "score", *files, "--out", str(out_dir / stage), "--quiet", "--device", args.device,
                        "--batch-size", str(args.batch_size), *extra]
             results[stage] = median_run([run_measured(command) for _ in range(args.repeat)])
             print(f"  {stage} done in {results[stage]['wall_s']:.1f} s{repeats(results[stage])}", flush=True)
-        for stage, count in (("floor", n), ("compute", n), ("naive", naive_n)):
-            runs = args.repeat if stage != "naive" else 1
+        stages = [("floor", n), ("floor_parallel", n), ("compute", n)] + [(name, naive_n) for name in naive_stages]
+        for stage, count in stages:
+            runs = 1 if stage in NAIVE_STAGES else args.repeat
             results[stage] = median_run([child_stage(stage, args, count) for _ in range(runs)])
             print(f"  {stage} done in {results[stage]['wall_s']:.1f} s{repeats(results[stage])}", flush=True)
     finally:
@@ -276,27 +366,48 @@ def report(args) -> None:
 
     scale = n / naive_n
     # extrapolate the in-process time only; interpreter start and imports happen once
-    naive_wall = results["naive"]["wall_s"] + (scale - 1) * results["naive"]["seconds"]
+    walls = {stage: r["wall_s"] + (scale - 1) * r["seconds"] if stage in NAIVE_STAGES else r["wall_s"]
+             for stage, r in results.items()}
+    processes = results["floor_parallel"]["processes"]
     print()
     print(f"{'stage':15s} {'wall s':>9s} {'in-process s':>13s} {'regions/s':>11s} {'peak RSS MB':>12s}")
     for stage, result in results.items():
-        wall = naive_wall if stage == "naive" else result["wall_s"]
-        inner = result.get("seconds", float("nan")) * (scale if stage == "naive" else 1)
-        note = f"  (measured on {naive_n} regions, x{scale:.2f})" if stage == "naive" and scale != 1 else ""
-        print(f"{stage:15s} {wall:9.2f} {inner:13.2f} {n / wall:11,.0f} {result['peak_rss_mb']:12.0f}{note}")
-    ratios = {"naive / score (target >= 10)": naive_wall / results["score"]["wall_s"],
-              "score / floor (target <= 1.5)": results["score"]["wall_s"] / results["floor"]["wall_s"],
-              "score --no-plots / floor": results["score_no_plots"]["wall_s"] / results["floor"]["wall_s"],
-              "compute / floor": results["compute"]["wall_s"] / results["floor"]["wall_s"]}
+        naive = stage in NAIVE_STAGES
+        inner = result.get("seconds", float("nan")) * (scale if naive else 1)
+        note = f"  (measured on {naive_n} regions, x{scale:.2f})" if naive and scale != 1 else ""
+        note += f"  ({processes} processes)" if stage == "floor_parallel" else ""
+        print(f"{stage:15s} {walls[stage]:9.2f} {inner:13.2f} {n / walls[stage]:11,.0f} "
+              f"{result['peak_rss_mb']:12.0f}{note}")
+    ratios = {"naive_seed / score (target >= 10)": walls["naive_seed"] / walls["score"],
+              "score / floor_parallel (target <= 1.5)": walls["score"] / walls["floor_parallel"],
+              "score / floor (one process)": walls["score"] / walls["floor"],
+              "score --no-plots / floor_parallel": walls["score_no_plots"] / walls["floor_parallel"],
+              "compute / floor": walls["compute"] / walls["floor"]}
+    if "naive" in walls:
+        ratios["naive (+ performance measures) / score"] = walls["naive"] / walls["score"]
     print()
     for label, value in ratios.items():
-        print(f"{label:32s} {value:6.2f}")
-    print(f"{'score peak RSS (target < 1024 MB)':32s} {results['score']['peak_rss_mb']:6.0f} MB")
-    if args.json:
-        saved = {"machine": machine(), "regions": n, "naive_regions": naive_n, "batch_size": args.batch_size,
-                 "device": args.device, "ratios": ratios,
-                 "stages": {k: {key: v for key, v in r.items() if key not in ("stderr",)} for k, r in results.items()}}
-        args.json.write_text(json.dumps(saved, indent=2) + "\n")
+        print(f"{label:40s} {value:6.2f}")
+    print(f"{'score peak RSS (target < 1024 MB)':40s} {results['score']['peak_rss_mb']:6.0f} MB")
+    print(flush=True)
+    return {"machine": machine(), "shape": shape, "case": description, "regions": n, "naive_regions": naive_n,
+            "batch_size": args.batch_size, "device": args.device, "ratios": ratios, "walls_s": walls,
+            "stages": {k: {key: v for key, v in r.items() if key not in ("stderr",)} for k, r in results.items()}}
+
+
+def print_shape_table(saved: dict) -> None:
+    """One row per shape: the ratios the targets are stated in and the peak RSS (markdown)."""
+    print("| shape | S | L | score s | naive seed s | naive seed / score | floor ×P s | score / floor ×P "
+          "| floor ×1 s | peak RSS MB |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for shape, r in saved.items():
+        walls, case = r["walls_s"], r["case"]
+        processes = r["stages"]["floor_parallel"]["processes"]
+        length = f"{case['length']}" + (" (2114 in)" if case["files"].get("regions") else "")
+        print(f"| {shape} | {case['n_tracks']} | {length} | {walls['score']:.2f} | {walls['naive_seed']:.2f} "
+              f"| **{walls['naive_seed'] / walls['score']:.1f}×** | {walls['floor_parallel']:.2f} (×{processes}) "
+              f"| **{walls['score'] / walls['floor_parallel']:.2f}** | {walls['floor']:.2f} "
+              f"| {r['stages']['score']['peak_rss_mb']:.0f} |")
 
 
 if __name__ == "__main__":
