@@ -16,6 +16,7 @@ from rich.table import Table
 
 from .directions import better_direction
 from .errors import InputError, UsageError
+from .groups import GROUP_PREFIX
 from .report.files import MARKER, is_output, output_unit, write_file
 from .report.tables import REGIONS_FILE, SUMMARY_JSON, display_value, format_value
 
@@ -63,7 +64,7 @@ def read_region_table(report_dir) -> RegionTable:
     coordinates = {name: np.array(fields[header.index(name)], dtype=str) for name in COORDINATES}
     columns = {}
     for k, name in enumerate(header):
-        if name in NON_METRIC_FIELDS:
+        if name in NON_METRIC_FIELDS or name.startswith(GROUP_PREFIX):  # region groups: labels, not metrics
             continue
         try:
             columns[name] = np.array([float(v) for v in fields[k]], dtype=np.float64)

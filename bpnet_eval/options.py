@@ -201,6 +201,8 @@ class ScoreOptions:
         Gaussian smoothing of the profiles compared by the shape metrics.
     seed : int
         Seed of the shuffled baselines.
+    groups : sequence of str
+        Region group files (``bpnet_eval.groups``): every summary also per group of each grouping they give.
     """
 
     count_loss_weight: float = 1.0
@@ -212,8 +214,12 @@ class ScoreOptions:
     smooth_sigma: float = 7.0
     smooth_width: int = 81
     seed: int = 0
+    groups: Tuple[str, ...] = ()
 
     def __post_init__(self):
+        groups = (self.groups,) if isinstance(self.groups, (str, bytes)) or hasattr(self.groups, "__fspath__") \
+            else tuple(self.groups or ())
+        _set(self, groups=tuple(str(path) for path in groups))
         _set(self, dtype=_choice(self.dtype, Dtype, "--dtype must be float32 or float64, not '{value}'"),
              smooth=_choice(self.smooth, Smooth, "--smooth must be one of {choices}, not '{value}'"),
              preset=_choice(self.preset, Preset, "--preset must be one of {choices}, not '{value}'"),

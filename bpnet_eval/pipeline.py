@@ -14,6 +14,7 @@ import numpy as np
 from . import __version__
 from .errors import BpnetEvalError, UsageError
 from .examples import example_regions
+from .groups import read_all_groups
 from .inputs import Inputs, iter_batches, open_inputs, open_sources
 from .options import Job, ReadOptions, RunOptions, ScoreOptions, split_options
 from .presets import MetricPlan, preset_files
@@ -35,6 +36,8 @@ class ScoreResult:
     files: dict = field(default_factory=dict)
     # The example regions of the figures (``examples.example_regions``), None when there are none.
     examples: Optional[dict] = None
+    # Region groups from ``--groups`` files (``groups.Grouping``, over every region in input order).
+    groupings: list = field(default_factory=list)
     # Scoring one shard (``Job.rows``): what ``shards.merge`` needs to finish the report; ``summary`` is None.
     partial: Optional[dict] = None
 
@@ -45,13 +48,14 @@ def default_track_names(n_tracks: int) -> list:
 
 
 def summarize_scores(columns: dict, table: Regions, findings: Findings, settings: dict, inputs: dict,
-                     plan: MetricPlan, track_names, pooled_auprc=None):
-    """``(summary, preset files)`` from every region's columns (input order) and the validation findings."""
+                     plan: MetricPlan, track_names, pooled_auprc=None, groupings=()):
+    """``(summary, preset files)`` from every region's columns (input order), the validation findings and the
+    region groupings (over every region; summarised over the scored ones)."""
     outcome = findings.report(table)
     scored = ~findings.skip_mask(len(table))
     kept = {name: values[scored] for name, values in columns.items()}
     scored_peak = None if table.peak is None else table.peak[scored]
-    summary = summarize(kept, scored_peak, settings, inputs)
+    summary = summarize(kept, scored_peak, settings, inputs, [g.subset(scored) for g in groupings])
     summary.update(outcome)
     if pooled_auprc is not None:
         summary["profile_auprc"] = pooled_auprc.result()
@@ -84,6 +88,7 @@ def score_inputs(inputs: Inputs, scoring: ScoreOptions, run: RunOptions,
     torch_device = resolve_device(run.device)
     plan = scoring.plan
     preds, table, truth_source, findings = inputs.preds, inputs.regions, inputs.truth, inputs.findings
+    groupings = read_all_groups(scoring.groups, table, preds.n)  # before any batch: a bad file stops at once
     names = list(scoring.track_names) if scoring.track_names else default_track_names(preds.n_tracks)
     if len(names) != preds.n_tracks:
         raise UsageError(f"--track-names gives {len(names)} name(s) for {preds.n_tracks} track(s)")
@@ -127,8 +132,9 @@ def score_inputs(inputs: Inputs, scoring: ScoreOptions, run: RunOptions,
                          "non_integer": screen.non_integer, "settings": settings, "inputs": sources}
         return ScoreResult(table.subset(slice(start, stop)), columns, None, names, partial=partial_state)
     summary, files = summarize_scores(columns, table, findings, settings, sources, plan, names,
-                                      computer.pooled_auprc)
-    return ScoreResult(table, columns, summary, names, files, example_regions(columns, table, inputs.read_rows))
+                                      computer.pooled_auprc, groupings)
+    return ScoreResult(table, columns, summary, names, files, example_regions(columns, table, inputs.read_rows),
+                       groupings=groupings)
 
 
 def run_job(job: Job, progress: Optional[Callable[[int, int], None]] = None) -> ScoreResult:

@@ -33,6 +33,7 @@ import numpy as np
 from . import __version__
 from .errors import InputError, UsageError
 from .examples import example_regions
+from .groups import read_all_groups
 from .inputs import read_rows
 from .options import Job, Policies, ReadOptions, RunOptions, ScoreOptions
 from .pipeline import ScoreResult, run_job, summarize_scores
@@ -320,7 +321,8 @@ def merge(directories: Sequence, examples: bool = True) -> ScoreResult:
                     np.concatenate([a["_start"] for a in filled]), np.concatenate([a["_end"] for a in filled]),
                     peak, first["regions_source"])
     job = job_of(first)
+    groupings = read_all_groups(job.scoring.groups, table, len(table))
     summary, files = summarize_scores(columns, table, merged_findings(partials), first["settings"], first["inputs"],
-                                      job.scoring.plan, first["track_names"])
+                                      job.scoring.plan, first["track_names"], groupings=groupings)
     shown = example_regions(columns, table, lambda rows: read_rows(job, rows)) if examples else None
-    return ScoreResult(table, columns, summary, first["track_names"], files, shown)
+    return ScoreResult(table, columns, summary, first["track_names"], files, shown, groupings=groupings)

@@ -48,8 +48,9 @@ def group_summary(columns: dict, rows: Optional[np.ndarray], track_names, count_
     return summary
 
 
-def summarize(columns: dict, peak: Optional[np.ndarray], settings: dict, inputs: dict) -> dict:
-    """The report's summary: every column over all regions, per group where regions carry peak labels."""
+def summarize(columns: dict, peak: Optional[np.ndarray], settings: dict, inputs: dict, groupings=()) -> dict:
+    """The report's summary: every column over all regions, per group where regions carry peak labels, and per
+    group of each grouping (``groups.Grouping`` over the same rows as ``columns``) in ``region_groups``."""
     track_names = settings["track_names"]
     plan = settings.get("metrics", {})
     count_options = {"names": tuple(plan["counts"]), "ties": plan["count_spearman_ties"]} if plan else {}
@@ -60,6 +61,12 @@ def summarize(columns: dict, peak: Optional[np.ndarray], settings: dict, inputs:
     if peak is not None:
         summary["groups"] = {"peaks": group_summary(columns, peak, track_names, count_options),
                              "nonpeaks": group_summary(columns, ~peak, track_names, count_options)}
+    if groupings:
+        summary["region_groups"] = {
+            grouping.name: {**grouping.describe(),
+                            "groups": {label: group_summary(columns, grouping.member[:, k], track_names, count_options)
+                                       for k, label in enumerate(grouping.labels)}}
+            for grouping in groupings}
     summary["settings"] = settings
     summary["inputs"] = inputs
     return summary

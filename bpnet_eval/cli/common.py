@@ -107,15 +107,21 @@ SmoothSigma = Annotated[float, typer.Option(
 SmoothWidth = Annotated[int, typer.Option(
     "--smooth-width", rich_help_panel=METRICS, help="Smoothing kernel width (bpnet-lite: 81).")]
 Seed = Annotated[int, typer.Option("--seed", rich_help_panel=METRICS, help="Seed of the shuffled baselines.")]
+GroupsOption = Annotated[Optional[List[Path]], typer.Option(
+    "--groups", rich_help_panel=REGIONS, show_default=False, readable=False,
+    help="Region groups: every summary also per group (repeatable). A BED file (chrom, start, end, group): a "
+         "region is in each group whose interval holds its window centre; or a TSV whose header starts with "
+         "chrom start end (windows as regions.tsv writes them) or row (1-based), one grouping per other "
+         "column. A region may be in no group or in several (docs/reports.md#region-groups).")]
 DtypeOption = Annotated[Dtype, typer.Option(
     "--dtype", rich_help_panel=PERFORMANCE, help="float64 (exact to 1e-6) or float32 (1e-4, faster).")]
 
 
 def score_options(count_loss_weight, dtype, track_names, metrics, preset, smooth, smooth_sigma, smooth_width,
-                  seed) -> ScoreOptions:
+                  seed, groups=None) -> ScoreOptions:
     """The ``ScoreOptions`` of the shared options of what to compute."""
     return ScoreOptions(count_loss_weight, dtype, track_names.split(",") if track_names else None, metrics, preset,
-                        smooth, smooth_sigma, smooth_width, seed)
+                        smooth, smooth_sigma, smooth_width, seed, tuple(str(g) for g in groups or ()))
 
 
 def read_options(pred_pseudocount: float, pred_logcounts, logits_dataset, logcounts_dataset, profile_kind, head,

@@ -8,7 +8,7 @@ import typer
 from ..environment import torch_threads
 from ..options import Dtype, Job, NonFinite, OffEnd, PredLogcounts, RegionsFormat, RunOptions, Smooth
 from .common import (CLUSTER, OUTPUT, PERFORMANCE, BatchSize, CountLossWeight, Debug, DtypeOption, ExternalLinks,
-                     Head, JsonOutput, LogcountsDataset, LogitsDataset, MetricsOption, NonFiniteOption, OffEndOption,
+                     GroupsOption, Head, JsonOutput, LogcountsDataset, LogitsDataset, MetricsOption, NonFiniteOption, OffEndOption,
                      Plots, PredLogcountsOption, Predictions, PredPseudocount, PresetOption, ProfileKindOption,
                      ProgressReporter, Quiet, RegionsFile, RegionsFormatOption, Seed, SmoothOption, SmoothSigma,
                      SmoothWidth, TrackNames, Truth, TruthDataset, Wide, draw_plots, figure_painter, input_paths,
@@ -21,6 +21,7 @@ def score(
     track_names: TrackNames = None,
     regions: RegionsFile = None,
     regions_format: RegionsFormatOption = RegionsFormat.auto,
+    groups: GroupsOption = None,
     pred_pseudocount: PredPseudocount = 0.0,
     pred_logcounts: PredLogcountsOption = PredLogcounts.log,
     logits_dataset: LogitsDataset = None,
@@ -70,14 +71,15 @@ def score(
         from ..report.files import prepare_output
 
         scoring = score_options(count_loss_weight, dtype, track_names, metrics, preset, smooth, smooth_sigma,
-                                smooth_width, seed)
+                                smooth_width, seed, groups)
         job = Job(*input_paths(predictions, truth, regions),
                   read_options(pred_pseudocount, pred_logcounts, logits_dataset, logcounts_dataset, profile_kind,
                                head, truth_dataset, off_end, nonfinite, allow_external_links, regions_format),
                   scoring, RunOptions(device, batch_size, read_workers, read_ahead_mb, torch_threads()))
         out_dir = out or Path(f"bpnet-eval-{Path(str(predictions).split(',')[0]).stem}")
         # --out checked (new, empty or our own output; no input inside) and locked before any work, until the end
-        with prepare_output(out_dir, "report" if shard is None else "partial", [str(predictions), *truth, regions]):
+        with prepare_output(out_dir, "report" if shard is None else "partial",
+                            [str(predictions), *truth, regions, *(groups or [])]):
             if shard is not None:
                 return score_one_shard(shard, out_dir, job, quiet)
             from ..pipeline import run_job

@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 REGIONS_FILE, SUMMARY_JSON, SUMMARY_TSV = "regions.tsv", "summary.json", "summary.tsv"
-SKIPPED_FILE = "skipped.tsv"
+SKIPPED_FILE, GROUPS_FILE = "skipped.tsv", "groups.tsv"
 
 
 def format_value(value) -> str:
@@ -22,27 +22,42 @@ def format_value(value) -> str:
 REGION_ROWS_PER_PIECE = 20_000
 
 
-def regions_tsv(regions, columns: dict):
+def regions_tsv(regions, columns: dict, groupings=()):
     """The text of ``regions.tsv`` in pieces (bounded memory for any N): one header line, then one row
-    per region in input order (numbers as ``format_value`` writes them)."""
-    header = ["chrom", "start", "end"] + (["peak"] if regions.peak is not None else []) + list(columns)
+    per region in input order: coordinates, ``peak``, one ``group_<name>`` column per grouping (the
+    region's groups joined by commas, empty when none), then the numbers as ``format_value`` writes them."""
+    header = (["chrom", "start", "end"] + (["peak"] if regions.peak is not None else [])
+              + [g.column_name for g in groupings] + list(columns))
     yield "\t".join(header) + "\n"
+    labels = [g.column() for g in groupings]
     # one %-format per row: 3x faster than formatting column by column
     row_format = "\t".join(["%s", "%s", "%s"] + (["%d"] if regions.peak is not None else [])
-                           + ["%.12g"] * len(columns)) + "\n"
+                           + ["%s"] * len(groupings) + ["%.12g"] * len(columns)) + "\n"
     for first in range(0, len(regions), REGION_ROWS_PER_PIECE):
         rows = slice(first, first + REGION_ROWS_PER_PIECE)
         fields = [np.asarray(regions.chrom[rows], dtype=str).tolist(), regions.start[rows].tolist(),
                   regions.end[rows].tolist()]
         if regions.peak is not None:
             fields.append(regions.peak[rows].astype(int).tolist())
+        fields += [column[rows].tolist() for column in labels]
         fields += [np.asarray(values[rows], dtype=np.float64).tolist() for values in columns.values()]
         yield "".join(row_format % row for row in zip(*fields))
 
 
+def labelled_groups(summary: dict) -> list:
+    """``(grouping, group, part)`` of every region group in the summary: ``all``, the peak labels (grouping
+    ``peak``), then each ``--groups`` grouping's groups."""
+    groups = [("all", "all", summary)] + [("peak", name, part) for name, part in summary.get("groups", {}).items()]
+    for grouping, described in summary.get("region_groups", {}).items():
+        groups += [(grouping, label, part) for label, part in described["groups"].items()]
+    return groups
+
+
 def summary_rows(summary: dict):
-    """``(group, metric, statistic, value)`` for every number in the summary."""
-    groups = [("all", summary)] + list(summary.get("groups", {}).items())
+    """``(group, metric, statistic, value)`` for every number in the summary; a ``--groups`` group as
+    ``<grouping>=<label>``."""
+    groups = [(group if grouping in ("all", "peak") else f"{grouping}={group}", part)
+              for grouping, group, part in labelled_groups(summary)]
     for group, part in groups:
         yield group, "n_regions", "count", part["n_regions"]
         for metric, stats in part["metrics"].items():
@@ -59,6 +74,19 @@ def summary_tsv(summary: dict) -> str:
     """The summary in long format: ``group, metric, statistic, value``."""
     lines = ["group\tmetric\tstatistic\tvalue"]
     lines += [f"{g}\t{m}\t{s}\t{format_value(v)}" for g, m, s, v in summary_rows(summary)]
+    return "\n".join(lines) + "\n"
+
+
+def groups_tsv(summary: dict) -> str:
+    """One row per region group (``labelled_groups``): ``grouping``, ``group``, ``n_regions``, the mean of every
+    per-region column (``<column>_mean``) and the count metrics across the group's regions (``counts_<name>``)."""
+    metrics, counts = list(summary["metrics"]), list(summary["counts"])
+    lines = ["\t".join(["grouping", "group", "n_regions", *(f"{m}_mean" for m in metrics),
+                        *(f"counts_{c}" for c in counts)])]
+    for grouping, group, part in labelled_groups(summary):
+        lines.append("\t".join([grouping, group, str(part["n_regions"]),
+                                *(format_value(part["metrics"][m]["mean"]) for m in metrics),
+                                *(format_value(part["counts"][c]) for c in counts)]))
     return "\n".join(lines) + "\n"
 
 

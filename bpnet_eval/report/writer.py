@@ -11,8 +11,8 @@ from ..columns import ranked_rows
 from .files import output_unit, write_file
 from .html import render_html
 from .multiqc import MULTIQC_FILE, multiqc_content
-from .tables import REGIONS_FILE, SKIPPED_FILE, SUMMARY_JSON, SUMMARY_TSV, extreme_region_rows, regions_tsv, \
-    skipped_tsv, summary_json, summary_tsv
+from .tables import GROUPS_FILE, REGIONS_FILE, SKIPPED_FILE, SUMMARY_JSON, SUMMARY_TSV, extreme_region_rows, \
+    groups_tsv, regions_tsv, skipped_tsv, summary_json, summary_tsv
 
 HTML_FILE = "report.html"
 NO_FIGURES_NOTE = ("Figures were not drawn (--no-plots, or matplotlib is not installed: "
@@ -63,9 +63,10 @@ def write_report(out_dir, result, figures: Union[dict, Callable[[], dict]] = Non
     callable returning them, called once the tables are written (figures drawn by another process meanwhile)."""
     summary = result.summary
     with output_unit(out_dir, "report", inputs) as unit:
-        write_file(unit / REGIONS_FILE, regions_tsv(result.regions, result.columns))
+        write_file(unit / REGIONS_FILE, regions_tsv(result.regions, result.columns, result.groupings))
         write_file(unit / SUMMARY_TSV, summary_tsv(summary))
         write_file(unit / SKIPPED_FILE, skipped_tsv(summary))
+        write_file(unit / GROUPS_FILE, groups_tsv(summary))
         for name, text in result.files.items():
             write_file(unit / name, text)
         drawn = figures() if callable(figures) else (figures or {})
