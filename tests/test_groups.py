@@ -176,3 +176,86 @@ def test_group_columns_and_tables(tmp_path):
     column = grouped[0].index("profile_mnll_mean")
     np.testing.assert_allclose(float(row_b[column]), result.columns["profile_mnll"][member["B"]].mean(), rtol=1e-10)
     assert f"class=B\tn_regions\tcount\t{int(member['B'].sum())}" in summary_tsv(result.summary)
+
+
+def test_terminal_shows_each_grouping_within_80_columns(tmp_path):
+    from rich.console import Console
+
+    from bpnet_eval.report.terminal import print_summary
+
+    result, _, member = scored_with_groups(tmp_path)
+    for width, terminal in ((80, True), (200, False)):
+        console = Console(file=io.StringIO(), width=width, force_terminal=terminal, color_system=None)
+        print_summary(result.summary, console)
+        text = console.file.getvalue()
+        assert max(len(line) for line in text.splitlines()) <= max(width, 80)
+        assert "groups of class" in text and "groups of fold" in text
+        line_b = next(line.split() for line in text.splitlines() if line.split()[:1] == ["B"])
+        part = result.summary["region_groups"]["class"]["groups"]["B"]
+        assert line_b[1] == str(int(member["B"].sum()))
+        assert line_b[2] == f"{part['metrics']['profile_mnll']['mean']:.4g}"
+        assert line_b[-1] == f"{part['counts']['spearman']:.4g}"
+
+
+def test_html_has_a_table_per_grouping(tmp_path):
+    from bpnet_eval.report.html import render_html
+
+    result, _, member = scored_with_groups(tmp_path)
+    page = render_html(result.summary, {}, "t")
+    assert '<table id="groups-class">' in page and '<table id="groups-fold">' in page
+    table = page.split('<table id="groups-class">')[1].split("</table>")[0]
+    part = result.summary["region_groups"]["class"]["groups"]["A"]
+    assert f"<tr><td>A</td><td>{part['n_regions']}</td><td>{part['metrics']['observed_counts']['mean']:.6g}</td>" \
+        in table
+    assert "region(s) in no group" in page
+
+
+@pytest.mark.slow
+def test_score_with_a_bed_groups_file_on_the_fixture(tmp_path):
+    import json
+
+    import h5py
+    import pyBigWig
+
+    from tests.support.checks import read_columns
+    from tests.support.cli import REPO, run_cli
+
+    fixture = REPO / "data" / "fixtures"
+    bed = tmp_path / "zones.bed"  # chr1 split at 100 kb (two groups overlapping on 90-110 kb), chr2 in none
+    bed.write_text("chr1\t0\t110000\tnear\nchr1\t90000\t300000000\tfar\n")
+    out = tmp_path / "report"
+    done = run_cli("score", fixture / "predictions.h5", fixture / "observed.plus.bw", fixture / "observed.minus.bw",
+                   "--groups", bed, "--out", out, "--no-plots")
+    assert done.returncode == 0, done.stderr
+    assert "groups of zones" in done.stdout
+    with h5py.File(fixture / "predictions.h5") as h5:
+        logits, logcounts = h5["predictions/logits"][()], h5["predictions/logcounts"][()]
+        chrom = h5["coords/coords_chrom"][()].astype(str)
+        start, end = h5["coords/coords_start"][()], h5["coords/coords_end"][()]
+    observed = np.zeros(logits.shape)
+    for s, name in enumerate(("observed.plus.bw", "observed.minus.bw")):
+        with pyBigWig.open(str(fixture / name)) as bw:
+            for i in range(len(start)):
+                observed[i, s] = np.nan_to_num(np.array(bw.values(chrom[i], int(start[i]), int(end[i]))))
+    expected = expected_columns(logits, logcounts, observed)
+    centre = start + (end - start) // 2
+    member = {"near": (chrom == "chr1") & (centre < 110000), "far": (chrom == "chr1") & (centre >= 90000)}
+    table = read_columns(out / "regions.tsv")
+    for i, cell in enumerate(table["group_zones"]):
+        assert cell == ",".join(g for g in ("near", "far") if member[g][i])
+    summary = json.loads((out / "summary.json").read_text())
+    zones = summary["region_groups"]["zones"]
+    assert zones["n_in_no_group"] == int((chrom != "chr1").sum())
+    assert zones["n_in_several_groups"] == int((member["near"] & member["far"]).sum())
+    grouped = read_columns(out / "groups.tsv")
+    y, c = np.log1p(observed.sum(axis=(1, 2))), logcounts[:, 0].astype(np.float64)
+    for label, rows in member.items():
+        assert rows.any()
+        part = zones["groups"][label]
+        np.testing.assert_allclose(part["metrics"]["profile_mnll"]["mean"], expected["profile_mnll"][rows].mean(),
+                                   rtol=1e-9)
+        np.testing.assert_allclose(part["counts"]["pearson"], np.corrcoef(c[rows], y[rows])[0, 1], rtol=1e-9)
+        k = [g for g, name in zip(grouped["grouping"], grouped["group"])].index("zones") + list(member).index(label)
+        np.testing.assert_allclose(float(grouped["mixture_loss_mean"][k]), expected["mixture_loss"][rows].mean(),
+                                   rtol=1e-9)
+    assert '<table id="groups-zones">' in (out / "report.html").read_text()

@@ -6,7 +6,7 @@ import json
 import os
 
 from .. import __version__
-from .tables import count_rows, metric_rows, summary_title
+from .tables import count_rows, grouping_note, grouping_rows, metric_rows, summary_title
 
 STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 1100px;
@@ -75,7 +75,16 @@ def render_html(summary: dict, figures: dict, title: str, note: str = "", region
         keep = [0, 1] + list(range(6, len(header)))
         parts += ["<h3>Means by region group</h3>",
                   _table(["metric", "mean (all)"] + header[6:], [[row[k] for k in keep] for row in rows], "groups")]
-    parts += ["<h3>Counts across regions</h3>", _table(*count_rows(summary), "counts"), "<h2>Figures</h2>"]
+    parts += ["<h3>Counts across regions</h3>", _table(*count_rows(summary), "counts")]
+    if summary.get("region_groups"):
+        parts.append("<h2>Region groups</h2>")
+        parts.append('<p class="muted">Per group of each <code>--groups</code> grouping: the mean of every per-region '
+                     "column and the count metrics across the group's regions; a region in several groups counts in "
+                     "each (<code>groups.tsv</code> holds the same numbers).</p>")
+        for name, described in summary["region_groups"].items():
+            parts += [f"<h3>{html.escape(name)}</h3>", f'<p class="muted">{html.escape(grouping_note(described))}</p>',
+                      _table(*grouping_rows(summary, name), f"groups-{html.escape(name)}")]
+    parts.append("<h2>Figures</h2>")
     if not figures:
         parts.append(f'<p class="muted">{html.escape(note or "No figures were drawn.")}</p>')
     for name, png in figures.items():

@@ -130,6 +130,29 @@ def count_rows(summary: dict):
     return header, rows
 
 
+SEED_LOSSES = ("profile_mnll", "count_log1p_mse", "mixture_loss")
+
+
+def grouping_rows(summary: dict, name: str, metrics=None, counts=None, show=display_value):
+    """``(header, rows)`` of one ``--groups`` grouping: per group, its region count, the mean of each of
+    ``metrics`` and each of the count metrics ``counts`` across its regions (default: all of them; ``show``
+    writes the numbers)."""
+    described = summary["region_groups"][name]
+    metrics = [m for m in (summary["metrics"] if metrics is None else metrics) if m in summary["metrics"]]
+    counts = [c for c in (summary["counts"] if counts is None else counts) if c in summary["counts"]]
+    header = ["group", "regions", *metrics, *(f"counts {c}" for c in counts)]
+    rows = [[label, str(part["n_regions"]), *(show(part["metrics"][m]["mean"]) for m in metrics),
+             *(show(part["counts"][c]) for c in counts)]
+            for label, part in described["groups"].items()]
+    return header, rows
+
+
+def grouping_note(described: dict) -> str:
+    """One line on where a grouping comes from and its regions in no group and in several."""
+    return (f"{described['source']}: {described['rule']}; {described['n_in_no_group']} region(s) in no group, "
+            f"{described['n_in_several_groups']} in several")
+
+
 def summary_table_rows(summary: dict):
     """``(header, rows)`` of the one-table summary (the terminal's full table): ``metric_rows``, then the count
     metrics with their value under ``mean`` and the groups' values under theirs."""

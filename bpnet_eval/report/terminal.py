@@ -4,7 +4,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from .tables import summary_table_rows, summary_title
+from .tables import SEED_LOSSES, grouping_rows, summary_table_rows, summary_title
 
 
 def summary_table(summary: dict) -> Table:
@@ -70,6 +70,29 @@ def compact_tables(summary: dict) -> list:
     return [main, by_group]
 
 
+GROUP_LABEL_WIDTH = 16  # a longer group label is cut with an ellipsis on the terminal (files keep it whole)
+SHORT_HEADERS = {"profile_mnll": "MNLL", "count_log1p_mse": "count MSE", "mixture_loss": "mixture",
+                 "counts pearson": "pearson", "counts spearman": "spearman"}
+
+
+def grouping_tables(summary: dict) -> list:
+    """One table per ``--groups`` grouping that fits 80 columns: per group, the regions, the means of the seed
+    losses and the count Pearson/Spearman, four significant digits."""
+    tables = []
+    for name, described in summary.get("region_groups", {}).items():
+        header, rows = grouping_rows(summary, name, SEED_LOSSES, ("pearson", "spearman"), reading_value)
+        table = Table(title=f"groups of {name}: means, and counts across regions", caption=f"{described['n_in_no_group']} region(s) in no group, "
+                      f"{described['n_in_several_groups']} in several",
+                      box=box.SIMPLE_HEAD, pad_edge=False, caption_justify="left")
+        for k, label in enumerate(header):
+            table.add_column(SHORT_HEADERS.get(label, label), no_wrap=True, justify="left" if k == 0 else "right",
+                             max_width=GROUP_LABEL_WIDTH if k == 0 else None, overflow="ellipsis")
+        for row in rows:
+            table.add_row(*row)
+        tables.append(table)
+    return tables
+
+
 def print_summary(summary: dict, console: Console, wide: bool = False) -> None:
     """Print the summary. On a pipe or a file: the full table, as wide as it needs so that no number is cut.
     On a terminal: the full table when it fits, else ``compact_tables``, which fit 80 columns; ``wide``: the
@@ -79,12 +102,14 @@ def print_summary(summary: dict, console: Console, wide: bool = False) -> None:
     if not console.is_terminal:
         console = Console(file=console.file, width=max(needed, 80), color_system=None)
     elif needed > console.width and not wide:
-        for part in compact_tables(summary):
+        for part in compact_tables(summary) + grouping_tables(summary):
             console.print(part)
         return
     if needed > console.width:  # wide: as wide as the table needs (the terminal wraps or scrolls)
         console = Console(file=console.file, width=needed, force_terminal=True, color_system=console.color_system)
     console.print(table)
+    for part in grouping_tables(summary):
+        console.print(part)
 
 
 def print_outcome(summary: dict, stderr: Console) -> None:
