@@ -5,6 +5,8 @@ obscurely), and an unexpected error raised while an input is read becomes an ``I
 Used by every reader (``regions``, ``sources``); nothing here reads a file's content.
 """
 
+import gzip
+import io
 import os
 import stat
 import struct
@@ -76,9 +78,22 @@ def open_regular_fd(path, what: str) -> int:
     return fd
 
 
+GZIP_MAGIC = b"\x1f\x8b"
+
+
 def open_text(path, what: str):
-    """``open(path, "rt")`` of a regular file (``open_regular_fd``); OSError is left to the caller."""
-    return os.fdopen(open_regular_fd(path, what), "rt")
+    """``open(path, "rt")`` of a regular file (``open_regular_fd``), decompressed when it is gzip or bgzip
+    (recognised by its first two bytes, whatever its name); OSError is left to the caller."""
+    fd = open_regular_fd(path, what)
+    try:
+        compressed = os.pread(fd, 2, 0) == GZIP_MAGIC
+    except BaseException:
+        os.close(fd)
+        raise
+    if not compressed:
+        return os.fdopen(fd, "rt")
+    with os.fdopen(fd, "rb") as raw:  # region files are small: decompressed whole (bgzip blocks too)
+        return io.StringIO(gzip.decompress(raw.read()).decode())
 
 
 def error_reason(err: BaseException) -> str:

@@ -17,7 +17,7 @@ from .environment import allotted_cpus
 from .errors import UsageError
 from .input_files import reading
 from .options import Job, Policies, ReadOptions
-from .regions import Regions, read_region_file
+from .regions import Regions, read_regions
 from .sources import PredictionSource, TruthSource, open_predictions, open_truth
 from .validate import Findings, check_structure
 from .workers import ProcessReadAhead, fork_is_safe
@@ -28,12 +28,18 @@ MAX_READ_WORKERS = 4
 READ_FIX = "check that the file is complete and not damaged; re-create it if it is"
 
 
-def _resolve_regions(preds: PredictionSource, regions, regions_format: str = "auto") -> Optional[Regions]:
-    if regions is None:
+def _resolve_regions(preds: PredictionSource, regions, read: ReadOptions) -> Optional[Regions]:
+    """The windows scored: stored in the predictions, a table, or region files read as the options and the
+    predictions' own conventions say (window centre, bpnet-lite's index mask)."""
+    if regions is None or preds.reads_own_windows:
+        if read.chroms is not None and regions is None:
+            raise UsageError("--chroms filters the rows of --regions files; give the region files with --regions")
         return preds.regions()
     if isinstance(regions, Regions):
         return regions
-    return read_region_file(regions, preds.length, regions_format)
+    options = {**read.region_options, "length": preds.length}
+    options["window_center"] = options["window_center"] or preds.window_center
+    return read_regions(regions, kept=preds.kept_mask, mask_path=preds.mask_path, **options)
 
 
 def read_predictions(preds: PredictionSource, i: int, j: int):
@@ -60,7 +66,7 @@ def open_sources(predictions, truth, regions=None, read: Optional[ReadOptions] =
     preds = open_predictions(predictions, regions, allow_external_links=policies.allow_external_links,
                              **read.prediction_options)
     try:
-        table = _resolve_regions(preds, regions, read.regions_format)
+        table = _resolve_regions(preds, regions, read)
         truth_source = open_truth(truth, table, read.truth_dataset, policies.allow_external_links)
     except BaseException:
         preds.close()

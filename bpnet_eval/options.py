@@ -69,6 +69,11 @@ class RegionsFormat(Choice):
     narrowpeak = "narrowpeak"
 
 
+class WindowCenter(Choice):
+    summit = "summit"
+    midpoint = "midpoint"
+
+
 def _choice(value, choices, message: str) -> Optional[str]:
     """``value`` as its plain string when it is one of ``choices`` (None stays None), else a UsageError."""
     if value is None:
@@ -151,6 +156,13 @@ class ReadOptions:
     regions_format : {"auto", "bed", "narrowpeak"}
         How a region file is read: auto (narrowPeak when every row reads as narrowPeak, BED when none does;
         rows that disagree are an error), bed (start..end) or narrowpeak (start + summit ± L/2).
+    window_center : {"summit", "midpoint"}, optional
+        Where region windows are centred (default: the producer's convention: midpoint for bpnet-lite .npz
+        predictions, else the narrowPeak summit, or start..end for BED).
+    chroms : sequence of str, optional
+        Keep only region-file rows on these chromosomes (before several files are interleaved).
+    length : int, optional
+        L, for predicted bigWigs read over narrowPeak or midpoint-centred windows (L is not stored there).
     """
 
     logits_dataset: Optional[str] = None
@@ -162,10 +174,20 @@ class ReadOptions:
     pred_logcounts: str = "log"
     policies: Policies = field(default_factory=Policies)
     regions_format: str = "auto"
+    window_center: Optional[str] = None
+    chroms: Optional[Tuple[str, ...]] = None
+    length: Optional[int] = None
 
     def __post_init__(self):
         _set(self, regions_format=_choice(self.regions_format or "auto", RegionsFormat,
-                                          "--regions-format must be one of {choices}, not '{value}'"))
+                                          "--regions-format must be one of {choices}, not '{value}'"),
+             window_center=_choice(self.window_center, WindowCenter,
+                                   "--window-center must be one of {choices}, not '{value}'"),
+             chroms=None if self.chroms is None else tuple(
+                 c.strip() for c in (self.chroms.split(",") if isinstance(self.chroms, str) else self.chroms)))
+        if self.length is not None and (isinstance(self.length, bool) or int(self.length) != self.length
+                                        or self.length < 1):
+            raise UsageError(f"--length must be a whole number >= 1, not {self.length}")
         _set(self, profile_kind=_choice(self.profile_kind, ProfileKind,
                                         "--profile-kind must be one of {choices}, not '{value}'"),
              pred_logcounts=_choice(self.pred_logcounts, PredLogcounts,
@@ -178,7 +200,13 @@ class ReadOptions:
         """The keywords the prediction sources take."""
         return {"logits_dataset": self.logits_dataset, "logcounts_dataset": self.logcounts_dataset,
                 "profile_kind": self.profile_kind, "head": self.head, "pred_pseudocount": self.pred_pseudocount,
-                "pred_logcounts": self.pred_logcounts, "regions_format": self.regions_format}
+                "pred_logcounts": self.pred_logcounts, **self.region_options}
+
+    @property
+    def region_options(self) -> dict:
+        """How region files are read (``regions.read_regions``)."""
+        return {"regions_format": self.regions_format, "window_center": self.window_center, "chroms": self.chroms,
+                "length": self.length}
 
 
 @dataclass(frozen=True)

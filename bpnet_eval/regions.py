@@ -2,6 +2,7 @@
 genome names they are matched against (chromosome-name matching, used by every reader)."""
 
 import re
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -13,6 +14,7 @@ from .input_files import open_text
 
 NARROWPEAK_COLUMNS = 10
 REGION_FORMATS = ("auto", "bed", "narrowpeak")  # how a region file is read (--regions-format)
+WINDOW_CENTERS = ("summit", "midpoint")  # where a window is centred (--window-center)
 INT64_MAX = int(np.iinfo(np.int64).max)
 _INTEGER = re.compile(r"[+-]?[0-9]+")
 NO_REGIONS = "none (row numbers)"  # the source of a table made of row numbers only (no coordinates)
@@ -162,36 +164,21 @@ def _is_narrowpeak(path: Path, rows: list, regions_format: str) -> bool:
                      "(window = start..end)")
 
 
-def read_region_file(path, length: int, regions_format: str = "auto") -> Regions:
-    """Read a BED (window = start..end) or narrowPeak (window = start + summit ± L/2) file.
-
-    Parameters
-    ----------
-    path : str or Path
-        BED3+ or narrowPeak file, one row per prediction, in prediction order.
-    length : int
-        L, the number of predicted positions per region.
-    regions_format : {"auto", "bed", "narrowpeak"}
-        How the rows are read. ``auto`` (default): narrowPeak when every row reads as narrowPeak (10 columns,
-        numbers in columns 5 and 7-9, an integer summit offset in column 10), BED when none does; a file
-        whose rows disagree is an error naming the first odd line. ``narrowpeak``: every row's column 10 is
-        its summit offset (extra columns ignored). ``bed``: every row is ``start..end``.
-
-    Returns
-    -------
-    regions : Regions
-    """
-    path = Path(path)
-    regions_format = str(getattr(regions_format, "value", regions_format)).lower()
-    if regions_format not in REGION_FORMATS:
-        raise UsageError(f"--regions-format must be one of {', '.join(REGION_FORMATS)}, not '{regions_format}'")
+def _region_rows(path: Path) -> list:
+    """The data rows of a region file (plain, gzip or bgzip) with their line numbers."""
     try:
         with open_text(path, "region file") as handle:
             rows = list(_data_lines(handle))
-    except (OSError, UnicodeDecodeError) as err:
-        raise InputError(f"{path}: cannot read the region file ({err}); give a readable BED or narrowPeak file")
+    except (OSError, EOFError, zlib.error, UnicodeDecodeError) as err:
+        raise InputError(f"{path}: cannot read the region file ({err}); give a readable BED or narrowPeak file "
+                         "(plain or gzip-compressed)")
     if not rows:
         raise InputError(f"{path}: the region file holds no regions; give a BED or narrowPeak file with one row per prediction")
+    return rows
+
+
+def _bounds(path: Path, rows: list) -> list:
+    """``(start, end)`` of every row, checked to be integers with ``0 <= start <= end`` that fit in int64."""
     bounds = []
     for number, fields in rows:
         if len(fields) < 3:
@@ -206,22 +193,81 @@ def read_region_file(path, length: int, regions_format: str = "auto") -> Regions
             raise InputError(f"{path}: line {number}: {fields[0]}:{s}-{e} does not fit in 64-bit integers (a "
                              f"coordinate above {INT64_MAX}); fix the line")
         bounds.append((s, e))
+    return bounds
+
+
+def _summit(path: Path, number: int, fields, s: int, e: int) -> int:
+    """The summit offset (column 10) of a narrowPeak row, checked to lie inside its peak."""
+    has_summit = len(fields) >= NARROWPEAK_COLUMNS
+    summit = _integer(fields[9]) if has_summit else None
+    if summit is None:
+        found = f"'{fields[9]}'" if has_summit else f"missing ({len(fields)} columns)"
+        raise InputError(f"{path}: line {number}: the summit offset (column 10) is {found}, not an integer; "
+                         "a narrowPeak row has 10 columns; fix the line, or read the file as BED windows "
+                         "(start..end) with --regions-format bed")
+    if not 0 <= summit <= e - s:
+        raise InputError(f"{path}: line {number}: summit offset {summit} (column 10) lies outside its peak "
+                         f"{fields[0]}:{s}-{e} (offsets 0..{e - s}); fix the summit, or read the file as BED "
+                         "windows (start..end) with --regions-format bed")
+    return summit
+
+
+def _checked_choice(value, choices, option: str) -> Optional[str]:
+    if value is None:
+        return None
+    text = str(getattr(value, "value", value)).lower()
+    if text not in choices:
+        raise UsageError(f"{option} must be one of {', '.join(choices)}, not '{text}'")
+    return text
+
+
+def read_region_file(path, length: int, regions_format: str = "auto", window_center: Optional[str] = None,
+                     chroms=None) -> Regions:
+    """Read a BED (window = start..end) or narrowPeak (window = start + summit ± L/2) file, plain or gzipped.
+
+    Parameters
+    ----------
+    path : str or Path
+        BED3+ or narrowPeak file, one row per prediction, in prediction order (gzip/bgzip read directly).
+    length : int
+        L, the number of predicted positions per region (0 when unknown: only BED windows can be read).
+    regions_format : {"auto", "bed", "narrowpeak"}
+        How the rows are read. ``auto`` (default): narrowPeak when every row reads as narrowPeak (10 columns,
+        numbers in columns 5 and 7-9, an integer summit offset in column 10), BED when none does; a file
+        whose rows disagree is an error naming the first odd line. ``narrowpeak``: every row's column 10 is
+        its summit offset (extra columns ignored). ``bed``: every row is ``start..end``.
+    window_center : {"summit", "midpoint"}, optional
+        Where each window of L is centred: ``summit`` (narrowPeak only: start + summit), ``midpoint``
+        (start + (end - start) // 2, tangermeme's ``extract_loci``); default: the summit of a narrowPeak
+        row, the row itself (start..end) for BED.
+    chroms : sequence of str, optional
+        Keep only rows on these chromosomes (bpnet-lite's ``chroms``, applied before anything else).
+
+    Returns
+    -------
+    regions : Regions
+    """
+    path = Path(path)
+    regions_format = _checked_choice(regions_format, REGION_FORMATS, "--regions-format") or "auto"
+    window_center = _checked_choice(window_center, WINDOW_CENTERS, "--window-center")
+    rows = _region_rows(path)
+    bounds = _bounds(path, rows)
     narrowpeak = _is_narrowpeak(path, rows, regions_format)
+    if window_center == "summit" and not narrowpeak:
+        raise UsageError(f"{path}: --window-center summit needs narrowPeak rows (a summit offset in column 10); "
+                         "this file is read as BED: use --window-center midpoint, or give the narrowPeak file")
+    center = window_center or ("summit" if narrowpeak else None)
+    if center and not length:
+        raise UsageError(f"{path}: windows centred on the {center} need the predicted length L, which these "
+                         "predictions do not store; give it with --length L")
+    keep = None if chroms is None else set(chroms)
     chrom, start, end = [], [], []
     for (number, fields), (s, e) in zip(rows, bounds):
-        if narrowpeak:
-            has_summit = len(fields) >= NARROWPEAK_COLUMNS
-            summit = _integer(fields[9]) if has_summit else None
-            if summit is None:
-                found = f"'{fields[9]}'" if has_summit else f"missing ({len(fields)} columns)"
-                raise InputError(f"{path}: line {number}: the summit offset (column 10) is {found}, not an integer; "
-                                 "a narrowPeak row has 10 columns; fix the line, or read the file as BED windows "
-                                 "(start..end) with --regions-format bed")
-            if not 0 <= summit <= e - s:
-                raise InputError(f"{path}: line {number}: summit offset {summit} (column 10) lies outside its peak "
-                                 f"{fields[0]}:{s}-{e} (offsets 0..{e - s}); fix the summit, or read the file as BED "
-                                 "windows (start..end) with --regions-format bed")
-            s = s + summit - length // 2
+        if keep is not None and fields[0] not in keep:
+            continue
+        if center is not None:
+            middle = s + _summit(path, number, fields, s, e) if center == "summit" else s + (e - s) // 2
+            s = middle - length // 2
             e = s + length
             if e > INT64_MAX:
                 raise InputError(f"{path}: line {number}: the window {fields[0]}:{s}-{e} does not fit in 64-bit "
@@ -229,5 +275,52 @@ def read_region_file(path, length: int, regions_format: str = "auto") -> Regions
         chrom.append(fields[0])
         start.append(s)
         end.append(e)
-    kind = "narrowPeak (start + summit ± L/2)" if narrowpeak else "BED (start..end)"
-    return Regions(np.array(chrom, dtype=object), start, end, None, f"{path} [{kind}]")
+    kind = "narrowPeak" if narrowpeak else "BED"
+    how = {"summit": "start + summit ± L/2", "midpoint": "midpoint ± L/2", None: "start..end"}[center]
+    where = "" if keep is None else f"; chromosomes {','.join(chroms)}: {len(start)} of {len(rows)} rows"
+    return Regions(np.array(chrom, dtype=object), start, end, None, f"{path} [{kind} ({how}){where}]")
+
+
+def region_paths(regions) -> list:
+    """The region files named by ``regions``: one path, comma-separated paths, or a list of paths."""
+    if isinstance(regions, (list, tuple)):
+        return [str(p) for p in regions]
+    return [p.strip() for p in str(regions).split(",") if p.strip()]
+
+
+def interleave(tables: list) -> Regions:
+    """Rows of several tables interleaved as tangermeme's ``extract_loci`` does: row k of table i goes to
+    position ``k * len(tables) + i`` of the order (a longer table's extra rows follow at the end)."""
+    if len(tables) == 1:
+        return tables[0]
+    keys = np.concatenate([np.arange(len(t), dtype=np.int64) * len(tables) + i for i, t in enumerate(tables)])
+    order = np.argsort(keys, kind="stable")
+    chrom = np.concatenate([t.chrom for t in tables])[order]
+    start = np.concatenate([t.start for t in tables])[order]
+    end = np.concatenate([t.end for t in tables])[order]
+    return Regions(chrom, start, end, None, "; ".join(t.source for t in tables) + " [interleaved as tangermeme's "
+                   "extract_loci: one row of each file in turn]")
+
+
+def apply_mask(table: Regions, kept: np.ndarray, mask_path: str) -> Regions:
+    """The rows of ``table`` that ``kept`` (bpnet-lite's index mask: one flag per interleaved locus) keeps."""
+    kept = np.asarray(kept).reshape(-1).astype(bool)
+    if len(kept) != len(table):
+        raise InputError(f"{mask_path}: the index mask has {len(kept)} entries but the region file(s) give "
+                         f"{len(table)} loci; give the loci files in the order bpnet predict read them, and "
+                         "--chroms as its 'chroms' parameter (bpnet-lite 0.9 predicts on its training "
+                         "chromosomes unless the JSON names others)")
+    kept_table = table.subset(np.flatnonzero(kept))
+    kept_table.source = f"{table.source} [index mask {mask_path}: {int(kept.sum())} of {len(kept)} loci kept]"
+    return kept_table
+
+
+def read_regions(regions, length: int, regions_format: str = "auto", window_center: Optional[str] = None,
+                 chroms=None, kept=None, mask_path: str = "") -> Regions:
+    """The windows of one or more region files (interleaved as ``interleave`` says), optionally filtered by
+    chromosome (before interleaving) and by an index mask ``kept`` (after), in prediction order."""
+    paths = region_paths(regions)
+    if not paths:
+        raise UsageError("--regions names no file; give a BED or narrowPeak file")
+    table = interleave([read_region_file(p, length, regions_format, window_center, chroms) for p in paths])
+    return table if kept is None else apply_mask(table, kept, mask_path)

@@ -150,6 +150,8 @@ def check_structure(preds: PredictionSource, truth: TruthSource, regions: Option
     and the plan the truth source reads by (chromosome names matched, rows skipped or padded)."""
     findings = Findings()
     findings.detected = {"predictions": preds.describe(), "truth": truth.describe(), "regions": describe_regions(regions)}
+    for source in ("predictions", "truth"):  # how a source read its files, where it departs from the plain reading
+        findings.warnings += findings.detected[source].get("notes", [])
     truth_label = ", ".join(truth.paths) or "observed counts"
     check_sizes(findings, preds, str(preds.path), batch_size, memory_limit)  # first: the rest may follow from it
     if truth.n_tracks != preds.n_tracks:
@@ -345,7 +347,10 @@ class ValueScreen:
             else:
                 path = self.truth_paths[int(kind.split()[1])]
                 self.findings.add(f"{path}: observed value {detail} in {label} is negative ({count} region(s) so "
-                                  "far); observed tracks must be counts ≥ 0 (not log-ratios or signal differences)")
+                                  "far); observed tracks must be counts ≥ 0 (a bigWig whose values are all ≤ 0, a "
+                                  "minus strand stored as negative values, is read as magnitudes; a track that mixes "
+                                  "signs is not counts: not log-ratios or signal differences); give each strand's "
+                                  "counts, one file per strand")
         self.tally = {}
 
     def finish(self) -> None:

@@ -6,7 +6,8 @@ from typing import Annotated
 import typer
 
 from ..options import Dtype, Job, NonFinite, OffEnd, PredLogcounts, RegionsFormat, RunOptions, Smooth
-from .common import (INPUTS, BatchSize, CountLossWeight, Debug, DtypeOption, ExternalLinks, Head, LogcountsDataset,
+from .common import (ChromsOption, LengthOption, WindowCenterOption,
+                     INPUTS, BatchSize, CountLossWeight, Debug, DtypeOption, ExternalLinks, Head, LogcountsDataset,
                      LogitsDataset, MetricsOption, NonFiniteOption, OffEndOption, PredLogcountsOption, Predictions,
                      PredPseudocount, PresetOption, ProfileKindOption, RegionsFile, RegionsFormatOption, Seed,
                      SmoothOption, SmoothSigma, SmoothWidth, TrackNames, Truth, TruthDataset, fail, input_paths,
@@ -19,6 +20,9 @@ def check(
     track_names: TrackNames = None,
     regions: RegionsFile = None,
     regions_format: RegionsFormatOption = RegionsFormat.auto,
+    window_center: WindowCenterOption = None,
+    chroms: ChromsOption = None,
+    length: LengthOption = None,
     pred_pseudocount: PredPseudocount = 0.0,
     pred_logcounts: PredLogcountsOption = PredLogcounts.log,
     logits_dataset: LogitsDataset = None,
@@ -55,7 +59,8 @@ def check(
 
         job = Job(*input_paths(predictions, truth, regions),
                   read_options(pred_pseudocount, pred_logcounts, logits_dataset, logcounts_dataset, profile_kind,
-                               head, truth_dataset, off_end, nonfinite, allow_external_links, regions_format),
+                               head, truth_dataset, off_end, nonfinite, allow_external_links, regions_format,
+                               window_center, chroms, length),
                   score_options(count_loss_weight, dtype, track_names, metrics, preset, smooth, smooth_sigma,
                                 smooth_width, seed),
                   RunOptions(batch_size=batch_size))

@@ -13,7 +13,7 @@ from rich.console import Console
 
 from ..errors import EXIT_RUNTIME, BpnetEvalError
 from ..options import (Dtype, NonFinite, OffEnd, Policies, PredLogcounts, Preset, ProfileKind, ReadOptions, RegionsFormat,
-                       ScoreOptions, Smooth)
+                       ScoreOptions, Smooth, WindowCenter)
 
 stderr = Console(stderr=True)
 STARTED = time.monotonic()  # the command line is imported when the command starts
@@ -34,8 +34,21 @@ Truth = Annotated[List[Path], typer.Argument(
     show_default=False, readable=False)]
 RegionsFile = Annotated[Optional[Path], typer.Option(
     "--regions", "-r", rich_help_panel=REGIONS, show_default=False, readable=False,
-    help="BED (start..end) or narrowPeak (start + summit ± L/2), one row per prediction (default: the "
-         "coordinates stored in PREDICTIONS).")]
+    help="BED (start..end) or narrowPeak (start + summit ± L/2), plain or gzipped, one row per prediction "
+         "(default: the coordinates stored in PREDICTIONS); several files, comma-separated, are interleaved one "
+         "row of each in turn, as bpnet-lite's predict (tangermeme extract_loci) reads its loci.")]
+WindowCenterOption = Annotated[Optional[WindowCenter], typer.Option(
+    "--window-center", rich_help_panel=REGIONS, show_default=False,
+    help="Centre each window of L on the narrowPeak summit or on the interval's midpoint (default: midpoint for "
+         "bpnet-lite .npz predictions, else the summit of narrowPeak rows and start..end of BED rows).")]
+ChromsOption = Annotated[Optional[str], typer.Option(
+    "--chroms", rich_help_panel=REGIONS, show_default=False,
+    help="Comma-separated chromosomes: keep only --regions rows on them, before files are interleaved (bpnet-lite "
+         "predict's 'chroms').")]
+LengthOption = Annotated[Optional[int], typer.Option(
+    "--length", rich_help_panel=REGIONS, show_default=False,
+    help="L, the predicted length, for bigWig predictions over narrowPeak or midpoint-centred windows (bigWigs "
+         "do not store it).")]
 RegionsFormatOption = Annotated[RegionsFormat, typer.Option(
     "--regions-format", rich_help_panel=REGIONS,
     help="How --regions is read: auto (narrowPeak when every row has 10 columns with an integer summit offset "
@@ -125,10 +138,12 @@ def score_options(count_loss_weight, dtype, track_names, metrics, preset, smooth
 
 
 def read_options(pred_pseudocount: float, pred_logcounts, logits_dataset, logcounts_dataset, profile_kind, head,
-                 truth_dataset, off_end, nonfinite, allow_external_links, regions_format="auto") -> ReadOptions:
+                 truth_dataset, off_end, nonfinite, allow_external_links, regions_format="auto", window_center=None,
+                 chroms=None, length=None) -> ReadOptions:
     """The ``ReadOptions`` of the shared input options."""
     return ReadOptions(logits_dataset, logcounts_dataset, profile_kind, head, truth_dataset, pred_pseudocount,
-                       pred_logcounts, Policies(off_end, nonfinite, allow_external_links), regions_format)
+                       pred_logcounts, Policies(off_end, nonfinite, allow_external_links), regions_format,
+                       window_center, chroms, length)
 
 
 def input_paths(predictions: Path, truth: List[Path], regions: Optional[Path]):

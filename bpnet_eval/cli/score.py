@@ -7,7 +7,8 @@ import typer
 
 from ..environment import torch_threads
 from ..options import Dtype, Job, NonFinite, OffEnd, PredLogcounts, RegionsFormat, RunOptions, Smooth
-from .common import (CLUSTER, OUTPUT, PERFORMANCE, BatchSize, CountLossWeight, Debug, DtypeOption, ExternalLinks,
+from .common import (ChromsOption, LengthOption, WindowCenterOption,
+                     CLUSTER, OUTPUT, PERFORMANCE, BatchSize, CountLossWeight, Debug, DtypeOption, ExternalLinks,
                      GroupsOption, Head, JsonOutput, LogcountsDataset, LogitsDataset, MetricsOption, NonFiniteOption, OffEndOption,
                      Plots, PredLogcountsOption, Predictions, PredPseudocount, PresetOption, ProfileKindOption,
                      ProgressReporter, Quiet, RegionsFile, RegionsFormatOption, Seed, SmoothOption, SmoothSigma,
@@ -22,6 +23,9 @@ def score(
     regions: RegionsFile = None,
     regions_format: RegionsFormatOption = RegionsFormat.auto,
     groups: GroupsOption = None,
+    window_center: WindowCenterOption = None,
+    chroms: ChromsOption = None,
+    length: LengthOption = None,
     pred_pseudocount: PredPseudocount = 0.0,
     pred_logcounts: PredLogcountsOption = PredLogcounts.log,
     logits_dataset: LogitsDataset = None,
@@ -74,7 +78,8 @@ def score(
                                 smooth_width, seed, groups)
         job = Job(*input_paths(predictions, truth, regions),
                   read_options(pred_pseudocount, pred_logcounts, logits_dataset, logcounts_dataset, profile_kind,
-                               head, truth_dataset, off_end, nonfinite, allow_external_links, regions_format),
+                               head, truth_dataset, off_end, nonfinite, allow_external_links, regions_format,
+                               window_center, chroms, length),
                   scoring, RunOptions(device, batch_size, read_workers, read_ahead_mb, torch_threads()))
         out_dir = out or Path(f"bpnet-eval-{Path(str(predictions).split(',')[0]).stem}")
         # --out checked (new, empty or our own output; no input inside) and locked before any work, until the end

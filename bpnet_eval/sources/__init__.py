@@ -2,7 +2,7 @@
 
 ``open_predictions`` and ``open_truth`` are the one place where the format of an input is decided:
 
-- predictions: two ``.npz`` files (bpnet-lite 0.9), counts-scale bigWigs (one per track), a
+- predictions: two or three ``.npz`` files (bpnet-lite 0.9: profile, log counts, index mask), counts-scale bigWigs (one per track), a
   ``(logits, logcounts)`` pair of arrays, or an HDF5 file in one of the peers' layouts
   (``predictions.detect_layout``);
 - truth: one bigWig per track (read over the regions), one HDF5 file, or an array ``(N, S, L)``.
@@ -44,7 +44,8 @@ def _named_files(given) -> list:
 def open_predictions(predictions, regions=None, *, logits_dataset: Optional[str] = None,
                      logcounts_dataset: Optional[str] = None, profile_kind: Optional[str] = None,
                      head: Optional[int] = None, pred_pseudocount: float = 0.0, pred_logcounts: str = "log",
-                     regions_format: str = "auto", allow_external_links: bool = False) -> PredictionSource:
+                     regions_format: str = "auto", window_center: Optional[str] = None, chroms=None,
+                     length: Optional[int] = None, allow_external_links: bool = False) -> PredictionSource:
     """The prediction source for ``predictions`` (see the module docstring for the formats); an unexpected
     error while the files are opened names them (InputError)."""
     with reading(_named_files(predictions), "the predictions", OPEN_FIX):
@@ -53,8 +54,8 @@ def open_predictions(predictions, regions=None, *, logits_dataset: Optional[str]
             return NpzPredictions(npz)
         bigwigs = bigwig_prediction_paths(predictions)
         if bigwigs is not None:  # counts-scale bigWigs, one per track, read over the regions
-            return BigWigPredictions(bigwigs, regions, pred_pseudocount, pred_logcounts,
-                                     regions_format=regions_format)
+            return BigWigPredictions(bigwigs, regions, pred_pseudocount, pred_logcounts, length,
+                                     regions_format=regions_format, window_center=window_center, chroms=chroms)
         if pred_pseudocount or pred_logcounts != "log":
             raise UsageError("--pred-pseudocount and --pred-logcounts apply to bigWig predictions only; "
                              "HDF5 predictions carry their own log counts")

@@ -34,6 +34,11 @@ class PredictionSource(Protocol):
     length: int               # L
     n_logcount_columns: int   # T: 1 (one log count per region) or S (one per track)
     chunk_rows: int = 1       # regions per storage chunk (shards align to it)
+    # How region files are turned into this source's windows (``regions.read_regions``):
+    window_center: Optional[str] = None    # the producer's window centre when --window-center is not given
+    kept_mask: Optional[np.ndarray] = None  # which of the loci read were predicted (bpnet-lite's index mask)
+    mask_path: str = ""                     # the file of that mask, for messages
+    reads_own_windows: bool = False         # read over --regions itself (``regions()`` gives the windows)
 
     def describe(self) -> dict:
         """What was detected and how it is read, for reports and ``check``."""

@@ -65,6 +65,7 @@ _CHUNK_ELEMENTS = 1 << 22  # output elements scattered per step (bounds memory)
 _RESIDENT_BYTES_PER_INTERVAL = 28  # three int64 keys + one float32 value
 _CACHED_BYTES_PER_INTERVAL = 16  # three uint32 positions + one float32 value
 
+_SMALLEST_FLOAT32 = float(np.finfo(np.float32).smallest_subnormal)  # no stored value lies in (0, this)
 _FIX = "check the path, or re-create it with bedGraphToBigWig or pyBigWig"
 
 
@@ -203,7 +204,7 @@ class BigWigReader:
         else:
             raise _bad_file(self.path, "wrong magic number")
         e = self._endian
-        (_, self._version, _, self._chrom_tree_offset, _, self._index_offset, _, _, _, _,
+        (_, self._version, _, self._chrom_tree_offset, _, self._index_offset, _, _, _, self._summary_offset,
          self._uncompress_buf_size, _) = struct.unpack(e + "IHHQQQHHQQIQ", raw)
         self._section_dtype = np.dtype([("chrom", e + "u4"), ("start", e + "u4"), ("end", e + "u4"),
                                         ("step", e + "u4"), ("span", e + "u4"), ("type", "u1"),
@@ -273,6 +274,22 @@ class BigWigReader:
         self._resident_ok = int(self._block_size.sum()) <= _RESIDENT_COMPRESSED_BYTES
         if len(ends) and int(ends.max()) > self._file_size:
             raise _bad_file(self.path, f"truncated: data runs to byte {int(ends.max())}, file has {self._file_size}")
+
+    def value_range(self):
+        """``(smallest, largest)`` value stored in the file, from the header's whole-file summary (written by
+        bedGraphToBigWig, pyBigWig and libBigWig since bigWig version 2), or None when there is none."""
+        if self._version < 2 or not self._summary_offset:
+            return None
+        count, low, high = struct.unpack(self._endian + "Qdd", self._pread(self._summary_offset, 24))
+        return (low, high) if count else None
+
+    def stored_as_negative(self) -> bool:
+        """Whether every stored value is <= 0 and some are < 0 (a minus strand written as negative values).
+
+        Values are float32, so a largest value below float32's smallest positive number means none is > 0
+        (libBigWig, hence pyBigWig, starts the summary's maximum at DBL_MIN = 2.2e-308, not at -inf)."""
+        bounds = self.value_range()
+        return bounds is not None and bounds[1] < _SMALLEST_FLOAT32 and bounds[0] < 0
 
     # ------------------------------------------------------------------ blocks
     def _decode_block(self, block: int):

@@ -10,6 +10,12 @@ Read over the ``--regions`` windows (all of one width, L). For one region with p
   and BPReveal compare ``ln`` of the predicted total) or ``ln(1 + sum v)`` (``"log1p"``: the convention of
   models whose log count ``c`` predicts ``exp(c) - 1`` counts). The pseudocount changes the profile only.
 
+A predicted bigWig whose values are all <= 0 (a minus strand written negated: BPReveal ``predictToBigwig
+--negate``, BPNet ``export-bw --flip-negative-strand``) is read as magnitudes, with a note. Windows that
+overlap are counted and noted: a bigWig holds one value per base, so where windows overlap the values read
+are the writer's stitching (chrombpnet ``pred_bw``: the nearer summit's window; BPReveal: the mean; BPNet:
+the first window), not each window's own prediction.
+
 A window whose predicted values are all 0 has no ``ln(total)``: an error says so (use ``log1p``). A
 predicted profile that is 0 where counts were observed has an infinite MNLL: :func:`check_zero_mass`,
 called on every batch through ``BigWigPredictions.check_batch``, raises an error that names the file, the region and the fix.
@@ -21,9 +27,10 @@ from typing import Optional, Sequence
 import numpy as np
 
 from ..errors import InputError, UsageError
-from ..regions import Regions, match_chromosomes, read_region_file
+from ..regions import Regions, match_chromosomes, read_regions
 from .base import PredictionSource
 from .bigwig import BigWigReader
+from .tracks import negative_track_note
 from .predictions import _LOG_TINY, profile_to_logits
 
 BIGWIG_SUFFIXES = (".bw", ".bigwig")
@@ -87,25 +94,38 @@ def check_zero_mass(logits: np.ndarray, observed: np.ndarray, regions: Regions, 
         f"{PSEUDOCOUNT_FIX}")
 
 
-def _prediction_regions(regions, length: Optional[int], regions_format: str = "auto") -> Regions:
-    """The windows to read: a Regions table, or a BED file (or narrowPeak with ``length``) of equal-width windows."""
+def _prediction_regions(regions, length: Optional[int], region_options: dict) -> Regions:
+    """The windows to read: a Regions table, or region files (BED windows, or windows of ``length`` centred on
+    narrowPeak summits or midpoints), all of one width."""
     if regions is None:
-        raise UsageError("bigWig predictions need the windows they were predicted over: give them with --regions BED")
-    table = regions if isinstance(regions, Regions) else read_region_file(regions, length or 0, regions_format)
+        raise UsageError("bigWig predictions need the windows they were predicted over: give them with --regions "
+                         "(BED windows, or a narrowPeak file with --length L)")
+    table = regions if isinstance(regions, Regions) else read_regions(regions, length or 0, **region_options)
     what = table.source or "regions"
     widths = table.end - table.start
     if len(widths) and widths.max() == 0:
-        raise UsageError(f"{what}: the windows are 0 bp wide (a narrowPeak file gives summits only, and the "
-                         "width L is not stored in bigWig predictions); give --regions as BED windows "
-                         "(chrom, start, end) of the predicted width")
+        raise UsageError(f"{what}: the windows are 0 bp wide; give --regions as BED windows (chrom, start, end) of "
+                         "the predicted width, or a narrowPeak file with --length L")
     expected = length or int(widths[0])
     bad = np.flatnonzero(widths != expected)
     if len(bad):
         k = int(bad[0])
         raise InputError(f"{what}: {table.label(k)} is {int(widths[k])} bp wide but {table.label(0)} is "
                          f"{int(widths[0])} bp ({len(bad)} region(s) differ); bigWig predictions are read over "
-                         "windows of one width (the predicted length L): give regions of equal width")
+                         "windows of one width (the predicted length L): give regions of equal width, or a "
+                         "narrowPeak file with --length L")
     return table
+
+
+def overlapping_windows(regions: Regions) -> int:
+    """How many windows start before the end of an earlier window on the same chromosome (in genome order)."""
+    if len(regions) < 2:
+        return 0
+    _, chrom_code = np.unique(regions.chrom.astype(str), return_inverse=True)
+    offset = chrom_code.astype(np.int64) << 40  # every chromosome on its own stretch of one axis
+    order = np.lexsort((regions.start, chrom_code))
+    start, end = (offset + regions.start)[order], (offset + regions.end)[order]
+    return int((start[1:] < np.maximum.accumulate(end)[:-1]).sum())
 
 
 class BigWigPredictions(PredictionSource):
@@ -122,15 +142,18 @@ class BigWigPredictions(PredictionSource):
     logcounts_convention : {"log", "log1p"}
         Predicted log count ``ln(total)`` (default) or ``ln(1 + total)``.
     length : int, optional
-        L; needed only for narrowPeak regions (default: the width of the windows).
-    regions_format : {"auto", "bed", "narrowpeak"}
-        How a region file is read (``regions.read_region_file``).
+        L; needed for narrowPeak or midpoint-centred windows (default: the width of the BED windows).
+    regions_format, window_center, chroms
+        How region files are read (``regions.read_regions``).
     """
 
     n_logcount_columns = 1
 
+    reads_own_windows = True  # the windows are read here, from the region options (``regions()`` gives them)
+
     def __init__(self, paths: Sequence[str], regions, pseudocount: float = 0.0, logcounts_convention: str = "log",
-                 length: Optional[int] = None, regions_format: str = "auto"):
+                 length: Optional[int] = None, regions_format: str = "auto", window_center: Optional[str] = None,
+                 chroms=None):
         self.paths = [str(p) for p in paths]
         self.path = ",".join(self.paths)
         if logcounts_convention not in LOGCOUNTS_CONVENTIONS:
@@ -140,7 +163,8 @@ class BigWigPredictions(PredictionSource):
             raise UsageError(f"--pred-pseudocount must be a finite number >= 0, not {pseudocount}")
         self.pseudocount = float(pseudocount)
         self.logcounts_convention = logcounts_convention
-        self._regions = _prediction_regions(regions, length, regions_format)
+        self._regions = _prediction_regions(regions, length, {"regions_format": regions_format,
+                                                              "window_center": window_center, "chroms": chroms})
         self.n, self.n_tracks = len(self._regions), len(self.paths)
         self.length = int(self._regions.end[0] - self._regions.start[0]) if self.n else int(length or 0)
         self._readers = []
@@ -148,6 +172,7 @@ class BigWigPredictions(PredictionSource):
             for p in self.paths:
                 self._readers.append(BigWigReader(p))
             self._chroms = [self._file_chroms(reader) for reader in self._readers]
+            self._negated = [s for s, reader in enumerate(self._readers) if reader.stored_as_negative()]
         except BaseException:
             self.close()
             raise
@@ -163,11 +188,20 @@ class BigWigPredictions(PredictionSource):
         return np.array([mapping[c] for c in self._regions.chrom], dtype=object)
 
     def describe(self) -> dict:
-        """What was read and how, for reports."""
+        """What was read and how, for reports (``notes``: negated files read as magnitudes, overlapping windows)."""
+        negated = [self.paths[s] for s in self._negated]
+        notes = [negative_track_note(p, "predicted") for p in negated]
+        overlaps = overlapping_windows(self._regions)
+        if overlaps:
+            notes.append(f"{self.path}: {overlaps} of {self.n} windows overlap an earlier one; a bigWig holds one "
+                         "value per base, so in overlaps the predicted values read are the writer's stitching "
+                         "(chrombpnet pred_bw: the window of the nearer summit; BPReveal predictToBigwig: their "
+                         "mean; BPNet export-bw: the first window), not each window's own prediction")
         return {"path": self.path, "paths": self.paths, "layout": "bigWig counts, one file per track",
                 "profile_kind": "counts", "pseudocount": self.pseudocount,
                 "logcounts": LOGCOUNTS_CONVENTIONS[self.logcounts_convention], "n_regions": self.n,
-                "n_tracks": self.n_tracks, "length": self.length, "logcounts_per": "region"}
+                "n_tracks": self.n_tracks, "length": self.length, "logcounts_per": "region",
+                "read_as_magnitudes": negated, "overlapping_windows": overlaps, "notes": notes}
 
     def regions(self) -> Regions:
         """The windows the predictions are read over."""
@@ -193,12 +227,15 @@ class BigWigPredictions(PredictionSource):
     def read(self, i: int, j: int):
         """Logits ``(j-i, S, L)`` (float64) and log counts ``(j-i, 1)`` of regions ``i..j``."""
         values = np.stack([self._read_track(s, i, j) for s in range(self.n_tracks)], axis=1)
+        for s in self._negated:  # every value of the file <= 0: a minus strand written negated
+            np.abs(values[:, s], out=values[:, s])
         negative = np.argwhere(values < 0)
         if len(negative):
             b, s, p = (int(x) for x in negative[0])
             raise InputError(f"{self.paths[s]}: predicted value {float(values[b, s, p]):g} at position {p} of "
-                             f"{self._regions.label(i + b)} is negative; bigWig predictions must be in counts scale "
-                             "(not logits or log counts)")
+                             f"{self._regions.label(i + b)} is negative, in a file that also holds positive values; "
+                             "predicted bigWigs hold counts, all >= 0, or all <= 0 for a minus strand written "
+                             "negated (read as magnitudes): give each strand's predictions in its own file")
         logcounts = window_logcounts(values, self.logcounts_convention)
         empty = np.flatnonzero(np.isneginf(logcounts[:, 0]))
         if len(empty):

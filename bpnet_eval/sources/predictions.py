@@ -33,6 +33,7 @@ class Layout:
     profile_kind: str = "logits"
     axes: Optional[str] = None  # "NL", "NSL" or "NLS"; None = decide from the shape
     coords: dict = field(default_factory=dict)
+    crops_wider_windows: bool = False  # stored windows wider than L hold the middle L (basepairmodels)
 
 
 def profile_axes(shape, declared: Optional[str]) -> str:
@@ -56,10 +57,19 @@ def to_nsl(array: np.ndarray, axes: str) -> np.ndarray:
 
 
 def profile_to_logits(profile: np.ndarray, kind: str) -> np.ndarray:
-    """Logits of a stored profile: as is, or ``log`` of probabilities/counts (0 → log(float32 tiny))."""
+    """Logits of a stored profile: as is, or ``log`` of probabilities/counts (0 → log(float32 tiny)).
+
+    A counts-scale profile whose values are all <= 0 over a track of a region is read as ``|v|``: its
+    distribution ``v / sum(v)`` is the same (basepairmodels writes ``softmax(z) * (e^c - 1)``, negative
+    when the predicted log count c is below 0); a track mixing signs stays negative (NaN logits, an error)."""
     if kind == "logits":
         return profile
-    with np.errstate(divide="ignore"):
+    if kind == "counts":
+        profile = np.asarray(profile)
+        flipped = (profile <= 0).all(axis=-1, keepdims=True) & (profile < 0).any(axis=-1, keepdims=True)
+        if flipped.any():
+            profile = np.where(flipped, -profile, profile)
+    with np.errstate(divide="ignore", invalid="ignore"):
         logits = np.log(profile)
     return np.maximum(logits, _LOG_TINY)
 
@@ -113,7 +123,7 @@ def detect_layout(handle, head: Optional[int] = None) -> Layout:
                       "predictions/logcounts", "probs", None, coords)
     if dataset_or_none(handle, "predictions/pred_profs") is not None:
         return Layout("basepairmodels (predictions/pred_profs, counts scale)", "predictions/pred_profs",
-                      "predictions/pred_logcounts", "counts", "NLS", coords)
+                      "predictions/pred_logcounts", "counts", "NLS", coords, crops_wider_windows=True)
     found = ", ".join(list_datasets(handle)[:8]) or "none"
     raise InputError(f"{handle.filename}: no known predictions layout (datasets: {found}); "
                      "name them with --logits-dataset and --logcounts-dataset")
@@ -139,6 +149,7 @@ class HDF5Predictions(PredictionSource):
     def __init__(self, path, logits_dataset=None, logcounts_dataset=None, profile_kind=None, head=None,
                  allow_external_links=False):
         self.path = str(path)
+        self.notes = []  # how the file was read where it departs from the plain reading (describe)
         self._file = open_hdf5(self.path, allow_external_links)
         if logits_dataset or logcounts_dataset:
             try:
@@ -190,7 +201,7 @@ class HDF5Predictions(PredictionSource):
         return {"path": self.path, "layout": self.layout.name, "profile_dataset": self.layout.logits,
                 "profile_kind": self.layout.profile_kind, "logcounts_dataset": self.layout.logcounts,
                 "n_regions": self.n, "n_tracks": self.n_tracks, "length": self.length,
-                "logcounts_per": "region" if self.n_logcount_columns == 1 else "track"}
+                "logcounts_per": "region" if self.n_logcount_columns == 1 else "track", "notes": list(self.notes)}
 
     def regions(self) -> Optional[Regions]:
         """The windows stored with the predictions, or None when the file has none."""
@@ -216,8 +227,21 @@ class HDF5Predictions(PredictionSource):
             return None
         peak = read_column(handle, coords["peak"], n) if "peak" in coords else None
         if "start" in coords and "end" in coords:
-            return Regions(chrom, read_column(handle, coords["start"], n), read_column(handle, coords["end"], n),
-                           peak, f"{self.path} [{coords['start']}, {coords['end']}]")
+            start, end = read_column(handle, coords["start"], n), read_column(handle, coords["end"], n)
+            source = f"{self.path} [{coords['start']}, {coords['end']}]"
+            width = np.unique(np.asarray(end, dtype=np.int64) - np.asarray(start, dtype=np.int64))
+            if self.layout.crops_wider_windows and len(width) == 1 and width[0] > self.length:
+                # basepairmodels / bpnet 2.0 --output-window-size < --output-len: the profile is the middle L
+                # of the stored output_len window (columns output_len//2 - L//2 ..)
+                wide = int(width[0])
+                start = np.asarray(start, dtype=np.int64) + wide // 2 - self.length // 2
+                end = start + self.length
+                source += f" centre-cropped from {wide} bp to L = {self.length}"
+                note = (f"{self.path}: the stored windows are {wide} bp wide but the profiles have "
+                                  f"L = {self.length} positions (basepairmodels --output-window-size < "
+                                  f"--output-len): scored over the middle {self.length} bp of each window")
+                self.notes += [] if note in self.notes else [note]
+            return Regions(chrom, start, end, peak, source)
         if "center" in coords:
             return windows_around(chrom, read_column(handle, coords["center"], n), self.length, peak,
                                   f"{self.path} [{coords['center']} ± L/2]")

@@ -19,11 +19,23 @@ from .hdf5 import damaged, dataset_or_none, list_datasets, open_hdf5
 from .predictions import profile_axes, require_numeric, to_nsl
 
 HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".he5")
-TRUTH_DATASET_NAMES = ("observed/counts", "observed", "counts", "true_counts", "y", "obs")
+# basepairmodels / bpnet 2.0 predict store the observed profiles beside the predictions (predictions/true_profs)
+TRUTH_DATASET_NAMES = ("observed/counts", "observed", "counts", "true_counts", "y", "obs", "predictions/true_profs")
+
+
+def negative_track_note(path: str, what: str) -> str:
+    """The note for a bigWig whose values are all <= 0, read as magnitudes."""
+    return (f"{path}: every {what} value is <= 0 (its header's summary), as minus strands are often stored "
+            "(PRO-seq/GRO-seq tracks, BPReveal predictToBigwig --negate, BPNet export-bw --flip-negative-strand): "
+            "read as magnitudes |v|")
 
 
 class BigWigTruth(TruthSource):
     """Observed counts from one bigWig per track (stranded: plus, then minus), read over ``regions``.
+
+    A bigWig whose values are all <= 0 (its header's whole-file summary says so: a minus strand stored as
+    negative values) is read as magnitudes ``|v|``; a file holding both signs is read as it is (its negative
+    values are then an error naming the file and the region, in ``validate.ValueScreen``).
 
     ``planned(plan)`` (validation's ``ReadPlan``) gives the reader of each file's chromosome names, the rows
     not read (skipped: zeros) and the rows read clipped to the chromosome (padded with zeros).
@@ -42,6 +54,7 @@ class BigWigTruth(TruthSource):
                 self.close()
                 raise
         self.n_tracks = len(self._readers)
+        self._negated = [s for s, reader in enumerate(self._readers) if reader.stored_as_negative()]
         self._chroms = [regions.chrom] * self.n_tracks
         self._special = {}  # row → "skip" or "pad"
 
@@ -58,7 +71,9 @@ class BigWigTruth(TruthSource):
         return view
 
     def describe(self) -> dict:
-        return {"kind": "bigWig", "paths": self.paths}
+        negated = [self.paths[s] for s in self._negated]
+        return {"kind": "bigWig", "paths": self.paths, "read_as_magnitudes": negated,
+                "notes": [negative_track_note(p, "observed") for p in negated]}
 
     def read(self, i: int, j: int) -> np.ndarray:
         start, end = self.regions.start[i:j], self.regions.end[i:j]
@@ -71,6 +86,8 @@ class BigWigTruth(TruthSource):
             for k in special:
                 if self._special[i + k] == "pad":
                     out[k, s] = reader.read_clipped(chroms[k], int(start[k]), int(end[k]))
+        for s in self._negated:  # every value <= 0: |v| (no -0.0)
+            np.abs(out[:, s], out=out[:, s])
         return out
 
     def close(self):
