@@ -3,12 +3,14 @@
 import numpy as np
 
 
-def predicted_total_logcounts(columns: dict, track_names) -> np.ndarray:
-    """Predicted log counts of the whole region: the column itself, or ``ln(1 + sum_s (e^c_s - 1))``
-    when the model predicts one log count per track."""
+def predicted_total_logcounts(columns: dict, track_names, count_target: str = "log1p") -> np.ndarray:
+    """Predicted log counts of the whole region: the column itself, or, when the model predicts one log count
+    per track, ``ln(1 + sum_s (e^c_s - 1))`` (count target ``ln(1 + K)``) or ``ln(sum_s e^c_s)`` (``ln K``)."""
     if "predicted_logcounts" in columns:
         return columns["predicted_logcounts"]
     per_track = np.stack([columns[f"predicted_logcounts_{name}"] for name in track_names])
+    if count_target == "log":
+        return np.logaddexp.reduce(per_track, axis=0)
     return np.log1p(np.expm1(per_track).sum(axis=0))
 
 

@@ -13,7 +13,7 @@ import torch
 
 from .environment import THREAD_VARIABLES, allotted_cpus
 from .errors import UsageError
-from .losses import SHIFT_ABOVE, log1p_squared_error, mnll_per_region
+from .losses import SHIFT_ABOVE, log1p_squared_error, mnll_per_region, track_logsumexp
 from .metrics.profile import profile_metrics
 from .metrics.auprc import auprc_region_mask, average_precision, binned_labels_scores
 from .metrics.names import BIN_SIZES
@@ -40,13 +40,25 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
-def seed_columns(logits, logcounts, observed, count_loss_weight: float, track_names: Sequence[str]) -> dict:
+COUNT_LOSS_COLUMNS = {"log1p": "count_log1p_mse", "log": "count_log_mse"}
+
+
+def maybe_undefined(count_target: str) -> frozenset:
+    """Seed columns that may be NaN for finite inputs: the count loss and the mixture loss under the ``ln K``
+    target, where a region has no reads (none under ``ln(1 + K)``)."""
+    return frozenset() if count_target == "log1p" else frozenset({COUNT_LOSS_COLUMNS[count_target], "mixture_loss"})
+
+
+def seed_columns(logits, logcounts, observed, count_loss_weight: float, track_names: Sequence[str],
+                 count_target: str = "log1p") -> dict:
     """The seed losses, the per-track MNLL, observed counts and predicted log counts of one batch (tensors in
-    ``logcounts``' dtype): defined for every region with finite inputs (never NaN)."""
+    ``logcounts``' dtype): defined for every region with finite inputs (never NaN), except the count and mixture
+    losses under the ``ln K`` count target where a region has no reads. The count loss is ``count_log1p_mse``
+    (``count_target="log1p"``) or ``count_log_mse`` (``"log"``)."""
     compute_dtype = logcounts.dtype
     profile_mnll, per_track_mnll, track_totals = mnll_per_region(logits, observed, compute_dtype)
     target = track_totals.sum(dim=-1, keepdim=True) if logcounts.shape[-1] == 1 else track_totals
-    count_loss = log1p_squared_error(logcounts, target)
+    count_loss = log1p_squared_error(logcounts, target, count_target)
     columns = {"observed_counts": track_totals.sum(dim=-1)}
     if logcounts.shape[-1] == 1:
         columns["predicted_logcounts"] = logcounts[:, 0]
@@ -54,8 +66,8 @@ def seed_columns(logits, logcounts, observed, count_loss_weight: float, track_na
         for s, name in enumerate(track_names):
             columns[f"observed_counts_{name}"] = target[:, s]
             columns[f"predicted_logcounts_{name}"] = logcounts[:, s]
-    columns.update(profile_mnll=profile_mnll, count_log1p_mse=count_loss,
-                   mixture_loss=profile_mnll + count_loss_weight * count_loss)
+    columns.update({"profile_mnll": profile_mnll, COUNT_LOSS_COLUMNS[count_target]: count_loss,
+                    "mixture_loss": profile_mnll + count_loss_weight * count_loss})
     if len(track_names) > 1:
         for s, value in enumerate(per_track_mnll.unbind(-1)):
             columns[f"profile_mnll_{track_names[s]}"] = value
@@ -64,12 +76,29 @@ def seed_columns(logits, logcounts, observed, count_loss_weight: float, track_na
 
 def metric_columns(logits, observed, compute_dtype, track_names: Sequence[str], plan: Optional[MetricPlan] = None,
                    first_row: int = 0) -> dict:
-    """The profile metrics of ``plan`` for one batch (tensors; NaN where a metric is undefined)."""
+    """The profile metrics of ``plan`` for one batch (tensors; NaN where a metric is undefined), and the per-track
+    counts where the plan asks for them (``track_count_columns``)."""
+    columns = track_count_columns(logits, observed, compute_dtype, track_names) if plan and plan.track_counts else {}
     if plan is None or not plan.profile_names:
-        return {}
+        return columns
     rows = torch.arange(first_row, first_row + logits.shape[0], device=logits.device)
-    return profile_metrics(narrowed(logits, compute_dtype), observed.to(compute_dtype), names=plan.profile_names,
-                           track_names=track_names, rows=rows, **plan.profile_options)
+    columns.update(profile_metrics(narrowed(logits, compute_dtype), observed.to(compute_dtype),
+                                   names=plan.profile_names, track_names=track_names, rows=rows,
+                                   **plan.profile_options))
+    return columns
+
+
+def track_count_columns(logits, observed, compute_dtype, track_names: Sequence[str]) -> dict:
+    """Per track ``s``: the observed total ``observed_tracktotal_<s> = sum_i k_si`` and the log of the predicted
+    profile's share of the region, ``predicted_trackshare_<s> = logsumexp_i z_si - logsumexp_{t,i} z_ti``
+    (so ``e^(c + share_s)`` is track ``s``'s part of a predicted total ``e^c``)."""
+    totals = observed.to(compute_dtype).sum(dim=-1)
+    share = torch.log_softmax(track_logsumexp(logits, compute_dtype), dim=-1)
+    columns = {}
+    for s, name in enumerate(track_names):
+        columns[f"observed_tracktotal_{name}"] = totals[:, s]
+        columns[f"predicted_trackshare_{name}"] = share[:, s]
+    return columns
 
 
 def peer_rounded(seed: dict, plan: Optional[MetricPlan], track_names: Sequence[str]) -> dict:
@@ -106,8 +135,9 @@ def compute_batch(logits, logcounts, observed, count_loss_weight: float, track_n
     per-track MNLL, then the profile metrics of ``plan`` (``first_row``: the global row of the batch's first
     region, which keys the shuffled baselines). The computation runs in ``logcounts``' dtype; ``logits`` and
     ``observed`` may come as stored (float32)."""
-    columns = peer_rounded(seed_columns(logits, logcounts, observed, count_loss_weight, track_names), plan,
-                           track_names)
+    count_target = plan.count_target if plan is not None else "log1p"
+    columns = peer_rounded(seed_columns(logits, logcounts, observed, count_loss_weight, track_names, count_target),
+                           plan, track_names)
     columns.update(metric_columns(logits, observed, logcounts.dtype, track_names, plan, first_row))
     return as_numpy(columns)
 
@@ -179,11 +209,12 @@ class BatchComputer:
         # logits chunk by chunk and reads the counts sparsely; ``logcounts`` carries the compute dtype.
         logits, observed = (t.to(self.device, non_blocking=True) for t in (logits, observed))
         logcounts = logcounts.to(self.device, non_blocking=True).to(self.dtype)
-        seed = peer_rounded(seed_columns(logits, logcounts, observed, self.count_loss_weight, self.track_names),
-                            self.plan, self.track_names)
+        count_target = self.plan.count_target if self.plan is not None else "log1p"
+        seed = peer_rounded(seed_columns(logits, logcounts, observed, self.count_loss_weight, self.track_names,
+                                         count_target), self.plan, self.track_names)
         columns = as_numpy({**seed, **metric_columns(logits, observed, self.dtype, self.track_names, self.plan,
                                                      first_row)})
-        dropped = screen(columns, frozenset(seed)) if screen is not None else None
+        dropped = screen(columns, frozenset(seed) - maybe_undefined(count_target)) if screen is not None else None
         if self.pooled_auprc is not None:
             keep = None if dropped is None or not dropped.any() else ~dropped
             self.pooled_auprc.update(observed.to(self.dtype), narrowed(logits, self.dtype), keep)

@@ -11,7 +11,7 @@ from .metrics.names import BIN_SIZES
 
 LOWER_IS_BETTER = frozenset({
     "profile_mnll", "profile_mnll_per_base", "profile_cross_entropy", "profile_jsd_divergence",
-    "profile_jsd_distance", "count_log1p_mse", "mixture_loss",
+    "profile_jsd_distance", "count_log1p_mse", "count_log_mse", "mixture_loss",
 })
 HIGHER_IS_BETTER = frozenset({
     "profile_norm_jsd", "profile_pearson", "profile_spearman",

@@ -50,8 +50,29 @@ def log1pMSELoss(log_predicted_counts, true_counts):
     return torch.mean(torch.square(log_true - log_predicted_counts), dim=-1).mean()
 
 
-def log1p_squared_error(log_predicted_counts, true_counts):
-    """Per-region ``mean over the last axis of (ln(1 + true) - log_predicted)^2``.
+def log_count_target(true_counts, target="log1p"):
+    """``t(K) = ln(1 + K)`` (``"log1p"``: the seed's count target) or ``ln K`` (``"log"``: BPReveal's), NaN where
+    ``ln K`` is undefined (``K = 0``).
+
+    Parameters
+    ----------
+    true_counts : torch.Tensor
+        Observed totals ``K``.
+    target : {"log1p", "log"}
+
+    Returns
+    -------
+    y : torch.Tensor, same shape
+    """
+    if target == "log1p":
+        return torch.log1p(true_counts)
+    if target != "log":
+        raise ValueError(f"count target must be 'log1p' or 'log', not {target!r}")
+    return torch.where(true_counts > 0, torch.log(true_counts), torch.full_like(true_counts, float("nan")))
+
+
+def log1p_squared_error(log_predicted_counts, true_counts, target="log1p"):
+    """Per-region ``mean over the last axis of (t(true) - log_predicted)^2``, ``t = ln(1 + K)`` (or ``ln K``).
 
     Parameters
     ----------
@@ -59,12 +80,14 @@ def log1p_squared_error(log_predicted_counts, true_counts):
         Predicted log counts, one per track (T = S) or one per region (T = 1).
     true_counts : torch.Tensor, shape=(n, T)
         Observed counts matching ``log_predicted_counts``.
+    target : {"log1p", "log"}
+        The count target (``log_count_target``): ``ln K`` gives NaN where ``K = 0``.
 
     Returns
     -------
     loss : torch.Tensor, shape=(n,)
     """
-    return torch.mean(torch.square(torch.log1p(true_counts) - log_predicted_counts), dim=-1)
+    return torch.mean(torch.square(log_count_target(true_counts, target) - log_predicted_counts), dim=-1)
 
 
 def joint_log_softmax(logits):

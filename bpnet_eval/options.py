@@ -50,6 +50,12 @@ class Preset(Choice):
     bpnet_lite = "bpnet-lite"
     chrombpnet = "chrombpnet"
     bpnet = "bpnet"
+    bpreveal = "bpreveal"
+
+
+class CountTarget(Choice):
+    log1p = "log1p"
+    log = "log"
 
 
 class ProfileKind(Choice):
@@ -223,7 +229,7 @@ class ScoreOptions:
         Column suffixes (default: ``plus, minus`` for two tracks, else ``track0, ...``).
     metrics : str
         ``default``, ``all`` or a comma list of profile metrics (docs/metrics.md).
-    preset : {"bpnet-lite", "chrombpnet", "bpnet"}, optional
+    preset : {"bpnet-lite", "chrombpnet", "bpnet", "bpreveal"}, optional
         A peer's definitions, columns and summary file.
     smooth, smooth_sigma, smooth_width : str, float, int
         Gaussian smoothing of the profiles compared by the shape metrics.
@@ -231,6 +237,9 @@ class ScoreOptions:
         Seed of the shuffled baselines.
     groups : sequence of str
         Region group files (``bpnet_eval.groups``): every summary also per group of each grouping they give.
+    count_target : {"log1p", "log"}, optional
+        What the predicted log count is compared with: ``ln(1 + K)`` (the seed) or ``ln K`` (BPReveal's
+        training target); default the preset's, else ``log1p``.
     """
 
     count_loss_weight: float = 1.0
@@ -243,11 +252,14 @@ class ScoreOptions:
     smooth_width: int = 81
     seed: int = 0
     groups: Tuple[str, ...] = ()
+    count_target: Optional[str] = None
 
     def __post_init__(self):
         groups = (self.groups,) if isinstance(self.groups, (str, bytes)) or hasattr(self.groups, "__fspath__") \
             else tuple(self.groups or ())
         _set(self, groups=tuple(str(path) for path in groups))
+        _set(self, count_target=_choice(self.count_target, CountTarget,
+                                        "--count-target must be log1p (ln(1 + K)) or log (ln K), not '{value}'"))
         _set(self, dtype=_choice(self.dtype, Dtype, "--dtype must be float32 or float64, not '{value}'"),
              smooth=_choice(self.smooth, Smooth, "--smooth must be one of {choices}, not '{value}'"),
              preset=_choice(self.preset, Preset, "--preset must be one of {choices}, not '{value}'"),
@@ -266,7 +278,8 @@ class ScoreOptions:
         """The ``presets.MetricPlan`` these options select."""
         from .presets import make_plan
 
-        return make_plan(self.metrics, self.preset, self.smooth, self.smooth_sigma, self.smooth_width, self.seed)
+        return make_plan(self.metrics, self.preset, self.smooth, self.smooth_sigma, self.smooth_width, self.seed,
+                         self.count_target)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from .examples import example_regions
 from .groups import read_all_groups
 from .inputs import Inputs, iter_batches, open_inputs, open_sources
 from .options import Job, ReadOptions, RunOptions, ScoreOptions, split_options
-from .presets import MetricPlan, preset_files
+from .presets import COUNT_TARGETS, MetricPlan, preset_files
 from .regions import Regions
 from .sources import unreadable_truth_bigwigs
 from .summary import drop_nonfinite, summarize
@@ -45,6 +45,17 @@ class ScoreResult:
 def default_track_names(n_tracks: int) -> list:
     """``plus, minus`` for two tracks (stranded data), else ``track0, track1, ...``."""
     return ["plus", "minus"] if n_tracks == 2 else [f"track{s}" for s in range(n_tracks)]
+
+
+def count_target_note(predictions: dict, count_target: str) -> Optional[str]:
+    """The line saying that the producer trained its log counts on another target than the run scores against."""
+    trained = predictions.get("trained_count_target")
+    if trained is None or trained == count_target:
+        return None
+    formula = COUNT_TARGETS
+    return (f"{predictions.get('path')}: {predictions.get('layout')} models are trained on log counts of "
+            f"{formula[trained]}; scored against {formula[count_target]} (--count-target {count_target}): pass "
+            f"--count-target {trained} to score them against their own target")
 
 
 def summarize_scores(columns: dict, table: Regions, findings: Findings, settings: dict, inputs: dict,
@@ -89,6 +100,9 @@ def score_inputs(inputs: Inputs, scoring: ScoreOptions, run: RunOptions,
     plan = scoring.plan
     preds, table, truth_source, findings = inputs.preds, inputs.regions, inputs.truth, inputs.findings
     groupings = read_all_groups(scoring.groups, table, preds.n)  # before any batch: a bad file stops at once
+    note = count_target_note(preds.describe(), plan.count_target)
+    if note and note not in findings.warnings:
+        findings.warnings.append(note)
     names = list(scoring.track_names) if scoring.track_names else default_track_names(preds.n_tracks)
     if len(names) != preds.n_tracks:
         raise UsageError(f"--track-names gives {len(names)} name(s) for {preds.n_tracks} track(s)")
@@ -125,6 +139,7 @@ def score_inputs(inputs: Inputs, scoring: ScoreOptions, run: RunOptions,
                 "batch_size": inputs.batch_size, "track_names": names, "metrics": plan.describe(),
                 "bpnet_eval_version": __version__}
     sources = {"predictions": preds.describe(), "truth": truth_source.describe(), "regions": table.source}
+
     start, stop = inputs.rows
     if inputs.partial:
         partial_state = {"rows": (start, stop), "n_regions": preds.n, "findings": findings,

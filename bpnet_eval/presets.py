@@ -26,6 +26,8 @@ from .columns import predicted_total_logcounts
 from .errors import UsageError
 from .metrics.names import BIN_SIZES, COUNT_METRICS_ALL, COUNT_METRICS_DEFAULT, PROFILE_METRICS_ALL
 
+# The count targets (``--count-target``): what a predicted log count ``c`` is compared with.
+COUNT_TARGETS = {"log1p": "ln(1 + K)", "log": "ln K"}
 # Computed in every run by the seed losses (joint) and the per-track MNLL.
 SEED_PROFILE_METRICS = ("profile_mnll",)
 SMOOTH_CHOICES = ("none", "predictions", "observed", "both")
@@ -41,10 +43,13 @@ class MetricPlan:
     count_ties: str = "average"
     pooled_auprc: bool = False
     preset: Optional[str] = None
+    count_target: str = "log1p"   # the count target: ln(1 + K) ("log1p", the seed) or ln K ("log", BPReveal)
+    track_counts: bool = False    # per-track observed totals and predicted shares (BPReveal's per-bigWig counts)
 
     def describe(self) -> dict:
         """The plan as recorded in ``summary.json`` → ``settings.metrics``."""
-        return {"preset": self.preset, "profile": list(SEED_PROFILE_METRICS + self.profile_names),
+        return {"preset": self.preset, "count_target": self.count_target,
+                "profile": list(SEED_PROFILE_METRICS + self.profile_names),
                 "profile_options": {k: v for k, v in self.profile_options.items()},
                 "counts": list(self.count_names), "count_spearman_ties": self.count_ties,
                 "pooled_auprc_bins": list(BIN_SIZES) if self.pooled_auprc else []}
@@ -59,6 +64,8 @@ PRESETS = {
                              "chrombpnet"),
     "bpnet": MetricPlan((), {}, ("mse", "variance_explained", "pearson", "spearman", "mae"), "average", True,
                         "bpnet"),
+    "bpreveal": MetricPlan(("profile_jsd_distance", "profile_pearson", "profile_spearman"), {},
+                           COUNT_METRICS_DEFAULT, "average", False, "bpreveal", count_target="log", track_counts=True),
 }
 
 
@@ -81,8 +88,11 @@ def _metric_names(metrics: str) -> tuple:
 
 
 def make_plan(metrics: str = "default", preset: Optional[str] = None, smooth: str = "none",
-              sigma: float = 7.0, width: int = 81, seed: int = 0) -> MetricPlan:
-    """The plan for ``--metrics``/``--preset`` and the smoothing options."""
+              sigma: float = 7.0, width: int = 81, seed: int = 0, count_target: Optional[str] = None) -> MetricPlan:
+    """The plan for ``--metrics``/``--preset``, the smoothing options and the count target (default: the
+    preset's, else ``log1p``)."""
+    if count_target is not None and count_target not in COUNT_TARGETS:
+        raise UsageError(f"--count-target must be log1p (ln(1 + K)) or log (ln K), not '{count_target}'")
     if smooth not in SMOOTH_CHOICES:
         raise UsageError(f"--smooth must be one of {', '.join(SMOOTH_CHOICES)}, not '{smooth}'")
     if width < 1 or sigma <= 0:
@@ -104,7 +114,7 @@ def make_plan(metrics: str = "default", preset: Optional[str] = None, smooth: st
     if base.profile_names and any("shuffled" in n for n in base.profile_names):
         options["seed"] = int(seed)
     return MetricPlan(base.profile_names, options, base.count_names, base.count_ties, base.pooled_auprc,
-                      base.preset)
+                      base.preset, count_target or base.count_target, base.track_counts)
 
 
 def _nanmedian(values) -> Optional[float]:
@@ -186,6 +196,76 @@ def bpnet_metrics(summary: dict, auprc: dict) -> dict:
                        "pearsonr": counts["pearson"], "spearmanr": counts["spearman"], "mad": counts["mae"]}}
 
 
+BPREVEAL_QUANTILES = np.linspace(0, 1, 5)
+
+
+def bpreveal_region_values(columns: dict, track_names, track: int) -> dict:
+    """BPReveal ``metrics``' per-region values of one track (its ``MetricsCalculator.runRegions``): ``mnll`` (the
+    multinomial log-likelihood, ``-profile_mnll``), ``jsd`` (distance), ``pearsonr``, ``spearmanr`` and the
+    observed and predicted totals (``e^(c + share)``), all NaN where either total is 0 ("poison the results")."""
+    name = track_names[track]
+    observed = np.asarray(columns[f"observed_tracktotal_{name}"], dtype=np.float64)
+    with np.errstate(over="ignore"):
+        predicted = np.exp(np.asarray(predicted_total_logcounts(columns, track_names, "log"), dtype=np.float64)
+                           + columns[f"predicted_trackshare_{name}"])
+    values = {"mnll": -_per_track(columns, "profile_mnll", track_names)[:, track],
+              "jsd": _per_track(columns, "profile_jsd_distance", track_names)[:, track],
+              "pearsonr": _per_track(columns, "profile_pearson", track_names)[:, track],
+              "spearmanr": _per_track(columns, "profile_spearman", track_names)[:, track],
+              "reference_counts": observed, "predicted_counts": predicted}
+    poisoned = ~((observed > 0) & (predicted > 0))
+    return {key: np.where(poisoned, np.nan, np.asarray(value, dtype=np.float64)) for key, value in values.items()}
+
+
+def bpreveal_metrics(values: dict, skip_zeroes: bool, paths: dict) -> str:
+    """The JSON BPReveal's ``metrics --json-output`` writes (``--skip-zeroes`` when ``skip_zeroes``): the 0, 25,
+    50, 75 and 100 % quantiles of each profile metric over the regions (NaN anywhere makes them NaN, unless
+    skipped; fewer than 5 values are replaced by five zeros, as it does), then Pearson and Spearman of the raw
+    totals (NaN for 2 regions or fewer); ``json.dumps(..., indent=4)`` without a final newline."""
+    from .metrics.correlation import pearson, spearman
+
+    out = dict(paths)
+    for key in ("mnll", "jsd", "pearsonr", "spearmanr"):
+        vector = values[key][np.isfinite(values[key])] if skip_zeroes else values[key]
+        if vector.shape[0] < 5:
+            vector = np.zeros((5,))
+        out[key] = {"quantile-cutoffs": [float(q) for q in BPREVEAL_QUANTILES],
+                    "quantiles": [float(q) for q in np.quantile(vector, BPREVEAL_QUANTILES)]}
+    reference, predicted = values["reference_counts"], values["predicted_counts"]
+    if skip_zeroes:
+        both = np.isfinite(reference) & np.isfinite(predicted)
+        reference, predicted = reference[both], predicted[both]
+    if reference.shape[0] > 2:
+        import torch
+
+        a, b = torch.as_tensor(reference), torch.as_tensor(predicted)
+        out["counts-pearson"], out["counts-spearman"] = float(pearson(a, b)), float(spearman(a, b))
+    else:
+        out["counts-pearson"] = out["counts-spearman"] = float("nan")
+    return json.dumps(out, indent=4)
+
+
+def bpreveal_files(columns: dict, summary: dict, track_names) -> dict:
+    """``bpreveal_metrics.<track>.json`` (BPReveal's default: a region without reads makes the numbers NaN) and
+    ``bpreveal_metrics.<track>.skip-zeroes.json`` (``--skip-zeroes``) for each track, as ``metrics --json-output``
+    writes them comparing that track's observed and predicted bigWigs over the regions."""
+    inputs = summary.get("inputs", {})
+
+    def track_path(source: dict, s: int) -> str:  # one file per track (bigWigs), else the one file
+        paths = source.get("paths")
+        return str(paths[s] if paths and len(paths) == len(track_names) else source.get("path"))
+
+    files = {}
+    for s, name in enumerate(track_names):
+        paths = {"reference": track_path(inputs.get("truth", {}), s),
+                 "predicted": track_path(inputs.get("predictions", {}), s),
+                 "regions": str(inputs.get("regions")).split(" [")[0]}
+        values = bpreveal_region_values(columns, track_names, s)
+        files[f"bpreveal_metrics.{name}.json"] = bpreveal_metrics(values, False, paths)
+        files[f"bpreveal_metrics.{name}.skip-zeroes.json"] = bpreveal_metrics(values, True, paths)
+    return files
+
+
 def preset_files(plan: MetricPlan, columns: dict, summary: dict, peak, track_names) -> dict:
     """The preset's own summary files: ``{file name: text}`` (empty without a preset)."""
     if plan.preset == "bpnet-lite":
@@ -194,4 +274,6 @@ def preset_files(plan: MetricPlan, columns: dict, summary: dict, peak, track_nam
         return {"chrombpnet_metrics.json": json.dumps(chrombpnet_metrics(columns, summary, peak), indent=2) + "\n"}
     if plan.preset == "bpnet":
         return {"bpnet_metrics.json": json.dumps(bpnet_metrics(summary, summary["profile_auprc"]), indent=2) + "\n"}
+    if plan.preset == "bpreveal":
+        return bpreveal_files(columns, summary, track_names)
     return {}

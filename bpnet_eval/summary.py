@@ -29,14 +29,14 @@ def column_statistics(values: np.ndarray) -> dict:
 def group_summary(columns: dict, rows: Optional[np.ndarray], track_names, count_options: Optional[dict] = None) -> dict:
     """Statistics of every per-region column and the across-region count metrics, over ``rows``.
 
-    ``count_options`` are ``count_metrics``' ``names`` and ``ties``.
+    ``count_options`` are ``count_metrics``' ``names``, ``ties`` and ``target``.
     """
     from .metrics.counts import count_metrics  # torch: imported once the scores exist (the pipeline forks first)
 
     pick = (lambda v: v) if rows is None else (lambda v: v[rows])
-    with np.errstate(over="ignore", invalid="ignore"):  # e^c of a huge c: inf, then null with a warning
-        total_logcounts = predicted_total_logcounts(columns, track_names)
     count_options = count_options or {}
+    with np.errstate(over="ignore", invalid="ignore"):  # e^c of a huge c: inf, then null with a warning
+        total_logcounts = predicted_total_logcounts(columns, track_names, count_options.get("target", "log1p"))
     summary = {"n_regions": int(len(pick(columns["observed_counts"]))),
                "metrics": {name: column_statistics(pick(v)) for name, v in columns.items()},
                "counts": count_metrics(pick(total_logcounts), pick(columns["observed_counts"]), **count_options)}
@@ -53,7 +53,8 @@ def summarize(columns: dict, peak: Optional[np.ndarray], settings: dict, inputs:
     group of each grouping (``groups.Grouping`` over the same rows as ``columns``) in ``region_groups``."""
     track_names = settings["track_names"]
     plan = settings.get("metrics", {})
-    count_options = {"names": tuple(plan["counts"]), "ties": plan["count_spearman_ties"]} if plan else {}
+    count_options = {"names": tuple(plan["counts"]), "ties": plan["count_spearman_ties"],
+                     "target": plan.get("count_target", "log1p")} if plan else {}
     summary = {"n_regions": int(len(columns["observed_counts"])),
                "count_loss_weight": settings["count_loss_weight"]}
     summary.update({k: v for k, v in group_summary(columns, None, track_names, count_options).items()

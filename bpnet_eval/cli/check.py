@@ -11,7 +11,7 @@ from .common import (ChromsOption, LengthOption, WindowCenterOption,
                      LogitsDataset, MetricsOption, NonFiniteOption, OffEndOption, PredLogcountsOption, Predictions,
                      PredPseudocount, PresetOption, ProfileKindOption, RegionsFile, RegionsFormatOption, Seed,
                      SmoothOption, SmoothSigma, SmoothWidth, TrackNames, Truth, TruthDataset, fail, input_paths,
-                     read_options, run_guarded, score_options)
+                     CountTargetOption, read_options, run_guarded, score_options)
 
 
 def check(
@@ -37,6 +37,7 @@ def check(
     smooth_sigma: SmoothSigma = 7.0,
     smooth_width: SmoothWidth = 81,
     seed: Seed = 0,
+    count_target: CountTargetOption = None,
     off_end: OffEndOption = OffEnd.error,
     nonfinite: NonFiniteOption = NonFinite.error,
     allow_external_links: ExternalLinks = False,
@@ -62,7 +63,7 @@ def check(
                                head, truth_dataset, off_end, nonfinite, allow_external_links, regions_format,
                                window_center, chroms, length),
                   score_options(count_loss_weight, dtype, track_names, metrics, preset, smooth, smooth_sigma,
-                                smooth_width, seed),
+                                smooth_width, seed, count_target=count_target),
                   RunOptions(batch_size=batch_size))
         findings = check_job(job, scan_values=values)
         sys.stdout.write(format_findings(findings))

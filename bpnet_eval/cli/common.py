@@ -12,8 +12,8 @@ from rich.console import Console
 
 
 from ..errors import EXIT_RUNTIME, BpnetEvalError
-from ..options import (Dtype, NonFinite, OffEnd, Policies, PredLogcounts, Preset, ProfileKind, ReadOptions, RegionsFormat,
-                       ScoreOptions, Smooth, WindowCenter)
+from ..options import (CountTarget, Dtype, NonFinite, OffEnd, Policies, PredLogcounts, Preset, ProfileKind,
+                       ReadOptions, RegionsFormat, ScoreOptions, Smooth, WindowCenter)
 
 stderr = Console(stderr=True)
 STARTED = time.monotonic()  # the command line is imported when the command starts
@@ -112,7 +112,11 @@ MetricsOption = Annotated[str, typer.Option("--metrics", "-m", rich_help_panel=M
 PresetOption = Annotated[Optional[Preset], typer.Option(
     "--preset", rich_help_panel=METRICS, show_default=False,
     help="Reproduce a peer's definitions and summary file: bpnet-lite (performance.tsv), chrombpnet "
-         "(chrombpnet_metrics.json), bpnet (bpnet_metrics.json).")]
+         "(chrombpnet_metrics.json), bpnet (bpnet_metrics.json), bpreveal (bpreveal_metrics.<track>.json).")]
+CountTargetOption = Annotated[Optional[CountTarget], typer.Option(
+    "--count-target", rich_help_panel=METRICS, show_default=False,
+    help="What predicted log counts are compared with: log1p = ln(1 + K) (the seed; default) or log = ln K "
+         "(BPReveal's training target; the bpreveal preset's default).")]
 SmoothOption = Annotated[Smooth, typer.Option(
     "--smooth", rich_help_panel=METRICS, help="Gaussian-smooth the profiles compared by the shape metrics.")]
 SmoothSigma = Annotated[float, typer.Option(
@@ -131,10 +135,10 @@ DtypeOption = Annotated[Dtype, typer.Option(
 
 
 def score_options(count_loss_weight, dtype, track_names, metrics, preset, smooth, smooth_sigma, smooth_width,
-                  seed, groups=None) -> ScoreOptions:
+                  seed, groups=None, count_target=None) -> ScoreOptions:
     """The ``ScoreOptions`` of the shared options of what to compute."""
     return ScoreOptions(count_loss_weight, dtype, track_names.split(",") if track_names else None, metrics, preset,
-                        smooth, smooth_sigma, smooth_width, seed, tuple(str(g) for g in groups or ()))
+                        smooth, smooth_sigma, smooth_width, seed, tuple(str(g) for g in groups or ()), count_target)
 
 
 def read_options(pred_pseudocount: float, pred_logcounts, logits_dataset, logcounts_dataset, profile_kind, head,

@@ -13,7 +13,7 @@ from .common import (ChromsOption, LengthOption, WindowCenterOption,
                      Plots, PredLogcountsOption, Predictions, PredPseudocount, PresetOption, ProfileKindOption,
                      ProgressReporter, Quiet, RegionsFile, RegionsFormatOption, Seed, SmoothOption, SmoothSigma,
                      SmoothWidth, TrackNames, Truth, TruthDataset, Wide, draw_plots, figure_painter, input_paths,
-                     read_options, run_guarded, score_options, stderr, write_and_show)
+                     CountTargetOption, read_options, run_guarded, score_options, stderr, write_and_show)
 
 
 def score(
@@ -40,6 +40,7 @@ def score(
     smooth_sigma: SmoothSigma = 7.0,
     smooth_width: SmoothWidth = 81,
     seed: Seed = 0,
+    count_target: CountTargetOption = None,
     off_end: OffEndOption = OffEnd.error,
     nonfinite: NonFiniteOption = NonFinite.error,
     allow_external_links: ExternalLinks = False,
@@ -75,7 +76,7 @@ def score(
         from ..report.files import prepare_output
 
         scoring = score_options(count_loss_weight, dtype, track_names, metrics, preset, smooth, smooth_sigma,
-                                smooth_width, seed, groups)
+                                smooth_width, seed, groups, count_target)
         job = Job(*input_paths(predictions, truth, regions),
                   read_options(pred_pseudocount, pred_logcounts, logits_dataset, logcounts_dataset, profile_kind,
                                head, truth_dataset, off_end, nonfinite, allow_external_links, regions_format,

@@ -1,4 +1,5 @@
-"""Count metrics across regions: predicted log counts ``c`` vs ``y = ln(1 + observed total)``.
+"""Count metrics across regions: predicted log counts ``c`` vs ``y = ln(1 + observed total)`` (or, with
+``target="log"``, ``y = ln(observed total)``: BPReveal's count target).
 
 Each function reduces the last axis (the regions), so 1-D inputs give one number and ``(T, n)``
 inputs give one per track. NaN inputs propagate (drop them first where wanted).
@@ -8,17 +9,18 @@ inputs give one per track. NaN inputs propagate (drop them first where wanted).
 import numpy as np
 import torch
 
+from ..losses import log_count_target
 from .correlation import NAN, is_constant, pearson, spearman
 from .names import COUNT_METRICS_DEFAULT
 
 
 
 def log1p_total(total_counts):
-    """``y = ln(1 + N)``: the count target of every count metric (natural log)."""
+    """``y = ln(1 + N)``: the default count target of every count metric (natural log)."""
     return torch.log1p(total_counts)
 
 
-def count_pearson(log_predicted_counts, total_counts, zero_variance=NAN):
+def count_pearson(log_predicted_counts, total_counts, zero_variance=NAN, target="log1p"):
     """``pearson(c, ln(1 + N))`` across regions (last axis).
 
     Parameters
@@ -29,15 +31,17 @@ def count_pearson(log_predicted_counts, total_counts, zero_variance=NAN):
         Observed totals ``N``.
     zero_variance : float
         Value where a variance is 0: NaN, or 0 as bpnet-lite.
+    target : {"log1p", "log"}
+        ``y = ln(1 + N)`` (default) or ``ln N``.
 
     Returns
     -------
     r : torch.Tensor, shape=(...)
     """
-    return pearson(log_predicted_counts, log1p_total(total_counts), zero_variance=zero_variance)
+    return pearson(log_predicted_counts, log_count_target(total_counts, target), zero_variance=zero_variance)
 
 
-def count_spearman(log_predicted_counts, total_counts, ties="average", zero_variance=NAN):
+def count_spearman(log_predicted_counts, total_counts, ties="average", zero_variance=NAN, target="log1p"):
     """``pearson(rank(c), rank(ln(1 + N)))`` across regions; ``ties="ordinal"`` as bpnet-lite.
 
     Parameters
@@ -46,55 +50,63 @@ def count_spearman(log_predicted_counts, total_counts, ties="average", zero_vari
     ties : {"average", "ordinal"}
         Averaged ranks for ties (scipy, chrombpnet, BPNet) or ordinal ranks (bpnet-lite).
     zero_variance : float
+    target : {"log1p", "log"}
+        ``y = ln(1 + N)`` (default) or ``ln N``.
 
     Returns
     -------
     rho : torch.Tensor, shape=(...)
     """
-    return spearman(log_predicted_counts, log1p_total(total_counts), ties=ties, zero_variance=zero_variance)
+    return spearman(log_predicted_counts, log_count_target(total_counts, target), ties=ties, zero_variance=zero_variance)
 
 
-def count_mse(log_predicted_counts, total_counts):
+def count_mse(log_predicted_counts, total_counts, target="log1p"):
     """``mean_r (ln(1 + N_r) - c_r)^2`` across regions.
 
     Parameters
     ----------
     log_predicted_counts, total_counts : torch.Tensor, shape=(..., n)
+    target : {"log1p", "log"}
+        ``y = ln(1 + N)`` (default) or ``ln N``.
 
     Returns
     -------
     mse : torch.Tensor, shape=(...)
     """
-    return torch.mean(torch.square(log1p_total(total_counts) - log_predicted_counts), dim=-1)
+    return torch.mean(torch.square(log_count_target(total_counts, target) - log_predicted_counts), dim=-1)
 
 
-def count_mae(log_predicted_counts, total_counts):
+def count_mae(log_predicted_counts, total_counts, target="log1p"):
     """``mean_r |ln(1 + N_r) - c_r|`` across regions (BPNet's ``mad``).
 
     Parameters
     ----------
     log_predicted_counts, total_counts : torch.Tensor, shape=(..., n)
+    target : {"log1p", "log"}
+        ``y = ln(1 + N)`` (default) or ``ln N``.
 
     Returns
     -------
     mae : torch.Tensor, shape=(...)
     """
-    return torch.mean(torch.abs(log1p_total(total_counts) - log_predicted_counts), dim=-1)
+    return torch.mean(torch.abs(log_count_target(total_counts, target) - log_predicted_counts), dim=-1)
 
 
-def count_variance_explained(log_predicted_counts, total_counts):
+def count_variance_explained(log_predicted_counts, total_counts, target="log1p"):
     """``1 - var(y - c) / var(y)``, ``y = ln(1 + N)``, across regions (BPNet's ``var_explained``).
 
     Parameters
     ----------
     log_predicted_counts, total_counts : torch.Tensor, shape=(..., n)
+    target : {"log1p", "log"}
+        ``y = ln(1 + N)`` (default) or ``ln N``.
 
     Returns
     -------
     fraction : torch.Tensor, shape=(...)
         NaN where ``var(y) = 0``. Unlike R^2, a constant offset of ``c`` is not penalised.
     """
-    y = log1p_total(total_counts)
+    y = log_count_target(total_counts, target)
     explained = 1 - torch.var(y - log_predicted_counts, dim=-1, correction=0) / torch.var(y, dim=-1, correction=0)
     return torch.where(is_constant(y), NAN, explained)
 
@@ -103,8 +115,10 @@ COUNT_FUNCTIONS = {"pearson": count_pearson, "spearman": count_spearman, "mse": 
                    "mae": count_mae, "variance_explained": count_variance_explained}
 
 
-def count_metrics(predicted_logcounts, observed_totals, names=COUNT_METRICS_DEFAULT, ties="average") -> dict:
-    """The count metrics ``names`` of float64 predicted log counts vs ``ln(1 + total)`` across regions.
+def count_metrics(predicted_logcounts, observed_totals, names=COUNT_METRICS_DEFAULT, ties="average",
+                  target="log1p") -> dict:
+    """The count metrics ``names`` of float64 predicted log counts vs ``ln(1 + total)`` (or ``ln(total)``) across
+    regions.
 
     Parameters
     ----------
@@ -115,6 +129,9 @@ def count_metrics(predicted_logcounts, observed_totals, names=COUNT_METRICS_DEFA
     ties : {"average", "ordinal"}
         Spearman ranks: averaged (scipy) or ordinal (bpnet-lite, which also gives 0, not NaN, for a
         correlation with a constant).
+    target : {"log1p", "log"}
+        ``y = ln(1 + total)`` (default) or ``ln(total)`` (BPReveal): regions without reads have no ``ln(total)``
+        and are left out.
 
     Returns
     -------
@@ -123,10 +140,13 @@ def count_metrics(predicted_logcounts, observed_totals, names=COUNT_METRICS_DEFA
     """
     predicted = torch.as_tensor(np.asarray(predicted_logcounts, dtype=np.float64))
     totals = torch.as_tensor(np.asarray(observed_totals, dtype=np.float64))
+    if target == "log":  # ln(0) is undefined: those regions are not counted
+        defined = totals > 0
+        predicted, totals = predicted[defined], totals[defined]
     out = {}
     for name in names:
         undefined = predicted.numel() == 0 or (predicted.numel() < 2 and name != "mse" and name != "mae")
-        options = {}
+        options = {"target": target}
         if name == "spearman":
             options["ties"] = ties
         if ties in ("ordinal", "argsort") and name in ("pearson", "spearman"):  # bpnet-lite: 0, not NaN

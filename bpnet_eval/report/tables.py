@@ -165,12 +165,13 @@ def summary_table_rows(summary: dict):
 def extreme_region_rows(regions, columns: dict, rows) -> tuple:
     """``(header, rows)`` of the regions at ``rows`` (e.g. the best or worst by MNLL): the 1-based row, the
     window as ``chrom:start-end`` (1-based start, as a genome browser takes it), the profile MNLL, the
-    observed total and the count loss."""
-    header = ["row", "region", "profile_mnll", "observed_counts", "count_log1p_mse"]
+    observed total and the count loss (``count_log1p_mse``, or ``count_log_mse`` under the ``ln K`` target)."""
+    count_loss = "count_log_mse" if "count_log_mse" in columns else "count_log1p_mse"
+    header = ["row", "region", "profile_mnll", "observed_counts", count_loss]
     out = []
     for row in (int(r) for r in rows):
         where = (f"{regions.chrom[row]}:{int(regions.start[row]) + 1}-{int(regions.end[row])}"
                  if regions.has_coordinates else "")
         out.append([str(row + 1), where, *(display_value(float(columns[name][row]))
-                                            for name in ("profile_mnll", "observed_counts", "count_log1p_mse"))])
+                                            for name in ("profile_mnll", "observed_counts", count_loss))])
     return header, out

@@ -34,6 +34,7 @@ class Layout:
     axes: Optional[str] = None  # "NL", "NSL" or "NLS"; None = decide from the shape
     coords: dict = field(default_factory=dict)
     crops_wider_windows: bool = False  # stored windows wider than L hold the middle L (basepairmodels)
+    count_target: str = "log1p"  # what the producer trains its log counts on: ln(1 + K), or ln K (BPReveal)
 
 
 def profile_axes(shape, declared: Optional[str]) -> str:
@@ -108,7 +109,7 @@ def detect_layout(handle, head: Optional[int] = None) -> Layout:
         return Layout(f"BPReveal (head_{chosen})", f"head_{chosen}/logits", f"head_{chosen}/logcounts",
                       "logits", "NLS",
                       {"chrom_index": "coords_chrom", "chrom_names": "chrom_names",
-                       "start": "coords_start", "end": "coords_stop"})
+                       "start": "coords_start", "end": "coords_stop"}, count_target="log")
     stored = {"chrom": "coords/coords_chrom",
               "start": _first(handle, ["coords/coords_start", "coords/coords_start_dset"]),
               "end": _first(handle, ["coords/coords_end", "coords/coords_end_dset"]),
@@ -201,7 +202,8 @@ class HDF5Predictions(PredictionSource):
         return {"path": self.path, "layout": self.layout.name, "profile_dataset": self.layout.logits,
                 "profile_kind": self.layout.profile_kind, "logcounts_dataset": self.layout.logcounts,
                 "n_regions": self.n, "n_tracks": self.n_tracks, "length": self.length,
-                "logcounts_per": "region" if self.n_logcount_columns == 1 else "track", "notes": list(self.notes)}
+                "logcounts_per": "region" if self.n_logcount_columns == 1 else "track", "notes": list(self.notes),
+                "trained_count_target": self.layout.count_target}
 
     def regions(self) -> Optional[Regions]:
         """The windows stored with the predictions, or None when the file has none."""
