@@ -1,47 +1,72 @@
-"""Compare two ``score`` reports over the same regions: per-metric paired differences (B - A),
-a seeded bootstrap confidence interval of their mean, the win rate of B and the regions that
-changed most.
+"""Compare ``score`` reports over the same regions, region by region.
+
+Any number of reports (two or more): per metric and per region group, a leaderboard — each model's mean,
+its paired difference from the best model with a seeded bootstrap interval (the same resampled regions for
+every model, metric and group), its win and loss rates against the best, and a verdict (``best``,
+``indistinguishable`` when the interval holds 0, ``worse``). Two reports also get the pairwise view B - A
+with the regions that changed most.
 
 Only per-region columns with a known better direction (``directions.py``) are compared, and only complete
-reports (``summary.json`` and bpnet-eval's marker present). The comparison's directory is one unit
-(``report.files.output_unit``), replaced as a whole.
+reports (``summary.json`` and bpnet-eval's marker present). Nothing is written here (``report/compare_*``).
 """
 
-import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from rich.table import Table
 
 from .directions import better_direction
 from .errors import InputError, UsageError
-from .groups import GROUP_PREFIX
-from .report.files import MARKER, is_output, output_unit, write_file
-from .report.tables import REGIONS_FILE, SUMMARY_JSON, display_value, format_value
+from .groups import GROUP_PREFIX, LABEL_SEPARATOR
+from .report.files import MARKER, is_output
+from .report.tables import REGIONS_FILE, SUMMARY_JSON
 
 COORDINATES = ("chrom", "start", "end")
-NON_METRIC_FIELDS = COORDINATES + ("peak",)
-COMPARE_TSV, COMPARE_JSON = "compare.tsv", "compare.json"
-TSV_FIELDS = ("metric", "better", "n", "mean_a", "mean_b", "mean_difference", "ci_low", "ci_high",
-              "win_rate", "loss_rate")
+PEAK_COLUMN = "peak"
+ALL = "all"
 # Bootstrap work per chunk (resamples x regions), to bound memory.
 BOOTSTRAP_CHUNK_ELEMENTS = 4_000_000
+VERDICTS = ("best", "indistinguishable", "worse", "better", "undefined")
 
 
 @dataclass
 class RegionTable:
-    """A report's ``regions.tsv``: the window coordinates (text) and the numeric columns."""
+    """A report's ``regions.tsv``: the window coordinates (text), the numeric columns and the region
+    groups found in it (name → boolean mask over the rows)."""
 
     path: Path
     coordinates: dict
     columns: dict
+    groups: dict = field(default_factory=dict)
 
     def __len__(self):
         return len(self.coordinates["chrom"])
 
     def label(self, row: int) -> str:
         return f"{self.coordinates['chrom'][row]}:{self.coordinates['start'][row]}-{self.coordinates['end'][row]}"
+
+
+def is_group_column(name: str) -> bool:
+    """True for a column of region-group labels: ``peak`` (0/1) or a grouping's ``group_<name>``."""
+    return name == PEAK_COLUMN or name.startswith(GROUP_PREFIX)
+
+
+def groups_of_column(name: str, values, path) -> dict:
+    """The region groups one label column of ``regions.tsv`` defines: ``peak`` → ``peaks`` and ``nonpeaks``
+    (as in ``summary.json``); a grouping's ``group_<grouping>`` (each region's labels joined by ``,``, empty
+    for none; ``--groups``) → ``<grouping>=<label>`` (as in ``summary.tsv``) per label, in order of first
+    appearance; a region may be in several."""
+    values = np.asarray(values, dtype=str)
+    if name == PEAK_COLUMN:
+        odd = np.flatnonzero(~np.isin(values, ("0", "1")))
+        if odd.size:
+            raise InputError(f"{path}: column peak holds {str(values[odd[0]])!r} on line {odd[0] + 2}, not 0 or 1; "
+                             "rerun 'bpnet-eval score'")
+        return {"peaks": values == "1", "nonpeaks": values == "0"}
+    grouping = name[len(GROUP_PREFIX):]
+    labels = [value.split(LABEL_SEPARATOR) if value else [] for value in values.tolist()]
+    found = dict.fromkeys(label for row in labels for label in row)
+    return {f"{grouping}={label}": np.array([label in row for row in labels], dtype=bool) for label in found}
 
 
 def read_region_table(report_dir) -> RegionTable:
@@ -62,15 +87,18 @@ def read_region_table(report_dir) -> RegionTable:
                          "the file is truncated or edited, rerun 'bpnet-eval score'")
     fields = list(zip(*rows)) if rows else [()] * len(header)
     coordinates = {name: np.array(fields[header.index(name)], dtype=str) for name in COORDINATES}
-    columns = {}
+    columns, groups = {}, {}
     for k, name in enumerate(header):
-        if name in NON_METRIC_FIELDS or name.startswith(GROUP_PREFIX):  # region groups: labels, not metrics
+        if name in COORDINATES:
+            continue
+        if is_group_column(name):
+            groups.update(groups_of_column(name, fields[k], path))
             continue
         try:
-            columns[name] = np.array([float(v) for v in fields[k]], dtype=np.float64)
+            columns[name] = np.array(fields[k], dtype=np.float64) if fields[k] else np.zeros(0)
         except ValueError:
             raise InputError(f"{path}: column {name} holds a value that is not a number; rerun 'bpnet-eval score'")
-    return RegionTable(path, coordinates, columns)
+    return RegionTable(path, coordinates, columns, groups)
 
 
 def check_complete_report(report_dir) -> None:
@@ -100,6 +128,44 @@ def check_same_regions(a: RegionTable, b: RegionTable) -> None:
                          "same regions, in the same order")
 
 
+def shared_groups(tables) -> dict:
+    """``all``, then every region group found in any of the tables (a group one report lacks applies to
+    all: the regions are the same); a group two reports define with different regions is refused."""
+    groups = {ALL: np.ones(len(tables[0]), dtype=bool)}
+    source = {}
+    for table in tables:
+        for name, mask in table.groups.items():
+            if name not in groups:
+                groups[name], source[name] = mask, table
+            elif not np.array_equal(groups[name], mask):
+                row = int(np.flatnonzero(groups[name] != mask)[0])
+                raise InputError(f"{table.path}: region {row + 1} ({table.label(row)}) is "
+                                 f"{'in' if mask[row] else 'not in'} group {name!r}, but in {source[name].path} it "
+                                 f"is {'in' if groups[name][row] else 'not in'}; score the reports with the same "
+                                 "region groups")
+    return groups
+
+
+def model_names(reports, names=None) -> list:
+    """A label per report: ``names`` (``--name``, one per report), else the report's directory name, with as
+    many parent directories as it takes to tell the reports apart."""
+    if names:
+        if len(names) != len(reports):
+            raise UsageError(f"--name given {len(names)} times for {len(reports)} reports; give one --name per "
+                             "report, in the order of the reports")
+        repeated = next((n for n in names if names.count(n) > 1), None)
+        if repeated is not None:
+            raise UsageError(f"--name {repeated} is given twice; give each report its own name")
+        return list(names)
+    paths = [Path(r).resolve() for r in reports]
+    for depth in range(1, max(len(p.parts) for p in paths) + 1):
+        labels = ["/".join(p.parts[-depth:]) for p in paths]
+        if len(set(labels)) == len(labels):
+            return labels
+    twice = next(r for k, r in enumerate(reports) if paths.index(paths[k]) != k)
+    raise UsageError(f"{twice}: the same report is given twice; give each report once")
+
+
 def win_loss_rates(difference: np.ndarray, direction: str):
     """Fractions of regions where B is better (``d < 0`` if lower is better, ``d > 0`` if higher) and worse."""
     if difference.size == 0:
@@ -114,6 +180,7 @@ def bootstrap_means(differences: np.ndarray, n_resamples: int, seed: int) -> np.
 
     Each resample's row counts ``w`` (a bincount of ``numpy.random.default_rng(seed)`` draws) give
     ``mean = (w @ where(defined, d, 0)) / (w @ defined)``; NaN where a resample holds no defined value.
+    The draws depend only on ``n``, ``n_resamples`` and ``seed``: any columns get the same resamples.
     """
     d = np.asarray(differences, dtype=np.float64)
     single = d.ndim == 1
@@ -169,94 +236,171 @@ def most_changed(table: RegionTable, a: np.ndarray, b: np.ndarray, top: int) -> 
              "difference": float(difference[r])} for r in order]
 
 
-def compare_reports(report_a, report_b, *, n_resamples: int = 2000, confidence: float = 0.95, seed: int = 0,
+def best_model(means: np.ndarray, direction: str) -> int:
+    """Index of the best mean (lowest or highest); among equal means the first."""
+    return int(np.argmin(means) if direction == "lower" else np.argmax(means))
+
+
+def verdict(low, high, direction: str) -> str:
+    """A model against the best, from the interval of ``model - best``: ``indistinguishable`` when it holds
+    0, ``worse`` when it lies on the worse side, ``better`` on the other (a percentile interval that excludes
+    its own point estimate's side: rare), ``undefined`` without an interval."""
+    if low is None:
+        return "undefined"
+    if low <= 0.0 <= high:
+        return "indistinguishable"
+    return "worse" if (low > 0.0) == (direction == "lower") else "better"
+
+
+def rank_metric(values: np.ndarray, rows: np.ndarray, direction: str):
+    """One metric over one region group: ``values`` ``(n, N)`` (a column per model), ``rows`` the group's
+    regions. Over the group's regions where every model defines the metric: each model's mean, the best
+    model, and each other model's per-region difference ``model - best`` (NaN outside those regions).
+
+    Returns
+    -------
+    board : dict
+        ``better``, ``n`` (regions used), ``n_undefined`` (group regions some model leaves undefined),
+        ``means`` (per model, or None), ``best`` (index or None), ``order`` (model indices, best first; equal
+        means in input order), ``win_rate``/``loss_rate`` per model against the best.
+    differences : dict
+        model index → ``(n,)`` differences from the best, for every model but the best.
+    """
+    used = rows & np.isfinite(values).all(axis=1)
+    n_models = values.shape[1]
+    board = {"better": direction, "n": int(used.sum()), "n_undefined": int(rows.sum() - used.sum()),
+             "means": [None] * n_models, "best": None, "order": list(range(n_models)),
+             "win_rate": [None] * n_models, "loss_rate": [None] * n_models}
+    if not used.any():
+        return board, {}
+    means = values[used].mean(axis=0)
+    best = best_model(means, direction)
+    sign = 1.0 if direction == "lower" else -1.0
+    board.update(means=[float(m) for m in means], best=best,
+                 order=[int(k) for k in np.argsort(sign * means, kind="stable")])
+    differences = {}
+    for k in range(n_models):
+        if k == best:
+            continue
+        d = np.full(values.shape[0], np.nan)
+        d[used] = values[used, k] - values[used, best]
+        differences[k] = d
+        board["win_rate"][k], board["loss_rate"][k] = win_loss_rates(d[used], direction)
+    return board, differences
+
+
+def leaderboard_entries(board: dict, names, intervals: dict, confidence: float) -> dict:
+    """A metric's leaderboard for one group, as written: the models best first, each with ``rank``, ``mean``,
+    ``difference`` (mean of ``model - best``), ``ci_low``/``ci_high`` (``intervals``: model index → interval),
+    ``win_rate``/``loss_rate`` against the best and ``verdict``."""
+    best = board["best"]
+    models = []
+    for rank, k in enumerate(board["order"], start=1):
+        entry = {"model": names[k], "rank": rank if best is not None else None, "mean": board["means"][k],
+                 "difference": None, "ci_low": None, "ci_high": None, "win_rate": board["win_rate"][k],
+                 "loss_rate": board["loss_rate"][k], "verdict": "undefined"}
+        if best is not None:
+            entry["difference"] = board["means"][k] - board["means"][best]
+            if k == best:
+                entry.update(difference=0.0, verdict="best")
+            else:
+                entry["ci_low"], entry["ci_high"] = intervals[k]
+                entry["verdict"] = verdict(*intervals[k], board["better"])
+        models.append(entry)
+    return {"better": board["better"], "n": board["n"], "n_undefined": board["n_undefined"],
+            "best": names[best] if best is not None else None, "confidence": confidence, "models": models}
+
+
+def leaderboards(tables, names, groups: dict, metrics, n_resamples: int, confidence: float, seed: int) -> dict:
+    """``{group: {metric: leaderboard_entries(...)}}``; every interval from one bootstrap of the regions (the
+    same resamples for every model, metric and group; a group's mean is taken over its regions in each)."""
+    boards, slots, columns = {}, [], []
+    for metric in metrics:
+        values = np.column_stack([t.columns[metric] for t in tables])
+        for group, rows in groups.items():
+            board, differences = rank_metric(values, rows, better_direction(metric))
+            boards[group, metric] = board
+            for k, d in differences.items():
+                slots.append((group, metric, k))
+                columns.append(d)
+    intervals = {}
+    if columns:
+        means = bootstrap_means(np.column_stack(columns), n_resamples, seed)
+        intervals = {slot: percentile_interval(means[:, j], confidence) for j, slot in enumerate(slots)}
+    return {group: {metric: leaderboard_entries(boards[group, metric], names,
+                                                {k: intervals[group, metric, k] for k in range(len(names))
+                                                 if (group, metric, k) in intervals}, confidence)
+                    for metric in metrics}
+            for group in groups}
+
+
+def pairwise(a: RegionTable, b: RegionTable, metrics, n_resamples: int, confidence: float, seed: int,
+             top: int) -> dict:
+    """Two reports: per metric, ``compare_metric`` of B against A and the ``top`` most changed regions."""
+    differences = np.stack([b.columns[name] - a.columns[name] for name in metrics], axis=1)
+    bootstrap = bootstrap_means(differences, n_resamples, seed)
+    result = {}
+    for j, name in enumerate(metrics):
+        result[name] = compare_metric(a.columns[name], b.columns[name], better_direction(name), bootstrap[:, j],
+                                      confidence)
+        result[name]["most_changed"] = most_changed(a, a.columns[name], b.columns[name], top)
+    return result
+
+
+def compare_reports(*reports, names=None, n_resamples: int = 2000, confidence: float = 0.95, seed: int = 0,
                     top: int = 10) -> dict:
-    """Compare report B against report A, metric by metric (differences are B - A).
+    """Compare two or more reports over the same regions, metric by metric and region group by group.
+
+    Parameters
+    ----------
+    reports : paths
+        Report directories written by ``score`` or ``merge``, over the same regions in the same order.
+    names : list of str, optional
+        A label per report (default: ``model_names``).
+    n_resamples, confidence, seed : bootstrap resamples of the regions, interval coverage, seed.
+    top : int
+        Two reports: regions listed per metric as the most changed.
 
     Returns
     -------
     comparison : dict
-        ``metrics``: per metric ``better``, ``n``, ``mean_a``, ``mean_b``, ``mean_difference``,
-        ``ci_low``/``ci_high`` (bootstrap percentile interval of the mean difference),
-        ``win_rate``/``loss_rate`` (fractions of regions where B is better/worse) and
-        ``most_changed`` (the ``top`` regions by ``|B - A|``).
+        ``models`` (name, report), ``n_regions``, ``groups`` (name → regions), ``metric_names`` (compared),
+        the bootstrap settings and ``leaderboard`` (``{group: {metric: ...}}``, see ``leaderboard_entries``).
+        With two reports also ``report_a``, ``report_b``, ``difference`` and ``metrics``: per metric ``better``, ``n``,
+        ``mean_a``, ``mean_b``, ``mean_difference`` (B - A), ``ci_low``/``ci_high``, ``win_rate``/``loss_rate``
+        (fractions of regions where B is better/worse) and ``most_changed``.
     """
+    if len(reports) < 2:
+        raise UsageError(f"compare needs two or more reports, not {len(reports)}; give the report directories "
+                         "to compare")
     if n_resamples < 1:
         raise UsageError(f"--resamples must be at least 1, not {n_resamples}")
     if not 0.0 < confidence < 1.0:
         raise UsageError(f"--confidence must lie between 0 and 1, not {confidence}")
-    a, b = read_region_table(report_a), read_region_table(report_b)
-    check_same_regions(a, b)
-    names = [name for name in a.columns if name in b.columns and better_direction(name)]
-    if not names:
-        raise InputError(f"{b.path}: no metric column in common with {a.path}; compare two 'bpnet-eval score' reports")
-    differences = np.stack([b.columns[name] - a.columns[name] for name in names], axis=1)
-    bootstrap = bootstrap_means(differences, n_resamples, seed)
-    metrics = {}
-    for j, name in enumerate(names):
-        metrics[name] = compare_metric(a.columns[name], b.columns[name], better_direction(name), bootstrap[:, j],
-                                       confidence)
-        metrics[name]["most_changed"] = most_changed(a, a.columns[name], b.columns[name], top)
-    return {"report_a": str(report_a), "report_b": str(report_b), "n_regions": len(a),
-            "difference": "B - A", "n_resamples": n_resamples, "confidence": confidence, "seed": seed,
-            "metrics": metrics}
+    labels = model_names(reports, names)
+    tables = [read_region_table(r) for r in reports]
+    for table in tables[1:]:
+        check_same_regions(tables[0], table)
+    metrics = [name for name in tables[0].columns
+               if better_direction(name) and all(name in t.columns for t in tables)]
+    if not metrics:
+        raise InputError(f"{tables[1].path}: no metric column in common with {tables[0].path}; compare "
+                         "'bpnet-eval score' reports")
+    groups = shared_groups(tables)
+    comparison = {"models": [{"name": n, "report": str(r)} for n, r in zip(labels, reports)],
+                  "n_regions": len(tables[0]), "groups": {g: int(rows.sum()) for g, rows in groups.items()},
+                  "metric_names": metrics, "n_resamples": n_resamples, "confidence": confidence, "seed": seed,
+                  "leaderboard": leaderboards(tables, labels, groups, metrics, n_resamples, confidence, seed)}
+    if len(tables) == 2:
+        comparison.update(report_a=str(reports[0]), report_b=str(reports[1]), difference="B - A",
+                          metrics=pairwise(tables[0], tables[1], metrics, n_resamples, confidence, seed, top))
+    return comparison
 
 
-def compare_tsv(comparison: dict) -> str:
-    """One row per metric: ``metric, better, n, mean_a, mean_b, mean_difference, ci_low, ci_high, win_rate, loss_rate``."""
-    lines = ["\t".join(TSV_FIELDS)]
-    for name, result in comparison["metrics"].items():
-        values = [name, result["better"]] + [format_value(result[f]) for f in TSV_FIELDS[2:]]
-        lines.append("\t".join(values))
-    return "\n".join(lines) + "\n"
-
-
-def write_comparison(out_dir, comparison: dict) -> Path:
-    """Write compare.tsv and compare.json as the directory ``out_dir``: new, empty or an earlier comparison
-    (replaced as a whole, in one step); never one holding either report."""
-    with output_unit(out_dir, "comparison", [comparison["report_a"], comparison["report_b"]]) as unit:
-        write_file(unit / COMPARE_TSV, compare_tsv(comparison))
-        write_file(unit / COMPARE_JSON, json.dumps(comparison, indent=2, allow_nan=False) + "\n")
-    return Path(out_dir)
-
-
-def short_value(value) -> str:
-    """A number for the comparison table: four significant digits."""
-    return "" if value is None else f"{value:.4g}"
-
-
-def comparison_table(comparison: dict) -> Table:
-    """The per-metric comparison as a rich table (↓: lower is better, ↑: higher is better)."""
-    percent = int(round(comparison["confidence"] * 100))
-    table = Table(title=f"bpnet-eval compare: B - A over {comparison['n_regions']} regions "
-                        f"({comparison['n_resamples']} bootstrap resamples)")
-    for name in ("metric", "mean A", "mean B", "B - A", f"{percent}% CI", "B better", "B worse"):
-        table.add_column(name, justify="left" if name == "metric" else "right", no_wrap=True)
-    rate = lambda v: "" if v is None else f"{100 * v:.1f}%"  # noqa: E731
-    for name, r in comparison["metrics"].items():
-        ci = "" if r["ci_low"] is None else f"[{short_value(r['ci_low'])}, {short_value(r['ci_high'])}]"
-        arrow = "↓" if r["better"] == "lower" else "↑"
-        table.add_row(f"{name} {arrow}", short_value(r["mean_a"]), short_value(r["mean_b"]),
-                      short_value(r["mean_difference"]), ci, rate(r["win_rate"]), rate(r["loss_rate"]))
-    return table
-
-
-def changed_table(comparison: dict, metric: str) -> Table:
-    """The regions whose ``metric`` changed most, as a rich table."""
-    table = Table(title=f"regions whose {metric} changed most (B - A)")
-    for name in ("row", "region", "A", "B", "B - A"):
-        table.add_column(name, justify="left" if name == "region" else "right")
-    for entry in comparison["metrics"][metric]["most_changed"]:
-        table.add_row(str(entry["row"]), entry["region"], display_value(entry["a"]), display_value(entry["b"]),
-                      display_value(entry["difference"]))
-    return table
-
-
-def headline_metric(comparison: dict, requested=None) -> str:
-    """The metric whose most-changed regions are shown: ``requested``, else profile MNLL, else the first."""
-    metrics = comparison["metrics"]
+def headline_metric(metrics, requested=None) -> str:
+    """The metric shown first: ``requested``, else profile MNLL, else the first of ``metrics``."""
     if requested is not None:
         if requested not in metrics:
             raise UsageError(f"--metric {requested} is not compared; choose one of {', '.join(metrics)}")
         return requested
-    return "profile_mnll" if "profile_mnll" in metrics else next(iter(metrics))
+    return "profile_mnll" if "profile_mnll" in metrics else metrics[0]

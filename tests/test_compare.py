@@ -99,10 +99,12 @@ def test_most_changed_regions(two_reports):
 
 
 @pytest.mark.slow
-def test_compare_tsv_matches_json(two_reports):
+def test_pairwise_tsv_matches_json(two_reports):
+    """Two reports: pairwise.tsv holds the B - A view (compare.tsv holds the leaderboards, tested in
+    test_compare_many.py)."""
     _, _, out, _ = two_reports
     comparison = json.loads((out / "compare.json").read_text())
-    table = read_tsv(out / "compare.tsv")
+    table = read_tsv(out / "pairwise.tsv")
     assert table["metric"] == list(comparison["metrics"])
     for k, metric in enumerate(table["metric"]):
         for field in ("mean_difference", "ci_low", "ci_high", "win_rate"):

@@ -42,7 +42,8 @@ EXAMPLES = {
             "bpnet-eval score preds.h5 plus.bw minus.bw --shard auto/8 --out shards/$SLURM_ARRAY_TASK_ID"],
     check: ["bpnet-eval check preds.h5 plus.bw minus.bw --regions peaks.narrowPeak"],
     merge: ["bpnet-eval merge shards/* --out report"],
-    compare: ["bpnet-eval compare report-fold0 report-fold1 --out fold0-vs-fold1"],
+    compare: ["bpnet-eval compare report-fold0 report-fold1 --out fold0-vs-fold1",
+              "bpnet-eval compare fold0 fold1 fold2 ensemble --name f0 --name f1 --name f2 --name ens --out folds"],
 }
 
 
