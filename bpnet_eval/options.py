@@ -69,6 +69,11 @@ class PredLogcounts(Choice):
     log1p = "log1p"
 
 
+class EnsembleLogcounts(Choice):
+    mean_log = "mean-log"
+    log_mean = "log-mean"
+
+
 class RegionsFormat(Choice):
     auto = "auto"
     bed = "bed"
@@ -169,6 +174,11 @@ class ReadOptions:
         Keep only region-file rows on these chromosomes (before several files are interleaved).
     length : int, optional
         L, for predicted bigWigs read over narrowPeak or midpoint-centred windows (L is not stored there).
+    ensemble : sequence
+        More predictions of the same regions (paths, each as ``predictions`` takes them): the ensemble of them
+        all is scored (``sources.ensemble``).
+    ensemble_logcounts : {"mean-log", "log-mean"}
+        The ensemble's log counts: the mean of the members' log counts, or the log of their mean counts.
     """
 
     logits_dataset: Optional[str] = None
@@ -183,8 +193,15 @@ class ReadOptions:
     window_center: Optional[str] = None
     chroms: Optional[Tuple[str, ...]] = None
     length: Optional[int] = None
+    ensemble: Tuple[Any, ...] = ()
+    ensemble_logcounts: str = "mean-log"
 
     def __post_init__(self):
+        ensemble = self.ensemble
+        _set(self, ensemble=(ensemble,) if isinstance(ensemble, str) or hasattr(ensemble, "__fspath__")
+             else tuple(str(p) if hasattr(p, "__fspath__") else p for p in (ensemble or ())),
+             ensemble_logcounts=_choice(self.ensemble_logcounts or "mean-log", EnsembleLogcounts,
+                                        "--ensemble-logcounts must be one of {choices}, not '{value}'"))
         _set(self, regions_format=_choice(self.regions_format or "auto", RegionsFormat,
                                           "--regions-format must be one of {choices}, not '{value}'"),
              window_center=_choice(self.window_center, WindowCenter,
@@ -206,7 +223,8 @@ class ReadOptions:
         """The keywords the prediction sources take."""
         return {"logits_dataset": self.logits_dataset, "logcounts_dataset": self.logcounts_dataset,
                 "profile_kind": self.profile_kind, "head": self.head, "pred_pseudocount": self.pred_pseudocount,
-                "pred_logcounts": self.pred_logcounts, **self.region_options}
+                "pred_logcounts": self.pred_logcounts, "ensemble": self.ensemble,
+                "ensemble_logcounts": self.ensemble_logcounts, **self.region_options}
 
     @property
     def region_options(self) -> dict:

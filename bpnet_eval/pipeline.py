@@ -139,6 +139,10 @@ def score_inputs(inputs: Inputs, scoring: ScoreOptions, run: RunOptions,
                 "batch_size": inputs.batch_size, "track_names": names, "metrics": plan.describe(),
                 "bpnet_eval_version": __version__}
     sources = {"predictions": preds.describe(), "truth": truth_source.describe(), "regions": table.source}
+    if "members" in sources["predictions"]:  # an ensemble: its definition is a setting of the numbers
+        described = sources["predictions"]
+        settings["ensemble"] = {"members": [m.get("path") for m in described["members"]],
+                                "profile": described["profile"], "logcounts": described["logcounts"]}
 
     start, stop = inputs.rows
     if inputs.partial:

@@ -148,7 +148,8 @@ def score_shard(out_dir, shard: tuple, job: Job, progress=None) -> tuple:
 def job_input_paths(job: Job) -> list:
     """The job's input files (paths only; in-memory inputs have none)."""
     truth = job.truth if isinstance(job.truth, (list, tuple)) else [job.truth]
-    return [p for p in (job.predictions, *truth, job.regions) if isinstance(p, (str, os.PathLike))]
+    return [p for p in (job.predictions, *truth, job.regions, *job.read.ensemble, *job.scoring.groups)
+            if isinstance(p, (str, os.PathLike))]
 
 
 def _score_shard(out: Path, shard: tuple, job: Job, progress) -> tuple:
@@ -159,7 +160,8 @@ def _score_shard(out: Path, shard: tuple, job: Job, progress) -> tuple:
                          "it without --shard, or name the metrics with --metrics a,b,...")
     predictions, truth = str(job.predictions), [str(t) for t in job.truth]
     files = {"predictions": file_stamp(predictions), "truth": [file_stamp(t) for t in truth],
-             "regions": file_stamp(str(job.regions)) if job.regions else None}
+             "regions": file_stamp(str(job.regions)) if job.regions else None,
+             "ensemble": [file_stamp(p) for member in job.read.ensemble for p in str(member).split(",")]}
     options = job_options(job)
     stamp = fingerprint(files, options, n_regions, count)
     try:

@@ -5,8 +5,9 @@ from typing import Annotated
 
 import typer
 
-from ..options import Dtype, Job, NonFinite, OffEnd, PredLogcounts, RegionsFormat, RunOptions, Smooth
-from .common import (ChromsOption, LengthOption, WindowCenterOption,
+from ..options import Dtype, EnsembleLogcounts, Job, NonFinite, OffEnd, PredLogcounts, RegionsFormat, RunOptions, \
+    Smooth
+from .common import (ChromsOption, LengthOption, WindowCenterOption, Ensemble, EnsembleLogcountsOption,
                      INPUTS, BatchSize, CountLossWeight, Debug, DtypeOption, ExternalLinks, Head, LogcountsDataset,
                      LogitsDataset, MetricsOption, NonFiniteOption, OffEndOption, PredLogcountsOption, Predictions,
                      PredPseudocount, PresetOption, ProfileKindOption, RegionsFile, RegionsFormatOption, Seed,
@@ -17,6 +18,8 @@ from .common import (ChromsOption, LengthOption, WindowCenterOption,
 def check(
     predictions: Predictions,
     truth: Truth,
+    ensemble: Ensemble = None,
+    ensemble_logcounts: EnsembleLogcountsOption = EnsembleLogcounts.mean_log,
     track_names: TrackNames = None,
     regions: RegionsFile = None,
     regions_format: RegionsFormatOption = RegionsFormat.auto,
@@ -61,7 +64,7 @@ def check(
         job = Job(*input_paths(predictions, truth, regions),
                   read_options(pred_pseudocount, pred_logcounts, logits_dataset, logcounts_dataset, profile_kind,
                                head, truth_dataset, off_end, nonfinite, allow_external_links, regions_format,
-                               window_center, chroms, length),
+                               window_center, chroms, length, ensemble, ensemble_logcounts),
                   score_options(count_loss_weight, dtype, track_names, metrics, preset, smooth, smooth_sigma,
                                 smooth_width, seed, count_target=count_target),
                   RunOptions(batch_size=batch_size))

@@ -12,8 +12,8 @@ from rich.console import Console
 
 
 from ..errors import EXIT_RUNTIME, BpnetEvalError
-from ..options import (CountTarget, Dtype, NonFinite, OffEnd, Policies, PredLogcounts, Preset, ProfileKind,
-                       ReadOptions, RegionsFormat, ScoreOptions, Smooth, WindowCenter)
+from ..options import (CountTarget, Dtype, EnsembleLogcounts, NonFinite, OffEnd, Policies, PredLogcounts, Preset,
+                       ProfileKind, ReadOptions, RegionsFormat, ScoreOptions, Smooth, WindowCenter)
 
 stderr = Console(stderr=True)
 STARTED = time.monotonic()  # the command line is imported when the command starts
@@ -32,6 +32,15 @@ Predictions = Annotated[Path, typer.Argument(
 Truth = Annotated[List[Path], typer.Argument(
     help="One bigWig per predicted track (plus, then minus), or one HDF5 file of observed counts.",
     show_default=False, readable=False)]
+Ensemble = Annotated[Optional[List[str]], typer.Option(
+    "--ensemble", "-e", rich_help_panel=INPUTS, show_default=False, metavar="PREDICTIONS",
+    help="More predictions of the same regions (fold models; repeatable, each in any PREDICTIONS format): score "
+         "the ensemble of PREDICTIONS and these — the mean of their probabilities, and their log counts as "
+         "--ensemble-logcounts says.")]
+EnsembleLogcountsOption = Annotated[EnsembleLogcounts, typer.Option(
+    "--ensemble-logcounts", rich_help_panel=INPUTS,
+    help="The ensemble's log counts: mean-log (the mean of the members' log counts, as ProCapNet merges its "
+         "folds) or log-mean (the log of the mean of their predicted counts).")]
 RegionsFile = Annotated[Optional[Path], typer.Option(
     "--regions", "-r", rich_help_panel=REGIONS, show_default=False, readable=False,
     help="BED (start..end) or narrowPeak (start + summit ± L/2), plain or gzipped, one row per prediction "
@@ -143,11 +152,11 @@ def score_options(count_loss_weight, dtype, track_names, metrics, preset, smooth
 
 def read_options(pred_pseudocount: float, pred_logcounts, logits_dataset, logcounts_dataset, profile_kind, head,
                  truth_dataset, off_end, nonfinite, allow_external_links, regions_format="auto", window_center=None,
-                 chroms=None, length=None) -> ReadOptions:
+                 chroms=None, length=None, ensemble=None, ensemble_logcounts="mean-log") -> ReadOptions:
     """The ``ReadOptions`` of the shared input options."""
     return ReadOptions(logits_dataset, logcounts_dataset, profile_kind, head, truth_dataset, pred_pseudocount,
                        pred_logcounts, Policies(off_end, nonfinite, allow_external_links), regions_format,
-                       window_center, chroms, length)
+                       window_center, chroms, length, tuple(ensemble or ()), ensemble_logcounts)
 
 
 def input_paths(predictions: Path, truth: List[Path], regions: Optional[Path]):

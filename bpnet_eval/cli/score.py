@@ -6,8 +6,9 @@ from typing import Annotated, Optional
 import typer
 
 from ..environment import torch_threads
-from ..options import Dtype, Job, NonFinite, OffEnd, PredLogcounts, RegionsFormat, RunOptions, Smooth
-from .common import (ChromsOption, LengthOption, WindowCenterOption,
+from ..options import Dtype, EnsembleLogcounts, Job, NonFinite, OffEnd, PredLogcounts, RegionsFormat, RunOptions, \
+    Smooth
+from .common import (ChromsOption, LengthOption, WindowCenterOption, Ensemble, EnsembleLogcountsOption,
                      CLUSTER, OUTPUT, PERFORMANCE, BatchSize, CountLossWeight, Debug, DtypeOption, ExternalLinks,
                      GroupsOption, Head, JsonOutput, LogcountsDataset, LogitsDataset, MetricsOption, NonFiniteOption, OffEndOption,
                      Plots, PredLogcountsOption, Predictions, PredPseudocount, PresetOption, ProfileKindOption,
@@ -19,6 +20,8 @@ from .common import (ChromsOption, LengthOption, WindowCenterOption,
 def score(
     predictions: Predictions,
     truth: Truth,
+    ensemble: Ensemble = None,
+    ensemble_logcounts: EnsembleLogcountsOption = EnsembleLogcounts.mean_log,
     track_names: TrackNames = None,
     regions: RegionsFile = None,
     regions_format: RegionsFormatOption = RegionsFormat.auto,
@@ -80,12 +83,13 @@ def score(
         job = Job(*input_paths(predictions, truth, regions),
                   read_options(pred_pseudocount, pred_logcounts, logits_dataset, logcounts_dataset, profile_kind,
                                head, truth_dataset, off_end, nonfinite, allow_external_links, regions_format,
-                               window_center, chroms, length),
+                               window_center, chroms, length, ensemble, ensemble_logcounts),
                   scoring, RunOptions(device, batch_size, read_workers, read_ahead_mb, torch_threads()))
-        out_dir = out or Path(f"bpnet-eval-{Path(str(predictions).split(',')[0]).stem}")
+        out_dir = out or Path(f"bpnet-eval-{Path(str(predictions).split(',')[0]).stem}{'-ensemble' if ensemble else ''}")
         # --out checked (new, empty or our own output; no input inside) and locked before any work, until the end
         with prepare_output(out_dir, "report" if shard is None else "partial",
-                            [str(predictions), *truth, regions, *(groups or [])]):
+                            [str(predictions), *truth, regions, *(groups or []),
+                             *(p for member in ensemble or () for p in member.split(","))]):
             if shard is not None:
                 return score_one_shard(shard, out_dir, job, quiet)
             from ..pipeline import run_job

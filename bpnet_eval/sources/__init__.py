@@ -21,6 +21,7 @@ from ..input_files import reading
 from ..regions import Regions
 from .base import PredictionSource, ReadPlan, TruthSource
 from .bigwig import BigWigReader
+from .ensemble import EnsemblePredictions
 from .npz import NpzPredictions, npz_prediction_paths
 from .predicted_bigwig import BigWigPredictions, bigwig_prediction_paths
 from .predictions import ArrayPredictions, HDF5Predictions
@@ -41,13 +42,32 @@ def _named_files(given) -> list:
     return []
 
 
-def open_predictions(predictions, regions=None, *, logits_dataset: Optional[str] = None,
-                     logcounts_dataset: Optional[str] = None, profile_kind: Optional[str] = None,
-                     head: Optional[int] = None, pred_pseudocount: float = 0.0, pred_logcounts: str = "log",
-                     regions_format: str = "auto", window_center: Optional[str] = None, chroms=None,
-                     length: Optional[int] = None, allow_external_links: bool = False) -> PredictionSource:
-    """The prediction source for ``predictions`` (see the module docstring for the formats); an unexpected
-    error while the files are opened names them (InputError)."""
+def open_predictions(predictions, regions=None, *, ensemble=(), ensemble_logcounts: str = "mean-log",
+                     **options) -> PredictionSource:
+    """The prediction source for ``predictions`` (see the module docstring for the formats), or with
+    ``ensemble`` (more predictions of the same regions, each in any format) the ensemble of it and them
+    (``ensemble.EnsemblePredictions``, log counts by ``ensemble_logcounts``); ``options``: the keywords of
+    ``open_one_prediction``. An unexpected error while the files are opened names them (InputError)."""
+    if not ensemble:
+        return open_one_prediction(predictions, regions, **options)
+    members = []
+    try:
+        for member in (predictions, *ensemble):
+            members.append(open_one_prediction(member, regions, **options))
+        return EnsemblePredictions(members, ensemble_logcounts)
+    except BaseException:
+        for member in members:
+            member.close()
+        raise
+
+
+def open_one_prediction(predictions, regions=None, *, logits_dataset: Optional[str] = None,
+                        logcounts_dataset: Optional[str] = None, profile_kind: Optional[str] = None,
+                        head: Optional[int] = None, pred_pseudocount: float = 0.0, pred_logcounts: str = "log",
+                        regions_format: str = "auto", window_center: Optional[str] = None, chroms=None,
+                        length: Optional[int] = None, allow_external_links: bool = False) -> PredictionSource:
+    """The prediction source of one model's ``predictions``; an unexpected error while the files are opened
+    names them (InputError)."""
     with reading(_named_files(predictions), "the predictions", OPEN_FIX):
         npz = npz_prediction_paths(predictions)
         if npz is not None:  # bpnet-lite 0.9: profile logits and log counts in two .npz files

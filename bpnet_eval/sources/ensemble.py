@@ -1,0 +1,132 @@
+"""An ensemble of prediction sources over the same regions (fold models), read batch by batch as one source.
+
+The ensemble of F members (logits ``z_f``, log counts ``c_f``) predicts, per region:
+
+- profile: the mean of the members' probabilities, ``p = (1/F) sum_f softmax(z_f)``, handed on as logits
+  ``log p`` (``log_softmax`` gives ``p`` back). The softmax runs over what the model normalises: all S*L
+  positions jointly when it predicts one log count per region, each track's L positions when it predicts one
+  per track;
+- log counts (``mean-log``, the default): the mean of the members' log counts, ``(1/F) sum_f c_f`` (the log of
+  the geometric mean of the predicted counts); ``log-mean``: the log of the mean of the predicted counts,
+  ``log((1/F) sum_f e^{c_f})``.
+
+The default is what kundajelab's ProCapNet (Cochran et al. 2024, bpnet-lite models) does to merge its fold
+models (``merge_prediction_tracks.py``: probabilities averaged after ``exp``, log counts averaged): each half
+is the average that belongs to its loss — a mixture of the probabilities for the multinomial log-likelihood, an
+average on the log scale for the squared error of log counts.
+"""
+
+from typing import List, Optional
+
+import numpy as np
+
+from ..errors import InputError
+from ..regions import Regions, chrom_key
+from .base import PredictionSource
+
+LOGCOUNT_RULES = {"mean-log": "mean of the members' log counts, (1/F) sum_f c_f",
+                  "log-mean": "log of the mean of the members' predicted counts, log((1/F) sum_f exp(c_f))"}
+PROFILE_RULE = ("mean of the members' probabilities, (1/F) sum_f softmax(z_f) (softmax over all tracks jointly with one "
+                "log count per region, per track with one per track)")
+
+
+def log_softmax(logits: np.ndarray, axis) -> np.ndarray:
+    """``z - log sum exp z`` over ``axis`` (a tuple of axes), shifted by the maximum; float64."""
+    logits = np.asarray(logits, dtype=np.float64)
+    top = logits.max(axis=axis, keepdims=True)
+    with np.errstate(invalid="ignore", over="ignore"):
+        shifted = logits - top
+        return shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
+
+
+def log_mean_exp(values: np.ndarray) -> np.ndarray:
+    """``log((1/F) sum_f e^{v_f})`` over the first axis, shifted by the maximum (NaN where a value is NaN)."""
+    top = values.max(axis=0)
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        safe = np.where(np.isfinite(top), top, 0.0)
+        return safe + np.log(np.exp(values - safe).mean(axis=0))
+
+
+def ensemble_profile(logits: List[np.ndarray], joint: bool) -> np.ndarray:
+    """``log((1/F) sum_f softmax(z_f))`` of F logits ``(b, S, L)``: softmax over (S, L) when ``joint``, else L."""
+    axis = (1, 2) if joint else 2
+    return log_mean_exp(np.stack([log_softmax(z, axis) for z in logits]))
+
+
+def ensemble_logcounts(logcounts: List[np.ndarray], rule: str) -> np.ndarray:
+    """The ensemble's log counts of F arrays ``(b, T)`` under ``rule`` (``LOGCOUNT_RULES``)."""
+    stacked = np.stack([np.asarray(c, dtype=np.float64) for c in logcounts])
+    return stacked.mean(axis=0) if rule == "mean-log" else log_mean_exp(stacked)
+
+
+def _first_difference(a: Regions, b: Regions) -> Optional[int]:
+    """The first row where two region tables differ (chromosomes up to ``chr``/``M``/``MT``), or None."""
+    if len(a) != len(b):
+        return min(len(a), len(b))
+    differ = (a.start != b.start) | (a.end != b.end) | np.array(
+        [chrom_key(str(x)) != chrom_key(str(y)) for x, y in zip(a.chrom, b.chrom)], dtype=bool)
+    return int(np.flatnonzero(differ)[0]) if differ.any() else None
+
+
+class EnsemblePredictions(PredictionSource):
+    """The ensemble (see the module docstring) of ``members``, which must predict the same regions in the same
+    shape (N, S, L) with the same kind of log counts (one per region or one per track)."""
+
+    def __init__(self, members: List[PredictionSource], logcounts_rule: str = "mean-log"):
+        first = members[0]
+        for member in members[1:]:
+            shape, expected = ((m.n, m.n_tracks, m.length, m.n_logcount_columns) for m in (member, first))
+            if shape != expected:
+                raise InputError(
+                    f"{member.path}: {shape[0]} regions x {shape[1]} tracks x L = {shape[2]} with {shape[3]} log "
+                    f"count(s) per region, but {first.path} has {expected[0]} x {expected[1]} x {expected[2]} with "
+                    f"{expected[3]}; an ensemble averages predictions of the same regions in the same shape")
+        self.members = members
+        self.logcounts_rule = logcounts_rule
+        self.path = ",".join(m.path for m in members)
+        self.n, self.n_tracks, self.length = first.n, first.n_tracks, first.length
+        self.n_logcount_columns = first.n_logcount_columns
+        self.chunk_rows = first.chunk_rows
+        self._regions = self._same_stored_regions()
+
+    def _same_stored_regions(self) -> Optional[Regions]:
+        """The first member's stored windows, after checking every member that stores windows stores these."""
+        stored = [(m, m.regions()) for m in self.members]
+        with_windows = [(m, r) for m, r in stored if r is not None]
+        for member, regions in with_windows[1:]:
+            base, table = with_windows[0]
+            row = _first_difference(table, regions)
+            if row is not None:
+                here = regions.label(row) if row < len(regions) else "absent"
+                there = table.label(row) if row < len(table) else "none"
+                raise InputError(f"{member.path}: region {row + 1} is {here} but {base.path} has {there} there; an "
+                                 "ensemble averages predictions of the same regions, in the same order")
+        return stored[0][1]
+
+    def describe(self) -> dict:
+        described = [m.describe() for m in self.members]
+        return {"path": self.path, "layout": f"ensemble of {len(self.members)} predictions",
+                "profile": PROFILE_RULE, "logcounts": f"{self.logcounts_rule}: {LOGCOUNT_RULES[self.logcounts_rule]}",
+                "n_regions": self.n, "n_tracks": self.n_tracks, "length": self.length,
+                "logcounts_per": described[0].get("logcounts_per"), "members": described}
+
+    def regions(self) -> Optional[Regions]:
+        return self._regions
+
+    def stored_datasets(self) -> list:
+        return [d for m in self.members for d in m.stored_datasets()]
+
+    def read(self, i: int, j: int):
+        """The ensemble's logits ``(j-i, S, L)`` and log counts ``(j-i, T)`` (float64) of regions ``i..j``."""
+        parts = [m.read(i, j) for m in self.members]
+        logits = ensemble_profile([p[0] for p in parts], joint=self.n_logcount_columns == 1)
+        return logits, ensemble_logcounts([p[1] for p in parts], self.logcounts_rule)
+
+    def check_batch(self, logits, observed, regions, first_row: int) -> None:
+        """Every member's own checks, on the ensemble's profile (what is scored)."""
+        for member in self.members:
+            member.check_batch(logits, observed, regions, first_row)
+
+    def close(self):
+        for member in self.members:
+            member.close()

@@ -1,0 +1,155 @@
+"""Ensembles of fold predictions (--ensemble): the ensemble built by hand in numpy float64 (mean of probabilities,
+mean of log counts or log of mean counts), then its scores; members that do not match are one-line errors."""
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+from scipy.special import log_softmax, logsumexp, softmax
+
+import bpnet_eval
+from bpnet_eval.errors import InputError, UsageError
+from bpnet_eval.sources.ensemble import ensemble_logcounts, ensemble_profile
+from tests.support.cases import write_bigwig, write_predictions
+from tests.support.checks import assert_one_line_error, read_columns
+from tests.support.cli import run_cli
+from tests.support.reference import mnll
+
+
+def folds(n=40, n_tracks=2, length=30, per_track=False, n_folds=3, seed=0):
+    rng = np.random.default_rng(seed)
+    observed = rng.poisson(rng.gamma(0.5, 2.0, size=(n, n_tracks, length))).astype(np.float64)
+    observed[2] = 0
+    members = []
+    for _ in range(n_folds):
+        logits = np.log(observed + 0.5) + rng.normal(0, 1.5, size=observed.shape) + rng.normal(0, 3.0)
+        totals = observed.sum(axis=-1) if per_track else observed.sum(axis=(1, 2))[:, None]
+        members.append((logits, np.log1p(totals) + rng.normal(0, 0.5, size=totals.shape)))
+    return members, observed
+
+
+def by_hand(members, per_track, rule):
+    """The ensemble in numpy float64: ``log mean_f softmax(z_f)`` and the rule's log counts."""
+    members = [(np.asarray(z, dtype=np.float64), np.asarray(c, dtype=np.float64)) for z, c in members]
+    n = members[0][0].shape[0]
+    if per_track:
+        probs = np.mean([softmax(z, axis=-1) for z, _ in members], axis=0)
+    else:
+        probs = np.mean([softmax(z.reshape(n, -1), axis=-1) for z, _ in members], axis=0).reshape(members[0][0].shape)
+    counts = np.array([c for _, c in members], dtype=np.float64)
+    logcounts = counts.mean(axis=0) if rule == "mean-log" else np.log(np.exp(counts).mean(axis=0))
+    return np.log(probs), logcounts
+
+
+@pytest.mark.parametrize("per_track", [False, True])
+@pytest.mark.parametrize("rule", ["mean-log", "log-mean"])
+def test_ensemble_arrays_match_numpy(per_track, rule):
+    members, _ = folds(per_track=per_track)
+    log_probs, logcounts = by_hand(members, per_track, rule)
+    logits = ensemble_profile([z for z, _ in members], joint=not per_track)
+    axis = -1 if per_track else (1, 2)
+    np.testing.assert_allclose(np.exp(logits), np.exp(log_probs), rtol=1e-12, atol=1e-300)
+    np.testing.assert_allclose(np.exp(logits).sum(axis=axis), 1.0, rtol=1e-12)
+    np.testing.assert_allclose(ensemble_logcounts([c for _, c in members], rule), logcounts, rtol=1e-12)
+
+
+def test_extreme_logits_stay_exact():
+    """Logits of 1e4 and log counts of 700 (e^700 near float64's limit) neither overflow nor lose digits."""
+    z = np.zeros((1, 1, 4))
+    members = [z + np.array([1e4, 0, 0, 0]), z + np.array([0, 1e4, 0, 0])]
+    np.testing.assert_allclose(np.exp(ensemble_profile(members, joint=True))[0, 0], [0.5, 0.5, 0, 0], atol=1e-300)
+    counts = [np.array([[700.0]]), np.array([[709.0]])]
+    np.testing.assert_allclose(ensemble_logcounts(counts, "log-mean"), logsumexp([700.0, 709.0]) - np.log(2), rtol=1e-15)
+
+
+@pytest.mark.parametrize("per_track", [False, True])
+@pytest.mark.parametrize("rule", ["mean-log", "log-mean"])
+def test_the_ensembles_scores_match_numpy(per_track, rule):
+    members, observed = folds(per_track=per_track, seed=4)
+    log_probs, logcounts = by_hand(members, per_track, rule)
+    result = bpnet_eval.score(members[0], observed, ensemble=members[1:], ensemble_logcounts=rule, device="cpu",
+                              read_workers=0, batch_size=7)
+    n = observed.shape[0]
+    joint = mnll(log_softmax(log_probs.reshape(n, -1), axis=-1), observed.reshape(n, -1))
+    np.testing.assert_allclose(result.columns["profile_mnll"], joint, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(result.columns["profile_mnll_plus"],
+                               mnll(log_softmax(log_probs[:, 0], axis=-1), observed[:, 0]), rtol=1e-9, atol=1e-9)
+    if per_track:
+        count = ((np.log1p(observed.sum(axis=2)) - logcounts) ** 2).mean(axis=1)
+        np.testing.assert_allclose(result.columns["predicted_logcounts_minus"], logcounts[:, 1], rtol=1e-12)
+    else:
+        count = (np.log1p(observed.sum(axis=(1, 2))) - logcounts[:, 0]) ** 2
+    np.testing.assert_allclose(result.columns["count_log1p_mse"], count, rtol=1e-9, atol=1e-15)
+    np.testing.assert_allclose(result.summary["metrics"]["mixture_loss"]["mean"], (joint + count).mean(), rtol=1e-9)
+    settings = result.summary["settings"]["ensemble"]
+    assert len(settings["members"]) == 3 and settings["logcounts"].startswith(rule)
+    assert "mean of the members' probabilities" in settings["profile"]
+
+
+def test_members_that_differ_are_named(tmp_path):
+    members, observed = folds()
+    logits, logcounts = members[1]
+    with pytest.raises(UsageError, match="log counts have shape"):
+        bpnet_eval.score(members[0], observed, ensemble=[(logits, logcounts[:5])], device="cpu", read_workers=0)
+    n = observed.shape[0]
+    chrom, start = np.array(["chr1"] * n), np.arange(n) * 100
+    a = write_predictions(tmp_path / "a.h5", logits, logcounts, chrom, start, start + 30)
+    b = write_predictions(tmp_path / "b.h5", logits[:, :, :20], logcounts, chrom, start, start + 20)
+    moved = start.copy()
+    moved[9] += 5
+    c = write_predictions(tmp_path / "c.h5", logits, logcounts, chrom, moved, moved + 30)
+    with pytest.raises(InputError) as err:
+        bpnet_eval.score(str(a), observed, ensemble=[str(b)], device="cpu", read_workers=0)
+    assert str(err.value).startswith(f"{b}: 40 regions x 2 tracks x L = 20") and str(a) in str(err.value)
+    with pytest.raises(InputError) as err:
+        bpnet_eval.score(str(a), observed, ensemble=[str(c)], device="cpu", read_workers=0)
+    assert str(err.value).startswith(f"{c}: region 10 is chr1:905-935") and "\n" not in str(err.value)
+
+
+def test_a_nonfinite_member_skips_the_region_under_nonfinite_skip():
+    members, observed = folds()
+    bad = members[2][0].copy()
+    bad[5, 1, 3] = np.nan
+    result = bpnet_eval.score(members[0], observed, ensemble=[members[1], (bad, members[2][1])], device="cpu",
+                              read_workers=0, policies=bpnet_eval.Policies(nonfinite="skip"))
+    assert np.isnan(result.columns["profile_mnll"][5]) and np.isfinite(np.delete(result.columns["profile_mnll"], 5)).all()
+    assert [s["row"] for s in result.summary["skipped"]] == [6]
+
+
+@pytest.mark.slow
+def test_score_an_ensemble_of_three_fold_files_and_compare_it_with_a_fold(tmp_path):
+    members, observed = folds(n=30, length=40, seed=7)
+    n = observed.shape[0]
+    chrom = np.array(["chr1"] * n)
+    start = np.arange(n) * 100
+    sizes = {"chr1": 100 * n + 100}
+    paths = [write_predictions(tmp_path / f"fold{k}.h5", z.astype(np.float32), c.astype(np.float32), chrom, start,
+                               start + 40) for k, (z, c) in enumerate(members)]
+    tracks = []
+    for s in range(2):
+        values = np.zeros(sizes["chr1"])
+        for i in range(n):
+            values[start[i]:start[i] + 40] = observed[i, s]
+        tracks.append(write_bigwig(tmp_path / f"obs{s}.bw", sizes, {"chr1": values}))
+    stored = [(h5py.File(p)["predictions/logits"][()], h5py.File(p)["predictions/logcounts"][()]) for p in paths]
+    log_probs, logcounts = by_hand(stored, False, "mean-log")
+    done = run_cli("score", paths[0], *tracks, "--ensemble", paths[1], "-e", paths[2], "--out", tmp_path / "ens",
+                   "--no-plots", "-q")
+    assert done.returncode == 0, done.stderr
+    table = read_columns(tmp_path / "ens" / "regions.tsv")
+    joint = mnll(log_softmax(log_probs.reshape(n, -1), axis=-1), observed.reshape(n, -1))
+    np.testing.assert_allclose(np.array(table["profile_mnll"], dtype=float), joint, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(np.array(table["predicted_logcounts"], dtype=float), logcounts[:, 0], rtol=1e-9)
+    summary = json.loads((tmp_path / "ens" / "summary.json").read_text())
+    assert summary["settings"]["ensemble"]["members"] == [str(p) for p in paths]
+    assert summary["inputs"]["predictions"]["layout"] == "ensemble of 3 predictions"
+    assert run_cli("score", paths[0], *tracks, "--out", tmp_path / "fold0", "--no-plots", "-q").returncode == 0
+    compared = run_cli("compare", tmp_path / "fold0", tmp_path / "ens", "--out", tmp_path / "cmp")
+    assert compared.returncode == 0, compared.stderr
+    mixture_ens = np.array(table["mixture_loss"], dtype=float)
+    mixture_fold = np.array(read_columns(tmp_path / "fold0" / "regions.tsv")["mixture_loss"], dtype=float)
+    row = next(r for r in (tmp_path / "cmp" / "compare.tsv").read_text().splitlines() if r.startswith("mixture_loss\t"))
+    np.testing.assert_allclose(float(row.split("\t")[5]), (mixture_ens - mixture_fold).mean(), rtol=1e-9)
+    bad = run_cli("score", paths[0], *tracks, "-e", tmp_path / "missing.h5", "--out", tmp_path / "x", "-q")
+    assert_one_line_error(bad, 3, "missing.h5")
