@@ -130,7 +130,7 @@ def count_rows(summary: dict):
     return header, rows
 
 
-SEED_LOSSES = ("profile_mnll", "count_log1p_mse", "mixture_loss")
+SEED_LOSSES = ("profile_mnll", "count_log1p_mse", "count_log_mse", "mixture_loss")  # the count loss: per --count-target
 
 
 def grouping_rows(summary: dict, name: str, metrics=None, counts=None, show=display_value):

@@ -71,7 +71,8 @@ def compact_tables(summary: dict) -> list:
 
 
 GROUP_LABEL_WIDTH = 16  # a longer group label is cut with an ellipsis on the terminal (files keep it whole)
-SHORT_HEADERS = {"profile_mnll": "MNLL", "count_log1p_mse": "count MSE", "mixture_loss": "mixture",
+SHORT_HEADERS = {"profile_mnll": "MNLL", "count_log1p_mse": "count MSE", "count_log_mse": "count MSE",
+                 "mixture_loss": "mixture",
                  "counts pearson": "pearson", "counts spearman": "spearman"}
 
 
