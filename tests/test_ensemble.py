@@ -144,12 +144,17 @@ def test_score_an_ensemble_of_three_fold_files_and_compare_it_with_a_fold(tmp_pa
     summary = json.loads((tmp_path / "ens" / "summary.json").read_text())
     assert summary["settings"]["ensemble"]["members"] == [str(p) for p in paths]
     assert summary["inputs"]["predictions"]["layout"] == "ensemble of 3 predictions"
-    assert run_cli("score", paths[0], *tracks, "--out", tmp_path / "fold0", "--no-plots", "-q").returncode == 0
-    compared = run_cli("compare", tmp_path / "fold0", tmp_path / "ens", "--out", tmp_path / "cmp")
+    for k, path in enumerate(paths):
+        assert run_cli("score", path, *tracks, "--out", tmp_path / f"fold{k}", "--no-plots", "-q").returncode == 0
+    compared = run_cli("compare", *(tmp_path / f"fold{k}" for k in range(3)), tmp_path / "ens", "--out",
+                       tmp_path / "cmp")
     assert compared.returncode == 0, compared.stderr
-    mixture_ens = np.array(table["mixture_loss"], dtype=float)
-    mixture_fold = np.array(read_columns(tmp_path / "fold0" / "regions.tsv")["mixture_loss"], dtype=float)
-    row = next(r for r in (tmp_path / "cmp" / "compare.tsv").read_text().splitlines() if r.startswith("mixture_loss\t"))
-    np.testing.assert_allclose(float(row.split("\t")[5]), (mixture_ens - mixture_fold).mean(), rtol=1e-9)
+    leaderboard = read_columns(tmp_path / "cmp" / "compare.tsv")
+    means = {model: float(mean) for group, metric, model, mean in zip(
+        leaderboard["group"], leaderboard["metric"], leaderboard["model"], leaderboard["mean"])
+        if group == "all" and metric == "mixture_loss"}
+    count = (np.log1p(observed.sum(axis=(1, 2))) - logcounts[:, 0]) ** 2
+    assert set(means) == {"fold0", "fold1", "fold2", "ens"}
+    np.testing.assert_allclose(means["ens"], (joint + count).mean(), rtol=1e-9)
     bad = run_cli("score", paths[0], *tracks, "-e", tmp_path / "missing.h5", "--out", tmp_path / "x", "-q")
     assert_one_line_error(bad, 3, "missing.h5")
