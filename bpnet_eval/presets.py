@@ -174,18 +174,28 @@ def bpnet_lite_performance(columns: dict, summary: dict, track_names) -> str:
 
 
 def chrombpnet_metrics(columns: dict, summary: dict, peak: Optional[np.ndarray]) -> dict:
-    """chrombpnet's ``*_metrics.json``: counts and profile medians per region group."""
-    groups = {"peaks_and_nonpeaks": (summary, slice(None))}
-    if peak is not None:
-        groups = {"peaks": (summary["groups"]["peaks"], peak), "nonpeaks": (summary["groups"]["nonpeaks"], ~peak),
-                  **groups}
+    """chrombpnet's ``*_metrics.json`` (``chrombpnet.training.predict.main``): counts and profile medians per region
+    group, in its order (``peaks_and_nonpeaks`` when there are both, ``nonpeaks``, ``peaks``: a group only when it
+    has regions, as chrombpnet writes one only for the region files it was given), NaN where it writes NaN
+    (``np.nanmedian`` of no defined value, a correlation of a constant)."""
+    if peak is None:
+        groups = {"peaks_and_nonpeaks": (summary, slice(None))}
+    else:
+        both = {"peaks_and_nonpeaks": (summary, slice(None))} if peak.any() and (~peak).any() else {}
+        groups = {**both, **({"nonpeaks": (summary["groups"]["nonpeaks"], ~peak)} if (~peak).any() else {}),
+                  **({"peaks": (summary["groups"]["peaks"], peak)} if peak.any() else {})}
     out = {"counts_metrics": {}, "profile_metrics": {}}
     for group, (part, rows) in groups.items():
-        out["counts_metrics"][group] = {"spearmanr": part["counts"]["spearman"], "pearsonr": part["counts"]["pearson"],
-                                        "mse": part["counts"]["mse"]}
-        out["profile_metrics"][group] = {"median_jsd": _nanmedian(columns["profile_jsd_distance"][rows]),
-                                         "median_norm_jsd": _nanmedian(columns["profile_norm_jsd"][rows])}
+        counts = {name: _nan_for_none(part["counts"][name]) for name in ("spearman", "pearson", "mse")}
+        out["counts_metrics"][group] = {"spearmanr": counts["spearman"], "pearsonr": counts["pearson"],
+                                        "mse": counts["mse"]}
+        out["profile_metrics"][group] = {"median_jsd": _nan_for_none(_nanmedian(columns["profile_jsd_distance"][rows])),
+                                         "median_norm_jsd": _nan_for_none(_nanmedian(columns["profile_norm_jsd"][rows]))}
     return out
+
+
+def _nan_for_none(value) -> float:
+    return float("nan") if value is None else value
 
 
 def bpnet_metrics(summary: dict, auprc: dict) -> dict:
@@ -271,7 +281,8 @@ def preset_files(plan: MetricPlan, columns: dict, summary: dict, peak, track_nam
     if plan.preset == "bpnet-lite":
         return {"performance.tsv": bpnet_lite_performance(columns, summary, track_names)}
     if plan.preset == "chrombpnet":
-        return {"chrombpnet_metrics.json": json.dumps(chrombpnet_metrics(columns, summary, peak), indent=2) + "\n"}
+        # json.dump(..., indent=4) as chrombpnet writes it: NaN as NaN, no final newline
+        return {"chrombpnet_metrics.json": json.dumps(chrombpnet_metrics(columns, summary, peak), indent=4)}
     if plan.preset == "bpnet":
         return {"bpnet_metrics.json": json.dumps(bpnet_metrics(summary, summary["profile_auprc"]), indent=2) + "\n"}
     if plan.preset == "bpreveal":
