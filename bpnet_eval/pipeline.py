@@ -19,7 +19,7 @@ from .inputs import Inputs, iter_batches, open_inputs, open_sources
 from .options import Job, ReadOptions, RunOptions, ScoreOptions, split_options
 from .presets import COUNT_TARGETS, MetricPlan, preset_files
 from .regions import Regions
-from .sources import unreadable_truth_bigwigs
+from .sources import input_conventions, unreadable_truth_bigwigs
 from .summary import drop_nonfinite, summarize
 from .validate import Findings, ValueScreen
 
@@ -143,6 +143,7 @@ def score_inputs(inputs: Inputs, scoring: ScoreOptions, run: RunOptions,
         described = sources["predictions"]
         settings["ensemble"] = {"members": [m.get("path") for m in described["members"]],
                                 "profile": described["profile"], "logcounts": described["logcounts"]}
+    settings["input_conventions"] = input_conventions(sources["predictions"], sources["truth"], table.source)
 
     start, stop = inputs.rows
     if inputs.partial:

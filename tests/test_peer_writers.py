@@ -20,6 +20,7 @@ writer stitches windows into a bigWig, from the per-base values it wrote.
 """
 
 import gzip
+import json
 
 import h5py
 import numpy as np
@@ -92,11 +93,18 @@ def model_outputs(seed: int, shape, per_track_counts: bool = False, n_tracks: in
 
 
 def score(cli, tmp_path, *args) -> tuple:
-    """Run ``bpnet-eval score`` and return ``(regions.tsv columns, stderr)``."""
+    """Run ``bpnet-eval score`` and return ``(regions.tsv columns, stderr)``; every convention the run used is
+    named in summary.json settings (``conventions(tmp_path)``)."""
     out = tmp_path / "report"
     result = cli.run("score", *args, "--out", out, "--no-plots")
     assert result.returncode == 0, result.stderr
+    assert "input_conventions" in (out / "report.html").read_text()
     return read_columns(out / "regions.tsv"), result.stderr
+
+
+def conventions(tmp_path) -> dict:
+    """``settings.input_conventions`` of the report ``score`` wrote."""
+    return json.loads((tmp_path / "report" / "summary.json").read_text())["settings"]["input_conventions"]
 
 
 def assert_matches(columns, expected, tracks=("plus", "minus"), rtol=1e-9):
@@ -178,7 +186,8 @@ def test_chrombpnet_predict_h5(cli, tmp_path):
     stored = np.asarray(profs, dtype=np.float64)  # the probabilities as stored (float64)
     expected = expected_columns(np.log(stored)[:, None, :], logcounts.astype(np.float64), windows(genome, chrom, window_start))
     assert_matches(columns, expected, tracks=())
-    assert columns["peak"] == [str(p) for p in peak] if "peak" in columns else True
+    named = conventions(tmp_path)
+    assert named["predicted_profile"] == "probs" and "coords_center" in named["windows"]
 
 
 def read_tsv_rows(path):
@@ -252,6 +261,8 @@ def test_chrombpnet_pred_bw_over_narrowpeak_with_stitched_overlaps(cli, tmp_path
     assert_overlap_note(stderr, chrom, window_start, "nearer summit")
     touching, _ = overlapping(chrom, window_start)
     # away from overlaps the stitched track is the model's own prediction: ln(total) is its log count
+    named = conventions(tmp_path)
+    assert named["overlapping_windows"] >= 1 and "narrowPeak (start + summit ± L/2)" in named["windows"]
     alone = ~touching
     np.testing.assert_allclose(np.log(total[alone]), logcounts[alone, 0], rtol=1e-5)
     assert not np.allclose(np.log(total[~alone]), logcounts[~alone, 0], rtol=1e-5)
@@ -363,6 +374,7 @@ def test_bpreveal_predict_to_bigwig(cli, tmp_path, negate):
     expected = expected_columns(np.log(values), np.log(values.sum(axis=(1, 2)))[:, None], windows(genome, chrom, start))
     assert_matches(columns, expected)
     assert ("read as magnitudes" in stderr) == negate
+    assert conventions(tmp_path).get("read_as_magnitudes", []) == ([str(predicted[1])] if negate else [])
     assert_overlap_note(stderr, chrom, start, "their mean")
 
 
@@ -432,6 +444,7 @@ def test_basepairmodels_predict_with_a_narrower_output_window(cli, tmp_path, tru
     per_track = expected_columns(np.swapaxes(cropped, 1, 2), logcounts, observed)["per_track"]
     np.testing.assert_allclose(numbers(columns, "profile_mnll_minus"), per_track[:, 1], rtol=1e-6)
     assert "scored over the middle 40 bp" in stderr
+    assert "centre-cropped from 56 bp to L = 40" in conventions(tmp_path)["windows"]
 
 
 def test_bpnet2_predict_joint_strands(cli, tmp_path):
@@ -565,3 +578,6 @@ def test_bpnet_lite_predict_with_its_loci_and_mask(cli, tmp_path, order):
     expected = expected_columns(logits, logcounts, windows(genome, w_chrom, w_start))
     assert_matches(columns, expected)
     assert ("swapped" in stderr) == (order == "counts first")
+    named = conventions(tmp_path)
+    assert named["window_center"].startswith("midpoint")
+    assert "interleaved" in named["windows"] and f"{int(kept.sum())} of {len(kept)} loci kept" in named["windows"]

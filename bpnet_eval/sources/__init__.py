@@ -27,7 +27,8 @@ from .predicted_bigwig import BigWigPredictions, bigwig_prediction_paths
 from .predictions import ArrayPredictions, HDF5Predictions
 from .tracks import HDF5_SUFFIXES, ArrayTruth, open_truth_files
 
-__all__ = ["PredictionSource", "TruthSource", "ReadPlan", "open_predictions", "open_truth", "unreadable_truth_bigwigs"]
+__all__ = ["PredictionSource", "TruthSource", "ReadPlan", "open_predictions", "open_truth", "unreadable_truth_bigwigs",
+           "input_conventions"]
 
 
 OPEN_FIX = "check that the file is complete and in a supported format (docs/formats.md)"
@@ -109,3 +110,23 @@ def unreadable_truth_bigwigs(truth) -> list:
             except BpnetEvalError as err:
                 errors.append(err)
     return errors
+
+
+def input_conventions(predictions: dict, truth: dict, regions: str) -> dict:
+    """Every reading convention a run used, by name, for ``summary.json`` settings, from the sources' ``describe()``
+    and the regions' source: the layout and what its profile holds, where the predicted log counts come from,
+    how the windows were built, and which files were read as magnitudes."""
+    conventions = {"predictions_layout": predictions.get("layout"), "predicted_profile": predictions.get("profile_kind"),
+                   "predicted_logcounts": predictions.get("logcounts") if isinstance(predictions.get("logcounts"), str)
+                   else "stored, one per " + str(predictions.get("logcounts_per", "region")),
+                   "windows": regions,
+                   "observed": str(truth.get("kind", "")) + (f" [{truth['dataset']}]" if truth.get("dataset") else "")}
+    for key in ("window_center", "pseudocount"):
+        if key in predictions:
+            conventions[key] = predictions[key]
+    negated = predictions.get("read_as_magnitudes", []) + truth.get("read_as_magnitudes", [])
+    if negated:
+        conventions["read_as_magnitudes"] = negated
+    if predictions.get("overlapping_windows"):
+        conventions["overlapping_windows"] = predictions["overlapping_windows"]
+    return conventions
