@@ -49,7 +49,15 @@ class Grouping:
     def column(self) -> np.ndarray:
         """Each region's groups as text: labels in the grouping's order joined by ``,``; empty when none."""
         labels = np.asarray(self.labels, dtype=object)
-        return np.array([LABEL_SEPARATOR.join(labels[row]) for row in self.member], dtype=object)
+        # one join per distinct membership pattern (a few), not per region
+        packed = np.packbits(self.member, axis=1)
+        width = max(8, -(-packed.shape[1] // 8) * 8)  # whole 8-byte words: one uint64 key up to 64 groups
+        padded = np.zeros((len(packed), width), dtype=np.uint8)
+        padded[:, :packed.shape[1]] = packed
+        keys = padded.view(np.uint64 if width == 8 else np.dtype((np.void, width))).reshape(-1)
+        _, first, which = np.unique(keys, return_index=True, return_inverse=True)
+        texts = [LABEL_SEPARATOR.join(labels[self.member[row]]) for row in first]
+        return np.array(texts, dtype=object)[np.asarray(which).reshape(-1)]
 
     def subset(self, rows) -> "Grouping":
         """The grouping of the regions at ``rows`` (a slice, an index array or a boolean mask)."""
@@ -139,7 +147,8 @@ def _bed_grouping(path: Path, rows: list, regions: Regions) -> Grouping:
         reach = np.maximum.accumulate(spans[:, 1])  # furthest end among the intervals starting at or before
         at = np.searchsorted(spans[:, 0], centre[rows_here], side="right") - 1
         member[rows_here, k] = (at >= 0) & (reach[np.maximum(at, 0)] > centre[rows_here])
-    return Grouping(grouping_name(path.stem), list(labels), member, f"{path} [BED]", BED_RULE)
+    name = Path(path.name[:-len(path.suffix)] if path.suffix.lower() in (".gz", ".bgz") else path.name).stem
+    return Grouping(grouping_name(name), list(labels), member, f"{path} [BED]", BED_RULE)
 
 
 def _tsv_groupings(path: Path, header: list, rows: list, regions: Regions) -> list:

@@ -226,6 +226,7 @@ def check_job(job: Job, scan_values: bool = True) -> Findings:
             if str(bad) != str(err):
                 findings.add(str(bad), bad.exit_code)
         return findings
+    check_groups(job, table, preds.n, findings)
     try:
         if not scan_values or findings.problems:
             findings.detected["values"] = "not read" + (" (fix the problems first)" if findings.problems else "")
@@ -250,6 +251,20 @@ def check_job(job: Job, scan_values: bool = True) -> Findings:
     finally:
         preds.close()
         truth_source.close()
+
+
+def check_groups(job: Job, table: Optional[Regions], n_regions: int, findings: Findings) -> None:
+    """Read ``job``'s ``--groups`` files over the regions as ``score`` would: their groupings (each group's region
+    count, and the regions in no group and in several) in ``findings.detected["groups"]``, or their problem."""
+    try:
+        groupings = read_all_groups(job.scoring.groups, table, n_regions)
+    except BpnetEvalError as err:
+        findings.add(str(err), err.exit_code)
+        return
+    if groupings:
+        findings.detected["groups"] = {
+            g.name: {**g.describe(), "groups": {label: int(g.member[:, k].sum()) for k, label in enumerate(g.labels)}}
+            for g in groupings}
 
 
 def _check_computer(job: Job, n_tracks: int):

@@ -380,6 +380,12 @@ def format_findings(findings: Findings) -> str:
             lines.append(f"  {regions['n_regions']} regions on {len(chroms)} chromosome(s): {shown}"
                          + (", ..." if len(chroms) > 10 else ""))
             lines.append("  widths: " + ", ".join(f"{w} bp ({k})" for w, k in regions["widths"].items()))
+    for name, grouping in detected.get("groups", {}).items():
+        counts = ", ".join(f"{label} ({k})" for label, k in list(grouping["groups"].items())[:10])
+        lines.append(f"groups {name}: {grouping['source']}: {len(grouping['groups'])} group(s): {counts}"
+                     + (", ..." if len(grouping["groups"]) > 10 else "")
+                     + f"; {grouping['n_in_no_group']} region(s) in no group, "
+                     f"{grouping['n_in_several_groups']} in several")
     if "values" in detected:
         lines.append(f"values: {detected['values']}")
     for path, renamed in findings.chrom_names.items():

@@ -158,3 +158,58 @@ def test_score_an_ensemble_of_three_fold_files_and_compare_it_with_a_fold(tmp_pa
     np.testing.assert_allclose(means["ens"], (joint + count).mean(), rtol=1e-9)
     bad = run_cli("score", paths[0], *tracks, "-e", tmp_path / "missing.h5", "--out", tmp_path / "x", "-q")
     assert_one_line_error(bad, 3, "missing.h5")
+
+
+def test_an_ensemble_of_predicted_bigwigs_one_per_fold(tmp_path):
+    """chrombpnet's folds as counts-scale bigWigs (one track each): probabilities v/sum v averaged, ln(sum v)
+    averaged."""
+    import pyBigWig
+
+    from tests.support.cases import make_case
+
+    case = make_case(tmp_path, n=20, n_tracks=1, length=30, seed=3)
+    rng = np.random.default_rng(2)
+    paths = []
+    for k in range(3):
+        values = rng.gamma(0.8, 2.0, size=case.observed.shape) + 1e-3
+        per_chrom = {c: np.zeros(size) for c, size in case.chrom_sizes.items()}
+        for i in range(len(case.chrom)):
+            per_chrom[case.chrom[i]][case.start[i]:case.end[i]] = values[i, 0]
+        paths.append(str(write_bigwig(tmp_path / f"fold{k}.bw", case.chrom_sizes, per_chrom)))
+    bed = tmp_path / "regions.bed"
+    bed.write_text("".join(f"{c}\t{s}\t{e}\n" for c, s, e in zip(case.chrom, case.start, case.end)))
+    stored = []
+    for path in paths:  # the values as stored (float32), read back with pyBigWig
+        with pyBigWig.open(path) as bw:
+            stored.append(np.array([bw.values(c, int(s), int(e), numpy=True)
+                                    for c, s, e in zip(case.chrom, case.start, case.end)], dtype=np.float64))
+    probs = np.mean([v / v.sum(axis=1, keepdims=True) for v in stored], axis=0)
+    logcounts = np.mean([np.log(v.sum(axis=1)) for v in stored], axis=0)
+    result = bpnet_eval.score(paths[0], [str(case.bigwigs[0])], str(bed), ensemble=paths[1:], device="cpu",
+                              read_workers=0)
+    observed = case.observed[:, 0]
+    np.testing.assert_allclose(result.columns["profile_mnll"], mnll(np.log(probs), observed), rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(result.columns["predicted_logcounts"], logcounts, rtol=1e-12)
+    assert [m["path"] for m in result.summary["inputs"]["predictions"]["members"]] == paths
+
+
+def test_a_sharded_ensemble_merges_to_the_unsharded_one(tmp_path):
+    from bpnet_eval.options import Job
+    from bpnet_eval.report.tables import regions_tsv
+    from bpnet_eval.shards import merge, score_shard
+    from tests.support.cases import make_case
+
+    case = make_case(tmp_path, n=30, length=40, seed=5)
+    rng = np.random.default_rng(1)
+    more = [write_predictions(tmp_path / f"fold{k}.h5", case.logits + rng.normal(0, 1, case.logits.shape),
+                              case.logcounts + rng.normal(0, 0.3, case.logcounts.shape), case.chrom, case.start,
+                              case.end) for k in (1, 2)]
+    inputs = (str(case.predictions), [str(p) for p in case.bigwigs])
+    options = dict(device="cpu", ensemble=[str(p) for p in more], ensemble_logcounts="log-mean")
+    full = bpnet_eval.score(*inputs, **options)
+    for k in (1, 2, 3):
+        score_shard(tmp_path / f"s{k}", (k, 3), Job.of(*inputs, **options))
+    merged = merge([tmp_path / f"s{k}" for k in (1, 2, 3)])
+    assert merged.summary == full.summary
+    assert "".join(regions_tsv(merged.regions, merged.columns)) == "".join(regions_tsv(full.regions, full.columns))
+    assert full.summary["settings"]["ensemble"]["logcounts"].startswith("log-mean")

@@ -259,3 +259,56 @@ def test_score_with_a_bed_groups_file_on_the_fixture(tmp_path):
         np.testing.assert_allclose(float(grouped["mixture_loss_mean"][k]), expected["mixture_loss"][rows].mean(),
                                    rtol=1e-9)
     assert '<table id="groups-zones">' in (out / "report.html").read_text()
+
+
+def test_skipped_regions_are_in_no_group_summary_and_shards_merge_the_groups_exactly(tmp_path):
+    import gzip
+
+    import h5py
+
+    from bpnet_eval.options import Job, Policies
+    from bpnet_eval.shards import merge, score_shard
+    from tests.support.cases import make_case
+
+    case = make_case(tmp_path, n=30, length=40, seed=5)
+    logits = case.logits.copy()
+    logits[4, 0, 3] = np.nan
+    with h5py.File(case.predictions, "r+") as h5:
+        h5["predictions/logits"][...] = logits
+    path = tmp_path / "halves.bed.gz"  # gzip read as is; window centres split at 20 kb on chr1, all of chr2
+    with gzip.open(path, "wt") as handle:
+        handle.write("chr1\t0\t20000\tleft\nchr1\t20000\t999999999\tright\nchr2\t0\t999999999\tright\n")
+    inputs = (str(case.predictions), [str(p) for p in case.bigwigs])
+    options = dict(device="cpu", policies=Policies(nonfinite="skip"), groups=[str(path)])
+    full = bpnet_eval.score(*inputs, **options)
+    centre = case.start + (case.end - case.start) // 2
+    left = (case.chrom == "chr1") & (centre < 20000)
+    scored = np.arange(30) != 4
+    part = full.summary["region_groups"]["halves"]["groups"]
+    assert part["left"]["n_regions"] == int((left & scored).sum())
+    assert part["right"]["n_regions"] == int((~left & scored).sum())
+    assert part["left"]["metrics"]["profile_mnll"]["n_undefined"] == 0
+    np.testing.assert_allclose(part["right"]["metrics"]["mixture_loss"]["mean"],
+                               np.mean(full.columns["mixture_loss"][~left & scored]), rtol=1e-12)
+    for k in (1, 2, 3):
+        score_shard(tmp_path / f"s{k}", (k, 3), Job.of(*inputs, **options))
+    merged = merge([tmp_path / f"s{k}" for k in (1, 2, 3)])
+    assert merged.summary == full.summary
+    assert "".join(regions_tsv(merged.regions, merged.columns, merged.groupings)) == \
+        "".join(regions_tsv(full.regions, full.columns, full.groupings))
+
+
+def test_check_lists_the_groups_or_their_problem(tmp_path):
+    from bpnet_eval.validate import format_findings
+
+    rng = np.random.default_rng(0)
+    logits, observed = rng.normal(size=(4, 2, 10)), rng.poisson(1.0, size=(4, 2, 10))
+    good, bad = tmp_path / "good.tsv", tmp_path / "bad.tsv"
+    good.write_text("row\tclass\n1\tA\n2\tA\n2\tB\n")
+    bad.write_text("row\tclass\n7\tA\n")
+    findings = bpnet_eval.check((logits, np.zeros((4, 1))), observed, groups=[str(good)])
+    assert findings.problems == []
+    assert "groups class: " in format_findings(findings) and "A (2), B (1); 2 region(s) in no group, 1 in several" \
+        in format_findings(findings)
+    findings = bpnet_eval.check((logits, np.zeros((4, 1))), observed, groups=[str(bad)])
+    assert len(findings.problems) == 1 and "row 7 is not one of the 4 regions" in findings.problems[0].message

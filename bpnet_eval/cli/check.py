@@ -7,7 +7,7 @@ import typer
 
 from ..options import Dtype, EnsembleLogcounts, Job, NonFinite, OffEnd, PredLogcounts, RegionsFormat, RunOptions, \
     Smooth
-from .common import (ChromsOption, LengthOption, WindowCenterOption, Ensemble, EnsembleLogcountsOption,
+from .common import (GroupsOption, ChromsOption, LengthOption, WindowCenterOption, Ensemble, EnsembleLogcountsOption,
                      INPUTS, BatchSize, CountLossWeight, Debug, DtypeOption, ExternalLinks, Head, LogcountsDataset,
                      LogitsDataset, MetricsOption, NonFiniteOption, OffEndOption, PredLogcountsOption, Predictions,
                      PredPseudocount, PresetOption, ProfileKindOption, RegionsFile, RegionsFormatOption, Seed,
@@ -23,6 +23,7 @@ def check(
     track_names: TrackNames = None,
     regions: RegionsFile = None,
     regions_format: RegionsFormatOption = RegionsFormat.auto,
+    groups: GroupsOption = None,
     window_center: WindowCenterOption = None,
     chroms: ChromsOption = None,
     length: LengthOption = None,
@@ -66,7 +67,7 @@ def check(
                                head, truth_dataset, off_end, nonfinite, allow_external_links, regions_format,
                                window_center, chroms, length, ensemble, ensemble_logcounts),
                   score_options(count_loss_weight, dtype, track_names, metrics, preset, smooth, smooth_sigma,
-                                smooth_width, seed, count_target=count_target),
+                                smooth_width, seed, groups, count_target=count_target),
                   RunOptions(batch_size=batch_size))
         findings = check_job(job, scan_values=values)
         sys.stdout.write(format_findings(findings))
