@@ -181,13 +181,18 @@ def bootstrap_means(differences: np.ndarray, n_resamples: int, seed: int) -> np.
     Each resample's row counts ``w`` (a bincount of ``numpy.random.default_rng(seed)`` draws) give
     ``mean = (w @ where(defined, d, 0)) / (w @ defined)``; NaN where a resample holds no defined value.
     The draws depend only on ``n``, ``n_resamples`` and ``seed``: any columns get the same resamples.
+    Columns defined on the same rows share one ``w @ defined``.
     """
     d = np.asarray(differences, dtype=np.float64)
     single = d.ndim == 1
     d = d.reshape(d.shape[0], -1)
     n, m = d.shape
     defined = np.isfinite(d)
-    stacked = np.concatenate([np.where(defined, d, 0.0), defined.astype(np.float64)], axis=1)
+    first_with = {}  # each distinct column of ``defined`` (as packed bytes) → the first column holding it
+    mask_of = np.array([first_with.setdefault(bits.tobytes(), len(first_with))
+                        for bits in np.packbits(defined, axis=0).T], dtype=np.int64)
+    masks = defined[:, np.unique(mask_of, return_index=True)[1]]
+    stacked = np.concatenate([np.where(defined, d, 0.0), masks.astype(np.float64)], axis=1)
     rng = np.random.default_rng(seed)
     per_chunk = max(1, BOOTSTRAP_CHUNK_ELEMENTS // max(n, 1))
     means = np.empty((n_resamples, m))
@@ -197,7 +202,7 @@ def bootstrap_means(differences: np.ndarray, n_resamples: int, seed: int) -> np.
         weights = np.bincount(rows.ravel(), minlength=size * n).reshape(size, n).astype(np.float64)
         sums = weights @ stacked
         with np.errstate(invalid="ignore", divide="ignore"):
-            means[first:first + size] = sums[:, :m] / sums[:, m:]
+            means[first:first + size] = sums[:, :m] / sums[:, m + mask_of]
     return means[:, 0] if single else means
 
 
