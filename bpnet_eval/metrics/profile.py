@@ -51,7 +51,9 @@ def kl_divergence(p, q):
     -------
     kl : torch.Tensor, shape=(...)
     """
-    return torch.sum(torch.where(p == 0, 0.0, p * torch.log(p / q)), dim=-1)
+    zero = p == 0  # ln 1 there (0 after the mask): the logarithm of 0 takes a slow path
+    return torch.sum(torch.where(zero, 0.0, p * torch.log(torch.where(zero, 1.0, p / q))), dim=-1)
+
 
 
 def jsd_divergence(p, q):
@@ -76,22 +78,25 @@ def jsd_divergence(p, q):
     return (kl_divergence(p, m) + kl_divergence(q, m)) / 2
 
 
-def jsd_distance(p, q):
+def jsd_distance(p, q, divergence=None):
     """``sqrt(JSD(p, q))``: the Jensen-Shannon distance, as scipy's ``jensenshannon`` (chrombpnet).
 
     Parameters
     ----------
     p, q : torch.Tensor, shape=(..., L)
+    divergence : torch.Tensor, shape=(...), optional
+        ``jsd_divergence(p, q)`` when already computed.
 
     Returns
     -------
     distance : torch.Tensor, shape=(...)
         In [0, sqrt(ln 2)]; NaN where a profile sums to 0.
     """
-    return torch.sqrt(torch.clamp(jsd_divergence(p, q), min=0.0))
+    divergence = jsd_divergence(p, q) if divergence is None else divergence
+    return torch.sqrt(torch.clamp(divergence, min=0.0))
 
 
-def normalized_jsd(p_pred, p_obs):
+def normalized_jsd(p_pred, p_obs, distance=None):
     """``clip((d - d_max) / (0 - d_max), 0, 1)``, ``d = jsd_distance(p_pred, p_obs)``, ``d_max = jsd_distance(uniform, p_obs)``.
 
     chrombpnet's normalised JSD (min-max between the observed profile itself, 0, and the uniform
@@ -101,12 +106,14 @@ def normalized_jsd(p_pred, p_obs):
     Parameters
     ----------
     p_pred, p_obs : torch.Tensor, shape=(..., L)
+    distance : torch.Tensor, shape=(...), optional
+        ``jsd_distance(p_pred, p_obs)`` when already computed.
 
     Returns
     -------
     score : torch.Tensor, shape=(...)
     """
-    d = jsd_distance(p_pred, p_obs)
+    d = jsd_distance(p_pred, p_obs) if distance is None else distance
     d_max = jsd_distance(torch.ones_like(p_obs), p_obs)
     return torch.clamp((d - d_max) / (0.0 - d_max), 0.0, 1.0)
 
@@ -232,19 +239,21 @@ def mnll(log_p_pred, observed):
     return MNLLLoss(log_p_pred, observed)
 
 
-def mnll_per_base(log_p_pred, observed):
+def mnll_per_base(log_p_pred, observed, nll=None):
     """``MNLL / L`` with L the length of the last axis (basepairmodels, chrombpnet's ``mnll``).
 
     Parameters
     ----------
     log_p_pred : torch.Tensor, shape=(..., L)
     observed : torch.Tensor, shape=(..., L)
+    nll : torch.Tensor, shape=(...), optional
+        ``mnll(log_p_pred, observed)`` when already computed.
 
     Returns
     -------
     nll : torch.Tensor, shape=(...)
     """
-    return mnll(log_p_pred, observed) / log_p_pred.shape[-1]
+    return (mnll(log_p_pred, observed) if nll is None else nll) / log_p_pred.shape[-1]
 
 
 def profile_pearson(p_pred, observed, zero_variance=NAN):
@@ -299,21 +308,32 @@ PROFILE_PRESETS = {
 
 
 def _view_metrics(names, log_p, observed, shape_observed, settings):
-    """The requested metrics of one view (joint or per track), each reducing the last axis."""
+    """The requested metrics of one view (joint or per track), each reducing the last axis. Shared parts are
+    computed once: the JSD divergence (its root is the distance, which the normalised JSD rescales) and the
+    permuted observed profile of both shuffled baselines."""
     p = torch.exp(log_p)
     q = observed_probabilities(shape_observed, settings["pseudocount"])
     shuffle = {"generator": settings["generator"], "rows": settings["rows"], "seed": settings["seed"]}
+    shared = {}
+
+    def once(key, make):
+        if key not in shared:
+            shared[key] = make()
+        return shared[key]
+
+    distance = lambda: once("distance", lambda: jsd_distance(p, q, once("divergence", lambda: jsd_divergence(p, q))))
+    permuted = lambda: once("permuted", lambda: permute_positions(shape_observed, **shuffle))
     formulas = {
-        "profile_mnll": lambda: mnll(log_p, observed),
-        "profile_mnll_per_base": lambda: mnll_per_base(log_p, observed),
+        "profile_mnll": lambda: once("mnll", lambda: mnll(log_p, observed)),
+        "profile_mnll_per_base": lambda: mnll_per_base(log_p, observed, once("mnll", lambda: mnll(log_p, observed))),
         "profile_cross_entropy": lambda: cross_entropy(log_p, q),
-        "profile_jsd_divergence": lambda: jsd_divergence(p, q),
-        "profile_jsd_distance": lambda: jsd_distance(p, q),
-        "profile_norm_jsd": lambda: normalized_jsd(p, q),
+        "profile_jsd_divergence": lambda: once("divergence", lambda: jsd_divergence(p, q)),
+        "profile_jsd_distance": distance,
+        "profile_norm_jsd": lambda: normalized_jsd(p, q, distance()),
         "profile_pearson": lambda: profile_pearson(p, shape_observed, settings["pearson_zero_variance"]),
         "profile_spearman": lambda: profile_spearman(p, shape_observed, settings["spearman_ties"]),
-        "profile_jsd_shuffled": lambda: shuffled_jsd_distance(p, shape_observed, **shuffle),
-        "profile_jsd_observed_shuffled": lambda: shuffled_jsd_distance(q, shape_observed, **shuffle),
+        "profile_jsd_shuffled": lambda: jsd_distance(p, permuted()),
+        "profile_jsd_observed_shuffled": lambda: jsd_distance(q, permuted()),
     }
     return {name: formulas[name]() for name in names if name in formulas}
 
@@ -395,6 +415,35 @@ def profile_metrics(logits, observed, names=PROFILE_METRICS_DEFAULT, track_names
     unknown = sorted(set(names) - set(PROFILE_METRICS_ALL))
     if unknown:
         raise ValueError(f"unknown profile metrics {unknown}; known: {list(PROFILE_METRICS_ALL)}")
+    options = {"pseudocount": pseudocount, "pearson_zero_variance": pearson_zero_variance,
+               "spearman_ties": spearman_ties, "float32_results": float32_results,
+               "smooth_predictions": smooth_predictions, "smooth_observed": smooth_observed, "sigma": sigma,
+               "width": width, "generator": generator, "seed": seed, "auprc_pos_min": auprc_pos_min,
+               "auprc_neg_max": auprc_neg_max, "auprc_min_counts": auprc_min_counts}
+    step = chunk_rows(logits.shape)
+    shuffles_drawn = rows is None and any("shuffled" in name for name in names)
+    if logits.shape[0] <= step or shuffles_drawn:
+        return _profile_metrics(logits, observed, names, track_names, per_track, rows=rows, **options)
+    parts = [_profile_metrics(logits[i:i + step], observed[i:i + step], names, track_names, per_track,
+                              rows=None if rows is None else rows[i:i + step], **options)
+             for i in range(0, logits.shape[0], step)]
+    return {name: torch.cat([part[name] for part in parts]) for name in parts[0]}
+
+
+# Regions per piece of a batch: every metric is per region, and its dozen element-wise passes run several
+# times faster over pieces of about this many values (1 MB in float64: cache-sized) than over a whole batch.
+CHUNK_VALUES = 1 << 17
+
+
+def chunk_rows(shape):
+    """Regions per cache-sized piece of a ``(B, S, L)`` batch (at least 1)."""
+    return max(1, CHUNK_VALUES // max(1, math.prod(shape[1:])))
+
+
+def _profile_metrics(logits, observed, names, track_names, per_track, *, pseudocount, pearson_zero_variance,
+                     spearman_ties, float32_results, smooth_predictions, smooth_observed, sigma, width, generator,
+                     seed, rows, auprc_pos_min, auprc_neg_max, auprc_min_counts):
+    """``profile_metrics`` of one piece of a batch (arguments as there)."""
     n_tracks = logits.shape[1]
     track_names = [f"track{s}" for s in range(n_tracks)] if track_names is None else list(track_names)
     if len(track_names) != n_tracks:

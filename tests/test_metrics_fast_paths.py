@@ -1,0 +1,99 @@
+"""The fast paths of the metrics give the numbers of their plain definitions: ranks by histogram vs scipy,
+inverse permutations vs a second sort, batches computed in cache-sized pieces vs region by region."""
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import rankdata, spearmanr
+
+from bpnet_eval.metrics import PROFILE_METRICS_ALL, PROFILE_PRESETS, average_ranks, ordinal_ranks, profile_metrics
+from bpnet_eval.metrics.correlation import argsort_ranks, count_ranks, small_count_top, sorted_average_ranks
+from bpnet_eval.metrics.profile import chunk_rows
+
+
+def counts_with_ties(shape, seed=0):
+    """Sparse integer counts: mostly zeros, a few piles, an empty row, a constant row, one large count."""
+    rng = np.random.default_rng(seed)
+    counts = rng.poisson(rng.gamma(0.3, 2.0, size=shape)).astype(np.float64)
+    counts[0] = 0
+    counts[1] = 3
+    counts[2, ..., 0] = 4 * shape[-1]  # the largest value the histogram path takes
+    return counts
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_count_ranks_equal_scipy_average_ranks(dtype):
+    counts = counts_with_ties((9, 2, 40))
+    x = torch.as_tensor(counts, dtype=dtype)
+    assert small_count_top(x) == 160
+    got = average_ranks(x)
+    assert got.dtype == dtype
+    np.testing.assert_array_equal(got.double().numpy(), rankdata(counts, method="average", axis=-1))
+    assert torch.equal(got, sorted_average_ranks(x))
+
+
+@pytest.mark.parametrize("values", [
+    np.array([[0.5, 0.0, 2.0, 2.0]]),  # not integers
+    np.array([[-1.0, 0.0, 2.0, 2.0]]),  # negative
+    np.array([[0.0, 17.0, 2.0, 2.0]]),  # beyond 4 n
+    np.array([[np.nan, 0.0, 1.0, 1.0]]),
+    np.array([[np.inf, 0.0, 1.0, 1.0]]),
+])
+def test_values_outside_the_histogram_path_are_sorted(values):
+    x = torch.as_tensor(values)
+    assert small_count_top(x) is None
+    got = average_ranks(x).numpy()
+    nan = np.isnan(values)
+    assert np.isnan(got[nan]).all()
+    # NaN ranks last, as a sort puts it
+    np.testing.assert_array_equal(got[~nan], rankdata(np.where(nan, np.inf, values), axis=-1)[~nan])
+
+
+def test_count_ranks_of_a_batch_match_row_by_row():
+    counts = counts_with_ties((6, 25), seed=3)
+    top = int(counts.max())
+    got = count_ranks(torch.as_tensor(counts), top).numpy()
+    for row, values in zip(got, counts):
+        np.testing.assert_array_equal(row, rankdata(values))
+
+
+def test_spearman_of_counts_with_histogram_ranks_equals_scipy():
+    rng = np.random.default_rng(5)
+    counts = counts_with_ties((5, 60), seed=5)
+    p = rng.random((5, 60))
+    p[3, :30] = p[3, 0]  # tied predictions too
+    from bpnet_eval.metrics import spearman
+    got = spearman(torch.as_tensor(p), torch.as_tensor(counts)).numpy()
+    expected = [spearmanr(a, b)[0] for a, b in zip(p, counts)]
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12, equal_nan=True)
+
+
+def test_ordinal_and_argsort_ranks_invert_the_sort():
+    rng = np.random.default_rng(1)
+    x = np.round(rng.normal(size=(7, 300)), 1)  # many ties
+    t = torch.as_tensor(x)
+    np.testing.assert_array_equal(ordinal_ranks(t).numpy(), rankdata(x, method="ordinal", axis=-1))
+    # bpnet-lite's own expression, as its code writes it, on the same values
+    assert torch.equal(argsort_ranks(t), t.argsort().argsort().to(torch.float32))
+    assert torch.equal(argsort_ranks(t.float()), t.float().argsort().argsort().to(torch.float32))
+
+
+@pytest.mark.parametrize("preset,smooth", [(name, False) for name in sorted(PROFILE_PRESETS)] + [("default", True)])
+def test_batches_in_pieces_equal_region_by_region(preset, smooth):
+    rng = np.random.default_rng(2)
+    n_tracks, length = 2, 1200
+    counts = rng.poisson(rng.gamma(0.3, 2.0, size=(120, n_tracks, length))).astype(np.float64)
+    counts[4] = 0
+    counts[7, 0] = 0
+    counts[9, :, 100:120] += 400  # passes BPNet's auPRC depth filter
+    logits = np.round(rng.normal(size=counts.shape), 1) + np.log(counts + 1)
+    options = dict(PROFILE_PRESETS[preset], smooth_predictions=smooth, smooth_observed=smooth)
+    z, k = torch.as_tensor(logits), torch.as_tensor(counts)
+    rows = torch.arange(len(z)) + 1000
+    assert chunk_rows(z.shape) < len(z)  # the batch is computed in pieces
+    whole = profile_metrics(z, k, names=PROFILE_METRICS_ALL, rows=rows, seed=4, **options)
+    for i in (0, 4, 7, 9, 119):
+        one = profile_metrics(z[i:i + 1], k[i:i + 1], names=PROFILE_METRICS_ALL, rows=rows[i:i + 1], seed=4,
+                              **options)
+        for name, column in one.items():
+            assert torch.equal(torch.nan_to_num(whole[name][i:i + 1], nan=-7.0), torch.nan_to_num(column, nan=-7.0)), name
