@@ -6,9 +6,11 @@ Every expected window and value is computed here with numpy from the same inputs
 interleaving written out as its rule: row k of file i at k * n_files + i)."""
 
 import gzip
+from pathlib import Path
 
 import h5py
 import numpy as np
+import pyBigWig
 import pytest
 from scipy.special import log_softmax
 
@@ -19,7 +21,7 @@ from bpnet_eval.sources.bigwig import BigWigReader
 from bpnet_eval.sources.npz import NpzPredictions
 from bpnet_eval.sources.predicted_bigwig import overlapping_windows
 from bpnet_eval.sources.predictions import profile_to_logits
-from tests.support.cases import make_case, write_bigwig
+from tests.support.cases import make_case, write_bigwig, write_predictions
 from tests.support.reference import expected_columns
 
 NARROWPEAK = "{c}\t{s}\t{e}\tpeak{k}\t0\t.\t5.0\t3.0\t2.0\t{summit}\n"
@@ -184,3 +186,37 @@ def test_basepairmodels_windows_wider_than_l_are_centre_cropped(tmp_path):
     np.testing.assert_array_equal(table.start, np.arange(n) * 100 + wide // 2 - length // 2)
     np.testing.assert_array_equal(table.end - table.start, [length] * n)
     assert "middle 14 bp" in preds.describe()["notes"][0]
+
+
+PROSEQ = Path(__file__).resolve().parents[2] / "shared" / "realdata" / "brgenomics_dm6_PROseq"
+
+
+@pytest.mark.skipif(not PROSEQ.is_dir(), reason=f"the real PRO-seq bigWigs are not here: {PROSEQ} is absent")
+def test_real_proseq_minus_strand_stored_negative_scores_as_its_counts(tmp_path):
+    """The real dm6 PRO-seq tracks (BRGenomics), the minus strand written negated as PRO-seq pipelines store it:
+    the default run scores it as the positive counts, against pyBigWig's reading of the original files."""
+    plus, minus = PROSEQ / "PROseq_dm6_chr4_plus.bw", PROSEQ / "PROseq_dm6_chr4_minus.bw"
+    negative = tmp_path / "PROseq_dm6_chr4_minus.negative.bw"
+    with pyBigWig.open(str(minus)) as source, pyBigWig.open(str(negative), "w") as out:
+        out.addHeader(list(source.chroms().items()))
+        intervals = source.intervals("chr4")
+        out.addEntries(["chr4"] * len(intervals), [s for s, _, _ in intervals], ends=[e for _, e, _ in intervals],
+                       values=[-v for _, _, v in intervals])
+    length = 100
+    with pyBigWig.open(str(plus)) as p, pyBigWig.open(str(minus)) as m:
+        covered = sorted({s for s, _, _ in p.intervals("chr4")} | {s for s, _, _ in m.intervals("chr4")})
+        start = np.unique([max(0, s - length // 3) for s in covered])
+        observed = np.stack([[np.nan_to_num(bw.values("chr4", int(s), int(s) + length, numpy=True)) for bw in (p, m)]
+                             for s in start]).astype(np.float64)
+    assert observed[:, 1].sum() > 0 and observed[:, 0].sum() > 0
+    rng = np.random.default_rng(7)
+    logits = rng.normal(size=observed.shape).astype(np.float32)
+    logcounts = rng.normal(1.0, 1.0, size=(len(start), 1)).astype(np.float32)
+    chrom = np.array(["chr4"] * len(start), dtype=object)
+    predictions = write_predictions(tmp_path / "preds.h5", logits, logcounts, chrom, start, start + length)
+    result = score(str(predictions), [str(plus), str(negative)], device="cpu")
+    expected = expected_columns(logits, logcounts, observed)
+    for name in ("observed_counts", "profile_mnll", "count_log1p_mse", "mixture_loss"):
+        np.testing.assert_allclose(result.columns[name], expected[name], rtol=1e-9, atol=1e-9, err_msg=name)
+    np.testing.assert_allclose(result.columns["profile_mnll_minus"], expected["per_track"][:, 1], rtol=1e-9, atol=1e-9)
+    assert any(str(negative) in w and "read as magnitudes" in w for w in result.summary["warnings"])
