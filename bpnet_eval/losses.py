@@ -154,6 +154,28 @@ _CPU_CHUNK_REGIONS = 128
 SHIFT_ABOVE = 1024.0
 
 
+def float64_logsumexp(values: np.ndarray) -> np.ndarray:
+    """``logsumexp`` over the last axis in float64: ``m + ln sum_i exp(z_i - m)``, ``m = max_i z_i`` (0 where ``m``
+    is not finite, so that -inf, +inf and NaN come out as torch's ``logsumexp`` gives them).
+
+    Parameters
+    ----------
+    values : numpy.ndarray, shape=(..., L)
+        Any float dtype (converted to float64 first).
+
+    Returns
+    -------
+    lse : numpy.ndarray, shape=(...), float64
+    """
+    wide = values.astype(np.float64)
+    top = wide.max(axis=-1, keepdims=True) if wide.shape[-1] else np.zeros(wide.shape[:-1] + (1,))
+    top[~np.isfinite(top)] = 0.0
+    np.subtract(wide, top, out=wide)
+    np.exp(wide, out=wide)
+    with np.errstate(divide="ignore"):  # an all -inf row: ln 0 = -inf, as torch
+        return np.log(wide.sum(axis=-1)) + top[..., 0]
+
+
 def shifted_track_logsumexp(logits, dtype=None):
     """``lse_s = shift_s + rest_s`` per track, over cache-sized chunks of regions on the CPU.
 
@@ -176,7 +198,11 @@ def shifted_track_logsumexp(logits, dtype=None):
     """
     dtype = dtype or logits.dtype
     chunk = max(1, logits.shape[0] if logits.is_cuda else _CPU_CHUNK_REGIONS)
-    parts = [torch.logsumexp(logits[a:a + chunk].to(dtype), dim=-1) for a in range(0, logits.shape[0], chunk)]
+    if logits.device.type == "cpu" and dtype == torch.float64:  # numpy's float64 exp: 3x torch's on the CPU
+        values = logits.numpy()
+        parts = [torch.from_numpy(float64_logsumexp(values[a:a + chunk])) for a in range(0, logits.shape[0], chunk)]
+    else:
+        parts = [torch.logsumexp(logits[a:a + chunk].to(dtype), dim=-1) for a in range(0, logits.shape[0], chunk)]
     rest = torch.cat(parts) if parts else torch.zeros(logits.shape[:-1], dtype=dtype, device=logits.device)
     shift = torch.zeros(rest.shape, dtype=torch.float64, device=rest.device)
     large = rest.abs() > SHIFT_ABOVE  # NaN (non-finite logits) is never large: it stays NaN

@@ -79,3 +79,50 @@ def test_count_sums_over_nonzero_counts_equal_dense_sums_also_for_fractions(coun
                                     np.array([0.5, 2.0, 3.25])], ids=["table", "beyond-table", "fractions"])
 def test_log_factorial_looked_up_or_computed_equals_gammaln(counts):
     np.testing.assert_allclose(log_factorial(counts), gammaln(counts + 1), rtol=1e-13, atol=1e-13)
+
+
+def mpmath_logsumexp(row) -> float:
+    """``ln sum_i exp(z_i)`` with 50 digits (mpmath), from the values as given."""
+    import mpmath
+
+    with mpmath.workdps(50):
+        finite = [mpmath.mpf(float(z)) for z in row if np.isfinite(z)]
+        if any(z == np.inf for z in row):
+            return np.inf
+        if not finite:
+            return -np.inf
+        top = max(finite)
+        return float(top + mpmath.log(mpmath.fsum(mpmath.exp(z - top) for z in finite)))
+
+
+def hostile_logit_rows(dtype):
+    """Rows a logsumexp can get wrong: huge and tiny magnitudes, wide ranges, ties, -inf, one value, L = 2114."""
+    rng = np.random.default_rng(7)
+    rows = [rng.normal(0, 2, 1000), rng.normal(0, 30, 1000) + 700, np.full(1000, 1e30), np.full(1000, -1e30),
+            np.r_[1e30, np.zeros(999)], np.r_[-1e30, np.zeros(999)], np.full(1000, 88.0), np.full(1000, -745.0),
+            np.r_[np.full(999, -np.inf), 3.0], np.full(1000, -np.inf), np.r_[5e-324, np.zeros(999)],
+            np.linspace(-1e4, 1e4, 1000), np.r_[np.full(500, 1e-8), np.full(500, -1e-8)],
+            rng.normal(0, 1, 1000) * 1e-7 + 1e5, np.full(1000, np.float32(3.4e38) if dtype == np.float32 else 1e308)]
+    rows = [np.resize(r, 2114) for r in rows[:3]] + rows  # three rows of L = 2114 (fitted below)
+    return [np.asarray(r, dtype=dtype) for r in rows]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_float64_logsumexp_is_exact_to_float64_rounding_on_hostile_rows(dtype):
+    from bpnet_eval.losses import float64_logsumexp
+
+    for row in hostile_logit_rows(dtype):
+        got, want = float(float64_logsumexp(row[None, :])[0]), mpmath_logsumexp(row)
+        if not np.isfinite(want):
+            assert got == want, (row[:3], got, want)
+            continue
+        assert abs(got - want) <= 4e-16 * max(1.0, abs(want)) * np.log2(len(row)), (row[:3], got, want)
+
+
+def test_cpu_track_logsumexp_equals_torch_logsumexp_to_float64_rounding():
+    """The numpy path of the CPU (float64) agrees with torch's float64 ``logsumexp`` (the GPU's way)."""
+    rng = np.random.default_rng(3)
+    stored = (rng.normal(0, 3, size=(300, 2, 1000)) + rng.normal(0, 50, size=(300, 1, 1))).astype(np.float32)
+    ours = track_logsumexp(torch.from_numpy(stored), torch.float64).numpy()
+    theirs = torch.logsumexp(torch.from_numpy(stored).to(torch.float64), dim=-1).numpy()
+    np.testing.assert_allclose(ours, theirs, rtol=1e-14, atol=1e-13)

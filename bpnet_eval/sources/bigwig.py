@@ -1,4 +1,4 @@
-"""Fast base-resolution reader for bigWig files (pure numpy + zlib, no new dependency).
+"""Fast base-resolution reader for bigWig files (numpy + an inflate library, nothing compiled at run time).
 
 ``BigWigReader.read`` returns, for a whole batch of equal-width windows at once,
 exactly what pyBigWig's ``bw.values(chrom, start, end, numpy=True)`` returns for
@@ -15,7 +15,8 @@ How:
   interval, e.g. 44 MB for 1.6 M intervals; never more than 256 MB) and every
   later call only searches and scatters;
 * bigger files are read block by block: the blocks a batch touches are read
-  and decompressed once each (zlib, C speed) however many windows share them,
+  and decompressed once each (ISA-L's inflate through ``isal``, 1.5-3.5x zlib's,
+  or zlib where ``isal`` is not installed; the same bytes either way) however many windows share them,
   and kept in a 128 MB LRU cache because consecutive batches often hit the same
   blocks (16 bytes per interval); big calls are filled in genome order, 8192
   windows at a time;
@@ -48,6 +49,12 @@ from bpnet_eval.errors import InputError
 from bpnet_eval.input_files import UNEXPECTED_READ_ERRORS, error_reason, open_regular_fd, reading
 
 __all__ = ["BigWigReader"]
+
+try:  # ISA-L's inflate: the same output as zlib's, 1.5-3.5x faster on bigWig blocks (bench/inflate.py)
+    from isal.isal_zlib import decompress as _inflate
+    from isal.isal_zlib import error as _InflateError
+except ImportError:  # pragma: no cover - isal is a dependency; a platform without its wheel falls back
+    _inflate, _InflateError = zlib.decompress, zlib.error
 
 _BIGWIG_MAGIC = 0x888FFC26
 _BIGBED_MAGIC = 0x8789F2EB
@@ -296,8 +303,8 @@ class BigWigReader:
         """Intervals of one data block: (chromosome key, uint32 starts, uint32 ends, float32 values)."""
         raw = self._pread(int(self._block_offset[block]), int(self._block_size[block]))
         try:
-            data = zlib.decompress(raw) if self._uncompress_buf_size else raw
-        except zlib.error:
+            data = _inflate(raw) if self._uncompress_buf_size else raw
+        except (_InflateError, zlib.error):
             raise _bad_file(self.path, f"data block at byte {int(self._block_offset[block])} does not decompress") from None
         if len(data) < _SECTION_HEADER_SIZE:
             raise _bad_file(self.path, f"data block at byte {int(self._block_offset[block])} is too short")
