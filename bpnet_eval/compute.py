@@ -5,6 +5,8 @@ per-region columns of the report, on the CPU or a GPU, in float64 or float32.
 """
 
 import os
+import sys
+import warnings
 from contextlib import contextmanager
 from typing import Callable, Optional, Sequence
 
@@ -23,9 +25,18 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` → the GPU when torch sees one, else the CPU; ``cpu``, ``cuda``, ``cuda:N`` as given."""
+    """``auto`` → the GPU when torch sees one, else the CPU (one line on stderr when this torch is a CUDA build,
+    so a GPU was expected); ``cpu``, ``cuda``, ``cuda:N`` as given."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        with warnings.catch_warnings(record=True) as caught:  # torch says why CUDA failed in a warning
+            warnings.simplefilter("always")
+            usable = torch.cuda.is_available()
+        if not usable and torch.version.cuda:
+            why = next((str(w.message).strip().split(". ")[0] for w in caught),
+                       "torch sees no GPU; in a container pass one: docker run --gpus all, apptainer run --nv")
+            print(f"bpnet-eval: note: --device auto: this torch is a CUDA {torch.version.cuda} build but no GPU is "
+                  f"usable ({why.rstrip('.')}); scoring on the CPU", file=sys.stderr, flush=True)
+        return torch.device("cuda" if usable else "cpu")
     try:
         device = torch.device(name)
     except (RuntimeError, ValueError):
