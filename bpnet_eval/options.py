@@ -69,6 +69,11 @@ class PredLogcounts(Choice):
     log1p = "log1p"
 
 
+class PredLogcountsPer(Choice):
+    region = "region"
+    track = "track"
+
+
 class EnsembleLogcounts(Choice):
     mean_log = "mean-log"
     log_mean = "log-mean"
@@ -159,6 +164,9 @@ class ReadOptions:
         BPReveal head (default: the first).
     truth_dataset : str, optional
         HDF5 dataset of observed counts in a TRUTH HDF5 file.
+    pred_logcounts_per : {"region", "track"}
+        bigWig predictions only: one predicted log count per window over all tracks (default), or one per
+        track from that track's own total (models that predict a total per strand: BPNet, bpnet 2.0).
     pred_pseudocount, pred_logcounts : float, {"log", "log1p"}
         bigWig predictions only: added to every predicted value before normalising the profile; the
         predicted log count is ``ln(total)`` or ``ln(1 + total)``.
@@ -195,6 +203,7 @@ class ReadOptions:
     length: Optional[int] = None
     ensemble: Tuple[Any, ...] = ()
     ensemble_logcounts: str = "mean-log"
+    pred_logcounts_per: str = "region"
 
     def __post_init__(self):
         ensemble = self.ensemble
@@ -215,6 +224,8 @@ class ReadOptions:
                                         "--profile-kind must be one of {choices}, not '{value}'"),
              pred_logcounts=_choice(self.pred_logcounts, PredLogcounts,
                                     "--pred-logcounts must be log (ln(total)) or log1p (ln(1 + total)), not '{value}'"),
+             pred_logcounts_per=_choice(self.pred_logcounts_per or "region", PredLogcountsPer,
+                                        "--pred-logcounts-per must be region or track, not '{value}'"),
              pred_pseudocount=at_least(self.pred_pseudocount, 0.0, "--pred-pseudocount"),
              policies=self.policies if self.policies is not None else Policies())
 
@@ -223,7 +234,8 @@ class ReadOptions:
         """The keywords the prediction sources take."""
         return {"logits_dataset": self.logits_dataset, "logcounts_dataset": self.logcounts_dataset,
                 "profile_kind": self.profile_kind, "head": self.head, "pred_pseudocount": self.pred_pseudocount,
-                "pred_logcounts": self.pred_logcounts, "ensemble": self.ensemble,
+                "pred_logcounts": self.pred_logcounts, "pred_logcounts_per": self.pred_logcounts_per,
+                "ensemble": self.ensemble,
                 "ensemble_logcounts": self.ensemble_logcounts, **self.region_options}
 
     @property

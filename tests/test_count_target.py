@@ -120,3 +120,38 @@ def test_cli_count_target(tmp_path):
     assert "count_target: log" in (tmp_path / "log" / "report.html").read_text()
     bad = run_cli("score", case.predictions, *case.bigwigs, "--count-target", "ln", "--out", tmp_path / "bad")
     assert bad.returncode == 2
+
+
+def test_per_strand_predicted_bigwigs_give_per_track_totals(tmp_path):
+    """``--pred-logcounts-per track``: one predicted log count per strand from its own bigWig's total (BPNet
+    export-bw and bpnet 2.0 predict a total per strand), scored per track against ln(1 + K_s)."""
+    import pyBigWig
+
+    from tests.support.cases import write_window_tracks
+
+    case = make_case(tmp_path, layout="native")
+    rng = np.random.default_rng(2)
+    values = rng.gamma(0.8, 2.0, size=case.observed.shape) + 1e-3
+    paths = write_window_tracks(tmp_path, case, values)
+    bed = tmp_path / "regions.bed"
+    bed.write_text("".join(f"{c}\t{a}\t{b}\n" for c, a, b in zip(case.chrom, case.start, case.end)))
+    stored = np.zeros(values.shape)  # float32 in the file
+    for s, path in enumerate(paths):
+        with pyBigWig.open(path) as bw:
+            for i in range(len(case.chrom)):
+                stored[i, s] = bw.values(case.chrom[i], int(case.start[i]), int(case.end[i]), numpy=True)
+    truth = [str(p) for p in case.bigwigs]
+    result = score(",".join(paths), truth, str(bed), pred_logcounts_per="track")
+    predicted = np.log(stored.sum(axis=2))  # (N, S): each strand's own total
+    observed = case.observed.sum(axis=2)
+    for s, name in enumerate(("plus", "minus")):
+        np.testing.assert_allclose(result.columns[f"predicted_logcounts_{name}"], predicted[:, s], rtol=1e-12)
+    np.testing.assert_allclose(result.columns["count_log1p_mse"], ((np.log1p(observed) - predicted) ** 2).mean(axis=1),
+                               rtol=1e-12)
+    assert result.summary["inputs"]["predictions"]["logcounts_per"] == "track"
+    assert result.summary["counts_per_track"]["plus"]["pearson"] == pytest.approx(
+        pearsonr(predicted[:, 0], np.log1p(observed[:, 0]))[0], rel=1e-9)
+    joint = score(",".join(paths), truth, str(bed))  # the default: one total over both strands
+    np.testing.assert_allclose(joint.columns["predicted_logcounts"], np.log(stored.sum(axis=(1, 2))), rtol=1e-12)
+    with pytest.raises(UsageError, match="--pred-logcounts-per"):
+        score(str(case.predictions), truth, pred_logcounts_per="track")

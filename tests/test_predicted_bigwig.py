@@ -17,19 +17,11 @@ from bpnet_eval.errors import InputError, UsageError
 from bpnet_eval.pipeline import score
 from bpnet_eval.regions import Regions
 from bpnet_eval.sources.predicted_bigwig import BigWigPredictions, bigwig_prediction_paths, check_zero_mass
-from tests.support.cases import make_case, write_bigwig
+from tests.support.cases import make_case, write_window_tracks
 from tests.support.cli import run_cli
 
 
-def write_tracks(tmp_path, case, values, prefix="pred"):
-    """Per-track bigWigs holding ``values[i, s]`` over region i (zeros left uncovered)."""
-    paths = []
-    for s in range(values.shape[1]):
-        per_chrom = {c: np.zeros(size) for c, size in case.chrom_sizes.items()}
-        for i in range(len(case.chrom)):
-            per_chrom[case.chrom[i]][case.start[i]:case.end[i]] = values[i, s]
-        paths.append(str(write_bigwig(tmp_path / f"{prefix}.{s}.bw", case.chrom_sizes, per_chrom)))
-    return paths
+write_tracks = write_window_tracks  # per-track bigWigs holding values[i, s] over region i
 
 
 def write_bed(path, case, rows=None):

@@ -5,11 +5,11 @@ from typing import Annotated
 
 import typer
 
-from ..options import Dtype, EnsembleLogcounts, Job, NonFinite, OffEnd, PredLogcounts, RegionsFormat, RunOptions, \
-    Smooth
+from ..options import (Dtype, EnsembleLogcounts, Job, NonFinite, OffEnd, PredLogcounts, PredLogcountsPer,
+                       RegionsFormat, RunOptions, Smooth)
 from .common import (GroupsOption, ChromsOption, LengthOption, WindowCenterOption, Ensemble, EnsembleLogcountsOption,
                      INPUTS, BatchSize, CountLossWeight, Debug, DtypeOption, ExternalLinks, Head, LogcountsDataset,
-                     LogitsDataset, MetricsOption, NonFiniteOption, OffEndOption, PredLogcountsOption, Predictions,
+                     LogitsDataset, MetricsOption, NonFiniteOption, OffEndOption, PredLogcountsOption, PredLogcountsPerOption, Predictions,
                      PredPseudocount, PresetOption, ProfileKindOption, RegionsFile, RegionsFormatOption, Seed,
                      SmoothOption, SmoothSigma, SmoothWidth, TrackNames, Truth, TruthDataset, fail, input_paths,
                      CountTargetOption, read_options, run_guarded, score_options)
@@ -29,6 +29,7 @@ def check(
     length: LengthOption = None,
     pred_pseudocount: PredPseudocount = 0.0,
     pred_logcounts: PredLogcountsOption = PredLogcounts.log,
+    pred_logcounts_per: PredLogcountsPerOption = PredLogcountsPer.region,
     logits_dataset: LogitsDataset = None,
     logcounts_dataset: LogcountsDataset = None,
     profile_kind: ProfileKindOption = None,
@@ -65,7 +66,7 @@ def check(
         job = Job(*input_paths(predictions, truth, regions),
                   read_options(pred_pseudocount, pred_logcounts, logits_dataset, logcounts_dataset, profile_kind,
                                head, truth_dataset, off_end, nonfinite, allow_external_links, regions_format,
-                               window_center, chroms, length, ensemble, ensemble_logcounts),
+                               window_center, chroms, length, ensemble, ensemble_logcounts, pred_logcounts_per),
                   score_options(count_loss_weight, dtype, track_names, metrics, preset, smooth, smooth_sigma,
                                 smooth_width, seed, groups, count_target=count_target),
                   RunOptions(batch_size=batch_size))

@@ -12,8 +12,8 @@ from rich.console import Console
 
 
 from ..errors import EXIT_RUNTIME, BpnetEvalError
-from ..options import (CountTarget, Dtype, EnsembleLogcounts, NonFinite, OffEnd, Policies, PredLogcounts, Preset,
-                       ProfileKind, ReadOptions, RegionsFormat, ScoreOptions, Smooth, WindowCenter)
+from ..options import (CountTarget, Dtype, EnsembleLogcounts, NonFinite, OffEnd, Policies, PredLogcounts,
+                       PredLogcountsPer, Preset, ProfileKind, ReadOptions, RegionsFormat, ScoreOptions, Smooth, WindowCenter)
 
 stderr = Console(stderr=True)
 STARTED = time.monotonic()  # the command line is imported when the command starts
@@ -70,6 +70,10 @@ PredPseudocount = Annotated[float, typer.Option(
 PredLogcountsOption = Annotated[PredLogcounts, typer.Option(
     "--pred-logcounts", rich_help_panel=LAYOUTS,
     help="bigWig predictions: predicted log count = log: ln(window total), or log1p: ln(1 + window total).")]
+PredLogcountsPerOption = Annotated[PredLogcountsPer, typer.Option(
+    "--pred-logcounts-per", rich_help_panel=LAYOUTS,
+    help="bigWig predictions: one predicted log count per window over all tracks (region), or one per track from "
+         "its own total (track: models that predict a total per strand, e.g. BPNet export-bw, bpnet 2.0).")]
 LogitsDataset = Annotated[Optional[str], typer.Option(
     "--logits-dataset", rich_help_panel=LAYOUTS, show_default=False, help="HDF5 dataset of the predicted profile.")]
 LogcountsDataset = Annotated[Optional[str], typer.Option(
@@ -152,11 +156,12 @@ def score_options(count_loss_weight, dtype, track_names, metrics, preset, smooth
 
 def read_options(pred_pseudocount: float, pred_logcounts, logits_dataset, logcounts_dataset, profile_kind, head,
                  truth_dataset, off_end, nonfinite, allow_external_links, regions_format="auto", window_center=None,
-                 chroms=None, length=None, ensemble=None, ensemble_logcounts="mean-log") -> ReadOptions:
+                 chroms=None, length=None, ensemble=None, ensemble_logcounts="mean-log",
+                 pred_logcounts_per="region") -> ReadOptions:
     """The ``ReadOptions`` of the shared input options."""
     return ReadOptions(logits_dataset, logcounts_dataset, profile_kind, head, truth_dataset, pred_pseudocount,
                        pred_logcounts, Policies(off_end, nonfinite, allow_external_links), regions_format,
-                       window_center, chroms, length, tuple(ensemble or ()), ensemble_logcounts)
+                       window_center, chroms, length, tuple(ensemble or ()), ensemble_logcounts, pred_logcounts_per)
 
 
 def input_paths(predictions: Path, truth: List[Path], regions: Optional[Path]):

@@ -6,12 +6,12 @@ from typing import Annotated, Optional
 import typer
 
 from ..environment import torch_threads
-from ..options import Dtype, EnsembleLogcounts, Job, NonFinite, OffEnd, PredLogcounts, RegionsFormat, RunOptions, \
-    Smooth
+from ..options import (Dtype, EnsembleLogcounts, Job, NonFinite, OffEnd, PredLogcounts, PredLogcountsPer,
+                       RegionsFormat, RunOptions, Smooth)
 from .common import (ChromsOption, LengthOption, WindowCenterOption, Ensemble, EnsembleLogcountsOption,
                      CLUSTER, OUTPUT, PERFORMANCE, BatchSize, CountLossWeight, Debug, DtypeOption, ExternalLinks,
                      GroupsOption, Head, JsonOutput, LogcountsDataset, LogitsDataset, MetricsOption, NonFiniteOption, OffEndOption,
-                     Plots, PredLogcountsOption, Predictions, PredPseudocount, PresetOption, ProfileKindOption,
+                     Plots, PredLogcountsOption, PredLogcountsPerOption, Predictions, PredPseudocount, PresetOption, ProfileKindOption,
                      ProgressReporter, Quiet, RegionsFile, RegionsFormatOption, Seed, SmoothOption, SmoothSigma,
                      SmoothWidth, TrackNames, Truth, TruthDataset, Wide, draw_plots, figure_painter, input_paths,
                      CountTargetOption, read_options, run_guarded, score_options, stderr, write_and_show)
@@ -31,6 +31,7 @@ def score(
     length: LengthOption = None,
     pred_pseudocount: PredPseudocount = 0.0,
     pred_logcounts: PredLogcountsOption = PredLogcounts.log,
+    pred_logcounts_per: PredLogcountsPerOption = PredLogcountsPer.region,
     logits_dataset: LogitsDataset = None,
     logcounts_dataset: LogcountsDataset = None,
     profile_kind: ProfileKindOption = None,
@@ -83,7 +84,7 @@ def score(
         job = Job(*input_paths(predictions, truth, regions),
                   read_options(pred_pseudocount, pred_logcounts, logits_dataset, logcounts_dataset, profile_kind,
                                head, truth_dataset, off_end, nonfinite, allow_external_links, regions_format,
-                               window_center, chroms, length, ensemble, ensemble_logcounts),
+                               window_center, chroms, length, ensemble, ensemble_logcounts, pred_logcounts_per),
                   scoring, RunOptions(device, batch_size, read_workers, read_ahead_mb, torch_threads()))
         out_dir = out or Path(f"bpnet-eval-{Path(str(predictions).split(',')[0]).stem}{'-ensemble' if ensemble else ''}")
         # --out checked (new, empty or our own output; no input inside) and locked before any work, until the end

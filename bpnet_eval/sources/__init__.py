@@ -65,7 +65,7 @@ def open_predictions(predictions, regions=None, *, ensemble=(), ensemble_logcoun
 def open_one_prediction(predictions, regions=None, *, logits_dataset: Optional[str] = None,
                         logcounts_dataset: Optional[str] = None, profile_kind: Optional[str] = None,
                         head: Optional[int] = None, pred_pseudocount: float = 0.0, pred_logcounts: str = "log",
-                        regions_format: str = "auto", window_center: Optional[str] = None, chroms=None,
+                        pred_logcounts_per: str = "region", regions_format: str = "auto", window_center: Optional[str] = None, chroms=None,
                         length: Optional[int] = None, allow_external_links: bool = False) -> PredictionSource:
     """The prediction source of one model's ``predictions``; an unexpected error while the files are opened
     names them (InputError)."""
@@ -76,9 +76,11 @@ def open_one_prediction(predictions, regions=None, *, logits_dataset: Optional[s
         bigwigs = bigwig_prediction_paths(predictions)
         if bigwigs is not None:  # counts-scale bigWigs, one per track, read over the regions
             return BigWigPredictions(bigwigs, regions, pred_pseudocount, pred_logcounts, length,
-                                     regions_format=regions_format, window_center=window_center, chroms=chroms)
-        if pred_pseudocount or pred_logcounts != "log":
-            raise UsageError("--pred-pseudocount and --pred-logcounts apply to bigWig predictions only; "
+                                     regions_format=regions_format, window_center=window_center, chroms=chroms,
+                                     logcounts_per=pred_logcounts_per)
+        if pred_pseudocount or pred_logcounts != "log" or pred_logcounts_per != "region":
+            raise UsageError("--pred-pseudocount, --pred-logcounts and --pred-logcounts-per apply to bigWig "
+                             "predictions only; "
                              "HDF5 predictions carry their own log counts")
         if isinstance(predictions, (tuple, list)) and len(predictions) == 2:
             return ArrayPredictions(*predictions)

@@ -67,9 +67,11 @@ def counts_to_logits(values: np.ndarray, pseudocount: float = 0.0) -> np.ndarray
     return profile_to_logits(np.asarray(values, dtype=np.float64) + pseudocount, "counts")
 
 
-def window_logcounts(values: np.ndarray, convention: str = "log") -> np.ndarray:
-    """Predicted log count per window ``(b, 1)``: ``ln(sum v)`` (``log``) or ``ln(1 + sum v)`` (``log1p``)."""
-    total = np.asarray(values, dtype=np.float64).sum(axis=(1, 2))[:, None]
+def window_logcounts(values: np.ndarray, convention: str = "log", per_track: bool = False) -> np.ndarray:
+    """Predicted log count per window ``(b, 1)``, or per window and track ``(b, S)`` when ``per_track``:
+    ``ln(sum v)`` (``log``) or ``ln(1 + sum v)`` (``log1p``) of the window's (track's) values."""
+    values = np.asarray(values, dtype=np.float64)
+    total = values.sum(axis=2) if per_track else values.sum(axis=(1, 2))[:, None]
     with np.errstate(divide="ignore"):
         return np.log(total) if convention == "log" else np.log1p(total)
 
@@ -141,6 +143,9 @@ class BigWigPredictions(PredictionSource):
         Added to every predicted value before the profile is normalised (default 0).
     logcounts_convention : {"log", "log1p"}
         Predicted log count ``ln(total)`` (default) or ``ln(1 + total)``.
+    logcounts_per : {"region", "track"}
+        One predicted log count per window over all tracks (default), or one per track from the track's own
+        total (producers that predict a total per strand: original BPNet ``export-bw``, bpnet 2.0).
     length : int, optional
         L; needed for narrowPeak or midpoint-centred windows (default: the width of the BED windows).
     regions_format, window_center, chroms
@@ -153,8 +158,11 @@ class BigWigPredictions(PredictionSource):
 
     def __init__(self, paths: Sequence[str], regions, pseudocount: float = 0.0, logcounts_convention: str = "log",
                  length: Optional[int] = None, regions_format: str = "auto", window_center: Optional[str] = None,
-                 chroms=None):
+                 chroms=None, logcounts_per: str = "region"):
         self.paths = [str(p) for p in paths]
+        if logcounts_per not in ("region", "track"):
+            raise UsageError(f"--pred-logcounts-per must be region or track, not '{logcounts_per}'")
+        self.per_track = logcounts_per == "track"
         self.path = ",".join(self.paths)
         if logcounts_convention not in LOGCOUNTS_CONVENTIONS:
             raise UsageError(f"--pred-logcounts must be log (ln(total)) or log1p (ln(1 + total)), "
@@ -166,6 +174,7 @@ class BigWigPredictions(PredictionSource):
         self._regions = _prediction_regions(regions, length, {"regions_format": regions_format,
                                                               "window_center": window_center, "chroms": chroms})
         self.n, self.n_tracks = len(self._regions), len(self.paths)
+        self.n_logcount_columns = self.n_tracks if self.per_track else 1
         self.length = int(self._regions.end[0] - self._regions.start[0]) if self.n else int(length or 0)
         self._readers = []
         try:
@@ -200,7 +209,8 @@ class BigWigPredictions(PredictionSource):
         return {"path": self.path, "paths": self.paths, "layout": "bigWig counts, one file per track",
                 "profile_kind": "counts", "pseudocount": self.pseudocount,
                 "logcounts": LOGCOUNTS_CONVENTIONS[self.logcounts_convention], "n_regions": self.n,
-                "n_tracks": self.n_tracks, "length": self.length, "logcounts_per": "region",
+                "n_tracks": self.n_tracks, "length": self.length,
+                "logcounts_per": "track" if self.per_track else "region",
                 "read_as_magnitudes": negated, "overlapping_windows": overlaps, "notes": notes}
 
     def regions(self) -> Regions:
@@ -236,12 +246,13 @@ class BigWigPredictions(PredictionSource):
                              f"{self._regions.label(i + b)} is negative, in a file that also holds positive values; "
                              "predicted bigWigs hold counts, all >= 0, or all <= 0 for a minus strand written "
                              "negated (read as magnitudes): give each strand's predictions in its own file")
-        logcounts = window_logcounts(values, self.logcounts_convention)
-        empty = np.flatnonzero(np.isneginf(logcounts[:, 0]))
+        logcounts = window_logcounts(values, self.logcounts_convention, self.per_track)
+        empty = np.argwhere(np.isneginf(logcounts))
         if len(empty):
-            raise InputError(f"{self.path}: the predicted values of {self._regions.label(i + int(empty[0]))} are all "
-                             "0, so its predicted log count ln(total) is -inf; score with --pred-logcounts log1p "
-                             "(ln(1 + total)) or drop the region")
+            b, s = (int(x) for x in empty[0])
+            where = f"{self.paths[s]}: the predicted values of" if self.per_track else f"{self.path}: the predicted values of"
+            raise InputError(f"{where} {self._regions.label(i + b)} are all 0, so its predicted log count "
+                             "ln(total) is -inf; score with --pred-logcounts log1p (ln(1 + total)) or drop the region")
         return counts_to_logits(values, self.pseudocount), logcounts
 
     def close(self):

@@ -23,6 +23,18 @@ def write_bigwig(path, chrom_sizes: dict, tracks: dict):
     return Path(path)
 
 
+def write_window_tracks(tmp_path, case, values, prefix="pred"):
+    """Per-track bigWigs holding ``values[i, s]`` over region i of ``case`` (zeros left uncovered): predicted
+    bigWigs as a peer writes them, one per track."""
+    paths = []
+    for s in range(values.shape[1]):
+        per_chrom = {c: np.zeros(size) for c, size in case.chrom_sizes.items()}
+        for i in range(len(case.chrom)):
+            per_chrom[case.chrom[i]][case.start[i]:case.end[i]] = values[i, s]
+        paths.append(str(write_bigwig(tmp_path / f"{prefix}.{s}.bw", case.chrom_sizes, per_chrom)))
+    return paths
+
+
 def write_predictions(path, logits, logcounts, chrom=None, start=None, end=None, layout="native", peak=None):
     """Predictions in a peer's HDF5 layout.
 
