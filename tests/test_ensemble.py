@@ -59,6 +59,9 @@ def test_extreme_logits_stay_exact():
     z = np.zeros((1, 1, 4))
     members = [z + np.array([1e4, 0, 0, 0]), z + np.array([0, 1e4, 0, 0])]
     np.testing.assert_allclose(np.exp(ensemble_profile(members, joint=True))[0, 0], [0.5, 0.5, 0, 0], atol=1e-300)
+    by_logs = logsumexp([log_softmax(m[0, 0]) for m in members], axis=0) - np.log(2)  # -1e4 - log 2 where 0
+    np.testing.assert_allclose(ensemble_profile(members, joint=True)[0, 0], by_logs, rtol=1e-15)
+    assert np.isfinite(by_logs).all() and by_logs[2] < -9999
     counts = [np.array([[700.0]]), np.array([[709.0]])]
     np.testing.assert_allclose(ensemble_logcounts(counts, "log-mean"), logsumexp([700.0, 709.0]) - np.log(2), rtol=1e-15)
 
@@ -143,7 +146,10 @@ def test_score_an_ensemble_of_three_fold_files_and_compare_it_with_a_fold(tmp_pa
     np.testing.assert_allclose(np.array(table["predicted_logcounts"], dtype=float), logcounts[:, 0], rtol=1e-9)
     summary = json.loads((tmp_path / "ens" / "summary.json").read_text())
     assert summary["settings"]["ensemble"]["members"] == [str(p) for p in paths]
-    assert summary["inputs"]["predictions"]["layout"] == "ensemble of 3 predictions"
+    assert summary["inputs"]["predictions"]["layout"].startswith("ensemble of 3 predictions (")
+    conventions = summary["settings"]["input_conventions"]
+    assert conventions["predicted_logcounts"].startswith("mean-log: mean of the members' log counts")
+    assert conventions["predicted_profile"].startswith("mean of the members' probabilities")
     for k, path in enumerate(paths):
         assert run_cli("score", path, *tracks, "--out", tmp_path / f"fold{k}", "--no-plots", "-q").returncode == 0
     compared = run_cli("compare", *(tmp_path / f"fold{k}" for k in range(3)), tmp_path / "ens", "--out",

@@ -48,9 +48,27 @@ def log_mean_exp(values: np.ndarray) -> np.ndarray:
 
 
 def ensemble_profile(logits: List[np.ndarray], joint: bool) -> np.ndarray:
-    """``log((1/F) sum_f softmax(z_f))`` of F logits ``(b, S, L)``: softmax over (S, L) when ``joint``, else L."""
+    """``log((1/F) sum_f softmax(z_f))`` of F logits ``(b, S, L)``: softmax over (S, L) when ``joint``, else L.
+
+    The probabilities are summed member by member (one ``exp`` each, in place); rows where some position's mean
+    probability underflows to 0 (logits spread by more than ~700 within a region) are computed again in the log
+    domain (``log_mean_exp`` of the members' ``log_softmax``), so every finite result is exact to float64."""
     axis = (1, 2) if joint else 2
-    return log_mean_exp(np.stack([log_softmax(z, axis) for z in logits]))
+    total = None
+    for z in logits:
+        probs = np.array(z, dtype=np.float64)  # a copy: the member's array is left as it was
+        probs -= probs.max(axis=axis, keepdims=True)
+        with np.errstate(invalid="ignore", over="ignore"):
+            np.exp(probs, out=probs)
+            probs /= probs.sum(axis=axis, keepdims=True)
+        total = probs if total is None else np.add(total, probs, out=total)
+    total /= len(logits)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.log(total)
+    underflow = np.flatnonzero((total == 0).any(axis=(1, 2)))
+    if underflow.size:
+        out[underflow] = log_mean_exp(np.stack([log_softmax(z[underflow], axis) for z in logits]))
+    return out
 
 
 def ensemble_logcounts(logcounts: List[np.ndarray], rule: str) -> np.ndarray:
@@ -105,10 +123,20 @@ class EnsemblePredictions(PredictionSource):
 
     def describe(self) -> dict:
         described = [m.describe() for m in self.members]
-        return {"path": self.path, "layout": f"ensemble of {len(self.members)} predictions",
-                "profile": PROFILE_RULE, "logcounts": f"{self.logcounts_rule}: {LOGCOUNT_RULES[self.logcounts_rule]}",
-                "n_regions": self.n, "n_tracks": self.n_tracks, "length": self.length,
-                "logcounts_per": described[0].get("logcounts_per"), "members": described}
+        kinds = sorted({str(d.get("profile_kind")) for d in described if d.get("profile_kind")})
+        layouts = sorted({str(d.get("layout")) for d in described})
+        out = {"path": self.path, "layout": f"ensemble of {len(self.members)} predictions ({', '.join(layouts)})",
+               "profile_kind": f"mean of the members' probabilities (members hold {', '.join(kinds) or 'counts'})",
+               "profile": PROFILE_RULE, "logcounts": f"{self.logcounts_rule}: {LOGCOUNT_RULES[self.logcounts_rule]}",
+               "n_regions": self.n, "n_tracks": self.n_tracks, "length": self.length,
+               "logcounts_per": described[0].get("logcounts_per"), "members": described}
+        for key in ("window_center", "pseudocount", "overlapping_windows"):  # reading conventions shared by all
+            if key in described[0]:
+                out[key] = described[0][key]
+        magnitudes = [p for d in described for p in d.get("read_as_magnitudes", [])]
+        if magnitudes:
+            out["read_as_magnitudes"] = magnitudes
+        return out
 
     def regions(self) -> Optional[Regions]:
         return self._regions
