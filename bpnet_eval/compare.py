@@ -10,12 +10,14 @@ Only per-region columns with a known better direction (``directions.py``) are co
 reports (``summary.json`` and bpnet-eval's marker present). Nothing is written here (``report/compare_*``).
 """
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .directions import better_direction
+from .columns import predicted_total_logcounts
+from .directions import better_direction, count_direction
 from .errors import InputError, UsageError
 from .groups import GROUP_PREFIX, LABEL_SEPARATOR
 from .report.files import MARKER, is_output
@@ -24,6 +26,8 @@ from .report.tables import REGIONS_FILE, SUMMARY_JSON
 COORDINATES = ("chrom", "start", "end")
 PEAK_COLUMN = "peak"
 ALL = "all"
+# The across-region count Pearson (summary.json counts.pearson), ranked like the per-region metrics.
+COUNT_PEARSON = "counts_pearson"
 # Bootstrap work per chunk (resamples x regions), to bound memory.
 BOOTSTRAP_CHUNK_ELEMENTS = 4_000_000
 VERDICTS = ("best", "indistinguishable", "worse", "better", "undefined")
@@ -38,6 +42,7 @@ class RegionTable:
     coordinates: dict
     columns: dict
     groups: dict = field(default_factory=dict)
+    settings: dict = field(default_factory=dict)
 
     def __len__(self):
         return len(self.coordinates["chrom"])
@@ -98,7 +103,16 @@ def read_region_table(report_dir) -> RegionTable:
             columns[name] = np.array(fields[k], dtype=np.float64) if fields[k] else np.zeros(0)
         except ValueError:
             raise InputError(f"{path}: column {name} holds a value that is not a number; rerun 'bpnet-eval score'")
-    return RegionTable(path, coordinates, columns, groups)
+    return RegionTable(path, coordinates, columns, groups, read_settings(report_dir))
+
+
+def read_settings(report_dir) -> dict:
+    """The ``settings`` of a report's ``summary.json`` (track names, the count target)."""
+    path = Path(report_dir) / SUMMARY_JSON
+    try:
+        return json.loads(path.read_text()).get("settings", {})
+    except (OSError, ValueError) as err:
+        raise InputError(f"{path}: cannot be read as JSON ({err}); rerun 'bpnet-eval score'") from None
 
 
 def check_complete_report(report_dir) -> None:
@@ -241,11 +255,6 @@ def most_changed(table: RegionTable, a: np.ndarray, b: np.ndarray, top: int) -> 
              "difference": float(difference[r])} for r in order]
 
 
-def best_model(means: np.ndarray, direction: str) -> int:
-    """Index of the best mean (lowest or highest); among equal means the first."""
-    return int(np.argmin(means) if direction == "lower" else np.argmax(means))
-
-
 def verdict(low, high, direction: str) -> str:
     """A model against the best, from the interval of ``model - best``: ``indistinguishable`` when it holds
     0, ``worse`` when it lies on the worse side, ``better`` on the other (a percentile interval that excludes
@@ -272,19 +281,13 @@ def rank_metric(values: np.ndarray, rows: np.ndarray, direction: str):
         model index → ``(n,)`` differences from the best, for every model but the best.
     """
     used = rows & np.isfinite(values).all(axis=1)
-    n_models = values.shape[1]
-    board = {"better": direction, "n": int(used.sum()), "n_undefined": int(rows.sum() - used.sum()),
-             "means": [None] * n_models, "best": None, "order": list(range(n_models)),
-             "win_rate": [None] * n_models, "loss_rate": [None] * n_models}
-    if not used.any():
+    board = ranked_board(values[used].mean(axis=0) if used.any() else None, values.shape[1], direction,
+                         int(used.sum()), int(rows.sum() - used.sum()))
+    if board["best"] is None:
         return board, {}
-    means = values[used].mean(axis=0)
-    best = best_model(means, direction)
-    sign = 1.0 if direction == "lower" else -1.0
-    board.update(means=[float(m) for m in means], best=best,
-                 order=[int(k) for k in np.argsort(sign * means, kind="stable")])
+    best = board["best"]
     differences = {}
-    for k in range(n_models):
+    for k in range(values.shape[1]):
         if k == best:
             continue
         d = np.full(values.shape[0], np.nan)
@@ -294,6 +297,72 @@ def rank_metric(values: np.ndarray, rows: np.ndarray, direction: str):
     return board, differences
 
 
+def ranked_board(statistics, n_models: int, direction: str, n: int, n_undefined: int) -> dict:
+    """A board of ``rank_metric``'s form from each model's statistic (None: none defined; a non-finite one:
+    that model's is undefined, ranked last): the best (first among equals), the order best first, no win
+    rates yet."""
+    board = {"better": direction, "n": n, "n_undefined": n_undefined, "means": [None] * n_models, "best": None,
+             "order": list(range(n_models)), "win_rate": [None] * n_models, "loss_rate": [None] * n_models}
+    if statistics is None or not np.any(np.isfinite(statistics)):
+        return board
+    defined = np.isfinite(statistics)
+    sign = 1.0 if direction == "lower" else -1.0
+    key = np.where(defined, sign * statistics, np.inf)
+    order = [int(k) for k in np.argsort(key, kind="stable")]
+    board.update(means=[float(m) if ok else None for m, ok in zip(statistics, defined)], best=order[0],
+                 order=order)
+    return board
+
+
+def count_values(table: RegionTable):
+    """``(c, y)`` of a report: the predicted log counts of each region and its count target (``ln(1 + N)``, or
+    ``ln N`` as the report's ``count_target`` says; ``-inf`` at ``N = 0`` is undefined), or None when the
+    report lacks the columns."""
+    target = table.settings.get("metrics", {}).get("count_target", "log1p")
+    try:
+        predicted = predicted_total_logcounts(table.columns, table.settings.get("track_names", []), target)
+        observed = table.columns["observed_counts"]
+    except KeyError:
+        return None
+    with np.errstate(divide="ignore"):
+        return predicted, (np.log1p(observed) if target == "log1p" else np.log(observed))
+
+
+def pearson_of_moments(moments: np.ndarray) -> np.ndarray:
+    """Pearson's r from the means of ``x, y, x², y², xy`` (last axis, in that order):
+    ``(m_xy - m_x m_y) / sqrt((m_xx - m_x²)(m_yy - m_y²))``; NaN where a variance is 0."""
+    mx, my, mxx, myy, mxy = np.moveaxis(moments, -1, 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (mxy - mx * my) / np.sqrt((mxx - mx * mx) * (myy - my * my))
+
+
+def rank_count_pearson(predicted: np.ndarray, target: np.ndarray, rows: np.ndarray):
+    """The count Pearson ``r(c, y)`` across one group's regions where every model's ``c`` and ``y`` are defined,
+    per model (columns of ``predicted`` and ``target``, ``(n, N)``), ranked (higher is better).
+
+    Returns
+    -------
+    board : dict
+        As ``rank_metric``'s, ``means`` holding each model's r; no win rates (r is not per region).
+    moments : dict
+        model index → ``(n, 5)`` columns ``x, y, x², y², xy`` (``x``, ``y`` centred over the regions used, NaN
+        elsewhere), whose resampled means give each resample's r (``pearson_of_moments``).
+    """
+    used = rows & np.isfinite(predicted).all(axis=1) & np.isfinite(target).all(axis=1)
+    n_models = predicted.shape[1]
+    moments = {}
+    for k in range(n_models):
+        x = predicted[:, k] - predicted[used, k].mean() if used.any() else predicted[:, k]
+        y = target[:, k] - target[used, k].mean() if used.any() else target[:, k]
+        columns = np.column_stack([x, y, x * x, y * y, x * y])
+        columns[~used] = np.nan
+        moments[k] = columns
+    r = pearson_of_moments(np.stack([np.nanmean(moments[k], axis=0) for k in range(n_models)])) if used.any() \
+        else None
+    board = ranked_board(r, n_models, count_direction("pearson"), int(used.sum()), int(rows.sum() - used.sum()))
+    return board, (moments if board["best"] is not None else {})
+
+
 def leaderboard_entries(board: dict, names, intervals: dict, confidence: float) -> dict:
     """A metric's leaderboard for one group, as written: the models best first, each with ``rank``, ``mean``,
     ``difference`` (mean of ``model - best``), ``ci_low``/``ci_high`` (``intervals``: model index → interval),
@@ -301,10 +370,11 @@ def leaderboard_entries(board: dict, names, intervals: dict, confidence: float) 
     best = board["best"]
     models = []
     for rank, k in enumerate(board["order"], start=1):
-        entry = {"model": names[k], "rank": rank if best is not None else None, "mean": board["means"][k],
+        entry = {"model": names[k], "rank": None, "mean": board["means"][k],
                  "difference": None, "ci_low": None, "ci_high": None, "win_rate": board["win_rate"][k],
                  "loss_rate": board["loss_rate"][k], "verdict": "undefined"}
-        if best is not None:
+        if board["means"][k] is not None:
+            entry["rank"] = rank
             entry["difference"] = board["means"][k] - board["means"][best]
             if k == best:
                 entry.update(difference=0.0, verdict="best")
@@ -316,10 +386,13 @@ def leaderboard_entries(board: dict, names, intervals: dict, confidence: float) 
             "best": names[best] if best is not None else None, "confidence": confidence, "models": models}
 
 
-def leaderboards(tables, names, groups: dict, metrics, n_resamples: int, confidence: float, seed: int) -> dict:
+def leaderboards(tables, names, groups: dict, metrics, n_resamples: int, confidence: float, seed: int,
+                 counts=None) -> dict:
     """``{group: {metric: leaderboard_entries(...)}}``; every interval from one bootstrap of the regions (the
-    same resamples for every model, metric and group; a group's mean is taken over its regions in each)."""
-    boards, slots, columns = {}, [], []
+    same resamples for every model, metric and group; a group's mean is taken over its regions in each).
+    ``counts``: ``(c, y)`` arrays ``(n, N)`` (``count_values`` per model), ranked as ``COUNT_PEARSON`` after
+    the per-region metrics; its interval is that of ``r(model) - r(best)`` over the same resamples."""
+    boards, slots, columns, moment_slots = {}, [], [], []
     for metric in metrics:
         values = np.column_stack([t.columns[metric] for t in tables])
         for group, rows in groups.items():
@@ -328,14 +401,27 @@ def leaderboards(tables, names, groups: dict, metrics, n_resamples: int, confide
             for k, d in differences.items():
                 slots.append((group, metric, k))
                 columns.append(d)
+    if counts is not None:
+        for group, rows in groups.items():
+            board, moments = rank_count_pearson(*counts, rows)
+            boards[group, COUNT_PEARSON] = board
+            if moments:
+                moment_slots.append((group, len(columns)))
+                columns += [moments[k][:, j] for k in range(len(names)) for j in range(5)]
     intervals = {}
     if columns:
         means = bootstrap_means(np.column_stack(columns), n_resamples, seed)
         intervals = {slot: percentile_interval(means[:, j], confidence) for j, slot in enumerate(slots)}
+        for group, first in moment_slots:
+            r = pearson_of_moments(means[:, first:first + 5 * len(names)].reshape(n_resamples, len(names), 5))
+            best = boards[group, COUNT_PEARSON]["best"]
+            intervals.update({(group, COUNT_PEARSON, k): percentile_interval(r[:, k] - r[:, best], confidence)
+                              for k in range(len(names)) if k != best})
+    ranked = list(metrics) + ([COUNT_PEARSON] if counts is not None else [])
     return {group: {metric: leaderboard_entries(boards[group, metric], names,
                                                 {k: intervals[group, metric, k] for k in range(len(names))
                                                  if (group, metric, k) in intervals}, confidence)
-                    for metric in metrics}
+                    for metric in ranked}
             for group in groups}
 
 
@@ -392,10 +478,13 @@ def compare_reports(*reports, names=None, n_resamples: int = 2000, confidence: f
         raise InputError(f"{tables[1].path}: no metric column in common with {tables[0].path}; compare "
                          "'bpnet-eval score' reports")
     groups = shared_groups(tables)
+    found = [count_values(t) for t in tables]
+    counts = None if any(f is None for f in found) else tuple(np.column_stack(v) for v in zip(*found))
     comparison = {"models": [{"name": n, "report": str(r)} for n, r in zip(labels, reports)],
                   "n_regions": len(tables[0]), "groups": {g: int(rows.sum()) for g, rows in groups.items()},
-                  "metric_names": metrics, "n_resamples": n_resamples, "confidence": confidence, "seed": seed,
-                  "leaderboard": leaderboards(tables, labels, groups, metrics, n_resamples, confidence, seed)}
+                  "metric_names": metrics + ([COUNT_PEARSON] if counts is not None else []),
+                  "n_resamples": n_resamples, "confidence": confidence, "seed": seed,
+                  "leaderboard": leaderboards(tables, labels, groups, metrics, n_resamples, confidence, seed, counts)}
     if len(tables) == 2:
         comparison.update(report_a=str(reports[0]), report_b=str(reports[1]), difference="B - A",
                           metrics=pairwise(tables[0], tables[1], metrics, n_resamples, confidence, seed, top))

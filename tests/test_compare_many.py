@@ -10,6 +10,7 @@ import pytest
 from rich.console import Console
 
 from bpnet_eval.compare import (BOOTSTRAP_CHUNK_ELEMENTS, InputError, RegionTable, UsageError, bootstrap_means,
+                                count_values,
                                 leaderboards, model_names, percentile_interval, rank_metric, shared_groups,
                                 groups_of_column, verdict)
 from bpnet_eval.report.compare_figure import comparison_figure
@@ -269,7 +270,8 @@ def read_columns_text(text):
 @pytest.fixture(scope="module")
 def five_reports(tmp_path_factory, forked):
     """Five models of one case: the case's predictions (base), an exact copy (twin), the observed profile
-    itself on every region (oracle), and two with more noise in the logits (noisy, noisier)."""
+    itself on every region (oracle), and two with more noise in the logits and noise in the log counts
+    (noisy, noisier)."""
     tmp = tmp_path_factory.mktemp("five")
     case = make_case(tmp, n=80, length=40, seed=11, zero_rows=(2, 40), peak=np.arange(80) % 3 > 0)
     rng = np.random.default_rng(5)
@@ -282,8 +284,9 @@ def five_reports(tmp_path_factory, forked):
     bed.write_text(f"chr1\t0\t{middle}\tleft\nchr1\t{middle}\t{case.chrom_sizes['chr1']}\tright\n")
     reports = []
     for name, logits in variants.items():
-        preds = write_predictions(tmp / f"{name}.h5", logits.astype(np.float32), case.logcounts, case.chrom,
-                                  case.start, case.end, peak=np.arange(80) % 3 > 0)
+        logcounts = case.logcounts + (rng.normal(0, 0.5, case.logcounts.shape) if name.startswith("noisy") else 0)
+        preds = write_predictions(tmp / f"{name}.h5", logits.astype(np.float32), logcounts.astype(np.float32),
+                                  case.chrom, case.start, case.end, peak=np.arange(80) % 3 > 0)
         groups = [] if name == "twin" else ["--groups", bed]
         done = forked("score", preds, *case.bigwigs, "--out", tmp / name, "--no-plots", "-q", "--metrics", "all",
                       *groups)
@@ -325,6 +328,21 @@ def test_five_reports_in_one_command(five_reports):
                 assert entries[name]["difference"] == pytest.approx(d.mean(), rel=1e-9, abs=1e-12)
             assert entries["base"]["mean"] == entries["twin"]["mean"]
             assert entries["noisier"]["verdict"] == "worse"
+    # the count Pearson across regions, per group, against scipy on regions.tsv and summary.json's own
+    from scipy import stats
+
+    y = np.log1p(numbers(tables[0], "observed_counts"))
+    for group, rows in expected.items():
+        board = comparison["leaderboard"][group]["counts_pearson"]
+        r = [stats.pearsonr(numbers(t, "predicted_logcounts")[rows], y[rows])[0] for t in tables]
+        assert board["best"] == names[int(np.argmax(r))] == "base"  # equal r: the first given
+        for entry in board["models"]:
+            assert entry["mean"] == pytest.approx(r[names.index(entry["model"])], rel=1e-9)
+        assert {e["model"]: e["verdict"] for e in board["models"]}["twin"] == "indistinguishable"
+    summaries = [json.loads((r / "summary.json").read_text()) for r in reports]
+    for name, summary in zip(names, summaries):
+        entry = next(e for e in comparison["leaderboard"]["all"]["counts_pearson"]["models"] if e["model"] == name)
+        assert entry["mean"] == pytest.approx(summary["counts"]["pearson"], rel=1e-9)
     # the twin is the base model: same difference, same interval, ranked right after it
     board = comparison["leaderboard"]["all"]["profile_mnll"]
     order = [e["model"] for e in board["models"]]
@@ -332,7 +350,8 @@ def test_five_reports_in_one_command(five_reports):
     base, twin = (next(e for e in board["models"] if e["model"] == m) for m in ("base", "twin"))
     assert (base["ci_low"], base["ci_high"]) == (twin["ci_low"], twin["ci_high"])
     tsv = read_columns(out / "compare.tsv")
-    assert len(tsv["model"]) == 5 * len(comparison["metric_names"]) * 5
+    assert len(tsv["model"]) == 5 * len(comparison["metric_names"]) * 5 and comparison["metric_names"][-1] == \
+        "counts_pearson"
     assert "oracle" in done.stdout and "best model by region group" in done.stdout
 
 
@@ -351,3 +370,94 @@ def test_five_reports_names_and_refusals(five_reports, tmp_path, forked):
     assert_one_line_error(forked("compare", reports[0], reports[1], reports[0], "--out", tmp_path / "x"), 2,
                           "the same report is given twice")
     assert not (tmp_path / "x").exists()
+
+
+# --------------------------------------------------------------------------- count Pearson across regions
+
+def count_tables(n=80, seed=0, per_track=False):
+    """Three models' predicted log counts (noise 0.3, 0.6, 1.0) for one set of observed totals; as one column
+    or per track (plus, minus), with the settings a report would hold."""
+    rng = np.random.default_rng(seed)
+    observed = rng.poisson(rng.gamma(2.0, 50.0, size=n)).astype(float)
+    observed[[4, 9]] = 0.0
+    tables = []
+    for k, noise in enumerate((0.3, 0.6, 1.0)):
+        c = np.log1p(observed) + rng.normal(0, noise, size=n)
+        columns = {"observed_counts": observed}
+        if per_track:
+            share = rng.uniform(0.3, 0.7, size=n)
+            columns["predicted_logcounts_plus"] = np.log1p(share * np.expm1(c))
+            columns["predicted_logcounts_minus"] = np.log1p((1 - share) * np.expm1(c))
+        else:
+            columns["predicted_logcounts"] = c
+        coords = {"chrom": np.array(["chr1"] * n), "start": np.arange(n).astype(str),
+                  "end": (np.arange(n) + 10).astype(str)}
+        settings = {"track_names": ["plus", "minus"], "metrics": {"count_target": "log1p"}}
+        tables.append(RegionTable(Path(f"c{k}"), coords, columns, {"peaks": np.arange(n) % 2 == 0}, settings))
+    return tables
+
+
+@pytest.mark.parametrize("per_track", [False, True])
+def test_count_pearson_against_an_index_bootstrap(per_track):
+    """The count Pearson r(c, ln(1 + N)) per model and group against scipy, and its interval against r taken
+    with np.corrcoef on the resampled rows (the same rows as every other interval)."""
+    from scipy import stats
+
+    tables = count_tables(per_track=per_track)
+    names = ["c0", "c1", "c2"]
+    groups = shared_groups(tables)
+    counts = tuple(np.column_stack(v) for v in zip(*[count_values(t) for t in tables]))
+    boards = leaderboards(tables, names, groups, [], 300, 0.95, 5, counts)
+    rows = reference_bootstrap_rows(80, 300, 5)
+    y = np.log1p(tables[0].columns["observed_counts"])
+    for group, mask in groups.items():
+        c = [np.log1p(np.expm1(t.columns["predicted_logcounts_plus"]) + np.expm1(t.columns["predicted_logcounts_minus"]))
+             if per_track else t.columns["predicted_logcounts"] for t in tables]
+        r = [stats.pearsonr(c[k][mask], y[mask])[0] for k in range(3)]
+        board = boards[group]["counts_pearson"]
+        assert board["better"] == "higher" and board["n"] == mask.sum()
+        assert board["best"] == names[int(np.argmax(r))]
+        best = int(np.argmax(r))
+        for entry in board["models"]:
+            k = names.index(entry["model"])
+            assert entry["mean"] == pytest.approx(r[k], rel=1e-10)
+            assert entry["win_rate"] is None
+            if k == best:
+                continue
+            resampled = []
+            for picked in rows:
+                picked = picked[mask[picked]]
+                resampled.append(np.corrcoef(c[k][picked], y[picked])[0, 1]
+                                 - np.corrcoef(c[best][picked], y[picked])[0, 1])
+            low, high = np.percentile(resampled, [2.5, 97.5])
+            assert entry["ci_low"] == pytest.approx(low, rel=1e-8, abs=1e-12)
+            assert entry["ci_high"] == pytest.approx(high, rel=1e-8, abs=1e-12)
+
+
+def test_count_pearson_coverage_and_undefined_models():
+    """y ~ N(0, 1), model k predicts y + N(0, s_k²): true r_k = 1 / sqrt(1 + s_k²). Over 300 simulated
+    datasets of 200 regions the 95% interval of r_k - r_best holds the true difference about 95% of the time.
+    A model predicting one value everywhere has no r: ranked last, undefined."""
+    rng = np.random.default_rng(12)
+    noise = np.array([0.5, 0.7, 1.0])
+    truth = 1 / np.sqrt(1 + noise ** 2)
+    held = []
+    names = ["a", "b", "c"]
+    groups = {"all": np.ones(200, dtype=bool)}
+    for _ in range(300):
+        y = rng.normal(size=200)
+        x = y[:, None] + rng.normal(size=(200, 3)) * noise
+        board = leaderboards([None] * 3, names, groups, [], 400, 0.95, int(rng.integers(1 << 30)),
+                             (x, np.repeat(y[:, None], 3, axis=1)))["all"]["counts_pearson"]
+        best = names.index(board["best"])
+        for e in board["models"]:
+            k = names.index(e["model"])
+            if k != best:
+                held.append(e["ci_low"] <= truth[k] - truth[best] <= e["ci_high"])
+    assert 0.92 <= np.mean(held) <= 0.98, np.mean(held)
+    x[:, 1] = 3.0
+    board = leaderboards([None] * 3, names, groups, [], 100, 0.95, 0, (x, np.repeat(y[:, None], 3, axis=1)))
+    entries = board["all"]["counts_pearson"]["models"]
+    assert [e["model"] for e in entries][-1] == "b"
+    assert entries[-1]["verdict"] == "undefined" and entries[-1]["rank"] is None and entries[-1]["mean"] is None
+    assert [e["rank"] for e in entries[:2]] == [1, 2] and entries[1]["verdict"] in ("worse", "indistinguishable")

@@ -13,7 +13,8 @@ INTRO = ("For each metric the models are ranked by their mean over the regions e
          "<em>− best</em> is the mean of model − best region by region; its interval is a paired percentile "
          "bootstrap (regions resampled with replacement, the same resamples for every model, metric and group); "
          "<em>wins</em> is the fraction of regions where the model beats the best; <em>≈best</em> marks a model "
-         "whose interval holds 0: indistinguishable from the best. The intervals are per pair, not adjusted for "
+         "whose interval holds 0: indistinguishable from the best. <em>counts_pearson</em> ranks Pearson's r of the "
+         "predicted log counts across the regions (its <em>mean</em> is r; no win rate). The intervals are per pair, not adjusted for "
          "the number of models or for the best being chosen from the data.")
 
 

@@ -44,8 +44,9 @@ def comparison_json(comparison: dict) -> str:
 
 
 def joint_metrics(metrics) -> list:
-    """The metrics that are not one track's column of another (``profile_mnll``, not ``profile_mnll_plus``)."""
-    return [m for m in metrics if metric_of(m) == m]
+    """The metrics that are not one track's column of another (``profile_mnll``, not ``profile_mnll_plus``;
+    ``counts_pearson``, not per region, too)."""
+    return [m for m in metrics if metric_of(m) in (m, None)]
 
 
 def short_value(value) -> str:

@@ -23,8 +23,9 @@ def leaderboard_table(comparison: dict, metrics) -> Table:
     models = len(comparison["models"])
     title = (f"bpnet-eval compare: {models} models over {comparison['n_regions']} regions "
              f"({comparison['n_resamples']} bootstrap resamples)")
-    caption = ("− best: mean of model − best over the regions every model defines; CI: paired bootstrap of it; "
-               "wins: regions where the model beats the best; ≈best: the CI holds 0 (indistinguishable)")
+    caption = ("− best: mean of model − best over the regions every model defines (counts_pearson: r across them "
+               "less the best's); CI: paired bootstrap of it; wins: regions where the model beats the best; ≈best: "
+               "the CI holds 0 (indistinguishable)")
     return text_table(*leaderboard_rows(comparison, "all", metrics), title, caption)
 
 
