@@ -52,7 +52,33 @@ class MetricPlan:
                 "profile": list(SEED_PROFILE_METRICS + self.profile_names),
                 "profile_options": {k: v for k, v in self.profile_options.items()},
                 "counts": list(self.count_names), "count_spearman_ties": self.count_ties,
-                "pooled_auprc_bins": list(BIN_SIZES) if self.pooled_auprc else []}
+                "pooled_auprc_bins": list(BIN_SIZES) if self.pooled_auprc else [],
+                "conventions": self.conventions()}
+
+    def conventions(self) -> dict:
+        """Every scoring convention the run used, by name (``settings.metrics.conventions``; the report's settings
+        table shows them): the count target, how profiles are normalised, how ties, zero variances, empty
+        profiles and the observed pseudocount are treated, smoothing and the precision of the results."""
+        options = self.profile_options
+        smooth = [part for part, key in (("predictions", "smooth_predictions"), ("observed", "smooth_observed"))
+                  if options.get(key)]
+        return {
+            "count_target": f"{self.count_target}: {COUNT_TARGETS[self.count_target]}",
+            "seed_losses": "one multinomial over all tracks jointly (log_softmax over S*L); count loss "
+                           f"({COUNT_TARGETS[self.count_target]} - c)^2",
+            "profile_metrics": "joint (no suffix) and per track (_<track>: log_softmax over L)",
+            "observed_probabilities": f"k / ({options['pseudocount']:g} + N)" if options.get("pseudocount") else "k / N",
+            "jsd": "divergence and distance (scipy jensenshannon) as named by their columns",
+            "spearman_ties": {"average": "averaged ranks (scipy)", "ordinal": "ordinal ranks, ties by position",
+                              "argsort": "torch argsort().argsort() (bpnet-lite's tie order)"}[
+                options.get("spearman_ties", "average")],
+            "count_spearman_ties": self.count_ties,
+            "zero_variance_correlation": "0" if options.get("pearson_zero_variance") == 0 else "NaN (undefined)",
+            "empty_profile": "MNLL 0; JSD, correlations NaN (undefined, counted in n_undefined)",
+            "smoothing": (f"gaussian sigma {options.get('sigma')} width {options.get('width')} on "
+                          + " and ".join(smooth)) if smooth else "none",
+            "results_precision": "float32 (as the peer stores them)" if options.get("float32_results")
+                                 else "the run's dtype"}
 
 
 PRESETS = {

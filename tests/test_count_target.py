@@ -155,3 +155,20 @@ def test_per_strand_predicted_bigwigs_give_per_track_totals(tmp_path):
     np.testing.assert_allclose(joint.columns["predicted_logcounts"], np.log(stored.sum(axis=(1, 2))), rtol=1e-12)
     with pytest.raises(UsageError, match="--pred-logcounts-per"):
         score(str(case.predictions), truth, pred_logcounts_per="track")
+
+
+def test_every_convention_named_in_settings():
+    """``settings.metrics.conventions`` names the conventions of the run, as each preset sets them."""
+    logits, logcounts, observed = arrays()
+    default = score((logits, logcounts), observed).summary["settings"]["metrics"]["conventions"]
+    assert default["count_target"] == "log1p: ln(1 + K)" and default["spearman_ties"] == "averaged ranks (scipy)"
+    assert default["zero_variance_correlation"] == "NaN (undefined)" and default["smoothing"] == "none"
+    lite = score((logits, logcounts), observed, preset="bpnet-lite").summary["settings"]["metrics"]["conventions"]
+    assert "argsort" in lite["spearman_ties"] and lite["zero_variance_correlation"] == "0"
+    assert lite["results_precision"].startswith("float32")
+    cbp = score((logits, logcounts), observed, preset="chrombpnet").summary["settings"]["metrics"]["conventions"]
+    assert cbp["observed_probabilities"] == "k / (0.001 + N)"
+    smooth = score((logits, logcounts), observed, smooth="observed").summary["settings"]["metrics"]["conventions"]
+    assert smooth["smoothing"] == "gaussian sigma 7.0 width 81 on observed"
+    log = score((logits, logcounts), observed, count_target="log").summary["settings"]["metrics"]["conventions"]
+    assert log["count_target"] == "log: ln K" and "(ln K - c)^2" in log["seed_losses"]
