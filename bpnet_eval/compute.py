@@ -17,9 +17,10 @@ from .environment import THREAD_VARIABLES, allotted_cpus
 from .errors import UsageError
 from .losses import SHIFT_ABOVE, log1p_squared_error, mnll_per_region, track_logsumexp
 from .metrics.profile import profile_metrics
-from .metrics.auprc import auprc_region_mask, average_precision, binned_labels_scores
+from .metrics.auprc import auprc_region_mask, average_precision_of_keys, binned_labels_scores, score_label_keys
 from .metrics.names import BIN_SIZES
 from .presets import MetricPlan
+from .spill import SortedRuns
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -154,10 +155,14 @@ def compute_batch(logits, logcounts, observed, count_loss_weight: float, track_n
 
 
 class PooledAuprc:
-    """BPNet's auPRC pooled over the bins of every strand of every evaluated region, fed per batch."""
+    """BPNet's auPRC pooled over the bins of every strand of every evaluated region, fed per batch, exact in
+    bounded memory: each bin becomes one uint32 key (its float32 score and label, ``score_label_keys``), kept in
+    ``SortedRuns`` (sorted runs spilled to a temporary file beyond ``run_values`` keys) and merged once at the
+    end (``average_precision_of_keys``). Disk: 4 bytes per evaluated bin beyond the first run."""
 
-    def __init__(self):
-        self._parts = {b: ([], []) for b in BIN_SIZES}
+    def __init__(self, run_values: Optional[int] = None, block_values: Optional[int] = None):
+        self._runs = {b: SortedRuns(run_values, block_values) for b in BIN_SIZES}
+        self._positives = {b: 0 for b in BIN_SIZES}
 
     def update(self, observed, logits, keep: Optional[np.ndarray] = None) -> None:
         """Add one batch: observed counts and logits ``(B, S, L)`` (probabilities per strand); ``keep``: the rows
@@ -165,21 +170,22 @@ class PooledAuprc:
         mask = auprc_region_mask(observed)
         if keep is not None:
             mask = mask & torch.as_tensor(keep, device=mask.device)
-        probs = torch.softmax(logits, dim=-1)
-        for binsize, (labels, scores) in self._parts.items():
-            batch_labels, batch_scores = binned_labels_scores(observed, probs, binsize)
-            labels.append(batch_labels[mask].flatten().to(torch.int8).cpu())
-            scores.append(batch_scores[mask].flatten().to(torch.float32).cpu())
+        if not bool(mask.any()):
+            return
+        probs = torch.softmax(logits[mask], dim=-1)
+        for binsize, runs in self._runs.items():
+            labels, scores = binned_labels_scores(observed[mask], probs, binsize)
+            keys = score_label_keys(labels.flatten(), scores.flatten())
+            self._positives[binsize] += int(np.count_nonzero(keys & 1))
+            runs.add(keys)
 
     def result(self) -> dict:
         """``{"binsize=1": auprc, "binsize=10": auprc}``; None where no bin is positive (or no region passed
-        the mask)."""
+        the mask). Removes the temporary file."""
         out = {}
-        for binsize, (labels, scores) in self._parts.items():
-            if not labels or sum(len(part) for part in labels) == 0:
-                out[f"binsize={binsize}"] = None
-                continue
-            value = float(average_precision(torch.cat(labels).to(torch.float64), torch.cat(scores).to(torch.float64)))
+        for binsize, runs in self._runs.items():
+            value = average_precision_of_keys(runs.merged(), self._positives[binsize], runs.n)
+            runs.close()
             out[f"binsize={binsize}"] = None if np.isnan(value) else value
         return out
 

@@ -1,5 +1,7 @@
 """BPNet's binned auPRC against a plain-loop numpy re-statement of ``bpnet.metrics.eval_profile``."""
 
+import functools
+
 import numpy as np
 import pytest
 import torch
@@ -165,3 +167,77 @@ def test_pooled_auprc_is_undefined_when_no_region_passes_the_mask():
     observed[:, 0, 7] = 1.0
     pooled.update(observed, torch.zeros(3, 2, 50, dtype=torch.float64))
     assert pooled.result() == {"binsize=1": None, "binsize=10": None}
+
+
+# ---- the pooled auPRC in bounded memory: sorted runs spilled and merged -------------------------
+
+@pytest.mark.parametrize("run_values,block_values", [(10 ** 6, 10 ** 6), (50, 7), (1, 1), (333, 1000)])
+def test_sorted_runs_merge_every_key_in_order(tmp_path, run_values, block_values):
+    from bpnet_eval.spill import SortedRuns
+
+    rng = np.random.default_rng(run_values)
+    parts = [rng.integers(0, 40, size=rng.integers(0, 90)).astype(np.uint32) for _ in range(12)]
+    parts.append(np.full(200, 17, dtype=np.uint32))  # one value across many runs and blocks
+    parts.append(rng.integers(0, 2 ** 32, size=500, dtype=np.uint64).astype(np.uint32))
+    runs = SortedRuns(run_values, block_values, directory=str(tmp_path))
+    for part in parts:
+        runs.add(part)
+    blocks = list(runs.merged())
+    assert all(np.all(np.diff(b.astype(np.int64)) >= 0) for b in blocks)
+    assert all(a[-1] <= b[0] for a, b in zip(blocks, blocks[1:]))
+    np.testing.assert_array_equal(np.concatenate(blocks), np.sort(np.concatenate(parts)))
+    assert runs.spilled == (runs.n >= run_values)
+    assert not any(tmp_path.iterdir())  # the temporary file has no name: nothing is left behind
+    runs.close()
+    assert not any(tmp_path.iterdir())
+
+
+def spill_case(seed=0, n=30, length=120):
+    """Counts deep enough for BPNet's mask in most regions, tied and zero predictions, an empty strand."""
+    rng = np.random.default_rng(seed)
+    counts = rng.poisson(rng.gamma(0.4, 3.0, size=(n, 2, length))).astype(np.float64)
+    counts[:, :, 90:110] += rng.poisson(30, size=(n, 2, 20))
+    counts[3] = 0
+    counts[5, 1] = 0
+    logits = np.round(rng.normal(size=counts.shape) + np.log(counts + 1), 1)  # ties within and across regions
+    logits[7] = 0.0  # uniform: one score shared by a whole region
+    logits[8, :, :50] = -800.0  # probabilities that underflow to 0
+    return counts, logits
+
+
+@pytest.mark.parametrize("run_values,block_values", [(1 << 24, 1 << 16), (997, 101), (64, 3)])
+@pytest.mark.parametrize("batch", [7, 60])
+def test_pooled_auprc_spilled_equals_bpnet_pooled(run_values, block_values, batch):
+    from bpnet_eval.compute import PooledAuprc
+
+    counts, logits = spill_case()
+    pooled = PooledAuprc(run_values, block_values)
+    for i in range(0, len(counts), batch):
+        pooled.update(torch.as_tensor(counts[i:i + batch]), torch.as_tensor(logits[i:i + batch]))
+    got = pooled.result()
+    for binsize in (1, 10):
+        expected = ref_pooled_float32(binsize)
+        assert 0 < expected < 1
+        np.testing.assert_allclose(got[f"binsize={binsize}"], expected, rtol=1e-9)
+
+
+@functools.lru_cache(maxsize=None)
+def ref_pooled_float32(binsize):
+    """``ref_pooled`` of ``spill_case`` with the binned scores rounded to float32, as the pool keeps them."""
+    counts, logits = spill_case()
+    yt, yp = counts.transpose(0, 2, 1), softmax(logits).transpose(0, 2, 1)
+    labels, scores = ref_binned(yt[ref_mask(yt)], yp[ref_mask(yt)], binsize)
+    return ref_average_precision(np.ravel(labels), np.ravel(scores).astype(np.float32).astype(np.float64))
+
+
+def test_pooled_auprc_keeps_only_the_rows_scored():
+    from bpnet_eval.compute import PooledAuprc
+
+    counts, logits = spill_case(seed=2)
+    keep = np.ones(len(counts), dtype=bool)
+    keep[10:30] = False
+    pooled = PooledAuprc(500, 50)
+    pooled.update(torch.as_tensor(counts), torch.as_tensor(logits), keep)
+    subset = PooledAuprc()
+    subset.update(torch.as_tensor(counts[keep]), torch.as_tensor(logits[keep]))
+    assert pooled.result() == pytest.approx(subset.result(), rel=1e-12)

@@ -10,6 +10,9 @@ bins of all strands of all those regions into one curve (``pooled_auprc``); ``av
 over the last axis also gives one curve per region or per strand.
 """
 
+import math
+
+import numpy as np
 import torch
 
 from .names import BIN_SIZES
@@ -192,3 +195,79 @@ def pooled_auprc(observed, probs, binsize=1, mask=None, pos_min_fraction=POS_MIN
         mask = auprc_region_mask(observed, required_min_pos_counts, pos_min_fraction)
     labels, scores = binned_labels_scores(observed, probs, binsize, pos_min_fraction, neg_max_fraction)
     return average_precision(labels[mask].flatten(), scores[mask].flatten())
+
+
+def score_label_keys(labels, scores):
+    """uint32 keys ``(b << 1) | [label = 1]`` of the entries with ``label >= 0`` and a score, ``b`` the bits of the
+    float32 score: ascending keys order the entries by score (ties together, negatives first), so sorted keys
+    carry everything ``average_precision`` needs.
+
+    Parameters
+    ----------
+    labels : torch.Tensor, shape=(n,)
+        1 (positive), 0 (negative) or -1 (ignored).
+    scores : torch.Tensor, shape=(n,)
+        Non-negative scores (probabilities); NaN entries are left out. Rounded to float32, as pooled.
+
+    Returns
+    -------
+    keys : numpy.ndarray, shape=(m,), uint32
+    """
+    keep = (labels >= 0) & ~torch.isnan(scores)
+    scores32 = scores[keep].to(torch.float32) + 0.0  # -0.0 becomes 0.0: one key per value
+    if bool((scores32 < 0).any()):
+        raise ValueError("pooled auPRC scores must be >= 0 (probabilities)")
+    bits = scores32.cpu().numpy().view(np.uint32)
+    return (bits << np.uint32(1)) | (labels[keep] == 1).cpu().numpy().astype(np.uint32)
+
+
+def average_precision_of_keys(blocks, n_positive, n_called):
+    """``AP = (1/P) sum_t pos_t TP(>= t) / C(>= t)`` over the distinct scores ``t`` of ascending key blocks.
+
+    The pooled form of ``average_precision``: ``pos_t`` positives score exactly ``t``; ``TP(>= t)`` and
+    ``C(>= t)`` count the positives and all entries scoring ``>= t`` (from the totals ``P`` and ``C`` less
+    what scored below). Exact integer counts, float64 sums; a score's entries may span blocks.
+
+    Parameters
+    ----------
+    blocks : iterable of numpy.ndarray, uint32
+        ``score_label_keys`` of every entry, in ascending order, in blocks.
+    n_positive, n_called : int
+        ``P`` (keys with the low bit set) and ``C`` (all keys).
+
+    Returns
+    -------
+    ap : float
+        NaN where there is no positive.
+    """
+    if n_positive == 0:
+        return float("nan")
+    terms, below_pos, below_all = [], 0, 0
+    carry = (np.zeros(0, np.uint32), np.zeros(0, np.int64), np.zeros(0, np.int64))  # a score's group left open
+
+    def close(score, pos, count):
+        nonlocal below_pos, below_all
+        tp_at_least = n_positive - below_pos - (np.cumsum(pos) - pos)
+        called_at_least = n_called - below_all - (np.cumsum(count) - count)
+        terms.append(float(np.sum(np.where(pos > 0, pos * (tp_at_least / called_at_least), 0.0))))
+        below_pos += int(pos.sum())
+        below_all += int(count.sum())
+
+    for block in blocks:
+        if block.size == 0:
+            continue
+        score = block >> np.uint32(1)
+        starts = np.flatnonzero(np.concatenate([[True], score[1:] != score[:-1]]))
+        pos = np.add.reduceat((block & np.uint32(1)).astype(np.int64), starts)
+        count = np.diff(np.append(starts, block.size))
+        score = score[starts]
+        if carry[0].size and carry[0][0] == score[0]:
+            pos[0] += carry[1][0]
+            count[0] += carry[2][0]
+        elif carry[0].size:
+            score, pos, count = (np.concatenate([c, a]) for c, a in zip(carry, (score, pos, count)))
+        close(score[:-1], pos[:-1], count[:-1])
+        carry = (score[-1:], pos[-1:], count[-1:])
+    if carry[0].size:
+        close(*carry)
+    return math.fsum(terms) / n_positive
