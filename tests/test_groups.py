@@ -217,7 +217,7 @@ def test_score_with_a_bed_groups_file_on_the_fixture(tmp_path):
     import h5py
     import pyBigWig
 
-    from tests.support.checks import read_columns
+    from tests.support.checks import assert_one_line_error, read_columns
     from tests.support.cli import REPO, run_cli
 
     fixture = REPO / "data" / "fixtures"
@@ -259,6 +259,12 @@ def test_score_with_a_bed_groups_file_on_the_fixture(tmp_path):
         np.testing.assert_allclose(float(grouped["mixture_loss_mean"][k]), expected["mixture_loss"][rows].mean(),
                                    rtol=1e-9)
     assert '<table id="groups-zones">' in (out / "report.html").read_text()
+    bad = tmp_path / "bad.bed"
+    bad.write_text("chr1\t0\t110000\tnear\nchr1\t5\n")
+    refused = run_cli("score", fixture / "predictions.h5", fixture / "observed.plus.bw", fixture / "observed.minus.bw",
+                      "--groups", bad, "--out", tmp_path / "refused")
+    assert_one_line_error(refused, 3, str(bad), "line 2 has 2 column(s)")
+    assert not (tmp_path / "refused").exists()
 
 
 def test_skipped_regions_are_in_no_group_summary_and_shards_merge_the_groups_exactly(tmp_path):
