@@ -150,3 +150,15 @@ def test_cli_writes_bpreveal_files(tmp_path):
             assert (got["reference"], got["predicted"]) == (peer["reference"], peer["predicted"])
     summary = json.loads((tmp_path / "report" / "summary.json").read_text())
     assert summary["settings"]["metrics"]["count_target"] == "log"
+
+
+def test_negated_predicted_bigwig_as_bpreveal_reads_it_with_apply_abs():
+    """``predictToBigwig --negate`` writes the minus strand negated; ``metrics --apply-abs --skip-zeroes`` reads it
+    as magnitudes: scoring that file gives BPReveal's numbers with no flag (negated files are read as magnitudes)."""
+    from bpnet_eval.pipeline import score
+
+    result = score(",".join(str(PEER / name) for name in ("predicted.plus.bw", "predicted.minus.negated.bw")),
+                   [str(PEER / f"observed.{t}.bw") for t in TRACKS], str(PEER / "regions.bed"), preset="bpreveal")
+    text = result.files["bpreveal_metrics.minus.skip-zeroes.json"]
+    assert_metrics_json(text, peer_json("metrics.minus.negated.skip-zeroes.json"), 1e-9, "negated minus")
+    assert json.loads(text)["predicted"] == str(PEER / "predicted.minus.negated.bw")
