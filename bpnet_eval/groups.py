@@ -230,6 +230,8 @@ def read_groups(path, regions: Regions) -> List[Grouping]:
 def read_all_groups(paths: Sequence, regions: Optional[Regions], n_regions: int) -> List[Grouping]:
     """The groupings of every file in ``paths``, over ``regions`` (row numbers when None); grouping names must
     differ across files."""
+    if not paths:
+        return []
     regions = regions if regions is not None else Regions.row_numbers(n_regions)
     groupings = [grouping for path in paths for grouping in read_groups(path, regions)]
     names = [g.name for g in groupings]
