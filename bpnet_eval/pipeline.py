@@ -226,7 +226,8 @@ def check_job(job: Job, scan_values: bool = True) -> Findings:
             if str(bad) != str(err):
                 findings.add(str(bad), bad.exit_code)
         return findings
-    check_groups(job, table, preds.n, findings)
+    if table is not None or not findings.problems:  # a row table is built only for predictions that passed
+        check_groups(job, table, preds.n, findings)
     try:
         if not scan_values or findings.problems:
             findings.detected["values"] = "not read" + (" (fix the problems first)" if findings.problems else "")
