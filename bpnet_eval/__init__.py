@@ -6,6 +6,7 @@ does not import torch):
 - ``score(predictions, truth, regions=None, **options)`` → ``ScoreResult`` (per-region columns, summary);
 - ``check(predictions, truth, regions=None, **options)`` → ``Findings`` (every problem, nothing scored);
 - ``merge(partial_dirs)`` → the ``ScoreResult`` of the shards ``score --shard i/n`` wrote;
+- ``compare_reports(*report_dirs)`` → the comparison ``bpnet-eval compare`` writes as compare.json;
 - ``write_report(out_dir, result)``: the report directory the CLI writes (figures: ``draw_figures``);
 - the options: ``ReadOptions``, ``ScoreOptions``, ``RunOptions``, ``Policies``; ``Regions``,
   ``read_region_file``; the errors ``BpnetEvalError``, ``UsageError``, ``InputError``.
@@ -23,7 +24,7 @@ from importlib import import_module
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "score": "pipeline", "check": "pipeline", "ScoreResult": "pipeline", "merge": "shards",
+    "score": "pipeline", "check": "pipeline", "ScoreResult": "pipeline", "merge": "shards", "compare_reports": "compare",
     "write_report": "report.writer", "draw_figures": "report.figures",
     "ReadOptions": "options", "ScoreOptions": "options", "RunOptions": "options", "Policies": "options",
     "Job": "options", "Regions": "regions", "read_region_file": "regions", "Findings": "validate",

@@ -461,3 +461,12 @@ def test_count_pearson_coverage_and_undefined_models():
     assert [e["model"] for e in entries][-1] == "b"
     assert entries[-1]["verdict"] == "undefined" and entries[-1]["rank"] is None and entries[-1]["mean"] is None
     assert [e["rank"] for e in entries[:2]] == [1, 2] and entries[1]["verdict"] in ("worse", "indistinguishable")
+
+
+def test_compare_reports_is_part_of_the_python_api():
+    import bpnet_eval
+    from bpnet_eval.compare import compare_reports
+
+    assert bpnet_eval.compare_reports is compare_reports and "compare_reports" in bpnet_eval.__all__
+    with pytest.raises(UsageError, match="two or more reports, not 1"):
+        compare_reports("one")
