@@ -98,3 +98,26 @@ def test_auto_says_in_one_line_when_a_cuda_build_finds_no_gpu(monkeypatch, capsy
     monkeypatch.setattr(torch.version, "cuda", None)  # a CPU build: no GPU was expected, nothing to say
     assert resolve_device("auto") == torch.device("cpu")
     assert capsys.readouterr().err == ""
+
+
+def test_docker_constraints_pin_every_dependency_the_image_installs():
+    """docker/constraints.txt (``docker/fetch-wheels.sh --lock``) pins each runtime dependency, the plots extra and
+    the build backend at a version they accept: a new dependency without a new lock would break the offline build."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    from tests.support.cli import REPO
+
+    pins = {}
+    for line in (REPO / "docker" / "constraints.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, version = line.split("==")
+            pins[canonicalize_name(name)] = version
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    wanted = (project["project"]["dependencies"] + project["project"]["optional-dependencies"]["plots"]
+              + project["build-system"]["requires"])
+    for requirement in map(Requirement, wanted):
+        name = canonicalize_name(requirement.name)
+        assert name in pins, f"{name} is not in docker/constraints.txt: run docker/fetch-wheels.sh --lock"
+        assert requirement.specifier.contains(pins[name]), f"{name}=={pins[name]} does not satisfy {requirement}"
