@@ -74,16 +74,15 @@ def equal(out: Path, device: str) -> int:
     """Score the fixture on the CPU and on ``device`` for every run of ``RUNS``; compare every number."""
     failed = 0
     for label, options, rtol in RUNS:
-        reports = {}
-        for where in ("cpu", device):
-            report = out / f"{label.replace(' ', '_').replace('-', '')}_{where.replace(':', '')}"
+        reports = []
+        for k, where in enumerate(("cpu", device)):  # k: GPU_BENCH_DEVICE=cpu scores on the CPU twice
+            report = out / f"{label.replace(' ', '_').replace('-', '')}_{k}_{where.replace(':', '')}"
             command = [cli(), "score", *map(str, FIXTURE), "--out", str(report), "--quiet", "--no-plots",
                        "--device", where, *options]
             subprocess.run(command, check=True)
-            reports[where] = report
-        cpu, gpu = (read_tsv(reports[w] / "regions.tsv") for w in ("cpu", device))
-        summary_cpu, summary_gpu = (numbers(json.loads((reports[w] / "summary.json").read_text()))
-                                    for w in ("cpu", device))
+            reports.append(report)
+        cpu, gpu = (read_tsv(report / "regions.tsv") for report in reports)
+        summary_cpu, summary_gpu = (numbers(json.loads((report / "summary.json").read_text())) for report in reports)
         keys = [k for k in summary_cpu if k in summary_gpu and ".settings." not in f".{k}"
                 and not k.startswith("settings.") and "seconds" not in k]
         checks = [(f"regions.tsv {name}", cpu[name], gpu[name]) for name in cpu if name in gpu]
@@ -114,26 +113,27 @@ def timing(case: Path, device: str, batch_size: int) -> int:
     if description["files"].get("regions"):
         files += ["--regions", str(case / description["files"]["regions"])]
     results = {}
-    for where in ("cpu", device):
+    other = device if device != "cpu" else "cpu again"  # GPU_BENCH_DEVICE=cpu: the CPU twice (a check of this script)
+    for label_device, where in (("cpu", "cpu"), (other, device)):
         stage = [sys.executable, str(BENCH / "run_bench.py"), "--stage", "compute", "--case", str(case),
                  "--regions", str(n), "--batch-size", str(batch_size), "--device", where]
         compute = run_measured(stage)
         compute_s = json.loads(compute["stdout"].strip().splitlines()[-1])["seconds"]
         ends = {}
         for label, extra in (("score", []), ("score --no-plots", ["--no-plots"])):
-            command = [cli(), "score", *files, "--out", str(case.parent / f"report-{where.replace(':', '')}"),
+            command = [cli(), "score", *files, "--out", str(case.parent / f"report-{label_device.replace(' ', '-')}"),
                        "--quiet", "--device", where, "--batch-size", str(batch_size), *extra]
             ends[label] = run_measured(command)
-        results[where] = {"compute_s": compute_s, **{k: v["wall_s"] for k, v in ends.items()},
-                          "score_peak_rss_mb": ends["score"]["peak_rss_mb"]}
-        print(f"  {where}: compute {compute_s:.2f} s in-process; score {ends['score']['wall_s']:.2f} s end to end, "
+        results[label_device] = {"compute_s": compute_s, **{k: v["wall_s"] for k, v in ends.items()},
+                                 "score_peak_rss_mb": ends["score"]["peak_rss_mb"]}
+        print(f"  {label_device}: compute {compute_s:.2f} s in-process; score {ends['score']['wall_s']:.2f} s end to end, "
               f"--no-plots {ends['score --no-plots']['wall_s']:.2f} s", flush=True)
-    cpu, gpu = results["cpu"], results[device]
+    cpu, gpu = results["cpu"], results[other]
     print(f"\n{n} regions, {description['n_tracks']} track(s), L = {description['length']}, batch {batch_size}")
-    print(f"{'':28s} {'cpu s':>8s} {device + ' s':>10s} {'cpu / ' + device:>12s}")
+    print(f"{'':28s} {'cpu s':>8s} {other + ' s':>14s} {'cpu / ' + other:>16s}")
     for key, label in (("compute_s", "compute alone (in-process)"), ("score", "score end to end"),
                        ("score --no-plots", "score --no-plots")):
-        print(f"{label:28s} {cpu[key]:8.2f} {gpu[key]:10.2f} {cpu[key] / gpu[key]:12.2f}")
+        print(f"{label:28s} {cpu[key]:8.2f} {gpu[key]:14.2f} {cpu[key] / gpu[key]:16.2f}")
     (case.parent / "gpu_timing.json").write_text(json.dumps(results, indent=2) + "\n")
     return 0
 

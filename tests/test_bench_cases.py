@@ -1,0 +1,94 @@
+"""The benchmark's cases are what their shapes say (bench/make_case.py), each scores end to end, and the
+seed-loss naive pipeline of bench/ computes the seed losses (against scipy, float64)."""
+
+import sys
+
+import h5py
+import numpy as np
+import pyBigWig
+import pytest
+import torch
+from scipy.special import gammaln, log_softmax
+
+from tests.support.cli import REPO, run_cli
+
+sys.path.insert(0, str(REPO / "bench"))
+from make_case import SHAPES, make_case  # noqa: E402
+from naive import count_measures, seed_losses  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def cases(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bench_cases")
+    return {shape: (root / shape, make_case(root / shape, 400, shape=shape, quiet=True)) for shape in SHAPES}
+
+
+def observed_windows(case, description):
+    """Observed counts ``(N, S, L)`` of the stored windows, through pyBigWig."""
+    with h5py.File(case / description["files"]["predictions"], "r") as h5:
+        chrom = [c.decode() for c in h5["coords/coords_chrom"][:]]
+        start, end = h5["coords/coords_start"][:], h5["coords/coords_end"][:]
+    handles = [pyBigWig.open(str(case / name)) for name in description["files"]["truth"]]
+    out = np.array([[np.nan_to_num(bw.values(c, int(a), int(b), numpy=True)) for bw in handles]
+                    for c, a, b in zip(chrom, start, end)])
+    return chrom, start, out
+
+
+def test_each_shape_holds_what_it_says(cases):
+    for shape, (case, description) in cases.items():
+        chrom, start, observed = observed_windows(case, description)
+        tracks = 1 if shape == "s1" else 2
+        with h5py.File(case / "predictions.h5", "r") as h5:
+            assert h5["predictions/logits"].shape == (400, tracks, 1000), shape
+            peak = h5["coords/coords_peak"][:]
+        assert observed.shape == (400, tracks, 1000) and (observed >= 0).all() and (observed == np.rint(observed)).all()
+        if shape in ("peaks", "input2114"):
+            assert peak.all(), shape
+        if shape == "background":  # every base of every chromosome covered, none below 1
+            with pyBigWig.open(str(case / "observed.plus.bw")) as bw:
+                for name, size in bw.chroms().items():
+                    values = bw.values(name, 0, size, numpy=True)
+                    assert np.isfinite(values).all() and values.min() >= 1, name
+        elif shape == "cage":  # a few tall positions, nothing else
+            assert (observed == 0).mean() > 0.99 and observed.max() >= 100
+        else:
+            assert (observed == 0).mean() > 0.5, shape
+        if shape == "input2114":  # the narrowPeak's 2114-bp windows hold the stored 1000-bp windows in their middle
+            rows = [line.split("\t") for line in (case / "peaks.narrowPeak").read_text().splitlines()]
+            assert all(int(r[2]) - int(r[1]) == 2114 and r[9] == "1057" for r in rows)
+            np.testing.assert_array_equal([int(r[1]) + 1057 - 500 for r in rows], start)
+            assert [r[0] for r in rows] == chrom
+
+
+def test_every_shape_scores_end_to_end_with_the_command_the_benchmark_runs(cases, tmp_path):
+    for shape, (case, description) in cases.items():
+        files = [case / description["files"]["predictions"]] + [case / t for t in description["files"]["truth"]]
+        if description["files"].get("regions"):
+            files += ["--regions", case / description["files"]["regions"]]
+        done = run_cli("score", *files, "--out", tmp_path / shape, "--quiet", "--no-plots")
+        assert done.returncode == 0, (shape, done.stderr)
+        rows = (tmp_path / shape / "regions.tsv").read_text().splitlines()
+        header = rows[0].split("\t")
+        mnll = np.array([float(r.split("\t")[header.index("profile_mnll")]) for r in rows[1:]])
+        assert len(mnll) == 400 and np.isfinite(mnll).all() and (mnll >= 0).all(), shape
+
+
+def test_the_naive_seed_pipeline_computes_the_seed_losses():
+    rng = np.random.default_rng(5)
+    counts = rng.poisson(0.5, size=(7, 2, 50)).astype(np.float64)
+    logits, logcounts = rng.normal(size=(7, 2, 50)), rng.normal(3.0, 1.0, size=(7, 1))
+    got = seed_losses(torch.tensor(counts), torch.tensor(logits), torch.tensor(logcounts))
+    flat_logps = log_softmax(logits.reshape(7, -1), axis=-1)
+    flat_counts = counts.reshape(7, -1)
+    totals = flat_counts.sum(-1)
+    mnll = -gammaln(totals + 1) + gammaln(flat_counts + 1).sum(-1) - (flat_counts * flat_logps).sum(-1)
+    count = (np.log1p(totals) - logcounts[:, 0]) ** 2
+    np.testing.assert_allclose(got["mnll_joint"].numpy(), mnll, rtol=1e-12)
+    np.testing.assert_allclose(got["log1p_mse"].numpy(), count, rtol=1e-12)
+    np.testing.assert_allclose(got["mixture_loss"].numpy(), mnll + count, rtol=1e-12)
+    stats = count_measures(torch.tensor(logcounts), torch.tensor(totals))
+    np.testing.assert_allclose(float(stats["count_mse"]), count.mean(), rtol=1e-12)
+    np.testing.assert_allclose(float(stats["count_pearson"]), np.corrcoef(logcounts[:, 0], np.log1p(totals))[0, 1],
+                               rtol=1e-10)
