@@ -87,16 +87,35 @@ def seed_columns(logits, logcounts, observed, count_loss_weight: float, track_na
 
 
 def metric_columns(logits, observed, compute_dtype, track_names: Sequence[str], plan: Optional[MetricPlan] = None,
-                   first_row: int = 0) -> dict:
+                   first_row: int = 0, logcounts=None) -> dict:
     """The profile metrics of ``plan`` for one batch (tensors; NaN where a metric is undefined), and the per-track
-    counts where the plan asks for them (``track_count_columns``)."""
+    counts (``track_count_columns``) and basepairmodels' metrics (``basepairmodels_columns``) where the plan asks
+    for them."""
     columns = track_count_columns(logits, observed, compute_dtype, track_names) if plan and plan.track_counts else {}
+    if plan is not None and plan.basepairmodels and logcounts is not None:
+        columns.update(basepairmodels_columns(logits, logcounts, observed, track_names))
     if plan is None or not plan.profile_names:
         return columns
     rows = torch.arange(first_row, first_row + logits.shape[0], device=logits.device)
     columns.update(profile_metrics(narrowed(logits, compute_dtype), observed.to(compute_dtype),
                                    names=plan.profile_names, track_names=track_names, rows=rows,
                                    **plan.profile_options))
+    return columns
+
+
+def basepairmodels_columns(logits, logcounts, observed, track_names: Sequence[str]) -> dict:
+    """Per track ``s``: ``bpm_<metric>_<s>``, basepairmodels' per-region metrics (``metrics.basepairmodels``) of the
+    track's softmax, its predicted log count (the region's one where there is one per region) and its counts, in
+    float64 numpy as basepairmodels computes them."""
+    from .metrics.basepairmodels import basepairmodels_metrics
+
+    probs = torch.softmax(logits.to(torch.float64), dim=-1).cpu().numpy()
+    counts = logcounts.to(torch.float64).cpu().numpy()
+    observed = observed.to(torch.float64).cpu().numpy()
+    columns = {}
+    for s, name in enumerate(track_names):
+        values = basepairmodels_metrics(probs[:, s], counts[:, s if counts.shape[1] > 1 else 0], observed[:, s])
+        columns.update({f"bpm_{metric}_{name}": torch.from_numpy(value) for metric, value in values.items()})
     return columns
 
 
@@ -150,7 +169,7 @@ def compute_batch(logits, logcounts, observed, count_loss_weight: float, track_n
     count_target = plan.count_target if plan is not None else "log1p"
     columns = peer_rounded(seed_columns(logits, logcounts, observed, count_loss_weight, track_names, count_target),
                            plan, track_names)
-    columns.update(metric_columns(logits, observed, logcounts.dtype, track_names, plan, first_row))
+    columns.update(metric_columns(logits, observed, logcounts.dtype, track_names, plan, first_row, logcounts))
     return as_numpy(columns)
 
 
@@ -230,7 +249,7 @@ class BatchComputer:
         seed = peer_rounded(seed_columns(logits, logcounts, observed, self.count_loss_weight, self.track_names,
                                          count_target), self.plan, self.track_names)
         columns = as_numpy({**seed, **metric_columns(logits, observed, self.dtype, self.track_names, self.plan,
-                                                     first_row)})
+                                                     first_row, logcounts)})
         dropped = screen(columns, frozenset(seed) - maybe_undefined(count_target)) if screen is not None else None
         if self.pooled_auprc is not None:
             keep = None if dropped is None or not dropped.any() else ~dropped

@@ -51,6 +51,7 @@ class Preset(Choice):
     chrombpnet = "chrombpnet"
     bpnet = "bpnet"
     bpreveal = "bpreveal"
+    basepairmodels = "basepairmodels"
 
 
 class CountTarget(Choice):

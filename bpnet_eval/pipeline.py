@@ -17,7 +17,7 @@ from .examples import example_regions
 from .groups import read_all_groups
 from .inputs import Inputs, iter_batches, open_inputs, open_sources
 from .options import Job, ReadOptions, RunOptions, ScoreOptions, split_options
-from .presets import COUNT_TARGETS, MetricPlan, preset_files
+from .presets import COUNT_TARGETS, MetricPlan, preset_files, preset_notes
 from .regions import Regions
 from .sources import input_conventions, unreadable_truth_bigwigs
 from .summary import drop_nonfinite, summarize
@@ -100,9 +100,8 @@ def score_inputs(inputs: Inputs, scoring: ScoreOptions, run: RunOptions,
     plan = scoring.plan
     preds, table, truth_source, findings = inputs.preds, inputs.regions, inputs.truth, inputs.findings
     groupings = read_all_groups(scoring.groups, table, preds.n)  # before any batch: a bad file stops at once
-    note = count_target_note(preds.describe(), plan.count_target)
-    if note and note not in findings.warnings:
-        findings.warnings.append(note)
+    notes = [count_target_note(preds.describe(), plan.count_target), *preset_notes(plan)]
+    findings.warnings.extend(note for note in notes if note and note not in findings.warnings)
     names = list(scoring.track_names) if scoring.track_names else default_track_names(preds.n_tracks)
     if len(names) != preds.n_tracks:
         raise UsageError(f"--track-names gives {len(names)} name(s) for {preds.n_tracks} track(s)")

@@ -45,6 +45,7 @@ class MetricPlan:
     preset: Optional[str] = None
     count_target: str = "log1p"   # the count target: ln(1 + K) ("log1p", the seed) or ln K ("log", BPReveal)
     track_counts: bool = False    # per-track observed totals and predicted shares (BPReveal's per-bigWig counts)
+    basepairmodels: bool = False  # basepairmodels' per-region metrics (bpm_<metric>_<track> columns)
 
     def describe(self) -> dict:
         """The plan as recorded in ``summary.json`` → ``settings.metrics``."""
@@ -90,6 +91,8 @@ PRESETS = {
                              "chrombpnet"),
     "bpnet": MetricPlan((), {}, ("mse", "variance_explained", "pearson", "spearman", "mae"), "average", True,
                         "bpnet"),
+    "basepairmodels": MetricPlan((), {}, COUNT_METRICS_DEFAULT, "average", False, "basepairmodels",
+                                 basepairmodels=True),
     "bpreveal": MetricPlan(("profile_jsd_distance", "profile_pearson", "profile_spearman"), {},
                            COUNT_METRICS_DEFAULT, "average", False, "bpreveal", count_target="log", track_counts=True),
 }
@@ -140,7 +143,7 @@ def make_plan(metrics: str = "default", preset: Optional[str] = None, smooth: st
     if base.profile_names and any("shuffled" in n for n in base.profile_names):
         options["seed"] = int(seed)
     return MetricPlan(base.profile_names, options, base.count_names, base.count_ties, base.pooled_auprc,
-                      base.preset, count_target or base.count_target, base.track_counts)
+                      base.preset, count_target or base.count_target, base.track_counts, base.basepairmodels)
 
 
 def _nanmedian(values) -> Optional[float]:
@@ -302,6 +305,65 @@ def bpreveal_files(columns: dict, summary: dict, track_names) -> dict:
     return files
 
 
+def _npy_bytes(array: np.ndarray, name: Optional[str] = None) -> bytes:
+    """``np.save`` (or, with ``name``, ``np.savez_compressed(name=array)``) into bytes."""
+    import io
+
+    buffer = io.BytesIO()
+    if name is None:
+        np.save(buffer, array)
+    else:
+        np.savez_compressed(buffer, **{name: array})
+    return buffer.getvalue()
+
+
+def basepairmodels_files(columns: dict, track_names) -> dict:
+    """The files basepairmodels' ``predict`` writes beside its predictions: ``<metric>.npz`` (one array
+    ``(N, S)`` float64 named as the file: ``mnll``, ``cross_entropy``, ``jsd``, ``mse``, ``pearson``,
+    ``spearman``), ``counts_pearson.npz``/``counts_spearman.npz`` (``(S,)``: each track's predicted log counts vs
+    ``ln(1 + K_s)`` over the regions, ``scipy.stats`` definitions, NaN where undefined) and
+    ``true_logcounts_<s>.npy``/``pred_logcounts_<s>.npy``."""
+    import torch
+
+    from .metrics.basepairmodels import BASEPAIRMODELS_METRICS
+    from .metrics.correlation import pearson, spearman
+
+    files = {f"{metric}.npz": _npy_bytes(np.stack([np.asarray(columns[f"bpm_{metric}_{t}"], dtype=np.float64)
+                                                   for t in track_names], axis=1), metric)
+             for metric in BASEPAIRMODELS_METRICS}
+    correlations = {"counts_pearson": [], "counts_spearman": []}
+    for s, name in enumerate(track_names):
+        observed = columns.get(f"observed_counts_{name}", columns["observed_counts"])
+        true = np.log(np.asarray(observed, dtype=np.float64) + 1)
+        predicted = np.asarray(columns.get(f"predicted_logcounts_{name}", predicted_total_logcounts(columns, track_names)),
+                               dtype=np.float64)
+        files[f"true_logcounts_{s}.npy"] = _npy_bytes(true)
+        files[f"pred_logcounts_{s}.npy"] = _npy_bytes(predicted)
+        a, b = torch.as_tensor(true), torch.as_tensor(predicted)
+        correlations["counts_pearson"].append(float(pearson(a, b)) if len(true) > 1 else float("nan"))
+        correlations["counts_spearman"].append(float(spearman(a, b)) if len(true) > 1 else float("nan"))
+    for key, values in correlations.items():
+        files[f"{key}.npz"] = _npy_bytes(np.array(values, dtype=np.float64), key)
+    return files
+
+
+# One line per preset whose peer's numbers depend on an arbitrary detail of its computation (the report says so).
+PRESET_NOTES = {
+    "bpnet-lite": "--preset bpnet-lite: bpnet-lite ranks with argsort().argsort(), so its Spearman values depend on "
+                  "the order torch's sort leaves tied values in (reproduced with the same sort; summary.json's "
+                  "spearman columns of other runs average ties instead)",
+    "basepairmodels": "--preset basepairmodels: basepairmodels moves the rounding excess of each predicted profile "
+                      "onto its first largest or smallest probability (_fix_sum_to_one), which can break ties there: "
+                      "its profile Spearman then depends on the last bits of its float32 profile and is reproduced "
+                      "here to about 1e-3 (measured 5e-4), the other values to 1e-6",
+}
+
+
+def preset_notes(plan: MetricPlan) -> list:
+    """The report line of a preset whose peer's numbers are partly arbitrary (``PRESET_NOTES``), if any."""
+    return [PRESET_NOTES[plan.preset]] if plan.preset in PRESET_NOTES else []
+
+
 def preset_files(plan: MetricPlan, columns: dict, summary: dict, peak, track_names) -> dict:
     """The preset's own summary files: ``{file name: text}`` (empty without a preset)."""
     if plan.preset == "bpnet-lite":
@@ -313,4 +375,6 @@ def preset_files(plan: MetricPlan, columns: dict, summary: dict, peak, track_nam
         return {"bpnet_metrics.json": json.dumps(bpnet_metrics(summary, summary["profile_auprc"]), indent=2) + "\n"}
     if plan.preset == "bpreveal":
         return bpreveal_files(columns, summary, track_names)
+    if plan.preset == "basepairmodels":
+        return basepairmodels_files(columns, track_names)
     return {}

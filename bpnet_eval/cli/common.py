@@ -125,7 +125,8 @@ MetricsOption = Annotated[str, typer.Option("--metrics", "-m", rich_help_panel=M
 PresetOption = Annotated[Optional[Preset], typer.Option(
     "--preset", rich_help_panel=METRICS, show_default=False,
     help="Reproduce a peer's definitions and summary file: bpnet-lite (performance.tsv), chrombpnet "
-         "(chrombpnet_metrics.json), bpnet (bpnet_metrics.json), bpreveal (bpreveal_metrics.<track>.json).")]
+         "(chrombpnet_metrics.json), bpnet (bpnet_metrics.json), bpreveal (bpreveal_metrics.<track>.json), "
+         "basepairmodels (mnll.npz, jsd.npz, ... as its predict writes them).")]
 CountTargetOption = Annotated[Optional[CountTarget], typer.Option(
     "--count-target", rich_help_panel=METRICS, show_default=False,
     help="What predicted log counts are compared with: log1p = ln(1 + K) (the seed; default) or log = ln K "

@@ -1,0 +1,166 @@
+"""basepairmodels' per-region profile metrics (``basepairmodels.cli.predict.metrics_update``, version 0.3.1).
+
+For one region and track with observed counts ``k`` (length ``L``), predicted probabilities ``p`` and predicted
+log count ``c``, where ``sum k != 0`` and the predicted total ``e^c - 1 != 0`` (else every value is 0, as its
+arrays are initialised):
+
+- ``q = g(k) / sum g(k)``, ``g`` a Gaussian filter (sigma 7, truncated to 81 taps, ``reflect`` edges: scipy's
+  ``gaussian_filter1d``); ``p'`` = ``p`` with its sum's excess taken from its largest (or added to its smallest)
+  value (``_fix_sum_to_one``);
+- ``mnll = norm(-logpmf(k; sum k, p') / L)`` (scipy's multinomial, which replaces the last probability by one
+  minus the others; NaN → 0, inf → the largest float), bounds ``p'`` = fixed ``k / sum k`` (NaN or inf → 0) and
+  uniform; ``cross_entropy = norm(-sum (k / sum k) ln(p' + 1e-7))``, bounds ``k / sum k`` and uniform;
+  ``jsd = norm(jensenshannon(q, p'))``, bounds 0 and ``jensenshannon(k / sum k, uniform)``;
+  ``norm(v) = clip((v - min) / (max - min), 0, 1)``, 1 where ``max = min``;
+- ``pearson``, ``spearman`` of ``(q, p')`` (averaged ranks), 0 where either is constant;
+- ``mse = mean (k - p (e^c - 1))^2``.
+"""
+
+import numpy as np
+import torch
+
+from .correlation import pearson, spearman
+
+SIGMA, WIDTH = 7.0, 81
+BASEPAIRMODELS_METRICS = ("mnll", "cross_entropy", "jsd", "mse", "pearson", "spearman")
+
+
+def gaussian_filter_reflect(x: np.ndarray, sigma: float = SIGMA, width: int = WIDTH) -> np.ndarray:
+    """scipy's ``gaussian_filter1d(x, sigma, truncate=((width - 1)/2 - 0.5)/sigma)`` along the last axis, ``reflect``
+    edges (``d c b a | a b c d | d c b a``).
+
+    Parameters
+    ----------
+    x : numpy.ndarray, shape=(..., L)
+    sigma : float
+    width : int
+
+    Returns
+    -------
+    y : numpy.ndarray, shape=(..., L)
+    """
+    truncate = (((width - 1) / 2) - 0.5) / sigma
+    radius = int(truncate * float(sigma) + 0.5)
+    offsets = np.arange(-radius, radius + 1)
+    weights = np.exp(-0.5 / (sigma * sigma) * offsets ** 2)  # scipy's _gaussian_kernel1d, to the last bit
+    weights = weights / weights.sum()
+    length = x.shape[-1]
+    reps = -(-radius // length) if length else 0
+    padded = x
+    for _ in range(max(reps, 1)):  # reflect again where the radius exceeds L
+        padded = np.concatenate([padded[..., :length][..., ::-1], padded, padded[..., -length:][..., ::-1]], axis=-1)
+    start = (padded.shape[-1] - length) // 2
+    # scipy's correlate1d for a symmetric kernel, in its order: x_i w_0, then (x_{i-j} + x_{i+j}) w_j, j = r..1
+    out = padded[..., start:start + length] * weights[radius]
+    for j in range(radius, 0, -1):
+        out = out + (padded[..., start - j:start - j + length] + padded[..., start + j:start + j + length]) * weights[radius - j]
+    return out
+
+
+def fix_sum_to_one(p: np.ndarray) -> np.ndarray:
+    """basepairmodels' ``_fix_sum_to_one`` per row: ``sum - 1`` taken from the first largest value when the sum is
+    above 1, then ``1 - sum`` added to the first smallest when below."""
+    p = np.array(p, dtype=np.float64, copy=True)
+    rows = np.arange(p.shape[0])
+    total = p.sum(axis=-1)
+    over = total > 1.0
+    top = p.argmax(axis=-1)
+    p[rows[over], top[over]] -= total[over] - 1.0
+    total = p.sum(axis=-1)
+    under = total < 1.0
+    low = p.argmin(axis=-1)
+    p[rows[under], low[under]] += 1.0 - total[under]
+    return p
+
+
+def _xlogy(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(x == 0, 0.0, x * np.log(y))
+
+
+def multinomial_mnll(k: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """``-logpmf(k; sum k, p) / L`` per row as scipy's ``multinomial`` computes it (scipy 1.17, which made the
+    fixture): the last probability replaced by one minus the others where a row's sum is more than ``10 eps`` from
+    1 (older scipy always replaced it), NaN where a probability is then outside [0, 1]."""
+    p = np.array(p, dtype=np.float64, copy=True)
+    adjusted = np.abs(1 - p.sum(axis=-1)) > np.finfo(np.float64).eps * 10
+    p[adjusted, -1] = 1.0 - p[adjusted, :-1].sum(axis=-1)
+    n = k.sum(axis=-1)
+    lgamma = torch.lgamma
+    coef = lgamma(torch.from_numpy(n + 1)).numpy() - lgamma(torch.from_numpy(k + 1)).numpy().sum(axis=-1)
+    logpmf = coef + _xlogy(k, p).sum(axis=-1)
+    invalid = np.any(p < 0, axis=-1) | np.any(p > 1, axis=-1)
+    return np.where(invalid, np.nan, -logpmf / k.shape[-1])
+
+
+def jensenshannon_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """scipy's ``jensenshannon`` (natural log) per row: both rows rescaled to sum 1."""
+    a = a / a.sum(axis=-1, keepdims=True)
+    b = b / b.sum(axis=-1, keepdims=True)
+    m = (a + b) / 2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        left = np.where(a > 0, a * np.log(a / m), np.where(a == 0, 0.0, np.inf))
+        right = np.where(b > 0, b * np.log(b / m), np.where(b == 0, 0.0, np.inf))
+    return np.sqrt((left.sum(axis=-1) + right.sum(axis=-1)) / 2.0)
+
+
+def min_max_normalize(value: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """``clip((v - min) / (max - min), 0, 1)``, 1 where ``max = min`` (NaN stays NaN, as its comparisons leave it)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        norm = (value - low) / (high - low)
+    norm = np.where(norm < 0, 0.0, np.where(norm > 1, 1.0, norm))
+    return np.where(high - low == 0, 1.0, norm)
+
+
+def _constant(x: np.ndarray) -> np.ndarray:
+    return x.max(axis=-1) == x.min(axis=-1)
+
+
+def basepairmodels_metrics(probs: np.ndarray, logcounts: np.ndarray, observed: np.ndarray) -> dict:
+    """basepairmodels' per-region metrics (module docstring) of ``n`` profiles of one track.
+
+    Parameters
+    ----------
+    probs : numpy.ndarray, shape=(n, L)
+        Predicted probabilities (a softmax).
+    logcounts : numpy.ndarray, shape=(n,)
+        Predicted log counts ``c`` (``e^c - 1`` predicted reads).
+    observed : numpy.ndarray, shape=(n, L)
+        Observed counts.
+
+    Returns
+    -------
+    metrics : dict of str to numpy.ndarray, each shape=(n,)
+        ``mnll``, ``cross_entropy``, ``jsd``, ``mse``, ``pearson``, ``spearman``; 0 where not computed.
+    """
+    probs, observed = np.asarray(probs, dtype=np.float64), np.asarray(observed, dtype=np.float64)
+    n, length = observed.shape
+    out = {name: np.zeros(n) for name in BASEPAIRMODELS_METRICS}
+    scale = np.expm1(np.asarray(logcounts, dtype=np.float64))
+    predicted = probs * scale[:, None]
+    rows = (observed.sum(axis=-1) != 0) & (predicted.sum(axis=-1) != 0)
+    if not rows.any():
+        return out
+    k, v, p = observed[rows], predicted[rows], probs[rows]
+    smooth = gaussian_filter_reflect(k)
+    q = smooth / smooth.sum(axis=-1, keepdims=True)
+    fixed = fix_sum_to_one(v / v.sum(axis=-1, keepdims=True))
+    uniform = np.full_like(k, 1.0 / length)
+    own = k / k.sum(axis=-1, keepdims=True)
+    constant = _constant(q) | _constant(fixed)
+    tq, tf = torch.from_numpy(q), torch.from_numpy(fixed)
+    out["pearson"][rows] = np.where(constant, 0.0, pearson(tq, tf).numpy())
+    out["spearman"][rows] = np.where(constant, 0.0, spearman(tq, tf).numpy())
+    mnll = np.nan_to_num(multinomial_mnll(k, fixed))
+    low = multinomial_mnll(k, fix_sum_to_one(own))
+    low = np.where(np.isfinite(low), low, 0.0)
+    out["mnll"][rows] = min_max_normalize(mnll, low, multinomial_mnll(k, uniform))
+
+    def cross_entropy(probabilities):
+        return -np.sum(own * np.log(probabilities + 1e-7), axis=-1)
+
+    out["cross_entropy"][rows] = min_max_normalize(cross_entropy(fixed), cross_entropy(own), cross_entropy(uniform))
+    out["jsd"][rows] = min_max_normalize(jensenshannon_rows(q, fixed), np.zeros(len(k)),
+                                         jensenshannon_rows(own, uniform))
+    out["mse"][rows] = np.mean(np.square(k - v), axis=-1)
+    return out

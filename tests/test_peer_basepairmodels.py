@@ -1,0 +1,82 @@
+"""``--preset basepairmodels`` against what basepairmodels' own ``predict`` wrote (``data/fixtures/peers/basepairmodels``,
+NOTE.md: its source at 2ba96f4, version 0.3.1, run with TensorFlow, the model and mseqgen's generator stood in for).
+
+Tolerances, and why:
+
+- MNLL, cross-entropy, JSD, Pearson (normalised as basepairmodels does) and the count correlations: ``1e-9``
+  (measured: 8e-15 relative): the smoothing, multinomial and JSD follow scipy's own order of operations;
+- MSE of counts-scale profiles: ``1e-6`` relative (measured 9e-7): basepairmodels forms ``softmax * (e^c - 1)`` in
+  float32, we from the stored float64 copy through logits;
+- profile Spearman: ``2e-3`` absolute (measured 5.1e-4): ``_fix_sum_to_one`` moves each profile's rounding excess
+  onto its first largest or smallest value, which can split a tie there; whether it does depends on the last bits
+  of the sum, so the peer's Spearman is partly arbitrary, and the run's report says so in one line.
+"""
+
+import io
+import json
+
+import numpy as np
+import pytest
+
+from tests.support.cli import REPO, run_cli
+
+PEER = REPO / "data" / "fixtures" / "peers" / "basepairmodels"
+H5 = PEER / "model_predictions.h5"
+DTYPES = ("float64", "float32")
+EXACT = ("mnll", "cross_entropy", "jsd", "pearson")
+pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
+
+
+@pytest.fixture(scope="module")
+def results():
+    from bpnet_eval.pipeline import score
+
+    return {dtype: score(str(H5), str(H5), preset="basepairmodels", dtype=dtype) for dtype in DTYPES}
+
+
+def peer(name):
+    return np.load(PEER / f"{name}.npz")[name]
+
+
+def ours(result, name):
+    return np.load(io.BytesIO(result.files[f"{name}.npz"]))[name]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_per_region_metric_files(results, dtype):
+    result = results[dtype]
+    for name in EXACT:
+        np.testing.assert_allclose(ours(result, name), peer(name), rtol=1e-9, atol=1e-12, err_msg=name)
+    np.testing.assert_allclose(ours(result, "mse"), peer("mse"), rtol=1e-6, atol=0, err_msg="mse")
+    np.testing.assert_allclose(ours(result, "spearman"), peer("spearman"), rtol=0, atol=2e-3, err_msg="spearman")
+    assert ours(result, "mnll").shape == (33, 2) and ours(result, "mnll").dtype == np.float64
+    # what basepairmodels leaves 0: no reads (locus 3), an empty minus strand (5), e^c - 1 = 0 (locus 7, minus)
+    for row, track in ((3, 0), (3, 1), (5, 1), (7, 1)):
+        assert peer("jsd")[row, track] == 0 and ours(result, "jsd")[row, track] == 0
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_count_files(results, dtype):
+    result = results[dtype]
+    for name in ("counts_pearson", "counts_spearman"):
+        np.testing.assert_allclose(ours(result, name), peer(name), rtol=1e-9, err_msg=name)
+    for s in range(2):
+        for kind in ("true", "pred"):
+            got = np.load(io.BytesIO(result.files[f"{kind}_logcounts_{s}.npy"]))
+            np.testing.assert_allclose(got, np.load(PEER / f"{kind}_logcounts_{s}.npy"), rtol=1e-12, atol=0)
+
+
+def test_report_says_the_spearman_is_partly_arbitrary(results):
+    notes = [w for w in results["float64"].summary["warnings"] if "_fix_sum_to_one" in w]
+    assert len(notes) == 1 and "Spearman" in notes[0]
+
+
+@pytest.mark.slow
+def test_cli_writes_basepairmodels_files(tmp_path):
+    out = tmp_path / "report"
+    result = run_cli("score", H5, H5, "--preset", "basepairmodels", "--out", out, "--no-plots")
+    assert result.returncode == 0, result.stderr
+    assert sum("_fix_sum_to_one" in line for line in result.stderr.splitlines()) == 1
+    for name in EXACT:
+        np.testing.assert_allclose(np.load(out / f"{name}.npz")[name], peer(name), rtol=1e-9, atol=1e-12)
+    assert json.loads((out / "summary.json").read_text())["settings"]["metrics"]["preset"] == "basepairmodels"
