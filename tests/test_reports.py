@@ -295,6 +295,9 @@ def test_examples_draw_and_list_only_the_tracks_with_signal():
     observed_line, predicted_line = ax.lines[:2]
     assert observed_line.get_zorder() > predicted_line.get_zorder()  # the observed trace is drawn on top
     np.testing.assert_array_equal(drawn["observed"][0], observed[0, 0])
+    assert [t.get_text() for t in figure.texts] == [  # which regions "best" is the best of
+        "ranked by profile MNLL among the 1 regions with at least 14 observed reads (the median of the regions with "
+        "reads; MNLL grows with the reads)"]
 
 
 def test_mnll_histogram_counts_regions_without_reads_apart():

@@ -10,7 +10,7 @@ from typing import Optional
 
 import numpy as np
 
-from ..columns import predicted_total_logcounts
+from ..columns import predicted_total_logcounts, ranked_rows
 from ..errors import UsageError
 
 COUNTS_SCATTER, PROFILE_HISTOGRAMS, PROFILE_EXAMPLES = "counts_scatter.png", "profile_histograms.png", "profile_examples.png"
@@ -169,8 +169,13 @@ def profile_examples(examples: list, observed: np.ndarray, predicted: np.ndarray
                      track_names: list):
     """One panel per example region: observed counts and the predicted profile, per track shown
     (``shown_track``; the second of two stranded tracks drawn downwards)."""
-    figure = new_figure(11.0, 2.9 * max(len(examples), 1), margins=(0.75, 0.2, 0.55, 0.35), rows=max(len(examples), 1),
-                        gap=0.55)
+    figure = new_figure(11.0, 2.9 * max(len(examples), 1) + 0.25, margins=(0.75, 0.2, 0.55, 0.6),
+                        rows=max(len(examples), 1), gap=0.55)
+    pool = ranked_rows(columns)
+    if pool.size:  # "best" is among the regions with many reads, not over all: say so above the panels
+        figure.text(0.5, 1 - 0.12 / figure.get_figheight(), f"ranked by profile MNLL among the {pool.size} regions "
+                    f"with at least {np.min(columns['observed_counts'][pool]):.0f} observed reads (the median of the "
+                    "regions with reads; MNLL grows with the reads)", ha="center", va="top", fontsize=9, color="0.3")
     mirrored = len(track_names) == 2
     drawn = {"rows": [row for _, row in examples], "observed": [], "predicted": []}
     for k, (label, row) in enumerate(examples):
