@@ -16,7 +16,7 @@ import torch
 from .environment import THREAD_VARIABLES, allotted_cpus
 from .errors import UsageError
 from .losses import SHIFT_ABOVE, log1p_squared_error, mnll_per_region, track_logsumexp
-from .metrics.profile import profile_metrics
+from .metrics.profile import chunk_rows, profile_metrics
 from .metrics.auprc import auprc_region_mask, average_precision_of_keys, binned_labels_scores, score_label_keys
 from .metrics.names import BIN_SIZES
 from .presets import MetricPlan
@@ -189,14 +189,16 @@ class PooledAuprc:
         mask = auprc_region_mask(observed)
         if keep is not None:
             mask = mask & torch.as_tensor(keep, device=mask.device)
-        if not bool(mask.any()):
-            return
-        probs = torch.softmax(logits[mask], dim=-1)
-        for binsize, runs in self._runs.items():
-            labels, scores = binned_labels_scores(observed[mask], probs, binsize)
-            keys = score_label_keys(labels.flatten(), scores.flatten())
-            self._positives[binsize] += int(np.count_nonzero(keys & 1))
-            runs.add(keys)
+        rows = torch.nonzero(mask).flatten()
+        step = chunk_rows(observed.shape)  # cache-sized pieces: few and small temporaries
+        for first in range(0, len(rows), step):
+            piece = rows[first:first + step]
+            part_observed, probs = observed[piece], torch.softmax(logits[piece], dim=-1)
+            for binsize, runs in self._runs.items():
+                labels, scores = binned_labels_scores(part_observed, probs, binsize)
+                keys = score_label_keys(labels.flatten(), scores.flatten())
+                self._positives[binsize] += int(np.count_nonzero(keys & 1))
+                runs.add(keys)
 
     def result(self) -> dict:
         """``{"binsize=1": auprc, "binsize=10": auprc}``; None where no bin is positive (or no region passed

@@ -3,8 +3,9 @@ merged in ascending order, block by block.
 
 ``SortedRuns.add`` buffers keys; a full buffer is sorted and written as one run to an unnamed temporary file
 in the private temporary directory (removed by the system when closed, even if the process is killed).
-``SortedRuns.merged`` yields ascending blocks of every key added (a k-way merge reading a fixed number of keys
-per run at a time), so memory stays about ``run_values + n_runs * block_values`` keys whatever the total.
+``SortedRuns.merged`` yields ascending blocks of every key added (a k-way merge reading about
+``block_values / n_runs`` keys per run at a time), so memory stays about ``run_values + block_values`` keys
+(plus 4096 per run) whatever the total.
 """
 
 import os
@@ -16,13 +17,14 @@ import numpy as np
 from .process import private_temp_dir
 
 RUN_VALUES = 1 << 24  # keys buffered before a run is spilled: 64 MB
-BLOCK_VALUES = 1 << 16  # keys read per run and merge step: 256 kB
+BLOCK_VALUES = 1 << 20  # keys per block read back (split over the runs while merging): 4 MB
+MIN_READ_VALUES = 4096  # keys read from one run at a time, at least
 KEY = np.dtype(np.uint32)
 
 
 class SortedRuns:
-    """uint32 keys, added in any order, read back sorted ascending in blocks; at most ``run_values`` kept in memory
-    (plus ``block_values`` per run while merging), the rest in sorted runs in a temporary file."""
+    """uint32 keys, added in any order, read back sorted ascending in blocks of about ``block_values``; at most
+    ``run_values`` kept in memory, the rest in sorted runs in a temporary file."""
 
     def __init__(self, run_values: Optional[int] = None, block_values: Optional[int] = None,
                  directory: Optional[str] = None):
@@ -77,14 +79,17 @@ class SortedRuns:
 
     def merged(self) -> Iterator[np.ndarray]:
         """Every key added, ascending, in blocks (each block sorted, each key of a block <= every key after it)."""
-        memory = np.sort(self._buffer[:self._filled])
+        memory = self._buffer[:self._filled]
+        memory.sort()  # in place: the buffer is read once, at the end
         if not self._runs:
-            if memory.size:
-                yield memory
+            for first in range(0, memory.size, self.block_values):
+                yield memory[first:first + self.block_values]
             return
+        # about block_values keys per merge step in all, and at least MIN_READ_VALUES read per run at a time
+        step = max(min(MIN_READ_VALUES, self.block_values), self.block_values // (len(self._runs) + 1))
         sources = [memory] + [None] * len(self._runs)
         starts = [0] * len(sources)
-        blocks = [memory[:self.block_values]] + [self._read(r, 0, self.block_values) for r in range(len(self._runs))]
+        blocks = [memory[:step]] + [self._read(r, 0, step) for r in range(len(self._runs))]
         sizes = [memory.size] + [size for _, size in self._runs]
         while True:
             live = [i for i, block in enumerate(blocks) if block.size]
@@ -99,8 +104,8 @@ class SortedRuns:
                 starts[i] += cut
                 blocks[i] = blocks[i][cut:]
                 if blocks[i].size == 0 and starts[i] < sizes[i]:
-                    blocks[i] = (sources[i][starts[i]:starts[i] + self.block_values] if i == 0
-                                 else self._read(i - 1, starts[i], self.block_values))
+                    blocks[i] = (sources[i][starts[i]:starts[i] + step] if i == 0
+                                 else self._read(i - 1, starts[i], step))
             block = np.concatenate(taken)
             block.sort()
             yield block
