@@ -277,6 +277,8 @@ def main() -> None:
                         help="time the naive pipelines on the first K regions only and extrapolate linearly")
     parser.add_argument("--no-heavy-naive", action="store_true",
                         help="leave out the heavier naive pipeline (seed losses + performance measures)")
+    parser.add_argument("--skip", default="", help="comma-separated stages to leave out: score_no_plots, compute "
+                                                   "(their ratios are then not printed)")
     parser.add_argument("--batch-size", type=int, default=1024, help="regions per batch (score, floor, compute)")
     parser.add_argument("--device", default="cpu", help="device for score and the compute stage")
     parser.add_argument("--repeat", type=int, default=1, help="run each stage but the naive ones this many times "
@@ -351,12 +353,16 @@ def report(args) -> dict:
         if description["files"].get("regions"):
             files += ["--regions", str(args.case / description["files"]["regions"])]
         results = {}
+        skipped = set(filter(None, args.skip.split(",")))
         for stage, extra in (("score", []), ("score_no_plots", ["--no-plots"])):
+            if stage in skipped:
+                continue
             command = [str(cli), "score", *files, "--out", str(out_dir / stage), "--quiet", "--device", args.device,
                        "--batch-size", str(args.batch_size), *extra]
             results[stage] = median_run([run_measured(command) for _ in range(args.repeat)])
             print(f"  {stage} done in {results[stage]['wall_s']:.1f} s{repeats(results[stage])}", flush=True)
-        stages = [("floor", n), ("floor_parallel", n), ("compute", n)] + [(name, naive_n) for name in naive_stages]
+        stages = [("floor", n), ("floor_parallel", n)] + [("compute", n)] * ("compute" not in skipped) + \
+            [(name, naive_n) for name in naive_stages]
         for stage, count in stages:
             runs = 1 if stage in NAIVE_STAGES else args.repeat
             results[stage] = median_run([child_stage(stage, args, count) for _ in range(runs)])
@@ -380,9 +386,11 @@ def report(args) -> dict:
               f"{result['peak_rss_mb']:12.0f}{note}")
     ratios = {"naive_seed / score (target >= 10)": walls["naive_seed"] / walls["score"],
               "score / floor_parallel (target <= 1.5)": walls["score"] / walls["floor_parallel"],
-              "score / floor (one process)": walls["score"] / walls["floor"],
-              "score --no-plots / floor_parallel": walls["score_no_plots"] / walls["floor_parallel"],
-              "compute / floor": walls["compute"] / walls["floor"]}
+              "score / floor (one process)": walls["score"] / walls["floor"]}
+    if "score_no_plots" in walls:
+        ratios["score --no-plots / floor_parallel"] = walls["score_no_plots"] / walls["floor_parallel"]
+    if "compute" in walls:
+        ratios["compute / floor"] = walls["compute"] / walls["floor"]
     if "naive" in walls:
         ratios["naive (+ performance measures) / score"] = walls["naive"] / walls["score"]
     print()
