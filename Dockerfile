@@ -47,9 +47,10 @@ RUN set -eu; \
         sys.exit(torch.__version__ != '$TORCH_VERSION+$build' or str(torch.version.cuda) != '$cuda')"; \
     torch=$(echo /opt/bpnet-eval/lib/python3*/site-packages/torch); \
     rm -rf "$torch/test" "$torch/include" "$torch/share"; \
-    find "$torch/bin" -type f ! -name torch_shm_manager -delete
+    find "$torch/bin" -type f ! -name torch_shm_manager -delete; \
+    find /opt/bpnet-eval -name '*.so*' -type f -exec /opt/bpnet-eval/bin/python docker/strip_symbols.py {} +
 
-# The image: Python and the venv, nothing of the build.
+# The image: Python and the venv (without torch's headers, tests and static symbol tables), nothing of the build.
 FROM python
 COPY --from=build /opt/bpnet-eval /opt/bpnet-eval
 RUN mkdir -m 0755 /data

@@ -162,18 +162,18 @@ def image(tmp_path_factory):
     if why is not None:
         pytest.skip(f"Docker image not built: {why}")
     context = build_context(tmp_path_factory.mktemp("docker"))
+    python, tag = f"bpnet-eval-python:pytest-{os.getpid()}", f"bpnet-eval:pytest-{os.getpid()}"  # runs side by side
     base = docker("build", "--network", "host", "--target", "python", "--build-arg", f"BASE={docker_base()}",
-                  "-t", "bpnet-eval-python:pytest", context, timeout=1800)
+                  "-t", python, context, timeout=1800)
     if base.returncode != 0:
         pytest.skip(f"no base image with Python here (network or base image?): {base.stderr.strip()[-300:]}")
-    tag = "bpnet-eval:pytest"
-    build = docker("build", "--network", "none", "--build-arg", "BASE=bpnet-eval-python:pytest", "-t", tag, context,
-                   timeout=1800)
+    build = docker("build", "--network", "none", "--build-arg", f"BASE={python}", "-t", tag, context, timeout=1800)
     assert build.returncode == 0, build.stdout[-2000:] + build.stderr[-2000:]  # offline: nothing else may fail
     torch = docker("run", "--rm", "--entrypoint", "python3", tag, "-c",
                    "import torch; print(torch.__version__, torch.version.cuda)")
     assert torch.stdout.split() == ["2.13.0+cpu", "None"], torch.stderr  # the build named in docker/constraints.txt
-    return tag
+    yield tag
+    docker("rmi", tag, python)  # the layers stay in the build cache
 
 
 def mounted_dir(tmp_path, name: str) -> Path:
@@ -195,7 +195,9 @@ def test_docker_image_scores_as_the_readme_says(image, tmp_path):
     result = docker("run", "--rm", "--read-only", "--user", user, "-v", f"{work}:/data", image, "score",
                     *FIXTURE_ARGS, "-q")
     assert result.returncode == 0, result.stderr
-    assert result.stderr == ""  # no warning about a cache directory, no traceback
+    # no warning about a cache directory, no traceback; matplotlib says when building its font cache (a fresh
+    # container builds it each run) takes over 5 s, which a loaded machine can take
+    assert result.stderr.replace("Matplotlib is building the font cache; this may take a moment.\n", "") == ""
     report = work / "bpnet-eval-predictions"
     assert (report / "report.html").is_file() and (report / "profile_examples.png").is_file()  # figures by default
     assert report.stat().st_uid == int(user.split(":")[0])
@@ -259,5 +261,5 @@ def test_docker_stop_ends_a_run_at_once_and_leaves_no_report(image, tmp_path):
         docker("rm", "-f", container)
     assert took < 2, f"docker stop took {took:.1f} s: {logs}"
     assert state == "130", logs
-    assert logs.strip().splitlines()[-1] == "bpnet-eval: error: interrupted; no report was written"
+    assert "bpnet-eval: error: interrupted; no report was written" in logs.splitlines() and "Traceback" not in logs
     assert sorted(p.name for p in work.iterdir()) == sorted(FIXTURE_ARGS)  # no report, no leftovers
