@@ -227,6 +227,8 @@ def check_job(job: Job, scan_values: bool = True) -> Findings:
         return findings
     if table is not None or not findings.problems:  # a row table is built only for predictions that passed
         check_groups(job, table, preds.n, findings)
+    notes = [count_target_note(preds.describe(), job.scoring.plan.count_target), *preset_notes(job.scoring.plan)]
+    findings.warnings.extend(note for note in notes if note and note not in findings.warnings)
     try:
         if not scan_values or findings.problems:
             findings.detected["values"] = "not read" + (" (fix the problems first)" if findings.problems else "")

@@ -98,6 +98,9 @@ def test_bpreveal_layout_names_the_flag(tmp_path):
     assert not [w for w in score(str(case.predictions), truth, count_target="log").summary["warnings"]
                 if "--count-target" in w]
     (tmp_path / "native").mkdir()
+    from bpnet_eval.pipeline import check
+
+    assert [w for w in check(str(case.predictions), truth).warnings if "--count-target log " in w + " "] == notes
     native = make_case(tmp_path / "native", layout="native")
     assert not [w for w in score(str(native.predictions), [str(p) for p in native.bigwigs]).summary["warnings"]
                 if "--count-target" in w]
