@@ -328,6 +328,16 @@ def count_values(table: RegionTable):
         return predicted, (np.log1p(observed) if target == "log1p" else np.log(observed))
 
 
+def shared_count_values(tables):
+    """``(c, y)`` as ``(n, N)`` arrays (``count_values`` of every report), or None when a report lacks them or
+    the reports were scored with different count targets (their r would not be of the same ``y``)."""
+    targets = {t.settings.get("metrics", {}).get("count_target", "log1p") for t in tables}
+    found = [count_values(t) for t in tables]
+    if len(targets) > 1 or any(f is None for f in found):
+        return None
+    return tuple(np.column_stack(v) for v in zip(*found))
+
+
 def pearson_of_moments(moments: np.ndarray) -> np.ndarray:
     """Pearson's r from the means of ``x, y, x², y², xy`` (last axis, in that order):
     ``(m_xy - m_x m_y) / sqrt((m_xx - m_x²)(m_yy - m_y²))``; NaN where a variance is 0."""
@@ -478,8 +488,7 @@ def compare_reports(*reports, names=None, n_resamples: int = 2000, confidence: f
         raise InputError(f"{tables[1].path}: no metric column in common with {tables[0].path}; compare "
                          "'bpnet-eval score' reports")
     groups = shared_groups(tables)
-    found = [count_values(t) for t in tables]
-    counts = None if any(f is None for f in found) else tuple(np.column_stack(v) for v in zip(*found))
+    counts = shared_count_values(tables)
     comparison = {"models": [{"name": n, "report": str(r)} for n, r in zip(labels, reports)],
                   "n_regions": len(tables[0]), "groups": {g: int(rows.sum()) for g, rows in groups.items()},
                   "metric_names": metrics + ([COUNT_PEARSON] if counts is not None else []),

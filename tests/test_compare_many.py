@@ -10,7 +10,7 @@ import pytest
 from rich.console import Console
 
 from bpnet_eval.compare import (BOOTSTRAP_CHUNK_ELEMENTS, InputError, RegionTable, UsageError, bootstrap_means,
-                                count_values,
+                                count_values, shared_count_values,
                                 leaderboards, model_names, percentile_interval, rank_metric, shared_groups,
                                 groups_of_column, verdict)
 from bpnet_eval.report.compare_figure import comparison_figure
@@ -470,3 +470,20 @@ def test_compare_reports_is_part_of_the_python_api():
     assert bpnet_eval.compare_reports is compare_reports and "compare_reports" in bpnet_eval.__all__
     with pytest.raises(UsageError, match="two or more reports, not 1"):
         compare_reports("one")
+
+
+def test_count_pearson_needs_one_count_target_and_the_columns():
+    tables = count_tables(n=20)
+    c, y = shared_count_values(tables)
+    assert c.shape == y.shape == (20, 3)
+    np.testing.assert_array_equal(y[:, 1], np.log1p(tables[1].columns["observed_counts"]))
+    tables[2].settings = {**tables[2].settings, "metrics": {"count_target": "log"}}
+    assert shared_count_values(tables) is None  # r against ln(1 + N) and against ln N: not comparable
+    for table in tables:
+        table.settings = {**table.settings, "metrics": {"count_target": "log"}}
+    _, y = shared_count_values(tables)
+    with np.errstate(divide="ignore"):
+        expected = np.log(tables[0].columns["observed_counts"])
+    assert np.all(np.isneginf(y[[4, 9]])) and np.array_equal(y[:, 0], expected)
+    del tables[1].columns["predicted_logcounts"]
+    assert shared_count_values(tables) is None
