@@ -341,10 +341,15 @@ def test_a_second_run_while_the_first_is_writing_is_refused(big, tmp_path):
     try:
         line = first.stderr.readline()
         assert line.startswith("bpnet-eval: scored "), line
-        second = run_cli(*score_args(big.case, out, *QUIET, "--count-loss-weight", "2", predictions=big.other))
-        assert first.poll() is None, "the first run ended before the second started; make the case larger"
-        assert_refused(second, 2, out, "another bpnet-eval run", f"pid {first.pid}")
-        assert not out.exists()
+        # Hold the first run mid-write (its lock held) while the second starts: no race with its speed.
+        os.kill(first.pid, signal.SIGSTOP)
+        try:
+            second = run_cli(*score_args(big.case, out, *QUIET, "--count-loss-weight", "2", predictions=big.other))
+            assert first.poll() is None
+            assert_refused(second, 2, out, "another bpnet-eval run", f"pid {first.pid}")
+            assert not out.exists()
+        finally:
+            os.kill(first.pid, signal.SIGCONT)
         first.communicate(timeout=300)
         assert first.returncode == 0
     finally:
