@@ -109,9 +109,11 @@ def lock_is_free(out):
 
 
 def start_cli(*args):
-    """The installed script in the background; stderr a pipe (progress comes as plain lines)."""
+    """The installed script in the background; stderr a pipe (progress comes as plain lines). SIGINT is reset to
+    its default as at a terminal: under ``nohup`` or ``cmd &`` the suite inherits it ignored, and so would the run."""
     return subprocess.Popen([str(CLI), *map(str, args)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                            text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def score_args(case, out, *extra, predictions=None):
