@@ -170,7 +170,8 @@ def float64_logsumexp(values: np.ndarray) -> np.ndarray:
     wide = values.astype(np.float64)
     top = wide.max(axis=-1, keepdims=True) if wide.shape[-1] else np.zeros(wide.shape[:-1] + (1,))
     top[~np.isfinite(top)] = 0.0
-    np.subtract(wide, top, out=wide)
+    with np.errstate(over="ignore"):  # z - m below -max float: -inf, whose exp is 0 (as torch, silently)
+        np.subtract(wide, top, out=wide)
     np.exp(wide, out=wide)
     with np.errstate(divide="ignore"):  # an all -inf row: ln 0 = -inf, as torch
         return np.log(wide.sum(axis=-1)) + top[..., 0]
