@@ -167,7 +167,7 @@ def extreme_region_rows(regions, columns: dict, rows) -> tuple:
     window as ``chrom:start-end`` (1-based start, as a genome browser takes it), the profile MNLL, the
     observed total and the count loss (``count_log1p_mse``, or ``count_log_mse`` under the ``ln K`` target)."""
     count_loss = "count_log_mse" if "count_log_mse" in columns else "count_log1p_mse"
-    header = ["row", "region", "profile_mnll", "observed_counts", count_loss]
+    header = ["row", "region (1-based, genome browser)", "profile_mnll", "observed_counts", count_loss]
     out = []
     for row in (int(r) for r in rows):
         where = (f"{regions.chrom[row]}:{int(regions.start[row]) + 1}-{int(regions.end[row])}"
