@@ -1,5 +1,6 @@
 """The fast paths of the metrics give the numbers of their plain definitions: ranks by histogram vs scipy,
-inverse permutations vs a second sort, batches computed in cache-sized pieces vs region by region."""
+inverse permutations vs a second sort, numpy's sorts vs torch's, batches computed in cache-sized pieces vs
+region by region."""
 
 import numpy as np
 import pytest
@@ -8,7 +9,8 @@ from scipy.stats import rankdata, spearmanr
 
 from bpnet_eval.metrics import PROFILE_METRICS_ALL, PROFILE_PRESETS, average_ranks, ordinal_ranks, profile_metrics
 from bpnet_eval.metrics.correlation import argsort_ranks, count_ranks, small_count_top, sorted_average_ranks
-from bpnet_eval.metrics.profile import chunk_rows
+from bpnet_eval.metrics.profile import chunk_rows, region_keys
+from bpnet_eval.metrics.sorting import any_order, stable_order
 
 
 def counts_with_ties(shape, seed=0):
@@ -97,3 +99,24 @@ def test_batches_in_pieces_equal_region_by_region(preset, smooth):
                               **options)
         for name, column in one.items():
             assert torch.equal(torch.nan_to_num(whole[name][i:i + 1], nan=-7.0), torch.nan_to_num(column, nan=-7.0)), name
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.int64])
+def test_stable_order_is_torchs_stable_sort(dtype):
+    rng = np.random.default_rng(6)
+    x = rng.integers(0, 6, size=(40, 2, 257)).astype(np.float64)
+    if dtype.is_floating_point:
+        x[rng.random(x.shape) < 0.05] = np.nan  # NaNs last, by position
+        x[rng.random(x.shape) < 0.05] = -0.0  # equal to 0.0
+        x[3] = np.nan
+    t = torch.as_tensor(x).to(dtype)
+    for view in (t, t.transpose(0, 1), t[:, :, ::3]):  # contiguous or not
+        assert torch.equal(stable_order(view), torch.sort(view, dim=-1, stable=True).indices)
+    assert stable_order(t[:, :, :0]).shape == (40, 2, 0)
+
+
+def test_any_order_sorts_and_equals_argsort_for_distinct_keys():
+    keys = region_keys((30, 2, 500), torch.arange(30) + 77, seed=3)
+    assert torch.equal(any_order(keys), torch.argsort(keys, dim=-1))
+    x = torch.as_tensor(np.round(np.random.default_rng(7).normal(size=(9, 400)), 1))
+    assert torch.equal(torch.gather(x, -1, any_order(x)), torch.sort(x, dim=-1).values)

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from .names import BIN_SIZES
+from .sorting import stable_order
 
 NAN = float("nan")
 POS_MIN_FRACTION = 0.015
@@ -125,8 +126,10 @@ def average_precision(labels, scores):
         Dtype of ``scores``; NaN where there is no positive.
     """
     keep = (labels >= 0) & ~torch.isnan(scores)
-    sorted_scores, order = torch.sort(torch.where(keep, scores, -torch.inf), dim=-1,
-                                      descending=True, stable=True)
+    # descending scores, ties by position (a stable sort), the entries left out last
+    descending = torch.where(keep, -scores, torch.inf)
+    order = stable_order(descending)
+    sorted_scores = torch.gather(descending, -1, order)
     positive = torch.gather((labels == 1) & keep, -1, order)
     true_pos = torch.cumsum(positive, dim=-1)
     called = torch.cumsum(torch.gather(keep, -1, order), dim=-1)

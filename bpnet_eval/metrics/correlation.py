@@ -7,6 +7,7 @@ Shared by the profile metrics (correlation over positions, per region) and the c
 import torch
 
 from .names import TIES
+from .sorting import any_order, stable_order
 
 NAN = float("nan")
 # ``ties="argsort"``: bpnet-lite's own ranks (``argsort_ranks``), beside ``names.TIES``.
@@ -88,8 +89,9 @@ def count_ranks(x, top):
 
 
 def sorted_average_ranks(x):
-    """Average ranks over the last axis by one sort: each tie group's ``(first + last) / 2 + 1``."""
-    sorted_x, order = torch.sort(x, dim=-1, stable=True)
+    """Average ranks over the last axis by one sort (ties in any order): each tie group's ``(first + last) / 2 + 1``."""
+    order = any_order(x)
+    sorted_x = torch.gather(x, -1, order)
     n = x.shape[-1]
     position = torch.arange(n, device=x.device).expand_as(order)
     starts_group = torch.ones_like(order, dtype=torch.bool)
@@ -122,7 +124,7 @@ def ordinal_ranks(x):
         Same dtype as ``x``. A stable sort is used, so equal values rank in order of position;
         bpnet-lite's unstable ``argsort`` orders ties otherwise: ``argsort_ranks`` reproduces it.
     """
-    return inverse_permutation(torch.argsort(x, dim=-1, stable=True)).to(x.dtype) + 1
+    return inverse_permutation(stable_order(x)).to(x.dtype) + 1
 
 
 def argsort_ranks(x):

@@ -15,6 +15,7 @@ from .auprc import (BIN_SIZES, NEG_MAX_FRACTION, POS_MIN_FRACTION, REQUIRED_MIN_
 from .correlation import NAN, pearson, spearman
 from .names import PROFILE_METRICS_ALL, PROFILE_METRICS_DEFAULT
 from .smoothing import DEFAULT_SIGMA, DEFAULT_WIDTH, smooth_gaussian1d
+from .sorting import any_order
 
 
 def flatten_tracks(x):
@@ -172,12 +173,12 @@ def permute_positions(x, generator=None, rows=None, seed=0):
     -------
     permuted : torch.Tensor, shape=(B, ..., L)
     """
-    if rows is not None:
-        noise = region_keys(x.shape, rows.to(x.device, torch.int64), seed)
+    if rows is not None:  # distinct keys (splitmix64 is a bijection): one sorting order, found by any sort
+        order = any_order(region_keys(x.shape, rows.to(x.device, torch.int64), seed))
     else:
         device = generator.device if generator is not None else x.device
-        noise = torch.rand(x.shape, generator=generator, device=device).to(x.device)
-    return torch.gather(x, -1, torch.argsort(noise, dim=-1))
+        order = torch.argsort(torch.rand(x.shape, generator=generator, device=device).to(x.device), dim=-1)
+    return torch.gather(x, -1, order)
 
 
 def shuffled_jsd_distance(p, observed, generator=None, rows=None, seed=0):
