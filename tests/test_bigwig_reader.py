@@ -56,11 +56,16 @@ def edge_windows(sizes: dict[str, int], width: int):
     return chroms, np.array(starts), np.array(starts) + width
 
 
-@pytest.fixture(params=["resident", "streaming", "streaming-chunked"])
+@pytest.fixture(params=["resident", "adaptive", "streaming", "streaming-chunked"])
 def mode(request, monkeypatch):
-    """The reader keeps small files decoded whole; big files are read block by block."""
+    """The reader keeps small files decoded whole; big files are read block by block until reads have
+    decoded a share of their blocks (adaptive), or always (streaming)."""
     if request.param != "resident":
         monkeypatch.setattr(bigwig, "_RESIDENT_COMPRESSED_BYTES", -1)
+    if request.param == "adaptive":
+        monkeypatch.setattr(bigwig, "_RESIDENT_AFTER_SHARE", 0.3)
+    if request.param.startswith("streaming"):
+        monkeypatch.setattr(bigwig, "_RESIDENT_AFTER_SHARE", 2.0)
     if request.param == "streaming-chunked":
         monkeypatch.setattr(bigwig, "_STREAM_WINDOWS", 7)
     return request.param
@@ -146,6 +151,86 @@ def test_pickle_reopens_by_path(written):
         copy.read(["chrM"], np.array([0]), np.array([10]))
 
 
+# ------------------------------------------------- clean files kept whole (dense or sparse)
+LAYOUT_CHROMS = [("chr1", 20_000), ("chr2", 15_000), ("chr3", 8_000), ("chrE", 3_000)]
+
+
+def random_values(rng, n):
+    """Counts with zeros, fractions, negatives and NaN."""
+    values = rng.poisson(1.5, n).astype(float)
+    values[rng.random(n) < 0.05] = np.nan
+    values[rng.random(n) < 0.05] *= -0.375
+    return values
+
+
+def sparse_bedgraph(rng, size, lo=1, hi=30, max_gap=200):
+    """Sorted, non-overlapping intervals with random gaps (0 allowed) inside [0, size)."""
+    lengths = rng.integers(lo, hi, size)
+    gaps = rng.integers(0, max_gap, size)
+    starts = np.cumsum(gaps + np.concatenate([[0], lengths[:-1]]))
+    keep = starts + lengths <= size
+    return starts[keep], (starts + lengths)[keep]
+
+
+def write_layout(path, layout, rng):
+    """A clean bigWig (what bedGraphToBigWig or pyBigWig writes) of one layout on LAYOUT_CHROMS."""
+    bw = pyBigWig.open(str(path), "w")
+    bw.addHeader(LAYOUT_CHROMS, maxZooms=0)
+    for i, (name, size) in enumerate(LAYOUT_CHROMS[:3]):
+        kind = layout if layout != "mixed" else ("per-base-fixed", "sparse", "fixed-gaps")[i]
+        if kind == "sparse":
+            starts, ends = sparse_bedgraph(rng, size)
+            bw.addEntries([name] * len(starts), starts.tolist(), ends=ends.tolist(), values=random_values(rng, len(starts)).tolist())
+        elif kind == "per-base-bedgraph":  # one interval per base, a few holes
+            starts = np.flatnonzero(rng.random(size) < 0.97)
+            bw.addEntries([name] * len(starts), starts.tolist(), ends=(starts + 1).tolist(), values=random_values(rng, len(starts)).tolist())
+        elif kind == "per-base-fixed":  # fixedStep span 1 over the whole chromosome but its last 17 bases
+            bw.addEntries(name, 0, values=random_values(rng, size - 17).tolist(), span=1, step=1)
+        elif kind == "fixed-runs":  # fixedStep span = step: runs without gaps
+            bw.addEntries(name, 3, values=random_values(rng, (size - 3) // 5).tolist(), span=5, step=5)
+        elif kind == "fixed-gaps":  # fixedStep step > span
+            bw.addEntries(name, 11, values=random_values(rng, (size - 11) // 7).tolist(), span=3, step=7)
+        elif kind == "variable":  # variableStep, non-overlapping
+            starts = np.cumsum(rng.integers(4, 40, size // 4))
+            starts = starts[starts + 4 <= size]
+            bw.addEntries(name, starts.tolist(), values=random_values(rng, len(starts)).tolist(), span=4)
+    bw.close()
+    return path
+
+
+LAYOUTS = {"sparse": bigwig._SparseGenome, "per-base-bedgraph": bigwig._DenseGenome,
+           "per-base-fixed": bigwig._DenseGenome, "fixed-runs": bigwig._SparseGenome,
+           "fixed-gaps": bigwig._SparseGenome, "variable": bigwig._SparseGenome, "mixed": bigwig._DenseGenome}
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+@pytest.mark.parametrize("width", [1, 37, 1000])
+def test_clean_layouts_equal_pybigwig(tmp_path, mode, layout, width):
+    """Random layouts in every section type, read batch after batch: the same as pyBigWig whichever way they are kept."""
+    rng = np.random.default_rng([width, len(layout)])
+    path = write_layout(tmp_path / f"{layout}.bw", layout, rng)
+    sizes = dict(LAYOUT_CHROMS)
+    chroms, starts, ends = random_windows(sizes, 400, width, rng)
+    edge_c, edge_s, edge_e = edge_windows(sizes, width)
+    chroms, starts, ends = chroms + edge_c, np.r_[starts, edge_s], np.r_[ends, edge_e]
+    want = expected(path, chroms, starts, ends)
+    with BigWigReader(str(path)) as r:
+        for i in range(0, len(chroms), 61):
+            np.testing.assert_array_equal(r.read(chroms[i:i + 61], starts[i:i + 61], ends[i:i + 61]), want[i:i + 61])
+        np.testing.assert_array_equal(r.read(chroms, starts, ends), want)
+        kept = LAYOUTS[layout] if mode in ("resident", "adaptive") else type(None)
+        assert isinstance(r._resident, kept)
+
+
+def test_whole_file_chunks_big_calls(tmp_path, monkeypatch):
+    """Kept whole, calls bigger than one scatter step are filled step by step."""
+    monkeypatch.setattr(bigwig, "_CHUNK_ELEMENTS", 300)
+    for layout in ("sparse", "per-base-fixed"):
+        path = write_layout(tmp_path / f"{layout}.bw", layout, np.random.default_rng(5))
+        chroms, starts, ends = random_windows(dict(LAYOUT_CHROMS), 50, 100, np.random.default_rng(6))
+        assert_same(path, chroms, starts, ends)
+
+
 # ----------------------------------------------------------- hand-built files
 def build_bigwig(path, chroms, sections, *, compress=True, endian="<", index_order=None):
     """A minimal bigWig: one section per data block, one-node chromosome tree and R tree, no zooms.
@@ -211,6 +296,54 @@ def test_hand_built_overlaps_uncompressed_unsorted_index(tmp_path, mode, compres
     """Overlapping stored intervals (later one wins), NaN values, blocks listed out of order."""
     path = build_bigwig(tmp_path / "hand.bw", HAND_CHROMS, HAND_SECTIONS, compress=compress, index_order=index_order)
     assert_same(path, *hand_windows())
+
+
+CLEAN_SECTIONS = [
+    (0, 1, 0, 0, 0, [(0, 10, 1.0), (10, 15, 2.0), (20, 21, float("nan")), (100, 200, 0.5)]),
+    (0, 2, 0, 0, 30, [(1000, 3.0), (1030, 4.0), (1100, 0.0)]),
+    (0, 3, 2000, 10, 10, [1.0, 2.0, 3.0, 4.0, 5.0]),
+    (0, 1, 0, 0, 0, [(2050, 2060, 9.0), (4990, 5000, 8.0)]),
+    (1, 3, 0, 1, 1, [float(i) for i in range(3000)]),
+]
+
+
+@pytest.mark.parametrize("endian", ["<", ">"])
+@pytest.mark.parametrize("compress", [True, False])
+def test_hand_built_clean_file_kept_whole(tmp_path, mode, endian, compress):
+    """Clean sections in every type, big- or little-endian, compressed or not, blocks listed out of order."""
+    path = build_bigwig(tmp_path / "clean.bw", HAND_CHROMS, CLEAN_SECTIONS, compress=compress, endian=endian,
+                        index_order=[3, 1, 4, 0, 2])
+    little = build_bigwig(tmp_path / "little.bw", HAND_CHROMS, CLEAN_SECTIONS)
+    windows = hand_windows(width=60)
+    with BigWigReader(str(path)) as r:
+        for _ in range(2):  # adaptive: the second read finds the file kept whole
+            np.testing.assert_array_equal(r.read(*windows), expected(little, *windows))
+        assert isinstance(r._resident, bigwig._DenseGenome if mode in ("resident", "adaptive") else type(None))
+
+
+@pytest.mark.parametrize("sections", [HAND_SECTIONS, CLEAN_SECTIONS[:2] + [(0, 1, 0, 0, 0, [(150, 160, 1.0)])]],
+                         ids=["overlapping", "block-before-the-last-one-ended"])
+def test_files_that_are_not_clean_are_read_block_by_block(tmp_path, sections):
+    path = build_bigwig(tmp_path / "unclean.bw", HAND_CHROMS, sections)
+    with BigWigReader(str(path)) as r:
+        assert_same(path, *hand_windows(), reader=r)
+        assert r._resident is None and not r._resident_ok
+
+
+def test_intervals_outside_their_blocks_indexed_range_are_read_block_by_block(tmp_path):
+    """A block whose index entry does not cover its intervals: pyBigWig finds it by the index, so must we."""
+    path = build_bigwig(tmp_path / "lying.bw", HAND_CHROMS, CLEAN_SECTIONS)
+    raw = bytearray(path.read_bytes())
+    with BigWigReader(str(path)) as r:
+        index_leaves = r._index_offset + 48 + 4
+    struct.pack_into("<I", raw, index_leaves + 12, 150)  # block 0 claims to end at 150, not at 200
+    path.write_bytes(bytes(raw))
+    chroms, starts, ends = hand_windows()
+    # (a window over 150-200 gets block 0's values there only when another window of its batch needs block 0)
+    away = [i for i, (c, s, e) in enumerate(zip(chroms, starts, ends)) if c != "chrA" or e <= 150 or s >= 200]
+    with BigWigReader(str(path)) as r:
+        assert_same(path, [chroms[i] for i in away], starts[away], ends[away], reader=r)
+        assert r._resident is None
 
 
 def test_big_endian_file(tmp_path, mode):

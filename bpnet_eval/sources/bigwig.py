@@ -65,11 +65,13 @@ _HEADER_SIZE = 64
 _SECTION_HEADER_SIZE = 24
 _RTREE_HEADER_SIZE = 48
 _CACHE_BYTES = 128 << 20  # decoded blocks kept between read() calls (big files)
-_RESIDENT_COMPRESSED_BYTES = 8 << 20  # files with at most this much block data are decoded whole,
-_RESIDENT_MAX_BYTES = 256 << 20  # unless decoded they would take more than this
+_RESIDENT_COMPRESSED_BYTES = 8 << 20  # files with at most this much block data are decoded whole on first read,
+_RESIDENT_AFTER_SHARE = 0.5  # bigger ones once reads have decoded this share of their blocks,
+_RESIDENT_MAX_BYTES = _CACHE_BYTES  # if whole they take at most this (it replaces the block cache)
 _STREAM_WINDOWS = 8192  # windows filled per step from a big file (bounds decoded blocks held)
 _CHUNK_ELEMENTS = 1 << 22  # output elements scattered per step (bounds memory)
-_RESIDENT_BYTES_PER_INTERVAL = 28  # three int64 keys + one float32 value
+_RESIDENT_BYTES_PER_INTERVAL = 16  # one int64 key, one uint32 length, one float32 value
+_RESIDENT_BYTES_PER_BASE = 4  # one float32 value per base of the genome
 _CACHED_BYTES_PER_INTERVAL = 16  # three uint32 positions + one float32 value
 
 _SMALLEST_FLOAT32 = float(np.finfo(np.float32).smallest_subnormal)  # no stored value lies in (0, this)
@@ -149,6 +151,80 @@ class _Block:
         return slice(int(self.end_max.searchsorted(low, side="right")), int(self.start.searchsorted(high, side="left")))
 
 
+def _is_clean(start: np.ndarray, end: np.ndarray) -> bool:
+    """Whether a block's intervals are non-empty, sorted and non-overlapping (what writers produce)."""
+    return bool(np.all(end > start)) and bool(np.all(start[1:] >= end[:-1]))
+
+
+def _with_gaps(first: np.ndarray, stop: np.ndarray, value: np.ndarray, total: int) -> np.ndarray:
+    """Bases 0..total of sorted, non-overlapping pieces [first, stop) holding value, 0 between them."""
+    counts = np.empty(2 * len(first) + 1, dtype=np.int64)
+    counts[1::2] = stop - first
+    counts[0] = first[0] if len(first) else total
+    counts[2:-1:2] = first[1:] - stop[:-1]
+    counts[-1] = total - (stop[-1] if len(stop) else 0)
+    values = np.zeros(len(counts), dtype=np.float32)
+    values[1::2] = value
+    return np.repeat(values, counts)
+
+
+class _DenseGenome:
+    """A clean file's values on every base of every chromosome, back to back (4 bytes per base)."""
+
+    def __init__(self, offsets: np.ndarray):
+        self.offsets = offsets  # where each chromosome id's bases begin
+        self.values = np.zeros(int(offsets[-1]), dtype=np.float32)
+
+    def add(self, chrom: int, start: np.ndarray, end: np.ndarray, value: np.ndarray) -> None:
+        """Write one block's intervals (one chromosome, clean)."""
+        lo, hi = int(start[0]), int(end[-1])
+        base = int(self.offsets[chrom >> 32])
+        if hi - lo == len(value):  # one base per interval, no gaps: fixedStep span 1 or a base-by-base bedGraph
+            self.values[base + lo:base + hi] = value
+        else:
+            self.values[base + lo:base + hi] = _with_gaps(start - lo, end - lo, value, hi - lo)
+
+    def fill(self, key0: np.ndarray, width: int, out: np.ndarray) -> None:
+        """Copy windows [key0, key0 + width) into the rows of out."""
+        rows = np.lib.stride_tricks.sliding_window_view(self.values, width)
+        first = self.offsets[key0 >> 32] + (key0 & 0xFFFFFFFF)
+        step = max(1, _CHUNK_ELEMENTS // width)
+        for w0 in range(0, len(key0), step):
+            out[w0:w0 + step] = rows[first[w0:w0 + step]]
+
+
+class _SparseGenome:
+    """A clean file's intervals, sorted by int64 key, none overlapping (16 bytes per interval)."""
+
+    def __init__(self, key: np.ndarray, length: np.ndarray, value: np.ndarray):
+        self.key, self.length, self.value = key, length, value
+
+    def fill(self, key0: np.ndarray, width: int, out: np.ndarray) -> None:
+        """Write windows [key0, key0 + width) into the rows of out (zeroed)."""
+        if not len(self.key):
+            return
+        flat = out.reshape(-1)
+        step = max(1, _CHUNK_ELEMENTS // width)
+        for w0 in range(0, len(key0), step):
+            k0 = key0[w0:w0 + step]
+            order = np.argsort(k0)  # a big haystack is searched faster with needles in order
+            last, stop = np.empty_like(k0), np.empty_like(k0)
+            last[order] = np.searchsorted(self.key, k0[order], side="right") - 1  # last interval starting <= k0
+            stop[order] = np.searchsorted(self.key, k0[order] + width, side="left")
+            held = np.maximum(last, 0)
+            first = np.where((last >= 0) & (self.key[held] + self.length[held] > k0), last, last + 1)
+            iv, row = _expand_ranges(first, stop)
+            offset = self.key[iv] - k0[row]
+            row *= width
+            a = np.maximum(offset, 0) + row
+            b = np.minimum(offset + self.length[iv], width) + row
+            rows = flat[w0 * width:(w0 + len(k0)) * width]
+            if 4 * int((b - a).sum()) < len(rows):  # few bases covered: write only those
+                rows[_expand_ranges(a, b, owners=False)[0]] = np.repeat(self.value[iv], b - a)
+            else:
+                rows[:] = _with_gaps(a, b, self.value[iv], len(rows))
+
+
 class BigWigReader:
     """Read equal-width windows of base-resolution values from one bigWig file.
 
@@ -165,7 +241,7 @@ class BigWigReader:
         self._lock = threading.Lock()
         self._cache: OrderedDict = OrderedDict()
         self._cache_size = 0
-        self._resident: _IntervalSet | None = None
+        self._resident: _DenseGenome | _SparseGenome | None = None
         try:  # a regular file only, opened without blocking: a named pipe is refused, never waited on
             self._fd = open_regular_fd(self.path, "bigWig file")
         except OSError as err:
@@ -274,11 +350,16 @@ class BigWigReader:
         # Blocks sorted by start key; _block_rank is the stored (priority) order.
         self._block_rank = order
         self._block_start = start[order]
-        self._block_end_max = np.maximum.accumulate(_keys(blocks["end_chrom"], blocks["end_base"])[order])
+        self._block_end = _keys(blocks["end_chrom"], blocks["end_base"])[order]
+        self._block_end_max = np.maximum.accumulate(self._block_end)
         self._block_offset = blocks["offset"][order].astype(np.int64)
         self._block_size = blocks["size"][order].astype(np.int64)
         ends = self._block_offset + self._block_size
-        self._resident_ok = int(self._block_size.sum()) <= _RESIDENT_COMPRESSED_BYTES
+        self._resident_ok = True  # until decoding it whole showed the file is not clean or too big
+        small = int(self._block_size.sum()) <= _RESIDENT_COMPRESSED_BYTES
+        self._resident_due = 0 if small else max(1, int(np.ceil(_RESIDENT_AFTER_SHARE * len(order))))
+        self._seen = np.zeros(len(order), dtype=bool)  # blocks decoded at least once
+        self._seen_blocks = self._seen_intervals = 0
         if len(ends) and int(ends.max()) > self._file_size:
             raise _bad_file(self.path, f"truncated: data runs to byte {int(ends.max())}, file has {self._file_size}")
 
@@ -337,6 +418,10 @@ class BigWigReader:
                 hit = cache.get(block)
                 if hit is None:
                     hit = _Block(*self._decode_block(block))
+                    if not self._seen[block]:
+                        self._seen[block] = True
+                        self._seen_blocks += 1
+                        self._seen_intervals += len(hit.start)
                     cache[block] = hit
                     self._cache_size += len(hit.start) * _CACHED_BYTES_PER_INTERVAL
                 else:
@@ -387,9 +472,9 @@ class BigWigReader:
         if n == 0 or len(self._block_start) == 0:
             return out
         with reading(self.path, "the bigWig's data", _FIX):  # an I/O error or a damaged block: name the file
-            resident = self._resident_intervals()
+            resident = self._resident_genome()
             if resident is not None:
-                resident.scatter(key0, width, out.reshape(-1))
+                resident.fill(key0, width, out)
             elif n <= _STREAM_WINDOWS:
                 self._read_blocks(key0, width, out.reshape(-1))
             else:  # many windows: in genome order, a bounded number of decoded blocks at a time
@@ -437,22 +522,68 @@ class BigWigReader:
         start, end = np.concatenate(starts), np.concatenate(ends)
         _IntervalSet(chrom + start, chrom + end, np.concatenate(values)).scatter(key0, width, flat)
 
-    def _resident_intervals(self) -> "_IntervalSet | None":
-        """All intervals of a small file, decoded once on first use and kept (None if the file is big)."""
-        if not self._resident_ok:
+    def _resident_genome(self) -> "_DenseGenome | _SparseGenome | None":
+        """The whole file decoded once and kept, from the first read of a small file or once reads have
+        decoded a share of a big one's blocks; None while that is not due, or where it is not clean or too big."""
+        if not self._resident_ok or self._seen_blocks < self._resident_due:
             return None
         with self._lock:
-            if self._resident is None:
-                parts, total = [], 0
-                for block in self._block_rank.argsort(kind="stable").tolist():  # stored order
-                    chrom, start, end, value = self._decode_block(block)
-                    parts.append((chrom + start.astype(np.int64), chrom + end.astype(np.int64), value))
-                    total += len(value) * _RESIDENT_BYTES_PER_INTERVAL
-                    if total > _RESIDENT_MAX_BYTES:  # compresses too well to keep whole
-                        self._resident_ok = False
-                        return None
-                self._resident = _IntervalSet(*map(np.concatenate, zip(*parts)))
+            if self._resident is None and self._resident_ok:
+                self._resident = self._decode_whole() if self._whole_may_fit() else None
+                self._resident_ok = self._resident is not None
+                if self._resident is not None:  # it replaces the block cache
+                    self._cache.clear()
+                    self._cache_size = 0
         return self._resident
+
+    def _whole_may_fit(self) -> bool:
+        """Whether the blocks decoded so far suggest the whole file fits in _RESIDENT_MAX_BYTES."""
+        if not self._seen_blocks:
+            return True
+        sparse = self._seen_intervals * len(self._seen) / self._seen_blocks * _RESIDENT_BYTES_PER_INTERVAL
+        return min(sparse, int(self._size_by_id.sum()) * _RESIDENT_BYTES_PER_BASE) <= _RESIDENT_MAX_BYTES
+
+    def _decode_whole(self) -> "_DenseGenome | _SparseGenome | None":
+        """Every interval of a clean file (intervals sorted, non-empty, none overlapping, each block's within
+        its chromosome and its indexed range), as intervals or, where that takes less memory, as one value per base.
+        None where the file is not clean (then blocks are read as needed) or takes more than _RESIDENT_MAX_BYTES."""
+        sizes = self._size_by_id
+        offsets = np.concatenate(([0], np.cumsum(sizes)))
+        dense_bytes = int(offsets[-1]) * _RESIDENT_BYTES_PER_BASE
+        parts, dense, reached, held = [], None, -1, 0
+        for block in range(len(self._block_start)):  # genome order: each block starts where the last ended or later
+            cached = self._cache.get(block)
+            chrom, start, end, value = (self._decode_block(block) if cached is None else
+                                        (cached.chrom, cached.start, cached.end, cached.value))
+            if not len(start):
+                continue
+            chrom_id = chrom >> 32
+            if (not _is_clean(start, end) or chrom_id >= len(sizes) or int(end[-1]) > sizes[chrom_id]
+                    or chrom + int(start[0]) < max(reached, int(self._block_start[block]))
+                    or chrom + int(end[-1]) > int(self._block_end[block])):  # outside the block's indexed range
+                return None
+            reached = chrom + int(end[-1])
+            if dense is not None:
+                dense.add(chrom, start, end, value)
+                continue
+            parts.append((chrom, start, end, value))
+            held += len(start) * _RESIDENT_BYTES_PER_INTERVAL
+            if held > dense_bytes:  # more bytes as intervals than as one value per base
+                if dense_bytes > _RESIDENT_MAX_BYTES:
+                    return None
+                dense = _DenseGenome(offsets)
+                for part in parts:
+                    dense.add(*part)
+                parts = []
+            elif held > _RESIDENT_MAX_BYTES:
+                return None
+        if dense is not None:
+            return dense
+        if not parts:
+            return _SparseGenome(np.zeros(0, np.int64), np.zeros(0, np.uint32), np.zeros(0, np.float32))
+        return _SparseGenome(np.concatenate([chrom + start.astype(np.int64) for chrom, start, _, _ in parts]),
+                             np.concatenate([end - start for _, start, end, _ in parts]),
+                             np.concatenate([value for _, _, _, value in parts]))
 
     # --------------------------------------------------------------- lifetime
     def close(self) -> None:
