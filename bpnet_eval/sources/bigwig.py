@@ -10,11 +10,15 @@ How:
   opened (little- or big-endian; compressed or not);
 * intervals are kept as int64 keys ``chrom_id << 32 | position``, so windows on
   any number of chromosomes are located with one ``searchsorted``;
-* files with at most 8 MB of compressed data (``_RESIDENT_COMPRESSED_BYTES``)
-  are decoded whole on the first ``read`` (about 28 bytes of memory per stored
-  interval, e.g. 44 MB for 1.6 M intervals; never more than 256 MB) and every
-  later call only searches and scatters;
-* bigger files are read block by block: the blocks a batch touches are read
+* a clean file (intervals sorted, non-empty and non-overlapping, as bedGraphToBigWig
+  and pyBigWig write them) is decoded whole and kept, in at most 128 MB
+  (``_RESIDENT_MAX_BYTES``, the block cache's budget, which it replaces): on the first
+  ``read`` if it has at most 8 MB of compressed data, otherwise once reads have decoded
+  half its blocks. It is kept as intervals (16 bytes each: a window's are found with one
+  ``searchsorted`` and written with one ``np.repeat`` of values and gaps) or, where that
+  is smaller (one interval per base, e.g. fixedStep span 1), as one float32 per base of
+  the genome, from which windows are copied as rows of a strided view;
+* other files, and files too big to keep, are read block by block: the blocks a batch touches are read
   and decompressed once each (ISA-L's inflate through ``isal``, 1.5-3.5x zlib's,
   or zlib where ``isal`` is not installed; the same bytes either way) however many windows share them,
   and kept in a 128 MB LRU cache because consecutive batches often hit the same
@@ -552,9 +556,12 @@ class BigWigReader:
         dense_bytes = int(offsets[-1]) * _RESIDENT_BYTES_PER_BASE
         parts, dense, reached, held = [], None, -1, 0
         for block in range(len(self._block_start)):  # genome order: each block starts where the last ended or later
-            cached = self._cache.get(block)
-            chrom, start, end, value = (self._decode_block(block) if cached is None else
-                                        (cached.chrom, cached.start, cached.end, cached.value))
+            cached = self._cache.pop(block, None)  # moved out of the cache, which this replaces
+            if cached is None:
+                chrom, start, end, value = self._decode_block(block)
+            else:
+                self._cache_size -= len(cached.start) * _CACHED_BYTES_PER_INTERVAL
+                chrom, start, end, value = cached.chrom, cached.start, cached.end, cached.value
             if not len(start):
                 continue
             chrom_id = chrom >> 32
