@@ -52,8 +52,8 @@ def kl_divergence(p, q):
     -------
     kl : torch.Tensor, shape=(...)
     """
-    zero = p == 0  # ln 1 there (0 after the mask): the logarithm of 0 takes a slow path
-    return torch.sum(torch.where(zero, 0.0, p * torch.log(torch.where(zero, 1.0, p / q))), dim=-1)
+    # ln 1 = 0 where p_i = 0 (the logarithm of 0 takes a slow path), so p_i ln(...) is 0 there with no mask
+    return torch.sum(p * torch.log(torch.where(p == 0, 1.0, p / q)), dim=-1)
 
 
 
@@ -73,8 +73,16 @@ def jsd_divergence(p, q):
     jsd : torch.Tensor, shape=(...)
         In [0, ln 2] nats.
     """
-    p = p / p.sum(dim=-1, keepdim=True)
-    q = q / q.sum(dim=-1, keepdim=True)
+    return normalised_jsd_divergence(normalised(p), normalised(q))
+
+
+def normalised(x):
+    """``x / sum_i x_i`` over the last axis."""
+    return x / x.sum(dim=-1, keepdim=True)
+
+
+def normalised_jsd_divergence(p, q):
+    """``jsd_divergence`` of profiles already rescaled to sum 1 (``normalised``): ``(KL(p || m) + KL(q || m)) / 2``."""
     m = (p + q) / 2
     return (kl_divergence(p, m) + kl_divergence(q, m)) / 2
 
@@ -97,7 +105,7 @@ def jsd_distance(p, q, divergence=None):
     return torch.sqrt(torch.clamp(divergence, min=0.0))
 
 
-def normalized_jsd(p_pred, p_obs, distance=None):
+def normalized_jsd(p_pred, p_obs, distance=None, max_distance=None):
     """``clip((d - d_max) / (0 - d_max), 0, 1)``, ``d = jsd_distance(p_pred, p_obs)``, ``d_max = jsd_distance(uniform, p_obs)``.
 
     chrombpnet's normalised JSD (min-max between the observed profile itself, 0, and the uniform
@@ -109,13 +117,15 @@ def normalized_jsd(p_pred, p_obs, distance=None):
     p_pred, p_obs : torch.Tensor, shape=(..., L)
     distance : torch.Tensor, shape=(...), optional
         ``jsd_distance(p_pred, p_obs)`` when already computed.
+    max_distance : torch.Tensor, shape=(...), optional
+        ``d_max`` when already computed.
 
     Returns
     -------
     score : torch.Tensor, shape=(...)
     """
     d = jsd_distance(p_pred, p_obs) if distance is None else distance
-    d_max = jsd_distance(torch.ones_like(p_obs), p_obs)
+    d_max = jsd_distance(torch.ones_like(p_obs), p_obs) if max_distance is None else max_distance
     return torch.clamp((d - d_max) / (0.0 - d_max), 0.0, 1.0)
 
 
@@ -310,8 +320,8 @@ PROFILE_PRESETS = {
 
 def _view_metrics(names, log_p, observed, shape_observed, settings):
     """The requested metrics of one view (joint or per track), each reducing the last axis. Shared parts are
-    computed once: the JSD divergence (its root is the distance, which the normalised JSD rescales) and the
-    permuted observed profile of both shuffled baselines."""
+    computed once: the JSD divergence (its root is the distance, which the normalised JSD rescales), each
+    profile rescaled to sum 1 for the four JSDs, and the permuted observed profile of both shuffled baselines."""
     p = torch.exp(log_p)
     q = observed_probabilities(shape_observed, settings["pseudocount"])
     shuffle = {"generator": settings["generator"], "rows": settings["rows"], "seed": settings["seed"]}
@@ -322,19 +332,30 @@ def _view_metrics(names, log_p, observed, shape_observed, settings):
             shared[key] = make()
         return shared[key]
 
-    distance = lambda: once("distance", lambda: jsd_distance(p, q, once("divergence", lambda: jsd_divergence(p, q))))
-    permuted = lambda: once("permuted", lambda: permute_positions(shape_observed, **shuffle))
+    # each profile rescaled to sum 1 once, for every JSD it enters (as jsd_divergence rescales it)
+    unit = {"p": lambda: normalised(p), "q": lambda: normalised(q),
+            "uniform": lambda: normalised(torch.ones_like(q)),
+            "permuted": lambda: normalised(permute_positions(shape_observed, **shuffle))}
+
+    rescaled = lambda key: once(key, unit[key])
+
+    def jsd_to(a, b):
+        """``jsd_distance`` between two of the rescaled profiles."""
+        return jsd_distance(rescaled(a), rescaled(b), normalised_jsd_divergence(rescaled(a), rescaled(b)))
+
+    divergence = lambda: once("divergence", lambda: normalised_jsd_divergence(rescaled("p"), rescaled("q")))
+    distance = lambda: once("distance", lambda: jsd_distance(p, q, divergence()))
     formulas = {
         "profile_mnll": lambda: once("mnll", lambda: mnll(log_p, observed)),
         "profile_mnll_per_base": lambda: mnll_per_base(log_p, observed, once("mnll", lambda: mnll(log_p, observed))),
         "profile_cross_entropy": lambda: cross_entropy(log_p, q),
-        "profile_jsd_divergence": lambda: once("divergence", lambda: jsd_divergence(p, q)),
+        "profile_jsd_divergence": divergence,
         "profile_jsd_distance": distance,
-        "profile_norm_jsd": lambda: normalized_jsd(p, q, distance()),
+        "profile_norm_jsd": lambda: normalized_jsd(p, q, distance(), jsd_to("uniform", "q")),
         "profile_pearson": lambda: profile_pearson(p, shape_observed, settings["pearson_zero_variance"]),
         "profile_spearman": lambda: profile_spearman(p, shape_observed, settings["spearman_ties"]),
-        "profile_jsd_shuffled": lambda: jsd_distance(p, permuted()),
-        "profile_jsd_observed_shuffled": lambda: jsd_distance(q, permuted()),
+        "profile_jsd_shuffled": lambda: jsd_to("p", "permuted"),
+        "profile_jsd_observed_shuffled": lambda: jsd_to("q", "permuted"),
     }
     return {name: formulas[name]() for name in names if name in formulas}
 
