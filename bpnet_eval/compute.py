@@ -15,11 +15,12 @@ import torch
 
 from .environment import THREAD_VARIABLES, allotted_cpus
 from .errors import UsageError
-from .losses import SHIFT_ABOVE, log1p_squared_error, mnll_per_region, track_logsumexp
+from .losses import SHIFT_ABOVE, mnll_per_region, track_logsumexp
 from .metrics.profile import chunk_rows, profile_metrics
 from .metrics.auprc import auprc_region_mask, average_precision_of_keys, binned_labels_scores, score_label_keys
 from .metrics.names import BIN_SIZES
 from .presets import MetricPlan
+from .seed import maybe_undefined, seed_columns
 from .spill import SortedRuns
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -50,40 +51,6 @@ def resolve_device(name: str = "auto") -> torch.device:
     elif device.type != "cpu":
         raise UsageError(f"--device '{name}' is not supported; use auto, cpu, cuda or cuda:N")
     return device
-
-
-COUNT_LOSS_COLUMNS = {"log1p": "count_log1p_mse", "log": "count_log_mse"}
-
-
-def maybe_undefined(count_target: str) -> frozenset:
-    """Seed columns that may be NaN for finite inputs: the count loss and the mixture loss under the ``ln K``
-    target, where a region has no reads (none under ``ln(1 + K)``)."""
-    return frozenset() if count_target == "log1p" else frozenset({COUNT_LOSS_COLUMNS[count_target], "mixture_loss"})
-
-
-def seed_columns(logits, logcounts, observed, count_loss_weight: float, track_names: Sequence[str],
-                 count_target: str = "log1p") -> dict:
-    """The seed losses, the per-track MNLL, observed counts and predicted log counts of one batch (tensors in
-    ``logcounts``' dtype): defined for every region with finite inputs (never NaN), except the count and mixture
-    losses under the ``ln K`` count target where a region has no reads. The count loss is ``count_log1p_mse``
-    (``count_target="log1p"``) or ``count_log_mse`` (``"log"``)."""
-    compute_dtype = logcounts.dtype
-    profile_mnll, per_track_mnll, track_totals = mnll_per_region(logits, observed, compute_dtype)
-    target = track_totals.sum(dim=-1, keepdim=True) if logcounts.shape[-1] == 1 else track_totals
-    count_loss = log1p_squared_error(logcounts, target, count_target)
-    columns = {"observed_counts": track_totals.sum(dim=-1)}
-    if logcounts.shape[-1] == 1:
-        columns["predicted_logcounts"] = logcounts[:, 0]
-    else:
-        for s, name in enumerate(track_names):
-            columns[f"observed_counts_{name}"] = target[:, s]
-            columns[f"predicted_logcounts_{name}"] = logcounts[:, s]
-    columns.update({"profile_mnll": profile_mnll, COUNT_LOSS_COLUMNS[count_target]: count_loss,
-                    "mixture_loss": profile_mnll + count_loss_weight * count_loss})
-    if len(track_names) > 1:
-        for s, value in enumerate(per_track_mnll.unbind(-1)):
-            columns[f"profile_mnll_{track_names[s]}"] = value
-    return columns
 
 
 def metric_columns(logits, observed, compute_dtype, track_names: Sequence[str], plan: Optional[MetricPlan] = None,
@@ -167,8 +134,8 @@ def compute_batch(logits, logcounts, observed, count_loss_weight: float, track_n
     region, which keys the shuffled baselines). The computation runs in ``logcounts``' dtype; ``logits`` and
     ``observed`` may come as stored (float32)."""
     count_target = plan.count_target if plan is not None else "log1p"
-    columns = peer_rounded(seed_columns(logits, logcounts, observed, count_loss_weight, track_names, count_target),
-                           plan, track_names)
+    columns = peer_rounded(seed_columns(mnll_per_region(logits, observed, logcounts.dtype), logcounts,
+                                        count_loss_weight, track_names, count_target), plan, track_names)
     columns.update(metric_columns(logits, observed, logcounts.dtype, track_names, plan, first_row, logcounts))
     return as_numpy(columns)
 
@@ -248,8 +215,9 @@ class BatchComputer:
         logits, observed = (t.to(self.device, non_blocking=True) for t in (logits, observed))
         logcounts = logcounts.to(self.device, non_blocking=True).to(self.dtype)
         count_target = self.plan.count_target if self.plan is not None else "log1p"
-        seed = peer_rounded(seed_columns(logits, logcounts, observed, self.count_loss_weight, self.track_names,
-                                         count_target), self.plan, self.track_names)
+        seed = peer_rounded(seed_columns(mnll_per_region(logits, observed, self.dtype), logcounts,
+                                         self.count_loss_weight, self.track_names, count_target),
+                            self.plan, self.track_names)
         columns = as_numpy({**seed, **metric_columns(logits, observed, self.dtype, self.track_names, self.plan,
                                                      first_row, logcounts)})
         dropped = screen(columns, frozenset(seed) - maybe_undefined(count_target)) if screen is not None else None

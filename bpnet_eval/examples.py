@@ -25,8 +25,8 @@ def example_rows(columns: dict) -> list:
 
 def example_regions(columns: dict, regions: Regions, read_rows: Callable) -> Optional[dict]:
     """The regions of ``example_rows``, read by ``read_rows(rows) -> (logits, logcounts, observed)``, with their
-    labels and predicted profiles (``losses.predicted_profile``); None when no region has reads."""
-    from .losses import predicted_profile
+    labels and predicted profiles (``seed.predicted_profile``); None when no region has reads."""
+    from .seed import predicted_profile
 
     picks = example_rows(columns)
     if not picks:

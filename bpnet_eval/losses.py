@@ -4,10 +4,10 @@
 semantics, plus per-region forms (no averaging over regions) used by the CLI.
 """
 
-from functools import lru_cache
-
-import numpy as np
 import torch
+
+from . import seed
+from .seed import SHIFT_ABOVE, log1p_squared_error, mnll_from_sums
 
 
 def MNLLLoss(logps, true_counts):
@@ -48,46 +48,6 @@ def log1pMSELoss(log_predicted_counts, true_counts):
     """
     log_true = torch.log(true_counts + 1)
     return torch.mean(torch.square(log_true - log_predicted_counts), dim=-1).mean()
-
-
-def log_count_target(true_counts, target="log1p"):
-    """``t(K) = ln(1 + K)`` (``"log1p"``: the seed's count target) or ``ln K`` (``"log"``: BPReveal's), NaN where
-    ``ln K`` is undefined (``K = 0``).
-
-    Parameters
-    ----------
-    true_counts : torch.Tensor
-        Observed totals ``K``.
-    target : {"log1p", "log"}
-
-    Returns
-    -------
-    y : torch.Tensor, same shape
-    """
-    if target == "log1p":
-        return torch.log1p(true_counts)
-    if target != "log":
-        raise ValueError(f"count target must be 'log1p' or 'log', not {target!r}")
-    return torch.where(true_counts > 0, torch.log(true_counts), torch.full_like(true_counts, float("nan")))
-
-
-def log1p_squared_error(log_predicted_counts, true_counts, target="log1p"):
-    """Per-region ``mean over the last axis of (t(true) - log_predicted)^2``, ``t = ln(1 + K)`` (or ``ln K``).
-
-    Parameters
-    ----------
-    log_predicted_counts : torch.Tensor, shape=(n, T)
-        Predicted log counts, one per track (T = S) or one per region (T = 1).
-    true_counts : torch.Tensor, shape=(n, T)
-        Observed counts matching ``log_predicted_counts``.
-    target : {"log1p", "log"}
-        The count target (``log_count_target``): ``ln K`` gives NaN where ``K = 0``.
-
-    Returns
-    -------
-    loss : torch.Tensor, shape=(n,)
-    """
-    return torch.mean(torch.square(log_count_target(true_counts, target) - log_predicted_counts), dim=-1)
 
 
 def joint_log_softmax(logits):
@@ -142,41 +102,6 @@ def mixture_loss_per_region(y, y_hat_logits, y_hat_logcounts, count_loss_weight=
     return profile_loss, count_loss, profile_loss + count_loss_weight * count_loss
 
 
-# Regions converted and reduced at a time on the CPU: small enough for the cache, which makes the
-# dtype conversion and the logsumexp about 4x faster than on a whole batch.
-_CPU_CHUNK_REGIONS = 128
-
-
-# A track whose |logsumexp| exceeds this is shifted by its largest logit before the sums of ``mnll_per_region``:
-# ``sum_i k_i z_i - N lse`` cancels catastrophically when ``lse`` is large (an offset of 1e12 on every logit
-# lost 5 digits), while ``sum_i k_i (z_i - max) - N (lse - max)`` adds terms of one sign. Below it nothing is
-# shifted (the sums are as before, to the last bit): the cancellation costs at most ``2^-52 * 2 * N * 1024``.
-SHIFT_ABOVE = 1024.0
-
-
-def float64_logsumexp(values: np.ndarray) -> np.ndarray:
-    """``logsumexp`` over the last axis in float64: ``m + ln sum_i exp(z_i - m)``, ``m = max_i z_i`` (0 where ``m``
-    is not finite, so that -inf, +inf and NaN come out as torch's ``logsumexp`` gives them).
-
-    Parameters
-    ----------
-    values : numpy.ndarray, shape=(..., L)
-        Any float dtype (converted to float64 first).
-
-    Returns
-    -------
-    lse : numpy.ndarray, shape=(...), float64
-    """
-    wide = values.astype(np.float64)
-    top = wide.max(axis=-1, keepdims=True) if wide.shape[-1] else np.zeros(wide.shape[:-1] + (1,))
-    top[~np.isfinite(top)] = 0.0
-    with np.errstate(over="ignore"):  # z - m below -max float: -inf, whose exp is 0 (as torch, silently)
-        np.subtract(wide, top, out=wide)
-    np.exp(wide, out=wide)
-    with np.errstate(divide="ignore"):  # an all -inf row: ln 0 = -inf, as torch
-        return np.log(wide.sum(axis=-1)) + top[..., 0]
-
-
 def shifted_track_logsumexp(logits, dtype=None):
     """``lse_s = shift_s + rest_s`` per track, over cache-sized chunks of regions on the CPU.
 
@@ -198,12 +123,10 @@ def shifted_track_logsumexp(logits, dtype=None):
     rest : torch.Tensor, shape=(n, S), ``dtype``
     """
     dtype = dtype or logits.dtype
-    chunk = max(1, logits.shape[0] if logits.is_cuda else _CPU_CHUNK_REGIONS)
     if logits.device.type == "cpu" and dtype == torch.float64:  # numpy's float64 exp: 3x torch's on the CPU
-        values = logits.numpy()
-        parts = [torch.from_numpy(float64_logsumexp(values[a:a + chunk])) for a in range(0, logits.shape[0], chunk)]
-    else:
-        parts = [torch.logsumexp(logits[a:a + chunk].to(dtype), dim=-1) for a in range(0, logits.shape[0], chunk)]
+        return tuple(torch.from_numpy(part) for part in seed.shifted_logsumexp(logits.numpy()))
+    chunk = max(1, logits.shape[0] if logits.is_cuda else seed.CPU_CHUNK_REGIONS)
+    parts = [torch.logsumexp(logits[a:a + chunk].to(dtype), dim=-1) for a in range(0, logits.shape[0], chunk)]
     rest = torch.cat(parts) if parts else torch.zeros(logits.shape[:-1], dtype=dtype, device=logits.device)
     shift = torch.zeros(rest.shape, dtype=torch.float64, device=rest.device)
     large = rest.abs() > SHIFT_ABOVE  # NaN (non-finite logits) is never large: it stays NaN
@@ -233,23 +156,6 @@ def track_logsumexp(logits, dtype=None):
     """
     shift, rest = shifted_track_logsumexp(logits, dtype)
     return (shift + rest).to(rest.dtype) if bool(shift.any()) else rest
-
-
-_LOG_FACTORIAL_TABLE = 4096  # lgamma(k + 1) of the integers below this are looked up
-
-
-@lru_cache(maxsize=1)
-def _log_factorial_table() -> np.ndarray:
-    return torch.lgamma(torch.arange(1, _LOG_FACTORIAL_TABLE + 1, dtype=torch.float64)).numpy()
-
-
-def log_factorial(counts: np.ndarray) -> np.ndarray:
-    """``lgamma(k + 1)`` of float64 counts: looked up for small integers (read counts), else computed; the same
-    float64 values either way."""
-    small = (counts >= 0) & (counts < _LOG_FACTORIAL_TABLE) & (counts == np.floor(counts))
-    if small.all():
-        return _log_factorial_table()[counts.astype(np.intp)]
-    return torch.lgamma(torch.from_numpy(counts) + 1).numpy()
 
 
 def dense_count_sums(observed, logits, dtype=None, shift=None):
@@ -283,21 +189,9 @@ def count_sums(observed, logits, dtype=None, shift=None):
         shift = None
     if observed.is_cuda:
         return dense_count_sums(observed, logits, dtype, shift)
-    length, n_rows = observed.shape[-1], observed.numel() // max(1, observed.shape[-1])
-    flat = observed.numpy().reshape(-1)  # CPU tensors share their memory with numpy
-    where = np.flatnonzero(flat != 0)  # on a boolean mask: 6x faster than on floats
-    rows, counts = where // max(1, length), flat[where].astype(np.float64)
-    values = logits.numpy().reshape(-1)[where].astype(np.float64)
-    if shift is not None:  # only where some track's logits are large (rare): else the sums are as before
-        with np.errstate(over="ignore"):  # logits 1.7e308 apart: -inf, an overflow the value screen reports
-            values = values - shift.to(torch.float64).numpy().reshape(-1)[rows]
-    with np.errstate(over="ignore", invalid="ignore"):
-        products = counts * values
-    factorial = counts != 1
-    log_factorials = log_factorial(counts[factorial])
-    sums = np.stack([np.bincount(rows, counts, n_rows), np.bincount(rows[factorial], log_factorials, n_rows),
-                     np.bincount(rows, products, n_rows)])
-    return tuple(torch.from_numpy(sums).to(dtype).reshape(3, *observed.shape[:-1]))
+    sums = seed.count_sums(observed.numpy(), logits.numpy(),  # CPU tensors share their memory with numpy
+                           None if shift is None else shift.to(torch.float64).numpy())
+    return tuple(torch.from_numpy(part).to(dtype) for part in sums)
 
 
 def mnll_per_region(logits, observed, dtype=None):
@@ -325,18 +219,16 @@ def mnll_per_region(logits, observed, dtype=None):
     track_totals : torch.Tensor, shape=(n, S)
         ``N_s`` in ``dtype``.
     """
+    dtype = dtype or logits.dtype
+    if logits.device.type == "cpu" and dtype == torch.float64:  # numpy, as a run without torch computes it
+        return tuple(torch.from_numpy(part) for part in seed.mnll_per_region(logits.numpy(), observed.numpy()))
     shift, rest = shifted_track_logsumexp(logits, dtype)  # lse_s = shift_s + rest_s; shift 0 unless large
     large = bool(shift.any())
     # each track's share of the joint mass, log_softmax_s(lse_s): of (shift_s - max_t shift_t) + rest_s when shifted
     log_mass = torch.log_softmax(((shift - shift.amax(dim=-1, keepdim=True)) + rest).to(rest.dtype) if large else rest,
                                  dim=-1)
-    if not large:
-        shift = None
-    track_totals, factorials, counts_dot_logits = count_sums(observed, logits, rest.dtype, shift)
-    counts_dot_logps = counts_dot_logits - track_totals * rest  # sum_i k_si (z_si - shift_s) - N_s rest_s
-    per_track = -torch.lgamma(track_totals + 1) + factorials - counts_dot_logps
-    joint = (-torch.lgamma(track_totals.sum(dim=-1) + 1) + factorials.sum(dim=-1)
-             - (counts_dot_logps + track_totals * log_mass).sum(dim=-1))
+    track_totals, factorials, counts_dot_logits = count_sums(observed, logits, rest.dtype, shift if large else None)
+    joint, per_track = mnll_from_sums(rest, log_mass, track_totals, factorials, counts_dot_logits, torch.lgamma)
     return joint, per_track, track_totals
 
 
@@ -373,15 +265,3 @@ def mixture_loss(y, y_hat_logits, y_hat_logcounts, count_loss_weight, labels=Non
 
 
 _mixture_loss = mixture_loss
-
-
-def predicted_profile(logits: np.ndarray, logcounts: np.ndarray) -> np.ndarray:
-    """``softmax(z) * exp(c)``: per track when ``c`` has one column per track, else one joint softmax over
-    tracks and positions scaled by the region's ``exp(c)``; logits ``(n, S, L)``, log counts ``(n, T)``."""
-    z = torch.as_tensor(np.asarray(logits, dtype=np.float64))
-    c = torch.as_tensor(np.asarray(logcounts, dtype=np.float64)).reshape(z.shape[0], -1)
-    if c.shape[1] == z.shape[1] and c.shape[1] > 1:
-        probabilities = torch.softmax(z, dim=-1)
-    else:
-        probabilities = joint_log_softmax(z).exp()
-    return (probabilities * torch.exp(c)[:, :, None]).numpy()

@@ -6,6 +6,7 @@ imported only then (so no child holds torch's threads, and the import overlaps t
 validates a job's inputs the way ``run_job`` does, collecting every problem instead of stopping.
 """
 
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
@@ -13,12 +14,14 @@ import numpy as np
 
 from . import __version__
 from .errors import BpnetEvalError, UsageError
+from .environment import runs_on_cpu_without_torch
 from .examples import example_regions
 from .groups import read_all_groups
 from .inputs import Inputs, iter_batches, open_inputs, open_sources
 from .options import Job, ReadOptions, RunOptions, ScoreOptions, split_options
 from .presets import COUNT_TARGETS, MetricPlan, preset_files, preset_notes
 from .regions import Regions
+from .seed import SeedComputer
 from .sources import input_conventions, unreadable_truth_bigwigs
 from .summary import drop_nonfinite, summarize
 from .validate import Findings, ValueScreen
@@ -89,14 +92,31 @@ def zero_rows(rows: np.ndarray, logits, logcounts, observed):
             np.where(rows[:, None, None], 0, observed).astype(observed.dtype, copy=False))
 
 
-def score_inputs(inputs: Inputs, scoring: ScoreOptions, run: RunOptions,
-                 progress: Optional[Callable[[int, int], None]] = None) -> ScoreResult:
-    """Score inputs opened by ``open_inputs`` (imports torch; see ``run_job``)."""
+def make_computer(scoring: ScoreOptions, track_names, run: RunOptions, readers: int):
+    """``(computer, device name, context to compute in)``: ``seed.SeedComputer`` (numpy; torch is never imported)
+    where the plan needs only the seed losses, in float64, on a device known to be the CPU without torch
+    (``runs_on_cpu_without_torch``); else ``compute.BatchComputer`` (imports torch) with torch's threads set
+    beside ``readers`` reading processes."""
+    plan = scoring.plan
+    if plan.seed_only and scoring.dtype == "float64" and runs_on_cpu_without_torch(run.device):
+        return SeedComputer(scoring.count_loss_weight, track_names, plan.count_target), "cpu", nullcontext()
     import torch
 
     from .compute import BatchComputer, compute_threads, resolve_device
 
-    torch_device = resolve_device(run.device)
+    device = resolve_device(run.device)
+
+    @contextmanager
+    def computing():
+        with torch.inference_mode(), compute_threads(device, 1 + readers, run.threads):
+            yield
+
+    return BatchComputer(scoring.count_loss_weight, track_names, device, scoring.dtype, plan), str(device), computing()
+
+
+def score_inputs(inputs: Inputs, scoring: ScoreOptions, run: RunOptions,
+                 progress: Optional[Callable[[int, int], None]] = None) -> ScoreResult:
+    """Score inputs opened by ``open_inputs`` (importing torch only where the plan needs it; see ``run_job``)."""
     plan = scoring.plan
     preds, table, truth_source, findings = inputs.preds, inputs.regions, inputs.truth, inputs.findings
     groupings = read_all_groups(scoring.groups, table, preds.n)  # before any batch: a bad file stops at once
@@ -106,7 +126,7 @@ def score_inputs(inputs: Inputs, scoring: ScoreOptions, run: RunOptions,
     if len(names) != preds.n_tracks:
         raise UsageError(f"--track-names gives {len(names)} name(s) for {preds.n_tracks} track(s)")
     chunks = []
-    computer = BatchComputer(scoring.count_loss_weight, names, torch_device, scoring.dtype, plan)
+    computer, device, computing = make_computer(scoring, names, run, inputs.read_workers)
     screen = ValueScreen(findings, preds, truth_source, table, inputs.policies)
 
     def screened(i, predicted, observed):  # in the reading thread, overlapping the computation
@@ -114,7 +134,7 @@ def score_inputs(inputs: Inputs, scoring: ScoreOptions, run: RunOptions,
         preds.check_batch(logits, observed, table, i)
         return skip, computer.prepare(logits, logcounts, observed)
 
-    with torch.inference_mode(), compute_threads(torch_device, 1 + inputs.read_workers, run.threads):
+    with computing:
         for i, j, (skip, tensors) in inputs.batches(screened):
             overflowed = []
 
@@ -134,7 +154,7 @@ def score_inputs(inputs: Inputs, scoring: ScoreOptions, run: RunOptions,
                for name in (chunks[0] if chunks else {})}
     if table is None:
         table = Regions.row_numbers(preds.n)
-    settings = {"count_loss_weight": scoring.count_loss_weight, "device": str(torch_device), "dtype": scoring.dtype,
+    settings = {"count_loss_weight": scoring.count_loss_weight, "device": device, "dtype": scoring.dtype,
                 "batch_size": inputs.batch_size, "track_names": names, "metrics": plan.describe(),
                 "bpnet_eval_version": __version__}
     sources = {"predictions": preds.describe(), "truth": truth_source.describe(), "regions": table.source}

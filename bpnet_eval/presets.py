@@ -47,6 +47,11 @@ class MetricPlan:
     track_counts: bool = False    # per-track observed totals and predicted shares (BPReveal's per-bigWig counts)
     basepairmodels: bool = False  # basepairmodels' per-region metrics (bpm_<metric>_<track> columns)
 
+    @property
+    def seed_only(self) -> bool:
+        """Whether the run computes nothing per region beyond the seed losses (``seed.SeedComputer`` can score it)."""
+        return not (self.profile_names or self.pooled_auprc or self.track_counts or self.basepairmodels)
+
     def describe(self) -> dict:
         """The plan as recorded in ``summary.json`` → ``settings.metrics``."""
         return {"preset": self.preset, "count_target": self.count_target,

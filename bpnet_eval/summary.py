@@ -5,6 +5,7 @@ from typing import Optional
 import numpy as np
 
 from .columns import predicted_total_logcounts
+from .metrics.count_summary import count_metrics
 
 STATISTICS = ("mean", "std", "min", "q1", "median", "q3", "max")
 
@@ -31,7 +32,6 @@ def group_summary(columns: dict, rows: Optional[np.ndarray], track_names, count_
 
     ``count_options`` are ``count_metrics``' ``names``, ``ties`` and ``target``.
     """
-    from .metrics.counts import count_metrics  # torch: imported once the scores exist (the pipeline forks first)
 
     pick = (lambda v: v) if rows is None else (lambda v: v[rows])
     count_options = count_options or {}

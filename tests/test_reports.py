@@ -17,7 +17,7 @@ from scipy.special import softmax
 from bpnet_eval.examples import example_rows
 from bpnet_eval.options import Job
 from bpnet_eval.report import figures as plots
-from bpnet_eval.losses import predicted_profile
+from bpnet_eval.seed import predicted_profile
 from bpnet_eval.inputs import read_rows
 from tests.support.cases import make_case
 from tests.support.cli import run_cli

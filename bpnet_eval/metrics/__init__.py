@@ -4,6 +4,7 @@
   Spearman, cross-entropy, MNLL) and the batch entry point ``profile_metrics``.
 - ``auprc``: BPNet's binned profile auPRC, per region or pooled over regions.
 - ``counts``: count metrics across regions (Pearson, Spearman, MSE, MAE, variance explained).
+- ``count_summary``: ``count_metrics``, the same across one report's regions in numpy (no torch).
 - ``smoothing``: bpnet-lite's Gaussian smoothing along positions.
 - ``correlation``: Pearson/Spearman over the last axis with averaged or ordinal ranks.
 
@@ -21,8 +22,9 @@ _HOMES = {
     "auprc": ("auprc_region_mask", "average_precision", "bin_labels", "bin_max", "binned_labels_scores",
               "peak_labels", "pooled_auprc"),
     "correlation": ("average_ranks", "ordinal_ranks", "pearson", "ranks", "spearman"),
-    "counts": ("count_mae", "count_metrics", "count_mse", "count_pearson", "count_spearman",
-               "count_variance_explained", "log1p_total"),
+    "counts": ("count_mae", "count_mse", "count_pearson", "count_spearman", "count_variance_explained",
+               "log1p_total"),
+    "count_summary": ("count_metrics",),
     "profile": ("PROFILE_PRESETS", "cross_entropy", "flatten_tracks", "jsd_distance", "jsd_divergence",
                 "kl_divergence", "mnll", "mnll_per_base", "normalized_jsd", "observed_probabilities",
                 "permute_positions", "profile_metrics", "profile_pearson", "profile_spearman",

@@ -3,15 +3,13 @@
 
 Each function reduces the last axis (the regions), so 1-D inputs give one number and ``(T, n)``
 inputs give one per track. NaN inputs propagate (drop them first where wanted).
-``count_metrics`` is what the summary calls; it returns plain floats.
+``metrics.count_summary.count_metrics`` is what the summary calls (numpy; plain floats).
 """
 
-import numpy as np
 import torch
 
-from ..losses import log_count_target
+from ..seed import log_count_target
 from .correlation import NAN, is_constant, pearson, spearman
-from .names import COUNT_METRICS_DEFAULT
 
 
 
@@ -115,42 +113,12 @@ COUNT_FUNCTIONS = {"pearson": count_pearson, "spearman": count_spearman, "mse": 
                    "mae": count_mae, "variance_explained": count_variance_explained}
 
 
-def count_metrics(predicted_logcounts, observed_totals, names=COUNT_METRICS_DEFAULT, ties="average",
-                  target="log1p") -> dict:
-    """The count metrics ``names`` of float64 predicted log counts vs ``ln(1 + total)`` (or ``ln(total)``) across
-    regions.
-
-    Parameters
-    ----------
-    predicted_logcounts : array-like, shape=(n,)
-    observed_totals : array-like, shape=(n,)
-    names : sequence of str
-        From ``COUNT_METRICS_ALL``; default Pearson, Spearman and MSE.
-    ties : {"average", "ordinal"}
-        Spearman ranks: averaged (scipy) or ordinal (bpnet-lite, which also gives 0, not NaN, for a
-        correlation with a constant).
-    target : {"log1p", "log"}
-        ``y = ln(1 + total)`` (default) or ``ln(total)`` (BPReveal): regions without reads have no ``ln(total)``
-        and are left out.
-
-    Returns
-    -------
-    metrics : dict of str to float or None
-        None where undefined (a correlation of fewer than 2 regions or of a constant, no regions).
-    """
-    predicted = torch.as_tensor(np.asarray(predicted_logcounts, dtype=np.float64))
-    totals = torch.as_tensor(np.asarray(observed_totals, dtype=np.float64))
-    if target == "log":  # ln(0) is undefined: those regions are not counted
-        defined = totals > 0
-        predicted, totals = predicted[defined], totals[defined]
-    out = {}
-    for name in names:
-        undefined = predicted.numel() == 0 or (predicted.numel() < 2 and name != "mse" and name != "mae")
-        options = {"target": target}
-        if name == "spearman":
-            options["ties"] = ties
-        if ties in ("ordinal", "argsort") and name in ("pearson", "spearman"):  # bpnet-lite: 0, not NaN
-            options["zero_variance"] = 0.0
-        value = None if undefined else float(COUNT_FUNCTIONS[name](predicted, totals, **options))
-        out[name] = None if value is None or np.isnan(value) else value
-    return out
+def torch_count_metric(name: str, predicted, totals, ties: str = "average", target: str = "log1p") -> float:
+    """``count_summary.count_metric`` computed by the torch functions above (for bpnet-lite's ``ties="argsort"``,
+    torch's own tie order): float64 numpy or tensors in, a float out."""
+    options = {"target": target}
+    if name == "spearman":
+        options["ties"] = ties
+    if ties in ("ordinal", "argsort") and name in ("pearson", "spearman"):  # bpnet-lite: 0, not NaN
+        options["zero_variance"] = 0.0
+    return float(COUNT_FUNCTIONS[name](torch.as_tensor(predicted), torch.as_tensor(totals), **options))

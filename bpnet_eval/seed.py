@@ -1,0 +1,328 @@
+"""The seed losses per region in float64 numpy on the CPU, with no torch import.
+
+What ``score`` computes on a CPU: the joint and per-track MNLL from one ``logsumexp`` per track and sums
+over the nonzero counts (no log-probability array is formed), the count loss and the mixture loss. A run
+that needs nothing beyond them (the default metrics, ``--dtype float64``, on a CPU) never imports torch
+(``SeedComputer``); the torch path (``bpnet_eval.losses``, ``bpnet_eval.compute``) takes the same
+numbers from here on the CPU, so both give the same bits. The formulas that only combine per-region
+sums (``mnll_from_sums``, ``log1p_squared_error``, ``seed_columns``) take numpy arrays or torch tensors.
+"""
+
+import math
+import sys
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+
+# Regions converted and reduced at a time: small enough for the cache, which makes the dtype conversion and
+# the logsumexp about 4x faster than on a whole batch.
+CPU_CHUNK_REGIONS = 128
+
+# A track whose |logsumexp| exceeds this is shifted by its largest logit before the MNLL's sums:
+# ``sum_i k_i z_i - N lse`` cancels catastrophically when ``lse`` is large (an offset of 1e12 on every logit
+# lost 5 digits), while ``sum_i k_i (z_i - max) - N (lse - max)`` adds terms of one sign. Below it nothing is
+# shifted: the cancellation costs at most ``2^-52 * 2 * N * 1024``.
+SHIFT_ABOVE = 1024.0
+
+COUNT_LOSS_COLUMNS = {"log1p": "count_log1p_mse", "log": "count_log_mse"}
+
+# lgamma(k + 1) for k = 0 .. 16383, correctly rounded (written by torch.lgamma; tests/test_seed.py checks it
+# against 40-digit mpmath): math.lgamma is off by up to 7e-12 there.
+LOG_FACTORIAL_FILE = Path(__file__).with_name("log_factorials.npy")
+
+
+def array_namespace(x):
+    """``numpy`` for numpy arrays and scalars, else ``torch`` (already imported: ``x`` is one of its tensors)."""
+    return np if isinstance(x, (np.ndarray, np.generic, float, int)) else sys.modules["torch"]
+
+
+def float64_logsumexp(values: np.ndarray) -> np.ndarray:
+    """``logsumexp`` over the last axis in float64: ``m + ln sum_i exp(z_i - m)``, ``m = max_i z_i`` (0 where ``m``
+    is not finite, so that -inf, +inf and NaN come out as torch's ``logsumexp`` gives them).
+
+    Parameters
+    ----------
+    values : numpy.ndarray, shape=(..., L)
+        Any float dtype (converted to float64 first).
+
+    Returns
+    -------
+    lse : numpy.ndarray, shape=(...), float64
+    """
+    wide = values.astype(np.float64)
+    top = wide.max(axis=-1, keepdims=True) if wide.shape[-1] else np.zeros(wide.shape[:-1] + (1,))
+    top[~np.isfinite(top)] = 0.0
+    with np.errstate(over="ignore"):  # z - m below -max float: -inf, whose exp is 0 (as torch, silently)
+        np.subtract(wide, top, out=wide)
+    np.exp(wide, out=wide)
+    with np.errstate(divide="ignore"):  # an all -inf row: ln 0 = -inf, as torch
+        return np.log(wide.sum(axis=-1)) + top[..., 0]
+
+
+def shifted_logsumexp(logits: np.ndarray):
+    """``lse_s = shift_s + rest_s`` per track in float64, over cache-sized chunks of regions.
+
+    ``shift_s`` is 0 where ``|lse_s| <= SHIFT_ABOVE`` (``rest_s`` is then ``logsumexp_i z_si`` itself), else the
+    track's largest logit, with ``rest_s = logsumexp_i (z_si - shift_s)`` in ``[0, ln L]``: the pair keeps every
+    digit of ``lse_s - shift_s`` however large the logits are.
+
+    Parameters
+    ----------
+    logits : numpy.ndarray, shape=(n, S, L)
+        As stored (float32 is converted chunk by chunk, never as a whole batch).
+
+    Returns
+    -------
+    shift, rest : numpy.ndarray, each shape=(n, S), float64
+    """
+    n = logits.shape[0]
+    parts = [float64_logsumexp(logits[a:a + CPU_CHUNK_REGIONS]) for a in range(0, n, CPU_CHUNK_REGIONS)]
+    rest = np.concatenate(parts) if parts else np.zeros(logits.shape[:-1])
+    shift = np.zeros_like(rest)
+    large = np.abs(rest) > SHIFT_ABOVE  # NaN (non-finite logits) is never large: it stays NaN
+    if large.any():  # rare: those regions again, each track shifted by its largest logit
+        rows = np.flatnonzero(large.any(axis=-1))
+        wide = logits[rows].astype(np.float64)
+        top = wide.max(axis=-1)
+        chosen = large[rows]
+        shift[rows] = np.where(chosen, top, 0.0)
+        with np.errstate(over="ignore"):  # logits at both ends of float64: -inf, reported as an overflow
+            rest[rows] = np.where(chosen, float64_logsumexp(wide - top[..., None]), rest[rows])
+    return shift, rest
+
+
+@lru_cache(maxsize=1)
+def log_factorial_table() -> np.ndarray:
+    """``lgamma(k + 1)`` of ``k = 0, 1, ...`` as far as the table goes (``LOG_FACTORIAL_FILE``)."""
+    return np.load(LOG_FACTORIAL_FILE)
+
+
+_lgamma = np.frompyfunc(math.lgamma, 1, 1)
+
+
+def log_factorial(counts: np.ndarray) -> np.ndarray:
+    """``lgamma(k + 1)`` of float64 counts: looked up for integers in the table (read counts), else ``math.lgamma``
+    (within a few float64 ulps; +inf at its poles and beyond the float range)."""
+    counts = np.asarray(counts, dtype=np.float64)
+    table = log_factorial_table()
+    small = (counts >= 0) & (counts < len(table)) & (counts == np.floor(counts))
+    if small.all():
+        return table[counts.astype(np.intp)]
+    out = np.empty_like(counts)
+    out[small] = table[counts[small].astype(np.intp)]
+    rest = counts[~small] + 1
+    pole = (rest <= 0) & (rest == np.floor(rest))  # lgamma is +inf at 0, -1, ... (as torch gives it)
+    finite = np.isfinite(rest) & (rest < 2.5e305) & ~pole  # lgamma(x) overflows float64 near here: math raises
+    values = np.full(rest.shape, np.inf)
+    values[np.isnan(rest)] = np.nan
+    values[finite] = _lgamma(rest[finite]).astype(np.float64) if finite.any() else values[finite]
+    out[~small] = values
+    return out
+
+
+def count_sums(observed: np.ndarray, logits: np.ndarray, shift: Optional[np.ndarray] = None):
+    """Per track: ``N_s = sum_i k_si``, ``sum_i lgamma(k_si + 1)`` and ``sum_i k_si (z_si - shift_s)``, over the
+    nonzero counts only (``lgamma(k + 1)`` only where ``k`` is not 1); float64 sums.
+
+    Parameters
+    ----------
+    observed, logits : numpy.ndarray, shape=(n, S, L)
+    shift : numpy.ndarray, shape=(n, S), optional
+        Subtracted from each track's logits before the products (``shifted_logsumexp``); default 0.
+
+    Returns
+    -------
+    totals, log_factorials, counts_dot_logits : numpy.ndarray, each shape=(n, S), float64
+    """
+    length, n_rows = observed.shape[-1], observed.size // max(1, observed.shape[-1])
+    flat = observed.reshape(-1)
+    where = np.flatnonzero(flat != 0)  # on a boolean mask: 6x faster than on floats
+    rows, counts = where // max(1, length), flat[where].astype(np.float64)
+    values = logits.reshape(-1)[where].astype(np.float64)
+    if shift is not None:  # only where some track's logits are large (rare): else the sums are as before
+        with np.errstate(over="ignore"):  # logits 1.7e308 apart: -inf, an overflow the value screen reports
+            values = values - shift.reshape(-1)[rows]
+    with np.errstate(over="ignore", invalid="ignore"):
+        products = counts * values
+    factorial = counts != 1
+    sums = np.stack([np.bincount(rows, counts, n_rows),
+                     np.bincount(rows[factorial], log_factorial(counts[factorial]), n_rows),
+                     np.bincount(rows, products, n_rows)])
+    return tuple(sums.reshape(3, *observed.shape[:-1]))
+
+
+def mnll_from_sums(rest, log_mass, totals, log_factorials, counts_dot_logits, lgamma: Callable):
+    """Joint and per-track MNLL of one batch from per-track sums (numpy arrays or torch tensors, shape ``(n, S)``).
+
+    Per track: ``-lgamma(N_s+1) + sum_i lgamma(k_si+1) - sum_i k_si logp_si``; joint (one multinomial over S*L):
+    ``-lgamma(N+1) + sum_s sum_i lgamma(k_si+1) - sum_s (sum_i k_si logp_si + N_s log_mass_s)``, with
+    ``sum_i k_si logp_si = counts_dot_logits_s - N_s rest_s`` (``counts_dot_logits`` and ``rest`` relative to the
+    same shift) and ``log_mass_s`` each track's share of the joint mass (``log_softmax_s lse_s``).
+
+    Returns
+    -------
+    joint : shape=(n,)
+    per_track : shape=(n, S)
+    """
+    counts_dot_logps = counts_dot_logits - totals * rest
+    per_track = -lgamma(totals + 1) + log_factorials - counts_dot_logps
+    joint = (-lgamma(totals.sum(-1) + 1) + log_factorials.sum(-1)
+             - (counts_dot_logps + totals * log_mass).sum(-1))
+    return joint, per_track
+
+
+def log_softmax(values: np.ndarray) -> np.ndarray:
+    """``(z_i - m) - ln sum_j exp(z_j - m)``, ``m = max_j z_j``, over the last axis (the operations in torch's order)."""
+    with np.errstate(invalid="ignore"):  # a row whose largest value is not finite: NaN, as torch
+        centred = values - values.max(axis=-1, keepdims=True)
+    return centred - np.log(np.exp(centred).sum(axis=-1, keepdims=True))
+
+
+def predicted_profile(logits: np.ndarray, logcounts: np.ndarray) -> np.ndarray:
+    """``softmax(z) * exp(c)``: per track when ``c`` has one column per track, else one joint softmax over
+    tracks and positions scaled by the region's ``exp(c)``; logits ``(n, S, L)``, log counts ``(n, T)``."""
+    z = np.asarray(logits, dtype=np.float64)
+    c = np.asarray(logcounts, dtype=np.float64).reshape(z.shape[0], -1)
+    if c.shape[1] == z.shape[1] and c.shape[1] > 1:
+        log_probabilities = log_softmax(z)
+    else:
+        log_probabilities = log_softmax(z.reshape(z.shape[0], -1)).reshape(z.shape)
+    with np.errstate(over="ignore"):  # e^c of a huge c: inf (the figures leave such regions out)
+        return np.exp(log_probabilities) * np.exp(c)[:, :, None]
+
+
+def _lgamma_of_positive(x: np.ndarray) -> np.ndarray:
+    """``lgamma(x)`` for ``x >= 1`` (totals plus one)."""
+    return log_factorial(x - 1)
+
+
+def mnll_per_region(logits: np.ndarray, observed: np.ndarray):
+    """Joint and per-track MNLL (the seed's ``MNLLLoss`` of the joint ``log_softmax`` and of each track's), float64.
+
+    Parameters
+    ----------
+    logits : numpy.ndarray, shape=(n, S, L)
+        As stored.
+    observed : numpy.ndarray, shape=(n, S, L)
+        Any float dtype (float32 holds counts exactly).
+
+    Returns
+    -------
+    joint : numpy.ndarray, shape=(n,)
+    per_track : numpy.ndarray, shape=(n, S)
+    track_totals : numpy.ndarray, shape=(n, S)
+    """
+    shift, rest = shifted_logsumexp(logits)
+    large = bool(shift.any())
+    lse = (shift - shift.max(axis=-1, keepdims=True)) + rest if large else rest
+    log_mass = log_softmax(lse)
+    totals, factorials, dots = count_sums(observed, logits, shift if large else None)
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow is inf/NaN, which the value screen reports
+        joint, per_track = mnll_from_sums(rest, log_mass, totals, factorials, dots, _lgamma_of_positive)
+    return joint, per_track, totals
+
+
+def log_count_target(true_counts, target="log1p"):
+    """``t(K) = ln(1 + K)`` (``"log1p"``: the seed's count target) or ``ln K`` (``"log"``: BPReveal's), NaN where
+    ``ln K`` is undefined (``K = 0``).
+
+    Parameters
+    ----------
+    true_counts : numpy.ndarray or torch.Tensor
+        Observed totals ``K``.
+    target : {"log1p", "log"}
+
+    Returns
+    -------
+    y : same type and shape
+    """
+    xp = array_namespace(true_counts)
+    if target == "log1p":
+        return xp.log1p(true_counts)
+    if target != "log":
+        raise ValueError(f"count target must be 'log1p' or 'log', not {target!r}")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return xp.where(true_counts > 0, xp.log(true_counts), xp.full_like(true_counts, float("nan")))
+
+
+def log1p_squared_error(log_predicted_counts, true_counts, target="log1p"):
+    """Per-region ``mean over the last axis of (t(true) - log_predicted)^2``, ``t = ln(1 + K)`` (or ``ln K``).
+
+    Parameters
+    ----------
+    log_predicted_counts : numpy.ndarray or torch.Tensor, shape=(n, T)
+        Predicted log counts, one per track (T = S) or one per region (T = 1).
+    true_counts : same type, shape=(n, T)
+        Observed counts matching ``log_predicted_counts``.
+    target : {"log1p", "log"}
+        The count target (``log_count_target``): ``ln K`` gives NaN where ``K = 0``.
+
+    Returns
+    -------
+    loss : shape=(n,)
+    """
+    xp = array_namespace(true_counts)
+    with np.errstate(over="ignore", invalid="ignore"):  # a huge log count: inf, which the value screen reports
+        return xp.mean(xp.square(log_count_target(true_counts, target) - log_predicted_counts), -1)
+
+
+def seed_columns(mnll, logcounts, count_loss_weight: float, track_names: Sequence[str],
+                 count_target: str = "log1p") -> dict:
+    """The seed losses, the per-track MNLL, observed counts and predicted log counts of one batch (numpy arrays
+    or torch tensors, in ``logcounts``' dtype), from ``mnll = (joint, per_track, track_totals)``
+    (``mnll_per_region``): defined for every region with finite inputs (never NaN), except the count and mixture
+    losses under the ``ln K`` count target where a region has no reads. The count loss is ``count_log1p_mse``
+    (``count_target="log1p"``) or ``count_log_mse`` (``"log"``)."""
+    profile_mnll, per_track_mnll, track_totals = mnll
+    target = track_totals.sum(-1)[:, None] if logcounts.shape[-1] == 1 else track_totals
+    count_loss = log1p_squared_error(logcounts, target, count_target)
+    columns = {"observed_counts": track_totals.sum(-1)}
+    if logcounts.shape[-1] == 1:
+        columns["predicted_logcounts"] = logcounts[:, 0]
+    else:
+        for s, name in enumerate(track_names):
+            columns[f"observed_counts_{name}"] = target[:, s]
+            columns[f"predicted_logcounts_{name}"] = logcounts[:, s]
+    columns.update({"profile_mnll": profile_mnll, COUNT_LOSS_COLUMNS[count_target]: count_loss,
+                    "mixture_loss": profile_mnll + count_loss_weight * count_loss})
+    if len(track_names) > 1:
+        for s, name in enumerate(track_names):
+            columns[f"profile_mnll_{name}"] = per_track_mnll[:, s]
+    return columns
+
+
+def maybe_undefined(count_target: str) -> frozenset:
+    """Seed columns that may be NaN for finite inputs: the count loss and the mixture loss under the ``ln K``
+    target, where a region has no reads (none under ``ln(1 + K)``)."""
+    return frozenset() if count_target == "log1p" else frozenset({COUNT_LOSS_COLUMNS[count_target], "mixture_loss"})
+
+
+class SeedComputer:
+    """Numpy batches → the seed columns (float64 numpy), on the CPU without torch: ``BatchComputer``'s interface
+    for a run whose plan needs nothing beyond the seed losses (``needs_only_seed``)."""
+
+    device = "cpu"
+    pooled_auprc = None
+
+    def __init__(self, count_loss_weight: float = 1.0, track_names: Sequence[str] = ("plus", "minus"),
+                 count_target: str = "log1p"):
+        self.count_loss_weight = count_loss_weight
+        self.track_names = list(track_names)
+        self.count_target = count_target
+
+    def prepare(self, *arrays):
+        """The arrays as they are (``BatchComputer.prepare`` makes tensors)."""
+        return arrays
+
+    def __call__(self, logits, logcounts, observed, first_row: int = 0, screen: Optional[Callable] = None) -> dict:
+        """Per-region columns (float64) of one batch; ``screen(columns, always_defined)`` sees them, as in
+        ``BatchComputer``."""
+        logits, observed = np.asarray(logits), np.asarray(observed)
+        logcounts = np.asarray(logcounts, dtype=np.float64)
+        columns = seed_columns(mnll_per_region(logits, observed), logcounts, self.count_loss_weight,
+                               self.track_names, self.count_target)
+        if screen is not None:
+            screen(columns, frozenset(columns) - maybe_undefined(self.count_target))
+        return columns

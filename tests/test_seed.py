@@ -1,0 +1,149 @@
+"""The torch-free CPU path (``bpnet_eval.seed``, ``metrics.count_summary``): equal to independent float64
+numpy/scipy references, to the torch path, and a default run on the CPU never imports torch."""
+
+import json
+import subprocess
+import sys
+
+import mpmath
+import numpy as np
+import pytest
+import torch
+from scipy.stats import pearsonr, rankdata, spearmanr
+
+from bpnet_eval import seed
+from bpnet_eval.metrics.count_summary import average_ranks, count_metrics, ordinal_ranks
+from bpnet_eval.metrics.counts import COUNT_FUNCTIONS
+from bpnet_eval.metrics.names import COUNT_METRICS_ALL
+from tests.support.checks import numbers, read_columns
+from tests.support.cases import make_case
+from tests.support.cli import REPO
+from tests.support.reference import expected_columns
+
+
+def test_log_factorial_table_is_correctly_rounded():
+    """The shipped table holds lgamma(k + 1) correctly rounded (40-digit mpmath), as torch.lgamma gives it."""
+    table = seed.log_factorial_table()
+    assert len(table) == 16384 and table[0] == 0.0 and table[1] == 0.0
+    mpmath.mp.dps = 40
+    for k in list(range(300)) + list(range(300, len(table), 97)) + [len(table) - 1]:
+        assert table[k] == float(mpmath.loggamma(k + 1)), k
+    np.testing.assert_array_equal(table, torch.lgamma(torch.arange(1, len(table) + 1, dtype=torch.float64)).numpy())
+
+
+def test_log_factorial_beyond_the_table_and_at_poles():
+    mpmath.mp.dps = 40
+    counts = np.array([16384.0, 1e6, 2.5, 1e300, np.inf, np.nan, -1.0, 3.0])
+    got = seed.log_factorial(counts)
+    for value, want in zip(got[:4], counts[:4]):
+        assert value == pytest.approx(float(mpmath.loggamma(want + 1)), rel=1e-15)
+    assert got[4] == np.inf and np.isnan(got[5]) and got[6] == np.inf and got[7] == float(np.log(6.0))
+
+
+@pytest.mark.parametrize("per_track", [False, True])
+def test_seed_computer_equals_scipy_reference(tmp_path, per_track):
+    case = make_case(tmp_path, n=30, per_track_logcounts=per_track)
+    observed = case.observed.astype(np.float32)
+    columns = seed.SeedComputer(1.0, ["plus", "minus"])(case.logits, case.logcounts, observed)
+    want = expected_columns(case.logits, case.logcounts, case.observed)
+    for name in ("profile_mnll", "count_log1p_mse", "mixture_loss", "observed_counts"):
+        np.testing.assert_allclose(columns[name], want[name], rtol=1e-12, atol=1e-9)
+    for s, track in enumerate(("plus", "minus")):
+        np.testing.assert_allclose(columns[f"profile_mnll_{track}"], want["per_track"][:, s], rtol=1e-12, atol=1e-9)
+    assert all(v.dtype == np.float64 for v in columns.values())
+
+
+def test_seed_computer_equals_the_torch_computer_bit_for_bit(tmp_path):
+    """On the CPU in float64 both computers take the same numbers (the torch one from ``seed``)."""
+    from bpnet_eval.compute import BatchComputer
+
+    case = make_case(tmp_path, n=30)
+    observed = case.observed.astype(np.float32)
+    numpy_columns = seed.SeedComputer(1.0, ["plus", "minus"])(case.logits, case.logcounts, observed)
+    torch_columns = BatchComputer(1.0, ["plus", "minus"], "cpu", "float64")(case.logits, case.logcounts, observed)
+    assert numpy_columns.keys() == torch_columns.keys()
+    for name in numpy_columns:
+        np.testing.assert_array_equal(numpy_columns[name], torch_columns[name], err_msg=name)
+
+
+def test_predicted_profile_is_a_scaled_softmax():
+    rng = np.random.default_rng(1)
+    logits, logcounts = rng.normal(size=(3, 2, 20)), rng.normal(2, 1, size=(3, 1))
+    joint = np.exp(logits.reshape(3, -1)) / np.exp(logits.reshape(3, -1)).sum(-1, keepdims=True)
+    np.testing.assert_allclose(seed.predicted_profile(logits, logcounts),
+                               joint.reshape(3, 2, 20) * np.exp(logcounts)[:, :, None], rtol=1e-12)
+
+
+def test_count_ranks_equal_scipy_rankdata():
+    x = np.random.default_rng(0).integers(0, 6, size=200).astype(float)
+    np.testing.assert_array_equal(average_ranks(x), rankdata(x))
+    np.testing.assert_array_equal(ordinal_ranks(x), rankdata(x, method="ordinal"))
+    ranks = average_ranks(np.array([3.0, np.nan, 1.0, 3.0]))
+    assert np.isnan(ranks[1]) and ranks[[0, 2, 3]].tolist() == [2.5, 1.0, 2.5]
+
+
+@pytest.mark.parametrize("target", ["log1p", "log"])
+def test_count_metrics_equal_scipy(target):
+    rng = np.random.default_rng(3)
+    totals = rng.poisson(rng.gamma(1.0, 30.0, size=500)).astype(float)
+    totals[:40] = totals[40:80]  # ties
+    predicted = np.log1p(totals) + rng.normal(0, 0.4, size=500)
+    kept = totals > 0 if target == "log" else np.ones(500, bool)
+    y = np.log(totals[kept]) if target == "log" else np.log1p(totals)
+    c = predicted[kept]
+    got = count_metrics(predicted, totals, names=COUNT_METRICS_ALL, target=target)
+    assert got["pearson"] == pytest.approx(pearsonr(c, y)[0], rel=1e-13)
+    assert got["spearman"] == pytest.approx(spearmanr(c, y)[0], rel=1e-13)
+    assert got["mse"] == pytest.approx(np.mean((y - c) ** 2), rel=1e-13)
+    assert got["mae"] == pytest.approx(np.mean(np.abs(y - c)), rel=1e-13)
+    assert got["variance_explained"] == pytest.approx(1 - np.var(y - c) / np.var(y), rel=1e-13)
+    ordinal = count_metrics(predicted, totals, names=("spearman",), ties="ordinal", target=target)["spearman"]
+    assert ordinal == pytest.approx(pearsonr(rankdata(c, method="ordinal"), rankdata(y, method="ordinal"))[0],
+                                    rel=1e-13)
+
+
+def test_count_metrics_undefined_and_bpnet_lite_ties():
+    assert count_metrics([1.0, 2.0, 3.0], [5.0, 5.0, 5.0]) == {"pearson": None, "spearman": None,
+                                                               "mse": pytest.approx(np.mean((np.log(6) - [1, 2, 3]) ** 2))}
+    assert count_metrics([1.0, 2.0, 3.0], [5.0, 5.0, 5.0], ties="ordinal")["pearson"] == 0.0  # bpnet-lite: 0
+    rng = np.random.default_rng(4)
+    predicted, totals = rng.normal(3, 1, size=300), rng.poisson(20, size=300).astype(float)
+    torch_value = float(COUNT_FUNCTIONS["spearman"](torch.tensor(predicted), torch.tensor(totals), ties="argsort",
+                                                    zero_variance=0.0))
+    assert count_metrics(predicted, totals, names=("spearman",), ties="argsort")["spearman"] == torch_value
+
+
+RUN_AND_REPORT_TORCH = r"""
+import os, sys
+exit_now = os._exit
+def report_and_exit(code):
+    print("TORCH_IMPORTED=%s" % ("torch" in sys.modules), file=sys.stderr, flush=True)
+    exit_now(code)
+os._exit = report_and_exit
+sys.argv = ["bpnet-eval"] + sys.argv[1:]
+from bpnet_eval.cli import main
+main()
+"""
+
+
+@pytest.mark.slow
+def test_a_default_cpu_run_never_imports_torch_and_matches_the_reference(tmp_path):
+    case = make_case(tmp_path, n=60)
+    outcomes = {}
+    for name, extra in (("default", []), ("all", ["--metrics", "all"])):
+        out = tmp_path / name
+        done = subprocess.run([sys.executable, "-c", RUN_AND_REPORT_TORCH, "score", str(case.predictions),
+                               *map(str, case.bigwigs), "--out", str(out), "--quiet", "--no-plots", "--device",
+                               "cpu", "--batch-size", "16", *extra], capture_output=True, text=True, cwd=REPO, timeout=300)
+        assert done.returncode == 0, done.stderr
+        outcomes[name] = [line for line in done.stderr.splitlines() if line.startswith("TORCH_IMPORTED")]
+        table = read_columns(out / "regions.tsv")
+        want = expected_columns(case.logits, case.logcounts, case.observed)
+        for column in ("profile_mnll", "count_log1p_mse", "mixture_loss"):
+            np.testing.assert_allclose(numbers(table, column), want[column], rtol=1e-10)
+        summary = json.loads((out / "summary.json").read_text())
+        y = np.log1p(case.observed.sum(axis=(1, 2)))
+        assert summary["counts"]["pearson"] == pytest.approx(pearsonr(case.logcounts[:, 0], y)[0], rel=1e-12)
+        assert summary["counts"]["spearman"] == pytest.approx(spearmanr(case.logcounts[:, 0], y)[0], rel=1e-12)
+    assert outcomes["default"] and set(outcomes["default"]) == {"TORCH_IMPORTED=False"}  # every process
+    assert "TORCH_IMPORTED=True" in outcomes["all"]
