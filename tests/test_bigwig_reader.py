@@ -224,7 +224,7 @@ def test_clean_layouts_equal_pybigwig(tmp_path, mode, layout, width):
 
 def test_whole_file_chunks_big_calls(tmp_path, monkeypatch):
     """Kept whole, calls bigger than one scatter step are filled step by step."""
-    monkeypatch.setattr(bigwig, "_CHUNK_ELEMENTS", 300)
+    monkeypatch.setattr(bigwig, "_FILL_ELEMENTS", 300)
     for layout in ("sparse", "per-base-fixed"):
         path = write_layout(tmp_path / f"{layout}.bw", layout, np.random.default_rng(5))
         chroms, starts, ends = random_windows(dict(LAYOUT_CHROMS), 50, 100, np.random.default_rng(6))

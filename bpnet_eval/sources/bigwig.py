@@ -74,6 +74,8 @@ _RESIDENT_AFTER_SHARE = 0.5  # bigger ones once reads have decoded this share of
 _RESIDENT_MAX_BYTES = _CACHE_BYTES  # if whole they take at most this (it replaces the block cache)
 _STREAM_WINDOWS = 8192  # windows filled per step from a big file (bounds decoded blocks held)
 _CHUNK_ELEMENTS = 1 << 22  # output elements scattered per step (bounds memory)
+_FILL_ELEMENTS = 1 << 17  # output elements filled per step from a file kept whole: temporaries of a few hundred
+# kB are reused by malloc, where multi-MB ones are returned to the system and faulted in again on every batch (~9x slower)
 _RESIDENT_BYTES_PER_INTERVAL = 16  # one int64 key, one uint32 length, one float32 value
 _RESIDENT_BYTES_PER_BASE = 4  # one float32 value per base of the genome
 _CACHED_BYTES_PER_INTERVAL = 16  # three uint32 positions + one float32 value
@@ -192,7 +194,7 @@ class _DenseGenome:
         """Copy windows [key0, key0 + width) into the rows of out."""
         rows = np.lib.stride_tricks.sliding_window_view(self.values, width)
         first = self.offsets[key0 >> 32] + (key0 & 0xFFFFFFFF)
-        step = max(1, _CHUNK_ELEMENTS // width)
+        step = max(1, _FILL_ELEMENTS // width)
         for w0 in range(0, len(key0), step):
             out[w0:w0 + step] = rows[first[w0:w0 + step]]
 
@@ -208,7 +210,7 @@ class _SparseGenome:
         if not len(self.key):
             return
         flat = out.reshape(-1)
-        step = max(1, _CHUNK_ELEMENTS // width)
+        step = max(1, _FILL_ELEMENTS // width)
         for w0 in range(0, len(key0), step):
             k0 = key0[w0:w0 + step]
             order = np.argsort(k0)  # a big haystack is searched faster with needles in order
