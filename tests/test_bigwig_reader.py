@@ -222,6 +222,16 @@ def test_clean_layouts_equal_pybigwig(tmp_path, mode, layout, width):
         assert isinstance(r._resident, kept)
 
 
+@pytest.mark.parametrize("n", [1, 63, 64, 65, 1000])
+def test_two_level_search_equals_searchsorted(n):
+    rng = np.random.default_rng(n)
+    key = np.cumsum(rng.integers(1, 50, n)).astype(np.int64)
+    genome = bigwig._SparseGenome(key, np.ones(n, np.uint32), np.ones(n, np.float32))
+    needles = np.r_[key, key - 1, key + 1, rng.integers(-5, key[-1] + 5, 500)]
+    for side in ("left", "right"):
+        np.testing.assert_array_equal(genome.search(needles, side), np.searchsorted(key, needles, side=side))
+
+
 def test_whole_file_chunks_big_calls(tmp_path, monkeypatch):
     """Kept whole, calls bigger than one scatter step are filled step by step."""
     monkeypatch.setattr(bigwig, "_FILL_ELEMENTS", 300)

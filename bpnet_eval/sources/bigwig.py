@@ -74,6 +74,7 @@ _RESIDENT_AFTER_SHARE = 0.5  # bigger ones once reads have decoded this share of
 _RESIDENT_MAX_BYTES = _CACHE_BYTES  # if whole they take at most this (it replaces the block cache)
 _STREAM_WINDOWS = 8192  # windows filled per step from a big file (bounds decoded blocks held)
 _CHUNK_ELEMENTS = 1 << 22  # output elements scattered per step (bounds memory)
+_SEARCH_RUN = 64  # keys per run of the two-level search of a file kept whole as intervals
 _FILL_ELEMENTS = 1 << 17  # output elements filled per step from a file kept whole: temporaries of a few hundred
 # kB are reused by malloc, where multi-MB ones are returned to the system and faulted in again on every batch (~9x slower)
 _RESIDENT_BYTES_PER_INTERVAL = 16  # one int64 key, one uint32 length, one float32 value
@@ -204,6 +205,16 @@ class _SparseGenome:
 
     def __init__(self, key: np.ndarray, length: np.ndarray, value: np.ndarray):
         self.key, self.length, self.value = key, length, value
+        self.sample = key[::_SEARCH_RUN].copy()  # every 64th key, searched first (it stays in the CPU cache)
+
+    def search(self, needles: np.ndarray, side: str) -> np.ndarray:
+        """``np.searchsorted(self.key, needles, side)``: the sample, then one run of 64 keys per needle (a
+        binary search of the whole array misses the CPU cache at every step once other reads have evicted it)."""
+        j = np.searchsorted(self.sample, needles, side=side)
+        base = np.maximum(j - 1, 0) * _SEARCH_RUN
+        run = self.key[np.minimum(base[:, None] + np.arange(_SEARCH_RUN), len(self.key) - 1)]
+        before = run <= needles[:, None] if side == "right" else run < needles[:, None]
+        return np.where(j > 0, np.minimum(base + before.sum(axis=1), len(self.key)), 0)
 
     def fill(self, key0: np.ndarray, width: int, out: np.ndarray) -> None:
         """Write windows [key0, key0 + width) into the rows of out (zeroed)."""
@@ -213,10 +224,8 @@ class _SparseGenome:
         step = max(1, _FILL_ELEMENTS // width)
         for w0 in range(0, len(key0), step):
             k0 = key0[w0:w0 + step]
-            order = np.argsort(k0)  # a big haystack is searched faster with needles in order
-            last, stop = np.empty_like(k0), np.empty_like(k0)
-            last[order] = np.searchsorted(self.key, k0[order], side="right") - 1  # last interval starting <= k0
-            stop[order] = np.searchsorted(self.key, k0[order] + width, side="left")
+            last = self.search(k0, "right") - 1  # the last interval starting at or before k0
+            stop = self.search(k0 + width, "left")
             held = np.maximum(last, 0)
             first = np.where((last >= 0) & (self.key[held] + self.length[held] > k0), last, last + 1)
             iv, row = _expand_ranges(first, stop)
