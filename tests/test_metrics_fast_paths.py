@@ -9,6 +9,7 @@ from scipy.stats import rankdata, spearmanr
 
 from bpnet_eval.metrics import PROFILE_METRICS_ALL, PROFILE_PRESETS, average_ranks, ordinal_ranks, profile_metrics
 from bpnet_eval.metrics.correlation import argsort_ranks, count_ranks, small_count_top, sorted_average_ranks
+from bpnet_eval.metrics.auprc import average_precision
 from bpnet_eval.metrics.profile import chunk_rows, region_keys
 from bpnet_eval.metrics.sorting import any_order, stable_order
 
@@ -120,3 +121,37 @@ def test_any_order_sorts_and_equals_argsort_for_distinct_keys():
     assert torch.equal(any_order(keys), torch.argsort(keys, dim=-1))
     x = torch.as_tensor(np.round(np.random.default_rng(7).normal(size=(9, 400)), 1))
     assert torch.equal(torch.gather(x, -1, any_order(x)), torch.sort(x, dim=-1).values)
+
+
+def stable_sort_average_precision(labels, scores):
+    """``average_precision`` as first written: torch's stable descending sort and a dense sum of precisions."""
+    keep = (labels >= 0) & ~torch.isnan(scores)
+    sorted_scores, order = torch.sort(torch.where(keep, scores, -torch.inf), dim=-1, descending=True, stable=True)
+    positive = torch.gather((labels == 1) & keep, -1, order)
+    true_pos = torch.cumsum(positive, dim=-1)
+    called = torch.cumsum(torch.gather(keep, -1, order), dim=-1)
+    n = scores.shape[-1]
+    ends_tie = torch.ones_like(positive)
+    ends_tie[..., :-1] = sorted_scores[..., 1:] != sorted_scores[..., :-1]
+    position = torch.arange(n).expand_as(order)
+    tie_end = torch.cummin(torch.where(ends_tie, position, n - 1).flip(-1), dim=-1).values.flip(-1)
+    precision = (torch.gather(true_pos, -1, tie_end).to(scores.dtype)
+                 / torch.gather(called, -1, tie_end).to(scores.dtype))
+    n_positive = true_pos[..., -1].to(scores.dtype)
+    ap = torch.sum(torch.where(positive, precision, 0.0), dim=-1) / n_positive
+    return torch.where(n_positive > 0, ap, float("nan"))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("decimals", [None, 2, 1])  # distinct scores, some ties, many ties (the stable path)
+def test_average_precision_bit_equals_the_stable_sort(dtype, decimals):
+    rng = np.random.default_rng(8)
+    labels = torch.as_tensor(rng.choice([1, 0, 0, 0, -1], size=(50, 2, 300)))
+    scores = rng.random(labels.shape)
+    scores = torch.as_tensor(scores if decimals is None else np.round(scores, decimals), dtype=dtype)
+    scores[3, 0, :10] = torch.nan
+    scores[4, 1, :7] = -torch.inf  # kept, tied with the entries left out
+    labels[5] = 0  # no positive: NaN
+    for lab, sc in ((labels, scores), (labels.flatten(1), scores.flatten(1)), (labels[0, 0], scores[0, 0])):
+        got, expected = average_precision(lab, sc), stable_sort_average_precision(lab, sc)
+        assert torch.equal(torch.nan_to_num(got, nan=-1.0), torch.nan_to_num(expected, nan=-1.0))

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .names import BIN_SIZES
-from .sorting import stable_order
+from .sorting import any_sort, stable_order
 
 NAN = float("nan")
 POS_MIN_FRACTION = 0.015
@@ -126,25 +126,36 @@ def average_precision(labels, scores):
         Dtype of ``scores``; NaN where there is no positive.
     """
     keep = (labels >= 0) & ~torch.isnan(scores)
-    # descending scores, ties by position (a stable sort), the entries left out last
+    # descending scores, the entries left out last: sorted by any sort, then by a stable one (ties by position,
+    # as torch's stable sort) only where a positive is tied with another entry, as the position of each
+    # positive's term in the sum below decides the rounding of that sum
     descending = torch.where(keep, -scores, torch.inf)
-    order = stable_order(descending)
-    sorted_scores = torch.gather(descending, -1, order)
-    positive = torch.gather((labels == 1) & keep, -1, order)
-    true_pos = torch.cumsum(positive, dim=-1)
-    called = torch.cumsum(torch.gather(keep, -1, order), dim=-1)
-    # sum_n (R_n - R_{n-1}) P_n = mean over positives of P at the threshold that calls them, i.e.
-    # at the last entry tied with them
-    n = scores.shape[-1]
-    ends_tie = torch.ones_like(positive)
+    sorted_scores, order = any_sort(descending)
+    ends_tie = torch.ones_like(keep)
     ends_tie[..., :-1] = sorted_scores[..., 1:] != sorted_scores[..., :-1]
-    position = torch.arange(n, device=scores.device).expand_as(order)
-    tie_end = torch.cummin(torch.where(ends_tie, position, n - 1).flip(-1), dim=-1).values.flip(-1)
-    precision = (torch.gather(true_pos, -1, tie_end).to(scores.dtype)
-                 / torch.gather(called, -1, tie_end).to(scores.dtype))
-    n_positive = true_pos[..., -1].to(scores.dtype)
-    ap = torch.sum(torch.where(positive, precision, 0.0), dim=-1) / n_positive
+    ends_tie = ends_tie.flatten()  # rows laid end to end: each row's last entry ends a tie
+    tie_ends = torch.nonzero(ends_tie).flatten()
+    positive, positives, tie_end = _positives_and_tie_ends(labels, keep, order, tie_ends)
+    tied = (tie_end != positives) | ((positives > 0) & ~ends_tie[(positives - 1).clamp(min=0)])
+    if bool(tied.any()):
+        positive, positives, tie_end = _positives_and_tie_ends(labels, keep, stable_order(descending), tie_ends)
+    true_pos = torch.cumsum(positive, dim=-1).flatten()
+    called = torch.cumsum(torch.gather(keep, -1, order), dim=-1).flatten()  # the same counts in any tie order
+    # sum_n (R_n - R_{n-1}) P_n = mean over positives of P at the threshold that calls them, i.e. at the last
+    # entry tied with them
+    precision = torch.zeros(keep.shape, dtype=scores.dtype, device=scores.device)
+    precision.view(-1)[positives] = true_pos[tie_end].to(scores.dtype) / called[tie_end].to(scores.dtype)
+    n_positive = true_pos.view(keep.shape)[..., -1].to(scores.dtype)
+    ap = torch.sum(precision, dim=-1) / n_positive
     return torch.where(n_positive > 0, ap, NAN)
+
+
+def _positives_and_tie_ends(labels, keep, order, tie_ends):
+    """The positives in ``order`` (a mask), their flat sorted positions and the flat position of the last entry tied
+    with each (the first of ``tie_ends`` at or after it)."""
+    positive = torch.gather((labels == 1) & keep, -1, order)
+    positives = torch.nonzero(positive.flatten()).flatten()
+    return positive, positives, tie_ends[torch.searchsorted(tie_ends, positives)]
 
 
 def binned_labels_scores(observed, probs, binsize, pos_min_fraction=POS_MIN_FRACTION,

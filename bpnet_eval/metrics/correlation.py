@@ -7,7 +7,7 @@ Shared by the profile metrics (correlation over positions, per region) and the c
 import torch
 
 from .names import TIES
-from .sorting import any_order, stable_order
+from .sorting import any_sort, stable_order
 
 NAN = float("nan")
 # ``ties="argsort"``: bpnet-lite's own ranks (``argsort_ranks``), beside ``names.TIES``.
@@ -90,8 +90,7 @@ def count_ranks(x, top):
 
 def sorted_average_ranks(x):
     """Average ranks over the last axis by one sort (ties in any order): each tie group's ``(first + last) / 2 + 1``."""
-    order = any_order(x)
-    sorted_x = torch.gather(x, -1, order)
+    sorted_x, order = any_sort(x)
     n = x.shape[-1]
     position = torch.arange(n, device=x.device).expand_as(order)
     starts_group = torch.ones_like(order, dtype=torch.bool)

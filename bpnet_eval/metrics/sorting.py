@@ -34,6 +34,12 @@ def any_order(x):
     return torch.from_numpy(np.argsort(x.numpy(), axis=-1))
 
 
+def any_sort(x):
+    """``(values, order)``: ``x`` sorted ascending along the last axis and ``any_order(x)``."""
+    order = any_order(x)
+    return torch.gather(x, -1, order), order
+
+
 def stable_order(x):
     """``torch.sort(x, dim=-1, stable=True).indices``: ascending, equal values (and NaNs, last) by position.
 
@@ -43,17 +49,15 @@ def stable_order(x):
     """
     if not _on_cpu(x):
         return torch.sort(x, dim=-1, stable=True).indices
-    values = x.numpy()
-    order = np.argsort(values, axis=-1)
-    ordered = np.take_along_axis(values, order, axis=-1)
-    n = values.shape[-1]
+    ordered, order = any_sort(x)
+    ordered = ordered.numpy()
     group = np.zeros(order.shape, dtype=np.int64)
     new_group = ordered[..., 1:] != ordered[..., :-1]
-    if values.dtype.kind == "f":
+    if ordered.dtype.kind == "f" and ordered.size and np.isnan(ordered[..., -1]).any():  # NaN sorts last
         new_group &= ~(np.isnan(ordered[..., 1:]) & np.isnan(ordered[..., :-1]))  # NaNs: one group
     np.cumsum(new_group, axis=-1, out=group[..., 1:])
-    group *= n
-    keys = group + order
+    group *= x.shape[-1]
+    keys = group + order.numpy()
     keys.sort(axis=-1)
     keys -= group
     return torch.from_numpy(keys)
