@@ -89,19 +89,32 @@ def count_ranks(x, top):
 
 
 def sorted_average_ranks(x):
-    """Average ranks over the last axis by one sort (ties in any order): each tie group's ``(first + last) / 2 + 1``."""
-    sorted_x, order = any_sort(x)
+    """Average ranks over the last axis by one sort (ties in any order): each tie group's ``(first + last) / 2 + 1``
+    (``position + 1`` in rows without ties, the usual case for predictions, so only rows with ties find their
+    groups)."""
     n = x.shape[-1]
-    position = torch.arange(n, device=x.device).expand_as(order)
+    sorted_x, order = any_sort(x.reshape(-1, n))
     starts_group = torch.ones_like(order, dtype=torch.bool)
-    starts_group[..., 1:] = sorted_x[..., 1:] != sorted_x[..., :-1]
+    starts_group[:, 1:] = sorted_x[:, 1:] != sorted_x[:, :-1]
+    sorted_ranks = torch.arange(1, n + 1, device=x.device, dtype=x.dtype).repeat(order.shape[0], 1)
+    tied = torch.nonzero(~starts_group.all(dim=-1)).flatten()
+    if tied.numel():
+        sorted_ranks[tied] = _tie_averaged_ranks(starts_group[tied], x.dtype)
+    ranks = torch.empty_like(sorted_x).scatter_(-1, order, sorted_ranks).reshape(x.shape)
+    if sorted_x.numel() and bool(torch.isnan(sorted_x[:, -1]).any()):  # NaN sorts last
+        ranks = torch.where(torch.isnan(x), NAN, ranks)
+    return ranks
+
+
+def _tie_averaged_ranks(starts_group, dtype):
+    """``(first + last) / 2 + 1`` at each sorted position, ``first`` and ``last`` the positions its tie group spans."""
+    n = starts_group.shape[-1]
+    position = torch.arange(n, device=starts_group.device).expand_as(starts_group)
     ends_group = torch.ones_like(starts_group)
     ends_group[..., :-1] = starts_group[..., 1:]
     first = torch.cummax(torch.where(starts_group, position, 0), dim=-1).values
     last = torch.cummin(torch.where(ends_group, position, n).flip(-1), dim=-1).values.flip(-1)
-    sorted_ranks = (first + last).to(x.dtype) / 2 + 1
-    ranks = torch.empty_like(x).scatter_(-1, order, sorted_ranks)
-    return torch.where(torch.isnan(x), NAN, ranks)
+    return (first + last).to(dtype) / 2 + 1
 
 
 def inverse_permutation(order):
