@@ -124,7 +124,7 @@ def log_factorial(counts: np.ndarray) -> np.ndarray:
 
 def count_sums(observed: np.ndarray, logits: np.ndarray, shift: Optional[np.ndarray] = None):
     """Per track: ``N_s = sum_i k_si``, ``sum_i lgamma(k_si + 1)`` and ``sum_i k_si (z_si - shift_s)``, over the
-    nonzero counts only (``lgamma(k + 1)`` only where ``k`` is not 1); float64 sums.
+    nonzero counts only; float64 sums (each row's pairwise, as numpy sums).
 
     Parameters
     ----------
@@ -136,21 +136,29 @@ def count_sums(observed: np.ndarray, logits: np.ndarray, shift: Optional[np.ndar
     -------
     totals, log_factorials, counts_dot_logits : numpy.ndarray, each shape=(n, S), float64
     """
-    length, n_rows = observed.shape[-1], observed.size // max(1, observed.shape[-1])
+    length, n_rows = max(1, observed.shape[-1]), observed.size // max(1, observed.shape[-1])
     flat = observed.reshape(-1)
-    where = np.flatnonzero(flat != 0)  # on a boolean mask: 6x faster than on floats
-    rows, counts = where // max(1, length), flat[where].astype(np.float64)
-    values = logits.reshape(-1)[where].astype(np.float64)
+    where = np.flatnonzero(flat != 0)  # ascending; on a boolean mask: 6x faster than on floats
+    first = np.searchsorted(where, np.arange(n_rows) * length)  # each row's nonzero counts: where[first[r]:first[r+1]]
+    counts = flat[where].astype(np.float64)
+    values = logits.reshape(-1)[where]
     if shift is not None:  # only where some track's logits are large (rare): else the sums are as before
         with np.errstate(over="ignore"):  # logits 1.7e308 apart: -inf, an overflow the value screen reports
-            values = values - shift.reshape(-1)[rows]
+            values = values - shift.reshape(-1)[where // length]
     with np.errstate(over="ignore", invalid="ignore"):
-        products = counts * values
-    factorial = counts != 1
-    sums = np.stack([np.bincount(rows, counts, n_rows),
-                     np.bincount(rows[factorial], log_factorial(counts[factorial]), n_rows),
-                     np.bincount(rows, products, n_rows)])
+        products = np.multiply(counts, values, dtype=np.float64)
+    sums = np.stack([row_sums(counts, first), row_sums(log_factorial(counts), first), row_sums(products, first)])
     return tuple(sums.reshape(3, *observed.shape[:-1]))
+
+
+def row_sums(values: np.ndarray, first: np.ndarray) -> np.ndarray:
+    """``sum(values[first[r]:first[r + 1]])`` for each ``r`` (the last one to the end), 0 for an empty range."""
+    sums = np.zeros(len(first))
+    inside = first < len(values)  # a prefix: the rows after the last nonzero value start at the end
+    if inside.any():
+        sums[inside] = np.add.reduceat(values, first[inside])  # pairwise, as numpy's sum
+        sums[np.diff(first, append=len(values)) == 0] = 0.0  # reduceat gives an empty range its first value
+    return sums
 
 
 def mnll_from_sums(rest, log_mass, totals, log_factorials, counts_dot_logits, lgamma: Callable):

@@ -9,6 +9,7 @@ import mpmath
 import numpy as np
 import pytest
 import torch
+from scipy.special import gammaln
 from scipy.stats import pearsonr, rankdata, spearmanr
 
 from bpnet_eval import seed
@@ -147,3 +148,21 @@ def test_a_default_cpu_run_never_imports_torch_and_matches_the_reference(tmp_pat
         assert summary["counts"]["spearman"] == pytest.approx(spearmanr(case.logcounts[:, 0], y)[0], rel=1e-12)
     assert outcomes["default"] and set(outcomes["default"]) == {"TORCH_IMPORTED=False"}  # every process
     assert "TORCH_IMPORTED=True" in outcomes["all"]
+
+
+def test_count_sums_equal_dense_sums_with_empty_rows_anywhere():
+    """Every row's sums, whichever rows (first, middle, last, several at the end) have no counts."""
+    rng = np.random.default_rng(5)
+    for trial in range(300):
+        n, n_tracks, length = rng.integers(1, 9), rng.integers(1, 3), rng.integers(1, 40)
+        counts = rng.poisson(rng.choice([0.01, 0.1, 1.0, 30.0]), size=(n, n_tracks, length)).astype(np.float32)
+        for row in rng.integers(0, n, size=rng.integers(0, 3)):
+            counts[row] = 0
+        if rng.random() < 0.5:
+            counts[-rng.integers(1, n + 1):] = 0
+        logits = rng.normal(size=counts.shape).astype(np.float32)
+        totals, log_factorials, dots = seed.count_sums(counts, logits)
+        wide = counts.astype(np.float64)
+        np.testing.assert_array_equal(totals, wide.sum(-1), err_msg=str(trial))
+        np.testing.assert_allclose(log_factorials, gammaln(wide + 1).sum(-1), rtol=1e-13, atol=1e-12)
+        np.testing.assert_allclose(dots, (wide * logits).sum(-1), rtol=1e-12, atol=1e-12)
