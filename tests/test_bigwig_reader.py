@@ -62,8 +62,9 @@ def mode(request, monkeypatch):
     decoded a share of their blocks (adaptive), or always (streaming)."""
     if request.param != "resident":
         monkeypatch.setattr(bigwig, "_RESIDENT_COMPRESSED_BYTES", -1)
-    if request.param == "adaptive":
+    if request.param == "adaptive":  # and kept intervals searched in two levels however few they are
         monkeypatch.setattr(bigwig, "_RESIDENT_AFTER_SHARE", 0.3)
+        monkeypatch.setattr(bigwig, "_SEARCH_DIRECT_BYTES", 0)
     if request.param.startswith("streaming"):
         monkeypatch.setattr(bigwig, "_RESIDENT_AFTER_SHARE", 2.0)
     if request.param == "streaming-chunked":
@@ -223,7 +224,8 @@ def test_clean_layouts_equal_pybigwig(tmp_path, mode, layout, width):
 
 
 @pytest.mark.parametrize("n", [1, 63, 64, 65, 1000])
-def test_two_level_search_equals_searchsorted(n):
+def test_two_level_search_equals_searchsorted(monkeypatch, n):
+    monkeypatch.setattr(bigwig, "_SEARCH_DIRECT_BYTES", 0)
     rng = np.random.default_rng(n)
     key = np.cumsum(rng.integers(1, 50, n)).astype(np.int64)
     genome = bigwig._SparseGenome(key, np.ones(n, np.uint32), np.ones(n, np.float32))
@@ -235,7 +237,8 @@ def test_two_level_search_equals_searchsorted(n):
 def test_whole_file_chunks_big_calls(tmp_path, monkeypatch):
     """Kept whole, calls bigger than one scatter step are filled step by step."""
     monkeypatch.setattr(bigwig, "_FILL_ELEMENTS", 300)
-    for layout in ("sparse", "per-base-fixed"):
+    monkeypatch.setattr(bigwig, "_CHUNK_ELEMENTS", 1000)
+    for layout in ("sparse", "fixed-runs", "per-base-fixed"):
         path = write_layout(tmp_path / f"{layout}.bw", layout, np.random.default_rng(5))
         chroms, starts, ends = random_windows(dict(LAYOUT_CHROMS), 50, 100, np.random.default_rng(6))
         assert_same(path, chroms, starts, ends)

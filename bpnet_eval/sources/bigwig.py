@@ -75,6 +75,8 @@ _RESIDENT_MAX_BYTES = _CACHE_BYTES  # if whole they take at most this (it replac
 _STREAM_WINDOWS = 8192  # windows filled per step from a big file (bounds decoded blocks held)
 _CHUNK_ELEMENTS = 1 << 22  # output elements scattered per step (bounds memory)
 _SEARCH_RUN = 64  # keys per run of the two-level search of a file kept whole as intervals
+_SEARCH_NEEDLES = 1024  # needles searched per step (a 512 kB temporary)
+_SEARCH_DIRECT_BYTES = 4 << 20  # keys up to this size are searched by numpy's binary search alone
 _FILL_ELEMENTS = 1 << 17  # output elements filled per step from a file kept whole: temporaries of a few hundred
 # kB are reused by malloc, where multi-MB ones are returned to the system and faulted in again on every batch (~9x slower)
 _RESIDENT_BYTES_PER_INTERVAL = 16  # one int64 key, one uint32 length, one float32 value
@@ -205,23 +207,29 @@ class _SparseGenome:
 
     def __init__(self, key: np.ndarray, length: np.ndarray, value: np.ndarray):
         self.key, self.length, self.value = key, length, value
-        self.sample = key[::_SEARCH_RUN].copy()  # every 64th key, searched first (it stays in the CPU cache)
+        # every 64th key, searched first (it stays in the CPU cache); none where the keys are few enough to stay there
+        self.sample = key[::_SEARCH_RUN].copy() if key.nbytes > _SEARCH_DIRECT_BYTES else None
 
     def search(self, needles: np.ndarray, side: str) -> np.ndarray:
         """``np.searchsorted(self.key, needles, side)``: the sample, then one run of 64 keys per needle (a
         binary search of the whole array misses the CPU cache at every step once other reads have evicted it)."""
-        j = np.searchsorted(self.sample, needles, side=side)
-        base = np.maximum(j - 1, 0) * _SEARCH_RUN
-        run = self.key[np.minimum(base[:, None] + np.arange(_SEARCH_RUN), len(self.key) - 1)]
-        before = run <= needles[:, None] if side == "right" else run < needles[:, None]
-        return np.where(j > 0, np.minimum(base + before.sum(axis=1), len(self.key)), 0)
+        if self.sample is None:
+            return np.searchsorted(self.key, needles, side=side)
+        found = np.searchsorted(self.sample, needles, side=side)
+        for i in range(0, len(needles), _SEARCH_NEEDLES):
+            j, wanted = found[i:i + _SEARCH_NEEDLES], needles[i:i + _SEARCH_NEEDLES, None]
+            base = np.maximum(j - 1, 0) * _SEARCH_RUN
+            run = self.key[np.minimum(base[:, None] + np.arange(_SEARCH_RUN), len(self.key) - 1)]
+            before = (run <= wanted) if side == "right" else (run < wanted)
+            j[:] = np.where(j > 0, np.minimum(base + before.sum(axis=1), len(self.key)), 0)
+        return found
 
     def fill(self, key0: np.ndarray, width: int, out: np.ndarray) -> None:
         """Write windows [key0, key0 + width) into the rows of out (zeroed)."""
         if not len(self.key):
             return
         flat = out.reshape(-1)
-        step = max(1, _FILL_ELEMENTS // width)
+        step = max(1, _CHUNK_ELEMENTS // width)
         for w0 in range(0, len(key0), step):
             k0 = key0[w0:w0 + step]
             last = self.search(k0, "right") - 1  # the last interval starting at or before k0
@@ -236,8 +244,12 @@ class _SparseGenome:
             rows = flat[w0 * width:(w0 + len(k0)) * width]
             if 4 * int((b - a).sum()) < len(rows):  # few bases covered: write only those
                 rows[_expand_ranges(a, b, owners=False)[0]] = np.repeat(self.value[iv], b - a)
-            else:
-                rows[:] = _with_gaps(a, b, self.value[iv], len(rows))
+                continue
+            part = max(1, _FILL_ELEMENTS // width) * width  # whole rows, so no piece is cut
+            cut = np.searchsorted(a, np.arange(0, len(rows) + part, part)).tolist()
+            for p0, lo, hi in zip(range(0, len(rows), part), cut, cut[1:]):
+                p1 = min(p0 + part, len(rows))
+                rows[p0:p1] = _with_gaps(a[lo:hi] - p0, b[lo:hi] - p0, self.value[iv[lo:hi]], p1 - p0)
 
 
 class BigWigReader:
