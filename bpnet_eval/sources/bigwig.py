@@ -499,7 +499,7 @@ class BigWigReader:
         if n == 0 or len(self._block_start) == 0:
             return out
         with reading(self.path, "the bigWig's data", _FIX):  # an I/O error or a damaged block: name the file
-            resident = self._resident_genome()
+            resident = self._resident_genome(key0, width)
             if resident is not None:
                 resident.fill(key0, width, out)
             elif n <= _STREAM_WINDOWS:
@@ -528,8 +528,7 @@ class BigWigReader:
         From each block only the intervals between its first and last window are kept; they are
         combined in stored order, so that where intervals overlap the later one wins.
         """
-        block, window = _expand_ranges(np.searchsorted(self._block_end_max, key0, side="right"),
-                                       np.searchsorted(self._block_start, key0 + width, side="left"))
+        block, window = self._touched(key0, width)
         if len(block) == 0:
             return
         by_block = np.argsort(block, kind="stable")
@@ -549,10 +548,12 @@ class BigWigReader:
         start, end = np.concatenate(starts), np.concatenate(ends)
         _IntervalSet(chrom + start, chrom + end, np.concatenate(values)).scatter(key0, width, flat)
 
-    def _resident_genome(self) -> "_DenseGenome | _SparseGenome | None":
-        """The whole file decoded once and kept, from the first read of a small file or once reads have
-        decoded a share of a big one's blocks; None while that is not due, or where it is not clean or too big."""
-        if not self._resident_ok or self._seen_blocks < self._resident_due:
+    def _resident_genome(self, key0: np.ndarray, width: int) -> "_DenseGenome | _SparseGenome | None":
+        """The whole file decoded once and kept, from the first read of a small file or from the read that
+        takes the blocks decoded to a share of a big one's; None while that is not due, or where the file is
+        not clean or too big."""
+        if not self._resident_ok or (self._resident is None and self._seen_blocks < self._resident_due and
+                                     self._seen_blocks + self._unseen_blocks(key0, width) < self._resident_due):
             return None
         with self._lock:
             if self._resident is None and self._resident_ok:
@@ -562,6 +563,15 @@ class BigWigReader:
                     self._cache.clear()
                     self._cache_size = 0
         return self._resident
+
+    def _touched(self, key0: np.ndarray, width: int, owners: bool = True):
+        """The blocks that windows [key0, key0 + width) may touch, and (if asked) the window of each."""
+        return _expand_ranges(np.searchsorted(self._block_end_max, key0, side="right"),
+                              np.searchsorted(self._block_start, key0 + width, side="left"), owners)
+
+    def _unseen_blocks(self, key0: np.ndarray, width: int) -> int:
+        """How many blocks that windows [key0, key0 + width) touch were never decoded."""
+        return int(np.count_nonzero(~self._seen[np.unique(self._touched(key0, width, owners=False)[0])]))
 
     def _whole_may_fit(self) -> bool:
         """Whether the blocks decoded so far suggest the whole file fits in _RESIDENT_MAX_BYTES."""
