@@ -10,7 +10,7 @@ from scipy.stats import rankdata, spearmanr
 from bpnet_eval.metrics import PROFILE_METRICS_ALL, PROFILE_PRESETS, average_ranks, ordinal_ranks, profile_metrics
 from bpnet_eval.metrics.correlation import argsort_ranks, count_ranks, small_count_top, sorted_average_ranks
 from bpnet_eval.metrics.auprc import average_precision
-from bpnet_eval.metrics.profile import chunk_rows, region_keys
+from bpnet_eval.metrics.profile import chunk_rows, keyed_orders, region_keys
 from bpnet_eval.metrics.sorting import any_order, stable_order
 
 
@@ -155,3 +155,10 @@ def test_average_precision_bit_equals_the_stable_sort(dtype, decimals):
     for lab, sc in ((labels, scores), (labels.flatten(1), scores.flatten(1)), (labels[0, 0], scores[0, 0])):
         got, expected = average_precision(lab, sc), stable_sort_average_precision(lab, sc)
         assert torch.equal(torch.nan_to_num(got, nan=-1.0), torch.nan_to_num(expected, nan=-1.0))
+
+
+def test_keyed_orders_of_both_views_equal_their_own_sorts():
+    rows = torch.arange(12) + 345
+    joint, per_track = keyed_orders((12, 3, 200), rows, seed=9)
+    assert torch.equal(joint, torch.argsort(region_keys((12, 600), rows, seed=9), dim=-1))
+    assert torch.equal(per_track, torch.argsort(region_keys((12, 3, 200), rows, seed=9), dim=-1))

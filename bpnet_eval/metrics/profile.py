@@ -191,6 +191,32 @@ def permute_positions(x, generator=None, rows=None, seed=0):
     return torch.gather(x, -1, order)
 
 
+def keyed_orders(shape, rows, seed=0):
+    """The orders ``permute_positions`` takes with ``rows``, for both views of ``(B, S, L)`` regions, from one sort.
+
+    The joint view ``(B, S*L)`` and the per-track view ``(B, S, L)`` draw the same keys per element
+    (``region_keys``; distinct within a region), so track ``s``'s own order is the joint order's
+    entries of that track, in turn.
+
+    Parameters
+    ----------
+    shape : tuple
+        ``(B, S, L)``.
+    rows : torch.Tensor, shape=(B,), int64
+    seed : int
+
+    Returns
+    -------
+    joint, per_track : torch.Tensor, shape=(B, S*L) and (B, S, L), int64
+        Positions to gather, as ``argsort`` of the keys of each view.
+    """
+    n_regions, n_tracks, length = shape
+    joint = any_order(region_keys((n_regions, n_tracks * length), rows, seed))
+    track = joint // length
+    per_track = torch.stack([joint[track == s].reshape(n_regions, length) - s * length for s in range(n_tracks)], 1)
+    return joint, per_track
+
+
 def shuffled_jsd_distance(p, observed, generator=None, rows=None, seed=0):
     """``jsd_distance(p, shuffle(k))``: distance to the observed profile with its positions permuted.
 
@@ -324,7 +350,6 @@ def _view_metrics(names, log_p, observed, shape_observed, settings):
     profile rescaled to sum 1 for the four JSDs, and the permuted observed profile of both shuffled baselines."""
     p = torch.exp(log_p)
     q = observed_probabilities(shape_observed, settings["pseudocount"])
-    shuffle = {"generator": settings["generator"], "rows": settings["rows"], "seed": settings["seed"]}
     shared = {}
 
     def once(key, make):
@@ -335,7 +360,7 @@ def _view_metrics(names, log_p, observed, shape_observed, settings):
     # each profile rescaled to sum 1 once, for every JSD it enters (as jsd_divergence rescales it)
     unit = {"p": lambda: normalised(p), "q": lambda: normalised(q),
             "uniform": lambda: normalised(torch.ones_like(q)),
-            "permuted": lambda: normalised(permute_positions(shape_observed, **shuffle))}
+            "permuted": lambda: normalised(settings["permute"](shape_observed))}
 
     rescaled = lambda key: once(key, unit[key])
 
@@ -462,6 +487,22 @@ def chunk_rows(shape):
     return max(1, CHUNK_VALUES // max(1, math.prod(shape[1:])))
 
 
+def _permutations(shape, generator, rows, seed):
+    """``permute_positions`` of the joint ``(B, S*L)`` and the per-track ``(B, S, L)`` view (functions of the
+    profile to permute); with ``rows``, both orders come from one sort of the keys (``keyed_orders``), made
+    on first use."""
+    if rows is None:
+        return (lambda x: permute_positions(x, generator)), (lambda x: permute_positions(x, generator))
+    orders = []
+
+    def permute(x, view):
+        if not orders:
+            orders.extend(keyed_orders(shape, rows.to(x.device, torch.int64), seed))
+        return torch.gather(x, -1, orders[view])
+
+    return (lambda x: permute(x, 0)), (lambda x: permute(x, 1))
+
+
 def _profile_metrics(logits, observed, names, track_names, per_track, *, pseudocount, pearson_zero_variance,
                      spearman_ties, float32_results, smooth_predictions, smooth_observed, sigma, width, generator,
                      seed, rows, auprc_pos_min, auprc_neg_max, auprc_min_counts):
@@ -474,9 +515,9 @@ def _profile_metrics(logits, observed, names, track_names, per_track, *, pseudoc
     if generator is None:
         generator = torch.Generator().manual_seed(seed)
     settings = {"pseudocount": pseudocount, "pearson_zero_variance": pearson_zero_variance,
-                "spearman_ties": spearman_ties, "generator": generator, "rows": rows, "seed": seed,
-                "auprc_pos_min": auprc_pos_min,
+                "spearman_ties": spearman_ties, "auprc_pos_min": auprc_pos_min,
                 "auprc_neg_max": auprc_neg_max, "auprc_min_counts": auprc_min_counts}
+    joint_permute, track_permute = _permutations(logits.shape, generator, rows, seed)
 
     log_p_joint = joint_log_softmax(logits)
     log_p_track = torch.log_softmax(logits, dim=-1)
@@ -487,8 +528,9 @@ def _profile_metrics(logits, observed, names, track_names, per_track, *, pseudoc
                                     for v in (log_p_joint, log_p_track))
 
     columns = _view_metrics(names, flatten_tracks(log_p_joint), flatten_tracks(observed),
-                            flatten_tracks(shape_observed), settings)
-    track_columns = _view_metrics(names, log_p_track, observed, shape_observed, settings) if per_track else {}
+                            flatten_tracks(shape_observed), {**settings, "permute": joint_permute})
+    track_columns = (_view_metrics(names, log_p_track, observed, shape_observed, {**settings, "permute": track_permute})
+                     if per_track else {})
     if any(name.startswith("profile_auprc_") for name in names):
         auprc_joint, auprc_track = _auprc_metrics(names, torch.exp(raw_log_p_track), observed, settings)
         columns.update(auprc_joint)
