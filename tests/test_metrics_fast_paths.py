@@ -11,7 +11,7 @@ from bpnet_eval.metrics import PROFILE_METRICS_ALL, PROFILE_PRESETS, average_ran
 from bpnet_eval.metrics.correlation import argsort_ranks, count_ranks, small_count_top, sorted_average_ranks
 from bpnet_eval.metrics.auprc import average_precision
 from bpnet_eval.metrics.profile import chunk_rows, keyed_orders, region_keys
-from bpnet_eval.metrics.sorting import any_order, stable_order
+from bpnet_eval.metrics.sorting import any_order, stable_order, torch_order
 
 
 def counts_with_ties(shape, seed=0):
@@ -162,3 +162,13 @@ def test_keyed_orders_of_both_views_equal_their_own_sorts():
     joint, per_track = keyed_orders((12, 3, 200), rows, seed=9)
     assert torch.equal(joint, torch.argsort(region_keys((12, 600), rows, seed=9), dim=-1))
     assert torch.equal(per_track, torch.argsort(region_keys((12, 3, 200), rows, seed=9), dim=-1))
+
+
+def test_torch_order_is_torchs_argsort():
+    rng = np.random.default_rng(10)
+    x = torch.as_tensor(rng.random((30, 2, 400)))
+    x[3, 1, :50] = 0.5  # rows with ties take torch's own tie order
+    x[7, 0, 9] = torch.nan
+    x[8, 1, 5] = x[8, 1, 6]
+    for view in (x, x.float(), x.transpose(0, 1), torch.round(x * 10)):
+        assert torch.equal(torch_order(view), torch.argsort(view, dim=-1))

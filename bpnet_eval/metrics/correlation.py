@@ -7,7 +7,7 @@ Shared by the profile metrics (correlation over positions, per region) and the c
 import torch
 
 from .names import TIES
-from .sorting import any_sort, stable_order
+from .sorting import any_sort, stable_order, torch_order
 
 NAN = float("nan")
 # ``ties="argsort"``: bpnet-lite's own ranks (``argsort_ranks``), beside ``names.TIES``.
@@ -156,7 +156,7 @@ def argsort_ranks(x):
         float32 whatever ``x``'s dtype (bpnet-lite's ``.type(torch.float32)``), so the Spearman
         correlation of these ranks is computed in float32 too.
     """
-    return inverse_permutation(torch.argsort(x, dim=-1)).to(torch.float32)
+    return inverse_permutation(torch_order(x)).to(torch.float32)
 
 
 def ranks(x, ties="average"):

@@ -61,3 +61,29 @@ def stable_order(x):
     keys.sort(axis=-1)
     keys -= group
     return torch.from_numpy(keys)
+
+
+def torch_order(x):
+    """``torch.argsort(x, dim=-1)``: torch's default (unstable) sort, whose order of ties is its own.
+
+    A row with no two equal values (and no NaN) has one sorting order, taken from ``any_sort``; only the
+    other rows go through torch's sort (all of them where every value is a whole number, as counts, which
+    tie by nature).
+
+    Parameters
+    ----------
+    x : torch.Tensor, shape=(..., n)
+
+    Returns
+    -------
+    order : torch.Tensor, shape=(..., n), int64
+    """
+    if not _on_cpu(x) or x.numel() == 0 or not x.dtype.is_floating_point or torch.equal(x, torch.floor(x)):
+        return torch.argsort(x, dim=-1)
+    rows = x.reshape(-1, x.shape[-1])
+    ordered, order = any_sort(rows)
+    tied = (ordered[:, 1:] == ordered[:, :-1]).any(dim=-1) | torch.isnan(ordered[:, -1])  # NaN sorts last
+    redo = torch.nonzero(tied).flatten()
+    if redo.numel():
+        order[redo] = torch.argsort(rows[redo], dim=-1)
+    return order.reshape(x.shape)
