@@ -109,6 +109,7 @@ def fork_worker(body) -> Tuple[int, int, int]:
         try:
             for fd in _PARENT_FDS | {down_write, up_read}:
                 os.close(fd)  # so that other workers see end of file when the main process goes
+            _PARENT_FDS.clear()  # closed here: a process this child forks must not close their numbers again
             try:
                 ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
             except (OSError, AttributeError):
@@ -250,6 +251,35 @@ class ProcessReadAhead:
     def __del__(self):
         if getattr(self, "_pids", None) or getattr(self, "_mapping", None) is not None:
             self.close()
+
+
+def _answer(call, answers: int) -> None:
+    """Send ``call()``'s value, or what it raised."""
+    try:
+        value = call()
+    except BaseException as err:
+        send(answers, 0, err, failed=True)
+        return
+    send(answers, 0, value)
+
+
+def call_forked(calls: dict, what: str) -> dict:
+    """``{key: call()}``, every call in a process of its own forked at once (values pickled back), in the order of
+    ``calls``; raises what a call raised, or ``WorkerStopped`` when a process ends without answering. Every
+    process is reaped (the others killed) before this returns or raises."""
+    started = {}
+    try:
+        for key, call in calls.items():
+            started[key] = fork_worker(lambda _requests, answers, call=call: _answer(call, answers))
+        values = {key: receive(up, f"the process {what} stopped (killed or out of memory?)")[1]
+                  for key, (_, _, up) in started.items()}
+    except BaseException:
+        for pid, down, up in started.values():
+            stop_worker(pid, (down, up), kill=True)
+        raise
+    for pid, down, up in started.values():
+        stop_worker(pid, (down, up), kill=False)
+    return values
 
 
 class BackgroundCall:

@@ -18,7 +18,7 @@ from bpnet_eval.pipeline import score
 from bpnet_eval.cli.common import figure_painter
 from bpnet_eval.options import Job
 from bpnet_eval.report.figures import FIGURE_FILES
-from bpnet_eval.workers import BackgroundCall, ProcessReadAhead, WorkerStopped, fork_is_safe
+from bpnet_eval.workers import BackgroundCall, ProcessReadAhead, WorkerStopped, call_forked, fork_is_safe
 from bpnet_eval.sources.bigwig import BigWigReader
 
 pytestmark = pytest.mark.skipif(not fork_is_safe(), reason="process read-ahead needs fork on Linux, no threads")
@@ -189,6 +189,33 @@ def test_background_call_closed_without_a_call_stops():
     pid = call._pid
     call.close()
     assert not alive(pid)
+
+
+def test_call_forked_returns_every_value_in_order_from_processes_of_their_own():
+    calls = {power: (lambda power=power: square_sum(np.arange(10), power)) for power in (3, 1, 2)}
+    values = call_forked(calls, "summing")
+    assert list(values) == [3, 1, 2] and [v["sum"] for v in values.values()] == [2025.0, 45.0, 285.0]
+    pids = {v["pid"] for v in values.values()}
+    assert len(pids) == 3 and os.getpid() not in pids and not any(alive(pid) for pid in pids)
+
+
+@pytest.mark.parametrize("power, error, message", [(-1, InputError, "power -1 is negative"),
+                                                   (99, WorkerStopped, "process summing stopped")])
+def test_call_forked_raises_what_a_call_raised_or_that_it_died(power, error, message):
+    calls = {"slow": lambda: time.sleep(30), "bad": lambda: square_sum([1, 2], power)}
+    with pytest.raises(error, match=message):
+        call_forked({"bad": calls["bad"], "slow": calls["slow"]}, "summing")
+
+
+def test_call_forked_inside_a_background_call():
+    """A worker forks workers of its own (the painter draws each figure in a process): pipes stay intact."""
+    def fan_out(n):
+        return call_forked({k: (lambda k=k: square_sum(np.arange(n), k)) for k in (1, 2)}, "summing")
+
+    with BackgroundCall(lambda: None, fan_out, "fanning out") as call:
+        call.submit(10)
+        values = call.result()
+    assert [v["sum"] for v in values.values()] == [45.0, 285.0]
 
 
 @pytest.mark.slow  # draws every figure twice, ~3 s

@@ -232,12 +232,24 @@ class ProgressReporter:
             self._bar.__exit__(*exc)
 
 
+def draw_figures_at_once(columns: dict, summary: dict, examples=None) -> dict:
+    """``report.figures.draw_figures``, each figure in a process of its own forked now (``workers.call_forked``)
+    where that is safe: the figures are the last work of a run, so on several cores they are drawn side by side."""
+    from ..report.figures import figure_jobs
+    from ..workers import call_forked, fork_is_safe
+
+    jobs = figure_jobs(columns, summary, examples)
+    if len(jobs) < 2 or not fork_is_safe():
+        return {name: draw() for name, draw in jobs.items()}
+    return call_forked(jobs, "drawing a figure")
+
+
 @contextmanager
 def figure_painter(draw_plots: bool, background: bool = True):
     """``paint(columns, summary, examples)``: the figures (``report.figures.draw_figures``), or ``{}`` without
     plots. Where fork is safe and ``background``, a process forked now imports matplotlib while the scores
-    are computed, and ``paint`` returns a callable that waits for the figures it draws (the report's tables
-    are written meanwhile). Enter it before the run imports torch."""
+    are computed, and ``paint`` returns a callable that waits for the figures it draws, each in a process of
+    its own (the report's tables are written meanwhile). Enter it before the run imports torch."""
     from ..report.figures import draw_figures, warm_up
     from ..workers import BackgroundCall, fork_is_safe
 
@@ -246,7 +258,7 @@ def figure_painter(draw_plots: bool, background: bool = True):
     elif not (background and fork_is_safe()):
         yield draw_figures
     else:
-        with BackgroundCall(warm_up, draw_figures, "drawing the figures") as painter:
+        with BackgroundCall(warm_up, draw_figures_at_once, "drawing the figures") as painter:
             def paint(columns, summary, examples):
                 painter.submit(columns, summary, examples)
                 return painter.result

@@ -205,19 +205,21 @@ def profile_examples(examples: list, observed: np.ndarray, predicted: np.ndarray
     return figure, drawn
 
 
+def figure_jobs(columns: dict, summary: dict, examples: Optional[dict] = None, names=FIGURE_FILES) -> dict:
+    """``{file name: callable returning the PNG bytes}`` of the report figures ``names``; the example panel only
+    when ``examples`` (``ScoreResult.examples``: picks, labels, observed and predicted profiles) is given."""
+    jobs = {COUNTS_SCATTER: lambda: png_bytes(counts_scatter(columns, summary)[0]),
+            PROFILE_HISTOGRAMS: lambda: png_bytes(profile_histograms(columns, summary)[0])}
+    if examples:
+        jobs[PROFILE_EXAMPLES] = lambda: png_bytes(profile_examples(
+            examples["picks"], examples["observed"], examples["predicted"], columns, examples["labels"],
+            summary["settings"]["track_names"])[0])
+    return {name: jobs[name] for name in FIGURE_FILES if name in names and name in jobs}
+
+
 def draw_figures(columns: dict, summary: dict, examples: Optional[dict] = None, names=FIGURE_FILES) -> dict:
-    """The report figures ``names`` as ``{file name: PNG bytes}``; the example panel only when ``examples``
-    (``ScoreResult.examples``: picks, labels, observed and predicted profiles) is given."""
-    figures = {}
-    if COUNTS_SCATTER in names:
-        figures[COUNTS_SCATTER] = png_bytes(counts_scatter(columns, summary)[0])
-    if PROFILE_HISTOGRAMS in names:
-        figures[PROFILE_HISTOGRAMS] = png_bytes(profile_histograms(columns, summary)[0])
-    if PROFILE_EXAMPLES in names and examples:
-        figure, _ = profile_examples(examples["picks"], examples["observed"], examples["predicted"], columns,
-                                     examples["labels"], summary["settings"]["track_names"])
-        figures[PROFILE_EXAMPLES] = png_bytes(figure)
-    return {name: figures[name] for name in FIGURE_FILES if name in figures}
+    """The report figures ``names`` as ``{file name: PNG bytes}`` (``figure_jobs``), drawn one after another."""
+    return {name: draw() for name, draw in figure_jobs(columns, summary, examples, names).items()}
 
 
 def warm_up() -> None:
