@@ -14,8 +14,8 @@ How:
   and pyBigWig write them) is decoded whole and kept, in at most 128 MB
   (``_RESIDENT_MAX_BYTES``, the block cache's budget, which it replaces): on the first
   ``read`` if it has at most 8 MB of compressed data, otherwise once reads have decoded
-  half its blocks. It is kept as intervals (16 bytes each: a window's are found with one
-  ``searchsorted`` and written with one ``np.repeat`` of values and gaps) or, where that
+  a quarter of its blocks. It is kept as intervals (16 bytes each: a window's are found with a
+  two-level ``searchsorted`` and written with one ``np.repeat`` of values and gaps) or, where that
   is smaller (one interval per base, e.g. fixedStep span 1), as one float32 per base of
   the genome, from which windows are copied as rows of a strided view;
 * other files, and files too big to keep, are read block by block: the blocks a batch touches are read
@@ -70,7 +70,7 @@ _SECTION_HEADER_SIZE = 24
 _RTREE_HEADER_SIZE = 48
 _CACHE_BYTES = 128 << 20  # decoded blocks kept between read() calls (big files)
 _RESIDENT_COMPRESSED_BYTES = 8 << 20  # files with at most this much block data are decoded whole on first read,
-_RESIDENT_AFTER_SHARE = 0.5  # bigger ones once reads have decoded this share of their blocks,
+_RESIDENT_AFTER_SHARE = 0.25  # bigger ones once reads have decoded this share of their blocks,
 _RESIDENT_MAX_BYTES = _CACHE_BYTES  # if whole they take at most this (it replaces the block cache)
 _STREAM_WINDOWS = 8192  # windows filled per step from a big file (bounds decoded blocks held)
 _CHUNK_ELEMENTS = 1 << 22  # output elements scattered per step (bounds memory)
