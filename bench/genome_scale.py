@@ -3,7 +3,7 @@ wall time and peak memory of each run.
 
     python bench/genome_scale.py DIR                      # 1,000,000 windows (L = 1000, stride 1000): ~8 GB
     python bench/genome_scale.py DIR --windows 250000     # a quarter: compare times for linearity
-    python bench/genome_scale.py DIR --runs default,bpnet # only these (default, all, bpnet-lite, chrombpnet, bpnet)
+    python bench/genome_scale.py DIR --runs default,bpnet # only these (default, all and the five presets)
     python bench/genome_scale.py DIR --generate-only      # write the case and stop
 
 The case (written once into DIR, reused when ``case.json`` there matches): chromosomes of 50 Mb tiled by
@@ -13,16 +13,15 @@ BPNet's auPRC depth filter and most do not); predictions in the native HDF5 layo
 ``log(k + 0.5)`` plus noise, float32, chunked by 256 windows), with stored coordinates. Generation streams
 one chromosome (observed) or one chunk (predictions) at a time: memory about 1 GB whatever N.
 
-Each run is ``bpnet-eval score ... --no-plots`` in its own process under ``/usr/bin/time``; peak RSS is
-the largest resident set of any one process of the run (the main process; the reading processes are
-smaller). The report goes to a temporary directory and is removed.
+Each run is ``bpnet-eval score ... --no-plots`` in its own process under ``/usr/bin/time``: wall time,
+CPU time (the run and its reading processes) and peak RSS, the largest resident set of any one process
+of the run (the main process; the reading processes are smaller). The report goes to a temporary directory and is removed.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -39,7 +38,8 @@ BACKGROUND = 0.02  # reads per base per strand
 PILE_EVERY = 20_000  # bases between read piles, on average
 CHUNK_WINDOWS = 256
 RUNS = {"default": ["--metrics", "default"], "all": ["--metrics", "all"], "bpnet-lite": ["--preset", "bpnet-lite"],
-        "chrombpnet": ["--preset", "chrombpnet"], "bpnet": ["--preset", "bpnet"]}
+        "chrombpnet": ["--preset", "chrombpnet"], "bpnet": ["--preset", "bpnet"], "bpreveal": ["--preset", "bpreveal"],
+        "basepairmodels": ["--preset", "basepairmodels"]}
 
 
 def chromosome_sizes(windows: int, length: int) -> dict:
@@ -120,18 +120,19 @@ def generate(out: Path, windows: int, length: int, seed: int) -> dict:
 
 
 def timed_run(case: Path, flags: list, cli: str) -> dict:
-    """Wall seconds and peak RSS (MB) of one ``bpnet-eval score`` run."""
+    """Wall seconds, CPU seconds (user + system of the run and the reading processes it reaped: on a busy
+    machine the measure of linearity) and peak RSS (MB) of one ``bpnet-eval score`` run."""
     report = Path(tempfile.mkdtemp(prefix="genome-scale-")) / "report"
     timing = report.parent / "time.txt"
-    command = ["/usr/bin/time", "-f", "%e %M", "-o", str(timing), cli, "score", str(case / "predictions.h5"),
+    command = ["/usr/bin/time", "-f", "%e %U %S %M", "-o", str(timing), cli, "score", str(case / "predictions.h5"),
                str(case / "observed.plus.bw"), str(case / "observed.minus.bw"), *flags, "--no-plots",
                "--out", str(report)]
     result = subprocess.run(command, capture_output=True, text=True)
-    wall, rss_kb = timing.read_text().split()[-2:]
+    wall, user, system, rss_kb = timing.read_text().split()[-4:]
     shutil.rmtree(report.parent, ignore_errors=True)
     if result.returncode != 0:
         raise SystemExit(f"{' '.join(flags)} failed (exit {result.returncode}): {result.stderr.strip()[-500:]}")
-    return {"wall_s": float(wall), "peak_rss_mb": round(int(rss_kb) / 1024)}
+    return {"wall_s": float(wall), "cpu_s": round(float(user) + float(system), 2), "peak_rss_mb": round(int(rss_kb) / 1024)}
 
 
 def main(argv=None) -> int:
@@ -155,10 +156,11 @@ def main(argv=None) -> int:
         return 0
     cli = str(Path(sys.executable).parent / "bpnet-eval")
     results = {}
-    print(f"{'run':12s} {'wall s':>8s} {'peak RSS MB':>12s}", flush=True)
+    print(f"{'run':14s} {'wall s':>8s} {'CPU s':>8s} {'peak RSS MB':>12s}", flush=True)
     for name in args.runs.split(","):
         results[name] = timed_run(args.case, RUNS[name], cli)
-        print(f"{name:12s} {results[name]['wall_s']:8.1f} {results[name]['peak_rss_mb']:12d}", flush=True)
+        print(f"{name:14s} {results[name]['wall_s']:8.1f} {results[name]['cpu_s']:8.1f} {results[name]['peak_rss_mb']:12d}",
+              flush=True)
     if args.json:
         args.json.write_text(json.dumps({"case": info, "runs": results}, indent=2) + "\n")
     return 0

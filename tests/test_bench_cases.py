@@ -1,6 +1,7 @@
 """The benchmark's cases are what their shapes say (bench/make_case.py), each scores end to end, and the
 seed-loss naive pipeline of bench/ computes the seed losses (against scipy, float64)."""
 
+import json
 import sys
 
 import h5py
@@ -92,3 +93,20 @@ def test_the_naive_seed_pipeline_computes_the_seed_losses():
     np.testing.assert_allclose(float(stats["count_mse"]), count.mean(), rtol=1e-12)
     np.testing.assert_allclose(float(stats["count_pearson"]), np.corrcoef(logcounts[:, 0], np.log1p(totals))[0, 1],
                                rtol=1e-10)
+
+
+def test_the_genome_scale_case_tiles_its_genome_and_every_run_scores_it(tmp_path):
+    """bench/genome_scale.py on a small genome: the windows tile the chromosomes, and every metric set and preset
+    it runs (the seven of the 1M-window benchmark) scores the case, with its wall time, CPU time and peak RSS."""
+    from genome_scale import RUNS, main as genome_scale
+
+    out = tmp_path / "numbers.json"
+    assert genome_scale([str(tmp_path / "case"), "--windows", "300", "--length", "100", "--json", str(out)]) == 0
+    numbers = json.loads(out.read_text())
+    assert set(numbers["runs"]) == set(RUNS) == {"default", "all", "bpnet-lite", "chrombpnet", "bpnet", "bpreveal",
+                                                 "basepairmodels"}
+    assert all(run["wall_s"] > 0 and run["cpu_s"] > 0 and run["peak_rss_mb"] > 0 for run in numbers["runs"].values())
+    with h5py.File(tmp_path / "case" / "predictions.h5", "r") as h5:
+        start, end = h5["coords/coords_start"][:], h5["coords/coords_end"][:]
+        assert h5["predictions/logits"].shape == (300, 2, 100)
+    assert (end - start == 100).all() and numbers["case"]["genome_bases"] == 300 * 100
