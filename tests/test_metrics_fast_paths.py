@@ -10,7 +10,7 @@ from scipy.stats import rankdata, spearmanr
 from bpnet_eval.metrics import PROFILE_METRICS_ALL, PROFILE_PRESETS, average_ranks, ordinal_ranks, profile_metrics
 from bpnet_eval.metrics.correlation import argsort_ranks, count_ranks, small_count_top, sorted_average_ranks
 from bpnet_eval.metrics.auprc import average_precision
-from bpnet_eval.metrics.profile import chunk_rows, keyed_orders, region_keys
+from bpnet_eval.metrics.profile import SPARSE_FRACTION, chunk_rows, keyed_orders, kl_divergence, region_keys
 from bpnet_eval.metrics.sorting import any_order, stable_order, torch_order
 
 
@@ -172,3 +172,26 @@ def test_torch_order_is_torchs_argsort():
     x[8, 1, 5] = x[8, 1, 6]
     for view in (x, x.float(), x.transpose(0, 1), torch.round(x * 10)):
         assert torch.equal(torch_order(view), torch.argsort(view, dim=-1))
+
+
+def test_torch_log_is_elementwise_whatever_the_position():
+    """The sparse KL relies on it: a value's logarithm has the same bits in a long tensor (vectorised body) as alone
+    or in a short tail."""
+    x = torch.as_tensor(np.exp(np.random.default_rng(11).uniform(-30, 5, 20_003)))
+    whole = torch.log(x)
+    assert torch.equal(torch.cat([torch.log(x[i:i + 1]) for i in range(0, 2000)]), whole[:2000])
+    assert torch.equal(torch.cat([torch.log(x[i:i + 7]) for i in range(0, 20_003, 7)]), whole)
+
+
+@pytest.mark.parametrize("density", [0.02, SPARSE_FRACTION, 0.9])
+def test_kl_divergence_of_sparse_profiles_bit_equals_the_dense_formula(density):
+    rng = np.random.default_rng(12)
+    k = rng.poisson(3.0, size=(40, 2, 500)) * (rng.random((40, 2, 500)) < density)
+    k[0] = 0  # no counts: NaN
+    k[1, 0, 3] = -0.0
+    p = torch.as_tensor(k / k.sum(axis=-1, keepdims=True))
+    q = torch.as_tensor(rng.dirichlet(np.ones(500), size=(40, 2)))
+    q[2, 1, :] = 0  # log(p / 0) = inf where p > 0
+    q[3, 0, 7] = np.nan
+    dense = torch.sum(p * torch.log(torch.where(p == 0, 1.0, p / q)), dim=-1)
+    assert torch.equal(torch.nan_to_num(kl_divergence(p, q), nan=-1.0), torch.nan_to_num(dense, nan=-1.0))

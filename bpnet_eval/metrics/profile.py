@@ -52,9 +52,20 @@ def kl_divergence(p, q):
     -------
     kl : torch.Tensor, shape=(...)
     """
+    if p.shape == q.shape and p.is_contiguous() and q.is_contiguous():
+        support = torch.nonzero(p.view(-1)).flatten()
+        if support.numel() <= p.numel() * SPARSE_FRACTION:  # mostly zeros (observed profiles): only the others
+            terms, p_i = torch.zeros_like(p), p.view(-1)[support]
+            terms.view(-1)[support] = p_i * torch.log(p_i / q.view(-1)[support])
+            return torch.sum(terms, dim=-1)
     # ln 1 = 0 where p_i = 0 (the logarithm of 0 takes a slow path), so p_i ln(...) is 0 there with no mask
     return torch.sum(p * torch.log(torch.where(p == 0, 1.0, p / q)), dim=-1)
 
+
+# ``kl_divergence`` takes the logarithm only where ``p_i != 0`` when they are at most this fraction of the
+# terms: the same numbers (each term the same operations on the same values, torch's log elementwise whatever
+# an element's position, tested; 0 written where ``p_i = 0``) in a fraction of the time.
+SPARSE_FRACTION = 0.25
 
 
 def jsd_divergence(p, q):

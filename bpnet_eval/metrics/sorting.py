@@ -68,15 +68,7 @@ def torch_order(x):
 
     A row with no two equal values (and no NaN) has one sorting order, taken from ``any_sort``; only the
     other rows go through torch's sort (all of them where every value is a whole number, as counts, which
-    tie by nature).
-
-    Parameters
-    ----------
-    x : torch.Tensor, shape=(..., n)
-
-    Returns
-    -------
-    order : torch.Tensor, shape=(..., n), int64
+    tie by nature). Shapes and dtype as ``any_order``.
     """
     if not _on_cpu(x) or x.numel() == 0 or not x.dtype.is_floating_point or torch.equal(x, torch.floor(x)):
         return torch.argsort(x, dim=-1)
