@@ -203,11 +203,9 @@ def permute_positions(x, generator=None, rows=None, seed=0):
 
 
 def keyed_orders(shape, rows, seed=0):
-    """The orders ``permute_positions`` takes with ``rows``, for both views of ``(B, S, L)`` regions, from one sort.
-
-    The joint view ``(B, S*L)`` and the per-track view ``(B, S, L)`` draw the same keys per element
-    (``region_keys``; distinct within a region), so track ``s``'s own order is the joint order's
-    entries of that track, in turn.
+    """The orders ``permute_positions`` takes with ``rows``, for both views of ``(B, S, L)`` regions, from one set
+    of keys: the joint view ``(B, S*L)`` and the per-track view ``(B, S, L)`` draw the same key per element
+    (``region_keys``).
 
     Parameters
     ----------
@@ -221,11 +219,8 @@ def keyed_orders(shape, rows, seed=0):
     joint, per_track : torch.Tensor, shape=(B, S*L) and (B, S, L), int64
         Positions to gather, as ``argsort`` of the keys of each view.
     """
-    n_regions, n_tracks, length = shape
-    joint = any_order(region_keys((n_regions, n_tracks * length), rows, seed))
-    track = joint // length
-    per_track = torch.stack([joint[track == s].reshape(n_regions, length) - s * length for s in range(n_tracks)], 1)
-    return joint, per_track
+    keys = region_keys((shape[0], shape[1] * shape[2]), rows, seed)
+    return any_order(keys), any_order(keys.view(shape))
 
 
 def shuffled_jsd_distance(p, observed, generator=None, rows=None, seed=0):
@@ -500,8 +495,8 @@ def chunk_rows(shape):
 
 def _permutations(shape, generator, rows, seed):
     """``permute_positions`` of the joint ``(B, S*L)`` and the per-track ``(B, S, L)`` view (functions of the
-    profile to permute); with ``rows``, both orders come from one sort of the keys (``keyed_orders``), made
-    on first use."""
+    profile to permute); with ``rows``, both orders come from one set of keys (``keyed_orders``), made on
+    first use."""
     if rows is None:
         return (lambda x: permute_positions(x, generator)), (lambda x: permute_positions(x, generator))
     orders = []
