@@ -202,7 +202,11 @@ class ProcessReadAhead:
                 return  # the main process stopped reading
             i, j = self.bounds[k]
             try:
-                self._slots[k % n_slots, :j - i] = self.source.read(i, j)
+                slot = self._slots[k % n_slots, :j - i]
+                if hasattr(self.source, "read_into"):  # written in place (TruthSource.read_into)
+                    self.source.read_into(i, j, slot)
+                else:
+                    slot[...] = self.source.read(i, j)
             except BaseException as err:  # raised by the main process's read()
                 send(results, k, err, failed=True)
                 return

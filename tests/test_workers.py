@@ -280,3 +280,29 @@ def test_workers_die_with_a_killed_main_process(tmp_path):
 def test_default_read_workers_leave_half_the_cpus_to_computing(monkeypatch, cpus, n_batches, expected):
     monkeypatch.setattr(inputs_module, "allotted_cpus", lambda: cpus)
     assert inputs_module.default_read_workers(n_batches) == expected
+
+
+def test_bigwig_truth_read_into_equals_read_with_negated_tracks_and_padded_rows(tmp_path):
+    """What a reading process writes into shared memory (``read_into``) is what ``read`` returns: a minus strand
+    stored negative is read as magnitudes, and a batch with a padded or skipped row reads as ``read`` does."""
+    from bpnet_eval.regions import Regions
+    from bpnet_eval.sources.base import ReadPlan
+    from bpnet_eval.sources.tracks import BigWigTruth
+    from tests.support.cases import write_bigwig
+
+    case = make_case(tmp_path, n=30, length=50)
+    minus = {c: np.zeros(size) for c, size in case.chrom_sizes.items()}
+    for i in range(30):
+        minus[case.chrom[i]][case.start[i]:case.end[i]] = -case.observed[i, 1]
+    negative = write_bigwig(tmp_path / "minus_negative.bw", case.chrom_sizes, minus)
+    regions = Regions(case.chrom, case.start, case.end)
+    truth = BigWigTruth([str(case.bigwigs[0]), str(negative)], regions)
+    assert truth.describe()["read_as_magnitudes"] == [str(negative)]
+    planned = truth.planned(ReadPlan((), frozenset({12}), frozenset({3})))
+    for source in (truth, planned):
+        for i, j in batch_bounds(0, 30, 8):
+            out = np.full((j - i, 2, 50), 7.0, dtype=np.float32)
+            source.read_into(i, j, out)
+            np.testing.assert_array_equal(out, source.read(i, j))
+    np.testing.assert_array_equal(truth.read(0, 30), case.observed.astype(np.float32))
+    truth.close()

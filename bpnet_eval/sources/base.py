@@ -83,6 +83,10 @@ class TruthSource(Protocol):
     def read(self, i: int, j: int) -> np.ndarray:
         """Observed counts ``(j-i, S, L)`` float32 of regions ``i..j``."""
 
+    def read_into(self, i: int, j: int, out: np.ndarray) -> None:
+        """``out[...] = read(i, j)`` (a source may write ``out`` without the intermediate array)."""
+        out[...] = self.read(i, j)
+
     def stored_datasets(self) -> list:
         """HDF5 datasets read in batches (their claimed sizes are checked before any is read)."""
         return []
