@@ -17,7 +17,8 @@ from .environment import THREAD_VARIABLES, allotted_cpus
 from .errors import UsageError
 from .losses import SHIFT_ABOVE, mnll_per_region, track_logsumexp
 from .metrics.profile import chunk_rows, profile_metrics
-from .metrics.auprc import auprc_region_mask, average_precision_of_keys, binned_labels_scores, score_label_keys
+from .metrics.auprc import (auprc_region_mask, average_precision_of_keys, binned_labels_scores_by_size,
+                            score_label_keys)
 from .metrics.names import BIN_SIZES
 from .presets import MetricPlan
 from .seed import maybe_undefined, seed_columns
@@ -161,8 +162,8 @@ class PooledAuprc:
         for first in range(0, len(rows), step):
             piece = rows[first:first + step]
             part_observed, probs = observed[piece], torch.softmax(logits[piece], dim=-1)
-            for binsize, runs in self._runs.items():
-                labels, scores = binned_labels_scores(part_observed, probs, binsize)
+            for binsize, (labels, scores) in binned_labels_scores_by_size(part_observed, probs, self._runs).items():
+                runs = self._runs[binsize]
                 keys = score_label_keys(labels.flatten(), scores.flatten())
                 self._positives[binsize] += int(np.count_nonzero(keys & 1))
                 runs.add(keys)

@@ -83,8 +83,9 @@ def bin_max(x, binsize):
     Returns
     -------
     binned : torch.Tensor, shape=(..., L // binsize)
+        ``x`` itself for ``binsize = 1``.
     """
-    return _bins(x, binsize).amax(dim=-1)
+    return x if binsize == 1 else _bins(x, binsize).amax(dim=-1)
 
 
 def bin_labels(labels, binsize):
@@ -99,7 +100,10 @@ def bin_labels(labels, binsize):
     Returns
     -------
     binned : torch.Tensor, shape=(..., L // binsize)
+        ``labels`` itself for ``binsize = 1``.
     """
+    if binsize == 1:
+        return labels
     binned = _bins(labels, binsize)
     has_positive = (binned == 1).any(dim=-1)
     has_ambiguous = (binned == -1).any(dim=-1)
@@ -175,8 +179,16 @@ def binned_labels_scores(observed, probs, binsize, pos_min_fraction=POS_MIN_FRAC
     -------
     labels, scores : torch.Tensor, each shape=(B, S, L // binsize)
     """
-    labels = bin_labels(peak_labels(observed, pos_min_fraction, neg_max_fraction), binsize)
-    return labels, bin_max(probs / probs.sum(dim=-1, keepdim=True), binsize)
+    return binned_labels_scores_by_size(observed, probs, (binsize,), pos_min_fraction, neg_max_fraction)[binsize]
+
+
+def binned_labels_scores_by_size(observed, probs, binsizes, pos_min_fraction=POS_MIN_FRACTION,
+                                 neg_max_fraction=NEG_MAX_FRACTION):
+    """``{binsize: binned_labels_scores(observed, probs, binsize, ...)}``, the labels and rescaled probabilities
+    made once for every bin size."""
+    labels = peak_labels(observed, pos_min_fraction, neg_max_fraction)
+    scores = probs / probs.sum(dim=-1, keepdim=True)
+    return {binsize: (bin_labels(labels, binsize), bin_max(scores, binsize)) for binsize in binsizes}
 
 
 def pooled_auprc(observed, probs, binsize=1, mask=None, pos_min_fraction=POS_MIN_FRACTION,

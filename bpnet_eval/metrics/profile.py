@@ -11,7 +11,7 @@ import torch
 
 from ..losses import MNLLLoss, joint_log_softmax
 from .auprc import (BIN_SIZES, NEG_MAX_FRACTION, POS_MIN_FRACTION, REQUIRED_MIN_POS_COUNTS, auprc_region_mask,
-                    average_precision, binned_labels_scores)
+                    average_precision, binned_labels_scores_by_size)
 from .correlation import NAN, pearson, spearman
 from .names import PROFILE_METRICS_ALL, PROFILE_METRICS_DEFAULT
 from .smoothing import DEFAULT_SIGMA, DEFAULT_WIDTH, smooth_gaussian1d
@@ -395,12 +395,11 @@ def _auprc_metrics(names, probs, observed, settings):
     """Per-region binned auPRC, joint (strands pooled) ``(B,)`` and per track ``(B, S)``; NaN off the mask."""
     joint, per_track = {}, {}
     mask = auprc_region_mask(observed, settings["auprc_min_counts"], settings["auprc_pos_min"])
-    for binsize in BIN_SIZES:
+    binsizes = [binsize for binsize in BIN_SIZES if f"profile_auprc_bin{binsize}" in names]
+    binned = binned_labels_scores_by_size(observed, probs, binsizes, settings["auprc_pos_min"],
+                                          settings["auprc_neg_max"])
+    for binsize, (labels, scores) in binned.items():
         name = f"profile_auprc_bin{binsize}"
-        if name not in names:
-            continue
-        labels, scores = binned_labels_scores(observed, probs, binsize, settings["auprc_pos_min"],
-                                              settings["auprc_neg_max"])
         joint[name] = torch.where(mask, average_precision(flatten_tracks(labels), flatten_tracks(scores)), NAN)
         per_track[name] = torch.where(mask[:, None], average_precision(labels, scores), NAN)
     return joint, per_track
