@@ -146,7 +146,7 @@ class ProcessReadAhead:
 
     Parameters
     ----------
-    source : TruthSource (``read(i, j) -> (j - i, S, L) float32``, ``n_tracks``, ``paths``)
+    source : TruthSource (``read_into(i, j, out)`` of ``(j - i, S, L)`` float32, ``n_tracks``, ``paths``)
         Must be usable after ``fork`` (the bigWig reader uses ``pread`` on its own descriptor).
     bounds : sequence of (int, int)
         The batches, in the order they will be read.
@@ -202,11 +202,7 @@ class ProcessReadAhead:
                 return  # the main process stopped reading
             i, j = self.bounds[k]
             try:
-                slot = self._slots[k % n_slots, :j - i]
-                if hasattr(self.source, "read_into"):  # written in place (TruthSource.read_into)
-                    self.source.read_into(i, j, slot)
-                else:
-                    slot[...] = self.source.read(i, j)
+                self.source.read_into(i, j, self._slots[k % n_slots, :j - i])
             except BaseException as err:  # raised by the main process's read()
                 send(results, k, err, failed=True)
                 return

@@ -19,12 +19,13 @@ from bpnet_eval.cli.common import figure_painter
 from bpnet_eval.options import Job
 from bpnet_eval.report.figures import FIGURE_FILES
 from bpnet_eval.workers import BackgroundCall, ProcessReadAhead, WorkerStopped, call_forked, fork_is_safe
+from bpnet_eval.sources.base import TruthSource
 from bpnet_eval.sources.bigwig import BigWigReader
 
 pytestmark = pytest.mark.skipif(not fork_is_safe(), reason="process read-ahead needs fork on Linux, no threads")
 
 
-class RowSource:
+class RowSource(TruthSource):
     """Batch ``(i, j)`` holds ``row * 10 + track`` everywhere; optionally fails at one row."""
 
     def __init__(self, n_tracks=2, length=7, fail_at=None, how=None):
