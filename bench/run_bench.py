@@ -15,7 +15,9 @@ Stages (every stage is a fresh subprocess; wall time includes interpreter start 
 peak RSS is the largest ``ru_maxrss`` of the stage's processes):
 
 * ``score``: the installed ``bpnet-eval score`` CLI end to end (reads, computes, writes the report,
-  with its default figures); ``score_no_plots``: the same with ``--no-plots``;
+  with its default figures); ``score_no_plots``: the same with ``--no-plots``; ``score_all``: with
+  ``--no-plots --metrics all`` (every metric; its ratio to ``score_no_plots`` is the ``--metrics all``
+  target; ``--skip score_all`` leaves it out);
 * ``floor``: reading the same windows and nothing else, in one process: ``BigWigReader.read`` per
   batch and track, and the predictions' logits and log counts from the HDF5 in the same batches;
 * ``floor_parallel``: the same reads split batch by batch over as many processes as ``score``
@@ -277,7 +279,8 @@ def main() -> None:
                         help="time the naive pipelines on the first K regions only and extrapolate linearly")
     parser.add_argument("--no-heavy-naive", action="store_true",
                         help="leave out the heavier naive pipeline (seed losses + performance measures)")
-    parser.add_argument("--skip", default="", help="comma-separated stages to leave out: score_no_plots, compute "
+    parser.add_argument("--skip", default="", help="comma-separated stages to leave out: score_no_plots, score_all, "
+                                                   "compute "
                                                    "(their ratios are then not printed)")
     parser.add_argument("--batch-size", type=int, default=1024, help="regions per batch (score, floor, compute)")
     parser.add_argument("--device", default="cpu", help="device for score and the compute stage")
@@ -354,7 +357,8 @@ def report(args) -> dict:
             files += ["--regions", str(args.case / description["files"]["regions"])]
         results = {}
         skipped = set(filter(None, args.skip.split(",")))
-        for stage, extra in (("score", []), ("score_no_plots", ["--no-plots"])):
+        for stage, extra in (("score", []), ("score_no_plots", ["--no-plots"]),
+                             ("score_all", ["--no-plots", "--metrics", "all"])):
             if stage in skipped:
                 continue
             command = [str(cli), "score", *files, "--out", str(out_dir / stage), "--quiet", "--device", args.device,
@@ -389,6 +393,8 @@ def report(args) -> dict:
               "score / floor (one process)": walls["score"] / walls["floor"]}
     if "score_no_plots" in walls:
         ratios["score --no-plots / floor_parallel"] = walls["score_no_plots"] / walls["floor_parallel"]
+    if "score_all" in walls and "score_no_plots" in walls:
+        ratios["--metrics all / default (target <= 3)"] = walls["score_all"] / walls["score_no_plots"]
     if "compute" in walls:
         ratios["compute / floor"] = walls["compute"] / walls["floor"]
     if "naive" in walls:
@@ -406,15 +412,17 @@ def report(args) -> dict:
 def print_shape_table(saved: dict) -> None:
     """One row per shape: the ratios the targets are stated in and the peak RSS (markdown)."""
     print("| shape | S | L | score s | naive seed s | naive seed / score | floor ×P s | score / floor ×P "
-          "| floor ×1 s | peak RSS MB |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "| floor ×1 s | all / default | peak RSS MB |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for shape, r in saved.items():
         walls, case = r["walls_s"], r["case"]
         processes = r["stages"]["floor_parallel"]["processes"]
         length = f"{case['length']}" + (" (2114 in)" if case["files"].get("regions") else "")
+        all_ratio = (f"**{walls['score_all'] / walls['score_no_plots']:.1f}×**"
+                     if "score_all" in walls and "score_no_plots" in walls else "not run")
         print(f"| {shape} | {case['n_tracks']} | {length} | {walls['score']:.2f} | {walls['naive_seed']:.2f} "
               f"| **{walls['naive_seed'] / walls['score']:.1f}×** | {walls['floor_parallel']:.2f} (×{processes}) "
-              f"| **{walls['score'] / walls['floor_parallel']:.2f}** | {walls['floor']:.2f} "
+              f"| **{walls['score'] / walls['floor_parallel']:.2f}** | {walls['floor']:.2f} | {all_ratio} "
               f"| {r['stages']['score']['peak_rss_mb']:.0f} |")
 
 

@@ -110,3 +110,19 @@ def test_the_genome_scale_case_tiles_its_genome_and_every_run_scores_it(tmp_path
         start, end = h5["coords/coords_start"][:], h5["coords/coords_end"][:]
         assert h5["predictions/logits"].shape == (300, 2, 100)
     assert (end - start == 100).all() and numbers["case"]["genome_bases"] == 300 * 100
+
+
+def test_the_benchmark_prints_every_target_ratio(tmp_path):
+    """bench/run_bench.py on a small generated case runs every stage and states every target it measures."""
+    import subprocess
+
+    out = tmp_path / "numbers.json"
+    done = subprocess.run([sys.executable, str(REPO / "bench" / "run_bench.py"), "--regions", "300",
+                           "--naive-regions", "100", "--no-heavy-naive", "--json", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    numbers = json.loads(out.read_text())
+    assert set(numbers["ratios"]) >= {"naive_seed / score (target >= 10)", "score / floor_parallel (target <= 1.5)",
+                                      "--metrics all / default (target <= 3)"}
+    assert set(numbers["stages"]) >= {"score", "score_no_plots", "score_all", "floor", "floor_parallel", "naive_seed"}
+    assert all(value > 0 for value in numbers["ratios"].values())
