@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .names import BIN_SIZES
-from .sorting import any_sort, stable_order
+from .sorting import any_sort, flat_nonzero, stable_order
 
 NAN = float("nan")
 POS_MIN_FRACTION = 0.015
@@ -138,7 +138,7 @@ def average_precision(labels, scores):
     ends_tie = torch.ones_like(keep)
     ends_tie[..., :-1] = sorted_scores[..., 1:] != sorted_scores[..., :-1]
     ends_tie = ends_tie.flatten()  # rows laid end to end: each row's last entry ends a tie
-    tie_ends = torch.nonzero(ends_tie).flatten()
+    tie_ends = flat_nonzero(ends_tie)
     positive, positives, tie_end = _positives_and_tie_ends(labels, keep, order, tie_ends)
     tied = (tie_end != positives) | ((positives > 0) & ~ends_tie[(positives - 1).clamp(min=0)])
     if bool(tied.any()):
@@ -158,7 +158,7 @@ def _positives_and_tie_ends(labels, keep, order, tie_ends):
     """The positives in ``order`` (a mask), their flat sorted positions and the flat position of the last entry tied
     with each (the first of ``tie_ends`` at or after it)."""
     positive = torch.gather((labels == 1) & keep, -1, order)
-    positives = torch.nonzero(positive.flatten()).flatten()
+    positives = flat_nonzero(positive)
     return positive, positives, tie_ends[torch.searchsorted(tie_ends, positives)]
 
 

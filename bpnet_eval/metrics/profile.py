@@ -15,7 +15,7 @@ from .auprc import (BIN_SIZES, NEG_MAX_FRACTION, POS_MIN_FRACTION, REQUIRED_MIN_
 from .correlation import NAN, pearson, spearman
 from .names import PROFILE_METRICS_ALL, PROFILE_METRICS_DEFAULT
 from .smoothing import DEFAULT_SIGMA, DEFAULT_WIDTH, smooth_gaussian1d
-from .sorting import any_order
+from .sorting import any_order, flat_nonzero
 
 
 def flatten_tracks(x):
@@ -53,7 +53,7 @@ def kl_divergence(p, q):
     kl : torch.Tensor, shape=(...)
     """
     if p.shape == q.shape and p.is_contiguous() and q.is_contiguous():
-        support = torch.nonzero(p.view(-1)).flatten()
+        support = flat_nonzero(p.view(-1) != 0)
         if support.numel() <= p.numel() * SPARSE_FRACTION:  # mostly zeros (observed profiles): only the others
             terms, p_i = torch.zeros_like(p), p.view(-1)[support]
             terms.view(-1)[support] = p_i * torch.log(p_i / q.view(-1)[support])
