@@ -193,5 +193,7 @@ def test_kl_divergence_of_sparse_profiles_bit_equals_the_dense_formula(density):
     q = torch.as_tensor(rng.dirichlet(np.ones(500), size=(40, 2)))
     q[2, 1, :] = 0  # log(p / 0) = inf where p > 0
     q[3, 0, 7] = np.nan
-    dense = torch.sum(p * torch.log(torch.where(p == 0, 1.0, p / q)), dim=-1)
-    assert torch.equal(torch.nan_to_num(kl_divergence(p, q), nan=-1.0), torch.nan_to_num(dense, nan=-1.0))
+    dense_profiles = torch.as_tensor(rng.dirichlet(np.ones(500), size=(40, 2)))
+    for a, b in ((p, q), (q, p), (dense_profiles, q), (p.transpose(0, 1), q.transpose(0, 1))):
+        dense = torch.sum(a * torch.log(torch.where(a == 0, 1.0, a / b)), dim=-1)
+        assert torch.equal(torch.nan_to_num(kl_divergence(a, b), nan=-1.0), torch.nan_to_num(dense, nan=-1.0))

@@ -15,7 +15,7 @@ from .auprc import (BIN_SIZES, NEG_MAX_FRACTION, POS_MIN_FRACTION, REQUIRED_MIN_
 from .correlation import NAN, pearson, spearman
 from .names import PROFILE_METRICS_ALL, PROFILE_METRICS_DEFAULT
 from .smoothing import DEFAULT_SIGMA, DEFAULT_WIDTH, smooth_gaussian1d
-from .sorting import any_order, flat_nonzero
+from .sorting import any_order, flat_nonzero, nonzero_mask
 
 
 def flatten_tracks(x):
@@ -52,19 +52,25 @@ def kl_divergence(p, q):
     -------
     kl : torch.Tensor, shape=(...)
     """
-    if p.shape == q.shape and p.is_contiguous() and q.is_contiguous():
-        support = flat_nonzero(p.view(-1) != 0)
-        if support.numel() <= p.numel() * SPARSE_FRACTION:  # mostly zeros (observed profiles): only the others
-            terms, p_i = torch.zeros_like(p), p.view(-1)[support]
-            terms.view(-1)[support] = p_i * torch.log(p_i / q.view(-1)[support])
-            return torch.sum(terms, dim=-1)
     # ln 1 = 0 where p_i = 0 (the logarithm of 0 takes a slow path), so p_i ln(...) is 0 there with no mask
-    return torch.sum(p * torch.log(torch.where(p == 0, 1.0, p / q)), dim=-1)
+    if not (p.shape == q.shape and p.is_contiguous() and q.is_contiguous()):
+        return torch.sum(p * torch.log(torch.where(p == 0, 1.0, p / q)), dim=-1)
+    nonzero = nonzero_mask(p)
+    n_nonzero = int(torch.count_nonzero(nonzero))
+    if n_nonzero == p.numel():  # no zero to mask (predictions)
+        return torch.sum(p * torch.log(p / q), dim=-1)
+    if n_nonzero > p.numel() * SPARSE_FRACTION:
+        return torch.sum(p * torch.log(torch.where(nonzero, p / q, 1.0)), dim=-1)
+    support = flat_nonzero(nonzero)  # mostly zeros (observed profiles): the logarithm of the others only
+    terms, p_i = torch.zeros_like(p), p.view(-1)[support]
+    terms.view(-1)[support] = p_i * torch.log(p_i / q.view(-1)[support])
+    return torch.sum(terms, dim=-1)
 
 
 # ``kl_divergence`` takes the logarithm only where ``p_i != 0`` when they are at most this fraction of the
 # terms: the same numbers (each term the same operations on the same values, torch's log elementwise whatever
-# an element's position, tested; 0 written where ``p_i = 0``) in a fraction of the time.
+# an element's position, tested; 0 written where ``p_i = 0``) in a fraction of the time. A profile with no zero
+# skips the mask. Both for contiguous profiles (the sum then adds the same terms in the same order).
 SPARSE_FRACTION = 0.25
 
 

@@ -87,3 +87,10 @@ def flat_nonzero(mask):
     if not _on_cpu(mask):
         return torch.nonzero(mask.flatten()).flatten()
     return torch.from_numpy(np.flatnonzero(mask.numpy()))
+
+
+def nonzero_mask(x):
+    """``x != 0`` (numpy's comparison on the CPU, several times faster than torch's)."""
+    if not _on_cpu(x):
+        return x != 0
+    return torch.from_numpy(x.numpy() != 0)
