@@ -210,6 +210,21 @@ class _SparseGenome:
         # every 64th key, searched first (it stays in the CPU cache); none where the keys are few enough to stay there
         self.sample = key[::_SEARCH_RUN].copy() if key.nbytes > _SEARCH_DIRECT_BYTES else None
 
+    @classmethod
+    def from_blocks(cls, blocks: list) -> "_SparseGenome":
+        """From clean blocks (chromosome key, uint32 starts, uint32 ends, float32 values) in genome order."""
+        if not blocks:
+            return cls(np.zeros(0, np.int64), np.zeros(0, np.uint32), np.zeros(0, np.float32))
+        start = np.concatenate([block[1] for block in blocks])
+        key = start.astype(np.int64)
+        first = 0
+        for chrom, block_start, _, _ in blocks:  # in place: no int64 temporary per block
+            key[first:first + len(block_start)] += chrom
+            first += len(block_start)
+        length = np.concatenate([block[2] for block in blocks])
+        length -= start
+        return cls(key, length, np.concatenate([block[3] for block in blocks]))
+
     def search(self, needles: np.ndarray, side: str) -> np.ndarray:
         """``np.searchsorted(self.key, needles, side)``: the sample, then one run of 64 keys per needle (a
         binary search of the whole array misses the CPU cache at every step once other reads have evicted it)."""
@@ -617,13 +632,7 @@ class BigWigReader:
                 parts = []
             elif held > _RESIDENT_MAX_BYTES:
                 return None
-        if dense is not None:
-            return dense
-        if not parts:
-            return _SparseGenome(np.zeros(0, np.int64), np.zeros(0, np.uint32), np.zeros(0, np.float32))
-        return _SparseGenome(np.concatenate([chrom + start.astype(np.int64) for chrom, start, _, _ in parts]),
-                             np.concatenate([end - start for _, start, end, _ in parts]),
-                             np.concatenate([value for _, _, _, value in parts]))
+        return dense if dense is not None else _SparseGenome.from_blocks(parts)
 
     # --------------------------------------------------------------- lifetime
     def close(self) -> None:
