@@ -258,6 +258,9 @@ class _SparseGenome:
             b = np.minimum(offset + self.length[iv], width) + row
             rows = flat[w0 * width:(w0 + len(k0)) * width]
             if 4 * int((b - a).sum()) < len(rows):  # few bases covered: write only those
+                rows[a] = self.value[iv]  # the first base of every piece (most pieces of sparse counts have one)
+                longer = np.flatnonzero(b - a > 1)
+                a, b, iv = a[longer] + 1, b[longer], iv[longer]
                 rows[_expand_ranges(a, b, owners=False)[0]] = np.repeat(self.value[iv], b - a)
                 continue
             part = max(1, _FILL_ELEMENTS // width) * width  # whole rows, so no piece is cut
