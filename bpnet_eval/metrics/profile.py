@@ -20,7 +20,7 @@ from .sorting import any_order, flat_nonzero, nonzero_mask
 
 def flatten_tracks(x):
     """``(B, S, L) -> (B, S*L)``: the S*L positions of a region as one distribution."""
-    return x.reshape(x.shape[0], -1)
+    return x.flatten(1)
 
 
 def observed_probabilities(observed, pseudocount=0.0):
@@ -398,16 +398,18 @@ def _view_metrics(names, log_p, observed, shape_observed, settings):
 
 
 def _auprc_metrics(names, probs, observed, settings):
-    """Per-region binned auPRC, joint (strands pooled) ``(B,)`` and per track ``(B, S)``; NaN off the mask."""
+    """Per-region binned auPRC, joint (strands pooled) ``(B,)`` and per track ``(B, S)``; NaN off the mask (only
+    the regions on it are computed)."""
     joint, per_track = {}, {}
-    mask = auprc_region_mask(observed, settings["auprc_min_counts"], settings["auprc_pos_min"])
+    rows = flat_nonzero(auprc_region_mask(observed, settings["auprc_min_counts"], settings["auprc_pos_min"]))
     binsizes = [binsize for binsize in BIN_SIZES if f"profile_auprc_bin{binsize}" in names]
-    binned = binned_labels_scores_by_size(observed, probs, binsizes, settings["auprc_pos_min"],
+    binned = binned_labels_scores_by_size(observed[rows], probs[rows], binsizes, settings["auprc_pos_min"],
                                           settings["auprc_neg_max"])
     for binsize, (labels, scores) in binned.items():
         name = f"profile_auprc_bin{binsize}"
-        joint[name] = torch.where(mask, average_precision(flatten_tracks(labels), flatten_tracks(scores)), NAN)
-        per_track[name] = torch.where(mask[:, None], average_precision(labels, scores), NAN)
+        joint[name] = probs.new_full(probs.shape[:1], NAN).index_copy_(
+            0, rows, average_precision(flatten_tracks(labels), flatten_tracks(scores)))
+        per_track[name] = probs.new_full(probs.shape[:2], NAN).index_copy_(0, rows, average_precision(labels, scores))
     return joint, per_track
 
 
