@@ -234,6 +234,23 @@ def test_two_level_search_equals_searchsorted(monkeypatch, n):
         np.testing.assert_array_equal(genome.search(needles, side), np.searchsorted(key, needles, side=side))
 
 
+@pytest.mark.parametrize("layout", ["sparse", "per-base-fixed"])
+@pytest.mark.parametrize("small", [True, False], ids=["small-file", "big-file"])
+def test_files_too_big_to_keep_whole_are_read_block_by_block(tmp_path, monkeypatch, layout, small):
+    """Over _RESIDENT_MAX_BYTES as intervals and as values per base: never kept whole, same values."""
+    monkeypatch.setattr(bigwig, "_RESIDENT_MAX_BYTES", 2_000)
+    if not small:  # a big file: the blocks its first read decodes show it would not fit, so it is never decoded whole
+        monkeypatch.setattr(bigwig, "_RESIDENT_COMPRESSED_BYTES", -1)
+        monkeypatch.setattr(bigwig.BigWigReader, "_decode_whole", lambda self: pytest.fail("decoded whole"))
+    path = write_layout(tmp_path / f"{layout}.bw", layout, np.random.default_rng(8))
+    chroms, starts, ends = random_windows(dict(LAYOUT_CHROMS), 300, 200, np.random.default_rng(9))
+    with BigWigReader(str(path)) as r:
+        r._resident_due = 2  # past the first read's one window
+        for i, j in ((0, 1), (1, 100), (100, 300)):
+            assert_same(path, chroms[i:j], starts[i:j], ends[i:j], reader=r)
+        assert r._resident is None and not r._resident_ok
+
+
 def test_whole_file_chunks_big_calls(tmp_path, monkeypatch):
     """Kept whole, calls bigger than one scatter step are filled step by step."""
     monkeypatch.setattr(bigwig, "_FILL_ELEMENTS", 300)
