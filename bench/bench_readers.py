@@ -7,10 +7,11 @@ Reports windows/s for random and for peak-centred windows: one call with all
 windows, and batches of --batch windows in prediction order (unsorted). "cold"
 runs open a fresh reader, so they include opening the file and decoding blocks;
 "warm" runs reuse a reader that has read the same windows before.
-Files with at most 8 MB of compressed data are decoded whole on the first read
-("resident"); bigger files are read block by block with an LRU cache
-("streaming"), which is timed too by forcing it on the same file. Checks that all
-readers return identical values.
+Clean files are decoded whole ("resident": on the first read with at most 8 MB of
+compressed data, else once reads touch a quarter of their blocks, if they fit in
+128 MB); other files are read block by block with an LRU cache ("streaming"),
+which is timed too by forcing it on the same file. Checks that all readers
+return identical values.
 """
 
 from __future__ import annotations
@@ -78,13 +79,13 @@ def pybigwig_loop(path, chroms, starts, ends, dest):
 
 
 def open_reader(path, streaming: bool) -> BigWigReader:
-    resident_limit = bigwig._RESIDENT_COMPRESSED_BYTES
-    if streaming:  # read block by block, as for files with more than 8 MB of data
-        bigwig._RESIDENT_COMPRESSED_BYTES = -1
+    limits = bigwig._RESIDENT_COMPRESSED_BYTES, bigwig._RESIDENT_AFTER_SHARE
+    if streaming:  # read block by block, as for files too big to keep whole
+        bigwig._RESIDENT_COMPRESSED_BYTES, bigwig._RESIDENT_AFTER_SHARE = -1, 2.0
     try:
         return BigWigReader(str(path))
     finally:
-        bigwig._RESIDENT_COMPRESSED_BYTES = resident_limit
+        bigwig._RESIDENT_COMPRESSED_BYTES, bigwig._RESIDENT_AFTER_SHARE = limits
 
 
 def read_all(reader, chroms, starts, ends, batch, dest):
