@@ -10,7 +10,8 @@ from scipy.stats import rankdata, spearmanr
 from bpnet_eval.metrics import PROFILE_METRICS_ALL, PROFILE_PRESETS, average_ranks, ordinal_ranks, profile_metrics
 from bpnet_eval.metrics.correlation import argsort_ranks, count_ranks, small_count_top, sorted_average_ranks
 from bpnet_eval.metrics.auprc import average_precision
-from bpnet_eval.metrics.profile import SPARSE_FRACTION, chunk_rows, keyed_orders, kl_divergence, region_keys
+from bpnet_eval.metrics.profile import (SPARSE_FRACTION, chunk_rows, cross_entropy, keyed_orders, kl_divergence,
+                                        region_keys)
 from bpnet_eval.metrics.sorting import any_order, stable_order, torch_order
 
 
@@ -184,7 +185,7 @@ def test_torch_log_is_elementwise_whatever_the_position():
 
 
 @pytest.mark.parametrize("density", [0.02, SPARSE_FRACTION, 0.9])
-def test_kl_divergence_of_sparse_profiles_bit_equals_the_dense_formula(density):
+def test_kl_divergence_and_cross_entropy_of_sparse_profiles_bit_equal_the_dense_formulas(density):
     rng = np.random.default_rng(12)
     k = rng.poisson(3.0, size=(40, 2, 500)) * (rng.random((40, 2, 500)) < density)
     k[0] = 0  # no counts: NaN
@@ -197,3 +198,7 @@ def test_kl_divergence_of_sparse_profiles_bit_equals_the_dense_formula(density):
     for a, b in ((p, q), (q, p), (dense_profiles, q), (p.transpose(0, 1), q.transpose(0, 1))):
         dense = torch.sum(a * torch.log(torch.where(a == 0, 1.0, a / b)), dim=-1)
         assert torch.equal(torch.nan_to_num(kl_divergence(a, b), nan=-1.0), torch.nan_to_num(dense, nan=-1.0))
+        log_b = torch.log(b)  # -inf where b = 0
+        dense = -torch.sum(torch.where(a == 0, 0.0, a * log_b), dim=-1)
+        dense = torch.where(torch.sum(a, dim=-1) == 0, torch.nan, dense)
+        assert torch.equal(torch.nan_to_num(cross_entropy(log_b, a), nan=-1.0), torch.nan_to_num(dense, nan=-1.0))

@@ -53,25 +53,33 @@ def kl_divergence(p, q):
     kl : torch.Tensor, shape=(...)
     """
     # ln 1 = 0 where p_i = 0 (the logarithm of 0 takes a slow path), so p_i ln(...) is 0 there with no mask
-    if not (p.shape == q.shape and p.is_contiguous() and q.is_contiguous()):
-        return torch.sum(p * torch.log(torch.where(p == 0, 1.0, p / q)), dim=-1)
+    return _sum_of_nonzero_terms(p, (q,), lambda p_i, q_i: p_i * torch.log(p_i / q_i),
+                                 lambda: torch.sum(p * torch.log(torch.where(p == 0, 1.0, p / q)), dim=-1))
+
+
+# ``_sum_of_nonzero_terms`` computes the terms only where ``p_i != 0`` when they are at most this fraction of
+# the terms: the same numbers (each term the same operations on the same values, torch's log elementwise
+# whatever an element's position, tested; 0 written where ``p_i = 0``) in a fraction of the time. A profile
+# with no zero skips the mask. Both for contiguous profiles (the sum then adds the same terms in the same order).
+SPARSE_FRACTION = 0.25
+
+
+def _sum_of_nonzero_terms(p, others, term, dense):
+    """``sum_i term(p_i, others_i)`` over the last axis where ``p_i != 0``, 0 where ``p_i = 0`` (``dense()`` gives the
+    same sum computed densely): the terms of a mostly-zero profile only, those of a profile with no zero
+    without a mask."""
+    if not (p.is_contiguous() and all(o.shape == p.shape and o.is_contiguous() for o in others)):
+        return dense()
     nonzero = nonzero_mask(p)
     n_nonzero = int(torch.count_nonzero(nonzero))
-    if n_nonzero == p.numel():  # no zero to mask (predictions)
-        return torch.sum(p * torch.log(p / q), dim=-1)
+    if n_nonzero == p.numel():
+        return torch.sum(term(p, *others), dim=-1)
     if n_nonzero > p.numel() * SPARSE_FRACTION:
-        return torch.sum(p * torch.log(torch.where(nonzero, p / q, 1.0)), dim=-1)
-    support = flat_nonzero(nonzero)  # mostly zeros (observed profiles): the logarithm of the others only
-    terms, p_i = torch.zeros_like(p), p.view(-1)[support]
-    terms.view(-1)[support] = p_i * torch.log(p_i / q.view(-1)[support])
+        return dense()
+    support = flat_nonzero(nonzero)
+    terms = torch.zeros_like(p)
+    terms.view(-1)[support] = term(p.view(-1)[support], *(o.view(-1)[support] for o in others))
     return torch.sum(terms, dim=-1)
-
-
-# ``kl_divergence`` takes the logarithm only where ``p_i != 0`` when they are at most this fraction of the
-# terms: the same numbers (each term the same operations on the same values, torch's log elementwise whatever
-# an element's position, tested; 0 written where ``p_i = 0``) in a fraction of the time. A profile with no zero
-# skips the mask. Both for contiguous profiles (the sum then adds the same terms in the same order).
-SPARSE_FRACTION = 0.25
 
 
 def jsd_divergence(p, q):
@@ -266,7 +274,8 @@ def cross_entropy(log_p_pred, p_obs):
     cross_entropy : torch.Tensor, shape=(...)
         NaN where ``p_obs`` is all 0 (no counts, even with a pseudocount).
     """
-    h = -torch.sum(torch.where(p_obs == 0, 0.0, p_obs * log_p_pred), dim=-1)
+    h = -_sum_of_nonzero_terms(p_obs, (log_p_pred,), torch.mul,
+                               lambda: torch.sum(torch.where(p_obs == 0, 0.0, p_obs * log_p_pred), dim=-1))
     return torch.where(torch.sum(p_obs, dim=-1) == 0, NAN, h)
 
 
