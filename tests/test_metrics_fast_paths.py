@@ -10,7 +10,8 @@ from scipy.stats import rankdata, spearmanr
 from bpnet_eval.metrics import PROFILE_METRICS_ALL, PROFILE_PRESETS, average_ranks, ordinal_ranks, profile_metrics
 from bpnet_eval.metrics.correlation import argsort_ranks, count_ranks, small_count_top, sorted_average_ranks
 from bpnet_eval.metrics.auprc import average_precision
-from bpnet_eval.metrics.profile import (SPARSE_FRACTION, chunk_rows, cross_entropy, keyed_orders, kl_divergence,
+from bpnet_eval.losses import MNLLLoss
+from bpnet_eval.metrics.profile import (SPARSE_FRACTION, chunk_rows, cross_entropy, keyed_orders, kl_divergence, mnll,
                                         region_keys)
 from bpnet_eval.metrics.sorting import any_order, stable_order, torch_order
 
@@ -175,13 +176,16 @@ def test_torch_order_is_torchs_argsort():
         assert torch.equal(torch_order(view), torch.argsort(view, dim=-1))
 
 
-def test_torch_log_is_elementwise_whatever_the_position():
-    """The sparse KL relies on it: a value's logarithm has the same bits in a long tensor (vectorised body) as alone
-    or in a short tail."""
+@pytest.mark.parametrize("function", [torch.log, torch.lgamma])
+def test_torch_log_and_lgamma_are_elementwise_whatever_the_position(function):
+    """The sparse sums rely on it: a value's logarithm has the same bits in a long tensor (vectorised body) as
+    alone or in a short tail; lgamma(1) is +0."""
     x = torch.as_tensor(np.exp(np.random.default_rng(11).uniform(-30, 5, 20_003)))
-    whole = torch.log(x)
-    assert torch.equal(torch.cat([torch.log(x[i:i + 1]) for i in range(0, 2000)]), whole[:2000])
-    assert torch.equal(torch.cat([torch.log(x[i:i + 7]) for i in range(0, 20_003, 7)]), whole)
+    x[::5] = torch.round(x[::5] * 100)  # counts too
+    whole = function(x)
+    assert torch.equal(torch.cat([function(x[i:i + 1]) for i in range(0, 2000)]), whole[:2000])
+    assert torch.equal(torch.cat([function(x[i:i + 7]) for i in range(0, 20_003, 7)]), whole)
+    assert not torch.signbit(torch.lgamma(torch.ones(20, dtype=torch.float64))).any()
 
 
 @pytest.mark.parametrize("density", [0.02, SPARSE_FRACTION, 0.9])
@@ -202,3 +206,8 @@ def test_kl_divergence_and_cross_entropy_of_sparse_profiles_bit_equal_the_dense_
         dense = -torch.sum(torch.where(a == 0, 0.0, a * log_b), dim=-1)
         dense = torch.where(torch.sum(a, dim=-1) == 0, torch.nan, dense)
         assert torch.equal(torch.nan_to_num(cross_entropy(log_b, a), nan=-1.0), torch.nan_to_num(dense, nan=-1.0))
+    counts = torch.as_tensor(k, dtype=torch.float64)
+    log_p = torch.log_softmax(torch.as_tensor(rng.normal(size=k.shape)), dim=-1)
+    log_p[5, 0, :3] = -torch.inf  # 0 * -inf: NaN, as MNLLLoss
+    for c, z in ((counts, log_p), (counts + 1, log_p), (counts.transpose(0, 1), log_p.transpose(0, 1))):
+        assert torch.equal(torch.nan_to_num(mnll(z, c), nan=-1.0), torch.nan_to_num(MNLLLoss(z, c), nan=-1.0))
