@@ -216,8 +216,10 @@ def test_clean_layouts_equal_pybigwig(tmp_path, mode, layout, width):
     chroms, starts, ends = chroms + edge_c, np.r_[starts, edge_s], np.r_[ends, edge_e]
     want = expected(path, chroms, starts, ends)
     with BigWigReader(str(path)) as r:
-        for i in range(0, len(chroms), 61):
-            np.testing.assert_array_equal(r.read(chroms[i:i + 61], starts[i:i + 61], ends[i:i + 61]), want[i:i + 61])
+        for i in range(0, len(chroms), 61):  # into an array holding other values: every value is written
+            out = np.full((len(chroms[i:i + 61]), width), np.nan, dtype=np.float32)
+            r.read(chroms[i:i + 61], starts[i:i + 61], ends[i:i + 61], out=out)
+            np.testing.assert_array_equal(out, want[i:i + 61])
         np.testing.assert_array_equal(r.read(chroms, starts, ends), want)
         kept = LAYOUTS[layout] if mode in ("resident", "adaptive") else type(None)
         assert isinstance(r._resident, kept)
