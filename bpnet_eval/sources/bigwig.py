@@ -144,12 +144,13 @@ class _IntervalSet:
 class _Block:
     """One decoded data block, compact for the cache: 16 bytes per interval (one chromosome per block)."""
 
-    __slots__ = ("chrom", "start", "end", "value", "end_max", "unsorted")
+    __slots__ = ("chrom", "start", "end", "value", "end_max", "unsorted", "clean")
 
     def __init__(self, chrom: int, start: np.ndarray, end: np.ndarray, value: np.ndarray):
         self.chrom, self.start, self.end, self.value = chrom, start, end, value
-        self.unsorted = len(start) > 1 and bool(np.any(start[1:] < start[:-1]))
-        self.end_max = np.maximum.accumulate(end) if len(end) else end
+        self.clean = _is_clean(start, end)
+        self.unsorted = not self.clean and len(start) > 1 and bool(np.any(start[1:] < start[:-1]))
+        self.end_max = end if self.clean else np.maximum.accumulate(end) if len(end) else end
 
     def between(self, low: int, high: int) -> slice:
         """The stored intervals that may overlap keys [low, high) (all of them if unsorted)."""
@@ -163,6 +164,18 @@ class _Block:
 def _is_clean(start: np.ndarray, end: np.ndarray) -> bool:
     """Whether a block's intervals are non-empty, sorted and non-overlapping (what writers produce)."""
     return bool(np.all(end > start)) and bool(np.all(start[1:] >= end[:-1]))
+
+
+def _in_genome_order(blocks: list) -> bool:
+    """Whether the intervals of clean blocks (chromosome key, starts, ends, values), taken in this order, are sorted
+    and none overlaps another."""
+    reached = -1
+    for chrom, start, end, _ in blocks:
+        if len(start):
+            if chrom + int(start[0]) < reached:
+                return False
+            reached = chrom + int(end[-1])
+    return True
 
 
 def _with_gaps(first: np.ndarray, stop: np.ndarray, value: np.ndarray, total: int) -> np.ndarray:
@@ -543,8 +556,9 @@ class BigWigReader:
     def _read_blocks(self, key0: np.ndarray, width: int, flat: np.ndarray) -> None:
         """Fill windows from the blocks they touch, decoded now or taken from the cache.
 
-        From each block only the intervals between its first and last window are kept; they are
-        combined in stored order, so that where intervals overlap the later one wins.
+        From each block only the intervals between its first and last window are kept. Clean blocks whose
+        intervals follow each other are filled like a file kept whole; otherwise they are combined in stored
+        order, so that where intervals overlap the later one wins.
         """
         block, window = self._touched(key0, width)
         if len(block) == 0:
@@ -554,14 +568,16 @@ class BigWigReader:
         needed, first = np.unique(block, return_index=True)
         lowest = np.minimum.reduceat(first_key, first).tolist()
         highest = (np.maximum.reduceat(first_key, first) + width).tolist()
-        stored_order = np.argsort(self._block_rank[needed], kind="stable")
-        chroms, starts, ends, values = [], [], [], []
-        for i, block in zip(stored_order.tolist(), self._blocks(needed[stored_order])):
+        stored_order = np.argsort(self._block_rank[needed], kind="stable").tolist()
+        parts, clean = [None] * len(needed), True  # in genome order
+        for i, block in zip(stored_order, self._blocks(needed[stored_order])):
             keep = block.between(lowest[i], highest[i])
-            chroms.append(block.chrom)
-            starts.append(block.start[keep])
-            ends.append(block.end[keep])
-            values.append(block.value[keep])
+            parts[i] = (block.chrom, block.start[keep], block.end[keep], block.value[keep])
+            clean = clean and block.clean
+        if clean and _in_genome_order(parts):
+            _SparseGenome.from_blocks(parts).fill(key0, width, flat.reshape(len(key0), width))
+            return
+        chroms, starts, ends, values = zip(*[parts[i] for i in stored_order])
         chrom = np.repeat(np.array(chroms, dtype=np.int64), [len(v) for v in values])
         start, end = np.concatenate(starts), np.concatenate(ends)
         _IntervalSet(chrom + start, chrom + end, np.concatenate(values)).scatter(key0, width, flat)
