@@ -23,7 +23,8 @@ How:
   or zlib where ``isal`` is not installed; the same bytes either way) however many windows share them,
   and kept in a 128 MB LRU cache because consecutive batches often hit the same
   blocks (16 bytes per interval); big calls are filled in genome order, 8192
-  windows at a time;
+  windows at a time; where a batch's blocks are clean and follow each other, their
+  intervals are filled as those of a file kept whole;
 * bedGraph / variableStep / fixedStep sections are decoded with ``frombuffer``
   and intervals are scattered into the ``(n, W)`` output with vectorised index
   arithmetic, so the cost is close to the number of covered bases.
