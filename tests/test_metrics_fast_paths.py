@@ -211,3 +211,21 @@ def test_kl_divergence_and_cross_entropy_of_sparse_profiles_bit_equal_the_dense_
     log_p[5, 0, :3] = -torch.inf  # 0 * -inf: NaN, as MNLLLoss
     for c, z in ((counts, log_p), (counts + 1, log_p), (counts.transpose(0, 1), log_p.transpose(0, 1))):
         assert torch.equal(torch.nan_to_num(mnll(z, c), nan=-1.0), torch.nan_to_num(MNLLLoss(z, c), nan=-1.0))
+
+
+def test_torch_sorts_off_the_cpu_give_the_same_numbers(monkeypatch):
+    """The branches a GPU takes (torch's sorts and nonzero instead of numpy's), run here on the CPU."""
+    from bpnet_eval.metrics import sorting
+    rng = np.random.default_rng(13)
+    counts = torch.as_tensor(rng.poisson(rng.gamma(0.3, 2.0, size=(70, 2, 300))).astype(np.float64))
+    counts[3, :, 100:120] += 400  # passes BPNet's auPRC depth filter
+    logits = torch.as_tensor(np.round(rng.normal(size=counts.shape), 1)) + torch.log(counts + 1)
+    rows = torch.arange(70) + 11
+    runs = []
+    for on_cpu in (True, False):
+        monkeypatch.setattr(sorting, "_on_cpu", lambda x, on_cpu=on_cpu: on_cpu)
+        runs.append([profile_metrics(logits, counts, names=PROFILE_METRICS_ALL, rows=rows, **PROFILE_PRESETS[preset])
+                     for preset in sorted(PROFILE_PRESETS)])
+    for numpy_run, torch_run in zip(*runs):
+        for name, column in numpy_run.items():
+            assert torch.equal(torch.nan_to_num(column, nan=-7.0), torch.nan_to_num(torch_run[name], nan=-7.0)), name
