@@ -223,9 +223,16 @@ def test_torch_sorts_off_the_cpu_give_the_same_numbers(monkeypatch):
     rows = torch.arange(70) + 11
     runs = []
     for on_cpu in (True, False):
-        monkeypatch.setattr(sorting, "_on_cpu", lambda x, on_cpu=on_cpu: on_cpu)
+        monkeypatch.setattr(sorting, "_by_numpy", lambda x, on_cpu=on_cpu: on_cpu)
         runs.append([profile_metrics(logits, counts, names=PROFILE_METRICS_ALL, rows=rows, **PROFILE_PRESETS[preset])
                      for preset in sorted(PROFILE_PRESETS)])
     for numpy_run, torch_run in zip(*runs):
         for name, column in numpy_run.items():
             assert torch.equal(torch.nan_to_num(column, nan=-7.0), torch.nan_to_num(torch_run[name], nan=-7.0)), name
+
+
+def test_sort_helpers_take_tensors_that_require_grad_and_bfloat16():
+    x = torch.tensor([[3.0, 1.0, 2.0, 1.0, 0.0]], requires_grad=True)
+    assert torch.equal(stable_order(x), torch.tensor([[4, 1, 3, 2, 0]]))
+    assert torch.equal(any_order(x.bfloat16()), torch.argsort(x.bfloat16(), dim=-1))
+    assert torch.equal(kl_divergence(x.softmax(-1), x.softmax(-1)).detach(), torch.zeros(1))

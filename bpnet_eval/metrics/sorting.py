@@ -11,8 +11,9 @@ import numpy as np
 import torch
 
 
-def _on_cpu(x):
-    return x.device.type == "cpu"
+def _by_numpy(x):
+    """Whether numpy takes ``x``: a CPU tensor of a dtype numpy has (not bfloat16)."""
+    return x.device.type == "cpu" and x.dtype != torch.bfloat16
 
 
 def any_order(x):
@@ -29,9 +30,9 @@ def any_order(x):
     -------
     order : torch.Tensor, shape=(..., n), int64
     """
-    if not _on_cpu(x):
+    if not _by_numpy(x):
         return torch.argsort(x, dim=-1)
-    return torch.from_numpy(np.argsort(x.numpy(), axis=-1))
+    return torch.from_numpy(np.argsort(x.detach().numpy(), axis=-1))
 
 
 def any_sort(x):
@@ -47,10 +48,10 @@ def stable_order(x):
     (group ``g``, numbered along the row), the positions sorted by one sort of the distinct keys
     ``g * n + position``, which keeps the groups in place. Shapes and dtype as ``any_order``.
     """
-    if not _on_cpu(x):
+    if not _by_numpy(x):
         return torch.sort(x, dim=-1, stable=True).indices
     ordered, order = any_sort(x)
-    ordered = ordered.numpy()
+    ordered = ordered.detach().numpy()
     group = np.zeros(order.shape, dtype=np.int64)
     new_group = ordered[..., 1:] != ordered[..., :-1]
     if ordered.dtype.kind == "f" and ordered.size and np.isnan(ordered[..., -1]).any():  # NaN sorts last
@@ -70,7 +71,7 @@ def torch_order(x):
     other rows go through torch's sort (all of them where every value is a whole number, as counts, which
     tie by nature). Shapes and dtype as ``any_order``.
     """
-    if not _on_cpu(x) or x.numel() == 0 or not x.dtype.is_floating_point or torch.equal(x, torch.floor(x)):
+    if not _by_numpy(x) or x.numel() == 0 or not x.dtype.is_floating_point or torch.equal(x, torch.floor(x)):
         return torch.argsort(x, dim=-1)
     rows = x.reshape(-1, x.shape[-1])
     ordered, order = any_sort(rows)
@@ -84,13 +85,13 @@ def torch_order(x):
 def flat_nonzero(mask):
     """``torch.nonzero(mask.flatten()).flatten()``: the flat positions where a bool tensor is true, ascending
     (numpy's ``flatnonzero`` on the CPU, several times faster than torch's)."""
-    if not _on_cpu(mask):
+    if not _by_numpy(mask):
         return torch.nonzero(mask.flatten()).flatten()
     return torch.from_numpy(np.flatnonzero(mask.numpy()))
 
 
 def nonzero_mask(x):
     """``x != 0`` (numpy's comparison on the CPU, several times faster than torch's)."""
-    if not _on_cpu(x):
+    if not _by_numpy(x):
         return x != 0
-    return torch.from_numpy(x.numpy() != 0)
+    return torch.from_numpy(x.detach().numpy() != 0)
