@@ -236,3 +236,16 @@ def test_sort_helpers_take_tensors_that_require_grad_and_bfloat16():
     assert torch.equal(stable_order(x), torch.tensor([[4, 1, 3, 2, 0]]))
     assert torch.equal(any_order(x.bfloat16()), torch.argsort(x.bfloat16(), dim=-1))
     assert torch.equal(kl_divergence(x.softmax(-1), x.softmax(-1)).detach(), torch.zeros(1))
+
+
+@pytest.mark.parametrize("values", [
+    np.random.default_rng(14).integers(-2**63, 2**63 - 1, size=(20, 2000)),  # distinct keys: the one order
+    np.random.default_rng(15).random((20, 2, 700)),  # non-negative floats
+    np.round(np.random.default_rng(16).random((20, 700)), 3),  # ties: those rows by argsort
+    np.concatenate([np.full((3, 5), -0.0), np.zeros((3, 5)), np.full((3, 5), 1e-310)], axis=1),  # -0.0, subnormals
+    np.random.default_rng(17).normal(size=(5, 300)),  # negative: argsort
+])
+def test_packed_sort_orders_ascending(values):
+    order = any_order(torch.as_tensor(values)).numpy()
+    assert (np.sort(order, axis=-1) == np.arange(values.shape[-1])).all()
+    np.testing.assert_array_equal(np.take_along_axis(values, order, axis=-1), np.sort(values, axis=-1))

@@ -32,7 +32,37 @@ def any_order(x):
     """
     if not _by_numpy(x):
         return torch.argsort(x, dim=-1)
-    return torch.from_numpy(np.argsort(x.detach().numpy(), axis=-1))
+    values = x.detach().numpy()
+    order = _packed_order(values)
+    return torch.from_numpy(np.argsort(values, axis=-1) if order is None else order)
+
+
+def _packed_order(values):
+    """An ascending order of int64 values or non-negative float64 values along the last axis by one sort of the
+    values themselves (several times faster than ``argsort``): each value's int64 bits (in the order of the
+    values, -0.0 first) keep their high bits and carry the position in the low ones. Rows where two sorted
+    entries share their high bits (ties, or values closer than the dropped bits) are ordered by ``argsort``.
+    None for other dtypes or values."""
+    n = values.shape[-1]
+    bits = max(1, (n - 1).bit_length())
+    if values.size == 0 or bits > 24:
+        return None
+    if values.dtype == np.float64 and bool((values >= 0).all()):  # no NaN, no negative number
+        keys = values.view(np.int64)
+    elif values.dtype == np.int64:
+        keys = values
+    else:
+        return None
+    keys = keys.reshape(-1, n)
+    packed = (keys >> bits) << bits
+    packed |= np.arange(n)
+    packed.sort(axis=-1)
+    high = packed >> bits
+    order = packed & ((1 << bits) - 1)
+    shared = np.flatnonzero((high[:, 1:] == high[:, :-1]).any(axis=-1))
+    if shared.size:
+        order[shared] = np.argsort(values.reshape(-1, n)[shared], axis=-1)
+    return order.reshape(values.shape)
 
 
 def any_sort(x):
