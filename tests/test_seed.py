@@ -166,3 +166,27 @@ def test_count_sums_equal_dense_sums_with_empty_rows_anywhere():
         np.testing.assert_array_equal(totals, wide.sum(-1), err_msg=str(trial))
         np.testing.assert_allclose(log_factorials, gammaln(wide + 1).sum(-1), rtol=1e-13, atol=1e-12)
         np.testing.assert_allclose(dots, (wide * logits).sum(-1), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("shifted", [False, True])
+def test_dense_and_sparse_count_sums_agree_and_a_row_never_depends_on_its_batch(shifted):
+    """Rows with counts on most bases take the dense sums, sparse rows the sums over their nonzero counts: the same
+    numbers, and each row's sums are the same bits whichever rows share its batch."""
+    rng = np.random.default_rng(6)
+    counts = rng.poisson(3.0, size=(300, 2, 64)).astype(np.float32)
+    counts[::7] = 0
+    counts[1::3, :, 2:] = 0  # a third of the rows sparse
+    logits = (rng.normal(size=counts.shape) + (5e3 if shifted else 0)).astype(np.float32)
+    shift = logits.max(axis=-1).astype(np.float64) if shifted else None
+    together = np.stack(seed.count_sums(counts, logits, shift))
+    for rows in (slice(0, 1), slice(1, 2), slice(5, 40), slice(299, 300)):
+        alone = np.stack(seed.count_sums(counts[rows], logits[rows], None if shift is None else shift[rows]))
+        np.testing.assert_array_equal(alone, together[:, rows])
+    rows = counts.reshape(-1, 64)
+    values = logits.reshape(-1, 64).astype(np.float64) - (0 if shift is None else shift.reshape(-1, 1))
+    dense = seed.dense_count_sums(rows, logits.reshape(-1, 64), None if shift is None else shift.reshape(-1))
+    wide = rows.astype(np.float64)
+    for got in (dense, together.reshape(3, -1)):
+        np.testing.assert_array_equal(got[0], wide.sum(-1))
+        np.testing.assert_allclose(got[1], gammaln(wide + 1).sum(-1), rtol=1e-13)
+        np.testing.assert_allclose(got[2], (wide * values).sum(-1), rtol=1e-12, atol=1e-9)
