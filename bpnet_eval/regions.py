@@ -78,6 +78,14 @@ def chrom_key(name: str) -> str:
     return "M" if base.upper() in ("M", "MT") else base
 
 
+def factorize(values) -> tuple:
+    """``(codes, distinct)`` with ``distinct[codes[i]] == values[i]``, ``distinct`` in order of first appearance:
+    one dict lookup per value, after which a per-row map costs one lookup per distinct value."""
+    index = {}
+    codes = np.fromiter((index.setdefault(v, len(index)) for v in values), dtype=np.int64, count=len(values))
+    return codes, list(index)
+
+
 def match_chromosomes(wanted, available) -> tuple:
     """Map each wanted name to the available one: itself, else the unique name equal up to ``chr``/``M``/``MT``.
 

@@ -19,7 +19,7 @@ import numpy as np
 from .environment import memory_limit_bytes
 from .errors import EXIT_BAD_INPUT, EXIT_USAGE, InputError, UsageError
 from .options import Policies
-from .regions import NO_REGIONS, Regions, match_chromosomes, region_label, region_text
+from .regions import NO_REGIONS, Regions, factorize, match_chromosomes, region_label, region_text
 from .sources.base import PredictionSource, ReadPlan, TruthSource
 
 # Float64 copies of one batch alive at once while it is read and scored (logits, observed, softmax, ...).
@@ -84,23 +84,27 @@ class Findings:
                 "chromosome_names_mapped": self.chrom_names, "warnings": list(self.warnings)}
 
 
-def check_bigwig_windows(findings: Findings, regions, chrom_sizes: dict, path: str, off_end: str) -> np.ndarray:
+def check_bigwig_windows(findings: Findings, regions, chrom_sizes: dict, path: str, off_end: str,
+                         codes: Optional[tuple] = None) -> np.ndarray:
     """Check one bigWig against the regions; return each row's chromosome name in that file.
 
     Unknown chromosomes are problems; windows past an end are problems, skipped or padded by ``off_end``.
+    ``codes``: ``regions.factorize(regions.chrom)`` when already made.
     """
-    mapping, missing = match_chromosomes(regions.chrom, chrom_sizes)
+    codes, distinct = codes or factorize(regions.chrom)
+    mapping, missing = match_chromosomes(distinct, chrom_sizes)
     renamed = {k: v for k, v in mapping.items() if k != v}
     if renamed:
         findings.chrom_names[path] = renamed
     if missing:
-        first = int(np.flatnonzero(np.isin(regions.chrom, missing))[0])
+        first = int(np.flatnonzero(np.isin(codes, [distinct.index(name) for name in missing]))[0])
         findings.add(f"{path}: chromosome '{regions.chrom[first]}' of {regions.label(first)} is not in this bigWig "
                      f"({len(missing)} region chromosome(s) missing: {', '.join(missing[:5])}; the bigWig has "
                      f"{', '.join(list(chrom_sizes)[:5])}{', ...' if len(chrom_sizes) > 5 else ''}); use regions "
                      "and bigWigs of the same genome build, or drop those regions")
-    names = np.array([mapping.get(c, c) for c in regions.chrom], dtype=object)
-    sizes = np.array([chrom_sizes.get(c, np.iinfo(np.int64).max) for c in names], dtype=np.int64)
+    distinct = [mapping.get(c, c) for c in distinct]
+    names = np.array(distinct, dtype=object)[codes]
+    sizes = np.array([chrom_sizes.get(c, np.iinfo(np.int64).max) for c in distinct], dtype=np.int64)[codes]
     outside = np.flatnonzero((regions.start < 0) | (regions.end > sizes))
     if len(outside) and off_end == "error":
         i = int(outside[0])
@@ -133,14 +137,15 @@ def check_sizes(findings: Findings, source, what: str, batch_size: int, limit: O
                          "re-create the file (it was never written or is damaged)")
 
 
-def describe_regions(regions: Optional[Regions]) -> dict:
-    """Chromosomes and window widths, for ``check``."""
+def describe_regions(regions: Optional[Regions], codes: Optional[tuple] = None) -> dict:
+    """Chromosomes and window widths, for ``check`` (``codes``: ``regions.factorize(regions.chrom)`` if made)."""
     if regions is None:
         return {"source": NO_REGIONS}
-    chroms, counts = np.unique(np.asarray(regions.chrom, dtype=str), return_counts=True)
+    codes, distinct = codes or factorize(regions.chrom)
+    counts = np.bincount(codes, minlength=len(distinct))
     widths, wcounts = np.unique(regions.end - regions.start, return_counts=True)
     return {"source": regions.source, "n_regions": len(regions),
-            "chromosomes": {str(c): int(k) for c, k in zip(chroms, counts)},
+            "chromosomes": {str(c): int(counts[k]) for c, k in sorted((str(c), k) for k, c in enumerate(distinct))},
             "widths": {str(int(w)): int(k) for w, k in zip(widths, wcounts)}}
 
 
@@ -149,7 +154,9 @@ def check_structure(preds: PredictionSource, truth: TruthSource, regions: Option
     """Every problem visible without reading values (track count, N, L, region widths, chromosomes, sizes),
     and the plan the truth source reads by (chromosome names matched, rows skipped or padded)."""
     findings = Findings()
-    findings.detected = {"predictions": preds.describe(), "truth": truth.describe(), "regions": describe_regions(regions)}
+    codes = None if regions is None else factorize(regions.chrom)  # once for every per-row chromosome map
+    findings.detected = {"predictions": preds.describe(), "truth": truth.describe(),
+                         "regions": describe_regions(regions, codes)}
     for source in ("predictions", "truth"):  # how a source read its files, where it departs from the plain reading
         findings.warnings += findings.detected[source].get("notes", [])
     truth_label = ", ".join(truth.paths) or "observed counts"
@@ -184,7 +191,7 @@ def check_structure(preds: PredictionSource, truth: TruthSource, regions: Option
         return findings, plan
     chrom_sizes = truth.chrom_sizes()
     if chrom_sizes is not None:
-        names = [check_bigwig_windows(findings, regions, sizes, path, policies.off_end)
+        names = [check_bigwig_windows(findings, regions, sizes, path, policies.off_end, codes)
                  for path, sizes in zip(truth.paths, chrom_sizes)]
         plan = ReadPlan(tuple(names), frozenset(findings.skipped), frozenset(findings.padded))
     elif (regions.start < 0).any():

@@ -250,18 +250,18 @@ def figure_painter(draw_plots: bool, background: bool = True):
     plots. Where fork is safe and ``background``, a process forked now imports matplotlib while the scores
     are computed, and ``paint`` returns a callable that waits for the figures it draws, each in a process of
     its own (the report's tables are written meanwhile). Enter it before the run imports torch."""
-    from ..report.figures import draw_figures, warm_up
+    from ..report.figures import draw_figures, figures_or_none, warm_up
     from ..workers import BackgroundCall, fork_is_safe
 
     if not draw_plots:
         yield lambda columns, summary, examples: {}
     elif not (background and fork_is_safe()):
-        yield draw_figures
+        yield lambda columns, summary, examples: figures_or_none(lambda: draw_figures(columns, summary, examples))
     else:
         with BackgroundCall(warm_up, draw_figures_at_once, "drawing the figures") as painter:
             def paint(columns, summary, examples):
                 painter.submit(columns, summary, examples)
-                return painter.result
+                return lambda: figures_or_none(painter.result)
 
             yield paint
 

@@ -5,6 +5,7 @@ drawn, through the Agg canvas (no display, no global backend switch). Every draw
 returns the figure and the arrays it drew, so tests can check them against the report.
 """
 
+import importlib.util
 import io
 from typing import Optional
 
@@ -23,8 +24,11 @@ JSD_DISTANCE_MAX = float(np.sqrt(np.log(2.0)))
 DPI = 110
 
 
-def plots_available() -> bool:
-    """True when matplotlib (the ``plots`` extra) can be imported."""
+def plots_available(importable: bool = False) -> bool:
+    """True when matplotlib (the ``plots`` extra) is installed: found without importing it (the import takes
+    ~0.2 s, which the figure process spends beside the scoring instead), or with ``importable`` imported."""
+    if not importable:
+        return importlib.util.find_spec("matplotlib") is not None
     try:
         import matplotlib  # noqa: F401
     except ImportError:
@@ -33,10 +37,11 @@ def plots_available() -> bool:
 
 
 def resolve_plots(requested: Optional[bool]) -> bool:
-    """``--plots/--no-plots``: as given, or (unset) on exactly when matplotlib is installed."""
+    """``--plots/--no-plots``: as given (``--plots`` checks that matplotlib imports), or (unset) on exactly when
+    matplotlib is installed (one that is found but fails to import draws no figures: ``figures_or_none``)."""
     if requested is None:
         return plots_available()
-    if requested and not plots_available():
+    if requested and not plots_available(importable=True):
         raise UsageError("--plots needs matplotlib, which is not installed; install the extra with "
                          "pip install 'bpnet-eval[plots]' or pass --no-plots")
     return requested
@@ -203,6 +208,14 @@ def profile_examples(examples: list, observed: np.ndarray, predicted: np.ndarray
     if examples:
         figure.axes[-1].set_xlabel("position in window")
     return figure, drawn
+
+
+def figures_or_none(draw) -> dict:
+    """``draw()``'s figures, or none where matplotlib is installed but cannot be imported (as if it were not)."""
+    try:
+        return draw()
+    except ImportError:
+        return {}
 
 
 def figure_jobs(columns: dict, summary: dict, examples: Optional[dict] = None, names=FIGURE_FILES) -> dict:
