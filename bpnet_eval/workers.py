@@ -144,21 +144,25 @@ def stop_worker(pid: int, fds, kill: bool) -> None:
 class ProcessReadAhead:
     """``read(i, j)`` of ``source`` for the consecutive batches ``bounds``, filled ahead by forked workers.
 
+    With at least as many tracks as workers, each worker reads its own tracks of every batch (its files only:
+    no file is decoded twice, and the first batch's decoding is shared out); otherwise batch ``k`` is read
+    by worker ``k % workers``.
+
     Parameters
     ----------
-    source : TruthSource (``read_into(i, j, out)`` of ``(j - i, S, L)`` float32, ``n_tracks``, ``paths``)
+    source : TruthSource (``read_into(i, j, out, tracks)`` of ``(j - i, S, L)`` float32, ``n_tracks``, ``paths``)
         Must be usable after ``fork`` (the bigWig reader uses ``pread`` on its own descriptor).
     bounds : sequence of (int, int)
         The batches, in the order they will be read.
     length : int
         L, the window width.
     workers : int
-        Processes; batch ``k`` is read by worker ``k % workers``.
+        Processes.
     held : int
         Batches the caller uses at once (a batch's slot is reused after ``held`` later reads).
     memory : int
         Bytes of shared memory for the batches read ahead (at least ``held`` + 2 batches per worker): the
-        workers fill it while the main process imports torch (about a second).
+        workers fill it while the main process starts computing.
     """
 
     def __init__(self, source, bounds: Sequence[Tuple[int, int]], length: int, workers: int = 1, held: int = 2,
@@ -168,12 +172,19 @@ class ProcessReadAhead:
         self.n_tracks = source.n_tracks
         self.workers = max(1, min(int(workers), len(self.bounds)))
         self.held = held
+        # tracks per worker (every batch), or None: batches shared out whole
+        self.tracks = ([list(map(int, group)) for group in np.array_split(np.arange(self.n_tracks), self.workers)]
+                       if 1 < self.workers <= self.n_tracks else None)
         rows = max((j - i for i, j in self.bounds), default=0)
         slot_bytes = max(1, rows * self.n_tracks * int(length) * 4)
-        least = 2 + -(-held // self.workers)  # per worker: its share of the held batches plus two ahead
-        most = max(least, -(-len(self.bounds) // self.workers))  # no more slots than batches
-        self.depth = min(most, max(least, memory // (slot_bytes * self.workers)))
-        n_slots = self.workers * self.depth
+        if self.tracks is None:
+            least = 2 + -(-held // self.workers)  # per worker: its share of the held batches plus two ahead
+            most = max(least, -(-len(self.bounds) // self.workers))  # no more slots than batches
+            self.depth = min(most, max(least, memory // (slot_bytes * self.workers)))
+            n_slots = self.workers * self.depth
+        else:
+            least, most = held + 2, max(held + 2, len(self.bounds))
+            self.depth = n_slots = min(most, max(least, memory // slot_bytes))
         shape = (n_slots, rows, self.n_tracks, int(length))
         self._mapping = mmap.mmap(-1, max(1, int(np.prod(shape)) * 4))
         self._slots = np.frombuffer(self._mapping, dtype=np.float32, count=int(np.prod(shape))).reshape(shape)
@@ -186,6 +197,14 @@ class ProcessReadAhead:
             self.close()
             raise
 
+    def _batches_of(self, w: int) -> range:
+        """The batches worker ``w`` reads, in order."""
+        return range(len(self.bounds)) if self.tracks else range(w, len(self.bounds), self.workers)
+
+    def _workers_of(self, k: int) -> list:
+        """The workers that read (part of) batch ``k``."""
+        return list(range(self.workers)) if self.tracks else [k % self.workers]
+
     # ------------------------------------------------------------------ worker side
     def _fork(self, w: int) -> None:
         pid, credits, results = fork_worker(lambda credits, results: self._work(w, credits, results))
@@ -194,15 +213,16 @@ class ProcessReadAhead:
         self._result_fds.append(results)
 
     def _work(self, w: int, credits: int, results: int) -> None:
-        """Fill this worker's batches in order, each once its slot is free; stop at the first failure or
-        when the main process closes the credit pipe."""
+        """Fill this worker's batches (its tracks of them) in order, each once its slot is free; stop at the first
+        failure or when the main process closes the credit pipe."""
         n_slots = len(self._slots)
-        for n, k in enumerate(range(w, len(self.bounds), self.workers)):
+        tracks = None if self.tracks is None else self.tracks[w]
+        for n, k in enumerate(self._batches_of(w)):
             if n >= self.depth and not os.read(credits, 1):
                 return  # the main process stopped reading
             i, j = self.bounds[k]
             try:
-                self.source.read_into(i, j, self._slots[k % n_slots, :j - i])
+                self.source.read_into(i, j, self._slots[k % n_slots, :j - i], tracks)
             except BaseException as err:  # raised by the main process's read()
                 send(results, k, err, failed=True)
                 return
@@ -221,13 +241,15 @@ class ProcessReadAhead:
         self._next += 1
         released = k - self.held
         if released >= 0 and released + len(self._slots) < len(self.bounds):
-            try:
-                _write_all(self._credit_fds[released % self.workers], b"\0")
-            except BrokenPipeError:
-                pass  # the worker has stopped: its result pipe says why
-        receive(self._result_fds[k % self.workers],
-                f"the process reading {self.describe_source()} stopped before rows {i + 1}..{j} (killed or out of "
-                "memory?); rerun, or give --read-workers 0 to read in-process")
+            for w in self._workers_of(released):
+                try:
+                    _write_all(self._credit_fds[w], b"\0")
+                except BrokenPipeError:
+                    pass  # the worker has stopped: its result pipe says why
+        for w in self._workers_of(k):
+            receive(self._result_fds[w],
+                    f"the process reading {self.describe_source()} stopped before rows {i + 1}..{j} (killed or out "
+                    "of memory?); rerun, or give --read-workers 0 to read in-process")
         return self._slots[k % len(self._slots), :j - i]
 
     def describe_source(self) -> str:

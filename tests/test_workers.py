@@ -54,19 +54,24 @@ def alive(pid):
 
 
 @pytest.mark.parametrize("memory", [1, 1 << 20], ids=["fewest-slots", "every-batch-a-slot"])
-@pytest.mark.parametrize("workers", [1, 2, 3])
-def test_every_batch_arrives_intact_while_held(workers, memory):
+@pytest.mark.parametrize("workers, n_tracks", [(1, 2), (2, 2), (3, 2), (2, 3), (3, 3)])
+def test_every_batch_arrives_intact_while_held(workers, n_tracks, memory):
+    """Batches shared out whole (more workers than tracks) or each worker reading its own tracks of every batch."""
     bounds = batch_bounds(0, 103, 10)
-    ahead = ProcessReadAhead(RowSource(), bounds, 7, workers=workers, held=2, memory=memory)
-    per_worker = 2 + -(-2 // workers) if memory == 1 else -(-len(bounds) // workers)  # least, or one per batch
-    assert len(ahead._slots) == workers * per_worker
+    ahead = ProcessReadAhead(RowSource(n_tracks), bounds, 7, workers=workers, held=2, memory=memory)
+    if 1 < workers <= n_tracks:  # by tracks: one slot per batch held or ahead
+        assert ahead.tracks is not None and sorted(sum(ahead.tracks, [])) == list(range(n_tracks))
+        assert len(ahead._slots) == (2 + 2 if memory == 1 else len(bounds))
+    else:
+        per_worker = 2 + -(-2 // workers) if memory == 1 else -(-len(bounds) // workers)  # least, or one per batch
+        assert ahead.tracks is None and len(ahead._slots) == workers * per_worker
     try:
         previous = None
         for i, j in bounds:
             batch = ahead.read(i, j)
-            np.testing.assert_array_equal(batch, expected(i, j))
+            np.testing.assert_array_equal(batch, expected(i, j, n_tracks))
             if previous is not None:  # still intact while the next batch is in use (held=2)
-                np.testing.assert_array_equal(previous[1], expected(*previous[0]))
+                np.testing.assert_array_equal(previous[1], expected(*previous[0], n_tracks))
             previous = ((i, j), batch)
     finally:
         ahead.close()

@@ -83,9 +83,14 @@ class TruthSource(Protocol):
     def read(self, i: int, j: int) -> np.ndarray:
         """Observed counts ``(j-i, S, L)`` float32 of regions ``i..j``."""
 
-    def read_into(self, i: int, j: int, out: np.ndarray) -> None:
-        """``out[...] = read(i, j)`` (a source may write ``out`` without the intermediate array)."""
-        out[...] = self.read(i, j)
+    def read_into(self, i: int, j: int, out: np.ndarray, tracks: Optional[Sequence[int]] = None) -> None:
+        """``out[...] = read(i, j)``, or only ``out[:, tracks]`` (a source may write ``out`` without the
+        intermediate array, and read only the files of ``tracks``)."""
+        values = self.read(i, j)
+        if tracks is None:
+            out[...] = values
+        else:
+            out[:, tracks] = values[:, tracks]
 
     def stored_datasets(self) -> list:
         """HDF5 datasets read in batches (their claimed sizes are checked before any is read)."""

@@ -91,17 +91,18 @@ class BigWigTruth(TruthSource):
             np.abs(out[:, s], out=out[:, s])
         return out
 
-    def read_into(self, i: int, j: int, out: np.ndarray) -> None:
-        """``read(i, j)`` written into ``out`` ``(j-i, S, L)`` (a reading process's shared memory): each track read
-        into a buffer kept for the next batch and copied once, not read, gathered and copied again."""
+    def read_into(self, i: int, j: int, out: np.ndarray, tracks: Optional[Sequence[int]] = None) -> None:
+        """``read(i, j)`` (of ``tracks`` only: their files alone are read) written into ``out`` ``(j-i, S, L)`` (a
+        reading process's shared memory): each track read into a buffer kept for the next batch and copied once,
+        not read, gathered and copied again."""
         if self._special and any(i + k in self._special for k in range(j - i)):
-            out[...] = self.read(i, j)
+            super().read_into(i, j, out, tracks)
             return
         start, end = self.regions.start[i:j], self.regions.end[i:j]
         if self._buffer is None or self._buffer.shape[1:] != (j - i, out.shape[-1]):
             self._buffer = np.empty((self.n_tracks, j - i, out.shape[-1]), dtype=np.float32)
-        for s, reader in enumerate(self._readers):
-            reader.read(self._chroms[s][i:j], start, end, out=self._buffer[s])
+        for s in range(self.n_tracks) if tracks is None else tracks:
+            self._readers[s].read(self._chroms[s][i:j], start, end, out=self._buffer[s])
             if s in self._negated:  # every value <= 0: |v| (no -0.0)
                 np.abs(self._buffer[s], out=out[:, s])
             else:
