@@ -105,11 +105,13 @@ def log_factorial_table() -> np.ndarray:
 
 
 _lgamma = np.frompyfunc(math.lgamma, 1, 1)
+MATH_LGAMMA_MOST = 4096  # counts off the table computed one by one by math.lgamma; more go to torch.lgamma
 
 
 def log_factorial(counts: np.ndarray) -> np.ndarray:
     """``lgamma(k + 1)`` of float64 counts: looked up for integers in the table (read counts), else ``math.lgamma``
-    (within a few float64 ulps; +inf at its poles and beyond the float range)."""
+    (within a few float64 ulps; +inf at its poles and beyond the float range), or torch's vectorised ``lgamma``
+    where there are many such counts (normalised, non-integer tracks)."""
     counts = np.asarray(counts, dtype=np.float64)
     table = log_factorial_table()
     small = (counts >= 0) & (counts < len(table)) & (counts == np.floor(counts))
@@ -118,6 +120,11 @@ def log_factorial(counts: np.ndarray) -> np.ndarray:
     out = np.empty_like(counts)
     out[small] = table[counts[small].astype(np.intp)]
     rest = counts[~small] + 1
+    if rest.size > MATH_LGAMMA_MOST:  # one Python call per value would take seconds: torch's loop instead
+        import torch
+
+        out[~small] = torch.lgamma(torch.from_numpy(rest)).numpy()
+        return out
     pole = (rest <= 0) & (rest == np.floor(rest))  # lgamma is +inf at 0, -1, ... (as torch gives it)
     finite = np.isfinite(rest) & (rest < 2.5e305) & ~pole  # lgamma(x) overflows float64 near here: math raises
     values = np.full(rest.shape, np.inf)

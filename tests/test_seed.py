@@ -190,3 +190,19 @@ def test_dense_and_sparse_count_sums_agree_and_a_row_never_depends_on_its_batch(
         np.testing.assert_array_equal(got[0], wide.sum(-1))
         np.testing.assert_allclose(got[1], gammaln(wide + 1).sum(-1), rtol=1e-13)
         np.testing.assert_allclose(got[2], (wide * values).sum(-1), rtol=1e-12, atol=1e-9)
+
+
+def test_log_factorial_of_many_non_integer_counts_is_vectorised_and_exact():
+    """A normalised (non-integer) track: many counts off the table go to torch's lgamma, few to math.lgamma; both
+    equal 40-digit mpmath to a few ulps, and poles, infinities and NaN come out as torch gives them."""
+    rng = np.random.default_rng(7)
+    many = rng.gamma(0.5, 3.0, size=seed.MATH_LGAMMA_MOST + 10)
+    few = many[:50]
+    mpmath.mp.dps = 40
+    for counts in (many, few):
+        got = seed.log_factorial(counts)
+        for value, k in zip(got[::97], counts[::97]):
+            assert value == pytest.approx(float(mpmath.loggamma(k + 1)), rel=1e-14, abs=1e-15)
+    hostile = np.concatenate([np.full(seed.MATH_LGAMMA_MOST + 1, 0.5), [np.inf, np.nan, -1.0, 1e300]])
+    np.testing.assert_array_equal(seed.log_factorial(hostile)[-4:],
+                                  torch.lgamma(torch.tensor([np.inf, np.nan, 0.0, 1e300 + 1], dtype=torch.float64)).numpy())
