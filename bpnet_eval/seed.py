@@ -1,10 +1,11 @@
 """The seed losses per region in float64 numpy on the CPU, with no torch import.
 
 What ``score`` computes on a CPU: the joint and per-track MNLL from one ``logsumexp`` per track and sums
-over the nonzero counts (no log-probability array is formed), the count loss and the mixture loss. A run
+over the nonzero counts (over every position for a region's track with counts on most bases; no
+log-probability array is formed), the count loss and the mixture loss. A run
 that needs nothing beyond them (the default metrics, ``--dtype float64``, on a CPU) never imports torch
 (``SeedComputer``); the torch path (``bpnet_eval.losses``, ``bpnet_eval.compute``) takes the same
-numbers from here on the CPU, so both give the same bits. The formulas that only combine per-region
+numbers from here on the CPU in float64, so both give the same bits. The formulas that only combine per-region
 sums (``mnll_from_sums``, ``log1p_squared_error``, ``seed_columns``) take numpy arrays or torch tensors.
 """
 
