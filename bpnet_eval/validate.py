@@ -85,13 +85,13 @@ class Findings:
 
 
 def check_bigwig_windows(findings: Findings, regions, chrom_sizes: dict, path: str, off_end: str,
-                         codes: Optional[tuple] = None) -> np.ndarray:
+                         codes: tuple) -> np.ndarray:
     """Check one bigWig against the regions; return each row's chromosome name in that file.
 
     Unknown chromosomes are problems; windows past an end are problems, skipped or padded by ``off_end``.
-    ``codes``: ``regions.factorize(regions.chrom)`` when already made.
+    ``codes``: ``regions.factorize(regions.chrom)``, made once for every map of the rows' chromosomes.
     """
-    codes, distinct = codes or factorize(regions.chrom)
+    codes, distinct = codes
     mapping, missing = match_chromosomes(distinct, chrom_sizes)
     renamed = {k: v for k, v in mapping.items() if k != v}
     if renamed:
@@ -137,11 +137,11 @@ def check_sizes(findings: Findings, source, what: str, batch_size: int, limit: O
                          "re-create the file (it was never written or is damaged)")
 
 
-def describe_regions(regions: Optional[Regions], codes: Optional[tuple] = None) -> dict:
-    """Chromosomes and window widths, for ``check`` (``codes``: ``regions.factorize(regions.chrom)`` if made)."""
+def describe_regions(regions: Optional[Regions], codes: Optional[tuple]) -> dict:
+    """Chromosomes and window widths, for ``check`` (``codes``: ``regions.factorize(regions.chrom)``)."""
     if regions is None:
         return {"source": NO_REGIONS}
-    codes, distinct = codes or factorize(regions.chrom)
+    codes, distinct = codes
     counts = np.bincount(codes, minlength=len(distinct))
     widths, wcounts = np.unique(regions.end - regions.start, return_counts=True)
     return {"source": regions.source, "n_regions": len(regions),
