@@ -85,29 +85,67 @@ def batch_bounds(start: int, stop: int, batch_size: int) -> list:
     return [(i, min(i + batch_size, stop)) for i in range(start, stop, batch_size)]
 
 
+class WorkAhead:
+    """``work(logits)`` of every batch, in the reading thread: for the batch just read, or (``step``) for later
+    batches while that thread waits for the observed counts (the reading processes decode the bigWigs before
+    the first batch arrives), so that a core is not left idle."""
+
+    def __init__(self, preds: PredictionSource, bounds: Sequence[Tuple[int, int]], work: Callable):
+        self.preds, self.bounds, self.work = preds, bounds, work
+        self._done = {}  # batch → its work, done ahead
+        self._next = 0  # the first batch whose work is neither done nor handed out
+
+    def take(self, k: int, logits: np.ndarray):
+        """The work of batch ``k`` (whose logits are ``logits``): done ahead, or now."""
+        self._next = max(self._next, k + 1)
+        done = self._done.pop(k, None)
+        return self.work(logits) if done is None else done
+
+    def step(self) -> bool:
+        """Do the next batch's work ahead (reading its logits once more); False when there is none left."""
+        k = self._next
+        if k >= len(self.bounds):
+            return False
+        self._done[k] = self.work(read_predictions(self.preds, *self.bounds[k])[0])
+        self._next = k + 1
+        return True
+
+
 def iter_batches(preds: PredictionSource, truth, batch_size: int, start: int = 0, stop: Optional[int] = None,
-                 prepare: Optional[Callable] = None, truth_paths: Optional[Sequence[str]] = None):
+                 prepare: Optional[Callable] = None, truth_paths: Optional[Sequence[str]] = None,
+                 logits_work: Optional[Callable] = None):
     """``(i, j, (logits, logcounts), observed)`` for consecutive batches of rows ``start..stop`` (default:
     all); the next batch is read in a background thread while the caller computes the current one.
 
-    With ``prepare``, the thread also runs ``prepare(i, (logits, logcounts), observed)`` and yields
-    ``(i, j, prepared)``: checks and conversions overlap the computation too. An unexpected error while a
-    batch is read names the file (``truth_paths``: the TRUTH files, default ``truth.paths``)."""
+    With ``prepare``, the thread also runs ``prepare(i, (logits, logcounts), observed, early)`` and yields
+    ``(i, j, prepared)``: checks and conversions overlap the computation too; ``early`` is ``logits_work(logits)``
+    (None without it), which the thread does ahead for later batches while ``truth`` (reading processes: their
+    ``ready``) has not yet answered, where the predictions are cheap to read again (``preds.rereads_cheaply``).
+    An unexpected error while a batch is read names the file (``truth_paths``: the TRUTH files, default
+    ``truth.paths``)."""
     bounds = batch_bounds(start, preds.n if stop is None else stop, batch_size)
     paths = truth.paths if truth_paths is None else truth_paths
+    ahead = None if logits_work is None else WorkAhead(preds, bounds, logits_work)
+    ready = truth.ready if preds.rereads_cheaply else None
 
-    def read(bound):
-        i, j = bound
-        predicted, observed = read_predictions(preds, i, j), read_observed(truth, i, j, paths)
+    def read(k):
+        i, j = bounds[k]
+        predicted = read_predictions(preds, i, j)
+        early = None
+        if ahead is not None:
+            early = ahead.take(k, predicted[0])
+            while ready is not None and not ready(i, j) and ahead.step():
+                pass
+        observed = read_observed(truth, i, j, paths)
         if prepare is None:
             return i, j, predicted, observed
-        return i, j, prepare(i, predicted, observed)
+        return i, j, prepare(i, predicted, observed, early)
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bpnet-eval-read") as pool:
-        pending = pool.submit(read, bounds[0]) if bounds else None
+        pending = pool.submit(read, 0) if bounds else None
         for k in range(len(bounds)):
             batch = pending.result()
-            pending = pool.submit(read, bounds[k + 1]) if k + 1 < len(bounds) else None
+            pending = pool.submit(read, k + 1) if k + 1 < len(bounds) else None
             yield batch
 
 
@@ -157,10 +195,10 @@ class Inputs:
     read_workers: int = 0  # processes reading ahead (0: a thread of this process reads)
     partial: bool = False  # only ``rows`` of the regions were asked for (one shard)
 
-    def batches(self, prepare: Optional[Callable] = None):
+    def batches(self, prepare: Optional[Callable] = None, logits_work: Optional[Callable] = None):
         """``iter_batches`` over ``rows``, the observed counts from ``observed``."""
         return iter_batches(self.preds, self.observed, self.batch_size, *self.rows, prepare=prepare,
-                            truth_paths=self.truth.paths)
+                            truth_paths=self.truth.paths, logits_work=logits_work)
 
     def read_rows(self, rows: Sequence[int]):
         """A few regions read again from the open sources (``read_open_rows``)."""

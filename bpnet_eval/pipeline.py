@@ -77,10 +77,11 @@ def summarize_scores(columns: dict, table: Regions, findings: Findings, settings
     return summary, preset_files(plan, kept, summary, scored_peak, track_names)
 
 
-def screen_batch(screen: ValueScreen, i: int, logits, logcounts, observed):
+def screen_batch(screen: ValueScreen, i: int, logits, logcounts, observed, finite_logits=None):
     """``(logits, logcounts, observed, skip)`` of one batch after ``screen``: the rows not scored (``skip``) hold
-    zeros (zeros in, NaN out), so no non-finite value reaches the computation."""
-    skip = screen.screen(i, logits, logcounts, observed)
+    zeros (zeros in, NaN out), so no non-finite value reaches the computation. ``finite_logits``: whether each
+    region's logits are all finite, when already known."""
+    skip = screen.screen(i, logits, logcounts, observed, finite_logits)
     return (*zero_rows(skip, logits, logcounts, observed), skip)
 
 
@@ -141,20 +142,25 @@ def score_inputs(inputs: Inputs, scoring: ScoreOptions, run: RunOptions,
     computer, device, computing = make_computer(scoring, names, run, inputs.read_workers)
     screen = ValueScreen(findings, preds, truth_source, table, inputs.policies)
 
-    def screened(i, predicted, observed):  # in the reading thread, overlapping the computation
-        logits, logcounts, observed, skip = screen_batch(screen, i, *predicted, observed)
+    # The seed computation's terms of the logits alone are computed in the reading thread, for later batches too
+    # while it waits for the observed counts; they also say which regions' logits are all finite.
+    logits_work = computer.logit_terms if isinstance(computer, SeedComputer) else None
+
+    def screened(i, predicted, observed, terms):  # in the reading thread, overlapping the computation
+        logits, logcounts, observed, skip = screen_batch(screen, i, *predicted, observed,
+                                                         None if terms is None else terms.finite)
         preds.check_batch(logits, observed, table, i)
-        return skip, computer.prepare(logits, logcounts, observed)
+        return skip, computer.prepare(logits, logcounts, observed), {} if terms is None else {"terms": terms}
 
     with computing:
-        for i, j, (skip, tensors) in inputs.batches(screened):
+        for i, j, (skip, tensors, early) in inputs.batches(screened, logits_work):
             overflowed = []
 
             def screen_columns(columns, always_defined, i=i, skip=skip):  # a value that overflowed: --nonfinite
                 overflowed.append(screen.screen_columns(i, columns, always_defined, skip, scoring.dtype))
                 return overflowed[-1]
 
-            batch = computer(*tensors, first_row=i, screen=screen_columns)
+            batch = computer(*tensors, first_row=i, screen=screen_columns, **early)
             skip = skip | overflowed[0]
             store_batch(columns, batch, i - inputs.rows[0], inputs.rows[1] - inputs.rows[0], skip)
             if progress:  # regions done of the regions this run scores (a shard's own count)

@@ -13,7 +13,7 @@ import math
 import sys
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, NamedTuple, Optional, Sequence
 
 import numpy as np
 
@@ -57,17 +57,41 @@ def float64_logsumexp(values: np.ndarray) -> np.ndarray:
     -------
     lse : numpy.ndarray, shape=(...), float64
     """
+    return logsumexp_and_finite(values)[0]
+
+
+def logsumexp_and_finite(values: np.ndarray, finite: bool = False):
+    """``(float64_logsumexp(values), every value finite)`` over the last axis; the second (from the largest and the
+    smallest value, in the same pass over the float64 copy) only with ``finite``, else None."""
     wide = values.astype(np.float64)
     top = wide.max(axis=-1, keepdims=True) if wide.shape[-1] else np.zeros(wide.shape[:-1] + (1,))
+    every_finite = None
+    if finite:
+        every_finite = np.isfinite(top[..., 0]) & (wide.min(axis=-1) > -np.inf if wide.shape[-1] else True)
     top[~np.isfinite(top)] = 0.0
     with np.errstate(over="ignore"):  # z - m below -max float: -inf, whose exp is 0 (as torch, silently)
         np.subtract(wide, top, out=wide)
     np.exp(wide, out=wide)
     with np.errstate(divide="ignore"):  # an all -inf row: ln 0 = -inf, as torch
-        return np.log(wide.sum(axis=-1)) + top[..., 0]
+        return np.log(wide.sum(axis=-1)) + top[..., 0], every_finite
 
 
-def shifted_logsumexp(logits: np.ndarray):
+class LogitTerms(NamedTuple):
+    """What the MNLL needs from the logits alone (``logit_terms``): ``lse_s = shift + rest`` per track, and
+    whether each region's logits are all finite."""
+
+    shift: np.ndarray   # (n, S) float64
+    rest: np.ndarray    # (n, S) float64
+    finite: np.ndarray  # (n,) bool
+
+
+def logit_terms(logits: np.ndarray) -> LogitTerms:
+    """``shifted_logsumexp(logits)`` and each region's logits all finite (one pass over the logits for both)."""
+    shift, rest, finite = shifted_logsumexp(logits, finite=True)
+    return LogitTerms(shift, rest, finite.all(axis=-1))
+
+
+def shifted_logsumexp(logits: np.ndarray, finite: bool = False):
     """``lse_s = shift_s + rest_s`` per track in float64, over cache-sized chunks of regions.
 
     ``shift_s`` is 0 where ``|lse_s| <= SHIFT_ABOVE`` (``rest_s`` is then ``logsumexp_i z_si`` itself), else the
@@ -78,14 +102,18 @@ def shifted_logsumexp(logits: np.ndarray):
     ----------
     logits : numpy.ndarray, shape=(n, S, L)
         As stored (float32 is converted chunk by chunk, never as a whole batch).
+    finite : bool
+        Also return whether each track's logits are all finite.
 
     Returns
     -------
     shift, rest : numpy.ndarray, each shape=(n, S), float64
+    every_finite : numpy.ndarray, shape=(n, S), bool
+        Only with ``finite``.
     """
     n = logits.shape[0]
-    parts = [float64_logsumexp(logits[a:a + CPU_CHUNK_REGIONS]) for a in range(0, n, CPU_CHUNK_REGIONS)]
-    rest = np.concatenate(parts) if parts else np.zeros(logits.shape[:-1])
+    parts = [logsumexp_and_finite(logits[a:a + CPU_CHUNK_REGIONS], finite) for a in range(0, n, CPU_CHUNK_REGIONS)]
+    rest = np.concatenate([part[0] for part in parts]) if parts else np.zeros(logits.shape[:-1])
     shift = np.zeros_like(rest)
     large = np.abs(rest) > SHIFT_ABOVE  # NaN (non-finite logits) is never large: it stays NaN
     if large.any():  # rare: those regions again, each track shifted by its largest logit
@@ -94,9 +122,14 @@ def shifted_logsumexp(logits: np.ndarray):
         top = wide.max(axis=-1)
         chosen = large[rows]
         shift[rows] = np.where(chosen, top, 0.0)
-        with np.errstate(over="ignore"):  # logits at both ends of float64: -inf, reported as an overflow
+        # logits at both ends of float64: -inf, reported as an overflow; +inf logits (whose region the value screen
+        # reports or skips): NaN
+        with np.errstate(over="ignore", invalid="ignore"):
             rest[rows] = np.where(chosen, float64_logsumexp(wide - top[..., None]), rest[rows])
-    return shift, rest
+    if not finite:
+        return shift, rest
+    every_finite = np.concatenate([part[1] for part in parts]) if parts else np.ones(logits.shape[:-1], bool)
+    return shift, rest, every_finite
 
 
 @lru_cache(maxsize=1)
@@ -248,7 +281,7 @@ def _lgamma_of_positive(x: np.ndarray) -> np.ndarray:
     return log_factorial(x - 1)
 
 
-def mnll_per_region(logits: np.ndarray, observed: np.ndarray):
+def mnll_per_region(logits: np.ndarray, observed: np.ndarray, terms: Optional[LogitTerms] = None):
     """Joint and per-track MNLL (the seed's ``MNLLLoss`` of the joint ``log_softmax`` and of each track's), float64.
 
     Parameters
@@ -258,13 +291,16 @@ def mnll_per_region(logits: np.ndarray, observed: np.ndarray):
     observed : numpy.ndarray, shape=(n, S, L)
         Any float dtype (float32 holds counts exactly).
 
+    terms : LogitTerms, optional
+        ``logit_terms(logits)``, when already computed.
+
     Returns
     -------
     joint : numpy.ndarray, shape=(n,)
     per_track : numpy.ndarray, shape=(n, S)
     track_totals : numpy.ndarray, shape=(n, S)
     """
-    shift, rest = shifted_logsumexp(logits)
+    shift, rest = shifted_logsumexp(logits) if terms is None else terms[:2]
     large = bool(shift.any())
     lse = (shift - shift.max(axis=-1, keepdims=True)) + rest if large else rest
     log_mass = log_softmax(lse)
@@ -366,12 +402,16 @@ class SeedComputer:
         """The arrays as they are (``BatchComputer.prepare`` makes tensors)."""
         return arrays
 
-    def __call__(self, logits, logcounts, observed, first_row: int = 0, screen: Optional[Callable] = None) -> dict:
+    # The logits' own terms (``logit_terms``) may be computed ahead, batches before the observed counts arrive.
+    logit_terms = staticmethod(logit_terms)
+
+    def __call__(self, logits, logcounts, observed, first_row: int = 0, screen: Optional[Callable] = None,
+                 terms: Optional[LogitTerms] = None) -> dict:
         """Per-region columns (float64) of one batch; ``screen(columns, always_defined)`` sees them, as in
-        ``BatchComputer``."""
+        ``BatchComputer``; ``terms``: ``logit_terms(logits)`` when already computed."""
         logits, observed = np.asarray(logits), np.asarray(observed)
         logcounts = np.asarray(logcounts, dtype=np.float64)
-        columns = seed_columns(mnll_per_region(logits, observed), logcounts, self.count_loss_weight,
+        columns = seed_columns(mnll_per_region(logits, observed, terms), logcounts, self.count_loss_weight,
                                self.track_names, self.count_target)
         if screen is not None:
             screen(columns, frozenset(columns) - maybe_undefined(self.count_target))

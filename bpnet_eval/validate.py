@@ -245,15 +245,19 @@ class ValueScreen:
         else:
             self._note(kind, i + rows, detail)
 
-    def screen(self, i: int, logits: np.ndarray, logcounts: np.ndarray, observed: np.ndarray) -> np.ndarray:
-        """Rows (within the batch) not to score: already skipped, or non-finite under ``--nonfinite skip``."""
+    def screen(self, i: int, logits: np.ndarray, logcounts: np.ndarray, observed: np.ndarray,
+               finite_logits: Optional[np.ndarray] = None) -> np.ndarray:
+        """Rows (within the batch) not to score: already skipped, or non-finite under ``--nonfinite skip``.
+        ``finite_logits``: whether each row's logits are all finite, when already known (else checked here)."""
         with self._lock:
-            return self._screen(i, logits, logcounts, observed)
+            return self._screen(i, logits, logcounts, observed, finite_logits)
 
-    def _screen(self, i, logits, logcounts, observed) -> np.ndarray:
+    def _screen(self, i, logits, logcounts, observed, finite_logits=None) -> np.ndarray:
         skipped, n = self.findings.skipped, len(logits)
         skip = np.fromiter((i + k in skipped for k in range(n)), bool, n) if skipped else np.zeros(n, bool)
-        bad_logits = ~np.isfinite(logits).all(axis=(1, 2)) & ~skip
+        if finite_logits is None:
+            finite_logits = np.isfinite(logits).all(axis=(1, 2))
+        bad_logits = ~finite_logits & ~skip
         bad_counts = ~np.isfinite(logcounts).all(axis=1) & ~skip
         for kind, bad in (("logits", bad_logits), ("log counts", bad_counts)):
             rows = np.flatnonzero(bad)

@@ -206,3 +206,23 @@ def test_log_factorial_of_many_non_integer_counts_is_vectorised_and_exact():
     hostile = np.concatenate([np.full(seed.MATH_LGAMMA_MOST + 1, 0.5), [np.inf, np.nan, -1.0, 1e300]])
     np.testing.assert_array_equal(seed.log_factorial(hostile)[-4:],
                                   torch.lgamma(torch.tensor([np.inf, np.nan, 0.0, 1e300 + 1], dtype=torch.float64)).numpy())
+
+
+def test_logit_terms_flag_every_non_finite_logit_and_equal_the_shifted_logsumexp():
+    """``logit_terms`` (the reading thread's work) gives the same shift and rest as ``shifted_logsumexp`` and says
+    exactly which regions hold a NaN, +inf or -inf logit (the value screen uses it instead of its own pass)."""
+    rng = np.random.default_rng(5)
+    logits = rng.normal(0, 3, size=(300, 2, 40)).astype(np.float32)
+    logits[7, 1, 3], logits[50, 0, 0], logits[99, 1, 39], logits[200] = np.nan, np.inf, -np.inf, -np.inf
+    logits[201, 0] = 1e30  # finite but large: shifted, not flagged
+    terms = seed.logit_terms(logits)
+    shift, rest = seed.shifted_logsumexp(logits)
+    np.testing.assert_array_equal(terms.shift, shift)
+    np.testing.assert_array_equal(terms.rest, rest)
+    np.testing.assert_array_equal(terms.finite, np.isfinite(logits).all(axis=(1, 2)))
+    assert list(np.flatnonzero(~terms.finite)) == [7, 50, 99, 200]
+    observed = rng.poisson(1.0, size=logits.shape).astype(np.float32)
+    finite = terms.finite
+    given = seed.mnll_per_region(logits[finite], observed[finite], seed.logit_terms(logits[finite]))
+    for got, want in zip(given, seed.mnll_per_region(logits[finite], observed[finite])):
+        np.testing.assert_array_equal(got, want)
