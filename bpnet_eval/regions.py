@@ -258,9 +258,12 @@ def read_region_file(path, length: int, regions_format: str = "auto", window_cen
     path = Path(path)
     regions_format = _checked_choice(regions_format, REGION_FORMATS, "--regions-format") or "auto"
     window_center = _checked_choice(window_center, WINDOW_CENTERS, "--window-center")
-    rows = _region_rows(path)
-    bounds = _bounds(path, rows)
-    narrowpeak = _is_narrowpeak(path, rows, regions_format)
+    table = _read_plain_table(path, length, regions_format, window_center, chroms)
+    return table if table is not None else _read_rows(path, length, regions_format, window_center, chroms)
+
+
+def _window_center(path: Path, narrowpeak: bool, window_center: Optional[str], length: int) -> Optional[str]:
+    """Where the windows are centred (None: start..end), checked against the file's kind and L."""
     if window_center == "summit" and not narrowpeak:
         raise UsageError(f"{path}: --window-center summit needs narrowPeak rows (a summit offset in column 10); "
                          "this file is read as BED: use --window-center midpoint, or give the narrowPeak file")
@@ -268,6 +271,23 @@ def read_region_file(path, length: int, regions_format: str = "auto", window_cen
     if center and not length:
         raise UsageError(f"{path}: windows centred on the {center} need the predicted length L, which these "
                          "predictions do not store; give it with --length L")
+    return center
+
+
+def _table(path: Path, chrom, start, end, narrowpeak: bool, center: Optional[str], chroms, n_rows: int) -> Regions:
+    """The windows read, with their source: the file, its kind, the centring and the chromosome filter."""
+    kind = "narrowPeak" if narrowpeak else "BED"
+    how = {"summit": "start + summit ± L/2", "midpoint": "midpoint ± L/2", None: "start..end"}[center]
+    where = "" if chroms is None else f"; chromosomes {','.join(chroms)}: {len(start)} of {n_rows} rows"
+    return Regions(np.array(chrom, dtype=object), start, end, None, f"{path} [{kind} ({how}){where}]")
+
+
+def _read_rows(path: Path, length: int, regions_format: str, window_center: Optional[str], chroms) -> Regions:
+    """``read_region_file`` row by row: any file, every problem named by its line."""
+    rows = _region_rows(path)
+    bounds = _bounds(path, rows)
+    narrowpeak = _is_narrowpeak(path, rows, regions_format)
+    center = _window_center(path, narrowpeak, window_center, length)
     keep = None if chroms is None else set(chroms)
     chrom, start, end = [], [], []
     for (number, fields), (s, e) in zip(rows, bounds):
@@ -283,10 +303,91 @@ def read_region_file(path, length: int, regions_format: str = "auto", window_cen
         chrom.append(fields[0])
         start.append(s)
         end.append(e)
-    kind = "narrowPeak" if narrowpeak else "BED"
-    how = {"summit": "start + summit ± L/2", "midpoint": "midpoint ± L/2", None: "start..end"}[center]
-    where = "" if keep is None else f"; chromosomes {','.join(chroms)}: {len(start)} of {len(rows)} rows"
-    return Regions(np.array(chrom, dtype=object), start, end, None, f"{path} [{kind} ({how}){where}]")
+    return _table(path, chrom, start, end, narrowpeak, center, chroms, len(rows))
+
+
+# Digits of the coordinates the column-wise reading takes (sums of two such stay far inside int64).
+_PLAIN_DIGITS = 18
+
+
+def _plain_integers(values) -> Optional[np.ndarray]:
+    """int64 of a column of non-negative integers written as ASCII digits alone (at most ``_PLAIN_DIGITS``),
+    else None."""
+    lengths = list(map(len, values))
+    joined = "".join(values)
+    if not lengths or min(lengths) == 0 or max(lengths) > _PLAIN_DIGITS or not (joined.isascii() and joined.isdigit()):
+        return None
+    return np.array(list(map(int, values)), dtype=np.int64)
+
+
+def _numbers_or_dots(values) -> bool:
+    """Every value a number or '.' (``_number_or_dot``), most often checked by one ``float`` per value."""
+    try:
+        list(map(float, values))
+    except ValueError:
+        return all(map(_number_or_dot, values))
+    return True
+
+
+def _uniform_columns(text: str) -> Optional[list]:
+    """The fields of a region file's lines as columns (lists of str), where every line (ending with a newline,
+    but maybe the last) holds the same number (3 or more) of tab-separated fields and none is blank, a comment,
+    a header or has a carriage return; else None."""
+    if not text or "\r" in text or text.startswith(("#", "track", "browser", "\n")) or \
+            any(mark in text for mark in ("\n#", "\ntrack", "\nbrowser", "\n\n")):
+        return None
+    text = text if text.endswith("\n") else text + "\n"
+    data = np.frombuffer(text.encode(), dtype=np.uint8)
+    tabs_before = np.cumsum(data == ord("\t"))[np.flatnonzero(data == ord("\n"))]
+    per_line = np.diff(tabs_before, prepend=0)
+    if per_line[0] < 2 or (per_line != per_line[0]).any():
+        return None
+    n_columns = int(per_line[0]) + 1
+    fields = text[:-1].replace("\n", "\t").split("\t")
+    return [fields[k::n_columns] for k in range(n_columns)]
+
+
+def _read_plain_table(path: Path, length: int, regions_format: str, window_center: Optional[str],
+                      chroms) -> Optional[Regions]:
+    """``read_region_file`` column by column, for the usual file (tab-separated, every row with the same columns,
+    coordinates and summits plain non-negative integers, nothing to report); None for any other file, which
+    ``_read_rows`` then reads (and names the line of any problem). The windows are the same either way."""
+    try:
+        with open_text(path, "region file") as handle:
+            text = handle.read()
+    except (OSError, EOFError, zlib.error, UnicodeDecodeError):
+        return None
+    columns = _uniform_columns(text)
+    if columns is None:
+        return None
+    n_columns, n_rows = len(columns), len(columns[0])
+    start, end = _plain_integers(columns[1]), _plain_integers(columns[2])
+    if start is None or end is None or (end < start).any():
+        return None
+    summit = _plain_integers(columns[9]) if n_columns >= NARROWPEAK_COLUMNS else None
+    if regions_format != "auto":
+        narrowpeak = regions_format == "narrowpeak"
+    elif n_columns != NARROWPEAK_COLUMNS:
+        narrowpeak = False
+    elif summit is not None and all(_numbers_or_dots(columns[k]) for k in (4, 6, 7, 8)):
+        narrowpeak = True
+    else:
+        return None  # some or none of the rows read as narrowPeak: decided (or refused) row by row
+    center = _window_center(path, narrowpeak, window_center, length)
+    chrom = np.array(columns[0], dtype=object)
+    if chroms is not None:
+        keep = set(chroms)
+        kept = np.fromiter((name in keep for name in columns[0]), dtype=bool, count=n_rows)
+        chrom, start, end, summit = chrom[kept], start[kept], end[kept], None if summit is None else summit[kept]
+    if center == "summit":
+        if summit is None or (summit > end - start).any():
+            return None  # a summit to report
+        start = start + summit - length // 2
+    elif center == "midpoint":
+        start = start + (end - start) // 2 - length // 2
+    if center is not None:
+        end = start + length
+    return _table(path, chrom, start, end, narrowpeak, center, chroms, n_rows)
 
 
 def region_paths(regions) -> list:
