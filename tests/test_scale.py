@@ -16,8 +16,8 @@ LENGTH = 400
 # 18,000 * 2 * 400 * 4 bytes = 58 MB (float32) or 115 MB (float64); per-region columns,
 # the region table and the report text add a few hundred bytes per region.
 GROWTH_LIMIT_MB = 40
-# The batches read ahead by worker processes fill a fixed budget (--read-ahead-mb, default 256 MB: it
-# is full from about 30 batches of 1024 x 2 x 1000 on); a small budget makes it full at both sizes here.
+# The batches read ahead by worker processes fill a fixed budget (--read-ahead-mb, default 32 MB: it
+# is full from 4 batches of 1024 x 2 x 1000 on); a small budget makes it full at both sizes here.
 READ_AHEAD_MB = "8"
 
 

@@ -6,8 +6,8 @@ from typing import Annotated, Optional
 import typer
 
 from ..environment import torch_threads
-from ..options import (Dtype, EnsembleLogcounts, Job, NonFinite, OffEnd, PredLogcounts, PredLogcountsPer,
-                       RegionsFormat, RunOptions, Smooth)
+from ..options import (READ_AHEAD_MB, Dtype, EnsembleLogcounts, Job, NonFinite, OffEnd, PredLogcounts,
+                       PredLogcountsPer, RegionsFormat, RunOptions, Smooth)
 from .common import (ChromsOption, LengthOption, WindowCenterOption, Ensemble, EnsembleLogcountsOption,
                      CLUSTER, OUTPUT, PERFORMANCE, BatchSize, CountLossWeight, Debug, DtypeOption, ExternalLinks,
                      GroupsOption, Head, JsonOutput, LogcountsDataset, LogitsDataset, MetricsOption, NonFiniteOption, OffEndOption,
@@ -65,8 +65,8 @@ def score(
              "the main process).")] = None,
     read_ahead_mb: Annotated[int, typer.Option(
         "--read-ahead-mb", rich_help_panel=PERFORMANCE,
-        help="Shared memory (MB) the reading processes fill ahead of the computation (at least two batches per "
-             "process).")] = 256,
+        help="Shared memory (MB) the reading processes fill ahead of the computation (never fewer than "
+             "the batches in use plus two per process).")] = READ_AHEAD_MB,
     shard: Annotated[Optional[str], typer.Option(
         "--shard", rich_help_panel=CLUSTER, show_default=False,
         help="i/n: score only shard i of n (1-based, contiguous chunk-aligned regions) into a partial report in "
