@@ -77,11 +77,12 @@ def summarize_scores(columns: dict, table: Regions, findings: Findings, settings
     return summary, preset_files(plan, kept, summary, scored_peak, track_names)
 
 
-def screen_batch(screen: ValueScreen, i: int, logits, logcounts, observed, finite_logits=None):
+def screen_batch(screen: ValueScreen, i: int, logits, logcounts, observed, finite_logits=None, nonzero_observed=None):
     """``(logits, logcounts, observed, skip)`` of one batch after ``screen``: the rows not scored (``skip``) hold
     zeros (zeros in, NaN out), so no non-finite value reaches the computation. ``finite_logits``: whether each
-    region's logits are all finite, when already known."""
-    skip = screen.screen(i, logits, logcounts, observed, finite_logits)
+    region's logits are all finite, when already known; ``nonzero_observed``: every observed value that is not 0,
+    when already gathered (see ``ValueScreen.screen``)."""
+    skip = screen.screen(i, logits, logcounts, observed, finite_logits, nonzero_observed)
     return (*zero_rows(skip, logits, logcounts, observed), skip)
 
 
@@ -143,17 +144,21 @@ def score_inputs(inputs: Inputs, scoring: ScoreOptions, run: RunOptions,
     screen = ValueScreen(findings, preds, truth_source, table, inputs.policies)
 
     # The seed computation's terms of the logits alone are computed in the reading thread, for later batches too
-    # while it waits for the observed counts; they also say which regions' logits are all finite.
-    logits_work = computer.logit_terms if isinstance(computer, SeedComputer) else None
+    # while it waits for the observed counts, and those of the counts once they are read: they also tell the value
+    # screen which regions' logits are all finite, and the nonzero counts it checks.
+    seed_path = isinstance(computer, SeedComputer)
 
     def screened(i, predicted, observed, terms):  # in the reading thread, overlapping the computation
-        logits, logcounts, observed, skip = screen_batch(screen, i, *predicted, observed,
-                                                         None if terms is None else terms.finite)
+        counted = computer.count_terms(observed) if seed_path else None
+        logits, logcounts, observed, skip = screen_batch(
+            screen, i, *predicted, observed, None if terms is None else terms.finite,
+            None if counted is None else counted.every_nonzero())
         preds.check_batch(logits, observed, table, i)
-        return skip, computer.prepare(logits, logcounts, observed), {} if terms is None else {"terms": terms}
+        early = {} if not seed_path or skip.any() else {"terms": terms, "counted": counted}  # skipped rows: zeros now
+        return skip, computer.prepare(logits, logcounts, observed), early
 
     with computing:
-        for i, j, (skip, tensors, early) in inputs.batches(screened, logits_work):
+        for i, j, (skip, tensors, early) in inputs.batches(screened, computer.logit_terms if seed_path else None):
             overflowed = []
 
             def screen_columns(columns, always_defined, i=i, skip=skip):  # a value that overflowed: --nonfinite

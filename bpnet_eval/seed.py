@@ -168,7 +168,36 @@ def log_factorial(counts: np.ndarray) -> np.ndarray:
     return out
 
 
-def count_sums(observed: np.ndarray, logits: np.ndarray, shift: Optional[np.ndarray] = None):
+class CountTerms(NamedTuple):
+    """Where a batch's counts are (``count_terms``), over its rows ``(n * S, L)``: the nonzero counts of its sparse rows
+    and which rows are dense (counts on most positions: summed over every position)."""
+
+    where: np.ndarray   # flat positions of the sparse rows' nonzero counts, ascending
+    first: np.ndarray   # (n * S,) each row's first entry in ``where`` (its entries: where[first[r]:first[r + 1]])
+    counts: np.ndarray  # the counts at ``where``, float64
+    dense: np.ndarray   # (n * S,) bool
+
+    def every_nonzero(self) -> Optional[np.ndarray]:
+        """Every nonzero count of the batch (``counts``), or None where some row is dense (not gathered)."""
+        return None if self.dense.any() else self.counts
+
+
+def count_terms(observed: np.ndarray) -> CountTerms:
+    """The nonzero counts of each row of ``observed`` ``(n, S, L)`` whose counts are mostly zeros, and the rows whose
+    counts are not (``DENSE_ABOVE``; decided row by row, never up to the row's batch-mates)."""
+    length, n_rows = max(1, observed.shape[-1]), observed.size // max(1, observed.shape[-1])
+    rows_observed = observed.reshape(n_rows, length)
+    nonzero = rows_observed != 0
+    dense = np.count_nonzero(nonzero, axis=1) > DENSE_ABOVE * length
+    if dense.any():
+        nonzero[dense] = False  # summed over every position
+    where = np.flatnonzero(nonzero)  # ascending; on a boolean mask: 6x faster than on floats
+    first = np.searchsorted(where, np.arange(n_rows) * length)
+    return CountTerms(where, first, rows_observed.reshape(-1)[where].astype(np.float64), dense)
+
+
+def count_sums(observed: np.ndarray, logits: np.ndarray, shift: Optional[np.ndarray] = None,
+               terms: Optional[CountTerms] = None):
     """Per track: ``N_s = sum_i k_si``, ``sum_i lgamma(k_si + 1)`` and ``sum_i k_si (z_si - shift_s)``, over the
     nonzero counts only (over every position for a row whose counts are mostly nonzero: ``dense_count_sums``);
     float64 sums.
@@ -178,6 +207,8 @@ def count_sums(observed: np.ndarray, logits: np.ndarray, shift: Optional[np.ndar
     observed, logits : numpy.ndarray, shape=(n, S, L)
     shift : numpy.ndarray, shape=(n, S), optional
         Subtracted from each track's logits before the products (``shifted_logsumexp``); default 0.
+    terms : CountTerms, optional
+        ``count_terms(observed)``, when already computed.
 
     Returns
     -------
@@ -186,15 +217,9 @@ def count_sums(observed: np.ndarray, logits: np.ndarray, shift: Optional[np.ndar
     length, n_rows = max(1, observed.shape[-1]), observed.size // max(1, observed.shape[-1])
     rows_observed, rows_logits = observed.reshape(n_rows, length), logits.reshape(n_rows, length)
     rows_shift = None if shift is None else shift.reshape(n_rows)
-    nonzero = rows_observed != 0
-    dense = np.count_nonzero(nonzero, axis=1) > DENSE_ABOVE * length  # per row: never up to its batch-mates
+    where, first, counts, dense = count_terms(observed) if terms is None else terms
     if dense.all():
         return tuple(dense_count_sums(rows_observed, rows_logits, rows_shift).reshape(3, *observed.shape[:-1]))
-    if dense.any():
-        nonzero[dense] = False  # summed below over every position
-    where = np.flatnonzero(nonzero)  # ascending; on a boolean mask: 6x faster than on floats
-    first = np.searchsorted(where, np.arange(n_rows) * length)  # each row's nonzero counts: where[first[r]:first[r+1]]
-    counts = rows_observed.reshape(-1)[where].astype(np.float64)
     values = rows_logits.reshape(-1)[where]
     if rows_shift is not None:  # only where some track's logits are large (rare): else the sums are as before
         with np.errstate(over="ignore"):  # logits 1.7e308 apart: -inf, an overflow the value screen reports
@@ -281,7 +306,8 @@ def _lgamma_of_positive(x: np.ndarray) -> np.ndarray:
     return log_factorial(x - 1)
 
 
-def mnll_per_region(logits: np.ndarray, observed: np.ndarray, terms: Optional[LogitTerms] = None):
+def mnll_per_region(logits: np.ndarray, observed: np.ndarray, terms: Optional[LogitTerms] = None,
+                    counted: Optional[CountTerms] = None):
     """Joint and per-track MNLL (the seed's ``MNLLLoss`` of the joint ``log_softmax`` and of each track's), float64.
 
     Parameters
@@ -293,6 +319,8 @@ def mnll_per_region(logits: np.ndarray, observed: np.ndarray, terms: Optional[Lo
 
     terms : LogitTerms, optional
         ``logit_terms(logits)``, when already computed.
+    counted : CountTerms, optional
+        ``count_terms(observed)``, when already computed.
 
     Returns
     -------
@@ -304,7 +332,7 @@ def mnll_per_region(logits: np.ndarray, observed: np.ndarray, terms: Optional[Lo
     large = bool(shift.any())
     lse = (shift - shift.max(axis=-1, keepdims=True)) + rest if large else rest
     log_mass = log_softmax(lse)
-    totals, factorials, dots = count_sums(observed, logits, shift if large else None)
+    totals, factorials, dots = count_sums(observed, logits, shift if large else None, counted)
     with np.errstate(over="ignore", invalid="ignore"):  # an overflow is inf/NaN, which the value screen reports
         joint, per_track = mnll_from_sums(rest, log_mass, totals, factorials, dots, _lgamma_of_positive)
     return joint, per_track, totals
@@ -402,16 +430,19 @@ class SeedComputer:
         """The arrays as they are (``BatchComputer.prepare`` makes tensors)."""
         return arrays
 
-    # The logits' own terms (``logit_terms``) may be computed ahead, batches before the observed counts arrive.
+    # The logits' own terms (``logit_terms``) may be computed ahead, batches before the observed counts arrive, and
+    # the counts' (``count_terms``) where they are read (the value screen checks its nonzero counts only).
     logit_terms = staticmethod(logit_terms)
+    count_terms = staticmethod(count_terms)
 
     def __call__(self, logits, logcounts, observed, first_row: int = 0, screen: Optional[Callable] = None,
-                 terms: Optional[LogitTerms] = None) -> dict:
+                 terms: Optional[LogitTerms] = None, counted: Optional[CountTerms] = None) -> dict:
         """Per-region columns (float64) of one batch; ``screen(columns, always_defined)`` sees them, as in
-        ``BatchComputer``; ``terms``: ``logit_terms(logits)`` when already computed."""
+        ``BatchComputer``; ``terms``, ``counted``: ``logit_terms(logits)``, ``count_terms(observed)`` when already
+        computed."""
         logits, observed = np.asarray(logits), np.asarray(observed)
         logcounts = np.asarray(logcounts, dtype=np.float64)
-        columns = seed_columns(mnll_per_region(logits, observed, terms), logcounts, self.count_loss_weight,
+        columns = seed_columns(mnll_per_region(logits, observed, terms, counted), logcounts, self.count_loss_weight,
                                self.track_names, self.count_target)
         if screen is not None:
             screen(columns, frozenset(columns) - maybe_undefined(self.count_target))

@@ -246,13 +246,15 @@ class ValueScreen:
             self._note(kind, i + rows, detail)
 
     def screen(self, i: int, logits: np.ndarray, logcounts: np.ndarray, observed: np.ndarray,
-               finite_logits: Optional[np.ndarray] = None) -> np.ndarray:
+               finite_logits: Optional[np.ndarray] = None, nonzero_observed: Optional[np.ndarray] = None) -> np.ndarray:
         """Rows (within the batch) not to score: already skipped, or non-finite under ``--nonfinite skip``.
-        ``finite_logits``: whether each row's logits are all finite, when already known (else checked here)."""
+        ``finite_logits``: whether each row's logits are all finite, when already known (else checked here);
+        ``nonzero_observed``: every value of ``observed`` that is not 0 (in any order), when already gathered: the
+        whole batch is checked from them (0 is finite, non-negative and an integer), its rows only where one fails."""
         with self._lock:
-            return self._screen(i, logits, logcounts, observed, finite_logits)
+            return self._screen(i, logits, logcounts, observed, finite_logits, nonzero_observed)
 
-    def _screen(self, i, logits, logcounts, observed, finite_logits=None) -> np.ndarray:
+    def _screen(self, i, logits, logcounts, observed, finite_logits=None, nonzero_observed=None) -> np.ndarray:
         skipped, n = self.findings.skipped, len(logits)
         skip = np.fromiter((i + k in skipped for k in range(n)), bool, n) if skipped else np.zeros(n, bool)
         if finite_logits is None:
@@ -266,10 +268,11 @@ class ValueScreen:
             sample = (logits if kind == "logits" else logcounts)[rows[0]]
             self._decide(i, rows, f"nonfinite {kind}", f"non-finite predicted {kind}",
                          "NaN" if np.isnan(sample).any() else "inf")
-        # observed: one cheap pass each for the smallest and largest value (NaN propagates into both);
-        # rows only when there is a problem
-        low = observed.min() if observed.size else 0.0
-        high = observed.max() if observed.size else 0.0
+        # observed: one cheap pass each for the smallest and largest value (NaN propagates into both), over the
+        # nonzero values where they are given; rows only when there is a problem
+        values = observed if nonzero_observed is None else nonzero_observed
+        low = values.min() if values.size else 0.0
+        high = values.max() if values.size else 0.0
         bad_observed = np.zeros(n, bool)
         if not (np.isfinite(low) and np.isfinite(high)):
             for s in range(observed.shape[1]):
@@ -289,7 +292,7 @@ class ValueScreen:
                 if len(rows):
                     self._note(f"negative {s}", i + rows, f"{float(observed[rows[0], s].min()):g}")
         with np.errstate(invalid="ignore"):
-            if (np.rint(observed) != observed).any():  # likewise: rows only for a non-integer track
+            if (np.rint(values) != values).any():  # likewise: rows only for a non-integer track
                 kept = observed[~unread]
                 self.non_integer += int((kept != np.rint(kept)).any(axis=(1, 2)).sum())
         if not self.collect:

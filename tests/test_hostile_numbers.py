@@ -478,3 +478,41 @@ def test_cli_bad_option_values_exit_2_before_any_file_is_opened(forked, tmp_path
     result = forked("score", tmp_path / "missing.h5", tmp_path / "missing.bw", *option, "-o", out, "--quiet")
     assert_one_line_error(result, 2, fragment)
     assert "missing" not in result.stderr and not out.exists()
+
+
+@pytest.mark.parametrize("policy", ["error", "skip"])
+def test_the_value_screen_from_the_nonzero_counts_equals_the_screen_of_the_whole_batch(policy):
+    """The seed path hands the value screen the batch's nonzero counts (``seed.count_terms``) instead of the batch:
+    the same problems, skipped rows and non-integer tally, for NaN, inf, negative and fractional values anywhere."""
+    from types import SimpleNamespace
+
+    from bpnet_eval.options import Policies
+    from bpnet_eval.regions import Regions
+    from bpnet_eval.seed import count_terms
+    from bpnet_eval.validate import Findings, ValueScreen
+
+    rng = np.random.default_rng(8)
+    n, length = 40, 30
+    regions = Regions(np.array(["chr1"] * n, dtype=object), np.arange(n) * 100, np.arange(n) * 100 + length)
+    preds = SimpleNamespace(path="p.h5")
+    truth = SimpleNamespace(paths=["plus.bw", "minus.bw"], n_tracks=2)
+    gathered = 0
+    for trial in range(60):
+        observed = rng.poisson(0.1, size=(n, 2, length)).astype(np.float32)
+        for _ in range(trial % 4):
+            row, track, position = rng.integers(n), rng.integers(2), rng.integers(length)
+            observed[row, track, position] = rng.choice([np.nan, np.inf, -2.0, 0.5, -np.inf])
+        logits, logcounts = rng.normal(size=(n, 2, length)), np.zeros((n, 1))
+        outcomes = []
+        observed[rng.integers(n), rng.integers(2)] += trial % 2  # sometimes a dense row: its counts are not gathered
+        nonzeros = count_terms(observed).every_nonzero()
+        gathered += nonzeros is not None and trial % 4 > 0
+        for nonzero in (None, nonzeros):
+            findings = Findings()
+            screen = ValueScreen(findings, preds, truth, regions, Policies(nonfinite=policy), collect=True)
+            skip = screen.screen(0, logits, logcounts, observed, None, nonzero)
+            screen.finish()
+            outcomes.append((skip.tolist(), [p.message for p in findings.problems], findings.warnings,
+                             dict(findings.skipped), screen.non_integer))
+        assert outcomes[0] == outcomes[1], trial
+    assert gathered >= 10  # most hostile batches were screened from their nonzero counts
