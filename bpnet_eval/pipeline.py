@@ -152,7 +152,7 @@ def score_inputs(inputs: Inputs, scoring: ScoreOptions, run: RunOptions,
         counted = computer.count_terms(observed) if seed_path else None
         logits, logcounts, observed, skip = screen_batch(
             screen, i, *predicted, observed, None if terms is None else terms.finite,
-            None if counted is None else counted.every_nonzero())
+            None if counted is None else counted.every_nonzero(observed))
         preds.check_batch(logits, observed, table, i)
         early = {} if not seed_path or skip.any() else {"terms": terms, "counted": counted}  # skipped rows: zeros now
         return skip, computer.prepare(logits, logcounts, observed), early

@@ -33,6 +33,9 @@ COUNT_LOSS_COLUMNS = {"log1p": "count_log1p_mse", "log": "count_log_mse"}
 # nonzero (dense tracks: background on every base), else over the nonzero ones: about where the two cost the same.
 # Decided row by row, so that a region's numbers never depend on the regions batched with it.
 DENSE_ABOVE = 0.3
+# A batch whose rows are dense up to this share is value-screened from its nonzero counts and its dense rows' values
+# (``CountTerms.every_nonzero``); above it, from the batch itself.
+SCREENED_DENSE = 0.25
 
 # lgamma(k + 1) for k = 0 .. 16383, correctly rounded (written by torch.lgamma; tests/test_seed.py checks it
 # against 40-digit mpmath): math.lgamma is off by up to 7e-12 there.
@@ -177,9 +180,14 @@ class CountTerms(NamedTuple):
     counts: np.ndarray  # the counts at ``where``, float64
     dense: np.ndarray   # (n * S,) bool
 
-    def every_nonzero(self) -> Optional[np.ndarray]:
-        """Every nonzero count of the batch (``counts``), or None where some row is dense (not gathered)."""
-        return None if self.dense.any() else self.counts
+    def every_nonzero(self, observed: np.ndarray) -> Optional[np.ndarray]:
+        """Every nonzero count of ``observed`` (the batch of these terms), in no order: ``counts`` and the values of
+        the dense rows, where those are few (at most ``SCREENED_DENSE``); None where more rows are dense."""
+        if not self.dense.any():
+            return self.counts
+        if self.dense.mean() > SCREENED_DENSE:
+            return None
+        return np.concatenate([self.counts, observed.reshape(len(self.dense), -1)[self.dense].reshape(-1)])
 
 
 def count_terms(observed: np.ndarray) -> CountTerms:

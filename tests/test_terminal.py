@@ -127,3 +127,22 @@ def test_no_writable_temporary_directory_leaves_the_caches_unset(monkeypatch, tm
     monkeypatch.setattr(tempfile, "gettempdir", nowhere)
     environ = {"HOME": str(tmp_path / "missing-home")}
     assert process.configure_caches(environ) == {} and environ == {"HOME": str(tmp_path / "missing-home")}
+
+
+def test_numpy_blas_runs_one_thread_unless_the_environment_says():
+    """The CLI's process settings leave numpy's BLAS without a thread pool (its idle threads spin after each call)."""
+    import os
+    import subprocess
+    import sys
+
+    from bpnet_eval import process
+
+    environ = {}
+    assert process.one_blas_thread(environ) and environ == {"OPENBLAS_NUM_THREADS": "1"}
+    given = {"OPENBLAS_NUM_THREADS": "8"}
+    assert not process.one_blas_thread(given) and given == {"OPENBLAS_NUM_THREADS": "8"}
+    code = ("import os, sys; from bpnet_eval.process import tune_process; tune_process(); import numpy; "
+            "print(os.environ['OPENBLAS_NUM_THREADS'], len(os.listdir('/proc/self/task')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          env={k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"})
+    assert done.stdout.split() == ["1", "1"], done.stderr  # one thread: no BLAS pool
