@@ -85,6 +85,11 @@ def batch_bounds(start: int, stop: int, batch_size: int) -> list:
     return [(i, min(i + batch_size, stop)) for i in range(start, stop, batch_size)]
 
 
+# Batches whose logits' work may wait done ahead (a few MB of results; about a second of work: more than the
+# reading processes' first decoding takes).
+MOST_AHEAD = 128
+
+
 class WorkAhead:
     """``work(logits)`` of every batch, in the reading thread: for the batch just read, or (``step``) for later
     batches while that thread waits for the observed counts (the reading processes decode the bigWigs before
@@ -102,9 +107,10 @@ class WorkAhead:
         return self.work(logits) if done is None else done
 
     def step(self) -> bool:
-        """Do the next batch's work ahead (reading its logits once more); False when there is none left."""
+        """Do the next batch's work ahead (reading its logits once more); False when there is none left, or
+        ``MOST_AHEAD`` batches are done ahead already."""
         k = self._next
-        if k >= len(self.bounds):
+        if k >= len(self.bounds) or len(self._done) >= MOST_AHEAD:
             return False
         self._done[k] = self.work(read_predictions(self.preds, *self.bounds[k])[0])
         self._next = k + 1

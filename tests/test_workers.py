@@ -380,3 +380,14 @@ def test_logits_work_is_done_ahead_while_the_observed_counts_are_awaited(waits, 
     assert done == [float(read(i, i + 1)[0][0, 0, 0]) for i in starts]  # each batch's work once, in order
     ahead = min(waits, len(starts) - 1) if cheap else 0  # one batch ahead per wait, up to the last
     assert sorted(reads) == sorted(starts + starts[1:1 + ahead])  # read once more where done ahead
+
+
+def test_work_ahead_holds_at_most_its_bound(monkeypatch):
+    from bpnet_eval.sources.predictions import ArrayPredictions
+
+    monkeypatch.setattr(inputs_module, "MOST_AHEAD", 2)
+    preds = ArrayPredictions(np.zeros((40, 1, 3)), np.zeros((40, 1)))
+    ahead = inputs_module.WorkAhead(preds, batch_bounds(0, 40, 4), lambda logits: len(logits))
+    assert ahead.take(0, np.zeros((4, 1, 3))) == 4
+    assert ahead.step() and ahead.step() and not ahead.step()  # two done ahead: no more until one is taken
+    assert ahead.take(1, None) == 4 and ahead.step()
