@@ -312,6 +312,14 @@ def test_bigwig_truth_read_into_equals_read_with_negated_tracks_and_padded_rows(
             np.testing.assert_array_equal(out, source.read(i, j))
     np.testing.assert_array_equal(truth.read(0, 30), case.observed.astype(np.float32))
     truth.close()
+    for paths in ([case.bigwigs[0]], [negative]):  # one track: read straight into the shared memory, or not
+        one = BigWigTruth([str(p) for p in paths], regions)
+        for i, j in batch_bounds(0, 30, 8):
+            out = np.full((j - i, 1, 50), 7.0, dtype=np.float32)
+            one.read_into(i, j, out)
+            np.testing.assert_array_equal(out, one.read(i, j))
+        np.testing.assert_array_equal(one.read(0, 30)[:, 0], np.abs(case.observed[:, 0 if paths[0] != negative else 1]))
+        one.close()
 
 
 class SlowSource(RowSource):

@@ -102,6 +102,9 @@ class BigWigTruth(TruthSource):
         if self._buffer is None or self._buffer.shape[1:] != (j - i, out.shape[-1]):
             self._buffer = np.empty((self.n_tracks, j - i, out.shape[-1]), dtype=np.float32)
         for s in range(self.n_tracks) if tracks is None else tracks:
+            if out[:, s].flags.c_contiguous and s not in self._negated:  # one track: read in place, no copy
+                self._readers[s].read(self._chroms[s][i:j], start, end, out=out[:, s])
+                continue
             self._readers[s].read(self._chroms[s][i:j], start, end, out=self._buffer[s])
             if s in self._negated:  # every value <= 0: |v| (no -0.0)
                 np.abs(self._buffer[s], out=out[:, s])
