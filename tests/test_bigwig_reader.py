@@ -131,6 +131,23 @@ def test_large_random_batch_and_reuse(written, mode):
             np.testing.assert_array_equal(got, want[i:i + 64])
 
 
+def test_windows_given_by_chromosome_numbers_read_as_by_names(written, mode):
+    """``read`` takes the file's chromosome numbers (``chrom_ids``) in place of names, with the same values; a
+    window off its chromosome is still named in the error; numbers the file lacks are refused."""
+    rng = np.random.default_rng(3)
+    chroms, starts, ends = random_windows(dict(CHROMS), 500, 200, rng)
+    with BigWigReader(str(written)) as r:
+        ids = r.chrom_ids(chroms)
+        assert ids.dtype == np.int64 and ids.min() >= 0
+        np.testing.assert_array_equal(r.read(ids, starts, ends), expected(written, chroms, starts, ends))
+        assert r.chrom_ids(["chr1", "chrNope"])[1] == -1
+        size = dict(CHROMS)["chr1"]
+        with pytest.raises(InputError, match=rf"window chr1:{size - 5}-{size + 195} lies outside the chromosome"):
+            r.read(r.chrom_ids(["chr1"]), np.array([size - 5]), np.array([size + 195]))
+        with pytest.raises(ValueError, match="chromosome numbers outside"):
+            r.read(np.array([len(CHROMS) + 5]), np.array([0]), np.array([10]))
+
+
 def test_uncovered_and_overlapping_windows(written, mode):
     chroms = np.array(["chr_empty", "chr1", "chr1", "chr1", "chr2", "chr1"])  # numpy strings work too
     starts = np.array([0, 125_000, 160_990, 161_000, 900, 160_990])  # gap, overlaps, repeats

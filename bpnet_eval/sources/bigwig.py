@@ -492,6 +492,11 @@ class BigWigReader:
         return out
 
     # -------------------------------------------------------------------- read
+    def chrom_ids(self, chroms: Sequence[str]) -> np.ndarray:
+        """This file's number of each chromosome name, -1 where it has no such chromosome (``read`` takes either)."""
+        ids = self._chrom_ids
+        return np.fromiter((ids.get(c, -1) for c in chroms), dtype=np.int64, count=len(chroms))
+
     def _window_keys(self, chroms: Sequence[str], starts, ends):
         if self._fd < 0:
             raise ValueError(f"BigWigReader for {self.path} is closed")
@@ -502,8 +507,13 @@ class BigWigReader:
             raise InputError(f"{self.path}: got {n} chromosome names but starts/ends of shape {starts.shape}/{ends.shape}; pass one name, start and end per window")
         starts = starts.astype(np.int64)
         ends = ends.astype(np.int64)
+        if isinstance(chroms, np.ndarray) and chroms.dtype.kind in "iu":  # numbers from chrom_ids, every one known
+            chrom_id = chroms.astype(np.int64)
+            if n and not 0 <= chrom_id.min() <= chrom_id.max() < len(self._size_by_id):
+                raise ValueError(f"chromosome numbers outside those of {self.path}")
+        else:
+            chrom_id = self.chrom_ids(chroms)
         ids = self._chrom_ids
-        chrom_id = np.fromiter((ids.get(c, -1) for c in chroms), dtype=np.int64, count=n)
         if n and chrom_id.min() < 0:
             bad = chroms[int(np.argmin(chrom_id))]
             some = ", ".join(list(ids)[:3])
@@ -514,7 +524,8 @@ class BigWigReader:
         outside = (starts < 0) | (ends > self._size_by_id[chrom_id])
         if outside.any():
             i = int(np.argmax(outside))
-            raise InputError(f"{self.path}: window {chroms[i]}:{starts[i]}-{ends[i]} lies outside the chromosome (length {self.chrom_sizes[chroms[i]]}); drop or shift regions that run off the chromosome ends")
+            name = next(name for name, k in ids.items() if k == chrom_id[i])
+            raise InputError(f"{self.path}: window {name}:{starts[i]}-{ends[i]} lies outside the chromosome (length {self.chrom_sizes[name]}); drop or shift regions that run off the chromosome ends")
         return _keys(chrom_id, starts), width
 
     def read(self, chroms: Sequence[str], starts: np.ndarray, ends: np.ndarray,

@@ -57,6 +57,7 @@ class BigWigTruth(TruthSource):
         self._negated = [s for s, reader in enumerate(self._readers) if reader.stored_as_negative()]
         self._chroms = [regions.chrom] * self.n_tracks
         self._buffer = None  # read_into's per-track buffers, kept between batches
+        self._ids = None  # read_into's chromosome numbers of every region, per file
         self._special = {}  # row → "skip" or "pad"
 
     def chrom_sizes(self) -> list:
@@ -66,6 +67,7 @@ class BigWigTruth(TruthSource):
     def planned(self, plan: ReadPlan) -> "BigWigTruth":
         """A reader of the same files (sharing their descriptors) that reads as ``plan`` says."""
         view = copy.copy(self)
+        view._ids = None
         if plan.chrom_names:
             view._chroms = [np.asarray(c, dtype=object) for c in plan.chrom_names]
         view._special = {**{int(i): "pad" for i in plan.pad_rows}, **{int(i): "skip" for i in plan.skip_rows}}
@@ -99,13 +101,17 @@ class BigWigTruth(TruthSource):
             super().read_into(i, j, out, tracks)
             return
         start, end = self.regions.start[i:j], self.regions.end[i:j]
+        if self._ids is None:  # each file's chromosome numbers of every region, found once (not per batch)
+            self._ids = [reader.chrom_ids(chroms) for reader, chroms in zip(self._readers, self._chroms)]
         if self._buffer is None or self._buffer.shape[1:] != (j - i, out.shape[-1]):
             self._buffer = np.empty((self.n_tracks, j - i, out.shape[-1]), dtype=np.float32)
         for s in range(self.n_tracks) if tracks is None else tracks:
+            ids = self._ids[s][i:j]
+            chroms = ids if len(ids) and ids.min() >= 0 else self._chroms[s][i:j]  # names: an unknown one is named
             if out[:, s].flags.c_contiguous and s not in self._negated:  # one track: read in place, no copy
-                self._readers[s].read(self._chroms[s][i:j], start, end, out=out[:, s])
+                self._readers[s].read(chroms, start, end, out=out[:, s])
                 continue
-            self._readers[s].read(self._chroms[s][i:j], start, end, out=self._buffer[s])
+            self._readers[s].read(chroms, start, end, out=self._buffer[s])
             if s in self._negated:  # every value <= 0: |v| (no -0.0)
                 np.abs(self._buffer[s], out=out[:, s])
             else:
