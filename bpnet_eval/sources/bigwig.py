@@ -229,14 +229,14 @@ class _SparseGenome:
         """From clean blocks (chromosome key, uint32 starts, uint32 ends, float32 values) in genome order."""
         if not blocks:
             return cls(np.zeros(0, np.int64), np.zeros(0, np.uint32), np.zeros(0, np.float32))
-        start = np.concatenate([block[1] for block in blocks])
-        key = start.astype(np.int64)
+        total = sum(len(block[1]) for block in blocks)
+        key, length = np.empty(total, dtype=np.int64), np.empty(total, dtype=np.uint32)
         first = 0
-        for chrom, block_start, _, _ in blocks:  # in place: no int64 temporary per block
-            key[first:first + len(block_start)] += chrom
-            first += len(block_start)
-        length = np.concatenate([block[2] for block in blocks])
-        length -= start
+        for chrom, block_start, block_end, _ in blocks:  # written in place: no whole-file temporary (fresh pages
+            stop = first + len(block_start)               # cost more than the arithmetic)
+            np.add(block_start, chrom, out=key[first:stop], dtype=np.int64)
+            np.subtract(block_end, block_start, out=length[first:stop])
+            first = stop
         return cls(key, length, np.concatenate([block[3] for block in blocks]))
 
     def search(self, needles: np.ndarray, side: str) -> np.ndarray:
