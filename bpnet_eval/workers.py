@@ -15,6 +15,9 @@ batch ``k + 1`` is checked.
 ``BackgroundCall``: runs ``prepare()`` at once (importing matplotlib), then ``function(*args)`` when
 ``submit`` sends the arguments; ``result`` returns what it returned.
 
+``ForkedCall``: ``call()`` in a process forked now (part of regions.tsv, formatted while the main process
+writes the rest of the report); ``call_forked``: several calls at once (the figures), waited for together.
+
 Used only where ``fork`` is safe: on Linux, from a process running no other Python thread. Elsewhere the
 pipeline reads in a thread of its own process and draws in the main process, as before.
 """
@@ -295,26 +298,55 @@ def _answer(call, answers: int) -> None:
     send(answers, 0, value)
 
 
+class ForkedCall:
+    """``call()`` in a process forked now, while this one goes on.
+
+    ``result()`` waits for its value (pickled back) or raises what the call raised (``WorkerStopped`` when the
+    process ended without answering); ``close()`` reaps the process, killed first unless it answered. A context
+    manager closing it.
+    """
+
+    def __init__(self, call, what: str):
+        self._start(lambda _requests, answers: _answer(call, answers), what)
+
+    def _start(self, body, what: str) -> None:
+        """Fork the process running ``body(from_parent_fd, to_parent_fd)`` (``fork_worker``)."""
+        self.what = what
+        self._answered = False
+        self._pid, self._to_child, self._from_child = fork_worker(body)
+
+    def result(self):
+        _, value = receive(self._from_child, f"the process {self.what} stopped (killed or out of memory?)")
+        self._answered = True
+        return value
+
+    def close(self) -> None:
+        if self._pid is not None:
+            stop_worker(self._pid, (self._to_child, self._from_child), kill=not self._answered)
+            self._pid = None
+
+    def __enter__(self) -> "ForkedCall":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 def call_forked(calls: dict, what: str) -> dict:
-    """``{key: call()}``, every call in a process of its own forked at once (values pickled back), in the order of
+    """``{key: call()}``, every call in a process of its own forked at once (``ForkedCall``), in the order of
     ``calls``; raises what a call raised, or ``WorkerStopped`` when a process ends without answering. Every
     process is reaped (the others killed) before this returns or raises."""
-    started = {}
+    started = []
     try:
-        for key, call in calls.items():
-            started[key] = fork_worker(lambda _requests, answers, call=call: _answer(call, answers))
-        values = {key: receive(up, f"the process {what} stopped (killed or out of memory?)")[1]
-                  for key, (_, _, up) in started.items()}
-    except BaseException:
-        for pid, down, up in started.values():
-            stop_worker(pid, (down, up), kill=True)
-        raise
-    for pid, down, up in started.values():
-        stop_worker(pid, (down, up), kill=False)
-    return values
+        for call in calls.values():
+            started.append(ForkedCall(call, what))
+        return {key: process.result() for key, process in zip(calls, started)}
+    finally:
+        for process in started:
+            process.close()
 
 
-class BackgroundCall:
+class BackgroundCall(ForkedCall):
     """``function(*args)`` in a forked process that ran ``prepare()`` (e.g. heavy imports) as soon as it started.
 
     ``submit(*args)`` sends the arguments (pickled); ``result()`` waits for the return value (pickled back) or
@@ -322,10 +354,8 @@ class BackgroundCall:
     """
 
     def __init__(self, prepare, function, what: str):
-        self.what = what
-        self._submitted = self._answered = False
-        self._pid, self._to_child, self._from_child = fork_worker(
-            lambda requests, answers: self._serve(prepare, function, requests, answers))
+        self._submitted = False
+        self._start(lambda requests, answers: self._serve(prepare, function, requests, answers), what)
 
     @staticmethod
     def _serve(prepare, function, requests: int, answers: int) -> None:
@@ -349,19 +379,3 @@ class BackgroundCall:
             _write_all(self._to_child, struct.pack("<q", len(payload)) + payload)
         except BrokenPipeError:
             pass  # the process has stopped: result() says why
-
-    def result(self):
-        _, value = receive(self._from_child, f"the process {self.what} stopped (killed or out of memory?)")
-        self._answered = True
-        return value
-
-    def close(self) -> None:
-        if self._pid is not None:
-            stop_worker(self._pid, (self._to_child, self._from_child), kill=not self._answered)
-            self._pid = None
-
-    def __enter__(self) -> "BackgroundCall":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()

@@ -30,22 +30,13 @@ import pytest
 from tests.support.cases import make_case, write_predictions
 from tests.support.cli import CLI, run_cli
 from tests.support.checks import numbers, read_columns as read_tsv
+from tests.support.processes import snapshot, stop_promptly, wait_for
 
 MARKER = ".bpnet-eval-report"
 QUIET = ("-q", "--no-plots")
 
 
 # ------------------------------------------------------------------------------------------- helpers
-def snapshot(directory):
-    """Everything under ``directory`` (hidden files too): relative path → bytes ("<dir>" for a directory);
-    None when it does not exist."""
-    directory = Path(directory)
-    if not os.path.lexists(directory):
-        return None
-    return {str(p.relative_to(directory)): (b"<dir>" if p.is_dir() else p.read_bytes())
-            for p in sorted(directory.rglob("*"))}
-
-
 def siblings(path):
     """The names beside ``path`` in its parent (the lock file and the private directories would show here)."""
     return sorted(os.listdir(Path(path).parent))
@@ -434,12 +425,6 @@ def private_dirs(out):
     return [n for n in siblings(out) if n.startswith(f".{out.name}.bpnet-eval-new-")]
 
 
-def wait_for(condition, process, timeout=120):
-    deadline = time.monotonic() + timeout
-    while not condition() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.001)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("point", KILL_POINTS)
 def test_sigkill_at_any_point_leaves_the_old_report_or_the_new_one(big, big_report, tmp_path, point):
@@ -578,10 +563,7 @@ def test_ctrl_c_leaves_the_earlier_report_as_it_was_and_says_so(big, big_report,
             assert line.startswith("bpnet-eval: scored "), line
         else:
             wait_for(lambda: private_dirs(out), process)
-        process.send_signal(stop)
-        started = time.monotonic()
-        _, stderr = process.communicate(timeout=120)
-        assert time.monotonic() - started < 5, "the run did not stop promptly"
+        stderr = stop_promptly(process, stop)
     finally:
         process.kill()
         process.wait()

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from tests.support.cases import make_case
 from tests.support.cli import CLI, run_cli
+from tests.support.processes import alive, process_state
 
 from bpnet_eval.errors import InputError
 import bpnet_eval.inputs as inputs_module
@@ -43,14 +44,6 @@ class RowSource(TruthSource):
 
 def expected(i, j, n_tracks=2, length=7):
     return RowSource(n_tracks, length).read(i, j)
-
-
-def alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 @pytest.mark.parametrize("memory", [1, 1 << 20], ids=["fewest-slots", "every-batch-a-slot"])
@@ -231,9 +224,13 @@ def test_figures_drawn_in_the_background_equal_those_drawn_here(tmp_path):
     result = score(str(case.predictions), [str(p) for p in case.bigwigs], device="cpu")
     examples = result.examples
     with figure_painter(True, background=False) as paint:
-        here = paint(result.columns, result.summary, examples)
+        drawn = paint(result.columns, result.summary, examples)
+        assert callable(drawn)
+        here = drawn()
     with figure_painter(True) as paint:
-        pending = paint(result.columns, result.summary, examples)
+        start = paint(result.columns, result.summary, examples)
+        assert callable(start)
+        pending = start()
         assert callable(pending)
         there = pending()
     assert set(here) == set(FIGURE_FILES) and here == there
@@ -251,14 +248,6 @@ def test_cli_report_is_the_same_with_and_without_worker_processes(tmp_path):
         reports[workers] = out
     for name in ("regions.tsv", "summary.tsv", "counts_scatter.png", "profile_histograms.png", "profile_examples.png"):
         assert (reports["0"] / name).read_bytes() == (reports["2"] / name).read_bytes(), name
-
-
-def process_state(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return None
 
 
 @pytest.mark.slow

@@ -246,22 +246,27 @@ def draw_figures_at_once(columns: dict, summary: dict, examples=None) -> dict:
 
 @contextmanager
 def figure_painter(draw_plots: bool, background: bool = True):
-    """``paint(columns, summary, examples)``: the figures (``report.figures.draw_figures``), or ``{}`` without
-    plots. Where fork is safe and ``background``, a process forked now imports matplotlib while the scores
-    are computed, and ``paint`` returns a callable that waits for the figures it draws, each in a process of
-    its own (the report's tables are written meanwhile). Enter it before the run imports torch."""
+    """``paint(columns, summary, examples)``: ``{}`` without plots, else a callable that the report writer calls
+    once regions.tsv is started (formatted by a forked process meanwhile), returning the figures
+    (``report.figures.draw_figures``) or, where fork is safe and ``background``, a callable that waits for them:
+    a process forked now imports matplotlib while the scores are computed, and draws the figures, each in a
+    process of its own, while the report's tables are written. Enter it before the run imports torch."""
     from ..report.figures import draw_figures, figures_or_none, warm_up
     from ..workers import BackgroundCall, fork_is_safe
 
     if not draw_plots:
         yield lambda columns, summary, examples: {}
     elif not (background and fork_is_safe()):
-        yield lambda columns, summary, examples: figures_or_none(lambda: draw_figures(columns, summary, examples))
+        yield lambda columns, summary, examples: lambda: figures_or_none(lambda: draw_figures(columns, summary,
+                                                                                            examples))
     else:
         with BackgroundCall(warm_up, draw_figures_at_once, "drawing the figures") as painter:
             def paint(columns, summary, examples):
-                painter.submit(columns, summary, examples)
-                return lambda: figures_or_none(painter.result)
+                def start():
+                    painter.submit(columns, summary, examples)
+                    return lambda: figures_or_none(painter.result)
+
+                return start
 
             yield paint
 
@@ -278,16 +283,25 @@ def draw_plots(plots: Optional[bool], quiet: bool) -> bool:
     return wanted
 
 
+def report_fork():
+    """``workers.ForkedCall`` where fork is safe (``workers.fork_is_safe``), else None: how the report writer
+    writes regions.tsv in a process of its own while it writes the rest (``report.regions_file``)."""
+    from ..workers import ForkedCall, fork_is_safe
+
+    return ForkedCall if fork_is_safe() else None
+
+
 def write_and_show(out_dir: Path, result, figures, json_output: bool, quiet: bool, note: str,
                    wide: bool = False) -> None:
-    """Write the report of ``result`` into ``out_dir`` (``figures``: ``{name: PNG}`` or a callable returning
-    them), then print the summary JSON or the table (``wide``: the full table on any terminal), the policy
-    notes, and a last line with where the report is and the time the run took."""
+    """Write the report of ``result`` into ``out_dir`` (``figures``: as ``report.writer.write_report`` takes
+    them; regions.tsv written by a forked process where that is safe: ``report_fork``), then print the summary
+    JSON or the table (``wide``: the full table on any terminal), the policy notes, and a last line with where
+    the report is and the time the run took."""
     from ..report.tables import summary_json
     from ..report.terminal import print_outcome, print_summary
     from ..report.writer import write_report
 
-    directory = write_report(out_dir, result, figures)
+    directory = write_report(out_dir, result, figures, fork=report_fork())
     if json_output:
         if sys.stdout is None:
             raise BpnetEvalError(f"stdout is closed, so the summary JSON cannot be printed; it is in "

@@ -99,7 +99,7 @@ def score(
             with figure_painter(draw_plots(plots, quiet or json_output)) as paint:
                 with ProgressReporter(not quiet) as progress:
                     result = run_job(job, progress)
-                figures = paint(result.columns, result.summary, result.examples)
+                figures = paint(result.columns, result.summary, result.examples)  # drawn once regions.tsv is started
                 write_and_show(out_dir, result, figures, json_output, quiet, "report written to", wide)
 
     run_guarded(work, debug)

@@ -51,15 +51,16 @@ def write_atomic(path: Path, text) -> None:
             temporary.unlink()
 
 
-def write_file(path: Path, text) -> None:
+def write_file(path: Path, text, durable: bool = True) -> None:
     """Write ``text`` (str, bytes, or an iterable of str pieces) to ``path`` and flush it to disk (for files
-    in a private directory that becomes visible as a whole)."""
+    in a private directory that becomes visible as a whole; not with ``durable=False``: a file copied later)."""
     pieces = [text] if isinstance(text, (str, bytes)) else text
     with open(path, "wb" if isinstance(text, bytes) else "w") as handle:
         for piece in pieces:
             handle.write(piece)
-        handle.flush()
-        os.fsync(handle.fileno())
+        if durable:
+            handle.flush()
+            os.fsync(handle.fileno())
 
 
 def nearest_existing(path: Path) -> Path:

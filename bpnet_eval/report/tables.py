@@ -19,22 +19,34 @@ def format_value(value) -> str:
     return f"{value:.12g}"
 
 
-REGION_ROWS_PER_PIECE = 20_000
+REGION_ROWS_PER_PIECE = 2_048
 
 
 def regions_tsv(regions, columns: dict, groupings=()):
-    """The text of ``regions.tsv`` in pieces (bounded memory for any N): one header line, then one row
-    per region in input order: coordinates, ``peak``, one ``group_<name>`` column per grouping (the
-    region's groups joined by commas, empty when none), then the numbers as ``format_value`` writes them."""
+    """The text of ``regions.tsv`` in pieces (bounded memory for any N): ``regions_header``, then one row
+    per region in input order (``regions_rows``)."""
+    yield regions_header(regions, columns, groupings)
+    yield from regions_rows(regions, columns, groupings, 0, len(regions))
+
+
+def regions_header(regions, columns: dict, groupings=()) -> str:
+    """The header line of ``regions.tsv``: coordinates, ``peak``, one ``group_<name>`` column per grouping, then
+    the per-region columns."""
     header = (["chrom", "start", "end"] + (["peak"] if regions.peak is not None else [])
               + [g.column_name for g in groupings] + list(columns))
-    yield "\t".join(header) + "\n"
+    return "\t".join(header) + "\n"
+
+
+def regions_rows(regions, columns: dict, groupings, start: int, stop: int):
+    """The lines of ``regions.tsv`` of the regions ``start..stop`` (0-based, in input order) in pieces of at most
+    ``REGION_ROWS_PER_PIECE`` rows: coordinates, ``peak``, the region's groups of each grouping (joined by commas,
+    empty when none), then the numbers as ``format_value`` writes them."""
     labels = [g.column() for g in groupings]
     # one %-format per row: 3x faster than formatting column by column
     row_format = "\t".join(["%s", "%s", "%s"] + (["%d"] if regions.peak is not None else [])
                            + ["%s"] * len(groupings) + ["%.12g"] * len(columns)) + "\n"
-    for first in range(0, len(regions), REGION_ROWS_PER_PIECE):
-        rows = slice(first, first + REGION_ROWS_PER_PIECE)
+    for first in range(start, stop, REGION_ROWS_PER_PIECE):
+        rows = slice(first, min(first + REGION_ROWS_PER_PIECE, stop))
         fields = [np.asarray(regions.chrom[rows], dtype=str).tolist(), regions.start[rows].tolist(),
                   regions.end[rows].tolist()]
         if regions.peak is not None:

@@ -11,10 +11,12 @@ from ..columns import ranked_rows
 from .files import output_unit, write_file
 from .html import render_html
 from .multiqc import MULTIQC_FILE, multiqc_content
+from .regions_file import regions_file
 from .tables import GROUPS_FILE, REGIONS_FILE, SKIPPED_FILE, SUMMARY_JSON, SUMMARY_TSV, extreme_region_rows, \
-    groups_tsv, regions_tsv, skipped_tsv, summary_json, summary_tsv
+    groups_tsv, skipped_tsv, summary_json, summary_tsv
 
 HTML_FILE = "report.html"
+OWN_SHARE = 0.5  # of regions.tsv's rows formatted here (the rest by a forked process) when no figures are drawn
 NO_FIGURES_NOTE = ("Figures were not drawn (--no-plots, or matplotlib is not installed: "
                    "pip install 'bpnet-eval[plots]').")
 
@@ -54,22 +56,29 @@ def write_figures_and_pages(directory: Path, summary: dict, figures: dict, repor
     return list(figures) + [MULTIQC_FILE, HTML_FILE]
 
 
-def write_report(out_dir, result, figures: Union[dict, Callable[[], dict]] = None, inputs=()) -> Path:
+def write_report(out_dir, result, figures: Union[dict, Callable] = None, inputs=(), fork=None) -> Path:
     """Write the report of ``result`` (a ``ScoreResult``) as the directory ``out_dir``; return it.
 
     ``out_dir`` must be new, empty, or a report bpnet-eval wrote (replaced as a whole: no file of the earlier
     report survives), and must not contain ``inputs`` (paths). The report is assembled beside it and appears
-    in one step; on any error ``out_dir`` is left as it was. ``figures``: ``{name: PNG bytes}``, or a
-    callable returning them, called once the tables are written (figures drawn by another process meanwhile)."""
+    in one step; on any error ``out_dir`` is left as it was. ``figures``: ``{name: PNG bytes}``, or a callable
+    called once regions.tsv is started, returning them or a callable that waits for them (drawn by another
+    process while the tables are written). ``fork``: ``workers.ForkedCall``, to write regions.tsv in a forked
+    process meanwhile (``regions_file.regions_file``; this process formats ``OWN_SHARE`` of its rows unless
+    ``figures`` is a callable); None: every file is written by this process."""
     summary = result.summary
+    drawing = callable(figures)
     with output_unit(out_dir, "report", inputs) as unit:
-        write_file(unit / REGIONS_FILE, regions_tsv(result.regions, result.columns, result.groupings))
-        write_file(unit / SUMMARY_TSV, summary_tsv(summary))
-        write_file(unit / SKIPPED_FILE, skipped_tsv(summary))
-        write_file(unit / GROUPS_FILE, groups_tsv(summary))
-        for name, text in result.files.items():
-            write_file(unit / name, text)
-        drawn = figures() if callable(figures) else (figures or {})
-        write_figures_and_pages(unit, summary, drawn, out_dir, best_and_worst(result))
+        with regions_file(unit / REGIONS_FILE, result.regions, result.columns, result.groupings,
+                          share=0.0 if drawing else OWN_SHARE, fork=fork):
+            drawn = figures() if drawing else (figures or {})
+            write_file(unit / SUMMARY_TSV, summary_tsv(summary))
+            write_file(unit / SKIPPED_FILE, skipped_tsv(summary))
+            write_file(unit / GROUPS_FILE, groups_tsv(summary))
+            for name, text in result.files.items():
+                write_file(unit / name, text)
+            regions = best_and_worst(result)
+            drawn = drawn() if callable(drawn) else drawn
+            write_figures_and_pages(unit, summary, drawn, out_dir, regions)
         write_file(unit / SUMMARY_JSON, summary_json(summary))
     return Path(out_dir)
