@@ -85,38 +85,6 @@ def batch_bounds(start: int, stop: int, batch_size: int) -> list:
     return [(i, min(i + batch_size, stop)) for i in range(start, stop, batch_size)]
 
 
-# Batches whose logits' work may wait done ahead (a few MB of results; about a second of work: more than the
-# reading processes' first decoding takes).
-MOST_AHEAD = 128
-
-
-class WorkAhead:
-    """``work(logits)`` of every batch, in the reading thread: for the batch just read, or (``step``) for later
-    batches while that thread waits for the observed counts (the reading processes decode the bigWigs before
-    the first batch arrives), so that a core is not left idle."""
-
-    def __init__(self, preds: PredictionSource, bounds: Sequence[Tuple[int, int]], work: Callable):
-        self.preds, self.bounds, self.work = preds, bounds, work
-        self._done = {}  # batch → its work, done ahead
-        self._next = 0  # the first batch whose work is neither done nor handed out
-
-    def take(self, k: int, logits: np.ndarray):
-        """The work of batch ``k`` (whose logits are ``logits``): done ahead, or now."""
-        self._next = max(self._next, k + 1)
-        done = self._done.pop(k, None)
-        return self.work(logits) if done is None else done
-
-    def step(self) -> bool:
-        """Do the next batch's work ahead (reading its logits once more); False when there is none left, or
-        ``MOST_AHEAD`` batches are done ahead already."""
-        k = self._next
-        if k >= len(self.bounds) or len(self._done) >= MOST_AHEAD:
-            return False
-        self._done[k] = self.work(read_predictions(self.preds, *self.bounds[k])[0])
-        self._next = k + 1
-        return True
-
-
 def iter_batches(preds: PredictionSource, truth, batch_size: int, start: int = 0, stop: Optional[int] = None,
                  prepare: Optional[Callable] = None, truth_paths: Optional[Sequence[str]] = None,
                  logits_work: Optional[Callable] = None):
@@ -125,23 +93,15 @@ def iter_batches(preds: PredictionSource, truth, batch_size: int, start: int = 0
 
     With ``prepare``, the thread also runs ``prepare(i, (logits, logcounts), observed, early)`` and yields
     ``(i, j, prepared)``: checks and conversions overlap the computation too; ``early`` is ``logits_work(logits)``
-    (None without it), which the thread does ahead for later batches while ``truth`` (reading processes: their
-    ``ready``) has not yet answered, where the predictions are cheap to read again (``preds.rereads_cheaply``).
-    An unexpected error while a batch is read names the file (``truth_paths``: the TRUTH files, default
-    ``truth.paths``)."""
+    (None without it), done by the thread before it waits for the observed counts. An unexpected error while a
+    batch is read names the file (``truth_paths``: the TRUTH files, default ``truth.paths``)."""
     bounds = batch_bounds(start, preds.n if stop is None else stop, batch_size)
     paths = truth.paths if truth_paths is None else truth_paths
-    ahead = None if logits_work is None else WorkAhead(preds, bounds, logits_work)
-    ready = truth.ready if preds.rereads_cheaply else None
 
     def read(k):
         i, j = bounds[k]
         predicted = read_predictions(preds, i, j)
-        early = None
-        if ahead is not None:
-            early = ahead.take(k, predicted[0])
-            while ready is not None and not ready(i, j) and ahead.step():
-                pass
+        early = None if logits_work is None else logits_work(predicted[0])
         observed = read_observed(truth, i, j, paths)
         if prepare is None:
             return i, j, predicted, observed

@@ -143,9 +143,9 @@ def score_inputs(inputs: Inputs, scoring: ScoreOptions, run: RunOptions,
     computer, device, computing = make_computer(scoring, names, run, inputs.read_workers)
     screen = ValueScreen(findings, preds, truth_source, table, inputs.policies)
 
-    # The seed computation's terms of the logits alone are computed in the reading thread, for later batches too
-    # while it waits for the observed counts, and those of the counts once they are read: they also tell the value
-    # screen which regions' logits are all finite, and the nonzero counts it checks.
+    # The seed computation's terms of the logits alone and of the counts are computed in the reading thread, beside
+    # the computation: they also tell the value screen which regions' logits are all finite, and the nonzero counts
+    # it checks.
     seed_path = isinstance(computer, SeedComputer)
 
     def screened(i, predicted, observed, terms):  # in the reading thread, overlapping the computation

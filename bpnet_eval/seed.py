@@ -438,8 +438,8 @@ class SeedComputer:
         """The arrays as they are (``BatchComputer.prepare`` makes tensors)."""
         return arrays
 
-    # The logits' own terms (``logit_terms``) may be computed ahead, batches before the observed counts arrive, and
-    # the counts' (``count_terms``) where they are read (the value screen checks its nonzero counts only).
+    # The terms of the logits alone (``logit_terms``) and of the counts (``count_terms``) may be computed where the
+    # batch is read, beside the computation (the value screen then checks the nonzero counts only).
     logit_terms = staticmethod(logit_terms)
     count_terms = staticmethod(count_terms)
 

@@ -26,7 +26,6 @@ import ctypes
 import mmap
 import os
 import pickle
-import select
 import signal
 import struct
 import sys
@@ -255,15 +254,6 @@ class ProcessReadAhead:
                     f"the process reading {self.describe_source()} stopped before rows {i + 1}..{j} (killed or out "
                     "of memory?); rerun, or give --read-workers 0 to read in-process")
         return self._slots[k % len(self._slots), :j - i]
-
-    def ready(self, i: int, j: int) -> bool:
-        """Whether ``read(i, j)`` (the next batch) would return without waiting: every worker of it has answered
-        (or stopped, which ``read`` then reports)."""
-        k = self._next
-        if k >= len(self.bounds) or self.bounds[k] != (i, j):
-            return True  # ``read`` raises at once
-        fds = [self._result_fds[w] for w in self._workers_of(k)]
-        return len(select.select(fds, [], [], 0)[0]) == len(fds)
 
     def describe_source(self) -> str:
         return ", ".join(map(str, self.source.paths)) or "the observed tracks"

@@ -311,80 +311,21 @@ def test_bigwig_truth_read_into_equals_read_with_negated_tracks_and_padded_rows(
         one.close()
 
 
-class SlowSource(RowSource):
-    """``RowSource`` whose every read takes ``delay`` seconds (a reading process still decoding)."""
-
-    def __init__(self, delay, **kwargs):
-        super().__init__(**kwargs)
-        self.delay = delay
-
-    def read(self, i, j):
-        time.sleep(self.delay)
-        return super().read(i, j)
-
-
-def test_ready_says_whether_the_next_batch_would_be_waited_for():
-    bounds = batch_bounds(0, 6, 3)
-    reader = ProcessReadAhead(SlowSource(0.5), bounds, length=7, workers=1)
-    try:
-        assert not reader.ready(0, 3)  # the worker is still sleeping
-        deadline = time.monotonic() + 10
-        while not reader.ready(0, 3) and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert reader.ready(0, 3)
-        np.testing.assert_array_equal(reader.read(0, 3), expected(0, 3))
-    finally:
-        reader.close()
-
-
-class NotYet(RowSource):
-    """``RowSource`` that answers ``ready`` False for its first ``waits`` calls (reading processes busy)."""
-
-    def __init__(self, waits, **kwargs):
-        super().__init__(**kwargs)
-        self.waits = waits
-
-    def ready(self, i, j):
-        self.waits -= 1
-        return self.waits < 0
-
-
-@pytest.mark.parametrize("waits", [0, 3, 100])
-@pytest.mark.parametrize("cheap", [True, False])
-def test_logits_work_is_done_ahead_while_the_observed_counts_are_awaited(waits, cheap):
-    """While the observed counts are not ready, the reading thread does ``logits_work`` for later batches (where the
-    predictions are cheap to read again); every batch gets the work of its own logits, done once."""
+def test_logits_work_is_done_by_the_reading_thread_for_every_batch():
+    """``logits_work`` runs where the batch is read, once per batch, and each batch gets the work of its own logits."""
     from bpnet_eval.sources.predictions import ArrayPredictions
 
     rng = np.random.default_rng(2)
     preds = ArrayPredictions(rng.normal(size=(23, 2, 7)), np.zeros((23, 1)))
-    preds.rereads_cheaply = cheap
-    reads, read = [], preds.read
-    preds.read = lambda i, j: reads.append(i) or read(i, j)
     done = []
 
     def work(logits):
-        done.append(float(logits[0, 0, 0]))
+        done.append(len(logits))
         return logits.sum(axis=(1, 2))
 
-    batches = list(inputs_module.iter_batches(preds, NotYet(waits), 5, prepare=lambda i, p, o, early: (p, o, early),
+    batches = list(inputs_module.iter_batches(preds, RowSource(), 5, prepare=lambda i, p, o, early: (p, o, early),
                                               logits_work=work))
-    assert [b[:2] for b in batches] == batch_bounds(0, 23, 5)
+    assert [b[:2] for b in batches] == batch_bounds(0, 23, 5) and done == [5, 5, 5, 5, 3]
     for i, j, (predicted, observed, early) in batches:
         np.testing.assert_array_equal(early, predicted[0].sum(axis=(1, 2)))
         np.testing.assert_array_equal(observed, expected(i, j))
-    starts = [i for i, _ in batch_bounds(0, 23, 5)]
-    assert done == [float(read(i, i + 1)[0][0, 0, 0]) for i in starts]  # each batch's work once, in order
-    ahead = min(waits, len(starts) - 1) if cheap else 0  # one batch ahead per wait, up to the last
-    assert sorted(reads) == sorted(starts + starts[1:1 + ahead])  # read once more where done ahead
-
-
-def test_work_ahead_holds_at_most_its_bound(monkeypatch):
-    from bpnet_eval.sources.predictions import ArrayPredictions
-
-    monkeypatch.setattr(inputs_module, "MOST_AHEAD", 2)
-    preds = ArrayPredictions(np.zeros((40, 1, 3)), np.zeros((40, 1)))
-    ahead = inputs_module.WorkAhead(preds, batch_bounds(0, 40, 4), lambda logits: len(logits))
-    assert ahead.take(0, np.zeros((4, 1, 3))) == 4
-    assert ahead.step() and ahead.step() and not ahead.step()  # two done ahead: no more until one is taken
-    assert ahead.take(1, None) == 4 and ahead.step()

@@ -39,7 +39,6 @@ class PredictionSource(Protocol):
     kept_mask: Optional[np.ndarray] = None  # which of the loci read were predicted (bpnet-lite's index mask)
     mask_path: str = ""                     # the file of that mask, for messages
     reads_own_windows: bool = False         # read over --regions itself (``regions()`` gives the windows)
-    rereads_cheaply: bool = False           # ``read`` costs little beside the scoring (no decoding): a batch may be read twice
 
     def describe(self) -> dict:
         """What was detected and how it is read, for reports and ``check``."""
@@ -83,10 +82,6 @@ class TruthSource(Protocol):
 
     def read(self, i: int, j: int) -> np.ndarray:
         """Observed counts ``(j-i, S, L)`` float32 of regions ``i..j``."""
-
-    def ready(self, i: int, j: int) -> bool:
-        """Whether ``read(i, j)`` would return without waiting on other processes (always, for a source read here)."""
-        return True
 
     def read_into(self, i: int, j: int, out: np.ndarray, tracks: Optional[Sequence[int]] = None) -> None:
         """``out[...] = read(i, j)``, or only ``out[:, tracks]`` (a source may write ``out`` without the

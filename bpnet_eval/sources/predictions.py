@@ -172,8 +172,6 @@ class HDF5Predictions(PredictionSource):
         require_numeric(self._profile.dtype, f"{self.path}: '{layout.logits}'", "the predicted profile")
         require_numeric(self._logcounts.dtype, f"{self.path}: '{layout.logcounts}'", "the predicted log counts")
         self._check_shapes()
-        # read twice at little cost: stored uncompressed (a compressed profile is inflated again on every read)
-        self.rereads_cheaply = not self._profile.chunks or not self._profile.id.get_create_plist().get_nfilters()
 
     def _check_shapes(self):
         shape, counts_shape = self._profile.shape, self._logcounts.shape
@@ -266,8 +264,6 @@ class HDF5Predictions(PredictionSource):
 
 class ArrayPredictions(PredictionSource):
     """Predictions held in memory: logits ``(N, L)`` or ``(N, S, L)`` and log counts ``(N,)``, ``(N, 1)`` or ``(N, S)``."""
-
-    rereads_cheaply = True
 
     def __init__(self, logits, logcounts, profile_kind="logits"):
         logits = np.asarray(logits)
