@@ -102,10 +102,12 @@ class BigWigTruth(TruthSource):
             return
         start, end = self.regions.start[i:j], self.regions.end[i:j]
         if self._ids is None:  # each file's chromosome numbers of every region, found once (not per batch)
-            self._ids = [reader.chrom_ids(chroms) for reader, chroms in zip(self._readers, self._chroms)]
+            self._ids = [None] * self.n_tracks
         if self._buffer is None or self._buffer.shape[1:] != (j - i, out.shape[-1]):
             self._buffer = np.empty((self.n_tracks, j - i, out.shape[-1]), dtype=np.float32)
         for s in range(self.n_tracks) if tracks is None else tracks:
+            if self._ids[s] is None:  # only for the files this process reads
+                self._ids[s] = self._readers[s].chrom_ids(self._chroms[s])
             ids = self._ids[s][i:j]
             chroms = ids if len(ids) and ids.min() >= 0 else self._chroms[s][i:j]  # names: an unknown one is named
             if out[:, s].flags.c_contiguous and s not in self._negated:  # one track: read in place, no copy
