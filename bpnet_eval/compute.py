@@ -7,6 +7,7 @@ per-region columns of the report, on the CPU or a GPU, in float64 or float32.
 import os
 import sys
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Callable, Optional, Sequence
 
@@ -151,22 +152,26 @@ class PooledAuprc:
         self._runs = {b: SortedRuns(run_values, block_values) for b in BIN_SIZES}
         self._positives = {b: 0 for b in BIN_SIZES}
 
-    def update(self, observed, logits, keep: Optional[np.ndarray] = None) -> None:
+    def update(self, observed, logits, keep: Optional[np.ndarray] = None, map_pieces: Callable = map) -> None:
         """Add one batch: observed counts and logits ``(B, S, L)`` (probabilities per strand); ``keep``: the rows
-        scored (default all)."""
+        scored (default all); ``map_pieces``: how the keys of its pieces are computed (``map``, or a thread pool's
+        ``map``: pieces side by side), added in piece order either way."""
         mask = auprc_region_mask(observed)
         if keep is not None:
             mask = mask & torch.as_tensor(keep, device=mask.device)
         rows = torch.nonzero(mask).flatten()
         step = chunk_rows(observed.shape)  # cache-sized pieces: few and small temporaries
-        for first in range(0, len(rows), step):
+
+        def piece_keys(first):
             piece = rows[first:first + step]
-            part_observed, probs = observed[piece], torch.softmax(logits[piece], dim=-1)
-            for binsize, (labels, scores) in binned_labels_scores_by_size(part_observed, probs, self._runs).items():
-                runs = self._runs[binsize]
-                keys = score_label_keys(labels.flatten(), scores.flatten())
+            binned = binned_labels_scores_by_size(observed[piece], torch.softmax(logits[piece], dim=-1), self._runs)
+            return {binsize: score_label_keys(labels.flatten(), scores.flatten())
+                    for binsize, (labels, scores) in binned.items()}
+
+        for keys_by_size in map_pieces(piece_keys, range(0, len(rows), step)):
+            for binsize, keys in keys_by_size.items():
                 self._positives[binsize] += int(np.count_nonzero(keys & 1))
-                runs.add(keys)
+                self._runs[binsize].add(keys)
 
     def result(self) -> dict:
         """``{"binsize=1": auprc, "binsize=10": auprc}``; None where no bin is positive (or no region passed
@@ -194,6 +199,9 @@ class BatchComputer:
         self.dtype = DTYPES[dtype]
         self.count_loss_weight = count_loss_weight
         self.track_names = list(track_names)
+        # How pieces of a batch are mapped to their metric columns: ``map`` (one after another), or a thread pool's
+        # ``map`` (``piece_threads``: side by side on the CPU cores).
+        self.map_pieces: Callable = map
 
     def prepare(self, *arrays):
         """CPU: tensors sharing the arrays' memory. GPU: pinned host copies as stored (float32 crosses the
@@ -219,13 +227,55 @@ class BatchComputer:
         seed = peer_rounded(seed_columns(mnll_per_region(logits, observed, self.dtype), logcounts,
                                          self.count_loss_weight, self.track_names, count_target),
                             self.plan, self.track_names)
-        columns = as_numpy({**seed, **metric_columns(logits, observed, self.dtype, self.track_names, self.plan,
-                                                     first_row, logcounts)})
+        columns = as_numpy({**seed, **self.metric_columns(logits, observed, logcounts, first_row)})
         dropped = screen(columns, frozenset(seed) - maybe_undefined(count_target)) if screen is not None else None
         if self.pooled_auprc is not None:
             keep = None if dropped is None or not dropped.any() else ~dropped
-            self.pooled_auprc.update(observed.to(self.dtype), narrowed(logits, self.dtype), keep)
+            self.pooled_auprc.update(observed.to(self.dtype), narrowed(logits, self.dtype), keep, self.map_pieces)
         return columns
+
+    def metric_columns(self, logits, observed, logcounts, first_row: int) -> dict:
+        """``metric_columns`` of the batch: whole with ``map``, else piece by piece (``chunk_rows``, the pieces
+        ``profile_metrics`` takes itself) through ``map_pieces``, joined in order. Every column of a region is
+        computed from that region's rows alone, so the numbers are the same either way (tested)."""
+        def columns_of(rows: slice) -> dict:
+            return metric_columns(logits[rows], observed[rows], self.dtype, self.track_names, self.plan,
+                                  first_row + rows.start, logcounts[rows])
+
+        n = logits.shape[0]
+        if self.map_pieces is map or not self.plan_has_pieces():
+            return columns_of(slice(0, n))
+        step = chunk_rows(logits.shape)
+        parts = list(self.map_pieces(columns_of, [slice(a, min(a + step, n)) for a in range(0, n, step)]))
+        return {name: torch.cat([part[name] for part in parts]) for name in parts[0]} if parts else {}
+
+    def plan_has_pieces(self) -> bool:
+        """Whether the plan computes more than the seed losses (the work ``metric_columns`` can split)."""
+        plan = self.plan
+        return plan is not None and bool(plan.profile_names or plan.basepairmodels or plan.track_counts)
+
+
+@contextmanager
+def piece_threads(computer: BatchComputer, threads: int):
+    """While inside, ``computer`` computes the pieces of each batch (``BatchComputer.metric_columns``, the pooled
+    auPRC's keys) in a pool of ``threads`` threads, each running torch single-threaded: torch and numpy release
+    the GIL for their work, so on a CPU the metrics beyond the seed losses use every core the run has. Nothing
+    changes with one thread, off the CPU, or for a plan of the seed losses alone; torch's threads and the
+    computer's ``map`` are restored afterwards (the pool is shut down: the report forks processes later)."""
+    if threads <= 1 or computer.device.type != "cpu" or not (computer.plan_has_pieces() or computer.pooled_auprc is not None):
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(threads, thread_name_prefix="bpnet-eval-piece") as pool:
+            computer.map_pieces = pool.map
+            try:
+                yield
+            finally:
+                computer.map_pieces = map
+    finally:
+        torch.set_num_threads(before)
 
 
 @contextmanager

@@ -110,22 +110,26 @@ def make_computer(scoring: ScoreOptions, track_names, run: RunOptions, readers: 
     """``(computer, device name, context to compute in)``: ``seed.SeedComputer`` (numpy; torch is never imported)
     where the plan needs only the seed losses, in float64, on a device known to be the CPU without torch
     (``runs_on_cpu_without_torch``); else ``compute.BatchComputer`` (imports torch) with torch's threads set
-    beside ``readers`` reading processes."""
+    beside ``readers`` reading processes, and on the CPU the pieces of the metrics beyond the seed losses computed
+    by as many threads as the run has (``compute.piece_threads``: ``run.threads``, else torch's)."""
     plan = scoring.plan
     if plan.seed_only and scoring.dtype == "float64" and runs_on_cpu_without_torch(run.device):
         return SeedComputer(scoring.count_loss_weight, track_names, plan.count_target), "cpu", nullcontext()
     import torch
 
-    from .compute import BatchComputer, compute_threads, resolve_device
+    from .compute import BatchComputer, compute_threads, piece_threads, resolve_device
 
     device = resolve_device(run.device)
+    computer = BatchComputer(scoring.count_loss_weight, track_names, device, scoring.dtype, plan)
 
     @contextmanager
     def computing():
-        with torch.inference_mode(), compute_threads(device, 1 + readers, run.threads):
+        threads = run.threads if run.threads is not None else torch.get_num_threads()
+        with torch.inference_mode(), compute_threads(device, 1 + readers, run.threads), \
+                piece_threads(computer, threads):
             yield
 
-    return BatchComputer(scoring.count_loss_weight, track_names, device, scoring.dtype, plan), str(device), computing()
+    return computer, str(device), computing()
 
 
 def score_inputs(inputs: Inputs, scoring: ScoreOptions, run: RunOptions,

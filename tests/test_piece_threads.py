@@ -1,0 +1,93 @@
+"""The pieces of a batch computed by several threads (``compute.piece_threads``) give every number bit for bit as
+one thread does: per-region columns of every metric set and preset, the pooled auPRC, and a whole run."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from bpnet_eval.compute import BatchComputer, piece_threads
+from bpnet_eval.metrics.profile import chunk_rows
+from bpnet_eval.presets import PRESETS, make_plan
+
+PLANS = [("all", None), ("jsd_shuffled,spearman,auprc_bin10", None)] + [("default", preset) for preset in PRESETS]
+
+
+def hostile_batch(n=300, length=1000, seed=3):
+    """Mostly zeros and ties: sparse counts, empty regions, one strand only, a huge pile, tied and float32 logits."""
+    rng = np.random.default_rng(seed)
+    observed = rng.poisson(rng.gamma(0.05, 2.0, size=(n, 2, length))).astype(np.float32)
+    observed[::7] = 0  # no counts at all
+    observed[5::11, 1] = 0  # counts on the plus strand only
+    observed[9, 0, 400:410] = 20000  # a pile far beyond the rest
+    logits = (np.log(observed + 0.5) + rng.normal(0, 1.0, size=observed.shape)).astype(np.float32)
+    logits[13] = 1.5  # every logit tied
+    logits[17] = np.round(logits[17])  # many ties
+    logcounts = np.log1p(observed.sum(axis=(1, 2)))[:, None].astype(np.float32) + 0.3
+    return logits, logcounts, observed
+
+
+def columns_with(threads, plan, batch, first_row=0, skip=None):
+    computer = BatchComputer(1.0, ["plus", "minus"], "cpu", "float64", plan)
+    screen = None if skip is None else (lambda columns, defined: skip)
+    with torch.inference_mode(), piece_threads(computer, threads):
+        columns = computer(*batch, first_row=first_row, screen=screen)
+    auprc = computer.pooled_auprc.result() if computer.pooled_auprc is not None else None
+    return columns, auprc
+
+
+@pytest.mark.parametrize("metrics,preset", PLANS)
+def test_threads_give_the_numbers_of_one_thread(metrics, preset):
+    batch = hostile_batch()
+    assert len(batch[0]) > 3 * chunk_rows(batch[0].shape)  # several pieces, the last one short
+    plan = make_plan(metrics, preset)
+    skip = np.zeros(len(batch[0]), bool)
+    skip[[2, 100, 299]] = True  # rows the pooled auPRC leaves out
+    one, one_auprc = columns_with(1, plan, batch, first_row=1000, skip=skip)
+    many, many_auprc = columns_with(3, plan, batch, first_row=1000, skip=skip)
+    assert list(one) == list(many)
+    for name in one:
+        np.testing.assert_array_equal(one[name], many[name], err_msg=name)  # NaN where NaN, bit for bit otherwise
+    assert one_auprc == many_auprc
+
+
+def test_piece_threads_restore_torch_and_the_map_and_leave_seed_plans_alone():
+    before = torch.get_num_threads()
+    computer = BatchComputer(1.0, ["plus", "minus"], "cpu", "float64", make_plan("all"))
+    with piece_threads(computer, 2):
+        assert torch.get_num_threads() == 1 and computer.map_pieces is not map
+    assert torch.get_num_threads() == before and computer.map_pieces is map
+    seed_only = BatchComputer(1.0, ["plus", "minus"], "cpu", "float64", make_plan("default"))
+    with piece_threads(seed_only, 4):
+        assert seed_only.map_pieces is map and torch.get_num_threads() == before
+
+
+def test_an_error_in_a_piece_reaches_the_caller_and_the_pool_ends(monkeypatch):
+    import bpnet_eval.compute as compute
+
+    def failing(logits, *args):
+        if args[4] >= 130:  # first_row: a later piece fails
+            raise FloatingPointError("piece failed")
+        return real(logits, *args)
+
+    real = compute.metric_columns
+    monkeypatch.setattr(compute, "metric_columns", failing)
+    computer = BatchComputer(1.0, ["plus", "minus"], "cpu", "float64", make_plan("all"))
+    with pytest.raises(FloatingPointError, match="piece failed"):
+        with piece_threads(computer, 2):
+            computer(*hostile_batch(n=200))
+    assert computer.map_pieces is map
+
+
+def test_a_run_with_threads_equals_one_thread(tmp_path):
+    """Through the Python API (the CLI gives ``threads`` its allotted CPUs): every column and the summary."""
+    import bpnet_eval
+
+    logits, logcounts, observed = hostile_batch(n=260, length=200)
+    results = [bpnet_eval.score((logits, logcounts), observed, metrics="all", device="cpu", threads=t, batch_size=100)
+               for t in (1, 2)]
+    assert results[0].columns.keys() == results[1].columns.keys()
+    for name in results[0].columns:
+        np.testing.assert_array_equal(results[0].columns[name], results[1].columns[name], err_msg=name)
+    assert json.dumps(results[0].summary, sort_keys=True) == json.dumps(results[1].summary, sort_keys=True)
