@@ -255,13 +255,20 @@ class BatchComputer:
         return plan is not None and bool(plan.profile_names or plan.basepairmodels or plan.track_counts)
 
 
+# Threads computing the pieces of a batch at most: each holds its pieces' temporaries (~35 MB more peak memory per
+# thread on 2 x 1000 profiles), and the Python between torch's and numpy's calls runs one thread at a time.
+MAX_PIECE_THREADS = 8
+
+
 @contextmanager
 def piece_threads(computer: BatchComputer, threads: int):
     """While inside, ``computer`` computes the pieces of each batch (``BatchComputer.metric_columns``, the pooled
-    auPRC's keys) in a pool of ``threads`` threads, each running torch single-threaded: torch and numpy release
-    the GIL for their work, so on a CPU the metrics beyond the seed losses use every core the run has. Nothing
-    changes with one thread, off the CPU, or for a plan of the seed losses alone; torch's threads and the
-    computer's ``map`` are restored afterwards (the pool is shut down: the report forks processes later)."""
+    auPRC's keys) in a pool of ``threads`` threads (at most ``MAX_PIECE_THREADS``), each running torch
+    single-threaded: torch and numpy release the GIL for their work, so on a CPU the metrics beyond the seed losses
+    use the cores the run has. Nothing changes with one thread, off the CPU, or for a plan of the seed losses alone;
+    torch's threads and the computer's ``map`` are restored afterwards (the pool is shut down: the report forks
+    processes later)."""
+    threads = min(threads, MAX_PIECE_THREADS)
     if threads <= 1 or computer.device.type != "cpu" or not (computer.plan_has_pieces() or computer.pooled_auprc is not None):
         yield
         return

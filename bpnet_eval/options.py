@@ -334,7 +334,8 @@ class RunOptions:
         Shared memory the reading processes fill ahead of the computation (``READ_AHEAD_MB``; never fewer
         than the batches in use plus two per process).
     threads : int, optional
-        torch threads while computing (default: as torch is set); the CLI gives the allotted CPUs.
+        torch threads while computing, and on the CPU the threads computing the metrics beyond the seed losses
+        piece by piece (``compute.piece_threads``) (default: as torch is set); the CLI gives the allotted CPUs.
     """
 
     device: str = "auto"

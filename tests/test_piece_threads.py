@@ -91,3 +91,11 @@ def test_a_run_with_threads_equals_one_thread(tmp_path):
     for name in results[0].columns:
         np.testing.assert_array_equal(results[0].columns[name], results[1].columns[name], err_msg=name)
     assert json.dumps(results[0].summary, sort_keys=True) == json.dumps(results[1].summary, sort_keys=True)
+
+
+def test_piece_threads_are_capped():
+    from bpnet_eval.compute import MAX_PIECE_THREADS
+
+    computer = BatchComputer(1.0, ["plus", "minus"], "cpu", "float64", make_plan("all"))
+    with piece_threads(computer, 64):
+        assert computer.map_pieces.__self__._max_workers == MAX_PIECE_THREADS
