@@ -10,7 +10,8 @@
 #    documented 1e-4 for float32). Exits 1 if any differs.
 # 2. A 100k case (bench/make_case.py, the chip shape; GPU_BENCH_REGIONS to change), then compute alone
 #    (bench/run_bench.py's compute stage) and `score` end to end (with and without figures), CPU vs GPU,
-#    and the ratios cpu / gpu.
+#    and the ratios cpu / gpu; and `score --no-plots --metrics all` on a 20k chip case (GPU_BENCH_ALL_REGIONS;
+#    on the CPU it computes with a thread per CPU, at most 8).
 #
 # PYTHON (default: .venv/bin/python beside this project, else python3) is the interpreter whose bpnet-eval is
 # timed. GPU_BENCH_DEVICE=cpu runs every step with the CPU in the GPU's place (checks the script itself on a
@@ -21,6 +22,7 @@ py=${PYTHON:-$root/.venv/bin/python}
 [ -x "$py" ] || py=python3
 device=${GPU_BENCH_DEVICE:-cuda}
 regions=${GPU_BENCH_REGIONS:-100000}
+all_regions=${GPU_BENCH_ALL_REGIONS:-20000}
 work=${1:-$(mktemp -d -t bpnet-eval-gpu-XXXXXX)}
 mkdir -p "$work"
 began=$(date +%s)
@@ -41,7 +43,8 @@ echo "== 1. GPU == CPU on the fixture ($(elapsed))"
 
 echo "== 2. a $regions-region case ($(elapsed))"
 [ -f "$work/case/case.json" ] || "$py" "$root/bench/make_case.py" "$work/case" --regions "$regions"
+[ -f "$work/case_all/case.json" ] || "$py" "$root/bench/make_case.py" "$work/case_all" --regions "$all_regions"
 
 echo "== 3. compute alone and score end to end, cpu vs $device ($(elapsed))"
-"$py" "$root/bench/gpu_check.py" timing --case "$work/case" --device "$device"
+"$py" "$root/bench/gpu_check.py" timing --case "$work/case" --all-case "$work/case_all" --device "$device"
 echo "done in $(elapsed); numbers in $work/gpu_timing.json"

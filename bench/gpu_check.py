@@ -15,6 +15,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -103,15 +104,23 @@ def equal(out: Path, device: str) -> int:
     return 1 if failed else 0
 
 
-def timing(case: Path, device: str, batch_size: int) -> int:
-    """Compute alone (``run_bench.py --stage compute``) and ``score`` end to end, on the CPU and on ``device``."""
+def case_files(case: Path) -> list:
+    """The predictions, the truth files and ``--regions`` (where it has one) of a case from bench/make_case.py."""
+    description = json.loads((case / "case.json").read_text())
+    files = [str(case / description["files"]["predictions"])] + [str(case / t) for t in description["files"]["truth"]]
+    if description["files"].get("regions"):
+        files += ["--regions", str(case / description["files"]["regions"])]
+    return files
+
+
+def timing(case: Path, device: str, batch_size: int, all_case: Optional[Path] = None) -> int:
+    """Compute alone (``run_bench.py --stage compute``) and ``score`` end to end, on the CPU and on ``device``; with
+    ``all_case``, also ``score --no-plots --metrics all`` on that (smaller) case."""
     from run_bench import run_measured
 
     description = json.loads((case / "case.json").read_text())
     n = description["n_regions"]
-    files = [str(case / description["files"]["predictions"])] + [str(case / t) for t in description["files"]["truth"]]
-    if description["files"].get("regions"):
-        files += ["--regions", str(case / description["files"]["regions"])]
+    files = case_files(case)
     results = {}
     other = device if device != "cpu" else "cpu again"  # GPU_BENCH_DEVICE=cpu: the CPU twice (a check of this script)
     for label_device, where in (("cpu", "cpu"), (other, device)):
@@ -124,16 +133,26 @@ def timing(case: Path, device: str, batch_size: int) -> int:
             command = [cli(), "score", *files, "--out", str(case.parent / f"report-{label_device.replace(' ', '-')}"),
                        "--quiet", "--device", where, "--batch-size", str(batch_size), *extra]
             ends[label] = run_measured(command)
+        if all_case is not None:
+            command = [cli(), "score", *case_files(all_case), "--out",
+                       str(all_case.parent / f"report-all-{label_device.replace(' ', '-')}"), "--quiet", "--device",
+                       where, "--batch-size", str(batch_size), "--no-plots", "--metrics", "all"]
+            ends["score --metrics all"] = run_measured(command)
         results[label_device] = {"compute_s": compute_s, **{k: v["wall_s"] for k, v in ends.items()},
                                  "score_peak_rss_mb": ends["score"]["peak_rss_mb"]}
         print(f"  {label_device}: compute {compute_s:.2f} s in-process; score {ends['score']['wall_s']:.2f} s end to end, "
-              f"--no-plots {ends['score --no-plots']['wall_s']:.2f} s", flush=True)
+              f"--no-plots {ends['score --no-plots']['wall_s']:.2f} s"
+              + (f", --metrics all {ends['score --metrics all']['wall_s']:.2f} s" if all_case else ""), flush=True)
     cpu, gpu = results["cpu"], results[other]
     print(f"\n{n} regions, {description['n_tracks']} track(s), L = {description['length']}, batch {batch_size}")
-    print(f"{'':28s} {'cpu s':>8s} {other + ' s':>14s} {'cpu / ' + other:>16s}")
-    for key, label in (("compute_s", "compute alone (in-process)"), ("score", "score end to end"),
-                       ("score --no-plots", "score --no-plots")):
-        print(f"{label:28s} {cpu[key]:8.2f} {gpu[key]:14.2f} {cpu[key] / gpu[key]:16.2f}")
+    print(f"{'':34s} {'cpu s':>8s} {other + ' s':>14s} {'cpu / ' + other:>16s}")
+    rows = [("compute_s", "compute alone (in-process)"), ("score", "score end to end"),
+            ("score --no-plots", "score --no-plots")]
+    if all_case is not None:
+        n_all = json.loads((all_case / "case.json").read_text())["n_regions"]
+        rows.append(("score --metrics all", f"--metrics all ({n_all} regions)"))
+    for key, label in rows:
+        print(f"{label:34s} {cpu[key]:8.2f} {gpu[key]:14.2f} {cpu[key] / gpu[key]:16.2f}")
     (case.parent / "gpu_timing.json").write_text(json.dumps(results, indent=2) + "\n")
     return 0
 
@@ -144,11 +163,12 @@ def main() -> None:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--out", type=Path, help="equal: where the fixture reports go")
     parser.add_argument("--case", type=Path, help="timing: a case directory from bench/make_case.py")
+    parser.add_argument("--all-case", type=Path, help="timing: a case to time `--metrics all` on (smaller)")
     parser.add_argument("--batch-size", type=int, default=1024)
     args = parser.parse_args()
     if args.step == "equal":
         sys.exit(equal(args.out, args.device))
-    sys.exit(timing(args.case, args.device, args.batch_size))
+    sys.exit(timing(args.case, args.device, args.batch_size, args.all_case))
 
 
 if __name__ == "__main__":
