@@ -274,14 +274,13 @@ def piece_threads(computer: BatchComputer, threads: int):
         return
     before = torch.get_num_threads()
     torch.set_num_threads(1)
+    pool = ThreadPoolExecutor(threads, thread_name_prefix="bpnet-eval-piece")
+    computer.map_pieces = pool.map
     try:
-        with ThreadPoolExecutor(threads, thread_name_prefix="bpnet-eval-piece") as pool:
-            computer.map_pieces = pool.map
-            try:
-                yield
-            finally:
-                computer.map_pieces = map
+        yield
     finally:
+        computer.map_pieces = map
+        pool.shutdown(wait=True, cancel_futures=True)  # an error or Ctrl-C: the pieces not started are dropped
         torch.set_num_threads(before)
 
 

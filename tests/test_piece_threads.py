@@ -99,3 +99,29 @@ def test_piece_threads_are_capped():
     computer = BatchComputer(1.0, ["plus", "minus"], "cpu", "float64", make_plan("all"))
     with piece_threads(computer, 64):
         assert computer.map_pieces.__self__._max_workers == MAX_PIECE_THREADS
+
+
+def test_a_failed_batch_drops_its_pieces_not_started(monkeypatch):
+    """After the first failing piece, the pool ends without computing the batch's other pieces (Ctrl-C, an error)."""
+    import threading
+    import time
+
+    import bpnet_eval.compute as compute
+
+    started = []
+
+    def slow(logits, *args):
+        started.append(args[4])
+        if args[4] == 0:
+            raise FloatingPointError("first piece failed")
+        time.sleep(0.2)
+        return real(logits, *args)
+
+    real = compute.metric_columns
+    monkeypatch.setattr(compute, "metric_columns", slow)
+    computer = BatchComputer(1.0, ["plus", "minus"], "cpu", "float64", make_plan("all"))
+    batch = hostile_batch(n=20 * chunk_rows((1, 2, 1000)))  # 20 pieces
+    with pytest.raises(FloatingPointError):
+        with piece_threads(computer, 2):
+            computer(*batch)
+    assert len(started) < 10 and threading.active_count() == 1
