@@ -12,7 +12,7 @@ from bpnet_eval.metrics.correlation import argsort_ranks, count_ranks, small_cou
 from bpnet_eval.metrics.auprc import average_precision
 from bpnet_eval.losses import MNLLLoss
 from bpnet_eval.metrics.profile import (SPARSE_FRACTION, chunk_rows, cross_entropy, keyed_orders, kl_divergence, mnll,
-                                        region_keys)
+                                        normalised, normalised_jsd_divergence, region_keys)
 from bpnet_eval.metrics.sorting import any_order, stable_order, torch_order
 
 
@@ -211,6 +211,41 @@ def test_kl_divergence_and_cross_entropy_of_sparse_profiles_bit_equal_the_dense_
     log_p[5, 0, :3] = -torch.inf  # 0 * -inf: NaN, as MNLLLoss
     for c, z in ((counts, log_p), (counts + 1, log_p), (counts.transpose(0, 1), log_p.transpose(0, 1))):
         assert torch.equal(torch.nan_to_num(mnll(z, c), nan=-1.0), torch.nan_to_num(MNLLLoss(z, c), nan=-1.0))
+
+
+def dense_jsd(a, b):
+    """The JSD of two profiles summing to 1 as written: every term, ``0 ln 0 = 0``, natural log."""
+    m = (a + b) / 2
+    kl = lambda x: torch.sum(x * torch.log(torch.where(x == 0, 1.0, x / m)), dim=-1)
+    return (kl(a) + kl(b)) / 2
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("density", [0.002, 0.05, SPARSE_FRACTION, 0.6])
+def test_jsd_from_the_nonzero_observed_positions_bit_equals_every_term(dtype, density):
+    """The JSD with a mostly-zero side (observed, shuffled observed) takes ``a ln 2`` where the other side is 0: the
+    same bits as every term written out, for predictions, the uniform profile and two sparse profiles; with NaN,
+    empty rows, zero and subnormal predicted probabilities (whose halves round: the dense formula then)."""
+    rng = np.random.default_rng(14)
+    k = rng.poisson(3.0, size=(48, 2, 400)) * (rng.random((48, 2, 400)) < density)
+    k[0] = 0  # no counts: NaN
+    k[1, 0, :] = 5  # one dense track
+    k[3, 0, 5] = 0
+    q = normalised(torch.as_tensor(k, dtype=dtype))
+    logits = torch.as_tensor(rng.normal(0, 3, size=k.shape), dtype=dtype)
+    logits[2, 1, :40] = -60.0  # probabilities that underflow to 0 (float32) or stay tiny
+    p = normalised(torch.softmax(logits, dim=-1))
+    shuffled = normalised(torch.as_tensor(rng.permuted(k, axis=-1), dtype=dtype))
+    subnormal = p.clone()
+    subnormal[3, 0, 5] = torch.finfo(dtype).tiny * torch.finfo(dtype).eps  # its half rounds to 0: a term of inf
+    nan_row = p.clone()
+    nan_row[4, 1, 9] = torch.nan
+    for a, b in ((p, q), (q, p), (torch.full_like(q, 1 / 400), q), (p, shuffled), (q, shuffled), (shuffled, q),
+                 (subnormal, q), (nan_row, q), (p.flatten(1), q.flatten(1)), (q[:, 0], q[:, 1])):
+        a, b = a.contiguous(), b.contiguous()
+        expected = torch.nan_to_num(dense_jsd(a, b), nan=-1.0)
+        assert torch.equal(torch.nan_to_num(normalised_jsd_divergence(a, b), nan=-1.0), expected)
+    assert torch.isinf(dense_jsd(subnormal, q)[3, 0])
 
 
 def test_torch_sorts_off_the_cpu_give_the_same_numbers(monkeypatch):

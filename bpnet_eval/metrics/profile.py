@@ -6,6 +6,7 @@ tracks as one distribution ``(B,)``. ``profile_metrics`` does both from one soft
 """
 
 import math
+from functools import lru_cache
 
 import torch
 
@@ -15,7 +16,7 @@ from .auprc import (BIN_SIZES, NEG_MAX_FRACTION, POS_MIN_FRACTION, REQUIRED_MIN_
 from .correlation import NAN, pearson, spearman
 from .names import PROFILE_METRICS_ALL, PROFILE_METRICS_DEFAULT
 from .smoothing import DEFAULT_SIGMA, DEFAULT_WIDTH, smooth_gaussian1d
-from .sorting import any_order, flat_nonzero, nonzero_mask
+from .sorting import _by_numpy, any_order, count_true, flat_nonzero, nonzero_mask, put_flat, take_flat
 
 
 def flatten_tracks(x):
@@ -72,15 +73,14 @@ def _sum_of_nonzero_terms(p, others, term, dense):
     if not (p.is_contiguous() and all(o.shape == p.shape and o.is_contiguous() for o in others)):
         return dense()
     nonzero = nonzero_mask(p)
-    n_nonzero = int(torch.count_nonzero(nonzero))
+    n_nonzero = count_true(nonzero)
     if n_nonzero == p.numel():
         return torch.sum(term(p, *others), dim=-1)
     if n_nonzero > p.numel() * SPARSE_FRACTION:
         return dense()
     support = flat_nonzero(nonzero)
-    terms = torch.zeros_like(p)
-    terms.view(-1)[support] = term(p.view(-1)[support], *(o.view(-1)[support] for o in others))
-    return torch.sum(terms, dim=-1)
+    terms = term(take_flat(p, support), *(take_flat(o, support) for o in others))
+    return torch.sum(put_flat(torch.zeros_like(p), support, terms), dim=-1)
 
 
 def jsd_divergence(p, q):
@@ -109,8 +109,56 @@ def normalised(x):
 
 def normalised_jsd_divergence(p, q):
     """``jsd_divergence`` of profiles already rescaled to sum 1 (``normalised``): ``(KL(p || m) + KL(q || m)) / 2``."""
+    mostly_zero = _mostly_zero_side(p, q)
+    if mostly_zero is not None:  # an observed profile, shuffled or not: the same bits from its nonzero positions
+        return _jsd_of_mostly_zero(*mostly_zero)
     m = (p + q) / 2
     return (kl_divergence(p, m) + kl_divergence(q, m)) / 2
+
+
+def _mostly_zero_side(p, q):
+    """``(a, b, support)`` with ``b`` the one of ``p``, ``q`` that is nonzero at most at a ``SPARSE_FRACTION`` of its
+    positions (``support``: those, flat), ``a`` the other; None where neither is, or off the CPU (``_by_numpy``), or
+    for tensors that are not contiguous and of one shape."""
+    if not (_by_numpy(p) and p.shape == q.shape and p.is_contiguous() and q.is_contiguous() and p.numel()):
+        return None
+    for a, b in ((p, q), (q, p)):
+        nonzero = nonzero_mask(b)
+        if count_true(nonzero) <= b.numel() * SPARSE_FRACTION:
+            return a, b, flat_nonzero(nonzero)
+    return None
+
+
+@lru_cache(maxsize=None)
+def _ln2(dtype):
+    """``ln 2`` as torch's vectorised ``log`` gives it in ``dtype`` (a Python float)."""
+    return float(torch.log(torch.full((64,), 2.0, dtype=dtype))[0])
+
+
+def _has_inexact_halves(x):
+    """Whether some ``x_i > 0`` is below twice the smallest normal number (``x_i / 2`` rounds); a CPU tensor."""
+    tiny, values = 2 * torch.finfo(x.dtype).tiny, x.detach().numpy()
+    if not values.min() < tiny:  # also NaN
+        return False
+    return bool(((values > 0) & (values < tiny)).any())
+
+
+def _jsd_of_mostly_zero(a, b, support):
+    """``normalised_jsd_divergence(a, b)`` from the positions where ``b`` is nonzero (``support``), the same bits.
+
+    Where ``b_i = 0``, ``m_i = a_i / 2`` exactly and ``a_i / m_i = 2``: ``a``'s term is ``a_i ln 2`` (0 where
+    ``a_i = 0``) and ``b``'s is 0. Both KL sums still add a full row of terms in torch's order. Where some
+    ``a_i > 0`` is below twice the smallest normal number, ``a_i / 2`` rounds: the dense formula then."""
+    if _has_inexact_halves(a):
+        m = (a + b) / 2
+        return (kl_divergence(a, m) + kl_divergence(b, m)) / 2
+    a_s, b_s = take_flat(a, support), take_flat(b, support)
+    m_s = (a_s + b_s) / 2
+    a_terms = torch.where(a_s == 0, 0.0, a_s * torch.log(a_s / m_s))
+    b_terms = b_s * torch.log(b_s / m_s)
+    kl_a = torch.sum(put_flat(a * _ln2(a.dtype), support, a_terms), dim=-1)
+    kl_b = torch.sum(put_flat(torch.zeros_like(b), support, b_terms), dim=-1)
+    return (kl_a + kl_b) / 2
 
 
 def jsd_distance(p, q, divergence=None):
