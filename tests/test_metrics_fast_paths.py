@@ -276,7 +276,9 @@ def test_sort_helpers_take_tensors_that_require_grad_and_bfloat16():
 @pytest.mark.parametrize("values", [
     np.random.default_rng(14).integers(-2**63, 2**63 - 1, size=(20, 2000)),  # distinct keys: the one order
     np.random.default_rng(15).random((20, 2, 700)),  # non-negative floats
-    np.round(np.random.default_rng(16).random((20, 700)), 3),  # ties: those rows by argsort
+    np.round(np.random.default_rng(16).random((20, 700)), 3),  # ties: by position, a sorting order
+    np.stack([1.0 + np.arange(64)[::-1] * 2.0**-52, np.repeat([0.5, 0.25], 32),  # adjacent floats descending: argsort
+              1.0 + np.arange(64) * 2.0**-52]),
     np.concatenate([np.full((3, 5), -0.0), np.zeros((3, 5)), np.full((3, 5), 1e-310)], axis=1),  # -0.0, subnormals
     np.random.default_rng(17).normal(size=(5, 300)),  # negative: argsort
 ])

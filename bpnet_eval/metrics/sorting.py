@@ -41,9 +41,10 @@ def any_order(x):
 def _packed_order(values):
     """An ascending order of int64 values or non-negative float64 values along the last axis by one sort of the
     values themselves (several times faster than ``argsort``): each value's int64 bits (in the order of the
-    values, -0.0 first) keep their high bits and carry the position in the low ones. Rows where two sorted
-    entries share their high bits (ties, or values closer than the dropped bits) are ordered by ``argsort``.
-    None for other dtypes or values."""
+    values, -0.0 first) keep their high bits and carry the position in the low ones. Where two sorted entries
+    share their high bits, they are ties (ordered by position: a sorting order still) or values closer than the
+    dropped bits, which may be out of order: rows whose values that order leaves unsorted are ordered by
+    ``argsort``. None for other dtypes or values."""
     n = values.shape[-1]
     bits = max(1, (n - 1).bit_length())
     if values.size == 0 or bits > 24:
@@ -62,7 +63,11 @@ def _packed_order(values):
     order = packed & ((1 << bits) - 1)
     shared = np.flatnonzero((high[:, 1:] == high[:, :-1]).any(axis=-1))
     if shared.size:
-        order[shared] = np.argsort(values.reshape(-1, n)[shared], axis=-1)
+        rows = values.reshape(-1, n)[shared]
+        ordered = np.take_along_axis(rows, order[shared], axis=-1)
+        unsorted = np.flatnonzero((ordered[:, 1:] < ordered[:, :-1]).any(axis=-1))
+        if unsorted.size:
+            order[shared[unsorted]] = np.argsort(rows[unsorted], axis=-1)
     return order.reshape(values.shape)
 
 
