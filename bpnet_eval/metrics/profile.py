@@ -8,6 +8,7 @@ tracks as one distribution ``(B,)``. ``profile_metrics`` does both from one soft
 import math
 from functools import lru_cache
 
+import numpy as np
 import torch
 
 from ..losses import joint_log_softmax
@@ -73,14 +74,43 @@ def _sum_of_nonzero_terms(p, others, term, dense):
     if not (p.is_contiguous() and all(o.shape == p.shape and o.is_contiguous() for o in others)):
         return dense()
     nonzero = nonzero_mask(p)
-    n_nonzero = count_true(nonzero)
-    if n_nonzero == p.numel():
+    if count_true(nonzero) == p.numel():
         return torch.sum(term(p, *others), dim=-1)
-    if n_nonzero > p.numel() * SPARSE_FRACTION:
+    mostly_zero = _mostly_zero(p, nonzero)
+    if mostly_zero is None:
         return dense()
-    support = flat_nonzero(nonzero)
+    support, undefined = mostly_zero
     terms = term(take_flat(p, support), *(take_flat(o, support) for o in others))
-    return torch.sum(put_flat(torch.zeros_like(p), support, terms), dim=-1)
+    return _nan_where(undefined, torch.sum(put_flat(torch.zeros_like(p), support, terms), dim=-1))
+
+
+def _mostly_zero(x, nonzero):
+    """``(support, undefined)`` where ``x`` is nonzero (``nonzero``: its mask) at most at a ``SPARSE_FRACTION`` of its
+    positions, rows holding a NaN not counted: the flat positions of its nonzero values outside those rows, and
+    ``(rows, nans)``: those rows (a bool tensor over the leading axes) and the NaN each sums to, its own NaN, as the
+    terms computed from it would give (None where there are none). Such a row is a profile with no counts, NaN
+    everywhere. None where ``x`` is denser."""
+    limit = x.numel() * SPARSE_FRACTION
+    if count_true(nonzero) <= limit:
+        return flat_nonzero(nonzero), None
+    if not _by_numpy(x):
+        return None
+    values = x.detach().numpy()
+    rows = np.isnan(values).any(axis=-1)
+    if not rows.any():
+        return None
+    nonzero.numpy()[rows] = False
+    if count_true(nonzero) > limit:
+        return None
+    return flat_nonzero(nonzero), (torch.from_numpy(rows), torch.from_numpy(values[rows].sum(axis=-1)))
+
+
+def _nan_where(undefined, sums):
+    """``sums`` with the NaN of ``undefined = (rows, nans)`` (``_mostly_zero``) in those rows; None: ``sums``."""
+    if undefined is None:
+        return sums
+    sums[undefined[0]] = undefined[1].to(sums.dtype)
+    return sums
 
 
 def jsd_divergence(p, q):
@@ -117,15 +147,15 @@ def normalised_jsd_divergence(p, q):
 
 
 def _mostly_zero_side(p, q):
-    """``(a, b, support)`` with ``b`` the one of ``p``, ``q`` that is nonzero at most at a ``SPARSE_FRACTION`` of its
-    positions (``support``: those, flat), ``a`` the other; None where neither is, or off the CPU (``_by_numpy``), or
-    for tensors that are not contiguous and of one shape."""
+    """``(a, b, support, undefined)`` with ``b`` the one of ``p``, ``q`` that is mostly zero (``_mostly_zero``: its
+    nonzero positions and its rows holding a NaN), ``a`` the other; None where neither is, or off the CPU
+    (``_by_numpy``), or for tensors that are not contiguous and of one shape."""
     if not (_by_numpy(p) and p.shape == q.shape and p.is_contiguous() and q.is_contiguous() and p.numel()):
         return None
     for a, b in ((p, q), (q, p)):
-        nonzero = nonzero_mask(b)
-        if count_true(nonzero) <= b.numel() * SPARSE_FRACTION:
-            return a, b, flat_nonzero(nonzero)
+        mostly_zero = _mostly_zero(b, nonzero_mask(b))
+        if mostly_zero is not None:
+            return (a, b, *mostly_zero)
     return None
 
 
@@ -143,8 +173,9 @@ def _has_inexact_halves(x):
     return bool(((values > 0) & (values < tiny)).any())
 
 
-def _jsd_of_mostly_zero(a, b, support):
-    """``normalised_jsd_divergence(a, b)`` from the positions where ``b`` is nonzero (``support``), the same bits.
+def _jsd_of_mostly_zero(a, b, support, undefined=None):
+    """``normalised_jsd_divergence(a, b)`` from the positions where ``b`` is nonzero (``support``), the same bits; the
+    NaN of ``b`` in its rows ``undefined`` (left out of ``support``: ``_mostly_zero``).
 
     Where ``b_i = 0``, ``m_i = a_i / 2`` exactly and ``a_i / m_i = 2``: ``a``'s term is ``a_i ln 2`` (0 where
     ``a_i = 0``) and ``b``'s is 0. Both KL sums still add a full row of terms in torch's order. Where some
@@ -158,7 +189,7 @@ def _jsd_of_mostly_zero(a, b, support):
     b_terms = b_s * torch.log(b_s / m_s)
     kl_a = torch.sum(put_flat(a * _ln2(a.dtype), support, a_terms), dim=-1)
     kl_b = torch.sum(put_flat(torch.zeros_like(b), support, b_terms), dim=-1)
-    return (kl_a + kl_b) / 2
+    return _nan_where(undefined, (kl_a + kl_b) / 2)
 
 
 def jsd_distance(p, q, divergence=None):
