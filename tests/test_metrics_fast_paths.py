@@ -8,7 +8,8 @@ import torch
 from scipy.stats import rankdata, spearmanr
 
 from bpnet_eval.metrics import PROFILE_METRICS_ALL, PROFILE_PRESETS, average_ranks, ordinal_ranks, profile_metrics
-from bpnet_eval.metrics.correlation import argsort_ranks, count_ranks, small_count_top, sorted_average_ranks
+from bpnet_eval.metrics.correlation import (SPARSE_COUNT_SHARE, argsort_ranks, count_ranks, small_count_top,
+                                           sorted_average_ranks, sparse_count_ranks)
 from bpnet_eval.metrics.auprc import average_precision
 from bpnet_eval.losses import MNLLLoss
 from bpnet_eval.metrics.profile import (SPARSE_FRACTION, chunk_rows, cross_entropy, keyed_orders, kl_divergence, mnll,
@@ -52,6 +53,30 @@ def test_values_outside_the_histogram_path_are_sorted(values):
     assert np.isnan(got[nan]).all()
     # NaN ranks last, as a sort puts it
     np.testing.assert_array_equal(got[~nan], rankdata(np.where(nan, np.inf, values), axis=-1)[~nan])
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("density", [0.0, 0.003, 0.1, 0.2])
+def test_sparse_count_ranks_equal_the_histograms(dtype, density, monkeypatch):
+    """Mostly-zero counts ranked from their nonzero values: the histogram's numbers bit for bit and scipy's, with
+    empty rows, rows without a zero, ties among the nonzero values and the largest value the histogram takes."""
+    rng = np.random.default_rng(18)
+    counts = (rng.poisson(2.0, size=(30, 2, 200)) * (rng.random((30, 2, 200)) < density)).astype(dtype)
+    counts[1, 1, :] = 0
+    counts[2, 0, :3] = 4 * 200 if density != 0.1 else 20  # a large count, or only small ones (the histogram)
+    counts[3, 1, :] = 1  # no zero in the row
+    counts[4, 0, :5] = 7  # tied nonzero values
+    top = int(counts.max())
+    sparse = sparse_count_ranks(counts, top)
+    if (counts != 0).mean() > SPARSE_COUNT_SHARE + (top + 1) / 4 / counts.shape[-1] or (top + 1) * 8 <= 200:
+        assert sparse is None
+        return
+    np.testing.assert_array_equal(sparse, rankdata(counts, method="average", axis=-1).astype(dtype))
+    assert torch.equal(count_ranks(torch.as_tensor(counts), top), torch.from_numpy(sparse))
+    from bpnet_eval.metrics import correlation
+    monkeypatch.setattr(correlation, "_by_numpy", lambda x: False)  # the histogram, as on a GPU
+    histogram = count_ranks(torch.as_tensor(counts), top).numpy()
+    assert histogram.dtype == sparse.dtype and histogram.tobytes() == sparse.tobytes()
 
 
 def test_count_ranks_of_a_batch_match_row_by_row():

@@ -4,10 +4,11 @@ Shared by the profile metrics (correlation over positions, per region) and the c
 (correlation over regions).
 """
 
+import numpy as np
 import torch
 
 from .names import TIES
-from .sorting import any_sort, stable_order, torch_order
+from .sorting import _by_numpy, any_sort, stable_order, torch_order
 
 NAN = float("nan")
 # ``ties="argsort"``: bpnet-lite's own ranks (``argsort_ranks``), beside ``names.TIES``.
@@ -15,6 +16,10 @@ ARGSORT = "argsort"
 RANK_TIES = TIES + (ARGSORT,)
 # Integer values up to this many times the row length are ranked by a histogram instead of a sort.
 COUNT_RANK_SPAN = 4
+# On the CPU, counts up to more than an eighth of the row length are ranked from their nonzero values alone where
+# those are at most this share of the positions plus a quarter of the histogram's bins per row (about where the two
+# ways cost the same).
+SPARSE_COUNT_SHARE = 0.125
 
 
 def pearson(x, y, zero_variance=NAN):
@@ -78,7 +83,12 @@ def small_count_top(x):
 
 def count_ranks(x, top):
     """Average ranks of non-negative integers ``<= top``: ``#{j: x_j < v} + (#{j: x_j = v} + 1) / 2`` for value ``v``,
-    from one histogram of ``top + 1`` bins per row (the same numbers as a sort, ties averaged)."""
+    from one histogram of ``top + 1`` bins per row (the same numbers as a sort, ties averaged); on the CPU, of
+    mostly-zero counts from their nonzero values alone (``sparse_count_ranks``)."""
+    if _by_numpy(x):
+        sparse = sparse_count_ranks(x.detach().numpy(), top)
+        if sparse is not None:
+            return torch.from_numpy(sparse)
     values = x.reshape(-1, x.shape[-1]).to(torch.int64)
     n_rows = values.shape[0]
     offsets = torch.arange(n_rows, device=x.device)[:, None] * (top + 1)
@@ -86,6 +96,39 @@ def count_ranks(x, top):
     below = torch.cumsum(histogram, dim=-1) - histogram
     table = below.to(x.dtype) + (histogram.to(x.dtype) + 1) / 2
     return torch.gather(table, -1, values).reshape(x.shape)
+
+
+def sparse_count_ranks(counts, top):
+    """``count_ranks`` of a numpy array of integers in ``0 .. top`` that is mostly zero, with a large ``top``
+    (``SPARSE_COUNT_SHARE``; None otherwise), from one sort of its nonzero values keyed by row: a row's ``z`` zeros rank ``(z + 1) / 2``, a
+    nonzero value ``v`` ranks ``z + #{nonzero < v} + (#{= v} + 1) / 2`` (the histogram's ``below + (count + 1) / 2``,
+    computed alike: the same exact numbers)."""
+    n = counts.shape[-1]
+    rows = counts.reshape(-1, n)
+    if (top + 1) * 8 <= n or np.count_nonzero(rows) > SPARSE_COUNT_SHARE * rows.size + rows.shape[0] * (top + 1) / 4:
+        return None  # low counts (a small histogram), or too many nonzero ones
+    where = np.flatnonzero(rows != 0)
+    row = where // n
+    nonzero_in_row = np.bincount(row, minlength=rows.shape[0])
+    zeros = n - nonzero_in_row
+    dtype = counts.dtype.type
+    ranks = np.empty(rows.shape, dtype=counts.dtype)
+    ranks[...] = ((zeros.astype(dtype) + 1) / 2)[:, None]
+    if not where.size:
+        return ranks.reshape(counts.shape)
+    keys = row * (top + 1) + rows.reshape(-1)[where].astype(np.int64)
+    order = np.argsort(keys)
+    keys = keys[order]
+    new_group = np.ones(len(keys), dtype=bool)
+    np.not_equal(keys[1:], keys[:-1], out=new_group[1:])
+    starts = np.flatnonzero(new_group)  # sorted index of each group's first value
+    group = np.cumsum(new_group) - 1
+    size = np.diff(np.append(starts, len(keys)))
+    sorted_row = row[order]
+    row_first = np.concatenate(([0], np.cumsum(nonzero_in_row)))[sorted_row]  # sorted index of the row's first nonzero
+    below = zeros[sorted_row] + starts[group] - row_first
+    ranks.reshape(-1)[where[order]] = below.astype(dtype) + (size[group].astype(dtype) + 1) / 2
+    return ranks.reshape(counts.shape)
 
 
 def sorted_average_ranks(x):
