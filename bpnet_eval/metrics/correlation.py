@@ -100,9 +100,9 @@ def count_ranks(x, top):
 
 def sparse_count_ranks(counts, top):
     """``count_ranks`` of a numpy array of integers in ``0 .. top`` that is mostly zero, with a large ``top``
-    (``SPARSE_COUNT_SHARE``; None otherwise), from one sort of its nonzero values keyed by row: a row's ``z`` zeros rank ``(z + 1) / 2``, a
-    nonzero value ``v`` ranks ``z + #{nonzero < v} + (#{= v} + 1) / 2`` (the histogram's ``below + (count + 1) / 2``,
-    computed alike: the same exact numbers)."""
+    (``SPARSE_COUNT_SHARE``; None otherwise), from one sort of its nonzero values keyed by row: a row's ``z`` zeros
+    rank ``(z + 1) / 2``, a nonzero value ``v`` ranks ``z + #{nonzero < v} + (#{= v} + 1) / 2`` (the histogram's
+    ``below + (count + 1) / 2``, computed alike: the same exact numbers)."""
     n = counts.shape[-1]
     rows = counts.reshape(-1, n)
     if (top + 1) * 8 <= n or np.count_nonzero(rows) > SPARSE_COUNT_SHARE * rows.size + rows.shape[0] * (top + 1) / 4:
