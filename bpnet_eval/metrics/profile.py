@@ -142,6 +142,11 @@ def normalised_jsd_divergence(p, q):
     mostly_zero = _mostly_zero_side(p, q)
     if mostly_zero is not None:  # an observed profile, shuffled or not: the same bits from its nonzero positions
         return _jsd_of_mostly_zero(*mostly_zero)
+    return _dense_jsd(p, q)
+
+
+def _dense_jsd(p, q):
+    """``normalised_jsd_divergence`` term by term over every position."""
     m = (p + q) / 2
     return (kl_divergence(p, m) + kl_divergence(q, m)) / 2
 
@@ -181,8 +186,7 @@ def _jsd_of_mostly_zero(a, b, support, undefined=None):
     ``a_i = 0``) and ``b``'s is 0. Both KL sums still add a full row of terms in torch's order. Where some
     ``a_i > 0`` is below twice the smallest normal number, ``a_i / 2`` rounds: the dense formula then."""
     if _has_inexact_halves(a):
-        m = (a + b) / 2
-        return (kl_divergence(a, m) + kl_divergence(b, m)) / 2
+        return _dense_jsd(a, b)
     a_s, b_s = take_flat(a, support), take_flat(b, support)
     m_s = (a_s + b_s) / 2
     a_terms = torch.where(a_s == 0, 0.0, a_s * torch.log(a_s / m_s))
