@@ -49,10 +49,10 @@ def read_predictions(preds: PredictionSource, i: int, j: int):
 
 
 def read_observed(truth, i: int, j: int, paths: Sequence[str]):
-    """``truth.read(i, j)`` (a truth source, or processes reading it ahead); an unexpected error names the
-    TRUTH files ``paths`` (InputError)."""
+    """``truth.read_with_work(i, j)`` (a truth source, or processes reading it ahead: the counts, and what those
+    computed from them or None); an unexpected error names the TRUTH files ``paths`` (InputError)."""
     with reading(paths, f"regions {i + 1}..{j} of the observed counts", READ_FIX):
-        return truth.read(i, j)
+        return truth.read_with_work(i, j)
 
 
 def open_sources(predictions, truth, regions=None, read: Optional[ReadOptions] = None, batch_size: int = 1024):
@@ -91,10 +91,11 @@ def iter_batches(preds: PredictionSource, truth, batch_size: int, start: int = 0
     """``(i, j, (logits, logcounts), observed)`` for consecutive batches of rows ``start..stop`` (default:
     all); the next batch is read in a background thread while the caller computes the current one.
 
-    With ``prepare``, the thread also runs ``prepare(i, (logits, logcounts), observed, early)`` and yields
+    With ``prepare``, the thread also runs ``prepare(i, (logits, logcounts), observed, early, worked)`` and yields
     ``(i, j, prepared)``: checks and conversions overlap the computation too; ``early`` is ``logits_work(logits)``
-    (None without it), done by the thread before it waits for the observed counts. An unexpected error while a
-    batch is read names the file (``truth_paths``: the TRUTH files, default ``truth.paths``)."""
+    (None without it), done by the thread before it waits for the observed counts, and ``worked`` what the
+    processes reading ahead computed from the counts (``open_inputs``' ``batch_work``; else None). An unexpected
+    error while a batch is read names the file (``truth_paths``: the TRUTH files, default ``truth.paths``)."""
     bounds = batch_bounds(start, preds.n if stop is None else stop, batch_size)
     paths = truth.paths if truth_paths is None else truth_paths
 
@@ -102,10 +103,10 @@ def iter_batches(preds: PredictionSource, truth, batch_size: int, start: int = 0
         i, j = bounds[k]
         predicted = read_predictions(preds, i, j)
         early = None if logits_work is None else logits_work(predicted[0])
-        observed = read_observed(truth, i, j, paths)
+        observed, worked = read_observed(truth, i, j, paths)
         if prepare is None:
             return i, j, predicted, observed
-        return i, j, prepare(i, predicted, observed, early)
+        return i, j, prepare(i, predicted, observed, early, worked)
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bpnet-eval-read") as pool:
         pending = pool.submit(read, 0) if bounds else None
@@ -118,7 +119,7 @@ def iter_batches(preds: PredictionSource, truth, batch_size: int, start: int = 0
 def read_open_rows(preds: PredictionSource, truth: TruthSource, rows: Sequence[int]):
     """Logits ``(k, S, L)``, log counts ``(k, T)`` and observed counts ``(k, S, L)`` of the regions at ``rows``
     from open sources."""
-    parts = [(read_predictions(preds, int(r), int(r) + 1), read_observed(truth, int(r), int(r) + 1, truth.paths))
+    parts = [(read_predictions(preds, int(r), int(r) + 1), read_observed(truth, int(r), int(r) + 1, truth.paths)[0])
              for r in rows]
     return (np.concatenate([p[0][0] for p in parts]), np.concatenate([p[0][1] for p in parts]),
             np.concatenate([p[1] for p in parts]))
@@ -172,13 +173,14 @@ class Inputs:
 
 
 @contextmanager
-def open_inputs(job: Job):
+def open_inputs(job: Job, batch_work: Optional[Callable[[np.ndarray], object]] = None):
     """Open and validate the inputs of ``job`` (raising the first problem found) and start reading ahead.
 
     ``job.run.read_workers``: processes reading the observed bigWigs ahead (default: ``default_read_workers``;
     0: a thread of this process), filling at most ``job.run.read_ahead_mb`` of shared memory ahead of the
     computation. Processes are used only for sources that allow it and where ``fork`` is safe (see
-    ``bpnet_eval.workers``). Everything is closed, and the workers stopped, when the block ends.
+    ``bpnet_eval.workers``); where each reads whole batches, they also compute ``batch_work(observed)`` of each
+    (``Inputs.batches`` hands it to ``prepare``). Everything is closed, and the workers stopped, when the block ends.
     """
     run = job.run
     preds, table, truth_source, findings = open_sources(job.predictions, job.truth, job.regions, job.read,
@@ -192,7 +194,8 @@ def open_inputs(job: Job):
         bounds = batch_bounds(start, stop, run.batch_size)
         workers = default_read_workers(len(bounds)) if run.read_workers is None else run.read_workers
         if workers and truth_source.forkable and len(bounds) > 1 and fork_is_safe():
-            observed = ProcessReadAhead(truth_source, bounds, preds.length, workers, memory=run.read_ahead_mb << 20)
+            observed = ProcessReadAhead(truth_source, bounds, preds.length, workers, memory=run.read_ahead_mb << 20,
+                                        work=batch_work)
         yield Inputs(preds, table, truth_source, findings, job.read.policies, (start, stop), run.batch_size,
                      observed, observed.workers if observed is not truth_source else 0, job.rows is not None)
     finally:

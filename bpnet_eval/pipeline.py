@@ -21,7 +21,7 @@ from .inputs import Inputs, iter_batches, open_inputs, open_sources
 from .options import Job, ReadOptions, RunOptions, ScoreOptions, split_options
 from .presets import COUNT_TARGETS, MetricPlan, preset_files, preset_notes
 from .regions import Regions
-from .seed import SeedComputer
+from .seed import SeedComputer, count_terms
 from .sources import input_conventions, unreadable_truth_bigwigs
 from .summary import drop_nonfinite, summarize
 from .validate import Findings, ValueScreen
@@ -106,6 +106,12 @@ def store_batch(columns: dict, batch: dict, first: int, total: int, skip: np.nda
         rows[skip] = np.nan
 
 
+def uses_seed_computer(scoring: ScoreOptions, run: RunOptions) -> bool:
+    """Whether a run computes with ``seed.SeedComputer`` (numpy, no torch): a plan of the seed losses alone, in
+    float64, on a device known to be the CPU without importing torch."""
+    return scoring.plan.seed_only and scoring.dtype == "float64" and runs_on_cpu_without_torch(run.device)
+
+
 def make_computer(scoring: ScoreOptions, track_names, run: RunOptions, readers: int):
     """``(computer, device name, context to compute in)``: ``seed.SeedComputer`` (numpy; torch is never imported)
     where the plan needs only the seed losses, in float64, on a device known to be the CPU without torch
@@ -113,7 +119,7 @@ def make_computer(scoring: ScoreOptions, track_names, run: RunOptions, readers: 
     beside ``readers`` reading processes, and on the CPU the pieces of the metrics beyond the seed losses computed
     by as many threads as the run has (``compute.piece_threads``: ``run.threads``, else torch's)."""
     plan = scoring.plan
-    if plan.seed_only and scoring.dtype == "float64" and runs_on_cpu_without_torch(run.device):
+    if uses_seed_computer(scoring, run):
         return SeedComputer(scoring.count_loss_weight, track_names, plan.count_target), "cpu", nullcontext()
     import torch
 
@@ -147,13 +153,14 @@ def score_inputs(inputs: Inputs, scoring: ScoreOptions, run: RunOptions,
     computer, device, computing = make_computer(scoring, names, run, inputs.read_workers)
     screen = ValueScreen(findings, preds, truth_source, table, inputs.policies)
 
-    # The seed computation's terms of the logits alone and of the counts are computed in the reading thread, beside
-    # the computation: they also tell the value screen which regions' logits are all finite, and the nonzero counts
-    # it checks.
+    # The seed computation's terms of the logits alone are computed in the reading thread, and those of the counts by
+    # the reading processes (``run_job``) or else that thread, beside the computation: they also tell the value screen
+    # which regions' logits are all finite, and the nonzero counts it checks.
     seed_path = isinstance(computer, SeedComputer)
 
-    def screened(i, predicted, observed, terms):  # in the reading thread, overlapping the computation
-        counted = computer.count_terms(observed) if seed_path else None
+    def screened(i, predicted, observed, terms, counted):  # in the reading thread, overlapping the computation
+        if seed_path and counted is None:
+            counted = computer.count_terms(observed)
         logits, logcounts, observed, skip = screen_batch(
             screen, i, *predicted, observed, None if terms is None else terms.finite,
             None if counted is None else counted.every_nonzero(observed))
@@ -205,7 +212,7 @@ def run_job(job: Job, progress: Optional[Callable[[int, int], None]] = None) -> 
 
     With ``job.rows`` set, the result holds those rows' columns, ``summary`` None and ``partial`` (see
     ``bpnet_eval.shards``)."""
-    with open_inputs(job) as inputs:
+    with open_inputs(job, count_terms if uses_seed_computer(job.scoring, job.run) else None) as inputs:
         return score_inputs(inputs, job.scoring, job.run, progress)
 
 

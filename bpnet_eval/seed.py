@@ -172,13 +172,16 @@ def log_factorial(counts: np.ndarray) -> np.ndarray:
 
 
 class CountTerms(NamedTuple):
-    """Where a batch's counts are (``count_terms``), over its rows ``(n * S, L)``: the nonzero counts of its sparse rows
-    and which rows are dense (counts on most positions: summed over every position)."""
+    """What the MNLL needs from a batch's counts alone (``count_terms``), over its rows ``(n * S, L)``: the nonzero counts
+    of its sparse rows, which rows are dense (counts on most positions: summed over every position), and each row's
+    ``N = sum_i k_i`` and ``sum_i lgamma(k_i + 1)``."""
 
     where: np.ndarray   # flat positions of the sparse rows' nonzero counts, ascending
     first: np.ndarray   # (n * S,) each row's first entry in ``where`` (its entries: where[first[r]:first[r + 1]])
     counts: np.ndarray  # the counts at ``where``, float64
     dense: np.ndarray   # (n * S,) bool
+    totals: np.ndarray  # (n * S,) float64
+    log_factorials: np.ndarray  # (n * S,) float64
 
     def every_nonzero(self, observed: np.ndarray) -> Optional[np.ndarray]:
         """Every nonzero count of ``observed`` (the batch of these terms), in no order: ``counts`` and the values of
@@ -191,8 +194,10 @@ class CountTerms(NamedTuple):
 
 
 def count_terms(observed: np.ndarray) -> CountTerms:
-    """The nonzero counts of each row of ``observed`` ``(n, S, L)`` whose counts are mostly zeros, and the rows whose
-    counts are not (``DENSE_ABOVE``; decided row by row, never up to the row's batch-mates)."""
+    """The nonzero counts of each row of ``observed`` ``(n, S, L)`` whose counts are mostly zeros, the rows whose
+    counts are not (``DENSE_ABOVE``; decided row by row, never up to the row's batch-mates), and each row's total
+    and log-factorial sum (over its nonzero counts, or every position of a dense row). A function of the counts
+    alone: a reading process computes it beside the main process (``workers.ProcessReadAhead``)."""
     length, n_rows = max(1, observed.shape[-1]), observed.size // max(1, observed.shape[-1])
     rows_observed = observed.reshape(n_rows, length)
     nonzero = rows_observed != 0
@@ -201,7 +206,11 @@ def count_terms(observed: np.ndarray) -> CountTerms:
         nonzero[dense] = False  # summed over every position
     where = np.flatnonzero(nonzero)  # ascending; on a boolean mask: 6x faster than on floats
     first = np.searchsorted(where, np.arange(n_rows) * length)
-    return CountTerms(where, first, rows_observed.reshape(-1)[where].astype(np.float64), dense)
+    counts = rows_observed.reshape(-1)[where].astype(np.float64)
+    totals, log_factorials = row_sums(counts, first), row_sums(log_factorial(counts), first)
+    if dense.any():
+        totals[dense], log_factorials[dense] = dense_count_only_sums(rows_observed[dense])
+    return CountTerms(where, first, counts, dense, totals, log_factorials)
 
 
 def count_sums(observed: np.ndarray, logits: np.ndarray, shift: Optional[np.ndarray] = None,
@@ -216,7 +225,7 @@ def count_sums(observed: np.ndarray, logits: np.ndarray, shift: Optional[np.ndar
     shift : numpy.ndarray, shape=(n, S), optional
         Subtracted from each track's logits before the products (``shifted_logsumexp``); default 0.
     terms : CountTerms, optional
-        ``count_terms(observed)``, when already computed.
+        ``count_terms(observed)``, when already computed (the first two sums come from there).
 
     Returns
     -------
@@ -225,38 +234,56 @@ def count_sums(observed: np.ndarray, logits: np.ndarray, shift: Optional[np.ndar
     length, n_rows = max(1, observed.shape[-1]), observed.size // max(1, observed.shape[-1])
     rows_observed, rows_logits = observed.reshape(n_rows, length), logits.reshape(n_rows, length)
     rows_shift = None if shift is None else shift.reshape(n_rows)
-    where, first, counts, dense = count_terms(observed) if terms is None else terms
+    where, first, counts, dense, totals, log_factorials = count_terms(observed) if terms is None else terms
     if dense.all():
-        return tuple(dense_count_sums(rows_observed, rows_logits, rows_shift).reshape(3, *observed.shape[:-1]))
-    values = rows_logits.reshape(-1)[where]
-    if rows_shift is not None:  # only where some track's logits are large (rare): else the sums are as before
-        with np.errstate(over="ignore"):  # logits 1.7e308 apart: -inf, an overflow the value screen reports
-            values = values - rows_shift[where // length]
-    with np.errstate(over="ignore", invalid="ignore"):
-        products = np.multiply(counts, values, dtype=np.float64)
-    sums = np.stack([row_sums(counts, first), row_sums(log_factorial(counts), first), row_sums(products, first)])
-    if dense.any():
-        sums[:, dense] = dense_count_sums(rows_observed[dense], rows_logits[dense],
-                                          None if rows_shift is None else rows_shift[dense])
-    return tuple(sums.reshape(3, *observed.shape[:-1]))
+        dots = dense_dots(rows_observed, rows_logits, rows_shift)
+    else:
+        values = rows_logits.reshape(-1)[where]
+        if rows_shift is not None:  # only where some track's logits are large (rare): else the sums are as before
+            with np.errstate(over="ignore"):  # logits 1.7e308 apart: -inf, an overflow the value screen reports
+                values = values - rows_shift[where // length]
+        with np.errstate(over="ignore", invalid="ignore"):
+            products = np.multiply(counts, values, dtype=np.float64)
+        dots = row_sums(products, first)
+        if dense.any():
+            dots[dense] = dense_dots(rows_observed[dense], rows_logits[dense],
+                                     None if rows_shift is None else rows_shift[dense])
+    return tuple(np.stack([totals, log_factorials, dots]).reshape(3, *observed.shape[:-1]))
+
+
+DENSE_STEP = 2 * CPU_CHUNK_REGIONS  # rows of a dense sum converted to float64 at a time
+
+
+def dense_count_only_sums(observed: np.ndarray) -> np.ndarray:
+    """Per row of ``observed`` ``(m, L)`` (rows with counts on most bases): ``sum_i k_i`` and ``sum_i lgamma(k_i + 1)``
+    over every position, a few hundred rows at a time; returns ``(2, m)``."""
+    sums = np.zeros((2, observed.shape[0]))
+    for a in range(0, observed.shape[0], DENSE_STEP):
+        counts = observed[a:a + DENSE_STEP].astype(np.float64)
+        sums[0, a:a + DENSE_STEP] = counts.sum(axis=-1)
+        sums[1, a:a + DENSE_STEP] = log_factorial(counts).sum(axis=-1)
+    return sums
+
+
+def dense_dots(observed: np.ndarray, logits: np.ndarray, shift: Optional[np.ndarray] = None) -> np.ndarray:
+    """``sum_i k_i (z_i - shift)`` per row of ``(m, L)`` over every position, a few hundred rows at a time; shift
+    ``(m,)``."""
+    dots = np.zeros(observed.shape[0])
+    for a in range(0, observed.shape[0], DENSE_STEP):
+        counts = observed[a:a + DENSE_STEP].astype(np.float64)
+        values = logits[a:a + DENSE_STEP].astype(np.float64)
+        if shift is not None:
+            with np.errstate(over="ignore"):  # as in the sparse sums
+                values -= shift[a:a + DENSE_STEP, None]
+        with np.errstate(over="ignore", invalid="ignore"):
+            dots[a:a + DENSE_STEP] = np.einsum("ml,ml->m", counts, values)
+    return dots
 
 
 def dense_count_sums(observed: np.ndarray, logits: np.ndarray, shift: Optional[np.ndarray] = None) -> np.ndarray:
-    """``count_sums`` of rows ``(m, L)`` over every position, a few hundred rows at a time (for rows with counts on
-    most bases); shift ``(m,)``; returns ``(3, m)``."""
-    sums = np.zeros((3, observed.shape[0]))
-    step = 2 * CPU_CHUNK_REGIONS
-    for a in range(0, observed.shape[0], step):
-        counts = observed[a:a + step].astype(np.float64)
-        values = logits[a:a + step].astype(np.float64)
-        if shift is not None:
-            with np.errstate(over="ignore"):  # as in the sparse sums
-                values -= shift[a:a + step, None]
-        with np.errstate(over="ignore", invalid="ignore"):
-            sums[2, a:a + step] = np.einsum("ml,ml->m", counts, values)
-        sums[0, a:a + step] = counts.sum(axis=-1)
-        sums[1, a:a + step] = log_factorial(counts).sum(axis=-1)
-    return sums
+    """``count_sums`` of rows ``(m, L)`` over every position (for rows with counts on most bases); shift ``(m,)``;
+    returns ``(3, m)``."""
+    return np.concatenate([dense_count_only_sums(observed), dense_dots(observed, logits, shift)[None]])
 
 
 def row_sums(values: np.ndarray, first: np.ndarray) -> np.ndarray:

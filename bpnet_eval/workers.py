@@ -10,7 +10,8 @@ A worker dies with the main process (``PR_SET_PDEATHSIG``) and ignores Ctrl-C (t
 shared mapping (no ``/dev/shm`` needed, so small container limits do not matter). A worker fills a slot
 only after the main process hands it back (one byte on the worker's credit pipe). A batch returned by
 ``read`` stays valid until ``held`` more batches have been read: the pipeline computes batch ``k`` while
-batch ``k + 1`` is checked.
+batch ``k + 1`` is checked. A worker that reads whole batches can also run ``work`` on each one it filled
+(the seed losses' count terms) and send the result back with it, so that work leaves the main process.
 
 ``BackgroundCall``: runs ``prepare()`` at once (importing matplotlib), then ``function(*args)`` when
 ``submit`` sends the arguments; ``result`` returns what it returned.
@@ -31,7 +32,7 @@ import struct
 import sys
 import threading
 import warnings
-from typing import Optional, Sequence, Tuple
+from typing import Callable, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -166,10 +167,14 @@ class ProcessReadAhead:
     memory : int
         Bytes of shared memory for the batches read ahead (at least ``held`` + 2 batches per worker): the
         workers fill it while the main process starts computing.
+    work : callable(numpy.ndarray), optional
+        Run by a worker on each batch it filled (the ``(j - i, S, L)`` array ``read`` returns), where workers read
+        whole batches; its value (pickled back) comes with the batch from ``read_with_work`` (None where the
+        workers split the tracks).
     """
 
     def __init__(self, source, bounds: Sequence[Tuple[int, int]], length: int, workers: int = 1, held: int = 2,
-                 memory: int = 256 << 20):
+                 memory: int = 256 << 20, work: Optional[Callable[[np.ndarray], object]] = None):
         self.source = source
         self.bounds = [(int(i), int(j)) for i, j in bounds]
         self.n_tracks = source.n_tracks
@@ -178,6 +183,7 @@ class ProcessReadAhead:
         # tracks per worker (every batch), or None: batches shared out whole
         self.tracks = ([list(map(int, group)) for group in np.array_split(np.arange(self.n_tracks), self.workers)]
                        if 1 < self.workers <= self.n_tracks else None)
+        self.work = work if self.tracks is None else None
         rows = max((j - i for i, j in self.bounds), default=0)
         slot_bytes = max(1, rows * self.n_tracks * int(length) * 4)
         if self.tracks is None:
@@ -191,6 +197,13 @@ class ProcessReadAhead:
         shape = (n_slots, rows, self.n_tracks, int(length))
         self._mapping = mmap.mmap(-1, max(1, int(np.prod(shape)) * 4))
         self._slots = np.frombuffer(self._mapping, dtype=np.float32, count=int(np.prod(shape))).reshape(shape)
+        # what ``work`` gave on a batch travels beside its slot, as many bytes at most (a pipe would hold the worker
+        # until the main process reads that batch: no reading ahead); a bigger value goes through the pipe
+        self._side_bytes = slot_bytes if self.work is not None else 0
+        self._side = mmap.mmap(-1, n_slots * self._side_bytes + 8) if self._side_bytes else None
+        # the batch the main process waits for (or will read next): a worker filling that batch or an earlier one
+        # leaves ``work`` to the main process, which then does it itself (the work goes where there is time for it)
+        self._wanted = np.frombuffer(self._side, dtype=np.int64, count=1) if self._side is not None else None
         self._next = 0
         self._pids, self._credit_fds, self._result_fds = [], [], []
         try:
@@ -225,18 +238,35 @@ class ProcessReadAhead:
                 return  # the main process stopped reading
             i, j = self.bounds[k]
             try:
-                self.source.read_into(i, j, self._slots[k % n_slots, :j - i], tracks)
+                batch = self._slots[k % n_slots, :j - i]
+                self.source.read_into(i, j, batch, tracks)
+                worked = self.work(batch) if self.work is not None and self._wanted[0] < k else None
             except BaseException as err:  # raised by the main process's read()
                 send(results, k, err, failed=True)
                 return
             try:
-                send(results, k)
+                send(results, k, self._put_aside(k % n_slots, worked))
             except BrokenPipeError:
                 return
+
+    def _put_aside(self, slot: int, worked):
+        """The message for ``worked``: ``(size, None)`` where its pickle was written beside ``slot``, else
+        ``(0, worked)``."""
+        if worked is None:
+            return 0, None
+        payload = pickle.dumps(worked, protocol=pickle.HIGHEST_PROTOCOL)
+        if len(payload) > self._side_bytes:
+            return 0, worked
+        self._side[8 + slot * self._side_bytes:8 + slot * self._side_bytes + len(payload)] = payload
+        return len(payload), None
 
     # ------------------------------------------------------------------ main side
     def read(self, i: int, j: int) -> np.ndarray:
         """Observed counts ``(j - i, S, L)`` of the next batch (a view into shared memory)."""
+        return self.read_with_work(i, j)[0]
+
+    def read_with_work(self, i: int, j: int) -> Tuple[np.ndarray, object]:
+        """``read(i, j)``, and what ``work`` gave on that batch in its worker (None without ``work``)."""
         k = self._next
         if k >= len(self.bounds) or self.bounds[k] != (i, j):
             raise RuntimeError(f"batches must be read in the order given: expected {self.bounds[k:k + 1]}, "
@@ -249,11 +279,18 @@ class ProcessReadAhead:
                     _write_all(self._credit_fds[w], b"\0")
                 except BrokenPipeError:
                     pass  # the worker has stopped: its result pipe says why
+        size, worked = 0, None
+        if self._wanted is not None:
+            self._wanted[0] = k
         for w in self._workers_of(k):
-            receive(self._result_fds[w],
-                    f"the process reading {self.describe_source()} stopped before rows {i + 1}..{j} (killed or out "
-                    "of memory?); rerun, or give --read-workers 0 to read in-process")
-        return self._slots[k % len(self._slots), :j - i]
+            _, (size, worked) = receive(self._result_fds[w],
+                                        f"the process reading {self.describe_source()} stopped before rows "
+                                        f"{i + 1}..{j} (killed or out of memory?); rerun, or give --read-workers 0 "
+                                        "to read in-process")
+        slot = k % len(self._slots)
+        if size:
+            worked = pickle.loads(self._side[8 + slot * self._side_bytes:8 + slot * self._side_bytes + size])
+        return self._slots[slot, :j - i], worked
 
     def describe_source(self) -> str:
         return ", ".join(map(str, self.source.paths)) or "the observed tracks"
@@ -266,6 +303,13 @@ class ProcessReadAhead:
         self._credit_fds, self._result_fds = [], []
         self._pids = []
         self._slots = None
+        if self._side is not None:
+            self._wanted = None
+            try:
+                self._side.close()
+            except BufferError:  # still referenced: the mapping goes with it
+                pass
+            self._side = None
         if self._mapping is not None:
             try:
                 self._mapping.close()

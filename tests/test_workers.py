@@ -127,6 +127,82 @@ def test_scores_equal_with_worker_processes_and_in_process(tmp_path):
             np.testing.assert_array_equal(results[workers].columns[name], values, err_msg=name)
 
 
+class SlowRowSource(RowSource):
+    """``RowSource`` whose batch holding ``slow_at`` takes ``seconds`` to read."""
+
+    def __init__(self, slow_at, seconds, **kwargs):
+        super().__init__(**kwargs)
+        self.slow_at, self.seconds = slow_at, seconds
+
+    def read(self, i, j):
+        if i <= self.slow_at < j:
+            time.sleep(self.seconds)
+        return super().read(i, j)
+
+
+def batch_sum(batch):
+    return float(batch.sum(dtype=np.float64))
+
+
+def test_work_comes_with_its_batch_from_a_worker_ahead_and_is_left_to_the_main_process_it_keeps_waiting():
+    """A worker ahead of the main process runs ``work`` on the batch it filled; for a batch the main process already
+    waits for (the first one, a slow one) it leaves the work (None), so the main process does it itself."""
+    bounds = batch_bounds(0, 80, 8)
+    reader = ProcessReadAhead(SlowRowSource(6 * 8, 1.0, n_tracks=1), bounds, 7, workers=1, memory=1, work=batch_sum)
+    try:
+        time.sleep(0.5)  # the worker fills every slot it has (4) meanwhile
+        worked = []
+        for i, j in bounds:
+            batch, value = reader.read_with_work(i, j)
+            np.testing.assert_array_equal(batch, expected(i, j, 1))
+            assert value is None or value == batch_sum(batch)
+            worked.append(value is not None)
+    finally:
+        reader.close()
+    assert worked[0] is False and all(worked[1:4]) and worked[6] is False
+
+
+@pytest.mark.parametrize("workers, n_tracks", [(2, 2), (1, 1)])
+def test_work_too_big_for_the_side_travels_through_the_pipe_and_split_tracks_get_none(workers, n_tracks):
+    """A value bigger than its batch's side memory comes through the pipe; where workers split a batch's tracks,
+    none runs ``work`` (None for every batch)."""
+    bounds = batch_bounds(0, 40, 8)
+    reader = ProcessReadAhead(RowSource(n_tracks), bounds, 7, workers=workers, memory=1,
+                              work=lambda batch: np.repeat(batch.ravel(), 3))
+    try:
+        time.sleep(0.3)
+        for i, j in bounds:
+            batch, value = reader.read_with_work(i, j)
+            if workers > 1:
+                assert value is None
+            elif value is not None:
+                np.testing.assert_array_equal(value, np.repeat(expected(i, j, n_tracks).ravel(), 3))
+    finally:
+        reader.close()
+
+
+def test_count_terms_from_the_reading_process_give_the_scores_of_the_main_process(tmp_path, monkeypatch):
+    """The seed path's count terms (``seed.count_terms``, dense and sparse rows) computed by the reading process
+    (which it does while ahead: here the main process waits 0.02 s per batch) give the same columns bit for bit as
+    the main process computing them all."""
+    from bpnet_eval.seed import SeedComputer, count_terms
+
+    case = make_case(tmp_path, n=157, length=64, seed=5)
+    in_main = []
+    monkeypatch.setattr(SeedComputer, "count_terms", staticmethod(lambda observed: in_main.append(1) or
+                                                                  count_terms(observed)))
+    files = [str(p) for p in case.bigwigs]
+    alone = score(str(case.predictions), files, batch_size=16, read_workers=0, device="cpu")
+    assert len(in_main) == 10
+    in_main.clear()
+    beside = score(str(case.predictions), files, batch_size=16, read_workers=1, device="cpu",
+                   progress=lambda done, total: time.sleep(0.02))
+    assert len(in_main) <= 3  # the first batch, and any the main process had to wait for
+    assert beside.columns.keys() == alone.columns.keys()
+    for name, values in alone.columns.items():
+        np.testing.assert_array_equal(beside.columns[name], values, err_msg=name)
+
+
 def test_open_inputs_uses_worker_processes_for_bigwigs(tmp_path):
     case = make_case(tmp_path, n=50, length=32)
     with open_inputs(Job.of(str(case.predictions), [str(p) for p in case.bigwigs], batch_size=8,
@@ -323,7 +399,7 @@ def test_logits_work_is_done_by_the_reading_thread_for_every_batch():
         done.append(len(logits))
         return logits.sum(axis=(1, 2))
 
-    batches = list(inputs_module.iter_batches(preds, RowSource(), 5, prepare=lambda i, p, o, early: (p, o, early),
+    batches = list(inputs_module.iter_batches(preds, RowSource(), 5, prepare=lambda i, p, o, early, worked: (p, o, early),
                                               logits_work=work))
     assert [b[:2] for b in batches] == batch_bounds(0, 23, 5) and done == [5, 5, 5, 5, 3]
     for i, j, (predicted, observed, early) in batches:

@@ -83,6 +83,11 @@ class TruthSource(Protocol):
     def read(self, i: int, j: int) -> np.ndarray:
         """Observed counts ``(j-i, S, L)`` float32 of regions ``i..j``."""
 
+    def read_with_work(self, i: int, j: int) -> Tuple[np.ndarray, object]:
+        """``read(i, j)``, and what a reading process computed from that batch (``workers.ProcessReadAhead``'s
+        ``work``): None here, where nothing was."""
+        return self.read(i, j), None
+
     def read_into(self, i: int, j: int, out: np.ndarray, tracks: Optional[Sequence[int]] = None) -> None:
         """``out[...] = read(i, j)``, or only ``out[:, tracks]`` (a source may write ``out`` without the
         intermediate array, and read only the files of ``tracks``)."""
