@@ -259,6 +259,14 @@ def test_background_call_raises_what_the_call_raised_or_that_it_died(power, erro
             call.result()
 
 
+def test_values_of_many_pipe_fulls_arrive_whole_both_ways():
+    """Arguments and a value of tens of MB (hundreds of pipe-fulls, read into one buffer) arrive intact."""
+    values = np.random.default_rng(3).normal(size=3_000_000)
+    with BackgroundCall(lambda: None, lambda x: x[::-1].copy(), "reversing") as call:
+        call.submit(values)
+        np.testing.assert_array_equal(call.result(), values[::-1])
+
+
 def test_background_call_closed_without_a_call_stops():
     call = BackgroundCall(lambda: time.sleep(30), square_sum, "summing")
     pid = call._pid
