@@ -83,6 +83,34 @@ def test_figures_exist_with_sane_sizes(scored):
 
 
 @pytest.mark.slow
+def test_titles_at_their_given_height_draw_the_pixels_of_matplotlibs_own_placement(scored, monkeypatch):
+    """``figures.TITLE_Y`` (titles placed without measuring the tick labels) gives every figure the pixels matplotlib's
+    automatic title placement (``y=None``) gives."""
+    import io
+
+    from PIL import Image
+
+    case, report, _ = scored
+    table = read_tsv(report / "regions.tsv")
+    summary = json.loads((report / "summary.json").read_text())
+    picks = [("best", 0), ("worst", 1)]
+    observed = case.observed[:2]
+    predicted = predicted_profile(case.logits[:2], case.logcounts[:2])
+    examples = {"picks": picks, "observed": observed, "predicted": predicted, "labels": ["a", "b"]}
+
+    def pixels():
+        return {name: np.asarray(Image.open(io.BytesIO(png))) for name, png in
+                plots.draw_figures(metric_columns(table), summary, examples).items()}
+
+    given = pixels()
+    monkeypatch.setattr(plots, "TITLE_Y", None)
+    automatic = pixels()
+    assert given.keys() == automatic.keys() == set(FIGURES)
+    for name in FIGURES:
+        np.testing.assert_array_equal(given[name], automatic[name], err_msg=name)
+
+
+@pytest.mark.slow
 def test_counts_scatter_draws_the_report_numbers(scored):
     _, report, _ = scored
     table = read_tsv(report / "regions.tsv")
