@@ -6,6 +6,7 @@ per-region columns of the report, on the CPU or a GPU, in float64 or float32.
 
 import os
 import sys
+import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -260,6 +261,25 @@ class BatchComputer:
 MAX_PIECE_THREADS = 8
 
 
+def warm_up_kernels() -> None:
+    """torch single-threaded in this thread, and its float64 ``exp``, ``log`` and ``sqrt`` used once: on the CPU they
+    are MKL's vector math functions, which set up their modes and dispatch on first use. Done by every piece thread
+    before any piece is computed (``piece_threads``), so that no piece meets that setup: once, in a run whose piece
+    threads started together, the first piece's joint-view columns that depend on ``exp`` came out ~1e-9 relative off
+    (the cross-entropy and Spearman the same), which points there; it was not reproduced in ~40 other runs."""
+    torch.set_num_threads(1)
+    x = torch.full((64,), 2.0, dtype=torch.float64)
+    torch.sqrt(torch.log(torch.exp(x)))
+
+
+def start_every_thread(pool: ThreadPoolExecutor, threads: int) -> None:
+    """Start all ``threads`` threads of ``pool`` (each runs the pool's initializer) before any other work is given to
+    it: one task per thread, each waiting for all to run (a pool starts a thread per task while none is idle)."""
+    together = threading.Barrier(threads)
+    for started in [pool.submit(together.wait, 60) for _ in range(threads)]:
+        started.result()
+
+
 @contextmanager
 def piece_threads(computer: BatchComputer, threads: int):
     """While inside, ``computer`` computes the pieces of each batch (``BatchComputer.metric_columns``, the pooled
@@ -274,9 +294,11 @@ def piece_threads(computer: BatchComputer, threads: int):
         return
     before = torch.get_num_threads()
     torch.set_num_threads(1)
-    pool = ThreadPoolExecutor(threads, thread_name_prefix="bpnet-eval-piece")
+    warm_up_kernels()
+    pool = ThreadPoolExecutor(threads, thread_name_prefix="bpnet-eval-piece", initializer=warm_up_kernels)
     computer.map_pieces = pool.map
     try:
+        start_every_thread(pool, threads)
         yield
     finally:
         computer.map_pieces = map

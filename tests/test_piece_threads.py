@@ -125,3 +125,26 @@ def test_a_failed_batch_drops_its_pieces_not_started(monkeypatch):
         with piece_threads(computer, 2):
             computer(*batch)
     assert len(started) < 10 and threading.active_count() == 1
+
+
+def test_every_piece_thread_warms_up_torchs_kernels_before_any_piece(monkeypatch):
+    """The main thread and each of the pool's threads run ``warm_up_kernels`` (MKL's vector math set up once per
+    thread, single-threaded torch) before the first piece is computed."""
+    import threading
+
+    import bpnet_eval.compute as compute
+
+    events = []
+    real = compute.warm_up_kernels
+    monkeypatch.setattr(compute, "warm_up_kernels",
+                        lambda: events.append(("warm", threading.current_thread().name)) or real())
+    computer = BatchComputer(1.0, ["plus", "minus"], "cpu", "float64", make_plan("all"))
+    with piece_threads(computer, 3):
+        assert len(events) == 4  # before the block's first piece
+        pieces = list(computer.map_pieces(lambda k: (threading.current_thread().name, torch.get_num_threads()),
+                                          range(12)))
+    warmed = [name for kind, name in events]
+    assert warmed[0] == threading.current_thread().name
+    assert {name for name, _ in pieces} <= set(warmed[1:])  # every piece in a warmed thread
+    assert len(set(warmed[1:])) == 3 and all(name.startswith("bpnet-eval-piece") for name in warmed[1:])
+    assert all(threads == 1 for _, threads in pieces)
