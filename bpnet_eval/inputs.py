@@ -173,14 +173,16 @@ class Inputs:
 
 
 @contextmanager
-def open_inputs(job: Job, batch_work: Optional[Callable[[np.ndarray], object]] = None):
+def open_inputs(job: Job, batch_work: Optional[Callable[[np.ndarray], object]] = None,
+                batch_work_bytes: Optional[Callable[[tuple], int]] = None):
     """Open and validate the inputs of ``job`` (raising the first problem found) and start reading ahead.
 
     ``job.run.read_workers``: processes reading the observed bigWigs ahead (default: ``default_read_workers``;
     0: a thread of this process), filling at most ``job.run.read_ahead_mb`` of shared memory ahead of the
     computation. Processes are used only for sources that allow it and where ``fork`` is safe (see
     ``bpnet_eval.workers``); where each reads whole batches, they also compute ``batch_work(observed)`` of each
-    (``Inputs.batches`` hands it to ``prepare``). Everything is closed, and the workers stopped, when the block ends.
+    (``Inputs.batches`` hands it to ``prepare``; ``batch_work_bytes(shape)``: the most bytes its value takes pickled).
+    Everything is closed, and the workers stopped, when the block ends.
     """
     run = job.run
     preds, table, truth_source, findings = open_sources(job.predictions, job.truth, job.regions, job.read,
@@ -195,7 +197,7 @@ def open_inputs(job: Job, batch_work: Optional[Callable[[np.ndarray], object]] =
         workers = default_read_workers(len(bounds)) if run.read_workers is None else run.read_workers
         if workers and truth_source.forkable and len(bounds) > 1 and fork_is_safe():
             observed = ProcessReadAhead(truth_source, bounds, preds.length, workers, memory=run.read_ahead_mb << 20,
-                                        work=batch_work)
+                                        work=batch_work, work_bytes=batch_work_bytes)
         yield Inputs(preds, table, truth_source, findings, job.read.policies, (start, stop), run.batch_size,
                      observed, observed.workers if observed is not truth_source else 0, job.rows is not None)
     finally:

@@ -213,6 +213,13 @@ def count_terms(observed: np.ndarray) -> CountTerms:
     return CountTerms(where, first, counts, dense, totals, log_factorials)
 
 
+def count_terms_bytes(shape: tuple) -> int:
+    """The most bytes ``count_terms`` of a batch of ``shape`` ``(n, S, L)`` takes pickled: 16 per nonzero count of its
+    sparse rows (at most ``DENSE_ABOVE`` of every position), 25 per row, and room for the pickle's own framing."""
+    length, n_rows = max(1, shape[-1]), math.prod(shape[:-1])
+    return int(16 * DENSE_ABOVE * n_rows * length) + 25 * n_rows + 4096
+
+
 def count_sums(observed: np.ndarray, logits: np.ndarray, shift: Optional[np.ndarray] = None,
                terms: Optional[CountTerms] = None):
     """Per track: ``N_s = sum_i k_si``, ``sum_i lgamma(k_si + 1)`` and ``sum_i k_si (z_si - shift_s)``, over the

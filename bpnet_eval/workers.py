@@ -172,10 +172,15 @@ class ProcessReadAhead:
         Run by a worker on each batch it filled (the ``(j - i, S, L)`` array ``read`` returns), where workers read
         whole batches; its value (pickled back) comes with the batch from ``read_with_work`` (None where the
         workers split the tracks).
+    work_bytes : callable(shape), optional
+        The most bytes ``work``'s pickled value takes for a batch of ``shape`` (default: as many as the batch):
+        memory set aside beside each slot (virtual: pages are used as values fill them). A bigger value goes
+        through the pipe, which holds the worker until the main process reads that batch.
     """
 
     def __init__(self, source, bounds: Sequence[Tuple[int, int]], length: int, workers: int = 1, held: int = 2,
-                 memory: int = 256 << 20, work: Optional[Callable[[np.ndarray], object]] = None):
+                 memory: int = 256 << 20, work: Optional[Callable[[np.ndarray], object]] = None,
+                 work_bytes: Optional[Callable[[tuple], int]] = None):
         self.source = source
         self.bounds = [(int(i), int(j)) for i, j in bounds]
         self.n_tracks = source.n_tracks
@@ -198,9 +203,10 @@ class ProcessReadAhead:
         shape = (n_slots, rows, self.n_tracks, int(length))
         self._mapping = mmap.mmap(-1, max(1, int(np.prod(shape)) * 4))
         self._slots = np.frombuffer(self._mapping, dtype=np.float32, count=int(np.prod(shape))).reshape(shape)
-        # what ``work`` gave on a batch travels beside its slot, as many bytes at most (a pipe would hold the worker
-        # until the main process reads that batch: no reading ahead); a bigger value goes through the pipe
-        self._side_bytes = slot_bytes if self.work is not None else 0
+        # what ``work`` gave on a batch travels pickled beside its slot (a pipe would hold the worker until the main
+        # process reads that batch: no reading ahead), in ``work_bytes`` at most; a bigger value goes through the pipe
+        self._side_bytes = (0 if self.work is None else slot_bytes if work_bytes is None else
+                            int(work_bytes((rows, self.n_tracks, int(length)))))
         self._side = mmap.mmap(-1, n_slots * self._side_bytes + 8) if self._side_bytes else None
         # the batch the main process waits for (or will read next): a worker filling that batch or an earlier one
         # leaves ``work`` to the main process, which then does it itself (the work goes where there is time for it)

@@ -226,3 +226,20 @@ def test_logit_terms_flag_every_non_finite_logit_and_equal_the_shifted_logsumexp
     given = seed.mnll_per_region(logits[finite], observed[finite], seed.logit_terms(logits[finite]))
     for got, want in zip(given, seed.mnll_per_region(logits[finite], observed[finite])):
         np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("length", [1, 7, 1000])
+def test_count_terms_pickled_fit_in_count_terms_bytes_at_the_densest_sparse_rows(length):
+    """``count_terms_bytes`` bounds the pickled terms (what a reading process sets aside beside each batch) for rows
+    holding the most nonzero counts a sparse row can (``DENSE_ABOVE`` of its positions), dense rows and empty ones."""
+    import pickle
+
+    rng = np.random.default_rng(4)
+    observed = np.zeros((1024, 2, length), dtype=np.float32)
+    most = int(seed.DENSE_ABOVE * length)
+    for row in observed.reshape(-1, length)[:2000]:
+        row[rng.choice(length, most, replace=False)] = rng.integers(1, 50, most)
+    observed[1000:] = 3.0  # dense rows
+    terms = seed.count_terms(observed)
+    assert len(terms.where) == 2000 * most and terms.dense.sum() == 48
+    assert len(pickle.dumps(terms, protocol=pickle.HIGHEST_PROTOCOL)) <= seed.count_terms_bytes(observed.shape)
