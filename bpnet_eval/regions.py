@@ -338,7 +338,7 @@ def _uniform_columns(text: str) -> Optional[list]:
         return None
     text = text if text.endswith("\n") else text + "\n"
     data = np.frombuffer(text.encode(), dtype=np.uint8)
-    tabs_before = np.cumsum(data == ord("\t"))[np.flatnonzero(data == ord("\n"))]
+    tabs_before = np.searchsorted(np.flatnonzero(data == ord("\t")), np.flatnonzero(data == ord("\n")))
     per_line = np.diff(tabs_before, prepend=0)
     if per_line[0] < 2 or (per_line != per_line[0]).any():
         return None
