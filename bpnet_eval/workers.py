@@ -208,8 +208,9 @@ class ProcessReadAhead:
         self._side_bytes = (0 if self.work is None else slot_bytes if work_bytes is None else
                             int(work_bytes((rows, self.n_tracks, int(length)))))
         self._side = mmap.mmap(-1, n_slots * self._side_bytes + 8) if self._side_bytes else None
-        # the batch the main process waits for (or will read next): a worker filling that batch or an earlier one
-        # leaves ``work`` to the main process, which then does it itself (the work goes where there is time for it)
+        # the batch the main process waits for (or will read next): a worker filling that batch or the one after it
+        # leaves ``work`` to the main process, which then does it itself (the work goes where there is time for it:
+        # a worker that keeps less than a batch ahead would make the main process wait for the work)
         self._wanted = np.frombuffer(self._side, dtype=np.int64, count=1) if self._side is not None else None
         self._next = 0
         self._pids, self._credit_fds, self._result_fds = [], [], []
@@ -247,7 +248,7 @@ class ProcessReadAhead:
             try:
                 batch = self._slots[k % n_slots, :j - i]
                 self.source.read_into(i, j, batch, tracks)
-                worked = self.work(batch) if self.work is not None and self._wanted[0] < k else None
+                worked = self.work(batch) if self.work is not None and self._wanted[0] < k - 1 else None
             except BaseException as err:  # raised by the main process's read()
                 send(results, k, err, failed=True)
                 return
