@@ -144,14 +144,30 @@ def batch_sum(batch):
     return float(batch.sum(dtype=np.float64))
 
 
+def wait_for_messages(fd, count, seconds=30.0):
+    """Wait until a worker's result pipe holds at least ``count`` messages (each at least a header and an empty
+    payload's pickle)."""
+    import fcntl
+    import pickle
+    import struct
+    import termios
+
+    least = count * (24 + len(pickle.dumps((0, None), protocol=pickle.HIGHEST_PROTOCOL)))
+    deadline = time.monotonic() + seconds
+    while struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0] < least:
+        assert time.monotonic() < deadline, "the worker did not fill its slots"
+        time.sleep(0.01)
+
+
 def test_work_comes_with_its_batch_from_a_worker_ahead_and_is_left_to_the_main_process_it_keeps_waiting():
     """A worker at least a batch ahead of the one the main process reads (or will read next) runs ``work`` on the
     batch it filled; for that batch or the one after it (the first two, a slow one) it leaves the work (None), so
     the main process does it itself."""
     bounds = batch_bounds(0, 80, 8)
-    reader = ProcessReadAhead(SlowRowSource(6 * 8, 1.0, n_tracks=1), bounds, 7, workers=1, memory=1, work=batch_sum)
+    reader = ProcessReadAhead(SlowRowSource(6 * 8, 1.5, n_tracks=1), bounds, 7, workers=1, memory=1, work=batch_sum)
     try:
-        time.sleep(0.5)  # the worker fills every slot it has (4) meanwhile
+        assert reader.depth == 4
+        wait_for_messages(reader._result_fds[0], 4)  # the worker fills every slot it has meanwhile
         worked = []
         for i, j in bounds:
             batch, value = reader.read_with_work(i, j)
@@ -184,7 +200,7 @@ def test_work_too_big_for_the_side_travels_through_the_pipe_and_split_tracks_get
 
 def test_count_terms_from_the_reading_process_give_the_scores_of_the_main_process(tmp_path, monkeypatch):
     """The seed path's count terms (``seed.count_terms``, dense and sparse rows) computed by the reading process
-    (which it does while ahead: here the main process waits 0.02 s per batch) give the same columns bit for bit as
+    (which it does while ahead: here the main process waits 0.05 s per batch) give the same columns bit for bit as
     the main process computing them all."""
     from bpnet_eval.seed import SeedComputer, count_terms
 
@@ -197,8 +213,8 @@ def test_count_terms_from_the_reading_process_give_the_scores_of_the_main_proces
     assert len(in_main) == 10
     in_main.clear()
     beside = score(str(case.predictions), files, batch_size=16, read_workers=1, device="cpu",
-                   progress=lambda done, total: time.sleep(0.02))
-    assert len(in_main) <= 3  # the first batch, and any the main process had to wait for
+                   progress=lambda done, total: time.sleep(0.05))
+    assert len(in_main) <= 4  # the first two batches, and any the main process had to wait for
     assert beside.columns.keys() == alone.columns.keys()
     for name, values in alone.columns.items():
         np.testing.assert_array_equal(beside.columns[name], values, err_msg=name)
