@@ -74,7 +74,7 @@ def test_sparse_count_ranks_equal_the_histograms(dtype, density, monkeypatch):
     np.testing.assert_array_equal(sparse, rankdata(counts, method="average", axis=-1).astype(dtype))
     assert torch.equal(count_ranks(torch.as_tensor(counts), top), torch.from_numpy(sparse))
     from bpnet_eval.metrics import correlation
-    monkeypatch.setattr(correlation, "_by_numpy", lambda x: False)  # the histogram, as on a GPU
+    monkeypatch.setattr(correlation, "by_numpy", lambda x: False)  # the histogram, as on a GPU
     histogram = count_ranks(torch.as_tensor(counts), top).numpy()
     assert histogram.dtype == sparse.dtype and histogram.tobytes() == sparse.tobytes()
 
@@ -293,7 +293,7 @@ def test_torch_sorts_off_the_cpu_give_the_same_numbers(monkeypatch):
     rows = torch.arange(70) + 11
     runs = []
     for on_cpu in (True, False):
-        monkeypatch.setattr(sorting, "_by_numpy", lambda x, on_cpu=on_cpu: on_cpu)
+        monkeypatch.setattr(sorting, "by_numpy", lambda x, on_cpu=on_cpu: on_cpu)
         runs.append([profile_metrics(logits, counts, names=PROFILE_METRICS_ALL, rows=rows, **PROFILE_PRESETS[preset])
                      for preset in sorted(PROFILE_PRESETS)])
     for numpy_run, torch_run in zip(*runs):

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from .names import TIES
-from .sorting import _by_numpy, any_sort, stable_order, torch_order
+from .sorting import by_numpy, any_sort, stable_order, torch_order
 
 NAN = float("nan")
 # ``ties="argsort"``: bpnet-lite's own ranks (``argsort_ranks``), beside ``names.TIES``.
@@ -85,7 +85,7 @@ def count_ranks(x, top):
     """Average ranks of non-negative integers ``<= top``: ``#{j: x_j < v} + (#{j: x_j = v} + 1) / 2`` for value ``v``,
     from one histogram of ``top + 1`` bins per row (the same numbers as a sort, ties averaged); on the CPU, of
     mostly-zero counts from their nonzero values alone (``sparse_count_ranks``)."""
-    if _by_numpy(x):
+    if by_numpy(x):
         sparse = sparse_count_ranks(x.detach().numpy(), top)
         if sparse is not None:
             return torch.from_numpy(sparse)

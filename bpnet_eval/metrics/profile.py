@@ -17,7 +17,7 @@ from .auprc import (BIN_SIZES, NEG_MAX_FRACTION, POS_MIN_FRACTION, REQUIRED_MIN_
 from .correlation import NAN, pearson, spearman
 from .names import PROFILE_METRICS_ALL, PROFILE_METRICS_DEFAULT
 from .smoothing import DEFAULT_SIGMA, DEFAULT_WIDTH, smooth_gaussian1d
-from .sorting import _by_numpy, any_order, count_true, flat_nonzero, nonzero_mask, put_flat, take_flat
+from .sorting import by_numpy, any_order, count_true, flat_nonzero, nonzero_mask, put_flat, take_flat
 
 
 def flatten_tracks(x):
@@ -74,9 +74,10 @@ def _sum_of_nonzero_terms(p, others, term, dense):
     if not (p.is_contiguous() and all(o.shape == p.shape and o.is_contiguous() for o in others)):
         return dense()
     nonzero = nonzero_mask(p)
-    if count_true(nonzero) == p.numel():
+    n_nonzero = count_true(nonzero)
+    if n_nonzero == p.numel():
         return torch.sum(term(p, *others), dim=-1)
-    mostly_zero = _mostly_zero(p, nonzero)
+    mostly_zero = _mostly_zero(p, nonzero, n_nonzero)
     if mostly_zero is None:
         return dense()
     support, undefined = mostly_zero
@@ -84,16 +85,16 @@ def _sum_of_nonzero_terms(p, others, term, dense):
     return _nan_where(undefined, torch.sum(put_flat(torch.zeros_like(p), support, terms), dim=-1))
 
 
-def _mostly_zero(x, nonzero):
-    """``(support, undefined)`` where ``x`` is nonzero (``nonzero``: its mask) at most at a ``SPARSE_FRACTION`` of its
-    positions, rows holding a NaN not counted: the flat positions of its nonzero values outside those rows, and
-    ``(rows, nans)``: those rows (a bool tensor over the leading axes) and the NaN each sums to, its own NaN, as the
-    terms computed from it would give (None where there are none). Such a row is a profile with no counts, NaN
-    everywhere. None where ``x`` is denser."""
+def _mostly_zero(x, nonzero, n_nonzero=None):
+    """``(support, undefined)`` where ``x`` is nonzero (``nonzero``: its mask, with ``n_nonzero`` true values when
+    already counted) at most at a ``SPARSE_FRACTION`` of its positions, rows holding a NaN not counted: the flat
+    positions of its nonzero values outside those rows, and ``(rows, nans)``: those rows (a bool tensor over the
+    leading axes) and the NaN each sums to, its own NaN, as the terms computed from it would give (None where there
+    are none). Such a row is a profile with no counts, NaN everywhere. None where ``x`` is denser."""
     limit = x.numel() * SPARSE_FRACTION
-    if count_true(nonzero) <= limit:
+    if (count_true(nonzero) if n_nonzero is None else n_nonzero) <= limit:
         return flat_nonzero(nonzero), None
-    if not _by_numpy(x):
+    if not by_numpy(x):
         return None
     values = x.detach().numpy()
     rows = np.isnan(values).any(axis=-1)
@@ -154,8 +155,8 @@ def _dense_jsd(p, q):
 def _mostly_zero_side(p, q):
     """``(a, b, support, undefined)`` with ``b`` the one of ``p``, ``q`` that is mostly zero (``_mostly_zero``: its
     nonzero positions and its rows holding a NaN), ``a`` the other; None where neither is, or off the CPU
-    (``_by_numpy``), or for tensors that are not contiguous and of one shape."""
-    if not (_by_numpy(p) and p.shape == q.shape and p.is_contiguous() and q.is_contiguous() and p.numel()):
+    (``by_numpy``), or for tensors that are not contiguous and of one shape."""
+    if not (by_numpy(p) and p.shape == q.shape and p.is_contiguous() and q.is_contiguous() and p.numel()):
         return None
     for a, b in ((p, q), (q, p)):
         mostly_zero = _mostly_zero(b, nonzero_mask(b))

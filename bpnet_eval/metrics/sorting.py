@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 
-def _by_numpy(x):
+def by_numpy(x):
     """Whether numpy takes ``x``: a CPU tensor of a dtype numpy has (not bfloat16)."""
     return x.device.type == "cpu" and x.dtype != torch.bfloat16
 
@@ -31,7 +31,7 @@ def any_order(x):
     -------
     order : torch.Tensor, shape=(..., n), int64
     """
-    if not _by_numpy(x):
+    if not by_numpy(x):
         return torch.argsort(x, dim=-1)
     values = x.detach().numpy()
     order = _packed_order(values)
@@ -84,7 +84,7 @@ def stable_order(x):
     (group ``g``, numbered along the row), the positions sorted by one sort of the distinct keys
     ``g * n + position``, which keeps the groups in place. Shapes and dtype as ``any_order``.
     """
-    if not _by_numpy(x):
+    if not by_numpy(x):
         return torch.sort(x, dim=-1, stable=True).indices
     ordered, order = any_sort(x)
     ordered = ordered.detach().numpy()
@@ -107,7 +107,7 @@ def torch_order(x):
     other rows go through torch's sort (all of them where every value is a whole number, as counts, which
     tie by nature). Shapes and dtype as ``any_order``.
     """
-    if not _by_numpy(x) or x.numel() == 0 or not x.dtype.is_floating_point or torch.equal(x, torch.floor(x)):
+    if not by_numpy(x) or x.numel() == 0 or not x.dtype.is_floating_point or torch.equal(x, torch.floor(x)):
         return torch.argsort(x, dim=-1)
     rows = x.reshape(-1, x.shape[-1])
     ordered, order = any_sort(rows)
@@ -121,21 +121,21 @@ def torch_order(x):
 def flat_nonzero(mask):
     """``torch.nonzero(mask.flatten()).flatten()``: the flat positions where a bool tensor is true, ascending
     (numpy's ``flatnonzero`` on the CPU, several times faster than torch's)."""
-    if not _by_numpy(mask):
+    if not by_numpy(mask):
         return torch.nonzero(mask.flatten()).flatten()
     return torch.from_numpy(np.flatnonzero(mask.numpy()))
 
 
 def count_true(mask):
     """``int(torch.count_nonzero(mask))`` of a bool tensor (numpy's count on the CPU, several times faster)."""
-    if not _by_numpy(mask):
+    if not by_numpy(mask):
         return int(torch.count_nonzero(mask))
     return int(np.count_nonzero(mask.numpy()))
 
 
 def nonzero_mask(x):
     """``x != 0`` (numpy's comparison on the CPU, several times faster than torch's)."""
-    if not _by_numpy(x):
+    if not by_numpy(x):
         return x != 0
     return torch.from_numpy(x.detach().numpy() != 0)
 
@@ -143,14 +143,14 @@ def nonzero_mask(x):
 def take_flat(x, positions):
     """``x.reshape(-1)[positions]``: the values of a contiguous tensor at flat positions (numpy's ``take`` on the CPU,
     several times faster than torch's indexing)."""
-    if not _by_numpy(x):
+    if not by_numpy(x):
         return x.reshape(-1)[positions]
     return torch.from_numpy(np.take(x.detach().numpy().reshape(-1), positions.numpy()))
 
 
 def put_flat(x, positions, values):
     """``x`` with ``x.reshape(-1)[positions] = values``, in place (a contiguous tensor; numpy on the CPU)."""
-    if not _by_numpy(x):
+    if not by_numpy(x):
         x.reshape(-1)[positions] = values
         return x
     x.detach().numpy().reshape(-1)[positions.numpy()] = values.detach().numpy()
