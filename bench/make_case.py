@@ -16,12 +16,14 @@ Shapes (``--shape``; ``SHAPES`` below):
 * ``s1``: one unstranded track (ATAC/DNase-like, S = 1: ``observed.bw``, logits (N, 1, L));
 * ``input2114``: chrombpnet-style evaluation windows: the regions are a narrowPeak file of the
   model's 2114-bp input windows around each summit (``peaks.narrowPeak``, column 10 the summit
-  offset 1057), the predictions its central 1000-bp output (``--length``); every region a peak.
+  offset 1057), the predictions its central 1000-bp output (``--length``); every region a peak;
+* ``normalised``: the ``chip`` signal as a normalised track (counts per million of 27M reads: each
+  count times 0.037), so that no value is an integer (MNLL's ``lgamma(k + 1)`` computed, not looked up).
 
 Writes into OUT_DIR:
 
-* ``observed.plus.bw``, ``observed.minus.bw`` (``observed.bw`` for ``s1``): integer counts on a
-  few chromosomes of tens of Mb, stored as merged bedGraph runs (fixed-step for ``background``);
+* ``observed.plus.bw``, ``observed.minus.bw`` (``observed.bw`` for ``s1``): integer counts (scaled for
+  ``normalised``) on a few chromosomes of tens of Mb, stored as merged bedGraph runs (fixed-step for ``background``);
 * ``predictions.h5``: the native layout (``predictions/logits`` (N, S, L) float32,
   ``predictions/logcounts`` (N, 1), ``coords/coords_{chrom,start,end,peak}``), chunked along
   regions with whole trailing axes (about 2 MB per chunk), uncompressed. Logits are the log of
@@ -66,6 +68,7 @@ class Shape:
     peak_fraction: float = 0.5  # the rest are background windows
     input_width: int = 0  # > 0: regions as a narrowPeak file of windows this wide (summit in the middle)
     genome_scale: float = 1.0  # of the chromosome sizes (a dense track on a smaller genome stays writable)
+    scale: float = 1.0  # the bigWigs hold the counts times this (a normalised track where it is not 1)
 
 
 SHAPES = {
@@ -79,6 +82,8 @@ SHAPES = {
     "s1": Shape("one unstranded track (S = 1), ChIP/ATAC-like", n_tracks=1),
     "input2114": Shape("narrowPeak regions of 2114-bp input windows, 1000-bp output predictions; all peaks",
                        peak_fraction=1.0, input_width=INPUT_WIDTH),
+    "normalised": Shape("the chip signal as a normalised track (CPM: counts x 0.037), no value an integer",
+                        scale=0.037),
 }
 
 
@@ -144,16 +149,17 @@ def smoothed(counts: np.ndarray, half_width: int = 25) -> np.ndarray:
 FIXED_STEP_SECTION = 1 << 20  # bases per addEntries call of a fixed-step track
 
 
-def write_strand_bigwig(path: Path, sizes: dict, counts_by_chrom: dict, strand: int, every_base: bool = False) -> None:
+def write_strand_bigwig(path: Path, sizes: dict, counts_by_chrom: dict, strand: int, every_base: bool = False,
+                        scale: float = 1.0) -> None:
     """One strand as a bigWig of merged runs of equal nonzero values (zeros left uncovered), or with
-    ``every_base`` as fixed-step sections of span 1 covering every base."""
+    ``every_base`` as fixed-step sections of span 1 covering every base; each count times ``scale``."""
     with pyBigWig.open(str(path), "w") as bw:
         bw.addHeader(list(sizes.items()), maxZooms=4)
         for chrom in sizes:
             values = counts_by_chrom[chrom][strand]
             if every_base:
                 for a in range(0, len(values), FIXED_STEP_SECTION):
-                    bw.addEntries(chrom, a, values=values[a:a + FIXED_STEP_SECTION].astype(np.float64).tolist(),
+                    bw.addEntries(chrom, a, values=(values[a:a + FIXED_STEP_SECTION] * scale).tolist(),
                                   span=1, step=1)
                 continue
             where = np.flatnonzero(values)
@@ -166,7 +172,7 @@ def write_strand_bigwig(path: Path, sizes: dict, counts_by_chrom: dict, strand: 
             ends = np.zeros(len(starts), np.int64)
             np.maximum.at(ends, run_index, where + 1)
             bw.addEntries([chrom] * len(starts), starts.tolist(), ends=ends.tolist(),
-                          values=values[starts].astype(np.float64).tolist())
+                          values=(values[starts] * scale).tolist())
 
 
 def choose_regions(sizes: dict, summits: dict, n_regions: int, length: int, rng, peak_fraction: float = 0.5,
@@ -261,7 +267,7 @@ def make_case(out_dir, n_regions: int = 100_000, length: int = 1000, seed: int =
         smooth[chrom] = smoothed(counts[chrom])
     truth = truth_names(kind.n_tracks)
     for strand, name in enumerate(truth):
-        write_strand_bigwig(out / name, sizes, counts, strand, every_base=kind.dense_background)
+        write_strand_bigwig(out / name, sizes, counts, strand, every_base=kind.dense_background, scale=kind.scale)
     chrom, start, peak = choose_regions(sizes, summits, n_regions, length, rng, kind.peak_fraction,
                                         margin if kind.input_width else 0)
     chunk = write_predictions(out / "predictions.h5", chrom, start, peak, length, counts, smooth, rng)
