@@ -170,7 +170,7 @@ LGAMMA_SERIES = (
 SERIES_FROM, SERIES_BELOW = 0.5, 3.5  # lgamma of x in this range from the series (``lgamma_near_its_zeros``)
 TINY_GAMMA = 1e-20  # below it, ln |Gamma(x)| = -ln |x| in float64
 LGAMMA_CHUNK = 1 << 14  # values per step of ``lgamma``: its seventy passes run from the CPU cache
-RUNS_SHARED = 0.5  # ``lgamma`` computes once per run of equal neighbours where there are at most this many runs per value
+RUNS_SHARED = 0.5  # ``lgamma`` computes once per run of equal neighbours where runs are at most this share of values
 
 
 def lanczos_sum(x: np.ndarray) -> np.ndarray:
@@ -194,8 +194,8 @@ def lanczos_sum(x: np.ndarray) -> np.ndarray:
 
 
 def lgamma_near_its_zeros(x: np.ndarray) -> np.ndarray:
-    """``lgamma`` of ``0.5 <= x < 3.5`` from the series of ``lgamma(2 + e)`` (``LGAMMA_SERIES``, ``|e| <= 1/2``), shifted
-    by one either way: ``lgamma(x) = lgamma(x + 1) - ln x`` below 1.5, ``lgamma(x - 1) + ln(x - 1)`` from 2.5 (``e`` and
+    """``lgamma`` of ``0.5 <= x < 3.5`` from the series of ``lgamma(2 + e)`` (``LGAMMA_SERIES``, ``|e| <= 1/2``),
+    shifted by one either way: ``lgamma(x) = lgamma(x + 1) - ln x`` below 1.5, ``lgamma(x - 1) + ln(x - 1)`` from 2.5 (``e`` and
     ``x - 1`` are exact); within a few ulps, also near the zeros 1 and 2."""
     centre = np.floor(x + 0.5)  # 1, 2 or 3
     e = x - centre
@@ -229,7 +229,7 @@ def lgamma(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
     flat = x.reshape(-1)
     starts = run_starts(flat)
-    if len(starts) <= RUNS_SHARED * flat.size:  # runs of equal values (bedGraph intervals): each run's value once
+    if flat.size and len(starts) <= RUNS_SHARED * flat.size:  # runs of equal values (bedGraph intervals): once each
         return np.repeat(lgamma(flat[starts]), np.diff(starts, append=flat.size)).reshape(x.shape)
     out = np.empty(flat.shape)
     for a in range(0, flat.size, LGAMMA_CHUNK):

@@ -248,6 +248,7 @@ def test_lgamma_is_within_a_few_ulps_and_cpythons_math_lgamma_away_from_its_zero
     negative = -rng.uniform(0, 40, 2000)
     exact = np.array([float(mpmath.log(abs(mpmath.gamma(mpmath.mpf(float(v)))))) for v in negative])
     assert np.all(np.abs(seed.lgamma(negative) - exact) <= 1e-13 * np.maximum(1, np.abs(exact)))
+    assert seed.lgamma(np.zeros((0, 3))).shape == (0, 3) and seed.lgamma(np.array(2.5)).shape == ()
     special = np.array([0.0, -0.0, -3.0, 1.0, 2.0, 1e-21, -1e-21, 2.6e305, np.inf, -np.inf, np.nan, 0.5, -0.5])
     out = seed.lgamma(special)
     assert list(out[:3]) == [np.inf] * 3 and list(out[3:5]) == [0.0, 0.0] and not np.signbit(out[3:5]).any()
