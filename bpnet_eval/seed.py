@@ -177,9 +177,10 @@ def lanczos_sum(x: np.ndarray) -> np.ndarray:
     """Lanczos' ``S(x) = num(x) / den(x)`` for ``x > 0``: Horner's rule in ``x`` below 5, in ``1 / x`` from 5 (no
     overflow; more accurate), as CPython evaluates it."""
     low = x < 5.0
-    if not low.all() and low.any():
+    if not low.all() and low.any():  # by positions, as ``_lgamma_piece``
         parts = np.empty_like(x)
-        parts[low], parts[~low] = lanczos_sum(x[low]), lanczos_sum(x[~low])
+        below, above = np.flatnonzero(low), np.flatnonzero(~low)
+        parts[below], parts[above] = lanczos_sum(x.take(below)), lanczos_sum(x.take(above))
         return parts
     ascending = bool(low.all())
     step = np.multiply if ascending else np.divide
