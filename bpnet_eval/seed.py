@@ -318,11 +318,14 @@ class CountTerms(NamedTuple):
     dense: np.ndarray   # (n * S,) bool
     totals: np.ndarray  # (n * S,) float64
     log_factorials: np.ndarray  # (n * S,) float64
+    dense_read_counts: bool = False  # every value of the dense rows is a read count (``read_count_indices``)
 
     def every_nonzero(self, observed: np.ndarray) -> Optional[np.ndarray]:
-        """Every nonzero count of ``observed`` (the batch of these terms), in no order: ``counts`` and the values of
-        the dense rows, where those are few (at most ``SCREENED_DENSE``); None where more rows are dense."""
-        if not self.dense.any():
+        """Every nonzero count of ``observed`` (the batch of these terms) the value screen must see, in no order:
+        ``counts``, and the values of the dense rows unless they are all read counts (0 <= k < 16384 integers: no
+        screen finds anything there) and where those rows are few (at most ``SCREENED_DENSE``); None where more
+        rows are dense and not known to hold read counts only."""
+        if not self.dense.any() or self.dense_read_counts:
             return self.counts
         if self.dense.mean() > SCREENED_DENSE:
             return None
@@ -338,15 +341,18 @@ def count_terms(observed: np.ndarray) -> CountTerms:
     rows_observed = observed.reshape(n_rows, length)
     nonzero = rows_observed != 0
     dense = np.count_nonzero(nonzero, axis=1) > DENSE_ABOVE * length
+    every_dense = dense.all()
     if dense.any():
         nonzero[dense] = False  # summed over every position
     where = np.flatnonzero(nonzero)  # ascending; on a boolean mask: 6x faster than on floats
     first = np.searchsorted(where, np.arange(n_rows) * length)
     counts = rows_observed.reshape(-1)[where].astype(np.float64)
     totals, log_factorials = row_sums(counts, first), row_sums(log_factorial(counts), first)
+    read_counts = False
     if dense.any():
-        totals[dense], log_factorials[dense] = dense_count_only_sums(rows_observed[dense])
-    return CountTerms(where, first, counts, dense, totals, log_factorials)
+        sums, read_counts = dense_count_only_sums(rows_observed if every_dense else rows_observed[dense])
+        totals[dense], log_factorials[dense] = sums
+    return CountTerms(where, first, counts, dense, totals, log_factorials, read_counts)
 
 
 def count_terms_bytes(shape: tuple) -> int:
@@ -377,7 +383,7 @@ def count_sums(observed: np.ndarray, logits: np.ndarray, shift: Optional[np.ndar
     length, n_rows = max(1, observed.shape[-1]), observed.size // max(1, observed.shape[-1])
     rows_observed, rows_logits = observed.reshape(n_rows, length), logits.reshape(n_rows, length)
     rows_shift = None if shift is None else shift.reshape(n_rows)
-    where, first, counts, dense, totals, log_factorials = count_terms(observed) if terms is None else terms
+    where, first, counts, dense, totals, log_factorials = (count_terms(observed) if terms is None else terms)[:6]
     if dense.all():
         dots = dense_dots(rows_observed, rows_logits, rows_shift)
     else:
@@ -394,39 +400,65 @@ def count_sums(observed: np.ndarray, logits: np.ndarray, shift: Optional[np.ndar
     return tuple(np.stack([totals, log_factorials, dots]).reshape(3, *observed.shape[:-1]))
 
 
-DENSE_STEP = 2 * CPU_CHUNK_REGIONS  # rows of a dense sum converted to float64 at a time
+DENSE_STEP_VALUES = 1 << 15  # values of a dense sum converted and reduced at a time (a block in the CPU cache)
 
 
-def dense_count_only_sums(observed: np.ndarray) -> np.ndarray:
+def dense_steps(observed: np.ndarray):
+    """Slices of rows of ``observed`` ``(m, L)`` holding about ``DENSE_STEP_VALUES`` values each (at least one row)."""
+    step = max(1, DENSE_STEP_VALUES // max(1, observed.shape[-1]))
+    return [slice(a, a + step) for a in range(0, observed.shape[0], step)]
+
+
+def read_count_indices(counts: np.ndarray) -> Optional[np.ndarray]:
+    """``counts`` as table indices (``intp``) where every one is a read count (an integer ``0 <= k`` within the
+    log-factorial table; so finite), else None. Checked in the counts' own dtype (float32 holds them exactly)."""
+    table_end = len(log_factorial_table())
+    if not counts.size:
+        return np.zeros(counts.shape, np.intp)
+    with np.errstate(invalid="ignore"):  # NaN: not a read count
+        if not (counts.min() >= 0 and counts.max() < table_end and (np.floor(counts) == counts).all()):
+            return None
+    return counts.astype(np.intp)
+
+
+def dense_count_only_sums(observed: np.ndarray):
     """Per row of ``observed`` ``(m, L)`` (rows with counts on most bases): ``sum_i k_i`` and ``sum_i lgamma(k_i + 1)``
-    over every position, a few hundred rows at a time; returns ``(2, m)``."""
-    sums = np.zeros((2, observed.shape[0]))
-    for a in range(0, observed.shape[0], DENSE_STEP):
-        counts = observed[a:a + DENSE_STEP].astype(np.float64)
-        sums[0, a:a + DENSE_STEP] = counts.sum(axis=-1)
-        sums[1, a:a + DENSE_STEP] = log_factorial(counts).sum(axis=-1)
-    return sums
+    over every position, a cache-sized block of rows at a time; returns ``((2, m) sums, every value a read count)``.
+    A block of read counts is summed as integers (exact, so the same float64 as a float sum) and looked up in the
+    table (``log_factorial``'s values, in the same order), without a float64 copy."""
+    sums, table, read_counts = np.zeros((2, observed.shape[0])), log_factorial_table(), True
+    for rows in dense_steps(observed):
+        indices = read_count_indices(observed[rows])
+        if indices is not None:
+            sums[0, rows] = indices.sum(axis=-1)
+            sums[1, rows] = table.take(indices).sum(axis=-1)
+            continue
+        read_counts = False
+        counts = observed[rows].astype(np.float64)
+        sums[0, rows] = counts.sum(axis=-1)
+        sums[1, rows] = log_factorial(counts).sum(axis=-1)
+    return sums, read_counts
 
 
 def dense_dots(observed: np.ndarray, logits: np.ndarray, shift: Optional[np.ndarray] = None) -> np.ndarray:
-    """``sum_i k_i (z_i - shift)`` per row of ``(m, L)`` over every position, a few hundred rows at a time; shift
-    ``(m,)``."""
+    """``sum_i k_i (z_i - shift)`` per row of ``(m, L)`` over every position, a cache-sized block of rows at a time;
+    shift ``(m,)``."""
     dots = np.zeros(observed.shape[0])
-    for a in range(0, observed.shape[0], DENSE_STEP):
-        counts = observed[a:a + DENSE_STEP].astype(np.float64)
-        values = logits[a:a + DENSE_STEP].astype(np.float64)
+    for rows in dense_steps(observed):
+        counts = observed[rows].astype(np.float64)
+        values = logits[rows].astype(np.float64)
         if shift is not None:
             with np.errstate(over="ignore"):  # as in the sparse sums
-                values -= shift[a:a + DENSE_STEP, None]
+                values -= shift[rows, None]
         with np.errstate(over="ignore", invalid="ignore"):
-            dots[a:a + DENSE_STEP] = np.einsum("ml,ml->m", counts, values)
+            dots[rows] = np.einsum("ml,ml->m", counts, values)
     return dots
 
 
 def dense_count_sums(observed: np.ndarray, logits: np.ndarray, shift: Optional[np.ndarray] = None) -> np.ndarray:
     """``count_sums`` of rows ``(m, L)`` over every position (for rows with counts on most bases); shift ``(m,)``;
     returns ``(3, m)``."""
-    return np.concatenate([dense_count_only_sums(observed), dense_dots(observed, logits, shift)[None]])
+    return np.concatenate([dense_count_only_sums(observed)[0], dense_dots(observed, logits, shift)[None]])
 
 
 def row_sums(values: np.ndarray, first: np.ndarray) -> np.ndarray:

@@ -205,6 +205,29 @@ def test_dense_and_sparse_count_sums_agree_and_a_row_never_depends_on_its_batch(
         np.testing.assert_allclose(got[2], (wide * values).sum(-1), rtol=1e-12, atol=1e-9)
 
 
+def test_dense_read_counts_are_summed_as_the_float_sums_give_them():
+    """Dense rows of read counts are summed as integers and looked up in the table, a cache-sized block of rows at a
+    time without a float64 copy: the same bits as the float64 sums of ``log_factorial``. A block holding anything else
+    (a fraction, NaN, a negative, a count beyond the table, inf) takes the float path, and the rows are then not all
+    read counts, so the value screen sees their values (``every_nonzero``)."""
+    rng = np.random.default_rng(11)
+    counts = rng.poisson(2.0, size=(100, 700)).astype(np.float32)
+    counts[3, 5] = -0.0
+    for bad in (None, 0.5, np.nan, -1.0, 16384.0, np.inf, 16383.0):
+        rows = counts.copy()
+        if bad is not None:
+            rows[60, 7] = bad
+        sums, read_counts = seed.dense_count_only_sums(rows)
+        wide = rows.astype(np.float64)
+        assert read_counts == (bad is None or bad == 16383.0), bad
+        np.testing.assert_array_equal(sums[0], wide.sum(-1))
+        np.testing.assert_array_equal(sums[1], seed.log_factorial(wide).sum(-1))
+        terms = seed.count_terms(rows.reshape(50, 2, 700))
+        assert terms.dense.all() and terms.dense_read_counts == read_counts
+        screened = terms.every_nonzero(rows)
+        assert screened is (terms.counts if read_counts else None)
+
+
 def test_log_factorial_of_non_integer_counts_is_one_function_of_each_value_near_mpmath():
     """A normalised (non-integer) track: every count off the table gets ``seed.lgamma`` of ``k + 1``, whatever the other
     counts (many or few, in runs of equal values or not); within a few ulps of 40-digit mpmath, and within 1e-14 where
