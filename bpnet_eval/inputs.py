@@ -16,7 +16,7 @@ import numpy as np
 from .environment import allotted_cpus
 from .errors import UsageError
 from .input_files import reading
-from .options import Job, Policies, ReadOptions
+from .options import READ_AHEAD_MB, Job, Policies, ReadOptions
 from .regions import Regions, read_regions
 from .sources import PredictionSource, TruthSource, open_predictions, open_truth
 from .validate import Findings, check_structure
@@ -85,35 +85,64 @@ def batch_bounds(start: int, stop: int, batch_size: int) -> list:
     return [(i, min(i + batch_size, stop)) for i in range(start, stop, batch_size)]
 
 
+# Predictions (logits and what ``logits_work`` gives on them) are read ahead of the batch being checked, in as many
+# bytes of logits as the observed batches read ahead (``--read-ahead-mb``) and this many batches at most: the first
+# batch waits for the observed tracks' first decoding (a bigWig decoded whole: ~0.4 s per track at 100k regions), and
+# the predictions of the batches after it are read and worked on meanwhile.
+MAX_PREDICTIONS_AHEAD = 16
+
+
+def predictions_ahead(preds: PredictionSource, batch_size: int, memory: int = READ_AHEAD_MB << 20) -> int:
+    """Batches of predictions read ahead: as many as ``memory`` bytes of float32 logits hold (1 to
+    ``MAX_PREDICTIONS_AHEAD``)."""
+    batch_bytes = max(1, batch_size * preds.n_tracks * preds.length * 4)
+    return max(1, min(MAX_PREDICTIONS_AHEAD, memory // batch_bytes))
+
+
 def iter_batches(preds: PredictionSource, truth, batch_size: int, start: int = 0, stop: Optional[int] = None,
                  prepare: Optional[Callable] = None, truth_paths: Optional[Sequence[str]] = None,
-                 logits_work: Optional[Callable] = None):
+                 logits_work: Optional[Callable] = None, memory: int = READ_AHEAD_MB << 20):
     """``(i, j, (logits, logcounts), observed)`` for consecutive batches of rows ``start..stop`` (default:
-    all); the next batch is read in a background thread while the caller computes the current one.
+    all); the next batch is read in a background thread while the caller computes the current one, and the
+    predictions of the batches after it in another (``predictions_ahead`` of them, in ``memory`` bytes).
 
     With ``prepare``, the thread also runs ``prepare(i, (logits, logcounts), observed, early, worked)`` and yields
     ``(i, j, prepared)``: checks and conversions overlap the computation too; ``early`` is ``logits_work(logits)``
-    (None without it), done by the thread before it waits for the observed counts, and ``worked`` what the
-    processes reading ahead computed from the counts (``open_inputs``' ``batch_work``; else None). An unexpected
-    error while a batch is read names the file (``truth_paths``: the TRUTH files, default ``truth.paths``)."""
+    (None without it), done where the predictions are read ahead, and ``worked`` what the processes reading ahead
+    computed from the counts (``open_inputs``' ``batch_work``; else None). An unexpected error while a batch is read
+    names the file (``truth_paths``: the TRUTH files, default ``truth.paths``)."""
     bounds = batch_bounds(start, preds.n if stop is None else stop, batch_size)
     paths = truth.paths if truth_paths is None else truth_paths
 
+    def predicted(k):
+        i, j = bounds[k]
+        predictions = read_predictions(preds, i, j)
+        return predictions, None if logits_work is None else logits_work(predictions[0])
+
+    ahead = predictions_ahead(preds, batch_size, memory)
+    predicting = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bpnet-eval-predictions")
+    pending_predictions = [predicting.submit(predicted, k) for k in range(min(ahead, len(bounds)))]
+
     def read(k):
         i, j = bounds[k]
-        predicted = read_predictions(preds, i, j)
-        early = None if logits_work is None else logits_work(predicted[0])
+        predictions, early = pending_predictions[k].result()
+        pending_predictions[k] = None  # the batch's arrays go with it
+        if k + ahead < len(bounds):
+            pending_predictions.append(predicting.submit(predicted, k + ahead))
         observed, worked = read_observed(truth, i, j, paths)
         if prepare is None:
-            return i, j, predicted, observed
-        return i, j, prepare(i, predicted, observed, early, worked)
+            return i, j, predictions, observed
+        return i, j, prepare(i, predictions, observed, early, worked)
 
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bpnet-eval-read") as pool:
-        pending = pool.submit(read, 0) if bounds else None
-        for k in range(len(bounds)):
-            batch = pending.result()
-            pending = pool.submit(read, k + 1) if k + 1 < len(bounds) else None
-            yield batch
+    try:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bpnet-eval-read") as pool:
+            pending = pool.submit(read, 0) if bounds else None
+            for k in range(len(bounds)):
+                batch = pending.result()
+                pending = pool.submit(read, k + 1) if k + 1 < len(bounds) else None
+                yield batch
+    finally:
+        predicting.shutdown(wait=True, cancel_futures=True)  # a run stopped early: no more batches read
 
 
 def read_open_rows(preds: PredictionSource, truth: TruthSource, rows: Sequence[int]):
@@ -161,11 +190,12 @@ class Inputs:
     observed: object
     read_workers: int = 0  # processes reading ahead (0: a thread of this process reads)
     partial: bool = False  # only ``rows`` of the regions were asked for (one shard)
+    read_ahead: int = READ_AHEAD_MB << 20  # bytes of predictions read ahead (``iter_batches``' ``memory``)
 
     def batches(self, prepare: Optional[Callable] = None, logits_work: Optional[Callable] = None):
         """``iter_batches`` over ``rows``, the observed counts from ``observed``."""
         return iter_batches(self.preds, self.observed, self.batch_size, *self.rows, prepare=prepare,
-                            truth_paths=self.truth.paths, logits_work=logits_work)
+                            truth_paths=self.truth.paths, logits_work=logits_work, memory=self.read_ahead)
 
     def read_rows(self, rows: Sequence[int]):
         """A few regions read again from the open sources (``read_open_rows``)."""
@@ -199,7 +229,8 @@ def open_inputs(job: Job, batch_work: Optional[Callable[[np.ndarray], object]] =
             observed = ProcessReadAhead(truth_source, bounds, preds.length, workers, memory=run.read_ahead_mb << 20,
                                         work=batch_work, work_bytes=batch_work_bytes)
         yield Inputs(preds, table, truth_source, findings, job.read.policies, (start, stop), run.batch_size,
-                     observed, observed.workers if observed is not truth_source else 0, job.rows is not None)
+                     observed, observed.workers if observed is not truth_source else 0, job.rows is not None,
+                     run.read_ahead_mb << 20)
     finally:
         if observed is not truth_source:
             observed.close()

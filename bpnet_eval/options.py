@@ -332,7 +332,8 @@ class RunOptions:
         Processes reading the observed bigWigs ahead (default: half the CPUs, at most 4; 0: a thread).
     read_ahead_mb : int
         Shared memory the reading processes fill ahead of the computation (``READ_AHEAD_MB``; never fewer
-        than the batches in use plus two per process).
+        than the batches in use plus two per process), and memory for the predictions read ahead (at least one
+        batch, at most ``inputs.MAX_PREDICTIONS_AHEAD``).
     threads : int, optional
         torch threads while computing, and on the CPU the threads computing the metrics beyond the seed losses
         piece by piece (``compute.piece_threads``) (default: as torch is set); the CLI gives the allotted CPUs.

@@ -412,6 +412,73 @@ def test_bigwig_truth_read_into_equals_read_with_negated_tracks_and_padded_rows(
         one.close()
 
 
+class CountingPredictions:
+    """``ArrayPredictions`` of 40 regions that records which batches were read, and fails at ``fail_at`` (a row)."""
+
+    def __init__(self, fail_at=None, seconds=0.0):
+        from bpnet_eval.sources.predictions import ArrayPredictions
+
+        self.inner = ArrayPredictions(np.zeros((40, 2, 7), np.float32), np.zeros((40, 1)))
+        self.n, self.n_tracks, self.length, self.path = 40, 2, 7, "p.h5"
+        self.fail_at, self.seconds, self.read_from = fail_at, seconds, []
+
+    def read(self, i, j):
+        time.sleep(self.seconds)
+        self.read_from.append(i)
+        if self.fail_at is not None and i <= self.fail_at < j:
+            raise InputError(f"p.h5: rows {i + 1}..{j} do not decompress")
+        return self.inner.read(i, j)
+
+
+class WaitingRows(RowSource):
+    """``RowSource`` whose first batch waits until ``ready()`` (as a bigWig's first batch waits for its decoding)."""
+
+    def __init__(self, ready):
+        super().__init__()
+        self.ready, self.waited = ready, None
+
+    def read(self, i, j):
+        if i == 0:
+            deadline = time.monotonic() + 10
+            while not self.ready() and time.monotonic() < deadline:
+                time.sleep(0.001)
+            self.waited = self.ready()
+        return super().read(i, j)
+
+
+def test_predictions_are_read_ahead_while_the_first_observed_batch_waits():
+    """The predictions of the batches after the first (``predictions_ahead`` of them) are read, and ``logits_work`` done
+    on them, while the observed counts of the first batch are still being decoded; every batch still gets its own."""
+    preds, memory = CountingPredictions(), 4 * 7 * 2 * 4  # 4 batches of 1 region
+    assert inputs_module.predictions_ahead(preds, 1, memory) == 4
+    truth = WaitingRows(lambda: len(preds.read_from) >= 4)
+    batches = list(inputs_module.iter_batches(preds, truth, 1, 0, 9, logits_work=lambda logits: len(logits),
+                                              memory=memory))
+    assert truth.waited and preds.read_from == list(range(9))
+    for i, j, (logits, logcounts), observed in batches:
+        assert logits.shape == (1, 2, 7)
+        np.testing.assert_array_equal(observed, expected(i, j))
+
+
+def test_a_run_stopped_early_or_a_damaged_prediction_stops_the_read_ahead():
+    """A damaged batch of predictions raises its own error when its batch comes (not before); a consumer that stops
+    early stops the reading ahead at once (the batches queued ahead are cancelled): no more are read after it
+    returns."""
+    preds = CountingPredictions(fail_at=25)
+    batches = inputs_module.iter_batches(preds, RowSource(), 5)
+    for _ in range(5):
+        next(batches)
+    with pytest.raises(InputError, match="rows 26..30"):
+        next(batches)
+    preds = CountingPredictions(seconds=0.01)
+    batches = inputs_module.iter_batches(preds, RowSource(), 1)
+    next(batches)
+    batches.close()
+    read = len(preds.read_from)
+    time.sleep(0.05)
+    assert read == len(preds.read_from) <= 5 < inputs_module.predictions_ahead(preds, 1)
+
+
 def test_logits_work_is_done_by_the_reading_thread_for_every_batch():
     """``logits_work`` runs where the batch is read, once per batch, and each batch gets the work of its own logits."""
     from bpnet_eval.sources.predictions import ArrayPredictions

@@ -66,7 +66,8 @@ def score(
     read_ahead_mb: Annotated[int, typer.Option(
         "--read-ahead-mb", rich_help_panel=PERFORMANCE,
         help="Shared memory (MB) the reading processes fill ahead of the computation (never fewer than "
-             "the batches in use plus two per process).")] = READ_AHEAD_MB,
+             "the batches in use plus two per process), and memory for the predictions read ahead (1-16 "
+             "batches).")] = READ_AHEAD_MB,
     shard: Annotated[Optional[str], typer.Option(
         "--shard", rich_help_panel=CLUSTER, show_default=False,
         help="i/n: score only shard i of n (1-based, contiguous chunk-aligned regions) into a partial report in "
