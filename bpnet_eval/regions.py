@@ -5,7 +5,7 @@ import re
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import numpy as np
 
@@ -308,43 +308,89 @@ def _read_rows(path: Path, length: int, regions_format: str, window_center: Opti
 
 # Digits of the coordinates the column-wise reading takes (sums of two such stay far inside int64).
 _PLAIN_DIGITS = 18
+_TAB, _NEWLINE, _RETURN, _HASH, _DOT, _MINUS, _ZERO = (ord(c) for c in "\t\n\r#.-0")
 
 
-def _plain_integers(values) -> Optional[np.ndarray]:
-    """int64 of a column of non-negative integers written as ASCII digits alone (at most ``_PLAIN_DIGITS``),
-    else None."""
-    lengths = list(map(len, values))
-    joined = "".join(values)
-    if not lengths or min(lengths) == 0 or max(lengths) > _PLAIN_DIGITS or not (joined.isascii() and joined.isdigit()):
-        return None
-    return np.array(list(map(int, values)), dtype=np.int64)
+class _Fields(NamedTuple):
+    """The tab-separated fields of a region file's text as byte ranges: ``data[starts[r, k]:ends[r, k]]`` is field
+    ``k`` of row ``r``."""
+
+    data: np.ndarray    # the UTF-8 bytes of the text, uint8, with as many zero bytes before and after as the widest field
+    starts: np.ndarray  # (n_rows, n_columns)
+    ends: np.ndarray    # (n_rows, n_columns)
+
+    def matrix(self, k: int, right: bool = False):
+        """Column ``k``'s bytes as rows of one width (its longest field), padded with 0 after each field (before it
+        with ``right``), and the mask of the bytes that are the field's."""
+        starts, ends = self.starts[:, k], self.ends[:, k]
+        lengths = ends - starts
+        width = int(lengths.max()) if len(lengths) else 0
+        windows = np.lib.stride_tricks.sliding_window_view(self.data, max(1, width))[:, :width]
+        offsets = np.arange(width)
+        inside = offsets >= (width - lengths)[:, None] if right else offsets < lengths[:, None]
+        return np.where(inside, windows[ends - width if right else starts], 0).astype(np.uint8), inside
+
+    def strings(self, k: int) -> np.ndarray:
+        """Column ``k`` as str (an object array), each distinct value decoded once (no field holds a NUL)."""
+        padded, _ = self.matrix(k)
+        if not padded.size:
+            return np.array([""] * len(padded), dtype=object)
+        packed = np.ascontiguousarray(padded).view(f"S{padded.shape[1]}")[:, 0]
+        distinct, codes = np.unique(packed, return_inverse=True)
+        return np.array([value.decode() for value in distinct] + [None], dtype=object)[:-1][codes.reshape(-1)]
+
+    def plain_integers(self, k: int) -> Optional[np.ndarray]:
+        """int64 of column ``k`` where every field is a non-negative integer written as ASCII digits alone (at most
+        ``_PLAIN_DIGITS``), else None."""
+        lengths = self.ends[:, k] - self.starts[:, k]
+        if not len(lengths) or lengths.min() == 0 or lengths.max() > _PLAIN_DIGITS:
+            return None
+        padded, inside = self.matrix(k, right=True)
+        digits = padded.astype(np.int64) - _ZERO
+        if ((digits < 0) | (digits > 9))[inside].any():
+            return None
+        digits[~inside] = 0
+        return digits @ (10 ** np.arange(padded.shape[1] - 1, -1, -1, dtype=np.int64))
+
+    def numbers_or_dots(self, k: int) -> bool:
+        """Every field of column ``k`` a number or '.' (``_number_or_dot``): at once where each is '.' or a plain
+        decimal (an optional leading '-', digits and at most one '.'), else field by field."""
+        padded, inside = self.matrix(k)
+        digits = ((padded >= _ZERO) & (padded <= _ZERO + 9)).sum(axis=1)
+        dots, minus = (padded == _DOT).sum(axis=1), (padded == _MINUS).sum(axis=1)
+        lengths = inside.sum(axis=1)
+        first = padded[:, 0] if padded.shape[1] else np.zeros(len(padded), np.uint8)
+        plain = ((digits + dots + minus == lengths) & (dots <= 1) & (minus == (first == _MINUS))
+                 & ((digits > 0) | ((lengths == 1) & (dots == 1))))
+        return bool(plain.all()) or all(map(_number_or_dot, self.strings(k)))
 
 
-def _numbers_or_dots(values) -> bool:
-    """Every value a number or '.' (``_number_or_dot``), most often checked by one ``float`` per value."""
-    try:
-        list(map(float, values))
-    except ValueError:
-        return all(map(_number_or_dot, values))
-    return True
-
-
-def _uniform_columns(text: str) -> Optional[list]:
-    """The fields of a region file's lines as columns (lists of str), where every line (ending with a newline,
-    but maybe the last) holds the same number (3 or more) of tab-separated fields and none is blank, a comment,
-    a header or has a carriage return; else None."""
-    if not text or "\r" in text or text.startswith(("#", "track", "browser", "\n")) or \
-            any(mark in text for mark in ("\n#", "\ntrack", "\nbrowser", "\n\n")):
+def _uniform_fields(text: str) -> Optional[_Fields]:
+    """The fields of a region file's lines (``_Fields``), where every line (ending with a newline, but maybe the
+    last) holds the same number (3 or more) of tab-separated fields and none is blank, a comment, a header or has
+    a carriage return or a NUL; else None."""
+    if not text or text.startswith(("#", "track", "browser")):
         return None
     text = text if text.endswith("\n") else text + "\n"
     data = np.frombuffer(text.encode(), dtype=np.uint8)
-    tabs_before = np.searchsorted(np.flatnonzero(data == ord("\t")), np.flatnonzero(data == ord("\n")))
-    per_line = np.diff(tabs_before, prepend=0)
-    if per_line[0] < 2 or (per_line != per_line[0]).any():
+    if ((data == _RETURN) | (data == 0)).any():
         return None
-    n_columns = int(per_line[0]) + 1
-    fields = text[:-1].replace("\n", "\t").split("\t")
-    return [fields[k::n_columns] for k in range(n_columns)]
+    separators = np.flatnonzero((data == _TAB) | (data == _NEWLINE))
+    line_ends = np.flatnonzero(data[separators] == _NEWLINE)  # a blank line: a line of one field
+    n_columns = int(line_ends[0]) + 1
+    if n_columns < 3 or len(separators) % n_columns or \
+            not np.array_equal(line_ends, np.arange(n_columns - 1, len(separators), n_columns)):
+        return None
+    starts = np.concatenate([[0], separators[:-1] + 1]).reshape(-1, n_columns)
+    ends = separators.reshape(-1, n_columns)
+    margin = int((ends - starts).max())
+    if margin > 1 << 16:
+        return None  # a field of 64 kB: read row by row
+    suspects = np.flatnonzero(np.isin(data[starts[:, 0]], (_HASH, ord("t"), ord("b"))))
+    if any(data[starts[r, 0]:ends[r, 0]].tobytes().startswith((b"#", b"track", b"browser")) for r in suspects):
+        return None  # a comment or a header line
+    padded = np.concatenate([np.zeros(margin, np.uint8), data, np.zeros(margin, np.uint8)])
+    return _Fields(padded, starts + margin, ends + margin)
 
 
 def _read_plain_table(path: Path, length: int, regions_format: str, window_center: Optional[str],
@@ -357,27 +403,27 @@ def _read_plain_table(path: Path, length: int, regions_format: str, window_cente
             text = handle.read()
     except (OSError, EOFError, zlib.error, UnicodeDecodeError):
         return None
-    columns = _uniform_columns(text)
-    if columns is None:
+    fields = _uniform_fields(text)
+    if fields is None:
         return None
-    n_columns, n_rows = len(columns), len(columns[0])
-    start, end = _plain_integers(columns[1]), _plain_integers(columns[2])
+    n_rows, n_columns = fields.starts.shape
+    start, end = fields.plain_integers(1), fields.plain_integers(2)
     if start is None or end is None or (end < start).any():
         return None
-    summit = _plain_integers(columns[9]) if n_columns >= NARROWPEAK_COLUMNS else None
+    summit = fields.plain_integers(9) if n_columns >= NARROWPEAK_COLUMNS else None
     if regions_format != "auto":
         narrowpeak = regions_format == "narrowpeak"
     elif n_columns != NARROWPEAK_COLUMNS:
         narrowpeak = False
-    elif summit is not None and all(_numbers_or_dots(columns[k]) for k in (4, 6, 7, 8)):
+    elif summit is not None and all(fields.numbers_or_dots(k) for k in (4, 6, 7, 8)):
         narrowpeak = True
     else:
         return None  # some or none of the rows read as narrowPeak: decided (or refused) row by row
     center = _window_center(path, narrowpeak, window_center, length)
-    chrom = np.array(columns[0], dtype=object)
+    chrom = fields.strings(0)
     if chroms is not None:
         keep = set(chroms)
-        kept = np.fromiter((name in keep for name in columns[0]), dtype=bool, count=n_rows)
+        kept = np.fromiter((name in keep for name in chrom), dtype=bool, count=n_rows)
         chrom, start, end, summit = chrom[kept], start[kept], end[kept], None if summit is None else summit[kept]
     if center == "summit":
         if summit is None or (summit > end - start).any():

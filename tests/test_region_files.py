@@ -46,6 +46,23 @@ HOSTILE = {
     "huge coordinate": lambda lines: lines[:1] + ["chr1\t1\t99999999999999999999\tp\t0\t.\t1\t1\t1\t0"] + lines[1:],
     "non-ascii digit": lambda lines: lines[:1] + ["chr1\t1\t1٣\tp\t0\t.\t1\t1\t1\t0"] + lines[1:],
     "only one column": lambda lines: [line.split("\t")[0] for line in lines],
+    "non-ascii names": lambda lines: [line.replace("chr", "chrÅé", 1) if k % 3 else line for k, line in enumerate(lines)],
+    "contig names": lambda lines: [line.replace("chr", "tig" if k % 2 else "b", 1) for k, line in enumerate(lines)],
+    "track chromosome": lambda lines: lines[:5] + [lines[5].replace("chr", "trackchr", 1)] + lines[6:],
+    "empty name": lambda lines: lines[:3] + [lines[3][lines[3].index("\t"):]] + lines[4:],
+    "nul byte": lambda lines: lines[:3] + [lines[3].replace("peak", "pe\0ak")] + lines[4:],
+    "leading zeros": lambda lines: [line.replace("\t", "\t00", 1) for line in lines],
+    "18 and 19 digits": lambda lines: lines[:1] + ["chr1\t123456789012345678\t123456789012345679\tp\t0\t.\t1\t1\t1\t0",
+                                                   "chr1\t1234567890123456789\t1234567890123456790\tp\t0\t.\t1\t1\t1\t0"]
+                                                  + lines[1:],
+    "decimals of every form": lambda lines: [line.replace("\t-1\t", f"\t{form}\t") for line, form in
+                                             zip(lines, ["1.", ".5", "-.5", "-0", "7", "-12.25", "."] * 6)],
+    "odd numbers": lambda lines: [line.replace("\t-1\t", f"\t{form}\t") for line, form in
+                                  zip(lines, ["1e5", "inf", "nan", "+1", "-1E-3", "1_0", " 2", "3"] * 5)],
+    "two dots": lambda lines: lines[:7] + [lines[7].replace("\t-1\t", "\t1.2.3\t")] + lines[8:],
+    "minus inside": lambda lines: lines[:7] + [lines[7].replace("\t-1\t", "\t1-2\t")] + lines[8:],
+    "not numbers": lambda lines: lines[:7] + [lines[7].replace("\t-1\t", f"\t{form}\t") for form in
+                                              ("1.2.3", "--1", "-", "-.", "1-")] + lines[8:],
 }
 
 
@@ -63,5 +80,6 @@ def test_column_reading_equals_row_reading(tmp_path, hostile, gzipped):
                 options = (path, length, regions_format, window_center, chroms)
                 want = outcome(_read_rows, *options)
                 assert outcome(read_region_file, *options) == want, (regions_format, window_center, length)
-    if hostile in ("clean", "no final newline", "bed3", "bed6", "dot scores"):  # the usual files: read by column
+    if hostile in ("clean", "no final newline", "bed3", "bed6", "dot scores", "non-ascii names", "contig names",
+                   "leading zeros", "decimals of every form", "odd numbers", "empty name"):  # read by column
         assert _read_plain_table(path, 1000, "auto", None, None) is not None
