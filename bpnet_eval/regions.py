@@ -315,7 +315,7 @@ class _Fields(NamedTuple):
     """The tab-separated fields of a region file's text as byte ranges: ``data[starts[r, k]:ends[r, k]]`` is field
     ``k`` of row ``r``."""
 
-    data: np.ndarray    # the UTF-8 bytes of the text, uint8, with as many zero bytes before and after as the widest field
+    data: np.ndarray    # the text's UTF-8 bytes (uint8), with as many zero bytes around as the widest field
     starts: np.ndarray  # (n_rows, n_columns)
     ends: np.ndarray    # (n_rows, n_columns)
 
