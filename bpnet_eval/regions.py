@@ -337,7 +337,7 @@ class _Fields(NamedTuple):
             return np.array([""] * len(padded), dtype=object)
         packed = np.ascontiguousarray(padded).view(f"S{padded.shape[1]}")[:, 0]
         distinct, codes = np.unique(packed, return_inverse=True)
-        return np.array([value.decode() for value in distinct] + [None], dtype=object)[:-1][codes.reshape(-1)]
+        return np.array([value.decode() for value in distinct], dtype=object)[codes.reshape(-1)]
 
     def plain_integers(self, k: int) -> Optional[np.ndarray]:
         """int64 of column ``k`` where every field is a non-negative integer written as ASCII digits alone (at most
