@@ -252,9 +252,18 @@ class ValueScreen:
         ``nonzero_observed``: every value of ``observed`` that is not 0 (in any order), when already gathered: the
         whole batch is checked from them (0 is finite, non-negative and an integer), its rows only where one fails."""
         with self._lock:
-            return self._screen(i, logits, logcounts, observed, finite_logits, nonzero_observed)
+            skip, unread, fractional = self._screen(i, logits, logcounts, observed, finite_logits, nonzero_observed)
+        if fractional:  # the regions holding a non-integer count, counted outside the lock (a pass over the whole
+            # batch, which the computation's ``screen_columns`` need not wait for)
+            with np.errstate(invalid="ignore"):
+                rows = (observed != np.rint(observed)).any(axis=(1, 2)) & ~unread
+            with self._lock:
+                self.non_integer += int(rows.sum())
+        return skip
 
-    def _screen(self, i, logits, logcounts, observed, finite_logits=None, nonzero_observed=None) -> np.ndarray:
+    def _screen(self, i, logits, logcounts, observed, finite_logits=None, nonzero_observed=None):
+        """``screen`` under the lock: ``(skip, unread, fractional)``, ``unread`` the rows whose values are not checked
+        further, ``fractional`` whether some value of the batch is not an integer (its regions counted by ``screen``)."""
         skipped, n = self.findings.skipped, len(logits)
         skip = np.fromiter((i + k in skipped for k in range(n)), bool, n) if skipped else np.zeros(n, bool)
         if finite_logits is None:
@@ -292,13 +301,11 @@ class ValueScreen:
                 if len(rows):
                     self._note(f"negative {s}", i + rows, f"{float(observed[rows[0], s].min()):g}")
         with np.errstate(invalid="ignore"):
-            if (np.rint(values) != values).any():  # likewise: rows only for a non-integer track
-                kept = observed[~unread]
-                self.non_integer += int((kept != np.rint(kept)).any(axis=(1, 2)).sum())
+            fractional = bool((np.rint(values) != values).any())  # likewise: rows only for a non-integer track
         if not self.collect:
             self._problems()
             self.findings.raise_first()
-        return skip
+        return skip, unread, fractional
 
     def extreme_rows(self, logits: np.ndarray, logcounts: np.ndarray, observed: np.ndarray, skip: np.ndarray):
         """``(extreme, unscreened)`` rows of a batch: ``extreme``, rows (scored, every value finite) holding a value
