@@ -77,12 +77,13 @@ def summarize_scores(columns: dict, table: Regions, findings: Findings, settings
     return summary, preset_files(plan, kept, summary, scored_peak, track_names)
 
 
-def screen_batch(screen: ValueScreen, i: int, logits, logcounts, observed, finite_logits=None, nonzero_observed=None):
+def screen_batch(screen: ValueScreen, i: int, logits, logcounts, observed, finite_logits=None, nonzero_observed=None,
+                 non_integer_regions=None):
     """``(logits, logcounts, observed, skip)`` of one batch after ``screen``: the rows not scored (``skip``) hold
     zeros (zeros in, NaN out), so no non-finite value reaches the computation. ``finite_logits``: whether each
     region's logits are all finite, when already known; ``nonzero_observed``: every observed value that is not 0,
-    when already gathered (see ``ValueScreen.screen``)."""
-    skip = screen.screen(i, logits, logcounts, observed, finite_logits, nonzero_observed)
+    when already gathered, and ``non_integer_regions`` (see ``ValueScreen.screen``)."""
+    skip = screen.screen(i, logits, logcounts, observed, finite_logits, nonzero_observed, non_integer_regions)
     return (*zero_rows(skip, logits, logcounts, observed), skip)
 
 
@@ -163,7 +164,8 @@ def score_inputs(inputs: Inputs, scoring: ScoreOptions, run: RunOptions,
             counted = computer.count_terms(observed)
         logits, logcounts, observed, skip = screen_batch(
             screen, i, *predicted, observed, None if terms is None else terms.finite,
-            None if counted is None else counted.every_nonzero(observed))
+            None if counted is None else counted.every_nonzero(observed),
+            None if counted is None else lambda: counted.non_integer_regions(observed))
         preds.check_batch(logits, observed, table, i)
         early = {} if not seed_path or skip.any() else {"terms": terms, "counted": counted}  # skipped rows: zeros now
         return skip, computer.prepare(logits, logcounts, observed), early

@@ -331,6 +331,20 @@ class CountTerms(NamedTuple):
             return None
         return np.concatenate([self.counts, observed.reshape(len(self.dense), -1)[self.dense].reshape(-1)])
 
+    def non_integer_regions(self, observed: np.ndarray) -> np.ndarray:
+        """Which regions of ``observed`` ``(n, S, L)`` (the batch of these terms) hold a count that is not an integer
+        (or NaN), from the nonzero counts of the sparse rows (their zeros are integers) and the dense rows' values."""
+        n, length = observed.shape[0], max(1, observed.shape[-1])
+        per_region = max(1, observed[:1].size)
+        regions = np.zeros(n, bool)
+        with np.errstate(invalid="ignore"):
+            regions[self.where[self.counts != np.rint(self.counts)] // per_region] = True
+            if self.dense.any():
+                rows = observed.reshape(len(self.dense), length)[self.dense]
+                fractional = np.flatnonzero(self.dense)[(rows != np.rint(rows)).any(axis=1)]
+                regions[fractional * length // per_region] = True
+        return regions
+
 
 def count_terms(observed: np.ndarray) -> CountTerms:
     """The nonzero counts of each row of ``observed`` ``(n, S, L)`` whose counts are mostly zeros, the rows whose

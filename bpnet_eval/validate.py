@@ -12,7 +12,7 @@ report is written.
 
 import threading
 from dataclasses import dataclass, field
-from typing import Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 import numpy as np
 
@@ -246,17 +246,21 @@ class ValueScreen:
             self._note(kind, i + rows, detail)
 
     def screen(self, i: int, logits: np.ndarray, logcounts: np.ndarray, observed: np.ndarray,
-               finite_logits: Optional[np.ndarray] = None, nonzero_observed: Optional[np.ndarray] = None) -> np.ndarray:
+               finite_logits: Optional[np.ndarray] = None, nonzero_observed: Optional[np.ndarray] = None,
+               non_integer_regions: Optional[Callable[[], np.ndarray]] = None) -> np.ndarray:
         """Rows (within the batch) not to score: already skipped, or non-finite under ``--nonfinite skip``.
         ``finite_logits``: whether each row's logits are all finite, when already known (else checked here);
         ``nonzero_observed``: every value of ``observed`` that is not 0 (in any order), when already gathered: the
-        whole batch is checked from them (0 is finite, non-negative and an integer), its rows only where one fails."""
+        whole batch is checked from them (0 is finite, non-negative and an integer), its rows only where one fails;
+        ``non_integer_regions()``: which rows hold a count that is not an integer, where that is known more cheaply
+        than from the whole batch (``seed.CountTerms.non_integer_regions``)."""
         with self._lock:
             skip, unread, fractional = self._screen(i, logits, logcounts, observed, finite_logits, nonzero_observed)
         if fractional:  # the regions holding a non-integer count, counted outside the lock (a pass over the whole
             # batch, which the computation's ``screen_columns`` need not wait for)
             with np.errstate(invalid="ignore"):
-                rows = (observed != np.rint(observed)).any(axis=(1, 2)) & ~unread
+                rows = (non_integer_regions() if non_integer_regions is not None else
+                        (observed != np.rint(observed)).any(axis=(1, 2))) & ~unread
             with self._lock:
                 self.non_integer += int(rows.sum())
         return skip

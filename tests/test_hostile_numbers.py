@@ -480,6 +480,27 @@ def test_cli_bad_option_values_exit_2_before_any_file_is_opened(forked, tmp_path
     assert "missing" not in result.stderr and not out.exists()
 
 
+def test_the_regions_holding_a_non_integer_count_are_found_from_the_count_terms():
+    """``CountTerms.non_integer_regions`` (the nonzero counts of sparse rows and the values of dense ones) flags
+    exactly the regions whose counts are not all integers: fractions in sparse and in dense rows, of either track,
+    NaN, and none in a clean batch."""
+    from bpnet_eval.seed import count_terms
+
+    rng = np.random.default_rng(9)
+    for trial in range(40):
+        n, tracks, length = int(rng.integers(1, 30)), int(rng.integers(1, 4)), int(rng.integers(1, 50))
+        observed = rng.poisson(0.2, size=(n, tracks, length)).astype(np.float32)
+        observed[rng.random((n, tracks)) < 0.3] += 1  # dense rows
+        for _ in range(trial % 5):
+            observed[rng.integers(n), rng.integers(tracks), rng.integers(length)] = rng.choice([0.5, 2.25, np.nan,
+                                                                                               1e-3, 7.0])
+        if trial % 7 == 0:
+            observed *= 0.037  # a normalised track
+        with np.errstate(invalid="ignore"):
+            want = (observed != np.rint(observed)).any(axis=(1, 2))
+        np.testing.assert_array_equal(count_terms(observed).non_integer_regions(observed), want)
+
+
 @pytest.mark.parametrize("policy", ["error", "skip"])
 def test_the_value_screen_from_the_nonzero_counts_equals_the_screen_of_the_whole_batch(policy):
     """The seed path hands the value screen the batch's nonzero counts (``seed.count_terms``) instead of the batch:
@@ -506,12 +527,13 @@ def test_the_value_screen_from_the_nonzero_counts_equals_the_screen_of_the_whole
         outcomes = []
         for _ in range(trial % 3 + trial // 20 * 10):  # dense rows (their values are screened whole), or many
             observed[rng.integers(n), rng.integers(2)] += 1
-        nonzeros = count_terms(observed).every_nonzero(observed)
+        counted = count_terms(observed)
+        nonzeros = counted.every_nonzero(observed)
         gathered += nonzeros is not None and trial % 4 > 0
-        for nonzero in (None, nonzeros):
+        for nonzero, non_integer in ((None, None), (nonzeros, lambda: counted.non_integer_regions(observed))):
             findings = Findings()
             screen = ValueScreen(findings, preds, truth, regions, Policies(nonfinite=policy), collect=True)
-            skip = screen.screen(0, logits, logcounts, observed, None, nonzero)
+            skip = screen.screen(0, logits, logcounts, observed, None, nonzero, non_integer)
             screen.finish()
             outcomes.append((skip.tolist(), [p.message for p in findings.problems], findings.warnings,
                              dict(findings.skipped), screen.non_integer))
