@@ -160,8 +160,11 @@ def test_every_logit_1e30_scores_the_uniform_profile_through_score():
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_every_seed_column_is_exact_through_score_for_a_batch_of_hostile_regions(dtype):
-    """Hostile regions among ordinary ones, past the first CPU chunk of 128 regions, stored float64."""
+def test_every_seed_column_is_exact_through_score_for_a_batch_of_hostile_regions(dtype, monkeypatch):
+    """Hostile regions among ordinary ones, past the first CPU block of 128 regions, stored float64."""
+    from bpnet_eval import seed
+
+    monkeypatch.setattr(seed, "LOGSUMEXP_BLOCK_VALUES", 128 * 2 * 30)  # blocks of 128 regions of 2 x 30
     n = 300
     counts = counts_for((n, 2, 30), seed=9)
     rng = np.random.default_rng(10)
