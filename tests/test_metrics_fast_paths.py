@@ -15,7 +15,7 @@ from bpnet_eval.metrics.auprc import average_precision
 from bpnet_eval.losses import MNLLLoss
 from bpnet_eval.metrics.profile import (SPARSE_FRACTION, chunk_rows, cross_entropy, keyed_orders, kl_divergence, mnll,
                                         normalised, normalised_jsd_divergence, region_keys)
-from bpnet_eval.metrics.sorting import any_order, float_keys, stable_order, torch_order
+from bpnet_eval.metrics.sorting import any_order, stable_order, torch_order
 
 
 def counts_with_ties(shape, seed=0):
@@ -124,27 +124,6 @@ def test_spearman_from_exact_rank_sums_has_the_bits_of_pearson_of_the_ranks():
         assert got.dtype == torch.float64 and got.shape == expected.shape
         np.testing.assert_array_equal(got.numpy().view(np.int64), expected.numpy().view(np.int64))
     assert taken == 120
-
-
-def test_sorted_average_ranks_find_ties_that_a_sort_of_keys_separates():
-    """Rows the packed sort calls untied take ranks from positions alone; -0.0 and 0.0, adjacent floats, negative
-    values, infinities and NaN still rank as scipy's ``rankdata`` (NaN stays NaN)."""
-    rng = np.random.default_rng(21)
-    x = rng.random((6, 300))
-    x[0, :5] = -0.0
-    x[0, 5:9] = 0.0  # zeros of both signs: one tie group
-    x[1, :40] = 1.0 + np.arange(40) % 3 * 2.0**-52  # adjacent floats, tied in threes
-    x[2] = -x[2]
-    x[2, ::7] = -np.inf
-    x[3, 10] = x[3, 20]  # one tie in an otherwise untied row
-    x[5, 50], x[5, 60] = -0.0, 0.0  # the row's only tie
-    for part in (x[[1, 3, 5]], x[2:], x):  # non-negative, negative, both
-        np.testing.assert_array_equal(sorted_average_ranks(torch.from_numpy(part)).numpy(),
-                                      rankdata(part, method="average", axis=-1))
-    x[4, 3] = np.nan  # every row argsorted
-    expected = rankdata(x, method="average", axis=-1)
-    expected[4] = np.where(np.isnan(x[4]), np.nan, rankdata(np.where(np.isnan(x[4]), np.inf, x[4])))
-    np.testing.assert_array_equal(sorted_average_ranks(torch.from_numpy(x)).numpy(), expected)
 
 
 def test_spearman_takes_pearson_where_rank_sums_may_round():
@@ -386,18 +365,9 @@ def test_sort_helpers_take_tensors_that_require_grad_and_bfloat16():
     np.stack([1.0 + np.arange(64)[::-1] * 2.0**-52, np.repeat([0.5, 0.25], 32),  # adjacent floats descending: argsort
               1.0 + np.arange(64) * 2.0**-52]),
     np.concatenate([np.full((3, 5), -0.0), np.zeros((3, 5)), np.full((3, 5), 1e-310)], axis=1),  # -0.0, subnormals
-    np.random.default_rng(17).normal(size=(5, 300)),  # negative numbers
-    np.concatenate([-np.random.default_rng(18).random((4, 300)), np.full((4, 3), -np.inf), np.full((4, 3), np.inf),
-                    np.full((4, 3), -0.0), np.full((4, 3), -1e-310), np.full((4, 3), -np.finfo(float).max),
-                    np.full((4, 3), 5e-324)], axis=1),  # infinities, -0.0, negative subnormals, extremes
-    -(1.0 + np.arange(64) * 2.0**-52)[None, :],  # adjacent negative floats, descending: argsort
-    np.array([[1.0, np.nan, -2.0, 0.5]]),  # a NaN: argsort, NaN last
+    np.random.default_rng(17).normal(size=(5, 300)),  # negative: argsort
 ])
 def test_packed_sort_orders_ascending(values):
     order = any_order(torch.as_tensor(values)).numpy()
     assert (np.sort(order, axis=-1) == np.arange(values.shape[-1])).all()
     np.testing.assert_array_equal(np.take_along_axis(values, order, axis=-1), np.sort(values, axis=-1))
-    keys = float_keys(values) if values.dtype == np.float64 else values
-    if keys is not None:  # the keys order as the values (-0.0 just before 0.0)
-        order = np.argsort(keys, axis=-1, kind="stable")
-        np.testing.assert_array_equal(np.take_along_axis(values, order, axis=-1), np.sort(values, axis=-1))

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from .names import TIES
-from .sorting import by_numpy, gather_last, order_and_ties, stable_order, torch_order
+from .sorting import by_numpy, any_sort, stable_order, torch_order
 
 NAN = float("nan")
 # ``ties="argsort"``: bpnet-lite's own ranks (``argsort_ranks``), beside ``names.TIES``.
@@ -143,26 +143,21 @@ def sparse_count_ranks(counts, top):
 
 def sorted_average_ranks(x):
     """Average ranks over the last axis by one sort (ties in any order): each tie group's ``(first + last) / 2 + 1``
-    (``position + 1`` in rows without ties, the usual case for predictions, so only the rows that may hold ties
-    (``order_and_ties``) are looked at)."""
+    (``position + 1`` in rows without ties, the usual case for predictions, so only rows with ties find their
+    groups)."""
     n = x.shape[-1]
-    rows = x.reshape(-1, n)
-    order, maybe_tied = order_and_ties(rows)
+    sorted_x, order = any_sort(x.reshape(-1, n))
+    starts_group = torch.ones_like(order, dtype=torch.bool)
+    starts_group[:, 1:] = sorted_x[:, 1:] != sorted_x[:, :-1]
     sorted_ranks = torch.arange(1, n + 1, device=x.device, dtype=x.dtype).expand(order.shape[0], n)
-    if maybe_tied is None:
-        maybe_tied = torch.arange(order.shape[0], device=x.device)
-    nan = False
-    if maybe_tied.numel():
-        sorted_x = gather_last(rows[maybe_tied], order[maybe_tied])
-        starts_group = torch.ones_like(sorted_x, dtype=torch.bool)
-        starts_group[:, 1:] = sorted_x[:, 1:] != sorted_x[:, :-1]
-        tied = torch.nonzero(~starts_group.all(dim=-1)).flatten()
-        if tied.numel():
-            sorted_ranks = sorted_ranks.clone()
-            sorted_ranks[maybe_tied[tied]] = _tie_averaged_ranks(starts_group[tied], x.dtype)
-        nan = sorted_x.numel() and bool(torch.isnan(sorted_x[:, -1]).any())  # NaN sorts last
-    ranks = torch.empty(order.shape, device=x.device, dtype=x.dtype).scatter_(-1, order, sorted_ranks).reshape(x.shape)
-    return torch.where(torch.isnan(x), NAN, ranks) if nan else ranks
+    tied = torch.nonzero(~starts_group.all(dim=-1)).flatten()
+    if tied.numel():
+        sorted_ranks = sorted_ranks.clone()
+        sorted_ranks[tied] = _tie_averaged_ranks(starts_group[tied], x.dtype)
+    ranks = torch.empty_like(sorted_x).scatter_(-1, order, sorted_ranks).reshape(x.shape)
+    if sorted_x.numel() and bool(torch.isnan(sorted_x[:, -1]).any()):  # NaN sorts last
+        ranks = torch.where(torch.isnan(x), NAN, ranks)
+    return ranks
 
 
 def _tie_averaged_ranks(starts_group, dtype):

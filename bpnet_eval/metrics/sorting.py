@@ -31,37 +31,26 @@ def any_order(x):
     -------
     order : torch.Tensor, shape=(..., n), int64
     """
-    return order_and_ties(x)[0]
-
-
-def order_and_ties(x):
-    """``(any_order(x), maybe_tied)``: ``maybe_tied`` the rows of ``x.reshape(-1, n)`` that may hold two equal values
-    (an int64 tensor of row numbers), the others holding none; None where any row may."""
     if not by_numpy(x):
-        return torch.argsort(x, dim=-1), None
+        return torch.argsort(x, dim=-1)
     values = x.detach().numpy()
-    packed = _packed_order(values)
-    if packed is None:
-        return torch.from_numpy(np.argsort(values, axis=-1)), None
-    return torch.from_numpy(packed[0]), torch.from_numpy(packed[1])
+    order = _packed_order(values)
+    return torch.from_numpy(np.argsort(values, axis=-1) if order is None else order)
 
 
 def _packed_order(values):
-    """``(order, maybe_tied)``: an ascending order of int64 values or float64 values (not NaN) along the last axis by
-    one sort of the values themselves (several times faster than ``argsort``), and the rows (of ``reshape(-1, n)``)
-    where it found two entries sharing their high bits. Each value's int64 key (``float_keys``, in the order of the
-    values) keeps its high bits and carries the position in the low ones. Where two sorted entries share their high
-    bits, they are ties (ordered by position: a sorting order still) or values closer than the dropped bits, which
-    may be out of order: rows whose values that order leaves unsorted are ordered by ``argsort``. Other rows hold no
-    two equal values. None for other dtypes or values."""
+    """An ascending order of int64 values or non-negative float64 values along the last axis by one sort of the
+    values themselves (several times faster than ``argsort``): each value's int64 bits (in the order of the
+    values, -0.0 first) keep their high bits and carry the position in the low ones. Where two sorted entries
+    share their high bits, they are ties (ordered by position: a sorting order still) or values closer than the
+    dropped bits, which may be out of order: rows whose values that order leaves unsorted are ordered by
+    ``argsort``. None for other dtypes or values."""
     n = values.shape[-1]
     bits = max(1, (n - 1).bit_length())
     if values.size == 0 or bits > 24:
         return None
-    if values.dtype == np.float64:
-        keys = float_keys(values)
-        if keys is None:
-            return None
+    if values.dtype == np.float64 and bool((values >= 0).all()):  # no NaN, no negative number
+        keys = values.view(np.int64)
     elif values.dtype == np.int64:
         keys = values
     else:
@@ -79,21 +68,7 @@ def _packed_order(values):
         unsorted = np.flatnonzero((ordered[:, 1:] < ordered[:, :-1]).any(axis=-1))
         if unsorted.size:
             order[shared[unsorted]] = np.argsort(rows[unsorted], axis=-1)
-    return order.reshape(values.shape), shared
-
-
-def float_keys(values):
-    """int64 keys in the order of float64 ``values``, equal for equal values: their bits where non-negative (the bits
-    of such floats ascend with them; -0.0 as +0.0), the other 63 bits flipped where the sign bit is set (so that
-    larger magnitudes come first); None where a value is NaN (unordered)."""
-    if bool((values > 0).all()):  # no zero, no NaN, no negative number: the bits themselves
-        return values.view(np.int64)
-    if bool((values >= 0).all()):
-        return (values + 0.0).view(np.int64)  # -0.0 + 0.0 = +0.0
-    if np.isnan(values).any():
-        return None
-    bits = (values + 0.0).view(np.int64)  # -0.0 + 0.0 = +0.0
-    return bits ^ ((bits >> 63) & np.int64(0x7FFFFFFFFFFFFFFF))
+    return order.reshape(values.shape)
 
 
 def any_sort(x):
