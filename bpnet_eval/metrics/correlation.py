@@ -20,10 +20,6 @@ COUNT_RANK_SPAN = 4
 # those are at most this share of the positions plus a quarter of the histogram's bins per row (about where the two
 # ways cost the same).
 SPARSE_COUNT_SHARE = 0.125
-# Rows up to this long have exact float64 rank sums (``rank_sums_are_exact``): ranks averaged over ties are halves,
-# so each product of two centred ranks is a multiple of 1/4 below n**2 and every sum of n of them stays below
-# 2**53 quarters, whatever the order of summation.
-EXACT_RANK_LENGTH = 1 << 17
 
 
 def pearson(x, y, zero_variance=NAN):
@@ -44,14 +40,8 @@ def pearson(x, y, zero_variance=NAN):
     """
     dx = x - x.mean(dim=-1, keepdim=True)
     dy = y - y.mean(dim=-1, keepdim=True)
-    sums = (torch.sum(dx * dy, dim=-1), torch.sum(dx * dx, dim=-1), torch.sum(dy * dy, dim=-1))
-    return correlation_of_sums(*sums, is_constant(x) | is_constant(y), zero_variance)
-
-
-def correlation_of_sums(sxy, sxx, syy, constant, zero_variance):
-    """``sxy / sqrt(sxx syy)`` clipped to [-1, 1], ``zero_variance`` where ``constant``: the last step of ``pearson``,
-    always in torch (whose vectorised root may round otherwise than numpy's)."""
-    return torch.where(constant, zero_variance, torch.clamp(sxy / torch.sqrt(sxx * syy), -1.0, 1.0))
+    r = torch.sum(dx * dy, dim=-1) / torch.sqrt(torch.sum(dx * dx, dim=-1) * torch.sum(dy * dy, dim=-1))
+    return torch.where(is_constant(x) | is_constant(y), zero_variance, torch.clamp(r, -1.0, 1.0))
 
 
 def is_constant(x):
@@ -149,10 +139,9 @@ def sorted_average_ranks(x):
     sorted_x, order = any_sort(x.reshape(-1, n))
     starts_group = torch.ones_like(order, dtype=torch.bool)
     starts_group[:, 1:] = sorted_x[:, 1:] != sorted_x[:, :-1]
-    sorted_ranks = torch.arange(1, n + 1, device=x.device, dtype=x.dtype).expand(order.shape[0], n)
+    sorted_ranks = torch.arange(1, n + 1, device=x.device, dtype=x.dtype).repeat(order.shape[0], 1)
     tied = torch.nonzero(~starts_group.all(dim=-1)).flatten()
     if tied.numel():
-        sorted_ranks = sorted_ranks.clone()
         sorted_ranks[tied] = _tie_averaged_ranks(starts_group[tied], x.dtype)
     ranks = torch.empty_like(sorted_x).scatter_(-1, order, sorted_ranks).reshape(x.shape)
     if sorted_x.numel() and bool(torch.isnan(sorted_x[:, -1]).any()):  # NaN sorts last
@@ -239,25 +228,4 @@ def spearman(x, y, ties="average", zero_variance=NAN):
     -------
     rho : torch.Tensor, shape=(...)
     """
-    rank_x, rank_y = ranks(x, ties), ranks(y, ties)
-    exact = rank_pearson(rank_x, rank_y, zero_variance) if ties == "average" else None
-    return pearson(rank_x, rank_y, zero_variance=zero_variance) if exact is None else exact
-
-
-def rank_pearson(rank_x, rank_y, zero_variance=NAN):
-    """``pearson`` of averaged ranks computed from exact sums, the same bits, where those exist (else None): float64
-    rows of ``n <= EXACT_RANK_LENGTH`` ranks on the CPU, no NaN. Each row's ranks then average ``(n + 1) / 2``
-    exactly and, with ``d = rank - (n + 1) / 2``, every sum of ``sum(dx dy) / sqrt(sum dx^2 sum dy^2)`` is exact in
-    any order: numpy's vectorised dot products give torch's sums, then ``correlation_of_sums`` as ``pearson``.
-    Constant ranks (``sum d^2 = 0``) give ``zero_variance``."""
-    n = rank_x.shape[-1]
-    if not (rank_x.dtype == rank_y.dtype == torch.float64 and by_numpy(rank_x) and by_numpy(rank_y)
-            and 0 < n <= EXACT_RANK_LENGTH):
-        return None
-    dx, dy = rank_x.numpy() - (n + 1) / 2, rank_y.numpy() - (n + 1) / 2
-    dot = lambda a, b: np.einsum("...i,...i->...", a, b)
-    sxx, syy = dot(dx, dx), dot(dy, dy)
-    if np.isnan(sxx).any() or np.isnan(syy).any():
-        return None  # a NaN rank: the mean is not (n + 1) / 2
-    sums = [torch.from_numpy(np.asarray(v)) for v in (dot(dx, dy), sxx, syy)]
-    return correlation_of_sums(*sums, torch.from_numpy(np.asarray((sxx == 0) | (syy == 0))), zero_variance)
+    return pearson(ranks(x, ties), ranks(y, ties), zero_variance=zero_variance)
