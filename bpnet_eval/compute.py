@@ -225,30 +225,38 @@ class BatchComputer:
         logits, observed = (t.to(self.device, non_blocking=True) for t in (logits, observed))
         logcounts = logcounts.to(self.device, non_blocking=True).to(self.dtype)
         count_target = self.plan.count_target if self.plan is not None else "log1p"
+        metrics = self.metric_columns(logits, observed, logcounts, first_row)  # the pieces start, beside the seed
         seed = peer_rounded(seed_columns(mnll_per_region(logits, observed, self.dtype), logcounts,
                                          self.count_loss_weight, self.track_names, count_target),
                             self.plan, self.track_names)
-        columns = as_numpy({**seed, **self.metric_columns(logits, observed, logcounts, first_row)})
+        columns = as_numpy({**seed, **metrics()})
         dropped = screen(columns, frozenset(seed) - maybe_undefined(count_target)) if screen is not None else None
         if self.pooled_auprc is not None:
             keep = None if dropped is None or not dropped.any() else ~dropped
             self.pooled_auprc.update(observed.to(self.dtype), narrowed(logits, self.dtype), keep, self.map_pieces)
         return columns
 
-    def metric_columns(self, logits, observed, logcounts, first_row: int) -> dict:
-        """``metric_columns`` of the batch: whole with ``map``, else piece by piece (``chunk_rows``, the pieces
-        ``profile_metrics`` takes itself) through ``map_pieces``, joined in order. Every column of a region is
-        computed from that region's rows alone, so the numbers are the same either way (tested)."""
+    def metric_columns(self, logits, observed, logcounts, first_row: int) -> Callable[[], dict]:
+        """A function returning ``metric_columns`` of the batch: computed whole when it is called with ``map``, else
+        piece by piece (``chunk_rows``, the pieces ``profile_metrics`` takes itself) through ``map_pieces``, whose
+        thread pool starts them now (the caller computes the seed losses meanwhile), joined in order when it is
+        called. Every column of a region is computed from that region's rows alone, so the numbers are the same
+        either way (tested)."""
         def columns_of(rows: slice) -> dict:
             return metric_columns(logits[rows], observed[rows], self.dtype, self.track_names, self.plan,
                                   first_row + rows.start, logcounts[rows])
 
         n = logits.shape[0]
         if self.map_pieces is map or not self.plan_has_pieces():
-            return columns_of(slice(0, n))
+            return lambda: columns_of(slice(0, n))
         step = chunk_rows(logits.shape)
-        parts = list(self.map_pieces(columns_of, [slice(a, min(a + step, n)) for a in range(0, n, step)]))
-        return {name: torch.cat([part[name] for part in parts]) for name in parts[0]} if parts else {}
+        pieces = self.map_pieces(columns_of, [slice(a, min(a + step, n)) for a in range(0, n, step)])
+
+        def joined() -> dict:
+            parts = list(pieces)
+            return {name: torch.cat([part[name] for part in parts]) for name in parts[0]} if parts else {}
+
+        return joined
 
     def plan_has_pieces(self) -> bool:
         """Whether the plan computes more than the seed losses (the work ``metric_columns`` can split)."""

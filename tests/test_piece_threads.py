@@ -93,6 +93,38 @@ def test_a_run_with_threads_equals_one_thread(tmp_path):
     assert json.dumps(results[0].summary, sort_keys=True) == json.dumps(results[1].summary, sort_keys=True)
 
 
+def test_the_pieces_start_before_the_seed_losses_are_computed(monkeypatch):
+    """With a thread pool, a batch's pieces are computed beside its seed losses: the seed's MNLL waits here until a
+    piece has started, which it never would if the pieces began only after it."""
+    import threading
+
+    import bpnet_eval.compute as compute
+
+    piece_started, waited = threading.Event(), []
+
+    def piece(*args):
+        piece_started.set()
+        return real_piece(*args)
+
+    def seed_mnll(*args):
+        waited.append(piece_started.wait(10))
+        return real_mnll(*args)
+
+    real_piece, real_mnll = compute.metric_columns, compute.mnll_per_region
+    monkeypatch.setattr(compute, "metric_columns", piece)
+    monkeypatch.setattr(compute, "mnll_per_region", seed_mnll)
+    batch = hostile_batch(n=3 * chunk_rows((1, 2, 1000)))
+    computer = BatchComputer(1.0, ["plus", "minus"], "cpu", "float64", make_plan("all"))
+    with piece_threads(computer, 2):
+        threaded = computer(*batch)
+    assert waited == [True]
+    monkeypatch.setattr(compute, "mnll_per_region", real_mnll)
+    alone = BatchComputer(1.0, ["plus", "minus"], "cpu", "float64", make_plan("all"))(*batch)
+    assert list(threaded) == list(alone)
+    for name in alone:
+        np.testing.assert_array_equal(threaded[name], alone[name], err_msg=name)
+
+
 def test_piece_threads_are_capped():
     from bpnet_eval.compute import MAX_PIECE_THREADS
 
