@@ -125,6 +125,22 @@ def test_counts_scatter_draws_the_report_numbers(scored):
     r = stats.pearsonr(table["predicted_logcounts"], expected_x)[0]
     rho = stats.spearmanr(table["predicted_logcounts"], expected_x)[0]
     assert f"Pearson r = {r:.3f}" in ax.get_title() and f"Spearman ρ = {rho:.3f}" in ax.get_title()
+    figure.canvas.draw()
+    labels = [label.get_text() for label in figure.axes[1].get_yticklabels() if label.get_text()]
+    top = hexagons.get_array().max()
+    assert labels[0] == "1" and len(labels) >= 2 and float(labels[-1]) <= top  # the colour bar can be read
+
+
+def test_count_ticks_label_a_log_colour_bar():
+    assert plots.count_ticks(1) == [1]
+    assert plots.count_ticks(2.9) == [1, 2]
+    assert plots.count_ticks(4) == [1, 2, 4]
+    assert plots.count_ticks(7) == [1, 2, 5]
+    assert plots.count_ticks(9.0) == [1, 2, 5, 9]
+    assert plots.count_ticks(16) == [1, 2, 5, 10, 16]
+    assert plots.count_ticks(60) == [1, 2, 5, 10, 20, 50]
+    assert plots.count_ticks(1000) == [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000]
+    assert plots.count_ticks(3500) == [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 3500]
 
 
 @pytest.mark.slow

@@ -83,6 +83,14 @@ def plain_number(value, _position=None) -> str:
     return f"{value:g}"
 
 
+def count_ticks(top: float) -> list:
+    """Ticks of a log-scale colour bar of counts from 1 to ``top``: 1, 2, 5, 10, 20, 50, ... up to ``top``, and ``top``
+    itself where it lies more than a factor 1.5 past the last of them."""
+    ticks = [step * 10 ** decade for decade in range(int(np.log10(max(top, 1.0))) + 1) for step in (1, 2, 5)]
+    ticks = [tick for tick in ticks if tick <= top] or [1]
+    return ticks + [int(top)] if top > 1.5 * ticks[-1] else ticks
+
+
 def _fmt(value) -> str:
     return "undefined" if value is None else f"{value:.3f}"
 
@@ -101,6 +109,7 @@ def counts_scatter(columns: dict, summary: dict):
 
         cells = ax.hexbin(observed, predicted, gridsize=40, mincnt=1, bins="log", cmap="viridis", linewidths=0.2)
         bar = figure.colorbar(cells, ax=ax, label="regions per hexagon (log scale)")
+        bar.set_ticks(count_ticks(float(np.max(cells.get_array()))))  # decades alone left one label below 10
         bar.ax.yaxis.set_major_formatter(FuncFormatter(plain_number))
         bar.ax.yaxis.set_minor_formatter(NullFormatter())  # labelled minor ticks overlapped
         low = float(min(observed.min(), predicted.min()))
