@@ -206,6 +206,43 @@ def test_profile_metrics_in_float32_keep_the_digits_of_float64_logits_offset_by_
         bpnet_eval.score((base, logcounts), counts, dtype="float32", metrics="all", **API).summary["profile_auprc"]
 
 
+def exact_jsd(logits, counts):
+    """JSD (natural log) of softmax(logits) and counts / their sum over the last axis, 50 digits, from the stored
+    values: nothing underflows."""
+    mpmath.mp.dps = 50
+    z = [mpmath.mpf(float(v)) for v in np.ravel(logits)]
+    top = max(z)
+    weights = [mpmath.exp(v - top) for v in z]
+    p = [w / mpmath.fsum(weights) for w in weights]
+    q = [mpmath.mpf(float(k)) / mpmath.mpf(float(np.sum(counts))) for k in np.ravel(counts)]
+    kl = lambda a: mpmath.fsum(x * mpmath.log(x / ((x + y) / 2)) for x, y in zip(a, p if a is q else q) if x > 0)
+    return float((kl(p) + kl(q)) / 2)
+
+
+@pytest.mark.parametrize("dtype,below", [("float32", 103.3), ("float64", 744.4)])
+def test_a_predicted_probability_at_the_smallest_subnormal_is_scored_not_an_overflow(dtype, below):
+    """A logit ``below`` the region's log-sum-exp gives the smallest subnormal probability in ``dtype``; where no
+    read fell, the JSD's midpoint there is half of it, which rounds to 0 (the term written out is inf): the JSD
+    is finite and exact, not an overflow."""
+    counts = counts_for((3, 2, 40), seed=21)
+    logits = np.random.default_rng(22).normal(0, 1, size=counts.shape).astype(np.float32).astype(np.float64)
+    counts[1, 0, 7] = 0
+    others = np.delete(logits[1, 0], 7)
+    logits[1, 0, 7] = np.float32(others.max() + np.log(np.exp(others - others.max()).sum()) - below)
+    probability = torch.softmax(torch.as_tensor(logits[1, 0], dtype=getattr(torch, dtype)), dim=-1)[7]
+    assert probability == torch.finfo(probability.dtype).tiny * torch.finfo(probability.dtype).eps
+    logcounts = np.log1p(counts.sum(axis=(1, 2)))[:, None]
+    columns = bpnet_eval.score((logits, logcounts), counts, dtype=dtype, metrics="all", **API).columns
+    tolerance = 1e-4 if dtype == "float32" else 1e-9
+    for name in ("profile_jsd_divergence_plus", "profile_jsd_divergence", "profile_jsd_shuffled_plus"):
+        assert np.all(np.isfinite(columns[name])), name
+    for row in range(3):
+        np.testing.assert_allclose(columns["profile_jsd_divergence_plus"][row],
+                                   exact_jsd(logits[row, 0], counts[row, 0]), rtol=tolerance)
+        np.testing.assert_allclose(columns["profile_jsd_divergence"][row], exact_jsd(logits[row], counts[row]),
+                                   rtol=tolerance)
+
+
 # --------------------------------------------------------------- 2. non-finite inputs follow --nonfinite
 def h5_truth(path, observed, name="observed/counts"):
     with h5py.File(path, "w") as h5:

@@ -260,7 +260,8 @@ def test_jsd_from_the_nonzero_observed_positions_bit_equals_every_term(dtype, de
     """The JSD with a mostly-zero side (observed, shuffled observed) takes ``a ln 2`` where the other side is 0: the
     same bits as every term written out, NaN's bits too, for predictions, the uniform profile and two sparse
     profiles; with NaN, empty rows (NaN: most of them, as windows without reads), zero and subnormal predicted
-    probabilities (whose halves round: the dense formula then)."""
+    probabilities (whose halves round: the dense formula then). The one row where a half rounds to 0, whose term
+    written out is inf, is the JSD of the profiles scaled by 2**60 (where nothing rounds to 0), scaled back."""
     rng = np.random.default_rng(14)
     k = rng.poisson(3.0, size=(48, 2, 400)) * (rng.random((48, 2, 400)) < density)
     k[0] = 0  # no counts: NaN
@@ -277,10 +278,17 @@ def test_jsd_from_the_nonzero_observed_positions_bit_equals_every_term(dtype, de
     nan_row = p.clone()
     nan_row[4, 1, 9] = torch.nan
     for a, b in ((p, q), (q, p), (torch.full_like(q, 1 / 400), q), (p, shuffled), (q, shuffled), (shuffled, q),
-                 (subnormal, q), (nan_row, q), (p.flatten(1), q.flatten(1)), (q[:, 0], q[:, 1])):
+                 (nan_row, q), (p.flatten(1), q.flatten(1)), (q[:, 0], q[:, 1])):
         a, b = a.contiguous(), b.contiguous()
         assert same_bits(normalised_jsd_divergence(a, b), dense_jsd(a, b))
-    assert torch.isinf(dense_jsd(subnormal, q)[3, 0])
+    for a, b in ((subnormal, q), (q, subnormal)):
+        written_out, jsd = dense_jsd(a, b), normalised_jsd_divergence(a, b)
+        assert torch.isinf(written_out[3, 0]) and torch.isfinite(jsd[3, 0])
+        scaled = dense_jsd(a[3, 0] * 2.0 ** 60, b[3, 0] * 2.0 ** 60) / 2.0 ** 60
+        assert float(scaled) > 0 and abs(float(jsd[3, 0]) / float(scaled) - 1) < (1e-5 if dtype == torch.float32 else 1e-12)
+        rows = torch.ones(jsd.shape, dtype=torch.bool)
+        rows[3, 0] = False
+        assert same_bits(jsd[rows], written_out[rows])
 
 
 def test_torch_sorts_off_the_cpu_give_the_same_numbers(monkeypatch):

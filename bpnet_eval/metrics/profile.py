@@ -142,8 +142,25 @@ def normalised_jsd_divergence(p, q):
     """``jsd_divergence`` of profiles already rescaled to sum 1 (``normalised``): ``(KL(p || m) + KL(q || m)) / 2``."""
     mostly_zero = _mostly_zero_side(p, q)
     if mostly_zero is not None:  # an observed profile, shuffled or not: the same bits from its nonzero positions
-        return _jsd_of_mostly_zero(*mostly_zero)
-    return _dense_jsd(p, q)
+        return _with_underflowed_midpoints(_jsd_of_mostly_zero(*mostly_zero), p, q)
+    return _with_underflowed_midpoints(_dense_jsd(p, q), p, q)
+
+
+def _with_underflowed_midpoints(jsd, p, q):
+    """``jsd`` with its rows of inf computed again taking ``p_i / m_i = 2`` where ``m_i = (p_i + q_i) / 2`` rounds
+    to 0: there ``p_i + q_i`` is the smallest subnormal number (one of them, the other 0), whose half rounds to 0,
+    and the term ``p_i ln(p_i / m_i)`` is inf (as in scipy's ``jensenshannon``) where it is ``p_i ln 2``. A
+    predicted probability lands there from logits ~103 (float32) or ~745 (float64) below the top one. Profiles
+    summing to 1 give no other inf, so every other row keeps its bits."""
+    rows = torch.isinf(jsd)
+    if not bool(rows.any()):
+        return jsd
+    a, b = (x[rows] for x in torch.broadcast_tensors(p, q))
+    m = (a + b) / 2
+    kl = lambda x: torch.sum(x * torch.log(torch.where(x == 0, 1.0, torch.where(m == 0, 2.0, x / m))), dim=-1)
+    jsd = jsd.clone()
+    jsd[rows] = (kl(a) + kl(b)) / 2
+    return jsd
 
 
 def _dense_jsd(p, q):
