@@ -82,6 +82,15 @@ def test_count_ranks_equal_scipy_rankdata():
     np.testing.assert_array_equal(ordinal_ranks(x), rankdata(x, method="ordinal"))
     ranks = average_ranks(np.array([3.0, np.nan, 1.0, 3.0]))
     assert np.isnan(ranks[1]) and ranks[[0, 2, 3]].tolist() == [2.5, 1.0, 2.5]
+    # a column's length: numpy's vectorised sort, ties in any order, -0.0 tied with 0.0, NaNs among them
+    rng = np.random.default_rng(1)
+    x = np.round(rng.normal(0, 2, size=100_003), 1)
+    x[rng.integers(0, len(x), 500)] = -0.0
+    x[rng.integers(0, len(x), 50)] = np.nan
+    defined = ~np.isnan(x)
+    ranks = average_ranks(x)
+    assert np.isnan(ranks[~defined]).all()
+    np.testing.assert_array_equal(ranks[defined], rankdata(x[defined]))
 
 
 @pytest.mark.parametrize("target", ["log1p", "log"])
