@@ -169,6 +169,29 @@ def test_pooled_auprc_is_undefined_when_no_region_passes_the_mask():
     assert pooled.result() == {"binsize=1": None, "binsize=10": None}
 
 
+
+@pytest.mark.parametrize("length", [7, 9])
+def test_windows_shorter_than_a_bin_have_no_binned_auprc(length):
+    """BPNet's ``L // binsize`` bins: none of 10 bases in a window of ``length`` < 10, so the bin-10 auPRC is
+    undefined per region (NaN) and pooled (None), not a crash; bin 1 is still scored (against sklearn's
+    definition)."""
+    import bpnet_eval
+
+    rng = np.random.default_rng(length)
+    counts = rng.poisson(60.0, size=(4, 2, length)).astype(np.float64)
+    logits = rng.normal(size=counts.shape)
+    result = bpnet_eval.score((logits, np.log1p(counts.sum(axis=(1, 2)))[:, None]), counts, metrics="all",
+                              device="cpu", read_workers=0)
+    for name in ("profile_auprc_bin10", "profile_auprc_bin10_plus", "profile_auprc_bin10_minus"):
+        assert np.isnan(result.columns[name]).all(), name
+    assert result.summary["profile_auprc"]["binsize=10"] is None
+    yt, yp = counts.transpose(0, 2, 1), softmax(logits).transpose(0, 2, 1)
+    labels, scores = ref_binned(yt, yp, 1)
+    expected = [ref_average_precision(np.ravel(l_), np.ravel(s_)) if m else np.nan
+                for l_, s_, m in zip(labels, scores, ref_mask(yt))]
+    np.testing.assert_allclose(result.columns["profile_auprc_bin1"], expected, rtol=1e-12)
+    assert average_precision(torch.zeros(3, 0), torch.zeros(3, 0, dtype=torch.float64)).shape == (3,)
+
 # ---- the pooled auPRC in bounded memory: sorted runs spilled and merged -------------------------
 
 @pytest.mark.parametrize("run_values,block_values", [(10 ** 6, 10 ** 6), (50, 7), (1, 1), (333, 1000)])

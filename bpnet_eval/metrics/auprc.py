@@ -127,8 +127,10 @@ def average_precision(labels, scores):
     Returns
     -------
     ap : torch.Tensor, shape=(...)
-        Dtype of ``scores``; NaN where there is no positive.
+        Dtype of ``scores``; NaN where there is no positive (also with no entry: a window shorter than a bin).
     """
+    if scores.shape[-1] == 0:
+        return torch.full(scores.shape[:-1], NAN, dtype=scores.dtype, device=scores.device)
     keep = (labels >= 0) & ~torch.isnan(scores)
     # descending scores, the entries left out last: sorted by any sort, then by a stable one (ties by position,
     # as torch's stable sort) only where a positive is tied with another entry, as the position of each
