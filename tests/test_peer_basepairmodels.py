@@ -80,3 +80,18 @@ def test_cli_writes_basepairmodels_files(tmp_path):
     for name in EXACT:
         np.testing.assert_allclose(np.load(out / f"{name}.npz")[name], peer(name), rtol=1e-9, atol=1e-12)
     assert json.loads((out / "summary.json").read_text())["settings"]["metrics"]["preset"] == "basepairmodels"
+
+
+def test_min_max_normalisation_over_a_subnormal_range_clips_without_a_warning():
+    """``(v - min) / (max - min)`` over a subnormal range overflows to ±inf: clipped to [0, 1] (as numpy's clip in
+    basepairmodels gives it), with no RuntimeWarning printed into a run's output."""
+    import warnings
+
+    from bpnet_eval.metrics.basepairmodels import min_max_normalize
+
+    value, low, high = np.array([1.0, -1.0, 2.0 ** -1031, np.nan]), np.zeros(4), np.full(4, 2.0 ** -1030)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        normalised = min_max_normalize(value, low, high)
+    np.testing.assert_array_equal(normalised[:3], [1.0, 0.0, 0.5])
+    assert np.isnan(normalised[3])

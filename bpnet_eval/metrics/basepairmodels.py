@@ -105,8 +105,9 @@ def jensenshannon_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def min_max_normalize(value: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
-    """``clip((v - min) / (max - min), 0, 1)``, 1 where ``max = min`` (NaN stays NaN, as its comparisons leave it)."""
-    with np.errstate(divide="ignore", invalid="ignore"):
+    """``clip((v - min) / (max - min), 0, 1)``, 1 where ``max = min`` (NaN stays NaN, as its comparisons leave it; a
+    quotient that overflows, over a subnormal ``max - min``, clips to 1 as well)."""
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         norm = (value - low) / (high - low)
     norm = np.where(norm < 0, 0.0, np.where(norm > 1, 1.0, norm))
     return np.where(high - low == 0, 1.0, norm)
