@@ -18,7 +18,10 @@ Shapes (``--shape``; ``SHAPES`` below):
   model's 2114-bp input windows around each summit (``peaks.narrowPeak``, column 10 the summit
   offset 1057), the predictions its central 1000-bp output (``--length``); every region a peak;
 * ``normalised``: the ``chip`` signal as a normalised track (counts per million of 27M reads: each
-  count times 0.037), so that no value is an integer (MNLL's ``lgamma(k + 1)`` computed, not looked up).
+  count times 0.037), so that no value is an integer (MNLL's ``lgamma(k + 1)`` computed, not looked up);
+* ``ucsc``: the ``chip`` signal in the bigWig layout of UCSC's ``bedGraphToBigWig`` (1,024 intervals per
+  data block; ``bench/ucsc_bigwig.py``), which chrombpnet's and BPNet's pipelines use for observed tracks:
+  pyBigWig's per-window ``values`` reads it about twice as fast as pyBigWig's own files (~2,730 per block).
 
 Writes into OUT_DIR:
 
@@ -48,6 +51,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pyBigWig
+from ucsc_bigwig import write_ucsc_bigwig
 
 CHROM_SIZES_MB = (34, 30, 26, 22)  # a few chromosomes of tens of Mb
 BACKGROUND_RATE = 0.01  # reads per base per strand away from peaks
@@ -69,6 +73,7 @@ class Shape:
     input_width: int = 0  # > 0: regions as a narrowPeak file of windows this wide (summit in the middle)
     genome_scale: float = 1.0  # of the chromosome sizes (a dense track on a smaller genome stays writable)
     scale: float = 1.0  # the bigWigs hold the counts times this (a normalised track where it is not 1)
+    ucsc_layout: bool = False  # bigWigs laid out as UCSC's bedGraphToBigWig writes them (``ucsc_bigwig``)
 
 
 SHAPES = {
@@ -84,6 +89,8 @@ SHAPES = {
                        peak_fraction=1.0, input_width=INPUT_WIDTH),
     "normalised": Shape("the chip signal as a normalised track (CPM: counts x 0.037), no value an integer",
                         scale=0.037),
+    "ucsc": Shape("the chip signal in UCSC's bigWig layout (bedGraphToBigWig: 1,024 intervals per data block, as "
+                  "chrombpnet's and BPNet's pipelines write observed tracks; pyBigWig writes ~2,730)", ucsc_layout=True),
 }
 
 
@@ -149,10 +156,31 @@ def smoothed(counts: np.ndarray, half_width: int = 25) -> np.ndarray:
 FIXED_STEP_SECTION = 1 << 20  # bases per addEntries call of a fixed-step track
 
 
+def runs(values: np.ndarray):
+    """``(starts, ends, values)`` of the runs of equal nonzero values of one chromosome's base counts."""
+    where = np.flatnonzero(values)
+    new_run = np.ones(len(where), bool)
+    new_run[1:] = (where[1:] != where[:-1] + 1) | (values[where[1:]] != values[where[:-1]])
+    starts = where[new_run]
+    run_index = np.cumsum(new_run) - 1
+    ends = np.zeros(len(starts), np.int64)
+    np.maximum.at(ends, run_index, where + 1)
+    return starts, ends, values[starts]
+
+
 def write_strand_bigwig(path: Path, sizes: dict, counts_by_chrom: dict, strand: int, every_base: bool = False,
-                        scale: float = 1.0) -> None:
+                        scale: float = 1.0, ucsc_layout: bool = False) -> None:
     """One strand as a bigWig of merged runs of equal nonzero values (zeros left uncovered), or with
-    ``every_base`` as fixed-step sections of span 1 covering every base; each count times ``scale``."""
+    ``every_base`` as fixed-step sections of span 1 covering every base; each count times ``scale``. Written by
+    pyBigWig, or with ``ucsc_layout`` as UCSC's bedGraphToBigWig lays it out (``ucsc_bigwig``)."""
+    if ucsc_layout:
+        intervals = {}
+        for chrom in sizes:
+            starts, ends, values = runs(counts_by_chrom[chrom][strand])
+            if len(starts):
+                intervals[chrom] = (starts, ends, values * scale)
+        write_ucsc_bigwig(path, sizes, intervals)
+        return
     with pyBigWig.open(str(path), "w") as bw:
         bw.addHeader(list(sizes.items()), maxZooms=4)
         for chrom in sizes:
@@ -162,17 +190,10 @@ def write_strand_bigwig(path: Path, sizes: dict, counts_by_chrom: dict, strand: 
                     bw.addEntries(chrom, a, values=(values[a:a + FIXED_STEP_SECTION] * scale).tolist(),
                                   span=1, step=1)
                 continue
-            where = np.flatnonzero(values)
-            if not len(where):
-                continue
-            new_run = np.ones(len(where), bool)
-            new_run[1:] = (where[1:] != where[:-1] + 1) | (values[where[1:]] != values[where[:-1]])
-            starts = where[new_run]
-            run_index = np.cumsum(new_run) - 1
-            ends = np.zeros(len(starts), np.int64)
-            np.maximum.at(ends, run_index, where + 1)
-            bw.addEntries([chrom] * len(starts), starts.tolist(), ends=ends.tolist(),
-                          values=(values[starts] * scale).tolist())
+            starts, ends, run_values = runs(values)
+            if len(starts):
+                bw.addEntries([chrom] * len(starts), starts.tolist(), ends=ends.tolist(),
+                              values=(run_values * scale).tolist())
 
 
 def choose_regions(sizes: dict, summits: dict, n_regions: int, length: int, rng, peak_fraction: float = 0.5,
@@ -267,7 +288,8 @@ def make_case(out_dir, n_regions: int = 100_000, length: int = 1000, seed: int =
         smooth[chrom] = smoothed(counts[chrom])
     truth = truth_names(kind.n_tracks)
     for strand, name in enumerate(truth):
-        write_strand_bigwig(out / name, sizes, counts, strand, every_base=kind.dense_background, scale=kind.scale)
+        write_strand_bigwig(out / name, sizes, counts, strand, every_base=kind.dense_background, scale=kind.scale,
+                            ucsc_layout=kind.ucsc_layout)
     chrom, start, peak = choose_regions(sizes, summits, n_regions, length, rng, kind.peak_fraction,
                                         margin if kind.input_width else 0)
     chunk = write_predictions(out / "predictions.h5", chrom, start, peak, length, counts, smooth, rng)

@@ -83,6 +83,32 @@ def test_every_shape_scores_end_to_end_with_the_command_the_benchmark_runs(cases
         assert len(mnll) == 400 and np.isfinite(mnll).all() and (mnll >= 0).all(), shape
 
 
+
+def test_the_ucsc_shape_holds_the_chip_signal_in_ucscs_block_layout(cases, tmp_path):
+    """``ucsc``: the ``chip`` case's intervals (same seed), read back by pyBigWig, in data blocks of 1,024 intervals
+    that never span a chromosome (the R tree's item count, read from the file), and scored to the same report."""
+    import math
+    import struct
+
+    ucsc, chip = cases["ucsc"][0], cases["chip"][0]
+    for name in ("observed.plus.bw", "observed.minus.bw"):
+        with pyBigWig.open(str(ucsc / name)) as a, pyBigWig.open(str(chip / name)) as b:
+            assert a.chroms() == b.chroms()
+            per_chrom = [len(a.intervals(c) or ()) for c in a.chroms()]
+            for c in a.chroms():
+                assert a.intervals(c) == b.intervals(c), (name, c)
+        raw = (ucsc / name).read_bytes()
+        index_offset = struct.unpack_from("<Q", raw, 24)[0]
+        magic, _, blocks = struct.unpack_from("<IIQ", raw, index_offset)
+        assert magic == 0x2468ACE0 and blocks == sum(math.ceil(n / 1024) for n in per_chrom) > 1
+    reports = []
+    for case in (ucsc, chip):
+        done = run_cli("score", case / "predictions.h5", case / "observed.plus.bw", case / "observed.minus.bw",
+                       "--out", tmp_path / case.name, "--quiet", "--no-plots")
+        assert done.returncode == 0, done.stderr
+        reports.append((tmp_path / case.name / "regions.tsv").read_bytes())
+    assert reports[0] == reports[1]
+
 def test_the_naive_seed_pipeline_computes_the_seed_losses():
     rng = np.random.default_rng(5)
     counts = rng.poisson(0.5, size=(7, 2, 50)).astype(np.float64)
