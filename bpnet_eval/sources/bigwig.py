@@ -148,6 +148,8 @@ class _Block:
     __slots__ = ("chrom", "start", "end", "value", "end_max", "unsorted", "clean")
 
     def __init__(self, chrom: int, start: np.ndarray, end: np.ndarray, value: np.ndarray):
+        # contiguous copies of the decoded block's fields (views into its bytes): searched at every read
+        start, end, value = (np.ascontiguousarray(x) for x in (start, end, value))
         self.chrom, self.start, self.end, self.value = chrom, start, end, value
         self.clean = _is_clean(start, end)
         self.unsorted = not self.clean and len(start) > 1 and bool(np.any(start[1:] < start[:-1]))
@@ -164,7 +166,7 @@ class _Block:
 
 def _is_clean(start: np.ndarray, end: np.ndarray) -> bool:
     """Whether a block's intervals are non-empty, sorted and non-overlapping (what writers produce)."""
-    return bool(np.all(end > start)) and bool(np.all(start[1:] >= end[:-1]))
+    return bool((end > start).all()) and bool((start[1:] >= end[:-1]).all())
 
 
 def _in_genome_order(blocks: list) -> bool:
@@ -348,9 +350,8 @@ class BigWigReader:
         e = self._endian
         (_, self._version, _, self._chrom_tree_offset, _, self._index_offset, _, _, _, self._summary_offset,
          self._uncompress_buf_size, _) = struct.unpack(e + "IHHQQQHHQQIQ", raw)
-        self._section_dtype = np.dtype([("chrom", e + "u4"), ("start", e + "u4"), ("end", e + "u4"),
-                                        ("step", e + "u4"), ("span", e + "u4"), ("type", "u1"),
-                                        ("reserved", "u1"), ("count", e + "u2")])
+        # a data section's header: chrom, start, end, step, span, type, reserved, item count
+        self._section = struct.Struct(e + "IIIIIBBH")
         self._item_dtypes = {
             1: np.dtype([("start", e + "u4"), ("end", e + "u4"), ("value", e + "f4")]),
             2: np.dtype([("start", e + "u4"), ("value", e + "f4")]),
@@ -440,7 +441,8 @@ class BigWigReader:
 
     # ------------------------------------------------------------------ blocks
     def _decode_block(self, block: int):
-        """Intervals of one data block: (chromosome key, uint32 starts, uint32 ends, float32 values)."""
+        """Intervals of one data block: (chromosome key, uint32 starts, uint32 ends, float32 values); read-only
+        arrays, strided views into the block's bytes where the file's byte order is this machine's."""
         raw = self._pread(int(self._block_offset[block]), int(self._block_size[block]))
         try:
             data = _inflate(raw) if self._uncompress_buf_size else raw
@@ -448,25 +450,25 @@ class BigWigReader:
             raise _bad_file(self.path, f"data block at byte {int(self._block_offset[block])} does not decompress") from None
         if len(data) < _SECTION_HEADER_SIZE:
             raise _bad_file(self.path, f"data block at byte {int(self._block_offset[block])} is too short")
-        head = np.frombuffer(data, dtype=self._section_dtype, count=1)[0]
-        kind, count = int(head["type"]), int(head["count"])
+        chrom, first, _, step, span, kind, _, count = self._section.unpack_from(data)
         item = self._item_dtypes.get(kind)
         if item is None or len(data) < _SECTION_HEADER_SIZE + count * item.itemsize:
             raise _bad_file(self.path, f"data block at byte {int(self._block_offset[block])} is damaged")
         items = np.frombuffer(data, dtype=item, count=count, offset=_SECTION_HEADER_SIZE)
-        span = np.uint32(head["span"])
         # uint32 arithmetic wraps exactly like libBigWig's
         if kind == 1:
-            start, end = items["start"].astype(np.uint32), items["end"].astype(np.uint32)
+            start, end = items["start"].astype(np.uint32, copy=False), items["end"].astype(np.uint32, copy=False)
         elif kind == 2:
-            start = items["start"].astype(np.uint32)
-            end = start + span
+            start = items["start"].astype(np.uint32, copy=False)
+            end = start + np.uint32(span)
         else:
-            start = np.uint32(head["start"]) + np.arange(count, dtype=np.uint32) * np.uint32(head["step"])
-            end = start + span
-        values = items["value"].astype(np.float32)
-        values[np.isnan(values)] = 0.0
-        return int(head["chrom"]) << 32, start, end, values
+            start = np.uint32(first) + np.arange(count, dtype=np.uint32) * np.uint32(step)
+            end = start + np.uint32(span)
+        values = items["value"].astype(np.float32, copy=False)
+        missing = np.isnan(values)
+        if missing.any():
+            values = np.where(missing, np.float32(0.0), values)
+        return chrom << 32, start, end, values
 
     def _blocks(self, needed: np.ndarray):
         """Decoded intervals of the given blocks, from the cache where possible."""
