@@ -270,6 +270,52 @@ def test_files_too_big_to_keep_whole_are_read_block_by_block(tmp_path, monkeypat
         assert r._resident is None and not r._resident_ok
 
 
+
+@pytest.mark.parametrize("fits", [True, False])
+def test_expected_windows_decide_the_whole_file_decode_before_the_first_read(tmp_path, monkeypatch, fits):
+    """A big file whose windows to come (``expect``) touch the share of its blocks at which it is decoded whole is
+    decoded whole at the first read, however few blocks that read touches, where a sample of its blocks says it
+    fits; else (too big) it is read block by block and never decoded whole. Windows off a chromosome and unknown
+    chromosomes are left out of the count. The values equal pyBigWig's either way."""
+    monkeypatch.setattr(bigwig, "_RESIDENT_COMPRESSED_BYTES", -1)  # a big file: decoded whole only when due
+    if not fits:
+        monkeypatch.setattr(bigwig, "_RESIDENT_MAX_BYTES", 2_000)
+        monkeypatch.setattr(bigwig.BigWigReader, "_decode_whole", lambda self: pytest.fail("decoded whole"))
+    rng = np.random.default_rng(8)
+    sizes = [("chrA", 400_000), ("chrB", 300_000)]
+    sections = []
+    for chrom, (_, size) in enumerate(sizes):  # blocks of 50 sparse intervals each, as a writer lays them out
+        starts = np.sort(rng.choice(size // 4, 5000, replace=False)) * 4
+        for a in range(0, len(starts), 50):
+            run = starts[a:a + 50]
+            sections.append((chrom, 1, 0, 0, 0, [(int(x), int(x) + 1 + int(x) % 3, float(x % 7)) for x in run]))
+    path = build_bigwig(tmp_path / "blocks.bw", sizes, sections)
+    chroms, starts, ends = random_windows(dict(sizes), 300, 200, np.random.default_rng(9))
+    with BigWigReader(str(path)) as r:
+        due = r._resident_due
+        assert len(r._block_start) == 200 and due == 50
+        ids = r.chrom_ids(chroms)
+        r.expect(np.r_[ids, -1, ids[0]], np.r_[starts, 0, -5], np.r_[ends, 200, 195])  # unknown, off the start
+        assert (r._resident_due == 0) == fits
+        assert_same(path, chroms[:1], starts[:1], ends[:1], reader=r)  # one window: a block or two
+        assert (r._resident is not None) == fits
+        assert_same(path, chroms, starts, ends, reader=r)
+    with BigWigReader(str(path)) as r:  # windows touching few blocks: nothing decided early
+        r.expect(r.chrom_ids(chroms[:1]), starts[:1], ends[:1])
+        assert r._resident_due == due
+    # the observed tracks' reader tells each file every window of the run before its first batch
+    from bpnet_eval.regions import Regions
+    from bpnet_eval.sources.tracks import BigWigTruth
+
+    truth = BigWigTruth([str(path)], Regions(chroms, starts, ends))
+    try:
+        out = np.zeros((1, 1, 200), np.float32)
+        truth.read_into(0, 1, out)
+        np.testing.assert_array_equal(out[:, 0], expected(path, chroms[:1], starts[:1], ends[:1]))
+        assert (truth._readers[0]._resident is not None) == fits
+    finally:
+        truth.close()
+
 def test_whole_file_chunks_big_calls(tmp_path, monkeypatch):
     """Kept whole, calls bigger than one scatter step are filled step by step."""
     monkeypatch.setattr(bigwig, "_FILL_ELEMENTS", 300)

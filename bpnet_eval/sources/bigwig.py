@@ -83,6 +83,7 @@ _FILL_ELEMENTS = 1 << 17  # output elements filled per step from a file kept who
 _RESIDENT_BYTES_PER_INTERVAL = 16  # one int64 key, one uint32 length, one float32 value
 _RESIDENT_BYTES_PER_BASE = 4  # one float32 value per base of the genome
 _CACHED_BYTES_PER_INTERVAL = 16  # three uint32 positions + one float32 value
+_FIT_SAMPLE_BLOCKS = 16  # blocks decoded, evenly spaced, to tell whether a file decoded whole fits (``expect``)
 
 _SMALLEST_FLOAT32 = float(np.finfo(np.float32).smallest_subnormal)  # no stored value lies in (0, this)
 _FIX = "check the path, or re-create it with bedGraphToBigWig or pyBigWig"
@@ -611,6 +612,31 @@ class BigWigReader:
                     self._cache.clear()
                     self._cache_size = 0
         return self._resident
+
+    def expect(self, chrom_ids: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> None:
+        """The windows that reads will ask for (this file's chromosome numbers, -1 where it has none; windows off a
+        chromosome are left out): where they touch at least the share of a big file's blocks at which it is decoded
+        whole (``_RESIDENT_AFTER_SHARE``), and a sample of its blocks says it fits (``_whole_may_fit``), it is
+        decoded whole at the first read instead of after reads have decoded that share block by block (the same
+        values either way)."""
+        if not (self._resident is None and self._resident_ok and self._resident_due > 0):
+            return
+        chrom_ids, starts, ends = (np.asarray(x, dtype=np.int64) for x in (chrom_ids, starts, ends))
+        inside = (chrom_ids >= 0) & (starts >= 0) & (ends > starts)
+        inside[inside] = ends[inside] <= self._size_by_id[chrom_ids[inside]]
+        chrom_ids, starts, ends = chrom_ids[inside], starts[inside], ends[inside]
+        touched = np.zeros(len(self._block_start), dtype=bool)
+        for a in range(0, len(starts), _STREAM_WINDOWS):  # bounded temporaries for any number of windows
+            ids = chrom_ids[a:a + _STREAM_WINDOWS]
+            touched[_expand_ranges(np.searchsorted(self._block_end_max, _keys(ids, starts[a:a + _STREAM_WINDOWS]),
+                                                   side="right"),
+                                   np.searchsorted(self._block_start, _keys(ids, ends[a:a + _STREAM_WINDOWS]),
+                                                   side="left"), owners=False)[0]] = True
+        if np.count_nonzero(touched) < self._resident_due:
+            return
+        self._blocks(np.unique(np.linspace(0, len(touched) - 1, _FIT_SAMPLE_BLOCKS).astype(np.int64)))  # cached
+        if self._whole_may_fit():
+            self._resident_due = 0
 
     def _touched(self, key0: np.ndarray, width: int, owners: bool = True):
         """The blocks that windows [key0, key0 + width) may touch, and (if asked) the window of each."""

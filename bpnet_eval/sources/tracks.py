@@ -108,6 +108,9 @@ class BigWigTruth(TruthSource):
         for s in range(self.n_tracks) if tracks is None else tracks:
             if self._ids[s] is None:  # only for the files this process reads
                 self._ids[s] = self._readers[s].chrom_ids(self._chroms[s])
+                plain = np.ones(len(self.regions.start), bool)
+                plain[list(self._special)] = False  # padded and skipped rows are read otherwise
+                self._readers[s].expect(self._ids[s][plain], self.regions.start[plain], self.regions.end[plain])
             ids = self._ids[s][i:j]
             chroms = ids if len(ids) and ids.min() >= 0 else self._chroms[s][i:j]  # names: an unknown one is named
             if out[:, s].flags.c_contiguous and s not in self._negated:  # one track: read in place, no copy
