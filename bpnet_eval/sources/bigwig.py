@@ -15,8 +15,8 @@ How:
   (``_RESIDENT_MAX_BYTES``, the block cache's budget, which it replaces): on the first
   ``read`` if it has at most 8 MB of compressed data, otherwise once reads have decoded
   a quarter of its blocks, or at the first read where the windows to come (``expect``) touch a
-  quarter of them and a sample of its blocks says it fits. It is kept as intervals (16 bytes each: a window's are found with a
-  two-level ``searchsorted`` and written with one ``np.repeat`` of values and gaps) or, where that
+  quarter of them and a sample of its blocks says it fits. It is kept as intervals (16 bytes each:
+  a window's are found with a two-level ``searchsorted`` and written with one ``np.repeat`` of values and gaps) or, where that
   is smaller (one interval per base, e.g. fixedStep span 1), as one float32 per base of
   the genome, from which windows are copied as rows of a strided view;
 * other files, and files too big to keep, are read block by block: the blocks a batch touches are read
@@ -628,19 +628,18 @@ class BigWigReader:
         chrom_ids, starts, ends = chrom_ids[inside], starts[inside], ends[inside]
         touched = np.zeros(len(self._block_start), dtype=bool)
         for a in range(0, len(starts), _STREAM_WINDOWS):  # bounded temporaries for any number of windows
-            ids = chrom_ids[a:a + _STREAM_WINDOWS]
-            touched[_expand_ranges(np.searchsorted(self._block_end_max, _keys(ids, starts[a:a + _STREAM_WINDOWS]),
-                                                   side="right"),
-                                   np.searchsorted(self._block_start, _keys(ids, ends[a:a + _STREAM_WINDOWS]),
-                                                   side="left"), owners=False)[0]] = True
+            rows = slice(a, a + _STREAM_WINDOWS)
+            key0, width = _keys(chrom_ids[rows], starts[rows]), ends[rows] - starts[rows]
+            touched[self._touched(key0, width, owners=False)[0]] = True
         if np.count_nonzero(touched) < self._resident_due:
             return
         self._blocks(np.unique(np.linspace(0, len(touched) - 1, _FIT_SAMPLE_BLOCKS).astype(np.int64)))  # cached
         if self._whole_may_fit():
             self._resident_due = 0
 
-    def _touched(self, key0: np.ndarray, width: int, owners: bool = True):
-        """The blocks that windows [key0, key0 + width) may touch, and (if asked) the window of each."""
+    def _touched(self, key0: np.ndarray, width, owners: bool = True):
+        """The blocks that windows [key0, key0 + width) (``width``: one, or one per window) may touch, and (if
+        asked) the window of each."""
         return _expand_ranges(np.searchsorted(self._block_end_max, key0, side="right"),
                               np.searchsorted(self._block_start, key0 + width, side="left"), owners)
 
