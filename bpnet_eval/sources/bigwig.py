@@ -15,9 +15,10 @@ How:
   (``_RESIDENT_MAX_BYTES``, the block cache's budget, which it replaces): on the first
   ``read`` if it has at most 8 MB of compressed data, otherwise once reads have decoded
   a quarter of its blocks, or at the first read where the windows to come (``expect``) touch a
-  quarter of them and a sample of its blocks says it fits. It is kept as intervals (16 bytes each:
-  a window's are found with a two-level ``searchsorted`` and written with one ``np.repeat`` of values and gaps) or, where that
-  is smaller (one interval per base, e.g. fixedStep span 1), as one float32 per base of
+  quarter of them and a sample of its blocks says it fits. It is kept as intervals (16 bytes
+  each: a window's are found with a two-level ``searchsorted`` and written with one ``np.repeat``
+  of values and gaps) or, where that is smaller (one interval per base, e.g. fixedStep span 1),
+  as one float32 per base of
   the genome, from which windows are copied as rows of a strided view;
 * other files, and files too big to keep, are read block by block: the blocks a batch touches are read
   and decompressed once each (ISA-L's inflate through ``isal``, 1.5-3.5x zlib's,
