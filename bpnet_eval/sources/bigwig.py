@@ -18,8 +18,7 @@ How:
   quarter of them and a sample of its blocks says it fits. It is kept as intervals (16 bytes
   each: a window's are found with a two-level ``searchsorted`` and written with one ``np.repeat``
   of values and gaps) or, where that is smaller (one interval per base, e.g. fixedStep span 1),
-  as one float32 per base of
-  the genome, from which windows are copied as rows of a strided view;
+  as one float32 per base of the genome, from which windows are copied as rows of a strided view;
 * other files, and files too big to keep, are read block by block: the blocks a batch touches are read
   and decompressed once each (ISA-L's inflate through ``isal``, 1.5-3.5x zlib's,
   or zlib where ``isal`` is not installed; the same bytes either way) however many windows share them,
