@@ -315,6 +315,13 @@ def test_expected_windows_decide_the_whole_file_decode_before_the_first_read(tmp
         assert (truth._readers[0]._resident is not None) == fits
     finally:
         truth.close()
+    truth = BigWigTruth([str(path)], Regions(chroms, starts, ends))  # a shard of one row: its windows alone count
+    try:
+        truth.will_read(0, 1)
+        truth.read_into(0, 1, out)
+        assert truth._readers[0]._resident is None and truth._readers[0]._resident_due == due
+    finally:
+        truth.close()
 
 def test_whole_file_chunks_big_calls(tmp_path, monkeypatch):
     """Kept whole, calls bigger than one scatter step are filled step by step."""

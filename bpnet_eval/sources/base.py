@@ -83,6 +83,9 @@ class TruthSource(Protocol):
     def read(self, i: int, j: int) -> np.ndarray:
         """Observed counts ``(j-i, S, L)`` float32 of regions ``i..j``."""
 
+    def will_read(self, start: int, stop: int) -> None:
+        """The rows ``start..stop`` that the run reads (a shard's, or all), before it reads any."""
+
     def read_with_work(self, i: int, j: int) -> Tuple[np.ndarray, object]:
         """``read(i, j)``, and what a reading process computed from that batch (``workers.ProcessReadAhead``'s
         ``work``): None here, where nothing was."""

@@ -59,6 +59,10 @@ class BigWigTruth(TruthSource):
         self._buffer = None  # read_into's per-track buffers, kept between batches
         self._ids = None  # read_into's chromosome numbers of every region, per file
         self._special = {}  # row → "skip" or "pad"
+        self._rows = slice(None)  # the rows the run reads (``will_read``)
+
+    def will_read(self, start: int, stop: int) -> None:
+        self._rows = slice(start, stop)
 
     def chrom_sizes(self) -> list:
         """``{chromosome: length}`` of each bigWig, in track order."""
@@ -108,8 +112,9 @@ class BigWigTruth(TruthSource):
         for s in range(self.n_tracks) if tracks is None else tracks:
             if self._ids[s] is None:  # only for the files this process reads
                 self._ids[s] = self._readers[s].chrom_ids(self._chroms[s])
-                plain = np.ones(len(self.regions.start), bool)
-                plain[list(self._special)] = False  # padded and skipped rows are read otherwise
+                plain = np.zeros(len(self.regions.start), bool)  # the rows the run reads, but the padded and
+                plain[self._rows] = True                            # skipped ones (read otherwise)
+                plain[list(self._special)] = False
                 self._readers[s].expect(self._ids[s][plain], self.regions.start[plain], self.regions.end[plain])
             ids = self._ids[s][i:j]
             chroms = ids if len(ids) and ids.min() >= 0 else self._chroms[s][i:j]  # names: an unknown one is named
