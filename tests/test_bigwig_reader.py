@@ -315,6 +315,12 @@ def test_expected_windows_decide_the_whole_file_decode_before_the_first_read(tmp
         assert (truth._readers[0]._resident is not None) == fits
     finally:
         truth.close()
+    truth = BigWigTruth([str(path)], Regions(chroms, starts, ends))  # read in-process: the same
+    try:
+        np.testing.assert_array_equal(truth.read(0, 1)[:, 0], expected(path, chroms[:1], starts[:1], ends[:1]))
+        assert (truth._readers[0]._resident is not None) == fits
+    finally:
+        truth.close()
     truth = BigWigTruth([str(path)], Regions(chroms, starts, ends))  # a shard of one row: its windows alone count
     try:
         truth.will_read(0, 1)

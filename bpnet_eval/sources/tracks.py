@@ -88,6 +88,7 @@ class BigWigTruth(TruthSource):
         special = [k for k in range(j - i) if i + k in self._special] if self._special else []
         plain = np.setdiff1d(np.arange(j - i), special) if special else slice(None)
         for s, reader in enumerate(self._readers):
+            self._chrom_ids(s)  # the first read tells the file the run's windows
             chroms = self._chroms[s][i:j]
             out[plain, s, :] = reader.read(chroms[plain], start[plain], end[plain])
             for k in special:
@@ -105,18 +106,10 @@ class BigWigTruth(TruthSource):
             super().read_into(i, j, out, tracks)
             return
         start, end = self.regions.start[i:j], self.regions.end[i:j]
-        if self._ids is None:  # each file's chromosome numbers of every region, found once (not per batch)
-            self._ids = [None] * self.n_tracks
         if self._buffer is None or self._buffer.shape[1:] != (j - i, out.shape[-1]):
             self._buffer = np.empty((self.n_tracks, j - i, out.shape[-1]), dtype=np.float32)
         for s in range(self.n_tracks) if tracks is None else tracks:
-            if self._ids[s] is None:  # only for the files this process reads
-                self._ids[s] = self._readers[s].chrom_ids(self._chroms[s])
-                plain = np.zeros(len(self.regions.start), bool)  # the rows the run reads, but the padded and
-                plain[self._rows] = True                            # skipped ones (read otherwise)
-                plain[list(self._special)] = False
-                self._readers[s].expect(self._ids[s][plain], self.regions.start[plain], self.regions.end[plain])
-            ids = self._ids[s][i:j]
+            ids = self._chrom_ids(s)[i:j]  # only for the files this process reads
             chroms = ids if len(ids) and ids.min() >= 0 else self._chroms[s][i:j]  # names: an unknown one is named
             if out[:, s].flags.c_contiguous and s not in self._negated:  # one track: read in place, no copy
                 self._readers[s].read(chroms, start, end, out=out[:, s])
@@ -126,6 +119,20 @@ class BigWigTruth(TruthSource):
                 np.abs(self._buffer[s], out=out[:, s])
             else:
                 out[:, s] = self._buffer[s]
+
+    def _chrom_ids(self, s: int) -> np.ndarray:
+        """File ``s``'s chromosome number of every region, found once (not per batch), when the file is also told
+        the windows the run reads (``BigWigReader.expect``: the rows of ``will_read`` but the padded and skipped
+        ones, read otherwise)."""
+        if self._ids is None:
+            self._ids = [None] * self.n_tracks
+        if self._ids[s] is None:
+            self._ids[s] = self._readers[s].chrom_ids(self._chroms[s])
+            plain = np.zeros(len(self.regions.start), bool)
+            plain[self._rows] = True
+            plain[list(self._special)] = False
+            self._readers[s].expect(self._ids[s][plain], self.regions.start[plain], self.regions.end[plain])
+        return self._ids[s]
 
     def close(self):
         for reader in self._readers:
