@@ -229,6 +229,7 @@ def open_inputs(job: Job, batch_work: Optional[Callable[[np.ndarray], object]] =
         if workers and truth_source.forkable and len(bounds) > 1 and fork_is_safe():
             observed = ProcessReadAhead(truth_source, bounds, preds.length, workers, memory=run.read_ahead_mb << 20,
                                         work=batch_work, work_bytes=batch_work_bytes)
+            truth_source.will_read(start, start)  # the processes read the run's rows; this one a few (examples)
         yield Inputs(preds, table, truth_source, findings, job.read.policies, (start, stop), run.batch_size,
                      observed, observed.workers if observed is not truth_source else 0, job.rows is not None,
                      run.read_ahead_mb << 20)

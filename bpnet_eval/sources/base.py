@@ -84,7 +84,8 @@ class TruthSource(Protocol):
         """Observed counts ``(j-i, S, L)`` float32 of regions ``i..j``."""
 
     def will_read(self, start: int, stop: int) -> None:
-        """The rows ``start..stop`` that the run reads (a shard's, or all), before it reads any."""
+        """The rows ``start..stop`` that this process reads batch by batch (a shard's, all, or none where reading
+        processes read them), before it reads any."""
 
     def read_with_work(self, i: int, j: int) -> Tuple[np.ndarray, object]:
         """``read(i, j)``, and what a reading process computed from that batch (``workers.ProcessReadAhead``'s
