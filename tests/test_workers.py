@@ -236,7 +236,8 @@ def test_open_inputs_uses_worker_processes_for_bigwigs(tmp_path):
 def test_the_process_that_forks_the_readers_reads_its_few_rows_block_by_block(tmp_path, monkeypatch):
     """Where reading processes read the run's batches, the main process reads only the example regions: its own
     bigWig readers are not told the run's windows, so those few rows do not decode the files whole (which took
-    ~0.9 s of a 100k-region run's ~4.5 s); the values are the same."""
+    ~0.9 s of a 100k-region run's ~4.5 s), nor do those a merge of shards reads from the files opened again; the
+    values are the same."""
     from bpnet_eval.sources import bigwig
 
     monkeypatch.setattr(bigwig, "_RESIDENT_COMPRESSED_BYTES", -1)  # big files: decoded whole only when due
@@ -255,6 +256,10 @@ def test_the_process_that_forks_the_readers_reads_its_few_rows_block_by_block(tm
     with open_inputs(Job.of(str(case.predictions), paths, batch_size=100, read_workers=0)) as inputs:
         next(iter(inputs.batches()))  # read in this process: the run's windows decide the decode at the first read
         assert all(r._resident is not None for r in inputs.truth._readers)
+    # a merge of shards reads its example regions from the files opened again: those rows alone
+    monkeypatch.setattr(bigwig.BigWigReader, "_decode_whole", lambda self: pytest.fail("decoded whole"))
+    got = inputs_module.read_rows(Job.of(str(case.predictions), paths), [5, 400])
+    np.testing.assert_array_equal(got[2], case.observed[[5, 400]])
 
 
 @pytest.mark.slow
