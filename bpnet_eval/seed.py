@@ -47,6 +47,9 @@ DENSE_ABOVE = 0.3
 # A batch whose rows are dense up to this share is value-screened from its nonzero counts and its dense rows' values
 # (``CountTerms.every_nonzero``); above it, from the batch itself.
 SCREENED_DENSE = 0.25
+# A batch with at most this share of nonzero counts finds them all at once and counts each row's from where they
+# fall (its dense rows' are then left out); above it, its dense rows are found first, row by row, and skipped.
+FEW_NONZERO = 0.15
 
 # lgamma(k + 1) for k = 0 .. 16383, correctly rounded (written by torch.lgamma; tests/test_seed.py checks it
 # against 40-digit mpmath): math.lgamma is off by up to 7e-12 there.
@@ -366,17 +369,30 @@ def count_terms(observed: np.ndarray) -> CountTerms:
     length, n_rows = max(1, observed.shape[-1]), observed.size // max(1, observed.shape[-1])
     rows_observed = observed.reshape(n_rows, length)
     nonzero = rows_observed != 0
-    dense = np.count_nonzero(nonzero, axis=1) > DENSE_ABOVE * length
-    every_dense = dense.all()
-    if dense.any():
-        nonzero[dense] = False  # summed over every position
-    where = np.flatnonzero(nonzero)  # ascending; on a boolean mask: 6x faster than on floats
-    first = np.searchsorted(where, np.arange(n_rows) * length)
-    counts = rows_observed.reshape(-1)[where].astype(np.float64)
-    totals, log_factorials = row_sums(counts, first), row_sums(log_factorial(counts), first)
+    if np.count_nonzero(nonzero) > FEW_NONZERO * nonzero.size:  # dense rows likely: counted row by row, left out
+        dense = np.count_nonzero(nonzero, axis=1) > DENSE_ABOVE * length
+        if dense.any():
+            nonzero[dense] = False  # summed over every position
+        where = np.flatnonzero(nonzero)  # ascending; on a boolean mask: 6x faster than on floats
+        first = np.searchsorted(where, np.arange(n_rows) * length)
+    else:  # few nonzeros: found once, each row's number of them from where they fall
+        where = np.flatnonzero(nonzero)
+        first = np.searchsorted(where, np.arange(n_rows + 1) * length)
+        per_row = np.diff(first)
+        first = first[:-1]
+        dense = per_row > DENSE_ABOVE * length
+        if dense.any():  # their entries left out
+            where = where[np.repeat(~dense, per_row)]
+            per_row[dense] = 0
+            first = np.cumsum(per_row) - per_row
+    values = np.take(rows_observed.reshape(-1), where)  # in their own dtype, which holds read counts exactly
+    counts = values.astype(np.float64)
+    indices = read_count_indices(values)
+    totals = row_sums(counts, first)
+    log_factorials = row_sums(log_factorial(counts) if indices is None else log_factorial_table().take(indices), first)
     read_counts = False
     if dense.any():
-        sums, read_counts = dense_count_only_sums(rows_observed if every_dense else rows_observed[dense])
+        sums, read_counts = dense_count_only_sums(rows_observed if dense.all() else rows_observed[dense])
         totals[dense], log_factorials[dense] = sums
     return CountTerms(where, first, counts, dense, totals, log_factorials, read_counts)
 

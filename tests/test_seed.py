@@ -310,6 +310,40 @@ def test_logit_terms_flag_every_non_finite_logit_and_equal_the_shifted_logsumexp
         np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int32])
+@pytest.mark.parametrize("share", [0.002, 0.12, 0.6])
+def test_count_terms_equal_a_row_by_row_reference(dtype, share):
+    """``count_terms`` against a row-by-row float64 reference, in batches with few nonzero counts (each row's found
+    from where the batch's fall) and many (dense rows found first): empty rows, rows one count either side of
+    ``DENSE_ABOVE``, dense rows, -0.0, fractions and NaN; the same positions, rows and values, sums to 1e-15."""
+    rng = np.random.default_rng(12)
+    n, length = 64, 1000
+    observed = np.where(rng.random((n, 2, length)) < share, rng.poisson(3.0, (n, 2, length)) + 1, 0).astype(dtype)
+    rows = observed.reshape(-1, length)
+    limit = int(seed.DENSE_ABOVE * length)
+    for r, k in ((3, limit), (4, limit + 1), (5, length), (6, 0), (9, limit + 40)):
+        rows[r] = 0
+        rows[r, rng.choice(length, k, replace=False)] = rng.integers(1, 9, k)
+    if dtype != np.int32:
+        rows[7, :5] = [-0.0, 0.5, 2.25, np.nan, 1e5]  # fractions, NaN, beyond the log-factorial table
+        rows[4, 0] = 0.75  # a dense row holding a fraction
+    terms = seed.count_terms(observed)
+    per_row = [np.flatnonzero(row) for row in rows]
+    dense = np.array([len(p) > seed.DENSE_ABOVE * length for p in per_row])
+    np.testing.assert_array_equal(terms.dense, dense)
+    assert dense[[4, 5, 9]].all() and not dense[[3, 6]].any()
+    where = np.concatenate([r * length + p for r, p in enumerate(per_row) if not dense[r]] + [np.zeros(0, np.int64)])
+    np.testing.assert_array_equal(terms.where, where)
+    np.testing.assert_array_equal(terms.counts, rows.reshape(-1)[where].astype(np.float64))
+    assert terms.counts.dtype == np.float64
+    np.testing.assert_array_equal(terms.first, np.searchsorted(where, np.arange(len(rows)) * length))
+    wide = rows.astype(np.float64)
+    totals = [wide[r].sum() if dense[r] else wide[r, p].sum() for r, p in enumerate(per_row)]
+    factorials = [sum(math.lgamma(k + 1) for k in (wide[r] if dense[r] else wide[r, p])) for r, p in enumerate(per_row)]
+    np.testing.assert_allclose(terms.totals, totals, rtol=1e-15, atol=0)
+    np.testing.assert_allclose(terms.log_factorials, factorials, rtol=1e-11, atol=1e-11)
+
+
 @pytest.mark.parametrize("length", [1, 7, 1000])
 def test_count_terms_pickled_fit_in_count_terms_bytes_at_the_densest_sparse_rows(length):
     """``count_terms_bytes`` bounds the pickled terms (what a reading process sets aside beside each batch) for rows
