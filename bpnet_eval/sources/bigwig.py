@@ -76,7 +76,7 @@ _RESIDENT_AFTER_SHARE = 0.25  # bigger ones once reads have decoded this share o
 _RESIDENT_MAX_BYTES = _CACHE_BYTES  # if whole they take at most this (it replaces the block cache)
 _STREAM_WINDOWS = 8192  # windows filled per step from a big file (bounds decoded blocks held)
 _CHUNK_ELEMENTS = 1 << 22  # output elements scattered per step (bounds memory)
-_SEARCH_RUN = 64  # keys per run of the two-level search of a file kept whole as intervals
+_SEARCH_RUN = 16  # keys per run of the two-level search of a file kept whole as intervals
 _SEARCH_NEEDLES = 1024  # needles searched per step (a 512 kB temporary)
 _SEARCH_DIRECT_BYTES = 4 << 20  # keys up to this size are searched by numpy's binary search alone
 _FILL_ELEMENTS = 1 << 17  # output elements filled per step from a file kept whole: temporaries of a few hundred
@@ -225,7 +225,7 @@ class _SparseGenome:
 
     def __init__(self, key: np.ndarray, length: np.ndarray, value: np.ndarray):
         self.key, self.length, self.value = key, length, value
-        # every 64th key, searched first (it stays in the CPU cache); none where the keys are few enough to stay there
+        # every 16th key, searched first (it stays in the CPU cache); none where the keys are few enough to stay there
         self.sample = key[::_SEARCH_RUN].copy() if key.nbytes > _SEARCH_DIRECT_BYTES else None
 
     @classmethod
@@ -244,7 +244,7 @@ class _SparseGenome:
         return cls(key, length, np.concatenate([block[3] for block in blocks]))
 
     def search(self, needles: np.ndarray, side: str) -> np.ndarray:
-        """``np.searchsorted(self.key, needles, side)``: the sample, then one run of 64 keys per needle (a
+        """``np.searchsorted(self.key, needles, side)``: the sample, then one run of 16 keys per needle (a
         binary search of the whole array misses the CPU cache at every step once other reads have evicted it)."""
         if self.sample is None:
             return np.searchsorted(self.key, needles, side=side)
