@@ -184,6 +184,34 @@ def test_average_precision_bit_equals_the_stable_sort(dtype, decimals):
         assert torch.equal(torch.nan_to_num(got, nan=-1.0), torch.nan_to_num(expected, nan=-1.0))
 
 
+def splitmix64(x):
+    """splitmix64's output function of one 64-bit integer (Python ints, modulo 2**64), written from its
+    definition: ``z ^= z >> 30; z *= 0xBF58476D1CE4E5B9; z ^= z >> 27; z *= 0x94D049BB133111EB; z ^= z >> 31``."""
+    mask = (1 << 64) - 1
+    z = x & mask
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
+    return z ^ (z >> 31)
+
+
+@pytest.mark.parametrize("seed", [0, 3, -7, 2**62 + 11])
+def test_region_keys_are_splitmix64_of_seed_row_and_position(seed):
+    """Key of element ``i`` of the region at global row ``r``: splitmix64 of ``r * per_region + i + (seed + 1) *
+    0x9E3779B97F4A7C15`` modulo 2**64, as int64 bits, from numpy's uint64 arithmetic on the CPU and from torch's
+    int64 arithmetic (the path of other devices), whatever the row numbers' size."""
+    from bpnet_eval.metrics.profile import _region_keys_torch
+
+    rows = torch.tensor([0, 1, 77, 2**31 + 5, 2**40 + 3])
+    shape = (5, 3, 7)
+    want = np.array([[splitmix64(int(r) * 21 + i + (seed + 1) * 0x9E3779B97F4A7C15) for i in range(21)]
+                     for r in rows.tolist()], dtype=np.uint64).view(np.int64).reshape(shape)
+    got = region_keys(shape, rows, seed)
+    assert got.dtype == torch.int64 and got.shape == shape
+    np.testing.assert_array_equal(got.numpy(), want)
+    salt = (seed + 1) * 0x9E3779B97F4A7C15 % (1 << 64)
+    np.testing.assert_array_equal(_region_keys_torch(shape, rows, salt).numpy(), want)
+
+
 def test_keyed_orders_of_both_views_equal_their_own_sorts():
     rows = torch.arange(12) + 345
     joint, per_track = keyed_orders((12, 3, 200), rows, seed=9)
