@@ -158,7 +158,6 @@ def read_rows(job: Job, rows: Sequence[int]):
     """``read_open_rows`` from the files of ``job`` opened again (never the whole N x S x L), with the same
     chromosome names and off-end policy as the scoring run."""
     preds, _, truth_source, _ = open_sources(job.predictions, job.truth, job.regions, job.read)
-    truth_source.will_read(0, 0)  # no batch: these rows alone
     try:
         return read_open_rows(preds, truth_source, rows)
     finally:

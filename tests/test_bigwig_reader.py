@@ -310,6 +310,7 @@ def test_expected_windows_decide_the_whole_file_decode_before_the_first_read(tmp
     truth = BigWigTruth([str(path)], Regions(chroms, starts, ends))
     try:
         out = np.zeros((1, 1, 200), np.float32)
+        truth.will_read(0, len(starts))
         truth.read_into(0, 1, out)
         np.testing.assert_array_equal(out[:, 0], expected(path, chroms[:1], starts[:1], ends[:1]))
         assert (truth._readers[0]._resident is not None) == fits
@@ -317,6 +318,7 @@ def test_expected_windows_decide_the_whole_file_decode_before_the_first_read(tmp
         truth.close()
     truth = BigWigTruth([str(path)], Regions(chroms, starts, ends))  # read in-process: the same
     try:
+        truth.will_read(0, len(starts))
         np.testing.assert_array_equal(truth.read(0, 1)[:, 0], expected(path, chroms[:1], starts[:1], ends[:1]))
         assert (truth._readers[0]._resident is not None) == fits
     finally:
@@ -324,6 +326,12 @@ def test_expected_windows_decide_the_whole_file_decode_before_the_first_read(tmp
     truth = BigWigTruth([str(path)], Regions(chroms, starts, ends))  # a shard of one row: its windows alone count
     try:
         truth.will_read(0, 1)
+        truth.read_into(0, 1, out)
+        assert truth._readers[0]._resident is None and truth._readers[0]._resident_due == due
+    finally:
+        truth.close()
+    truth = BigWigTruth([str(path)], Regions(chroms, starts, ends))  # not told: a few rows read, nothing expected
+    try:
         truth.read_into(0, 1, out)
         assert truth._readers[0]._resident is None and truth._readers[0]._resident_due == due
     finally:

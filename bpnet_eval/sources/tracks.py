@@ -59,7 +59,7 @@ class BigWigTruth(TruthSource):
         self._buffer = None  # read_into's per-track buffers, kept between batches
         self._ids = None  # read_into's chromosome numbers of every region, per file
         self._special = {}  # row → "skip" or "pad"
-        self._rows = slice(None)  # the rows the run reads (``will_read``)
+        self._rows = slice(0, 0)  # the rows this process reads batch by batch (``will_read``): none until told
 
     def will_read(self, start: int, stop: int) -> None:
         self._rows = slice(start, stop)
