@@ -12,7 +12,8 @@ pipelines users write today, on the same files, each in its own process, per dat
                                                      # table each and a summary table at the end
 
 Stages (every stage is a fresh subprocess; wall time includes interpreter start and imports,
-peak RSS is the largest ``ru_maxrss`` of the stage's processes):
+peak RSS is the largest ``ru_maxrss`` of the stage's processes; CPU is the user + system seconds of all of
+them, the measure to cut where every core is busy):
 
 * ``score``: the installed ``bpnet-eval score`` CLI end to end (reads, computes, writes the report,
   with its default figures); ``score_no_plots``: the same with ``--no-plots``; ``score_all``: with
@@ -210,11 +211,13 @@ def stage_naive(case_dir: Path, n: int, heavy: bool = True) -> dict:
 LAUNCHER = ("import json, resource, subprocess, sys, time; t = time.perf_counter(); "
             "p = subprocess.run(sys.argv[1:], capture_output=True, text=True); wall = time.perf_counter() - t; "
             "print(json.dumps({'wall_s': wall, 'returncode': p.returncode, 'stdout': p.stdout, 'stderr': p.stderr, "
-            "'peak_rss_mb': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))")
+            "'peak_rss_mb': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, "
+            "'cpu_s': sum(resource.getrusage(resource.RUSAGE_CHILDREN)[:2])}))")
 
 
 def run_measured(command) -> dict:
-    """Run ``command`` to completion; wall seconds, its peak RSS in MB, stdout, stderr."""
+    """Run ``command`` to completion; wall seconds, CPU seconds (user + system of every process it ran and reaped),
+    its peak RSS in MB, stdout, stderr."""
     launched = subprocess.run([sys.executable, "-c", LAUNCHER, *map(str, command)], capture_output=True, text=True)
     if launched.returncode != 0:
         raise SystemExit(f"launcher failed: {launched.stderr[-3000:]}")
@@ -390,13 +393,14 @@ def report(args) -> dict:
              for stage, r in results.items()}
     processes = results["floor_parallel"]["processes"]
     print()
-    print(f"{'stage':15s} {'wall s':>9s} {'in-process s':>13s} {'regions/s':>11s} {'peak RSS MB':>12s}")
+    print(f"{'stage':15s} {'wall s':>9s} {'in-process s':>13s} {'CPU s':>7s} {'regions/s':>11s} {'peak RSS MB':>12s}")
     for stage, result in results.items():
         naive = stage in NAIVE_STAGES
         inner = result.get("seconds", float("nan")) * (scale if naive else 1)
+        cpu = "-" if naive and scale != 1 else f"{result['cpu_s']:.2f}"  # not extrapolated: shown where measured whole
         note = f"  (measured on {naive_n} regions, x{scale:.2f})" if naive and scale != 1 else ""
         note += f"  ({processes} processes)" if stage == "floor_parallel" else ""
-        print(f"{stage:15s} {walls[stage]:9.2f} {inner:13.2f} {n / walls[stage]:11,.0f} "
+        print(f"{stage:15s} {walls[stage]:9.2f} {inner:13.2f} {cpu:>7s} {n / walls[stage]:11,.0f} "
               f"{result['peak_rss_mb']:12.0f}{note}")
     ratios = {"naive_seed / score (target >= 10)": walls["naive_seed"] / walls["score"],
               "score / floor_parallel (target <= 1.5)": walls["score"] / walls["floor_parallel"],

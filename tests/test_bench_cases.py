@@ -158,4 +158,6 @@ def test_the_benchmark_prints_every_target_ratio(tmp_path):
     assert set(numbers["ratios"]) >= {"naive_seed / score (target >= 10)", "score / floor_parallel (target <= 1.5)",
                                       "--metrics all / default (target <= 3)"}
     assert set(numbers["stages"]) >= {"score", "score_no_plots", "score_all", "floor", "floor_parallel", "naive_seed"}
+    assert all(numbers["stages"][stage]["cpu_s"] > 0 for stage in ("score", "score_all", "floor_parallel"))
+    assert " CPU s " in done.stdout
     assert all(value > 0 for value in numbers["ratios"].values())
