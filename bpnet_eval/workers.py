@@ -401,7 +401,8 @@ class BackgroundCall(ForkedCall):
 
     @staticmethod
     def _serve(prepare, function, requests: int, answers: int) -> None:
-        os.nice(10)  # preparing ahead must not slow the main process
+        # At the main process's priority: a run is bound by its total CPU, and a low one (nice 10) only left the
+        # preparing to the run's end, where a short run then waited for it (10k regions: 1.45 -> 1.31 s, 10%).
         try:
             prepare()
             header = _read_exact(requests, 8)
