@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 import struct
 import zlib
@@ -14,6 +15,7 @@ import pytest
 from bpnet_eval.errors import InputError
 from bpnet_eval.sources import bigwig
 from bpnet_eval.sources.bigwig import BigWigReader
+from bpnet_eval.workers import ForkedCall, fork_is_safe
 
 REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"
 REAL_BIGWIGS = sorted(p for pattern in ("*/*.bw", "*/*.bigWig", "*/*.bigwig") for p in REALDATA.glob(pattern))
@@ -444,6 +446,50 @@ def test_files_that_are_not_clean_are_read_block_by_block(tmp_path, sections):
     with BigWigReader(str(path)) as r:
         assert_same(path, *hand_windows(), reader=r)
         assert r._resident is None and not r._resident_ok
+
+
+def decoded_beside(path) -> tuple:
+    """``path`` decoded whole by a forked process into a new memfd (``decode_whole_into``): the memfd and the layout."""
+    fd = os.memfd_create("decoded")
+    with ForkedCall(lambda: BigWigReader(str(path)).decode_whole_into(fd), "decoding") as call:
+        return fd, call.result()
+
+
+needs_fork = pytest.mark.skipif(not (fork_is_safe() and hasattr(os, "memfd_create")), reason="Linux fork and memfd")
+
+
+@needs_fork
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_a_file_decoded_whole_by_another_process_reads_as_decoded_here(tmp_path, layout):
+    """What a process decoding a file beside the reading one writes into shared memory, kept by the reader as the file
+    decoded whole (mapped, not copied), gives pyBigWig's values, as intervals or one value per base."""
+    rng = np.random.default_rng(len(layout))
+    path = write_layout(tmp_path / f"{layout}.bw", layout, rng)
+    chroms, starts, ends = random_windows(dict(LAYOUT_CHROMS), 300, 37, rng)
+    fd, layout_written = decoded_beside(path)
+    try:
+        with BigWigReader(str(path)) as r:
+            assert r.decodes_whole_next()
+            r.adopt_whole(layout_written, fd)
+            assert isinstance(r._resident, LAYOUTS[layout])
+            held = r._resident.values if isinstance(r._resident, bigwig._DenseGenome) else r._resident.key
+            assert not held.flags.writeable  # a read-only mapping of the other process's pages
+            np.testing.assert_array_equal(r.read(chroms, starts, ends), expected(path, chroms, starts, ends))
+    finally:
+        os.close(fd)
+
+
+@needs_fork
+def test_a_file_found_not_clean_by_the_decoding_process_is_read_block_by_block(tmp_path):
+    path = build_bigwig(tmp_path / "unclean.bw", HAND_CHROMS, HAND_SECTIONS)
+    fd, layout_written = decoded_beside(path)
+    os.close(fd)
+    assert layout_written is None
+    with BigWigReader(str(path)) as r:
+        r.adopt_whole(None, fd)
+        assert not r.decodes_whole_next()
+        assert_same(path, *hand_windows(), reader=r)
+        assert r._resident is None
 
 
 def test_intervals_outside_their_blocks_indexed_range_are_read_block_by_block(tmp_path):

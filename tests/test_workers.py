@@ -19,7 +19,7 @@ from bpnet_eval.pipeline import score
 from bpnet_eval.cli.common import figure_painter
 from bpnet_eval.options import Job
 from bpnet_eval.report.figures import FIGURE_FILES
-from bpnet_eval.workers import BackgroundCall, ProcessReadAhead, WorkerStopped, call_forked, fork_is_safe
+from bpnet_eval.workers import BackgroundCall, ForkedCall, ProcessReadAhead, WorkerStopped, call_forked, fork_is_safe
 from bpnet_eval.sources.base import TruthSource
 from bpnet_eval.sources.bigwig import BigWigReader
 
@@ -439,6 +439,39 @@ def test_bigwig_truth_read_into_equals_read_with_negated_tracks_and_padded_rows(
             np.testing.assert_array_equal(out, one.read(i, j))
         np.testing.assert_array_equal(one.read(0, 30)[:, 0], np.abs(case.observed[:, 0 if paths[0] != negative else 1]))
         one.close()
+
+
+@pytest.mark.skipif(not (fork_is_safe() and hasattr(os, "memfd_create") and len(os.sched_getaffinity(0)) > 1),
+                    reason="Linux fork, memfd and 2 CPUs")
+@pytest.mark.parametrize("failing", [False, True])
+def test_a_reading_process_decodes_the_files_side_by_side_and_reads_what_it_would_alone(tmp_path, monkeypatch, failing):
+    """``start_reading`` forks a process decoding each file after the first (as many at once as CPUs); the first read
+    of a track takes its file from there (shared memory, read-only); where that process fails, the file is decoded
+    by the read itself: the same values either way, and no process is left behind."""
+    from bpnet_eval.regions import Regions
+    from bpnet_eval.sources import bigwig
+    from bpnet_eval.sources.tracks import BigWigTruth
+
+    if failing:
+        monkeypatch.setattr(bigwig.BigWigReader, "decode_whole_into", lambda self, fd: os._exit(1))
+    case = make_case(tmp_path, n=60, n_tracks=3, length=50)
+    truth = BigWigTruth([str(p) for p in case.bigwigs], Regions(case.chrom, case.start, case.end))
+    truth.will_read(0, 60)
+    truth.start_reading(None, ForkedCall)
+    helpers = {s: call._pid for s, (call, _) in truth._decoding.items()}
+    assert sorted(helpers) == list(range(1, min(3, len(os.sched_getaffinity(0)))))
+    got = np.concatenate([truth.read(i, j) for i, j in batch_bounds(0, 60, 16)])
+    np.testing.assert_array_equal(got, case.observed.astype(np.float32))
+    assert not truth._decoding and not any(alive(pid) for pid in helpers.values())
+    for s in helpers:
+        assert truth._readers[s]._resident.key.flags.writeable == failing  # mapped from the helper unless it failed
+    truth.close()
+    unread = BigWigTruth([str(p) for p in case.bigwigs], Regions(case.chrom, case.start, case.end))
+    unread.will_read(0, 60)
+    unread.start_reading([0, 2], ForkedCall)
+    pids = [call._pid for call, _ in unread._decoding.values()]
+    unread.close()  # closed before any read: the decoding processes are stopped
+    assert pids and not any(alive(pid) for pid in pids)
 
 
 class CountingPredictions:

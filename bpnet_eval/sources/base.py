@@ -87,6 +87,11 @@ class TruthSource(Protocol):
         """The rows ``start..stop`` that this process reads batch by batch (a shard's, all, or none where reading
         processes read them), before it reads any."""
 
+    def start_reading(self, tracks: Optional[Sequence[int]] = None, fork=None) -> None:
+        """Called once by a reading process (``workers.ProcessReadAhead``) before its first batch, with the tracks
+        it reads (None: all) and ``fork(call, what)``, which runs ``call()`` in a process forked now (``result()``,
+        ``close()``: ``workers.ForkedCall``): a source may start work there (nothing by default)."""
+
     def read_with_work(self, i: int, j: int) -> Tuple[np.ndarray, object]:
         """``read(i, j)``, and what a reading process computed from that batch (``workers.ProcessReadAhead``'s
         ``work``): None here, where nothing was."""

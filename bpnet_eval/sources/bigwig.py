@@ -42,6 +42,7 @@ it can be handed to spawned worker processes.
 
 from __future__ import annotations
 
+import mmap
 import os
 import struct
 import threading
@@ -198,9 +199,10 @@ def _with_gaps(first: np.ndarray, stop: np.ndarray, value: np.ndarray, total: in
 class _DenseGenome:
     """A clean file's values on every base of every chromosome, back to back (4 bytes per base)."""
 
-    def __init__(self, offsets: np.ndarray):
+    def __init__(self, offsets: np.ndarray, buffer=None):
         self.offsets = offsets  # where each chromosome id's bases begin
-        self.values = np.zeros(int(offsets[-1]), dtype=np.float32)
+        total = int(offsets[-1])  # in ``buffer`` (zeroed) where given, as a process decoding it beside wrote it
+        self.values = np.zeros(total, np.float32) if buffer is None else np.frombuffer(buffer, np.float32, total)
 
     def add(self, chrom: int, start: np.ndarray, end: np.ndarray, value: np.ndarray) -> None:
         """Write one block's intervals (one chromosome, clean)."""
@@ -228,20 +230,31 @@ class _SparseGenome:
         # every 16th key, searched first (it stays in the CPU cache); none where the keys are few enough to stay there
         self.sample = key[::_SEARCH_RUN].copy() if key.nbytes > _SEARCH_DIRECT_BYTES else None
 
+    @staticmethod
+    def arrays(total: int, buffer=None) -> tuple:
+        """The key, length and value arrays of ``total`` intervals: new, or laid out back to back in ``buffer`` (16
+        bytes per interval: a process decoding the file beside writes them there, the reading process maps them)."""
+        if buffer is None or not total:
+            return np.empty(total, np.int64), np.empty(total, np.uint32), np.empty(total, np.float32)
+        return (np.frombuffer(buffer, np.int64, total), np.frombuffer(buffer, np.uint32, total, 8 * total),
+                np.frombuffer(buffer, np.float32, total, 12 * total))
+
     @classmethod
-    def from_blocks(cls, blocks: list) -> "_SparseGenome":
-        """From clean blocks (chromosome key, uint32 starts, uint32 ends, float32 values) in genome order."""
-        if not blocks:
-            return cls(np.zeros(0, np.int64), np.zeros(0, np.uint32), np.zeros(0, np.float32))
+    def from_blocks(cls, blocks: list, allocate=None) -> "_SparseGenome":
+        """From clean blocks (chromosome key, uint32 starts, uint32 ends, float32 values) in genome order; written
+        into ``allocate(nbytes)`` where given (``arrays``)."""
         total = sum(len(block[1]) for block in blocks)
-        key, length = np.empty(total, dtype=np.int64), np.empty(total, dtype=np.uint32)
+        key, length, value = cls.arrays(total, allocate(16 * total) if allocate is not None and total else None)
+        if not blocks:
+            return cls(key, length, value)
         first = 0
         for chrom, block_start, block_end, _ in blocks:  # written in place: no whole-file temporary (fresh pages
             stop = first + len(block_start)               # cost more than the arithmetic)
             np.add(block_start, chrom, out=key[first:stop], dtype=np.int64)
             np.subtract(block_end, block_start, out=length[first:stop])
             first = stop
-        return cls(key, length, np.concatenate([block[3] for block in blocks]))
+        np.concatenate([block[3] for block in blocks], out=value)
+        return cls(key, length, value)
 
     def search(self, needles: np.ndarray, side: str) -> np.ndarray:
         """``np.searchsorted(self.key, needles, side)``: the sample, then one run of 16 keys per needle (a
@@ -654,12 +667,17 @@ class BigWigReader:
         sparse = self._seen_intervals * len(self._seen) / self._seen_blocks * _RESIDENT_BYTES_PER_INTERVAL
         return min(sparse, int(self._size_by_id.sum()) * _RESIDENT_BYTES_PER_BASE) <= _RESIDENT_MAX_BYTES
 
-    def _decode_whole(self) -> "_DenseGenome | _SparseGenome | None":
+    def _genome_offsets(self) -> np.ndarray:
+        """Where each chromosome's bases begin in a file kept as one value per base (``_DenseGenome``)."""
+        return np.concatenate(([0], np.cumsum(self._size_by_id)))
+
+    def _decode_whole(self, allocate=None) -> "_DenseGenome | _SparseGenome | None":
         """Every interval of a clean file (intervals sorted, non-empty, none overlapping, each block's within
         its chromosome and its indexed range), as intervals or, where that takes less memory, as one value per base.
-        None where the file is not clean (then blocks are read as needed) or takes more than _RESIDENT_MAX_BYTES."""
+        None where the file is not clean (then blocks are read as needed) or takes more than _RESIDENT_MAX_BYTES.
+        ``allocate(nbytes)``: a zeroed buffer to keep it in (``decode_whole_into``); default new arrays."""
         sizes = self._size_by_id
-        offsets = np.concatenate(([0], np.cumsum(sizes)))
+        offsets = self._genome_offsets()
         dense_bytes = int(offsets[-1]) * _RESIDENT_BYTES_PER_BASE
         parts, dense, reached, held = [], None, -1, 0
         for block in range(len(self._block_start)):  # genome order: each block starts where the last ended or later
@@ -685,13 +703,50 @@ class BigWigReader:
             if held > dense_bytes:  # more bytes as intervals than as one value per base
                 if dense_bytes > _RESIDENT_MAX_BYTES:
                     return None
-                dense = _DenseGenome(offsets)
+                dense = _DenseGenome(offsets, None if allocate is None else allocate(int(offsets[-1]) * 4))
                 for part in parts:
                     dense.add(*part)
                 parts = []
             elif held > _RESIDENT_MAX_BYTES:
                 return None
-        return dense if dense is not None else _SparseGenome.from_blocks(parts)
+        return dense if dense is not None else _SparseGenome.from_blocks(parts, allocate)
+
+    # ------------------------------------------- decoded whole by another process
+    def decodes_whole_next(self) -> bool:
+        """Whether the next read decodes the whole file (a small file, or one told by ``expect`` that the run's
+        windows touch enough of it), unless it turns out not clean or too big."""
+        return self._resident is None and self._resident_ok and self._resident_due == 0 and self._whole_may_fit()
+
+    def decode_whole_into(self, fd: int):
+        """Decode the file whole, as the next read would, into the shared memory file ``fd`` (a memfd, sized here);
+        return its layout for ``adopt_whole``: ``("sparse", intervals)``, ``("dense", bases)``, or None where the
+        file is not clean or too big. Run by a process decoding it beside the one that reads it."""
+
+        def allocate(nbytes: int):
+            os.ftruncate(fd, nbytes)
+            return mmap.mmap(fd, nbytes, flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0))
+
+        with reading(self.path, "the bigWig's data", _FIX):
+            genome = self._decode_whole(allocate)
+        if genome is None:
+            return None
+        return ("dense", len(genome.values)) if isinstance(genome, _DenseGenome) else ("sparse", len(genome.key))
+
+    def adopt_whole(self, layout, fd: int) -> None:
+        """Keep, as this file decoded whole, what ``decode_whole_into`` wrote into ``fd`` (``layout``: what it
+        returned; None: the file is not clean or too big, so it is read block by block, as the read would find)."""
+        with self._lock:
+            if layout is None:
+                self._resident_ok = False
+                return
+            kind, n = layout
+            size = n * (16 if kind == "sparse" else 4)
+            buffer = mmap.mmap(fd, size, flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0),
+                               prot=mmap.PROT_READ) if size else None
+            self._resident = (_SparseGenome(*_SparseGenome.arrays(n, buffer)) if kind == "sparse" else
+                              _DenseGenome(self._genome_offsets(), buffer))
+            self._cache.clear()  # it replaces the block cache
+            self._cache_size = 0
 
     # --------------------------------------------------------------- lifetime
     def close(self) -> None:

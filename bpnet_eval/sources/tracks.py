@@ -7,11 +7,12 @@ opened.
 """
 
 import copy
+import os
 from typing import Optional, Sequence
 
 import numpy as np
 
-from ..errors import InputError, UsageError
+from ..errors import BpnetEvalError, InputError, UsageError
 from ..regions import Regions
 from .base import ReadPlan, TruthSource
 from .bigwig import BigWigReader
@@ -46,6 +47,7 @@ class BigWigTruth(TruthSource):
     def __init__(self, paths: Sequence[str], regions: Regions):
         self.paths = [str(p) for p in paths]
         self.regions = regions
+        self._decoding = {}  # track → (the call decoding its file in another process, its memfd): ``start_reading``
         self._readers = []
         for p in self.paths:
             try:
@@ -71,7 +73,7 @@ class BigWigTruth(TruthSource):
     def planned(self, plan: ReadPlan) -> "BigWigTruth":
         """A reader of the same files (sharing their descriptors) that reads as ``plan`` says."""
         view = copy.copy(self)
-        view._ids = None
+        view._ids, view._decoding = None, {}
         if plan.chrom_names:
             view._chroms = [np.asarray(c, dtype=object) for c in plan.chrom_names]
         view._special = {**{int(i): "pad" for i in plan.pad_rows}, **{int(i): "skip" for i in plan.skip_rows}}
@@ -120,10 +122,51 @@ class BigWigTruth(TruthSource):
             else:
                 out[:, s] = self._buffer[s]
 
+    def start_reading(self, tracks: Optional[Sequence[int]] = None, fork=None) -> None:
+        """In a reading process, before its first batch: of the files of ``tracks`` (default all) that its first read
+        decodes whole (``BigWigReader.decodes_whole_next``), all but the first are decoded each by a call of its own
+        in a process forked now (``fork(call, what)``: ``workers.ForkedCall``; as many at once as there are CPUs),
+        into shared memory (a memfd), while this process decodes the first; each is taken from there at its first
+        read (``_adopt``). The same values; where that process fails, or without ``fork`` or memfds, the read decodes
+        the file, as before."""
+        tracks = list(range(self.n_tracks) if tracks is None else tracks)
+        for s in tracks:
+            self._chrom_ids(s)  # tells each file the run's windows (``expect``), before a process is forked
+        wanted = [s for s in tracks if self._readers[s].decodes_whole_next()]
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+        if fork is None or len(wanted) < 2 or cpus < 2 or not hasattr(os, "memfd_create"):
+            return
+        for s in wanted[1:cpus]:
+            try:
+                fd = os.memfd_create(f"bpnet-eval-track{s}", getattr(os, "MFD_CLOEXEC", 0))
+            except OSError:
+                return
+            try:
+                call = fork(lambda reader=self._readers[s], fd=fd: reader.decode_whole_into(fd),
+                            f"decoding {self.paths[s]}")
+            except OSError:
+                os.close(fd)
+                return
+            self._decoding[s] = (call, fd)
+
+    def _adopt(self, s: int) -> None:
+        """File ``s`` decoded whole by the process ``start_reading`` forked: waited for and kept (as shared memory);
+        where that process failed, nothing (the read decodes the file and reports what is wrong with it)."""
+        call, fd = self._decoding.pop(s)
+        try:
+            self._readers[s].adopt_whole(call.result(), fd)
+        except (BpnetEvalError, OSError, ValueError):
+            pass
+        finally:
+            call.close()
+            os.close(fd)
+
     def _chrom_ids(self, s: int) -> np.ndarray:
         """File ``s``'s chromosome number of every region, found once (not per batch), when the file is also told
         the windows the run reads (``BigWigReader.expect``: the rows of ``will_read`` but the padded and skipped
         ones, read otherwise)."""
+        if s in self._decoding:
+            self._adopt(s)
         if self._ids is None:
             self._ids = [None] * self.n_tracks
         if self._ids[s] is None:
@@ -135,6 +178,10 @@ class BigWigTruth(TruthSource):
         return self._ids[s]
 
     def close(self):
+        for call, fd in self._decoding.values():  # decoding processes not waited for: stopped
+            call.close()
+            os.close(fd)
+        self._decoding = {}
         for reader in self._readers:
             reader.close()
 
