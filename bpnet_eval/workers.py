@@ -244,7 +244,7 @@ class ProcessReadAhead:
         try:
             self.source.start_reading(tracks, ForkedCall)
         except BaseException as err:  # raised by the main process's read() of this worker's first batch
-            send(results, self._batches_of(w)[0] if len(self._batches_of(w)) else 0, err, failed=True)
+            send(results, 0, err, failed=True)
             return
         for n, k in enumerate(self._batches_of(w)):
             if n >= self.depth and not os.read(credits, 1):

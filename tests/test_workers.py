@@ -441,7 +441,7 @@ def test_bigwig_truth_read_into_equals_read_with_negated_tracks_and_padded_rows(
         one.close()
 
 
-@pytest.mark.skipif(not (fork_is_safe() and hasattr(os, "memfd_create") and len(os.sched_getaffinity(0)) > 1),
+@pytest.mark.skipif(not (fork_is_safe() and hasattr(os, "memfd_create") and inputs_module.allotted_cpus() > 1),
                     reason="Linux fork, memfd and 2 CPUs")
 @pytest.mark.parametrize("failing", [False, True])
 def test_a_reading_process_decodes_the_files_side_by_side_and_reads_what_it_would_alone(tmp_path, monkeypatch, failing):
@@ -459,7 +459,7 @@ def test_a_reading_process_decodes_the_files_side_by_side_and_reads_what_it_woul
     truth.will_read(0, 60)
     truth.start_reading(None, ForkedCall)
     helpers = {s: call._pid for s, (call, _) in truth._decoding.items()}
-    assert sorted(helpers) == list(range(1, min(3, len(os.sched_getaffinity(0)))))
+    assert sorted(helpers) == list(range(1, min(3, inputs_module.allotted_cpus())))
     got = np.concatenate([truth.read(i, j) for i, j in batch_bounds(0, 60, 16)])
     np.testing.assert_array_equal(got, case.observed.astype(np.float32))
     assert not truth._decoding and not any(alive(pid) for pid in helpers.values())

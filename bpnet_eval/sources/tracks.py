@@ -12,6 +12,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from ..environment import allotted_cpus
 from ..errors import BpnetEvalError, InputError, UsageError
 from ..regions import Regions
 from .base import ReadPlan, TruthSource
@@ -125,7 +126,7 @@ class BigWigTruth(TruthSource):
     def start_reading(self, tracks: Optional[Sequence[int]] = None, fork=None) -> None:
         """In a reading process, before its first batch: of the files of ``tracks`` (default all) that its first read
         decodes whole (``BigWigReader.decodes_whole_next``), all but the first are decoded each by a call of its own
-        in a process forked now (``fork(call, what)``: ``workers.ForkedCall``; as many at once as there are CPUs),
+        in a process forked now (``fork(call, what)``: ``workers.ForkedCall``; as many at once as CPUs allotted),
         into shared memory (a memfd), while this process decodes the first; each is taken from there at its first
         read (``_adopt``). The same values; where that process fails, or without ``fork`` or memfds, the read decodes
         the file, as before."""
@@ -133,7 +134,7 @@ class BigWigTruth(TruthSource):
         for s in tracks:
             self._chrom_ids(s)  # tells each file the run's windows (``expect``), before a process is forked
         wanted = [s for s in tracks if self._readers[s].decodes_whole_next()]
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+        cpus = allotted_cpus()  # a SLURM allocation or a container's CPU quota, not only the affinity mask
         if fork is None or len(wanted) < 2 or cpus < 2 or not hasattr(os, "memfd_create"):
             return
         for s in wanted[1:cpus]:
