@@ -4,7 +4,6 @@ Every function here only reads the environment (``bpnet_eval.process`` is what c
 """
 
 import os
-from importlib import metadata
 from typing import Mapping, Optional, Sequence
 
 # Environment variables that already fix the thread count: respected as given.
@@ -100,23 +99,6 @@ def torch_threads(environ: Optional[Mapping[str, str]] = None) -> Optional[int]:
     if any(environ.get(name, "").strip() for name in THREAD_VARIABLES):
         return None
     return allotted_cpus(environ)
-
-
-def torch_is_cpu_build(version: Optional[str] = None) -> bool:
-    """Whether the installed torch is a CPU-only build (its version ends ``+cpu``), read from its metadata without
-    importing it: ``--device auto`` then means the CPU, and a run needing only the seed losses skips torch."""
-    if version is None:
-        try:
-            version = metadata.version("torch")
-        except metadata.PackageNotFoundError:
-            return False
-    return version.endswith("+cpu")
-
-
-def runs_on_cpu_without_torch(device: str) -> bool:
-    """Whether ``--device`` surely means the CPU, known without importing torch: ``cpu``, or ``auto`` with a
-    CPU-only torch build."""
-    return device == "cpu" or (device == "auto" and torch_is_cpu_build())
 
 
 def memory_limit_bytes(proc_cgroup: str = "/proc/self/cgroup", root: str = CGROUP_ROOT) -> int:

@@ -14,7 +14,6 @@ import numpy as np
 
 from . import __version__
 from .errors import BpnetEvalError, UsageError
-from .environment import runs_on_cpu_without_torch
 from .examples import example_regions
 from .groups import read_all_groups
 from .inputs import Inputs, iter_batches, open_inputs, open_sources
@@ -108,15 +107,17 @@ def store_batch(columns: dict, batch: dict, first: int, total: int, skip: np.nda
 
 
 def uses_seed_computer(scoring: ScoreOptions, run: RunOptions) -> bool:
-    """Whether a run computes with ``seed.SeedComputer`` (numpy, no torch): a plan of the seed losses alone, in
-    float64, on a device known to be the CPU without importing torch."""
-    return scoring.plan.seed_only and scoring.dtype == "float64" and runs_on_cpu_without_torch(run.device)
+    """Whether a run computes with ``seed.SeedComputer`` (numpy on the CPU, no torch): a plan of the seed losses
+    alone, in float64, on ``--device cpu`` or ``auto``. ``auto`` takes it even where a GPU is: importing a CUDA
+    build of torch alone took 3-5 s on an H200 node, more than the whole CPU run of 100k regions there (2.0-2.6 s,
+    vs 5.9-6.8 s on the GPU; docs/performance.md)."""
+    return scoring.plan.seed_only and scoring.dtype == "float64" and run.device in ("cpu", "auto")
 
 
 def make_computer(scoring: ScoreOptions, track_names, run: RunOptions, readers: int):
     """``(computer, device name, context to compute in)``: ``seed.SeedComputer`` (numpy; torch is never imported)
-    where the plan needs only the seed losses, in float64, on a device known to be the CPU without torch
-    (``runs_on_cpu_without_torch``); else ``compute.BatchComputer`` (imports torch) with torch's threads set
+    where the plan needs only the seed losses, in float64, on ``--device cpu`` or ``auto``
+    (``uses_seed_computer``); else ``compute.BatchComputer`` (imports torch) with torch's threads set
     beside ``readers`` reading processes, and on the CPU the pieces of the metrics beyond the seed losses computed
     by as many threads as the run has (``compute.piece_threads``: ``run.threads``, else torch's)."""
     plan = scoring.plan

@@ -172,6 +172,38 @@ def test_a_default_cpu_run_never_imports_torch_and_matches_the_reference(tmp_pat
     assert "TORCH_IMPORTED=True" in outcomes["all"]
 
 
+# As a CUDA build of torch would say (PyPI's plain Linux wheel is one): what an earlier --device auto read to decide.
+AS_A_CUDA_BUILD = r"""
+from importlib import metadata
+version_of = metadata.version
+metadata.version = lambda name: "2.13.0" if name == "torch" else version_of(name)
+"""
+
+
+@pytest.mark.slow
+def test_auto_scores_the_seed_losses_without_torch_whichever_torch_is_installed(tmp_path):
+    """``--device auto`` with the default metrics takes the numpy path on the CPU even beside a CUDA torch (whose
+    import alone, 3-5 s on an H200 node, costs more than the CPU run); ``--metrics all`` still goes to torch."""
+    case = make_case(tmp_path, n=40)
+    for name, extra in (("default", []), ("all", ["--metrics", "all"])):
+        out = tmp_path / name
+        done = subprocess.run([sys.executable, "-c", AS_A_CUDA_BUILD + RUN_AND_REPORT_TORCH, "score",
+                               str(case.predictions), *map(str, case.bigwigs), "--out", str(out), "--quiet",
+                               "--no-plots", "--device", "auto", "--batch-size", "16", *extra],
+                              capture_output=True, text=True, cwd=REPO, timeout=300)
+        assert done.returncode == 0, done.stderr
+        imported = {line for line in done.stderr.splitlines() if line.startswith("TORCH_IMPORTED")}
+        if name == "default":
+            assert imported == {"TORCH_IMPORTED=False"}  # every process
+        else:
+            assert "TORCH_IMPORTED=True" in imported
+        if name == "default":
+            assert json.loads((out / "summary.json").read_text())["settings"]["device"] == "cpu"  # a GPU or none
+        want = expected_columns(case.logits, case.logcounts, case.observed)
+        np.testing.assert_allclose(numbers(read_columns(out / "regions.tsv"), "mixture_loss"), want["mixture_loss"],
+                                   rtol=1e-10)
+
+
 def test_count_sums_equal_dense_sums_with_empty_rows_anywhere():
     """Every row's sums, whichever rows (first, middle, last, several at the end) have no counts."""
     rng = np.random.default_rng(5)
