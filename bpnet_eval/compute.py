@@ -161,7 +161,7 @@ class PooledAuprc:
         if keep is not None:
             mask = mask & torch.as_tensor(keep, device=mask.device)
         rows = torch.nonzero(mask).flatten()
-        step = chunk_rows(observed.shape)  # cache-sized pieces: few and small temporaries
+        step = chunk_rows(observed.shape, observed.device)  # cache-sized pieces on the CPU: small temporaries
 
         def piece_keys(first):
             piece = rows[first:first + step]

@@ -129,6 +129,27 @@ def test_batches_in_pieces_equal_region_by_region(preset, smooth):
             assert torch.equal(torch.nan_to_num(whole[name][i:i + 1], nan=-7.0), torch.nan_to_num(column, nan=-7.0)), name
 
 
+def test_a_gpu_takes_a_default_batch_in_one_piece_with_the_same_numbers(monkeypatch):
+    """Off the CPU a piece holds a default batch whole (each piece costs hundreds of kernel launches); the numbers
+    do not depend on the piece size (here on the CPU, with the GPU's piece size)."""
+    from bpnet_eval.metrics import profile
+
+    shape = (1024, 2, 1000)
+    assert chunk_rows(shape, torch.device("cuda")) >= 1024 and chunk_rows(shape, "cuda:1") >= 1024
+    assert chunk_rows(shape) == chunk_rows(shape, torch.device("cpu")) == chunk_rows(shape, "cpu") < 1024
+    rng = np.random.default_rng(8)
+    counts = rng.poisson(rng.gamma(0.3, 2.0, size=(150, 2, 1000))).astype(np.float64)
+    counts[5] = 0
+    z, k = torch.as_tensor(rng.normal(size=counts.shape) + np.log1p(counts)), torch.as_tensor(counts)
+    rows = torch.arange(len(z))
+    pieces = profile_metrics(z, k, names=PROFILE_METRICS_ALL, rows=rows, seed=2)
+    monkeypatch.setattr(profile, "CHUNK_VALUES", profile.DEVICE_CHUNK_VALUES)
+    assert chunk_rows(z.shape) >= len(z)
+    whole = profile_metrics(z, k, names=PROFILE_METRICS_ALL, rows=rows, seed=2)
+    for name, column in pieces.items():
+        assert torch.equal(torch.nan_to_num(whole[name], nan=-7.0), torch.nan_to_num(column, nan=-7.0)), name
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.int64])
 def test_stable_order_is_torchs_stable_sort(dtype):
     rng = np.random.default_rng(6)

@@ -4,6 +4,7 @@ installed ``bpnet_eval.cli`` once and forks a child per run; the child runs the 
 its own argv, stdout/stderr files and exit status, exactly as the ``bpnet-eval`` script would."""
 
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -79,3 +80,4 @@ class ForkedCli:
     def close(self):
         self._server.stdin.close()
         self._server.wait(timeout=30)
+        shutil.rmtree(self._dir, ignore_errors=True)
