@@ -14,7 +14,9 @@
 #    on the CPU it computes with a thread per CPU, at most 8).
 #
 # PYTHON (default: .venv/bin/python beside this project, else python3) is the interpreter whose bpnet-eval is
-# timed. GPU_BENCH_DEVICE=cpu runs every step with the CPU in the GPU's place (checks the script itself on a
+# timed. On a GPU node whose python3 already holds a CUDA torch, h5py, numpy, rich and matplotlib (as the H200 node of
+# docs/performance.md): `python3 -m pip install --no-deps pyBigWig isal 'typer<0.29'` (or their wheels, offline),
+# `python3 -m pip install --no-deps --no-build-isolation -e .`, then `PYTHON=python3 bench/gpu.sh` (150 s there). GPU_BENCH_DEVICE=cpu runs every step with the CPU in the GPU's place (checks the script itself on a
 # machine without a GPU).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
