@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .environment import THREAD_VARIABLES, allotted_cpus
-from .errors import UsageError
+from .errors import BpnetEvalError, UsageError
 from .losses import SHIFT_ABOVE, mnll_per_region, track_logsumexp
 from .metrics.profile import chunk_rows, profile_metrics
 from .metrics.auprc import (auprc_region_mask, average_precision_of_keys, binned_labels_scores_by_size,
@@ -217,7 +217,19 @@ class BatchComputer:
 
         ``screen(columns, always_defined)``, when given, sees the columns (and the names of those defined for
         every region with finite inputs) before the pooled auPRC takes the batch, and returns the rows not to
-        score (a boolean array: where a value overflowed); the pooled auPRC leaves those rows out."""
+        score (a boolean array: where a value overflowed); the pooled auPRC leaves those rows out. A GPU out of
+        memory is a ``BpnetEvalError`` naming the batch and the fix."""
+        try:
+            return self._columns(logits, logcounts, observed, first_row, screen)
+        except torch.cuda.OutOfMemoryError as err:
+            what = ". ".join(str(err).split(". ")[:2]).strip().rstrip(".")  # "CUDA out of memory. Tried to allocate .."
+            raise BpnetEvalError(
+                f"the GPU ({self.device}) ran out of memory scoring regions {first_row + 1}..{first_row + len(logits)} "
+                f"(a batch of {tuple(logits.shape)} {str(self.dtype).replace('torch.', '')}; {what}); lower "
+                "--batch-size, or use --device cpu") from err
+
+    def _columns(self, logits, logcounts, observed, first_row: int, screen: Optional[Callable]) -> dict:
+        """``__call__``'s columns."""
         if not torch.is_tensor(logits):
             logits, logcounts, observed = self.prepare(logits, logcounts, observed)
         # Logits and counts keep their stored dtype (float32 holds counts exactly): the MNLL converts the

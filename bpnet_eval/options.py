@@ -325,7 +325,8 @@ class RunOptions:
     Parameters
     ----------
     device : str
-        ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        ``auto``, ``cpu``, ``cuda`` or ``cuda:N``. ``auto``: the CPU (numpy, torch not imported) for the default
+        metrics in float64, else the GPU when torch sees one.
     batch_size : int
         Regions per batch.
     read_workers : int, optional

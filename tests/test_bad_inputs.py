@@ -723,3 +723,23 @@ def test_a_bad_choice_exits_2_before_any_file_is_opened_or_torch_imported(tmp_pa
     assert done.stdout.split() == ["2", "False"], done.stdout + done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and "missing" not in done.stderr
 
+
+
+@pytest.mark.slow
+def test_a_gpu_out_of_memory_is_one_line_naming_the_batch_and_the_fix(tmp_path):
+    """torch's CUDA out-of-memory error (raised here by a patch on the CPU: no GPU is needed to raise it) is one line,
+    exit 1, naming the regions of the batch and what to change, and no report is written."""
+    case = make_case(tmp_path, n=40)
+    args = ["score", str(case.predictions), *map(str, case.bigwigs), "--metrics", "all", "--device", "cpu",
+            "--batch-size", "16", "--no-plots", "--out", "out"]
+    script = ("import torch, bpnet_eval.compute as compute\n"
+              "def full(*args, **kwargs):\n"
+              "    raise torch.cuda.OutOfMemoryError('CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a '\n"
+              "                                      'total capacity of 79.19 GiB of which 1.02 GiB is free.')\n"
+              "compute.mnll_per_region = full\n"
+              "from bpnet_eval.cli import run\n"
+              f"raise SystemExit(run({args!r}))\n")
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert_one_line_error(done, 1, "ran out of memory scoring regions 1..16", "(16, 2, ", "Tried to allocate 2.00 GiB",
+                          "lower --batch-size, or use --device cpu")
+    assert not (tmp_path / "out").exists() or assert_no_report(tmp_path / "out") is None
