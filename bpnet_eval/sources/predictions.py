@@ -16,6 +16,7 @@ from ..errors import InputError, UsageError
 from ..input_files import UNEXPECTED_READ_ERRORS, reading
 from ..regions import Regions, windows_around
 from .base import PredictionSource
+from .chunks import rows_reader
 from .hdf5 import damaged, dataset_or_none, decode_strings, list_datasets, open_hdf5, read_column, require_dataset
 
 PROFILE_KINDS = ("logits", "probs", "counts")
@@ -72,7 +73,7 @@ def profile_to_logits(profile: np.ndarray, kind: str) -> np.ndarray:
             profile = np.where(flipped, -profile, profile)
     with np.errstate(divide="ignore", invalid="ignore"):
         logits = np.log(profile)
-    return np.maximum(logits, _LOG_TINY)
+    return np.maximum(logits, _LOG_TINY, out=logits)
 
 
 def non_numeric(dtype) -> Optional[str]:
@@ -172,6 +173,7 @@ class HDF5Predictions(PredictionSource):
         require_numeric(self._profile.dtype, f"{self.path}: '{layout.logits}'", "the predicted profile")
         require_numeric(self._logcounts.dtype, f"{self.path}: '{layout.logcounts}'", "the predicted log counts")
         self._check_shapes()
+        self._read_profile, self._read_logcounts = rows_reader(self._profile), rows_reader(self._logcounts)
 
     def _check_shapes(self):
         shape, counts_shape = self._profile.shape, self._logcounts.shape
@@ -252,13 +254,16 @@ class HDF5Predictions(PredictionSource):
     def read(self, i: int, j: int):
         """Logits ``(j-i, S, L)`` and log counts ``(j-i, T)`` of regions ``i..j``."""
         try:
-            profile, logcounts = self._profile[i:j], np.asarray(self._logcounts[i:j])
+            profile, logcounts = self._read_profile(i, j), np.asarray(self._read_logcounts(i, j))
         except UNEXPECTED_READ_ERRORS as err:
             raise damaged(self.path, i, j, err) from None
         return (profile_to_logits(to_nsl(profile, self._axes), self.layout.profile_kind),
                 logcounts.reshape(j - i, self.n_logcount_columns))
 
     def close(self):
+        for reader in (getattr(self, "_read_profile", None), getattr(self, "_read_logcounts", None)):
+            if reader is not None:
+                reader.close()
         self._file.close()
 
 

@@ -17,6 +17,7 @@ from ..errors import BpnetEvalError, InputError, UsageError
 from ..regions import Regions
 from .base import ReadPlan, TruthSource
 from .bigwig import BigWigReader
+from .chunks import rows_reader
 from .hdf5 import damaged, dataset_or_none, list_datasets, open_hdf5
 from .predictions import profile_axes, require_numeric, to_nsl
 
@@ -206,6 +207,7 @@ class HDF5Truth(TruthSource):
         self.n = self._data.shape[0]
         self.n_tracks = 1 if self._axes == "NL" else self._data.shape[1 if self._axes == "NSL" else 2]
         self.length = self._data.shape[1] if self._axes == "NLS" else self._data.shape[-1]
+        self._read_rows = rows_reader(self._data)
 
     def _find_dataset(self) -> str:
         for name in TRUTH_DATASET_NAMES:
@@ -227,7 +229,7 @@ class HDF5Truth(TruthSource):
     def read(self, i: int, j: int) -> np.ndarray:
         """As stored: a NaN or inf (or a value beyond float32's range, read as inf) stays, for the value screen."""
         try:
-            stored = self._data[i:j]
+            stored = self._read_rows(i, j)
         except OSError as err:
             raise damaged(self.path, i, j, err) from None
         with np.errstate(over="ignore", invalid="ignore"):
@@ -235,6 +237,7 @@ class HDF5Truth(TruthSource):
         return to_nsl(values, self._axes)
 
     def close(self):
+        self._read_rows.close()
         self._file.close()
 
 

@@ -1,0 +1,146 @@
+"""Rows of a compressed, chunked HDF5 dataset, inflated by a pool of threads.
+
+HDF5 inflates a gzip-compressed dataset (chrombpnet's ``predict`` writes its profiles so, in h5py's
+automatic chunks of ~800-1,600 regions by 16 positions) one chunk after another in the calling thread,
+with zlib, and a batch of rows that ends inside a row of chunks inflates that row again for the next
+batch: its chunks do not fit HDF5's 1 MB chunk cache. ``rows_reader`` reads such a
+dataset the same way HDF5 would, chunk by chunk: each chunk's stored bytes (``read_direct_chunk``)
+through the filters in reverse order (inflate by ISA-L where installed, else zlib; un-shuffle by
+numpy), several chunks at once in threads (inflating releases Python's lock), and the last row of
+chunks kept for the batch after. Datasets stored otherwise (contiguous, uncompressed, other filters,
+non-numeric types) are read by h5py as before, and a read that fails here (a damaged chunk, a chunk
+never written) is read by h5py too, which gives its values or its error.
+"""
+
+from concurrent.futures import ThreadPoolExecutor
+from itertools import product
+import os
+from typing import Callable
+
+import h5py
+import numpy as np
+
+from ..environment import allotted_cpus
+from .deflate import INFLATE_ERRORS, inflate
+
+DEFLATE, SHUFFLE = h5py.h5z.FILTER_DEFLATE, h5py.h5z.FILTER_SHUFFLE
+# A row of chunks decoded at a time is kept for the next batch; above this size, h5py reads the dataset.
+MAX_CHUNK_ROW_BYTES = 64 << 20
+MAX_INFLATE_THREADS = 8
+_READ_FAILURES = (OSError, RuntimeError, ValueError, KeyError, *INFLATE_ERRORS)
+
+
+def chunk_filters(dataset: h5py.Dataset):
+    """The filter ids of ``dataset``'s pipeline in the order they were applied on writing, where this module reads
+    it (chunked, deflate with or without shuffle, a plain numeric type, rows of chunks of at most
+    ``MAX_CHUNK_ROW_BYTES``), else None."""
+    if dataset.chunks is None or dataset.dtype.kind not in "biuf" or dataset.dtype.fields is not None:
+        return None
+    plist = dataset.id.get_create_plist()
+    filters = tuple(plist.get_filter(k)[0] for k in range(plist.get_nfilters()))
+    if DEFLATE not in filters or set(filters) - {DEFLATE, SHUFFLE}:
+        return None
+    row_bytes = dataset.chunks[0] * int(np.prod(dataset.shape[1:], dtype=np.int64)) * dataset.dtype.itemsize
+    return filters if row_bytes <= MAX_CHUNK_ROW_BYTES else None
+
+
+def unshuffle(data: bytes, itemsize: int) -> bytes:
+    """Undo HDF5's shuffle filter: the chunk stores byte 0 of every element, then byte 1, ...; whole elements
+    again, in order (bytes past the last whole element stay where they are)."""
+    whole = len(data) // itemsize * itemsize
+    if itemsize == 1 or not whole:
+        return data
+    elements = np.frombuffer(data, np.uint8, whole).reshape(itemsize, -1).T.tobytes()
+    return elements + data[whole:]
+
+
+def decode_chunk(stored: bytes, filter_mask: int, filters: tuple, itemsize: int) -> bytes:
+    """A chunk's stored bytes through ``filters`` in reverse order, skipping those whose bit is set in
+    ``filter_mask`` (HDF5 skips an optional filter that did not help that chunk)."""
+    data = stored
+    for k in reversed(range(len(filters))):
+        if filter_mask >> k & 1:
+            continue
+        data = inflate(data) if filters[k] == DEFLATE else unshuffle(data, itemsize)
+    return data
+
+
+class ChunkRows:
+    """``read(i, j)``: rows ``i..j`` of a dataset that ``chunk_filters`` accepts (``filters``), as h5py reads them
+    (native byte order), decoded a row of chunks at a time by ``threads`` threads."""
+
+    def __init__(self, dataset: h5py.Dataset, filters: tuple, threads: int):
+        self.dataset, self.filters, self.threads = dataset, filters, threads
+        self.chunks, self.shape = dataset.chunks, dataset.shape
+        self.dtype = dataset.dtype.newbyteorder("=")
+        self._buffer = None  # the last row of chunks decoded (one row of chunks, allocated once) ...
+        self._kept = self._kept_rows = None  # ... which row it is and how many rows of the dataset it has
+        self._pool, self._pool_pid = None, None
+        # each chunk's offset within a row of chunks, along the axes after the first
+        self._offsets = list(product(*(range(0, n, c) for n, c in zip(self.shape[1:], self.chunks[1:]))))
+
+    def read(self, i: int, j: int) -> np.ndarray:
+        out = np.empty((j - i, *self.shape[1:]), self.dtype)
+        height = self.chunks[0]
+        for row in range(i // height, -(-j // height)):
+            first = row * height
+            decoded = self._row(row)
+            lo, hi = max(i, first), min(j, first + len(decoded))
+            out[lo - i:hi - i] = decoded[lo - first:hi - first]
+        return out
+
+    def _row(self, row: int) -> np.ndarray:
+        """Row ``row`` of chunks, decoded into the one buffer kept for it (valid until the next call)."""
+        if self._kept == row:
+            return self._buffer[:self._kept_rows]
+        self._kept = None  # until decoded whole
+        first = row * self.chunks[0]
+        if self._buffer is None:
+            self._buffer = np.empty((self.chunks[0], *self.shape[1:]), self.dtype)
+        decoded = self._buffer[:min(self.chunks[0], self.shape[0] - first)]
+        stored = [self.dataset.id.read_direct_chunk((first, *offset)) for offset in self._offsets]
+        list(self._threads().map(lambda k: self._place(decoded, self._offsets[k], *stored[k]), range(len(stored))))
+        self._kept, self._kept_rows = row, len(decoded)
+        return decoded
+
+    def _place(self, decoded: np.ndarray, offset: tuple, filter_mask: int, stored: bytes) -> None:
+        """Decode one chunk and write its part inside the dataset into ``decoded`` at ``offset``."""
+        data = decode_chunk(stored, filter_mask, self.filters, self.dtype.itemsize)
+        size = int(np.prod(self.chunks, dtype=np.int64))
+        if len(data) != size * self.dtype.itemsize:
+            raise ValueError(f"a chunk decodes to {len(data)} bytes, not {size * self.dtype.itemsize}")
+        chunk = np.frombuffer(data, self.dataset.dtype, size).reshape(self.chunks)
+        inside = (slice(0, len(decoded)),) + tuple(slice(o, o + min(c, n - o))
+                                                   for o, c, n in zip(offset, self.chunks[1:], self.shape[1:]))
+        decoded[inside] = chunk[tuple(slice(0, s.stop - s.start) for s in inside)]
+
+    def _threads(self) -> ThreadPoolExecutor:
+        """The inflating threads, made in the process that reads (a forked reader makes its own)."""
+        if self._pool is None or self._pool_pid != os.getpid():
+            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="bpnet-eval-inflate")
+            self._pool_pid = os.getpid()
+        return self._pool
+
+    def close(self) -> None:
+        if self._pool is not None and self._pool_pid == os.getpid():
+            self._pool.shutdown(wait=True)
+        self._pool, self._kept, self._buffer = None, None, None
+
+
+def rows_reader(dataset: h5py.Dataset) -> Callable[[int, int], np.ndarray]:
+    """``read(i, j)``: rows ``i..j`` of ``dataset``, by ``ChunkRows`` where it reads them, else (and where it fails)
+    by h5py; ``read.close()`` stops its threads."""
+    filters = chunk_filters(dataset)
+    chunked = ChunkRows(dataset, filters, min(MAX_INFLATE_THREADS, allotted_cpus())) if filters else None
+
+    def read(i: int, j: int) -> np.ndarray:
+        if chunked is not None:
+            try:
+                return chunked.read(i, j)
+            except _READ_FAILURES:
+                chunked._kept = None
+        return dataset[i:j]
+
+    read.close = chunked.close if chunked is not None else (lambda: None)
+    read.direct = chunked is not None
+    return read

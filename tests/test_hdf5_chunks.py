@@ -1,0 +1,204 @@
+"""Compressed, chunked HDF5 datasets read chunk by chunk (``sources.chunks``), checked against h5py (HDF5's own
+reading of the same file) value for value: every filter combination and chunk shape it takes, the ones it leaves
+to h5py, chunks HDF5 stored unfiltered, chunks never written, damaged chunks, and reading after a fork."""
+
+import multiprocessing
+
+import h5py
+import numpy as np
+import pytest
+
+from bpnet_eval.errors import InputError
+from bpnet_eval.pipeline import score
+from bpnet_eval.sources import chunks
+from bpnet_eval.sources.chunks import chunk_filters, rows_reader, unshuffle
+from tests.support.cases import make_case
+
+
+def dataset(tmp_path, data, name="x.h5", **options):
+    """``data`` written to a new file with h5py's ``create_dataset`` options; the open dataset."""
+    path = tmp_path / name
+    with h5py.File(path, "w") as h5:
+        h5.create_dataset("d", data=data, **options)
+    return h5py.File(path, "r")["d"]
+
+
+def random_data(shape, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    if np.dtype(dtype).kind == "f":
+        values = rng.gamma(0.4, 2.0, shape) * (rng.random(shape) < 0.3)  # mostly zeros, as profiles are
+        return values.astype(dtype)
+    return rng.integers(0, 50, shape).astype(dtype)
+
+
+def batches_in_order(n, size):
+    return [(i, min(n, i + size)) for i in range(0, n, size)]
+
+
+def assert_reads_like_h5py(ds, bounds):
+    read = rows_reader(ds)
+    assert read.direct
+    try:
+        for i, j in bounds:
+            got, want = read(i, j), ds[i:j]
+            assert got.shape == want.shape and got.dtype == want.dtype.newbyteorder("=")
+            np.testing.assert_array_equal(got, want)
+    finally:
+        read.close()
+
+
+@pytest.mark.parametrize("shape, chunk", [
+    ((203, 2, 37), (11, 1, 8)),     # edge chunks along every axis
+    ((203, 2, 37), True),           # h5py's automatic chunks (chrombpnet's files)
+    ((150, 64), (150, 16)),         # one row of chunks holds every region
+    ((97, 40, 2), (5, 40, 2)),      # (N, L, S), whole trailing axes
+    ((64, 3, 20), (1, 3, 20)),      # one region per chunk
+])
+@pytest.mark.parametrize("dtype", ["<f4", "<f8", ">f8", "<i4", ">u2"])
+@pytest.mark.parametrize("options", [{"compression": "gzip"}, {"compression": "gzip", "shuffle": True},
+                                     {"compression": "gzip", "compression_opts": 9}])
+def test_every_batch_reads_as_h5py_reads_it(tmp_path, shape, chunk, dtype, options):
+    ds = dataset(tmp_path, random_data(shape, dtype), chunks=chunk, dtype=dtype, **options)
+    n = shape[0]
+    assert_reads_like_h5py(ds, batches_in_order(n, 17) + batches_in_order(n, 64) + [(0, n), (n - 1, n)])
+
+
+def test_reads_in_any_order_and_single_rows(tmp_path):
+    ds = dataset(tmp_path, random_data((300, 2, 30), "<f4"), chunks=(23, 2, 7), compression="gzip")
+    rng = np.random.default_rng(1)
+    starts = rng.integers(0, 299, 40)
+    assert_reads_like_h5py(ds, [(int(i), int(min(300, i + rng.integers(1, 60)))) for i in starts] +
+                           [(int(i), int(i) + 1) for i in starts])
+
+
+@pytest.mark.parametrize("options", [
+    {},                                               # contiguous
+    {"chunks": (10, 2, 5)},                           # chunked, no filter
+    {"chunks": (10, 2, 5), "compression": "lzf"},
+    {"chunks": (10, 2, 5), "compression": "gzip", "fletcher32": True},
+    {"chunks": (10, 2, 5), "scaleoffset": 3},
+])
+def test_other_layouts_are_left_to_h5py(tmp_path, options):
+    data = random_data((40, 2, 20), "<f4")
+    ds = dataset(tmp_path, data, **options)
+    assert chunk_filters(ds) is None
+    read = rows_reader(ds)
+    assert not read.direct
+    np.testing.assert_array_equal(read(3, 29), ds[3:29])  # (scaleoffset is lossy: as h5py reads it)
+
+
+def test_a_row_of_chunks_above_the_memory_bound_is_left_to_h5py(tmp_path, monkeypatch):
+    ds = dataset(tmp_path, random_data((40, 2, 20), "<f8"), chunks=(10, 2, 20), compression="gzip")
+    monkeypatch.setattr(chunks, "MAX_CHUNK_ROW_BYTES", 10 * 2 * 20 * 8 - 1)
+    assert chunk_filters(ds) is None
+    monkeypatch.setattr(chunks, "MAX_CHUNK_ROW_BYTES", 10 * 2 * 20 * 8)
+    assert chunk_filters(ds) == (h5py.h5z.FILTER_DEFLATE,)
+
+
+def test_unshuffle_inverts_hdf5s_byte_shuffle():
+    values = np.arange(12, dtype="<u4") * 0x01020304
+    shuffled = values.view(np.uint8).reshape(-1, 4).T.tobytes()
+    assert unshuffle(shuffled, 4) == values.tobytes()
+    assert unshuffle(shuffled + b"xy", 4) == values.tobytes() + b"xy"  # a partial element stays at the end
+    assert unshuffle(b"abc", 1) == b"abc"
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_a_chunk_stored_without_a_filter_reads_as_hdf5_reads_it(tmp_path, shuffle):
+    """HDF5 skips an optional filter where it did not help a chunk and marks it in the chunk's filter mask."""
+    data = random_data((30, 2, 10), "<f4")
+    path = tmp_path / "mask.h5"
+    with h5py.File(path, "w") as h5:
+        ds = h5.create_dataset("d", data=data, chunks=(10, 2, 10), compression="gzip", shuffle=shuffle)
+        deflate_bit = 1 << (1 if shuffle else 0)  # the pipeline is (shuffle, deflate) or (deflate,)
+        raw = data[10:20].tobytes()
+        if shuffle:  # shuffled but not deflated
+            raw = np.frombuffer(raw, np.uint8).reshape(-1, 4).T.tobytes()
+        ds.id.write_direct_chunk((10, 0, 0), raw, deflate_bit)
+    ds = h5py.File(path, "r")["d"]
+    assert ds.id.read_direct_chunk((10, 0, 0))[0] == deflate_bit
+    np.testing.assert_array_equal(ds[:], data)
+    assert_reads_like_h5py(ds, batches_in_order(30, 7))
+
+
+def test_chunks_never_written_read_as_the_fill_value(tmp_path):
+    path = tmp_path / "sparse.h5"
+    data = random_data((40, 2, 10), "<f4")
+    with h5py.File(path, "w") as h5:
+        ds = h5.create_dataset("d", shape=data.shape, dtype="<f4", chunks=(10, 2, 10), compression="gzip",
+                               fillvalue=-3.0)
+        ds[0:10], ds[30:40] = data[0:10], data[30:40]
+    ds = h5py.File(path, "r")["d"]
+    read = rows_reader(ds)
+    got = np.concatenate([read(i, j) for i, j in batches_in_order(40, 8)])
+    np.testing.assert_array_equal(got, ds[:])
+    assert (got[10:30] == -3.0).all()
+    read.close()
+
+
+def damage_first_chunk(path, dataset_name):
+    """Overwrite the middle of the first stored chunk of ``dataset_name`` with bytes that do not inflate."""
+    with h5py.File(path, "r") as h5:
+        info = h5[dataset_name].id.get_chunk_info(0)
+    with open(path, "r+b") as handle:
+        handle.seek(info.byte_offset + 2)
+        handle.write(b"\xff" * max(1, info.size - 4))
+
+
+def test_a_damaged_chunk_is_an_error_naming_the_file_and_the_regions(tmp_path):
+    case = make_case(tmp_path, n=30)
+    gz = tmp_path / "gz.h5"
+    with h5py.File(case.predictions, "r") as source, h5py.File(gz, "w") as out:
+        for name in ("coords/coords_chrom", "coords/coords_start", "coords/coords_end", "predictions/logcounts"):
+            source.copy(name, out, name)
+        out.create_dataset("predictions/logits", data=source["predictions/logits"][:], chunks=(8, 2, 25),
+                           compression="gzip")
+    damage_first_chunk(gz, "predictions/logits")
+    with pytest.raises(InputError) as caught:
+        score(str(gz), [str(p) for p in case.bigwigs])
+    message = str(caught.value)
+    assert str(gz) in message and "regions 1.." in message and "damaged" in message
+
+
+def test_compressed_predictions_and_truth_score_as_the_uncompressed_files(tmp_path):
+    """The same numbers, bit for bit, from a gzip-compressed copy of the predictions (odd chunks, shuffle) and
+    of the observed counts as an HDF5 truth, in batches that end inside rows of chunks."""
+    case = make_case(tmp_path, n=70, length=40)
+    gz = tmp_path / "gz.h5"
+    with h5py.File(case.predictions, "r") as source, h5py.File(gz, "w") as out:
+        for name in ("coords/coords_chrom", "coords/coords_start", "coords/coords_end"):
+            source.copy(name, out, name)
+        out.create_dataset("predictions/logits", data=source["predictions/logits"][:], chunks=(9, 1, 11),
+                           compression="gzip", shuffle=True)
+        out.create_dataset("predictions/logcounts", data=source["predictions/logcounts"][:], chunks=(16, 1),
+                           compression="gzip")
+    truth = tmp_path / "truth.h5"
+    for path, options in ((truth, {}), (tmp_path / "truth_gz.h5", {"chunks": (6, 2, 40), "compression": "gzip"})):
+        with h5py.File(path, "w") as h5:
+            h5.create_dataset("observed", data=case.observed.astype(np.float32), **options)
+    plain = score(str(case.predictions), str(truth), batch_size=16, truth_dataset="observed")
+    compressed = score(str(gz), str(tmp_path / "truth_gz.h5"), batch_size=16, truth_dataset="observed")
+    assert set(plain.columns) == set(compressed.columns)
+    for name, values in plain.columns.items():
+        np.testing.assert_array_equal(compressed.columns[name], values, err_msg=name)
+
+
+def test_a_forked_process_reads_with_threads_of_its_own(tmp_path):
+    """The reading processes are forked: a reader whose threads were made in the parent makes new ones."""
+    data = random_data((60, 2, 12), "<f4")
+    ds = dataset(tmp_path, data, chunks=(7, 2, 5), compression="gzip")
+    read = rows_reader(ds)
+    np.testing.assert_array_equal(read(0, 20), data[0:20])  # the parent's threads exist now
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+
+    def child():
+        queue.put([read(i, j).tolist() for i, j in ((20, 41), (41, 60))])
+
+    process = context.Process(target=child)
+    process.start()
+    got = queue.get(timeout=60)
+    process.join(60)
+    assert process.exitcode == 0
+    np.testing.assert_array_equal(np.concatenate([np.asarray(g, np.float32) for g in got]), data[20:60])
+    read.close()
