@@ -19,6 +19,9 @@ Shapes (``--shape``; ``SHAPES`` below):
   offset 1057), the predictions its central 1000-bp output (``--length``); every region a peak;
 * ``normalised``: the ``chip`` signal as a normalised track (counts per million of 27M reads: each
   count times 0.037), so that no value is an integer (MNLL's ``lgamma(k + 1)`` computed, not looked up);
+* ``chrombpnet``: the ``s1`` signal with the predictions as chrombpnet's ``predict`` writes them: float64
+  probabilities ``predictions/profs`` (N, L), log counts and coordinates (``coords_center``), every dataset
+  gzip-compressed in h5py's automatic chunks (~1,600 regions x 16 positions);
 * ``ucsc``: the ``chip`` signal in the bigWig layout of UCSC's ``bedGraphToBigWig`` (1,024 intervals per
   data block; ``bench/ucsc_bigwig.py``), which chrombpnet's and BPNet's pipelines use for observed tracks:
   pyBigWig's per-window ``values`` reads it about twice as fast as pyBigWig's own files (~2,730 per block).
@@ -27,7 +30,7 @@ Writes into OUT_DIR:
 
 * ``observed.plus.bw``, ``observed.minus.bw`` (``observed.bw`` for ``s1``): integer counts (scaled for
   ``normalised``) on a few chromosomes of tens of Mb, stored as merged bedGraph runs (fixed-step for ``background``);
-* ``predictions.h5``: the native layout (``predictions/logits`` (N, S, L) float32,
+* ``predictions.h5``: the native layout (``chrombpnet``: chrombpnet's, above; ``predictions/logits`` (N, S, L) float32,
   ``predictions/logcounts`` (N, 1), ``coords/coords_{chrom,start,end,peak}``), chunked along
   regions with whole trailing axes (about 2 MB per chunk), uncompressed. Logits are the log of
   a smoothed copy of the observed signal plus noise, so predictions correlate with the truth;
@@ -74,6 +77,7 @@ class Shape:
     genome_scale: float = 1.0  # of the chromosome sizes (a dense track on a smaller genome stays writable)
     scale: float = 1.0  # the bigWigs hold the counts times this (a normalised track where it is not 1)
     ucsc_layout: bool = False  # bigWigs laid out as UCSC's bedGraphToBigWig writes them (``ucsc_bigwig``)
+    predictions_layout: str = "native"  # or "chrombpnet": its predict's HDF5 (``write_chrombpnet_predictions``)
 
 
 SHAPES = {
@@ -91,6 +95,9 @@ SHAPES = {
                         scale=0.037),
     "ucsc": Shape("the chip signal in UCSC's bigWig layout (bedGraphToBigWig: 1,024 intervals per data block, as "
                   "chrombpnet's and BPNet's pipelines write observed tracks; pyBigWig writes ~2,730)", ucsc_layout=True),
+    "chrombpnet": Shape("chrombpnet's predict output for one unstranded ATAC-like track (S = 1): float64 probabilities "
+                        "(N, L) and every dataset gzip-compressed in h5py's automatic chunks",
+                        n_tracks=1, predictions_layout="chrombpnet"),
 }
 
 
@@ -220,36 +227,80 @@ def choose_regions(sizes: dict, summits: dict, n_regions: int, length: int, rng,
     return chrom, start, peak
 
 
+def predicted_slices(chrom, start, length: int, counts_by_chrom: dict, smooth_by_chrom: dict, rng, rows: int):
+    """``(i, j, logits (j - i, S, L), logcounts (j - i,))`` float32 for consecutive slices of ``rows`` regions:
+    the log of the smoothed signal plus noise, and ``ln(1 + total)`` plus noise."""
+    n = len(start)
+    tracks = next(iter(counts_by_chrom.values())).shape[0]
+    offsets = np.arange(length)
+    for i in range(0, n, rows):
+        j = min(n, i + rows)
+        observed = np.empty((j - i, tracks, length), np.float32)
+        profile = np.empty((j - i, tracks, length), np.float32)
+        for r in range(i, j):
+            window = start[r] + offsets
+            observed[r - i] = counts_by_chrom[chrom[r]][:, window]
+            profile[r - i] = smooth_by_chrom[chrom[r]][:, window]
+        noise = rng.normal(0.0, 0.3, profile.shape).astype(np.float32)
+        total = observed.sum(axis=(1, 2))
+        yield i, j, np.log(profile + 0.05) + noise + 3.0, (np.log1p(total) + rng.normal(0.0, 0.4, total.shape)).astype(
+            np.float32)
+
+
 def write_predictions(path: Path, chrom, start, peak, length: int, counts_by_chrom: dict,
-                      smooth_by_chrom: dict, rng) -> int:
-    """The native HDF5 layout, written chunk by chunk; returns the chunk size along regions."""
+                      smooth_by_chrom: dict, rng, layout: str = "native") -> int:
+    """The predictions in the native HDF5 layout or chrombpnet's (``layout``), written slice by slice; returns the
+    chunk size along regions."""
+    if layout == "chrombpnet":
+        return write_chrombpnet_predictions(path, chrom, start, peak, length, counts_by_chrom, smooth_by_chrom, rng)
     n = len(start)
     tracks = next(iter(counts_by_chrom.values())).shape[0]
     chunk_regions = max(1, min(n, CHUNK_BYTES // (tracks * length * 4)))
-    offsets = np.arange(length)
     with h5py.File(path, "w") as h5:
         logits_ds = h5.create_dataset("predictions/logits", shape=(n, tracks, length), dtype=np.float32,
                                       chunks=(chunk_regions, tracks, length))
         logcounts_ds = h5.create_dataset("predictions/logcounts", shape=(n, 1), dtype=np.float32,
                                          chunks=(min(n, 65536), 1))
-        for i in range(0, n, chunk_regions):
-            j = min(n, i + chunk_regions)
-            observed = np.empty((j - i, tracks, length), np.float32)
-            profile = np.empty((j - i, tracks, length), np.float32)
-            for r in range(i, j):
-                window = start[r] + offsets
-                observed[r - i] = counts_by_chrom[chrom[r]][:, window]
-                profile[r - i] = smooth_by_chrom[chrom[r]][:, window]
-            noise = rng.normal(0.0, 0.3, profile.shape).astype(np.float32)
-            logits_ds[i:j] = np.log(profile + 0.05) + noise + 3.0
-            total = observed.sum(axis=(1, 2))
-            logcounts_ds[i:j] = (np.log1p(total) + rng.normal(0.0, 0.4, total.shape))[:, None].astype(np.float32)
+        for i, j, logits, logcounts in predicted_slices(chrom, start, length, counts_by_chrom, smooth_by_chrom, rng,
+                                                        chunk_regions):
+            logits_ds[i:j] = logits
+            logcounts_ds[i:j] = logcounts[:, None]
         string = h5py.string_dtype()
         h5.create_dataset("coords/coords_chrom", data=np.asarray(chrom, dtype=object), dtype=string)
         h5.create_dataset("coords/coords_start", data=start)
         h5.create_dataset("coords/coords_end", data=start + length)
         h5.create_dataset("coords/coords_peak", data=peak)
     return chunk_regions
+
+
+def write_chrombpnet_predictions(path: Path, chrom, start, peak, length: int, counts_by_chrom: dict,
+                                 smooth_by_chrom: dict, rng) -> int:
+    """chrombpnet ``predict``'s layout (``write_predictions_h5py``): ``predictions/profs`` the softmax of the
+    logits in float64, ``(N, L)`` for one track, ``predictions/logcounts`` ``(N,)`` float64,
+    ``coords/coords_chrom``, ``coords_center`` (window = centre - L//2 ..) and ``coords_peak``, every dataset
+    gzip-compressed in h5py's automatic chunks; returns the chunk size along regions."""
+    n = len(start)
+    tracks = next(iter(counts_by_chrom.values())).shape[0]
+    with h5py.File(path, "w") as h5:
+        profs = h5.create_dataset("predictions/profs", shape=(n, length) if tracks == 1 else (n, tracks, length),
+                                  dtype=float, chunks=True, compression="gzip")
+        logcounts = np.empty(n)
+        rows = profs.chunks[0] * max(1, 8192 // profs.chunks[0])  # whole rows of chunks: each chunk written once
+        for i, j, logits, predicted in predicted_slices(chrom, start, length, counts_by_chrom, smooth_by_chrom, rng,
+                                                        rows):
+            z = logits.astype(np.float64)
+            z -= z.max(axis=-1, keepdims=True)
+            np.exp(z, out=z)
+            z /= z.sum(axis=-1, keepdims=True)
+            profs[i:j] = z[:, 0] if tracks == 1 else z
+            logcounts[i:j] = predicted
+        h5.create_dataset("predictions/logcounts", data=logcounts, dtype=float, compression="gzip")
+        string = h5py.special_dtype(vlen=str)
+        h5.create_dataset("coords/coords_chrom", data=np.asarray(chrom, dtype=object), dtype=string,
+                          compression="gzip")
+        h5.create_dataset("coords/coords_center", data=np.asarray(start) + length // 2, dtype=int, compression="gzip")
+        h5.create_dataset("coords/coords_peak", data=np.asarray(peak), dtype=int, compression="gzip")
+        return int(profs.chunks[0])
 
 
 def write_narrowpeak(path: Path, chrom, start, length: int, input_width: int) -> None:
@@ -292,14 +343,15 @@ def make_case(out_dir, n_regions: int = 100_000, length: int = 1000, seed: int =
                             ucsc_layout=kind.ucsc_layout)
     chrom, start, peak = choose_regions(sizes, summits, n_regions, length, rng, kind.peak_fraction,
                                         margin if kind.input_width else 0)
-    chunk = write_predictions(out / "predictions.h5", chrom, start, peak, length, counts, smooth, rng)
+    chunk = write_predictions(out / "predictions.h5", chrom, start, peak, length, counts, smooth, rng,
+                              kind.predictions_layout)
     files = {"predictions": "predictions.h5", "truth": truth}
     if kind.input_width:
         write_narrowpeak(out / "peaks.narrowPeak", chrom, start, length, kind.input_width)
         files["regions"] = "peaks.narrowPeak"
     description = {"shape": shape, "shape_description": kind.description, "n_regions": n_regions,
                    "length": length, "n_tracks": kind.n_tracks, "seed": seed, "chrom_sizes": sizes,
-                   "predictions_chunk_regions": chunk, "files": files,
+                   "predictions_chunk_regions": chunk, "predictions_layout": kind.predictions_layout, "files": files,
                    "generation_s": round(time.perf_counter() - began, 1)}
     (out / "case.json").write_text(json.dumps(description, indent=2) + "\n")
     if not quiet:

@@ -66,6 +66,24 @@ def narrowpeak_windows(path: Path, length: int, n: int):
     return chrom, start, start + length
 
 
+# The profile and log counts datasets of each predictions layout of make_case.py
+PREDICTION_DATASETS = {"native": ("predictions/logits", "predictions/logcounts"),
+                       "chrombpnet": ("predictions/profs", "predictions/logcounts")}
+
+
+def prediction_datasets(case_dir: Path) -> tuple:
+    """The profile and log counts datasets of a case's predictions, and whether the profile holds probabilities."""
+    layout = json.loads((case_dir / "case.json").read_text()).get("predictions_layout", "native")
+    return (*PREDICTION_DATASETS[layout], layout == "chrombpnet")
+
+
+def as_logits(profile: np.ndarray, probabilities: bool) -> np.ndarray:
+    """A batch of a stored profile as logits ``(b, S, L)``, as a user turns it into them: probabilities by ``log``,
+    ``(b, L)`` as one track."""
+    logits = np.log(profile) if probabilities else profile
+    return logits[:, None, :] if logits.ndim == 2 else logits
+
+
 def load_case(case_dir: Path, n: int):
     """Paths and the first ``n`` windows of a generated case (from its ``--regions`` file when it has one)."""
     import h5py
@@ -79,23 +97,30 @@ def load_case(case_dir: Path, n: int):
     with h5py.File(predictions, "r") as h5:
         chrom = np.array([c.decode() if isinstance(c, bytes) else c for c in h5["coords/coords_chrom"][:n]],
                          dtype=object)
-        start = h5["coords/coords_start"][:n]
-        end = h5["coords/coords_end"][:n]
+        if "coords/coords_center" in h5:  # chrombpnet: the window centre - L//2 ..
+            start = h5["coords/coords_center"][:n] - description["length"] // 2
+            end = start + description["length"]
+        else:
+            start, end = h5["coords/coords_start"][:n], h5["coords/coords_end"][:n]
     return predictions, truth, chrom, start, end
 
 
 def read_batches(predictions, truth, chrom, start, end, bounds) -> float:
-    """Read the windows and predictions of the batches ``bounds`` (``[(i, j), ...]``); a checksum."""
+    """Read the windows and predictions of the batches ``bounds`` (``[(i, j), ...]``) as ``score`` reads them
+    (``BigWigReader``; the HDF5 by ``sources.chunks.rows_reader``: h5py, or chunk by chunk where gzip-compressed);
+    a checksum."""
     import h5py
 
     from bpnet_eval.sources.bigwig import BigWigReader
+    from bpnet_eval.sources.chunks import rows_reader
 
     readers = [BigWigReader(str(p)) for p in truth]
+    profile_name, logcounts_name, _ = prediction_datasets(Path(predictions).parent)
     checksum = 0.0
     with h5py.File(predictions, "r") as h5:
-        logits, logcounts = h5["predictions/logits"], h5["predictions/logcounts"]
+        logits, logcounts = rows_reader(h5[profile_name]), rows_reader(h5[logcounts_name])
         for i, j in bounds:
-            checksum += float(logits[i:j][:, 0, 0].sum()) + float(logcounts[i:j].sum())
+            checksum += float(logits(i, j)[:, 0].sum()) + float(logcounts(i, j).sum())
             for reader in readers:
                 checksum += float(reader.read(chrom[i:j], start[i:j], end[i:j])[:, 0].sum())
     return checksum
@@ -147,12 +172,14 @@ def stage_compute(case_dir: Path, n: int, batch_size: int, device: str, held_bat
     predictions, truth, chrom, start, end = load_case(case_dir, min(n, held_batches * batch_size))
     readers = [BigWigReader(str(p)) for p in truth]
     track_names = ["plus", "minus"] if len(truth) == 2 else [f"track{s}" for s in range(len(truth))]
+    profile_name, logcounts_name, probabilities = prediction_datasets(case_dir)
     batches = []
     with h5py.File(predictions, "r") as h5:
         for i in range(0, len(start), batch_size):
             j = min(len(start), i + batch_size)
             observed = np.stack([r.read(chrom[i:j], start[i:j], end[i:j]) for r in readers], axis=1)
-            batches.append((h5["predictions/logits"][i:j], h5["predictions/logcounts"][i:j], observed))
+            batches.append((as_logits(h5[profile_name][i:j], probabilities), h5[logcounts_name][i:j].reshape(j - i, -1),
+                            observed))
     computer = BatchComputer(count_loss_weight=1.0, track_names=track_names, device=device)
     done, k = 0, 0
     began = time.perf_counter()
@@ -178,6 +205,7 @@ def stage_naive(case_dir: Path, n: int, heavy: bool = True) -> dict:
     from naive import bpnet_lite_measures, count_measures, seed_losses
 
     predictions, truth, chrom, start, end = load_case(case_dir, n)
+    profile_name, logcounts_name, probabilities = prediction_datasets(case_dir)
     began = time.perf_counter()
     handles = [pyBigWig.open(str(p)) for p in truth]
     per_region, logcounts_all, totals_all = [], [], []
@@ -188,8 +216,9 @@ def stage_naive(case_dir: Path, n: int, heavy: bool = True) -> dict:
             for r in range(i, j):
                 for s, bw in enumerate(handles):
                     observed[r - i, s] = np.nan_to_num(bw.values(chrom[r], int(start[r]), int(end[r]), numpy=True))
-            logits = torch.tensor(h5["predictions/logits"][i:j])
-            logcounts = torch.tensor(h5["predictions/logcounts"][i:j])
+            # float32, as bpnet-lite computes (chrombpnet's profiles and log counts are stored as float64)
+            logits = torch.tensor(as_logits(h5[profile_name][i:j], probabilities), dtype=torch.float32)
+            logcounts = torch.tensor(h5[logcounts_name][i:j].reshape(j - i, -1), dtype=torch.float32)
             true_counts = torch.tensor(observed)
             columns = seed_losses(true_counts, logits, logcounts)
             if heavy:

@@ -30,7 +30,11 @@ def observed_windows(case, description):
     """Observed counts ``(N, S, L)`` of the stored windows, through pyBigWig."""
     with h5py.File(case / description["files"]["predictions"], "r") as h5:
         chrom = [c.decode() for c in h5["coords/coords_chrom"][:]]
-        start, end = h5["coords/coords_start"][:], h5["coords/coords_end"][:]
+        if description["predictions_layout"] == "chrombpnet":  # the window centre - L//2 ..
+            start = h5["coords/coords_center"][:] - description["length"] // 2
+            end = start + description["length"]
+        else:
+            start, end = h5["coords/coords_start"][:], h5["coords/coords_end"][:]
     handles = [pyBigWig.open(str(case / name)) for name in description["files"]["truth"]]
     out = np.array([[np.nan_to_num(bw.values(c, int(a), int(b), numpy=True)) for bw in handles]
                     for c, a, b in zip(chrom, start, end)])
@@ -40,9 +44,12 @@ def observed_windows(case, description):
 def test_each_shape_holds_what_it_says(cases):
     for shape, (case, description) in cases.items():
         chrom, start, observed = observed_windows(case, description)
-        tracks = 1 if shape == "s1" else 2
+        tracks = 1 if shape in ("s1", "chrombpnet") else 2
         with h5py.File(case / "predictions.h5", "r") as h5:
-            assert h5["predictions/logits"].shape == (400, tracks, 1000), shape
+            if shape == "chrombpnet":
+                assert h5["predictions/profs"].shape == (400, 1000)
+            else:
+                assert h5["predictions/logits"].shape == (400, tracks, 1000), shape
             peak = h5["coords/coords_peak"][:]
         assert observed.shape == (400, tracks, 1000) and (observed >= 0).all()
         integral = observed == np.rint(observed)
@@ -108,6 +115,38 @@ def test_the_ucsc_shape_holds_the_chip_signal_in_ucscs_block_layout(cases, tmp_p
         assert done.returncode == 0, done.stderr
         reports.append((tmp_path / case.name / "regions.tsv").read_bytes())
     assert reports[0] == reports[1]
+
+def test_the_chrombpnet_shape_holds_the_s1_predictions_in_chrombpnets_layout(cases, tmp_path):
+    """``chrombpnet``: the ``s1`` case (same seed: the same track) with its predictions as chrombpnet's ``predict``
+    writes them (float64 softmax probabilities (N, L), every dataset gzip-compressed in h5py's automatic chunks,
+    ``coords_center``), scored to the ``s1`` report's numbers (the softmax of the same logits)."""
+    from h5py._hl.filters import guess_chunk
+
+    chrombpnet, s1 = cases["chrombpnet"][0], cases["s1"][0]
+    assert (chrombpnet / "observed.bw").read_bytes() == (s1 / "observed.bw").read_bytes()
+    with h5py.File(chrombpnet / "predictions.h5", "r") as h5, h5py.File(s1 / "predictions.h5", "r") as native:
+        profs = h5["predictions/profs"]
+        assert profs.dtype == np.float64 and profs.chunks == guess_chunk((400, 1000), None, 8)
+        for name in ("predictions/profs", "predictions/logcounts", "coords/coords_chrom", "coords/coords_center",
+                     "coords/coords_peak"):
+            assert h5[name].compression == "gzip", name
+        logits = native["predictions/logits"][:, 0].astype(np.float64)
+        expected = np.exp(logits - logits.max(axis=1, keepdims=True))
+        np.testing.assert_allclose(profs[:], expected / expected.sum(axis=1, keepdims=True), rtol=1e-12)
+        np.testing.assert_array_equal(h5["coords/coords_center"][:], native["coords/coords_start"][:] + 500)
+        np.testing.assert_array_equal(h5["predictions/logcounts"][:], native["predictions/logcounts"][:, 0])
+    reports = {}
+    for case in (chrombpnet, s1):
+        done = run_cli("score", case / "predictions.h5", case / "observed.bw", "--out", tmp_path / case.name,
+                       "--quiet", "--no-plots")
+        assert done.returncode == 0, done.stderr
+        rows = [line.split("\t") for line in (tmp_path / case.name / "regions.tsv").read_text().splitlines()]
+        reports[case.name] = {name: [row[k] for row in rows[1:]] for k, name in enumerate(rows[0])}
+    for name in ("chrom", "start", "end", "peak", "observed_counts", "predicted_logcounts"):
+        assert reports["chrombpnet"][name] == reports["s1"][name], name
+    np.testing.assert_allclose(np.array(reports["chrombpnet"]["profile_mnll"], float),
+                               np.array(reports["s1"]["profile_mnll"], float), rtol=1e-9)
+
 
 def test_the_naive_seed_pipeline_computes_the_seed_losses():
     rng = np.random.default_rng(5)

@@ -202,3 +202,19 @@ def test_a_forked_process_reads_with_threads_of_its_own(tmp_path):
     assert process.exitcode == 0
     np.testing.assert_array_equal(np.concatenate([np.asarray(g, np.float32) for g in got]), data[20:60])
     read.close()
+
+
+def test_chunks_are_read_at_hdf5s_addresses_unless_a_user_block_shifts_them(tmp_path):
+    """A plain file's chunks are read by ``pread`` at the addresses HDF5's chunk index lists; a file with a user
+    block (HDF5's addresses are then relative to its end) is read through HDF5, to the same values."""
+    data = random_data((90, 2, 30), "<f8")
+    for name, options in (("plain.h5", {}), ("userblock.h5", {"userblock_size": 512})):
+        path = tmp_path / name
+        with h5py.File(path, "w", **options) as h5:
+            h5.create_dataset("d", data=data, chunks=(13, 1, 8), compression="gzip", shuffle=True)
+        ds = h5py.File(path, "r")["d"]
+        reader = chunks.ChunkRows(ds, chunk_filters(ds), 2)
+        got = np.concatenate([reader.read(i, j) for i, j in batches_in_order(90, 20)])
+        np.testing.assert_array_equal(got, data)
+        assert (reader._fd is None) == bool(options), name
+        reader.close()

@@ -78,6 +78,7 @@ class ChunkRows:
         self._pool, self._pool_pid = None, None
         # each chunk's offset within a row of chunks, along the axes after the first
         self._offsets = list(product(*(range(0, n, c) for n, c in zip(self.shape[1:], self.chunks[1:]))))
+        self._index, self._fd = None, None  # where each chunk is stored, and the file to read it from
 
     def read(self, i: int, j: int) -> np.ndarray:
         out = np.empty((j - i, *self.shape[1:]), self.dtype)
@@ -98,13 +99,37 @@ class ChunkRows:
         if self._buffer is None:
             self._buffer = np.empty((self.chunks[0], *self.shape[1:]), self.dtype)
         decoded = self._buffer[:min(self.chunks[0], self.shape[0] - first)]
-        stored = [self.dataset.id.read_direct_chunk((first, *offset)) for offset in self._offsets]
-        list(self._threads().map(lambda k: self._place(decoded, self._offsets[k], *stored[k]), range(len(stored))))
+        self._locate()
+        list(self._threads().map(lambda offset: self._place(decoded, first, offset), self._offsets))
         self._kept, self._kept_rows = row, len(decoded)
         return decoded
 
-    def _place(self, decoded: np.ndarray, offset: tuple, filter_mask: int, stored: bytes) -> None:
-        """Decode one chunk and write its part inside the dataset into ``decoded`` at ``offset``."""
+    def _locate(self) -> None:
+        """Where every stored chunk lies in the file (HDF5's chunk index, listed once), and the file opened to read
+        them with ``pread`` from any thread at once; neither where the file is not a plain one (a user block shifts
+        HDF5's addresses; another driver) or the listing is not available: HDF5 reads each chunk then."""
+        if self._index is not None:
+            return
+        handle, index = self.dataset.file, {}
+        if handle.userblock_size == 0 and handle.driver == "sec2" and hasattr(self.dataset.id, "chunk_iter"):
+            self.dataset.id.chunk_iter(lambda info: index.__setitem__(info.chunk_offset, info))
+            self._fd = os.open(handle.filename, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        self._index = index
+
+    def _stored(self, offset: tuple) -> tuple:
+        """``(filter mask, stored bytes)`` of the chunk at ``offset``."""
+        if self._fd is None:
+            return self.dataset.id.read_direct_chunk(offset)
+        info = self._index[offset]  # a chunk never written has none (KeyError): h5py gives its fill value
+        stored = os.pread(self._fd, info.size, info.byte_offset)
+        if len(stored) != info.size:
+            raise ValueError(f"the file ends inside the chunk at {offset}")
+        return info.filter_mask, stored
+
+    def _place(self, decoded: np.ndarray, first: int, offset: tuple) -> None:
+        """Read and decode the chunk at ``(first, *offset)`` and write its part inside the dataset into ``decoded``
+        at ``offset``."""
+        filter_mask, stored = self._stored((first, *offset))
         data = decode_chunk(stored, filter_mask, self.filters, self.dtype.itemsize)
         size = int(np.prod(self.chunks, dtype=np.int64))
         if len(data) != size * self.dtype.itemsize:
@@ -124,7 +149,9 @@ class ChunkRows:
     def close(self) -> None:
         if self._pool is not None and self._pool_pid == os.getpid():
             self._pool.shutdown(wait=True)
-        self._pool, self._kept, self._buffer = None, None, None
+        if self._fd is not None:
+            os.close(self._fd)
+        self._pool, self._kept, self._buffer, self._index, self._fd = None, None, None, None, None
 
 
 def rows_reader(dataset: h5py.Dataset) -> Callable[[int, int], np.ndarray]:
