@@ -635,3 +635,72 @@ def test_a_header_claiming_no_data_items_does_not_hide_the_data(tmp_path):
     assert expected.sum() == 5 * 1 + 10 * 2 + 10 * 7
     with BigWigReader(str(path)) as reader:
         np.testing.assert_array_equal(reader.read(["chr1"], np.array([0]), np.array([1000]))[0], expected)
+
+
+@pytest.mark.parametrize("beside", [False, True], ids=["decoded-here", "decoded-by-another-process"])
+def test_a_file_too_big_to_keep_whole_is_kept_where_the_runs_windows_lie(tmp_path, monkeypatch, beside):
+    """A big file whose intervals take more than _RESIDENT_MAX_BYTES (as intervals and as one value per base), told
+    the run's windows (``expect``), keeps the intervals those windows overlap, from the blocks they touch (a genome-wide
+    track scored on peaks: its part in the windows fits where the whole does not). Every expected window reads as
+    pyBigWig's; a window outside them (shifted, or elsewhere) is read from its blocks, to pyBigWig's values too."""
+    if beside and not (fork_is_safe() and hasattr(os, "memfd_create")):
+        pytest.skip("Linux fork and memfd")
+    monkeypatch.setattr(bigwig, "_RESIDENT_COMPRESSED_BYTES", -1)
+    monkeypatch.setattr(bigwig, "_RESIDENT_MAX_BYTES", 40_000)  # 2,500 intervals; the file has 10,000
+    rng = np.random.default_rng(11)
+    sizes = [("chrA", 400_000), ("chrB", 300_000)]
+    sections = []
+    for chrom, (_, size) in enumerate(sizes):
+        starts = np.sort(rng.choice(size // 4, 5000, replace=False)) * 4
+        for a in range(0, len(starts), 50):
+            run = starts[a:a + 50]
+            sections.append((chrom, 1, 0, 0, 0, [(int(x), int(x) + 1 + int(x) % 3, float(x % 7)) for x in run]))
+    path = build_bigwig(tmp_path / "blocks.bw", sizes, sections)
+    chroms, starts, ends = random_windows(dict(sizes), 150, 200, rng)
+    starts[1], ends[1] = starts[0] + 150, ends[0] + 150  # overlapping windows merge into one range
+    with BigWigReader(str(path)) as r:
+        r.expect(r.chrom_ids(chroms), starts, ends)
+        assert r._windows is not None and r._resident_due == 0 and r.decodes_whole_next()
+        fd = None
+        if beside:
+            fd = os.memfd_create("decoded")
+            with ForkedCall(lambda: r.decode_whole_into(fd), "decoding") as call:
+                r.adopt_whole(call.result(), fd)
+        try:
+            for i in range(0, 150, 40):
+                assert_same(path, chroms[i:i + 40], starts[i:i + 40], ends[i:i + 40], reader=r)
+            assert isinstance(r._resident, bigwig._SparseGenome) and 0 < len(r._resident.key) < 2_500
+            assert_same(path, chroms[:5], starts[:5] + 150, ends[:5] + 150, reader=r)  # past the windows' ends
+            other = random_windows(dict(sizes), 60, 200, np.random.default_rng(12))
+            assert_same(path, *other, reader=r)
+            assert isinstance(r._resident, bigwig._SparseGenome)  # still kept for the run's windows
+        finally:
+            if fd is not None:
+                os.close(fd)
+
+
+def test_the_windows_part_of_a_file_too_big_even_there_is_read_block_by_block(tmp_path, monkeypatch):
+    """Where even the intervals the windows overlap would not fit (the blocks decoded so far say so), nothing is kept:
+    the file is read block by block, never decoded whole."""
+    monkeypatch.setattr(bigwig, "_RESIDENT_COMPRESSED_BYTES", -1)
+    monkeypatch.setattr(bigwig, "_RESIDENT_MAX_BYTES", 1_000)
+    monkeypatch.setattr(bigwig.BigWigReader, "_decode_whole", lambda self, allocate=None: pytest.fail("decoded"))
+    path = write_layout(tmp_path / "dense.bw", "per-base-fixed", np.random.default_rng(3))
+    chroms, starts, ends = random_windows(dict(LAYOUT_CHROMS), 200, 300, np.random.default_rng(4))
+    with BigWigReader(str(path)) as r:
+        r.expect(r.chrom_ids(chroms), starts, ends)
+        assert r._windows is None and r._resident_due != 0
+        assert_same(path, chroms, starts, ends, reader=r)
+        assert r._resident is None
+
+
+def test_merged_ranges_and_overlaps():
+    starts, ends = np.array([50, 10, 30, 100, 12]), np.array([60, 20, 50, 110, 15])
+    low, high = bigwig._merged_ranges(starts, ends)
+    assert low.tolist() == [10, 30, 100] and high.tolist() == [20, 60, 110]  # touching ranges merge, gaps stay
+    inside = bigwig._overlapping((low, high), np.array([0, 19, 20, 25, 59, 60, 99, 110]),
+                                 np.array([10, 21, 30, 31, 61, 100, 101, 120]))
+    assert inside.tolist() == [False, True, False, True, True, False, True, False]
+    assert bigwig._covered((low, high), np.array([10, 30, 40, 100]), 10)
+    assert not bigwig._covered((low, high), np.array([10, 55]), 10)
+    assert not bigwig._covered((low, high), np.array([5]), 10)

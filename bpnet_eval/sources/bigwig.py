@@ -167,6 +167,31 @@ def _is_clean(start: np.ndarray, end: np.ndarray) -> bool:
     return bool((end > start).all()) and bool((start[1:] >= end[:-1]).all())
 
 
+def _merged_ranges(starts: np.ndarray, ends: np.ndarray) -> tuple:
+    """Key ranges [starts, ends) merged where they overlap or touch: sorted, disjoint ``(starts, ends)``."""
+    order = np.argsort(starts, kind="stable")
+    starts, ends = starts[order], ends[order]
+    reach = np.maximum.accumulate(ends)
+    first = np.flatnonzero(np.r_[True, starts[1:] > reach[:-1]])
+    return starts[first], np.maximum.reduceat(ends, first) if len(first) else ends[:0]
+
+
+def _overlapping(ranges: tuple, start: np.ndarray, end: np.ndarray) -> np.ndarray:
+    """Which keys [start, end) overlap one of the sorted, disjoint ``ranges``."""
+    low, high = ranges
+    k = np.searchsorted(high, start, side="right")  # the first range that ends after the interval starts
+    inside = k < len(high)
+    inside[inside] = low[k[inside]] < end[inside]
+    return inside
+
+
+def _covered(ranges: tuple, key0: np.ndarray, width: int) -> bool:
+    """Whether every window [key0, key0 + width) lies inside one of the sorted, disjoint ``ranges``."""
+    low, high = ranges
+    k = np.searchsorted(low, key0, side="right") - 1
+    return bool(((k >= 0) & (high[np.maximum(k, 0)] >= key0 + width)).all()) if len(low) else not len(key0)
+
+
 def _in_genome_order(blocks: list) -> bool:
     """Whether the intervals of clean blocks (chromosome key, starts, ends, values), taken in this order, are sorted
     and none overlaps another."""
@@ -430,6 +455,9 @@ class BigWigReader:
         self._resident_due = 0 if small else max(1, int(np.ceil(_RESIDENT_AFTER_SHARE * len(order))))
         self._seen = np.zeros(len(order), dtype=bool)  # blocks decoded at least once
         self._seen_blocks = self._seen_intervals = 0
+        # A file too big to keep whole is kept where the run's windows lie (``expect``): the windows merged into
+        # key ranges, and the blocks they touch.
+        self._windows = self._window_blocks = None
         if len(ends) and int(ends.max()) > self._file_size:
             raise _bad_file(self.path, f"truncated: data runs to byte {int(ends.max())}, file has {self._file_size}")
 
@@ -555,7 +583,7 @@ class BigWigReader:
             return out
         with reading(self.path, "the bigWig's data", _FIX):  # an I/O error or a damaged block: name the file
             resident = self._resident_genome(key0, width)
-            if resident is not None:
+            if resident is not None and (self._windows is None or _covered(self._windows, key0, width)):
                 resident.fill(key0, width, out)
             elif n <= _STREAM_WINDOWS:
                 self._read_blocks(key0, width, out.reshape(-1))
@@ -644,6 +672,26 @@ class BigWigReader:
         self._blocks(np.unique(np.linspace(0, len(touched) - 1, _FIT_SAMPLE_BLOCKS).astype(np.int64)))  # cached
         if self._whole_may_fit():
             self._resident_due = 0
+            return
+        key0 = _keys(chrom_ids, starts)
+        windows = _merged_ranges(key0, key0 + (ends - starts))
+        if self._windowed_may_fit(windows, int(np.count_nonzero(touched))):
+            self._windows, self._window_blocks, self._resident_due = windows, np.flatnonzero(touched), 0
+
+    def _windowed_may_fit(self, windows: tuple, touched: int) -> bool:
+        """Whether the intervals of the ``touched`` blocks that overlap ``windows`` fit in _RESIDENT_MAX_BYTES, as
+        the share of them in the blocks decoded so far says."""
+        kept = total = 0
+        for block in self._cache.values():
+            if len(block.start):
+                kept += int(np.count_nonzero(_overlapping(windows, block.chrom + block.start.astype(np.int64),
+                                                          block.chrom + block.end.astype(np.int64))))
+                total += len(block.start)
+        if not self._seen_blocks:
+            return True
+        per_block = self._seen_intervals / self._seen_blocks
+        share = kept / total if total else 1.0
+        return share * per_block * touched * _RESIDENT_BYTES_PER_INTERVAL <= _RESIDENT_MAX_BYTES
 
     def _touched(self, key0: np.ndarray, width, owners: bool = True):
         """The blocks that windows [key0, key0 + width) (``width``: one, or one per window) may touch, and (if
@@ -656,8 +704,9 @@ class BigWigReader:
         return int(np.count_nonzero(~self._seen[np.unique(self._touched(key0, width, owners=False)[0])]))
 
     def _whole_may_fit(self) -> bool:
-        """Whether the blocks decoded so far suggest the whole file fits in _RESIDENT_MAX_BYTES."""
-        if not self._seen_blocks:
+        """Whether the blocks decoded so far suggest the whole file (or, where ``expect`` found it too big, the part
+        where the run's windows lie) fits in _RESIDENT_MAX_BYTES."""
+        if not self._seen_blocks or self._windows is not None:
             return True
         sparse = self._seen_intervals * len(self._seen) / self._seen_blocks * _RESIDENT_BYTES_PER_INTERVAL
         return min(sparse, int(self._size_by_id.sum()) * _RESIDENT_BYTES_PER_BASE) <= _RESIDENT_MAX_BYTES
@@ -670,12 +719,15 @@ class BigWigReader:
         """Every interval of a clean file (intervals sorted, non-empty, none overlapping, each block's within
         its chromosome and its indexed range), as intervals or, where that takes less memory, as one value per base.
         None where the file is not clean (then blocks are read as needed) or takes more than _RESIDENT_MAX_BYTES.
-        ``allocate(nbytes)``: a zeroed buffer to keep it in (``decode_whole_into``); default new arrays."""
+        Where ``expect`` found the file too big to keep whole, only the intervals that the run's windows overlap, of
+        the blocks they touch. ``allocate(nbytes)``: a zeroed buffer to keep it in (``decode_whole_into``); default new
+        arrays."""
         sizes = self._size_by_id
         offsets = self._genome_offsets()
         dense_bytes = int(offsets[-1]) * _RESIDENT_BYTES_PER_BASE
         parts, dense, reached, held = [], None, -1, 0
-        for block in range(len(self._block_start)):  # genome order: each block starts where the last ended or later
+        blocks = range(len(self._block_start)) if self._windows is None else self._window_blocks.tolist()
+        for block in blocks:  # genome order: each block starts where the last ended or later
             cached = self._cache.pop(block, None)  # moved out of the cache, which this replaces
             if cached is None:
                 chrom, start, end, value = self._decode_block(block)
@@ -690,6 +742,13 @@ class BigWigReader:
                     or chrom + int(end[-1]) > int(self._block_end[block])):  # outside the block's indexed range
                 return None
             reached = chrom + int(end[-1])
+            if self._windows is not None:  # only what the run's windows overlap (never as one value per base)
+                low, high = self._windows  # the windows within the block's span: a few of them, searched in cache
+                a, b = np.searchsorted(high, chrom + int(start[0]), "right"), np.searchsorted(low, reached, "left")
+                keep = _overlapping((low[a:b], high[a:b]), chrom + start.astype(np.int64), chrom + end.astype(np.int64))
+                start, end, value = start[keep], end[keep], value[keep]
+                if not len(start):
+                    continue
             if dense is not None:
                 dense.add(chrom, start, end, value)
                 continue
