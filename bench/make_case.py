@@ -22,6 +22,9 @@ Shapes (``--shape``; ``SHAPES`` below):
 * ``chrombpnet``: the ``s1`` signal with the predictions as chrombpnet's ``predict`` writes them: float64
   probabilities ``predictions/profs`` (N, L), log counts and coordinates (``coords_center``), every dataset
   gzip-compressed in h5py's automatic chunks (~1,600 regions x 16 positions);
+* ``genome``: the ``chip`` signal on a human-sized genome (hg38's chromosomes 1-22 and X, 3.1 Gb at 100,000
+  regions): genome-wide bigWigs of ~34M intervals (~520 MB) each, as a deep ChIP/ATAC track is, too big for the
+  reader to keep whole; the signal is held sparse while generating (``SparseTrack``);
 * ``ucsc``: the ``chip`` signal in the bigWig layout of UCSC's ``bedGraphToBigWig`` (1,024 intervals per
   data block; ``bench/ucsc_bigwig.py``), which chrombpnet's and BPNet's pipelines use for observed tracks:
   pyBigWig's per-window ``values`` reads it about twice as fast as pyBigWig's own files (~2,730 per block).
@@ -57,6 +60,10 @@ import pyBigWig
 from ucsc_bigwig import write_ucsc_bigwig
 
 CHROM_SIZES_MB = (34, 30, 26, 22)  # a few chromosomes of tens of Mb
+HG38_SIZES = dict(zip([f"chr{i}" for i in range(1, 23)] + ["chrX"], [  # the ``genome`` shape's chromosomes
+    248956422, 242193529, 198295559, 190214555, 181538259, 170805979, 159345973, 145138636, 138394717, 133797422,
+    135086622, 133275309, 114364328, 107043718, 101991189, 90338345, 83257441, 80373285, 58617616, 64444167,
+    46709983, 50818468, 156040895]))
 BACKGROUND_RATE = 0.01  # reads per base per strand away from peaks
 STRAND_SHIFT = 20  # plus-strand reads pile up this far upstream of the summit, minus downstream
 CHUNK_BYTES = 2 << 20
@@ -78,6 +85,7 @@ class Shape:
     scale: float = 1.0  # the bigWigs hold the counts times this (a normalised track where it is not 1)
     ucsc_layout: bool = False  # bigWigs laid out as UCSC's bedGraphToBigWig writes them (``ucsc_bigwig``)
     predictions_layout: str = "native"  # or "chrombpnet": its predict's HDF5 (``write_chrombpnet_predictions``)
+    human_genome: bool = False  # hg38's chromosomes (3.1 Gb), the signal kept sparse (``SparseTrack``)
 
 
 SHAPES = {
@@ -98,13 +106,17 @@ SHAPES = {
     "chrombpnet": Shape("chrombpnet's predict output for one unstranded ATAC-like track (S = 1): float64 probabilities "
                         "(N, L) and every dataset gzip-compressed in h5py's automatic chunks",
                         n_tracks=1, predictions_layout="chrombpnet"),
+    "genome": Shape("the chip signal on a human-sized genome (hg38's chromosomes 1-22 and X, 3.1 Gb): genome-wide "
+                    "bigWigs of ~34M intervals (~520 MB) each, too big to keep whole", human_genome=True),
 }
 
 
-def chromosome_sizes(n_regions: int, genome_scale: float = 1.0) -> dict:
-    """Chromosome sizes: tens of Mb at 100,000 regions, scaled down with smaller cases (at least 5%), times
-    ``genome_scale``."""
+def chromosome_sizes(n_regions: int, genome_scale: float = 1.0, human: bool = False) -> dict:
+    """Chromosome sizes: tens of Mb (``human``: hg38's) at 100,000 regions, scaled down with smaller cases (at least
+    5%), times ``genome_scale``."""
     scale = min(1.0, max(n_regions / 100_000, 0.05)) * genome_scale
+    if human:
+        return {name: int(size * scale) for name, size in HG38_SIZES.items()}
     return {f"chr{i + 1}": int(mb * 1_000_000 * scale) for i, mb in enumerate(CHROM_SIZES_MB)}
 
 
@@ -160,6 +172,57 @@ def smoothed(counts: np.ndarray, half_width: int = 25) -> np.ndarray:
     return out
 
 
+class SparseTrack:
+    """One chromosome's integer counts ``(S, size)`` held as the sorted positions and counts of each track's nonzero
+    bases (a human-sized genome does not fit as one count per base); ``track[:, window]`` (``window``: consecutive
+    positions) gives the dense ``(S, len(window))`` counts, ``track.smoothed()`` a view giving ``smoothed`` ones."""
+
+    def __init__(self, size: int, positions: list, counts: list, smooth: bool = False):
+        self.shape = (len(positions), size)
+        self.positions, self.counts, self.smooth = positions, counts, smooth
+
+    def smoothed(self) -> "SparseTrack":
+        return SparseTrack(self.shape[1], self.positions, self.counts, smooth=True)
+
+    def __getitem__(self, index):
+        window = index[1]
+        margin = 51 if self.smooth else 0  # ``smoothed``'s reach (two passes of a 51-bp window) ...
+        lo = max(int(window[0]) - margin, 0)  # ... within the chromosome, whose ends it does not cross
+        hi = min(int(window[-1]) + 1 + margin, self.shape[1])
+        dense = np.zeros((self.shape[0], hi - lo), np.int32)
+        for s, (positions, counts) in enumerate(zip(self.positions, self.counts)):
+            a, b = np.searchsorted(positions, [lo, hi])
+            dense[s, positions[a:b] - lo] = counts[a:b]
+        first = int(window[0]) - lo
+        return (smoothed(dense) if self.smooth else dense)[:, first:first + len(window)]
+
+
+def simulate_sparse(size: int, summits: np.ndarray, rng, n_tracks: int, background_rate: float = BACKGROUND_RATE):
+    """``simulate_strands``' counts as a ``SparseTrack``: background reads and read piles, from positions alone."""
+    reads_per_peak = np.round(rng.lognormal(5.0, 1.0, len(summits))).astype(np.int64) + 10
+    positions, counts = [], []
+    for strand, shift in enumerate((-STRAND_SHIFT, STRAND_SHIFT)):
+        centre = np.repeat(summits + shift, reads_per_peak // 2 + strand * (reads_per_peak % 2))
+        ends = np.clip(np.round(centre + rng.normal(0.0, 40.0, len(centre))).astype(np.int64), 0, size - 1)
+        ends = np.concatenate([ends, rng.integers(0, size, rng.poisson(background_rate * size))])
+        where, count = np.unique(ends, return_counts=True)
+        positions.append(where)
+        counts.append(count.astype(np.int32))
+    if n_tracks == 1:
+        where, inverse = np.unique(np.concatenate(positions), return_inverse=True)
+        positions, counts = [where], [np.bincount(inverse, np.concatenate(counts)).astype(np.int32)]
+    return SparseTrack(size, positions, counts)
+
+
+def sparse_runs(positions: np.ndarray, counts: np.ndarray):
+    """``runs`` of a ``SparseTrack``'s track: runs of equal counts on consecutive bases merged."""
+    new_run = np.ones(len(positions), bool)
+    new_run[1:] = (positions[1:] != positions[:-1] + 1) | (counts[1:] != counts[:-1])
+    first = np.flatnonzero(new_run)
+    last = np.r_[first[1:], len(positions)] - 1
+    return positions[first], positions[last] + 1, counts[first]
+
+
 FIXED_STEP_SECTION = 1 << 20  # bases per addEntries call of a fixed-step track
 
 
@@ -180,10 +243,16 @@ def write_strand_bigwig(path: Path, sizes: dict, counts_by_chrom: dict, strand: 
     """One strand as a bigWig of merged runs of equal nonzero values (zeros left uncovered), or with
     ``every_base`` as fixed-step sections of span 1 covering every base; each count times ``scale``. Written by
     pyBigWig, or with ``ucsc_layout`` as UCSC's bedGraphToBigWig lays it out (``ucsc_bigwig``)."""
+    def chromosome_runs(chrom):
+        counts = counts_by_chrom[chrom]
+        if isinstance(counts, SparseTrack):
+            return sparse_runs(counts.positions[strand], counts.counts[strand])
+        return runs(counts[strand])
+
     if ucsc_layout:
         intervals = {}
         for chrom in sizes:
-            starts, ends, values = runs(counts_by_chrom[chrom][strand])
+            starts, ends, values = chromosome_runs(chrom)
             if len(starts):
                 intervals[chrom] = (starts, ends, values * scale)
         write_ucsc_bigwig(path, sizes, intervals)
@@ -191,13 +260,13 @@ def write_strand_bigwig(path: Path, sizes: dict, counts_by_chrom: dict, strand: 
     with pyBigWig.open(str(path), "w") as bw:
         bw.addHeader(list(sizes.items()), maxZooms=4)
         for chrom in sizes:
-            values = counts_by_chrom[chrom][strand]
             if every_base:
+                values = counts_by_chrom[chrom][strand]
                 for a in range(0, len(values), FIXED_STEP_SECTION):
                     bw.addEntries(chrom, a, values=(values[a:a + FIXED_STEP_SECTION] * scale).tolist(),
                                   span=1, step=1)
                 continue
-            starts, ends, run_values = runs(values)
+            starts, ends, run_values = chromosome_runs(chrom)
             if len(starts):
                 bw.addEntries([chrom] * len(starts), starts.tolist(), ends=ends.tolist(),
                               values=(run_values * scale).tolist())
@@ -327,7 +396,7 @@ def make_case(out_dir, n_regions: int = 100_000, length: int = 1000, seed: int =
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     began = time.perf_counter()
-    sizes = chromosome_sizes(n_regions, kind.genome_scale)
+    sizes = chromosome_sizes(n_regions, kind.genome_scale, kind.human_genome)
     genome = sum(sizes.values())
     n_summits = int(n_regions * 0.6) + 10
     margin = max(0, kind.input_width - length) // 2 + 1
@@ -335,6 +404,10 @@ def make_case(out_dir, n_regions: int = 100_000, length: int = 1000, seed: int =
     for chrom, size in sizes.items():
         k = max(2, int(round(n_summits * size / genome)))
         summits[chrom] = np.sort(rng.integers(length + margin, size - length - margin, k))
+        if kind.human_genome:  # kept sparse: one count per base of 3.1 Gb would take ~50 GB
+            counts[chrom] = simulate_sparse(size, summits[chrom], rng, kind.n_tracks, kind.background_rate)
+            smooth[chrom] = counts[chrom].smoothed()
+            continue
         counts[chrom] = simulate(kind, size, summits[chrom], rng)
         smooth[chrom] = smoothed(counts[chrom])
     truth = truth_names(kind.n_tracks)

@@ -59,6 +59,9 @@ def test_each_shape_holds_what_it_says(cases):
             assert integral[observed != 0].mean() < 0.01 and observed.any()
         else:
             assert integral.all(), shape
+        if shape == "genome":  # hg38's chromosomes, scaled to the case's size
+            with pyBigWig.open(str(case / "observed.plus.bw")) as bw:
+                assert list(bw.chroms()) == [f"chr{i}" for i in range(1, 23)] + ["chrX"]
         if shape in ("peaks", "input2114"):
             assert peak.all(), shape
         if shape == "background":  # every base of every chromosome covered, none below 1
@@ -146,6 +149,26 @@ def test_the_chrombpnet_shape_holds_the_s1_predictions_in_chrombpnets_layout(cas
         assert reports["chrombpnet"][name] == reports["s1"][name], name
     np.testing.assert_allclose(np.array(reports["chrombpnet"]["profile_mnll"], float),
                                np.array(reports["s1"]["profile_mnll"], float), rtol=1e-9)
+
+
+def test_a_sparse_track_gives_the_dense_counts_and_their_smoothing():
+    """The ``genome`` shape keeps its signal as positions and counts (``SparseTrack``); a window of it is the dense
+    track's window, and of its smoothed view the window of the dense track smoothed whole (edges included)."""
+    from make_case import SparseTrack, simulate_sparse, smoothed
+
+    rng = np.random.default_rng(3)
+    track = simulate_sparse(5_000, np.array([300, 2_500, 4_900]), rng, n_tracks=2, background_rate=0.05)
+    dense = np.zeros(track.shape, np.int32)
+    for s in range(2):
+        dense[s, track.positions[s]] = track.counts[s]
+    assert dense.sum() > 0 and isinstance(track, SparseTrack)
+    smooth = smoothed(dense)
+    for start in (0, 17, 2_400, 4_000):
+        window = start + np.arange(1_000)
+        np.testing.assert_array_equal(track[:, window], dense[:, window])
+        np.testing.assert_allclose(track.smoothed()[:, window], smooth[:, window], rtol=1e-5, atol=1e-6)
+    one = simulate_sparse(5_000, np.array([300, 2_500]), np.random.default_rng(3), n_tracks=1)
+    assert one.shape == (1, 5_000)
 
 
 def test_the_naive_seed_pipeline_computes_the_seed_losses():
