@@ -107,14 +107,17 @@ def load_case(case_dir: Path, n: int):
 
 def read_batches(predictions, truth, chrom, start, end, bounds) -> float:
     """Read the windows and predictions of the batches ``bounds`` (``[(i, j), ...]``) as ``score`` reads them
-    (``BigWigReader``; the HDF5 by ``sources.chunks.rows_reader``: h5py, or chunk by chunk where gzip-compressed);
-    a checksum."""
+    (``BigWigReader``, told the windows first; the HDF5 by ``sources.chunks.rows_reader``: h5py, or chunk by chunk
+    where gzip-compressed); a checksum."""
     import h5py
 
     from bpnet_eval.sources.bigwig import BigWigReader
     from bpnet_eval.sources.chunks import rows_reader
 
     readers = [BigWigReader(str(p)) for p in truth]
+    rows = np.concatenate([np.arange(i, j) for i, j in bounds]) if bounds else np.zeros(0, np.int64)
+    for reader in readers:  # told the windows to come, as score's reading processes tell each file (``expect``)
+        reader.expect(reader.chrom_ids(chrom[rows]), start[rows], end[rows])
     profile_name, logcounts_name, _ = prediction_datasets(Path(predictions).parent)
     checksum = 0.0
     with h5py.File(predictions, "r") as h5:
