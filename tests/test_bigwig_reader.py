@@ -704,3 +704,38 @@ def test_merged_ranges_and_overlaps():
     assert bigwig._covered((low, high), np.array([10, 30, 40, 100]), 10)
     assert not bigwig._covered((low, high), np.array([10, 55]), 10)
     assert not bigwig._covered((low, high), np.array([5]), 10)
+
+
+@pytest.mark.parametrize("read_workers", [0, None], ids=["reading-thread", "reading-processes"])
+def test_a_run_on_a_genome_wide_track_too_big_to_keep_scores_as_when_it_is_kept_whole(tmp_path, monkeypatch,
+                                                                                       read_workers):
+    """``score`` on tracks with reads all along the genome, too big to keep whole: the reading side keeps the part
+    where the run's windows lie (``expect`` in the reading thread or processes, and a process decoding the second
+    track beside), and every column equals the run that keeps the files whole."""
+    from bpnet_eval.pipeline import score
+    from tests.support.cases import make_case, write_bigwig
+
+    case = make_case(tmp_path, n=120, length=100)
+    rng = np.random.default_rng(5)
+    tracks = []
+    for s in range(2):  # a read every ~40 bases everywhere, the case's counts inside its windows
+        per_chrom = {c: (rng.random(size) < 0.025) * rng.integers(1, 4, size).astype(float)
+                     for c, size in case.chrom_sizes.items()}
+        for i in range(len(case.chrom)):
+            per_chrom[case.chrom[i]][case.start[i]:case.end[i]] = case.observed[i, s]
+        tracks.append(str(write_bigwig(tmp_path / f"genome{s}.bw", case.chrom_sizes, per_chrom)))
+    kept_whole = score(str(case.predictions), tracks, batch_size=16, read_workers=0)
+    with BigWigReader(tracks[0]) as r:
+        intervals = len(r._decode_whole().key)
+    monkeypatch.setattr(bigwig, "_RESIDENT_COMPRESSED_BYTES", -1)
+    monkeypatch.setattr(bigwig, "_RESIDENT_MAX_BYTES", intervals * 16 // 3)  # a third of the file
+    windowed = []
+    decode = bigwig.BigWigReader._decode_whole
+    monkeypatch.setattr(bigwig.BigWigReader, "_decode_whole",
+                        lambda self, allocate=None: windowed.append(self._windows is not None) or decode(self, allocate))
+    result = score(str(case.predictions), tracks, batch_size=16, read_workers=read_workers)
+    if read_workers == 0:
+        assert windowed == [True, True]
+    assert set(result.columns) == set(kept_whole.columns)
+    for name, values in kept_whole.columns.items():
+        np.testing.assert_array_equal(result.columns[name], values, err_msg=name)
