@@ -3,13 +3,14 @@
 HDF5 inflates a gzip-compressed dataset (chrombpnet's ``predict`` writes its profiles so, in h5py's
 automatic chunks of ~800-1,600 regions by 16 positions) one chunk after another in the calling thread,
 with zlib, and a batch of rows that ends inside a row of chunks inflates that row again for the next
-batch: its chunks do not fit HDF5's 1 MB chunk cache. ``rows_reader`` reads such a
-dataset the same way HDF5 would, chunk by chunk: each chunk's stored bytes (``read_direct_chunk``)
-through the filters in reverse order (inflate by ISA-L where installed, else zlib; un-shuffle by
-numpy), several chunks at once in threads (inflating releases Python's lock), and the last row of
-chunks kept for the batch after. Datasets stored otherwise (contiguous, uncompressed, other filters,
-non-numeric types) are read by h5py as before, and a read that fails here (a damaged chunk, a chunk
-never written) is read by h5py too, which gives its values or its error.
+batch where the row does not fit HDF5's chunk cache (8 MB in HDF5 2.0, 1 MB before). ``rows_reader``
+reads such a dataset the way HDF5 would, chunk by chunk: each chunk's stored bytes (``pread`` at the
+address HDF5's chunk index gives, or ``read_direct_chunk``) through the filters in reverse order
+(inflate by ISA-L where installed, else zlib; un-shuffle by numpy), several chunks at once in threads
+(inflating releases Python's lock), and the last row of chunks kept for the batch after. Datasets
+stored otherwise (contiguous, uncompressed, other filters, non-numeric types) are read by h5py as
+before, and a read that fails here (a damaged chunk, a chunk never written) is read by h5py too,
+which gives its values or its error.
 """
 
 from concurrent.futures import ThreadPoolExecutor
