@@ -46,7 +46,6 @@ import mmap
 import os
 import struct
 import threading
-import zlib
 from collections import OrderedDict
 from typing import Sequence
 
@@ -681,14 +680,14 @@ class BigWigReader:
     def _windowed_may_fit(self, windows: tuple, touched: int) -> bool:
         """Whether the intervals of the ``touched`` blocks that overlap ``windows`` fit in _RESIDENT_MAX_BYTES, as
         the share of them in the blocks decoded so far says."""
+        if not self._seen_blocks:
+            return True
         kept = total = 0
         for block in self._cache.values():
             if len(block.start):
                 kept += int(np.count_nonzero(_overlapping(windows, block.chrom + block.start.astype(np.int64),
                                                           block.chrom + block.end.astype(np.int64))))
                 total += len(block.start)
-        if not self._seen_blocks:
-            return True
         per_block = self._seen_intervals / self._seen_blocks
         share = kept / total if total else 1.0
         return share * per_block * touched * _RESIDENT_BYTES_PER_INTERVAL <= _RESIDENT_MAX_BYTES

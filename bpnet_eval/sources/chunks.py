@@ -113,8 +113,11 @@ class ChunkRows:
             return
         handle, index = self.dataset.file, {}
         if handle.userblock_size == 0 and handle.driver == "sec2" and hasattr(self.dataset.id, "chunk_iter"):
-            self.dataset.id.chunk_iter(lambda info: index.__setitem__(info.chunk_offset, info))
-            self._fd = os.open(handle.filename, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            try:  # h5py >= 3.8 built on HDF5 >= 1.12.3 lists the index in one pass
+                self.dataset.id.chunk_iter(lambda info: index.__setitem__(info.chunk_offset, info))
+                self._fd = os.open(handle.filename, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            except (RuntimeError, OSError, NotImplementedError):
+                index, self._fd = {}, None
         self._index = index
 
     def _stored(self, offset: tuple) -> tuple:
