@@ -224,6 +224,7 @@ def open_inputs(job: Job, batch_work: Optional[Callable[[np.ndarray], object]] =
         if not 0 <= start <= stop <= preds.n:
             raise UsageError(f"rows {start}..{stop} are not within the {preds.n} regions of {preds.path}")
         truth_source.will_read(start, stop)
+        preds.will_read(start, stop)
         bounds = batch_bounds(start, stop, run.batch_size)
         workers = default_read_workers(len(bounds)) if run.read_workers is None else run.read_workers
         if workers and truth_source.forkable and len(bounds) > 1 and fork_is_safe():

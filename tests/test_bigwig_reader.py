@@ -739,3 +739,86 @@ def test_a_run_on_a_genome_wide_track_too_big_to_keep_scores_as_when_it_is_kept_
     assert set(result.columns) == set(kept_whole.columns)
     for name, values in kept_whole.columns.items():
         np.testing.assert_array_equal(result.columns[name], values, err_msg=name)
+
+
+def runs_file(path, sizes, rng, max_run=6):
+    """Intervals of 1..max_run - 1 bases back to back on every base (a value on every base, in short runs, as a
+    normalised or predicted track holds), written by pyBigWig."""
+    bw = pyBigWig.open(str(path), "w")
+    bw.addHeader(sizes, maxZooms=0)
+    for name, size in sizes:
+        ends = np.cumsum(rng.integers(1, max_run, size))
+        ends = np.r_[ends[ends < size], size]
+        starts = np.r_[0, ends[:-1]]
+        bw.addEntries([name] * len(starts), starts.tolist(), ends=ends.tolist(),
+                      values=rng.normal(size=len(starts)).round(3).tolist())
+    bw.close()
+    return path
+
+
+@pytest.mark.parametrize("beside", [False, True], ids=["decoded-here", "decoded-by-another-process"])
+def test_a_track_with_a_value_on_every_base_is_kept_as_the_windows_bases(tmp_path, monkeypatch, beside):
+    """Where the run's windows hold more intervals than bases (a value on every base in short runs), the part of a
+    file too big to keep whole where they lie is kept as one value per base of the windows (``_WindowedDense``):
+    intervals clipped to the windows' edges, windows overlapping each other merged, a block spanning several
+    windows. Every expected window reads as pyBigWig's; others are read from their blocks."""
+    if beside and not (fork_is_safe() and hasattr(os, "memfd_create")):
+        pytest.skip("Linux fork and memfd")
+    monkeypatch.setattr(bigwig, "_RESIDENT_COMPRESSED_BYTES", -1)
+    monkeypatch.setattr(bigwig, "_RESIDENT_MAX_BYTES", 60_000)  # ~15,000 bases; the file has ~150,000 intervals
+    sizes = [("chrA", 300_000), ("chrB", 200_000)]
+    path = runs_file(tmp_path / "runs.bw", sizes, np.random.default_rng(21))
+    rng = np.random.default_rng(22)
+    chroms, starts, ends = random_windows(dict(sizes), 300, 37, rng)
+    starts[1], ends[1], chroms[1] = starts[0] + 20, ends[0] + 20, chroms[0]  # overlapping windows merge
+    with BigWigReader(str(path)) as r:
+        r.expect(r.chrom_ids(chroms), starts, ends)
+        assert r._windows is not None and r._windows_dense
+        fd = None
+        if beside:
+            fd = os.memfd_create("decoded")
+            with ForkedCall(lambda: r.decode_whole_into(fd), "decoding") as call:
+                layout = call.result()
+                assert layout[0] == "windowed"
+                r.adopt_whole(layout, fd)
+        try:
+            for i in range(0, 300, 64):
+                assert_same(path, chroms[i:i + 64], starts[i:i + 64], ends[i:i + 64], reader=r)
+            assert isinstance(r._resident, bigwig._WindowedDense)
+            assert len(r._resident.values) == bigwig._WindowedDense.bases(r._windows) <= 300 * 37
+            assert_same(path, chroms[:9], starts[:9] + 30, ends[:9] + 30, reader=r)  # past the windows' ends
+            assert_same(path, *random_windows(dict(sizes), 40, 37, np.random.default_rng(23)), reader=r)
+        finally:
+            if fd is not None:
+                os.close(fd)
+
+
+def test_predicted_bigwigs_too_big_to_keep_whole_score_as_when_kept_whole(tmp_path, monkeypatch):
+    """Predicted bigWigs (a value on every base of each window, as chrombpnet pred_bw writes them) are told the
+    run's windows (``will_read``) and, too big to keep whole, kept as the windows' values: the same columns."""
+    from bpnet_eval.pipeline import score
+    from tests.support.cases import make_case, write_bigwig
+
+    case = make_case(tmp_path, n=80, length=60)
+    probs = np.exp(case.logits - case.logits.max(axis=-1, keepdims=True))
+    counts = probs / probs.sum(axis=(1, 2), keepdims=True) * np.exp(case.logcounts[:, :1, None])
+    predicted = []
+    for s in range(2):
+        per_chrom = {c: np.zeros(size) for c, size in case.chrom_sizes.items()}
+        for i in range(len(case.chrom)):
+            per_chrom[case.chrom[i]][case.start[i]:case.end[i]] = counts[i, s]
+        predicted.append(str(write_bigwig(tmp_path / f"pred{s}.bw", case.chrom_sizes, per_chrom)))
+    bed = tmp_path / "regions.bed"
+    bed.write_text("".join(f"{c}\t{a}\t{b}\n" for c, a, b in zip(case.chrom, case.start, case.end)))
+    truth = [str(p) for p in case.bigwigs]
+    kept_whole = score(",".join(predicted), truth, str(bed), batch_size=16, read_workers=0)
+    monkeypatch.setattr(bigwig, "_RESIDENT_COMPRESSED_BYTES", -1)
+    monkeypatch.setattr(bigwig, "_RESIDENT_MAX_BYTES", 80 * 60 * 4 + 100)  # the windows' bases, not the intervals
+    kept = []
+    decode = bigwig.BigWigReader._decode_whole
+    monkeypatch.setattr(bigwig.BigWigReader, "_decode_whole",
+                        lambda self, allocate=None: kept.append((self.path, self._windows_dense)) or decode(self, allocate))
+    windowed = score(",".join(predicted), truth, str(bed), batch_size=16, read_workers=0)
+    assert {(p, True) for p in predicted} <= set(kept)  # each predicted file kept as its windows' values
+    for name, values in kept_whole.columns.items():
+        np.testing.assert_array_equal(windowed.columns[name], values, err_msg=name)

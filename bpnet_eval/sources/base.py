@@ -56,6 +56,9 @@ class PredictionSource(Protocol):
     def check_batch(self, logits: np.ndarray, observed: np.ndarray, regions: Optional[Regions], first_row: int) -> None:
         """Raise an InputError for what this format cannot score in one batch (nothing by default)."""
 
+    def will_read(self, start: int, stop: int) -> None:
+        """The run reads rows ``start..stop`` batch by batch from here on (a source may prepare for them)."""
+
     def close(self) -> None:
         """Release the files."""
 

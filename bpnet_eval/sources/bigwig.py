@@ -241,6 +241,54 @@ class _DenseGenome:
             out[w0:w0 + step] = rows[first[w0:w0 + step]]
 
 
+class _WindowedDense:
+    """A file's values on every base of the run's windows (merged into sorted, disjoint key ranges), back to back
+    (4 bytes per base): how a file too big to keep whole is kept where the windows lie when that takes less than
+    its intervals there (values on every base, one interval per base: a predicted bigWig)."""
+
+    def __init__(self, ranges: tuple, buffer=None):
+        self.low, self.high = ranges
+        self.offsets = np.concatenate(([0], np.cumsum(self.high - self.low)))  # where each range's bases begin
+        total = int(self.offsets[-1])  # in ``buffer`` (zeroed) where given, as a process decoding it beside wrote it
+        self.values = np.zeros(total, np.float32) if buffer is None else np.frombuffer(buffer, np.float32, total)
+
+    @staticmethod
+    def bases(ranges: tuple) -> int:
+        return int((ranges[1] - ranges[0]).sum())
+
+    def add(self, chrom: int, start: np.ndarray, end: np.ndarray, value: np.ndarray, within: tuple) -> None:
+        """Write one block's intervals (clean), each clipped to the ranges it overlaps, which are among ranges
+        ``within = (a, b)`` (searched there only)."""
+        key_start, key_end = chrom + start.astype(np.int64), chrom + end.astype(np.int64)
+        a, b = within
+        if b - a == 1 and key_start[0] >= self.low[a] and key_end[-1] <= self.high[a]:  # in one range: no clipping
+            at = int(self.offsets[a] + (key_start[0] - self.low[a]))
+            if key_end[-1] - key_start[0] == len(value):  # clean intervals filling their span: one base each
+                self.values[at:at + len(value)] = value
+            else:
+                first = at + (key_start - key_start[0])
+                self.values[_expand_ranges(first, first + (end - start), owners=False)[0]] = np.repeat(value, end - start)
+            return
+        rank, interval = _expand_ranges(np.searchsorted(self.high[a:b], key_start, side="right") + a,
+                                        np.searchsorted(self.low[a:b], key_end, side="left") + a)
+        lo = np.maximum(key_start[interval], self.low[rank])
+        at = self.offsets[rank] + (lo - self.low[rank])
+        lengths = np.minimum(key_end[interval], self.high[rank]) - lo
+        if len(lengths) and lengths.max() == 1:  # one base each
+            self.values[at] = value[interval]
+        else:
+            self.values[_expand_ranges(at, at + lengths, owners=False)[0]] = np.repeat(value[interval], lengths)
+
+    def fill(self, key0: np.ndarray, width: int, out: np.ndarray) -> None:
+        """Copy windows [key0, key0 + width), each inside one range, into the rows of out."""
+        rank = np.searchsorted(self.low, key0, side="right") - 1
+        first = self.offsets[rank] + (key0 - self.low[rank])
+        rows = np.lib.stride_tricks.sliding_window_view(self.values, width)
+        step = max(1, _FILL_ELEMENTS // width)
+        for w0 in range(0, len(key0), step):
+            out[w0:w0 + step] = rows[first[w0:w0 + step]]
+
+
 class _SparseGenome:
     """A clean file's intervals, sorted by int64 key, none overlapping (16 bytes per interval)."""
 
@@ -457,6 +505,7 @@ class BigWigReader:
         # A file too big to keep whole is kept where the run's windows lie (``expect``): the windows merged into
         # key ranges, and the blocks they touch.
         self._windows = self._window_blocks = None
+        self._windows_dense = False  # kept there as one value per base (``_WindowedDense``), not as intervals
         if len(ends) and int(ends.max()) > self._file_size:
             raise _bad_file(self.path, f"truncated: data runs to byte {int(ends.max())}, file has {self._file_size}")
 
@@ -674,14 +723,17 @@ class BigWigReader:
             return
         key0 = _keys(chrom_ids, starts)
         windows = _merged_ranges(key0, key0 + (ends - starts))
-        if self._windowed_may_fit(windows, int(np.count_nonzero(touched))):
+        intervals = self._windowed_bytes(windows, int(np.count_nonzero(touched)))
+        bases = _WindowedDense.bases(windows) * _RESIDENT_BYTES_PER_BASE
+        if min(intervals, bases) <= _RESIDENT_MAX_BYTES:
             self._windows, self._window_blocks, self._resident_due = windows, np.flatnonzero(touched), 0
+            self._windows_dense = bases < intervals
 
-    def _windowed_may_fit(self, windows: tuple, touched: int) -> bool:
-        """Whether the intervals of the ``touched`` blocks that overlap ``windows`` fit in _RESIDENT_MAX_BYTES, as
-        the share of them in the blocks decoded so far says."""
+    def _windowed_bytes(self, windows: tuple, touched: int) -> float:
+        """The bytes the intervals of the ``touched`` blocks that overlap ``windows`` take, as the share of them in
+        the blocks decoded so far says."""
         if not self._seen_blocks:
-            return True
+            return 0.0
         kept = total = 0
         for block in self._cache.values():
             if len(block.start):
@@ -690,7 +742,7 @@ class BigWigReader:
                 total += len(block.start)
         per_block = self._seen_intervals / self._seen_blocks
         share = kept / total if total else 1.0
-        return share * per_block * touched * _RESIDENT_BYTES_PER_INTERVAL <= _RESIDENT_MAX_BYTES
+        return share * per_block * touched * _RESIDENT_BYTES_PER_INTERVAL
 
     def _touched(self, key0: np.ndarray, width, owners: bool = True):
         """The blocks that windows [key0, key0 + width) (``width``: one, or one per window) may touch, and (if
@@ -726,6 +778,9 @@ class BigWigReader:
         dense_bytes = int(offsets[-1]) * _RESIDENT_BYTES_PER_BASE
         parts, dense, reached, held = [], None, -1, 0
         blocks = range(len(self._block_start)) if self._windows is None else self._window_blocks.tolist()
+        if self._windows_dense:  # the windows' bases, every one of them
+            nbytes = _WindowedDense.bases(self._windows) * _RESIDENT_BYTES_PER_BASE
+            dense = _WindowedDense(self._windows, None if allocate is None or not nbytes else allocate(nbytes))
         for block in blocks:  # genome order: each block starts where the last ended or later
             cached = self._cache.pop(block, None)  # moved out of the cache, which this replaces
             if cached is None:
@@ -741,9 +796,13 @@ class BigWigReader:
                     or chrom + int(end[-1]) > int(self._block_end[block])):  # outside the block's indexed range
                 return None
             reached = chrom + int(end[-1])
-            if self._windows is not None:  # only what the run's windows overlap (never as one value per base)
+            if self._windows is not None:  # only what the run's windows overlap (as intervals, or ``_WindowedDense``)
                 low, high = self._windows  # the windows within the block's span: a few of them, searched in cache
                 a, b = np.searchsorted(high, chrom + int(start[0]), "right"), np.searchsorted(low, reached, "left")
+                if self._windows_dense:  # (which clips each interval to the windows itself)
+                    if b > a:
+                        dense.add(chrom, start, end, value, (a, b))
+                    continue
                 keep = _overlapping((low[a:b], high[a:b]), chrom + start.astype(np.int64), chrom + end.astype(np.int64))
                 start, end, value = start[keep], end[keep], value[keep]
                 if not len(start):
@@ -772,7 +831,8 @@ class BigWigReader:
 
     def decode_whole_into(self, fd: int):
         """Decode the file whole, as the next read would, into the shared memory file ``fd`` (a memfd, sized here);
-        return its layout for ``adopt_whole``: ``("sparse", intervals)``, ``("dense", bases)``, or None where the
+        return its layout for ``adopt_whole``: ``("sparse", intervals)``, ``("dense", bases)``, ``("windowed", bases)``
+        (the bases of the run's windows: ``_WindowedDense``), or None where the
         file is not clean or too big. Run by a process decoding it beside the one that reads it."""
 
         def allocate(nbytes: int):
@@ -783,7 +843,9 @@ class BigWigReader:
             genome = self._decode_whole(allocate)
         if genome is None:
             return None
-        return ("dense", len(genome.values)) if isinstance(genome, _DenseGenome) else ("sparse", len(genome.key))
+        if isinstance(genome, (_DenseGenome, _WindowedDense)):
+            return ("dense" if isinstance(genome, _DenseGenome) else "windowed", len(genome.values))
+        return "sparse", len(genome.key)
 
     def adopt_whole(self, layout, fd: int) -> None:
         """Keep, as this file decoded whole, what ``decode_whole_into`` wrote into ``fd`` (``layout``: what it
@@ -797,7 +859,8 @@ class BigWigReader:
             buffer = mmap.mmap(fd, size, flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0),
                                prot=mmap.PROT_READ) if size else None
             self._resident = (_SparseGenome(*_SparseGenome.arrays(n, buffer)) if kind == "sparse" else
-                              _DenseGenome(self._genome_offsets(), buffer))
+                              _DenseGenome(self._genome_offsets(), buffer) if kind == "dense" else
+                              _WindowedDense(self._windows, buffer))
             self._cache.clear()  # it replaces the block cache
             self._cache_size = 0
 

@@ -217,6 +217,13 @@ class BigWigPredictions(PredictionSource):
         """The windows the predictions are read over."""
         return self._regions
 
+    def will_read(self, start: int, stop: int) -> None:
+        """Tell each file the windows of rows ``start..stop`` (``BigWigReader.expect``): a file too big to keep whole
+        is kept where they lie (a predicted bigWig holds a value on every base of its windows: as those values)."""
+        starts, ends = self._regions.start[start:stop], self._regions.end[start:stop]
+        for reader, chroms in zip(self._readers, self._chroms):
+            reader.expect(reader.chrom_ids(chroms[start:stop]), starts, ends)
+
     def _read_track(self, s: int, i: int, j: int) -> np.ndarray:
         """Values ``(j-i, L)`` of track ``s``, zeros past either chromosome end."""
         reader, chroms = self._readers[s], self._chroms[s][i:j]
