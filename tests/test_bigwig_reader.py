@@ -795,7 +795,8 @@ def test_a_track_with_a_value_on_every_base_is_kept_as_the_windows_bases(tmp_pat
 
 def test_predicted_bigwigs_too_big_to_keep_whole_score_as_when_kept_whole(tmp_path, monkeypatch):
     """Predicted bigWigs (a value on every base of each window, as chrombpnet pred_bw writes them) are told the
-    run's windows (``will_read``) and, too big to keep whole, kept as the windows' values: the same columns."""
+    run's windows (``will_read``) and, too big to keep whole, kept as the windows' values, the second file decoded
+    by a process of its own where fork is safe: the same columns."""
     from bpnet_eval.pipeline import score
     from tests.support.cases import make_case, write_bigwig
 
@@ -818,7 +819,13 @@ def test_predicted_bigwigs_too_big_to_keep_whole_score_as_when_kept_whole(tmp_pa
     decode = bigwig.BigWigReader._decode_whole
     monkeypatch.setattr(bigwig.BigWigReader, "_decode_whole",
                         lambda self, allocate=None: kept.append((self.path, self._windows_dense)) or decode(self, allocate))
-    windowed = score(",".join(predicted), truth, str(bed), batch_size=16, read_workers=0)
+    import bpnet_eval.workers
+
+    with monkeypatch.context() as here:  # decoded in this process: seen here
+        here.setattr(bpnet_eval.workers, "fork_is_safe", lambda: False)
+        windowed = score(",".join(predicted), truth, str(bed), batch_size=16, read_workers=0)
     assert {(p, True) for p in predicted} <= set(kept)  # each predicted file kept as its windows' values
+    beside = score(",".join(predicted), truth, str(bed), batch_size=16, read_workers=0)  # the second file forked
     for name, values in kept_whole.columns.items():
         np.testing.assert_array_equal(windowed.columns[name], values, err_msg=name)
+        np.testing.assert_array_equal(beside.columns[name], values, err_msg=name)

@@ -51,7 +51,7 @@ from typing import Sequence
 
 import numpy as np
 
-from bpnet_eval.errors import InputError
+from bpnet_eval.errors import BpnetEvalError, InputError
 from bpnet_eval.input_files import UNEXPECTED_READ_ERRORS, error_reason, open_regular_fd, reading
 from bpnet_eval.sources.deflate import INFLATE_ERRORS, inflate
 
@@ -87,6 +87,51 @@ _FIX = "check the path, or re-create it with bedGraphToBigWig or pyBigWig"
 
 def _bad_file(path: str, why: str) -> InputError:
     return InputError(f"{path}: not a readable bigWig file ({why}); {_FIX}")
+
+
+def decode_beside(readers: dict, fork, cpus: int) -> dict:
+    """Of ``readers`` (``{track: BigWigReader}``, in track order) whose next read decodes the file whole (or where
+    the run's windows lie: ``BigWigReader.decodes_whole_next``), all but the first are decoded each by a call of
+    its own in a process forked now (``fork(call, what)``: ``workers.ForkedCall``; as many at once as ``cpus``),
+    into shared memory (a memfd), while this process decodes the first. Returns ``{track: (call, memfd)}`` for
+    ``adopt_beside`` at each file's first read; nothing without ``fork``, memfds or a second CPU."""
+    wanted = [s for s, reader in readers.items() if reader.decodes_whole_next()]
+    decoding = {}
+    if fork is None or len(wanted) < 2 or cpus < 2 or not hasattr(os, "memfd_create"):
+        return decoding
+    for s in wanted[1:cpus]:
+        try:
+            fd = os.memfd_create(f"bpnet-eval-track{s}", getattr(os, "MFD_CLOEXEC", 0))
+        except OSError:
+            break
+        try:
+            call = fork(lambda reader=readers[s], fd=fd: reader.decode_whole_into(fd), f"decoding {readers[s].path}")
+        except OSError:
+            os.close(fd)
+            break
+        decoding[s] = (call, fd)
+    return decoding
+
+
+def adopt_beside(decoding: dict, s: int, reader: "BigWigReader") -> None:
+    """File ``s`` decoded by the process ``decode_beside`` forked: waited for and kept by ``reader`` (as shared
+    memory); where that process failed, nothing (the read decodes the file and reports what is wrong with it)."""
+    call, fd = decoding.pop(s)
+    try:
+        reader.adopt_whole(call.result(), fd)
+    except (BpnetEvalError, OSError, ValueError):
+        pass
+    finally:
+        call.close()
+        os.close(fd)
+
+
+def stop_beside(decoding: dict) -> None:
+    """Stop the decoding processes of ``decode_beside`` not waited for."""
+    for call, fd in decoding.values():
+        call.close()
+        os.close(fd)
+    decoding.clear()
 
 
 def _keys(chrom_ids, bases) -> np.ndarray:

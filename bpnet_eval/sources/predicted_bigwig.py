@@ -26,10 +26,11 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from ..environment import allotted_cpus
 from ..errors import InputError, UsageError
 from ..regions import Regions, match_chromosomes, read_regions
 from .base import PredictionSource
-from .bigwig import BigWigReader
+from .bigwig import BigWigReader, adopt_beside, decode_beside, stop_beside
 from .tracks import negative_track_note
 from .predictions import _LOG_TINY, profile_to_logits
 
@@ -177,6 +178,7 @@ class BigWigPredictions(PredictionSource):
         self.n_logcount_columns = self.n_tracks if self.per_track else 1
         self.length = int(self._regions.end[0] - self._regions.start[0]) if self.n else int(length or 0)
         self._readers = []
+        self._decoding = {}  # track → (the process decoding its file, its memfd): ``will_read``
         try:
             for p in self.paths:
                 self._readers.append(BigWigReader(p))
@@ -219,13 +221,21 @@ class BigWigPredictions(PredictionSource):
 
     def will_read(self, start: int, stop: int) -> None:
         """Tell each file the windows of rows ``start..stop`` (``BigWigReader.expect``): a file too big to keep whole
-        is kept where they lie (a predicted bigWig holds a value on every base of its windows: as those values)."""
+        is kept where they lie (a predicted bigWig holds a value on every base of its windows: as those values);
+        the files after the first that are decoded at their first read are decoded by processes forked now, as the
+        observed tracks' reading process does (``bigwig.decode_beside``), where fork is safe."""
+        from ..workers import ForkedCall, fork_is_safe
+
         starts, ends = self._regions.start[start:stop], self._regions.end[start:stop]
         for reader, chroms in zip(self._readers, self._chroms):
             reader.expect(reader.chrom_ids(chroms[start:stop]), starts, ends)
+        if not self._decoding and fork_is_safe():
+            self._decoding = decode_beside(dict(enumerate(self._readers)), ForkedCall, allotted_cpus())
 
     def _read_track(self, s: int, i: int, j: int) -> np.ndarray:
         """Values ``(j-i, L)`` of track ``s``, zeros past either chromosome end."""
+        if s in self._decoding:
+            adopt_beside(self._decoding, s, self._readers[s])
         reader, chroms = self._readers[s], self._chroms[s][i:j]
         start, end = self._regions.start[i:j], self._regions.end[i:j]
         sizes = np.array([reader.chrom_sizes[c] for c in chroms], dtype=np.int64)
@@ -263,5 +273,6 @@ class BigWigPredictions(PredictionSource):
         return counts_to_logits(values, self.pseudocount), logcounts
 
     def close(self):
+        stop_beside(self._decoding)
         for reader in self._readers:
             reader.close()

@@ -7,16 +7,15 @@ opened.
 """
 
 import copy
-import os
 from typing import Optional, Sequence
 
 import numpy as np
 
 from ..environment import allotted_cpus
-from ..errors import BpnetEvalError, InputError, UsageError
+from ..errors import InputError, UsageError
 from ..regions import Regions
 from .base import ReadPlan, TruthSource
-from .bigwig import BigWigReader
+from .bigwig import BigWigReader, adopt_beside, decode_beside, stop_beside
 from .chunks import rows_reader
 from .hdf5 import damaged, dataset_or_none, list_datasets, open_hdf5
 from .predictions import profile_axes, require_numeric, to_nsl
@@ -129,46 +128,20 @@ class BigWigTruth(TruthSource):
         decodes whole (``BigWigReader.decodes_whole_next``), all but the first are decoded each by a call of its own
         in a process forked now (``fork(call, what)``: ``workers.ForkedCall``; as many at once as CPUs allotted),
         into shared memory (a memfd), while this process decodes the first; each is taken from there at its first
-        read (``_adopt``). The same values; where that process fails, or without ``fork`` or memfds, the read decodes
+        read (``bigwig.adopt_beside``). The same values; where that process fails, or without ``fork`` or memfds, the read decodes
         the file, as before."""
         tracks = list(range(self.n_tracks) if tracks is None else tracks)
         for s in tracks:
             self._chrom_ids(s)  # tells each file the run's windows (``expect``), before a process is forked
-        wanted = [s for s in tracks if self._readers[s].decodes_whole_next()]
-        cpus = allotted_cpus()  # a SLURM allocation or a container's CPU quota, not only the affinity mask
-        if fork is None or len(wanted) < 2 or cpus < 2 or not hasattr(os, "memfd_create"):
-            return
-        for s in wanted[1:cpus]:
-            try:
-                fd = os.memfd_create(f"bpnet-eval-track{s}", getattr(os, "MFD_CLOEXEC", 0))
-            except OSError:
-                return
-            try:
-                call = fork(lambda reader=self._readers[s], fd=fd: reader.decode_whole_into(fd),
-                            f"decoding {self.paths[s]}")
-            except OSError:
-                os.close(fd)
-                return
-            self._decoding[s] = (call, fd)
-
-    def _adopt(self, s: int) -> None:
-        """File ``s`` decoded whole by the process ``start_reading`` forked: waited for and kept (as shared memory);
-        where that process failed, nothing (the read decodes the file and reports what is wrong with it)."""
-        call, fd = self._decoding.pop(s)
-        try:
-            self._readers[s].adopt_whole(call.result(), fd)
-        except (BpnetEvalError, OSError, ValueError):
-            pass
-        finally:
-            call.close()
-            os.close(fd)
+        # a SLURM allocation or a container's CPU quota, not only the affinity mask
+        self._decoding = decode_beside({s: self._readers[s] for s in tracks}, fork, allotted_cpus())
 
     def _chrom_ids(self, s: int) -> np.ndarray:
         """File ``s``'s chromosome number of every region, found once (not per batch), when the file is also told
         the windows the run reads (``BigWigReader.expect``: the rows of ``will_read`` but the padded and skipped
         ones, read otherwise)."""
         if s in self._decoding:
-            self._adopt(s)
+            adopt_beside(self._decoding, s, self._readers[s])
         if self._ids is None:
             self._ids = [None] * self.n_tracks
         if self._ids[s] is None:
@@ -180,10 +153,7 @@ class BigWigTruth(TruthSource):
         return self._ids[s]
 
     def close(self):
-        for call, fd in self._decoding.values():  # decoding processes not waited for: stopped
-            call.close()
-            os.close(fd)
-        self._decoding = {}
+        stop_beside(self._decoding)
         for reader in self._readers:
             reader.close()
 
