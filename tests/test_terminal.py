@@ -146,3 +146,25 @@ def test_numpy_blas_runs_one_thread_unless_the_environment_says():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                           env={k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"})
     assert done.stdout.split() == ["1", "1"], done.stderr  # one thread: no BLAS pool
+
+
+def test_the_progress_bar_on_a_terminal_starts_no_thread(monkeypatch):
+    """The live bar is redrawn at each update, not by a thread of its own: a running thread makes forking unsafe
+    (``workers.fork_is_safe``), and a run forks its reading processes while the bar is shown (with a refresh
+    thread, a run in a terminal read its bigWigs in a thread and decoded its files one after the other)."""
+    import io
+    import threading
+
+    from rich.console import Console
+
+    from bpnet_eval.cli import common
+
+    shown = io.StringIO()
+    monkeypatch.setattr(common, "stderr", Console(file=shown, force_terminal=True, width=80))
+    before = threading.active_count()
+    with common.ProgressReporter(True) as progress:
+        assert progress._bar is not None and threading.active_count() == before
+        progress(512, 1024)
+        assert "512/1024" in shown.getvalue() and threading.active_count() == before
+        progress(1024, 1024)
+    assert "1024/1024" in shown.getvalue()

@@ -196,7 +196,10 @@ def run_guarded(work, debug: bool):
 
 
 class ProgressReporter:
-    """A live bar on a terminal; plain periodic lines when stderr is a file or a pipe."""
+    """A live bar on a terminal; plain periodic lines when stderr is a file or a pipe.
+
+    The bar is redrawn at each update, never by a thread of its own: a running thread makes forking unsafe
+    (``workers.fork_is_safe``), and the run forks its reading processes while the bar is shown."""
 
     def __init__(self, enabled: bool, interval_s: float = 10.0):
         self.enabled, self.interval_s = enabled, interval_s
@@ -209,7 +212,7 @@ class ProgressReporter:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
             self._bar = Progress("scoring", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                                 console=stderr, transient=True)
+                                 console=stderr, transient=True, auto_refresh=False)
             self._bar.__enter__()
         return self
 
@@ -219,7 +222,7 @@ class ProgressReporter:
         if self._bar is not None:
             if self._task is None:
                 self._task = self._bar.add_task("scoring", total=total)
-            self._bar.update(self._task, completed=done)
+            self._bar.update(self._task, completed=done, refresh=True)
             return
         now = time.monotonic()
         if now - self._last >= self.interval_s or done == total:
