@@ -20,7 +20,7 @@ from .options import READ_AHEAD_MB, Job, Policies, ReadOptions
 from .regions import Regions, read_regions
 from .sources import PredictionSource, TruthSource, open_predictions, open_truth
 from .validate import Findings, check_structure
-from .workers import ProcessReadAhead, fork_is_safe
+from .workers import ForkedCall, ProcessReadAhead, fork_is_safe
 
 MAX_READ_WORKERS = 4
 
@@ -224,7 +224,7 @@ def open_inputs(job: Job, batch_work: Optional[Callable[[np.ndarray], object]] =
         if not 0 <= start <= stop <= preds.n:
             raise UsageError(f"rows {start}..{stop} are not within the {preds.n} regions of {preds.path}")
         truth_source.will_read(start, stop)
-        preds.will_read(start, stop)
+        preds.will_read(start, stop, ForkedCall if fork_is_safe() else None)
         bounds = batch_bounds(start, stop, run.batch_size)
         workers = default_read_workers(len(bounds)) if run.read_workers is None else run.read_workers
         if workers and truth_source.forkable and len(bounds) > 1 and fork_is_safe():

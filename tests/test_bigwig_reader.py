@@ -819,10 +819,10 @@ def test_predicted_bigwigs_too_big_to_keep_whole_score_as_when_kept_whole(tmp_pa
     decode = bigwig.BigWigReader._decode_whole
     monkeypatch.setattr(bigwig.BigWigReader, "_decode_whole",
                         lambda self, allocate=None: kept.append((self.path, self._windows_dense)) or decode(self, allocate))
-    import bpnet_eval.workers
+    import bpnet_eval.inputs
 
     with monkeypatch.context() as here:  # decoded in this process: seen here
-        here.setattr(bpnet_eval.workers, "fork_is_safe", lambda: False)
+        here.setattr(bpnet_eval.inputs, "fork_is_safe", lambda: False)
         windowed = score(",".join(predicted), truth, str(bed), batch_size=16, read_workers=0)
     assert {(p, True) for p in predicted} <= set(kept)  # each predicted file kept as its windows' values
     beside = score(",".join(predicted), truth, str(bed), batch_size=16, read_workers=0)  # the second file forked

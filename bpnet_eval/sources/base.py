@@ -56,8 +56,9 @@ class PredictionSource(Protocol):
     def check_batch(self, logits: np.ndarray, observed: np.ndarray, regions: Optional[Regions], first_row: int) -> None:
         """Raise an InputError for what this format cannot score in one batch (nothing by default)."""
 
-    def will_read(self, start: int, stop: int) -> None:
-        """The run reads rows ``start..stop`` batch by batch from here on (a source may prepare for them)."""
+    def will_read(self, start: int, stop: int, fork=None) -> None:
+        """The run reads rows ``start..stop`` batch by batch from here on (a source may prepare for them; ``fork``:
+        how to run a call in a process forked now, ``workers.ForkedCall``, where that is safe, else None)."""
 
     def close(self) -> None:
         """Release the files."""

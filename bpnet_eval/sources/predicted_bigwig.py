@@ -219,18 +219,16 @@ class BigWigPredictions(PredictionSource):
         """The windows the predictions are read over."""
         return self._regions
 
-    def will_read(self, start: int, stop: int) -> None:
+    def will_read(self, start: int, stop: int, fork=None) -> None:
         """Tell each file the windows of rows ``start..stop`` (``BigWigReader.expect``): a file too big to keep whole
         is kept where they lie (a predicted bigWig holds a value on every base of its windows: as those values);
-        the files after the first that are decoded at their first read are decoded by processes forked now, as the
-        observed tracks' reading process does (``bigwig.decode_beside``), where fork is safe."""
-        from ..workers import ForkedCall, fork_is_safe
-
+        with ``fork``, the files after the first that are decoded at their first read are decoded by processes
+        forked now, as the observed tracks' reading process does (``bigwig.decode_beside``)."""
         starts, ends = self._regions.start[start:stop], self._regions.end[start:stop]
         for reader, chroms in zip(self._readers, self._chroms):
             reader.expect(reader.chrom_ids(chroms[start:stop]), starts, ends)
-        if not self._decoding and fork_is_safe():
-            self._decoding = decode_beside(dict(enumerate(self._readers)), ForkedCall, allotted_cpus())
+        if not self._decoding:
+            self._decoding = decode_beside(dict(enumerate(self._readers)), fork, allotted_cpus())
 
     def _read_track(self, s: int, i: int, j: int) -> np.ndarray:
         """Values ``(j-i, L)`` of track ``s``, zeros past either chromosome end."""
