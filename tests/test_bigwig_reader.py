@@ -704,6 +704,9 @@ def test_merged_ranges_and_overlaps():
     assert bigwig._covered((low, high), np.array([10, 30, 40, 100]), 10)
     assert not bigwig._covered((low, high), np.array([10, 55]), 10)
     assert not bigwig._covered((low, high), np.array([5]), 10)
+    empty = bigwig._merged_ranges(np.zeros(0, np.int64), np.zeros(0, np.int64))
+    assert len(empty[0]) == len(empty[1]) == 0 and not bigwig._covered(empty, np.array([5]), 10)
+    assert bigwig._covered(empty, np.zeros(0, np.int64), 10)
 
 
 @pytest.mark.parametrize("read_workers", [0, None], ids=["reading-thread", "reading-processes"])

@@ -213,11 +213,13 @@ def _is_clean(start: np.ndarray, end: np.ndarray) -> bool:
 
 def _merged_ranges(starts: np.ndarray, ends: np.ndarray) -> tuple:
     """Key ranges [starts, ends) merged where they overlap or touch: sorted, disjoint ``(starts, ends)``."""
+    if not len(starts):
+        return starts, ends
     order = np.argsort(starts, kind="stable")
     starts, ends = starts[order], ends[order]
     reach = np.maximum.accumulate(ends)
     first = np.flatnonzero(np.r_[True, starts[1:] > reach[:-1]])
-    return starts[first], np.maximum.reduceat(ends, first) if len(first) else ends[:0]
+    return starts[first], np.maximum.reduceat(ends, first)
 
 
 def _overlapping(ranges: tuple, start: np.ndarray, end: np.ndarray) -> np.ndarray:
