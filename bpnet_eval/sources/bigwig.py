@@ -262,6 +262,21 @@ def _with_gaps(first: np.ndarray, stop: np.ndarray, value: np.ndarray, total: in
     return np.repeat(values, counts)
 
 
+def _write_span(values: np.ndarray, at: int, start: np.ndarray, end: np.ndarray, value: np.ndarray) -> None:
+    """Write one clean block's intervals over its span ``start[0]..end[-1]`` into ``values`` from ``at``: as they are
+    where they fill the span (one base each), else with zeros between them."""
+    lo, hi = int(start[0]), int(end[-1])
+    values[at:at + hi - lo] = value if hi - lo == len(value) else _with_gaps(start - lo, end - lo, value, hi - lo)
+
+
+def _copy_windows(values: np.ndarray, first: np.ndarray, width: int, out: np.ndarray) -> None:
+    """Copy ``values[first[k]:first[k] + width]`` into row ``k`` of ``out``, a bounded number of rows at a time."""
+    rows = np.lib.stride_tricks.sliding_window_view(values, width)
+    step = max(1, _FILL_ELEMENTS // width)
+    for w0 in range(0, len(first), step):
+        out[w0:w0 + step] = rows[first[w0:w0 + step]]
+
+
 class _DenseGenome:
     """A clean file's values on every base of every chromosome, back to back (4 bytes per base)."""
 
@@ -272,20 +287,11 @@ class _DenseGenome:
 
     def add(self, chrom: int, start: np.ndarray, end: np.ndarray, value: np.ndarray) -> None:
         """Write one block's intervals (one chromosome, clean)."""
-        lo, hi = int(start[0]), int(end[-1])
-        base = int(self.offsets[chrom >> 32])
-        if hi - lo == len(value):  # one base per interval, no gaps: fixedStep span 1 or a base-by-base bedGraph
-            self.values[base + lo:base + hi] = value
-        else:
-            self.values[base + lo:base + hi] = _with_gaps(start - lo, end - lo, value, hi - lo)
+        _write_span(self.values, int(self.offsets[chrom >> 32]) + int(start[0]), start, end, value)
 
     def fill(self, key0: np.ndarray, width: int, out: np.ndarray) -> None:
         """Copy windows [key0, key0 + width) into the rows of out."""
-        rows = np.lib.stride_tricks.sliding_window_view(self.values, width)
-        first = self.offsets[key0 >> 32] + (key0 & 0xFFFFFFFF)
-        step = max(1, _FILL_ELEMENTS // width)
-        for w0 in range(0, len(key0), step):
-            out[w0:w0 + step] = rows[first[w0:w0 + step]]
+        _copy_windows(self.values, self.offsets[key0 >> 32] + (key0 & 0xFFFFFFFF), width, out)
 
 
 class _WindowedDense:
@@ -309,12 +315,7 @@ class _WindowedDense:
         key_start, key_end = chrom + start.astype(np.int64), chrom + end.astype(np.int64)
         a, b = within
         if b - a == 1 and key_start[0] >= self.low[a] and key_end[-1] <= self.high[a]:  # in one range: no clipping
-            at = int(self.offsets[a] + (key_start[0] - self.low[a]))
-            if key_end[-1] - key_start[0] == len(value):  # clean intervals filling their span: one base each
-                self.values[at:at + len(value)] = value
-            else:
-                first = at + (key_start - key_start[0])
-                self.values[_expand_ranges(first, first + (end - start), owners=False)[0]] = np.repeat(value, end - start)
+            _write_span(self.values, int(self.offsets[a] + (key_start[0] - self.low[a])), start, end, value)
             return
         rank, interval = _expand_ranges(np.searchsorted(self.high[a:b], key_start, side="right") + a,
                                         np.searchsorted(self.low[a:b], key_end, side="left") + a)
@@ -329,11 +330,7 @@ class _WindowedDense:
     def fill(self, key0: np.ndarray, width: int, out: np.ndarray) -> None:
         """Copy windows [key0, key0 + width), each inside one range, into the rows of out."""
         rank = np.searchsorted(self.low, key0, side="right") - 1
-        first = self.offsets[rank] + (key0 - self.low[rank])
-        rows = np.lib.stride_tricks.sliding_window_view(self.values, width)
-        step = max(1, _FILL_ELEMENTS // width)
-        for w0 in range(0, len(key0), step):
-            out[w0:w0 + step] = rows[first[w0:w0 + step]]
+        _copy_windows(self.values, self.offsets[rank] + (key0 - self.low[rank]), width, out)
 
 
 class _SparseGenome:

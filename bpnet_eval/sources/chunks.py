@@ -168,8 +168,8 @@ def rows_reader(dataset: h5py.Dataset) -> Callable[[int, int], np.ndarray]:
         if chunked is not None:
             try:
                 return chunked.read(i, j)
-            except _READ_FAILURES:
-                chunked._kept = None
+            except _READ_FAILURES:  # (a row of chunks that failed is not kept: ``_row`` marks it only once decoded)
+                pass
         return dataset[i:j]
 
     read.close = chunked.close if chunked is not None else (lambda: None)
