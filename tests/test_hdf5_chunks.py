@@ -3,6 +3,7 @@ reading of the same file) value for value: every filter combination and chunk sh
 to h5py, chunks HDF5 stored unfiltered, chunks never written, damaged chunks, and reading after a fork."""
 
 import multiprocessing
+import os
 
 import h5py
 import numpy as np
@@ -69,6 +70,34 @@ def test_reads_in_any_order_and_single_rows(tmp_path):
     starts = rng.integers(0, 299, 40)
     assert_reads_like_h5py(ds, [(int(i), int(min(300, i + rng.integers(1, 60)))) for i in starts] +
                            [(int(i), int(i) + 1) for i in starts])
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_chunks_stored_apart_or_together_read_by_as_few_preads_as_fit(tmp_path, monkeypatch, threads):
+    """Chunks stored one after another in the file are read by one ``pread`` (up to ``MAX_READ_BYTES``), chunks
+    written out of order (so stored apart from the next one a read needs) by one each: the same values either way,
+    one region per chunk as a writer appending region by region leaves them."""
+    data = random_data((120, 2, 40), "<f4")
+    path = tmp_path / "order.h5"
+    with h5py.File(path, "w") as h5:
+        ds = h5.create_dataset("d", shape=data.shape, dtype="<f4", chunks=(1, 2, 40), compression="gzip")
+        for k in [*range(60, 120), *range(59, -1, -1)]:  # the second half first, then the first half backwards
+            ds[k] = data[k]
+    ds = h5py.File(path, "r")["d"]
+    reads = []
+    real_pread = os.pread
+    monkeypatch.setattr(chunks.os, "pread", lambda fd, n, at: reads.append(n) or real_pread(fd, n, at))
+    reader = chunks.ChunkRows(ds, chunk_filters(ds), threads)
+    np.testing.assert_array_equal(reader.read(60, 120), data[60:120])
+    assert len(reads) <= threads  # stored in order of the read: one pread per thread's run
+    reads.clear()
+    np.testing.assert_array_equal(reader.read(0, 60), data[0:60])
+    assert len(reads) == 60  # each stored after the next one: apart
+    monkeypatch.setattr(chunks, "MAX_READ_BYTES", max(ds.id.get_chunk_info(k).size for k in range(120)) * 2)
+    reads.clear()
+    np.testing.assert_array_equal(reader.read(60, 120), data[60:120])
+    assert len(reads) >= 30 and max(reads) <= chunks.MAX_READ_BYTES
+    reader.close()
 
 
 @pytest.mark.parametrize("options", [

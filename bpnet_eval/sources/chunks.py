@@ -28,6 +28,8 @@ DEFLATE, SHUFFLE = h5py.h5z.FILTER_DEFLATE, h5py.h5z.FILTER_SHUFFLE
 # A row of chunks decoded at a time is kept for the next batch; above this size, h5py reads the dataset.
 MAX_CHUNK_ROW_BYTES = 64 << 20
 MAX_INFLATE_THREADS = 8
+# Chunks stored next to each other are read by one ``pread`` of at most this many bytes.
+MAX_READ_BYTES = 16 << 20
 _READ_FAILURES = (OSError, RuntimeError, ValueError, KeyError, *INFLATE_ERRORS)
 
 
@@ -77,33 +79,68 @@ class ChunkRows:
         self._buffer = None  # the last row of chunks decoded (one row of chunks, allocated once) ...
         self._kept = self._kept_rows = None  # ... which row it is and how many rows of the dataset it has
         self._pool, self._pool_pid = None, None
-        # each chunk's offset within a row of chunks, along the axes after the first
+        # each chunk's offset within a row of chunks, along the axes after the first, with where it lies in the row
+        # (inside the dataset) and the part of the chunk that does
         self._offsets = list(product(*(range(0, n, c) for n, c in zip(self.shape[1:], self.chunks[1:]))))
+        self._parts = {offset: (tuple(slice(o, min(o + c, n)) for o, c, n in zip(offset, self.chunks[1:], self.shape[1:])),
+                                tuple(slice(0, min(c, n - o)) for o, c, n in zip(offset, self.chunks[1:], self.shape[1:])))
+                       for offset in self._offsets}
+        self._stored_dtype = dataset.dtype
+        self._chunk_bytes = int(np.prod(self.chunks, dtype=np.int64)) * self.dtype.itemsize
         self._index, self._fd = None, None  # where each chunk is stored, and the file to read it from
 
     def read(self, i: int, j: int) -> np.ndarray:
+        """Rows ``i..j``: each row of chunks they touch decoded once (the one kept from the read before is copied),
+        every chunk of the read shared out among the threads in one go, rows of chunks inside ``i..j`` decoded
+        straight into the result, the last one into the buffer kept for the next read."""
         out = np.empty((j - i, *self.shape[1:]), self.dtype)
         height = self.chunks[0]
+        self._locate()
+        jobs, partial = [], []  # the chunks to decode (into where), and the rows of chunks decoded beside the result
         for row in range(i // height, -(-j // height)):
             first = row * height
-            decoded = self._row(row)
+            rows = min(height, self.shape[0] - first)
+            if self._kept == row:  # copied now: the buffer may take another row below
+                lo, hi = max(i, first), min(j, first + rows)
+                out[lo - i:hi - i] = self._buffer[lo - first:hi - first]
+                continue
+            if i <= first and first + rows <= j:
+                target = out[first - i:first - i + rows]
+            else:  # a row of chunks reaching past j is kept (the buffer); one starting before i is not
+                if first + rows > j:
+                    self._kept = None  # until decoded whole
+                    if self._buffer is None:
+                        self._buffer = np.empty((height, *self.shape[1:]), self.dtype)
+                    target = self._buffer[:rows]
+                else:
+                    target = np.empty((rows, *self.shape[1:]), self.dtype)
+                partial.append((first, target))
+            jobs.extend((target, first, offset) for offset in self._offsets)
+        self._decode(jobs)
+        for first, decoded in partial:
             lo, hi = max(i, first), min(j, first + len(decoded))
             out[lo - i:hi - i] = decoded[lo - first:hi - first]
+            if first + len(decoded) > j:
+                self._kept, self._kept_rows = first // height, len(decoded)
         return out
 
-    def _row(self, row: int) -> np.ndarray:
-        """Row ``row`` of chunks, decoded into the one buffer kept for it (valid until the next call)."""
-        if self._kept == row:
-            return self._buffer[:self._kept_rows]
-        self._kept = None  # until decoded whole
-        first = row * self.chunks[0]
-        if self._buffer is None:
-            self._buffer = np.empty((self.chunks[0], *self.shape[1:]), self.dtype)
-        decoded = self._buffer[:min(self.chunks[0], self.shape[0] - first)]
-        self._locate()
-        list(self._threads().map(lambda offset: self._place(decoded, first, offset), self._offsets))
-        self._kept, self._kept_rows = row, len(decoded)
-        return decoded
+    def _decode(self, jobs: list) -> None:
+        """Decode the chunks ``(target, first row, offset)`` into their targets: split into one run of consecutive
+        chunks per thread (a run's chunks stored next to each other in the file are read by one ``pread``)."""
+        if not jobs:
+            return
+        parts = min(self.threads, len(jobs))
+        size = -(-len(jobs) // parts)
+        runs = [jobs[k:k + size] for k in range(0, len(jobs), size)]
+        if len(runs) == 1:
+            self._decode_run(runs[0])
+        else:
+            list(self._threads().map(self._decode_run, runs))
+
+    def _decode_run(self, jobs: list) -> None:
+        keys = [(first, *offset) for _, first, offset in jobs]
+        for (target, _, offset), (filter_mask, stored) in zip(jobs, self._stored_run(keys)):
+            self._place(target, offset, decode_chunk(stored, filter_mask, self.filters, self.dtype.itemsize))
 
     def _locate(self) -> None:
         """Where every stored chunk lies in the file (HDF5's chunk index, listed once), and the file opened to read
@@ -120,28 +157,37 @@ class ChunkRows:
                 index, self._fd = {}, None
         self._index = index
 
-    def _stored(self, offset: tuple) -> tuple:
-        """``(filter mask, stored bytes)`` of the chunk at ``offset``."""
+    def _stored_run(self, keys: list) -> list:
+        """``(filter mask, stored bytes)`` of the chunks at ``keys``, in order; chunks stored one after another in the
+        file are read together, up to ``MAX_READ_BYTES`` at a time."""
         if self._fd is None:
-            return self.dataset.id.read_direct_chunk(offset)
-        info = self._index[offset]  # a chunk never written has none (KeyError): h5py gives its fill value
-        stored = os.pread(self._fd, info.size, info.byte_offset)
-        if len(stored) != info.size:
-            raise ValueError(f"the file ends inside the chunk at {offset}")
-        return info.filter_mask, stored
+            return [self.dataset.id.read_direct_chunk(key) for key in keys]
+        infos = [self._index[key] for key in keys]  # a chunk never written has none (KeyError): h5py gives its fill
+        stored, start = [], 0
+        while start < len(infos):
+            stop, end = start + 1, infos[start].byte_offset + infos[start].size
+            while (stop < len(infos) and infos[stop].byte_offset == end
+                   and end + infos[stop].size - infos[start].byte_offset <= MAX_READ_BYTES):
+                end += infos[stop].size
+                stop += 1
+            span = os.pread(self._fd, end - infos[start].byte_offset, infos[start].byte_offset)
+            if len(span) != end - infos[start].byte_offset:
+                raise ValueError(f"the file ends inside the chunk at {keys[start]}")
+            view, at = memoryview(span), 0
+            for info in infos[start:stop]:
+                stored.append((info.filter_mask, view[at:at + info.size]))
+                at += info.size
+            start = stop
+        return stored
 
-    def _place(self, decoded: np.ndarray, first: int, offset: tuple) -> None:
-        """Read and decode the chunk at ``(first, *offset)`` and write its part inside the dataset into ``decoded``
-        at ``offset``."""
-        filter_mask, stored = self._stored((first, *offset))
-        data = decode_chunk(stored, filter_mask, self.filters, self.dtype.itemsize)
-        size = int(np.prod(self.chunks, dtype=np.int64))
-        if len(data) != size * self.dtype.itemsize:
-            raise ValueError(f"a chunk decodes to {len(data)} bytes, not {size * self.dtype.itemsize}")
-        chunk = np.frombuffer(data, self.dataset.dtype, size).reshape(self.chunks)
-        inside = (slice(0, len(decoded)),) + tuple(slice(o, o + min(c, n - o))
-                                                   for o, c, n in zip(offset, self.chunks[1:], self.shape[1:]))
-        decoded[inside] = chunk[tuple(slice(0, s.stop - s.start) for s in inside)]
+    def _place(self, target: np.ndarray, offset: tuple, data: bytes) -> None:
+        """Write the part inside the dataset of the decoded chunk ``data`` into ``target`` (a row of chunks) at
+        ``offset``."""
+        if len(data) != self._chunk_bytes:
+            raise ValueError(f"a chunk decodes to {len(data)} bytes, not {self._chunk_bytes}")
+        inside, part = self._parts[offset]
+        chunk = np.frombuffer(data, self._stored_dtype).reshape(self.chunks)
+        target[(slice(None), *inside)] = chunk[(slice(0, len(target)), *part)]
 
     def _threads(self) -> ThreadPoolExecutor:
         """The inflating threads, made in the process that reads (a forked reader makes its own)."""
@@ -168,7 +214,7 @@ def rows_reader(dataset: h5py.Dataset) -> Callable[[int, int], np.ndarray]:
         if chunked is not None:
             try:
                 return chunked.read(i, j)
-            except _READ_FAILURES:  # (a row of chunks that failed is not kept: ``_row`` marks it only once decoded)
+            except _READ_FAILURES:  # (a row of chunks that failed is not kept: ``read`` marks it only once decoded)
                 pass
         return dataset[i:j]
 
