@@ -244,6 +244,55 @@ def test_clean_layouts_equal_pybigwig(tmp_path, mode, layout, width):
         assert isinstance(r._resident, kept)
 
 
+def zeros_on_every_base(path, rng, nonzero=0.05):
+    """A track written as the plainest writer does: fixedStep span 1 on every base of every chromosome, mostly
+    zeros (counts), with a few NaN (read as 0) and -0.0 (read as it is stored)."""
+    values = {}
+    bw = pyBigWig.open(str(path), "w")
+    bw.addHeader(LAYOUT_CHROMS, maxZooms=0)
+    for name, size in LAYOUT_CHROMS:
+        v = np.where(rng.random(size) < nonzero, rng.integers(1, 9, size), 0).astype(float)
+        v[rng.random(size) < 0.01] = np.nan
+        v[rng.random(size) < 0.01] = -0.0
+        bw.addEntries(name, 0, values=v.tolist(), span=1, step=1)
+        values[name] = v
+    bw.close()
+    return values
+
+
+@pytest.mark.parametrize("beside", [False, True], ids=["here", "decoded-beside"])
+def test_zeros_written_on_every_base_are_kept_as_the_nonzero_bases(tmp_path, monkeypatch, mode, beside):
+    """A fixedStep span-1 track of mostly zeros is kept (whole, or block by block) as its bases whose value is not
+    +0.0: zeros and NaN read as uncovered bases do, so the file is kept in the memory its nonzero bases take (here:
+    too big as one interval per base, and as one value per base, but not as those). The values equal pyBigWig's,
+    -0.0 included."""
+    if beside and not (fork_is_safe() and hasattr(os, "memfd_create")):
+        pytest.skip("Linux fork and memfd")
+    values = zeros_on_every_base(tmp_path / "dense.bw", np.random.default_rng(4))
+    bases = sum(size for _, size in LAYOUT_CHROMS)
+    held = sum(int(np.count_nonzero(np.nan_to_num(v).view(np.uint64))) for v in values.values())
+    monkeypatch.setattr(bigwig, "_RESIDENT_MAX_BYTES", min(bases * 4, bases * 16) - 1)
+    assert held * 16 < bigwig._RESIDENT_MAX_BYTES
+    chroms, starts, ends = random_windows(dict(LAYOUT_CHROMS), 300, 500, np.random.default_rng(5))
+    edge_c, edge_s, edge_e = edge_windows(dict(LAYOUT_CHROMS), 500)
+    chroms, starts, ends = chroms + edge_c, np.r_[starts, edge_s], np.r_[ends, edge_e]
+    want = expected(tmp_path / "dense.bw", chroms, starts, ends)
+    assert np.signbit(want[want == 0]).any()  # -0.0 is read as stored
+    with BigWigReader(str(tmp_path / "dense.bw")) as r:
+        if beside:
+            shared, layout = decoded_beside(tmp_path / "dense.bw")
+            r.adopt_whole(layout, shared)
+            os.close(shared)
+        got = np.concatenate([r.read(chroms[i:i + 50], starts[i:i + 50], ends[i:i + 50])
+                              for i in range(0, len(chroms), 50)])
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(np.signbit(got), np.signbit(want))
+        if beside or mode in ("resident", "adaptive"):
+            assert isinstance(r._resident, bigwig._SparseGenome) and len(r._resident.key) == held
+        else:
+            assert all(np.asarray(b.value).view(np.uint32).all() for b in r._cache.values())
+
+
 @pytest.mark.parametrize("n", [1, 63, 64, 65, 1000])
 def test_two_level_search_equals_searchsorted(monkeypatch, n):
     monkeypatch.setattr(bigwig, "_SEARCH_DIRECT_BYTES", 0)

@@ -191,9 +191,11 @@ class _Block:
 
     def __init__(self, chrom: int, start: np.ndarray, end: np.ndarray, value: np.ndarray):
         # contiguous copies of the decoded block's fields (views into its bytes): searched at every read
+        self.clean = _is_clean(start, end)
+        if self.clean:
+            start, end, value = _without_zeros(start, end, value)
         start, end, value = (np.ascontiguousarray(x) for x in (start, end, value))
         self.chrom, self.start, self.end, self.value = chrom, start, end, value
-        self.clean = _is_clean(start, end)
         self.unsorted = not self.clean and len(start) > 1 and bool(np.any(start[1:] < start[:-1]))
         self.end_max = end if self.clean else np.maximum.accumulate(end) if len(end) else end
 
@@ -209,6 +211,13 @@ class _Block:
 def _is_clean(start: np.ndarray, end: np.ndarray) -> bool:
     """Whether a block's intervals are non-empty, sorted and non-overlapping (what writers produce)."""
     return bool((end > start).all()) and bool((start[1:] >= end[:-1]).all())
+
+
+def _without_zeros(start: np.ndarray, end: np.ndarray, value: np.ndarray) -> tuple:
+    """A clean block's intervals less those holding 0 (+0.0, as a stored NaN is read), which read as uncovered bases
+    do: a track written on every base (fixedStep, span 1) keeps its nonzero bases only."""
+    held = value.view(np.uint32) != 0
+    return (start, end, value) if held.all() else (start[held], end[held], value[held])
 
 
 def _merged_ranges(starts: np.ndarray, ends: np.ndarray) -> tuple:
@@ -849,10 +858,12 @@ class BigWigReader:
                     continue
                 keep = _overlapping((low[a:b], high[a:b]), chrom + start.astype(np.int64), chrom + end.astype(np.int64))
                 start, end, value = start[keep], end[keep], value[keep]
-                if not len(start):
-                    continue
             if dense is not None:
-                dense.add(chrom, start, end, value)
+                if len(start):
+                    dense.add(chrom, start, end, value)
+                continue
+            start, end, value = _without_zeros(start, end, value)
+            if not len(start):
                 continue
             parts.append((chrom, start, end, value))
             held += len(start) * _RESIDENT_BYTES_PER_INTERVAL
