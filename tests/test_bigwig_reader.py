@@ -220,7 +220,7 @@ def write_layout(path, layout, rng):
 
 LAYOUTS = {"sparse": bigwig._SparseGenome, "per-base-bedgraph": bigwig._DenseGenome,
            "per-base-fixed": bigwig._DenseGenome, "fixed-runs": bigwig._SparseGenome,
-           "fixed-gaps": bigwig._SparseGenome, "variable": bigwig._SparseGenome, "mixed": bigwig._DenseGenome}
+           "fixed-gaps": bigwig._SparseGenome, "variable": bigwig._SparseGenome, "mixed": bigwig._SparseGenome}
 
 
 @pytest.mark.parametrize("layout", list(LAYOUTS))
@@ -291,6 +291,71 @@ def test_zeros_written_on_every_base_are_kept_as_the_nonzero_bases(tmp_path, mon
             assert isinstance(r._resident, bigwig._SparseGenome) and len(r._resident.key) == held
         else:
             assert all(np.asarray(b.value).view(np.uint32).all() for b in r._cache.values())
+
+
+NARROW = ("<u4", "<u2", "<u2")
+
+
+@pytest.mark.parametrize("last, length, dtypes", [
+    (65535.0, 65535, NARROW),                        # the largest whole number and length uint16 hold
+    (65536.0, 65535, ("<u4", "<u2", "<f4")),         # a value past them
+    (2.5, 65535, ("<u4", "<u2", "<f4")),             # a fraction
+    (-1.0, 65535, ("<u4", "<u2", "<f4")),            # a negative value
+    (-0.0, 65535, ("<u4", "<u2", "<f4")),            # -0.0 (read as stored: its sign kept)
+    (3.0, 65536, ("<u4", "<u4", "<u2")),             # an interval longer than uint16 holds
+])
+@pytest.mark.parametrize("beside", [False, True], ids=["here", "decoded-beside"])
+def test_intervals_kept_in_the_narrowest_dtypes_that_hold_them(tmp_path, last, length, dtypes, beside):
+    """Read counts (whole numbers, short intervals) on a genome under 4 Gb are kept 8 bytes an interval (uint32
+    genome positions, uint16 lengths and values); one value or length in the file's last block that does not fit
+    (after blocks that did) widens that array only. Values equal pyBigWig's, here and decoded beside."""
+    if beside and not (fork_is_safe() and hasattr(os, "memfd_create")):
+        pytest.skip("Linux fork and memfd")
+    rng = np.random.default_rng(12)
+    sizes = [("chrA", 400_000), ("chrB", 300_000)]
+    path = tmp_path / "counts.bw"
+    bw = pyBigWig.open(str(path), "w")
+    bw.addHeader(sizes, maxZooms=0)
+    starts, ends = sparse_bedgraph(rng, 200_000, hi=5)
+    bw.addEntries(["chrA"] * len(starts), starts.tolist(), ends=ends.tolist(),
+                  values=rng.integers(1, 60, len(starts)).astype(float).tolist())
+    bw.addEntries(["chrB"], [100_000], ends=[100_000 + length], values=[7.0])  # the file's last blocks
+    bw.addEntries(["chrB"], [299_000], ends=[299_010], values=[last])
+    bw.close()
+    chroms, starts, ends = random_windows(dict(sizes), 200, 1000, rng)
+    chroms, starts, ends = chroms + ["chrB", "chrB"], np.r_[starts, 100_000 + length - 500, 298_500], \
+        np.r_[ends, 100_000 + length + 500, 299_500]
+    want = expected(path, chroms, starts, ends)
+    with BigWigReader(str(path)) as r:
+        if beside:
+            shared, layout = decoded_beside(path)
+            assert layout[0] == "sparse" and layout[2] == dtypes
+            r.adopt_whole(layout, shared)
+            os.close(shared)
+        got = r.read(chroms, starts, ends)
+        kept = r._resident
+        assert isinstance(kept, bigwig._SparseGenome)
+        assert tuple(a.dtype.str for a in (kept.key, kept.length, kept.value)) == dtypes
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(np.signbit(got), np.signbit(want))
+
+
+@pytest.mark.parametrize("second, key", [(294_000_000, "<u4"), (294_967_296, "<i8")])
+def test_a_genome_past_4_gb_keeps_int64_keys(tmp_path, second, key):
+    """Genome positions (chromosome after chromosome) are kept as uint32 below 2**32 - 2**16 bases in all, else as
+    int64 ``chrom << 32 | position`` keys: the same values from a window at the far end of either genome."""
+    sizes = [("chrHuge", 4_000_000_000), ("chrNext", second)]
+    path = tmp_path / "huge.bw"
+    bw = pyBigWig.open(str(path), "w")
+    bw.addHeader(sizes, maxZooms=0)
+    for name, size in sizes:
+        bw.addEntries([name] * 3, [10, size - 700, size - 3], ends=[12, size - 650, size], values=[1.0, 2.0, 3.0])
+    bw.close()
+    chroms, starts = ["chrHuge", "chrNext", "chrNext", "chrHuge"], np.array([0, 0, second - 1000, 4_000_000_000 - 1000])
+    with BigWigReader(str(path)) as r:
+        got = r.read(chroms, starts, starts + 1000)
+        assert r._resident.key.dtype.str == key
+    np.testing.assert_array_equal(got, expected(path, chroms, starts, starts + 1000))
 
 
 @pytest.mark.parametrize("n", [1, 63, 64, 65, 1000])
@@ -485,7 +550,8 @@ def test_hand_built_clean_file_kept_whole(tmp_path, mode, endian, compress):
     with BigWigReader(str(path)) as r:
         for _ in range(2):  # adaptive: the second read finds the file kept whole
             np.testing.assert_array_equal(r.read(*windows), expected(little, *windows))
-        assert isinstance(r._resident, bigwig._DenseGenome if mode in ("resident", "adaptive") else type(None))
+        kept = (bigwig._DenseGenome, bigwig._SparseGenome) if mode in ("resident", "adaptive") else type(None)
+        assert isinstance(r._resident, kept)  # (whichever takes fewer bytes)
 
 
 @pytest.mark.parametrize("sections", [HAND_SECTIONS, CLEAN_SECTIONS[:2] + [(0, 1, 0, 0, 0, [(150, 160, 1.0)])]],
@@ -818,6 +884,7 @@ def test_a_track_with_a_value_on_every_base_is_kept_as_the_windows_bases(tmp_pat
         pytest.skip("Linux fork and memfd")
     monkeypatch.setattr(bigwig, "_RESIDENT_COMPRESSED_BYTES", -1)
     monkeypatch.setattr(bigwig, "_RESIDENT_MAX_BYTES", 60_000)  # ~15,000 bases; the file has ~150,000 intervals
+    monkeypatch.setattr(bigwig, "_NARROW_DTYPES", (np.int64, np.uint32, np.float32))  # 16 bytes an interval
     sizes = [("chrA", 300_000), ("chrB", 200_000)]
     path = runs_file(tmp_path / "runs.bw", sizes, np.random.default_rng(21))
     rng = np.random.default_rng(22)

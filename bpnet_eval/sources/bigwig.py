@@ -76,7 +76,8 @@ _SEARCH_NEEDLES = 1024  # needles searched per step (a 512 kB temporary)
 _SEARCH_DIRECT_BYTES = 4 << 20  # keys up to this size are searched by numpy's binary search alone
 _FILL_ELEMENTS = 1 << 17  # output elements filled per step from a file kept whole: temporaries of a few hundred
 # kB are reused by malloc, where multi-MB ones are returned to the system and faulted in again on every batch (~9x slower)
-_RESIDENT_BYTES_PER_INTERVAL = 16  # one int64 key, one uint32 length, one float32 value
+_NARROW_DTYPES = (np.uint32, np.uint16, np.uint16)  # a kept interval's key, length and value where they fit
+_NARROW_GENOME = (1 << 32) - (1 << 16)  # genome positions (and a narrow interval's end) fit uint32 below this
 _RESIDENT_BYTES_PER_BASE = 4  # one float32 value per base of the genome
 _CACHED_BYTES_PER_INTERVAL = 16  # three uint32 positions + one float32 value
 _FIT_SAMPLE_BLOCKS = 16  # blocks decoded, evenly spaced, to tell whether a file decoded whole fits (``expect``)
@@ -206,6 +207,20 @@ class _Block:
         low = min(max(low - self.chrom, 0), 0xFFFFFFFF)
         high = min(max(high - self.chrom, 0), 0xFFFFFFFF)
         return slice(int(self.end_max.searchsorted(low, side="right")), int(self.start.searchsorted(high, side="left")))
+
+
+def _narrow_intervals(start: np.ndarray, end: np.ndarray, value: np.ndarray) -> tuple:
+    """Whether every interval is shorter than 2**16 bases, and whether every value is a whole number in 0..65535
+    (not -0.0): what uint16 lengths and values hold exactly (``_SparseGenome.interval_dtypes``)."""
+    if not len(start):
+        return True, True
+    with np.errstate(invalid="ignore"):  # (values no uint16 holds are told apart by the comparison)
+        whole = bool((value.astype(np.uint16) == value).all()) and not bool(np.signbit(value).any())
+    return int((end - start).max()) < 1 << 16, whole
+
+
+def _interval_bytes(narrow: tuple) -> int:
+    return sum(dtype.itemsize for dtype in _SparseGenome.interval_dtypes(narrow))
 
 
 def _is_clean(start: np.ndarray, end: np.ndarray) -> bool:
@@ -343,42 +358,67 @@ class _WindowedDense:
 
 
 class _SparseGenome:
-    """A clean file's intervals, sorted by int64 key, none overlapping (16 bytes per interval)."""
+    """A clean file's intervals, sorted by start key, none overlapping: keys, lengths and values each in the narrowest
+    dtype that holds them exactly (``interval_dtypes``): 8 bytes an interval for read counts on a genome under 4 Gb,
+    16 at most. Keys are int64 ``chrom << 32 | position``, or (``offsets`` given) uint32 positions in the genome laid
+    out chromosome after chromosome, ``offsets[chrom] + position``."""
 
-    def __init__(self, key: np.ndarray, length: np.ndarray, value: np.ndarray):
-        self.key, self.length, self.value = key, length, value
+    def __init__(self, key: np.ndarray, length: np.ndarray, value: np.ndarray, offsets: np.ndarray | None = None):
+        self.key, self.length, self.value, self.offsets = key, length, value, offsets
         # every 16th key, searched first (it stays in the CPU cache); none where the keys are few enough to stay there
         self.sample = key[::_SEARCH_RUN].copy() if key.nbytes > _SEARCH_DIRECT_BYTES else None
 
     @staticmethod
-    def arrays(total: int, buffer=None) -> tuple:
-        """The key, length and value arrays of ``total`` intervals: new, or laid out back to back in ``buffer`` (16
-        bytes per interval: a process decoding the file beside writes them there, the reading process maps them)."""
+    def interval_dtypes(narrow: tuple) -> tuple:
+        """The key, length and value dtypes: uint32, uint16, uint16 where ``narrow`` (three bools: genome positions
+        under 2**32, lengths under 2**16, values whole numbers in 0..65535, ``_narrow_intervals``) says they hold them,
+        else int64, uint32, float32."""
+        wide = (np.int64, np.uint32, np.float32)
+        return tuple(np.dtype(small if fits else big) for fits, small, big in zip(narrow, _NARROW_DTYPES, wide))
+
+    @staticmethod
+    def arrays(total: int, dtypes: tuple, buffer=None) -> tuple:
+        """The key, length and value arrays of ``total`` intervals: new, or laid out back to back in ``buffer``
+        (widest dtype first, so each is aligned; a process decoding the file beside writes them there, the reading
+        process maps them)."""
         if buffer is None or not total:
-            return np.empty(total, np.int64), np.empty(total, np.uint32), np.empty(total, np.float32)
-        return (np.frombuffer(buffer, np.int64, total), np.frombuffer(buffer, np.uint32, total, 8 * total),
-                np.frombuffer(buffer, np.float32, total, 12 * total))
+            return tuple(np.empty(total, dtype) for dtype in dtypes)
+        arrays, at = [None] * 3, 0
+        for k in sorted(range(3), key=lambda k: -dtypes[k].itemsize):
+            arrays[k] = np.frombuffer(buffer, dtypes[k], total, at)
+            at += total * dtypes[k].itemsize
+        return tuple(arrays)
 
     @classmethod
-    def from_blocks(cls, blocks: list, allocate=None) -> "_SparseGenome":
-        """From clean blocks (chromosome key, uint32 starts, uint32 ends, float32 values) in genome order; written
-        into ``allocate(nbytes)`` where given (``arrays``)."""
+    def from_blocks(cls, blocks: list, allocate=None, narrow: tuple = (False, False, False),
+                    offsets: np.ndarray | None = None) -> "_SparseGenome":
+        """From clean blocks (chromosome key, uint32 starts, uint32 ends, float32 values) in genome order, in the
+        dtypes ``narrow`` allows (``interval_dtypes``; narrow keys need the chromosomes' ``offsets``); written into
+        ``allocate(nbytes)`` where given (``arrays``)."""
         total = sum(len(block[1]) for block in blocks)
-        key, length, value = cls.arrays(total, allocate(16 * total) if allocate is not None and total else None)
-        if not blocks:
-            return cls(key, length, value)
+        dtypes = cls.interval_dtypes(narrow)
+        nbytes = total * sum(dtype.itemsize for dtype in dtypes)
+        key, length, value = cls.arrays(total, dtypes, allocate(nbytes) if allocate is not None and total else None)
+        offsets = offsets if narrow[0] else None
         first = 0
         for chrom, block_start, block_end, _ in blocks:  # written in place: no whole-file temporary (fresh pages
             stop = first + len(block_start)               # cost more than the arithmetic)
-            np.add(block_start, chrom, out=key[first:stop], dtype=np.int64)
-            np.subtract(block_end, block_start, out=length[first:stop])
+            base = chrom if offsets is None else int(offsets[chrom >> 32])
+            np.add(block_start, key.dtype.type(base), out=key[first:stop], dtype=key.dtype)
+            np.subtract(block_end, block_start, out=length[first:stop], casting="unsafe")  # (narrow: each < 2**16)
             first = stop
-        np.concatenate([block[3] for block in blocks], out=value)
-        return cls(key, length, value)
+        if blocks:
+            np.concatenate([block[3] for block in blocks], out=value, casting="unsafe")  # (narrow: whole numbers)
+        return cls(key, length, value, offsets)
+
+    def layout(self) -> tuple:
+        """What ``adopt_whole`` needs to map these arrays from shared memory: how many, and their dtypes."""
+        return len(self.key), tuple(a.dtype.str for a in (self.key, self.length, self.value))
 
     def search(self, needles: np.ndarray, side: str) -> np.ndarray:
         """``np.searchsorted(self.key, needles, side)``: the sample, then one run of 16 keys per needle (a
         binary search of the whole array misses the CPU cache at every step once other reads have evicted it)."""
+        needles = needles.astype(self.key.dtype, copy=False)  # (a search across dtypes would copy the keys)
         if self.sample is None:
             return np.searchsorted(self.key, needles, side=side)
         found = np.searchsorted(self.sample, needles, side=side)
@@ -394,6 +434,8 @@ class _SparseGenome:
         """Write windows [key0, key0 + width) into the rows of out (zeroed)."""
         if not len(self.key):
             return
+        if self.offsets is not None:  # as positions in the genome, where the keys are
+            key0 = self.offsets[key0 >> 32] + (key0 & 0xFFFFFFFF)
         flat = out.reshape(-1)
         step = max(1, _CHUNK_ELEMENTS // width)
         for w0 in range(0, len(key0), step):
@@ -555,6 +597,10 @@ class BigWigReader:
         self._resident_due = 0 if small else max(1, int(np.ceil(_RESIDENT_AFTER_SHARE * len(order))))
         self._seen = np.zeros(len(order), dtype=bool)  # blocks decoded at least once
         self._seen_blocks = self._seen_intervals = 0
+        # whether the file's intervals may be kept narrow (``_SparseGenome.interval_dtypes``): its genome is small
+        # enough for uint32 positions; the clean blocks decoded so far have short intervals and whole-number values
+        self._narrow_keys = int(self._size_by_id.sum()) < _NARROW_GENOME
+        self._seen_narrow = (True, True)
         # A file too big to keep whole is kept where the run's windows lie (``expect``): the windows merged into
         # key ranges, and the blocks they touch.
         self._windows = self._window_blocks = None
@@ -622,6 +668,9 @@ class BigWigReader:
                         self._seen[block] = True
                         self._seen_blocks += 1
                         self._seen_intervals += len(hit.start)
+                        if hit.clean and any(self._seen_narrow):
+                            narrow = _narrow_intervals(hit.start, hit.end, hit.value)
+                            self._seen_narrow = tuple(a and b for a, b in zip(self._seen_narrow, narrow))
                     cache[block] = hit
                     self._cache_size += len(hit.start) * _CACHED_BYTES_PER_INTERVAL
                 else:
@@ -795,7 +844,7 @@ class BigWigReader:
                 total += len(block.start)
         per_block = self._seen_intervals / self._seen_blocks
         share = kept / total if total else 1.0
-        return share * per_block * touched * _RESIDENT_BYTES_PER_INTERVAL
+        return share * per_block * touched * self._kept_interval_bytes()
 
     def _touched(self, key0: np.ndarray, width, owners: bool = True):
         """The blocks that windows [key0, key0 + width) (``width``: one, or one per window) may touch, and (if
@@ -812,8 +861,13 @@ class BigWigReader:
         where the run's windows lie) fits in _RESIDENT_MAX_BYTES."""
         if not self._seen_blocks or self._windows is not None:
             return True
-        sparse = self._seen_intervals * len(self._seen) / self._seen_blocks * _RESIDENT_BYTES_PER_INTERVAL
+        sparse = self._seen_intervals * len(self._seen) / self._seen_blocks * self._kept_interval_bytes()
         return min(sparse, int(self._size_by_id.sum()) * _RESIDENT_BYTES_PER_BASE) <= _RESIDENT_MAX_BYTES
+
+    def _kept_interval_bytes(self) -> int:
+        """The bytes an interval of this file kept whole takes, as the blocks decoded so far say
+        (``_SparseGenome.interval_dtypes``)."""
+        return _interval_bytes((self._narrow_keys, *self._seen_narrow))
 
     def _genome_offsets(self) -> np.ndarray:
         """Where each chromosome's bases begin in a file kept as one value per base (``_DenseGenome``)."""
@@ -829,7 +883,8 @@ class BigWigReader:
         sizes = self._size_by_id
         offsets = self._genome_offsets()
         dense_bytes = int(offsets[-1]) * _RESIDENT_BYTES_PER_BASE
-        parts, dense, reached, held = [], None, -1, 0
+        parts, dense, reached, held, kept = [], None, -1, 0, 0
+        narrow = (self._narrow_keys, True, True)  # of the intervals kept so far (``_SparseGenome.interval_dtypes``)
         blocks = range(len(self._block_start)) if self._windows is None else self._window_blocks.tolist()
         if self._windows_dense:  # the windows' bases, every one of them
             nbytes = _WindowedDense.bases(self._windows) * _RESIDENT_BYTES_PER_BASE
@@ -866,7 +921,10 @@ class BigWigReader:
             if not len(start):
                 continue
             parts.append((chrom, start, end, value))
-            held += len(start) * _RESIDENT_BYTES_PER_INTERVAL
+            if any(narrow[1:]):
+                narrow = (narrow[0], *(a and b for a, b in zip(narrow[1:], _narrow_intervals(start, end, value))))
+            kept += len(start)
+            held = kept * _interval_bytes(narrow)
             if held > dense_bytes:  # more bytes as intervals than as one value per base
                 if dense_bytes > _RESIDENT_MAX_BYTES:
                     return None
@@ -876,7 +934,7 @@ class BigWigReader:
                 parts = []
             elif held > _RESIDENT_MAX_BYTES:
                 return None
-        return dense if dense is not None else _SparseGenome.from_blocks(parts, allocate)
+        return dense if dense is not None else _SparseGenome.from_blocks(parts, allocate, narrow, offsets)
 
     # ------------------------------------------- decoded whole by another process
     def decodes_whole_next(self) -> bool:
@@ -886,7 +944,7 @@ class BigWigReader:
 
     def decode_whole_into(self, fd: int):
         """Decode the file whole, as the next read would, into the shared memory file ``fd`` (a memfd, sized here);
-        return its layout for ``adopt_whole``: ``("sparse", intervals)``, ``("dense", bases)``, ``("windowed", bases)``
+        return its layout for ``adopt_whole``: ``("sparse", intervals, dtypes)``, ``("dense", bases)``, ``("windowed", bases)``
         (the bases of the run's windows: ``_WindowedDense``), or None where the
         file is not clean or too big. Run by a process decoding it beside the one that reads it."""
 
@@ -900,7 +958,7 @@ class BigWigReader:
             return None
         if isinstance(genome, (_DenseGenome, _WindowedDense)):
             return ("dense" if isinstance(genome, _DenseGenome) else "windowed", len(genome.values))
-        return "sparse", len(genome.key)
+        return ("sparse", *genome.layout())
 
     def adopt_whole(self, layout, fd: int) -> None:
         """Keep, as this file decoded whole, what ``decode_whole_into`` wrote into ``fd`` (``layout``: what it
@@ -909,13 +967,17 @@ class BigWigReader:
             if layout is None:
                 self._resident_ok = False
                 return
-            kind, n = layout
-            size = n * (16 if kind == "sparse" else 4)
+            kind, n = layout[:2]
+            dtypes = tuple(np.dtype(d) for d in layout[2]) if kind == "sparse" else None
+            size = n * (sum(dtype.itemsize for dtype in dtypes) if kind == "sparse" else 4)
             buffer = mmap.mmap(fd, size, flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0),
                                prot=mmap.PROT_READ) if size else None
-            self._resident = (_SparseGenome(*_SparseGenome.arrays(n, buffer)) if kind == "sparse" else
-                              _DenseGenome(self._genome_offsets(), buffer) if kind == "dense" else
-                              _WindowedDense(self._windows, buffer))
+            if kind == "sparse":
+                offsets = self._genome_offsets() if dtypes[0] != np.int64 else None
+                self._resident = _SparseGenome(*_SparseGenome.arrays(n, dtypes, buffer), offsets)
+            else:
+                self._resident = (_DenseGenome(self._genome_offsets(), buffer) if kind == "dense" else
+                                  _WindowedDense(self._windows, buffer))
             self._cache.clear()  # it replaces the block cache
             self._cache_size = 0
 
