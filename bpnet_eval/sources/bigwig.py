@@ -192,11 +192,9 @@ class _Block:
 
     def __init__(self, chrom: int, start: np.ndarray, end: np.ndarray, value: np.ndarray):
         # contiguous copies of the decoded block's fields (views into its bytes): searched at every read
-        self.clean = _is_clean(start, end)
-        if self.clean:
-            start, end, value = _without_zeros(start, end, value)
         start, end, value = (np.ascontiguousarray(x) for x in (start, end, value))
         self.chrom, self.start, self.end, self.value = chrom, start, end, value
+        self.clean = _is_clean(start, end)
         self.unsorted = not self.clean and len(start) > 1 and bool(np.any(start[1:] < start[:-1]))
         self.end_max = end if self.clean else np.maximum.accumulate(end) if len(end) else end
 
@@ -667,10 +665,13 @@ class BigWigReader:
                     if not self._seen[block]:
                         self._seen[block] = True
                         self._seen_blocks += 1
-                        self._seen_intervals += len(hit.start)
-                        if hit.clean and any(self._seen_narrow):
-                            narrow = _narrow_intervals(hit.start, hit.end, hit.value)
-                            self._seen_narrow = tuple(a and b for a, b in zip(self._seen_narrow, narrow))
+                        if hit.clean:  # as kept whole: less its zeros, in the dtypes its intervals need
+                            self._seen_intervals += int(np.count_nonzero(hit.value.view(np.uint32)))
+                            if any(self._seen_narrow):
+                                narrow = _narrow_intervals(hit.start, hit.end, hit.value)
+                                self._seen_narrow = tuple(a and b for a, b in zip(self._seen_narrow, narrow))
+                        else:
+                            self._seen_intervals += len(hit.start)
                     cache[block] = hit
                     self._cache_size += len(hit.start) * _CACHED_BYTES_PER_INTERVAL
                 else:
