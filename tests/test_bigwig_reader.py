@@ -339,6 +339,49 @@ def test_intervals_kept_in_the_narrowest_dtypes_that_hold_them(tmp_path, last, l
     np.testing.assert_array_equal(np.signbit(got), np.signbit(want))
 
 
+@pytest.mark.parametrize("top, late, kept", [
+    (200, None, "|u1"),        # counts up to 255: one byte a base
+    (255, None, "|u1"),
+    (256, None, "<u2"),        # up to 65535: two
+    (70000, None, "<f4"),      # past that: float32
+    (200, 0.5, None),          # a fraction in the last blocks, after whole numbers: not kept so, read block by block
+])
+@pytest.mark.parametrize("beside", [False, True], ids=["here", "decoded-beside"])
+def test_per_base_counts_are_kept_in_the_narrowest_dtype_that_holds_them(tmp_path, top, late, kept, beside):
+    """A track with a value on every base is kept as one value per base in uint8 or uint16 where the header's
+    summary puts every value in their range and the blocks decoded hold whole numbers; a block that holds a value
+    the dtype does not (a fraction after whole numbers) makes it read block by block. Values equal pyBigWig's."""
+    if beside and not (fork_is_safe() and hasattr(os, "memfd_create")):
+        pytest.skip("Linux fork and memfd")
+    rng = np.random.default_rng(top)
+    path = tmp_path / "counts.bw"
+    bw = pyBigWig.open(str(path), "w")
+    bw.addHeader(LAYOUT_CHROMS, maxZooms=0)
+    for name, size in LAYOUT_CHROMS:
+        values = rng.integers(1, 9, size).astype(float)
+        values[rng.integers(0, size, 5)] = top
+        if late is not None and name == LAYOUT_CHROMS[-1][0]:
+            values[-3] = late
+        bw.addEntries(name, 0, values=values.tolist(), span=1, step=1)
+    bw.close()
+    chroms, starts, ends = random_windows(dict(LAYOUT_CHROMS), 200, 700, rng)
+    edge_c, edge_s, edge_e = edge_windows(dict(LAYOUT_CHROMS), 700)
+    chroms, starts, ends = chroms + edge_c, np.r_[starts, edge_s], np.r_[ends, edge_e]
+    with BigWigReader(str(path)) as r:
+        if beside:
+            shared, layout = decoded_beside(path)
+            assert (layout is None) if kept is None else layout == ("dense", sum(n for _, n in LAYOUT_CHROMS), kept)
+            r.adopt_whole(layout, shared)
+            os.close(shared)
+        got = np.concatenate([r.read(chroms[i:i + 64], starts[i:i + 64], ends[i:i + 64])
+                              for i in range(0, len(chroms), 64)])
+        if kept is None:
+            assert r._resident is None and not r._resident_ok
+        else:
+            assert isinstance(r._resident, bigwig._DenseGenome) and r._resident.values.dtype.str == kept
+    np.testing.assert_array_equal(got, expected(path, chroms, starts, ends))
+
+
 @pytest.mark.parametrize("second, key", [(294_000_000, "<u4"), (294_967_296, "<i8")])
 def test_a_genome_past_4_gb_keeps_int64_keys(tmp_path, second, key):
     """Genome positions (chromosome after chromosome) are kept as uint32 below 2**32 - 2**16 bases in all, else as
@@ -858,9 +901,9 @@ def test_a_run_on_a_genome_wide_track_too_big_to_keep_scores_as_when_it_is_kept_
         np.testing.assert_array_equal(result.columns[name], values, err_msg=name)
 
 
-def runs_file(path, sizes, rng, max_run=6):
+def runs_file(path, sizes, rng, max_run=6, whole=False):
     """Intervals of 1..max_run - 1 bases back to back on every base (a value on every base, in short runs, as a
-    normalised or predicted track holds), written by pyBigWig."""
+    normalised or predicted track holds; ``whole``: counts), written by pyBigWig."""
     bw = pyBigWig.open(str(path), "w")
     bw.addHeader(sizes, maxZooms=0)
     for name, size in sizes:
@@ -868,24 +911,26 @@ def runs_file(path, sizes, rng, max_run=6):
         ends = np.r_[ends[ends < size], size]
         starts = np.r_[0, ends[:-1]]
         bw.addEntries([name] * len(starts), starts.tolist(), ends=ends.tolist(),
-                      values=rng.normal(size=len(starts)).round(3).tolist())
+                      values=(rng.integers(1, 50, len(starts)).astype(float) if whole else rng.normal(size=len(starts)).round(3)).tolist())
     bw.close()
     return path
 
 
+@pytest.mark.parametrize("whole, dtype", [(False, "<f4"), (True, "|u1")], ids=["fractions", "counts"])
 @pytest.mark.parametrize("beside", [False, True], ids=["decoded-here", "decoded-by-another-process"])
-def test_a_track_with_a_value_on_every_base_is_kept_as_the_windows_bases(tmp_path, monkeypatch, beside):
+def test_a_track_with_a_value_on_every_base_is_kept_as_the_windows_bases(tmp_path, monkeypatch, beside, whole, dtype):
     """Where the run's windows hold more intervals than bases (a value on every base in short runs), the part of a
     file too big to keep whole where they lie is kept as one value per base of the windows (``_WindowedDense``):
     intervals clipped to the windows' edges, windows overlapping each other merged, a block spanning several
-    windows. Every expected window reads as pyBigWig's; others are read from their blocks."""
+    windows; one byte a base for counts up to 255. Every expected window reads as pyBigWig's; others are read from
+    their blocks."""
     if beside and not (fork_is_safe() and hasattr(os, "memfd_create")):
         pytest.skip("Linux fork and memfd")
     monkeypatch.setattr(bigwig, "_RESIDENT_COMPRESSED_BYTES", -1)
     monkeypatch.setattr(bigwig, "_RESIDENT_MAX_BYTES", 60_000)  # ~15,000 bases; the file has ~150,000 intervals
     monkeypatch.setattr(bigwig, "_NARROW_DTYPES", (np.int64, np.uint32, np.float32))  # 16 bytes an interval
     sizes = [("chrA", 300_000), ("chrB", 200_000)]
-    path = runs_file(tmp_path / "runs.bw", sizes, np.random.default_rng(21))
+    path = runs_file(tmp_path / "runs.bw", sizes, np.random.default_rng(21), whole=whole)
     rng = np.random.default_rng(22)
     chroms, starts, ends = random_windows(dict(sizes), 300, 37, rng)
     starts[1], ends[1], chroms[1] = starts[0] + 20, ends[0] + 20, chroms[0]  # overlapping windows merge
@@ -902,7 +947,7 @@ def test_a_track_with_a_value_on_every_base_is_kept_as_the_windows_bases(tmp_pat
         try:
             for i in range(0, 300, 64):
                 assert_same(path, chroms[i:i + 64], starts[i:i + 64], ends[i:i + 64], reader=r)
-            assert isinstance(r._resident, bigwig._WindowedDense)
+            assert isinstance(r._resident, bigwig._WindowedDense) and r._resident.values.dtype.str == dtype
             assert len(r._resident.values) == bigwig._WindowedDense.bases(r._windows) <= 300 * 37
             assert_same(path, chroms[:9], starts[:9] + 30, ends[:9] + 30, reader=r)  # past the windows' ends
             assert_same(path, *random_windows(dict(sizes), 40, 37, np.random.default_rng(23)), reader=r)

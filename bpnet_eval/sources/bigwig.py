@@ -78,7 +78,7 @@ _FILL_ELEMENTS = 1 << 17  # output elements filled per step from a file kept who
 # kB are reused by malloc, where multi-MB ones are returned to the system and faulted in again on every batch (~9x slower)
 _NARROW_DTYPES = (np.uint32, np.uint16, np.uint16)  # a kept interval's key, length and value where they fit
 _NARROW_GENOME = (1 << 32) - (1 << 16)  # genome positions (and a narrow interval's end) fit uint32 below this
-_RESIDENT_BYTES_PER_BASE = 4  # one float32 value per base of the genome
+_BASE_DTYPES = (np.uint8, np.uint16)  # one value per base in these where every value is a whole number they hold
 _CACHED_BYTES_PER_INTERVAL = 16  # three uint32 positions + one float32 value
 _FIT_SAMPLE_BLOCKS = 16  # blocks decoded, evenly spaced, to tell whether a file decoded whole fits (``expect``)
 
@@ -207,14 +207,21 @@ class _Block:
         return slice(int(self.end_max.searchsorted(low, side="right")), int(self.start.searchsorted(high, side="left")))
 
 
+def _holds(dtype, value: np.ndarray) -> bool:
+    """Whether ``dtype`` holds every one of the float32 ``value`` exactly (float32 does; an unsigned integer dtype
+    where each is a whole number in its range, not -0.0)."""
+    if np.dtype(dtype) == np.float32:
+        return True
+    with np.errstate(invalid="ignore"):  # (values the dtype does not hold are told apart by the comparison)
+        return bool((value.astype(dtype) == value).all()) and not bool(np.signbit(value).any())
+
+
 def _narrow_intervals(start: np.ndarray, end: np.ndarray, value: np.ndarray) -> tuple:
     """Whether every interval is shorter than 2**16 bases, and whether every value is a whole number in 0..65535
     (not -0.0): what uint16 lengths and values hold exactly (``_SparseGenome.interval_dtypes``)."""
     if not len(start):
         return True, True
-    with np.errstate(invalid="ignore"):  # (values no uint16 holds are told apart by the comparison)
-        whole = bool((value.astype(np.uint16) == value).all()) and not bool(np.signbit(value).any())
-    return int((end - start).max()) < 1 << 16, whole
+    return int((end - start).max()) < 1 << 16, _holds(np.uint16, value)
 
 
 def _interval_bytes(narrow: tuple) -> int:
@@ -302,10 +309,10 @@ def _copy_windows(values: np.ndarray, first: np.ndarray, width: int, out: np.nda
 class _DenseGenome:
     """A clean file's values on every base of every chromosome, back to back (4 bytes per base)."""
 
-    def __init__(self, offsets: np.ndarray, buffer=None):
+    def __init__(self, offsets: np.ndarray, dtype=np.float32, buffer=None):
         self.offsets = offsets  # where each chromosome id's bases begin
         total = int(offsets[-1])  # in ``buffer`` (zeroed) where given, as a process decoding it beside wrote it
-        self.values = np.zeros(total, np.float32) if buffer is None else np.frombuffer(buffer, np.float32, total)
+        self.values = np.zeros(total, dtype) if buffer is None else np.frombuffer(buffer, dtype, total)
 
     def add(self, chrom: int, start: np.ndarray, end: np.ndarray, value: np.ndarray) -> None:
         """Write one block's intervals (one chromosome, clean)."""
@@ -321,11 +328,11 @@ class _WindowedDense:
     (4 bytes per base): how a file too big to keep whole is kept where the windows lie when that takes less than
     its intervals there (values on every base, one interval per base: a predicted bigWig)."""
 
-    def __init__(self, ranges: tuple, buffer=None):
+    def __init__(self, ranges: tuple, dtype=np.float32, buffer=None):
         self.low, self.high = ranges
         self.offsets = np.concatenate(([0], np.cumsum(self.high - self.low)))  # where each range's bases begin
         total = int(self.offsets[-1])  # in ``buffer`` (zeroed) where given, as a process decoding it beside wrote it
-        self.values = np.zeros(total, np.float32) if buffer is None else np.frombuffer(buffer, np.float32, total)
+        self.values = np.zeros(total, dtype) if buffer is None else np.frombuffer(buffer, dtype, total)
 
     @staticmethod
     def bases(ranges: tuple) -> int:
@@ -827,7 +834,7 @@ class BigWigReader:
         key0 = _keys(chrom_ids, starts)
         windows = _merged_ranges(key0, key0 + (ends - starts))
         intervals = self._windowed_bytes(windows, int(np.count_nonzero(touched)))
-        bases = _WindowedDense.bases(windows) * _RESIDENT_BYTES_PER_BASE
+        bases = _WindowedDense.bases(windows) * self._base_dtype(self._seen_narrow[1]).itemsize
         if min(intervals, bases) <= _RESIDENT_MAX_BYTES:
             self._windows, self._window_blocks, self._resident_due = windows, np.flatnonzero(touched), 0
             self._windows_dense = bases < intervals
@@ -863,12 +870,24 @@ class BigWigReader:
         if not self._seen_blocks or self._windows is not None:
             return True
         sparse = self._seen_intervals * len(self._seen) / self._seen_blocks * self._kept_interval_bytes()
-        return min(sparse, int(self._size_by_id.sum()) * _RESIDENT_BYTES_PER_BASE) <= _RESIDENT_MAX_BYTES
+        dense = int(self._size_by_id.sum()) * self._base_dtype(self._seen_narrow[1]).itemsize
+        return min(sparse, dense) <= _RESIDENT_MAX_BYTES
 
     def _kept_interval_bytes(self) -> int:
         """The bytes an interval of this file kept whole takes, as the blocks decoded so far say
         (``_SparseGenome.interval_dtypes``)."""
         return _interval_bytes((self._narrow_keys, *self._seen_narrow))
+
+    def _base_dtype(self, whole: bool) -> np.dtype:
+        """The dtype of this file kept as one value per base: the narrowest of uint8 and uint16 that holds every value
+        where ``whole`` (the intervals decoded so far hold whole numbers only) and the header's summary puts every
+        value in its range; else float32. (A block found to hold a value it does not is not kept so: ``_decode_whole``.)"""
+        bounds = self.value_range() if whole else None
+        if bounds is not None and bounds[0] >= 0:  # (NaN bounds fail every comparison)
+            for dtype in _BASE_DTYPES:
+                if bounds[1] <= np.iinfo(dtype).max:
+                    return np.dtype(dtype)
+        return np.dtype(np.float32)
 
     def _genome_offsets(self) -> np.ndarray:
         """Where each chromosome's bases begin in a file kept as one value per base (``_DenseGenome``)."""
@@ -883,13 +902,13 @@ class BigWigReader:
         arrays."""
         sizes = self._size_by_id
         offsets = self._genome_offsets()
-        dense_bytes = int(offsets[-1]) * _RESIDENT_BYTES_PER_BASE
         parts, dense, reached, held, kept = [], None, -1, 0, 0
         narrow = (self._narrow_keys, True, True)  # of the intervals kept so far (``_SparseGenome.interval_dtypes``)
         blocks = range(len(self._block_start)) if self._windows is None else self._window_blocks.tolist()
         if self._windows_dense:  # the windows' bases, every one of them
-            nbytes = _WindowedDense.bases(self._windows) * _RESIDENT_BYTES_PER_BASE
-            dense = _WindowedDense(self._windows, None if allocate is None or not nbytes else allocate(nbytes))
+            dtype = self._base_dtype(self._seen_narrow[1])
+            nbytes = _WindowedDense.bases(self._windows) * dtype.itemsize
+            dense = _WindowedDense(self._windows, dtype, None if allocate is None or not nbytes else allocate(nbytes))
         for block in blocks:  # genome order: each block starts where the last ended or later
             cached = self._cache.pop(block, None)  # moved out of the cache, which this replaces
             if cached is None:
@@ -910,12 +929,16 @@ class BigWigReader:
                 a, b = np.searchsorted(high, chrom + int(start[0]), "right"), np.searchsorted(low, reached, "left")
                 if self._windows_dense:  # (which clips each interval to the windows itself)
                     if b > a:
+                        if not _holds(dense.values.dtype, value):
+                            return None
                         dense.add(chrom, start, end, value, (a, b))
                     continue
                 keep = _overlapping((low[a:b], high[a:b]), chrom + start.astype(np.int64), chrom + end.astype(np.int64))
                 start, end, value = start[keep], end[keep], value[keep]
             if dense is not None:
                 if len(start):
+                    if not _holds(dense.values.dtype, value):
+                        return None
                     dense.add(chrom, start, end, value)
                 continue
             start, end, value = _without_zeros(start, end, value)
@@ -926,10 +949,12 @@ class BigWigReader:
                 narrow = (narrow[0], *(a and b for a, b in zip(narrow[1:], _narrow_intervals(start, end, value))))
             kept += len(start)
             held = kept * _interval_bytes(narrow)
+            dtype = self._base_dtype(narrow[2])  # (every part so far holds whole numbers in 0..65535, or not)
+            dense_bytes = int(offsets[-1]) * dtype.itemsize
             if held > dense_bytes:  # more bytes as intervals than as one value per base
                 if dense_bytes > _RESIDENT_MAX_BYTES:
                     return None
-                dense = _DenseGenome(offsets, None if allocate is None else allocate(int(offsets[-1]) * 4))
+                dense = _DenseGenome(offsets, dtype, None if allocate is None else allocate(dense_bytes))
                 for part in parts:
                     dense.add(*part)
                 parts = []
@@ -945,7 +970,7 @@ class BigWigReader:
 
     def decode_whole_into(self, fd: int):
         """Decode the file whole, as the next read would, into the shared memory file ``fd`` (a memfd, sized here);
-        return its layout for ``adopt_whole``: ``("sparse", intervals, dtypes)``, ``("dense", bases)``, ``("windowed", bases)``
+        return its layout for ``adopt_whole``: ``("sparse", intervals, dtypes)``, ``("dense", bases, dtype)``, ``("windowed", bases, dtype)``
         (the bases of the run's windows: ``_WindowedDense``), or None where the
         file is not clean or too big. Run by a process decoding it beside the one that reads it."""
 
@@ -958,7 +983,8 @@ class BigWigReader:
         if genome is None:
             return None
         if isinstance(genome, (_DenseGenome, _WindowedDense)):
-            return ("dense" if isinstance(genome, _DenseGenome) else "windowed", len(genome.values))
+            return ("dense" if isinstance(genome, _DenseGenome) else "windowed", len(genome.values),
+                    genome.values.dtype.str)
         return ("sparse", *genome.layout())
 
     def adopt_whole(self, layout, fd: int) -> None:
@@ -969,16 +995,16 @@ class BigWigReader:
                 self._resident_ok = False
                 return
             kind, n = layout[:2]
-            dtypes = tuple(np.dtype(d) for d in layout[2]) if kind == "sparse" else None
-            size = n * (sum(dtype.itemsize for dtype in dtypes) if kind == "sparse" else 4)
+            dtypes = tuple(np.dtype(d) for d in layout[2]) if kind == "sparse" else np.dtype(layout[2])
+            size = n * (sum(dtype.itemsize for dtype in dtypes) if kind == "sparse" else dtypes.itemsize)
             buffer = mmap.mmap(fd, size, flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0),
                                prot=mmap.PROT_READ) if size else None
             if kind == "sparse":
                 offsets = self._genome_offsets() if dtypes[0] != np.int64 else None
                 self._resident = _SparseGenome(*_SparseGenome.arrays(n, dtypes, buffer), offsets)
             else:
-                self._resident = (_DenseGenome(self._genome_offsets(), buffer) if kind == "dense" else
-                                  _WindowedDense(self._windows, buffer))
+                self._resident = (_DenseGenome(self._genome_offsets(), dtypes, buffer) if kind == "dense" else
+                                  _WindowedDense(self._windows, dtypes, buffer))
             self._cache.clear()  # it replaces the block cache
             self._cache_size = 0
 
