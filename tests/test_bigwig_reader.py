@@ -299,15 +299,17 @@ NARROW = ("<u4", "<u2", "<u2")
     (65535.0, 65535, NARROW),                        # the largest whole number and length uint16 hold
     (65536.0, 65535, ("<u4", "<u2", "<f4")),         # a value past them
     (2.5, 65535, ("<u4", "<u2", "<f4")),             # a fraction
-    (-1.0, 65535, ("<u4", "<u2", "<f4")),            # a negative value
+    (-1.0, 65535, ("<u4", "<u2", "|i1")),            # a negative value: signed
+    (-200.0, 65535, ("<u4", "<u2", "<i2")),
     (-0.0, 65535, ("<u4", "<u2", "<f4")),            # -0.0 (read as stored: its sign kept)
-    (3.0, 65536, ("<u4", "<u4", "<u2")),             # an interval longer than uint16 holds
+    (200.0, 65536, ("<u4", "<u4", "|u1")),           # an interval longer than uint16 holds; values up to 255
 ])
 @pytest.mark.parametrize("beside", [False, True], ids=["here", "decoded-beside"])
 def test_intervals_kept_in_the_narrowest_dtypes_that_hold_them(tmp_path, last, length, dtypes, beside):
-    """Read counts (whole numbers, short intervals) on a genome under 4 Gb are kept 8 bytes an interval (uint32
-    genome positions, uint16 lengths and values); one value or length in the file's last block that does not fit
-    (after blocks that did) widens that array only. Values equal pyBigWig's, here and decoded beside."""
+    """Read counts (whole numbers, short intervals) on a genome under 4 Gb are kept 7 to 8 bytes an interval (uint32
+    genome positions, uint16 lengths, values in the first of uint8, int8, uint16, int16 that holds them); one value or
+    length in the file's last block that does not fit (after blocks that did) widens that array only. Values equal
+    pyBigWig's, here and decoded beside."""
     if beside and not (fork_is_safe() and hasattr(os, "memfd_create")):
         pytest.skip("Linux fork and memfd")
     rng = np.random.default_rng(12)
@@ -344,16 +346,18 @@ def test_intervals_kept_in_the_narrowest_dtypes_that_hold_them(tmp_path, last, l
     (255, None, "|u1"),
     (256, None, "<u2"),        # up to 65535: two
     (70000, None, "<f4"),      # past that: float32
+    (-100, None, "|i1"),       # a minus strand stored as negative counts: signed
+    (-1000, None, "<i2"),
     (200, 0.5, None),          # a fraction in the last blocks, after whole numbers: not kept so, read block by block
 ])
 @pytest.mark.parametrize("beside", [False, True], ids=["here", "decoded-beside"])
 def test_per_base_counts_are_kept_in_the_narrowest_dtype_that_holds_them(tmp_path, top, late, kept, beside):
-    """A track with a value on every base is kept as one value per base in uint8 or uint16 where the header's
-    summary puts every value in their range and the blocks decoded hold whole numbers; a block that holds a value
+    """A track with a value on every base is kept as one value per base in uint8, int8, uint16 or int16 where the
+    header's summary puts every value in their range and the blocks decoded hold whole numbers; a block that holds a value
     the dtype does not (a fraction after whole numbers) makes it read block by block. Values equal pyBigWig's."""
     if beside and not (fork_is_safe() and hasattr(os, "memfd_create")):
         pytest.skip("Linux fork and memfd")
-    rng = np.random.default_rng(top)
+    rng = np.random.default_rng(abs(top))
     path = tmp_path / "counts.bw"
     bw = pyBigWig.open(str(path), "w")
     bw.addHeader(LAYOUT_CHROMS, maxZooms=0)
@@ -928,7 +932,7 @@ def test_a_track_with_a_value_on_every_base_is_kept_as_the_windows_bases(tmp_pat
         pytest.skip("Linux fork and memfd")
     monkeypatch.setattr(bigwig, "_RESIDENT_COMPRESSED_BYTES", -1)
     monkeypatch.setattr(bigwig, "_RESIDENT_MAX_BYTES", 60_000)  # ~15,000 bases; the file has ~150,000 intervals
-    monkeypatch.setattr(bigwig, "_NARROW_DTYPES", (np.int64, np.uint32, np.float32))  # 16 bytes an interval
+    monkeypatch.setattr(bigwig, "_NARROW_DTYPES", (np.int64, np.uint32))  # 12 bytes or more an interval
     sizes = [("chrA", 300_000), ("chrB", 200_000)]
     path = runs_file(tmp_path / "runs.bw", sizes, np.random.default_rng(21), whole=whole)
     rng = np.random.default_rng(22)

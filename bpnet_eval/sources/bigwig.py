@@ -76,9 +76,9 @@ _SEARCH_NEEDLES = 1024  # needles searched per step (a 512 kB temporary)
 _SEARCH_DIRECT_BYTES = 4 << 20  # keys up to this size are searched by numpy's binary search alone
 _FILL_ELEMENTS = 1 << 17  # output elements filled per step from a file kept whole: temporaries of a few hundred
 # kB are reused by malloc, where multi-MB ones are returned to the system and faulted in again on every batch (~9x slower)
-_NARROW_DTYPES = (np.uint32, np.uint16, np.uint16)  # a kept interval's key, length and value where they fit
+_NARROW_DTYPES = (np.uint32, np.uint16)  # a kept interval's key and length where they fit (else int64, uint32)
+_WHOLE_DTYPES = (np.uint8, np.int8, np.uint16, np.int16)  # whole-number values: the first that holds them (else float32)
 _NARROW_GENOME = (1 << 32) - (1 << 16)  # genome positions (and a narrow interval's end) fit uint32 below this
-_BASE_DTYPES = (np.uint8, np.uint16)  # one value per base in these where every value is a whole number they hold
 _CACHED_BYTES_PER_INTERVAL = 16  # three uint32 positions + one float32 value
 _FIT_SAMPLE_BLOCKS = 16  # blocks decoded, evenly spaced, to tell whether a file decoded whole fits (``expect``)
 
@@ -208,20 +208,45 @@ class _Block:
 
 
 def _holds(dtype, value: np.ndarray) -> bool:
-    """Whether ``dtype`` holds every one of the float32 ``value`` exactly (float32 does; an unsigned integer dtype
-    where each is a whole number in its range, not -0.0)."""
+    """Whether ``dtype`` holds every one of the float32 ``value`` exactly: each comes back bit for bit (so -0.0 and
+    NaN only in float32)."""
     if np.dtype(dtype) == np.float32:
         return True
-    with np.errstate(invalid="ignore"):  # (values the dtype does not hold are told apart by the comparison)
-        return bool((value.astype(dtype) == value).all()) and not bool(np.signbit(value).any())
+    with np.errstate(invalid="ignore"):  # (values the dtype does not hold come back otherwise)
+        back = value.astype(dtype).astype(np.float32)
+    return bool((back.view(np.uint32) == value.view(np.uint32)).all())
+
+
+def _whole_span(value: np.ndarray):
+    """``(smallest, largest)`` of float32 values that are all whole numbers below 2**31 in size (not -0.0), else
+    None: what ``_value_dtype`` narrows."""
+    if not len(value):
+        return 0.0, 0.0
+    return (float(value.min()), float(value.max())) if _holds(np.int32, value) else None
+
+
+def _joined_span(a, b):
+    return None if a is None or b is None else (min(a[0], b[0]), max(a[1], b[1]))
+
+
+def _value_dtype(span) -> np.dtype:
+    """The first of ``_WHOLE_DTYPES`` holding whole numbers in ``span`` (``_whole_span``), else float32."""
+    if span is not None:
+        for dtype in _WHOLE_DTYPES:
+            if np.iinfo(dtype).min <= span[0] and span[1] <= np.iinfo(dtype).max:
+                return np.dtype(dtype)
+    return np.dtype(np.float32)
 
 
 def _narrow_intervals(start: np.ndarray, end: np.ndarray, value: np.ndarray) -> tuple:
-    """Whether every interval is shorter than 2**16 bases, and whether every value is a whole number in 0..65535
-    (not -0.0): what uint16 lengths and values hold exactly (``_SparseGenome.interval_dtypes``)."""
-    if not len(start):
-        return True, True
-    return int((end - start).max()) < 1 << 16, _holds(np.uint16, value)
+    """Whether every interval is shorter than 2**16 bases (uint16 lengths), and the span of its values where they are
+    whole numbers (``_whole_span``): what ``_SparseGenome.interval_dtypes`` narrows."""
+    return (not len(start) or int((end - start).max()) < 1 << 16), _whole_span(value)
+
+
+def _joined_narrow(a: tuple, b: tuple) -> tuple:
+    """Two ``_narrow_intervals`` (or ``(keys, *_narrow_intervals)``) together."""
+    return (*(x and y for x, y in zip(a[:-1], b[:-1])), _joined_span(a[-1], b[-1]))
 
 
 def _interval_bytes(narrow: tuple) -> int:
@@ -375,11 +400,11 @@ class _SparseGenome:
 
     @staticmethod
     def interval_dtypes(narrow: tuple) -> tuple:
-        """The key, length and value dtypes: uint32, uint16, uint16 where ``narrow`` (three bools: genome positions
-        under 2**32, lengths under 2**16, values whole numbers in 0..65535, ``_narrow_intervals``) says they hold them,
-        else int64, uint32, float32."""
-        wide = (np.int64, np.uint32, np.float32)
-        return tuple(np.dtype(small if fits else big) for fits, small, big in zip(narrow, _NARROW_DTYPES, wide))
+        """The key, length and value dtypes ``narrow`` allows (genome positions under 2**32: uint32 keys, else int64;
+        lengths under 2**16: uint16, else uint32; the span of whole-number values: ``_value_dtype``)."""
+        keys, short, span = narrow
+        return (np.dtype(_NARROW_DTYPES[0] if keys else np.int64), np.dtype(_NARROW_DTYPES[1] if short else np.uint32),
+                _value_dtype(span))
 
     @staticmethod
     def arrays(total: int, dtypes: tuple, buffer=None) -> tuple:
@@ -395,7 +420,7 @@ class _SparseGenome:
         return tuple(arrays)
 
     @classmethod
-    def from_blocks(cls, blocks: list, allocate=None, narrow: tuple = (False, False, False),
+    def from_blocks(cls, blocks: list, allocate=None, narrow: tuple = (False, False, None),
                     offsets: np.ndarray | None = None) -> "_SparseGenome":
         """From clean blocks (chromosome key, uint32 starts, uint32 ends, float32 values) in genome order, in the
         dtypes ``narrow`` allows (``interval_dtypes``; narrow keys need the chromosomes' ``offsets``); written into
@@ -413,7 +438,7 @@ class _SparseGenome:
             np.subtract(block_end, block_start, out=length[first:stop], casting="unsafe")  # (narrow: each < 2**16)
             first = stop
         if blocks:
-            np.concatenate([block[3] for block in blocks], out=value, casting="unsafe")  # (narrow: whole numbers)
+            np.concatenate([block[3] for block in blocks], out=value, casting="unsafe")  # (narrow: values it holds)
         return cls(key, length, value, offsets)
 
     def layout(self) -> tuple:
@@ -605,7 +630,7 @@ class BigWigReader:
         # whether the file's intervals may be kept narrow (``_SparseGenome.interval_dtypes``): its genome is small
         # enough for uint32 positions; the clean blocks decoded so far have short intervals and whole-number values
         self._narrow_keys = int(self._size_by_id.sum()) < _NARROW_GENOME
-        self._seen_narrow = (True, True)
+        self._seen_narrow = (True, (0.0, 0.0))  # (``_narrow_intervals``)
         # A file too big to keep whole is kept where the run's windows lie (``expect``): the windows merged into
         # key ranges, and the blocks they touch.
         self._windows = self._window_blocks = None
@@ -674,9 +699,9 @@ class BigWigReader:
                         self._seen_blocks += 1
                         if hit.clean:  # as kept whole: less its zeros, in the dtypes its intervals need
                             self._seen_intervals += int(np.count_nonzero(hit.value.view(np.uint32)))
-                            if any(self._seen_narrow):
+                            if self._seen_narrow[0] or self._seen_narrow[1] is not None:
                                 narrow = _narrow_intervals(hit.start, hit.end, hit.value)
-                                self._seen_narrow = tuple(a and b for a, b in zip(self._seen_narrow, narrow))
+                                self._seen_narrow = _joined_narrow(self._seen_narrow, narrow)
                         else:
                             self._seen_intervals += len(hit.start)
                     cache[block] = hit
@@ -834,7 +859,7 @@ class BigWigReader:
         key0 = _keys(chrom_ids, starts)
         windows = _merged_ranges(key0, key0 + (ends - starts))
         intervals = self._windowed_bytes(windows, int(np.count_nonzero(touched)))
-        bases = _WindowedDense.bases(windows) * self._base_dtype(self._seen_narrow[1]).itemsize
+        bases = _WindowedDense.bases(windows) * self._base_dtype(self._seen_narrow[1] is not None).itemsize
         if min(intervals, bases) <= _RESIDENT_MAX_BYTES:
             self._windows, self._window_blocks, self._resident_due = windows, np.flatnonzero(touched), 0
             self._windows_dense = bases < intervals
@@ -870,7 +895,7 @@ class BigWigReader:
         if not self._seen_blocks or self._windows is not None:
             return True
         sparse = self._seen_intervals * len(self._seen) / self._seen_blocks * self._kept_interval_bytes()
-        dense = int(self._size_by_id.sum()) * self._base_dtype(self._seen_narrow[1]).itemsize
+        dense = int(self._size_by_id.sum()) * self._base_dtype(self._seen_narrow[1] is not None).itemsize
         return min(sparse, dense) <= _RESIDENT_MAX_BYTES
 
     def _kept_interval_bytes(self) -> int:
@@ -879,15 +904,11 @@ class BigWigReader:
         return _interval_bytes((self._narrow_keys, *self._seen_narrow))
 
     def _base_dtype(self, whole: bool) -> np.dtype:
-        """The dtype of this file kept as one value per base: the narrowest of uint8 and uint16 that holds every value
-        where ``whole`` (the intervals decoded so far hold whole numbers only) and the header's summary puts every
-        value in its range; else float32. (A block found to hold a value it does not is not kept so: ``_decode_whole``.)"""
+        """The dtype of this file kept as one value per base: where ``whole`` (the intervals decoded so far hold whole
+        numbers only), the first of ``_WHOLE_DTYPES`` that holds the range of values the header's summary gives; else
+        float32. (A block found to hold a value it does not is not kept so: ``_decode_whole``.)"""
         bounds = self.value_range() if whole else None
-        if bounds is not None and bounds[0] >= 0:  # (NaN bounds fail every comparison)
-            for dtype in _BASE_DTYPES:
-                if bounds[1] <= np.iinfo(dtype).max:
-                    return np.dtype(dtype)
-        return np.dtype(np.float32)
+        return _value_dtype(bounds if bounds is not None and bounds[0] <= bounds[1] else None)  # (NaN: not <=)
 
     def _genome_offsets(self) -> np.ndarray:
         """Where each chromosome's bases begin in a file kept as one value per base (``_DenseGenome``)."""
@@ -903,10 +924,10 @@ class BigWigReader:
         sizes = self._size_by_id
         offsets = self._genome_offsets()
         parts, dense, reached, held, kept = [], None, -1, 0, 0
-        narrow = (self._narrow_keys, True, True)  # of the intervals kept so far (``_SparseGenome.interval_dtypes``)
+        narrow = (self._narrow_keys, True, (0.0, 0.0))  # of the intervals kept so far (``_SparseGenome.interval_dtypes``)
         blocks = range(len(self._block_start)) if self._windows is None else self._window_blocks.tolist()
         if self._windows_dense:  # the windows' bases, every one of them
-            dtype = self._base_dtype(self._seen_narrow[1])
+            dtype = self._base_dtype(self._seen_narrow[1] is not None)
             nbytes = _WindowedDense.bases(self._windows) * dtype.itemsize
             dense = _WindowedDense(self._windows, dtype, None if allocate is None or not nbytes else allocate(nbytes))
         for block in blocks:  # genome order: each block starts where the last ended or later
@@ -945,11 +966,11 @@ class BigWigReader:
             if not len(start):
                 continue
             parts.append((chrom, start, end, value))
-            if any(narrow[1:]):
-                narrow = (narrow[0], *(a and b for a, b in zip(narrow[1:], _narrow_intervals(start, end, value))))
+            if narrow[1] or narrow[2] is not None:
+                narrow = _joined_narrow(narrow, (narrow[0], *_narrow_intervals(start, end, value)))
             kept += len(start)
             held = kept * _interval_bytes(narrow)
-            dtype = self._base_dtype(narrow[2])  # (every part so far holds whole numbers in 0..65535, or not)
+            dtype = self._base_dtype(narrow[2] is not None)  # (every part so far holds whole numbers, or not)
             dense_bytes = int(offsets[-1]) * dtype.itemsize
             if held > dense_bytes:  # more bytes as intervals than as one value per base
                 if dense_bytes > _RESIDENT_MAX_BYTES:
