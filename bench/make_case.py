@@ -77,6 +77,7 @@ class Shape:
     description: str
     background_rate: float = BACKGROUND_RATE  # sparse background reads per base per strand
     dense_background: bool = False  # 1 + Poisson(0.5) on every base, fixed-step sections
+    every_base: bool = False  # the bigWigs written fixedStep span 1 on every base, zeros included
     spikes: bool = False  # CAGE-like: a few tall positions per site, one strand per site
     n_tracks: int = 2
     peak_fraction: float = 0.5  # the rest are background windows
@@ -85,6 +86,7 @@ class Shape:
     scale: float = 1.0  # the bigWigs hold the counts times this (a normalised track where it is not 1)
     ucsc_layout: bool = False  # bigWigs laid out as UCSC's bedGraphToBigWig writes them (``ucsc_bigwig``)
     predictions_layout: str = "native"  # or "chrombpnet": its predict's HDF5 (``write_chrombpnet_predictions``)
+    region_chunks: bool = False  # native predictions gzip-compressed in chunks of one region each
     human_genome: bool = False  # hg38's chromosomes (3.1 Gb), the signal kept sparse (``SparseTrack``)
 
 
@@ -108,6 +110,12 @@ SHAPES = {
                         n_tracks=1, predictions_layout="chrombpnet"),
     "genome": Shape("the chip signal on a human-sized genome (hg38's chromosomes 1-22 and X, 3.1 Gb): genome-wide "
                     "bigWigs of ~34M intervals (~520 MB) each, too big to keep whole", human_genome=True),
+    "fixedstep": Shape("the chip signal written as one pyBigWig call writes a numpy array: fixedStep span 1 on every "
+                       "base of every chromosome, zeros included (112M values a strand)", every_base=True),
+    "deep": Shape("deep per-base counts on the full-size genome: 1 + Poisson(0.5) on every base (112 Mb a strand, "
+                  "fixedStep span 1) + peaks", dense_background=True),
+    "regionchunks": Shape("the chip case with its predictions written region by region: gzip-compressed chunks of one "
+                          "region each, (1, 2, 1000)", region_chunks=True),
 }
 
 
@@ -317,21 +325,23 @@ def predicted_slices(chrom, start, length: int, counts_by_chrom: dict, smooth_by
 
 
 def write_predictions(path: Path, chrom, start, peak, length: int, counts_by_chrom: dict,
-                      smooth_by_chrom: dict, rng, layout: str = "native") -> int:
-    """The predictions in the native HDF5 layout or chrombpnet's (``layout``), written slice by slice; returns the
-    chunk size along regions."""
+                      smooth_by_chrom: dict, rng, layout: str = "native", region_chunks: bool = False) -> int:
+    """The predictions in the native HDF5 layout or chrombpnet's (``layout``), written slice by slice (the native
+    logits with ``region_chunks`` gzip-compressed in chunks of one region); returns the chunk size along regions."""
     if layout == "chrombpnet":
         return write_chrombpnet_predictions(path, chrom, start, peak, length, counts_by_chrom, smooth_by_chrom, rng)
     n = len(start)
     tracks = next(iter(counts_by_chrom.values())).shape[0]
-    chunk_regions = max(1, min(n, CHUNK_BYTES // (tracks * length * 4)))
+    slice_regions = max(1, min(n, CHUNK_BYTES // (tracks * length * 4)))
+    chunk_regions = 1 if region_chunks else slice_regions
     with h5py.File(path, "w") as h5:
         logits_ds = h5.create_dataset("predictions/logits", shape=(n, tracks, length), dtype=np.float32,
-                                      chunks=(chunk_regions, tracks, length))
+                                      chunks=(chunk_regions, tracks, length),
+                                      compression="gzip" if region_chunks else None)
         logcounts_ds = h5.create_dataset("predictions/logcounts", shape=(n, 1), dtype=np.float32,
                                          chunks=(min(n, 65536), 1))
         for i, j, logits, logcounts in predicted_slices(chrom, start, length, counts_by_chrom, smooth_by_chrom, rng,
-                                                        chunk_regions):
+                                                        slice_regions):
             logits_ds[i:j] = logits
             logcounts_ds[i:j] = logcounts[:, None]
         string = h5py.string_dtype()
@@ -412,12 +422,12 @@ def make_case(out_dir, n_regions: int = 100_000, length: int = 1000, seed: int =
         smooth[chrom] = smoothed(counts[chrom])
     truth = truth_names(kind.n_tracks)
     for strand, name in enumerate(truth):
-        write_strand_bigwig(out / name, sizes, counts, strand, every_base=kind.dense_background, scale=kind.scale,
-                            ucsc_layout=kind.ucsc_layout)
+        write_strand_bigwig(out / name, sizes, counts, strand, every_base=kind.dense_background or kind.every_base,
+                            scale=kind.scale, ucsc_layout=kind.ucsc_layout)
     chrom, start, peak = choose_regions(sizes, summits, n_regions, length, rng, kind.peak_fraction,
                                         margin if kind.input_width else 0)
     chunk = write_predictions(out / "predictions.h5", chrom, start, peak, length, counts, smooth, rng,
-                              kind.predictions_layout)
+                              kind.predictions_layout, kind.region_chunks)
     files = {"predictions": "predictions.h5", "truth": truth}
     if kind.input_width:
         write_narrowpeak(out / "peaks.narrowPeak", chrom, start, length, kind.input_width)

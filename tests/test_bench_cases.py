@@ -64,7 +64,7 @@ def test_each_shape_holds_what_it_says(cases):
                 assert list(bw.chroms()) == [f"chr{i}" for i in range(1, 23)] + ["chrX"]
         if shape in ("peaks", "input2114"):
             assert peak.all(), shape
-        if shape == "background":  # every base of every chromosome covered, none below 1
+        if shape in ("background", "deep"):  # every base of every chromosome covered, none below 1
             with pyBigWig.open(str(case / "observed.plus.bw")) as bw:
                 for name, size in bw.chroms().items():
                     values = bw.values(name, 0, size, numpy=True)
@@ -149,6 +149,32 @@ def test_the_chrombpnet_shape_holds_the_s1_predictions_in_chrombpnets_layout(cas
         assert reports["chrombpnet"][name] == reports["s1"][name], name
     np.testing.assert_allclose(np.array(reports["chrombpnet"]["profile_mnll"], float),
                                np.array(reports["s1"]["profile_mnll"], float), rtol=1e-9)
+
+
+def test_the_fixedstep_and_regionchunks_shapes_hold_the_chip_case_written_otherwise(cases, tmp_path):
+    """``fixedstep``: the ``chip`` case's signal (same seed) with an entry on every base, zeros included;
+    ``regionchunks``: the ``chip`` case's predictions gzip-compressed in chunks of one region. Both score to the
+    ``chip`` report, byte for byte."""
+    chip, fixedstep, regionchunks = cases["chip"][0], cases["fixedstep"][0], cases["regionchunks"][0]
+    for name in ("observed.plus.bw", "observed.minus.bw"):
+        with pyBigWig.open(str(fixedstep / name)) as a, pyBigWig.open(str(chip / name)) as b:
+            assert a.chroms() == b.chroms()
+            for c, size in a.chroms().items():
+                entries = a.intervals(c)
+                assert len(entries) == size and sum(v == 0 for _, _, v in entries) > size // 2, (name, c)
+                np.testing.assert_array_equal(a.values(c, 0, size, numpy=True),
+                                              np.nan_to_num(b.values(c, 0, size, numpy=True)))
+    with h5py.File(regionchunks / "predictions.h5", "r") as h5, h5py.File(chip / "predictions.h5", "r") as native:
+        logits = h5["predictions/logits"]
+        assert logits.chunks == (1, 2, 1000) and logits.compression == "gzip"
+        np.testing.assert_array_equal(logits[:], native["predictions/logits"][:])
+    reports = []
+    for case in (chip, fixedstep, regionchunks):
+        done = run_cli("score", case / "predictions.h5", case / "observed.plus.bw", case / "observed.minus.bw",
+                       "--out", tmp_path / case.name, "--quiet", "--no-plots")
+        assert done.returncode == 0, done.stderr
+        reports.append((tmp_path / case.name / "regions.tsv").read_bytes())
+    assert reports[0] == reports[1] == reports[2]
 
 
 def test_a_sparse_track_gives_the_dense_counts_and_their_smoothing():

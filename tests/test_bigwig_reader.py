@@ -353,8 +353,8 @@ def test_intervals_kept_in_the_narrowest_dtypes_that_hold_them(tmp_path, last, l
 @pytest.mark.parametrize("beside", [False, True], ids=["here", "decoded-beside"])
 def test_per_base_counts_are_kept_in_the_narrowest_dtype_that_holds_them(tmp_path, top, late, kept, beside):
     """A track with a value on every base is kept as one value per base in uint8, int8, uint16 or int16 where the
-    header's summary puts every value in their range and the blocks decoded hold whole numbers; a block that holds a value
-    the dtype does not (a fraction after whole numbers) makes it read block by block. Values equal pyBigWig's."""
+    header's summary puts every value in their range and the blocks decoded hold whole numbers; a block that holds a
+    value the dtype does not (a fraction after whole numbers) makes it read block by block. Values equal pyBigWig's."""
     if beside and not (fork_is_safe() and hasattr(os, "memfd_create")):
         pytest.skip("Linux fork and memfd")
     rng = np.random.default_rng(abs(top))
@@ -915,7 +915,8 @@ def runs_file(path, sizes, rng, max_run=6, whole=False):
         ends = np.r_[ends[ends < size], size]
         starts = np.r_[0, ends[:-1]]
         bw.addEntries([name] * len(starts), starts.tolist(), ends=ends.tolist(),
-                      values=(rng.integers(1, 50, len(starts)).astype(float) if whole else rng.normal(size=len(starts)).round(3)).tolist())
+                      values=(rng.integers(1, 50, len(starts)).astype(float) if whole
+                              else rng.normal(size=len(starts)).round(3)).tolist())
     bw.close()
     return path
 

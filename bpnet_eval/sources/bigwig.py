@@ -15,10 +15,14 @@ How:
   (``_RESIDENT_MAX_BYTES``, the block cache's budget, which it replaces): on the first
   ``read`` if it has at most 8 MB of compressed data, otherwise once reads have decoded
   a quarter of its blocks, or at the first read where the windows to come (``expect``) touch a
-  quarter of them and a sample of its blocks says it fits. It is kept as intervals (16 bytes
-  each: a window's are found with a two-level ``searchsorted`` and written with one ``np.repeat``
-  of values and gaps) or, where that is smaller (one interval per base, e.g. fixedStep span 1),
-  as one float32 per base of the genome, from which windows are copied as rows of a strided view;
+  quarter of them and a sample of its blocks says it fits. It is kept as intervals (a window's are
+  found with a two-level ``searchsorted`` and written with one ``np.repeat`` of values and gaps; those
+  holding 0, stored or NaN, are left out, as they read as uncovered bases do) or, where that is smaller
+  (a value on every base, e.g. fixedStep span 1), as one value per base of the genome, from which
+  windows are copied as rows of a strided view. Each array is kept in the narrowest dtype that holds
+  it exactly: 7-8 bytes an interval for read counts on a genome under 4 Gb (uint32 genome positions,
+  uint16 lengths, whole-number values in the first of uint8, int8, uint16, int16 holding their span),
+  16 at most; one byte a base for counts up to 255 (the header's summary gives the span);
 * other files, and files too big to keep, are read block by block: the blocks a batch touches are read
   and decompressed once each (ISA-L's inflate through ``isal``, 1.5-3.5x zlib's,
   or zlib where ``isal`` is not installed; the same bytes either way) however many windows share them,
@@ -77,7 +81,7 @@ _SEARCH_DIRECT_BYTES = 4 << 20  # keys up to this size are searched by numpy's b
 _FILL_ELEMENTS = 1 << 17  # output elements filled per step from a file kept whole: temporaries of a few hundred
 # kB are reused by malloc, where multi-MB ones are returned to the system and faulted in again on every batch (~9x slower)
 _NARROW_DTYPES = (np.uint32, np.uint16)  # a kept interval's key and length where they fit (else int64, uint32)
-_WHOLE_DTYPES = (np.uint8, np.int8, np.uint16, np.int16)  # whole-number values: the first that holds them (else float32)
+_WHOLE_DTYPES = (np.uint8, np.int8, np.uint16, np.int16)  # whole numbers: the first that holds them (else float32)
 _NARROW_GENOME = (1 << 32) - (1 << 16)  # genome positions (and a narrow interval's end) fit uint32 below this
 _CACHED_BYTES_PER_INTERVAL = 16  # three uint32 positions + one float32 value
 _FIT_SAMPLE_BLOCKS = 16  # blocks decoded, evenly spaced, to tell whether a file decoded whole fits (``expect``)
@@ -332,7 +336,8 @@ def _copy_windows(values: np.ndarray, first: np.ndarray, width: int, out: np.nda
 
 
 class _DenseGenome:
-    """A clean file's values on every base of every chromosome, back to back (4 bytes per base)."""
+    """A clean file's values on every base of every chromosome, back to back (one value a base, in the dtype
+    ``BigWigReader._base_dtype`` gives: 1-4 bytes)."""
 
     def __init__(self, offsets: np.ndarray, dtype=np.float32, buffer=None):
         self.offsets = offsets  # where each chromosome id's bases begin
@@ -350,8 +355,8 @@ class _DenseGenome:
 
 class _WindowedDense:
     """A file's values on every base of the run's windows (merged into sorted, disjoint key ranges), back to back
-    (4 bytes per base): how a file too big to keep whole is kept where the windows lie when that takes less than
-    its intervals there (values on every base, one interval per base: a predicted bigWig)."""
+    (1-4 bytes a base, as ``_DenseGenome``): how a file too big to keep whole is kept where the windows lie when that
+    takes less than its intervals there (values on every base, one interval per base: a predicted bigWig)."""
 
     def __init__(self, ranges: tuple, dtype=np.float32, buffer=None):
         self.low, self.high = ranges
@@ -924,7 +929,7 @@ class BigWigReader:
         sizes = self._size_by_id
         offsets = self._genome_offsets()
         parts, dense, reached, held, kept = [], None, -1, 0, 0
-        narrow = (self._narrow_keys, True, (0.0, 0.0))  # of the intervals kept so far (``_SparseGenome.interval_dtypes``)
+        narrow = (self._narrow_keys, True, (0.0, 0.0))  # of the intervals kept so far (``interval_dtypes``)
         blocks = range(len(self._block_start)) if self._windows is None else self._window_blocks.tolist()
         if self._windows_dense:  # the windows' bases, every one of them
             dtype = self._base_dtype(self._seen_narrow[1] is not None)
@@ -991,7 +996,8 @@ class BigWigReader:
 
     def decode_whole_into(self, fd: int):
         """Decode the file whole, as the next read would, into the shared memory file ``fd`` (a memfd, sized here);
-        return its layout for ``adopt_whole``: ``("sparse", intervals, dtypes)``, ``("dense", bases, dtype)``, ``("windowed", bases, dtype)``
+        return its layout for ``adopt_whole``: ``("sparse", intervals, dtypes)``, ``("dense", bases, dtype)``,
+        ``("windowed", bases, dtype)``
         (the bases of the run's windows: ``_WindowedDense``), or None where the
         file is not clean or too big. Run by a process decoding it beside the one that reads it."""
 

@@ -82,8 +82,9 @@ class ChunkRows:
         # each chunk's offset within a row of chunks, along the axes after the first, with where it lies in the row
         # (inside the dataset) and the part of the chunk that does
         self._offsets = list(product(*(range(0, n, c) for n, c in zip(self.shape[1:], self.chunks[1:]))))
-        self._parts = {offset: (tuple(slice(o, min(o + c, n)) for o, c, n in zip(offset, self.chunks[1:], self.shape[1:])),
-                                tuple(slice(0, min(c, n - o)) for o, c, n in zip(offset, self.chunks[1:], self.shape[1:])))
+        axes = list(zip(self.chunks[1:], self.shape[1:]))
+        self._parts = {offset: (tuple(slice(o, min(o + c, n)) for o, (c, n) in zip(offset, axes)),
+                                tuple(slice(0, min(c, n - o)) for o, (c, n) in zip(offset, axes)))
                        for offset in self._offsets}
         self._stored_dtype = dataset.dtype
         self._chunk_bytes = int(np.prod(self.chunks, dtype=np.int64)) * self.dtype.itemsize
