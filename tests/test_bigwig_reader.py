@@ -348,7 +348,9 @@ def test_intervals_kept_in_the_narrowest_dtypes_that_hold_them(tmp_path, last, l
     (70000, None, "<f4"),      # past that: float32
     (-100, None, "|i1"),       # a minus strand stored as negative counts: signed
     (-1000, None, "<i2"),
-    (200, 0.5, None),          # a fraction in the last blocks, after whole numbers: not kept so, read block by block
+    (200, 3.5, None),          # a fraction in the last blocks (not the smallest or largest value): read block by block
+    (200.5, None, "<f4"),      # a fraction the header's summary shows (its largest value): float32 from the start
+    (-100, -1, "|i1"),         # nothing above 0 stored: the summary's largest value is DBL_MIN (libBigWig)
 ])
 @pytest.mark.parametrize("beside", [False, True], ids=["here", "decoded-beside"])
 def test_per_base_counts_are_kept_in_the_narrowest_dtype_that_holds_them(tmp_path, top, late, kept, beside):
@@ -357,14 +359,14 @@ def test_per_base_counts_are_kept_in_the_narrowest_dtype_that_holds_them(tmp_pat
     value the dtype does not (a fraction after whole numbers) makes it read block by block. Values equal pyBigWig's."""
     if beside and not (fork_is_safe() and hasattr(os, "memfd_create")):
         pytest.skip("Linux fork and memfd")
-    rng = np.random.default_rng(abs(top))
+    rng = np.random.default_rng(int(abs(top)))
     path = tmp_path / "counts.bw"
     bw = pyBigWig.open(str(path), "w")
     bw.addHeader(LAYOUT_CHROMS, maxZooms=0)
     for name, size in LAYOUT_CHROMS:
-        values = rng.integers(1, 9, size).astype(float)
+        values = rng.integers(1, 9, size).astype(float) * (-1 if late == -1 else 1)
         values[rng.integers(0, size, 5)] = top
-        if late is not None and name == LAYOUT_CHROMS[-1][0]:
+        if late is not None and late != -1 and name == LAYOUT_CHROMS[-1][0]:
             values[-3] = late
         bw.addEntries(name, 0, values=values.tolist(), span=1, step=1)
     bw.close()

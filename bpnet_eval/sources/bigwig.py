@@ -913,7 +913,11 @@ class BigWigReader:
         numbers only), the first of ``_WHOLE_DTYPES`` that holds the range of values the header's summary gives; else
         float32. (A block found to hold a value it does not is not kept so: ``_decode_whole``.)"""
         bounds = self.value_range() if whole else None
-        return _value_dtype(bounds if bounds is not None and bounds[0] <= bounds[1] else None)  # (NaN: not <=)
+        if bounds is None:
+            return np.dtype(np.float32)
+        low, high = bounds[0], 0.0 if 0.0 < bounds[1] < _SMALLEST_FLOAT32 else bounds[1]  # (none > 0: DBL_MIN)
+        whole = low <= high and float(low).is_integer() and float(high).is_integer()  # (a fraction, NaN: float32)
+        return _value_dtype((low, high) if whole else None)
 
     def _genome_offsets(self) -> np.ndarray:
         """Where each chromosome's bases begin in a file kept as one value per base (``_DenseGenome``)."""
