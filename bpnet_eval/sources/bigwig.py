@@ -82,6 +82,7 @@ _FILL_ELEMENTS = 1 << 17  # output elements filled per step from a file kept who
 # kB are reused by malloc, where multi-MB ones are returned to the system and faulted in again on every batch (~9x slower)
 _NARROW_DTYPES = (np.uint32, np.uint16)  # a kept interval's key and length where they fit (else int64, uint32)
 _WHOLE_DTYPES = (np.uint8, np.int8, np.uint16, np.int16)  # whole numbers: the first that holds them (else float32)
+_NARROW_EVERY = 256  # parts of a file kept whole whose dtypes are found at once (``_folded_narrow``)
 _NARROW_GENOME = (1 << 32) - (1 << 16)  # genome positions (and a narrow interval's end) fit uint32 below this
 _CACHED_BYTES_PER_INTERVAL = 16  # three uint32 positions + one float32 value
 _FIT_SAMPLE_BLOCKS = 16  # blocks decoded, evenly spaced, to tell whether a file decoded whole fits (``expect``)
@@ -251,6 +252,15 @@ def _narrow_intervals(start: np.ndarray, end: np.ndarray, value: np.ndarray) -> 
 def _joined_narrow(a: tuple, b: tuple) -> tuple:
     """Two ``_narrow_intervals`` (or ``(keys, *_narrow_intervals)``) together."""
     return (*(x and y for x, y in zip(a[:-1], b[:-1])), _joined_span(a[-1], b[-1]))
+
+
+def _folded_narrow(narrow: tuple, parts: list) -> tuple:
+    """``narrow`` (``(keys, *_narrow_intervals)``) with the intervals of ``parts`` (chromosome key, starts, ends,
+    values) joined in, all at once."""
+    if not parts or not (narrow[1] or narrow[2] is not None):
+        return narrow
+    return _joined_narrow(narrow, (narrow[0], *_narrow_intervals(*(np.concatenate([part[k] for part in parts])
+                                                                    for k in (1, 2, 3)))))
 
 
 def _interval_bytes(narrow: tuple) -> int:
@@ -912,7 +922,11 @@ class BigWigReader:
         """The dtype of this file kept as one value per base: where ``whole`` (the intervals decoded so far hold whole
         numbers only), the first of ``_WHOLE_DTYPES`` that holds the range of values the header's summary gives; else
         float32. (A block found to hold a value it does not is not kept so: ``_decode_whole``.)"""
-        bounds = self.value_range() if whole else None
+        if not whole:
+            return np.dtype(np.float32)
+        if not hasattr(self, "_summary_bounds"):
+            self._summary_bounds = self.value_range()
+        bounds = self._summary_bounds
         if bounds is None:
             return np.dtype(np.float32)
         low, high = bounds[0], 0.0 if 0.0 < bounds[1] < _SMALLEST_FLOAT32 else bounds[1]  # (none > 0: DBL_MIN)
@@ -932,8 +946,9 @@ class BigWigReader:
         arrays."""
         sizes = self._size_by_id
         offsets = self._genome_offsets()
-        parts, dense, reached, held, kept = [], None, -1, 0, 0
-        narrow = (self._narrow_keys, True, (0.0, 0.0))  # of the intervals kept so far (``interval_dtypes``)
+        parts, dense, reached, held, kept, folded = [], None, -1, 0, 0, 0
+        narrow = (self._narrow_keys, True, (0.0, 0.0))  # of the first ``folded`` parts (``interval_dtypes``)
+        per_interval, dense_dtype = _interval_bytes(narrow), self._base_dtype(True)
         blocks = range(len(self._block_start)) if self._windows is None else self._window_blocks.tolist()
         if self._windows_dense:  # the windows' bases, every one of them
             dtype = self._base_dtype(self._seen_narrow[1] is not None)
@@ -975,22 +990,30 @@ class BigWigReader:
             if not len(start):
                 continue
             parts.append((chrom, start, end, value))
-            if narrow[1] or narrow[2] is not None:
-                narrow = _joined_narrow(narrow, (narrow[0], *_narrow_intervals(start, end, value)))
             kept += len(start)
-            held = kept * _interval_bytes(narrow)
-            dtype = self._base_dtype(narrow[2] is not None)  # (every part so far holds whole numbers, or not)
-            dense_bytes = int(offsets[-1]) * dtype.itemsize
+            if len(parts) - folded >= _NARROW_EVERY:  # the dtypes the parts need, found a few hundred parts at a time
+                narrow, folded = _folded_narrow(narrow, parts[folded:]), len(parts)
+                per_interval, dense_dtype = _interval_bytes(narrow), self._base_dtype(narrow[2] is not None)
+            held = kept * per_interval
+            dense_bytes = int(offsets[-1]) * dense_dtype.itemsize
+            if held > dense_bytes and folded < len(parts):  # as the dtypes every part so far needs say
+                narrow, folded = _folded_narrow(narrow, parts[folded:]), len(parts)
+                per_interval, dense_dtype = _interval_bytes(narrow), self._base_dtype(narrow[2] is not None)
+                held, dense_bytes = kept * per_interval, int(offsets[-1]) * dense_dtype.itemsize
             if held > dense_bytes:  # more bytes as intervals than as one value per base
                 if dense_bytes > _RESIDENT_MAX_BYTES:
                     return None
-                dense = _DenseGenome(offsets, dtype, None if allocate is None else allocate(dense_bytes))
+                dense = _DenseGenome(offsets, dense_dtype, None if allocate is None else allocate(dense_bytes))
                 for part in parts:
+                    if not _holds(dense_dtype, part[3]):
+                        return None
                     dense.add(*part)
-                parts = []
+                parts, folded = [], 0
             elif held > _RESIDENT_MAX_BYTES:
                 return None
-        return dense if dense is not None else _SparseGenome.from_blocks(parts, allocate, narrow, offsets)
+        if dense is not None:
+            return dense
+        return _SparseGenome.from_blocks(parts, allocate, _folded_narrow(narrow, parts[folded:]), offsets)
 
     # ------------------------------------------- decoded whole by another process
     def decodes_whole_next(self) -> bool:
