@@ -83,6 +83,7 @@ _FILL_ELEMENTS = 1 << 17  # output elements filled per step from a file kept who
 _NARROW_DTYPES = (np.uint32, np.uint16)  # a kept interval's key and length where they fit (else int64, uint32)
 _WHOLE_DTYPES = (np.uint8, np.int8, np.uint16, np.int16)  # whole numbers: the first that holds them (else float32)
 _NARROW_EVERY = 256  # parts of a file kept whole whose dtypes are found at once (``_folded_narrow``)
+_ESTIMATE_BLOCKS, _ESTIMATE_STRIDE = 256, 16  # decoded blocks sampled for the estimate of the file kept whole
 _NARROW_GENOME = (1 << 32) - (1 << 16)  # genome positions (and a narrow interval's end) fit uint32 below this
 _CACHED_BYTES_PER_INTERVAL = 16  # three uint32 positions + one float32 value
 _FIT_SAMPLE_BLOCKS = 16  # blocks decoded, evenly spaced, to tell whether a file decoded whole fits (``expect``)
@@ -641,7 +642,10 @@ class BigWigReader:
         small = int(self._block_size.sum()) <= _RESIDENT_COMPRESSED_BYTES
         self._resident_due = 0 if small else max(1, int(np.ceil(_RESIDENT_AFTER_SHARE * len(order))))
         self._seen = np.zeros(len(order), dtype=bool)  # blocks decoded at least once
-        self._seen_blocks = self._seen_intervals = 0
+        self._seen_blocks = 0
+        # the nonzero intervals of the blocks sampled from those decoded (the first ``_ESTIMATE_BLOCKS``, then every
+        # ``_ESTIMATE_STRIDE``-th): what the file kept whole would hold, estimated
+        self._sampled_blocks = self._seen_intervals = 0
         # whether the file's intervals may be kept narrow (``_SparseGenome.interval_dtypes``): its genome is small
         # enough for uint32 positions; the clean blocks decoded so far have short intervals and whole-number values
         self._narrow_keys = int(self._size_by_id.sum()) < _NARROW_GENOME
@@ -712,13 +716,8 @@ class BigWigReader:
                     if not self._seen[block]:
                         self._seen[block] = True
                         self._seen_blocks += 1
-                        if hit.clean:  # as kept whole: less its zeros, in the dtypes its intervals need
-                            self._seen_intervals += int(np.count_nonzero(hit.value.view(np.uint32)))
-                            if self._seen_narrow[0] or self._seen_narrow[1] is not None:
-                                narrow = _narrow_intervals(hit.start, hit.end, hit.value)
-                                self._seen_narrow = _joined_narrow(self._seen_narrow, narrow)
-                        else:
-                            self._seen_intervals += len(hit.start)
+                        if self._seen_blocks <= _ESTIMATE_BLOCKS or self._seen_blocks % _ESTIMATE_STRIDE == 0:
+                            self._sample(hit)
                     cache[block] = hit
                     self._cache_size += len(hit.start) * _CACHED_BYTES_PER_INTERVAL
                 else:
@@ -728,6 +727,17 @@ class BigWigReader:
                 _, old = cache.popitem(last=False)
                 self._cache_size -= len(old.start) * _CACHED_BYTES_PER_INTERVAL
         return out
+
+    def _sample(self, block: "_Block") -> None:
+        """Count a decoded block in the estimate of what the file kept whole takes: its intervals less its zeros, and
+        the dtypes they need (``_narrow_intervals``)."""
+        self._sampled_blocks += 1
+        if not block.clean:
+            self._seen_intervals += len(block.start)
+            return
+        self._seen_intervals += int(np.count_nonzero(block.value.view(np.uint32)))
+        if self._seen_narrow[0] or self._seen_narrow[1] is not None:
+            self._seen_narrow = _joined_narrow(self._seen_narrow, _narrow_intervals(block.start, block.end, block.value))
 
     # -------------------------------------------------------------------- read
     def chrom_ids(self, chroms: Sequence[str]) -> np.ndarray:
@@ -890,7 +900,7 @@ class BigWigReader:
                 kept += int(np.count_nonzero(_overlapping(windows, block.chrom + block.start.astype(np.int64),
                                                           block.chrom + block.end.astype(np.int64))))
                 total += len(block.start)
-        per_block = self._seen_intervals / self._seen_blocks
+        per_block = self._seen_intervals / self._sampled_blocks
         share = kept / total if total else 1.0
         return share * per_block * touched * self._kept_interval_bytes()
 
@@ -909,7 +919,7 @@ class BigWigReader:
         where the run's windows lie) fits in _RESIDENT_MAX_BYTES."""
         if not self._seen_blocks or self._windows is not None:
             return True
-        sparse = self._seen_intervals * len(self._seen) / self._seen_blocks * self._kept_interval_bytes()
+        sparse = self._seen_intervals * len(self._seen) / self._sampled_blocks * self._kept_interval_bytes()
         dense = int(self._size_by_id.sum()) * self._base_dtype(self._seen_narrow[1] is not None).itemsize
         return min(sparse, dense) <= _RESIDENT_MAX_BYTES
 
