@@ -406,6 +406,39 @@ def test_a_genome_past_4_gb_keeps_int64_keys(tmp_path, second, key):
     np.testing.assert_array_equal(got, expected(path, chroms, starts, starts + 1000))
 
 
+@pytest.mark.parametrize("span", [4 << 20, 3_000])
+@pytest.mark.parametrize("whole", [True, False], ids=["decoded-whole", "block-by-block"])
+def test_blocks_stored_one_after_another_are_read_together(tmp_path, monkeypatch, whole, span):
+    """The blocks a read (or the decode of the whole file) needs are read by one ``pread`` per run of blocks stored
+    one after another (up to ``_READ_SPAN_BYTES``), not one each: the same values as pyBigWig."""
+    monkeypatch.setattr(bigwig, "_READ_SPAN_BYTES", span)
+    if not whole:
+        monkeypatch.setattr(bigwig, "_RESIDENT_COMPRESSED_BYTES", -1)
+        monkeypatch.setattr(bigwig, "_RESIDENT_AFTER_SHARE", 2.0)
+    rng = np.random.default_rng(31)
+    sizes = [("chrA", 400_000), ("chrB", 300_000)]
+    sections = []
+    for chrom, (_, size) in enumerate(sizes):  # 200 blocks of 50 intervals each
+        starts = np.sort(rng.choice(size // 4, 5000, replace=False)) * 4
+        for a in range(0, len(starts), 50):
+            sections.append((chrom, 1, 0, 0, 0, [(int(x), int(x) + 1 + int(x) % 3, float(x % 7))
+                                                 for x in starts[a:a + 50]]))
+    path = build_bigwig(tmp_path / "blocks.bw", sizes, sections)
+    chroms, starts = ["chrA"] * 300, np.arange(300) * 1000  # windows in genome order: blocks one after another
+    ends = starts + 2000
+    reads, decoded = [], []
+    real_pread, real_decode = os.pread, bigwig.BigWigReader._decode_block
+    with BigWigReader(str(path)) as r:
+        assert len(r._block_start) == 200
+        monkeypatch.setattr(bigwig.os, "pread", lambda fd, n, at: reads.append(n) or real_pread(fd, n, at))
+        monkeypatch.setattr(bigwig.BigWigReader, "_decode_block",
+                            lambda self, block, raw=None: decoded.append(raw is not None) or real_decode(self, block, raw))
+        for i in range(0, 300, 100):
+            assert_same(path, chroms[i:i + 100], starts[i:i + 100], ends[i:i + 100], reader=r)
+    assert all(decoded) and len(decoded) >= (200 if whole else 70)  # every block decoded from a run read before
+    assert max(reads) <= span and len(reads) <= (3 if span > 1 << 20 else len(decoded) / 3)
+
+
 @pytest.mark.parametrize("n", [1, 63, 64, 65, 1000])
 def test_two_level_search_equals_searchsorted(monkeypatch, n):
     monkeypatch.setattr(bigwig, "_SEARCH_DIRECT_BYTES", 0)

@@ -84,6 +84,7 @@ _NARROW_DTYPES = (np.uint32, np.uint16)  # a kept interval's key and length wher
 _WHOLE_DTYPES = (np.uint8, np.int8, np.uint16, np.int16)  # whole numbers: the first that holds them (else float32)
 _NARROW_EVERY = 256  # parts of a file kept whole whose dtypes are found at once (``_folded_narrow``)
 _ESTIMATE_BLOCKS, _ESTIMATE_STRIDE = 256, 16  # decoded blocks sampled for the estimate of the file kept whole
+_READ_GROUP, _READ_SPAN_BYTES = 256, 4 << 20  # blocks to decode read ahead together, by one pread per run of them
 _NARROW_GENOME = (1 << 32) - (1 << 16)  # genome positions (and a narrow interval's end) fit uint32 below this
 _CACHED_BYTES_PER_INTERVAL = 16  # three uint32 positions + one float32 value
 _FIT_SAMPLE_BLOCKS = 16  # blocks decoded, evenly spaced, to tell whether a file decoded whole fits (``expect``)
@@ -674,10 +675,41 @@ class BigWigReader:
         return bounds is not None and bounds[1] < _SMALLEST_FLOAT32 and bounds[0] < 0
 
     # ------------------------------------------------------------------ blocks
-    def _decode_block(self, block: int):
+    def _stored_blocks(self, blocks: list) -> dict:
+        """``{block: stored bytes}`` of ``blocks``, read by one ``pread`` per run of blocks stored one after another in
+        the file (up to ``_READ_SPAN_BYTES``): one call, and one release of Python's lock, for many blocks."""
+        offsets = self._block_offset[blocks].tolist()
+        sizes = self._block_size[blocks].tolist()
+        order = sorted(range(len(blocks)), key=offsets.__getitem__)
+        stored, i = {}, 0
+        while i < len(order):
+            first = offsets[order[i]]
+            end, j = first + sizes[order[i]], i + 1
+            while (j < len(order) and offsets[order[j]] == end
+                   and end + sizes[order[j]] - first <= _READ_SPAN_BYTES):
+                end += sizes[order[j]]
+                j += 1
+            span = memoryview(self._pread(first, end - first))
+            for k in order[i:j]:
+                stored[blocks[k]] = span[offsets[k] - first:offsets[k] - first + sizes[k]]
+            i = j
+        return stored
+
+    def _next_stored(self, blocks: list, at: int) -> dict:
+        """``_stored_blocks`` of the next ``_READ_GROUP`` blocks of ``blocks`` from index ``at`` not in the cache."""
+        group = []
+        for block in blocks[at:]:
+            if block not in self._cache:
+                group.append(block)
+                if len(group) == _READ_GROUP:
+                    break
+        return self._stored_blocks(group)
+
+    def _decode_block(self, block: int, raw=None):
         """Intervals of one data block: (chromosome key, uint32 starts, uint32 ends, float32 values); read-only
         arrays, strided views into the block's bytes where the file's byte order is this machine's."""
-        raw = self._pread(int(self._block_offset[block]), int(self._block_size[block]))
+        if raw is None:  # (else its stored bytes, read already: ``_stored_blocks``)
+            raw = self._pread(int(self._block_offset[block]), int(self._block_size[block]))
         try:
             data = inflate(raw) if self._uncompress_buf_size else raw
         except INFLATE_ERRORS:
@@ -706,13 +738,16 @@ class BigWigReader:
 
     def _blocks(self, needed: np.ndarray):
         """Decoded intervals of the given blocks, from the cache where possible."""
-        out = []
+        out, stored = [], {}
         with self._lock:
             cache = self._cache
-            for block in needed.tolist():
+            needed = needed.tolist()
+            for at, block in enumerate(needed):
                 hit = cache.get(block)
                 if hit is None:
-                    hit = _Block(*self._decode_block(block))
+                    if block not in stored:  # this block and the next ones to decode, read together
+                        stored = self._next_stored(needed, at)
+                    hit = _Block(*self._decode_block(block, stored.pop(block)))
                     if not self._seen[block]:
                         self._seen[block] = True
                         self._seen_blocks += 1
@@ -959,15 +994,18 @@ class BigWigReader:
         parts, dense, reached, held, kept, folded = [], None, -1, 0, 0, 0
         narrow = (self._narrow_keys, True, (0.0, 0.0))  # of the first ``folded`` parts (``interval_dtypes``)
         per_interval, dense_dtype = _interval_bytes(narrow), self._base_dtype(True)
-        blocks = range(len(self._block_start)) if self._windows is None else self._window_blocks.tolist()
+        blocks = list(range(len(self._block_start))) if self._windows is None else self._window_blocks.tolist()
         if self._windows_dense:  # the windows' bases, every one of them
             dtype = self._base_dtype(self._seen_narrow[1] is not None)
             nbytes = _WindowedDense.bases(self._windows) * dtype.itemsize
             dense = _WindowedDense(self._windows, dtype, None if allocate is None or not nbytes else allocate(nbytes))
-        for block in blocks:  # genome order: each block starts where the last ended or later
+        stored = {}
+        for at, block in enumerate(blocks):  # genome order: each block starts where the last ended or later
             cached = self._cache.pop(block, None)  # moved out of the cache, which this replaces
             if cached is None:
-                chrom, start, end, value = self._decode_block(block)
+                if block not in stored:  # this block and the next ones to decode, read together
+                    stored = self._next_stored(blocks, at)
+                chrom, start, end, value = self._decode_block(block, stored.pop(block))
             else:
                 self._cache_size -= len(cached.start) * _CACHED_BYTES_PER_INTERVAL
                 chrom, start, end, value = cached.chrom, cached.start, cached.end, cached.value
