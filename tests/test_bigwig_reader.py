@@ -439,6 +439,27 @@ def test_blocks_stored_one_after_another_are_read_together(tmp_path, monkeypatch
     assert max(reads) <= span and len(reads) <= (3 if span > 1 << 20 else len(decoded) / 3)
 
 
+def test_blocks_with_a_value_on_every_base_fill_windows_as_runs_of_bases():
+    """Read block by block, clean blocks whose intervals fill their span one base each (a predicted track) are
+    copied as runs of bases (``_spans_filled``): spans that touch are merged, a window across a gap between them
+    is not covered (it is filled from the intervals), and a block with a longer interval or a hole is not taken."""
+    def part(chrom, first, values, step=1):
+        start = np.arange(first, first + step * len(values), step, dtype=np.uint32)
+        return chrom << 32, start, start + 1, np.asarray(values, np.float32)
+
+    parts = [part(0, 10, [1, 2, 3]), part(0, 13, [4, 5]), part(0, 30, [6, 7, 8]), part(1, 0, [9, 9])]
+    filled = bigwig._spans_filled(parts)
+    np.testing.assert_array_equal(filled.low, [10, 30, 1 << 32])
+    np.testing.assert_array_equal(filled.high, [15, 33, (1 << 32) + 2])
+    out = np.zeros((3, 3), np.float32)
+    filled.fill(np.array([11, 30, 1 << 32]), 2, out[:, :2])
+    np.testing.assert_array_equal(out[:, :2], [[2, 3], [6, 7], [9, 9]])
+    assert not bigwig._covered((filled.low, filled.high), np.array([14]), 3)  # across the gap 15..30
+    assert bigwig._spans_filled(parts + [part(2, 0, [1, 2], step=2)]) is None  # a hole between its intervals
+    longer = (3 << 32, np.array([0], np.uint32), np.array([2], np.uint32), np.array([1], np.float32))
+    assert bigwig._spans_filled(parts + [longer]) is None
+
+
 @pytest.mark.parametrize("n", [1, 63, 64, 65, 1000])
 def test_two_level_search_equals_searchsorted(monkeypatch, n):
     monkeypatch.setattr(bigwig, "_SEARCH_DIRECT_BYTES", 0)

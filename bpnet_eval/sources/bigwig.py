@@ -404,6 +404,22 @@ class _WindowedDense:
         _copy_windows(self.values, self.offsets[rank] + (key0 - self.low[rank]), width, out)
 
 
+def _spans_filled(parts: list) -> "_WindowedDense | None":
+    """Clean parts of blocks in genome order (chromosome key, starts, ends, values) whose intervals each fill their
+    span with one value a base, as one float32 a base of their spans (merged where they touch); None where one
+    does not."""
+    parts = [part for part in parts if len(part[1])]
+    if not parts or any(int(end[-1]) - int(start[0]) != len(value) for _, start, end, value in parts):
+        return None
+    low = np.array([chrom + int(start[0]) for chrom, start, _, _ in parts], dtype=np.int64)
+    high = np.array([chrom + int(end[-1]) for chrom, _, end, _ in parts], dtype=np.int64)
+    filled = _WindowedDense(_merged_ranges(low, high))
+    rank = np.searchsorted(filled.low, low, side="right") - 1
+    for at, (_, _, _, value) in zip((filled.offsets[rank] + (low - filled.low[rank])).tolist(), parts):
+        filled.values[at:at + len(value)] = value
+    return filled
+
+
 class _SparseGenome:
     """A clean file's intervals, sorted by start key, none overlapping: keys, lengths and values each in the narrowest
     dtype that holds them exactly (``interval_dtypes``): 8 bytes an interval for read counts on a genome under 4 Gb,
@@ -870,7 +886,11 @@ class BigWigReader:
             parts[i] = (block.chrom, block.start[keep], block.end[keep], block.value[keep])
             clean = clean and block.clean
         if clean and _in_genome_order(parts):
-            _SparseGenome.from_blocks(parts).fill(key0, width, flat.reshape(len(key0), width))
+            filled = _spans_filled(parts)  # a value on every base (a predicted track): copied as runs of bases
+            if filled is not None and _covered((filled.low, filled.high), key0, width):
+                filled.fill(key0, width, flat.reshape(len(key0), width))
+            else:
+                _SparseGenome.from_blocks(parts).fill(key0, width, flat.reshape(len(key0), width))
             return
         chroms, starts, ends, values = zip(*[parts[i] for i in stored_order])
         chrom = np.repeat(np.array(chroms, dtype=np.int64), [len(v) for v in values])
