@@ -81,6 +81,23 @@ def open_regular_fd(path, what: str) -> int:
 GZIP_MAGIC = b"\x1f\x8b"
 
 
+def read_runs(read, offsets: Sequence[int], sizes: Sequence[int], limit: int) -> list:
+    """The stored pieces ``(offsets[k], sizes[k])``, in the order given, as memoryviews: pieces stored one after
+    another (in that order) are read by one ``read(offset, size)`` (which returns all ``size`` bytes or raises), up
+    to ``limit`` bytes a read; one call, and one system call, for a run of many small pieces."""
+    pieces, start = [], 0
+    while start < len(offsets):
+        first = offsets[start]
+        stop, end = start + 1, first + sizes[start]
+        while stop < len(offsets) and offsets[stop] == end and end + sizes[stop] - first <= limit:
+            end += sizes[stop]
+            stop += 1
+        span = memoryview(read(first, end - first))
+        pieces.extend(span[offsets[k] - first:offsets[k] - first + sizes[k]] for k in range(start, stop))
+        start = stop
+    return pieces
+
+
 def open_text(path, what: str):
     """``open(path, "rt")`` of a regular file (``open_regular_fd``), decompressed when it is gzip or bgzip
     (recognised by its first two bytes, whatever its name); OSError is left to the caller."""

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from bpnet_eval.errors import InputError
+from bpnet_eval.input_files import read_runs
 from bpnet_eval.pipeline import score
 from bpnet_eval.sources import chunks
 from bpnet_eval.sources.chunks import chunk_filters, rows_reader, unshuffle
@@ -70,6 +71,25 @@ def test_reads_in_any_order_and_single_rows(tmp_path):
     starts = rng.integers(0, 299, 40)
     assert_reads_like_h5py(ds, [(int(i), int(min(300, i + rng.integers(1, 60)))) for i in starts] +
                            [(int(i), int(i) + 1) for i in starts])
+
+
+def test_read_runs_reads_pieces_stored_one_after_another_together():
+    """``input_files.read_runs``: pieces in the order given; one read per run of pieces stored one after another in
+    that order, broken by a gap, by a piece stored before the last, and at the byte limit."""
+    data = bytes(range(256)) * 4
+    calls = []
+
+    def read(offset, size):
+        calls.append((offset, size))
+        return data[offset:offset + size]
+
+    offsets, sizes = [0, 10, 15, 40, 30, 35, 50], [10, 5, 5, 10, 5, 5, 30]
+    pieces = read_runs(read, offsets, sizes, limit=25)
+    assert [bytes(p) for p in pieces] == [data[o:o + n] for o, n in zip(offsets, sizes)]
+    assert calls == [(0, 20), (40, 10), (30, 10), (50, 30)]  # a run up to the limit (0-20), then apart
+    calls.clear()
+    read_runs(read, offsets[:3], sizes[:3], limit=12)
+    assert calls == [(0, 10), (10, 10)]
 
 
 @pytest.mark.parametrize("threads", [1, 3])

@@ -56,7 +56,7 @@ from typing import Sequence
 import numpy as np
 
 from bpnet_eval.errors import BpnetEvalError, InputError
-from bpnet_eval.input_files import UNEXPECTED_READ_ERRORS, error_reason, open_regular_fd, reading
+from bpnet_eval.input_files import UNEXPECTED_READ_ERRORS, error_reason, open_regular_fd, read_runs, reading
 from bpnet_eval.sources.deflate import INFLATE_ERRORS, inflate
 
 __all__ = ["BigWigReader"]
@@ -694,22 +694,9 @@ class BigWigReader:
     def _stored_blocks(self, blocks: list) -> dict:
         """``{block: stored bytes}`` of ``blocks``, read by one ``pread`` per run of blocks stored one after another in
         the file (up to ``_READ_SPAN_BYTES``): one call, and one release of Python's lock, for many blocks."""
-        offsets = self._block_offset[blocks].tolist()
-        sizes = self._block_size[blocks].tolist()
-        order = sorted(range(len(blocks)), key=offsets.__getitem__)
-        stored, i = {}, 0
-        while i < len(order):
-            first = offsets[order[i]]
-            end, j = first + sizes[order[i]], i + 1
-            while (j < len(order) and offsets[order[j]] == end
-                   and end + sizes[order[j]] - first <= _READ_SPAN_BYTES):
-                end += sizes[order[j]]
-                j += 1
-            span = memoryview(self._pread(first, end - first))
-            for k in order[i:j]:
-                stored[blocks[k]] = span[offsets[k] - first:offsets[k] - first + sizes[k]]
-            i = j
-        return stored
+        by_offset = sorted(blocks, key=lambda block: self._block_offset[block])
+        offsets, sizes = self._block_offset[by_offset].tolist(), self._block_size[by_offset].tolist()
+        return dict(zip(by_offset, read_runs(self._pread, offsets, sizes, _READ_SPAN_BYTES)))
 
     def _next_stored(self, blocks: list, at: int) -> dict:
         """``_stored_blocks`` of the next ``_READ_GROUP`` blocks of ``blocks`` from index ``at`` not in the cache."""

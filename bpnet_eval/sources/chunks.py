@@ -22,6 +22,7 @@ import h5py
 import numpy as np
 
 from ..environment import allotted_cpus
+from ..input_files import read_runs
 from .deflate import INFLATE_ERRORS, inflate
 
 DEFLATE, SHUFFLE = h5py.h5z.FILTER_DEFLATE, h5py.h5z.FILTER_SHUFFLE
@@ -164,22 +165,15 @@ class ChunkRows:
         if self._fd is None:
             return [self.dataset.id.read_direct_chunk(key) for key in keys]
         infos = [self._index[key] for key in keys]  # a chunk never written has none (KeyError): h5py gives its fill
-        stored, start = [], 0
-        while start < len(infos):
-            stop, end = start + 1, infos[start].byte_offset + infos[start].size
-            while (stop < len(infos) and infos[stop].byte_offset == end
-                   and end + infos[stop].size - infos[start].byte_offset <= MAX_READ_BYTES):
-                end += infos[stop].size
-                stop += 1
-            span = os.pread(self._fd, end - infos[start].byte_offset, infos[start].byte_offset)
-            if len(span) != end - infos[start].byte_offset:
-                raise ValueError(f"the file ends inside the chunk at {keys[start]}")
-            view, at = memoryview(span), 0
-            for info in infos[start:stop]:
-                stored.append((info.filter_mask, view[at:at + info.size]))
-                at += info.size
-            start = stop
-        return stored
+        stored = read_runs(self._pread, [info.byte_offset for info in infos], [info.size for info in infos],
+                           MAX_READ_BYTES)
+        return [(info.filter_mask, data) for info, data in zip(infos, stored)]
+
+    def _pread(self, offset: int, size: int) -> bytes:
+        data = os.pread(self._fd, size, offset)
+        if len(data) != size:
+            raise ValueError(f"the file ends inside the chunks at bytes {offset}-{offset + size}")
+        return data
 
     def _place(self, target: np.ndarray, offset: tuple, data: bytes) -> None:
         """Write the part inside the dataset of the decoded chunk ``data`` into ``target`` (a row of chunks) at
