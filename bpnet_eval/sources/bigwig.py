@@ -422,7 +422,7 @@ def _spans_filled(parts: list) -> "_WindowedDense | None":
 
 class _SparseGenome:
     """A clean file's intervals, sorted by start key, none overlapping: keys, lengths and values each in the narrowest
-    dtype that holds them exactly (``interval_dtypes``): 8 bytes an interval for read counts on a genome under 4 Gb,
+    dtype that holds them exactly (``interval_dtypes``): 7-8 bytes an interval for read counts on a genome under 4 Gb,
     16 at most. Keys are int64 ``chrom << 32 | position``, or (``offsets`` given) uint32 positions in the genome laid
     out chromosome after chromosome, ``offsets[chrom] + position``."""
 
@@ -667,6 +667,7 @@ class BigWigReader:
         # enough for uint32 positions; the clean blocks decoded so far have short intervals and whole-number values
         self._narrow_keys = int(self._size_by_id.sum()) < _NARROW_GENOME
         self._seen_narrow = (True, (0.0, 0.0))  # (``_narrow_intervals``)
+        self._summary_bounds = False  # ``value_range``, once read (``_base_dtype``)
         # A file too big to keep whole is kept where the run's windows lie (``expect``): the windows merged into
         # key ranges, and the blocks they touch.
         self._windows = self._window_blocks = None
@@ -976,7 +977,7 @@ class BigWigReader:
         float32. (A block found to hold a value it does not is not kept so: ``_decode_whole``.)"""
         if not whole:
             return np.dtype(np.float32)
-        if not hasattr(self, "_summary_bounds"):
+        if self._summary_bounds is False:  # (read once, when first needed)
             self._summary_bounds = self.value_range()
         bounds = self._summary_bounds
         if bounds is None:
