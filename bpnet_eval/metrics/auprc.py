@@ -15,7 +15,6 @@ import math
 import numpy as np
 import torch
 
-from .names import BIN_SIZES
 from .sorting import any_sort, flat_nonzero, stable_order
 
 NAN = float("nan")

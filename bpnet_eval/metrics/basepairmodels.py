@@ -142,7 +142,7 @@ def basepairmodels_metrics(probs: np.ndarray, logcounts: np.ndarray, observed: n
     rows = (observed.sum(axis=-1) != 0) & (predicted.sum(axis=-1) != 0)
     if not rows.any():
         return out
-    k, v, p = observed[rows], predicted[rows], probs[rows]
+    k, v = observed[rows], predicted[rows]
     smooth = gaussian_filter_reflect(k)
     q = smooth / smooth.sum(axis=-1, keepdims=True)
     fixed = fix_sum_to_one(v / v.sum(axis=-1, keepdims=True))

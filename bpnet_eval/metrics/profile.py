@@ -12,10 +12,10 @@ import numpy as np
 import torch
 
 from ..losses import joint_log_softmax
-from .auprc import (BIN_SIZES, NEG_MAX_FRACTION, POS_MIN_FRACTION, REQUIRED_MIN_POS_COUNTS, auprc_region_mask,
-                    average_precision, binned_labels_scores_by_size)
+from .auprc import (NEG_MAX_FRACTION, POS_MIN_FRACTION, REQUIRED_MIN_POS_COUNTS, auprc_region_mask, average_precision,
+                    binned_labels_scores_by_size)
 from .correlation import NAN, pearson, spearman
-from .names import PROFILE_METRICS_ALL, PROFILE_METRICS_DEFAULT
+from .names import BIN_SIZES, PROFILE_METRICS_ALL, PROFILE_METRICS_DEFAULT
 from .smoothing import DEFAULT_SIGMA, DEFAULT_WIDTH, smooth_gaussian1d
 from .sorting import by_numpy, any_order, count_true, flat_nonzero, nonzero_mask, put_flat, take_flat
 
