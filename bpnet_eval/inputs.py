@@ -172,6 +172,15 @@ def default_read_workers(n_batches: int) -> int:
     return 0 if n_batches < 2 or cpus < 2 else min(MAX_READ_WORKERS, cpus // 2)
 
 
+def prediction_read_ahead(bounds: Sequence[Tuple[int, int]], length: int, workers: int, read_ahead_mb: int):
+    """``read_ahead(source)`` for ``PredictionSource.will_read``: processes, forked then, reading the batches
+    ``bounds`` of ``source`` (values ``(b, S, L)``) ahead: ``workers``, or one per track where there are more tracks
+    and CPUs (each file then read by a process of its own: 52.8k windows of two predicted bigWigs read block by
+    block on 2 CPUs, 5.3 s with one process, 4.2-4.5 s with two, 7.1 s in this process)."""
+    return lambda source: ProcessReadAhead(source, bounds, length, max(workers, min(source.n_tracks, allotted_cpus())),
+                                           held=1, memory=read_ahead_mb << 20)
+
+
 @dataclass
 class Inputs:
     """The open, validated sources of a run and the rows it scores.
@@ -224,9 +233,11 @@ def open_inputs(job: Job, batch_work: Optional[Callable[[np.ndarray], object]] =
         if not 0 <= start <= stop <= preds.n:
             raise UsageError(f"rows {start}..{stop} are not within the {preds.n} regions of {preds.path}")
         truth_source.will_read(start, stop)
-        preds.will_read(start, stop, ForkedCall if fork_is_safe() else None)
         bounds = batch_bounds(start, stop, run.batch_size)
         workers = default_read_workers(len(bounds)) if run.read_workers is None else run.read_workers
+        processes = workers > 0 and len(bounds) > 1 and fork_is_safe()
+        preds.will_read(start, stop, ForkedCall if fork_is_safe() else None,
+                        prediction_read_ahead(bounds, preds.length, workers, run.read_ahead_mb) if processes else None)
         if workers and truth_source.forkable and len(bounds) > 1 and fork_is_safe():
             observed = ProcessReadAhead(truth_source, bounds, preds.length, workers, memory=run.read_ahead_mb << 20,
                                         work=batch_work, work_bytes=batch_work_bytes)

@@ -274,6 +274,10 @@ class ProcessReadAhead:
         return len(payload), None
 
     # ------------------------------------------------------------------ main side
+    def is_next(self, i: int, j: int) -> bool:
+        """Whether rows ``i..j`` are the next batch (``read`` takes the batches in the order given, once each)."""
+        return self._next < len(self.bounds) and self.bounds[self._next] == (i, j)
+
     def read(self, i: int, j: int) -> np.ndarray:
         """Observed counts ``(j - i, S, L)`` of the next batch (a view into shared memory)."""
         return self.read_with_work(i, j)[0]
@@ -281,7 +285,7 @@ class ProcessReadAhead:
     def read_with_work(self, i: int, j: int) -> Tuple[np.ndarray, object]:
         """``read(i, j)``, and what ``work`` gave on that batch in its worker (None without ``work``)."""
         k = self._next
-        if k >= len(self.bounds) or self.bounds[k] != (i, j):
+        if not self.is_next(i, j):
             raise RuntimeError(f"batches must be read in the order given: expected {self.bounds[k:k + 1]}, "
                                f"got {(i, j)}")
         self._next += 1

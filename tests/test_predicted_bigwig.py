@@ -232,3 +232,81 @@ def test_cli_bigwig_predictions_without_regions(tmp_path):
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2 and len(lines) == 1 and "--regions" in lines[0], result.stderr
     assert not (out / "summary.json").exists()
+
+
+def block_by_block(monkeypatch):
+    """Files too big to keep, even where the windows lie: read block by block."""
+    from bpnet_eval.sources import bigwig
+
+    monkeypatch.setattr(bigwig, "_RESIDENT_COMPRESSED_BYTES", -1)  # not small: its fit is estimated when told the windows
+    monkeypatch.setattr(bigwig, "_RESIDENT_MAX_BYTES", 1_000)
+
+
+def test_files_read_block_by_block_are_read_ahead_by_processes(tmp_path, monkeypatch):
+    """Predicted bigWigs read block by block are read by processes forked for them (each file by its own where there
+    are CPUs for it), beside the scoring: the same logits and log counts as read in this process; a row read out of
+    the run's order (an example region, after the run) is read by this process; the processes are gone at the
+    end."""
+    from bpnet_eval.inputs import open_inputs
+    from bpnet_eval.options import Job
+    from bpnet_eval.sources.predicted_bigwig import PredictedValues
+    from bpnet_eval.workers import ProcessReadAhead
+    from tests.support.processes import alive
+
+    block_by_block(monkeypatch)
+    case = make_case(tmp_path, n=60, length=40)
+    paths = write_tracks(tmp_path, case, predicted_values(case))
+    bed = write_bed(tmp_path / "r.bed", case)
+    stored = read_back(paths, case)
+
+    def batches(read_workers):
+        with open_inputs(Job.of(paths, [str(p) for p in case.bigwigs], bed, batch_size=8,
+                                read_workers=read_workers)) as inputs:
+            preds = inputs.preds
+            assert all(reader.reads_blocks() for reader in preds._readers)
+            ahead = preds._ahead
+            read = [batch[2] for batch in inputs.batches()]
+            example = preds.read(5, 6)
+            if read_workers:
+                assert isinstance(ahead, ProcessReadAhead) and isinstance(ahead.source, PredictedValues)
+                assert ahead.workers >= 1 and not ahead.is_next(5, 6)
+                assert ahead._next == len(read) == 8  # every batch came from the processes
+                pids = list(ahead._pids)
+            else:
+                assert ahead is None
+                pids = []
+        assert not any(alive(pid) for pid in pids) and preds._ahead is None
+        return np.concatenate([r[0] for r in read]), np.concatenate([r[1] for r in read]), example
+
+    logits, logcounts, example = batches(1)
+    alone = batches(0)
+    np.testing.assert_array_equal(logits, alone[0])
+    np.testing.assert_array_equal(logcounts, alone[1])
+    for got, want in zip(example, (logits[5:6], logcounts[5:6])):
+        np.testing.assert_array_equal(got, want)
+    np.testing.assert_allclose(logcounts[:, 0], np.log(stored.sum(axis=(1, 2))), rtol=1e-12)
+    positive = stored > 0
+    np.testing.assert_allclose(logits[positive], np.log(stored[positive]), rtol=1e-12)
+    result = score(paths, case.bigwigs, bed, device="cpu", batch_size=8, read_workers=1)
+    check_columns(result.columns, reference(stored, case.observed), ["plus", "minus"])
+
+
+def test_a_damaged_block_read_ahead_names_the_file(tmp_path, monkeypatch):
+    """A predicted bigWig read block by block by a process reading ahead: a block that does not decompress is an
+    InputError naming the file (the CLI's one line, exit 3), raised at the batch that needs it."""
+    from bpnet_eval.sources.bigwig import BigWigReader
+
+    block_by_block(monkeypatch)
+    case = make_case(tmp_path, n=60, length=40)
+    paths = write_tracks(tmp_path, case, predicted_values(case))
+    with BigWigReader(paths[1]) as reader:
+        offset, size = int(reader._block_offset[-1]), int(reader._block_size[-1])
+    data = bytearray(open(paths[1], "rb").read())
+    data[offset:offset + size] = b"\xff" * size  # the index still points at it; zlib cannot read it
+    damaged = tmp_path / "damaged.pred.bw"
+    damaged.write_bytes(bytes(data))
+    with pytest.raises(InputError) as err:
+        score([paths[0], str(damaged)], case.bigwigs, write_bed(tmp_path / "r.bed", case), device="cpu",
+              batch_size=8, read_workers=1)
+    message = str(err.value)
+    assert str(damaged) in message and "does not decompress" in message and "\n" not in message

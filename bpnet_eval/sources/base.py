@@ -56,9 +56,11 @@ class PredictionSource(Protocol):
     def check_batch(self, logits: np.ndarray, observed: np.ndarray, regions: Optional[Regions], first_row: int) -> None:
         """Raise an InputError for what this format cannot score in one batch (nothing by default)."""
 
-    def will_read(self, start: int, stop: int, fork=None) -> None:
+    def will_read(self, start: int, stop: int, fork=None, read_ahead=None) -> None:
         """The run reads rows ``start..stop`` batch by batch from here on (a source may prepare for them; ``fork``:
-        how to run a call in a process forked now, ``workers.ForkedCall``, where that is safe, else None)."""
+        how to run a call in a process forked now, ``workers.ForkedCall``, where that is safe, else None;
+        ``read_ahead(source)``: processes forked now that read the run's batches of ``source``, a truth-like source of
+        ``(b, S, L)`` values, ahead, ``workers.ProcessReadAhead``, where reading processes are wanted, else None)."""
 
     def close(self) -> None:
         """Release the files."""

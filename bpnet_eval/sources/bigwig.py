@@ -1077,6 +1077,11 @@ class BigWigReader:
         windows touch enough of it), unless it turns out not clean or too big."""
         return self._resident is None and self._resident_ok and self._resident_due == 0 and self._whole_may_fit()
 
+    def reads_blocks(self) -> bool:
+        """Whether reads decode the blocks they need as they go: the file is not kept (whole, or where the run's windows
+        lie) and the next read does not decode it so (``decodes_whole_next``)."""
+        return self._resident is None and not self.decodes_whole_next()
+
     def decode_whole_into(self, fd: int):
         """Decode the file whole, as the next read would, into the shared memory file ``fd`` (a memfd, sized here);
         return its layout for ``adopt_whole``: ``("sparse", intervals, dtypes)``, ``("dense", bases, dtype)``,

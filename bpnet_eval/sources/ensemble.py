@@ -144,9 +144,9 @@ class EnsemblePredictions(PredictionSource):
     def stored_datasets(self) -> list:
         return [d for m in self.members for d in m.stored_datasets()]
 
-    def will_read(self, start: int, stop: int, fork=None) -> None:
+    def will_read(self, start: int, stop: int, fork=None, read_ahead=None) -> None:
         for member in self.members:
-            member.will_read(start, stop, fork)
+            member.will_read(start, stop, fork, read_ahead)
 
     def read(self, i: int, j: int):
         """The ensemble's logits ``(j-i, S, L)`` and log counts ``(j-i, T)`` (float64) of regions ``i..j``."""

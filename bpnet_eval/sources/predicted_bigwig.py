@@ -179,6 +179,7 @@ class BigWigPredictions(PredictionSource):
         self.length = int(self._regions.end[0] - self._regions.start[0]) if self.n else int(length or 0)
         self._readers = []
         self._decoding = {}  # track → (the process decoding its file, its memfd): ``will_read``
+        self._ahead = None  # processes reading the values of the run's batches ahead: ``will_read``
         try:
             for p in self.paths:
                 self._readers.append(BigWigReader(p))
@@ -219,18 +220,23 @@ class BigWigPredictions(PredictionSource):
         """The windows the predictions are read over."""
         return self._regions
 
-    def will_read(self, start: int, stop: int, fork=None) -> None:
+    def will_read(self, start: int, stop: int, fork=None, read_ahead=None) -> None:
         """Tell each file the windows of rows ``start..stop`` (``BigWigReader.expect``): a file too big to keep whole
-        is kept where they lie (a predicted bigWig holds a value on every base of its windows: as those values);
-        with ``fork``, the files after the first that are decoded at their first read are decoded by processes
-        forked now, as the observed tracks' reading process does (``bigwig.decode_beside``)."""
+        is kept where they lie (a predicted bigWig holds a value on every base of its windows: as those values).
+        Where a file is too big even so, and so read block by block, with ``read_ahead`` (``read_ahead(source)``:
+        processes forked now reading ``source``'s batches of these rows ahead, ``workers.ProcessReadAhead``) the
+        values of every file are read by those processes (``PredictedValues``), beside the scoring; else, with
+        ``fork``, the files after the first that are decoded at their first read are decoded by processes forked
+        now, as the observed tracks' reading process does (``bigwig.decode_beside``)."""
         starts, ends = self._regions.start[start:stop], self._regions.end[start:stop]
         for reader, chroms in zip(self._readers, self._chroms):
             reader.expect(reader.chrom_ids(chroms[start:stop]), starts, ends)
-        if not self._decoding:
+        if read_ahead is not None and self._ahead is None and any(r.reads_blocks() for r in self._readers):
+            self._ahead = read_ahead(PredictedValues(self))
+        elif not self._decoding:
             self._decoding = decode_beside(dict(enumerate(self._readers)), fork, allotted_cpus())
 
-    def _read_track(self, s: int, i: int, j: int) -> np.ndarray:
+    def read_track(self, s: int, i: int, j: int) -> np.ndarray:
         """Values ``(j-i, L)`` of track ``s``, zeros past either chromosome end."""
         if s in self._decoding:
             adopt_beside(self._decoding, s, self._readers[s])
@@ -251,7 +257,10 @@ class BigWigPredictions(PredictionSource):
 
     def read(self, i: int, j: int):
         """Logits ``(j-i, S, L)`` (float64) and log counts ``(j-i, 1)`` of regions ``i..j``."""
-        values = np.stack([self._read_track(s, i, j) for s in range(self.n_tracks)], axis=1)
+        if self._ahead is not None and self._ahead.is_next(i, j):  # (shared memory, converted before the next read)
+            values = self._ahead.read(i, j)
+        else:
+            values = np.stack([self.read_track(s, i, j) for s in range(self.n_tracks)], axis=1)
         for s in self._negated:  # every value of the file <= 0: a minus strand written negated
             np.abs(values[:, s], out=values[:, s])
         negative = np.argwhere(values < 0)
@@ -271,6 +280,26 @@ class BigWigPredictions(PredictionSource):
         return counts_to_logits(values, self.pseudocount), logcounts
 
     def close(self):
+        if self._ahead is not None:
+            self._ahead.close()
+            self._ahead = None
         stop_beside(self._decoding)
         for reader in self._readers:
             reader.close()
+
+
+class PredictedValues:
+    """The values of a ``BigWigPredictions``' files over its windows, ``(b, S, L)`` float32, as processes reading
+    ahead take a source (``workers.ProcessReadAhead``: ``read_into``, ``start_reading``, ``n_tracks``, ``paths``)."""
+
+    def __init__(self, predictions: BigWigPredictions):
+        self.predictions = predictions
+        self.n_tracks, self.paths = predictions.n_tracks, predictions.paths
+
+    def start_reading(self, tracks: Optional[Sequence[int]] = None, fork=None) -> None:
+        """Nothing to start: each file is read by the process it is given to."""
+
+    def read_into(self, i: int, j: int, out: np.ndarray, tracks: Optional[Sequence[int]] = None) -> None:
+        """The values of regions ``i..j`` (of ``tracks`` only) written into ``out``."""
+        for s in range(self.n_tracks) if tracks is None else tracks:
+            out[:, s] = self.predictions.read_track(s, i, j)
