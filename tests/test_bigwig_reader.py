@@ -590,7 +590,7 @@ def build_bigwig(path, chroms, sections, *, compress=True, endian="<", index_ord
             bounds = (min(it[0] for it in items), max(it[0] for it in items) + span)
         else:
             body = b"".join(struct.pack(e + "f", it) for it in items)
-            bounds = (start, start + (len(items) - 1) * step + span)
+            bounds = (start, min(start + (len(items) - 1) * step + span, 0xFFFFFFFF))  # (a wrapping one clipped)
         raw = struct.pack(e + "IIIIIBBH", chrom, bounds[0], bounds[1], step, span, kind, 0, len(items)) + body
         biggest = max(biggest, len(raw))
         block = zlib.compress(raw) if compress else raw
@@ -1053,3 +1053,36 @@ def test_predicted_bigwigs_too_big_to_keep_whole_score_as_when_kept_whole(tmp_pa
     for name, values in kept_whole.columns.items():
         np.testing.assert_array_equal(windowed.columns[name], values, err_msg=name)
         np.testing.assert_array_equal(beside.columns[name], values, err_msg=name)
+
+
+FIXED_STEP_SECTIONS = [  # (first, step, span, values): every fixed-step case a writer may leave
+    (10, 1, 1, [1.0, float("nan"), 2.0]),  # a NaN, read as 0
+    (100, 5, 5, [float("inf"), float("-inf"), 3.0]),  # inf and -inf kept (their sum is NaN)
+    (200, 7, 3, [1.0, 2.0]),  # gaps
+    (300, 2, 10, [1.0, 2.0, 3.0]),  # span > step: overlapping
+    (400, 0, 4, [1.0, 2.0, 3.0]),  # step 0: all at one start
+    (500, 3, 0, [1.0, 2.0]),  # span 0: empty intervals
+    (0xFFFFFFFF - 25, 10, 5, [1.0, 2.0, 3.0]),  # the last end 2**32 - 1, exactly
+    (0xFFFFFFFF - 25, 10, 8, [1.0, 2.0, 3.0]),  # the last end past 2**32: wraps
+    (0xFFFFFFFF - 15, 10, 1, [1.0, 2.0, 3.0]),  # a start past 2**32: wraps
+    (600, 1, 1, [5.0]),  # one item
+]
+
+
+def test_fixed_step_blocks_decode_as_libbigwig_reads_them(tmp_path):
+    """Each fixed-step block's starts and ends are libBigWig's ``first + k * step`` and ``+ span`` in uint32 (wrapping),
+    its NaN values 0, and the cleanness its header gives equals that of the intervals themselves."""
+    chroms = [("chrA", 0xFFFFFFFF)]
+    path = build_bigwig(tmp_path / "fixed.bw", chroms, [(0, 3, first, step, span, values)
+                                                        for first, step, span, values in FIXED_STEP_SECTIONS])
+    with BigWigReader(str(path)) as r:
+        by_offset = np.argsort(r._block_offset)
+        for block, (first, step, span, values) in zip(by_offset.tolist(), FIXED_STEP_SECTIONS):
+            chrom, start, end, value, clean = r._decode_block(block)
+            want_start = [(first + k * step) % (1 << 32) for k in range(len(values))]
+            want_end = [(s + span) % (1 << 32) for s in want_start]
+            assert chrom == 0 and start.dtype == end.dtype == np.uint32
+            assert start.tolist() == want_start and end.tolist() == want_end
+            np.testing.assert_array_equal(value, np.nan_to_num(np.float32(values), nan=0.0, posinf=np.inf,
+                                                               neginf=-np.inf))
+            assert clean == bigwig._is_clean(start, end), (first, step, span)

@@ -195,19 +195,22 @@ class _IntervalSet:
 class _Block:
     """One decoded data block, compact for the cache: 16 bytes per interval (one chromosome per block)."""
 
-    __slots__ = ("chrom", "start", "end", "value", "end_max", "unsorted", "clean")
+    __slots__ = ("chrom", "start", "end", "value", "end_max", "unsorted", "clean", "span")
 
-    def __init__(self, chrom: int, start: np.ndarray, end: np.ndarray, value: np.ndarray):
+    def __init__(self, chrom: int, start: np.ndarray, end: np.ndarray, value: np.ndarray, clean=None):
         # contiguous copies of the decoded block's fields (views into its bytes): searched at every read
-        start, end, value = (np.ascontiguousarray(x) for x in (start, end, value))
+        start, end, value = np.ascontiguousarray(start), np.ascontiguousarray(end), np.ascontiguousarray(value)
         self.chrom, self.start, self.end, self.value = chrom, start, end, value
-        self.clean = _is_clean(start, end)
+        self.clean = _is_clean(start, end) if clean is None else clean  # (known from a fixed-step block's header)
         self.unsorted = not self.clean and len(start) > 1 and bool(np.any(start[1:] < start[:-1]))
         self.end_max = end if self.clean else np.maximum.accumulate(end) if len(end) else end
+        # keys [first start, last end) of a clean block's intervals, or None
+        self.span = (chrom + int(start[0]), chrom + int(end[-1])) if self.clean and len(start) else None
 
     def between(self, low: int, high: int) -> slice:
-        """The stored intervals that may overlap keys [low, high) (all of them if unsorted)."""
-        if self.unsorted:
+        """The stored intervals that may overlap keys [low, high) (all of them if unsorted, or if the clean block
+        lies inside)."""
+        if self.unsorted or (self.span is not None and low <= self.span[0] and self.span[1] <= high):
             return slice(None)
         low = min(max(low - self.chrom, 0), 0xFFFFFFFF)
         high = min(max(high - self.chrom, 0), 0xFFFFFFFF)
@@ -566,7 +569,7 @@ class BigWigReader:
     def _pread(self, offset: int, size: int) -> bytes:
         if offset < 0 or size < 0 or offset + size > self._file_size:
             raise _bad_file(self.path, f"truncated: needs bytes {offset}-{offset + size}, file has {self._file_size}")
-        data = b""
+        data = os.pread(self._fd, size, offset)  # (all of it at once, but for a short read)
         while len(data) < size:
             piece = os.pread(self._fd, size - len(data), offset + len(data))
             if not piece:
@@ -710,8 +713,10 @@ class BigWigReader:
         return self._stored_blocks(group)
 
     def _decode_block(self, block: int, raw=None):
-        """Intervals of one data block: (chromosome key, uint32 starts, uint32 ends, float32 values); read-only
-        arrays, strided views into the block's bytes where the file's byte order is this machine's."""
+        """Intervals of one data block: (chromosome key, uint32 starts, uint32 ends, float32 values, clean), the arrays
+        read-only, strided views into the block's bytes where the file's byte order is this machine's; ``clean``:
+        whether the intervals are sorted, non-empty and none overlapping (``_is_clean``) where the header says so (a
+        fixed-step block), else None."""
         if raw is None:  # (else its stored bytes, read already: ``_stored_blocks``)
             raw = self._pread(int(self._block_offset[block]), int(self._block_size[block]))
         try:
@@ -726,19 +731,26 @@ class BigWigReader:
             raise _bad_file(self.path, f"data block at byte {int(self._block_offset[block])} is damaged")
         items = np.frombuffer(data, dtype=item, count=count, offset=_SECTION_HEADER_SIZE)
         # uint32 arithmetic wraps exactly like libBigWig's
+        clean = None
         if kind == 1:
             start, end = items["start"].astype(np.uint32, copy=False), items["end"].astype(np.uint32, copy=False)
         elif kind == 2:
             start = items["start"].astype(np.uint32, copy=False)
             end = start + np.uint32(span)
         else:
-            start = np.uint32(first) + np.arange(count, dtype=np.uint32) * np.uint32(step)
+            last = first + max(count - 1, 0) * step
+            if count and step and last <= 0xFFFFFFFF:  # (the same numbers, made at once)
+                start = np.arange(first, last + 1, step, dtype=np.uint32)
+            else:
+                start = np.uint32(first) + np.arange(count, dtype=np.uint32) * np.uint32(step)
             end = start + np.uint32(span)
+            # fixed steps: sorted, non-empty, none overlapping where each step covers the span, none wrapping past 2**32
+            clean = count == 0 or (span > 0 and (count < 2 or step >= span) and last + span <= 0xFFFFFFFF)
         values = items["value"].astype(np.float32, copy=False)
-        missing = np.isnan(values)
-        if missing.any():
+        if count and np.isnan(np.minimum.reduce(values)):  # (a NaN is the minimum)
+            missing = np.isnan(values)
             values = np.where(missing, np.float32(0.0), values)
-        return chrom << 32, start, end, values
+        return chrom << 32, start, end, values, clean
 
     def _blocks(self, needed: np.ndarray):
         """Decoded intervals of the given blocks, from the cache where possible."""
@@ -1013,14 +1025,14 @@ class BigWigReader:
             if cached is None:
                 if block not in stored:  # this block and the next ones to decode, read together
                     stored = self._next_stored(blocks, at)
-                chrom, start, end, value = self._decode_block(block, stored.pop(block))
+                chrom, start, end, value, clean = self._decode_block(block, stored.pop(block))
             else:
                 self._cache_size -= len(cached.start) * _CACHED_BYTES_PER_INTERVAL
-                chrom, start, end, value = cached.chrom, cached.start, cached.end, cached.value
+                chrom, start, end, value, clean = cached.chrom, cached.start, cached.end, cached.value, cached.clean
             if not len(start):
                 continue
             chrom_id = chrom >> 32
-            if (not _is_clean(start, end) or chrom_id >= len(sizes) or int(end[-1]) > sizes[chrom_id]
+            if (not (_is_clean(start, end) if clean is None else clean) or chrom_id >= len(sizes) or int(end[-1]) > sizes[chrom_id]
                     or chrom + int(start[0]) < max(reached, int(self._block_start[block]))
                     or chrom + int(end[-1]) > int(self._block_end[block])):  # outside the block's indexed range
                 return None
