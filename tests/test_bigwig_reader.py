@@ -1086,3 +1086,27 @@ def test_fixed_step_blocks_decode_as_libbigwig_reads_them(tmp_path):
             np.testing.assert_array_equal(value, np.nan_to_num(np.float32(values), nan=0.0, posinf=np.inf,
                                                                neginf=-np.inf))
             assert clean == bigwig._is_clean(start, end), (first, step, span)
+
+
+def test_blocks_read_together_are_inflated_two_at_once_and_a_damaged_one_is_named(tmp_path, monkeypatch):
+    """Blocks read together are inflated by this thread and one beside it (``_inflated``): the same values as one by
+    one; a block that does not decompress, in either half, is the error naming its byte offset."""
+    monkeypatch.setattr(bigwig, "_INFLATE_CPUS", 2)
+    sections = [(0, 3, 100 * k, 1, 1, [float(k + i) for i in range(50)]) for k in range(40)]
+    path = build_bigwig(tmp_path / "many.bw", [("chrA", 5000)], sections)
+    windows = (["chrA"] * 40, np.arange(40) * 100, np.arange(40) * 100 + 50)
+    with BigWigReader(str(path)) as r:
+        assert len(r._block_offset) == 40
+        np.testing.assert_array_equal(r.read(*windows), expected(path, *windows))
+    raw = bytearray(path.read_bytes())
+    with BigWigReader(str(path)) as r:
+        by_offset = np.argsort(r._block_offset)
+        damaged = [int(r._block_offset[by_offset[k]]) for k in (3, 33)]  # one in each half
+    for offset in damaged:
+        broken = bytearray(raw)
+        broken[offset + 2:offset + 6] = b"\xff\x00\xff\x00"
+        bad = tmp_path / f"bad{offset}.bw"
+        bad.write_bytes(bytes(broken))
+        with BigWigReader(str(bad)) as r, pytest.raises(InputError) as excinfo:
+            r.read(*windows)
+        one_line_error(excinfo, bad, f"data block at byte {offset} does not decompress")

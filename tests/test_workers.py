@@ -559,3 +559,36 @@ def test_logits_work_is_done_by_the_reading_thread_for_every_batch():
     for i, j, (predicted, observed, early) in batches:
         np.testing.assert_array_equal(early, predicted[0].sum(axis=(1, 2)))
         np.testing.assert_array_equal(observed, expected(i, j))
+
+
+def test_observed_files_read_block_by_block_get_a_reading_process_each(tmp_path, monkeypatch):
+    """Where the observed bigWigs are read block by block (too big to keep, even where the windows lie) and the
+    reading processes are fewer than the files, with CPUs for more: one reading process per file, forked after the
+    files were told the run's windows (which this process then forgets: its own few rows are read block by block);
+    the same counts as read in this process. Files kept whole keep the default count."""
+    from bpnet_eval.sources import bigwig
+
+    monkeypatch.setattr(inputs_module, "allotted_cpus", lambda: 2)  # one reading process by default
+    case = make_case(tmp_path, n=200, length=50)
+    paths = [str(p) for p in case.bigwigs]
+    job = Job.of(str(case.predictions), paths, batch_size=20)
+    with open_inputs(job) as inputs:
+        assert isinstance(inputs.observed, ProcessReadAhead) and inputs.observed.workers == 1  # kept whole
+    monkeypatch.setattr(bigwig, "_RESIDENT_COMPRESSED_BYTES", -1)
+    monkeypatch.setattr(bigwig, "_RESIDENT_MAX_BYTES", 1_000)
+    with open_inputs(job) as inputs:
+        ahead = inputs.observed
+        assert isinstance(ahead, ProcessReadAhead) and ahead.workers == 2 and ahead.tracks == [[0], [1]]
+        readers = inputs.truth._readers
+        assert all(r._windows is None and r._resident_due == r._resident_due_at_open > 0 for r in readers)
+        pids = list(ahead._pids)
+        observed = np.concatenate([batch[3] for batch in inputs.batches()])
+        _, _, example = inputs.read_rows([5, 150])
+        assert all(r._resident is None for r in readers)
+    assert not any(alive(pid) for pid in pids)
+    np.testing.assert_array_equal(observed, case.observed)
+    np.testing.assert_array_equal(example, case.observed[[5, 150]])
+    alone = score(str(case.predictions), paths, batch_size=20, read_workers=0, device="cpu")
+    beside = score(str(case.predictions), paths, batch_size=20, device="cpu")
+    for name, values in alone.columns.items():
+        np.testing.assert_array_equal(beside.columns[name], values, err_msg=name)

@@ -93,6 +93,11 @@ class TruthSource(Protocol):
         """The rows ``start..stop`` that this process reads batch by batch (a shard's, all, or none where reading
         processes read them), before it reads any."""
 
+    def reads_blocks(self) -> bool:
+        """Whether reading the rows of ``will_read`` decodes the files piece by piece as it goes (heavy enough for a
+        reading process per file where there are CPUs for it); False by default."""
+        return False
+
     def start_reading(self, tracks: Optional[Sequence[int]] = None, fork=None) -> None:
         """Called once by a reading process (``workers.ProcessReadAhead``) before its first batch, with the tracks
         it reads (None: all) and ``fork(call, what)``, which runs ``call()`` in a process forked now (``result()``,

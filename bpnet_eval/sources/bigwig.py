@@ -55,6 +55,7 @@ from typing import Sequence
 
 import numpy as np
 
+from bpnet_eval.environment import allotted_cpus
 from bpnet_eval.errors import BpnetEvalError, InputError
 from bpnet_eval.input_files import UNEXPECTED_READ_ERRORS, error_reason, open_regular_fd, read_runs, reading
 from bpnet_eval.sources.deflate import INFLATE_ERRORS, inflate
@@ -85,12 +86,38 @@ _WHOLE_DTYPES = (np.uint8, np.int8, np.uint16, np.int16)  # whole numbers: the f
 _NARROW_EVERY = 256  # parts of a file kept whole whose dtypes are found at once (``_folded_narrow``)
 _ESTIMATE_BLOCKS, _ESTIMATE_STRIDE = 256, 16  # decoded blocks sampled for the estimate of the file kept whole
 _READ_GROUP, _READ_SPAN_BYTES = 256, 4 << 20  # blocks to decode read ahead together, by one pread per run of them
+_INFLATE_BESIDE_MIN = 8  # blocks inflated by a second thread when read together: at least twice as many (``_inflated``)
+_INFLATE_CPUS = allotted_cpus()
 _NARROW_GENOME = (1 << 32) - (1 << 16)  # genome positions (and a narrow interval's end) fit uint32 below this
 _CACHED_BYTES_PER_INTERVAL = 16  # three uint32 positions + one float32 value
 _FIT_SAMPLE_BLOCKS = 16  # blocks decoded, evenly spaced, to tell whether a file decoded whole fits (``expect``)
 
 _SMALLEST_FLOAT32 = float(np.finfo(np.float32).smallest_subnormal)  # no stored value lies in (0, this)
 _FIX = "check the path, or re-create it with bedGraphToBigWig or pyBigWig"
+
+
+def _inflated(stored: list) -> list:
+    """Each of the zlib streams ``stored`` inflated (None where one does not decompress); where there are many and a
+    second CPU, the second half by a thread beside this one (ISA-L and zlib give up Python's lock while they
+    inflate: a reading process inflates two blocks at once, and no thread outlives the call)."""
+    def inflate_into(part: list, out: list) -> None:
+        for raw in part:
+            try:
+                out.append(inflate(raw))
+            except INFLATE_ERRORS:
+                out.append(None)
+
+    first, second, half = [], [], len(stored) // 2
+    if half < _INFLATE_BESIDE_MIN or _INFLATE_CPUS < 2:
+        inflate_into(stored, first)
+        return first
+    beside = threading.Thread(target=inflate_into, args=(stored[half:], second), name="bpnet-eval-inflate")
+    beside.start()
+    try:
+        inflate_into(stored[:half], first)
+    finally:
+        beside.join()
+    return first + second
 
 
 def _bad_file(path: str, why: str) -> InputError:
@@ -212,8 +239,8 @@ class _Block:
         lies inside)."""
         if self.unsorted or (self.span is not None and low <= self.span[0] and self.span[1] <= high):
             return slice(None)
-        low = min(max(low - self.chrom, 0), 0xFFFFFFFF)
-        high = min(max(high - self.chrom, 0), 0xFFFFFFFF)
+        low = np.uint32(min(max(low - self.chrom, 0), 0xFFFFFFFF))  # (as the arrays' dtype: no cast of them)
+        high = np.uint32(min(max(high - self.chrom, 0), 0xFFFFFFFF))
         return slice(int(self.end_max.searchsorted(low, side="right")), int(self.start.searchsorted(high, side="left")))
 
 
@@ -661,6 +688,7 @@ class BigWigReader:
         self._resident_ok = True  # until decoding it whole showed the file is not clean or too big
         small = int(self._block_size.sum()) <= _RESIDENT_COMPRESSED_BYTES
         self._resident_due = 0 if small else max(1, int(np.ceil(_RESIDENT_AFTER_SHARE * len(order))))
+        self._resident_due_at_open = self._resident_due  # (``forget_windows``)
         self._seen = np.zeros(len(order), dtype=bool)  # blocks decoded at least once
         self._seen_blocks = 0
         # the nonzero intervals of the blocks sampled from those decoded (the first ``_ESTIMATE_BLOCKS``, then every
@@ -696,11 +724,13 @@ class BigWigReader:
 
     # ------------------------------------------------------------------ blocks
     def _stored_blocks(self, blocks: list) -> dict:
-        """``{block: stored bytes}`` of ``blocks``, read by one ``pread`` per run of blocks stored one after another in
-        the file (up to ``_READ_SPAN_BYTES``): one call, and one release of Python's lock, for many blocks."""
+        """``{block: data section bytes}`` of ``blocks``, read by one ``pread`` per run of blocks stored one after
+        another in the file (up to ``_READ_SPAN_BYTES``: one call, and one release of Python's lock, for many blocks),
+        and inflated (``_inflated``) where the file is compressed; None for a block that does not decompress."""
         by_offset = sorted(blocks, key=lambda block: self._block_offset[block])
         offsets, sizes = self._block_offset[by_offset].tolist(), self._block_size[by_offset].tolist()
-        return dict(zip(by_offset, read_runs(self._pread, offsets, sizes, _READ_SPAN_BYTES)))
+        stored = read_runs(self._pread, offsets, sizes, _READ_SPAN_BYTES)
+        return dict(zip(by_offset, _inflated(stored) if self._uncompress_buf_size else stored))
 
     def _next_stored(self, blocks: list, at: int) -> dict:
         """``_stored_blocks`` of the next ``_READ_GROUP`` blocks of ``blocks`` from index ``at`` not in the cache."""
@@ -712,17 +742,15 @@ class BigWigReader:
                     break
         return self._stored_blocks(group)
 
-    def _decode_block(self, block: int, raw=None):
+    def _decode_block(self, block: int, data=None):
         """Intervals of one data block: (chromosome key, uint32 starts, uint32 ends, float32 values, clean), the arrays
         read-only, strided views into the block's bytes where the file's byte order is this machine's; ``clean``:
         whether the intervals are sorted, non-empty and none overlapping (``_is_clean``) where the header says so (a
         fixed-step block), else None."""
-        if raw is None:  # (else its stored bytes, read already: ``_stored_blocks``)
-            raw = self._pread(int(self._block_offset[block]), int(self._block_size[block]))
-        try:
-            data = inflate(raw) if self._uncompress_buf_size else raw
-        except INFLATE_ERRORS:
-            raise _bad_file(self.path, f"data block at byte {int(self._block_offset[block])} does not decompress") from None
+        if data is None:  # (else its section, read and inflated already: ``_stored_blocks``; or None there, read again)
+            data = self._stored_blocks([block])[block]
+        if data is None:
+            raise _bad_file(self.path, f"data block at byte {int(self._block_offset[block])} does not decompress")
         if len(data) < _SECTION_HEADER_SIZE:
             raise _bad_file(self.path, f"data block at byte {int(self._block_offset[block])} is too short")
         chrom, first, _, step, span, kind, _, count = self._section.unpack_from(data)
@@ -943,6 +971,14 @@ class BigWigReader:
         if min(intervals, bases) <= _RESIDENT_MAX_BYTES:
             self._windows, self._window_blocks, self._resident_due = windows, np.flatnonzero(touched), 0
             self._windows_dense = bases < intervals
+
+    def forget_windows(self) -> None:
+        """Undo ``expect`` where the file is not kept yet: reads decide as if never told the windows (a process that
+        told the files the run's windows before forking the processes that read them reads a few rows itself)."""
+        if self._resident is None and self._resident_ok:
+            self._resident_due = self._resident_due_at_open
+            self._windows = self._window_blocks = None
+            self._windows_dense = False
 
     def _windowed_bytes(self, windows: tuple, touched: int) -> float:
         """The bytes the intervals of the ``touched`` blocks that overlap ``windows`` take, as the share of them in

@@ -65,7 +65,20 @@ class BigWigTruth(TruthSource):
         self._rows = slice(0, 0)  # the rows this process reads batch by batch (``will_read``): none until told
 
     def will_read(self, start: int, stop: int) -> None:
+        """As ``TruthSource.will_read``; told no rows, the files forget the run's windows (``reads_blocks`` told them
+        before the reading processes were forked: those keep them)."""
         self._rows = slice(start, stop)
+        if stop <= start:
+            for reader in self._readers:
+                reader.forget_windows()
+
+    def reads_blocks(self) -> bool:
+        """Whether a file, told the windows of the rows of ``will_read``, is read block by block (too big to keep, even
+        where the windows lie: ``BigWigReader.reads_blocks``); a process forked after this keeps what the files
+        learnt."""
+        for s in range(self.n_tracks):
+            self._chrom_ids(s)  # tells file s the windows (``BigWigReader.expect``)
+        return any(reader.reads_blocks() for reader in self._readers)
 
     def chrom_sizes(self) -> list:
         """``{chromosome: length}`` of each bigWig, in track order."""
