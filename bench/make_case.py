@@ -27,7 +27,12 @@ Shapes (``--shape``; ``SHAPES`` below):
   reader to keep whole; the signal is held sparse while generating (``SparseTrack``);
 * ``ucsc``: the ``chip`` signal in the bigWig layout of UCSC's ``bedGraphToBigWig`` (1,024 intervals per
   data block; ``bench/ucsc_bigwig.py``), which chrombpnet's and BPNet's pipelines use for observed tracks:
-  pyBigWig's per-window ``values`` reads it about twice as fast as pyBigWig's own files (~2,730 per block).
+  pyBigWig's per-window ``values`` reads it about twice as fast as pyBigWig's own files (~2,730 per block);
+* ``fixedstep``: the ``chip`` signal written fixedStep span 1 on every base, zeros included (one pyBigWig call
+  per numpy array); ``deep``: 1 + Poisson(0.5) on every base of the full-size genome plus the peaks (fixed-step);
+  ``densefloat``: that deep signal times 0.037 (a normalised track: float32 on every base, too big to keep even
+  where the windows lie, so read block by block); ``regionchunks``: the ``chip`` case with its predictions
+  gzip-compressed in chunks of one region each.
 
 Writes into OUT_DIR:
 
@@ -114,6 +119,10 @@ SHAPES = {
                        "base of every chromosome, zeros included (112M values a strand)", every_base=True),
     "deep": Shape("deep per-base counts on the full-size genome: 1 + Poisson(0.5) on every base (112 Mb a strand, "
                   "fixedStep span 1) + peaks", dense_background=True),
+    "densefloat": Shape("the deep shape's per-base signal as a normalised track (counts x 0.037 on every base of the "
+                        "full-size genome, no value an integer: float32, 448 MB a strand as one value a base): too "
+                        "big to keep even where the windows lie, so read block by block", dense_background=True,
+                        scale=0.037),
     "regionchunks": Shape("the chip case with its predictions written region by region: gzip-compressed chunks of one "
                           "region each, (1, 2, 1000)", region_chunks=True),
 }

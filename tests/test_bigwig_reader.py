@@ -1110,3 +1110,24 @@ def test_blocks_read_together_are_inflated_two_at_once_and_a_damaged_one_is_name
         with BigWigReader(str(bad)) as r, pytest.raises(InputError) as excinfo:
             r.read(*windows)
         one_line_error(excinfo, bad, f"data block at byte {offset} does not decompress")
+
+
+def test_inflating_beside_keeps_the_order_marks_the_damaged_and_raises_what_failed(monkeypatch):
+    """``_inflated``: the streams in their order, None for one that does not decompress, and an error other than a
+    bad stream in the thread beside (out of memory) raised by the caller, not lost."""
+    monkeypatch.setattr(bigwig, "_INFLATE_CPUS", 2)
+    plain = [bytes([k]) * (100 + k) for k in range(40)]
+    raws = [zlib.compress(p) for p in plain]
+    assert bigwig._inflated(raws) == plain
+    assert bigwig._inflated(raws[:3]) == plain[:3]  # few: inflated here alone
+    damaged = raws[:30] + [b"not zlib"] + raws[31:]
+    assert bigwig._inflated(damaged) == plain[:30] + [None] + plain[31:]
+
+    def failing(raw):
+        if raw is raws[35]:
+            raise MemoryError("inflating")
+        return zlib.decompress(raw)
+
+    monkeypatch.setattr(bigwig, "inflate", failing)
+    with pytest.raises(MemoryError, match="inflating"):
+        bigwig._inflated(raws)

@@ -107,16 +107,25 @@ def _inflated(stored: list) -> list:
             except INFLATE_ERRORS:
                 out.append(None)
 
-    first, second, half = [], [], len(stored) // 2
+    first, second, raised, half = [], [], [], len(stored) // 2
     if half < _INFLATE_BESIDE_MIN or _INFLATE_CPUS < 2:
         inflate_into(stored, first)
         return first
-    beside = threading.Thread(target=inflate_into, args=(stored[half:], second), name="bpnet-eval-inflate")
+
+    def inflate_second_half() -> None:
+        try:
+            inflate_into(stored[half:], second)
+        except BaseException as err:  # (out of memory): raised here, by the caller's thread
+            raised.append(err)
+
+    beside = threading.Thread(target=inflate_second_half, name="bpnet-eval-inflate")
     beside.start()
     try:
         inflate_into(stored[:half], first)
     finally:
         beside.join()
+    if raised:
+        raise raised[0]
     return first + second
 
 
