@@ -238,7 +238,7 @@ def block_by_block(monkeypatch):
     """Files too big to keep, even where the windows lie: read block by block."""
     from bpnet_eval.sources import bigwig
 
-    monkeypatch.setattr(bigwig, "_RESIDENT_COMPRESSED_BYTES", -1)  # not small: its fit is estimated when told the windows
+    monkeypatch.setattr(bigwig, "_RESIDENT_COMPRESSED_BYTES", -1)  # not small: its fit estimated from the windows
     monkeypatch.setattr(bigwig, "_RESIDENT_MAX_BYTES", 1_000)
 
 

@@ -1077,7 +1077,8 @@ class BigWigReader:
             if not len(start):
                 continue
             chrom_id = chrom >> 32
-            if (not (_is_clean(start, end) if clean is None else clean) or chrom_id >= len(sizes) or int(end[-1]) > sizes[chrom_id]
+            if (not (_is_clean(start, end) if clean is None else clean)
+                    or chrom_id >= len(sizes) or int(end[-1]) > sizes[chrom_id]
                     or chrom + int(start[0]) < max(reached, int(self._block_start[block]))
                     or chrom + int(end[-1]) > int(self._block_end[block])):  # outside the block's indexed range
                 return None
