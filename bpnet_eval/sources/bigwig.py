@@ -88,6 +88,7 @@ _ESTIMATE_BLOCKS, _ESTIMATE_STRIDE = 256, 16  # decoded blocks sampled for the e
 _READ_GROUP, _READ_SPAN_BYTES = 256, 4 << 20  # blocks to decode read ahead together, by one pread per run of them
 _INFLATE_BESIDE_MIN = 8  # blocks inflated by a second thread when read together: at least twice as many (``_inflated``)
 _INFLATE_CPUS = allotted_cpus()
+_UNREAD = object()  # (``BigWigReader._decode_block``: no section given)
 _NARROW_GENOME = (1 << 32) - (1 << 16)  # genome positions (and a narrow interval's end) fit uint32 below this
 _CACHED_BYTES_PER_INTERVAL = 16  # three uint32 positions + one float32 value
 _FIT_SAMPLE_BLOCKS = 16  # blocks decoded, evenly spaced, to tell whether a file decoded whole fits (``expect``)
@@ -751,12 +752,12 @@ class BigWigReader:
                     break
         return self._stored_blocks(group)
 
-    def _decode_block(self, block: int, data=None):
+    def _decode_block(self, block: int, data=_UNREAD):
         """Intervals of one data block: (chromosome key, uint32 starts, uint32 ends, float32 values, clean), the arrays
         read-only, strided views into the block's bytes where the file's byte order is this machine's; ``clean``:
         whether the intervals are sorted, non-empty and none overlapping (``_is_clean``) where the header says so (a
-        fixed-step block), else None."""
-        if data is None:  # (else its section, read and inflated already: ``_stored_blocks``; or None there, read again)
+        fixed-step block), else None. ``data``: its section as ``_stored_blocks`` gave it (read here if not given)."""
+        if data is _UNREAD:
             data = self._stored_blocks([block])[block]
         if data is None:
             raise _bad_file(self.path, f"data block at byte {int(self._block_offset[block])} does not decompress")
