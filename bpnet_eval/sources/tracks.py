@@ -17,6 +17,7 @@ from ..regions import Regions
 from .base import ReadPlan, TruthSource
 from .bigwig import BigWigReader, adopt_beside, decode_beside, stop_beside
 from .chunks import rows_reader
+from .genome_order import WindowsInGenomeOrder
 from .hdf5 import damaged, dataset_or_none, list_datasets, open_hdf5
 from .predictions import profile_axes, require_numeric, to_nsl
 
@@ -49,6 +50,7 @@ class BigWigTruth(TruthSource):
         self.paths = [str(p) for p in paths]
         self.regions = regions
         self._decoding = {}  # track → (the call decoding its file in another process, its memfd): ``start_reading``
+        self._in_genome_order = {}  # track → its windows read in genome order (``start_reading``)
         self._readers = []
         for p in self.paths:
             try:
@@ -87,7 +89,7 @@ class BigWigTruth(TruthSource):
     def planned(self, plan: ReadPlan) -> "BigWigTruth":
         """A reader of the same files (sharing their descriptors) that reads as ``plan`` says."""
         view = copy.copy(self)
-        view._ids, view._decoding = None, {}
+        view._ids, view._decoding, view._in_genome_order = None, {}, {}
         if plan.chrom_names:
             view._chroms = [np.asarray(c, dtype=object) for c in plan.chrom_names]
         view._special = {**{int(i): "pad" for i in plan.pad_rows}, **{int(i): "skip" for i in plan.skip_rows}}
@@ -121,20 +123,27 @@ class BigWigTruth(TruthSource):
         if self._special and any(i + k in self._special for k in range(j - i)):
             super().read_into(i, j, out, tracks)
             return
-        start, end = self.regions.start[i:j], self.regions.end[i:j]
         if self._buffer is None or self._buffer.shape[1:] != (j - i, out.shape[-1]):
             self._buffer = np.empty((self.n_tracks, j - i, out.shape[-1]), dtype=np.float32)
         for s in range(self.n_tracks) if tracks is None else tracks:
             ids = self._chrom_ids(s)[i:j]  # only for the files this process reads
             chroms = ids if len(ids) and ids.min() >= 0 else self._chroms[s][i:j]  # names: an unknown one is named
             if out[:, s].flags.c_contiguous and s not in self._negated:  # one track: read in place, no copy
-                self._readers[s].read(chroms, start, end, out=out[:, s])
+                self._read_track_into(s, i, j, chroms, out[:, s])
                 continue
-            self._readers[s].read(chroms, start, end, out=self._buffer[s])
+            self._read_track_into(s, i, j, chroms, self._buffer[s])
             if s in self._negated:  # every value <= 0: |v| (no -0.0)
                 np.abs(self._buffer[s], out=out[:, s])
             else:
                 out[:, s] = self._buffer[s]
+
+    def _read_track_into(self, s: int, i: int, j: int, chroms, into: np.ndarray) -> None:
+        """Track ``s``'s windows of rows ``i..j`` (on ``chroms``) into ``into``: from the copy in genome order
+        ``start_reading`` wrote, or from the file."""
+        if s in self._in_genome_order:
+            self._in_genome_order[s].read_into(i, j, into)
+        else:
+            self._readers[s].read(chroms, self.regions.start[i:j], self.regions.end[i:j], out=into)
 
     def start_reading(self, tracks: Optional[Sequence[int]] = None, fork=None) -> None:
         """In a reading process, before its first batch: of the files of ``tracks`` (default all) that its first read
@@ -148,6 +157,22 @@ class BigWigTruth(TruthSource):
             self._chrom_ids(s)  # tells each file the run's windows (``expect``), before a process is forked
         # a SLURM allocation or a container's CPU quota, not only the affinity mask
         self._decoding = decode_beside({s: self._readers[s] for s in tracks}, fork, allotted_cpus())
+        for s in tracks:  # files read block by block, their windows out of genome order: read once in that order
+            if s not in self._decoding and self._readers[s].reads_blocks():
+                self._write_in_genome_order(s)
+
+    def _write_in_genome_order(self, s: int) -> None:
+        """File ``s``'s windows of the rows of ``will_read`` (but the padded and skipped ones) read in genome order into
+        a temporary file (``genome_order.WindowsInGenomeOrder``) where they are out of order and it has room."""
+        rows = np.arange(len(self.regions.start))[self._rows]
+        rows = rows[~np.isin(rows, list(self._special))] if self._special else rows
+        ids = self._chrom_ids(s)[rows]
+        if not len(rows) or ids.min() < 0:
+            return
+        written = WindowsInGenomeOrder.written(self._readers[s], self._rows.start, rows, ids,
+                                               self.regions.start[rows], self.regions.end[rows])
+        if written is not None:
+            self._in_genome_order[s] = written
 
     def _chrom_ids(self, s: int) -> np.ndarray:
         """File ``s``'s chromosome number of every region, found once (not per batch), when the file is also told
@@ -167,6 +192,9 @@ class BigWigTruth(TruthSource):
 
     def close(self):
         stop_beside(self._decoding)
+        for written in self._in_genome_order.values():
+            written.close()
+        self._in_genome_order = {}
         for reader in self._readers:
             reader.close()
 

@@ -1,0 +1,118 @@
+"""Observed bigWigs read block by block whose windows come out of genome order: a reading process reads them once in
+genome order into an unnamed temporary file (``sources.genome_order``) and each batch from there; the counts are
+those of the files (pyBigWig's, as written), whichever way they are read."""
+
+import os
+
+import numpy as np
+import pytest
+
+from bpnet_eval.inputs import batch_bounds, open_sources
+from bpnet_eval.options import Job
+from bpnet_eval.pipeline import score
+from bpnet_eval.process import private_temp_dir
+from bpnet_eval.sources import bigwig, genome_order
+from bpnet_eval.sources.genome_order import out_of_order
+from tests.support.cases import make_case, write_bigwig
+
+
+@pytest.fixture
+def block_by_block(monkeypatch):
+    """Files too big to keep, even where the windows lie: read block by block."""
+    monkeypatch.setattr(bigwig, "_RESIDENT_COMPRESSED_BYTES", -1)
+    monkeypatch.setattr(bigwig, "_RESIDENT_MAX_BYTES", 1_000)
+
+
+def truth_of(predictions, paths):
+    """The planned truth source of a job, told every row."""
+    preds, _, truth, _ = open_sources(predictions, paths)
+    truth.will_read(0, preds.n)
+    return preds, truth
+
+
+def read_batches(truth, n, tracks=None, batch=16, length=50):
+    out = np.zeros((n, truth.n_tracks, length), np.float32)
+    for i, j in batch_bounds(0, n, batch):
+        truth.read_into(i, j, out[i:j], tracks)
+    return out
+
+
+def genome_order_files():
+    directory = private_temp_dir()
+    return [name for name in os.listdir(directory) if name.startswith("genome-order-")]
+
+
+def test_out_of_order_counts_the_steps_back():
+    keys = np.arange(1000) * 7
+    assert not out_of_order(keys) and not out_of_order(keys[:1])
+    stepped = keys.copy()
+    stepped[500] = 0  # one step back in 999: 0.1%
+    assert not out_of_order(stepped)
+    assert out_of_order(np.random.default_rng(0).permutation(keys))
+
+
+def test_windows_out_of_order_are_read_once_in_genome_order(tmp_path, block_by_block):
+    """make_case's windows alternate between two chromosomes (a third of the steps go back): each file read block by
+    block is read in genome order into a temporary file by ``start_reading``; the batches read from there equal the
+    counts written, for both tracks, one track, and a file stored negated (read as magnitudes)."""
+    case = make_case(tmp_path, n=200, length=50)
+    paths = [str(p) for p in case.bigwigs]
+    negated = tmp_path / "minus_negated.bw"
+    per_chrom = {c: np.zeros(size) for c, size in case.chrom_sizes.items()}
+    for i in range(len(case.chrom)):
+        per_chrom[case.chrom[i]][case.start[i]:case.end[i]] = -case.observed[i, 1]
+    write_bigwig(negated, case.chrom_sizes, per_chrom)
+    for files in (paths, [paths[0], str(negated)]):
+        preds, truth = truth_of(str(case.predictions), files)
+        try:
+            truth.start_reading(None, None)
+            assert all(reader.reads_blocks() for reader in truth._readers)
+            assert sorted(truth._in_genome_order) == [0, 1]
+            assert not genome_order_files()  # unnamed: nothing to leave behind
+            np.testing.assert_array_equal(read_batches(truth, preds.n), case.observed)
+            one = read_batches(truth, preds.n, tracks=[1])
+            np.testing.assert_array_equal(one[:, 1], case.observed[:, 1])
+        finally:
+            truth.close()
+            preds.close()
+        assert truth._in_genome_order == {}
+
+
+def test_windows_in_order_or_without_room_are_read_from_the_file(tmp_path, block_by_block, monkeypatch):
+    case = make_case(tmp_path, n=120, length=50)
+    paths = [str(p) for p in case.bigwigs]
+    in_order = np.lexsort((case.start, case.chrom))
+    bed = tmp_path / "sorted.bed"
+    bed.write_text("".join(f"{case.chrom[k]}\t{case.start[k]}\t{case.end[k]}\n" for k in in_order))
+    sorted_truth = Job.of(str(case.predictions), paths, str(bed))
+    preds, _, truth, _ = open_sources(sorted_truth.predictions, sorted_truth.truth, sorted_truth.regions,
+                                      sorted_truth.read)
+    truth.will_read(0, preds.n)
+    try:
+        truth.start_reading(None, None)
+        assert truth._in_genome_order == {}  # in genome order already
+        np.testing.assert_array_equal(read_batches(truth, preds.n), case.observed[in_order])
+    finally:
+        truth.close()
+        preds.close()
+    monkeypatch.setattr(genome_order, "MAX_BYTES", 100)  # no room
+    preds, truth = truth_of(str(case.predictions), paths)
+    try:
+        truth.start_reading(None, None)
+        assert truth._in_genome_order == {}
+        np.testing.assert_array_equal(read_batches(truth, preds.n), case.observed)
+    finally:
+        truth.close()
+        preds.close()
+
+
+def test_scores_through_reading_processes_equal_those_read_here(tmp_path, block_by_block):
+    """End to end: the reading processes (one per file, each writing its windows in genome order) give the same
+    columns as reading every batch in this process."""
+    case = make_case(tmp_path, n=150, length=50)
+    paths = [str(p) for p in case.bigwigs]
+    alone = score(str(case.predictions), paths, batch_size=16, read_workers=0, device="cpu")
+    beside = score(str(case.predictions), paths, batch_size=16, read_workers=2, device="cpu")
+    assert beside.columns.keys() == alone.columns.keys()
+    for name, values in alone.columns.items():
+        np.testing.assert_array_equal(beside.columns[name], values, err_msg=name)
