@@ -234,11 +234,11 @@ class _Block:
 
     __slots__ = ("chrom", "start", "end", "value", "end_max", "unsorted", "clean", "span")
 
-    def __init__(self, chrom: int, start: np.ndarray, end: np.ndarray, value: np.ndarray, clean=None):
+    def __init__(self, chrom: int, start: np.ndarray, end: np.ndarray, value: np.ndarray, clean: bool):
         # contiguous copies of the decoded block's fields (views into its bytes): searched at every read
         start, end, value = np.ascontiguousarray(start), np.ascontiguousarray(end), np.ascontiguousarray(value)
         self.chrom, self.start, self.end, self.value = chrom, start, end, value
-        self.clean = _is_clean(start, end) if clean is None else clean  # (known from a fixed-step block's header)
+        self.clean = clean  # (``_is_clean``, as ``_decode_block`` found it)
         self.unsorted = not self.clean and len(start) > 1 and bool(np.any(start[1:] < start[:-1]))
         self.end_max = end if self.clean else np.maximum.accumulate(end) if len(end) else end
         # keys [first start, last end) of a clean block's intervals, or None
@@ -755,8 +755,8 @@ class BigWigReader:
     def _decode_block(self, block: int, data=_UNREAD):
         """Intervals of one data block: (chromosome key, uint32 starts, uint32 ends, float32 values, clean), the arrays
         read-only, strided views into the block's bytes where the file's byte order is this machine's; ``clean``:
-        whether the intervals are sorted, non-empty and none overlapping (``_is_clean``) where the header says so (a
-        fixed-step block), else None. ``data``: its section as ``_stored_blocks`` gave it (read here if not given)."""
+        whether the intervals are sorted, non-empty and none overlapping (``_is_clean``; from the header of a fixed-step
+        block). ``data``: its section as ``_stored_blocks`` gave it (read here if not given)."""
         if data is _UNREAD:
             data = self._stored_blocks([block])[block]
         if data is None:
@@ -784,6 +784,8 @@ class BigWigReader:
             end = start + np.uint32(span)
             # fixed steps: sorted, non-empty, none overlapping where each step covers the span, none wrapping past 2**32
             clean = count == 0 or (span > 0 and (count < 2 or step >= span) and last + span <= 0xFFFFFFFF)
+        if clean is None:
+            clean = _is_clean(start, end)
         values = items["value"].astype(np.float32, copy=False)
         if count and np.isnan(np.minimum.reduce(values)):  # (a NaN is the minimum)
             missing = np.isnan(values)
@@ -1078,8 +1080,7 @@ class BigWigReader:
             if not len(start):
                 continue
             chrom_id = chrom >> 32
-            if (not (_is_clean(start, end) if clean is None else clean)
-                    or chrom_id >= len(sizes) or int(end[-1]) > sizes[chrom_id]
+            if (not clean or chrom_id >= len(sizes) or int(end[-1]) > sizes[chrom_id]
                     or chrom + int(start[0]) < max(reached, int(self._block_start[block]))
                     or chrom + int(end[-1]) > int(self._block_end[block])):  # outside the block's indexed range
                 return None
