@@ -13,7 +13,7 @@ import pyBigWig
 import pytest
 
 from bpnet_eval.errors import InputError
-from bpnet_eval.sources import bigwig
+from bpnet_eval.sources import bigwig, intervals
 from bpnet_eval.sources.bigwig import BigWigReader
 from bpnet_eval.workers import ForkedCall, fork_is_safe
 
@@ -66,7 +66,7 @@ def mode(request, monkeypatch):
         monkeypatch.setattr(bigwig, "_RESIDENT_COMPRESSED_BYTES", -1)
     if request.param == "adaptive":  # and kept intervals searched in two levels however few they are
         monkeypatch.setattr(bigwig, "_RESIDENT_AFTER_SHARE", 0.3)
-        monkeypatch.setattr(bigwig, "_SEARCH_DIRECT_BYTES", 0)
+        monkeypatch.setattr(intervals, "_SEARCH_DIRECT_BYTES", 0)
     if request.param.startswith("streaming"):
         monkeypatch.setattr(bigwig, "_RESIDENT_AFTER_SHARE", 2.0)
     if request.param == "streaming-chunked":
@@ -218,9 +218,9 @@ def write_layout(path, layout, rng):
     return path
 
 
-LAYOUTS = {"sparse": bigwig._SparseGenome, "per-base-bedgraph": bigwig._DenseGenome,
-           "per-base-fixed": bigwig._DenseGenome, "fixed-runs": bigwig._SparseGenome,
-           "fixed-gaps": bigwig._SparseGenome, "variable": bigwig._SparseGenome, "mixed": bigwig._SparseGenome}
+LAYOUTS = {"sparse": intervals.SparseGenome, "per-base-bedgraph": intervals.DenseGenome,
+           "per-base-fixed": intervals.DenseGenome, "fixed-runs": intervals.SparseGenome,
+           "fixed-gaps": intervals.SparseGenome, "variable": intervals.SparseGenome, "mixed": intervals.SparseGenome}
 
 
 @pytest.mark.parametrize("layout", list(LAYOUTS))
@@ -287,7 +287,7 @@ def test_zeros_written_on_every_base_are_kept_as_the_nonzero_bases(tmp_path, mon
         np.testing.assert_array_equal(got, want)
         np.testing.assert_array_equal(np.signbit(got), np.signbit(want))
         if beside or mode in ("resident", "adaptive"):
-            assert isinstance(r._resident, bigwig._SparseGenome) and len(r._resident.key) == held
+            assert isinstance(r._resident, intervals.SparseGenome) and len(r._resident.key) == held
         else:  # read block by block, its nonzero intervals counted for the memory it would take kept whole
             assert 0 < r._seen_intervals <= held
 
@@ -335,7 +335,7 @@ def test_intervals_kept_in_the_narrowest_dtypes_that_hold_them(tmp_path, last, l
             os.close(shared)
         got = r.read(chroms, starts, ends)
         kept = r._resident
-        assert isinstance(kept, bigwig._SparseGenome)
+        assert isinstance(kept, intervals.SparseGenome)
         assert tuple(a.dtype.str for a in (kept.key, kept.length, kept.value)) == dtypes
     np.testing.assert_array_equal(got, want)
     np.testing.assert_array_equal(np.signbit(got), np.signbit(want))
@@ -384,7 +384,7 @@ def test_per_base_counts_are_kept_in_the_narrowest_dtype_that_holds_them(tmp_pat
         if kept is None:
             assert r._resident is None and not r._resident_ok
         else:
-            assert isinstance(r._resident, bigwig._DenseGenome) and r._resident.values.dtype.str == kept
+            assert isinstance(r._resident, intervals.DenseGenome) and r._resident.values.dtype.str == kept
     np.testing.assert_array_equal(got, expected(path, chroms, starts, ends))
 
 
@@ -448,24 +448,24 @@ def test_blocks_with_a_value_on_every_base_fill_windows_as_runs_of_bases():
         return chrom << 32, start, start + 1, np.asarray(values, np.float32)
 
     parts = [part(0, 10, [1, 2, 3]), part(0, 13, [4, 5]), part(0, 30, [6, 7, 8]), part(1, 0, [9, 9])]
-    filled = bigwig._spans_filled(parts)
+    filled = intervals.spans_filled(parts)
     np.testing.assert_array_equal(filled.low, [10, 30, 1 << 32])
     np.testing.assert_array_equal(filled.high, [15, 33, (1 << 32) + 2])
     out = np.zeros((3, 3), np.float32)
     filled.fill(np.array([11, 30, 1 << 32]), 2, out[:, :2])
     np.testing.assert_array_equal(out[:, :2], [[2, 3], [6, 7], [9, 9]])
-    assert not bigwig._covered((filled.low, filled.high), np.array([14]), 3)  # across the gap 15..30
-    assert bigwig._spans_filled(parts + [part(2, 0, [1, 2], step=2)]) is None  # a hole between its intervals
+    assert not intervals.covered((filled.low, filled.high), np.array([14]), 3)  # across the gap 15..30
+    assert intervals.spans_filled(parts + [part(2, 0, [1, 2], step=2)]) is None  # a hole between its intervals
     longer = (3 << 32, np.array([0], np.uint32), np.array([2], np.uint32), np.array([1], np.float32))
-    assert bigwig._spans_filled(parts + [longer]) is None
+    assert intervals.spans_filled(parts + [longer]) is None
 
 
 @pytest.mark.parametrize("n", [1, 63, 64, 65, 1000])
 def test_two_level_search_equals_searchsorted(monkeypatch, n):
-    monkeypatch.setattr(bigwig, "_SEARCH_DIRECT_BYTES", 0)
+    monkeypatch.setattr(intervals, "_SEARCH_DIRECT_BYTES", 0)
     rng = np.random.default_rng(n)
     key = np.cumsum(rng.integers(1, 50, n)).astype(np.int64)
-    genome = bigwig._SparseGenome(key, np.ones(n, np.uint32), np.ones(n, np.float32))
+    genome = intervals.SparseGenome(key, np.ones(n, np.uint32), np.ones(n, np.float32))
     needles = np.r_[key, key - 1, key + 1, rng.integers(-5, key[-1] + 5, 500)]
     for side in ("left", "right"):
         np.testing.assert_array_equal(genome.search(needles, side), np.searchsorted(key, needles, side=side))
@@ -557,8 +557,8 @@ def test_expected_windows_decide_the_whole_file_decode_before_the_first_read(tmp
 
 def test_whole_file_chunks_big_calls(tmp_path, monkeypatch):
     """Kept whole, calls bigger than one scatter step are filled step by step."""
-    monkeypatch.setattr(bigwig, "_FILL_ELEMENTS", 300)
-    monkeypatch.setattr(bigwig, "_CHUNK_ELEMENTS", 1000)
+    monkeypatch.setattr(intervals, "_FILL_ELEMENTS", 300)
+    monkeypatch.setattr(intervals, "_CHUNK_ELEMENTS", 1000)
     for layout in ("sparse", "fixed-runs", "per-base-fixed"):
         path = write_layout(tmp_path / f"{layout}.bw", layout, np.random.default_rng(5))
         chroms, starts, ends = random_windows(dict(LAYOUT_CHROMS), 50, 100, np.random.default_rng(6))
@@ -652,7 +652,7 @@ def test_hand_built_clean_file_kept_whole(tmp_path, mode, endian, compress):
     with BigWigReader(str(path)) as r:
         for _ in range(2):  # adaptive: the second read finds the file kept whole
             np.testing.assert_array_equal(r.read(*windows), expected(little, *windows))
-        kept = (bigwig._DenseGenome, bigwig._SparseGenome) if mode in ("resident", "adaptive") else type(None)
+        kept = (intervals.DenseGenome, intervals.SparseGenome) if mode in ("resident", "adaptive") else type(None)
         assert isinstance(r._resident, kept)  # (whichever takes fewer bytes)
 
 
@@ -689,7 +689,7 @@ def test_a_file_decoded_whole_by_another_process_reads_as_decoded_here(tmp_path,
             assert r.decodes_whole_next()
             r.adopt_whole(layout_written, fd)
             assert isinstance(r._resident, LAYOUTS[layout])
-            held = r._resident.values if isinstance(r._resident, bigwig._DenseGenome) else r._resident.key
+            held = r._resident.values if isinstance(r._resident, intervals.DenseGenome) else r._resident.key
             assert not held.flags.writeable  # a read-only mapping of the other process's pages
             np.testing.assert_array_equal(r.read(chroms, starts, ends), expected(path, chroms, starts, ends))
     finally:
@@ -886,11 +886,11 @@ def test_a_file_too_big_to_keep_whole_is_kept_where_the_runs_windows_lie(tmp_pat
         try:
             for i in range(0, 150, 40):
                 assert_same(path, chroms[i:i + 40], starts[i:i + 40], ends[i:i + 40], reader=r)
-            assert isinstance(r._resident, bigwig._SparseGenome) and 0 < len(r._resident.key) < 2_500
+            assert isinstance(r._resident, intervals.SparseGenome) and 0 < len(r._resident.key) < 2_500
             assert_same(path, chroms[:5], starts[:5] + 150, ends[:5] + 150, reader=r)  # past the windows' ends
             other = random_windows(dict(sizes), 60, 200, np.random.default_rng(12))
             assert_same(path, *other, reader=r)
-            assert isinstance(r._resident, bigwig._SparseGenome)  # still kept for the run's windows
+            assert isinstance(r._resident, intervals.SparseGenome)  # still kept for the run's windows
         finally:
             if fd is not None:
                 os.close(fd)
@@ -913,17 +913,17 @@ def test_the_windows_part_of_a_file_too_big_even_there_is_read_block_by_block(tm
 
 def test_merged_ranges_and_overlaps():
     starts, ends = np.array([50, 10, 30, 100, 12]), np.array([60, 20, 50, 110, 15])
-    low, high = bigwig._merged_ranges(starts, ends)
+    low, high = intervals.merged_ranges(starts, ends)
     assert low.tolist() == [10, 30, 100] and high.tolist() == [20, 60, 110]  # touching ranges merge, gaps stay
-    inside = bigwig._overlapping((low, high), np.array([0, 19, 20, 25, 59, 60, 99, 110]),
+    inside = intervals.overlapping((low, high), np.array([0, 19, 20, 25, 59, 60, 99, 110]),
                                  np.array([10, 21, 30, 31, 61, 100, 101, 120]))
     assert inside.tolist() == [False, True, False, True, True, False, True, False]
-    assert bigwig._covered((low, high), np.array([10, 30, 40, 100]), 10)
-    assert not bigwig._covered((low, high), np.array([10, 55]), 10)
-    assert not bigwig._covered((low, high), np.array([5]), 10)
-    empty = bigwig._merged_ranges(np.zeros(0, np.int64), np.zeros(0, np.int64))
-    assert len(empty[0]) == len(empty[1]) == 0 and not bigwig._covered(empty, np.array([5]), 10)
-    assert bigwig._covered(empty, np.zeros(0, np.int64), 10)
+    assert intervals.covered((low, high), np.array([10, 30, 40, 100]), 10)
+    assert not intervals.covered((low, high), np.array([10, 55]), 10)
+    assert not intervals.covered((low, high), np.array([5]), 10)
+    empty = intervals.merged_ranges(np.zeros(0, np.int64), np.zeros(0, np.int64))
+    assert len(empty[0]) == len(empty[1]) == 0 and not intervals.covered(empty, np.array([5]), 10)
+    assert intervals.covered(empty, np.zeros(0, np.int64), 10)
 
 
 @pytest.mark.parametrize("read_workers", [0, None], ids=["reading-thread", "reading-processes"])
@@ -989,7 +989,7 @@ def test_a_track_with_a_value_on_every_base_is_kept_as_the_windows_bases(tmp_pat
         pytest.skip("Linux fork and memfd")
     monkeypatch.setattr(bigwig, "_RESIDENT_COMPRESSED_BYTES", -1)
     monkeypatch.setattr(bigwig, "_RESIDENT_MAX_BYTES", 60_000)  # ~15,000 bases; the file has ~150,000 intervals
-    monkeypatch.setattr(bigwig, "_NARROW_DTYPES", (np.int64, np.uint32))  # 12 bytes or more an interval
+    monkeypatch.setattr(intervals, "_NARROW_DTYPES", (np.int64, np.uint32))  # 12 bytes or more an interval
     sizes = [("chrA", 300_000), ("chrB", 200_000)]
     path = runs_file(tmp_path / "runs.bw", sizes, np.random.default_rng(21), whole=whole)
     rng = np.random.default_rng(22)
@@ -1008,8 +1008,8 @@ def test_a_track_with_a_value_on_every_base_is_kept_as_the_windows_bases(tmp_pat
         try:
             for i in range(0, 300, 64):
                 assert_same(path, chroms[i:i + 64], starts[i:i + 64], ends[i:i + 64], reader=r)
-            assert isinstance(r._resident, bigwig._WindowedDense) and r._resident.values.dtype.str == dtype
-            assert len(r._resident.values) == bigwig._WindowedDense.bases(r._windows) <= 300 * 37
+            assert isinstance(r._resident, intervals.WindowedDense) and r._resident.values.dtype.str == dtype
+            assert len(r._resident.values) == intervals.WindowedDense.bases(r._windows) <= 300 * 37
             assert_same(path, chroms[:9], starts[:9] + 30, ends[:9] + 30, reader=r)  # past the windows' ends
             assert_same(path, *random_windows(dict(sizes), 40, 37, np.random.default_rng(23)), reader=r)
         finally:
@@ -1085,7 +1085,7 @@ def test_fixed_step_blocks_decode_as_libbigwig_reads_them(tmp_path):
             assert start.tolist() == want_start and end.tolist() == want_end
             np.testing.assert_array_equal(value, np.nan_to_num(np.float32(values), nan=0.0, posinf=np.inf,
                                                                neginf=-np.inf))
-            assert clean == bigwig._is_clean(start, end), (first, step, span)
+            assert clean == intervals.is_clean(start, end), (first, step, span)
 
 
 def test_blocks_read_together_are_inflated_two_at_once_and_a_damaged_one_is_named(tmp_path, monkeypatch):

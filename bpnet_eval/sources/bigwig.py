@@ -34,6 +34,9 @@ How:
   and intervals are scattered into the ``(n, W)`` output with vectorised index
   arithmetic, so the cost is close to the number of covered bases.
 
+What is kept in memory, and how windows are copied out of it, is ``sources/intervals.py``; this module reads
+the file and decides what to keep.
+
 Like libBigWig (pyBigWig) and the UCSC reader, only the first section of each
 data block is decoded, and where stored intervals overlap, the one stored later
 wins.
@@ -59,6 +62,10 @@ from bpnet_eval.environment import allotted_cpus
 from bpnet_eval.errors import BpnetEvalError, InputError
 from bpnet_eval.input_files import UNEXPECTED_READ_ERRORS, error_reason, open_regular_fd, read_runs, reading
 from bpnet_eval.sources.deflate import INFLATE_ERRORS, inflate
+from bpnet_eval.sources.intervals import (Block, DenseGenome, IntervalSet, SparseGenome, WindowedDense, covered,
+                                          expand_ranges, folded_narrow, genome_keys, holds, in_genome_order,
+                                          interval_bytes, is_clean, joined_narrow, merged_ranges, narrow_intervals,
+                                          overlapping, spans_filled, value_dtype, without_zeros)
 
 __all__ = ["BigWigReader"]
 
@@ -75,15 +82,7 @@ _RESIDENT_COMPRESSED_BYTES = 8 << 20  # files with at most this much block data 
 _RESIDENT_AFTER_SHARE = 0.25  # bigger ones once reads have decoded this share of their blocks,
 _RESIDENT_MAX_BYTES = _CACHE_BYTES  # if whole they take at most this (it replaces the block cache)
 _STREAM_WINDOWS = 8192  # windows filled per step from a big file (bounds decoded blocks held)
-_CHUNK_ELEMENTS = 1 << 22  # output elements scattered per step (bounds memory)
-_SEARCH_RUN = 16  # keys per run of the two-level search of a file kept whole as intervals
-_SEARCH_NEEDLES = 1024  # needles searched per step (a 512 kB temporary)
-_SEARCH_DIRECT_BYTES = 4 << 20  # keys up to this size are searched by numpy's binary search alone
-_FILL_ELEMENTS = 1 << 17  # output elements filled per step from a file kept whole: temporaries of a few hundred
-# kB are reused by malloc, where multi-MB ones are returned to the system and faulted in again on every batch (~9x slower)
-_NARROW_DTYPES = (np.uint32, np.uint16)  # a kept interval's key and length where they fit (else int64, uint32)
-_WHOLE_DTYPES = (np.uint8, np.int8, np.uint16, np.int16)  # whole numbers: the first that holds them (else float32)
-_NARROW_EVERY = 256  # parts of a file kept whole whose dtypes are found at once (``_folded_narrow``)
+_NARROW_EVERY = 256  # parts of a file kept whole whose dtypes are found at once (``folded_narrow``)
 _ESTIMATE_BLOCKS, _ESTIMATE_STRIDE = 256, 16  # decoded blocks sampled for the estimate of the file kept whole
 _READ_GROUP, _READ_SPAN_BYTES = 256, 4 << 20  # blocks to decode read ahead together, by one pread per run of them
 _INFLATE_BESIDE_MIN = 8  # blocks inflated by a second thread when read together: at least twice as many (``_inflated``)
@@ -179,392 +178,6 @@ def stop_beside(decoding: dict) -> None:
     decoding.clear()
 
 
-def _keys(chrom_ids, bases) -> np.ndarray:
-    """Chromosome and position folded into one sortable int64 key."""
-    return (np.asarray(chrom_ids, dtype=np.int64) << 32) + np.asarray(bases, dtype=np.int64)
-
-
-def _expand_ranges(lo: np.ndarray, hi: np.ndarray, owners: bool = True):
-    """For ranges [lo, hi): every member in order, and (if asked) its range number."""
-    counts = np.maximum(hi - lo, 0)
-    first = np.cumsum(counts) - counts
-    members = np.arange(int(counts.sum()), dtype=np.int64) + np.repeat(lo - first, counts)
-    return members, (np.repeat(np.arange(len(lo)), counts) if owners else None)
-
-
-class _IntervalSet:
-    """Stored intervals of some data blocks, sorted by start, ready to fill windows."""
-
-    def __init__(self, start: np.ndarray, end: np.ndarray, value: np.ndarray):
-        self.rank = None  # position in stored order, where sorting changed it
-        if len(start) > 1 and np.any(start[1:] < start[:-1]):
-            self.rank = np.argsort(start, kind="stable")  # keeps stored order among equal starts
-            start, end, value = start[self.rank], end[self.rank], value[self.rank]
-        self.start, self.end, self.value = start, end, value
-        self.end_max = np.maximum.accumulate(end) if len(end) else end
-        self.overlapping = len(start) > 1 and bool(np.any(start[1:] < self.end_max[:-1]))
-
-    def scatter(self, key0: np.ndarray, width: int, flat: np.ndarray) -> None:
-        """Write the values of windows [key0, key0 + width) into rows of flat (n * width, zeroed)."""
-        if len(self.start) == 0:
-            return
-        step = max(1, _CHUNK_ELEMENTS // width)
-        for w0 in range(0, len(key0), step):
-            k0 = key0[w0:w0 + step]
-            iv, win = _expand_ranges(np.searchsorted(self.end_max, k0, side="right"),
-                                     np.searchsorted(self.start, k0 + width, side="left"))
-            k0 = k0[win]
-            a = np.maximum(self.start[iv], k0) - k0
-            length = np.maximum(np.minimum(self.end[iv] - k0, width) - a, 0)
-            first = a + (win + w0) * width
-            pos = _expand_ranges(first, first + length, owners=False)[0]
-            vals = np.repeat(self.value[iv], length)
-            if self.overlapping:  # the interval stored later wins, as in libBigWig
-                rank = np.repeat(iv if self.rank is None else self.rank[iv], length)
-                by_rank = np.argsort(rank, kind="stable")
-                pos, vals = pos[by_rank], vals[by_rank]
-                _, last = np.unique(pos[::-1], return_index=True)
-                keep = len(pos) - 1 - last
-                pos, vals = pos[keep], vals[keep]
-            flat[pos] = vals
-
-
-class _Block:
-    """One decoded data block, compact for the cache: 16 bytes per interval (one chromosome per block)."""
-
-    __slots__ = ("chrom", "start", "end", "value", "end_max", "unsorted", "clean", "span")
-
-    def __init__(self, chrom: int, start: np.ndarray, end: np.ndarray, value: np.ndarray, clean: bool):
-        # contiguous copies of the decoded block's fields (views into its bytes): searched at every read
-        start, end, value = np.ascontiguousarray(start), np.ascontiguousarray(end), np.ascontiguousarray(value)
-        self.chrom, self.start, self.end, self.value = chrom, start, end, value
-        self.clean = clean  # (``_is_clean``, as ``_decode_block`` found it)
-        self.unsorted = not self.clean and len(start) > 1 and bool(np.any(start[1:] < start[:-1]))
-        self.end_max = end if self.clean else np.maximum.accumulate(end) if len(end) else end
-        # keys [first start, last end) of a clean block's intervals, or None
-        self.span = (chrom + int(start[0]), chrom + int(end[-1])) if self.clean and len(start) else None
-
-    def between(self, low: int, high: int) -> slice:
-        """The stored intervals that may overlap keys [low, high) (all of them if unsorted, or if the clean block
-        lies inside)."""
-        if self.unsorted or (self.span is not None and low <= self.span[0] and self.span[1] <= high):
-            return slice(None)
-        low = np.uint32(min(max(low - self.chrom, 0), 0xFFFFFFFF))  # (as the arrays' dtype: no cast of them)
-        high = np.uint32(min(max(high - self.chrom, 0), 0xFFFFFFFF))
-        return slice(int(self.end_max.searchsorted(low, side="right")), int(self.start.searchsorted(high, side="left")))
-
-
-def _holds(dtype, value: np.ndarray) -> bool:
-    """Whether ``dtype`` holds every one of the float32 ``value`` exactly: each comes back bit for bit (so -0.0 and
-    NaN only in float32)."""
-    if np.dtype(dtype) == np.float32:
-        return True
-    with np.errstate(invalid="ignore"):  # (values the dtype does not hold come back otherwise)
-        back = value.astype(dtype).astype(np.float32)
-    return bool((back.view(np.uint32) == value.view(np.uint32)).all())
-
-
-def _whole_span(value: np.ndarray):
-    """``(smallest, largest)`` of float32 values that are all whole numbers below 2**31 in size (not -0.0), else
-    None: what ``_value_dtype`` narrows."""
-    if not len(value):
-        return 0.0, 0.0
-    return (float(value.min()), float(value.max())) if _holds(np.int32, value) else None
-
-
-def _joined_span(a, b):
-    return None if a is None or b is None else (min(a[0], b[0]), max(a[1], b[1]))
-
-
-def _value_dtype(span) -> np.dtype:
-    """The first of ``_WHOLE_DTYPES`` holding whole numbers in ``span`` (``_whole_span``), else float32."""
-    if span is not None:
-        for dtype in _WHOLE_DTYPES:
-            if np.iinfo(dtype).min <= span[0] and span[1] <= np.iinfo(dtype).max:
-                return np.dtype(dtype)
-    return np.dtype(np.float32)
-
-
-def _narrow_intervals(start: np.ndarray, end: np.ndarray, value: np.ndarray) -> tuple:
-    """Whether every interval is shorter than 2**16 bases (uint16 lengths), and the span of its values where they are
-    whole numbers (``_whole_span``): what ``_SparseGenome.interval_dtypes`` narrows."""
-    return (not len(start) or int((end - start).max()) < 1 << 16), _whole_span(value)
-
-
-def _joined_narrow(a: tuple, b: tuple) -> tuple:
-    """Two ``_narrow_intervals`` (or ``(keys, *_narrow_intervals)``) together."""
-    return (*(x and y for x, y in zip(a[:-1], b[:-1])), _joined_span(a[-1], b[-1]))
-
-
-def _folded_narrow(narrow: tuple, parts: list) -> tuple:
-    """``narrow`` (``(keys, *_narrow_intervals)``) with the intervals of ``parts`` (chromosome key, starts, ends,
-    values) joined in, all at once."""
-    if not parts or not (narrow[1] or narrow[2] is not None):
-        return narrow
-    return _joined_narrow(narrow, (narrow[0], *_narrow_intervals(*(np.concatenate([part[k] for part in parts])
-                                                                    for k in (1, 2, 3)))))
-
-
-def _interval_bytes(narrow: tuple) -> int:
-    return sum(dtype.itemsize for dtype in _SparseGenome.interval_dtypes(narrow))
-
-
-def _is_clean(start: np.ndarray, end: np.ndarray) -> bool:
-    """Whether a block's intervals are non-empty, sorted and non-overlapping (what writers produce)."""
-    return bool((end > start).all()) and bool((start[1:] >= end[:-1]).all())
-
-
-def _without_zeros(start: np.ndarray, end: np.ndarray, value: np.ndarray) -> tuple:
-    """A clean block's intervals less those holding 0 (+0.0, as a stored NaN is read), which read as uncovered bases
-    do: a track written on every base (fixedStep, span 1) keeps its nonzero bases only."""
-    held = value.view(np.uint32) != 0
-    return (start, end, value) if held.all() else (start[held], end[held], value[held])
-
-
-def _merged_ranges(starts: np.ndarray, ends: np.ndarray) -> tuple:
-    """Key ranges [starts, ends) merged where they overlap or touch: sorted, disjoint ``(starts, ends)``."""
-    if not len(starts):
-        return starts, ends
-    order = np.argsort(starts, kind="stable")
-    starts, ends = starts[order], ends[order]
-    reach = np.maximum.accumulate(ends)
-    first = np.flatnonzero(np.r_[True, starts[1:] > reach[:-1]])
-    return starts[first], np.maximum.reduceat(ends, first)
-
-
-def _overlapping(ranges: tuple, start: np.ndarray, end: np.ndarray) -> np.ndarray:
-    """Which keys [start, end) overlap one of the sorted, disjoint ``ranges``."""
-    low, high = ranges
-    k = np.searchsorted(high, start, side="right")  # the first range that ends after the interval starts
-    inside = k < len(high)
-    inside[inside] = low[k[inside]] < end[inside]
-    return inside
-
-
-def _covered(ranges: tuple, key0: np.ndarray, width: int) -> bool:
-    """Whether every window [key0, key0 + width) lies inside one of the sorted, disjoint ``ranges``."""
-    low, high = ranges
-    k = np.searchsorted(low, key0, side="right") - 1
-    return bool(((k >= 0) & (high[np.maximum(k, 0)] >= key0 + width)).all()) if len(low) else not len(key0)
-
-
-def _in_genome_order(blocks: list) -> bool:
-    """Whether the intervals of clean blocks (chromosome key, starts, ends, values), taken in this order, are sorted
-    and none overlaps another."""
-    reached = -1
-    for chrom, start, end, _ in blocks:
-        if len(start):
-            if chrom + int(start[0]) < reached:
-                return False
-            reached = chrom + int(end[-1])
-    return True
-
-
-def _with_gaps(first: np.ndarray, stop: np.ndarray, value: np.ndarray, total: int) -> np.ndarray:
-    """Bases 0..total of sorted, non-overlapping pieces [first, stop) holding value, 0 between them."""
-    counts = np.empty(2 * len(first) + 1, dtype=np.int64)
-    counts[1::2] = stop - first
-    counts[0] = first[0] if len(first) else total
-    counts[2:-1:2] = first[1:] - stop[:-1]
-    counts[-1] = total - (stop[-1] if len(stop) else 0)
-    values = np.zeros(len(counts), dtype=np.float32)
-    values[1::2] = value
-    return np.repeat(values, counts)
-
-
-def _write_span(values: np.ndarray, at: int, start: np.ndarray, end: np.ndarray, value: np.ndarray) -> None:
-    """Write one clean block's intervals over its span ``start[0]..end[-1]`` into ``values`` from ``at``: as they are
-    where they fill the span (one base each), else with zeros between them."""
-    lo, hi = int(start[0]), int(end[-1])
-    values[at:at + hi - lo] = value if hi - lo == len(value) else _with_gaps(start - lo, end - lo, value, hi - lo)
-
-
-def _copy_windows(values: np.ndarray, first: np.ndarray, width: int, out: np.ndarray) -> None:
-    """Copy ``values[first[k]:first[k] + width]`` into row ``k`` of ``out``, a bounded number of rows at a time."""
-    rows = np.lib.stride_tricks.sliding_window_view(values, width)
-    step = max(1, _FILL_ELEMENTS // width)
-    for w0 in range(0, len(first), step):
-        out[w0:w0 + step] = rows[first[w0:w0 + step]]
-
-
-class _DenseGenome:
-    """A clean file's values on every base of every chromosome, back to back (one value a base, in the dtype
-    ``BigWigReader._base_dtype`` gives: 1-4 bytes)."""
-
-    def __init__(self, offsets: np.ndarray, dtype=np.float32, buffer=None):
-        self.offsets = offsets  # where each chromosome id's bases begin
-        total = int(offsets[-1])  # in ``buffer`` (zeroed) where given, as a process decoding it beside wrote it
-        self.values = np.zeros(total, dtype) if buffer is None else np.frombuffer(buffer, dtype, total)
-
-    def add(self, chrom: int, start: np.ndarray, end: np.ndarray, value: np.ndarray) -> None:
-        """Write one block's intervals (one chromosome, clean)."""
-        _write_span(self.values, int(self.offsets[chrom >> 32]) + int(start[0]), start, end, value)
-
-    def fill(self, key0: np.ndarray, width: int, out: np.ndarray) -> None:
-        """Copy windows [key0, key0 + width) into the rows of out."""
-        _copy_windows(self.values, self.offsets[key0 >> 32] + (key0 & 0xFFFFFFFF), width, out)
-
-
-class _WindowedDense:
-    """A file's values on every base of the run's windows (merged into sorted, disjoint key ranges), back to back
-    (1-4 bytes a base, as ``_DenseGenome``): how a file too big to keep whole is kept where the windows lie when that
-    takes less than its intervals there (values on every base, one interval per base: a predicted bigWig)."""
-
-    def __init__(self, ranges: tuple, dtype=np.float32, buffer=None):
-        self.low, self.high = ranges
-        self.offsets = np.concatenate(([0], np.cumsum(self.high - self.low)))  # where each range's bases begin
-        total = int(self.offsets[-1])  # in ``buffer`` (zeroed) where given, as a process decoding it beside wrote it
-        self.values = np.zeros(total, dtype) if buffer is None else np.frombuffer(buffer, dtype, total)
-
-    @staticmethod
-    def bases(ranges: tuple) -> int:
-        return int((ranges[1] - ranges[0]).sum())
-
-    def add(self, chrom: int, start: np.ndarray, end: np.ndarray, value: np.ndarray, within: tuple) -> None:
-        """Write one block's intervals (clean), each clipped to the ranges it overlaps, which are among ranges
-        ``within = (a, b)`` (searched there only)."""
-        key_start, key_end = chrom + start.astype(np.int64), chrom + end.astype(np.int64)
-        a, b = within
-        if b - a == 1 and key_start[0] >= self.low[a] and key_end[-1] <= self.high[a]:  # in one range: no clipping
-            _write_span(self.values, int(self.offsets[a] + (key_start[0] - self.low[a])), start, end, value)
-            return
-        rank, interval = _expand_ranges(np.searchsorted(self.high[a:b], key_start, side="right") + a,
-                                        np.searchsorted(self.low[a:b], key_end, side="left") + a)
-        lo = np.maximum(key_start[interval], self.low[rank])
-        at = self.offsets[rank] + (lo - self.low[rank])
-        lengths = np.minimum(key_end[interval], self.high[rank]) - lo
-        if len(lengths) and lengths.max() == 1:  # one base each
-            self.values[at] = value[interval]
-        else:
-            self.values[_expand_ranges(at, at + lengths, owners=False)[0]] = np.repeat(value[interval], lengths)
-
-    def fill(self, key0: np.ndarray, width: int, out: np.ndarray) -> None:
-        """Copy windows [key0, key0 + width), each inside one range, into the rows of out."""
-        rank = np.searchsorted(self.low, key0, side="right") - 1
-        _copy_windows(self.values, self.offsets[rank] + (key0 - self.low[rank]), width, out)
-
-
-def _spans_filled(parts: list) -> "_WindowedDense | None":
-    """Clean parts of blocks in genome order (chromosome key, starts, ends, values) whose intervals each fill their
-    span with one value a base, as one float32 a base of their spans (merged where they touch); None where one
-    does not."""
-    parts = [part for part in parts if len(part[1])]
-    if not parts or any(int(end[-1]) - int(start[0]) != len(value) for _, start, end, value in parts):
-        return None
-    low = np.array([chrom + int(start[0]) for chrom, start, _, _ in parts], dtype=np.int64)
-    high = np.array([chrom + int(end[-1]) for chrom, _, end, _ in parts], dtype=np.int64)
-    filled = _WindowedDense(_merged_ranges(low, high))
-    rank = np.searchsorted(filled.low, low, side="right") - 1
-    for at, (_, _, _, value) in zip((filled.offsets[rank] + (low - filled.low[rank])).tolist(), parts):
-        filled.values[at:at + len(value)] = value
-    return filled
-
-
-class _SparseGenome:
-    """A clean file's intervals, sorted by start key, none overlapping: keys, lengths and values each in the narrowest
-    dtype that holds them exactly (``interval_dtypes``): 7-8 bytes an interval for read counts on a genome under 4 Gb,
-    16 at most. Keys are int64 ``chrom << 32 | position``, or (``offsets`` given) uint32 positions in the genome laid
-    out chromosome after chromosome, ``offsets[chrom] + position``."""
-
-    def __init__(self, key: np.ndarray, length: np.ndarray, value: np.ndarray, offsets: np.ndarray | None = None):
-        self.key, self.length, self.value, self.offsets = key, length, value, offsets
-        # every 16th key, searched first (it stays in the CPU cache); none where the keys are few enough to stay there
-        self.sample = key[::_SEARCH_RUN].copy() if key.nbytes > _SEARCH_DIRECT_BYTES else None
-
-    @staticmethod
-    def interval_dtypes(narrow: tuple) -> tuple:
-        """The key, length and value dtypes ``narrow`` allows (genome positions under 2**32: uint32 keys, else int64;
-        lengths under 2**16: uint16, else uint32; the span of whole-number values: ``_value_dtype``)."""
-        keys, short, span = narrow
-        return (np.dtype(_NARROW_DTYPES[0] if keys else np.int64), np.dtype(_NARROW_DTYPES[1] if short else np.uint32),
-                _value_dtype(span))
-
-    @staticmethod
-    def arrays(total: int, dtypes: tuple, buffer=None) -> tuple:
-        """The key, length and value arrays of ``total`` intervals: new, or laid out back to back in ``buffer``
-        (widest dtype first, so each is aligned; a process decoding the file beside writes them there, the reading
-        process maps them)."""
-        if buffer is None or not total:
-            return tuple(np.empty(total, dtype) for dtype in dtypes)
-        arrays, at = [None] * 3, 0
-        for k in sorted(range(3), key=lambda k: -dtypes[k].itemsize):
-            arrays[k] = np.frombuffer(buffer, dtypes[k], total, at)
-            at += total * dtypes[k].itemsize
-        return tuple(arrays)
-
-    @classmethod
-    def from_blocks(cls, blocks: list, allocate=None, narrow: tuple = (False, False, None),
-                    offsets: np.ndarray | None = None) -> "_SparseGenome":
-        """From clean blocks (chromosome key, uint32 starts, uint32 ends, float32 values) in genome order, in the
-        dtypes ``narrow`` allows (``interval_dtypes``; narrow keys need the chromosomes' ``offsets``); written into
-        ``allocate(nbytes)`` where given (``arrays``)."""
-        total = sum(len(block[1]) for block in blocks)
-        dtypes = cls.interval_dtypes(narrow)
-        nbytes = total * sum(dtype.itemsize for dtype in dtypes)
-        key, length, value = cls.arrays(total, dtypes, allocate(nbytes) if allocate is not None and total else None)
-        offsets = offsets if narrow[0] else None
-        first = 0
-        for chrom, block_start, block_end, _ in blocks:  # written in place: no whole-file temporary (fresh pages
-            stop = first + len(block_start)               # cost more than the arithmetic)
-            base = chrom if offsets is None else int(offsets[chrom >> 32])
-            np.add(block_start, key.dtype.type(base), out=key[first:stop], dtype=key.dtype)
-            np.subtract(block_end, block_start, out=length[first:stop], casting="unsafe")  # (narrow: each < 2**16)
-            first = stop
-        if blocks:
-            np.concatenate([block[3] for block in blocks], out=value, casting="unsafe")  # (narrow: values it holds)
-        return cls(key, length, value, offsets)
-
-    def layout(self) -> tuple:
-        """What ``adopt_whole`` needs to map these arrays from shared memory: how many, and their dtypes."""
-        return len(self.key), tuple(a.dtype.str for a in (self.key, self.length, self.value))
-
-    def search(self, needles: np.ndarray, side: str) -> np.ndarray:
-        """``np.searchsorted(self.key, needles, side)``: the sample, then one run of 16 keys per needle (a
-        binary search of the whole array misses the CPU cache at every step once other reads have evicted it)."""
-        needles = needles.astype(self.key.dtype, copy=False)  # (a search across dtypes would copy the keys)
-        if self.sample is None:
-            return np.searchsorted(self.key, needles, side=side)
-        found = np.searchsorted(self.sample, needles, side=side)
-        for i in range(0, len(needles), _SEARCH_NEEDLES):
-            j, wanted = found[i:i + _SEARCH_NEEDLES], needles[i:i + _SEARCH_NEEDLES, None]
-            base = np.maximum(j - 1, 0) * _SEARCH_RUN
-            run = self.key[np.minimum(base[:, None] + np.arange(_SEARCH_RUN), len(self.key) - 1)]
-            before = (run <= wanted) if side == "right" else (run < wanted)
-            j[:] = np.where(j > 0, np.minimum(base + before.sum(axis=1), len(self.key)), 0)
-        return found
-
-    def fill(self, key0: np.ndarray, width: int, out: np.ndarray) -> None:
-        """Write windows [key0, key0 + width) into the rows of out (zeroed)."""
-        if not len(self.key):
-            return
-        if self.offsets is not None:  # as positions in the genome, where the keys are
-            key0 = self.offsets[key0 >> 32] + (key0 & 0xFFFFFFFF)
-        flat = out.reshape(-1)
-        step = max(1, _CHUNK_ELEMENTS // width)
-        for w0 in range(0, len(key0), step):
-            k0 = key0[w0:w0 + step]
-            last = self.search(k0, "right") - 1  # the last interval starting at or before k0
-            stop = self.search(k0 + width, "left")
-            held = np.maximum(last, 0)
-            first = np.where((last >= 0) & (self.key[held] + self.length[held] > k0), last, last + 1)
-            iv, row = _expand_ranges(first, stop)
-            offset = self.key[iv] - k0[row]
-            row *= width
-            a = np.maximum(offset, 0) + row
-            b = np.minimum(offset + self.length[iv], width) + row
-            rows = flat[w0 * width:(w0 + len(k0)) * width]
-            if 4 * int((b - a).sum()) < len(rows):  # few bases covered: write only those
-                rows[a] = self.value[iv]  # the first base of every piece (most pieces of sparse counts have one)
-                longer = np.flatnonzero(b - a > 1)
-                a, b, iv = a[longer] + 1, b[longer], iv[longer]
-                rows[_expand_ranges(a, b, owners=False)[0]] = np.repeat(self.value[iv], b - a)
-                continue
-            part = max(1, _FILL_ELEMENTS // width) * width  # whole rows, so no piece is cut
-            cut = np.searchsorted(a, np.arange(0, len(rows) + part, part)).tolist()
-            for p0, lo, hi in zip(range(0, len(rows), part), cut, cut[1:]):
-                p1 = min(p0 + part, len(rows))
-                rows[p0:p1] = _with_gaps(a[lo:hi] - p0, b[lo:hi] - p0, self.value[iv[lo:hi]], p1 - p0)
-
 
 class BigWigReader:
     """Read equal-width windows of base-resolution values from one bigWig file.
@@ -582,7 +195,7 @@ class BigWigReader:
         self._lock = threading.Lock()
         self._cache: OrderedDict = OrderedDict()
         self._cache_size = 0
-        self._resident: _DenseGenome | _SparseGenome | None = None
+        self._resident: DenseGenome | SparseGenome | None = None
         try:  # a regular file only, opened without blocking: a named pipe is refused, never waited on
             self._fd = open_regular_fd(self.path, "bigWig file")
         except OSError as err:
@@ -685,12 +298,12 @@ class BigWigReader:
         root = self._index_offset + _RTREE_HEADER_SIZE
         # the tree itself, not the header's item count, says what is stored (as libBigWig reads it)
         blocks = self._tree_leaves(root, leaf, branch, "data index")
-        start = _keys(blocks["start_chrom"], blocks["start_base"])
+        start = genome_keys(blocks["start_chrom"], blocks["start_base"])
         order = np.argsort(start, kind="stable")
         # Blocks sorted by start key; _block_rank is the stored (priority) order.
         self._block_rank = order
         self._block_start = start[order]
-        self._block_end = _keys(blocks["end_chrom"], blocks["end_base"])[order]
+        self._block_end = genome_keys(blocks["end_chrom"], blocks["end_base"])[order]
         self._block_end_max = np.maximum.accumulate(self._block_end)
         self._block_offset = blocks["offset"][order].astype(np.int64)
         self._block_size = blocks["size"][order].astype(np.int64)
@@ -704,15 +317,15 @@ class BigWigReader:
         # the nonzero intervals of the blocks sampled from those decoded (the first ``_ESTIMATE_BLOCKS``, then every
         # ``_ESTIMATE_STRIDE``-th): what the file kept whole would hold, estimated
         self._sampled_blocks = self._seen_intervals = 0
-        # whether the file's intervals may be kept narrow (``_SparseGenome.interval_dtypes``): its genome is small
+        # whether the file's intervals may be kept narrow (``SparseGenome.interval_dtypes``): its genome is small
         # enough for uint32 positions; the clean blocks decoded so far have short intervals and whole-number values
         self._narrow_keys = int(self._size_by_id.sum()) < _NARROW_GENOME
-        self._seen_narrow = (True, (0.0, 0.0))  # (``_narrow_intervals``)
+        self._seen_narrow = (True, (0.0, 0.0))  # (``narrow_intervals``)
         self._summary_bounds = False  # ``value_range``, once read (``_base_dtype``)
         # A file too big to keep whole is kept where the run's windows lie (``expect``): the windows merged into
         # key ranges, and the blocks they touch.
         self._windows = self._window_blocks = None
-        self._windows_dense = False  # kept there as one value per base (``_WindowedDense``), not as intervals
+        self._windows_dense = False  # kept there as one value per base (``WindowedDense``), not as intervals
         if len(ends) and int(ends.max()) > self._file_size:
             raise _bad_file(self.path, f"truncated: data runs to byte {int(ends.max())}, file has {self._file_size}")
 
@@ -755,7 +368,7 @@ class BigWigReader:
     def _decode_block(self, block: int, data=_UNREAD):
         """Intervals of one data block: (chromosome key, uint32 starts, uint32 ends, float32 values, clean), the arrays
         read-only, strided views into the block's bytes where the file's byte order is this machine's; ``clean``:
-        whether the intervals are sorted, non-empty and none overlapping (``_is_clean``; from the header of a fixed-step
+        whether the intervals are sorted, non-empty and none overlapping (``is_clean``; from the header of a fixed-step
         block). ``data``: its section as ``_stored_blocks`` gave it (read here if not given)."""
         if data is _UNREAD:
             data = self._stored_blocks([block])[block]
@@ -785,7 +398,7 @@ class BigWigReader:
             # fixed steps: sorted, non-empty, none overlapping where each step covers the span, none wrapping past 2**32
             clean = count == 0 or (span > 0 and (count < 2 or step >= span) and last + span <= 0xFFFFFFFF)
         if clean is None:
-            clean = _is_clean(start, end)
+            clean = is_clean(start, end)
         values = items["value"].astype(np.float32, copy=False)
         if count and np.isnan(np.minimum.reduce(values)):  # (a NaN is the minimum)
             missing = np.isnan(values)
@@ -803,7 +416,7 @@ class BigWigReader:
                 if hit is None:
                     if block not in stored:  # this block and the next ones to decode, read together
                         stored = self._next_stored(needed, at)
-                    hit = _Block(*self._decode_block(block, stored.pop(block)))
+                    hit = Block(*self._decode_block(block, stored.pop(block)))
                     if not self._seen[block]:
                         self._seen[block] = True
                         self._seen_blocks += 1
@@ -819,16 +432,16 @@ class BigWigReader:
                 self._cache_size -= len(old.start) * _CACHED_BYTES_PER_INTERVAL
         return out
 
-    def _sample(self, block: "_Block") -> None:
+    def _sample(self, block: "Block") -> None:
         """Count a decoded block in the estimate of what the file kept whole takes: its intervals less its zeros, and
-        the dtypes they need (``_narrow_intervals``)."""
+        the dtypes they need (``narrow_intervals``)."""
         self._sampled_blocks += 1
         if not block.clean:
             self._seen_intervals += len(block.start)
             return
         self._seen_intervals += int(np.count_nonzero(block.value.view(np.uint32)))
         if self._seen_narrow[0] or self._seen_narrow[1] is not None:
-            self._seen_narrow = _joined_narrow(self._seen_narrow, _narrow_intervals(block.start, block.end, block.value))
+            self._seen_narrow = joined_narrow(self._seen_narrow, narrow_intervals(block.start, block.end, block.value))
 
     # -------------------------------------------------------------------- read
     def chrom_ids(self, chroms: Sequence[str]) -> np.ndarray:
@@ -865,7 +478,7 @@ class BigWigReader:
             i = int(np.argmax(outside))
             name = next(name for name, k in ids.items() if k == chrom_id[i])
             raise InputError(f"{self.path}: window {name}:{starts[i]}-{ends[i]} lies outside the chromosome (length {self.chrom_sizes[name]}); drop or shift regions that run off the chromosome ends")
-        return _keys(chrom_id, starts), width
+        return genome_keys(chrom_id, starts), width
 
     def read(self, chroms: Sequence[str], starts: np.ndarray, ends: np.ndarray,
              out: np.ndarray | None = None) -> np.ndarray:
@@ -882,7 +495,7 @@ class BigWigReader:
             return out
         with reading(self.path, "the bigWig's data", _FIX):  # an I/O error or a damaged block: name the file
             resident = self._resident_genome(key0, width)
-            if resident is not None and (self._windows is None or _covered(self._windows, key0, width)):
+            if resident is not None and (self._windows is None or covered(self._windows, key0, width)):
                 resident.fill(key0, width, out)
             elif n <= _STREAM_WINDOWS:
                 self._read_blocks(key0, width, out.reshape(-1))
@@ -925,19 +538,19 @@ class BigWigReader:
             keep = block.between(lowest[i], highest[i])
             parts[i] = (block.chrom, block.start[keep], block.end[keep], block.value[keep])
             clean = clean and block.clean
-        if clean and _in_genome_order(parts):
-            filled = _spans_filled(parts)  # a value on every base (a predicted track): copied as runs of bases
-            if filled is not None and _covered((filled.low, filled.high), key0, width):
+        if clean and in_genome_order(parts):
+            filled = spans_filled(parts)  # a value on every base (a predicted track): copied as runs of bases
+            if filled is not None and covered((filled.low, filled.high), key0, width):
                 filled.fill(key0, width, flat.reshape(len(key0), width))
             else:
-                _SparseGenome.from_blocks(parts).fill(key0, width, flat.reshape(len(key0), width))
+                SparseGenome.from_blocks(parts).fill(key0, width, flat.reshape(len(key0), width))
             return
         chroms, starts, ends, values = zip(*[parts[i] for i in stored_order])
         chrom = np.repeat(np.array(chroms, dtype=np.int64), [len(v) for v in values])
         start, end = np.concatenate(starts), np.concatenate(ends)
-        _IntervalSet(chrom + start, chrom + end, np.concatenate(values)).scatter(key0, width, flat)
+        IntervalSet(chrom + start, chrom + end, np.concatenate(values)).scatter(key0, width, flat)
 
-    def _resident_genome(self, key0: np.ndarray, width: int) -> "_DenseGenome | _SparseGenome | None":
+    def _resident_genome(self, key0: np.ndarray, width: int) -> "DenseGenome | SparseGenome | None":
         """The whole file decoded once and kept, from the first read of a small file or from the read that
         takes the blocks decoded to a share of a big one's; None while that is not due, or where the file is
         not clean or too big."""
@@ -968,7 +581,7 @@ class BigWigReader:
         touched = np.zeros(len(self._block_start), dtype=bool)
         for a in range(0, len(starts), _STREAM_WINDOWS):  # bounded temporaries for any number of windows
             rows = slice(a, a + _STREAM_WINDOWS)
-            key0, width = _keys(chrom_ids[rows], starts[rows]), ends[rows] - starts[rows]
+            key0, width = genome_keys(chrom_ids[rows], starts[rows]), ends[rows] - starts[rows]
             touched[self._touched(key0, width, owners=False)[0]] = True
         if np.count_nonzero(touched) < self._resident_due:
             return
@@ -976,10 +589,10 @@ class BigWigReader:
         if self._whole_may_fit():
             self._resident_due = 0
             return
-        key0 = _keys(chrom_ids, starts)
-        windows = _merged_ranges(key0, key0 + (ends - starts))
+        key0 = genome_keys(chrom_ids, starts)
+        windows = merged_ranges(key0, key0 + (ends - starts))
         intervals = self._windowed_bytes(windows, int(np.count_nonzero(touched)))
-        bases = _WindowedDense.bases(windows) * self._base_dtype(self._seen_narrow[1] is not None).itemsize
+        bases = WindowedDense.bases(windows) * self._base_dtype(self._seen_narrow[1] is not None).itemsize
         if min(intervals, bases) <= _RESIDENT_MAX_BYTES:
             self._windows, self._window_blocks, self._resident_due = windows, np.flatnonzero(touched), 0
             self._windows_dense = bases < intervals
@@ -1000,7 +613,7 @@ class BigWigReader:
         kept = total = 0
         for block in self._cache.values():
             if len(block.start):
-                kept += int(np.count_nonzero(_overlapping(windows, block.chrom + block.start.astype(np.int64),
+                kept += int(np.count_nonzero(overlapping(windows, block.chrom + block.start.astype(np.int64),
                                                           block.chrom + block.end.astype(np.int64))))
                 total += len(block.start)
         per_block = self._seen_intervals / self._sampled_blocks
@@ -1010,7 +623,7 @@ class BigWigReader:
     def _touched(self, key0: np.ndarray, width, owners: bool = True):
         """The blocks that windows [key0, key0 + width) (``width``: one, or one per window) may touch, and (if
         asked) the window of each."""
-        return _expand_ranges(np.searchsorted(self._block_end_max, key0, side="right"),
+        return expand_ranges(np.searchsorted(self._block_end_max, key0, side="right"),
                               np.searchsorted(self._block_start, key0 + width, side="left"), owners)
 
     def _unseen_blocks(self, key0: np.ndarray, width: int) -> int:
@@ -1028,12 +641,12 @@ class BigWigReader:
 
     def _kept_interval_bytes(self) -> int:
         """The bytes an interval of this file kept whole takes, as the blocks decoded so far say
-        (``_SparseGenome.interval_dtypes``)."""
-        return _interval_bytes((self._narrow_keys, *self._seen_narrow))
+        (``SparseGenome.interval_dtypes``)."""
+        return interval_bytes((self._narrow_keys, *self._seen_narrow))
 
     def _base_dtype(self, whole: bool) -> np.dtype:
         """The dtype of this file kept as one value per base: where ``whole`` (the intervals decoded so far hold whole
-        numbers only), the first of ``_WHOLE_DTYPES`` that holds the range of values the header's summary gives; else
+        numbers only), the first of ``WHOLE_DTYPES`` that holds the range of values the header's summary gives; else
         float32. (A block found to hold a value it does not is not kept so: ``_decode_whole``.)"""
         if not whole:
             return np.dtype(np.float32)
@@ -1044,13 +657,13 @@ class BigWigReader:
             return np.dtype(np.float32)
         low, high = bounds[0], 0.0 if 0.0 < bounds[1] < _SMALLEST_FLOAT32 else bounds[1]  # (none > 0: DBL_MIN)
         whole = low <= high and float(low).is_integer() and float(high).is_integer()  # (a fraction, NaN: float32)
-        return _value_dtype((low, high) if whole else None)
+        return value_dtype((low, high) if whole else None)
 
     def _genome_offsets(self) -> np.ndarray:
-        """Where each chromosome's bases begin in a file kept as one value per base (``_DenseGenome``)."""
+        """Where each chromosome's bases begin in a file kept as one value per base (``DenseGenome``)."""
         return np.concatenate(([0], np.cumsum(self._size_by_id)))
 
-    def _decode_whole(self, allocate=None) -> "_DenseGenome | _SparseGenome | None":
+    def _decode_whole(self, allocate=None) -> "DenseGenome | SparseGenome | None":
         """Every interval of a clean file (intervals sorted, non-empty, none overlapping, each block's within
         its chromosome and its indexed range), as intervals or, where that takes less memory, as one value per base.
         None where the file is not clean (then blocks are read as needed) or takes more than _RESIDENT_MAX_BYTES.
@@ -1061,12 +674,12 @@ class BigWigReader:
         offsets = self._genome_offsets()
         parts, dense, reached, held, kept, folded = [], None, -1, 0, 0, 0
         narrow = (self._narrow_keys, True, (0.0, 0.0))  # of the first ``folded`` parts (``interval_dtypes``)
-        per_interval, dense_dtype = _interval_bytes(narrow), self._base_dtype(True)
+        per_interval, dense_dtype = interval_bytes(narrow), self._base_dtype(True)
         blocks = list(range(len(self._block_start))) if self._windows is None else self._window_blocks.tolist()
         if self._windows_dense:  # the windows' bases, every one of them
             dtype = self._base_dtype(self._seen_narrow[1] is not None)
-            nbytes = _WindowedDense.bases(self._windows) * dtype.itemsize
-            dense = _WindowedDense(self._windows, dtype, None if allocate is None or not nbytes else allocate(nbytes))
+            nbytes = WindowedDense.bases(self._windows) * dtype.itemsize
+            dense = WindowedDense(self._windows, dtype, None if allocate is None or not nbytes else allocate(nbytes))
         stored = {}
         for at, block in enumerate(blocks):  # genome order: each block starts where the last ended or later
             cached = self._cache.pop(block, None)  # moved out of the cache, which this replaces
@@ -1085,43 +698,43 @@ class BigWigReader:
                     or chrom + int(end[-1]) > int(self._block_end[block])):  # outside the block's indexed range
                 return None
             reached = chrom + int(end[-1])
-            if self._windows is not None:  # only what the run's windows overlap (as intervals, or ``_WindowedDense``)
+            if self._windows is not None:  # only what the run's windows overlap (as intervals, or ``WindowedDense``)
                 low, high = self._windows  # the windows within the block's span: a few of them, searched in cache
                 a, b = np.searchsorted(high, chrom + int(start[0]), "right"), np.searchsorted(low, reached, "left")
                 if self._windows_dense:  # (which clips each interval to the windows itself)
                     if b > a:
-                        if not _holds(dense.values.dtype, value):
+                        if not holds(dense.values.dtype, value):
                             return None
                         dense.add(chrom, start, end, value, (a, b))
                     continue
-                keep = _overlapping((low[a:b], high[a:b]), chrom + start.astype(np.int64), chrom + end.astype(np.int64))
+                keep = overlapping((low[a:b], high[a:b]), chrom + start.astype(np.int64), chrom + end.astype(np.int64))
                 start, end, value = start[keep], end[keep], value[keep]
             if dense is not None:
                 if len(start):
-                    if not _holds(dense.values.dtype, value):
+                    if not holds(dense.values.dtype, value):
                         return None
                     dense.add(chrom, start, end, value)
                 continue
-            start, end, value = _without_zeros(start, end, value)
+            start, end, value = without_zeros(start, end, value)
             if not len(start):
                 continue
             parts.append((chrom, start, end, value))
             kept += len(start)
             if len(parts) - folded >= _NARROW_EVERY:  # the dtypes the parts need, found a few hundred parts at a time
-                narrow, folded = _folded_narrow(narrow, parts[folded:]), len(parts)
-                per_interval, dense_dtype = _interval_bytes(narrow), self._base_dtype(narrow[2] is not None)
+                narrow, folded = folded_narrow(narrow, parts[folded:]), len(parts)
+                per_interval, dense_dtype = interval_bytes(narrow), self._base_dtype(narrow[2] is not None)
             held = kept * per_interval
             dense_bytes = int(offsets[-1]) * dense_dtype.itemsize
             if held > dense_bytes and folded < len(parts):  # as the dtypes every part so far needs say
-                narrow, folded = _folded_narrow(narrow, parts[folded:]), len(parts)
-                per_interval, dense_dtype = _interval_bytes(narrow), self._base_dtype(narrow[2] is not None)
+                narrow, folded = folded_narrow(narrow, parts[folded:]), len(parts)
+                per_interval, dense_dtype = interval_bytes(narrow), self._base_dtype(narrow[2] is not None)
                 held, dense_bytes = kept * per_interval, int(offsets[-1]) * dense_dtype.itemsize
             if held > dense_bytes:  # more bytes as intervals than as one value per base
                 if dense_bytes > _RESIDENT_MAX_BYTES:
                     return None
-                dense = _DenseGenome(offsets, dense_dtype, None if allocate is None else allocate(dense_bytes))
+                dense = DenseGenome(offsets, dense_dtype, None if allocate is None else allocate(dense_bytes))
                 for part in parts:
-                    if not _holds(dense_dtype, part[3]):
+                    if not holds(dense_dtype, part[3]):
                         return None
                     dense.add(*part)
                 parts, folded = [], 0
@@ -1129,7 +742,7 @@ class BigWigReader:
                 return None
         if dense is not None:
             return dense
-        return _SparseGenome.from_blocks(parts, allocate, _folded_narrow(narrow, parts[folded:]), offsets)
+        return SparseGenome.from_blocks(parts, allocate, folded_narrow(narrow, parts[folded:]), offsets)
 
     # ------------------------------------------- decoded whole by another process
     def decodes_whole_next(self) -> bool:
@@ -1146,7 +759,7 @@ class BigWigReader:
         """Decode the file whole, as the next read would, into the shared memory file ``fd`` (a memfd, sized here);
         return its layout for ``adopt_whole``: ``("sparse", intervals, dtypes)``, ``("dense", bases, dtype)``,
         ``("windowed", bases, dtype)``
-        (the bases of the run's windows: ``_WindowedDense``), or None where the
+        (the bases of the run's windows: ``WindowedDense``), or None where the
         file is not clean or too big. Run by a process decoding it beside the one that reads it."""
 
         def allocate(nbytes: int):
@@ -1157,8 +770,8 @@ class BigWigReader:
             genome = self._decode_whole(allocate)
         if genome is None:
             return None
-        if isinstance(genome, (_DenseGenome, _WindowedDense)):
-            return ("dense" if isinstance(genome, _DenseGenome) else "windowed", len(genome.values),
+        if isinstance(genome, (DenseGenome, WindowedDense)):
+            return ("dense" if isinstance(genome, DenseGenome) else "windowed", len(genome.values),
                     genome.values.dtype.str)
         return ("sparse", *genome.layout())
 
@@ -1176,10 +789,10 @@ class BigWigReader:
                                prot=mmap.PROT_READ) if size else None
             if kind == "sparse":
                 offsets = self._genome_offsets() if dtypes[0] != np.int64 else None
-                self._resident = _SparseGenome(*_SparseGenome.arrays(n, dtypes, buffer), offsets)
+                self._resident = SparseGenome(*SparseGenome.arrays(n, dtypes, buffer), offsets)
             else:
-                self._resident = (_DenseGenome(self._genome_offsets(), dtypes, buffer) if kind == "dense" else
-                                  _WindowedDense(self._windows, dtypes, buffer))
+                self._resident = (DenseGenome(self._genome_offsets(), dtypes, buffer) if kind == "dense" else
+                                  WindowedDense(self._windows, dtypes, buffer))
             self._cache.clear()  # it replaces the block cache
             self._cache_size = 0
 
