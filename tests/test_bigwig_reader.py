@@ -432,7 +432,8 @@ def test_blocks_stored_one_after_another_are_read_together(tmp_path, monkeypatch
         assert len(r._block_start) == 200
         monkeypatch.setattr(bigwig.os, "pread", lambda fd, n, at: reads.append(n) or real_pread(fd, n, at))
         monkeypatch.setattr(bigwig.BigWigReader, "_decode_block",
-                            lambda self, block, raw=None: decoded.append(raw is not None) or real_decode(self, block, raw))
+                            lambda self, block, raw=None, **check: decoded.append(raw is not None)
+                            or real_decode(self, block, raw, **check))
         for i in range(0, 300, 100):
             assert_same(path, chroms[i:i + 100], starts[i:i + 100], ends[i:i + 100], reader=r)
     assert all(decoded) and len(decoded) >= (200 if whole else 70)  # every block decoded from a run read before
@@ -915,15 +916,95 @@ def test_merged_ranges_and_overlaps():
     starts, ends = np.array([50, 10, 30, 100, 12]), np.array([60, 20, 50, 110, 15])
     low, high = intervals.merged_ranges(starts, ends)
     assert low.tolist() == [10, 30, 100] and high.tolist() == [20, 60, 110]  # touching ranges merge, gaps stay
-    inside = intervals.overlapping((low, high), np.array([0, 19, 20, 25, 59, 60, 99, 110]),
-                                 np.array([10, 21, 30, 31, 61, 100, 101, 120]))
+    inside = intervals.overlapping((low, high), np.array([0, 19, 21, 25, 59, 60, 100, 110]),
+                                   np.array([10, 20, 22, 31, 60, 61, 101, 120]))
     assert inside.tolist() == [False, True, False, True, True, False, True, False]
+    assert intervals.overlapping((low, high), np.zeros(0, np.int64), np.zeros(0, np.int64)).tolist() == []
     assert intervals.covered((low, high), np.array([10, 30, 40, 100]), 10)
     assert not intervals.covered((low, high), np.array([10, 55]), 10)
     assert not intervals.covered((low, high), np.array([5]), 10)
     empty = intervals.merged_ranges(np.zeros(0, np.int64), np.zeros(0, np.int64))
     assert len(empty[0]) == len(empty[1]) == 0 and not intervals.covered(empty, np.array([5]), 10)
     assert intervals.covered(empty, np.zeros(0, np.int64), 10)
+
+
+def test_overlapping_finds_the_intervals_that_ranges_overlap_as_a_pairwise_check_does():
+    """The ranges are searched among the intervals (sorted, disjoint): the same answer as comparing every pair."""
+    rng = np.random.default_rng(41)
+    for _ in range(200):
+        cuts = np.sort(rng.choice(400, rng.integers(2, 80), replace=False))
+        start, end = cuts[0::2][:len(cuts) // 2], cuts[1::2]  # sorted, disjoint, some touching none
+        ranges = intervals.merged_ranges(*np.sort(rng.integers(0, 420, (2, rng.integers(0, 12))), axis=0))
+        ranges = (ranges[0][ranges[0] < ranges[1]], ranges[1][ranges[0] < ranges[1]])
+        pairwise = ((ranges[0][None, :] < end[:, None]) & (start[:, None] < ranges[1][None, :])).any(axis=1)
+        assert intervals.overlapping(ranges, start, end).tolist() == pairwise.tolist()
+
+
+def test_clean_blocks_is_is_clean_of_each_block_laid_back_to_back():
+    """Each block alone decides: a block starting before the one before it ends is clean if its own intervals are."""
+    rng = np.random.default_rng(43)
+    for _ in range(300):
+        counts = rng.integers(1, 6, rng.integers(1, 6))
+        blocks = []
+        for n in counts:
+            start = np.sort(rng.integers(0, 30, n)).astype(np.uint32)
+            if rng.random() < 0.3:
+                rng.shuffle(start)
+            end = (start + rng.integers(0, 4, n)).astype(np.uint32)  # length 0 (not clean), touching, overlapping
+            blocks.append((start, end))
+        firsts = np.cumsum(counts) - counts
+        found = intervals.clean_blocks(np.concatenate([b[0] for b in blocks]), np.concatenate([b[1] for b in blocks]),
+                                       firsts)
+        assert found.tolist() == [intervals.is_clean(*b) for b in blocks]
+
+
+@pytest.mark.parametrize("windows", [False, True], ids=["whole", "where-the-windows-lie"])
+@pytest.mark.parametrize("group", [1 << 15, 37], ids=["groups", "small-groups"])
+def test_many_small_blocks_on_many_contigs_decode_whole_as_pybigwig_reads_them(tmp_path, monkeypatch, windows, group):
+    """A draft genome's many contigs (one block each at least, most of a few intervals) decoded whole, or where the
+    run's windows lie, a group of blocks at a time: the same values as pyBigWig, zeros and NaNs left out."""
+    monkeypatch.setattr(bigwig, "_GROUP_INTERVALS", group)
+    rng = np.random.default_rng(47)
+    sizes = [(f"scaffold_{k}", int(size)) for k, size in enumerate(rng.integers(300, 5_000, 400))]
+    sections = []
+    for chrom, (_, size) in enumerate(sizes):
+        starts = np.sort(rng.choice(size - 3, min(size - 3, int(rng.integers(1, 120))), replace=False))
+        starts = starts[np.r_[True, np.diff(starts) >= 3]]  # disjoint intervals of 1-3 bases
+        values = rng.choice([0.0, np.nan, 1.0, 2.0, 7.0], len(starts), p=[0.1, 0.05, 0.45, 0.3, 0.1])
+        for a in range(0, len(starts), 50):
+            sections.append((chrom, 1, 0, 0, 0, [(int(x), int(x) + 1 + int(x) % 3, float(v))
+                                                 for x, v in zip(starts[a:a + 50], values[a:a + 50])]))
+    path = build_bigwig(tmp_path / "scaffolds.bw", sizes, sections)
+    chroms, starts, ends = random_windows(dict(sizes), 300, 250, rng)
+    if windows:  # too big to keep whole (~25k intervals), not where the windows lie
+        monkeypatch.setattr(bigwig, "_RESIDENT_COMPRESSED_BYTES", -1)
+        monkeypatch.setattr(bigwig, "_RESIDENT_MAX_BYTES", 60_000)
+    with BigWigReader(str(path)) as r:
+        assert len(r._block_start) > 400
+        if windows:
+            r.expect(r.chrom_ids(chroms), starts, ends)  # (decodes a sample of blocks into the cache)
+            assert r._windows is not None and r.decodes_whole_next() and r._cache
+        assert_same(path, chroms, starts, ends, reader=r)
+        assert isinstance(r._resident, intervals.SparseGenome)
+        assert (r._resident.value != 0).all() and not np.isnan(r._resident.value).any()
+
+
+def test_a_damaged_block_after_one_that_is_not_clean_leaves_the_file_read_block_by_block(tmp_path):
+    """Decoding a file whole stops at a block that is not clean (the file is then read block by block) before a
+    damaged block further on is decoded; reading that damaged block names it."""
+    sections = [(0, 1, 0, 0, 0, [(10 * k + i, 10 * k + i + 1, 1.0) for i in range(5)]) for k in range(40)]
+    sections[3] = (0, 1, 0, 0, 0, [(35, 36, 1.0), (31, 32, 2.0)])  # unsorted: not clean
+    path = build_bigwig(tmp_path / "damaged.bw", [("chr1", 1_000)], sections)
+    raw = bytearray(path.read_bytes())
+    with BigWigReader(str(path)) as r:
+        at = int(r._block_offset[30])
+    raw[at + 2:at + 12] = b"\xff" * 10  # block 30 no longer inflates
+    path.write_bytes(bytes(raw))
+    with BigWigReader(str(path)) as r:
+        assert r._decode_whole() is None
+        assert r.read(["chr1"], np.array([0]), np.array([100])).sum() > 0  # blocks 0-9 read block by block
+        with pytest.raises(InputError, match=f"byte {at}"):
+            r.read(["chr1"], np.array([290]), np.array([310]))
 
 
 @pytest.mark.parametrize("read_workers", [0, None], ids=["reading-thread", "reading-processes"])

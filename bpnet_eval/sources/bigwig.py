@@ -62,10 +62,10 @@ from bpnet_eval.environment import allotted_cpus
 from bpnet_eval.errors import BpnetEvalError, InputError
 from bpnet_eval.input_files import UNEXPECTED_READ_ERRORS, error_reason, open_regular_fd, read_runs, reading
 from bpnet_eval.sources.deflate import INFLATE_ERRORS, inflate
-from bpnet_eval.sources.intervals import (Block, DenseGenome, IntervalSet, SparseGenome, WindowedDense, covered,
-                                          expand_ranges, folded_narrow, genome_keys, holds, in_genome_order,
+from bpnet_eval.sources.intervals import (Block, DenseGenome, IntervalSet, SparseGenome, WindowedDense, clean_blocks,
+                                          covered, expand_ranges, folded_narrow, genome_keys, holds, in_genome_order,
                                           interval_bytes, is_clean, joined_narrow, merged_ranges, narrow_intervals,
-                                          overlapping, spans_filled, value_dtype, without_zeros)
+                                          overlapping, spans_filled, value_dtype)
 
 __all__ = ["BigWigReader"]
 
@@ -85,6 +85,7 @@ _STREAM_WINDOWS = 8192  # windows filled per step from a big file (bounds decode
 _NARROW_EVERY = 256  # parts of a file kept whole whose dtypes are found at once (``folded_narrow``)
 _ESTIMATE_BLOCKS, _ESTIMATE_STRIDE = 256, 16  # decoded blocks sampled for the estimate of the file kept whole
 _READ_GROUP, _READ_SPAN_BYTES = 256, 4 << 20  # blocks to decode read ahead together, by one pread per run of them
+_GROUP_INTERVALS = 1 << 15  # intervals of bedGraph/variableStep blocks checked and filtered together (file decoded whole)
 _INFLATE_BESIDE_MIN = 8  # blocks inflated by a second thread when read together: at least twice as many (``_inflated``)
 _INFLATE_CPUS = allotted_cpus()
 _UNREAD = object()  # (``BigWigReader._decode_block``: no section given)
@@ -365,11 +366,12 @@ class BigWigReader:
                     break
         return self._stored_blocks(group)
 
-    def _decode_block(self, block: int, data=_UNREAD):
+    def _decode_block(self, block: int, data=_UNREAD, check: bool = True):
         """Intervals of one data block: (chromosome key, uint32 starts, uint32 ends, float32 values, clean), the arrays
         read-only, strided views into the block's bytes where the file's byte order is this machine's; ``clean``:
-        whether the intervals are sorted, non-empty and none overlapping (``is_clean``; from the header of a fixed-step
-        block). ``data``: its section as ``_stored_blocks`` gave it (read here if not given)."""
+        whether the intervals are sorted, non-empty and none overlapping (from the header of a fixed-step block, else
+        ``is_clean`` where ``check``, else None). ``data``: its section as ``_stored_blocks`` gave it (read here if not
+        given)."""
         if data is _UNREAD:
             data = self._stored_blocks([block])[block]
         if data is None:
@@ -397,7 +399,7 @@ class BigWigReader:
             end = start + np.uint32(span)
             # fixed steps: sorted, non-empty, none overlapping where each step covers the span, none wrapping past 2**32
             clean = count == 0 or (span > 0 and (count < 2 or step >= span) and last + span <= 0xFFFFFFFF)
-        if clean is None:
+        if clean is None and check:
             clean = is_clean(start, end)
         values = items["value"].astype(np.float32, copy=False)
         if count and np.isnan(np.minimum.reduce(values)):  # (a NaN is the minimum)
@@ -663,6 +665,108 @@ class BigWigReader:
         """Where each chromosome's bases begin in a file kept as one value per base (``DenseGenome``)."""
         return np.concatenate(([0], np.cumsum(self._size_by_id)))
 
+    def _decoded_groups(self, blocks: list):
+        """``blocks`` decoded in their order, a few at a time (about ``_GROUP_INTERVALS`` intervals: their arrays stay
+        in the CPU's cache until used), as lists of ``(block, chromosome key, starts, ends, values, clean)``
+        (``_decode_block``'s, ``clean`` None where no fixed-step header gives it; blocks in the cache are taken out of
+        it, the others read and inflated ``_READ_GROUP`` at a time). A block that does not decode ends its group: its
+        error is raised once the caller asks for the next group."""
+        at, stored = 0, {}
+        while at < len(blocks):
+            group, held, error = [], 0, None
+            while at < len(blocks) and held < _GROUP_INTERVALS:
+                block = blocks[at]
+                decoded = self._cache.pop(block, None)
+                if decoded is not None:
+                    self._cache_size -= len(decoded.start) * _CACHED_BYTES_PER_INTERVAL
+                    decoded = (decoded.chrom, decoded.start, decoded.end, decoded.value, decoded.clean)
+                elif block not in stored:  # this block and the next ones to decode, read together
+                    stored = self._next_stored(blocks, at)
+                    continue
+                else:
+                    try:
+                        decoded = self._decode_block(block, stored.pop(block), check=False)
+                    except InputError as err:
+                        error = err
+                        break
+                group.append((block, *decoded))
+                held += len(decoded[1])
+                at += 1
+                if decoded[4] is not None:  # (a fixed-step block, often large: used while its arrays are in cache)
+                    break
+            yield group
+            if error is not None:
+                raise error
+
+    def _follows(self, block: int, chrom: int, start: np.ndarray, end: np.ndarray, reached: int):
+        """The key that a decoded block (clean, not empty) reaches, where it lies within its chromosome and its indexed
+        range and starts at key ``reached`` or after; else None."""
+        chrom_id, last = chrom >> 32, int(end[-1])
+        if (chrom_id >= len(self._size_by_id) or last > self._size_by_id[chrom_id]
+                or chrom + int(start[0]) < max(reached, int(self._block_start[block]))
+                or chrom + last > int(self._block_end[block])):
+            return None
+        return chrom + last
+
+    def _group_parts(self, group: list, reached: int):
+        """What a file kept as intervals keeps of a group of decoded blocks, none empty (``_decoded_groups``), in
+        genome order after key ``reached``: ``(parts, reached)``, a part a block's intervals holding a value other
+        than 0 (+0.0, as a stored NaN is read: those read as uncovered bases do) that the run's windows overlap where
+        the file is kept there (``expect``), as (chromosome key, starts, ends, values); None where a block is not
+        clean or lies outside its chromosome, its indexed range or genome order. The whole group is checked at once."""
+        counts = np.array([len(decoded[2]) for decoded in group], dtype=np.int64)
+        firsts = np.cumsum(counts) - counts
+        chroms = np.array([decoded[1] for decoded in group], dtype=np.int64)
+        start, end, value = (np.concatenate([decoded[k] for decoded in group]) for k in (2, 3, 4))
+        if any(decoded[5] is False for decoded in group) or not clean_blocks(start, end, firsts).all():
+            return None
+        for block, chrom, block_start, block_end, _, _ in group:
+            reached = self._follows(block, chrom, block_start, block_end, reached)
+            if reached is None:
+                return None
+        keep = value.view(np.uint32) != 0
+        if self._windows is not None:
+            key_start = np.repeat(chroms, counts) + start
+            keep &= overlapping(self._windows, key_start, key_start + (end - start))
+        if not keep.all():
+            at = np.flatnonzero(keep)
+            start, end, value = start[at], end[at], value[at]
+            bounds = np.searchsorted(at, np.append(firsts, len(keep)))
+            firsts, counts = bounds[:-1], np.diff(bounds)
+        parts = []
+        for k in np.flatnonzero(counts).tolist():
+            part = slice(int(firsts[k]), int(firsts[k] + counts[k]))
+            parts.append((int(chroms[k]), start[part], end[part], value[part]))
+        return parts, reached
+
+    def _block_parts(self, group: list, reached: int, zeros: bool):
+        """``_group_parts`` block by block, for blocks whose cleanness their fixed-step header gives (and are large,
+        often mostly zeros), and for a file kept as one value a base: with ``zeros`` kept (where it is kept as
+        ``DenseGenome``) or, where it is kept as ``WindowedDense``, whole blocks each with the range of windows within
+        its span, ``(a, b)``, as a fifth item."""
+        parts = []
+        for block, chrom, start, end, value, clean in group:
+            reached = self._follows(block, chrom, start, end, reached) if (
+                is_clean(start, end) if clean is None else clean) else None
+            if reached is None:
+                return None
+            if self._windows_dense:  # (``add`` clips each interval to the windows)
+                low, high = self._windows
+                a, b = np.searchsorted(high, chrom + int(start[0]), "right"), np.searchsorted(low, reached, "left")
+                if b > a:
+                    parts.append((chrom, start, end, value, (int(a), int(b))))
+                continue
+            keep = None if zeros else value.view(np.uint32) != 0
+            if self._windows is not None:
+                key_start = chrom + start.astype(np.int64)
+                windowed = overlapping(self._windows, key_start, chrom + end.astype(np.int64))
+                keep = windowed if keep is None else keep & windowed
+            if keep is not None and not keep.all():
+                start, end, value = start[keep], end[keep], value[keep]
+            if len(start):
+                parts.append((chrom, start, end, value))
+        return parts, reached
+
     def _decode_whole(self, allocate=None) -> "DenseGenome | SparseGenome | None":
         """Every interval of a clean file (intervals sorted, non-empty, none overlapping, each block's within
         its chromosome and its indexed range), as intervals or, where that takes less memory, as one value per base.
@@ -670,7 +774,6 @@ class BigWigReader:
         Where ``expect`` found the file too big to keep whole, only the intervals that the run's windows overlap, of
         the blocks they touch. ``allocate(nbytes)``: a zeroed buffer to keep it in (``decode_whole_into``); default new
         arrays."""
-        sizes = self._size_by_id
         offsets = self._genome_offsets()
         parts, dense, reached, held, kept, folded = [], None, -1, 0, 0, 0
         narrow = (self._narrow_keys, True, (0.0, 0.0))  # of the first ``folded`` parts (``interval_dtypes``)
@@ -680,66 +783,45 @@ class BigWigReader:
             dtype = self._base_dtype(self._seen_narrow[1] is not None)
             nbytes = WindowedDense.bases(self._windows) * dtype.itemsize
             dense = WindowedDense(self._windows, dtype, None if allocate is None or not nbytes else allocate(nbytes))
-        stored = {}
-        for at, block in enumerate(blocks):  # genome order: each block starts where the last ended or later
-            cached = self._cache.pop(block, None)  # moved out of the cache, which this replaces
-            if cached is None:
-                if block not in stored:  # this block and the next ones to decode, read together
-                    stored = self._next_stored(blocks, at)
-                chrom, start, end, value, clean = self._decode_block(block, stored.pop(block))
+        for group in self._decoded_groups(blocks):  # in genome order: each block starts where the last ended or later
+            group = [decoded for decoded in group if len(decoded[2])]
+            if not group:
+                continue
+            if dense is None and any(decoded[5] is None for decoded in group):
+                found = self._group_parts(group, reached)  # (bedGraph, variableStep: cleanness found a group at once)
             else:
-                self._cache_size -= len(cached.start) * _CACHED_BYTES_PER_INTERVAL
-                chrom, start, end, value, clean = cached.chrom, cached.start, cached.end, cached.value, cached.clean
-            if not len(start):
-                continue
-            chrom_id = chrom >> 32
-            if (not clean or chrom_id >= len(sizes) or int(end[-1]) > sizes[chrom_id]
-                    or chrom + int(start[0]) < max(reached, int(self._block_start[block]))
-                    or chrom + int(end[-1]) > int(self._block_end[block])):  # outside the block's indexed range
+                found = self._block_parts(group, reached, dense is not None)
+            if found is None:
                 return None
-            reached = chrom + int(end[-1])
-            if self._windows is not None:  # only what the run's windows overlap (as intervals, or ``WindowedDense``)
-                low, high = self._windows  # the windows within the block's span: a few of them, searched in cache
-                a, b = np.searchsorted(high, chrom + int(start[0]), "right"), np.searchsorted(low, reached, "left")
-                if self._windows_dense:  # (which clips each interval to the windows itself)
-                    if b > a:
-                        if not holds(dense.values.dtype, value):
-                            return None
-                        dense.add(chrom, start, end, value, (a, b))
-                    continue
-                keep = overlapping((low[a:b], high[a:b]), chrom + start.astype(np.int64), chrom + end.astype(np.int64))
-                start, end, value = start[keep], end[keep], value[keep]
-            if dense is not None:
-                if len(start):
-                    if not holds(dense.values.dtype, value):
-                        return None
-                    dense.add(chrom, start, end, value)
-                continue
-            start, end, value = without_zeros(start, end, value)
-            if not len(start):
-                continue
-            parts.append((chrom, start, end, value))
-            kept += len(start)
-            if len(parts) - folded >= _NARROW_EVERY:  # the dtypes the parts need, found a few hundred parts at a time
-                narrow, folded = folded_narrow(narrow, parts[folded:]), len(parts)
-                per_interval, dense_dtype = interval_bytes(narrow), self._base_dtype(narrow[2] is not None)
-            held = kept * per_interval
-            dense_bytes = int(offsets[-1]) * dense_dtype.itemsize
-            if held > dense_bytes and folded < len(parts):  # as the dtypes every part so far needs say
-                narrow, folded = folded_narrow(narrow, parts[folded:]), len(parts)
-                per_interval, dense_dtype = interval_bytes(narrow), self._base_dtype(narrow[2] is not None)
-                held, dense_bytes = kept * per_interval, int(offsets[-1]) * dense_dtype.itemsize
-            if held > dense_bytes:  # more bytes as intervals than as one value per base
-                if dense_bytes > _RESIDENT_MAX_BYTES:
-                    return None
-                dense = DenseGenome(offsets, dense_dtype, None if allocate is None else allocate(dense_bytes))
-                for part in parts:
-                    if not holds(dense_dtype, part[3]):
+            group_parts, reached = found
+            for part in group_parts:
+                if dense is not None:
+                    if not holds(dense.values.dtype, part[3]):
                         return None
                     dense.add(*part)
-                parts, folded = [], 0
-            elif held > _RESIDENT_MAX_BYTES:
-                return None
+                    continue
+                parts.append(part)
+                kept += len(part[1])
+                if len(parts) - folded >= _NARROW_EVERY:  # the dtypes the parts need, found a few hundred parts at a time
+                    narrow, folded = folded_narrow(narrow, parts[folded:]), len(parts)
+                    per_interval, dense_dtype = interval_bytes(narrow), self._base_dtype(narrow[2] is not None)
+                held = kept * per_interval
+                dense_bytes = int(offsets[-1]) * dense_dtype.itemsize
+                if held > dense_bytes and folded < len(parts):  # as the dtypes every part so far needs say
+                    narrow, folded = folded_narrow(narrow, parts[folded:]), len(parts)
+                    per_interval, dense_dtype = interval_bytes(narrow), self._base_dtype(narrow[2] is not None)
+                    held, dense_bytes = kept * per_interval, int(offsets[-1]) * dense_dtype.itemsize
+                if held > dense_bytes:  # more bytes as intervals than as one value per base
+                    if dense_bytes > _RESIDENT_MAX_BYTES:
+                        return None
+                    dense = DenseGenome(offsets, dense_dtype, None if allocate is None else allocate(dense_bytes))
+                    for earlier in parts:
+                        if not holds(dense_dtype, earlier[3]):
+                            return None
+                        dense.add(*earlier)
+                    parts, folded = [], 0
+                elif held > _RESIDENT_MAX_BYTES:
+                    return None
         if dense is not None:
             return dense
         return SparseGenome.from_blocks(parts, allocate, folded_narrow(narrow, parts[folded:]), offsets)

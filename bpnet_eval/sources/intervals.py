@@ -163,13 +163,6 @@ def is_clean(start: np.ndarray, end: np.ndarray) -> bool:
     return bool((end > start).all()) and bool((start[1:] >= end[:-1]).all())
 
 
-def without_zeros(start: np.ndarray, end: np.ndarray, value: np.ndarray) -> tuple:
-    """A clean block's intervals less those holding 0 (+0.0, as a stored NaN is read), which read as uncovered bases
-    do: a track written on every base (fixedStep, span 1) keeps its nonzero bases only."""
-    held = value.view(np.uint32) != 0
-    return (start, end, value) if held.all() else (start[held], end[held], value[held])
-
-
 def merged_ranges(starts: np.ndarray, ends: np.ndarray) -> tuple:
     """Key ranges [starts, ends) merged where they overlap or touch: sorted, disjoint ``(starts, ends)``."""
     if not len(starts):
@@ -182,12 +175,28 @@ def merged_ranges(starts: np.ndarray, ends: np.ndarray) -> tuple:
 
 
 def overlapping(ranges: tuple, start: np.ndarray, end: np.ndarray) -> np.ndarray:
-    """Which keys [start, end) overlap one of the sorted, disjoint ``ranges``."""
+    """Which of the sorted, disjoint intervals [start, end) (int64 keys) overlap one of the sorted, disjoint
+    ``ranges``: the ranges among them are searched in the intervals (a few ranges against many intervals)."""
     low, high = ranges
-    k = np.searchsorted(high, start, side="right")  # the first range that ends after the interval starts
-    inside = k < len(high)
-    inside[inside] = low[k[inside]] < end[inside]
+    if not len(start):
+        return np.zeros(0, dtype=bool)
+    a, b = np.searchsorted(high, start[0], side="right"), np.searchsorted(low, end[-1], side="left")
+    first = np.searchsorted(end, low[a:b], side="right")  # of each range, the first interval ending after it starts
+    stop = np.searchsorted(start, high[a:b], side="left")  # and the first starting at or after its end
+    inside = np.zeros(len(start), dtype=bool)
+    inside[expand_ranges(first, stop, owners=False)[0]] = True
     return inside
+
+
+def clean_blocks(start: np.ndarray, end: np.ndarray, firsts: np.ndarray) -> np.ndarray:
+    """``is_clean`` of each block of intervals laid back to back (block ``k``, not empty, from ``firsts[k]`` to the
+    next block's first)."""
+    good = end > start
+    if len(start) > 1:
+        after = start[1:] >= end[:-1]
+        after[firsts[1:] - 1] = True  # (no block's first interval is compared with the block before)
+        good[1:] &= after
+    return np.logical_and.reduceat(good, firsts) if len(firsts) else np.zeros(0, dtype=bool)
 
 
 def covered(ranges: tuple, key0: np.ndarray, width: int) -> bool:
