@@ -322,6 +322,28 @@ def test_lgamma_is_within_a_few_ulps_and_cpythons_math_lgamma_away_from_its_zero
     assert out[12] == pytest.approx(float(mpmath.log(abs(mpmath.gamma(-0.5)))), rel=1e-15)
 
 
+@pytest.mark.parametrize("slots", [1 << 12, 4], ids=["table", "colliding-slots"])
+def test_lgamma_of_a_few_distinct_values_is_looked_up_with_the_same_bits(monkeypatch, slots):
+    """Values drawn from a few distinct ones (read counts times a scale, as a CPM track holds) get lgamma once per
+    distinct value, looked up by their bits: every value the bits of the direct computation, NaN payloads, -0.0, poles,
+    infinities, a tail of rare values and values sharing a slot (computed directly) included; values without repeats
+    are computed directly."""
+    monkeypatch.setattr(seed, "BY_VALUE_SLOTS", slots)
+    rng = np.random.default_rng(13)
+    odd_nan = np.array([0x7FF8000000000123], np.uint64).view(np.float64)[0]
+    pool = np.concatenate([rng.poisson(4, 40) * np.float32(0.037) + 1.0,
+                           [np.nan, odd_nan, np.inf, -np.inf, 0.0, -0.0, -2.0, -1.5, 1.0, 2.0, 1e-30, 3.5, 2.6e305]])
+    for n in (seed.BY_VALUE_FROM, 50_000):
+        values = rng.choice(pool, n)
+        values[rng.integers(0, n, 40)] = rng.uniform(0, 100, 40)  # rare values, outside any sample
+        looked_up = seed._lgamma_by_value(values)
+        assert looked_up is not None
+        np.testing.assert_array_equal(looked_up.view(np.uint64), seed._lgamma_pieces(values).view(np.uint64))
+        np.testing.assert_array_equal(seed.lgamma(values.reshape(2, -1)).view(np.uint64),
+                                      looked_up.reshape(2, -1).view(np.uint64))
+    assert seed._lgamma_by_value(rng.uniform(0, 50, 20_000)) is None
+
+
 def test_logit_terms_flag_every_non_finite_logit_and_equal_the_shifted_logsumexp():
     """``logit_terms`` (the reading thread's work) gives the same shift and rest as ``shifted_logsumexp`` and says
     exactly which regions hold a NaN, +inf or -inf logit (the value screen uses it instead of its own pass)."""
