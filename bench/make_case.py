@@ -32,7 +32,8 @@ Shapes (``--shape``; ``SHAPES`` below):
   per numpy array); ``deep``: 1 + Poisson(0.5) on every base of the full-size genome plus the peaks (fixed-step);
   ``densefloat``: that deep signal times 0.037 (a normalised track: float32 on every base, too big to keep even
   where the windows lie, so read block by block); ``regionchunks``: the ``chip`` case with its predictions
-  gzip-compressed in chunks of one region each.
+  gzip-compressed in chunks of one region each; ``scaffolds``: the ``chip`` signal on a draft assembly of 20,000
+  small contigs (a data block or more each, most holding a few hundred intervals).
 
 Writes into OUT_DIR:
 
@@ -73,6 +74,7 @@ BACKGROUND_RATE = 0.01  # reads per base per strand away from peaks
 STRAND_SHIFT = 20  # plus-strand reads pile up this far upstream of the summit, minus downstream
 CHUNK_BYTES = 2 << 20
 INPUT_WIDTH = 2114  # the input2114 shape: chrombpnet's input window around each summit
+CONTIG_SEED = 7  # the scaffolds shape's contig sizes (the same whatever the case's seed)
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,7 @@ class Shape:
     predictions_layout: str = "native"  # or "chrombpnet": its predict's HDF5 (``write_chrombpnet_predictions``)
     region_chunks: bool = False  # native predictions gzip-compressed in chunks of one region each
     human_genome: bool = False  # hg38's chromosomes (3.1 Gb), the signal kept sparse (``SparseTrack``)
+    contigs: int = 0  # > 0: a draft assembly of this many contigs (``chromosome_sizes``) instead of a few chromosomes
 
 
 SHAPES = {
@@ -123,17 +126,26 @@ SHAPES = {
                         "full-size genome, no value an integer: float32, 448 MB a strand as one value a base): too "
                         "big to keep even where the windows lie, so read block by block", dense_background=True,
                         scale=0.037),
+    "scaffolds": Shape("the chip signal on a draft assembly of 20,000 contigs (log-normal sizes, median 4 kb, ~110 Mb "
+                       "in all): a bigWig data block or more per contig, most of a few hundred intervals; windows on "
+                       "thousands of contigs", contigs=20_000),
     "regionchunks": Shape("the chip case with its predictions written region by region: gzip-compressed chunks of one "
                           "region each, (1, 2, 1000)", region_chunks=True),
 }
 
 
-def chromosome_sizes(n_regions: int, genome_scale: float = 1.0, human: bool = False) -> dict:
+def chromosome_sizes(n_regions: int, genome_scale: float = 1.0, human: bool = False, contigs: int = 0) -> dict:
     """Chromosome sizes: tens of Mb (``human``: hg38's) at 100,000 regions, scaled down with smaller cases (at least
-    5%), times ``genome_scale``."""
+    5%), times ``genome_scale``; or (``contigs``) that many contigs at 100,000 regions, fewer with smaller cases (the
+    same share, at least 50), of log-normal sizes (median 4 kb, sigma 0.8, at least 2.6 kb: a 1-kb window and its
+    margins fit)."""
     scale = min(1.0, max(n_regions / 100_000, 0.05)) * genome_scale
     if human:
         return {name: int(size * scale) for name, size in HG38_SIZES.items()}
+    if contigs:
+        sizes = np.maximum(np.round(np.random.default_rng(CONTIG_SEED).lognormal(np.log(4000), 0.8,
+                                                                                max(50, int(contigs * scale)))), 2600)
+        return {f"scaffold_{k}": int(size) for k, size in enumerate(sizes)}
     return {f"chr{i + 1}": int(mb * 1_000_000 * scale) for i, mb in enumerate(CHROM_SIZES_MB)}
 
 
@@ -415,7 +427,7 @@ def make_case(out_dir, n_regions: int = 100_000, length: int = 1000, seed: int =
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     began = time.perf_counter()
-    sizes = chromosome_sizes(n_regions, kind.genome_scale, kind.human_genome)
+    sizes = chromosome_sizes(n_regions, kind.genome_scale, kind.human_genome, kind.contigs)
     genome = sum(sizes.values())
     n_summits = int(n_regions * 0.6) + 10
     margin = max(0, kind.input_width - length) // 2 + 1

@@ -62,6 +62,10 @@ def test_each_shape_holds_what_it_says(cases):
         if shape == "genome":  # hg38's chromosomes, scaled to the case's size
             with pyBigWig.open(str(case / "observed.plus.bw")) as bw:
                 assert list(bw.chroms()) == [f"chr{i}" for i in range(1, 23)] + ["chrX"]
+        if shape == "scaffolds":  # 1,000 small contigs at 400 regions (20,000 at 100,000), windows on many
+            with pyBigWig.open(str(case / "observed.plus.bw")) as bw:
+                sizes = bw.chroms()
+            assert len(sizes) == 1000 and min(sizes.values()) >= 2600 and len(set(chrom)) > 200
         if shape in ("peaks", "input2114"):
             assert peak.all(), shape
         if shape in ("background", "deep", "densefloat"):  # every base of every chromosome covered, none below 1
