@@ -13,6 +13,7 @@ import torch
 from scipy.special import gammaln
 from scipy.stats import pearsonr, rankdata, spearmanr
 
+from bpnet_eval import lgamma as lgamma_module
 from bpnet_eval import seed
 from bpnet_eval.metrics.count_summary import average_ranks, count_metrics, ordinal_ranks
 from bpnet_eval.metrics.counts import COUNT_FUNCTIONS
@@ -270,9 +271,9 @@ def test_dense_read_counts_are_summed_as_the_float_sums_give_them():
 
 
 def test_log_factorial_of_non_integer_counts_is_one_function_of_each_value_near_mpmath():
-    """A normalised (non-integer) track: every count off the table gets ``seed.lgamma`` of ``k + 1``, whatever the other
-    counts (many or few, in runs of equal values or not); within a few ulps of 40-digit mpmath, and within 1e-14 where
-    the value is near 0 (``k`` near 0 or 1, as math.lgamma); poles, infinities and NaN as torch gives them."""
+    """A normalised (non-integer) track: every count off the table gets ``lgamma.lgamma`` of ``k + 1``, whatever the
+    other counts (many or few, in runs of equal values or not); within a few ulps of 40-digit mpmath, and within 1e-14
+    where the value is near 0 (``k`` near 0 or 1, as math.lgamma); poles, infinities and NaN as torch gives them."""
     rng = np.random.default_rng(7)
     many = rng.gamma(0.5, 3.0, size=20000)
     runs = np.repeat(many[:2000], rng.integers(1, 30, size=2000))
@@ -294,27 +295,27 @@ def test_log_factorial_of_non_integer_counts_is_one_function_of_each_value_near_
 
 
 def test_lgamma_is_within_a_few_ulps_and_cpythons_math_lgamma_away_from_its_zeros():
-    """``seed.lgamma``: from 3.5 up it equals ``math.lgamma`` (the algorithm it follows) for all but a few values in
+    """``lgamma.lgamma``: from 3.5 up it equals ``math.lgamma`` (the algorithm it follows) for all but a few values in
     1,000, those within 2 ulps (numpy's ``log`` against the C library's); below (the series near the zeros 1 and 2,
     where math.lgamma is off by 7e-15 on values of 1e-12) within 8 ulps of 40-digit mpmath; negative non-integers
     (reflection) within 1e-13; mpmath at the special points; +inf where math raises."""
     rng = np.random.default_rng(11)
     beyond = np.concatenate([rng.uniform(3.5, 50, 20000), 10.0 ** rng.uniform(1, 300, 10000),
                              16385 + rng.integers(0, 10 ** 8, 3000).astype(float)])
-    got, want = seed.lgamma(beyond), np.array([math.lgamma(v) for v in beyond])
+    got, want = lgamma_module.lgamma(beyond), np.array([math.lgamma(v) for v in beyond])
     assert np.mean(got == want) > 0.99 and np.all(np.abs(got - want) <= 2 * np.spacing(np.abs(want)))
     mpmath.mp.dps = 40
     near = np.concatenate([rng.uniform(1e-19, 3.5, 1500), 1 + 10.0 ** rng.uniform(-15, -0.3, 300),
                            1 - 10.0 ** rng.uniform(-15, -0.3, 300), 2 + 10.0 ** rng.uniform(-15, -0.3, 300),
                            2 - 10.0 ** rng.uniform(-15, -0.3, 300), [0.5, 1.5, 2.5, 3.5 - 1e-15, 1e-21]])
     exact = np.array([float(mpmath.loggamma(mpmath.mpf(float(v)))) for v in near])
-    assert np.all(np.abs(seed.lgamma(near) - exact) <= 8 * np.spacing(np.abs(exact)))
+    assert np.all(np.abs(lgamma_module.lgamma(near) - exact) <= 8 * np.spacing(np.abs(exact)))
     negative = -rng.uniform(0, 40, 2000)
     exact = np.array([float(mpmath.log(abs(mpmath.gamma(mpmath.mpf(float(v)))))) for v in negative])
-    assert np.all(np.abs(seed.lgamma(negative) - exact) <= 1e-13 * np.maximum(1, np.abs(exact)))
-    assert seed.lgamma(np.zeros((0, 3))).shape == (0, 3) and seed.lgamma(np.array(2.5)).shape == ()
+    assert np.all(np.abs(lgamma_module.lgamma(negative) - exact) <= 1e-13 * np.maximum(1, np.abs(exact)))
+    assert lgamma_module.lgamma(np.zeros((0, 3))).shape == (0, 3) and lgamma_module.lgamma(np.array(2.5)).shape == ()
     special = np.array([0.0, -0.0, -3.0, 1.0, 2.0, 1e-21, -1e-21, 2.6e305, np.inf, -np.inf, np.nan, 0.5, -0.5])
-    out = seed.lgamma(special)
+    out = lgamma_module.lgamma(special)
     assert list(out[:3]) == [np.inf] * 3 and list(out[3:5]) == [0.0, 0.0] and not np.signbit(out[3:5]).any()
     assert out[5] == out[6] == pytest.approx(-np.log(1e-21), rel=1e-15)
     assert list(out[7:10]) == [np.inf] * 3 and np.isnan(out[10])
@@ -328,20 +329,20 @@ def test_lgamma_of_a_few_distinct_values_is_looked_up_with_the_same_bits(monkeyp
     distinct value, looked up by their bits: every value the bits of the direct computation, NaN payloads, -0.0, poles,
     infinities, a tail of rare values and values sharing a slot (computed directly) included; values without repeats
     are computed directly."""
-    monkeypatch.setattr(seed, "BY_VALUE_SLOTS", slots)
+    monkeypatch.setattr(lgamma_module, "BY_VALUE_SLOTS", slots)
     rng = np.random.default_rng(13)
     odd_nan = np.array([0x7FF8000000000123], np.uint64).view(np.float64)[0]
     pool = np.concatenate([rng.poisson(4, 40) * np.float32(0.037) + 1.0,
                            [np.nan, odd_nan, np.inf, -np.inf, 0.0, -0.0, -2.0, -1.5, 1.0, 2.0, 1e-30, 3.5, 2.6e305]])
-    for n in (seed.BY_VALUE_FROM, 50_000):
+    for n in (lgamma_module.BY_VALUE_FROM, 50_000):
         values = rng.choice(pool, n)
         values[rng.integers(0, n, 40)] = rng.uniform(0, 100, 40)  # rare values, outside any sample
-        looked_up = seed._lgamma_by_value(values)
+        looked_up = lgamma_module._lgamma_by_value(values)
         assert looked_up is not None
-        np.testing.assert_array_equal(looked_up.view(np.uint64), seed._lgamma_pieces(values).view(np.uint64))
-        np.testing.assert_array_equal(seed.lgamma(values.reshape(2, -1)).view(np.uint64),
+        np.testing.assert_array_equal(looked_up.view(np.uint64), lgamma_module._lgamma_pieces(values).view(np.uint64))
+        np.testing.assert_array_equal(lgamma_module.lgamma(values.reshape(2, -1)).view(np.uint64),
                                       looked_up.reshape(2, -1).view(np.uint64))
-    assert seed._lgamma_by_value(rng.uniform(0, 50, 20_000)) is None
+    assert lgamma_module._lgamma_by_value(rng.uniform(0, 50, 20_000)) is None
 
 
 def test_logit_terms_flag_every_non_finite_logit_and_equal_the_shifted_logsumexp():
