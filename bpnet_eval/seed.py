@@ -162,12 +162,11 @@ def log_factorial(counts: np.ndarray) -> np.ndarray:
     the others, without torch."""
     counts = np.asarray(counts, dtype=np.float64)
     table = log_factorial_table()
-    indices = read_count_indices(counts)
-    if indices is not None:  # every one a read count (the usual case)
-        return table.take(indices)
     with np.errstate(invalid="ignore"):  # NaN: not a read count
         small = (counts >= 0) & (counts < len(table)) & (counts == np.floor(counts))
-    if not small.any():
+    if small.all():  # every one a read count
+        return table.take(counts.astype(np.intp))
+    if not small.any():  # (callers send read counts to the table themselves: this is the usual case here)
         return lgamma(counts + 1)
     out = np.empty_like(counts)
     out[small] = table[counts[small].astype(np.intp)]
