@@ -129,10 +129,11 @@ def _lgamma_by_value(flat: np.ndarray) -> Optional[np.ndarray]:
         return None
     shift = np.uint64(64 - (BY_VALUE_SLOTS.bit_length() - 1))
     slots, first = np.unique((distinct * _HASH_MULTIPLIER) >> shift, return_index=True)  # one value a slot
-    keys, held, values = np.zeros(BY_VALUE_SLOTS, np.uint64), np.zeros(BY_VALUE_SLOTS, bool), np.zeros(BY_VALUE_SLOTS)
-    keys[slots], held[slots] = distinct[first], True
+    # an empty slot holds a key that hashes elsewhere (the first slot's), so no value looked up there matches it
+    keys, values = np.full(BY_VALUE_SLOTS, distinct[first[0]]), np.zeros(BY_VALUE_SLOTS)
+    keys[slots] = distinct[first]
     slot = ((bits * _HASH_MULTIPLIER) >> shift).astype(np.intp)
-    missed = np.flatnonzero(~(held.take(slot) & (keys.take(slot) == bits)))
+    missed = np.flatnonzero(keys.take(slot) != bits)
     # the table's values and the missed ones computed together (a call costs ~70 numpy passes, however few values)
     computed = _lgamma_pieces(np.concatenate([distinct[first].view(np.float64), flat.take(missed)]))
     values[slots] = computed[:len(slots)]
