@@ -247,6 +247,23 @@ def test_dense_and_sparse_count_sums_agree_and_a_row_never_depends_on_its_batch(
         np.testing.assert_allclose(got[2], (wide * values).sum(-1), rtol=1e-12, atol=1e-9)
 
 
+def test_dense_non_integer_counts_joined_in_bigger_blocks_give_each_row_its_own_sums(monkeypatch):
+    """Blocks of non-integer counts (a normalised track) next to each other have their lgamma computed together, up to
+    ``LGAMMA_JOINED_BLOCKS`` blocks, between blocks of read counts: every row's sums are the bits of its own."""
+    monkeypatch.setattr(seed, "DENSE_BLOCK_VALUES", 4 * 700)  # 4 rows a block
+    rng = np.random.default_rng(12)
+    rows = (1 + rng.poisson(0.5, size=(90, 700))).astype(np.float32)
+    scaled = np.ones(90, bool)
+    scaled[[8, 9, 10, 11, 40, 41, 42, 43, 44, 45, 46, 47]] = False  # blocks 2 and 10-11 hold read counts
+    rows[scaled] *= np.float32(0.037)
+    sums, read_counts = seed.dense_count_only_sums(rows)
+    assert not read_counts
+    for r in range(90):
+        wide = rows[r].astype(np.float64)
+        assert sums[0, r] == wide.sum() and sums[1, r] == seed.log_factorial(wide).sum(), r
+    assert seed.dense_count_only_sums(rows[~scaled])[1]
+
+
 def test_dense_read_counts_are_summed_as_the_float_sums_give_them():
     """Dense rows of read counts are summed as integers and looked up in the table, a cache-sized block of rows at a
     time without a float64 copy: the same bits as the float64 sums of ``log_factorial``. A block holding anything else
