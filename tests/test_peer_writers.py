@@ -27,7 +27,7 @@ import numpy as np
 import pyBigWig
 import pytest
 import torch
-from scipy.special import log_softmax, logsumexp, softmax
+from scipy.special import logsumexp, softmax
 
 from tests.support.cases import write_bigwig
 from tests.support.checks import numbers, read_columns
