@@ -4,6 +4,7 @@ to h5py, chunks HDF5 stored unfiltered, chunks never written, damaged chunks, an
 
 import multiprocessing
 import os
+import zlib
 
 import h5py
 import numpy as np
@@ -14,6 +15,7 @@ from bpnet_eval.input_files import read_runs
 from bpnet_eval.pipeline import score
 from bpnet_eval.sources import chunks
 from bpnet_eval.sources.chunks import chunk_filters, rows_reader, unshuffle
+from bpnet_eval.sources.deflate import INFLATE_ERRORS, inflate_sized
 from tests.support.cases import make_case
 
 
@@ -169,6 +171,34 @@ def test_a_chunk_stored_without_a_filter_reads_as_hdf5_reads_it(tmp_path, shuffl
     np.testing.assert_array_equal(ds[:], data)
     assert_reads_like_h5py(ds, batches_in_order(30, 7))
 
+
+@pytest.mark.parametrize("extra", [-8, 8])
+def test_a_chunk_that_inflates_to_another_size_reads_as_hdf5_reads_it(tmp_path, extra):
+    """A stored stream that inflates to fewer or more bytes than a chunk holds (libdeflate inflates into a buffer of
+    the chunk's size) is left to h5py, whose values are HDF5's own (it pads a short chunk, cuts a long one)."""
+    data = random_data((30, 2, 10), "<f4")
+    path = tmp_path / "sizes.h5"
+    with h5py.File(path, "w") as h5:
+        ds = h5.create_dataset("d", data=data, chunks=(10, 2, 10), compression="gzip")
+        raw = data[10:20].tobytes()
+        raw = raw[:len(raw) + extra] if extra < 0 else raw + b"\x01" * extra
+        ds.id.write_direct_chunk((10, 0, 0), zlib.compress(raw), 0)
+    ds = h5py.File(path, "r")["d"]
+    assert_reads_like_h5py(ds, batches_in_order(30, 7))
+    if extra > 0:
+        np.testing.assert_array_equal(ds[:], data)
+
+
+def test_inflate_sized_gives_zlibs_bytes_and_never_a_cut_chunk():
+    raw = random_data((64, 2, 100), "<f8").tobytes()
+    stored = zlib.compress(raw, 4)
+    assert bytes(inflate_sized(stored, len(raw))) == zlib.decompress(stored) == raw
+    assert bytes(inflate_sized(stored, len(raw) + 100)) == raw
+    try:  # a stream longer than the size given: an error (libdeflate) or all of it (ISA-L), never its first bytes
+        longer = inflate_sized(stored, len(raw) - 1)
+    except INFLATE_ERRORS:
+        longer = raw
+    assert bytes(longer) == raw
 
 def test_chunks_never_written_read_as_the_fill_value(tmp_path):
     path = tmp_path / "sparse.h5"

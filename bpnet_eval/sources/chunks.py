@@ -6,7 +6,7 @@ with zlib, and a batch of rows that ends inside a row of chunks inflates that ro
 batch where the row does not fit HDF5's chunk cache (8 MB in HDF5 2.0, 1 MB before). ``rows_reader``
 reads such a dataset the way HDF5 would, chunk by chunk: each chunk's stored bytes (``pread`` at the
 address HDF5's chunk index gives, or ``read_direct_chunk``) through the filters in reverse order
-(inflate by ISA-L where installed, else zlib; un-shuffle by numpy), several chunks at once in threads
+(inflate by libdeflate where installed, else ISA-L or zlib; un-shuffle by numpy), several chunks at once in threads
 (inflating releases Python's lock), and the last row of chunks kept for the batch after. Datasets
 stored otherwise (contiguous, uncompressed, other filters, non-numeric types) are read by h5py as
 before, and a read that fails here (a damaged chunk, a chunk never written) is read by h5py too,
@@ -23,7 +23,7 @@ import numpy as np
 
 from ..environment import allotted_cpus
 from ..input_files import read_runs
-from .deflate import INFLATE_ERRORS, inflate
+from .deflate import INFLATE_ERRORS, inflate_sized
 
 DEFLATE, SHUFFLE = h5py.h5z.FILTER_DEFLATE, h5py.h5z.FILTER_SHUFFLE
 # A row of chunks decoded at a time is kept for the next batch; above this size, h5py reads the dataset.
@@ -58,14 +58,15 @@ def unshuffle(data: bytes, itemsize: int) -> bytes:
     return elements + data[whole:]
 
 
-def decode_chunk(stored: bytes, filter_mask: int, filters: tuple, itemsize: int) -> bytes:
+def decode_chunk(stored: bytes, filter_mask: int, filters: tuple, itemsize: int, size: int) -> bytes:
     """A chunk's stored bytes through ``filters`` in reverse order, skipping those whose bit is set in
-    ``filter_mask`` (HDF5 skips an optional filter that did not help that chunk)."""
+    ``filter_mask`` (HDF5 skips an optional filter that did not help that chunk); ``size``: a chunk's bytes (what
+    inflating may give at most)."""
     data = stored
     for k in reversed(range(len(filters))):
         if filter_mask >> k & 1:
             continue
-        data = inflate(data) if filters[k] == DEFLATE else unshuffle(data, itemsize)
+        data = inflate_sized(data, size) if filters[k] == DEFLATE else unshuffle(data, itemsize)
     return data
 
 
@@ -142,7 +143,8 @@ class ChunkRows:
     def _decode_run(self, jobs: list) -> None:
         keys = [(first, *offset) for _, first, offset in jobs]
         for (target, _, offset), (filter_mask, stored) in zip(jobs, self._stored_run(keys)):
-            self._place(target, offset, decode_chunk(stored, filter_mask, self.filters, self.dtype.itemsize))
+            self._place(target, offset, decode_chunk(stored, filter_mask, self.filters, self.dtype.itemsize,
+                                                    self._chunk_bytes))
 
     def _locate(self) -> None:
         """Where every stored chunk lies in the file (HDF5's chunk index, listed once), and the file opened to read
