@@ -173,12 +173,16 @@ def default_read_workers(n_batches: int) -> int:
 
 
 def prediction_read_ahead(bounds: Sequence[Tuple[int, int]], length: int, workers: int, read_ahead_mb: int):
-    """``read_ahead(source)`` for ``PredictionSource.will_read``: processes, forked then, reading the batches
-    ``bounds`` of ``source`` (values ``(b, S, L)``) ahead: ``workers``, or one per track where there are more tracks
-    and CPUs (each file then read by a process of its own: 52.8k windows of two predicted bigWigs read block by
-    block on 2 CPUs, 5.3 s with one process, 4.2-4.5 s with two, 7.1 s in this process)."""
-    return lambda source: ProcessReadAhead(source, bounds, length, max(workers, min(source.n_tracks, allotted_cpus())),
-                                           held=1, memory=read_ahead_mb << 20)
+    """``read_ahead(source, length=length, dtype=float32, processes=None)`` for ``PredictionSource.will_read``:
+    processes, forked then, reading the batches ``bounds`` of ``source`` (values ``(b, S, length)`` of ``dtype``) ahead:
+    ``processes`` where given, else ``workers``, or one per track where there are more tracks and CPUs (each file then
+    read by a process of its own: 52.8k windows of two predicted bigWigs read block by block on 2 CPUs, 5.3 s with
+    one process, 4.2-4.5 s with two, 7.1 s in this process)."""
+    def read_ahead(source, length: int = length, dtype=np.float32, processes: Optional[int] = None):
+        count = processes or max(workers, min(source.n_tracks, allotted_cpus()))
+        return ProcessReadAhead(source, bounds, length, count, held=1, memory=read_ahead_mb << 20, dtype=dtype)
+
+    return read_ahead
 
 
 @dataclass

@@ -155,7 +155,7 @@ class ProcessReadAhead:
 
     Parameters
     ----------
-    source : TruthSource (``read_into(i, j, out, tracks)`` of ``(j - i, S, L)`` float32, ``n_tracks``, ``paths``)
+    source : TruthSource (``read_into(i, j, out, tracks)`` of ``(j - i, S, L)`` ``dtype``, ``n_tracks``, ``paths``)
         Must be usable after ``fork`` (the bigWig reader uses ``pread`` on its own descriptor).
     bounds : sequence of (int, int)
         The batches, in the order they will be read.
@@ -176,11 +176,13 @@ class ProcessReadAhead:
         The most bytes ``work``'s pickled value takes for a batch of ``shape`` (default: as many as the batch):
         memory set aside beside each slot (virtual: pages are used as values fill them). A bigger value goes
         through the pipe, which holds the worker until the main process reads that batch.
+    dtype : numpy dtype, optional
+        The type of the values (default float32).
     """
 
     def __init__(self, source, bounds: Sequence[Tuple[int, int]], length: int, workers: int = 1, held: int = 2,
                  memory: int = 256 << 20, work: Optional[Callable[[np.ndarray], object]] = None,
-                 work_bytes: Optional[Callable[[tuple], int]] = None):
+                 work_bytes: Optional[Callable[[tuple], int]] = None, dtype=np.float32):
         self.source = source
         self.bounds = [(int(i), int(j)) for i, j in bounds]
         self.n_tracks = source.n_tracks
@@ -191,7 +193,8 @@ class ProcessReadAhead:
                        if 1 < self.workers <= self.n_tracks else None)
         self.work = work if self.tracks is None else None
         rows = max((j - i for i, j in self.bounds), default=0)
-        slot_bytes = max(1, rows * self.n_tracks * int(length) * 4)
+        dtype = np.dtype(dtype)
+        slot_bytes = max(1, rows * self.n_tracks * int(length) * dtype.itemsize)
         if self.tracks is None:
             least = 2 + -(-held // self.workers)  # per worker: its share of the held batches plus two ahead
             most = max(least, -(-len(self.bounds) // self.workers))  # no more slots than batches
@@ -201,8 +204,8 @@ class ProcessReadAhead:
             least, most = held + 2, max(held + 2, len(self.bounds))
             self.depth = n_slots = min(most, max(least, memory // slot_bytes))
         shape = (n_slots, rows, self.n_tracks, int(length))
-        self._mapping = mmap.mmap(-1, max(1, int(np.prod(shape)) * 4))
-        self._slots = np.frombuffer(self._mapping, dtype=np.float32, count=int(np.prod(shape))).reshape(shape)
+        self._mapping = mmap.mmap(-1, max(1, int(np.prod(shape)) * dtype.itemsize))
+        self._slots = np.frombuffer(self._mapping, dtype=dtype, count=int(np.prod(shape))).reshape(shape)
         # what ``work`` gave on a batch travels pickled beside its slot (a pipe would hold the worker until the main
         # process reads that batch: no reading ahead), in ``work_bytes`` at most; a bigger value goes through the pipe
         self._side_bytes = (0 if self.work is None else slot_bytes if work_bytes is None else

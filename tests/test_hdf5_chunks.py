@@ -12,11 +12,16 @@ import pytest
 
 from bpnet_eval.errors import InputError
 from bpnet_eval.input_files import read_runs
+from bpnet_eval.inputs import open_inputs
+from bpnet_eval.options import Job
 from bpnet_eval.pipeline import score
 from bpnet_eval.sources import chunks
 from bpnet_eval.sources.chunks import chunk_filters, rows_reader, unshuffle
 from bpnet_eval.sources.deflate import INFLATE_ERRORS, inflate_sized
+from bpnet_eval.sources.predictions import StoredRows
+from bpnet_eval.workers import ProcessReadAhead, fork_is_safe
 from tests.support.cases import make_case
+from tests.support.processes import alive
 
 
 def dataset(tmp_path, data, name="x.h5", **options):
@@ -217,23 +222,31 @@ def test_chunks_never_written_read_as_the_fill_value(tmp_path):
     read.close()
 
 
-def damage_first_chunk(path, dataset_name):
-    """Overwrite the middle of the first stored chunk of ``dataset_name`` with bytes that do not inflate."""
+def damage_first_chunk(path, dataset_name, index=0):
+    """Overwrite the middle of the stored chunk ``index`` (in HDF5's listing; the first by default) of
+    ``dataset_name`` with bytes that do not inflate."""
     with h5py.File(path, "r") as h5:
-        info = h5[dataset_name].id.get_chunk_info(0)
+        info = h5[dataset_name].id.get_chunk_info(index)
     with open(path, "r+b") as handle:
         handle.seek(info.byte_offset + 2)
         handle.write(b"\xff" * max(1, info.size - 4))
 
 
-def test_a_damaged_chunk_is_an_error_naming_the_file_and_the_regions(tmp_path):
-    case = make_case(tmp_path, n=30)
-    gz = tmp_path / "gz.h5"
-    with h5py.File(case.predictions, "r") as source, h5py.File(gz, "w") as out:
+def gzip_predictions(case, path, dtype="<f4", **options):
+    """``case``'s predictions written again with their logits gzip-compressed in chunks of 8 regions (``options``:
+    more ``create_dataset`` options); the path."""
+    with h5py.File(case.predictions, "r") as source, h5py.File(path, "w") as out:
         for name in ("coords/coords_chrom", "coords/coords_start", "coords/coords_end", "predictions/logcounts"):
             source.copy(name, out, name)
-        out.create_dataset("predictions/logits", data=source["predictions/logits"][:], chunks=(8, 2, 25),
-                           compression="gzip")
+        logits = source["predictions/logits"][:]
+        out.create_dataset("predictions/logits", data=logits.astype(dtype), chunks=(8, *logits.shape[1:]),
+                           compression="gzip", **options)
+    return path
+
+
+def test_a_damaged_chunk_is_an_error_naming_the_file_and_the_regions(tmp_path):
+    case = make_case(tmp_path, n=30)
+    gz = gzip_predictions(case, tmp_path / "gz.h5")
     damage_first_chunk(gz, "predictions/logits")
     with pytest.raises(InputError) as caught:
         score(str(gz), [str(p) for p in case.bigwigs])
@@ -299,3 +312,46 @@ def test_chunks_are_read_at_hdf5s_addresses_unless_a_user_block_shifts_them(tmp_
         np.testing.assert_array_equal(got, data)
         assert (reader._fd is None) == bool(options), name
         reader.close()
+
+
+@pytest.mark.skipif(not fork_is_safe(), reason="reading processes need fork on Linux, no threads")
+@pytest.mark.parametrize("dtype, options", [("<f4", {}), (">f8", {"shuffle": True})])
+def test_compressed_predictions_are_inflated_by_a_reading_process_to_the_same_numbers(tmp_path, dtype, options):
+    """Where reading processes read ahead, a gzip-compressed profile is inflated by one of them (its rows as
+    stored, in shared memory of the stored type), not by threads of the process that computes: every column is
+    the one read in-process; one process however many read the observed tracks (batches shared out among several
+    would each inflate the rows of chunks at their edges); an uncompressed profile is read in-process, and the
+    process stops with the run."""
+    case = make_case(tmp_path, n=300)
+    gz = gzip_predictions(case, tmp_path / "gz.h5", dtype, **options)
+    bigwigs = [str(p) for p in case.bigwigs]
+    with open_inputs(Job.of(str(gz), bigwigs, batch_size=64, read_workers=2)) as inputs:
+        ahead = inputs.preds._ahead
+        assert isinstance(ahead, ProcessReadAhead) and isinstance(ahead.source, StoredRows) and ahead.workers == 1
+        assert ahead._slots.dtype == np.dtype(dtype).newbyteorder("=")
+        logits = np.concatenate([batch[2][0] for batch in inputs.batches()])
+        pids = list(ahead._pids)
+    assert inputs.preds._ahead is None and not any(alive(pid) for pid in pids)
+    with h5py.File(gz, "r") as h5:
+        np.testing.assert_array_equal(logits, h5["predictions/logits"][:])
+    with open_inputs(Job.of(str(case.predictions), bigwigs, batch_size=64, read_workers=1)) as inputs:
+        assert inputs.preds._ahead is None
+    beside = score(str(gz), bigwigs, batch_size=64, read_workers=1, device="cpu")
+    alone = score(str(gz), bigwigs, batch_size=64, read_workers=0, device="cpu")
+    assert beside.columns.keys() == alone.columns.keys()
+    for name, values in alone.columns.items():
+        np.testing.assert_array_equal(beside.columns[name], values, err_msg=name)
+
+
+@pytest.mark.skipif(not fork_is_safe(), reason="reading processes need fork on Linux, no threads")
+def test_a_damaged_chunk_inflated_by_a_reading_process_is_the_same_error(tmp_path):
+    case = make_case(tmp_path, n=300)
+    gz = gzip_predictions(case, tmp_path / "gz.h5")
+    damage_first_chunk(gz, "predictions/logits", index=20)  # rows 161..168: the third batch of 64
+    messages = []
+    for workers in (1, 0):
+        with pytest.raises(InputError) as caught:
+            score(str(gz), [str(p) for p in case.bigwigs], batch_size=64, read_workers=workers, device="cpu")
+        messages.append(str(caught.value))
+    assert messages[0] == messages[1]
+    assert str(gz) in messages[0] and "regions 129..192" in messages[0] and "damaged" in messages[0]

@@ -174,6 +174,7 @@ class HDF5Predictions(PredictionSource):
         require_numeric(self._logcounts.dtype, f"{self.path}: '{layout.logcounts}'", "the predicted log counts")
         self._check_shapes()
         self._read_profile, self._read_logcounts = rows_reader(self._profile), rows_reader(self._logcounts)
+        self._ahead = None  # processes inflating the profile's rows ahead (``will_read``)
 
     def _check_shapes(self):
         shape, counts_shape = self._profile.shape, self._logcounts.shape
@@ -251,20 +252,58 @@ class HDF5Predictions(PredictionSource):
                                   f"{self.path} [{coords['center']} ± L/2]")
         return None
 
+    def will_read(self, start: int, stop: int, fork=None, read_ahead=None) -> None:
+        """A compressed profile (``chunks.rows_reader`` inflates it) is inflated by a process forked now
+        (``read_ahead``: ``workers.ProcessReadAhead``, where reading processes are wanted) batch by batch ahead, its
+        rows as stored, beside the scoring: inflating in this process's threads competed with the computation for
+        Python's lock. One process, with a thread per CPU: batches shared out among processes would each inflate
+        the rows of chunks at their edges again."""
+        if read_ahead is not None and self._ahead is None and self._read_profile.direct:
+            self._ahead = read_ahead(StoredRows(self._read_profile, self.path),
+                                     length=int(np.prod(self._profile.shape[1:])),
+                                     dtype=self._profile.dtype.newbyteorder("="), processes=1)
+
+    def _stored_profile(self, i: int, j: int) -> np.ndarray:
+        """The profile's rows ``i..j`` as stored: from the processes reading ahead where they read that batch next
+        (copied: their memory takes the next batch), else read here."""
+        if self._ahead is not None and self._ahead.is_next(i, j):
+            return np.array(self._ahead.read(i, j)).reshape(j - i, *self._profile.shape[1:])
+        return self._read_profile(i, j)
+
     def read(self, i: int, j: int):
         """Logits ``(j-i, S, L)`` and log counts ``(j-i, T)`` of regions ``i..j``."""
         try:
-            profile, logcounts = self._read_profile(i, j), np.asarray(self._read_logcounts(i, j))
+            profile, logcounts = self._stored_profile(i, j), np.asarray(self._read_logcounts(i, j))
         except UNEXPECTED_READ_ERRORS as err:
             raise damaged(self.path, i, j, err) from None
         return (profile_to_logits(to_nsl(profile, self._axes), self.layout.profile_kind),
                 logcounts.reshape(j - i, self.n_logcount_columns))
 
     def close(self):
+        if getattr(self, "_ahead", None) is not None:
+            self._ahead.close()
+            self._ahead = None
         for reader in (getattr(self, "_read_profile", None), getattr(self, "_read_logcounts", None)):
             if reader is not None:
                 reader.close()
         self._file.close()
+
+
+class StoredRows:
+    """Rows of a dataset read by ``chunks.rows_reader`` as processes reading ahead take a source
+    (``workers.ProcessReadAhead``: one track of ``prod(shape[1:])`` values a row, ``read_into``, ``start_reading``)."""
+
+    n_tracks = 1
+
+    def __init__(self, read_rows, path: str):
+        self.read_rows, self.paths = read_rows, [path]
+
+    def start_reading(self, tracks=None, fork=None) -> None:
+        """Nothing to start: the reading process inflates with threads of its own."""
+
+    def read_into(self, i: int, j: int, out: np.ndarray, tracks=None) -> None:
+        """Rows ``i..j`` written into ``out`` ``(j - i, 1, width)``."""
+        out[:, 0] = self.read_rows(i, j).reshape(j - i, -1)
 
 
 class ArrayPredictions(PredictionSource):
