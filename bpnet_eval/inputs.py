@@ -217,14 +217,17 @@ class Inputs:
 
 @contextmanager
 def open_inputs(job: Job, batch_work: Optional[Callable[[np.ndarray], object]] = None,
-                batch_work_bytes: Optional[Callable[[tuple], int]] = None):
+                batch_work_bytes: Optional[Callable[[tuple], int]] = None,
+                batch_work_merge: Optional[Callable[[list, list, int, int], object]] = None):
     """Open and validate the inputs of ``job`` (raising the first problem found) and start reading ahead.
 
     ``job.run.read_workers``: processes reading the observed bigWigs ahead (default: ``default_read_workers``;
     0: a thread of this process), filling at most ``job.run.read_ahead_mb`` of shared memory ahead of the
     computation. Processes are used only for sources that allow it and where ``fork`` is safe (see
     ``bpnet_eval.workers``); where each reads whole batches, they also compute ``batch_work(observed)`` of each
-    (``Inputs.batches`` hands it to ``prepare``; ``batch_work_bytes(shape)``: the most bytes its value takes pickled).
+    (``Inputs.batches`` hands it to ``prepare``; ``batch_work_bytes(shape)``: the most bytes its value takes pickled),
+    and where each reads some tracks, ``batch_work`` of its tracks, joined by ``batch_work_merge(values, track
+    groups, S, L)``.
     Everything is closed, and the workers stopped, when the block ends.
     """
     run = job.run
@@ -246,7 +249,7 @@ def open_inputs(job: Job, batch_work: Optional[Callable[[np.ndarray], object]] =
             if workers < truth_source.n_tracks <= allotted_cpus() and truth_source.reads_blocks():
                 workers = truth_source.n_tracks  # files read block by block: a reading process each
             observed = ProcessReadAhead(truth_source, bounds, preds.length, workers, memory=run.read_ahead_mb << 20,
-                                        work=batch_work, work_bytes=batch_work_bytes)
+                                        work=batch_work, work_bytes=batch_work_bytes, merge_work=batch_work_merge)
             truth_source.will_read(start, start)  # the processes read the run's rows; this one a few (examples)
         yield Inputs(preds, table, truth_source, findings, job.read.policies, (start, stop), run.batch_size,
                      observed, observed.workers if observed is not truth_source else 0, job.rows is not None,

@@ -20,7 +20,7 @@ from .inputs import Inputs, iter_batches, open_inputs, open_sources
 from .options import Job, ReadOptions, RunOptions, ScoreOptions, split_options
 from .presets import COUNT_TARGETS, MetricPlan, preset_files, preset_notes
 from .regions import Regions
-from .seed import SeedComputer, count_terms, count_terms_bytes
+from .seed import SeedComputer, count_terms, count_terms_bytes, interleaved_count_terms
 from .sources import input_conventions, unreadable_truth_bigwigs
 from .summary import drop_nonfinite, summarize
 from .validate import Findings, ValueScreen
@@ -216,7 +216,7 @@ def run_job(job: Job, progress: Optional[Callable[[int, int], None]] = None) -> 
     With ``job.rows`` set, the result holds those rows' columns, ``summary`` None and ``partial`` (see
     ``bpnet_eval.shards``)."""
     seed_path = uses_seed_computer(job.scoring, job.run)
-    with open_inputs(job, count_terms if seed_path else None, count_terms_bytes if seed_path else None) as inputs:
+    with open_inputs(job, *((count_terms, count_terms_bytes, interleaved_count_terms) if seed_path else ())) as inputs:
         return score_inputs(inputs, job.scoring, job.run, progress)
 
 

@@ -251,6 +251,28 @@ def count_terms(observed: np.ndarray) -> CountTerms:
     return CountTerms(where, first, counts, dense, totals, log_factorials, read_counts)
 
 
+def interleaved_count_terms(parts: Sequence[CountTerms], groups: Sequence[Sequence[int]], n_tracks: int,
+                            length: int) -> CountTerms:
+    """``count_terms(observed)`` of a batch ``(n, S, L)`` from ``count_terms(observed[:, group])`` of each group of its
+    tracks (``groups``: the S tracks split into groups, ``parts`` in the same order; a reading process per file
+    computes its own): the same arrays, each row's terms being its own (``count_terms`` decides and sums row by row)."""
+    rows = np.arange(sum(len(p.dense) for p in parts)).reshape(-1, n_tracks)
+    targets = [rows[:, list(group)].reshape(-1) for group in groups]  # each part's rows among the batch's
+    dense, per_row = np.zeros(rows.size, bool), np.zeros(rows.size, np.intp)
+    totals, log_factorials = np.zeros(rows.size), np.zeros(rows.size)
+    for part, target in zip(parts, targets):
+        dense[target], totals[target], log_factorials[target] = part.dense, part.totals, part.log_factorials
+        per_row[target] = np.diff(part.first, append=len(part.where))
+    first = np.cumsum(per_row) - per_row
+    where, counts = np.zeros(int(per_row.sum()), np.intp), np.zeros(int(per_row.sum()))
+    for part, target in zip(parts, targets):
+        owner = np.repeat(np.arange(len(target)), np.diff(part.first, append=len(part.where)))  # part row of each
+        at = first[target[owner]] + np.arange(len(part.where)) - part.first[owner]
+        where[at], counts[at] = target[owner] * length + part.where % length, part.counts
+    read_counts = dense.any() and all(p.dense_read_counts for p in parts if p.dense.any())
+    return CountTerms(where, first, counts, dense, totals, log_factorials, bool(read_counts))
+
+
 def count_terms_bytes(shape: tuple) -> int:
     """The most bytes ``count_terms`` of a batch of ``shape`` ``(n, S, L)`` takes pickled: 16 per nonzero count of its
     sparse rows (at most ``DENSE_ABOVE`` of every position), 25 per row, and room for the pickle's own framing."""

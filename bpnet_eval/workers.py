@@ -170,19 +170,23 @@ class ProcessReadAhead:
         workers fill it while the main process starts computing.
     work : callable(numpy.ndarray), optional
         Run by a worker on each batch it filled (the ``(j - i, S, L)`` array ``read`` returns), where workers read
-        whole batches; its value (pickled back) comes with the batch from ``read_with_work`` (None where the
-        workers split the tracks).
+        whole batches; its value (pickled back) comes with the batch from ``read_with_work``. Where the workers
+        split the tracks, each runs it on its tracks of the batch and ``merge_work`` joins their values (None
+        without ``merge_work``).
     work_bytes : callable(shape), optional
         The most bytes ``work``'s pickled value takes for a batch of ``shape`` (default: as many as the batch):
         memory set aside beside each slot (virtual: pages are used as values fill them). A bigger value goes
         through the pipe, which holds the worker until the main process reads that batch.
     dtype : numpy dtype, optional
         The type of the values (default float32).
+    merge_work : callable(list, list, int, int), optional
+        ``merge_work(values, track_groups, S, L)``: ``work`` of a batch from its values on each worker's tracks.
     """
 
     def __init__(self, source, bounds: Sequence[Tuple[int, int]], length: int, workers: int = 1, held: int = 2,
                  memory: int = 256 << 20, work: Optional[Callable[[np.ndarray], object]] = None,
-                 work_bytes: Optional[Callable[[tuple], int]] = None, dtype=np.float32):
+                 work_bytes: Optional[Callable[[tuple], int]] = None, dtype=np.float32,
+                 merge_work: Optional[Callable[[list, list, int, int], object]] = None):
         self.source = source
         self.bounds = [(int(i), int(j)) for i, j in bounds]
         self.n_tracks = source.n_tracks
@@ -191,7 +195,8 @@ class ProcessReadAhead:
         # tracks per worker (every batch), or None: batches shared out whole
         self.tracks = ([list(map(int, group)) for group in np.array_split(np.arange(self.n_tracks), self.workers)]
                        if 1 < self.workers <= self.n_tracks else None)
-        self.work = work if self.tracks is None else None
+        self.work = work if self.tracks is None or merge_work is not None else None
+        self.merge_work, self.length = merge_work, int(length)
         rows = max((j - i for i, j in self.bounds), default=0)
         dtype = np.dtype(dtype)
         slot_bytes = max(1, rows * self.n_tracks * int(length) * dtype.itemsize)
@@ -210,7 +215,8 @@ class ProcessReadAhead:
         # process reads that batch: no reading ahead), in ``work_bytes`` at most; a bigger value goes through the pipe
         self._side_bytes = (0 if self.work is None else slot_bytes if work_bytes is None else
                             int(work_bytes((rows, self.n_tracks, int(length)))))
-        self._side = mmap.mmap(-1, n_slots * self._side_bytes + 8) if self._side_bytes else None
+        self._parts = 1 if self.tracks is None else len(self.tracks)  # values of ``work`` a batch: one per worker
+        self._side = mmap.mmap(-1, n_slots * self._parts * self._side_bytes + 8) if self._side_bytes else None
         # the batch the main process waits for (or will read next): a worker filling that batch or the one after it
         # leaves ``work`` to the main process, which then does it itself (the work goes where there is time for it:
         # a worker that keeps less than a batch ahead would make the main process wait for the work)
@@ -256,24 +262,28 @@ class ProcessReadAhead:
             try:
                 batch = self._slots[k % n_slots, :j - i]
                 self.source.read_into(i, j, batch, tracks)
-                worked = self.work(batch) if self.work is not None and self._wanted[0] < k - 1 else None
+                worked = (self.work(batch if tracks is None else batch[:, tracks])
+                          if self.work is not None and self._wanted[0] < k - 1 else None)
             except BaseException as err:  # raised by the main process's read()
                 send(results, k, err, failed=True)
                 return
             try:
-                send(results, k, self._put_aside(k % n_slots, worked))
+                send(results, k, self._put_aside(self._side_place(k % n_slots, w), worked))
             except BrokenPipeError:
                 return
 
-    def _put_aside(self, slot: int, worked):
-        """The message for ``worked``: ``(size, None)`` where its pickle was written beside ``slot``, else
-        ``(0, worked)``."""
+    def _side_place(self, slot: int, w: int) -> int:
+        """Where the value of ``work`` of worker ``w`` on the batch in ``slot`` is put aside (bytes from the start)."""
+        return 8 + (slot * self._parts + (0 if self.tracks is None else w)) * self._side_bytes
+
+    def _put_aside(self, at: int, worked):
+        """The message for ``worked``: ``(size, None)`` where its pickle was written at ``at``, else ``(0, worked)``."""
         if worked is None:
             return 0, None
         payload = pickle.dumps(worked, protocol=pickle.HIGHEST_PROTOCOL)
         if len(payload) > self._side_bytes:
             return 0, worked
-        self._side[8 + slot * self._side_bytes:8 + slot * self._side_bytes + len(payload)] = payload
+        self._side[at:at + len(payload)] = payload
         return len(payload), None
 
     # ------------------------------------------------------------------ main side
@@ -299,18 +309,23 @@ class ProcessReadAhead:
                     _write_all(self._credit_fds[w], b"\0")
                 except BrokenPipeError:
                     pass  # the worker has stopped: its result pipe says why
-        size, worked = 0, None
         if self._wanted is not None:
             self._wanted[0] = k
+        slot, parts = k % len(self._slots), []
         for w in self._workers_of(k):
             _, (size, worked) = receive(self._result_fds[w],
                                         f"the process reading {self.describe_source()} stopped before rows "
                                         f"{i + 1}..{j} (killed or out of memory?); rerun, or give --read-workers 0 "
                                         "to read in-process")
-        slot = k % len(self._slots)
-        if size:
-            worked = pickle.loads(self._side[8 + slot * self._side_bytes:8 + slot * self._side_bytes + size])
-        return self._slots[slot, :j - i], worked
+            if size:
+                at = self._side_place(slot, w)
+                worked = pickle.loads(self._side[at:at + size])
+            parts.append(worked)
+        if self.tracks is None:
+            return self._slots[slot, :j - i], parts[0]
+        joined = (self.merge_work(parts, self.tracks, self.n_tracks, self.length)
+                  if self.work is not None and all(part is not None for part in parts) else None)
+        return self._slots[slot, :j - i], joined
 
     def describe_source(self) -> str:
         return ", ".join(map(str, self.source.paths)) or "the observed tracks"

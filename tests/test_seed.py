@@ -431,3 +431,25 @@ def test_count_terms_pickled_fit_in_count_terms_bytes_at_the_densest_sparse_rows
     terms = seed.count_terms(observed)
     assert len(terms.where) == 2000 * most and terms.dense.sum() == 48
     assert len(pickle.dumps(terms, protocol=pickle.HIGHEST_PROTOCOL)) <= seed.count_terms_bytes(observed.shape)
+
+
+@pytest.mark.parametrize("n_tracks, groups", [(2, [[0], [1]]), (3, [[0, 2], [1]]), (4, [[0], [1], [2], [3]]),
+                                              (1, [[0]])])
+def test_count_terms_of_groups_of_tracks_interleave_into_the_whole_batchs(n_tracks, groups):
+    """``interleaved_count_terms`` of each group's ``count_terms`` (what the reading process of each file computes)
+    is ``count_terms`` of the whole batch, every array bit for bit: sparse and dense rows, empty rows, non-integer
+    and NaN counts, rows all dense or none."""
+    rng = np.random.default_rng(n_tracks)
+    for density in (0.02, 0.3, 1.0):
+        observed = (rng.poisson(3.0, (41, n_tracks, 60)) * (rng.random((41, n_tracks, 60)) < density)).astype(np.float32)
+        observed[4] = 0
+        observed[6, 0] *= np.float32(0.37)  # a normalised row
+        observed[9, -1, 5] = np.nan
+        whole = seed.count_terms(observed)
+        parts = [seed.count_terms(observed[:, group]) for group in groups]
+        joined = seed.interleaved_count_terms(parts, groups, n_tracks, observed.shape[-1])
+        assert joined.dense_read_counts == whole.dense_read_counts
+        for name in ("where", "first", "counts", "dense", "totals", "log_factorials"):
+            got, want = getattr(joined, name), getattr(whole, name)
+            assert got.dtype == want.dtype and got.shape == want.shape, name
+            assert got.tobytes() == want.tobytes(), name

@@ -181,8 +181,8 @@ def test_work_comes_with_its_batch_from_a_worker_ahead_and_is_left_to_the_main_p
 
 @pytest.mark.parametrize("workers, n_tracks", [(2, 2), (1, 1)])
 def test_work_too_big_for_the_side_travels_through_the_pipe_and_split_tracks_get_none(workers, n_tracks):
-    """A value bigger than its batch's side memory comes through the pipe; where workers split a batch's tracks,
-    none runs ``work`` (None for every batch)."""
+    """A value bigger than its batch's side memory comes through the pipe; where workers split a batch's tracks
+    and nothing joins their values (no ``merge_work``), none runs ``work`` (None for every batch)."""
     bounds = batch_bounds(0, 40, 8)
     reader = ProcessReadAhead(RowSource(n_tracks), bounds, 7, workers=workers, memory=1,
                               work=lambda batch: np.repeat(batch.ravel(), 3))
@@ -198,10 +198,12 @@ def test_work_too_big_for_the_side_travels_through_the_pipe_and_split_tracks_get
         reader.close()
 
 
-def test_count_terms_from_the_reading_process_give_the_scores_of_the_main_process(tmp_path, monkeypatch):
+@pytest.mark.parametrize("workers", [1, 2], ids=["whole-batches", "a-process-per-track"])
+def test_count_terms_from_the_reading_process_give_the_scores_of_the_main_process(tmp_path, monkeypatch, workers):
     """The seed path's count terms (``seed.count_terms``, dense and sparse rows) computed by the reading process
-    (which it does while ahead: here the main process waits 0.05 s per batch) give the same columns bit for bit as
-    the main process computing them all."""
+    (which it does while ahead: here the main process waits 0.05 s per batch), or by a process per track of its
+    tracks and joined (``seed.interleaved_count_terms``), give the same columns bit for bit as the main process
+    computing them all."""
     from bpnet_eval.seed import SeedComputer, count_terms
 
     case = make_case(tmp_path, n=157, length=64, seed=5)
@@ -212,12 +214,44 @@ def test_count_terms_from_the_reading_process_give_the_scores_of_the_main_proces
     alone = score(str(case.predictions), files, batch_size=16, read_workers=0, device="cpu")
     assert len(in_main) == 10
     in_main.clear()
-    beside = score(str(case.predictions), files, batch_size=16, read_workers=1, device="cpu",
+    beside = score(str(case.predictions), files, batch_size=16, read_workers=workers, device="cpu",
                    progress=lambda done, total: time.sleep(0.05))
     assert len(in_main) <= 4  # the first two batches, and any the main process had to wait for
     assert beside.columns.keys() == alone.columns.keys()
     for name, values in alone.columns.items():
         np.testing.assert_array_equal(beside.columns[name], values, err_msg=name)
+
+
+def test_work_on_split_tracks_is_joined_into_the_work_of_the_whole_batch():
+    """Where each worker reads some tracks of every batch, each runs ``work`` on its tracks (once ahead of the main
+    process) and ``merge_work`` joins the values with the groups of tracks, S and L: the whole batch's value."""
+    bounds = batch_bounds(0, 80, 8)
+    calls = []
+
+    def merge(parts, groups, n_tracks, length):
+        calls.append((groups, n_tracks, length))
+        joined = np.zeros((len(parts[0]), n_tracks))
+        for part, group in zip(parts, groups):
+            joined[:, group] = part
+        return joined
+
+    reader = ProcessReadAhead(SlowRowSource(6 * 8, 1.5, n_tracks=3), bounds, 7, workers=2, memory=1,
+                              work=lambda batch: batch.sum(axis=-1, dtype=np.float64), merge_work=merge)
+    try:
+        assert reader.tracks == [[0, 1], [2]]
+        for w in range(2):
+            wait_for_messages(reader._result_fds[w], reader.depth)
+        worked = []
+        for i, j in bounds:
+            batch, value = reader.read_with_work(i, j)
+            np.testing.assert_array_equal(batch, expected(i, j, 3))
+            if value is not None:
+                np.testing.assert_array_equal(value, batch.sum(axis=-1, dtype=np.float64))
+            worked.append(value is not None)
+    finally:
+        reader.close()
+    assert worked[:2] == [False, False] and all(worked[2:reader.depth])
+    assert calls and all(call == ([[0, 1], [2]], 3, 7) for call in calls)
 
 
 def test_open_inputs_uses_worker_processes_for_bigwigs(tmp_path):
