@@ -258,17 +258,17 @@ def interleaved_count_terms(parts: Sequence[CountTerms], groups: Sequence[Sequen
     computes its own): the same arrays, each row's terms being its own (``count_terms`` decides and sums row by row)."""
     rows = np.arange(sum(len(p.dense) for p in parts)).reshape(-1, n_tracks)
     targets = [rows[:, list(group)].reshape(-1) for group in groups]  # each part's rows among the batch's
+    entries = [np.diff(p.first, append=len(p.where)) for p in parts]  # each part row's number of entries
     dense, per_row = np.zeros(rows.size, bool), np.zeros(rows.size, np.intp)
     totals, log_factorials = np.zeros(rows.size), np.zeros(rows.size)
-    for part, target in zip(parts, targets):
+    for part, target, counted in zip(parts, targets, entries):
         dense[target], totals[target], log_factorials[target] = part.dense, part.totals, part.log_factorials
-        per_row[target] = np.diff(part.first, append=len(part.where))
+        per_row[target] = counted
     first = np.cumsum(per_row) - per_row
     where, counts = np.zeros(int(per_row.sum()), np.intp), np.zeros(int(per_row.sum()))
-    for part, target in zip(parts, targets):
-        owner = np.repeat(np.arange(len(target)), np.diff(part.first, append=len(part.where)))  # part row of each
-        at = first[target[owner]] + np.arange(len(part.where)) - part.first[owner]
-        where[at], counts[at] = target[owner] * length + part.where % length, part.counts
+    for part, target, counted in zip(parts, targets, entries):
+        at = np.repeat(first[target] - part.first, counted) + np.arange(len(part.where))
+        where[at], counts[at] = part.where + np.repeat((target - np.arange(len(target))) * length, counted), part.counts
     read_counts = dense.any() and all(p.dense_read_counts for p in parts if p.dense.any())
     return CountTerms(where, first, counts, dense, totals, log_factorials, bool(read_counts))
 

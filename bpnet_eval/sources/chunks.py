@@ -64,10 +64,10 @@ def unshuffle(data: bytes, itemsize: int):
     return out
 
 
-def decode_chunk(stored: bytes, filter_mask: int, filters: tuple, itemsize: int, size: int) -> bytes:
+def decode_chunk(stored: bytes, filter_mask: int, filters: tuple, itemsize: int, size: int):
     """A chunk's stored bytes through ``filters`` in reverse order, skipping those whose bit is set in
     ``filter_mask`` (HDF5 skips an optional filter that did not help that chunk); ``size``: a chunk's bytes (what
-    inflating may give at most)."""
+    inflating may give at most). Returns the bytes as ``bytes``, a ``bytearray`` or a uint8 array."""
     data = stored
     for k in reversed(range(len(filters))):
         if filter_mask >> k & 1:
