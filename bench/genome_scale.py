@@ -13,9 +13,9 @@ BPNet's auPRC depth filter and most do not); predictions in the native HDF5 layo
 ``log(k + 0.5)`` plus noise, float32, chunked by 256 windows), with stored coordinates. Generation streams
 one chromosome (observed) or one chunk (predictions) at a time: memory about 1 GB whatever N.
 
-Each run is ``bpnet-eval score ... --no-plots`` in its own process under ``/usr/bin/time``: wall time,
-CPU time (the run and its reading processes) and peak RSS, the largest resident set of any one process
-of the run (the main process; the reading processes are smaller). The report goes to a temporary directory and is removed.
+Each run is ``bpnet-eval score ... --no-plots`` in its own process, measured by ``bench/measure.py``: wall time,
+CPU time (the run and its reading processes), the run's memory (the largest sum of its processes' PSS, sampled:
+what a job's memory limit sees) and the largest resident set of any one of its processes. The report goes to a temporary directory and is removed.
 """
 
 from __future__ import annotations
@@ -121,18 +121,20 @@ def generate(out: Path, windows: int, length: int, seed: int) -> dict:
 
 def timed_run(case: Path, flags: list, cli: str) -> dict:
     """Wall seconds, CPU seconds (user + system of the run and the reading processes it reaped: on a busy
-    machine the measure of linearity) and peak RSS (MB) of one ``bpnet-eval score`` run."""
+    machine the measure of linearity), the peak RSS of its largest process and the run's peak memory (PSS summed
+    over its processes: ``bench/measure.py``), in MB, of one ``bpnet-eval score`` run."""
     report = Path(tempfile.mkdtemp(prefix="genome-scale-")) / "report"
-    timing = report.parent / "time.txt"
-    command = ["/usr/bin/time", "-f", "%e %U %S %M", "-o", str(timing), cli, "score", str(case / "predictions.h5"),
-               str(case / "observed.plus.bw"), str(case / "observed.minus.bw"), *flags, "--no-plots",
-               "--out", str(report)]
-    result = subprocess.run(command, capture_output=True, text=True)
-    wall, user, system, rss_kb = timing.read_text().split()[-4:]
+    command = [sys.executable, str(Path(__file__).with_name("measure.py")), cli, "score",
+               str(case / "predictions.h5"), str(case / "observed.plus.bw"), str(case / "observed.minus.bw"), *flags,
+               "--no-plots", "--out", str(report)]
+    launched = subprocess.run(command, capture_output=True, text=True)
     shutil.rmtree(report.parent, ignore_errors=True)
-    if result.returncode != 0:
-        raise SystemExit(f"{' '.join(flags)} failed (exit {result.returncode}): {result.stderr.strip()[-500:]}")
-    return {"wall_s": float(wall), "cpu_s": round(float(user) + float(system), 2), "peak_rss_mb": round(int(rss_kb) / 1024)}
+    result = json.loads(launched.stdout) if launched.returncode == 0 else {"returncode": launched.returncode,
+                                                                          "stderr": launched.stderr}
+    if result["returncode"] != 0:
+        raise SystemExit(f"{' '.join(flags)} failed (exit {result['returncode']}): {result['stderr'].strip()[-500:]}")
+    return {"wall_s": round(result["wall_s"], 2), "cpu_s": round(result["cpu_s"], 2),
+            "peak_rss_mb": round(result["peak_rss_mb"]), "run_peak_mb": round(result["run_peak_mb"])}
 
 
 def main(argv=None) -> int:
@@ -156,11 +158,12 @@ def main(argv=None) -> int:
         return 0
     cli = str(Path(sys.executable).parent / "bpnet-eval")
     results = {}
-    print(f"{'run':14s} {'wall s':>8s} {'CPU s':>8s} {'peak RSS MB':>12s}", flush=True)
+    print(f"{'run':14s} {'wall s':>8s} {'CPU s':>8s} {'run MB':>8s} {'largest process MB':>19s}", flush=True)
     for name in args.runs.split(","):
         results[name] = timed_run(args.case, RUNS[name], cli)
-        print(f"{name:14s} {results[name]['wall_s']:8.1f} {results[name]['cpu_s']:8.1f} {results[name]['peak_rss_mb']:12d}",
-              flush=True)
+        run = results[name]
+        print(f"{name:14s} {run['wall_s']:8.1f} {run['cpu_s']:8.1f} {run['run_peak_mb']:8d} "
+              f"{run['peak_rss_mb']:19d}", flush=True)
     if args.json:
         args.json.write_text(json.dumps({"case": info, "runs": results}, indent=2) + "\n")
     return 0

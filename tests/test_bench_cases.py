@@ -231,7 +231,8 @@ def test_the_genome_scale_case_tiles_its_genome_and_every_run_scores_it(tmp_path
     numbers = json.loads(out.read_text())
     assert set(numbers["runs"]) == set(RUNS) == {"default", "all", "bpnet-lite", "chrombpnet", "bpnet", "bpreveal",
                                                  "basepairmodels"}
-    assert all(run["wall_s"] > 0 and run["cpu_s"] > 0 and run["peak_rss_mb"] > 0 for run in numbers["runs"].values())
+    assert all(run["wall_s"] > 0 and run["cpu_s"] > 0 and run["run_peak_mb"] >= run["peak_rss_mb"] > 0
+               for run in numbers["runs"].values())
     with h5py.File(tmp_path / "case" / "predictions.h5", "r") as h5:
         start, end = h5["coords/coords_start"][:], h5["coords/coords_end"][:]
         assert h5["predictions/logits"].shape == (300, 2, 100)
@@ -254,3 +255,23 @@ def test_the_benchmark_prints_every_target_ratio(tmp_path):
     assert all(numbers["stages"][stage]["cpu_s"] > 0 for stage in ("score", "score_all", "floor_parallel"))
     assert " CPU s " in done.stdout
     assert all(value > 0 for value in numbers["ratios"].values())
+
+
+def test_measure_sums_the_memory_of_every_process_of_a_run():
+    """bench/measure.py: a parent holding ~60 MB whose child holds ~120 MB for a while: the largest process is the
+    child's, the run's memory both together (PSS summed over the process tree: pages shared since the fork count
+    once)."""
+    import subprocess
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("/proc")
+    script = ("import subprocess, sys; held = bytearray(60 << 20); held[::4096] = b'x' * len(held[::4096]); "
+              "child = ('import time; held = bytearray(120 << 20); held[::4096] = b\\'y\\' * len(held[::4096]); "
+              "time.sleep(1.5)'); subprocess.run([sys.executable, '-c', child]); print('done')")
+    measured = subprocess.run([sys.executable, str(REPO / "bench" / "measure.py"), sys.executable, "-c", script],
+                              capture_output=True, text=True)
+    result = json.loads(measured.stdout)
+    assert result["returncode"] == 0 and result["stdout"].strip() == "done", result["stderr"]
+    assert 120 <= result["peak_rss_mb"] < 170  # the child's
+    assert result["run_peak_mb"] >= 175  # parent and child at once
+    assert result["cpu_s"] > 0 and result["wall_s"] >= 1.5
