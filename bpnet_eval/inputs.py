@@ -19,6 +19,7 @@ from .input_files import reading
 from .options import READ_AHEAD_MB, Job, Policies, ReadOptions
 from .regions import Regions, read_regions
 from .sources import PredictionSource, TruthSource, open_predictions, open_truth
+from .sources.bigwig import share_run_memory
 from .validate import Findings, check_structure
 from .workers import ForkedCall, ProcessReadAhead, fork_is_safe
 
@@ -234,6 +235,7 @@ def open_inputs(job: Job, batch_work: Optional[Callable[[np.ndarray], object]] =
     preds, table, truth_source, findings = open_sources(job.predictions, job.truth, job.regions, job.read,
                                                         run.batch_size)
     observed = truth_source
+    share_run_memory(preds.bigwig_readers() + truth_source.bigwig_readers(), run.bigwig_memory_mb << 20)
     try:
         findings.raise_first()
         start, stop = job.rows if job.rows is not None else (0, preds.n)

@@ -316,6 +316,9 @@ class ScoreOptions:
 # Default shared memory (MB) for batches read ahead: a few batches. Every page of it is faulted in once per run
 # (4 kB shared pages, ~0.3 s of system time for 256 MB here); the computation, not the reading, sets the pace.
 READ_AHEAD_MB = 32
+# Default memory (MB) a run's bigWigs keep decoded (whole, where the windows lie, or blocks cached), shared equally among
+# them: up to four files keep what one alone keeps (``sources.bigwig``: 128 MB), more files less of each.
+BIGWIG_MEMORY_MB = 512
 
 
 @dataclass(frozen=True)
@@ -339,6 +342,9 @@ class RunOptions:
     threads : int, optional
         torch threads while computing, and on the CPU the threads computing the metrics beyond the seed losses
         piece by piece (``compute.piece_threads``) (default: as torch is set); the CLI gives the allotted CPUs.
+    bigwig_memory_mb : int
+        Memory the run's bigWigs (observed and predicted) keep decoded, shared equally among them
+        (``bigwig.share_run_memory``; ``BIGWIG_MEMORY_MB``): a file over its share is read block by block.
     """
 
     device: str = "auto"
@@ -346,6 +352,7 @@ class RunOptions:
     read_workers: Optional[int] = None
     read_ahead_mb: int = READ_AHEAD_MB
     threads: Optional[int] = None
+    bigwig_memory_mb: int = BIGWIG_MEMORY_MB
 
     def __post_init__(self):
         if self.batch_size < 1:
@@ -354,6 +361,8 @@ class RunOptions:
             raise UsageError(f"--read-workers must be 0 or more, not {self.read_workers}")
         if self.read_ahead_mb < 0:
             raise UsageError(f"--read-ahead-mb must be 0 or more, not {self.read_ahead_mb}")
+        if self.bigwig_memory_mb < 0:
+            raise UsageError(f"--bigwig-memory-mb must be 0 or more, not {self.bigwig_memory_mb}")
 
 
 @dataclass(frozen=True, eq=False)

@@ -6,8 +6,8 @@ from typing import Annotated, Optional
 import typer
 
 from ..environment import torch_threads
-from ..options import (READ_AHEAD_MB, Dtype, EnsembleLogcounts, Job, NonFinite, OffEnd, PredLogcounts,
-                       PredLogcountsPer, RegionsFormat, RunOptions, Smooth)
+from ..options import (BIGWIG_MEMORY_MB, READ_AHEAD_MB, Dtype, EnsembleLogcounts, Job, NonFinite, OffEnd,
+                       PredLogcounts, PredLogcountsPer, RegionsFormat, RunOptions, Smooth)
 from .common import (ChromsOption, LengthOption, WindowCenterOption, Ensemble, EnsembleLogcountsOption,
                      CLUSTER, OUTPUT, PERFORMANCE, BatchSize, CountLossWeight, Debug, DtypeOption, ExternalLinks,
                      GroupsOption, Head, JsonOutput, LogcountsDataset, LogitsDataset, MetricsOption, NonFiniteOption, OffEndOption,
@@ -70,6 +70,11 @@ def score(
         help="Shared memory (MB) the reading processes fill ahead of the computation (never fewer than "
              "the batches in use plus two per process), and memory for the predictions read ahead (1-16 "
              "batches).")] = READ_AHEAD_MB,
+    bigwig_memory_mb: Annotated[int, typer.Option(
+        "--bigwig-memory-mb", rich_help_panel=PERFORMANCE,
+        help="Memory (MB) the run's bigWigs keep decoded, shared equally among them (at most 128 MB a file: up to "
+             "four files keep what one alone would); a file over its share is read block by block, which is slower. "
+             "Raise it for a run of many large tracks on a machine with memory to spare.")] = BIGWIG_MEMORY_MB,
     shard: Annotated[Optional[str], typer.Option(
         "--shard", rich_help_panel=CLUSTER, show_default=False,
         help="i/n: score only shard i of n (1-based, contiguous chunk-aligned regions) into a partial report in "
@@ -88,7 +93,7 @@ def score(
                   read_options(pred_pseudocount, pred_logcounts, logits_dataset, logcounts_dataset, profile_kind,
                                head, truth_dataset, off_end, nonfinite, allow_external_links, regions_format,
                                window_center, chroms, length, ensemble, ensemble_logcounts, pred_logcounts_per),
-                  scoring, RunOptions(device, batch_size, read_workers, read_ahead_mb, torch_threads()))
+                  scoring, RunOptions(device, batch_size, read_workers, read_ahead_mb, torch_threads(), bigwig_memory_mb))
         out_dir = out or Path(f"bpnet-eval-{Path(str(predictions).split(',')[0]).stem}{'-ensemble' if ensemble else ''}")
         # --out checked (new, empty or our own output; no input inside) and locked before any work, until the end
         with prepare_output(out_dir, "report" if shard is None else "partial",

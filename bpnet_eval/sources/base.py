@@ -56,6 +56,11 @@ class PredictionSource(Protocol):
     def check_batch(self, logits: np.ndarray, observed: np.ndarray, regions: Optional[Regions], first_row: int) -> None:
         """Raise an InputError for what this format cannot score in one batch (nothing by default)."""
 
+    def bigwig_readers(self) -> list:
+        """The ``BigWigReader`` of each bigWig read (a run shares their memory: ``bigwig.share_run_memory``); none by
+        default."""
+        return []
+
     def will_read(self, start: int, stop: int, fork=None, read_ahead=None) -> None:
         """The run reads rows ``start..stop`` batch by batch from here on (a source may prepare for them; ``fork``:
         how to run a call in a process forked now, ``workers.ForkedCall``, where that is safe, else None;
@@ -81,6 +86,10 @@ class TruthSource(Protocol):
     def chrom_sizes(self) -> Optional[list]:
         """``{chromosome: length}`` per track for sources read over genome windows, else None."""
         return None
+
+    def bigwig_readers(self) -> list:
+        """As ``PredictionSource.bigwig_readers``."""
+        return []
 
     def planned(self, plan: ReadPlan) -> "TruthSource":
         """This source reading as ``plan`` says (unchanged for sources without genome windows)."""

@@ -15,7 +15,8 @@ How:
   (``_RESIDENT_MAX_BYTES``, the block cache's budget, which it replaces): on the first
   ``read`` if it has at most 8 MB of compressed data, otherwise once reads have decoded
   a quarter of its blocks, or at the first read where the windows to come (``expect``) touch a
-  quarter of them and a sample of its blocks says it fits. It is kept as intervals (a window's are
+  quarter of them and a sample of its blocks says it fits; a run shares its bigWigs' memory (512 MB by default)
+  equally among them (``share_run_memory``), so that it does not grow with the number of tracks. It is kept as intervals (a window's are
   found with a two-level ``searchsorted`` and written with one ``np.repeat`` of values and gaps; those
   holding 0, stored or NaN, are left out, as they read as uncovered bases do) or, where that is smaller
   (a value on every base, e.g. fixedStep span 1), as one value per base of the genome, from which
@@ -54,7 +55,7 @@ import os
 import struct
 import threading
 from collections import OrderedDict
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -67,7 +68,7 @@ from bpnet_eval.sources.intervals import (Block, DenseGenome, IntervalSet, Spars
                                           interval_bytes, is_clean, joined_narrow, merged_ranges, narrow_intervals,
                                           overlapping, spans_filled, value_dtype)
 
-__all__ = ["BigWigReader"]
+__all__ = ["BigWigReader", "share_run_memory"]
 
 _BIGWIG_MAGIC = 0x888FFC26
 _BIGBED_MAGIC = 0x8789F2EB
@@ -132,6 +133,14 @@ def _inflated(stored: list) -> list:
 
 def _bad_file(path: str, why: str) -> InputError:
     return InputError(f"{path}: not a readable bigWig file ({why}); {_FIX}")
+
+
+def share_run_memory(readers: Sequence["BigWigReader"], nbytes: int) -> None:
+    """Give each of a run's bigWig ``readers`` (observed and predicted tracks, every ensemble member's) an equal
+    share of ``nbytes`` to keep (``BigWigReader.keep_at_most``; at most what a file alone keeps), so that a run's
+    memory does not grow with its tracks (by default 512 MB: up to four files keep what one alone would)."""
+    for reader in readers:
+        reader.keep_at_most(nbytes // len(readers))
 
 
 def decode_beside(readers: dict, fork, cpus: int) -> dict:
@@ -323,6 +332,7 @@ class BigWigReader:
         self._narrow_keys = int(self._size_by_id.sum()) < _NARROW_GENOME
         self._seen_narrow = (True, (0.0, 0.0))  # (``narrow_intervals``)
         self._summary_bounds = False  # ``value_range``, once read (``_base_dtype``)
+        self._share = None  # the bytes this file may keep as its share of a run's (``share_run_memory``)
         # A file too big to keep whole is kept where the run's windows lie (``expect``): the windows merged into
         # key ranges, and the blocks they touch.
         self._windows = self._window_blocks = None
@@ -429,7 +439,7 @@ class BigWigReader:
                 else:
                     cache.move_to_end(block)
                 out.append(hit)
-            while self._cache_size > _CACHE_BYTES and len(cache) > len(out):
+            while self._cache_size > self._kept_limit(_CACHE_BYTES) and len(cache) > len(out):
                 _, old = cache.popitem(last=False)
                 self._cache_size -= len(old.start) * _CACHED_BYTES_PER_INTERVAL
         return out
@@ -595,7 +605,7 @@ class BigWigReader:
         windows = merged_ranges(key0, key0 + (ends - starts))
         intervals = self._windowed_bytes(windows, int(np.count_nonzero(touched)))
         bases = WindowedDense.bases(windows) * self._base_dtype(self._seen_narrow[1] is not None).itemsize
-        if min(intervals, bases) <= _RESIDENT_MAX_BYTES:
+        if min(intervals, bases) <= self._kept_limit():
             self._windows, self._window_blocks, self._resident_due = windows, np.flatnonzero(touched), 0
             self._windows_dense = bases < intervals
 
@@ -634,12 +644,36 @@ class BigWigReader:
 
     def _whole_may_fit(self) -> bool:
         """Whether the blocks decoded so far suggest the whole file (or, where ``expect`` found it too big, the part
-        where the run's windows lie) fits in _RESIDENT_MAX_BYTES."""
+        where the run's windows lie) fits in what it may keep (``_kept_limit``)."""
         if not self._seen_blocks or self._windows is not None:
             return True
+        return min(self._whole_bytes()) <= self._kept_limit()
+
+    def _whole_bytes(self) -> tuple:
+        """``(as intervals, as one value per base)``: the bytes the whole file would take kept either way, as the blocks
+        decoded so far say (some must have been)."""
         sparse = self._seen_intervals * len(self._seen) / self._sampled_blocks * self._kept_interval_bytes()
         dense = int(self._size_by_id.sum()) * self._base_dtype(self._seen_narrow[1] is not None).itemsize
-        return min(sparse, dense) <= _RESIDENT_MAX_BYTES
+        return sparse, dense
+
+    def keep_at_most(self, nbytes: int) -> None:
+        """Keep at most ``nbytes`` of this file (decoded whole, where the run's windows lie, or as blocks cached), as
+        its share of a run's memory (``share_run_memory``); never more than a file alone keeps."""
+        self._share = int(nbytes)
+
+    def _kept_limit(self, alone: Optional[int] = None) -> int:
+        """The bytes this file may keep: ``alone`` (default _RESIDENT_MAX_BYTES), or its share where less."""
+        alone = _RESIDENT_MAX_BYTES if alone is None else alone
+        return alone if self._share is None else min(alone, self._share)
+
+    def _dense_expected(self) -> bool:
+        """Whether the blocks decoded so far say that the whole file (``expect`` not having found it too big) takes
+        fewer bytes as one value per base than as intervals, within what it may keep (a value on every base:
+        fixedStep span 1, a normalised or deep track)."""
+        if not self._seen_blocks or self._windows is not None:
+            return False
+        sparse, dense = self._whole_bytes()
+        return dense < sparse and dense <= self._kept_limit()
 
     def _kept_interval_bytes(self) -> int:
         """The bytes an interval of this file kept whole takes, as the blocks decoded so far say
@@ -770,7 +804,8 @@ class BigWigReader:
     def _decode_whole(self, allocate=None) -> "DenseGenome | SparseGenome | None":
         """Every interval of a clean file (intervals sorted, non-empty, none overlapping, each block's within
         its chromosome and its indexed range), as intervals or, where that takes less memory, as one value per base.
-        None where the file is not clean (then blocks are read as needed) or takes more than _RESIDENT_MAX_BYTES.
+        None where the file is not clean (then blocks are read as needed) or takes more than it may keep
+        (``_kept_limit``).
         Where ``expect`` found the file too big to keep whole, only the intervals that the run's windows overlap, of
         the blocks they touch. ``allocate(nbytes)``: a zeroed buffer to keep it in (``decode_whole_into``); default new
         arrays."""
@@ -783,6 +818,9 @@ class BigWigReader:
             dtype = self._base_dtype(self._seen_narrow[1] is not None)
             nbytes = WindowedDense.bases(self._windows) * dtype.itemsize
             dense = WindowedDense(self._windows, dtype, None if allocate is None or not nbytes else allocate(nbytes))
+        elif self._dense_expected():  # kept so from the start: its intervals would take 12 bytes a base until then
+            dtype = self._base_dtype(self._seen_narrow[1] is not None)
+            dense = DenseGenome(offsets, dtype, None if allocate is None else allocate(int(offsets[-1]) * dtype.itemsize))
         for group in self._decoded_groups(blocks):  # in genome order: each block starts where the last ended or later
             group = [decoded for decoded in group if len(decoded[2])]
             if not group:
@@ -812,7 +850,7 @@ class BigWigReader:
                     per_interval, dense_dtype = interval_bytes(narrow), self._base_dtype(narrow[2] is not None)
                     held, dense_bytes = kept * per_interval, int(offsets[-1]) * dense_dtype.itemsize
                 if held > dense_bytes:  # more bytes as intervals than as one value per base
-                    if dense_bytes > _RESIDENT_MAX_BYTES:
+                    if dense_bytes > self._kept_limit():
                         return None
                     dense = DenseGenome(offsets, dense_dtype, None if allocate is None else allocate(dense_bytes))
                     for earlier in parts:
@@ -820,7 +858,7 @@ class BigWigReader:
                             return None
                         dense.add(*earlier)
                     parts, folded = [], 0
-                elif held > _RESIDENT_MAX_BYTES:
+                elif held > self._kept_limit():
                     return None
         if dense is not None:
             return dense
@@ -900,10 +938,11 @@ class BigWigReader:
             pass
 
     def __getstate__(self):
-        return {"path": self.path}
+        return {"path": self.path, "share": self._share}
 
     def __setstate__(self, state) -> None:
         self.__init__(state["path"])
+        self._share = state.get("share")
 
     def __repr__(self) -> str:
         return f"BigWigReader({self.path!r}, {len(self.chrom_sizes)} chromosomes)"

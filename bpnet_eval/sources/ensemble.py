@@ -159,6 +159,9 @@ class EnsemblePredictions(PredictionSource):
         for member in self.members:
             member.check_batch(logits, observed, regions, first_row)
 
+    def bigwig_readers(self) -> list:
+        return [reader for member in self.members for reader in member.bigwig_readers()]
+
     def close(self):
         for member in self.members:
             member.close()

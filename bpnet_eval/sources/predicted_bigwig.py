@@ -189,6 +189,9 @@ class BigWigPredictions(PredictionSource):
             self.close()
             raise
 
+    def bigwig_readers(self) -> list:
+        return list(self._readers)
+
     def _file_chroms(self, reader: BigWigReader) -> np.ndarray:
         """Each region's chromosome as named in this file (``chr1`` ↔ ``1``, ``chrM`` ↔ ``MT`` matched)."""
         mapping, missing = match_chromosomes(self._regions.chrom, reader.chrom_sizes)

@@ -66,6 +66,9 @@ class BigWigTruth(TruthSource):
         self._special = {}  # row → "skip" or "pad"
         self._rows = slice(0, 0)  # the rows this process reads batch by batch (``will_read``): none until told
 
+    def bigwig_readers(self) -> list:
+        return list(self._readers)
+
     def will_read(self, start: int, stop: int) -> None:
         """As ``TruthSource.will_read``; told no rows, the files forget the run's windows (``reads_blocks`` told them
         before the reading processes were forked: those keep them)."""
