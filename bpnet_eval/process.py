@@ -74,6 +74,19 @@ def return_batch_memory() -> bool:
         return False
 
 
+def trim_heap() -> bool:
+    """Return the free heap to the system (glibc ``malloc_trim``) where ``return_batch_memory`` raised the trim
+    threshold: after a one-off burst of small allocations (a bigWig decoded whole: its blocks' intervals, a few MB each)
+    a process otherwise keeps up to 64 MB of freed heap to the end of the run. False where nothing was trimmed
+    (another allocator, or a Python session that did not tune its allocator)."""
+    if not return_batch_memory.cache_info().currsize or not return_batch_memory():
+        return False
+    try:
+        return bool(ctypes.CDLL("libc.so.6").malloc_trim(0))
+    except (OSError, AttributeError):
+        return False
+
+
 # Caches that libraries put under HOME; pointed at a private temporary directory when HOME cannot be written.
 CACHE_VARIABLES = {"MPLCONFIGDIR": "matplotlib", "XDG_CACHE_HOME": "cache"}
 

@@ -122,3 +122,22 @@ def test_cli_bigwig_memory_changes_no_number_and_a_negative_one_is_a_usage_error
     refused = run_cli("score", case.predictions, *case.bigwigs, "-o", tmp_path / "refused", "--bigwig-memory-mb", "-1")
     assert refused.returncode == 2 and "--bigwig-memory-mb must be 0 or more" in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1
+
+
+def test_the_heap_a_decoding_freed_is_returned_only_where_the_cli_tuned_the_allocator():
+    """``process.trim_heap`` (called once a bigWig is decoded whole) gives the freed heap back where
+    ``return_batch_memory`` raised glibc's trim threshold (the CLI), and does nothing in a Python session that did not."""
+    import subprocess
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("glibc")
+    script = ("from bpnet_eval.process import return_batch_memory, trim_heap\n"
+              "def churn():\n"
+              "    held = [bytes(2000) for _ in range(20000)]\n"
+              "    del held\n"
+              "churn(); untuned = trim_heap()\n"
+              "return_batch_memory(); churn(); tuned = trim_heap()\n"
+              "print(untuned, tuned)")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.stdout.split() == ["False", "True"], result.stderr

@@ -62,6 +62,7 @@ import numpy as np
 from bpnet_eval.environment import allotted_cpus
 from bpnet_eval.errors import BpnetEvalError, InputError
 from bpnet_eval.input_files import UNEXPECTED_READ_ERRORS, error_reason, open_regular_fd, read_runs, reading
+from bpnet_eval.process import trim_heap
 from bpnet_eval.sources.deflate import INFLATE_ERRORS, inflate
 from bpnet_eval.sources.intervals import (Block, DenseGenome, IntervalSet, SparseGenome, WindowedDense, clean_blocks,
                                           covered, expand_ranges, folded_narrow, genome_keys, holds, in_genome_order,
@@ -572,6 +573,7 @@ class BigWigReader:
         with self._lock:
             if self._resident is None and self._resident_ok:
                 self._resident = self._decode_whole() if self._whole_may_fit() else None
+                trim_heap()  # the decoding's temporaries, freed
                 self._resident_ok = self._resident is not None
                 if self._resident is not None:  # it replaces the block cache
                     self._cache.clear()
