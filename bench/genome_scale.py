@@ -15,7 +15,8 @@ one chromosome (observed) or one chunk (predictions) at a time: memory about 1 G
 
 Each run is ``bpnet-eval score ... --no-plots`` in its own process, measured by ``bench/measure.py``: wall time,
 CPU time (the run and its reading processes), the run's memory (the largest sum of its processes' PSS, sampled:
-what a job's memory limit sees) and the largest resident set of any one of its processes. The report goes to a temporary directory and is removed.
+what a job's memory limit sees) and the largest resident set of any one of its processes. The report goes to a
+temporary directory and is removed.
 """
 
 from __future__ import annotations

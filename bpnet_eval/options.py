@@ -316,8 +316,8 @@ class ScoreOptions:
 # Default shared memory (MB) for batches read ahead: a few batches. Every page of it is faulted in once per run
 # (4 kB shared pages, ~0.3 s of system time for 256 MB here); the computation, not the reading, sets the pace.
 READ_AHEAD_MB = 32
-# Default memory (MB) a run's bigWigs keep decoded (whole, where the windows lie, or blocks cached), shared equally among
-# them: up to four files keep what one alone keeps (``sources.bigwig``: 128 MB), more files less of each.
+# Default memory (MB) a run's bigWigs keep decoded (whole, where the windows lie, or blocks cached), shared equally
+# among them: up to four files keep what one alone keeps (``sources.bigwig``: 128 MB), more files less of each.
 BIGWIG_MEMORY_MB = 512
 
 

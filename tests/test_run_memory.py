@@ -21,7 +21,8 @@ def test_up_to_four_files_keep_what_one_alone_keeps_and_more_share_the_runs_byte
     case = make_case(tmp_path, n=20, length=50)
     path = str(case.bigwigs[0])
     alone = BigWigReader(path)
-    assert alone._kept_limit() == bigwig._RESIDENT_MAX_BYTES and alone._kept_limit(bigwig._CACHE_BYTES) == bigwig._CACHE_BYTES
+    assert alone._kept_limit() == bigwig._RESIDENT_MAX_BYTES
+    assert alone._kept_limit(bigwig._CACHE_BYTES) == bigwig._CACHE_BYTES
     run = BIGWIG_MEMORY_MB << 20
     for files in (1, 2, 4, 5, 8, 12):
         readers = [BigWigReader(path) for _ in range(files)]
@@ -126,7 +127,8 @@ def test_cli_bigwig_memory_changes_no_number_and_a_negative_one_is_a_usage_error
 
 def test_the_heap_a_decoding_freed_is_returned_only_where_the_cli_tuned_the_allocator():
     """``process.trim_heap`` (called once a bigWig is decoded whole) gives the freed heap back where
-    ``return_batch_memory`` raised glibc's trim threshold (the CLI), and does nothing in a Python session that did not."""
+    ``return_batch_memory`` raised glibc's trim threshold (the CLI), and does nothing in a Python session that did
+    not."""
     import subprocess
     import sys
 

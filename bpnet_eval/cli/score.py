@@ -93,7 +93,8 @@ def score(
                   read_options(pred_pseudocount, pred_logcounts, logits_dataset, logcounts_dataset, profile_kind,
                                head, truth_dataset, off_end, nonfinite, allow_external_links, regions_format,
                                window_center, chroms, length, ensemble, ensemble_logcounts, pred_logcounts_per),
-                  scoring, RunOptions(device, batch_size, read_workers, read_ahead_mb, torch_threads(), bigwig_memory_mb))
+                  scoring, RunOptions(device, batch_size, read_workers, read_ahead_mb, torch_threads(),
+                                      bigwig_memory_mb))
         out_dir = out or Path(f"bpnet-eval-{Path(str(predictions).split(',')[0]).stem}{'-ensemble' if ensemble else ''}")
         # --out checked (new, empty or our own output; no input inside) and locked before any work, until the end
         with prepare_output(out_dir, "report" if shard is None else "partial",

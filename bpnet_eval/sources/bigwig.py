@@ -16,10 +16,11 @@ How:
   ``read`` if it has at most 8 MB of compressed data, otherwise once reads have decoded
   a quarter of its blocks, or at the first read where the windows to come (``expect``) touch a
   quarter of them and a sample of its blocks says it fits; a run shares its bigWigs' memory (512 MB by default)
-  equally among them (``share_run_memory``), so that it does not grow with the number of tracks. It is kept as intervals (a window's are
-  found with a two-level ``searchsorted`` and written with one ``np.repeat`` of values and gaps; those
-  holding 0, stored or NaN, are left out, as they read as uncovered bases do) or, where that is smaller
-  (a value on every base, e.g. fixedStep span 1), as one value per base of the genome, from which
+  equally among them (``share_run_memory``), so that it does not grow with the number of tracks. It is kept as
+  intervals (a window's are found with a two-level ``searchsorted`` and written with one ``np.repeat`` of values
+  and gaps; those holding 0, stored or NaN, are left out, as they read as uncovered bases do) or, where that is
+  smaller (a value on every base, e.g. fixedStep span 1: decoded straight into it where the blocks sampled say so),
+  as one value per base of the genome, from which
   windows are copied as rows of a strided view. Each array is kept in the narrowest dtype that holds
   it exactly: 7-8 bytes an interval for read counts on a genome under 4 Gb (uint32 genome positions,
   uint16 lengths, whole-number values in the first of uint8, int8, uint16, int16 holding their span),
@@ -822,7 +823,8 @@ class BigWigReader:
             dense = WindowedDense(self._windows, dtype, None if allocate is None or not nbytes else allocate(nbytes))
         elif self._dense_expected():  # kept so from the start: its intervals would take 12 bytes a base until then
             dtype = self._base_dtype(self._seen_narrow[1] is not None)
-            dense = DenseGenome(offsets, dtype, None if allocate is None else allocate(int(offsets[-1]) * dtype.itemsize))
+            nbytes = int(offsets[-1]) * dtype.itemsize
+            dense = DenseGenome(offsets, dtype, None if allocate is None else allocate(nbytes))
         for group in self._decoded_groups(blocks):  # in genome order: each block starts where the last ended or later
             group = [decoded for decoded in group if len(decoded[2])]
             if not group:
