@@ -107,7 +107,7 @@ class SortedRuns:
                     blocks[i] = (sources[i][starts[i]:starts[i] + step] if i == 0
                                  else self._read(i - 1, starts[i], step))
             block = np.concatenate(taken)
-            block.sort()
+            block.sort(kind="stable")  # sorted pieces end to end: numpy's stable sort merges the runs it finds
             yield block
 
     def close(self) -> None:
