@@ -2,14 +2,16 @@
 merged in ascending order, block by block.
 
 ``SortedRuns.add`` buffers keys; a full buffer is sorted and written as one run to an unnamed temporary file
-in the private temporary directory (removed by the system when closed, even if the process is killed).
-``SortedRuns.merged`` yields ascending blocks of every key added (a k-way merge reading about
-``block_values / n_runs`` keys per run at a time), so memory stays about ``run_values + block_values`` keys
+in the private temporary directory (removed by the system when closed, even if the process is killed) by a thread
+of its own, while keys go on filling a second buffer (sorting 16M keys takes ~0.7 s here, which the caller's work
+no longer waits for). ``SortedRuns.merged`` yields ascending blocks of every key added (a k-way merge reading about
+``block_values / n_runs`` keys per run at a time), so memory stays about ``2 * run_values + block_values`` keys
 (plus 4096 per run) whatever the total.
 """
 
 import os
 import tempfile
+import threading
 from typing import Iterator, Optional
 
 import numpy as np
@@ -33,6 +35,8 @@ class SortedRuns:
         self.directory = directory
         self._buffer = np.empty(0, dtype=KEY)
         self._filled = 0
+        self._spare = None  # the buffer of the run last spilled: filled next, once that run is written
+        self._writing = None  # (thread, errors) sorting and writing the run last spilled
         self._file = None
         self._runs = []  # (offset in bytes, number of keys) of each spilled run
         self._end = 0
@@ -60,14 +64,31 @@ class SortedRuns:
         return bool(self._runs)
 
     def _spill(self) -> None:
+        """The buffer becomes the next run: sorted and written at the file's end by a thread started now (after the
+        run before it is written: one at a time, in order, so the file is the same as written here); the buffer of
+        that run takes the next keys."""
+        self._wait()
         run = self._buffer[:self._filled]
-        run.sort()
         if self._file is None:
             self._file = tempfile.TemporaryFile(prefix="pooled-", dir=self.directory or private_temp_dir())
-        os.pwrite(self._file.fileno(), run.tobytes(), self._end)  # whole run: pwrite may write less only on error
         self._runs.append((self._end, run.size))
+        errors = []
+        writer = threading.Thread(target=_sort_and_write, args=(run, self._file.fileno(), self._end, errors),
+                                  name="bpnet-eval-spill", daemon=True)
+        writer.start()
+        self._writing = (writer, errors)
         self._end += run.nbytes
+        self._buffer, self._spare = (np.empty(0, dtype=KEY) if self._spare is None else self._spare), self._buffer
         self._filled = 0
+
+    def _wait(self) -> None:
+        """Wait for the run being written, if any; its error (a full disk), if any, is raised here."""
+        if self._writing is not None:
+            writer, errors = self._writing
+            writer.join()
+            self._writing = None
+            if errors:
+                raise errors[0]
 
     def _read(self, run: int, start: int, count: int) -> np.ndarray:
         offset, size = self._runs[run]
@@ -79,6 +100,8 @@ class SortedRuns:
 
     def merged(self) -> Iterator[np.ndarray]:
         """Every key added, ascending, in blocks (each block sorted, each key of a block <= every key after it)."""
+        self._wait()
+        self._spare = None
         memory = self._buffer[:self._filled]
         memory.sort()  # in place: the buffer is read once, at the end
         if not self._runs:
@@ -111,8 +134,26 @@ class SortedRuns:
             yield block
 
     def close(self) -> None:
-        """Remove the temporary file and free the buffer."""
+        """Remove the temporary file and free the buffers (a run still being written is waited for; its error, if
+        any, is not raised: the keys are being given up)."""
+        try:
+            self._wait()
+        except OSError:
+            pass
+        self._spare = None
         if self._file is not None:
             self._file.close()
             self._file = None
         self._buffer = np.empty(0, dtype=KEY)
+
+
+def _sort_and_write(run: np.ndarray, fd: int, offset: int, errors: list) -> None:
+    """Sort ``run`` in place and write it whole at ``offset`` of ``fd`` (a spill's thread; numpy's sort and ``pwrite``
+    release the interpreter's lock); an error goes to ``errors``."""
+    try:
+        run.sort()
+        written = os.pwrite(fd, memoryview(run).cast("B"), offset)
+        if written != run.nbytes:  # a regular file is written whole but on an error
+            raise OSError(f"the temporary file of the pooled auPRC took {written} of {run.nbytes} bytes")
+    except BaseException as err:  # (re-raised by the caller's next wait)
+        errors.append(err)

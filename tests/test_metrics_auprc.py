@@ -2,6 +2,8 @@
 
 import functools
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -213,6 +215,48 @@ def test_sorted_runs_merge_every_key_in_order(tmp_path, run_values, block_values
     assert not any(tmp_path.iterdir())  # the temporary file has no name: nothing is left behind
     runs.close()
     assert not any(tmp_path.iterdir())
+
+
+def test_sorted_runs_are_written_beside_the_caller_and_a_failed_write_is_raised(tmp_path, monkeypatch):
+    """Each run is sorted and written by a thread of its own while the next keys are added (two buffers, one run
+    being written at a time); a write that fails (a full disk) is raised by the next spill or by ``merged``, and
+    ``close`` still frees everything."""
+    import errno
+    import threading
+
+    from bpnet_eval import spill
+
+    rng = np.random.default_rng(5)
+    keys = rng.integers(0, 2 ** 32, size=1000, dtype=np.uint64).astype(np.uint32)
+    started = []
+    real_write = spill._sort_and_write
+
+    def write(run, fd, offset, errors):
+        started.append(threading.current_thread() is not threading.main_thread())
+        real_write(run, fd, offset, errors)
+
+    monkeypatch.setattr(spill, "_sort_and_write", write)
+    runs = spill.SortedRuns(100, 64, directory=str(tmp_path))
+    for part in np.array_split(keys, 7):
+        runs.add(part)
+    assert len(started) == 10 and all(started)  # 10 runs, each written by a thread that is not the caller's
+    np.testing.assert_array_equal(np.concatenate(list(runs.merged())), np.sort(keys))
+    assert threading.active_count() == 1  # every writer joined: forking is safe again
+    runs.close()
+
+    def full_disk(fd, data, offset):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(spill, "_sort_and_write", real_write)
+    monkeypatch.setattr(spill.os, "pwrite", full_disk)
+    for spills_before in (1, 2):  # raised by the next spill, or by merged() when no spill follows
+        runs = spill.SortedRuns(100, 64, directory=str(tmp_path))
+        with pytest.raises(OSError, match="No space left"):
+            for part in np.array_split(keys[:100 * spills_before + 50], 3):
+                runs.add(part)
+            list(runs.merged())
+        runs.close()  # waits for nothing more, raises nothing
+        assert threading.active_count() == 1 and not any(tmp_path.iterdir())
 
 
 def spill_case(seed=0, n=30, length=120):
