@@ -100,10 +100,10 @@ class SortedRuns:
 
     def merged(self) -> Iterator[np.ndarray]:
         """Every key added, ascending, in blocks (each block sorted, each key of a block <= every key after it)."""
+        memory = self._buffer[:self._filled]
+        memory.sort()  # in place (the buffer is read once, at the end), while the last run is written
         self._wait()
         self._spare = None
-        memory = self._buffer[:self._filled]
-        memory.sort()  # in place: the buffer is read once, at the end
         if not self._runs:
             for first in range(0, memory.size, self.block_values):
                 yield memory[first:first + self.block_values]
