@@ -217,6 +217,30 @@ def test_sorted_runs_merge_every_key_in_order(tmp_path, run_values, block_values
     assert not any(tmp_path.iterdir())
 
 
+def test_score_label_keys_are_float32_bits_and_label_of_the_kept_entries():
+    """One key per entry with a label >= 0 and a score: ``bits(float32(score)) << 1 | [label = 1]`` (``-0.0`` as
+    ``0.0``), in entry order; a negative score is refused. The reference packs each key with ``struct``."""
+    import struct
+
+    from bpnet_eval.metrics.auprc import score_label_keys
+
+    rng = np.random.default_rng(11)
+    scores = rng.random(500) ** 6
+    scores[::17], scores[3::19], scores[5::23] = np.nan, -0.0, 1e-320  # left out, zero, a float32 zero
+    scores[7::29] = 2.5e-39  # a float32 subnormal
+    labels = rng.integers(-1, 2, 500).astype(np.float64)
+    for dtype in (torch.float64, torch.float32):
+        got = score_label_keys(torch.as_tensor(labels, dtype=dtype), torch.as_tensor(scores, dtype=dtype))
+        want = [(struct.unpack("<I", struct.pack("<f", float(np.float32(s) + np.float32(0))))[0] << 1) | int(l == 1)
+                for l, s in zip(labels, torch.as_tensor(scores, dtype=dtype).double().numpy())
+                if l >= 0 and not np.isnan(s)]
+        assert got.dtype == np.uint32
+        np.testing.assert_array_equal(got, np.array(want, dtype=np.uint32))
+    with pytest.raises(ValueError, match=">= 0"):
+        score_label_keys(torch.tensor([1.0, 0.0]), torch.tensor([0.5, -1e-3]))
+    assert score_label_keys(torch.tensor([-1.0, 1.0]), torch.tensor([-1.0, float("nan")])).size == 0  # both left out
+
+
 def test_sorted_runs_are_written_beside_the_caller_and_a_failed_write_is_raised(tmp_path, monkeypatch):
     """Each run is sorted and written by a thread of its own while the next keys are added (two buffers, one run
     being written at a time); a write that fails (a full disk) is raised by the next spill or by ``merged``, and

@@ -240,12 +240,15 @@ def score_label_keys(labels, scores):
     -------
     keys : numpy.ndarray, shape=(m,), uint32
     """
-    keep = (labels >= 0) & ~torch.isnan(scores)
-    scores32 = scores[keep].to(torch.float32) + 0.0  # -0.0 becomes 0.0: one key per value
-    if bool((scores32 < 0).any()):
-        raise ValueError("pooled auPRC scores must be >= 0 (probabilities)")
-    bits = scores32.cpu().numpy().view(np.uint32)
-    return (bits << np.uint32(1)) | (labels[keep] == 1).cpu().numpy().astype(np.uint32)
+    labels, scores = labels.cpu().numpy(), scores.cpu().numpy()
+    with np.errstate(invalid="ignore"):  # (NaN scores are left out)
+        scores32 = scores.astype(np.float32) + np.float32(0.0)  # -0.0 becomes 0.0: one key per value
+        keep = (labels >= 0) & ~np.isnan(scores32)
+        if bool((keep & (scores32 < 0)).any()):
+            raise ValueError("pooled auPRC scores must be >= 0 (probabilities)")
+    keys = scores32.view(np.uint32) << np.uint32(1)  # every entry's key, then the kept ones: one compress
+    keys |= labels == 1
+    return keys[keep]
 
 
 def average_precision_of_keys(blocks, n_positive, n_called):
