@@ -143,6 +143,93 @@ def test_other_layouts_are_left_to_h5py(tmp_path, options):
     np.testing.assert_array_equal(read(3, 29), ds[3:29])  # (scaleoffset is lossy: as h5py reads it)
 
 
+@pytest.mark.parametrize("shape, options", [
+    ((203, 2, 37), {}),                          # contiguous
+    ((203, 2, 37), {"chunks": (11, 2, 37)}),     # chunks of whole rows, an edge chunk
+    ((203, 2, 37), {"chunks": (256, 2, 37), "maxshape": (None, 2, 37)}),  # one chunk taller than the dataset
+    ((97, 40, 2), {"chunks": (1, 40, 2)}),       # one region per chunk, (N, L, S)
+    ((300, 1), {"chunks": (65536, 1), "maxshape": (None, 1)}),  # log counts in one tall chunk
+    ((150,), {"chunks": (7,)}),                  # one value per row
+])
+@pytest.mark.parametrize("dtype", ["<f4", "<f8", "<i4", "|u1"])
+def test_uncompressed_rows_are_read_in_place_as_h5py_reads_them(tmp_path, shape, options, dtype):
+    """An uncompressed dataset stored contiguously or in chunks of whole rows is read by ``preadv`` at HDF5's
+    addresses (``PlainRows``), to h5py's values, for batches in order, out of order and single rows."""
+    ds = dataset(tmp_path, random_data(shape, dtype), dtype=dtype, **options)
+    read = rows_reader(ds)
+    assert read.plain and not read.direct
+    n = shape[0]
+    rng = np.random.default_rng(3)
+    starts = rng.integers(0, n - 1, 20)
+    bounds = batches_in_order(n, 17) + batches_in_order(n, 64) + [(0, n), (n - 1, n), (5, 5)] + \
+        [(int(i), int(min(n, i + rng.integers(1, 80)))) for i in starts]
+    try:
+        for i, j in bounds:
+            got, want = read(i, j), ds[i:j]
+            assert got.shape == want.shape and got.dtype == want.dtype
+            np.testing.assert_array_equal(got, want)
+    finally:
+        read.close()
+
+
+@pytest.mark.parametrize("options", [
+    {"chunks": (10, 2, 5)},                      # chunks that split a row
+    {"chunks": (10, 2, 20), "dtype": ">f4"},     # another byte order
+    {"chunks": (10, 2, 20), "compression": "lzf"},
+    {"chunks": (10, 2, 20), "fletcher32": True},
+])
+def test_layouts_plainrows_does_not_read_are_left_to_h5py(tmp_path, options):
+    data = random_data((40, 2, 20), "<f4")
+    ds = dataset(tmp_path, data, **options)
+    assert chunks.plain_layout(ds) is None
+    read = rows_reader(ds)
+    assert not read.plain
+    np.testing.assert_array_equal(read(3, 29), ds[3:29])
+    read.close()
+
+
+def test_plain_rows_never_written_or_behind_a_user_block_read_as_hdf5_reads_them(tmp_path):
+    """Chunks never written have no address: those reads go to h5py (the fill value); a file with a user block is
+    left to h5py whole (its addresses are relative to the block's end)."""
+    path = tmp_path / "sparse.h5"
+    with h5py.File(path, "w") as h5:
+        d = h5.create_dataset("d", shape=(60, 2, 8), dtype="<f4", chunks=(10, 2, 8), fillvalue=-7.5)
+        d[0:10], d[30:40] = 1.0, 2.0  # chunks 1, 2, 4 and 5 never written
+    ds = h5py.File(path, "r")["d"]
+    read = rows_reader(ds)
+    assert read.plain
+    for i, j in ((0, 10), (5, 35), (10, 20), (0, 60), (38, 41)):
+        np.testing.assert_array_equal(read(i, j), ds[i:j])
+    read.close()
+    path = tmp_path / "userblock.h5"
+    with h5py.File(path, "w", userblock_size=512) as h5:
+        h5.create_dataset("d", data=random_data((30, 4), "<f8"))
+    ds = h5py.File(path, "r")["d"]
+    assert chunks.plain_layout(ds) is None
+    read = rows_reader(ds)
+    np.testing.assert_array_equal(read(2, 25), ds[2:25])
+    read.close()
+
+
+def test_a_short_plain_read_is_read_by_h5py(tmp_path, monkeypatch):
+    """A ``preadv`` that gives fewer bytes than asked (a file cut short under the run) sends the read to h5py, which
+    gives its values or its error."""
+    data = random_data((120, 2, 50), "<f4")
+    ds = dataset(tmp_path, data, chunks=(16, 2, 50))
+    read = rows_reader(ds)
+    assert read.plain
+    calls = []
+
+    def short(fd, buffers, offset):
+        calls.append(offset)
+        return 0
+
+    monkeypatch.setattr(chunks.os, "preadv", short)
+    np.testing.assert_array_equal(read(10, 90), data[10:90])
+    assert calls  # tried in place first
+    read.close()
+
+
 def test_a_row_of_chunks_above_the_memory_bound_is_left_to_h5py(tmp_path, monkeypatch):
     ds = dataset(tmp_path, random_data((40, 2, 20), "<f8"), chunks=(10, 2, 20), compression="gzip")
     monkeypatch.setattr(chunks, "MAX_CHUNK_ROW_BYTES", 10 * 2 * 20 * 8 - 1)
