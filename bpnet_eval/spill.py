@@ -138,7 +138,7 @@ class SortedRuns:
         any, is not raised: the keys are being given up)."""
         try:
             self._wait()
-        except OSError:
+        except Exception:  # (what merged() would have raised)
             pass
         self._spare = None
         if self._file is not None:

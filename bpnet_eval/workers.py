@@ -401,17 +401,21 @@ class ForkedCall:
         self.close()
 
 
-def call_forked(calls: dict, what: str) -> dict:
+def call_forked(calls: dict, what: str, here=None) -> dict:
     """``{key: call()}``, every call in a process of its own forked at once (``ForkedCall``), in the order of
-    ``calls``; raises what a call raised, or ``WorkerStopped`` when a process ends without answering. Every
-    process is reaped (the others killed) before this returns or raises."""
-    started = []
+    ``calls``, but the call of key ``here`` (if any): this process runs it once the others are forked (the longest:
+    it starts at once, and no process is forked for it). Raises what a call raised, or ``WorkerStopped`` when a
+    process ends without answering. Every process is reaped (the others killed) before this returns or raises."""
+    started = {}
     try:
-        for call in calls.values():
-            started.append(ForkedCall(call, what))
-        return {key: process.result() for key, process in zip(calls, started)}
+        for key, call in calls.items():
+            if key != here:
+                started[key] = ForkedCall(call, what)
+        done = {here: calls[here]()} if here in calls else {}
+        done.update((key, process.result()) for key, process in started.items())
+        return {key: done[key] for key in calls}
     finally:
-        for process in started:
+        for process in started.values():
             process.close()
 
 

@@ -330,6 +330,16 @@ def test_background_call_prepares_then_returns_the_result():
     assert not alive(result["pid"])
 
 
+def test_call_forked_runs_the_call_named_here_in_this_process_after_forking_the_others():
+    calls = {power: (lambda power=power: square_sum(np.arange(10), power)) for power in (3, 1, 2)}
+    values = call_forked(calls, "summing", here=1)
+    assert list(values) == [3, 1, 2] and [v["sum"] for v in values.values()] == [2025.0, 45.0, 285.0]
+    assert values[1]["pid"] == os.getpid() and values[3]["pid"] != os.getpid() != values[2]["pid"]
+    assert not alive(values[3]["pid"]) and not alive(values[2]["pid"])
+    with pytest.raises(InputError, match="power -1 is negative"):  # its error, the forked ones reaped
+        call_forked({"slow": lambda: time.sleep(30), "bad": lambda: square_sum([1, 2], -1)}, "summing", here="bad")
+
+
 @pytest.mark.parametrize("power, error, message", [(-1, InputError, "power -1 is negative"),
                                                    (99, WorkerStopped, "process summing stopped")])
 def test_background_call_raises_what_the_call_raised_or_that_it_died(power, error, message):

@@ -237,14 +237,15 @@ class ProgressReporter:
 
 def draw_figures_at_once(columns: dict, summary: dict, examples=None) -> dict:
     """``report.figures.draw_figures``, each figure in a process of its own forked now (``workers.call_forked``)
-    where that is safe: the figures are the last work of a run, so on several cores they are drawn side by side."""
-    from ..report.figures import figure_jobs
+    where that is safe, but the example panels (the longest to draw), which this process draws meanwhile: the
+    figures are the last work of a run, so on several cores they are drawn side by side."""
+    from ..report.figures import PROFILE_EXAMPLES, figure_jobs
     from ..workers import call_forked, fork_is_safe
 
     jobs = figure_jobs(columns, summary, examples)
     if len(jobs) < 2 or not fork_is_safe():
         return {name: draw() for name, draw in jobs.items()}
-    return call_forked(jobs, "drawing a figure")
+    return call_forked(jobs, "drawing a figure", here=PROFILE_EXAMPLES)
 
 
 @contextmanager
