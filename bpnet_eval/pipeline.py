@@ -141,8 +141,11 @@ def make_computer(scoring: ScoreOptions, track_names, run: RunOptions, readers: 
 
 
 def score_inputs(inputs: Inputs, scoring: ScoreOptions, run: RunOptions,
-                 progress: Optional[Callable[[int, int], None]] = None) -> ScoreResult:
-    """Score inputs opened by ``open_inputs`` (importing torch only where the plan needs it; see ``run_job``)."""
+                 progress: Optional[Callable[[int, int], None]] = None,
+                 on_columns: Optional[Callable[[dict, Optional[dict], list], None]] = None) -> ScoreResult:
+    """Score inputs opened by ``open_inputs`` (importing torch only where the plan needs it; see ``run_job``).
+    ``on_columns(columns, examples, track_names)`` is called once every column is final, before the summary is made
+    (a whole run only)."""
     plan = scoring.plan
     preds, table, truth_source, findings = inputs.preds, inputs.regions, inputs.truth, inputs.findings
     groupings = read_all_groups(scoring.groups, table, preds.n)  # before any batch: a bad file stops at once
@@ -204,20 +207,24 @@ def score_inputs(inputs: Inputs, scoring: ScoreOptions, run: RunOptions,
                          "structural_warnings": findings.warnings[:value_warnings_from],
                          "non_integer": screen.non_integer, "settings": settings, "inputs": sources}
         return ScoreResult(table.subset(slice(start, stop)), columns, None, names, partial=partial_state)
+    examples = example_regions(columns, table, inputs.read_rows)
+    if on_columns is not None:
+        on_columns(columns, examples, names)
     summary, files = summarize_scores(columns, table, findings, settings, sources, plan, names,
                                       computer.pooled_auprc, groupings)
-    return ScoreResult(table, columns, summary, names, files, example_regions(columns, table, inputs.read_rows),
-                       groupings=groupings)
+    return ScoreResult(table, columns, summary, names, files, examples, groupings=groupings)
 
 
-def run_job(job: Job, progress: Optional[Callable[[int, int], None]] = None) -> ScoreResult:
-    """Score ``job``: open and validate its inputs (forking the readers), then import torch and compute.
+def run_job(job: Job, progress: Optional[Callable[[int, int], None]] = None,
+            on_columns: Optional[Callable[[dict, Optional[dict], list], None]] = None) -> ScoreResult:
+    """Score ``job``: open and validate its inputs (forking the readers), then import torch and compute
+    (``on_columns``: see ``score_inputs``).
 
     With ``job.rows`` set, the result holds those rows' columns, ``summary`` None and ``partial`` (see
     ``bpnet_eval.shards``)."""
     seed_path = uses_seed_computer(job.scoring, job.run)
     with open_inputs(job, *((count_terms, count_terms_bytes, interleaved_count_terms) if seed_path else ())) as inputs:
-        return score_inputs(inputs, job.scoring, job.run, progress)
+        return score_inputs(inputs, job.scoring, job.run, progress, on_columns)
 
 
 def score(predictions, truth, regions=None, *, read: Optional[ReadOptions] = None,

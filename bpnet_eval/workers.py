@@ -423,7 +423,8 @@ class BackgroundCall(ForkedCall):
     """``function(*args)`` in a forked process that ran ``prepare()`` (e.g. heavy imports) as soon as it started.
 
     ``submit(*args)`` sends the arguments (pickled); ``result()`` waits for the return value (pickled back) or
-    raises what the call raised. ``close()`` stops the process if it is still running.
+    raises what the call raised: one ``result()`` per ``submit``, in order (the process takes calls until it is
+    closed or a call fails). ``close()`` stops the process if it is still running.
     """
 
     def __init__(self, prepare, function, what: str):
@@ -436,15 +437,14 @@ class BackgroundCall(ForkedCall):
         # preparing to the run's end, where a short run then waited for it (10k regions: 1.45 -> 1.31 s, 10%).
         try:
             prepare()
-            header = _read_exact(requests, 8)
-            if header is None:
-                return  # closed without a call
-            args = pickle.loads(_read_exact(requests, struct.unpack("<q", header)[0]) or b"")
-            value = function(*args)
+            while True:
+                header = _read_exact(requests, 8)
+                if header is None:
+                    return  # closed: no more calls
+                args = pickle.loads(_read_exact(requests, struct.unpack("<q", header)[0]) or b"")
+                send(answers, 0, function(*args))
         except BaseException as err:
             send(answers, 0, err, failed=True)
-            return
-        send(answers, 0, value)
 
     def submit(self, *args) -> None:
         payload = pickle.dumps(args, protocol=pickle.HIGHEST_PROTOCOL)

@@ -235,17 +235,48 @@ class ProgressReporter:
             self._bar.__exit__(*exc)
 
 
-def draw_figures_at_once(columns: dict, summary: dict, examples=None) -> dict:
-    """``report.figures.draw_figures``, each figure in a process of its own forked now (``workers.call_forked``)
-    where that is safe, but the example panels (the longest to draw), which this process draws meanwhile: the
-    figures are the last work of a run, so on several cores they are drawn side by side."""
-    from ..report.figures import PROFILE_EXAMPLES, figure_jobs
-    from ..workers import call_forked, fork_is_safe
+class FiguresInSteps:
+    """The painter process's calls (``figure_painter``), ``(step, *arguments)``: ``examples(columns, track_names,
+    examples)`` forks a process drawing the example panels (the longest figure, which needs no summary: it starts
+    while this run's summary is made); ``rest(columns or None, summary, examples or None)`` draws the other figures,
+    one in a process forked then and one here, and returns every figure (``{name: PNG bytes}``, in ``FIGURE_FILES``
+    order), the example panels taken from their process, or drawn with the rest where none was started. The columns
+    are sent once. Where fork is not safe, each figure is drawn here, in turn."""
 
-    jobs = figure_jobs(columns, summary, examples)
-    if len(jobs) < 2 or not fork_is_safe():
-        return {name: draw() for name, draw in jobs.items()}
-    return call_forked(jobs, "drawing a figure", here=PROFILE_EXAMPLES)
+    def __init__(self):
+        self._columns, self._examples = None, None
+
+    def __call__(self, step: str, *arguments):
+        return {"examples": self.examples, "rest": self.rest}[step](*arguments)
+
+    def examples(self, columns, track_names, examples) -> None:
+        from ..report.figures import PROFILE_EXAMPLES, figure_jobs
+        from ..workers import ForkedCall, fork_is_safe
+
+        self._columns = columns
+        jobs = figure_jobs(columns, {"settings": {"track_names": track_names}}, examples, names=(PROFILE_EXAMPLES,))
+        if jobs and fork_is_safe():
+            self._examples = ForkedCall(jobs[PROFILE_EXAMPLES], "drawing a figure")
+
+    def rest(self, columns, summary, examples) -> dict:
+        from ..report.figures import FIGURE_FILES, PROFILE_EXAMPLES, figure_jobs
+        from ..workers import call_forked, fork_is_safe
+
+        try:
+            started = self._examples is not None
+            names = [name for name in FIGURE_FILES if not (started and name == PROFILE_EXAMPLES)]
+            jobs = figure_jobs(self._columns if columns is None else columns, summary, examples, names=names)
+            if len(jobs) < 2 or not fork_is_safe():
+                drawn = {name: draw() for name, draw in jobs.items()}
+            else:  # the last (the longest) here, once the others' processes are forked
+                drawn = call_forked(jobs, "drawing a figure", here=list(jobs)[-1])
+            if started:
+                drawn[PROFILE_EXAMPLES] = self._examples.result()
+            return {name: drawn[name] for name in FIGURE_FILES if name in drawn}
+        finally:
+            if self._examples is not None:
+                self._examples.close()
+                self._examples = None
 
 
 @contextmanager
@@ -254,25 +285,44 @@ def figure_painter(draw_plots: bool, background: bool = True):
     once regions.tsv is started (formatted by a forked process meanwhile), returning the figures
     (``report.figures.draw_figures``) or, where fork is safe and ``background``, a callable that waits for them:
     a process forked now imports matplotlib while the scores are computed, and draws the figures, each in a
-    process of its own, while the report's tables are written. Enter it before the run imports torch."""
+    process of its own, while the report's tables are written. ``paint.early(columns, examples, track_names)``,
+    called once the columns are final (``pipeline.run_job``'s ``on_columns``), starts the example panels there
+    before the summary is made (``FiguresInSteps``). Enter it before the run imports torch."""
     from ..report.figures import draw_figures, figures_or_none, warm_up
     from ..workers import BackgroundCall, fork_is_safe
 
     if not draw_plots:
-        yield lambda columns, summary, examples: {}
+        paint = lambda columns, summary, examples: {}
     elif not (background and fork_is_safe()):
-        yield lambda columns, summary, examples: lambda: figures_or_none(lambda: draw_figures(columns, summary,
-                                                                                            examples))
+        paint = lambda columns, summary, examples: lambda: figures_or_none(lambda: draw_figures(columns, summary,
+                                                                                               examples))
     else:
-        with BackgroundCall(warm_up, draw_figures_at_once, "drawing the figures") as painter:
+        with BackgroundCall(warm_up, FiguresInSteps(), "drawing the figures") as painter:
+            steps = []
+
+            def early(columns, examples, track_names):
+                if examples and not steps:
+                    painter.submit("examples", columns, list(track_names), examples)
+                    steps.append("examples")
+
             def paint(columns, summary, examples):
                 def start():
-                    painter.submit(columns, summary, examples)
-                    return lambda: figures_or_none(painter.result)
+                    painter.submit("rest", None if steps else columns, summary, None if steps else examples)
+
+                    def wait():
+                        if steps:
+                            painter.result()  # the early step's answer (nothing)
+                        return painter.result()
+
+                    return lambda: figures_or_none(wait)
 
                 return start
 
+            paint.early = early
             yield paint
+            return
+    paint.early = lambda columns, examples, track_names: None
+    yield paint
 
 
 def draw_plots(plots: Optional[bool], quiet: bool) -> bool:

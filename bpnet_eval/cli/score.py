@@ -107,7 +107,7 @@ def score(
             # the painter is forked here, and run_job forks the readers, before torch is imported
             with figure_painter(draw_plots(plots, quiet or json_output)) as paint:
                 with ProgressReporter(not quiet) as progress:
-                    result = run_job(job, progress)
+                    result = run_job(job, progress, on_columns=paint.early)  # the example panels start then
                 figures = paint(result.columns, result.summary, result.examples)  # drawn once regions.tsv is started
                 write_and_show(out_dir, result, figures, json_output, quiet, "report written to", wide)
 
