@@ -16,7 +16,8 @@ from bpnet_eval.errors import InputError
 import bpnet_eval.inputs as inputs_module
 from bpnet_eval.inputs import batch_bounds, open_inputs
 from bpnet_eval.pipeline import score
-from bpnet_eval.cli.common import figure_painter
+from bpnet_eval import workers
+from bpnet_eval.cli.common import FiguresInSteps, figure_painter
 from bpnet_eval.options import Job
 from bpnet_eval.report.figures import FIGURE_FILES
 from bpnet_eval.workers import BackgroundCall, ForkedCall, ProcessReadAhead, WorkerStopped, call_forked, fork_is_safe
@@ -392,7 +393,7 @@ def test_call_forked_inside_a_background_call():
 
 
 @pytest.mark.slow  # draws every figure twice, ~3 s
-def test_figures_drawn_in_the_background_equal_those_drawn_here(tmp_path):
+def test_figures_drawn_in_the_background_equal_those_drawn_here(tmp_path, monkeypatch):
     pytest.importorskip("matplotlib")
     case = make_case(tmp_path, n=40, length=64)
     result = score(str(case.predictions), [str(p) for p in case.bigwigs], device="cpu")
@@ -410,6 +411,11 @@ def test_figures_drawn_in_the_background_equal_those_drawn_here(tmp_path):
     with figure_painter(True) as paint:  # the example panels started early, before the summary (as score does)
         paint.early(result.columns, examples, result.track_names)
         early = paint(result.columns, result.summary, examples)()()
+    steps = FiguresInSteps()  # in a process that cannot fork: every figure drawn by the call that returns them
+    monkeypatch.setattr(workers, "fork_is_safe", lambda: False)
+    steps("examples", result.columns, result.track_names, examples)
+    assert steps("rest", None, result.summary, None) == here
+    monkeypatch.undo()
     with figure_painter(False) as paint:
         paint.early(result.columns, examples, result.track_names)  # nothing to start
         assert paint(result.columns, result.summary, examples) == {}

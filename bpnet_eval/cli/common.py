@@ -244,7 +244,7 @@ class FiguresInSteps:
     are sent once. Where fork is not safe, each figure is drawn here, in turn."""
 
     def __init__(self):
-        self._columns, self._examples = None, None
+        self._columns = self._example_regions = self._examples = None
 
     def __call__(self, step: str, *arguments):
         return {"examples": self.examples, "rest": self.rest}[step](*arguments)
@@ -253,7 +253,7 @@ class FiguresInSteps:
         from ..report.figures import PROFILE_EXAMPLES, figure_jobs
         from ..workers import ForkedCall, fork_is_safe
 
-        self._columns = columns
+        self._columns, self._example_regions = columns, examples
         jobs = figure_jobs(columns, {"settings": {"track_names": track_names}}, examples, names=(PROFILE_EXAMPLES,))
         if jobs and fork_is_safe():
             self._examples = ForkedCall(jobs[PROFILE_EXAMPLES], "drawing a figure")
@@ -262,10 +262,12 @@ class FiguresInSteps:
         from ..report.figures import FIGURE_FILES, PROFILE_EXAMPLES, figure_jobs
         from ..workers import call_forked, fork_is_safe
 
+        columns = self._columns if columns is None else columns
+        examples = self._example_regions if examples is None else examples
         try:
             started = self._examples is not None
             names = [name for name in FIGURE_FILES if not (started and name == PROFILE_EXAMPLES)]
-            jobs = figure_jobs(self._columns if columns is None else columns, summary, examples, names=names)
+            jobs = figure_jobs(columns, summary, examples, names=names)
             if len(jobs) < 2 or not fork_is_safe():
                 drawn = {name: draw() for name, draw in jobs.items()}
             else:  # the last (the longest) here, once the others' processes are forked
