@@ -278,9 +278,11 @@ def rows_reader(dataset: h5py.Dataset) -> Callable[[int, int], np.ndarray]:
     (and where they fail) by h5py; ``read.close()`` stops its threads and closes its file; ``read.direct``: chunks are
     inflated here (``ChunkRows``)."""
     filters, layout = chunk_filters(dataset), plain_layout(dataset)
-    chunked = ChunkRows(dataset, filters, min(MAX_INFLATE_THREADS, allotted_cpus())) if filters else None
-    plain = PlainRows(dataset, layout) if layout is not None else None
-    direct = chunked if chunked is not None else plain if plain is not None and plain.usable else None
+    if filters:  # (a plain layout has no filter: at most one of the two applies)
+        opened = ChunkRows(dataset, filters, min(MAX_INFLATE_THREADS, allotted_cpus()))
+    else:
+        opened = PlainRows(dataset, layout) if layout is not None else None
+    direct = opened if opened is not None and getattr(opened, "usable", True) else None
 
     def read(i: int, j: int) -> np.ndarray:
         if direct is not None and j > i:
@@ -290,7 +292,7 @@ def rows_reader(dataset: h5py.Dataset) -> Callable[[int, int], np.ndarray]:
                 pass
         return dataset[i:j]
 
-    read.close = (lambda: [r.close() for r in (chunked, plain) if r is not None]) if chunked or plain else (lambda: None)
-    read.direct = chunked is not None
-    read.plain = direct is plain and plain is not None
+    read.close = opened.close if opened is not None else (lambda: None)
+    read.direct = isinstance(direct, ChunkRows)
+    read.plain = isinstance(direct, PlainRows)
     return read
