@@ -24,6 +24,7 @@ pipeline reads in a thread of its own process and draws in the main process, as 
 """
 
 import ctypes
+import gc
 import mmap
 import os
 import pickle
@@ -120,6 +121,7 @@ def fork_worker(body) -> Tuple[int, int, int]:
             except (OSError, AttributeError):
                 pass
             signal.signal(signal.SIGINT, signal.SIG_IGN)
+            gc.freeze()  # its collections leave the objects it was forked with alone: their pages stay shared
             body(down_read, up_write)
             code = 0
         finally:

@@ -17,8 +17,9 @@ here (a damaged chunk, a chunk never written) is read by h5py too, which gives i
 
 from concurrent.futures import ThreadPoolExecutor
 from itertools import product
+import math
 import os
-from typing import Callable
+from typing import Callable, Optional
 
 import h5py
 import numpy as np
@@ -33,6 +34,9 @@ MAX_CHUNK_ROW_BYTES = 64 << 20
 MAX_INFLATE_THREADS = 8
 # Chunks stored next to each other are read by one ``pread`` of at most this many bytes.
 MAX_READ_BYTES = 16 << 20
+# A dataset's chunk index is kept (``ChunkIndex``, 20 bytes a chunk) up to this many chunks; beyond, HDF5 reads it.
+MAX_INDEXED_CHUNKS = 1 << 22
+INDEX_BLOCK = 1 << 14  # chunks listed, then entered into the index, at a time
 _READ_FAILURES = (OSError, RuntimeError, ValueError, KeyError, *INFLATE_ERRORS)
 
 
@@ -98,13 +102,15 @@ class ChunkRows:
                        for offset in self._offsets}
         self._stored_dtype = dataset.dtype
         self._chunk_bytes = int(np.prod(self.chunks, dtype=np.int64)) * self.dtype.itemsize
-        self._index, self._fd = None, None  # where each chunk is stored, and the file to read it from
+        self._index, self._fd = None, None  # where each chunk is stored, and the file to read it from ...
+        self._located = False  # ... once looked for
 
-    def read(self, i: int, j: int) -> np.ndarray:
-        """Rows ``i..j``: each row of chunks they touch decoded once (the one kept from the read before is copied),
-        every chunk of the read shared out among the threads in one go, rows of chunks inside ``i..j`` decoded
-        straight into the result, the last one into the buffer kept for the next read."""
-        out = np.empty((j - i, *self.shape[1:]), self.dtype)
+    def read(self, i: int, j: int, out: Optional[np.ndarray] = None) -> np.ndarray:
+        """Rows ``i..j`` (into ``out`` where given: ``(j - i, *shape[1:])`` of ``dtype``): each row of chunks they touch
+        decoded once (the one kept from the read before is copied), every chunk of the read shared out among the
+        threads in one go, rows of chunks inside ``i..j`` decoded straight into the result, the last one into the
+        buffer kept for the next read."""
+        out = np.empty((j - i, *self.shape[1:]), self.dtype) if out is None else out
         height = self.chunks[0]
         self._locate()
         jobs, partial = [], []  # the chunks to decode (into where), and the rows of chunks decoded beside the result
@@ -158,18 +164,17 @@ class ChunkRows:
         """Where every stored chunk lies in the file (HDF5's chunk index, listed once), and the file opened to read
         them with ``pread`` from any thread at once; neither where the file is not a plain one (a user block shifts
         HDF5's addresses; another driver) or the listing is not available: HDF5 reads each chunk then."""
-        if self._index is None:
+        if not self._located:
             self._index, self._fd = chunk_index(self.dataset)
+            self._located = True
 
     def _stored_run(self, keys: list) -> list:
         """``(filter mask, stored bytes)`` of the chunks at ``keys``, in order; chunks stored one after another in the
         file are read together, up to ``MAX_READ_BYTES`` at a time."""
         if self._fd is None:
             return [self.dataset.id.read_direct_chunk(key) for key in keys]
-        infos = [self._index[key] for key in keys]  # a chunk never written has none (KeyError): h5py gives its fill
-        stored = read_runs(self._pread, [info.byte_offset for info in infos], [info.size for info in infos],
-                           MAX_READ_BYTES)
-        return [(info.filter_mask, data) for info, data in zip(infos, stored)]
+        masks, offsets, sizes = self._index.locate(keys)  # a chunk never written: KeyError (h5py gives its fill)
+        return list(zip(masks, read_runs(self._pread, offsets, sizes, MAX_READ_BYTES)))
 
     def _pread(self, offset: int, size: int) -> bytes:
         data = os.pread(self._fd, size, offset)
@@ -199,23 +204,70 @@ class ChunkRows:
         if self._fd is not None:
             os.close(self._fd)
         self._pool, self._kept, self._buffer, self._index, self._fd = None, None, None, None, None
+        self._located = False
+
+
+class ChunkIndex:
+    """Where each stored chunk of a dataset lies in its file (HDF5's chunk index, as ``chunk_iter`` lists it), kept
+    as three arrays over the grid of chunks (20 bytes a chunk; the ``StoreInfo`` objects themselves took ~300 bytes
+    a chunk in every process reading: 30 MB at 100k chunks of one region each, a process per ensemble member)."""
+
+    def __init__(self, shape: tuple, chunks: tuple):
+        self.chunks = np.asarray(chunks, dtype=np.int64)
+        self.grid = tuple(-(-int(n) // int(c)) for n, c in zip(shape, chunks))
+        size = math.prod(self.grid)
+        self.byte_offset = np.full(size, -1, np.int64)  # -1: never written (HDF5 gives the fill value)
+        self.size = np.zeros(size, np.int64)
+        self.filter_mask = np.zeros(size, np.uint32)
+
+    def add(self, infos: list) -> None:
+        """Enter ``StoreInfo``s (``chunk_offset``, ``filter_mask``, ``byte_offset``, ``size``)."""
+        at = self._flat(np.array([info.chunk_offset for info in infos], np.int64).reshape(len(infos), -1))
+        self.byte_offset[at] = [info.byte_offset for info in infos]
+        self.size[at] = [info.size for info in infos]
+        self.filter_mask[at] = [info.filter_mask for info in infos]
+
+    def _flat(self, offsets: np.ndarray) -> np.ndarray:
+        """The grid positions of chunks at element ``offsets`` ``(k, ndim)``."""
+        return np.ravel_multi_index(tuple((offsets // self.chunks).T), self.grid)
+
+    def locate(self, keys: list) -> tuple:
+        """``(filter masks, byte offsets, sizes)`` of the chunks at element offsets ``keys``, as lists; KeyError where
+        one was never written."""
+        at = self._flat(np.array(keys, np.int64).reshape(len(keys), -1))
+        offsets = self.byte_offset[at]
+        if (offsets < 0).any():
+            raise KeyError(keys[int(np.argmax(offsets < 0))])
+        return self.filter_mask[at].tolist(), offsets.tolist(), self.size[at].tolist()
 
 
 def chunk_index(dataset: h5py.Dataset) -> tuple:
-    """``({chunk offset: StoreInfo}, fd)``: where every stored chunk of ``dataset`` lies in its file (HDF5's chunk
-    index, listed once) and the file opened to read them with ``pread`` from any thread at once; ``({}, None)`` where
-    the file is not a plain one (a user block shifts HDF5's addresses; another driver) or the listing is not
-    available (HDF5 reads each chunk then)."""
+    """``(ChunkIndex, fd)``: where every stored chunk of ``dataset`` lies in its file (HDF5's chunk index, listed
+    once) and the file opened to read them with ``pread`` from any thread at once; ``(None, None)`` where the file is
+    not a plain one (a user block shifts HDF5's addresses; another driver), the listing is not available, or the grid
+    has more than ``MAX_INDEXED_CHUNKS`` chunks (HDF5 reads each chunk then)."""
     handle = dataset.file
-    if handle.userblock_size != 0 or handle.driver != "sec2" or not hasattr(dataset.id, "chunk_iter"):
-        return {}, None
-    try:  # h5py >= 3.8 built on HDF5 >= 1.12.3 lists the index in one pass
-        listed = []
-        dataset.id.chunk_iter(listed.append)  # (100k chunks: 0.15 s; a dict insert per call took 0.27 s)
-        index = {info.chunk_offset: info for info in listed}
+    if (handle.userblock_size != 0 or handle.driver != "sec2" or not hasattr(dataset.id, "chunk_iter")
+            or dataset.chunks is None):
+        return None, None
+    index = ChunkIndex(dataset.shape, dataset.chunks)
+    if len(index.byte_offset) > MAX_INDEXED_CHUNKS:
+        return None, None
+    block = []
+
+    def take(info) -> None:  # entered a block at a time: the listed objects never all exist at once
+        block.append(info)
+        if len(block) == INDEX_BLOCK:
+            index.add(block)
+            block.clear()
+
+    try:  # h5py >= 3.8 built on HDF5 >= 1.12.3 lists the index in one pass (100k chunks: ~0.15 s)
+        dataset.id.chunk_iter(take)
+        if block:
+            index.add(block)
         return index, os.open(handle.filename, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
     except (RuntimeError, OSError, NotImplementedError):
-        return {}, None
+        return None, None
 
 
 def plain_layout(dataset: h5py.Dataset):
@@ -244,23 +296,24 @@ class PlainRows:
         self.shape, self.dtype = dataset.shape, dataset.dtype
         self.row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
         self.height = self.shape[0] if layout == "contiguous" else dataset.chunks[0]
+        self._addresses = None
         if layout == "contiguous":
-            self._index = {(0,) * len(self.shape): dataset.id.get_offset()}
+            self._addresses = np.array([dataset.id.get_offset()], np.int64)
             self._fd = os.open(dataset.file.filename, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-        else:
-            listed, self._fd = chunk_index(dataset)
-            self._index = {key: info.byte_offset for key, info in listed.items()
-                           if info.size == self.height * self.row_bytes and info.filter_mask == 0}
+        else:  # each row of chunks' address; -1 where never written (or, impossibly here, stored otherwise)
+            index, self._fd = chunk_index(dataset)
+            if index is not None:
+                whole = (index.size == self.height * self.row_bytes) & (index.filter_mask == 0)
+                self._addresses = np.where(whole, index.byte_offset, -1)  # one chunk a row of chunks
         self.usable = self._fd is not None
 
-    def read(self, i: int, j: int) -> np.ndarray:
-        out = np.empty((j - i, *self.shape[1:]), self.dtype)
+    def read(self, i: int, j: int, out: Optional[np.ndarray] = None) -> np.ndarray:
+        out = np.empty((j - i, *self.shape[1:]), self.dtype) if out is None else out
         view = memoryview(out.reshape(-1)).cast("B")
-        zeros = (0,) * (len(self.shape) - 1)
         for first in range(i // self.height * self.height, j, self.height):
             lo, hi = max(i, first), min(j, first + self.height)
-            address = self._index.get((first, *zeros))
-            if address is None:
+            address = int(self._addresses[first // self.height])
+            if address < 0:
                 raise ValueError(f"rows {first}.. of the dataset were never written")
             part = view[(lo - i) * self.row_bytes:(hi - i) * self.row_bytes]
             if os.preadv(self._fd, [part], address + (lo - first) * self.row_bytes) != len(part):
@@ -273,10 +326,12 @@ class PlainRows:
             self._fd = None
 
 
-def rows_reader(dataset: h5py.Dataset) -> Callable[[int, int], np.ndarray]:
-    """``read(i, j)``: rows ``i..j`` of ``dataset``, by ``ChunkRows`` or ``PlainRows`` where they read them, else
-    (and where they fail) by h5py; ``read.close()`` stops its threads and closes its file; ``read.direct``: chunks are
-    inflated here (``ChunkRows``)."""
+def rows_reader(dataset: h5py.Dataset) -> Callable[..., np.ndarray]:
+    """``read(i, j, out=None)``: rows ``i..j`` of ``dataset`` (into ``out`` where given: a C-contiguous
+    ``(j - i, *shape[1:])`` array of the dataset's type in native byte order, filled by ``ChunkRows`` or
+    ``PlainRows`` without a copy), by ``ChunkRows`` or ``PlainRows`` where they read them, else (and where they fail)
+    by h5py; ``read.close()`` stops its threads and closes its file; ``read.direct``: chunks are inflated here
+    (``ChunkRows``)."""
     filters, layout = chunk_filters(dataset), plain_layout(dataset)
     if filters:  # (a plain layout has no filter: at most one of the two applies)
         opened = ChunkRows(dataset, filters, min(MAX_INFLATE_THREADS, allotted_cpus()))
@@ -284,13 +339,19 @@ def rows_reader(dataset: h5py.Dataset) -> Callable[[int, int], np.ndarray]:
         opened = PlainRows(dataset, layout) if layout is not None else None
     direct = opened if opened is not None and getattr(opened, "usable", True) else None
 
-    def read(i: int, j: int) -> np.ndarray:
+    def read(i: int, j: int, out: Optional[np.ndarray] = None) -> np.ndarray:
         if direct is not None and j > i:
             try:
-                return direct.read(i, j)
+                if out is None or out.flags.c_contiguous:
+                    return direct.read(i, j, out)
+                out[...] = direct.read(i, j)
+                return out
             except _READ_FAILURES:  # (a row of chunks that failed is not kept: ``read`` marks it only once decoded)
                 pass
-        return dataset[i:j]
+        if out is None:
+            return dataset[i:j]
+        out[...] = dataset[i:j]
+        return out
 
     read.close = opened.close if opened is not None else (lambda: None)
     read.direct = isinstance(direct, ChunkRows)

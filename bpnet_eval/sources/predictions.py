@@ -259,7 +259,7 @@ class HDF5Predictions(PredictionSource):
         Python's lock. One process, with a thread per CPU: batches shared out among processes would each inflate
         the rows of chunks at their edges again."""
         if read_ahead is not None and self._ahead is None and self._read_profile.direct:
-            self._ahead = read_ahead(StoredRows(self._read_profile, self.path),
+            self._ahead = read_ahead(StoredRows(self._read_profile, self.path, self._profile.shape[1:]),
                                      length=int(np.prod(self._profile.shape[1:])),
                                      dtype=self._profile.dtype.newbyteorder("="), processes=1)
 
@@ -295,15 +295,18 @@ class StoredRows:
 
     n_tracks = 1
 
-    def __init__(self, read_rows, path: str):
-        self.read_rows, self.paths = read_rows, [path]
+    def __init__(self, read_rows, path: str, row_shape: tuple):
+        self.read_rows, self.paths, self.row_shape = read_rows, [path], tuple(row_shape)
 
     def start_reading(self, tracks=None, fork=None) -> None:
         """Nothing to start: the reading process inflates with threads of its own."""
 
     def read_into(self, i: int, j: int, out: np.ndarray, tracks=None) -> None:
-        """Rows ``i..j`` written into ``out`` ``(j - i, 1, width)``."""
-        out[:, 0] = self.read_rows(i, j).reshape(j - i, -1)
+        """Rows ``i..j`` written into ``out`` ``(j - i, 1, width)`` (straight into it: a reading process's slot)."""
+        rows = out.reshape(j - i, *self.row_shape)  # a view of the (C-contiguous) slot
+        self.read_rows(i, j, rows)
+        if not np.shares_memory(rows, out):  # (a slot laid out otherwise: reshaped into a copy)
+            out[...] = rows.reshape(out.shape)
 
 
 class ArrayPredictions(PredictionSource):
