@@ -66,6 +66,30 @@ def test_extreme_logits_stay_exact():
     np.testing.assert_allclose(ensemble_logcounts(counts, "log-mean"), logsumexp([700.0, 709.0]) - np.log(2), rtol=1e-15)
 
 
+def test_rows_whose_mean_underflows_are_read_again_from_members_read_ahead(tmp_path):
+    """Members read one at a time (gzip files inflated ahead by reading processes): rows whose mean probability
+    underflows (logits spread by 1e4) are read once more from each member, and equal the log-domain ensemble."""
+    members, observed = folds(n=50, length=20, seed=5)
+    spread = [3, 17, 18, 44]  # in the 1st, 3rd and 5th batch of 10
+    for k, (z, _) in enumerate(members):
+        z[spread, 0, k] += 1e4
+    n = observed.shape[0]
+    chrom, start = np.array(["chr1"] * n), np.arange(n) * 100
+    paths = []
+    for k, (z, c) in enumerate(members):
+        path = write_predictions(tmp_path / f"fold{k}.h5", z, c, chrom, start, start + 20)
+        with h5py.File(path, "r+") as h5:  # gzip, a chunk per region: inflated by a reading process
+            del h5["predictions/logits"]
+            h5.create_dataset("predictions/logits", data=z, chunks=(1, 2, 20), compression="gzip")
+        paths.append(str(path))
+    result = bpnet_eval.score(paths[0], observed, ensemble=paths[1:], device="cpu", batch_size=10)
+    log_probs = logsumexp([log_softmax(z.reshape(n, -1), axis=-1) for z, _ in members], axis=0) - np.log(3)
+    assert (log_probs[spread] < -9000).any(axis=1).all()  # those rows' mean does underflow in probabilities
+    joint = mnll(log_probs, observed.reshape(n, -1))
+    assert np.isfinite(result.columns["profile_mnll"]).all()
+    np.testing.assert_allclose(result.columns["profile_mnll"], joint, rtol=1e-9, atol=1e-9)
+
+
 @pytest.mark.parametrize("per_track", [False, True])
 @pytest.mark.parametrize("rule", ["mean-log", "log-mean"])
 def test_the_ensembles_scores_match_numpy(per_track, rule):

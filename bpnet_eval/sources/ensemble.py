@@ -16,7 +16,7 @@ is the average that belongs to its loss — a mixture of the probabilities for t
 average on the log scale for the squared error of log counts.
 """
 
-from typing import List, Optional
+from typing import Callable, Iterable, List, Optional
 
 import numpy as np
 
@@ -47,14 +47,17 @@ def log_mean_exp(values: np.ndarray) -> np.ndarray:
         return safe + np.log(np.exp(values - safe).mean(axis=0))
 
 
-def ensemble_profile(logits: List[np.ndarray], joint: bool) -> np.ndarray:
+def ensemble_profile(logits: Iterable[np.ndarray], joint: bool,
+                     again: Optional[Callable[[np.ndarray], List[np.ndarray]]] = None) -> np.ndarray:
     """``log((1/F) sum_f softmax(z_f))`` of F logits ``(b, S, L)``: softmax over (S, L) when ``joint``, else L.
 
     The probabilities are summed member by member (one ``exp`` each, in place); rows where some position's mean
     probability underflows to 0 (logits spread by more than ~700 within a region) are computed again in the log
-    domain (``log_mean_exp`` of the members' ``log_softmax``), so every finite result is exact to float64."""
+    domain (``log_mean_exp`` of the members' ``log_softmax``), so every finite result is exact to float64.
+    ``logits`` may be an iterator (each member's array dropped once added) where ``again(rows)`` gives the members'
+    logits of those rows once more; without ``again`` the arrays are kept for those rows."""
     axis = (1, 2) if joint else 2
-    total = None
+    total, kept, count = None, [], 0
     for z in logits:
         probs = np.array(z, dtype=np.float64)  # a copy: the member's array is left as it was
         probs -= probs.max(axis=axis, keepdims=True)
@@ -62,12 +65,16 @@ def ensemble_profile(logits: List[np.ndarray], joint: bool) -> np.ndarray:
             np.exp(probs, out=probs)
             probs /= probs.sum(axis=axis, keepdims=True)
         total = probs if total is None else np.add(total, probs, out=total)
-    total /= len(logits)
+        count += 1
+        if again is None:
+            kept.append(z)
+    total /= count
     with np.errstate(divide="ignore", invalid="ignore"):
         out = np.log(total)
     underflow = np.flatnonzero((total == 0).any(axis=(1, 2)))
     if underflow.size:
-        out[underflow] = log_mean_exp(np.stack([log_softmax(z[underflow], axis) for z in logits]))
+        members = [z[underflow] for z in kept] if again is None else again(underflow)
+        out[underflow] = log_mean_exp(np.stack([log_softmax(z, axis) for z in members]))
     return out
 
 
@@ -150,9 +157,19 @@ class EnsemblePredictions(PredictionSource):
 
     def read(self, i: int, j: int):
         """The ensemble's logits ``(j-i, S, L)`` and log counts ``(j-i, T)`` (float64) of regions ``i..j``."""
-        parts = [m.read(i, j) for m in self.members]
-        logits = ensemble_profile([p[0] for p in parts], joint=self.n_logcount_columns == 1)
-        return logits, ensemble_logcounts([p[1] for p in parts], self.logcounts_rule)
+        logcounts = []
+
+        def each_member():  # one member's logits at a time (F arrays of a batch never held at once)
+            for member in self.members:
+                logits, counts = member.read(i, j)
+                logcounts.append(counts)
+                yield logits
+
+        def again(rows: np.ndarray) -> list:  # (rare: rows whose mean probabilities underflow)
+            return [member.read(i, j)[0][rows] for member in self.members]
+
+        logits = ensemble_profile(each_member(), joint=self.n_logcount_columns == 1, again=again)
+        return logits, ensemble_logcounts(logcounts, self.logcounts_rule)
 
     def check_batch(self, logits, observed, regions, first_row: int) -> None:
         """Every member's own checks, on the ensemble's profile (what is scored)."""
