@@ -44,14 +44,23 @@ def batches_in_order(n, size):
     return [(i, min(n, i + size)) for i in range(0, n, size)]
 
 
+def assert_rows_as_h5py(read, ds, bounds):
+    """Each ``read(i, j)`` equals h5py's ``ds[i:j]`` (in native byte order), and so does ``read(i, j, out)`` into an
+    array given (C-contiguous, as a reading process's slot, or a strided view), which it fills and returns."""
+    for i, j in bounds:
+        got, want = read(i, j), ds[i:j]
+        assert got.shape == want.shape and got.dtype == want.dtype.newbyteorder("=")
+        np.testing.assert_array_equal(got, want)
+        for out in (np.full(want.shape, 7, got.dtype), np.full((len(want), 2, *want.shape[1:]), 7, got.dtype)[:, 1]):
+            assert read(i, j, out) is out
+            np.testing.assert_array_equal(out, want)
+
+
 def assert_reads_like_h5py(ds, bounds):
     read = rows_reader(ds)
     assert read.direct
     try:
-        for i, j in bounds:
-            got, want = read(i, j), ds[i:j]
-            assert got.shape == want.shape and got.dtype == want.dtype.newbyteorder("=")
-            np.testing.assert_array_equal(got, want)
+        assert_rows_as_h5py(read, ds, bounds)
     finally:
         read.close()
 
@@ -164,10 +173,7 @@ def test_uncompressed_rows_are_read_in_place_as_h5py_reads_them(tmp_path, shape,
     bounds = batches_in_order(n, 17) + batches_in_order(n, 64) + [(0, n), (n - 1, n), (5, 5)] + \
         [(int(i), int(min(n, i + rng.integers(1, 80)))) for i in starts]
     try:
-        for i, j in bounds:
-            got, want = read(i, j), ds[i:j]
-            assert got.shape == want.shape and got.dtype == want.dtype
-            np.testing.assert_array_equal(got, want)
+        assert_rows_as_h5py(read, ds, bounds)
     finally:
         read.close()
 
@@ -236,6 +242,30 @@ def test_a_row_of_chunks_above_the_memory_bound_is_left_to_h5py(tmp_path, monkey
     assert chunk_filters(ds) is None
     monkeypatch.setattr(chunks, "MAX_CHUNK_ROW_BYTES", 10 * 2 * 20 * 8)
     assert chunk_filters(ds) == (h5py.h5z.FILTER_DEFLATE,)
+
+
+def test_a_chunk_index_beyond_its_bound_is_not_kept_and_hdf5_gives_each_chunk(tmp_path, monkeypatch):
+    """Over ``MAX_INDEXED_CHUNKS`` chunks, no index is listed (``chunk_index``: None) and each chunk's stored bytes
+    come from ``read_direct_chunk``; below it, the index holds every chunk's place as HDF5 lists it."""
+    ds = dataset(tmp_path, random_data((64, 3, 20), "<f4"), chunks=(1, 3, 10), compression="gzip")
+    index, fd = chunks.chunk_index(ds)
+    try:
+        listed = []
+        ds.id.chunk_iter(listed.append)
+        assert len(listed) == 128 and index.grid == (64, 1, 2)
+        masks, offsets, sizes = index.locate([info.chunk_offset for info in listed])
+        assert offsets == [info.byte_offset for info in listed] and sizes == [info.size for info in listed]
+        assert masks == [info.filter_mask for info in listed]
+    finally:
+        os.close(fd)
+    monkeypatch.setattr(chunks, "MAX_INDEXED_CHUNKS", 127)
+    monkeypatch.setattr(chunks, "INDEX_BLOCK", 5)  # (entered a few at a time below the bound)
+    assert chunks.chunk_index(ds) == (None, None)
+    assert_reads_like_h5py(ds, batches_in_order(64, 9) + [(0, 64), (63, 64)])
+    monkeypatch.setattr(chunks, "MAX_INDEXED_CHUNKS", 128)
+    index, fd = chunks.chunk_index(ds)
+    os.close(fd)
+    assert index.locate([(63, 0, 10)])[1] == [listed[-1].byte_offset]
 
 
 def test_unshuffle_inverts_hdf5s_byte_shuffle():
