@@ -10,6 +10,7 @@ from scipy.special import log_softmax, logsumexp, softmax
 
 import bpnet_eval
 from bpnet_eval.errors import InputError, UsageError
+from bpnet_eval.sources import ensemble
 from bpnet_eval.sources.ensemble import ensemble_logcounts, ensemble_profile
 from tests.support.cases import write_bigwig, write_predictions
 from tests.support.checks import assert_one_line_error, read_columns
@@ -52,6 +53,22 @@ def test_ensemble_arrays_match_numpy(per_track, rule):
     np.testing.assert_allclose(np.exp(logits), np.exp(log_probs), rtol=1e-12, atol=1e-300)
     np.testing.assert_allclose(np.exp(logits).sum(axis=axis), 1.0, rtol=1e-12)
     np.testing.assert_allclose(ensemble_logcounts([c for _, c in members], rule), logcounts, rtol=1e-12)
+
+
+@pytest.mark.parametrize("per_track", [False, True])
+def test_blocks_of_regions_shared_among_threads_give_the_same_bits(monkeypatch, per_track):
+    """Regions a block at a time, the blocks shared out among threads, members given one at a time (an iterator):
+    the same float64 bits as one thread, and numpy's ensemble."""
+    members, _ = folds(n=41, per_track=per_track, seed=3)
+    logits = [z.astype(np.float32) for z, _ in members]
+    monkeypatch.setattr(ensemble, "ENSEMBLE_BLOCK_VALUES", 120)  # two regions a block: 21 blocks
+    one = ensemble_profile(logits, joint=not per_track)
+    for threads in (2, 3, 8, 64):
+        shared = ensemble_profile(iter(logits), joint=not per_track, again=lambda rows: [z[rows] for z in logits],
+                                  threads=threads)
+        assert np.array_equal(shared.view(np.int64), one.view(np.int64))
+    log_probs, _ = by_hand([(z, c) for z, (_, c) in zip(logits, members)], per_track, "mean-log")
+    np.testing.assert_allclose(one, log_probs, rtol=1e-12)
 
 
 def test_extreme_logits_stay_exact():
