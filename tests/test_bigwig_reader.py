@@ -1084,15 +1084,19 @@ def test_a_run_on_a_genome_wide_track_too_big_to_keep_scores_as_when_it_is_kept_
         np.testing.assert_array_equal(result.columns[name], values, err_msg=name)
 
 
-def runs_file(path, sizes, rng, max_run=6, whole=False):
+def runs_file(path, sizes, rng, max_run=6, whole=False, gaps=False):
     """Intervals of 1..max_run - 1 bases back to back on every base (a value on every base, in short runs, as a
-    normalised or predicted track holds; ``whole``: counts), written by pyBigWig."""
+    normalised or predicted track holds; ``whole``: counts; ``gaps``: every fortieth run left out), written by
+    pyBigWig."""
     bw = pyBigWig.open(str(path), "w")
     bw.addHeader(sizes, maxZooms=0)
     for name, size in sizes:
         ends = np.cumsum(rng.integers(1, max_run, size))
         ends = np.r_[ends[ends < size], size]
         starts = np.r_[0, ends[:-1]]
+        if gaps:
+            kept = np.arange(len(starts)) % 40 != 3
+            starts, ends = starts[kept], ends[kept]
         bw.addEntries([name] * len(starts), starts.tolist(), ends=ends.tolist(),
                       values=(rng.integers(1, 50, len(starts)).astype(float) if whole
                               else rng.normal(size=len(starts)).round(3)).tolist())
@@ -1102,19 +1106,24 @@ def runs_file(path, sizes, rng, max_run=6, whole=False):
 
 @pytest.mark.parametrize("whole, dtype", [(False, "<f4"), (True, "|u1")], ids=["fractions", "counts"])
 @pytest.mark.parametrize("beside", [False, True], ids=["decoded-here", "decoded-by-another-process"])
-def test_a_track_with_a_value_on_every_base_is_kept_as_the_windows_bases(tmp_path, monkeypatch, beside, whole, dtype):
+@pytest.mark.parametrize("span_bases, gaps", [(1 << 16, False), (1 << 16, True), (0, True)],
+                         ids=["spans", "spans-with-gaps", "clipped-interval-by-interval"])
+def test_a_track_with_a_value_on_every_base_is_kept_as_the_windows_bases(tmp_path, monkeypatch, beside, whole, dtype,
+                                                                         span_bases, gaps):
     """Where the run's windows hold more intervals than bases (a value on every base in short runs), the part of a
     file too big to keep whole where they lie is kept as one value per base of the windows (``_WindowedDense``):
     intervals clipped to the windows' edges, windows overlapping each other merged, a block spanning several
-    windows; one byte a base for counts up to 255. Every expected window reads as pyBigWig's; others are read from
-    their blocks."""
+    windows; one byte a base for counts up to 255. A block is written over its span then copied range by range, or
+    (``_SPAN_BASES`` 0) interval by interval; bases between intervals stay 0. Every expected window reads as
+    pyBigWig's; others are read from their blocks."""
     if beside and not (fork_is_safe() and hasattr(os, "memfd_create")):
         pytest.skip("Linux fork and memfd")
     monkeypatch.setattr(bigwig, "_RESIDENT_COMPRESSED_BYTES", -1)
     monkeypatch.setattr(bigwig, "_RESIDENT_MAX_BYTES", 60_000)  # ~15,000 bases; the file has ~150,000 intervals
     monkeypatch.setattr(intervals, "_NARROW_DTYPES", (np.int64, np.uint32))  # 12 bytes or more an interval
+    monkeypatch.setattr(intervals, "_SPAN_BASES", span_bases)
     sizes = [("chrA", 300_000), ("chrB", 200_000)]
-    path = runs_file(tmp_path / "runs.bw", sizes, np.random.default_rng(21), whole=whole)
+    path = runs_file(tmp_path / "runs.bw", sizes, np.random.default_rng(21), whole=whole, gaps=gaps)
     rng = np.random.default_rng(22)
     chroms, starts, ends = random_windows(dict(sizes), 300, 37, rng)
     starts[1], ends[1], chroms[1] = starts[0] + 20, ends[0] + 20, chroms[0]  # overlapping windows merge

@@ -24,6 +24,9 @@ _SEARCH_NEEDLES = 1024  # needles searched per step (a 512 kB temporary)
 _SEARCH_DIRECT_BYTES = 4 << 20  # keys up to this size are searched by numpy's binary search alone
 _FILL_ELEMENTS = 1 << 17  # output elements filled per step from a file kept whole: temporaries of a few hundred
 # kB are reused by malloc, where multi-MB ones are returned to the system and faulted in again on every batch (~9x slower)
+# A block's intervals kept where the run's windows lie (``WindowedDense.add``) are written over the block's span, then
+# copied range by range, where the span has at most this many bases and meets at most this many ranges.
+_SPAN_BASES, _SPAN_RANGES = 1 << 16, 64
 _NARROW_DTYPES = (np.uint32, np.uint16)  # a kept interval's key and length where they fit (else int64, uint32)
 WHOLE_DTYPES = (np.uint8, np.int8, np.uint16, np.int16)  # whole numbers: the first that holds them (else float32)
 
@@ -273,6 +276,7 @@ class WindowedDense:
         self.offsets = np.concatenate(([0], np.cumsum(self.high - self.low)))  # where each range's bases begin
         total = int(self.offsets[-1])  # in ``buffer`` (zeroed) where given, as a process decoding it beside wrote it
         self.values = np.zeros(total, dtype) if buffer is None else np.frombuffer(buffer, dtype, total)
+        self._span = np.empty(_SPAN_BASES, dtype)  # one block's span of bases (``add``)
 
     @staticmethod
     def bases(ranges: tuple) -> int:
@@ -281,11 +285,20 @@ class WindowedDense:
     def add(self, chrom: int, start: np.ndarray, end: np.ndarray, value: np.ndarray, within: tuple) -> None:
         """Write one block's intervals (clean), each clipped to the ranges it overlaps, which are among ranges
         ``within = (a, b)`` (searched there only)."""
-        key_start, key_end = chrom + start.astype(np.int64), chrom + end.astype(np.int64)
         a, b = within
-        if b - a == 1 and key_start[0] >= self.low[a] and key_end[-1] <= self.high[a]:  # in one range: no clipping
-            _write_span(self.values, int(self.offsets[a] + (key_start[0] - self.low[a])), start, end, value)
+        first, last = chrom + int(start[0]), chrom + int(end[-1])  # the block's span
+        if b - a == 1 and first >= self.low[a] and last <= self.high[a]:  # in one range: no clipping
+            _write_span(self.values, int(self.offsets[a] + (first - self.low[a])), start, end, value)
             return
+        if last - first <= _SPAN_BASES and b - a <= _SPAN_RANGES:  # the span's bases written once, then each range's
+            span = self._span[:last - first]                        # part of it copied (zeros between intervals)
+            _write_span(span, 0, start, end, value)
+            for low, high, at in zip(self.low[a:b].tolist(), self.high[a:b].tolist(), self.offsets[a:b].tolist()):
+                lo, hi = max(low, first), min(high, last)
+                if hi > lo:
+                    self.values[at + lo - low:at + hi - low] = span[lo - first:hi - first]
+            return
+        key_start, key_end = chrom + start.astype(np.int64), chrom + end.astype(np.int64)
         rank, interval = expand_ranges(np.searchsorted(self.high[a:b], key_start, side="right") + a,
                                         np.searchsorted(self.low[a:b], key_end, side="left") + a)
         lo = np.maximum(key_start[interval], self.low[rank])
