@@ -248,8 +248,8 @@ def open_inputs(job: Job, batch_work: Optional[Callable[[np.ndarray], object]] =
         preds.will_read(start, stop, ForkedCall if fork_is_safe() else None,
                         prediction_read_ahead(bounds, preds.length, workers, run.read_ahead_mb) if processes else None)
         if workers and truth_source.forkable and len(bounds) > 1 and fork_is_safe():
-            if workers < truth_source.n_tracks <= allotted_cpus() and truth_source.reads_blocks():
-                workers = truth_source.n_tracks  # files read block by block: a reading process each
+            if workers < truth_source.n_tracks and truth_source.reads_blocks():  # files read block by block: a
+                workers = max(workers, min(truth_source.n_tracks, allotted_cpus()))  # process each, or a CPU each
             observed = ProcessReadAhead(truth_source, bounds, preds.length, workers, memory=run.read_ahead_mb << 20,
                                         work=batch_work, work_bytes=batch_work_bytes, merge_work=batch_work_merge)
             truth_source.will_read(start, start)  # the processes read the run's rows; this one a few (examples)

@@ -334,7 +334,7 @@ class RunOptions:
         Regions per batch.
     read_workers : int, optional
         Processes reading the observed bigWigs ahead (default: half the CPUs, at most 4, or one per file for files
-        too big to keep; 0: a thread, also for predicted bigWigs).
+        too big to keep, up to one per CPU; 0: a thread, also for predicted bigWigs).
     read_ahead_mb : int
         Shared memory the reading processes fill ahead of the computation (``READ_AHEAD_MB``; never fewer
         than the batches in use plus two per process), and memory for the predictions read ahead (at least one

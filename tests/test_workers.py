@@ -649,3 +649,21 @@ def test_observed_files_read_block_by_block_get_a_reading_process_each(tmp_path,
     beside = score(str(case.predictions), paths, batch_size=20, device="cpu")
     for name, values in alone.columns.items():
         np.testing.assert_array_equal(beside.columns[name], values, err_msg=name)
+
+
+def test_more_observed_files_read_block_by_block_than_cpus_get_a_reading_process_per_cpu(tmp_path, monkeypatch):
+    """Five files read block by block on 2 CPUs: two reading processes (not one, the default), each reading its own
+    files of every batch; the same counts as read in this process."""
+    from bpnet_eval.sources import bigwig
+
+    monkeypatch.setattr(inputs_module, "allotted_cpus", lambda: 2)
+    monkeypatch.setattr(bigwig, "_RESIDENT_COMPRESSED_BYTES", -1)
+    monkeypatch.setattr(bigwig, "_RESIDENT_MAX_BYTES", 1_000)
+    case = make_case(tmp_path, n=120, n_tracks=5, length=40)
+    paths = [str(p) for p in case.bigwigs]
+    with open_inputs(Job.of(str(case.predictions), paths, batch_size=20)) as inputs:
+        ahead = inputs.observed
+        assert isinstance(ahead, ProcessReadAhead) and ahead.workers == 2
+        assert sorted(t for tracks in ahead.tracks for t in tracks) == list(range(5)) and all(ahead.tracks)
+        observed = np.concatenate([batch[3] for batch in inputs.batches()])
+    np.testing.assert_array_equal(observed, case.observed)
