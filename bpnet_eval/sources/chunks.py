@@ -250,9 +250,9 @@ def chunk_index(dataset: h5py.Dataset) -> tuple:
     if (handle.userblock_size != 0 or handle.driver != "sec2" or not hasattr(dataset.id, "chunk_iter")
             or dataset.chunks is None):
         return None, None
+    if math.prod(-(-int(n) // int(c)) for n, c in zip(dataset.shape, dataset.chunks)) > MAX_INDEXED_CHUNKS:
+        return None, None  # (a damaged file can claim any shape: nothing is allocated for it)
     index = ChunkIndex(dataset.shape, dataset.chunks)
-    if len(index.byte_offset) > MAX_INDEXED_CHUNKS:
-        return None, None
     block = []
 
     def take(info) -> None:  # entered a block at a time: the listed objects never all exist at once
