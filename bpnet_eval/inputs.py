@@ -16,7 +16,7 @@ import numpy as np
 from .environment import allotted_cpus
 from .errors import UsageError
 from .input_files import reading
-from .options import READ_AHEAD_MB, Job, Policies, ReadOptions
+from .options import READ_AHEAD_MB, Job, Policies, ReadOptions, batch_regions
 from .regions import Regions, read_regions
 from .sources import PredictionSource, TruthSource, open_predictions, open_truth
 from .sources.bigwig import share_run_memory
@@ -56,8 +56,10 @@ def read_observed(truth, i: int, j: int, paths: Sequence[str]):
         return truth.read_with_work(i, j)
 
 
-def open_sources(predictions, truth, regions=None, read: Optional[ReadOptions] = None, batch_size: int = 1024):
-    """Open the predictions, the regions and the truth, and validate their structure (nothing read yet).
+def open_sources(predictions, truth, regions=None, read: Optional[ReadOptions] = None,
+                 batch_size: Optional[int] = None):
+    """Open the predictions, the regions and the truth, and validate their structure (nothing read yet; a batch's
+    memory as ``batch_regions(batch_size, S, L)`` regions).
 
     Returns ``(preds, regions or None, truth, findings)``, the truth reading as validation planned; the caller
     raises or lists ``findings.problems`` and closes both sources.
@@ -73,7 +75,8 @@ def open_sources(predictions, truth, regions=None, read: Optional[ReadOptions] =
         preds.close()
         raise
     try:
-        findings, plan = check_structure(preds, truth_source, table, policies, batch_size)
+        findings, plan = check_structure(preds, truth_source, table, policies,
+                                         batch_regions(batch_size, preds.n_tracks, preds.length))
     except BaseException:
         preds.close()
         truth_source.close()
@@ -242,7 +245,8 @@ def open_inputs(job: Job, batch_work: Optional[Callable[[np.ndarray], object]] =
         if not 0 <= start <= stop <= preds.n:
             raise UsageError(f"rows {start}..{stop} are not within the {preds.n} regions of {preds.path}")
         truth_source.will_read(start, stop)
-        bounds = batch_bounds(start, stop, run.batch_size)
+        batch_size = batch_regions(run.batch_size, preds.n_tracks, preds.length)
+        bounds = batch_bounds(start, stop, batch_size)
         workers = default_read_workers(len(bounds)) if run.read_workers is None else run.read_workers
         processes = workers > 0 and len(bounds) > 1 and fork_is_safe()
         preds.will_read(start, stop, ForkedCall if fork_is_safe() else None,
@@ -253,7 +257,7 @@ def open_inputs(job: Job, batch_work: Optional[Callable[[np.ndarray], object]] =
             observed = ProcessReadAhead(truth_source, bounds, preds.length, workers, memory=run.read_ahead_mb << 20,
                                         work=batch_work, work_bytes=batch_work_bytes, merge_work=batch_work_merge)
             truth_source.will_read(start, start)  # the processes read the run's rows; this one a few (examples)
-        yield Inputs(preds, table, truth_source, findings, job.read.policies, (start, stop), run.batch_size,
+        yield Inputs(preds, table, truth_source, findings, job.read.policies, (start, stop), batch_size,
                      observed, observed.workers if observed is not truth_source else 0, job.rows is not None,
                      run.read_ahead_mb << 20)
     finally:

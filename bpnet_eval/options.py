@@ -316,6 +316,17 @@ class ScoreOptions:
 # Default shared memory (MB) for batches read ahead: a few batches. Every page of it is faulted in once per run
 # (4 kB shared pages, ~0.3 s of system time for 256 MB here); the computation, not the reading, sets the pace.
 READ_AHEAD_MB = 32
+# A batch's regions by default, and the most values (regions x S x L) a batch holds by default: long windows get
+# fewer regions a batch, so that a batch's memory does not grow with L (1024 x 2 x 1000 values are 8 MB as float32).
+DEFAULT_BATCH_REGIONS, BATCH_VALUES = 1024, 1 << 21
+
+
+def batch_regions(requested: Optional[int], n_tracks: int, length: int) -> int:
+    """Regions per batch: ``requested`` where given, else ``DEFAULT_BATCH_REGIONS``, or fewer (at least one) where
+    that many regions of ``n_tracks`` x ``length`` values would hold more than ``BATCH_VALUES``."""
+    if requested is not None:
+        return requested
+    return max(1, min(DEFAULT_BATCH_REGIONS, BATCH_VALUES // max(1, n_tracks * length)))
 # Default memory (MB) a run's bigWigs keep decoded (whole, where the windows lie, or blocks cached), shared equally
 # among them: up to four files keep what one alone keeps (``sources.bigwig``: 128 MB), more files less of each.
 BIGWIG_MEMORY_MB = 512
@@ -330,8 +341,9 @@ class RunOptions:
     device : str
         ``auto``, ``cpu``, ``cuda`` or ``cuda:N``. ``auto``: the CPU (numpy, torch not imported) for the default
         metrics in float64, else the GPU when torch sees one.
-    batch_size : int
-        Regions per batch.
+    batch_size : int, optional
+        Regions per batch (default: ``batch_regions``: 1024, fewer where a region holds more than 2,048 values,
+        S x L, so that a batch holds at most ``BATCH_VALUES``).
     read_workers : int, optional
         Processes reading the observed bigWigs ahead (default: half the CPUs, at most 4, or one per file for files
         too big to keep, up to one per CPU; 0: a thread, also for predicted bigWigs).
@@ -348,14 +360,14 @@ class RunOptions:
     """
 
     device: str = "auto"
-    batch_size: int = 1024
+    batch_size: Optional[int] = None
     read_workers: Optional[int] = None
     read_ahead_mb: int = READ_AHEAD_MB
     threads: Optional[int] = None
     bigwig_memory_mb: int = BIGWIG_MEMORY_MB
 
     def __post_init__(self):
-        if self.batch_size < 1:
+        if self.batch_size is not None and self.batch_size < 1:
             raise UsageError(f"--batch-size must be at least 1, not {self.batch_size}")
         if self.read_workers is not None and self.read_workers < 0:
             raise UsageError(f"--read-workers must be 0 or more, not {self.read_workers}")

@@ -17,7 +17,7 @@ from .errors import BpnetEvalError, UsageError
 from .examples import example_regions
 from .groups import read_all_groups
 from .inputs import Inputs, iter_batches, open_inputs, open_sources
-from .options import Job, ReadOptions, RunOptions, ScoreOptions, split_options
+from .options import Job, ReadOptions, RunOptions, ScoreOptions, batch_regions, split_options
 from .presets import COUNT_TARGETS, MetricPlan, preset_files, preset_notes
 from .regions import Regions
 from .seed import SeedComputer, count_terms, count_terms_bytes, interleaved_count_terms
@@ -298,7 +298,8 @@ def check_job(job: Job, scan_values: bool = True) -> Findings:
         screen = ValueScreen(findings, preds, truth_source, table, read.policies, collect=True)
         computer = None
         try:
-            for i, _, (logits, logcounts), observed in iter_batches(preds, truth_source, job.run.batch_size):
+            batch_size = batch_regions(job.run.batch_size, preds.n_tracks, preds.length)
+            for i, _, (logits, logcounts), observed in iter_batches(preds, truth_source, batch_size):
                 logits, logcounts, observed, skip = screen_batch(screen, i, logits, logcounts, observed)
                 preds.check_batch(logits, observed, table, i)  # as run_job does
                 extreme, unscreened = screen.extreme_rows(logits, logcounts, observed, skip)

@@ -86,6 +86,25 @@ def test_float32_batch_sizes_and_weight(tmp_path):
             np.testing.assert_array_equal(other.columns[name], values, err_msg=name)
 
 
+def test_long_windows_get_fewer_regions_a_batch_by_default_and_the_same_numbers(tmp_path, monkeypatch):
+    """By default a batch holds at most ``BATCH_VALUES`` values (``batch_regions``): 1024 regions of S x L <= 2048,
+    fewer of longer windows, at least one; a given --batch-size is kept. The columns are the same either way."""
+    from bpnet_eval import options
+
+    assert options.batch_regions(None, 2, 1000) == 1024 and options.batch_regions(None, 1, 2048) == 1024
+    assert options.batch_regions(None, 2, 10_000) == 104 and options.batch_regions(None, 8, 1000) == 262
+    assert options.batch_regions(None, 2, 10**7) == 1 and options.batch_regions(7, 2, 10**7) == 7
+    monkeypatch.setattr(options, "BATCH_VALUES", 6 * 2 * 50)  # six regions of 2 x 50 a batch here
+    case = make_case(tmp_path, n=33)
+    paths = [str(p) for p in case.bigwigs]
+    default = score(str(case.predictions), paths, device="cpu")
+    given = score(str(case.predictions), paths, batch_size=1024, device="cpu")
+    assert default.summary["settings"]["batch_size"] == 6 and given.summary["settings"]["batch_size"] == 1024
+    for name, values in given.columns.items():
+        np.testing.assert_array_equal(default.columns[name], values, err_msg=name)
+    check_columns(default, case)
+
+
 def test_summary_values_are_independent_reductions(tmp_path):
     case = make_case(tmp_path, n=60, peak=np.arange(60) % 4 != 0)
     weight = 0.7

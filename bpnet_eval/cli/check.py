@@ -51,7 +51,7 @@ def check(
         help="Also read every value (finite predictions, non-negative observed counts); --no-values checks only "
              "shapes and coordinates.")] = True,
     dtype: DtypeOption = Dtype.float64,
-    batch_size: BatchSize = 1024,
+    batch_size: BatchSize = None,
     debug: Debug = False,
 ):
     """Validate inputs without scoring: print what was detected and every problem found (exit 3 if any).

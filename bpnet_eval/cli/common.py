@@ -98,7 +98,10 @@ ExternalLinks = Annotated[bool, typer.Option(
     "--allow-external-links", rich_help_panel=POLICIES,
     help="Read HDF5 external links and virtual or externally stored datasets (refused by default: they read "
          "other files).")]
-BatchSize = Annotated[int, typer.Option("--batch-size", rich_help_panel=PERFORMANCE, help="Regions per batch.")]
+BatchSize = Annotated[Optional[int], typer.Option(
+    "--batch-size", rich_help_panel=PERFORMANCE, show_default=False,
+    help="Regions per batch (default: 1024, fewer for regions of more than 2,048 values, S x L: at most 2M values a "
+         "batch).")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", rich_help_panel=OUTPUT, help="No progress and no tables.")]
 Plots = Annotated[Optional[bool], typer.Option(
     "--plots/--no-plots", rich_help_panel=OUTPUT, show_default=False,

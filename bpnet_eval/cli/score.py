@@ -60,7 +60,7 @@ def score(
         help="auto (the CPU for the default metrics in float64, without torch: faster than a GPU end to end; else "
              "the GPU when torch sees one), cpu, cuda or cuda:N.")] = "auto",
     dtype: DtypeOption = Dtype.float64,
-    batch_size: BatchSize = 1024,
+    batch_size: BatchSize = None,
     read_workers: Annotated[Optional[int], typer.Option(
         "--read-workers", rich_help_panel=PERFORMANCE, show_default=False,
         help="Processes reading the observed bigWigs ahead (default: half the CPUs, at most 4, or one per file "
