@@ -169,6 +169,36 @@ def test_counts_profiles_all_below_zero_keep_their_distribution():
     assert np.isnan(profile_to_logits(mixed, "counts")[0, 0, 0])
 
 
+@pytest.mark.parametrize("kind", ["counts", "probabilities"])
+@pytest.mark.parametrize("dtype", ["<f8", "<f4", ">f8", "<i4"])
+def test_profiles_taken_in_place_give_the_same_logits_and_others_are_left_as_they_were(kind, dtype):
+    """``owned``: the logarithms are taken in the array given (a float array in this machine's byte order), the same
+    values and dtype as a new array; without it the array given is left as it was. Tracks all below 0, tracks mixing
+    signs, zeros, NaN and infinities."""
+    rng = np.random.default_rng(5)
+    stored = rng.gamma(0.5, 2.0, size=(6, 2, 11)) * (rng.random((6, 2, 11)) < 0.7)
+    stored[1, 0] *= -1  # all <= 0 with some < 0: read as |v| (counts)
+    stored[2, 1, 3] = -1.0  # mixing signs: NaN
+    stored[3, 0] = 0.0
+    stored[4, 1, 2], stored[5, 0, 0] = np.nan, np.inf
+    stored = stored.astype(dtype) if dtype != "<i4" else np.abs(np.nan_to_num(stored, posinf=9)).round().astype(dtype)
+    kept = stored.copy()
+    expected = profile_to_logits(stored, kind)
+    np.testing.assert_array_equal(stored, kept)  # left as it was
+    with np.errstate(divide="ignore", invalid="ignore"):
+        flipped = (kept <= 0).all(axis=-1, keepdims=True) & (kept < 0).any(axis=-1, keepdims=True)
+        by_hand = np.maximum(np.log(np.where(flipped, -kept, kept) if kind == "counts" else kept),
+                             np.log(np.finfo(np.float32).tiny))
+    np.testing.assert_array_equal(expected, by_hand)
+    assert expected.dtype == by_hand.dtype
+    owned = stored.copy()
+    got = profile_to_logits(owned, kind, owned=True)
+    np.testing.assert_array_equal(got, expected)
+    assert got.dtype == expected.dtype and got.dtype.isnative == expected.dtype.isnative
+    takes_logs = owned.dtype.kind == "f" and owned.dtype.isnative  # (a flipped track makes a new array first)
+    assert (got is owned) == (takes_logs and not (kind == "counts" and flipped.any()))
+
+
 def test_basepairmodels_windows_wider_than_l_are_centre_cropped(tmp_path):
     n, wide, length = 4, 20, 14
     rng = np.random.default_rng(1)

@@ -65,7 +65,10 @@ def bigwig_prediction_paths(predictions) -> Optional[list]:
 
 def counts_to_logits(values: np.ndarray, pseudocount: float = 0.0) -> np.ndarray:
     """Logits ``log(v + pseudocount)`` of counts-scale values (0 → log of the smallest float32), float64."""
-    return profile_to_logits(np.asarray(values, dtype=np.float64) + pseudocount, "counts")
+    counts = np.array(values, dtype=np.float64)  # a copy: the logarithms are taken in it
+    if pseudocount:
+        counts += pseudocount
+    return profile_to_logits(counts, "counts", owned=True)
 
 
 def window_logcounts(values: np.ndarray, convention: str = "log", per_track: bool = False) -> np.ndarray:

@@ -58,21 +58,26 @@ def to_nsl(array: np.ndarray, axes: str) -> np.ndarray:
     return array
 
 
-def profile_to_logits(profile: np.ndarray, kind: str) -> np.ndarray:
-    """Logits of a stored profile: as is, or ``log`` of probabilities/counts (0 → log(float32 tiny)).
+def profile_to_logits(profile: np.ndarray, kind: str, owned: bool = False) -> np.ndarray:
+    """Logits of a stored profile: as is, or ``log`` of probabilities/counts (0 → log(float32 tiny)); ``owned``: the
+    caller's array may take the logarithms (a float array read for this call alone).
 
     A counts-scale profile whose values are all <= 0 over a track of a region is read as ``|v|``: its
     distribution ``v / sum(v)`` is the same (basepairmodels writes ``softmax(z) * (e^c - 1)``, negative
     when the predicted log count c is below 0); a track mixing signs stays negative (NaN logits, an error)."""
     if kind == "logits":
         return profile
-    if kind == "counts":
-        profile = np.asarray(profile)
-        flipped = (profile <= 0).all(axis=-1, keepdims=True) & (profile < 0).any(axis=-1, keepdims=True)
-        if flipped.any():
-            profile = np.where(flipped, -profile, profile)
+    profile = np.asarray(profile)
+    if kind == "counts" and profile.size:
+        with np.errstate(invalid="ignore"):  # (NaN: looked at as before, below)
+            positive = (profile.max(axis=-1) > 0).all()  # every track has a value above 0: none is flipped
+        if not positive:
+            flipped = (profile <= 0).all(axis=-1, keepdims=True) & (profile < 0).any(axis=-1, keepdims=True)
+            if flipped.any():
+                profile, owned = np.where(flipped, -profile, profile), True
+    in_place = owned and profile.dtype.kind == "f" and profile.dtype.isnative and profile.flags.writeable
     with np.errstate(divide="ignore", invalid="ignore"):
-        logits = np.log(profile)
+        logits = np.log(profile, out=profile if in_place else None)
     return np.maximum(logits, _LOG_TINY, out=logits)
 
 
@@ -276,7 +281,7 @@ class HDF5Predictions(PredictionSource):
             profile, logcounts = self._stored_profile(i, j), np.asarray(self._read_logcounts(i, j))
         except UNEXPECTED_READ_ERRORS as err:
             raise damaged(self.path, i, j, err) from None
-        return (profile_to_logits(to_nsl(profile, self._axes), self.layout.profile_kind),
+        return (profile_to_logits(to_nsl(profile, self._axes), self.layout.profile_kind, owned=True),
                 logcounts.reshape(j - i, self.n_logcount_columns))
 
     def close(self):
