@@ -207,6 +207,11 @@ class ChunkRows:
         self._located = False
 
 
+def chunk_grid(shape: tuple, chunks: tuple) -> tuple:
+    """Chunks along each axis of a dataset of ``shape`` stored in ``chunks`` (the last ones partly outside)."""
+    return tuple(-(-int(n) // int(c)) for n, c in zip(shape, chunks))
+
+
 class ChunkIndex:
     """Where each stored chunk of a dataset lies in its file (HDF5's chunk index, as ``chunk_iter`` lists it), kept
     as three arrays over the grid of chunks (20 bytes a chunk; the ``StoreInfo`` objects themselves took ~300 bytes
@@ -214,7 +219,7 @@ class ChunkIndex:
 
     def __init__(self, shape: tuple, chunks: tuple):
         self.chunks = np.asarray(chunks, dtype=np.int64)
-        self.grid = tuple(-(-int(n) // int(c)) for n, c in zip(shape, chunks))
+        self.grid = chunk_grid(shape, chunks)
         size = math.prod(self.grid)
         self.byte_offset = np.full(size, -1, np.int64)  # -1: never written (HDF5 gives the fill value)
         self.size = np.zeros(size, np.int64)
@@ -250,7 +255,7 @@ def chunk_index(dataset: h5py.Dataset) -> tuple:
     if (handle.userblock_size != 0 or handle.driver != "sec2" or not hasattr(dataset.id, "chunk_iter")
             or dataset.chunks is None):
         return None, None
-    if math.prod(-(-int(n) // int(c)) for n, c in zip(dataset.shape, dataset.chunks)) > MAX_INDEXED_CHUNKS:
+    if math.prod(chunk_grid(dataset.shape, dataset.chunks)) > MAX_INDEXED_CHUNKS:
         return None, None  # (a damaged file can claim any shape: nothing is allocated for it)
     index = ChunkIndex(dataset.shape, dataset.chunks)
     block = []
