@@ -64,7 +64,8 @@ def score(
     read_workers: Annotated[Optional[int], typer.Option(
         "--read-workers", rich_help_panel=PERFORMANCE, show_default=False,
         help="Processes reading the observed bigWigs ahead (default: half the CPUs, at most 4, or one per file "
-             "for files too big to keep, up to one per CPU; 0: a thread of the main process, also for predicted bigWigs).")] = None,
+             "for files too big to keep, up to one per CPU; 0: a thread of the main process, also for predicted "
+             "bigWigs).")] = None,
     read_ahead_mb: Annotated[int, typer.Option(
         "--read-ahead-mb", rich_help_panel=PERFORMANCE,
         help="Shared memory (MB) the reading processes fill ahead of the computation (never fewer than "

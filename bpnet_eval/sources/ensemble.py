@@ -89,7 +89,8 @@ def ensemble_profile(logits: Iterable[np.ndarray], joint: bool,
                 blocks = row_blocks(z, ENSEMBLE_BLOCK_VALUES)
                 size = -(-len(blocks) // max(1, min(threads, len(blocks))))
                 parts = [(blocks[k:k + size], np.empty_like(total[blocks[0]])) for k in range(0, len(blocks), size)]
-                pool = ThreadPoolExecutor(len(parts), thread_name_prefix="bpnet-eval-ensemble") if len(parts) > 1 else None
+                pool = ThreadPoolExecutor(len(parts), thread_name_prefix="bpnet-eval-ensemble") \
+                    if len(parts) > 1 else None
             work = [(z, total, blocks, scratch, axis, count == 0) for blocks, scratch in parts]
             if pool is None:
                 for args in work:
