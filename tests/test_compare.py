@@ -147,6 +147,39 @@ def test_refuses_reports_over_different_regions(two_reports, tmp_path, forked):
     assert not (tmp_path / "x").exists()
 
 
+def test_regions_tsv_read_a_few_lines_at_a_time_is_the_same_table(two_reports, tmp_path, monkeypatch):
+    """``read_region_table`` in pieces of 3 lines (blank lines and a group column among them) gives the table read
+    in one piece; a short line and a word among the numbers in a later piece are named by their line."""
+    from bpnet_eval import compare
+
+    _, (a, _), _, _ = two_reports
+    report = tmp_path / "a"
+    shutil.copytree(a, report)
+    lines = (report / "regions.tsv").read_text().splitlines()
+    labels = ["", "x", "x,y", "y"]
+    lines = ["\t".join([lines[0], "group_gc"])] + ["\t".join([line, labels[k % 4]]) for k, line in enumerate(lines[1:])]
+    lines.insert(7, "")
+    (report / "regions.tsv").write_text("\n".join(lines) + "\n")
+    whole = compare.read_region_table(report)
+    monkeypatch.setattr(compare, "REGION_ROWS_PER_READ", 3)
+    pieces = compare.read_region_table(report)
+    assert set(whole.groups) == {"gc=x", "gc=y"} and len(whole.coordinates["chrom"]) == 50
+    for part in ("coordinates", "columns", "groups"):
+        assert getattr(pieces, part).keys() == getattr(whole, part).keys()
+        for name, values in getattr(whole, part).items():
+            np.testing.assert_array_equal(getattr(pieces, part)[name], values, err_msg=name)
+            assert getattr(pieces, part)[name].dtype == values.dtype
+    short = lines[:20] + [lines[20].rsplit("\t", 2)[0]] + lines[21:]
+    (report / "regions.tsv").write_text("\n".join(short) + "\n")
+    with pytest.raises(compare.InputError, match="line 20 has"):  # (the blank line is not counted)
+        compare.read_region_table(report)
+    fields = lines[30].split("\t")
+    fields[5] = "many"
+    (report / "regions.tsv").write_text("\n".join(lines[:30] + ["\t".join(fields)] + lines[31:]) + "\n")
+    with pytest.raises(compare.InputError, match="holds a value that is not a number"):
+        compare.read_region_table(report)
+
+
 def test_bootstrap_helpers():
     constant = np.full(30, -0.5)
     assert percentile_interval(bootstrap_means(constant, 500, 0), 0.95) == (-0.5, -0.5)
