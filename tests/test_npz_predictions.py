@@ -1,6 +1,9 @@
 """bpnet-lite 0.9 ``.npz`` predictions (profile logits and log counts in two files, regions from --regions)."""
 
 import json
+import os
+import subprocess
+import sys
 import zipfile
 
 import numpy as np
@@ -9,7 +12,8 @@ from scipy.special import gammaln, log_softmax
 
 from bpnet_eval.errors import InputError, UsageError
 from bpnet_eval.pipeline import score
-from bpnet_eval.sources.npz import NpzPredictions
+from bpnet_eval.sources import inflate
+from bpnet_eval.sources.npz import NpzArray, NpzPredictions
 from tests.support.cases import make_case
 from tests.support.cli import run_cli
 
@@ -39,15 +43,108 @@ def test_npz_predictions_score_like_the_arrays(tmp_path, save):
     assert result.summary["inputs"]["predictions"]["layout"].startswith("bpnet-lite .npz")
 
 
-def test_uncompressed_npz_is_memory_mapped(tmp_path):
-    case = make_case(tmp_path, layout="nocoords")
-    np.savez(tmp_path / "profile.npz", case.logits)
-    np.savez(tmp_path / "counts.npz", case.logcounts)
-    preds = NpzPredictions([str(tmp_path / "profile.npz"), str(tmp_path / "counts.npz")])
-    assert not preds._logits.flags.writeable and not preds._logits.flags.owndata  # a read-only map, not a copy
-    logits, logcounts = preds.read(3, 9)
-    np.testing.assert_array_equal(logits, case.logits[3:9])
-    np.testing.assert_array_equal(logcounts, case.logcounts[3:9])
+@pytest.mark.parametrize("save", [np.savez, np.savez_compressed])
+@pytest.mark.parametrize("dtype,order", [("<f4", "C"), (">f8", "C"), ("<f4", "F"), ("<i2", "C")])
+def test_npz_rows_are_read_in_any_order(tmp_path, save, dtype, order):
+    rng = np.random.default_rng(7)
+    array = np.asarray(rng.normal(size=(37, 2, 11)) * 100, dtype=dtype, order=order)
+    save(tmp_path / "profile.npz", array)
+    stored = NpzArray(str(tmp_path / "profile.npz"), memory_limit=2**30)
+    assert stored.shape == array.shape and stored.dtype == array.dtype and stored.compressed == (save is np.savez_compressed)
+    for i, j in [(0, 5), (5, 12), (5, 12), (30, 37), (2, 3), (0, 37), (36, 37), (10, 10), (12, 30)]:
+        rows = stored.rows(i, j)
+        assert rows.flags.writeable and rows.flags.owndata
+        np.testing.assert_array_equal(rows, array[i:j])
+        assert rows.dtype == array.dtype
+    stored.close()
+    np.testing.assert_array_equal(stored.rows(3, 4), array[3:4])  # reopened after close
+    stored.close()
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads VmHWM from Linux's /proc")
+def test_npz_profile_is_not_held_whole(tmp_path):
+    """Reading every batch of a 48 MB profile grows the process's peak memory by about a batch, not the file
+    (a memory map's pages, or a loaded compressed array, would add the whole 48 MB)."""
+    profile = np.broadcast_to(np.arange(1000, dtype=np.float32) % 17, (12000, 1000)).reshape(12000, 1, 1000)
+    for save, name in ((np.savez, "plain"), (np.savez_compressed, "packed")):
+        save(tmp_path / f"{name}.npz", profile)
+    np.savez(tmp_path / "counts.npz", np.zeros((12000, 1), np.float32))
+    script = f"""
+import numpy as np
+from bpnet_eval.sources.npz import NpzPredictions
+def peak_mb():  # this process's own peak RSS (ru_maxrss would carry the forking pytest's over exec)
+    return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM")) / 1024
+before = peak_mb()
+preds = NpzPredictions([{str(tmp_path / "PLACE.npz")!r}, {str(tmp_path / "counts.npz")!r}])
+total = 0.0
+for i in range(0, preds.n, 250):
+    total += float(preds.read(i, min(i + 250, preds.n))[0].sum(dtype=np.float64))
+print(total, peak_mb() - before)
+"""
+    expected = float((np.arange(1000) % 17).sum()) * 12000
+    for name in ("plain", "packed"):
+        done = subprocess.run([sys.executable, "-c", script.replace("PLACE", name)], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        total, grown_mb = map(float, done.stdout.split())
+        assert total == expected
+        assert grown_mb < 12, (name, grown_mb)
+
+
+def test_damaged_npz_profiles_are_named_errors(tmp_path):
+    array = np.random.default_rng(2).normal(size=(4000, 2, 50))
+    np.savez_compressed(tmp_path / "crc.npz", array)
+    raw = bytearray((tmp_path / "crc.npz").read_bytes())
+    central = raw.rindex(b"PK\x01\x02")  # the member's CRC-32 in the central directory, made wrong
+    raw[central + 16:central + 20] = bytes(4)
+    (tmp_path / "crc.npz").write_bytes(bytes(raw))
+    stored = NpzArray(str(tmp_path / "crc.npz"), memory_limit=2**30)
+    np.testing.assert_array_equal(stored.rows(0, 20), array[:20])  # the checksum is known at the member's end
+    with pytest.raises(InputError, match="crc.npz: the compressed array does not match .* CRC-32"):
+        stored.rows(20, 4000)
+    np.savez(tmp_path / "cut.npz", array)
+    stored = NpzArray(str(tmp_path / "cut.npz"), memory_limit=2**30)
+    with open(tmp_path / "cut.npz", "r+b") as handle:
+        handle.truncate(stored.offset + 30 * stored.row_bytes)
+    np.testing.assert_array_equal(stored.rows(0, 30), array[:30])
+    with pytest.raises(InputError, match="cut.npz: the file ends inside rows 29..31"):
+        stored.rows(28, 31)
+    np.savez_compressed(tmp_path / "bits.npz", np.random.default_rng(1).normal(size=(400, 2, 50)))
+    raw = bytearray((tmp_path / "bits.npz").read_bytes())
+    raw[len(raw) // 2:len(raw) // 2 + 64] = bytes(range(64))  # the deflate stream damaged mid-way
+    (tmp_path / "bits.npz").write_bytes(bytes(raw))
+    with pytest.raises(InputError, match="bits.npz: the compressed array (is damaged|does not match)"):
+        NpzArray(str(tmp_path / "bits.npz"), memory_limit=2**30).rows(0, 400)
+    np.savez_compressed(tmp_path / "short.npz", array)
+    raw = (tmp_path / "short.npz").read_bytes()
+    stored = NpzArray(str(tmp_path / "short.npz"), memory_limit=2**30)
+    (tmp_path / "short.npz").write_bytes(raw[:len(raw) // 2])  # cut after it was opened
+    with pytest.raises(InputError, match="short.npz: the file ends inside its compressed array"):
+        stored.rows(0, 4000)
+
+
+def test_compressed_rows_behind_are_inflated_from_a_checkpoint(tmp_path, monkeypatch):
+    monkeypatch.setattr(inflate, "CHECKPOINT_BYTES", 64 << 10)
+    monkeypatch.setattr(inflate, "PIECE_BYTES", 16 << 10)
+    monkeypatch.setattr(inflate, "_CHECKPOINTS", inflate.OrderedDict())
+    array = np.random.default_rng(3).normal(size=(3000, 2, 40)).astype(np.float32)  # 960 kB
+    np.savez_compressed(tmp_path / "p.npz", array)
+    stored = NpzArray(str(tmp_path / "p.npz"), memory_limit=2**30)
+    for i in range(0, 3000, 256):
+        np.testing.assert_array_equal(stored.rows(i, min(i + 256, 3000)), array[i:i + 256])
+    (points,) = inflate._CHECKPOINTS.values()
+    assert len(points) >= 12 and all(b - a >= 64 << 10 for a, b in zip(sorted(points), sorted(points)[1:]))
+    stored.close()
+    reads = []
+    real_pread = os.pread
+    monkeypatch.setattr(inflate.os, "pread", lambda fd, n, at: reads.append(n) or real_pread(fd, n, at))
+    again = NpzArray(str(tmp_path / "p.npz"), memory_limit=2**30)  # reopened: the checkpoints are the file's
+    for i in (2500, 40, 1700, 1700, 2999):
+        np.testing.assert_array_equal(again.rows(i, i + 1), array[i:i + 1])
+    assert sum(reads) < 6 * (64 << 10) + 6 * (16 << 10)  # each read inflated from its checkpoint, not the start
+    assert len(inflate._CHECKPOINTS) == 1
+    np.savez_compressed(tmp_path / "p.npz", array[::-1])  # rewritten: its old checkpoints are not used
+    np.testing.assert_array_equal(NpzArray(str(tmp_path / "p.npz"), memory_limit=2**30).rows(2500, 2501),
+                                  array[::-1][2500:2501])
 
 
 @pytest.mark.slow
@@ -84,8 +181,12 @@ def test_npz_errors(tmp_path):
     np.savez(tmp_path / "c.npz", np.zeros((5, 1), np.float32))
     with pytest.raises(InputError, match="log counts have shape"):
         NpzPredictions([str(tmp_path / "p.npz"), str(tmp_path / "c.npz")])
-    np.savez_compressed(tmp_path / "big.npz", np.zeros((64, 2, 100), np.float32))
-    with pytest.raises(InputError, match="does not fit in memory"):
+    np.savez_compressed(tmp_path / "big.npz", np.zeros((64, 2, 100), np.float32, order="F"))
+    with pytest.raises(InputError, match="in Fortran order is read whole and does not fit in memory"):
         NpzPredictions([str(tmp_path / "big.npz"), str(tmp_path / "c.npz")], memory_limit=1000)
+    np.savez_compressed(tmp_path / "big.npz", np.zeros((64, 2, 100), np.float32))  # C order: read in batches
+    np.savez(tmp_path / "c64.npz", np.zeros((64, 1), np.float32))
+    preds = NpzPredictions([str(tmp_path / "big.npz"), str(tmp_path / "c64.npz")], memory_limit=1000)
+    np.testing.assert_array_equal(preds.read(60, 64)[0], np.zeros((4, 2, 100), np.float32))
     with pytest.raises(UsageError, match="two files"):
         score(f"{tmp_path / 'p.npz'}", np.zeros((3, 2, 4)))

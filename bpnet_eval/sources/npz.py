@@ -7,21 +7,23 @@ booleans: the mask), so files given in another order are read correctly, with a 
 builds its windows with tangermeme's ``extract_loci``: the midpoint of each locus ± L/2, loci files
 interleaved, so these predictions default to ``--window-center midpoint`` (``window_center``).
 
-Arrays stored uncompressed (``np.savez``) are memory-mapped, so batches are read as needed;
-compressed ones (``np.savez_compressed``) are loaded once, after their size is checked. Nothing is
-ever unpickled (object arrays are refused).
+The profile is read batch by batch (``NpzArray.rows``: uncompressed arrays at their rows' place in the file,
+compressed ones inflated as a stream), so a run's memory does not grow with N; the log counts and the mask are
+loaded. Nothing is ever unpickled (object arrays are refused).
 """
 
 import os
 import struct
 import zipfile
+from contextlib import contextmanager
 from typing import Optional
 
 import numpy as np
 
 from ..environment import memory_limit_bytes
 from ..errors import InputError, UsageError
-from ..input_files import UNEXPECTED_READ_ERRORS, error_reason, require_regular_file
+from ..input_files import UNEXPECTED_READ_ERRORS, error_reason, open_regular_fd, require_regular_file
+from .inflate import InflatedMember
 from .predictions import ArrayPredictions, require_numeric
 
 _LOCAL_HEADER = struct.Struct("<4sHHHHHIIIHH")  # a zip member's local file header (30 bytes)
@@ -72,40 +74,94 @@ def _read_header(handle, path: str):
     return shape, fortran_order, dtype
 
 
-def open_npz_array(path: str, memory_limit: int, what: Optional[str] = None) -> np.ndarray:
-    """The array of a .npz file: memory-mapped when stored uncompressed, else loaded (if it fits).
+class NpzArray:
+    """The one array of a .npz file, known by its .npy header (``shape``, ``dtype``) until it is read: ``load()``
+    reads it whole (for the small arrays: log counts, the index mask), ``rows(i, j)`` reads rows ``i..j`` only.
 
-    With ``what`` (``"the predicted logits"``), an array that is not real numbers is refused before it is read.
+    An array stored uncompressed (``np.savez``) is read by ``preadv`` at its rows' place in the file (never
+    mapped: the run's memory does not grow with the file, as it would with a map whose pages count in its
+    RSS); a compressed one (``np.savez_compressed``) is inflated as it is read (``inflate.InflatedMember``:
+    forward, or from a checkpoint for rows behind), and its size and checksum are checked when its last row is
+    read. An array stored in Fortran order has no rows in one place: it is read whole (if it fits) the first
+    time rows are read.
     """
-    require_regular_file(path, ".npz file")  # before zipfile opens it: a named pipe would block
-    try:
-        with zipfile.ZipFile(path) as archive:
-            info = _member(archive, path)
-            if info.compress_type == zipfile.ZIP_STORED:
-                with open(path, "rb") as handle:
-                    handle.seek(info.header_offset)
-                    header = _LOCAL_HEADER.unpack(handle.read(_LOCAL_HEADER.size))
-                    handle.seek(info.header_offset + _LOCAL_HEADER.size + header[-2] + header[-1])
-                    shape, fortran_order, dtype = _read_header(handle, path)
-                    offset = handle.tell()
-                if what:
-                    require_numeric(dtype, f"{path}: '{info.filename[:-4]}'", what)
-                return np.memmap(path, dtype=dtype, mode="r", shape=shape, offset=offset,
-                                 order="F" if fortran_order else "C")
-            with archive.open(info) as member:
-                shape, _, dtype = _read_header(member, path)
-                if what:
-                    require_numeric(dtype, f"{path}: '{info.filename[:-4]}'", what)
-                nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-                if nbytes > memory_limit // 2:
-                    raise InputError(f"{path}: a compressed array of {nbytes / 2**30:.1f} GiB does not fit in memory "
-                                     "here; save it uncompressed (np.savez), which is read in batches")
-            with archive.open(info) as member:
+
+    def __init__(self, path: str, memory_limit: int):
+        require_regular_file(path, ".npz file")  # before zipfile opens it: a named pipe would block
+        self.path, self.memory_limit = path, memory_limit
+        self._fd = self._member = self._whole = None
+        with _reading(path):
+            with zipfile.ZipFile(path) as archive:
+                self.info = _member(archive, path)
+                self.compressed = self.info.compress_type != zipfile.ZIP_STORED
+                if self.compressed:
+                    with archive.open(self.info) as member:
+                        self.shape, self.fortran_order, self.dtype = _read_header(member, path)
+                        self.offset = member.tell()  # of the data in the inflated member
+                else:
+                    with open(path, "rb") as handle:
+                        handle.seek(self.info.header_offset)
+                        header = _LOCAL_HEADER.unpack(handle.read(_LOCAL_HEADER.size))
+                        handle.seek(self.info.header_offset + _LOCAL_HEADER.size + header[-2] + header[-1])
+                        self.shape, self.fortran_order, self.dtype = _read_header(handle, path)
+                        self.offset = handle.tell()  # of the data in the file
+        self.ndim = len(self.shape)
+        self.row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
+        self.whole_only = self.fortran_order and self.ndim > 1  # its rows are not stored one after another
+        if self.whole_only:
+            self._require_fits()
+
+    def load(self) -> np.ndarray:
+        """The whole array: memory-mapped when stored uncompressed, else read (if it fits in half the memory)."""
+        self._require_fits()
+        with _reading(self.path):
+            if not self.compressed:
+                return np.memmap(self.path, dtype=self.dtype, mode="r", shape=self.shape, offset=self.offset,
+                                 order="F" if self.fortran_order else "C")
+            with zipfile.ZipFile(self.path) as archive, archive.open(self.info) as member:
                 return np.lib.format.read_array(member, allow_pickle=False)
+
+    def _require_fits(self) -> None:
+        nbytes = int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+        if self.compressed and nbytes > self.memory_limit // 2:
+            raise InputError(f"{self.path}: a compressed array of {nbytes / 2**30:.1f} GiB in Fortran order is read "
+                             "whole and does not fit in memory here; save it in C order (np.ascontiguousarray) or "
+                             "uncompressed (np.savez)")
+
+    def rows(self, i: int, j: int) -> np.ndarray:
+        """Rows ``i..j`` (a new, writable array)."""
+        if self.whole_only:
+            self._whole = self.load() if self._whole is None else self._whole
+            return np.array(self._whole[i:j])
+        out = np.empty((j - i, *self.shape[1:]), self.dtype)
+        view = memoryview(out.reshape(-1)).cast("B")
+        with _reading(self.path):
+            if self.compressed:
+                self._member = InflatedMember(self.path, self.info, _FIX) if self._member is None else self._member
+                self._member.read_into(self.offset + i * self.row_bytes, view)
+            else:
+                self._fd = open_regular_fd(self.path, ".npz file") if self._fd is None else self._fd
+                if os.preadv(self._fd, [view], self.offset + i * self.row_bytes) != len(view):
+                    raise InputError(f"{self.path}: the file ends inside rows {i + 1}..{j} of its array; {_FIX}")
+        return out
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+        if self._member is not None:
+            self._member.close()
+        self._fd = self._member = self._whole = None
+
+
+@contextmanager
+def _reading(path: str):
+    """An error while a .npz file is read becomes an InputError naming it."""
+    try:
+        yield
     except FileNotFoundError:
-        raise InputError(f"{path}: no such file; check the path")
+        raise InputError(f"{path}: no such file; check the path") from None
     except (zipfile.BadZipFile, struct.error, ValueError, OSError) as err:
-        raise InputError(f"{path}: not a readable .npz file ({err}); {_FIX}")
+        raise InputError(f"{path}: not a readable .npz file ({err}); {_FIX}") from None
     except UNEXPECTED_READ_ERRORS as err:
         raise InputError(f"{path}: not a readable .npz file ({error_reason(err)}); {_FIX}") from None
 
@@ -142,27 +198,30 @@ def sort_npz_arrays(paths, arrays) -> tuple:
 
 class NpzPredictions(ArrayPredictions):
     """bpnet-lite 0.9 predictions: profile logits and log counts in two .npz files, plus its index mask in an
-    optional third (regions via --regions: the loci files bpnet predict read, interleaved, then masked)."""
+    optional third (regions via --regions: the loci files bpnet predict read, interleaved, then masked). The
+    profile is read batch by batch (``NpzArray.rows``); the log counts and the mask are loaded."""
 
     window_center = "midpoint"  # tangermeme's extract_loci: the midpoint of each locus ± L/2
 
     def __init__(self, paths, memory_limit: Optional[int] = None):
         memory_limit = memory_limit_bytes() if memory_limit is None else memory_limit
-        arrays = [open_npz_array(p, memory_limit) for p in paths]
+        arrays = [NpzArray(path, memory_limit) for path in paths]  # headers only: no file is held open
         arrays, paths, self.order_note = sort_npz_arrays(list(paths), arrays)
         profile_path, logcounts_path = paths[:2]
         self.mask_path = paths[2] if len(paths) == 3 else None
-        self.kept_mask = np.asarray(arrays[2]) if len(paths) == 3 else None
         require_numeric(arrays[0].dtype, f"{profile_path}: 'arr_0'", "the predicted profile logits")
         require_numeric(arrays[1].dtype, f"{logcounts_path}: 'arr_0'", "the predicted log counts")
+        self.kept_mask = arrays[2].load() if len(paths) == 3 else None
+        self._profile = arrays[0]
         try:
-            super().__init__(arrays[0], arrays[1])
+            self._set_shapes(arrays[0].shape, arrays[1].load())
         except UsageError as err:
             raise InputError(f"{profile_path},{logcounts_path}: {err}; {_FIX}")
         if self.kept_mask is not None and int(self.kept_mask.sum()) != self.n:
             raise InputError(f"{self.mask_path}: the index mask keeps {int(self.kept_mask.sum())} loci but "
                              f"{profile_path} holds {self.n} predictions; give the mask bpnet predict wrote with "
                              "these predictions")
+        self.profile_kind = "logits"
         self.path = ",".join(paths)
 
     def describe(self) -> dict:
@@ -172,5 +231,8 @@ class NpzPredictions(ArrayPredictions):
                 "window_center": "midpoint (bpnet-lite 0.9 predict: tangermeme extract_loci)", "notes": notes}
 
     def read(self, i: int, j: int):
-        """The batch copied out of the (read-only) memory map."""
-        return tuple(np.array(part) for part in super().read(i, j))
+        """The batch's profile rows read from the file, and its log counts."""
+        return self._profile.rows(i, j).reshape(j - i, self.n_tracks, self.length), np.array(self._logcounts[i:j])
+
+    def close(self):
+        self._profile.close()

@@ -320,10 +320,18 @@ class ArrayPredictions(PredictionSource):
     def __init__(self, logits, logcounts, profile_kind="logits"):
         logits = np.asarray(logits)
         require_numeric(logits.dtype, "the logits array", "the predicted logits", UsageError)
+        self._set_shapes(logits.shape, logcounts)
         self._logits = logits[:, None, :] if logits.ndim == 2 else logits
-        if self._logits.ndim != 3:
-            raise UsageError(f"logits have shape {logits.shape}; expected (N, L) or (N, S, L)")
-        self.n, self.n_tracks, self.length = self._logits.shape
+        self.profile_kind = profile_kind
+        self.path = "<array>"
+
+    def _set_shapes(self, logits_shape: tuple, logcounts) -> None:
+        """``n``, ``n_tracks``, ``length`` from the logits' shape ``(N, L)`` or ``(N, S, L)``, and the log counts
+        ``(N,)``, ``(N, 1)`` or ``(N, S)`` kept as ``(N, T)``; a UsageError for any other shapes."""
+        if len(logits_shape) not in (2, 3):
+            raise UsageError(f"logits have shape {logits_shape}; expected (N, L) or (N, S, L)")
+        self.n, self.n_tracks, self.length = (logits_shape[0], 1, logits_shape[1]) if len(logits_shape) == 2 \
+            else logits_shape
         logcounts = np.asarray(logcounts)
         require_numeric(logcounts.dtype, "the log counts array", "the predicted log counts", UsageError)
         self.n_logcount_columns = 1 if logcounts.ndim == 1 else logcounts.shape[-1]
@@ -331,8 +339,6 @@ class ArrayPredictions(PredictionSource):
             raise UsageError(f"log counts have shape {logcounts.shape}; expected ({self.n},), ({self.n}, 1) "
                              f"or ({self.n}, {self.n_tracks})")
         self._logcounts = logcounts.reshape(self.n, self.n_logcount_columns)
-        self.profile_kind = profile_kind
-        self.path = "<array>"
 
     def describe(self) -> dict:
         return {"path": self.path, "layout": "arrays", "profile_kind": self.profile_kind, "n_regions": self.n,
