@@ -175,6 +175,19 @@ def test_zero_total_needs_log1p(tmp_path):
         score(paths, case.bigwigs, write_bed(tmp_path / "r.bed", case), device="cpu")
 
 
+def test_a_negative_value_among_positive_ones_is_named(tmp_path):
+    case = make_case(tmp_path, n=8, length=20)
+    values = predicted_values(case)
+    values[5, 1, 7] = -2.5  # the minus strand's file holds positive values too: not a negated strand
+    paths = write_tracks(tmp_path, case, values)
+    bed = write_bed(tmp_path / "r.bed", case)
+    with pytest.raises(InputError, match=r"pred.1.bw: predicted value -2.5 at position 7 of .*\(region 6\) is negative"):
+        score(paths, case.bigwigs, bed, device="cpu")
+    values[5, 1, 7] = 0.5  # the same files without it score
+    assert np.isfinite(score(write_tracks(tmp_path, case, values), case.bigwigs, bed,
+                             device="cpu").columns["profile_mnll"]).all()
+
+
 def read_regions_tsv(path):
     with open(path) as handle:
         return list(csv.DictReader(handle, delimiter="\t"))

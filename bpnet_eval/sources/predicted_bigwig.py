@@ -269,7 +269,7 @@ class BigWigPredictions(PredictionSource):
             values = np.stack([self.read_track(s, i, j) for s in range(self.n_tracks)], axis=1)
         for s in self._negated:  # every value of the file <= 0: a minus strand written negated
             np.abs(values[:, s], out=values[:, s])
-        negative = np.argwhere(values < 0)
+        negative = np.argwhere(values < 0) if values.size and not values.min() >= 0 else ()  # (min: NaN if any)
         if len(negative):
             b, s, p = (int(x) for x in negative[0])
             raise InputError(f"{self.paths[s]}: predicted value {float(values[b, s, p]):g} at position {p} of "
