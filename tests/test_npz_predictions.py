@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -190,3 +191,23 @@ def test_npz_errors(tmp_path):
     np.testing.assert_array_equal(preds.read(60, 64)[0], np.zeros((4, 2, 100), np.float32))
     with pytest.raises(UsageError, match="two files"):
         score(f"{tmp_path / 'p.npz'}", np.zeros((3, 2, 4)))
+
+
+def test_two_readers_of_one_compressed_file_in_threads(tmp_path, monkeypatch):
+    """Readers of one file share its checkpoints (an ensemble given the same file twice, threads reading ahead)."""
+    monkeypatch.setattr(inflate, "CHECKPOINT_BYTES", 32 << 10)
+    monkeypatch.setattr(inflate, "PIECE_BYTES", 8 << 10)
+    monkeypatch.setattr(inflate, "_CHECKPOINTS", inflate.OrderedDict())
+    array = np.random.default_rng(4).normal(size=(2000, 2, 30)).astype(np.float32)
+    np.savez_compressed(tmp_path / "p.npz", array)
+
+    def read_all(order):
+        stored = NpzArray(str(tmp_path / "p.npz"), memory_limit=2**30)
+        for i in order:
+            np.testing.assert_array_equal(stored.rows(i, i + 100), array[i:i + 100])
+        stored.close()
+
+    orders = [range(0, 1900, 50), range(1850, -1, -75)]
+    with ThreadPoolExecutor(2) as pool:
+        for done in [pool.submit(read_all, order) for order in orders * 3]:
+            done.result()

@@ -53,17 +53,22 @@ class InflatedMember:
 
     def _restart(self, position: int) -> None:
         """Inflate again from the last checkpoint at or before ``position``."""
-        at = max(p for p in self._points if p <= position)
+        at = self._checkpoint_before(position)
         self._file_position, state, self._crc = self._points[at]
         self._inflater = state.copy()
         self._produced = at               # output inflated so far
         self._pending = memoryview(b"")   # the inflated output not yet used, from ``_pending_at``
         self._pending_at = at
 
+    def _checkpoint_before(self, position: int) -> int:
+        """The output position of the last checkpoint at or before ``position`` (the file's checkpoints are shared
+        with other readers of it: listed at once, never iterated while one may add to them)."""
+        return max(p for p in list(self._points) if p <= position)
+
     def read_into(self, position: int, view: memoryview) -> None:
         """Fill ``view`` with the output from ``position`` on (an InputError where the member is damaged or ends
         before it is filled)."""
-        ahead = max(p for p in self._points if p <= position)
+        ahead = self._checkpoint_before(position)
         if position < self._pending_at or ahead > self._pending_at + len(self._pending):
             self._restart(position)
         done = 0
@@ -87,7 +92,7 @@ class InflatedMember:
             if self._inflater.eof or self._file_position >= self._end:
                 raise InputError(f"{self.path}: the compressed array ends early (at {self._produced} of "
                                  f"{self.size} bytes); {self.fix}")
-            if self._produced - max(self._points) >= CHECKPOINT_BYTES:
+            if self._produced - max(list(self._points)) >= CHECKPOINT_BYTES:
                 self._points[self._produced] = (self._file_position, self._inflater.copy(), self._crc)
             compressed = os.pread(self._fd, min(PIECE_BYTES, self._end - self._file_position), self._file_position)
             if not compressed:
