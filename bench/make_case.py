@@ -33,7 +33,8 @@ Shapes (``--shape``; ``SHAPES`` below):
   ``densefloat``: that deep signal times 0.037 (a normalised track: float32 on every base, too big to keep even
   where the windows lie, so read block by block); ``regionchunks``: the ``chip`` case with its predictions
   gzip-compressed in chunks of one region each; ``scaffolds``: the ``chip`` signal on a draft assembly of 20,000
-  small contigs (a data block or more each, most holding a few hundred intervals).
+  small contigs (a data block or more each, most holding a few hundred intervals); ``npz``: the ``chip`` case (same
+  seed: the same signal and predictions) with its predictions as bpnet-lite 0.9's ``predict`` writes them.
 
 Writes into OUT_DIR:
 
@@ -44,6 +45,8 @@ Writes into OUT_DIR:
   regions with whole trailing axes (about 2 MB per chunk), uncompressed. Logits are the log of
   a smoothed copy of the observed signal plus noise, so predictions correlate with the truth;
 * ``peaks.narrowPeak`` (``input2114`` only): the regions to score with ``--regions``;
+* ``npz`` instead of ``predictions.h5``: ``predictions.profile.npz`` and ``predictions.counts.npz`` (compressed,
+  ``arr_0``) and ``regions.bed``, the windows to score with ``--regions``;
 * ``case.json``: what was generated (shape, files, the ``--regions`` file if any).
 
 Peak regions (summit ± L/2) come in the order of a score-sorted peak file, i.e. not by position;
@@ -57,6 +60,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,7 +96,8 @@ class Shape:
     genome_scale: float = 1.0  # of the chromosome sizes (a dense track on a smaller genome stays writable)
     scale: float = 1.0  # the bigWigs hold the counts times this (a normalised track where it is not 1)
     ucsc_layout: bool = False  # bigWigs laid out as UCSC's bedGraphToBigWig writes them (``ucsc_bigwig``)
-    predictions_layout: str = "native"  # or "chrombpnet": its predict's HDF5 (``write_chrombpnet_predictions``)
+    predictions_layout: str = "native"  # or "chrombpnet": its predict's HDF5 (``write_chrombpnet_predictions``); or
+    # "npz": bpnet-lite 0.9's two compressed .npz files and a BED file of the windows (``write_npz_predictions``)
     region_chunks: bool = False  # native predictions gzip-compressed in chunks of one region each
     human_genome: bool = False  # hg38's chromosomes (3.1 Gb), the signal kept sparse (``SparseTrack``)
     contigs: int = 0  # > 0: a draft assembly of this many contigs (``chromosome_sizes``) instead of a few chromosomes
@@ -131,6 +136,8 @@ SHAPES = {
                        "thousands of contigs", contigs=20_000),
     "regionchunks": Shape("the chip case with its predictions written region by region: gzip-compressed chunks of one "
                           "region each, (1, 2, 1000)", region_chunks=True),
+    "npz": Shape("the chip case with its predictions as bpnet-lite 0.9's predict writes them: two compressed .npz "
+                 "files (profile logits, log counts) and the windows in a BED file", predictions_layout="npz"),
 }
 
 
@@ -403,6 +410,31 @@ def write_chrombpnet_predictions(path: Path, chrom, start, peak, length: int, co
         return int(profs.chunks[0])
 
 
+def write_npz_predictions(out: Path, chrom, start, length: int, counts_by_chrom: dict, smooth_by_chrom: dict,
+                          rng) -> int:
+    """bpnet-lite 0.9 ``predict``'s files: ``predictions.profile.npz`` (``arr_0``, the logits ``(N, S, L)`` float32)
+    and ``predictions.counts.npz`` (``arr_0``, ``(N, 1)``), as ``np.savez_compressed`` writes them (a deflated zip
+    member ``arr_0.npy``), written slice by slice (the same slices, hence values, as the native layout's), and the
+    windows as ``regions.bed`` (start..end: L wide, so bpnet-lite's midpoint ± L/2 is the window itself); returns
+    the slice size."""
+    n = len(start)
+    tracks = next(iter(counts_by_chrom.values())).shape[0]
+    rows = max(1, min(n, CHUNK_BYTES // (tracks * length * 4)))
+    logcounts = np.empty((n, 1), np.float32)
+    with zipfile.ZipFile(out / "predictions.profile.npz", "w", zipfile.ZIP_DEFLATED) as archive, \
+            archive.open("arr_0.npy", "w", force_zip64=True) as member:
+        np.lib.format.write_array_header_1_0(member, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)),
+                                                     "fortran_order": False, "shape": (n, tracks, length)})
+        for i, j, logits, predicted in predicted_slices(chrom, start, length, counts_by_chrom, smooth_by_chrom, rng,
+                                                        rows):
+            member.write(np.ascontiguousarray(logits, np.float32).tobytes())
+            logcounts[i:j, 0] = predicted
+    np.savez_compressed(out / "predictions.counts.npz", logcounts)
+    with open(out / "regions.bed", "w") as handle:
+        handle.writelines(f"{c}\t{a}\t{a + length}\n" for c, a in zip(chrom, np.asarray(start).tolist()))
+    return rows
+
+
 def write_narrowpeak(path: Path, chrom, start, length: int, input_width: int) -> None:
     """The regions as a narrowPeak file of ``input_width``-bp windows whose summit (column 10) is the centre of
     the ``length``-bp window at ``start``, in region order (scores descending, as a score-sorted peak file)."""
@@ -447,9 +479,14 @@ def make_case(out_dir, n_regions: int = 100_000, length: int = 1000, seed: int =
                             scale=kind.scale, ucsc_layout=kind.ucsc_layout)
     chrom, start, peak = choose_regions(sizes, summits, n_regions, length, rng, kind.peak_fraction,
                                         margin if kind.input_width else 0)
-    chunk = write_predictions(out / "predictions.h5", chrom, start, peak, length, counts, smooth, rng,
-                              kind.predictions_layout, kind.region_chunks)
-    files = {"predictions": "predictions.h5", "truth": truth}
+    if kind.predictions_layout == "npz":
+        chunk = write_npz_predictions(out, chrom, start, length, counts, smooth, rng)
+        files = {"predictions": "predictions.profile.npz,predictions.counts.npz", "truth": truth,
+                 "regions": "regions.bed"}
+    else:
+        chunk = write_predictions(out / "predictions.h5", chrom, start, peak, length, counts, smooth, rng,
+                                  kind.predictions_layout, kind.region_chunks)
+        files = {"predictions": "predictions.h5", "truth": truth}
     if kind.input_width:
         write_narrowpeak(out / "peaks.narrowPeak", chrom, start, length, kind.input_width)
         files["regions"] = "peaks.narrowPeak"

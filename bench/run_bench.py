@@ -47,6 +47,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -67,15 +68,22 @@ def narrowpeak_windows(path: Path, length: int, n: int):
     return chrom, start, start + length
 
 
-# The profile and log counts datasets of each predictions layout of make_case.py
+def bed_windows(path: Path, length: int, n: int):
+    """Chromosome, start and end of the first ``n`` windows ``start..end`` of a BED file of L-wide rows."""
+    rows = [line.split("\t") for line in path.read_text().splitlines()[:n]]
+    chrom = np.array([r[0] for r in rows], dtype=object)
+    start = np.array([int(r[1]) for r in rows], dtype=np.int64)
+    return chrom, start, start + length
+
+
+# The profile and log counts datasets of each HDF5 predictions layout of make_case.py
 PREDICTION_DATASETS = {"native": ("predictions/logits", "predictions/logcounts"),
                        "chrombpnet": ("predictions/profs", "predictions/logcounts")}
 
 
-def prediction_datasets(case_dir: Path) -> tuple:
-    """The profile and log counts datasets of a case's predictions, and whether the profile holds probabilities."""
-    layout = json.loads((case_dir / "case.json").read_text()).get("predictions_layout", "native")
-    return (*PREDICTION_DATASETS[layout], layout == "chrombpnet")
+def prediction_layout(case_dir: Path) -> str:
+    """How a case's predictions are stored: ``native`` or ``chrombpnet`` (HDF5), or ``npz`` (bpnet-lite 0.9)."""
+    return json.loads((case_dir / "case.json").read_text()).get("predictions_layout", "native")
 
 
 def as_logits(profile: np.ndarray, probabilities: bool) -> np.ndarray:
@@ -86,16 +94,18 @@ def as_logits(profile: np.ndarray, probabilities: bool) -> np.ndarray:
 
 
 def load_case(case_dir: Path, n: int):
-    """Paths and the first ``n`` windows of a generated case (from its ``--regions`` file when it has one)."""
+    """The prediction files, the truth files and the first ``n`` windows of a generated case (from its ``--regions``
+    file when it has one)."""
     import h5py
 
     description = json.loads((case_dir / "case.json").read_text())
-    predictions = case_dir / description["files"]["predictions"]
+    predictions = [case_dir / name for name in description["files"]["predictions"].split(",")]
     truth = [case_dir / name for name in description["files"]["truth"]]
-    if description["files"].get("regions"):
-        chrom, start, end = narrowpeak_windows(case_dir / description["files"]["regions"], description["length"], n)
-        return predictions, truth, chrom, start, end
-    with h5py.File(predictions, "r") as h5:
+    regions = description["files"].get("regions")
+    if regions:
+        windows = bed_windows if regions.endswith(".bed") else narrowpeak_windows
+        return (predictions, truth, *windows(case_dir / regions, description["length"], n))
+    with h5py.File(predictions[0], "r") as h5:
         chrom = np.array([c.decode() if isinstance(c, bytes) else c for c in h5["coords/coords_chrom"][:n]],
                          dtype=object)
         if "coords/coords_center" in h5:  # chrombpnet: the window centre - L//2 ..
@@ -106,25 +116,51 @@ def load_case(case_dir: Path, n: int):
     return predictions, truth, chrom, start, end
 
 
-def read_batches(predictions, truth, chrom, start, end, bounds) -> float:
-    """Read the windows and predictions of the batches ``bounds`` (``[(i, j), ...]``) as ``score`` reads them
-    (``BigWigReader``, told the windows first; the HDF5 by ``sources.chunks.rows_reader``: h5py, or chunk by chunk
-    where gzip-compressed); a checksum."""
+@contextmanager
+def opened_predictions(predictions: list, fast: bool):
+    """``read(i, j) -> (profile, log counts)`` of a case's prediction files, as stored (``as_logits`` makes the
+    profile logits): ``fast``, as ``score`` reads them (HDF5 rows by ``sources.chunks.rows_reader``: h5py, or
+    chunk by chunk where gzip-compressed; an .npz profile batch by batch by ``sources.npz.NpzArray``), else as a
+    user's script does (h5py slices; ``np.load`` of each .npz file, whole)."""
     import h5py
 
-    from bpnet_eval.sources.bigwig import BigWigReader
     from bpnet_eval.sources.chunks import rows_reader
+    from bpnet_eval.sources.npz import NpzArray
+
+    layout = prediction_layout(Path(predictions[0]).parent)
+    if layout == "npz":
+        if not fast:
+            profile, logcounts = (np.load(path)["arr_0"] for path in predictions)
+            yield lambda i, j: (profile[i:j], logcounts[i:j])
+            return
+        profile, counts = (NpzArray(str(path), memory_limit=1 << 62) for path in predictions)
+        logcounts = counts.load()
+        try:
+            yield lambda i, j: (profile.rows(i, j), logcounts[i:j])
+        finally:
+            profile.close()
+        return
+    profile_name, logcounts_name = PREDICTION_DATASETS[layout]
+    with h5py.File(predictions[0], "r") as h5:
+        profile, logcounts = (rows_reader(h5[profile_name]), rows_reader(h5[logcounts_name])) if fast else \
+            (lambda i, j: h5[profile_name][i:j], lambda i, j: h5[logcounts_name][i:j])
+        yield lambda i, j: (profile(i, j), logcounts(i, j))
+
+
+def read_batches(predictions, truth, chrom, start, end, bounds) -> float:
+    """Read the windows and predictions of the batches ``bounds`` (``[(i, j), ...]``) as ``score`` reads them
+    (``BigWigReader``, told the windows first; the predictions by ``opened_predictions(fast=True)``); a checksum."""
+    from bpnet_eval.sources.bigwig import BigWigReader
 
     readers = [BigWigReader(str(p)) for p in truth]
     rows = np.concatenate([np.arange(i, j) for i, j in bounds]) if bounds else np.zeros(0, np.int64)
     for reader in readers:  # told the windows to come, as score's reading processes tell each file (``expect``)
         reader.expect(reader.chrom_ids(chrom[rows]), start[rows], end[rows])
-    profile_name, logcounts_name, _ = prediction_datasets(Path(predictions).parent)
     checksum = 0.0
-    with h5py.File(predictions, "r") as h5:
-        logits, logcounts = rows_reader(h5[profile_name]), rows_reader(h5[logcounts_name])
+    with opened_predictions(predictions, fast=True) as read:
         for i, j in bounds:
-            checksum += float(logits(i, j)[:, 0].sum()) + float(logcounts(i, j).sum())
+            logits, logcounts = read(i, j)
+            checksum += float(logits[:, 0].sum()) + float(logcounts.sum())
             for reader in readers:
                 checksum += float(reader.read(chrom[i:j], start[i:j], end[i:j])[:, 0].sum())
     return checksum
@@ -167,7 +203,6 @@ def stage_floor(case_dir: Path, n: int, batch_size: int, processes: int = 1) -> 
 
 def stage_compute(case_dir: Path, n: int, batch_size: int, device: str, held_batches: int = 8) -> dict:
     """Time ``score``'s per-batch computation alone over ``n`` regions (batches held in memory)."""
-    import h5py
     import torch
 
     from bpnet_eval.compute import BatchComputer
@@ -176,14 +211,14 @@ def stage_compute(case_dir: Path, n: int, batch_size: int, device: str, held_bat
     predictions, truth, chrom, start, end = load_case(case_dir, min(n, held_batches * batch_size))
     readers = [BigWigReader(str(p)) for p in truth]
     track_names = ["plus", "minus"] if len(truth) == 2 else [f"track{s}" for s in range(len(truth))]
-    profile_name, logcounts_name, probabilities = prediction_datasets(case_dir)
+    probabilities = prediction_layout(case_dir) == "chrombpnet"
     batches = []
-    with h5py.File(predictions, "r") as h5:
+    with opened_predictions(predictions, fast=True) as read:
         for i in range(0, len(start), batch_size):
             j = min(len(start), i + batch_size)
             observed = np.stack([r.read(chrom[i:j], start[i:j], end[i:j]) for r in readers], axis=1)
-            batches.append((as_logits(h5[profile_name][i:j], probabilities), h5[logcounts_name][i:j].reshape(j - i, -1),
-                            observed))
+            profile, logcounts = read(i, j)
+            batches.append((as_logits(profile, probabilities), logcounts.reshape(j - i, -1), observed))
     computer = BatchComputer(count_loss_weight=1.0, track_names=track_names, device=device)
     done, k = 0, 0
     began = time.perf_counter()
@@ -202,18 +237,17 @@ def stage_compute(case_dir: Path, n: int, batch_size: int, device: str, held_bat
 def stage_naive(case_dir: Path, n: int, heavy: bool = True) -> dict:
     """pyBigWig per region and strand + bpnet-lite-equivalent torch code in batches of 200: the seed losses and the
     count statistics, and with ``heavy`` the seven ``calculate_performance_measures`` columns too."""
-    import h5py
     import pyBigWig
     import torch
 
     from naive import bpnet_lite_measures, count_measures, seed_losses
 
     predictions, truth, chrom, start, end = load_case(case_dir, n)
-    profile_name, logcounts_name, probabilities = prediction_datasets(case_dir)
+    probabilities = prediction_layout(case_dir) == "chrombpnet"
     began = time.perf_counter()
     handles = [pyBigWig.open(str(p)) for p in truth]
     per_region, logcounts_all, totals_all = [], [], []
-    with h5py.File(predictions, "r") as h5, torch.no_grad():
+    with opened_predictions(predictions, fast=False) as read, torch.no_grad():
         for i in range(0, n, NAIVE_BATCH):
             j = min(n, i + NAIVE_BATCH)
             observed = np.empty((j - i, len(handles), int(end[0] - start[0])), dtype=np.float32)
@@ -221,8 +255,9 @@ def stage_naive(case_dir: Path, n: int, heavy: bool = True) -> dict:
                 for s, bw in enumerate(handles):
                     observed[r - i, s] = np.nan_to_num(bw.values(chrom[r], int(start[r]), int(end[r]), numpy=True))
             # float32, as bpnet-lite computes (chrombpnet's profiles and log counts are stored as float64)
-            logits = torch.tensor(as_logits(h5[profile_name][i:j], probabilities), dtype=torch.float32)
-            logcounts = torch.tensor(h5[logcounts_name][i:j].reshape(j - i, -1), dtype=torch.float32)
+            stored_logits, stored_logcounts = read(i, j)
+            logits = torch.tensor(as_logits(stored_logits, probabilities), dtype=torch.float32)
+            logcounts = torch.tensor(stored_logcounts.reshape(j - i, -1), dtype=torch.float32)
             true_counts = torch.tensor(observed)
             columns = seed_losses(true_counts, logits, logcounts)
             if heavy:
@@ -408,11 +443,11 @@ def report(args) -> dict:
     out_dir = Path(tempfile.mkdtemp(prefix="bpnet-eval-bench-report-"))
     naive_stages = NAIVE_STAGES[:1] if args.no_heavy_naive else NAIVE_STAGES
     try:
-        files = [str(args.case / description["files"]["predictions"])] + \
+        files = [",".join(str(args.case / p) for p in description["files"]["predictions"].split(","))] + \
                 [str(args.case / t) for t in description["files"]["truth"]]
         if description["files"].get("regions"):
             files += ["--regions", str(args.case / description["files"]["regions"])]
-        warm_page_cache([f for f in files if f != "--regions"])
+        warm_page_cache([f for part in files if part != "--regions" for f in part.split(",")])
         warm_imports()
         results = {}
         skipped = set(filter(None, args.skip.split(",")))

@@ -26,8 +26,30 @@ def cases(tmp_path_factory):
     return {shape: (root / shape, make_case(root / shape, 400, shape=shape, quiet=True)) for shape in SHAPES}
 
 
+def score_files(case, description) -> list:
+    """The inputs of the ``score`` command the benchmark runs on a case."""
+    files = [",".join(str(case / p) for p in description["files"]["predictions"].split(","))]
+    files += [case / t for t in description["files"]["truth"]]
+    if description["files"].get("regions"):
+        files += ["--regions", case / description["files"]["regions"]]
+    return files
+
+
 def observed_windows(case, description):
-    """Observed counts ``(N, S, L)`` of the stored windows, through pyBigWig."""
+    """Observed counts ``(N, S, L)`` of the stored windows (of ``regions.bed`` for ``npz``), through pyBigWig."""
+    if description["predictions_layout"] == "npz":
+        rows = [line.split("\t") for line in (case / "regions.bed").read_text().splitlines()]
+        chrom, start, end = [r[0] for r in rows], np.array([int(r[1]) for r in rows]), np.array([int(r[2]) for r in rows])
+    else:
+        chrom, start, end = stored_windows(case, description)
+    handles = [pyBigWig.open(str(case / name)) for name in description["files"]["truth"]]
+    out = np.array([[np.nan_to_num(bw.values(c, int(a), int(b), numpy=True)) for bw in handles]
+                    for c, a, b in zip(chrom, start, end)])
+    return chrom, start, out
+
+
+def stored_windows(case, description):
+    """The windows stored with a case's HDF5 predictions."""
     with h5py.File(case / description["files"]["predictions"], "r") as h5:
         chrom = [c.decode() for c in h5["coords/coords_chrom"][:]]
         if description["predictions_layout"] == "chrombpnet":  # the window centre - L//2 ..
@@ -35,22 +57,22 @@ def observed_windows(case, description):
             end = start + description["length"]
         else:
             start, end = h5["coords/coords_start"][:], h5["coords/coords_end"][:]
-    handles = [pyBigWig.open(str(case / name)) for name in description["files"]["truth"]]
-    out = np.array([[np.nan_to_num(bw.values(c, int(a), int(b), numpy=True)) for bw in handles]
-                    for c, a, b in zip(chrom, start, end)])
-    return chrom, start, out
+    return chrom, start, end
 
 
 def test_each_shape_holds_what_it_says(cases):
     for shape, (case, description) in cases.items():
         chrom, start, observed = observed_windows(case, description)
         tracks = 1 if shape in ("s1", "chrombpnet") else 2
-        with h5py.File(case / "predictions.h5", "r") as h5:
-            if shape == "chrombpnet":
-                assert h5["predictions/profs"].shape == (400, 1000)
-            else:
-                assert h5["predictions/logits"].shape == (400, tracks, 1000), shape
-            peak = h5["coords/coords_peak"][:]
+        if shape == "npz":  # (test_the_npz_shape_...)
+            assert np.load(case / "predictions.profile.npz")["arr_0"].shape == (400, tracks, 1000)
+        else:
+            with h5py.File(case / "predictions.h5", "r") as h5:
+                if shape == "chrombpnet":
+                    assert h5["predictions/profs"].shape == (400, 1000)
+                else:
+                    assert h5["predictions/logits"].shape == (400, tracks, 1000), shape
+                peak = h5["coords/coords_peak"][:]
         assert observed.shape == (400, tracks, 1000) and (observed >= 0).all()
         integral = observed == np.rint(observed)
         if shape in ("normalised", "densefloat"):  # counts x 0.037 (CPM-like): no nonzero value an integer but 37 k
@@ -87,10 +109,7 @@ def test_each_shape_holds_what_it_says(cases):
 
 def test_every_shape_scores_end_to_end_with_the_command_the_benchmark_runs(cases, tmp_path):
     for shape, (case, description) in cases.items():
-        files = [case / description["files"]["predictions"]] + [case / t for t in description["files"]["truth"]]
-        if description["files"].get("regions"):
-            files += ["--regions", case / description["files"]["regions"]]
-        done = run_cli("score", *files, "--out", tmp_path / shape, "--quiet", "--no-plots")
+        done = run_cli("score", *score_files(case, description), "--out", tmp_path / shape, "--quiet", "--no-plots")
         assert done.returncode == 0, (shape, done.stderr)
         rows = (tmp_path / shape / "regions.tsv").read_text().splitlines()
         header = rows[0].split("\t")
@@ -275,3 +294,33 @@ def test_measure_sums_the_memory_of_every_process_of_a_run():
     assert 120 <= result["peak_rss_mb"] < 170  # the child's
     assert result["run_peak_mb"] >= 175  # parent and child at once
     assert result["cpu_s"] > 0 and result["wall_s"] >= 1.5
+
+
+def test_the_npz_shape_holds_the_chip_predictions_as_bpnet_lite_writes_them(cases, tmp_path):
+    """``npz``: the ``chip`` case (same seed: the same tracks, windows and predictions) with its predictions in two
+    compressed .npz files as bpnet-lite 0.9's ``predict`` writes them (``np.savez_compressed``: one deflated member
+    ``arr_0.npy``) and its windows in a BED file; scored to the ``chip`` report's numbers, byte for byte."""
+    import csv
+    import zipfile
+
+    npz, chip = cases["npz"][0], cases["chip"][0]
+    for name in ("observed.plus.bw", "observed.minus.bw"):
+        assert (npz / name).read_bytes() == (chip / name).read_bytes()
+    for name in ("predictions.profile.npz", "predictions.counts.npz"):
+        with zipfile.ZipFile(npz / name) as archive:
+            (member,) = archive.infolist()
+            assert member.filename == "arr_0.npy" and member.compress_type == zipfile.ZIP_DEFLATED
+    with h5py.File(chip / "predictions.h5", "r") as native:
+        np.testing.assert_array_equal(np.load(npz / "predictions.profile.npz")["arr_0"], native["predictions/logits"][:])
+        np.testing.assert_array_equal(np.load(npz / "predictions.counts.npz")["arr_0"], native["predictions/logcounts"][:])
+        chrom, start, end = stored_windows(chip, cases["chip"][1])
+    assert (npz / "regions.bed").read_text() == "".join(f"{c}\t{a}\t{b}\n" for c, a, b in zip(chrom, start, end))
+    reports = []
+    for case, description in (cases["npz"], cases["chip"]):
+        done = run_cli("score", *score_files(case, description), "--out", tmp_path / case.name, "--quiet", "--no-plots")
+        assert done.returncode == 0, done.stderr
+        with open(tmp_path / case.name / "regions.tsv") as handle:
+            reports.append(list(csv.DictReader(handle, delimiter="\t")))
+    shared = [name for name in reports[0][0] if name in reports[1][0]]  # (chip's also has its peak flags)
+    assert len(shared) == len(reports[0][0]) >= 8
+    assert [[row[k] for k in shared] for row in reports[0]] == [[row[k] for k in shared] for row in reports[1]]
