@@ -1,7 +1,7 @@
 """Inflate libraries on the data blocks of real bigWig files and the chunks of gzip-compressed HDF5 files: zlib
 (the standard library) against ISA-L (``isal``, what ``BigWigReader`` uses), libdeflate (``deflate``, what
-``sources.chunks`` uses for HDF5 chunks) and zlib-ng (``zlib-ng``), where installed (``pip install -e '.[bench]'``
-installs zlib-ng).
+``sources.chunks`` uses for HDF5 chunks) and zlib-ng (``zlib-ng``, what compressed ``.npz`` predictions are inflated
+with), each where installed (all three are the project's dependencies).
 
     python bench/inflate.py FILE.bw|FILE.h5 [...] [--blocks 1500] [--repeat 5]
 

@@ -211,3 +211,25 @@ def test_two_readers_of_one_compressed_file_in_threads(tmp_path, monkeypatch):
     with ThreadPoolExecutor(2) as pool:
         for done in [pool.submit(read_all, order) for order in orders * 3]:
             done.result()
+
+
+@pytest.mark.parametrize("library", ["zlib-ng", "zlib"])
+def test_compressed_rows_by_either_inflater(tmp_path, monkeypatch, library):
+    """zlib-ng (the dependency) and the standard library's zlib (its fallback) inflate the same bytes, checkpoints
+    included."""
+    import zlib
+
+    from bpnet_eval.sources import deflate
+
+    if library == "zlib":
+        monkeypatch.setattr(inflate, "raw_inflater", lambda: zlib.decompressobj(-zlib.MAX_WBITS))
+    else:
+        assert type(deflate.raw_inflater()).__module__.startswith("zlib_ng")
+    monkeypatch.setattr(inflate, "CHECKPOINT_BYTES", 16 << 10)
+    monkeypatch.setattr(inflate, "_CHECKPOINTS", inflate.OrderedDict())
+    array = np.random.default_rng(5).normal(size=(900, 2, 25)).astype(np.float32)
+    np.savez_compressed(tmp_path / "p.npz", array)
+    stored = NpzArray(str(tmp_path / "p.npz"), memory_limit=2**30)
+    for i, j in [(0, 300), (300, 900), (450, 451), (10, 20), (899, 900)]:
+        np.testing.assert_array_equal(stored.rows(i, j), array[i:j])
+    stored.close()

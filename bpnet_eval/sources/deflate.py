@@ -2,7 +2,9 @@
 
 ``inflate``: ISA-L where installed, else zlib (bigWig data blocks: ISA-L is 1.5-3.5x zlib's speed and faster than
 libdeflate there). ``inflate_sized``: a stream whose inflated size is known (an HDF5 chunk), by libdeflate where
-installed (1.25x ISA-L, 1.6x zlib on float HDF5 chunks), else ``inflate``. Every library gives the same bytes
+installed (1.25x ISA-L, 1.6x zlib on float HDF5 chunks), else ``inflate``. ``raw_inflater``: an inflater of a raw
+deflate stream read piece by piece whose state can be copied (a compressed ``.npz``: ``inflate.InflatedMember``),
+zlib-ng's where installed (1.55x zlib on float32 logits; ISA-L's cannot be copied), else zlib's. Every library gives the same bytes
 for a valid stream (``bench/inflate.py`` measures them; ``tests/test_hdf5_chunks.py`` checks the bytes).
 """
 
@@ -31,3 +33,19 @@ except ImportError:  # pragma: no cover - deflate is a dependency from Python 3.
     def inflate_sized(stored: bytes, size: int) -> bytes:
         """The zlib stream ``stored`` inflated (``size``, its expected size, is checked by the caller)."""
         return inflate(stored)
+
+
+try:
+    from zlib_ng.zlib_ng import decompressobj as _zlib_ng_decompressobj
+    from zlib_ng.zlib_ng import error as _ZlibNgError
+
+    INFLATE_ERRORS = (*INFLATE_ERRORS, _ZlibNgError)
+
+    def raw_inflater():
+        """zlib-ng's inflater of a raw deflate stream (``decompress(data, max_length)``, ``unconsumed_tail``,
+        ``eof``, ``copy()``)."""
+        return _zlib_ng_decompressobj(-zlib.MAX_WBITS)
+except ImportError:  # pragma: no cover - zlib-ng is a dependency; a platform without its wheel falls back
+    def raw_inflater():
+        """zlib's inflater of a raw deflate stream."""
+        return zlib.decompressobj(-zlib.MAX_WBITS)

@@ -1,11 +1,12 @@
 """A zip member compressed with deflate (``np.savez_compressed``), read at any output position without inflating
 it whole or holding it: ``InflatedMember.read_into(position, buffer)``.
 
-Deflate has no index, so reading forward is cheap and reading back means inflating again from the start. As it
-inflates, the stream keeps a checkpoint every ``CHECKPOINT_BYTES`` of output (where the inflater has used all the
-compressed bytes it was given: the file position, a copy of zlib's state, the CRC-32 so far; ~45 KB each), kept per
-file for the process (``_CHECKPOINTS``, the last ``CHECKPOINT_FILES`` files), so a read behind the position, or a
-reopened file's read (the report's example regions after a run), inflates from the nearest checkpoint before it.
+Deflate has no index, so reading forward is cheap and reading back means inflating again from the start. It is
+inflated by ``deflate.raw_inflater`` (zlib-ng where installed: the same bytes as zlib, faster), and as it inflates the
+stream keeps a checkpoint every ``CHECKPOINT_BYTES`` of output (where the inflater has used all the compressed bytes
+it was given: the file position, a copy of the inflater's state, the CRC-32 so far; ~45 KB each), kept per file for
+the process (``_CHECKPOINTS``, the last ``CHECKPOINT_FILES`` files), so a read behind the position, or a reopened
+file's read (the report's example regions after a run), inflates from the nearest checkpoint before it.
 The member's size and CRC-32 (from the zip's central directory) are checked when its end is inflated.
 """
 
@@ -17,6 +18,7 @@ from collections import OrderedDict
 
 from ..errors import InputError
 from ..input_files import open_regular_fd
+from .deflate import INFLATE_ERRORS, raw_inflater
 
 PIECE_BYTES = 1 << 20             # compressed bytes read at a time, and the most inflated at a time
 CHECKPOINT_BYTES = 32 << 20       # output between two checkpoints
@@ -45,7 +47,7 @@ class InflatedMember:
         except BaseException:
             os.close(self._fd)
             raise
-        self._points = _CHECKPOINTS.pop(key, None) or {0: (start, zlib.decompressobj(-zlib.MAX_WBITS), 0)}
+        self._points = _CHECKPOINTS.pop(key, None) or {0: (start, raw_inflater(), 0)}
         _CHECKPOINTS[key] = self._points  # the most recently used last
         while len(_CHECKPOINTS) > CHECKPOINT_FILES:
             _CHECKPOINTS.popitem(last=False)
@@ -100,7 +102,7 @@ class InflatedMember:
             self._file_position += len(compressed)
         try:
             output = self._inflater.decompress(compressed, PIECE_BYTES)
-        except zlib.error as err:
+        except INFLATE_ERRORS as err:
             raise InputError(f"{self.path}: the compressed array is damaged ({err}); {self.fix}") from None
         self._crc = zlib.crc32(output, self._crc)
         self._produced += len(output)
