@@ -233,3 +233,15 @@ def test_compressed_rows_by_either_inflater(tmp_path, monkeypatch, library):
     for i, j in [(0, 300), (300, 900), (450, 451), (10, 20), (899, 900)]:
         np.testing.assert_array_equal(stored.rows(i, j), array[i:j])
     stored.close()
+
+
+def test_an_npz_compressed_otherwise_is_named(tmp_path):
+    """A zip member compressed with LZMA (zipfile can write it; numpy never does) is refused when read, by name."""
+    array = np.arange(60, dtype=np.float32).reshape(3, 2, 10)
+    with zipfile.ZipFile(tmp_path / "lzma.npz", "w", zipfile.ZIP_LZMA) as archive:
+        with archive.open("arr_0.npy", "w") as member:
+            np.lib.format.write_array(member, array)
+    stored = NpzArray(str(tmp_path / "lzma.npz"), memory_limit=2**30)
+    assert stored.shape == (3, 2, 10) and stored.compressed
+    with pytest.raises(InputError, match=r"lzma.npz: 'arr_0.npy' is compressed in a way numpy never writes"):
+        stored.rows(0, 3)
