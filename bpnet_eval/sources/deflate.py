@@ -4,8 +4,9 @@
 libdeflate there). ``inflate_sized``: a stream whose inflated size is known (an HDF5 chunk), by libdeflate where
 installed (1.25x ISA-L, 1.6x zlib on float HDF5 chunks), else ``inflate``. ``raw_inflater``: an inflater of a raw
 deflate stream read piece by piece whose state can be copied (a compressed ``.npz``: ``inflate.InflatedMember``),
-zlib-ng's where installed (1.55x zlib on float32 logits; ISA-L's cannot be copied), else zlib's. Every library gives the same bytes
-for a valid stream (``bench/inflate.py`` measures them; ``tests/test_hdf5_chunks.py`` checks the bytes).
+zlib-ng's where installed (1.55x zlib on float32 logits; ISA-L's cannot be copied), else zlib's. Every library gives
+the same bytes for a valid stream (``bench/inflate.py`` measures them; ``tests/test_hdf5_chunks.py`` and
+``tests/test_npz_predictions.py`` check the bytes).
 """
 
 import zlib

@@ -27,6 +27,15 @@ _LOCAL_HEADER = struct.Struct("<4sHHHHHIIIHH")  # a zip member's local file head
 _CHECKPOINTS: "OrderedDict[tuple, dict]" = OrderedDict()  # file identity -> {output position: (file position, state, crc)}
 
 
+def member_data_start(fd: int, info: zipfile.ZipInfo, path: str, fix: str) -> int:
+    """Where the (stored or compressed) data of the zip member ``info`` begin in the file open as ``fd``: after its
+    local header, whose name and extra field lengths may differ from the central directory's."""
+    header = _LOCAL_HEADER.unpack(os.pread(fd, _LOCAL_HEADER.size, info.header_offset))
+    if header[0] != b"PK\x03\x04":
+        raise InputError(f"{path}: no zip member header where '{info.filename}' should start; {fix}")
+    return info.header_offset + _LOCAL_HEADER.size + header[-2] + header[-1]
+
+
 class InflatedMember:
     """The deflated member ``info`` of the zip file ``path``, inflated on demand (``read_into``)."""
 
@@ -37,10 +46,7 @@ class InflatedMember:
                              f"in a way numpy never writes (zip method {info.compress_type}); {fix}")
         self._fd = open_regular_fd(path, ".npz file")
         try:
-            header = _LOCAL_HEADER.unpack(os.pread(self._fd, _LOCAL_HEADER.size, info.header_offset))
-            if header[0] != b"PK\x03\x04":
-                raise InputError(f"{path}: no zip member header where '{info.filename}' should start; {fix}")
-            start = info.header_offset + _LOCAL_HEADER.size + header[-2] + header[-1]
+            start = member_data_start(self._fd, info, path, fix)
             self._end = start + info.compress_size
             stat = os.fstat(self._fd)
             key = (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, info.header_offset)

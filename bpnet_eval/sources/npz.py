@@ -23,10 +23,9 @@ import numpy as np
 from ..environment import memory_limit_bytes
 from ..errors import InputError, UsageError
 from ..input_files import UNEXPECTED_READ_ERRORS, error_reason, open_regular_fd, require_regular_file
-from .inflate import InflatedMember
+from .inflate import InflatedMember, member_data_start
 from .predictions import ArrayPredictions, require_numeric
 
-_LOCAL_HEADER = struct.Struct("<4sHHHHHIIIHH")  # a zip member's local file header (30 bytes)
 _FIX = ("give the .npz files that bpnet-lite's predict wrote (profile logits, log counts, and optionally its "
         "index mask …idx.npy.npz)")
 ROLES = ("profile logits", "log counts", "index mask")
@@ -100,9 +99,7 @@ class NpzArray:
                         self.offset = member.tell()  # of the data in the inflated member
                 else:
                     with open(path, "rb") as handle:
-                        handle.seek(self.info.header_offset)
-                        header = _LOCAL_HEADER.unpack(handle.read(_LOCAL_HEADER.size))
-                        handle.seek(self.info.header_offset + _LOCAL_HEADER.size + header[-2] + header[-1])
+                        handle.seek(member_data_start(handle.fileno(), self.info, path, _FIX))
                         self.shape, self.fortran_order, self.dtype = _read_header(handle, path)
                         self.offset = handle.tell()  # of the data in the file
         self.ndim = len(self.shape)
