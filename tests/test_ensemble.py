@@ -2,6 +2,7 @@
 mean of log counts or log of mean counts), then its scores; members that do not match are one-line errors."""
 
 import json
+import threading
 
 import h5py
 import numpy as np
@@ -260,3 +261,70 @@ def test_a_sharded_ensemble_merges_to_the_unsharded_one(tmp_path):
     assert merged.summary == full.summary
     assert "".join(regions_tsv(merged.regions, merged.columns)) == "".join(regions_tsv(full.regions, full.columns))
     assert full.summary["settings"]["ensemble"]["logcounts"].startswith("log-mean")
+
+
+class _Member:
+    """A member whose ``read`` records the thread it ran in (and fails where told to)."""
+
+    def __init__(self, k, inflates_here=False, fails=False):
+        self.k, self.inflates_here, self.fails, self.threads = k, inflates_here, fails, []
+
+    def read(self, i, j):
+        self.threads.append(threading.current_thread().name)
+        if self.fails:
+            raise InputError(f"member {self.k} is damaged")
+        return np.full((j - i, 2, 3), float(self.k)), np.full((j - i, 1), float(self.k))
+
+
+@pytest.mark.parametrize("ahead", [None, 0, 1, 2, 7])
+def test_members_are_read_in_order_the_next_ones_beside(ahead):
+    members = [_Member(k, inflates_here=k == 3) for k in range(6)]
+    read = list(ensemble.members_read(members, 4, 9, ahead=ahead))
+    assert [int(logits[0, 0, 0]) for logits, _ in read] == list(range(6))
+    assert all(logits.shape == (5, 2, 3) and counts.shape == (5, 1) for logits, counts in read)
+    beside = [m.threads[0].startswith("bpnet-eval-member") for m in members]
+    threads = min(ensemble.MAX_ENSEMBLE_THREADS, ensemble.allotted_cpus()) if ahead is None else ahead
+    assert beside == [False] + [threads > 0] * 5
+    assert not [t for t in threading.enumerate() if t.name.startswith("bpnet-eval-member")]
+
+
+def test_members_read_side_by_side_only_where_one_inflates_here():
+    plain = [_Member(k) for k in range(4)]
+    list(ensemble.members_read(plain, 0, 2))
+    assert not any(name.startswith("bpnet-eval-member") for m in plain for name in m.threads)
+
+
+def test_a_member_that_fails_beside_is_named_and_leaves_no_thread():
+    members = [_Member(0, inflates_here=True), _Member(1), _Member(2, fails=True), _Member(3)]
+    with pytest.raises(InputError, match="member 2 is damaged"):
+        list(ensemble.members_read(members, 0, 4, ahead=2))
+    assert not [t for t in threading.enumerate() if t.name.startswith("bpnet-eval-member")]
+
+
+def test_an_ensemble_of_compressed_npz_members_equals_their_hdf5(tmp_path):
+    """bpnet-lite .npz members (inflated side by side) and the same predictions as HDF5 members: the same report."""
+    members, observed = folds(n=30, length=40, seed=11)
+    n = observed.shape[0]
+    chrom, start = np.array(["chr1"] * n), np.arange(n) * 100
+    sizes = {"chr1": 100 * n + 100}
+    (tmp_path / "r.bed").write_text("".join(f"chr1\t{a}\t{a + 40}\n" for a in start))
+    tracks = []
+    for s in range(2):
+        values = np.zeros(sizes["chr1"])
+        for i in range(n):
+            values[start[i]:start[i] + 40] = observed[i, s]
+        tracks.append(write_bigwig(tmp_path / f"obs{s}.bw", sizes, {"chr1": values}))
+    h5, npz = [], []
+    for k, (z, c) in enumerate(members):
+        h5.append(write_predictions(tmp_path / f"fold{k}.h5", z.astype(np.float32), c.astype(np.float32), chrom,
+                                    start, start + 40))
+        np.savez_compressed(tmp_path / f"fold{k}.npz", z.astype(np.float32))
+        np.savez_compressed(tmp_path / f"fold{k}.counts.npz", c.astype(np.float32))
+        npz.append(f"{tmp_path / f'fold{k}.npz'},{tmp_path / f'fold{k}.counts.npz'}")
+    for name, given in (("h5", h5), ("npz", npz)):
+        done = run_cli("score", given[0], *tracks, "-e", given[1], "-e", given[2], "--regions", tmp_path / "r.bed",
+                       "--out", tmp_path / name, "--no-plots", "-q")
+        assert done.returncode == 0, done.stderr
+    h5_table, npz_table = read_columns(tmp_path / "h5" / "regions.tsv"), read_columns(tmp_path / "npz" / "regions.tsv")
+    for column in ("profile_mnll", "predicted_logcounts", "count_log1p_mse", "mixture_loss"):
+        assert npz_table[column] == h5_table[column], column

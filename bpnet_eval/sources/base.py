@@ -39,6 +39,7 @@ class PredictionSource(Protocol):
     kept_mask: Optional[np.ndarray] = None  # which of the loci read were predicted (bpnet-lite's index mask)
     mask_path: str = ""                     # the file of that mask, for messages
     reads_own_windows: bool = False         # read over --regions itself (``regions()`` gives the windows)
+    inflates_here: bool = False             # ``read`` inflates in this process (an ensemble reads it beside the others)
 
     def describe(self) -> dict:
         """What was detected and how it is read, for reports and ``check``."""

@@ -210,6 +210,7 @@ class NpzPredictions(ArrayPredictions):
         require_numeric(arrays[1].dtype, f"{logcounts_path}: 'arr_0'", "the predicted log counts")
         self.kept_mask = arrays[2].load() if len(paths) == 3 else None
         self._profile = arrays[0]
+        self.inflates_here = arrays[0].compressed
         try:
             self._set_shapes(arrays[0].shape, arrays[1].load())
         except UsageError as err:
