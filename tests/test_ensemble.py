@@ -44,6 +44,19 @@ def by_hand(members, per_track, rule):
     return np.log(probs), logcounts
 
 
+def observed_bigwigs(tmp_path, observed):
+    """Windows of 40 bases every 100 on chr1 and the two observed bigWigs holding ``observed`` (N, 2, 40) there."""
+    n = observed.shape[0]
+    chrom, start, sizes = np.array(["chr1"] * n), np.arange(n) * 100, {"chr1": 100 * n + 100}
+    tracks = []
+    for s in range(2):
+        values = np.zeros(sizes["chr1"])
+        for i in range(n):
+            values[start[i]:start[i] + 40] = observed[i, s]
+        tracks.append(write_bigwig(tmp_path / f"obs{s}.bw", sizes, {"chr1": values}))
+    return chrom, start, tracks
+
+
 @pytest.mark.parametrize("per_track", [False, True])
 @pytest.mark.parametrize("rule", ["mean-log", "log-mean"])
 def test_ensemble_arrays_match_numpy(per_track, rule):
@@ -166,17 +179,9 @@ def test_a_nonfinite_member_skips_the_region_under_nonfinite_skip():
 def test_score_an_ensemble_of_three_fold_files_and_compare_it_with_a_fold(tmp_path):
     members, observed = folds(n=30, length=40, seed=7)
     n = observed.shape[0]
-    chrom = np.array(["chr1"] * n)
-    start = np.arange(n) * 100
-    sizes = {"chr1": 100 * n + 100}
+    chrom, start, tracks = observed_bigwigs(tmp_path, observed)
     paths = [write_predictions(tmp_path / f"fold{k}.h5", z.astype(np.float32), c.astype(np.float32), chrom, start,
                                start + 40) for k, (z, c) in enumerate(members)]
-    tracks = []
-    for s in range(2):
-        values = np.zeros(sizes["chr1"])
-        for i in range(n):
-            values[start[i]:start[i] + 40] = observed[i, s]
-        tracks.append(write_bigwig(tmp_path / f"obs{s}.bw", sizes, {"chr1": values}))
     stored = [(h5py.File(p)["predictions/logits"][()], h5py.File(p)["predictions/logcounts"][()]) for p in paths]
     log_probs, logcounts = by_hand(stored, False, "mean-log")
     done = run_cli("score", paths[0], *tracks, "--ensemble", paths[1], "-e", paths[2], "--out", tmp_path / "ens",
@@ -304,16 +309,8 @@ def test_a_member_that_fails_beside_is_named_and_leaves_no_thread():
 def test_an_ensemble_of_compressed_npz_members_equals_their_hdf5(tmp_path):
     """bpnet-lite .npz members (inflated side by side) and the same predictions as HDF5 members: the same report."""
     members, observed = folds(n=30, length=40, seed=11)
-    n = observed.shape[0]
-    chrom, start = np.array(["chr1"] * n), np.arange(n) * 100
-    sizes = {"chr1": 100 * n + 100}
+    chrom, start, tracks = observed_bigwigs(tmp_path, observed)
     (tmp_path / "r.bed").write_text("".join(f"chr1\t{a}\t{a + 40}\n" for a in start))
-    tracks = []
-    for s in range(2):
-        values = np.zeros(sizes["chr1"])
-        for i in range(n):
-            values[start[i]:start[i] + 40] = observed[i, s]
-        tracks.append(write_bigwig(tmp_path / f"obs{s}.bw", sizes, {"chr1": values}))
     h5, npz = [], []
     for k, (z, c) in enumerate(members):
         h5.append(write_predictions(tmp_path / f"fold{k}.h5", z.astype(np.float32), c.astype(np.float32), chrom,
