@@ -34,7 +34,8 @@ Shapes (``--shape``; ``SHAPES`` below):
   where the windows lie, so read block by block); ``regionchunks``: the ``chip`` case with its predictions
   gzip-compressed in chunks of one region each; ``scaffolds``: the ``chip`` signal on a draft assembly of 20,000
   small contigs (a data block or more each, most holding a few hundred intervals); ``npz``: the ``chip`` case (same
-  seed: the same signal and predictions) with its predictions as bpnet-lite 0.9's ``predict`` writes them.
+  seed: the same signal and predictions) with its predictions as bpnet-lite 0.9's ``predict`` writes them;
+  ``predbw``: the ``chip`` signal with counts-scale predicted bigWigs over windows that tile the chromosomes.
 
 Writes into OUT_DIR:
 
@@ -46,7 +47,8 @@ Writes into OUT_DIR:
   a smoothed copy of the observed signal plus noise, so predictions correlate with the truth;
 * ``peaks.narrowPeak`` (``input2114`` only): the regions to score with ``--regions``;
 * ``npz`` instead of ``predictions.h5``: ``predictions.profile.npz`` and ``predictions.counts.npz`` (compressed,
-  ``arr_0``) and ``regions.bed``, the windows to score with ``--regions``;
+  ``arr_0``) and ``regions.bed``, the windows to score with ``--regions``; ``predbw``: ``predicted.plus.bw``,
+  ``predicted.minus.bw`` and ``regions.bed``;
 * ``case.json``: what was generated (shape, files, the ``--regions`` file if any).
 
 Peak regions (summit ± L/2) come in the order of a score-sorted peak file, i.e. not by position;
@@ -97,7 +99,8 @@ class Shape:
     scale: float = 1.0  # the bigWigs hold the counts times this (a normalised track where it is not 1)
     ucsc_layout: bool = False  # bigWigs laid out as UCSC's bedGraphToBigWig writes them (``ucsc_bigwig``)
     predictions_layout: str = "native"  # or "chrombpnet": its predict's HDF5 (``write_chrombpnet_predictions``); or
-    # "npz": bpnet-lite 0.9's two compressed .npz files and a BED file of the windows (``write_npz_predictions``)
+    # "npz": bpnet-lite 0.9's two compressed .npz files and a BED file of the windows (``write_npz_predictions``);
+    # "bigwig": counts-scale bigWigs over tiled windows and their BED file (``write_bigwig_predictions``)
     region_chunks: bool = False  # native predictions gzip-compressed in chunks of one region each
     human_genome: bool = False  # hg38's chromosomes (3.1 Gb), the signal kept sparse (``SparseTrack``)
     contigs: int = 0  # > 0: a draft assembly of this many contigs (``chromosome_sizes``) instead of a few chromosomes
@@ -138,6 +141,10 @@ SHAPES = {
                           "region each, (1, 2, 1000)", region_chunks=True),
     "npz": Shape("the chip case with its predictions as bpnet-lite 0.9's predict writes them: two compressed .npz "
                  "files (profile logits, log counts) and the windows in a BED file", predictions_layout="npz"),
+    "predbw": Shape("the chip signal with its predictions as counts-scale bigWigs, one a strand, each window written "
+                    "by one pyBigWig addEntries (one fixed-step block a window, as chrombpnet's pred_bw is): windows "
+                    "tiling the chromosomes evenly (a bigWig holds one value a base: they must not overlap), in a "
+                    "BED file", predictions_layout="bigwig"),
 }
 
 
@@ -435,6 +442,48 @@ def write_npz_predictions(out: Path, chrom, start, length: int, counts_by_chrom:
     return rows
 
 
+def tiled_windows(sizes: dict, n_regions: int, length: int):
+    """``n_regions`` windows of ``length`` spread evenly over the chromosomes' ``length``-wide tiles (none
+    overlapping), in genome order: chromosome and start."""
+    chrom = np.concatenate([[c] * (size // length) for c, size in sizes.items()]).astype(object)
+    start = np.concatenate([np.arange(size // length, dtype=np.int64) * length for size in sizes.values()])
+    if len(start) < n_regions:
+        raise SystemExit(f"the genome holds {len(start)} windows of {length} bp, not {n_regions}: ask for fewer")
+    pick = np.linspace(0, len(start) - 1, n_regions).round().astype(np.int64)
+    return chrom[pick], start[pick]
+
+
+def write_bigwig_predictions(out: Path, sizes: dict, chrom, start, length: int, counts_by_chrom: dict,
+                             smooth_by_chrom: dict, rng) -> list:
+    """The predictions as counts-scale bigWigs, one a track (``predicted.plus.bw``, ``predicted.minus.bw``; S = 1:
+    ``predicted.bw``): each window's ``softmax(logits) * exp(logcounts)`` (softmax over every track and position,
+    the native layout's logits and log counts of the same slices) as float32, one pyBigWig ``addEntries`` a window
+    (one fixed-step block each, as chrombpnet's ``pred_bw`` and BPNet's ``export-bw`` write them); and the windows
+    as ``regions.bed``. Returns the file names."""
+    tracks = next(iter(counts_by_chrom.values())).shape[0]
+    names = ["predicted.bw"] if tracks == 1 else ["predicted.plus.bw", "predicted.minus.bw"]
+    rows = max(1, min(len(start), CHUNK_BYTES // (tracks * length * 4)))
+    files = [pyBigWig.open(str(out / name), "w") for name in names]
+    try:
+        for bw in files:
+            bw.addHeader(list(sizes.items()))
+        for i, j, logits, logcounts in predicted_slices(chrom, start, length, counts_by_chrom, smooth_by_chrom, rng,
+                                                        rows):
+            z = logits.reshape(j - i, -1).astype(np.float64)
+            z = np.exp(z - z.max(axis=1, keepdims=True))
+            values = (z / z.sum(axis=1, keepdims=True) * np.exp(logcounts.astype(np.float64))[:, None])
+            values = values.reshape(j - i, tracks, length).astype(np.float32)
+            for r in range(j - i):
+                for s, bw in enumerate(files):
+                    bw.addEntries(chrom[i + r], int(start[i + r]), values=values[r, s].tolist(), span=1, step=1)
+    finally:
+        for bw in files:
+            bw.close()
+    with open(out / "regions.bed", "w") as handle:
+        handle.writelines(f"{c}\t{a}\t{a + length}\n" for c, a in zip(chrom, np.asarray(start).tolist()))
+    return names
+
+
 def write_narrowpeak(path: Path, chrom, start, length: int, input_width: int) -> None:
     """The regions as a narrowPeak file of ``input_width``-bp windows whose summit (column 10) is the centre of
     the ``length``-bp window at ``start``, in region order (scores descending, as a score-sorted peak file)."""
@@ -479,7 +528,12 @@ def make_case(out_dir, n_regions: int = 100_000, length: int = 1000, seed: int =
                             scale=kind.scale, ucsc_layout=kind.ucsc_layout)
     chrom, start, peak = choose_regions(sizes, summits, n_regions, length, rng, kind.peak_fraction,
                                         margin if kind.input_width else 0)
-    if kind.predictions_layout == "npz":
+    if kind.predictions_layout == "bigwig":
+        chrom, start = tiled_windows(sizes, n_regions, length)
+        names = write_bigwig_predictions(out, sizes, chrom, start, length, counts, smooth, rng)
+        chunk = 1
+        files = {"predictions": ",".join(names), "truth": truth, "regions": "regions.bed"}
+    elif kind.predictions_layout == "npz":
         chunk = write_npz_predictions(out, chrom, start, length, counts, smooth, rng)
         files = {"predictions": "predictions.profile.npz,predictions.counts.npz", "truth": truth,
                  "regions": "regions.bed"}

@@ -49,6 +49,7 @@ import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -82,15 +83,20 @@ PREDICTION_DATASETS = {"native": ("predictions/logits", "predictions/logcounts")
 
 
 def prediction_layout(case_dir: Path) -> str:
-    """How a case's predictions are stored: ``native`` or ``chrombpnet`` (HDF5), or ``npz`` (bpnet-lite 0.9)."""
+    """How a case's predictions are stored: ``native`` or ``chrombpnet`` (HDF5), ``npz`` (bpnet-lite 0.9) or ``bigwig``
+    (counts-scale bigWigs, one a track)."""
     return json.loads((case_dir / "case.json").read_text()).get("predictions_layout", "native")
 
 
-def as_logits(profile: np.ndarray, probabilities: bool) -> np.ndarray:
-    """A batch of a stored profile as logits ``(b, S, L)``, as a user turns it into them: probabilities by ``log``,
-    ``(b, L)`` as one track."""
-    logits = np.log(profile) if probabilities else profile
-    return logits[:, None, :] if logits.ndim == 2 else logits
+def as_logits(profile: np.ndarray, layout: str) -> np.ndarray:
+    """A batch of a stored profile as logits ``(b, S, L)``, as a user turns it into them: probabilities
+    (``chrombpnet``) by ``log``, counts-scale values (``bigwig``) by ``log`` with 0 as the smallest float32, ``(b, L)``
+    as one track."""
+    if layout == "chrombpnet":
+        profile = np.log(profile)
+    elif layout == "bigwig":
+        profile = np.log(np.maximum(profile, np.finfo(np.float32).tiny))
+    return profile[:, None, :] if profile.ndim == 2 else profile
 
 
 def load_case(case_dir: Path, n: int):
@@ -117,17 +123,45 @@ def load_case(case_dir: Path, n: int):
 
 
 @contextmanager
-def opened_predictions(predictions: list, fast: bool):
+def opened_predictions(predictions: list, fast: bool, windows: tuple, rows: Optional[np.ndarray] = None):
     """``read(i, j) -> (profile, log counts)`` of a case's prediction files, as stored (``as_logits`` makes the
-    profile logits): ``fast``, as ``score`` reads them (HDF5 rows by ``sources.chunks.rows_reader``: h5py, or
-    chunk by chunk where gzip-compressed; an .npz profile batch by batch by ``sources.npz.NpzArray``), else as a
-    user's script does (h5py slices; ``np.load`` of each .npz file, whole)."""
+    profile logits; predicted bigWigs: their values over the ``windows`` (chrom, start, end), and the log of each
+    window's total): ``fast``, as ``score`` reads them (HDF5 rows by ``sources.chunks.rows_reader``: h5py, or chunk
+    by chunk where gzip-compressed; an .npz profile batch by batch by ``sources.npz.NpzArray``; bigWigs by
+    ``BigWigReader``, told the windows at ``rows`` (default: all) first), else as a user's script does (h5py slices; ``np.load`` of each .npz
+    file, whole; pyBigWig ``values`` per window and file)."""
     import h5py
 
+    from bpnet_eval.sources.bigwig import BigWigReader
     from bpnet_eval.sources.chunks import rows_reader
     from bpnet_eval.sources.npz import NpzArray
 
     layout = prediction_layout(Path(predictions[0]).parent)
+    if layout == "bigwig":
+        chrom, start, end = windows
+        if fast:
+            rows = np.arange(len(start)) if rows is None else rows
+            readers = [BigWigReader(str(path)) for path in predictions]
+            for reader in readers:
+                reader.expect(reader.chrom_ids(chrom[rows]), start[rows], end[rows])
+            values = lambda i, j: np.stack([r.read(chrom[i:j], start[i:j], end[i:j]) for r in readers], axis=1)
+        else:
+            import pyBigWig
+
+            readers = [pyBigWig.open(str(path)) for path in predictions]
+            values = lambda i, j: np.array([[np.nan_to_num(bw.values(chrom[r], int(start[r]), int(end[r]),
+                                                                     numpy=True)) for bw in readers]
+                                            for r in range(i, j)], dtype=np.float32)
+        try:
+            def read(i, j):
+                profile = values(i, j)
+                return profile, np.log(profile.sum(axis=(1, 2), dtype=np.float64))[:, None]
+
+            yield read
+        finally:
+            for reader in readers:
+                reader.close()
+        return
     if layout == "npz":
         if not fast:
             profile, logcounts = (np.load(path)["arr_0"] for path in predictions)
@@ -157,7 +191,7 @@ def read_batches(predictions, truth, chrom, start, end, bounds) -> float:
     for reader in readers:  # told the windows to come, as score's reading processes tell each file (``expect``)
         reader.expect(reader.chrom_ids(chrom[rows]), start[rows], end[rows])
     checksum = 0.0
-    with opened_predictions(predictions, fast=True) as read:
+    with opened_predictions(predictions, True, (chrom, start, end), rows) as read:
         for i, j in bounds:
             logits, logcounts = read(i, j)
             checksum += float(logits[:, 0].sum()) + float(logcounts.sum())
@@ -211,14 +245,14 @@ def stage_compute(case_dir: Path, n: int, batch_size: int, device: str, held_bat
     predictions, truth, chrom, start, end = load_case(case_dir, min(n, held_batches * batch_size))
     readers = [BigWigReader(str(p)) for p in truth]
     track_names = ["plus", "minus"] if len(truth) == 2 else [f"track{s}" for s in range(len(truth))]
-    probabilities = prediction_layout(case_dir) == "chrombpnet"
+    layout = prediction_layout(case_dir)
     batches = []
-    with opened_predictions(predictions, fast=True) as read:
+    with opened_predictions(predictions, True, (chrom, start, end)) as read:
         for i in range(0, len(start), batch_size):
             j = min(len(start), i + batch_size)
             observed = np.stack([r.read(chrom[i:j], start[i:j], end[i:j]) for r in readers], axis=1)
             profile, logcounts = read(i, j)
-            batches.append((as_logits(profile, probabilities), logcounts.reshape(j - i, -1), observed))
+            batches.append((as_logits(profile, layout), logcounts.reshape(j - i, -1), observed))
     computer = BatchComputer(count_loss_weight=1.0, track_names=track_names, device=device)
     done, k = 0, 0
     began = time.perf_counter()
@@ -243,11 +277,11 @@ def stage_naive(case_dir: Path, n: int, heavy: bool = True) -> dict:
     from naive import bpnet_lite_measures, count_measures, seed_losses
 
     predictions, truth, chrom, start, end = load_case(case_dir, n)
-    probabilities = prediction_layout(case_dir) == "chrombpnet"
+    layout = prediction_layout(case_dir)
     began = time.perf_counter()
     handles = [pyBigWig.open(str(p)) for p in truth]
     per_region, logcounts_all, totals_all = [], [], []
-    with opened_predictions(predictions, fast=False) as read, torch.no_grad():
+    with opened_predictions(predictions, False, (chrom, start, end)) as read, torch.no_grad():
         opened = time.perf_counter() - began  # (an .npz loaded whole: once, whatever n)
         for i in range(0, n, NAIVE_BATCH):
             j = min(n, i + NAIVE_BATCH)
@@ -257,7 +291,7 @@ def stage_naive(case_dir: Path, n: int, heavy: bool = True) -> dict:
                     observed[r - i, s] = np.nan_to_num(bw.values(chrom[r], int(start[r]), int(end[r]), numpy=True))
             # float32, as bpnet-lite computes (chrombpnet's profiles and log counts are stored as float64)
             stored_logits, stored_logcounts = read(i, j)
-            logits = torch.tensor(as_logits(stored_logits, probabilities), dtype=torch.float32)
+            logits = torch.tensor(as_logits(stored_logits, layout), dtype=torch.float32)
             logcounts = torch.tensor(stored_logcounts.reshape(j - i, -1), dtype=torch.float32)
             true_counts = torch.tensor(observed)
             columns = seed_losses(true_counts, logits, logcounts)

@@ -36,16 +36,25 @@ def score_files(case, description) -> list:
 
 
 def observed_windows(case, description):
-    """Observed counts ``(N, S, L)`` of the stored windows (of ``regions.bed`` for ``npz``), through pyBigWig."""
-    if description["predictions_layout"] == "npz":
+    """Observed counts ``(N, S, L)`` of the stored windows (of ``regions.bed`` for ``npz`` and ``predbw``), through
+    pyBigWig."""
+    chrom, start, end = case_windows(case, description)
+    return chrom, start, windows_of([case / name for name in description["files"]["truth"]], chrom, start, end)
+
+
+def windows_of(paths, chrom, start, end) -> np.ndarray:
+    """The values of bigWigs ``paths`` over the windows, ``(N, len(paths), L)``, through pyBigWig."""
+    handles = [pyBigWig.open(str(path)) for path in paths]
+    return np.array([[np.nan_to_num(bw.values(c, int(a), int(b), numpy=True)) for bw in handles]
+                     for c, a, b in zip(chrom, start, end)])
+
+
+def case_windows(case, description):
+    """A case's windows: of its ``regions.bed`` where its predictions store none, else stored."""
+    if description["predictions_layout"] in ("npz", "bigwig"):
         rows = [line.split("\t") for line in (case / "regions.bed").read_text().splitlines()]
-        chrom, start, end = [r[0] for r in rows], np.array([int(r[1]) for r in rows]), np.array([int(r[2]) for r in rows])
-    else:
-        chrom, start, end = stored_windows(case, description)
-    handles = [pyBigWig.open(str(case / name)) for name in description["files"]["truth"]]
-    out = np.array([[np.nan_to_num(bw.values(c, int(a), int(b), numpy=True)) for bw in handles]
-                    for c, a, b in zip(chrom, start, end)])
-    return chrom, start, out
+        return [r[0] for r in rows], np.array([int(r[1]) for r in rows]), np.array([int(r[2]) for r in rows])
+    return stored_windows(case, description)
 
 
 def stored_windows(case, description):
@@ -66,6 +75,8 @@ def test_each_shape_holds_what_it_says(cases):
         tracks = 1 if shape in ("s1", "chrombpnet") else 2
         if shape == "npz":  # (test_the_npz_shape_...)
             assert np.load(case / "predictions.profile.npz")["arr_0"].shape == (400, tracks, 1000)
+        elif shape == "predbw":  # (test_the_predbw_shape_...)
+            assert description["files"]["predictions"] == "predicted.plus.bw,predicted.minus.bw"
         else:
             with h5py.File(case / "predictions.h5", "r") as h5:
                 if shape == "chrombpnet":
@@ -324,3 +335,47 @@ def test_the_npz_shape_holds_the_chip_predictions_as_bpnet_lite_writes_them(case
     shared = [name for name in reports[0][0] if name in reports[1][0]]  # (chip's also has its peak flags)
     assert len(shared) == len(reports[0][0]) >= 8
     assert [[row[k] for k in shared] for row in reports[0]] == [[row[k] for k in shared] for row in reports[1]]
+
+
+def test_the_predbw_shape_holds_predicted_bigwigs_a_block_a_window(cases):
+    """``predbw``: counts-scale predictions (softmax times the predicted total, float32) on every base of its windows,
+    which tile the chromosomes without overlapping, one fixed-step data block a window (the R tree's item count, read
+    from the file), nothing between the windows."""
+    import struct
+
+    case, description = cases["predbw"]
+    chrom, start, end = case_windows(case, description)
+    assert len(start) == 400 and (end - start == 1000).all() and (start % 1000 == 0).all()
+    order = list(description["chrom_sizes"])
+    keys = [(order.index(c), a) for c, a in zip(chrom, start)]
+    assert keys == sorted(set(keys))  # genome order, no window twice: none overlap
+    paths = [case / name for name in description["files"]["predictions"].split(",")]
+    predicted = windows_of(paths, chrom, start, end)
+    assert (predicted > 0).all() and (predicted != np.rint(predicted)).mean() > 0.99
+    totals = predicted.sum(axis=(1, 2))
+    assert np.log(totals).std() > 0.3  # predicted totals vary from window to window
+    for path in paths:
+        raw = path.read_bytes()
+        index_offset = struct.unpack_from("<Q", raw, 24)[0]
+        magic, _, blocks = struct.unpack_from("<IIQ", raw, index_offset)
+        assert magic == 0x2468ACE0 and blocks == len(start)
+        with pyBigWig.open(str(path)) as bw:
+            covered = sum(len(bw.intervals(c) or ()) for c in bw.chroms())
+        assert covered == 1000 * len(start)  # one value a base of the windows, none elsewhere
+
+
+def test_the_benchmarks_readers_agree_on_every_prediction_layout(cases):
+    """bench/run_bench.py reads predictions as score does (the floor) and as a user's script does (the naive
+    pipeline): the same profiles and log counts either way, for the HDF5, chrombpnet, .npz and bigWig layouts."""
+    from run_bench import load_case, opened_predictions
+
+    for shape in ("chip", "chrombpnet", "npz", "predbw"):
+        case = cases[shape][0]
+        predictions, _, chrom, start, end = load_case(case, 400)
+        with opened_predictions(predictions, True, (chrom, start, end)) as fast, \
+                opened_predictions(predictions, False, (chrom, start, end)) as naive:
+            for i, j in ((0, 150), (150, 400), (37, 38)):
+                (a, b), (c, d) = fast(i, j), naive(i, j)
+                np.testing.assert_array_equal(a, c, err_msg=shape)
+                np.testing.assert_array_equal(np.asarray(b).reshape(j - i, -1), np.asarray(d).reshape(j - i, -1),
+                                              err_msg=shape)
