@@ -122,63 +122,78 @@ def load_case(case_dir: Path, n: int):
     return predictions, truth, chrom, start, end
 
 
-@contextmanager
 def opened_predictions(predictions: list, fast: bool, windows: tuple, rows: Optional[np.ndarray] = None):
-    """``read(i, j) -> (profile, log counts)`` of a case's prediction files, as stored (``as_logits`` makes the
-    profile logits; predicted bigWigs: their values over the ``windows`` (chrom, start, end), and the log of each
-    window's total): ``fast``, as ``score`` reads them (HDF5 rows by ``sources.chunks.rows_reader``: h5py, or chunk
-    by chunk where gzip-compressed; an .npz profile batch by batch by ``sources.npz.NpzArray``; bigWigs by
-    ``BigWigReader``, told the windows at ``rows`` (default: all) first), else as a user's script does (h5py slices; ``np.load`` of each .npz
-    file, whole; pyBigWig ``values`` per window and file)."""
-    import h5py
-
-    from bpnet_eval.sources.bigwig import BigWigReader
-    from bpnet_eval.sources.chunks import rows_reader
-    from bpnet_eval.sources.npz import NpzArray
-
+    """A context giving ``read(i, j) -> (profile, log counts)`` of a case's prediction files, as stored
+    (``as_logits`` makes the profile logits): ``fast``, as ``score`` reads them, else as a user's script does; the
+    ``windows`` (chrom, start, end) and ``rows`` serve predicted bigWigs (``_bigwig_predictions``)."""
     layout = prediction_layout(Path(predictions[0]).parent)
     if layout == "bigwig":
-        chrom, start, end = windows
-        if fast:
-            rows = np.arange(len(start)) if rows is None else rows
-            readers = [BigWigReader(str(path)) for path in predictions]
-            for reader in readers:
-                reader.expect(reader.chrom_ids(chrom[rows]), start[rows], end[rows])
-            values = lambda i, j: np.stack([r.read(chrom[i:j], start[i:j], end[i:j]) for r in readers], axis=1)
-        else:
-            import pyBigWig
-
-            readers = [pyBigWig.open(str(path)) for path in predictions]
-            values = lambda i, j: np.array([[np.nan_to_num(bw.values(chrom[r], int(start[r]), int(end[r]),
-                                                                     numpy=True)) for bw in readers]
-                                            for r in range(i, j)], dtype=np.float32)
-        try:
-            def read(i, j):
-                profile = values(i, j)
-                return profile, np.log(profile.sum(axis=(1, 2), dtype=np.float64))[:, None]
-
-            yield read
-        finally:
-            for reader in readers:
-                reader.close()
-        return
+        return _bigwig_predictions(predictions, fast, windows, rows)
     if layout == "npz":
-        if not fast:
-            profile, logcounts = (np.load(path)["arr_0"] for path in predictions)
-            yield lambda i, j: (profile[i:j], logcounts[i:j])
-            return
-        profile, counts = (NpzArray(str(path), memory_limit=1 << 62) for path in predictions)
-        logcounts = counts.load()
-        try:
-            yield lambda i, j: (profile.rows(i, j), logcounts[i:j])
-        finally:
-            profile.close()
-        return
-    profile_name, logcounts_name = PREDICTION_DATASETS[layout]
-    with h5py.File(predictions[0], "r") as h5:
+        return _npz_predictions(predictions, fast)
+    return _hdf5_predictions(predictions[0], fast, *PREDICTION_DATASETS[layout])
+
+
+@contextmanager
+def _hdf5_predictions(path: Path, fast: bool, profile_name: str, logcounts_name: str):
+    """HDF5 rows by ``sources.chunks.rows_reader`` (``fast``: h5py, or chunk by chunk where gzip-compressed), else
+    h5py slices."""
+    import h5py
+
+    from bpnet_eval.sources.chunks import rows_reader
+
+    with h5py.File(path, "r") as h5:
         profile, logcounts = (rows_reader(h5[profile_name]), rows_reader(h5[logcounts_name])) if fast else \
             (lambda i, j: h5[profile_name][i:j], lambda i, j: h5[logcounts_name][i:j])
         yield lambda i, j: (profile(i, j), logcounts(i, j))
+
+
+@contextmanager
+def _npz_predictions(paths: list, fast: bool):
+    """The profile batch by batch by ``sources.npz.NpzArray`` (``fast``), else each file ``np.load``ed whole."""
+    from bpnet_eval.sources.npz import NpzArray
+
+    if not fast:
+        profile, logcounts = (np.load(path)["arr_0"] for path in paths)
+        yield lambda i, j: (profile[i:j], logcounts[i:j])
+        return
+    profile, counts = (NpzArray(str(path), memory_limit=1 << 62) for path in paths)
+    logcounts = counts.load()
+    try:
+        yield lambda i, j: (profile.rows(i, j), logcounts[i:j])
+    finally:
+        profile.close()
+
+
+@contextmanager
+def _bigwig_predictions(paths: list, fast: bool, windows: tuple, rows: Optional[np.ndarray]):
+    """Counts-scale bigWigs' values over the windows and the log of each window's total: by ``BigWigReader``, told
+    the windows at ``rows`` (default: all) first (``fast``), else by pyBigWig ``values`` per window and file."""
+    chrom, start, end = windows
+    if fast:
+        from bpnet_eval.sources.bigwig import BigWigReader
+
+        rows = np.arange(len(start)) if rows is None else rows
+        readers = [BigWigReader(str(path)) for path in paths]
+        for reader in readers:
+            reader.expect(reader.chrom_ids(chrom[rows]), start[rows], end[rows])
+        values = lambda i, j: np.stack([r.read(chrom[i:j], start[i:j], end[i:j]) for r in readers], axis=1)
+    else:
+        import pyBigWig
+
+        readers = [pyBigWig.open(str(path)) for path in paths]
+        values = lambda i, j: np.array([[np.nan_to_num(bw.values(chrom[r], int(start[r]), int(end[r]), numpy=True))
+                                         for bw in readers] for r in range(i, j)], dtype=np.float32)
+
+    def read(i, j):
+        profile = values(i, j)
+        return profile, np.log(profile.sum(axis=(1, 2), dtype=np.float64))[:, None]
+
+    try:
+        yield read
+    finally:
+        for reader in readers:
+            reader.close()
 
 
 def read_batches(predictions, truth, chrom, start, end, bounds) -> float:
