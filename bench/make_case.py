@@ -35,7 +35,7 @@ Shapes (``--shape``; ``SHAPES`` below):
   gzip-compressed in chunks of one region each; ``scaffolds``: the ``chip`` signal on a draft assembly of 20,000
   small contigs (a data block or more each, most holding a few hundred intervals); ``npz``: the ``chip`` case (same
   seed: the same signal and predictions) with its predictions as bpnet-lite 0.9's ``predict`` writes them;
-  ``predbw``: the ``chip`` signal with counts-scale predicted bigWigs over windows that tile the chromosomes.
+  ``predbw``: the ``chip`` signal on a genome twice its size with counts-scale predicted bigWigs, a block a window.
 
 Writes into OUT_DIR:
 
@@ -143,8 +143,9 @@ SHAPES = {
                  "files (profile logits, log counts) and the windows in a BED file", predictions_layout="npz"),
     "predbw": Shape("the chip signal with its predictions as counts-scale bigWigs, one a strand, each window written "
                     "by one pyBigWig addEntries (one fixed-step block a window, as chrombpnet's pred_bw is): windows "
-                    "tiling the chromosomes evenly (a bigWig holds one value a base: they must not overlap), in a "
-                    "BED file", predictions_layout="bigwig"),
+                    "spread evenly over the tiles of a genome twice the chip case's, none touching another (a bigWig "
+                    "holds one value a base; pyBigWig joins touching windows into one block), in a BED file",
+                    predictions_layout="bigwig", genome_scale=2.0),
 }
 
 
@@ -443,12 +444,12 @@ def write_npz_predictions(out: Path, chrom, start, length: int, counts_by_chrom:
 
 
 def tiled_windows(sizes: dict, n_regions: int, length: int):
-    """``n_regions`` windows of ``length`` spread evenly over the chromosomes' ``length``-wide tiles (none
-    overlapping), in genome order: chromosome and start."""
+    """``n_regions`` windows of ``length`` spread evenly over the chromosomes' ``length``-wide tiles, at least one tile
+    apart (none overlapping or touching), in genome order: chromosome and start."""
     chrom = np.concatenate([[c] * (size // length) for c, size in sizes.items()]).astype(object)
     start = np.concatenate([np.arange(size // length, dtype=np.int64) * length for size in sizes.values()])
-    if len(start) < n_regions:
-        raise SystemExit(f"the genome holds {len(start)} windows of {length} bp, not {n_regions}: ask for fewer")
+    if len(start) < 2 * n_regions:
+        raise SystemExit(f"the genome holds {len(start)} tiles of {length} bp, not twice {n_regions}: ask for fewer")
     pick = np.linspace(0, len(start) - 1, n_regions).round().astype(np.int64)
     return chrom[pick], start[pick]
 

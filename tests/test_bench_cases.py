@@ -339,8 +339,8 @@ def test_the_npz_shape_holds_the_chip_predictions_as_bpnet_lite_writes_them(case
 
 def test_the_predbw_shape_holds_predicted_bigwigs_a_block_a_window(cases):
     """``predbw``: counts-scale predictions (softmax times the predicted total, float32) on every base of its windows,
-    which tile the chromosomes without overlapping, one fixed-step data block a window (the R tree's item count, read
-    from the file), nothing between the windows."""
+    which lie on the chromosomes' tiles without touching, one fixed-step data block a window (the R tree's item count,
+    read from the file), nothing between the windows."""
     import struct
 
     case, description = cases["predbw"]
@@ -349,6 +349,7 @@ def test_the_predbw_shape_holds_predicted_bigwigs_a_block_a_window(cases):
     order = list(description["chrom_sizes"])
     keys = [(order.index(c), a) for c, a in zip(chrom, start)]
     assert keys == sorted(set(keys))  # genome order, no window twice: none overlap
+    assert not any(c == chrom[k - 1] and a == end[k - 1] for k, (c, a) in enumerate(zip(chrom, start)) if k)
     paths = [case / name for name in description["files"]["predictions"].split(",")]
     predicted = windows_of(paths, chrom, start, end)
     assert (predicted > 0).all() and (predicted != np.rint(predicted)).mean() > 0.99
