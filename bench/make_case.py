@@ -360,6 +360,18 @@ def predicted_slices(chrom, start, length: int, counts_by_chrom: dict, smooth_by
             np.float32)
 
 
+def slice_rows(n: int, tracks: int, length: int) -> int:
+    """Regions a slice of predictions holds (about ``CHUNK_BYTES`` of float32 logits): what every writer writes at a
+    time, so that every layout gets the same values from the same random draws."""
+    return max(1, min(n, CHUNK_BYTES // (tracks * length * 4)))
+
+
+def write_bed(path: Path, chrom, start, length: int) -> None:
+    """The windows ``start..start + length`` as a BED file, in order."""
+    with open(path, "w") as handle:
+        handle.writelines(f"{c}\t{a}\t{a + length}\n" for c, a in zip(chrom, np.asarray(start).tolist()))
+
+
 def write_predictions(path: Path, chrom, start, peak, length: int, counts_by_chrom: dict,
                       smooth_by_chrom: dict, rng, layout: str = "native", region_chunks: bool = False) -> int:
     """The predictions in the native HDF5 layout or chrombpnet's (``layout``), written slice by slice (the native
@@ -368,7 +380,7 @@ def write_predictions(path: Path, chrom, start, peak, length: int, counts_by_chr
         return write_chrombpnet_predictions(path, chrom, start, peak, length, counts_by_chrom, smooth_by_chrom, rng)
     n = len(start)
     tracks = next(iter(counts_by_chrom.values())).shape[0]
-    slice_regions = max(1, min(n, CHUNK_BYTES // (tracks * length * 4)))
+    slice_regions = slice_rows(n, tracks, length)
     chunk_regions = 1 if region_chunks else slice_regions
     with h5py.File(path, "w") as h5:
         logits_ds = h5.create_dataset("predictions/logits", shape=(n, tracks, length), dtype=np.float32,
@@ -427,7 +439,7 @@ def write_npz_predictions(out: Path, chrom, start, length: int, counts_by_chrom:
     the slice size."""
     n = len(start)
     tracks = next(iter(counts_by_chrom.values())).shape[0]
-    rows = max(1, min(n, CHUNK_BYTES // (tracks * length * 4)))
+    rows = slice_rows(n, tracks, length)
     logcounts = np.empty((n, 1), np.float32)
     with zipfile.ZipFile(out / "predictions.profile.npz", "w", zipfile.ZIP_DEFLATED) as archive, \
             archive.open("arr_0.npy", "w", force_zip64=True) as member:
@@ -438,8 +450,7 @@ def write_npz_predictions(out: Path, chrom, start, length: int, counts_by_chrom:
             member.write(np.ascontiguousarray(logits, np.float32).tobytes())
             logcounts[i:j, 0] = predicted
     np.savez_compressed(out / "predictions.counts.npz", logcounts)
-    with open(out / "regions.bed", "w") as handle:
-        handle.writelines(f"{c}\t{a}\t{a + length}\n" for c, a in zip(chrom, np.asarray(start).tolist()))
+    write_bed(out / "regions.bed", chrom, start, length)
     return rows
 
 
@@ -463,7 +474,7 @@ def write_bigwig_predictions(out: Path, sizes: dict, chrom, start, length: int, 
     as ``regions.bed``. Returns the file names."""
     tracks = next(iter(counts_by_chrom.values())).shape[0]
     names = ["predicted.bw"] if tracks == 1 else ["predicted.plus.bw", "predicted.minus.bw"]
-    rows = max(1, min(len(start), CHUNK_BYTES // (tracks * length * 4)))
+    rows = slice_rows(len(start), tracks, length)
     files = [pyBigWig.open(str(out / name), "w") for name in names]
     try:
         for bw in files:
@@ -480,8 +491,7 @@ def write_bigwig_predictions(out: Path, sizes: dict, chrom, start, length: int, 
     finally:
         for bw in files:
             bw.close()
-    with open(out / "regions.bed", "w") as handle:
-        handle.writelines(f"{c}\t{a}\t{a + length}\n" for c, a in zip(chrom, np.asarray(start).tolist()))
+    write_bed(out / "regions.bed", chrom, start, length)
     return names
 
 
