@@ -66,7 +66,7 @@ from bpnet_eval.input_files import UNEXPECTED_READ_ERRORS, error_reason, open_re
 from bpnet_eval.process import trim_heap
 from bpnet_eval.sources.deflate import INFLATE_ERRORS, inflate
 from bpnet_eval.sources.intervals import (Block, DenseGenome, IntervalSet, SparseGenome, WindowedDense, clean_blocks,
-                                          covered, expand_ranges, folded_narrow, genome_keys, holds, in_genome_order,
+                                          copy_windows, covered, expand_ranges, folded_narrow, genome_keys, holds, in_genome_order,
                                           interval_bytes, is_clean, joined_narrow, merged_ranges, narrow_intervals,
                                           overlapping, spans_filled, value_dtype)
 
@@ -97,6 +97,7 @@ _INFLATE_CPUS = allotted_cpus()
 _UNREAD = object()  # (``BigWigReader._decode_block``: no section given)
 _NARROW_GENOME = (1 << 32) - (1 << 16)  # genome positions (and a narrow interval's end) fit uint32 below this
 _CACHED_BYTES_PER_INTERVAL = 16  # three uint32 positions + one float32 value
+_BASE_STEP_BYTES = 32 << 20  # inflated blocks of one value a base held at once (``_fill_base_steps``)
 _FIT_SAMPLE_BLOCKS = 16  # blocks decoded, evenly spaced, to tell whether a file decoded whole fits (``expect``)
 
 _SMALLEST_FLOAT32 = float(np.finfo(np.float32).smallest_subnormal)  # no stored value lies in (0, this)
@@ -260,6 +261,8 @@ class BigWigReader:
          self._uncompress_buf_size, _) = struct.unpack(e + "IHHQQQHHQQIQ", raw)
         # a data section's header: chrom, start, end, step, span, type, reserved, item count
         self._section = struct.Struct(e + "IIIIIBBH")
+        self._section_dtype = np.dtype([("chrom", e + "u4"), ("start", e + "u4"), ("end", e + "u4"), ("step", e + "u4"),
+                                        ("span", e + "u4"), ("type", "u1"), ("reserved", "u1"), ("count", e + "u2")])
         self._item_dtypes = {
             1: np.dtype([("start", e + "u4"), ("end", e + "u4"), ("value", e + "f4")]),
             2: np.dtype([("start", e + "u4"), ("value", e + "f4")]),
@@ -324,6 +327,7 @@ class BigWigReader:
         self._block_size = blocks["size"][order].astype(np.int64)
         ends = self._block_offset + self._block_size
         self._resident_ok = True  # until decoding it whole showed the file is not clean or too big
+        self._base_steps = True  # until blocks read were found not all of one value a base (``_fill_base_steps``)
         small = int(self._block_size.sum()) <= _RESIDENT_COMPRESSED_BYTES
         self._resident_due = 0 if small else max(1, int(np.ceil(_RESIDENT_AFTER_SHARE * len(order))))
         self._resident_due_at_open = self._resident_due  # (``forget_windows``)
@@ -422,9 +426,10 @@ class BigWigReader:
             values = np.where(missing, np.float32(0.0), values)
         return chrom << 32, start, end, values, clean
 
-    def _blocks(self, needed: np.ndarray):
-        """Decoded intervals of the given blocks, from the cache where possible."""
-        out, stored = [], {}
+    def _blocks(self, needed: np.ndarray, stored: Optional[dict] = None):
+        """Decoded intervals of the given blocks, from the cache where possible (``stored``: blocks' bytes already read,
+        ``_stored_blocks``)."""
+        out, stored, fresh = [], {} if stored is None else stored, {}
         with self._lock:
             cache = self._cache
             needed = needed.tolist()
@@ -435,19 +440,28 @@ class BigWigReader:
                         stored = self._next_stored(needed, at)
                     hit = Block(*self._decode_block(block, stored.pop(block)))
                     if not self._seen[block]:
-                        self._seen[block] = True
-                        self._seen_blocks += 1
-                        if self._seen_blocks <= _ESTIMATE_BLOCKS or self._seen_blocks % _ESTIMATE_STRIDE == 0:
-                            self._sample(hit)
+                        fresh[block] = hit
                     cache[block] = hit
                     self._cache_size += len(hit.start) * _CACHED_BYTES_PER_INTERVAL
                 else:
                     cache.move_to_end(block)
                 out.append(hit)
+            if fresh:
+                self._note_seen(np.fromiter(fresh, dtype=np.int64, count=len(fresh)), fresh.__getitem__)
             while self._cache_size > self._kept_limit(_CACHE_BYTES) and len(cache) > len(out):
                 _, old = cache.popitem(last=False)
                 self._cache_size -= len(old.start) * _CACHED_BYTES_PER_INTERVAL
         return out
+
+    def _note_seen(self, new: np.ndarray, decoded) -> None:
+        """Count blocks decoded for the first time (``new``, in stored order, none seen before) in ``_seen``, and those
+        that fall to be sampled (the first ``_ESTIMATE_BLOCKS``, then every ``_ESTIMATE_STRIDE``-th) in the estimate
+        (``decoded(block)``: its ``Block``, asked for those only)."""
+        rank = self._seen_blocks + np.arange(1, len(new) + 1)
+        self._seen[new] = True
+        self._seen_blocks += len(new)
+        for block in new[(rank <= _ESTIMATE_BLOCKS) | (rank % _ESTIMATE_STRIDE == 0)].tolist():
+            self._sample(decoded(block))
 
     def _sample(self, block: "Block") -> None:
         """Count a decoded block in the estimate of what the file kept whole takes: its intervals less its zeros, and
@@ -535,15 +549,108 @@ class BigWigReader:
         return values
 
     def _read_blocks(self, key0: np.ndarray, width: int, flat: np.ndarray) -> None:
-        """Fill windows from the blocks they touch, decoded now or taken from the cache.
+        """Fill windows from the blocks they touch: straight from blocks of one value a base where they hold them
+        (``_fill_base_steps``), the others decoded block by block (``_fill_decoded``)."""
+        touched = self._touched(key0, width)
+        if len(touched[0]) == 0:
+            return
+        if not self._base_steps:
+            self._fill_decoded(key0, width, flat, touched)
+            return
+        rest, stored = self._fill_base_steps(key0, width, flat.reshape(len(key0), width), np.unique(touched[0]))
+        if len(rest) == len(key0):
+            self._fill_decoded(key0, width, flat, touched, stored)
+        elif len(rest):
+            part = np.zeros((len(rest), width), dtype=np.float32)
+            self._fill_decoded(key0[rest], width, part.reshape(-1), self._touched(key0[rest], width), stored)
+            flat.reshape(len(key0), width)[rest] = part
+
+    def _fill_base_steps(self, key0: np.ndarray, width: int, out: np.ndarray, needed: np.ndarray):
+        """Where the blocks that windows touch each hold one fixed step of one value a base (step and span 1: a predicted
+        bigWig, a dense track written by pyBigWig) and none overlaps another, copy each window that lies in one block,
+        or in blocks that follow each other without a gap, straight from the blocks' inflated bytes: no block is
+        decoded on its own or cached (each window of such a file is mostly read once). Blocks are read
+        ``_BASE_STEP_BYTES`` at a time, in genome order. Returns ``(rest, stored)``: the windows left to fill from
+        decoded blocks, and the bytes of the last blocks read where they were not of that kind (then every window,
+        and ``_base_steps`` is False: the file is read block by block from then on)."""
+        largest = self._uncompress_buf_size or int(self._block_size[needed].max())
+        group = max(1, _BASE_STEP_BYTES // max(largest, 1))
+        waiting, reached = np.ones(len(key0), dtype=bool), -1
+        for at in range(0, len(needed), group):
+            blocks = needed[at:at + group]
+            stored = self._stored_blocks(blocks.tolist())
+            steps = self._base_step_values(blocks, stored)
+            if steps is None or steps[1][0] < reached:  # all windows from decoded blocks, as if never copied here
+                self._base_steps = False
+                out[...] = 0.0
+                return np.arange(len(key0)), stored
+            values, low, high, first, run = steps
+            reached = high[-1]
+            todo = np.flatnonzero(waiting)
+            start, end = key0[todo], key0[todo] + width
+            k = np.maximum(np.searchsorted(low, start, side="right") - 1, 0)  # the block of a window's first base
+            last = np.maximum(np.searchsorted(low, end, side="left") - 1, 0)  # and of its last
+            inside = (low[k] <= start) & (end <= high[last]) & (run[k] == run[last])
+            rows, k = todo[inside], k[inside]
+            if len(rows) == len(key0):
+                copy_windows(values, first[k] + (key0 - low[k]), width, out)
+            elif len(rows):
+                part = np.empty((len(rows), width), dtype=np.float32)
+                copy_windows(values, first[k] + (key0[rows] - low[k]), width, part)
+                out[rows] = part
+            waiting[rows] = False
+        rest = np.flatnonzero(waiting)
+        if len(rest) < len(key0) and np.isnan(np.minimum.reduce(out, axis=None)):  # stored NaN: read as 0
+            np.copyto(out, np.float32(0.0), where=np.isnan(out))
+        return rest, None
+
+    def _base_step_values(self, blocks: np.ndarray, stored: dict):
+        """The values of ``blocks`` (sorted by start), each holding one fixed step of step and span 1, back to back:
+        ``(values, low, high, first, run)``, block ``i`` holding keys ``[low[i], high[i])`` from ``values[first[i]]``,
+        blocks of one ``run`` following each other without a gap (their values one after another there); None
+        where one is not such a block (or does not decode), or blocks overlap. Counts the blocks as decoded
+        (``_note_seen``)."""
+        datas = [stored[block] for block in blocks.tolist()]
+        if any(data is None for data in datas):
+            return None
+        sizes = np.fromiter(map(len, datas), dtype=np.int64, count=len(datas))
+        offsets = np.cumsum(sizes) - sizes
+        if sizes.min() < _SECTION_HEADER_SIZE or (sizes % 4).any():
+            return None
+        joined = np.frombuffer(b"".join(datas), dtype=np.uint8)
+        head = joined[offsets[:, None] + np.arange(_SECTION_HEADER_SIZE)].view(self._section_dtype)[:, 0]
+        count = head["count"].astype(np.int64)
+        start = head["start"].astype(np.int64)
+        low = (head["chrom"].astype(np.int64) << 32) + start
+        high = low + count
+        if not ((head["type"] == 3) & (head["step"] == 1) & (head["span"] == 1) & (count > 0)
+                & (start + count <= 0xFFFFFFFF) & (sizes >= _SECTION_HEADER_SIZE + 4 * count)).all():
+            return None
+        if (low[1:] < high[:-1]).any():  # (overlapping blocks: the general path lets the later one win)
+            return None
+        with self._lock:
+            new = blocks[~self._seen[blocks]]
+            new = new[np.argsort(self._block_rank[new], kind="stable")]
+            self._note_seen(new, lambda block: Block(*self._decode_block(block, stored[block])))
+        floats = joined.view(self._item_dtypes[3]["value"])
+        data = (offsets + _SECTION_HEADER_SIZE) // 4
+        touching = low[1:] == high[:-1]
+        run = np.concatenate(([0], np.cumsum(~touching)))  # blocks that follow each other without a gap: one run
+        if not touching.any():  # each block's values where they lie
+            return floats, low, high, data, run
+        values = floats[expand_ranges(data, data + count, owners=False)[0]]  # without the headers between them
+        return values, low, high, np.cumsum(count) - count, run
+
+    def _fill_decoded(self, key0: np.ndarray, width: int, flat: np.ndarray, touched: tuple,
+                      stored: Optional[dict] = None) -> None:
+        """Fill windows from the blocks they touch (``_touched``), decoded now (``stored``: some read already) or taken
+        from the cache.
 
         From each block only the intervals between its first and last window are kept. Clean blocks whose
         intervals follow each other are filled like a file kept whole; otherwise they are combined in stored
         order, so that where intervals overlap the later one wins.
         """
-        block, window = self._touched(key0, width)
-        if len(block) == 0:
-            return
+        block, window = touched
         by_block = np.argsort(block, kind="stable")
         block, first_key = block[by_block], key0[window[by_block]]
         needed, first = np.unique(block, return_index=True)
@@ -551,7 +658,7 @@ class BigWigReader:
         highest = (np.maximum.reduceat(first_key, first) + width).tolist()
         stored_order = np.argsort(self._block_rank[needed], kind="stable").tolist()
         parts, clean = [None] * len(needed), True  # in genome order
-        for i, block in zip(stored_order, self._blocks(needed[stored_order])):
+        for i, block in zip(stored_order, self._blocks(needed[stored_order], stored)):
             keep = block.between(lowest[i], highest[i])
             parts[i] = (block.chrom, block.start[keep], block.end[keep], block.value[keep])
             clean = clean and block.clean

@@ -240,7 +240,7 @@ def _write_span(values: np.ndarray, at: int, start: np.ndarray, end: np.ndarray,
     values[at:at + hi - lo] = value if hi - lo == len(value) else _with_gaps(start - lo, end - lo, value, hi - lo)
 
 
-def _copy_windows(values: np.ndarray, first: np.ndarray, width: int, out: np.ndarray) -> None:
+def copy_windows(values: np.ndarray, first: np.ndarray, width: int, out: np.ndarray) -> None:
     """Copy ``values[first[k]:first[k] + width]`` into row ``k`` of ``out``, a bounded number of rows at a time."""
     rows = np.lib.stride_tricks.sliding_window_view(values, width)
     step = max(1, _FILL_ELEMENTS // width)
@@ -263,7 +263,7 @@ class DenseGenome:
 
     def fill(self, key0: np.ndarray, width: int, out: np.ndarray) -> None:
         """Copy windows [key0, key0 + width) into the rows of out."""
-        _copy_windows(self.values, self.offsets[key0 >> 32] + (key0 & 0xFFFFFFFF), width, out)
+        copy_windows(self.values, self.offsets[key0 >> 32] + (key0 & 0xFFFFFFFF), width, out)
 
 
 class WindowedDense:
@@ -312,7 +312,7 @@ class WindowedDense:
     def fill(self, key0: np.ndarray, width: int, out: np.ndarray) -> None:
         """Copy windows [key0, key0 + width), each inside one range, into the rows of out."""
         rank = np.searchsorted(self.low, key0, side="right") - 1
-        _copy_windows(self.values, self.offsets[rank] + (key0 - self.low[rank]), width, out)
+        copy_windows(self.values, self.offsets[rank] + (key0 - self.low[rank]), width, out)
 
 
 def spans_filled(parts: list) -> "WindowedDense | None":

@@ -1,0 +1,178 @@
+"""Files read block by block whose blocks hold one value a base (fixedStep, step and span 1: predicted bigWigs,
+dense tracks written by pyBigWig): windows are copied straight from the inflated blocks (``_fill_base_steps``).
+Checked against pyBigWig, and against the same reads decoded block by block (values and the whole-file estimates)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyBigWig
+import pytest
+
+from bpnet_eval.errors import InputError
+from bpnet_eval.sources import bigwig
+from bpnet_eval.sources.bigwig import BigWigReader
+from tests.test_bigwig_reader import build_bigwig, expected
+
+CHROMS = [("chrA", 6000), ("chrB", 4000)]
+WIDTH = 50
+
+
+@pytest.fixture(autouse=True)
+def block_by_block(monkeypatch):
+    """Never kept whole: every read goes through the blocks."""
+    monkeypatch.setattr(bigwig, "_RESIDENT_COMPRESSED_BYTES", -1)
+    monkeypatch.setattr(bigwig, "_RESIDENT_AFTER_SHARE", 2.0)
+
+
+def base_sections(rng, nan=True):
+    """Fixed-step span-1 blocks: apart (gaps between), and runs of blocks that follow each other without a gap,
+    values with zeros, a NaN and infinities."""
+    sections = []
+    for chrom, (_, size) in enumerate(CHROMS):
+        at = int(rng.integers(0, 40))
+        while at < size - 10:
+            n = int(rng.integers(5, 120))
+            n = min(n, size - at)
+            values = rng.gamma(0.5, 2.0, n).astype(np.float32)
+            values[rng.random(n) < 0.3] = 0.0
+            if nan and rng.random() < 0.2:
+                values[rng.integers(0, n)] = np.nan
+            if rng.random() < 0.1:
+                values[rng.integers(0, n)] = np.inf if rng.random() < 0.5 else -np.inf
+            sections.append((chrom, 3, at, 1, 1, values.tolist()))
+            at += n + (0 if rng.random() < 0.5 else int(rng.integers(1, 60)))  # touching the next, or a gap
+    return sections
+
+
+def windows(rng, n=600):
+    chroms, starts = [], []
+    for _ in range(n):
+        chrom = int(rng.integers(0, len(CHROMS)))
+        chroms.append(CHROMS[chrom][0])
+        starts.append(int(rng.integers(0, CHROMS[chrom][1] - WIDTH + 1)))
+    starts = np.array(starts)
+    return chroms, starts, starts + WIDTH
+
+
+def blocks_of_windows_off_runs(sections, chroms, starts, ends) -> set:
+    """The blocks (numbered in genome order) that windows not inside one run of blocks following each other touch."""
+    names = [name for name, _ in CHROMS]
+    spans = [(chrom, first, first + len(values)) for chrom, _, first, _, _, values in sections]
+    runs = []
+    for chrom, lo, hi in spans:
+        if runs and runs[-1][0] == chrom and runs[-1][2] == lo:
+            runs[-1][2] = hi
+        else:
+            runs.append([chrom, lo, hi])
+    touched = set()
+    for name, start, end in zip(chroms, starts.tolist(), ends.tolist()):
+        chrom = names.index(name)
+        if not any(c == chrom and lo <= start and end <= hi for c, lo, hi in runs):
+            touched |= {i for i, (c, lo, hi) in enumerate(spans) if c == chrom and lo < end and start < hi}
+    return touched
+
+
+def estimates(reader) -> tuple:
+    return (reader._seen.tolist(), reader._seen_blocks, reader._sampled_blocks, reader._seen_intervals,
+            reader._seen_narrow)
+
+
+@pytest.mark.parametrize("endian", ["<", ">"])
+@pytest.mark.parametrize("compress", [True, False])
+@pytest.mark.parametrize("group_bytes", [32 << 20, 1], ids=["one-group", "a-block-a-group"])
+def test_windows_copied_from_blocks_of_one_value_a_base_equal_pybigwig(tmp_path, monkeypatch, endian, compress,
+                                                                       group_bytes):
+    """Windows inside one block, across blocks that follow each other, across gaps and wholly uncovered; blocks read
+    all at once or one at a time (windows across two groups are decoded block by block): pyBigWig's values, and the
+    same estimates of the whole file as when every block is decoded on its own."""
+    monkeypatch.setattr(bigwig, "_BASE_STEP_BYTES", group_bytes)
+    rng = np.random.default_rng(7)
+    sections = base_sections(rng)
+    path = build_bigwig(tmp_path / "steps.bw", CHROMS, sections, compress=compress, endian=endian)
+    little = build_bigwig(tmp_path / "little.bw", CHROMS, sections)
+    blocks_decoded = set()
+    with BigWigReader(str(path)) as fast, BigWigReader(str(path)) as decoded:
+        decoded._base_steps = False
+        for batch in range(3):
+            chroms, starts, ends = windows(np.random.default_rng(batch))
+            blocks_decoded |= blocks_of_windows_off_runs(sections, chroms, starts, ends)
+            got = fast.read(chroms, starts, ends)
+            np.testing.assert_array_equal(got, decoded.read(chroms, starts, ends))  # infinities included
+            big = np.finfo(np.float32).max  # (pyBigWig gives a stored infinity as the largest float32)
+            np.testing.assert_array_equal(np.clip(got, -big, big), expected(little, chroms, starts, ends))
+            assert estimates(fast) == estimates(decoded)
+        assert fast._base_steps
+        if group_bytes > 1:  # only windows off the runs of blocks read from decoded (and cached) blocks
+            assert set(fast._cache) == blocks_decoded and len(decoded._cache) == len(sections)
+
+
+def test_a_window_on_blocks_apart_reads_zeros_between_them(tmp_path):
+    sections = [(0, 3, 100, 1, 1, [1.0] * 20), (0, 3, 130, 1, 1, [2.0] * 20), (0, 3, 150, 1, 1, [3.0] * 40)]
+    path = build_bigwig(tmp_path / "apart.bw", CHROMS, sections)
+    with BigWigReader(str(path)) as r:
+        r.read(["chrA"], np.array([131]), np.array([181]))
+        assert not r._cache  # (across two blocks following each other: from their bytes)
+        got = r.read(["chrA"] * 3, np.array([95, 125, 131]), np.array([145, 175, 181]))
+        assert set(r._cache) == {0, 1, 2}  # (the first two across a gap: decoded)
+    want = np.zeros((3, 50), dtype=np.float32)
+    want[0, 5:25], want[0, 35:50] = 1.0, 2.0
+    want[1, 5:25], want[1, 25:50] = 2.0, 3.0
+    want[2, :19], want[2, 19:50] = 2.0, 3.0
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("other", [
+    (0, 1, 0, 0, 0, [(150, 160, 9.0)]),  # a bedGraph block stored later over a fixed-step one: it wins
+    (0, 3, 140, 1, 1, [7.0] * 30),  # fixed-step blocks overlapping: the later one wins
+    (0, 3, 300, 2, 1, [5.0] * 10),  # steps of 2
+    (0, 3, 400, 1, 3, [4.0] * 10),  # span 3: overlapping intervals
+], ids=["bedgraph", "overlapping", "step-2", "span-3"])
+def test_blocks_not_all_of_one_value_a_base_are_decoded_block_by_block(tmp_path, other):
+    sections = [(0, 3, 100, 1, 1, [float(i) for i in range(100)]), (0, 3, 200, 1, 1, [1.0] * 300), other]
+    path = build_bigwig(tmp_path / "mixed.bw", CHROMS, sections)
+    starts = np.arange(80, 560, 7)
+    chroms = ["chrA"] * len(starts)
+    with BigWigReader(str(path)) as r:
+        np.testing.assert_array_equal(r.read(chroms, starts, starts + WIDTH), expected(path, chroms, starts, starts + WIDTH))
+        assert not r._base_steps  # found not so: block by block from then on
+        np.testing.assert_array_equal(r.read(chroms, starts, starts + WIDTH), expected(path, chroms, starts, starts + WIDTH))
+
+
+def test_a_damaged_block_of_one_value_a_base_is_one_line_naming_the_file(tmp_path):
+    sections = [(0, 3, 100, 1, 1, [1.0] * 100), (0, 3, 300, 1, 1, [2.0] * 100)]
+    path = build_bigwig(tmp_path / "damaged.bw", CHROMS, sections)
+    with BigWigReader(str(path)) as r:
+        offset = int(r._block_offset[1])
+    raw = bytearray(path.read_bytes())
+    raw[offset + 2:offset + 12] = b"\xff" * 10
+    path.write_bytes(bytes(raw))
+    with BigWigReader(str(path)) as r, pytest.raises(InputError) as excinfo:
+        r.read(["chrA"], np.array([310]), np.array([360]))
+    message = str(excinfo.value)
+    assert "\n" not in message and str(path) in message and "does not decompress" in message
+
+
+def test_predicted_bigwig_written_by_pybigwig_reads_as_pybigwig_reads_it(tmp_path):
+    """One pyBigWig ``addEntries`` a window (one fixed-step block each; touching windows joined into one block),
+    as chrombpnet writes its predicted bigWigs; read in batches of windows in any order."""
+    rng = np.random.default_rng(3)
+    path = str(tmp_path / "pred.bw")
+    bw = pyBigWig.open(path, "w")
+    bw.addHeader(CHROMS, maxZooms=0)
+    starts = {name: np.sort(rng.choice(np.arange(0, size - 2 * WIDTH, WIDTH), 20, replace=False))
+              for name, size in CHROMS}
+    for name, _ in CHROMS:
+        for start in starts[name].tolist():
+            bw.addEntries(name, start, values=rng.random(WIDTH).astype(np.float32).tolist(), span=1, step=1)
+    bw.close()
+    chroms = [name for name, _ in CHROMS for _ in starts[name]]
+    first = np.concatenate([starts[name] for name, _ in CHROMS]) + rng.integers(-10, 11, len(chroms))
+    first = np.clip(first, 0, None)
+    order = rng.permutation(len(chroms))
+    chroms, first = [chroms[i] for i in order], first[order]
+    with BigWigReader(path) as r:
+        for a in range(0, len(chroms), 9):
+            rows = slice(a, a + 9)
+            np.testing.assert_array_equal(r.read(chroms[rows], first[rows], first[rows] + WIDTH),
+                                          expected(path, chroms[rows], first[rows], first[rows] + WIDTH))
+        assert r._base_steps
