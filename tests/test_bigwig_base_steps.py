@@ -79,13 +79,15 @@ def estimates(reader) -> tuple:
 
 @pytest.mark.parametrize("endian", ["<", ">"])
 @pytest.mark.parametrize("compress", [True, False])
-@pytest.mark.parametrize("group_bytes", [32 << 20, 1], ids=["one-group", "a-block-a-group"])
+@pytest.mark.parametrize("read_bytes, join_bytes", [(32 << 20, 4 << 20), (1, 4 << 20), (32 << 20, 1)],
+                         ids=["together", "a-block-a-read", "a-block-a-join"])
 def test_windows_copied_from_blocks_of_one_value_a_base_equal_pybigwig(tmp_path, monkeypatch, endian, compress,
-                                                                       group_bytes):
+                                                                       read_bytes, join_bytes):
     """Windows inside one block, across blocks that follow each other, across gaps and wholly uncovered; blocks read
-    all at once or one at a time (windows across two groups are decoded block by block): pyBigWig's values, and the
+    all at once or one at a time (windows across two reads or joins are decoded block by block): pyBigWig's values, and the
     same estimates of the whole file as when every block is decoded on its own."""
-    monkeypatch.setattr(bigwig, "_BASE_STEP_BYTES", group_bytes)
+    monkeypatch.setattr(bigwig, "_BASE_STEP_READ_BYTES", read_bytes)
+    monkeypatch.setattr(bigwig, "_BASE_STEP_JOIN_BYTES", join_bytes)
     rng = np.random.default_rng(7)
     sections = base_sections(rng)
     path = build_bigwig(tmp_path / "steps.bw", CHROMS, sections, compress=compress, endian=endian)
@@ -102,7 +104,7 @@ def test_windows_copied_from_blocks_of_one_value_a_base_equal_pybigwig(tmp_path,
             np.testing.assert_array_equal(np.clip(got, -big, big), expected(little, chroms, starts, ends))
             assert estimates(fast) == estimates(decoded)
         assert fast._base_steps
-        if group_bytes > 1:  # only windows off the runs of blocks read from decoded (and cached) blocks
+        if min(read_bytes, join_bytes) > 1:  # only windows off the runs of blocks read from decoded (and cached) blocks
             assert set(fast._cache) == blocks_decoded and len(decoded._cache) == len(sections)
 
 

@@ -97,7 +97,10 @@ _INFLATE_CPUS = allotted_cpus()
 _UNREAD = object()  # (``BigWigReader._decode_block``: no section given)
 _NARROW_GENOME = (1 << 32) - (1 << 16)  # genome positions (and a narrow interval's end) fit uint32 below this
 _CACHED_BYTES_PER_INTERVAL = 16  # three uint32 positions + one float32 value
-_BASE_STEP_BYTES = 32 << 20  # inflated blocks of one value a base held at once (``_fill_base_steps``)
+# Blocks of one value a base (``_fill_base_steps``) read and inflated together: at most this many bytes inflated (as
+# the header's largest block says), and joined into one array at most this many (an array above glibc's mmap threshold
+# of 8 MB, ``process.return_batch_memory``, is faulted in afresh each time: +1 s of system time on the densefloat case)
+_BASE_STEP_READ_BYTES, _BASE_STEP_JOIN_BYTES = 32 << 20, 4 << 20
 _FIT_SAMPLE_BLOCKS = 16  # blocks decoded, evenly spaced, to tell whether a file decoded whole fits (``expect``)
 
 _SMALLEST_FLOAT32 = float(np.finfo(np.float32).smallest_subnormal)  # no stored value lies in (0, this)
@@ -570,39 +573,51 @@ class BigWigReader:
         bigWig, a dense track written by pyBigWig) and none overlaps another, copy each window that lies in one block,
         or in blocks that follow each other without a gap, straight from the blocks' inflated bytes: no block is
         decoded on its own or cached (each window of such a file is mostly read once). Blocks are read
-        ``_BASE_STEP_BYTES`` at a time, in genome order. Returns ``(rest, stored)``: the windows left to fill from
+        ``_BASE_STEP_READ_BYTES`` at a time (``_joined_parts``), in genome order. Returns ``(rest, stored)``: the windows left to fill from
         decoded blocks, and the bytes of the last blocks read where they were not of that kind (then every window,
         and ``_base_steps`` is False: the file is read block by block from then on)."""
         largest = self._uncompress_buf_size or int(self._block_size[needed].max())
-        group = max(1, _BASE_STEP_BYTES // max(largest, 1))
         waiting, reached = np.ones(len(key0), dtype=bool), -1
-        for at in range(0, len(needed), group):
-            blocks = needed[at:at + group]
+        for blocks in np.array_split(needed, min(len(needed), -(-len(needed) * largest // _BASE_STEP_READ_BYTES))):
             stored = self._stored_blocks(blocks.tolist())
-            steps = self._base_step_values(blocks, stored)
-            if steps is None or steps[1][0] < reached:  # all windows from decoded blocks, as if never copied here
-                self._base_steps = False
-                out[...] = 0.0
-                return np.arange(len(key0)), stored
-            values, low, high, first, run = steps
-            reached = high[-1]
-            todo = np.flatnonzero(waiting)
-            start, end = key0[todo], key0[todo] + width
-            k = np.maximum(np.searchsorted(low, start, side="right") - 1, 0)  # the block of a window's first base
-            last = np.maximum(np.searchsorted(low, end, side="left") - 1, 0)  # and of its last
-            inside = (low[k] <= start) & (end <= high[last]) & (run[k] == run[last])
-            rows, k = todo[inside], k[inside]
-            if len(rows) == len(key0):
-                copy_windows(values, first[k] + (key0 - low[k]), width, out)
-            elif len(rows):
-                part = np.empty((len(rows), width), dtype=np.float32)
-                copy_windows(values, first[k] + (key0[rows] - low[k]), width, part)
-                out[rows] = part
-            waiting[rows] = False
+            for part in self._joined_parts(blocks, stored):
+                steps = self._base_step_values(part, stored)
+                if steps is None or steps[1][0] < reached:  # all windows from decoded blocks, as if never copied here
+                    self._base_steps = False
+                    out[...] = 0.0
+                    return np.arange(len(key0)), stored
+                values, low, high, first, run = steps
+                reached = high[-1]
+                todo = np.flatnonzero(waiting)
+                start, end = key0[todo], key0[todo] + width
+                k = np.maximum(np.searchsorted(low, start, side="right") - 1, 0)  # the block of a window's first base
+                last = np.maximum(np.searchsorted(low, end, side="left") - 1, 0)  # and of its last
+                inside = (low[k] <= start) & (end <= high[last]) & (run[k] == run[last])
+                rows, k = todo[inside], k[inside]
+                if len(rows) == len(key0):
+                    copy_windows(values, first[k] + (key0 - low[k]), width, out)
+                elif len(rows):
+                    part = np.empty((len(rows), width), dtype=np.float32)
+                    copy_windows(values, first[k] + (key0[rows] - low[k]), width, part)
+                    out[rows] = part
+                waiting[rows] = False
         rest = np.flatnonzero(waiting)
         if len(rest) < len(key0) and np.isnan(np.minimum.reduce(out, axis=None)):  # stored NaN: read as 0
             np.copyto(out, np.float32(0.0), where=np.isnan(out))
         return rest, None
+
+    @staticmethod
+    def _joined_parts(blocks: np.ndarray, stored: dict) -> list:
+        """``blocks`` (read: ``stored``) in consecutive parts of at most ``_BASE_STEP_JOIN_BYTES`` (one block at least)."""
+        sizes = np.fromiter((0 if stored[block] is None else len(stored[block]) for block in blocks.tolist()),
+                            dtype=np.int64, count=len(blocks))
+        ends = np.cumsum(sizes)
+        parts, at = [], 0
+        while at < len(blocks):
+            stop = max(at + 1, int(np.searchsorted(ends, ends[at] - sizes[at] + _BASE_STEP_JOIN_BYTES, side="right")))
+            parts.append(blocks[at:stop])
+            at = stop
+        return parts
 
     def _base_step_values(self, blocks: np.ndarray, stored: dict):
         """The values of ``blocks`` (sorted by start), each holding one fixed step of step and span 1, back to back:
