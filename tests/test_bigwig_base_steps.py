@@ -178,3 +178,20 @@ def test_predicted_bigwig_written_by_pybigwig_reads_as_pybigwig_reads_it(tmp_pat
             np.testing.assert_array_equal(r.read(chroms[rows], first[rows], first[rows] + WIDTH),
                                           expected(path, chroms[rows], first[rows], first[rows] + WIDTH))
         assert r._base_steps
+
+
+def test_blocks_inflating_past_the_headers_largest_block_are_read_whole(tmp_path):
+    """Blocks of one value a base are inflated within the header's largest block size (libdeflate); one that inflates
+    to more (a header that understates it) is inflated again without a bound: the same values."""
+    sections = [(0, 3, 100, 1, 1, [float(i) for i in range(300)]), (0, 3, 500, 1, 1, [2.5] * 400)]
+    right = build_bigwig(tmp_path / "right.bw", CHROMS, sections)
+    raw = bytearray(right.read_bytes())
+    assert int.from_bytes(raw[52:56], "little") == 24 + 4 * 400  # (uncompressBufSize: the largest block)
+    raw[52:56] = (64).to_bytes(4, "little")
+    small = tmp_path / "small.bw"
+    small.write_bytes(bytes(raw))
+    starts = np.r_[np.arange(100, 351, 23), np.arange(500, 851, 23)]  # (each inside a block)
+    chroms = ["chrA"] * len(starts)
+    with BigWigReader(str(small)) as r:
+        np.testing.assert_array_equal(r.read(chroms, starts, starts + WIDTH), expected(right, chroms, starts, starts + WIDTH))
+        assert r._base_steps and not r._cache

@@ -64,7 +64,7 @@ from bpnet_eval.environment import allotted_cpus
 from bpnet_eval.errors import BpnetEvalError, InputError
 from bpnet_eval.input_files import UNEXPECTED_READ_ERRORS, error_reason, open_regular_fd, read_runs, reading
 from bpnet_eval.process import trim_heap
-from bpnet_eval.sources.deflate import INFLATE_ERRORS, inflate
+from bpnet_eval.sources.deflate import INFLATE_ERRORS, inflate, inflate_within
 from bpnet_eval.sources.intervals import (Block, DenseGenome, IntervalSet, SparseGenome, WindowedDense, clean_blocks,
                                           copy_windows, covered, expand_ranges, folded_narrow, genome_keys, holds, in_genome_order,
                                           interval_bytes, is_clean, joined_narrow, merged_ranges, narrow_intervals,
@@ -107,14 +107,15 @@ _SMALLEST_FLOAT32 = float(np.finfo(np.float32).smallest_subnormal)  # no stored 
 _FIX = "check the path, or re-create it with bedGraphToBigWig or pyBigWig"
 
 
-def _inflated(stored: list) -> list:
+def _inflated(stored: list, within: int = 0) -> list:
     """Each of the zlib streams ``stored`` inflated (None where one does not decompress); where there are many and a
-    second CPU, the second half by a thread beside this one (ISA-L and zlib give up Python's lock while they
-    inflate: a reading process inflates two blocks at once, and no thread outlives the call)."""
+    second CPU, the second half by a thread beside this one (ISA-L, libdeflate and zlib give up Python's lock while
+    they inflate: a reading process inflates two blocks at once, and no thread outlives the call). ``within``: the
+    inflated size of most streams is at most this (``inflate_within``), else unknown (0)."""
     def inflate_into(part: list, out: list) -> None:
         for raw in part:
             try:
-                out.append(inflate(raw))
+                out.append(inflate_within(raw, within) if within else inflate(raw))
             except INFLATE_ERRORS:
                 out.append(None)
 
@@ -369,14 +370,17 @@ class BigWigReader:
         return bounds is not None and bounds[1] < _SMALLEST_FLOAT32 and bounds[0] < 0
 
     # ------------------------------------------------------------------ blocks
-    def _stored_blocks(self, blocks: list) -> dict:
+    def _stored_blocks(self, blocks: list, floats: bool = False) -> dict:
         """``{block: data section bytes}`` of ``blocks``, read by one ``pread`` per run of blocks stored one after
         another in the file (up to ``_READ_SPAN_BYTES``: one call, and one release of Python's lock, for many blocks),
-        and inflated (``_inflated``) where the file is compressed; None for a block that does not decompress."""
+        and inflated (``_inflated``) where the file is compressed; None for a block that does not decompress.
+        ``floats``: blocks expected to hold one float a base, inflated within the header's largest block size."""
         by_offset = sorted(blocks, key=lambda block: self._block_offset[block])
         offsets, sizes = self._block_offset[by_offset].tolist(), self._block_size[by_offset].tolist()
         stored = read_runs(self._pread, offsets, sizes, _READ_SPAN_BYTES)
-        return dict(zip(by_offset, _inflated(stored) if self._uncompress_buf_size else stored))
+        if self._uncompress_buf_size:
+            stored = _inflated(stored, self._uncompress_buf_size if floats else 0)
+        return dict(zip(by_offset, stored))
 
     def _next_stored(self, blocks: list, at: int) -> dict:
         """``_stored_blocks`` of the next ``_READ_GROUP`` blocks of ``blocks`` from index ``at`` not in the cache."""
@@ -579,7 +583,7 @@ class BigWigReader:
         largest = self._uncompress_buf_size or int(self._block_size[needed].max())
         waiting, reached = np.ones(len(key0), dtype=bool), -1
         for blocks in np.array_split(needed, min(len(needed), -(-len(needed) * largest // _BASE_STEP_READ_BYTES))):
-            stored = self._stored_blocks(blocks.tolist())
+            stored = self._stored_blocks(blocks.tolist(), floats=True)
             for part in self._joined_parts(blocks, stored):
                 steps = self._base_step_values(part, stored)
                 if steps is None or steps[1][0] < reached:  # all windows from decoded blocks, as if never copied here
