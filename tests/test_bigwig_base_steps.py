@@ -195,3 +195,31 @@ def test_blocks_inflating_past_the_headers_largest_block_are_read_whole(tmp_path
     with BigWigReader(str(small)) as r:
         np.testing.assert_array_equal(r.read(chroms, starts, starts + WIDTH), expected(right, chroms, starts, starts + WIDTH))
         assert r._base_steps and not r._cache
+
+
+@pytest.mark.parametrize("kind", [1, 3])
+def test_blocks_of_a_fixed_step_file_are_inflated_within_the_largest_block_size(tmp_path, monkeypatch, kind):
+    """Once a block decoded shows the file holds fixed-step sections, the next blocks read are inflated by
+    ``inflate_within`` (libdeflate); a bedGraph file's are not, after the first read. The same values either way."""
+    monkeypatch.setattr(bigwig, "_READ_GROUP", 4)
+    sections = []
+    for k in range(40):  # steps of 2: never read as blocks of one value a base
+        first = 100 * k
+        if kind == 3:
+            sections.append((0, 3, first, 2, 1, [float(k + i) for i in range(30)]))
+        else:
+            sections.append((0, 1, 0, 0, 0, [(first + 2 * i, first + 2 * i + 1, float(k + i)) for i in range(30)]))
+    path = build_bigwig(tmp_path / "steps.bw", CHROMS, sections)
+    sized = []
+    real = bigwig.inflate_within
+    monkeypatch.setattr(bigwig, "inflate_within", lambda raw, size: sized.append(size) or real(raw, size))
+    starts = np.arange(0, 3950, 37)
+    chroms = ["chrA"] * len(starts)
+    with BigWigReader(str(path)) as r:
+        for _ in range(2):  # (the first read tries them as blocks of one value a base: inflated within, whatever kind)
+            sized.clear()
+            r._cache.clear()
+            np.testing.assert_array_equal(r.read(chroms, starts, starts + WIDTH),
+                                          expected(path, chroms, starts, starts + WIDTH))
+            assert not r._base_steps
+    assert (len(sized) >= 30) if kind == 3 else not sized
