@@ -239,8 +239,10 @@ def test_docker_cpus_limit_gives_one_thread_and_no_reader_process(image):
 def test_docker_stop_ends_a_run_at_once_and_leaves_no_report(image, tmp_path):
     work = mounted_dir(tmp_path, "stop")
     user = f"{os.getuid() if os.geteuid() else 1000}:{os.getgid() if os.geteuid() else 1000}"
+    # a run of several seconds (every metric, a region a batch): the fixture's default run ends in under a second,
+    # before the stop below on a fast host
     started = docker("run", "-d", "--user", user, "-v", f"{work}:/data", image, "score", *FIXTURE_ARGS,
-                     "--batch-size", "8", "-o", "report")
+                     "--batch-size", "1", "--metrics", "all", "-o", "report")
     assert started.returncode == 0, started.stderr
     container = started.stdout.strip()
     try:
@@ -250,7 +252,7 @@ def test_docker_stop_ends_a_run_at_once_and_leaves_no_report(image, tmp_path):
             if caught & (1 << (15 - 1)):
                 break
             time.sleep(0.1)
-        time.sleep(1)
+        time.sleep(0.5)
         begin = time.monotonic()
         stopped = docker("stop", container)
         took = time.monotonic() - begin
