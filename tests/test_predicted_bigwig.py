@@ -16,7 +16,8 @@ from scipy.stats import pearsonr, spearmanr
 from bpnet_eval.errors import InputError, UsageError
 from bpnet_eval.pipeline import score
 from bpnet_eval.regions import Regions
-from bpnet_eval.sources.predicted_bigwig import BigWigPredictions, bigwig_prediction_paths, check_zero_mass
+from bpnet_eval.sources.predicted_bigwig import (BigWigPredictions, bigwig_prediction_paths, check_zero_mass,
+                                                 counts_to_logits)
 from tests.support.cases import make_case, write_window_tracks
 from tests.support.cli import run_cli
 
@@ -323,3 +324,21 @@ def test_a_damaged_block_read_ahead_names_the_file(tmp_path, monkeypatch):
               batch_size=8, read_workers=1)
     message = str(err.value)
     assert str(damaged) in message and "does not decompress" in message and "\n" not in message
+
+
+@pytest.mark.parametrize("pseudocount", [0.0, 0.5])
+def test_counts_to_logits_takes_the_logarithms_in_an_owned_copy_only(pseudocount):
+    """``log(v + pseudocount)`` (0 → log of the smallest float32) in float64, the same numbers whether it copies the
+    values or takes the logarithms in the caller's float64 copy; a float32 array or one not owned is left as it is."""
+    values = np.array([[[0.0, 1.0, 2.5, 1e-3]], [[3.0, 0.0, 0.0, 7.0]]], dtype=np.float32)
+    with np.errstate(divide="ignore"):
+        want = np.maximum(np.log(values.astype(np.float64) + pseudocount), np.log(np.finfo(np.float32).tiny))
+    kept = values.copy()
+    np.testing.assert_array_equal(counts_to_logits(values, pseudocount, owned=True), want)
+    np.testing.assert_array_equal(values, kept)  # float32: copied
+    wide = values.astype(np.float64)
+    np.testing.assert_array_equal(counts_to_logits(wide, pseudocount), want)
+    np.testing.assert_array_equal(wide, kept)  # not owned: copied
+    logits = counts_to_logits(wide, pseudocount, owned=True)
+    np.testing.assert_array_equal(logits, want)
+    assert np.shares_memory(logits, wide)

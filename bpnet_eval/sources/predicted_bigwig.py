@@ -63,9 +63,11 @@ def bigwig_prediction_paths(predictions) -> Optional[list]:
     return None
 
 
-def counts_to_logits(values: np.ndarray, pseudocount: float = 0.0) -> np.ndarray:
-    """Logits ``log(v + pseudocount)`` of counts-scale values (0 → log of the smallest float32), float64."""
-    counts = np.array(values, dtype=np.float64)  # a copy: the logarithms are taken in it
+def counts_to_logits(values: np.ndarray, pseudocount: float = 0.0, owned: bool = False) -> np.ndarray:
+    """Logits ``log(v + pseudocount)`` of counts-scale values (0 → log of the smallest float32), float64; ``owned``:
+    a float64 ``values`` is the caller's copy, and the logarithms are taken in it."""
+    owned = owned and values.dtype == np.float64
+    counts = values if owned else np.array(values, dtype=np.float64)  # (a copy: the logarithms are taken in it)
     if pseudocount:
         counts += pseudocount
     return profile_to_logits(counts, "counts", owned=True)
@@ -276,14 +278,15 @@ class BigWigPredictions(PredictionSource):
                              f"{self._regions.label(i + b)} is negative, in a file that also holds positive values; "
                              "predicted bigWigs hold counts, all >= 0, or all <= 0 for a minus strand written "
                              "negated (read as magnitudes): give each strand's predictions in its own file")
-        logcounts = window_logcounts(values, self.logcounts_convention, self.per_track)
+        counts = values.astype(np.float64)  # the totals, then the logarithms in it (one float64 copy of the batch)
+        logcounts = window_logcounts(counts, self.logcounts_convention, self.per_track)
         empty = np.argwhere(np.isneginf(logcounts))
         if len(empty):
             b, s = (int(x) for x in empty[0])
             where = f"{self.paths[s]}: the predicted values of" if self.per_track else f"{self.path}: the predicted values of"
             raise InputError(f"{where} {self._regions.label(i + b)} are all 0, so its predicted log count "
                              "ln(total) is -inf; score with --pred-logcounts log1p (ln(1 + total)) or drop the region")
-        return counts_to_logits(values, self.pseudocount), logcounts
+        return counts_to_logits(counts, self.pseudocount, owned=True), logcounts
 
     def close(self):
         if self._ahead is not None:
