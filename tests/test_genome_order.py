@@ -116,3 +116,67 @@ def test_scores_through_reading_processes_equal_those_read_here(tmp_path, block_
     assert beside.columns.keys() == alone.columns.keys()
     for name, values in alone.columns.items():
         np.testing.assert_array_equal(beside.columns[name], values, err_msg=name)
+
+
+class Windows:
+    """A reader whose window at chromosome c, start x holds ``c * 1000 + x + position`` (and counts its reads)."""
+
+    def __init__(self):
+        self.calls = []
+
+    def read(self, chrom_ids, starts, ends):
+        self.calls.append(np.asarray(chrom_ids) * (1 << 32) + np.asarray(starts))
+        width = int(ends[0] - starts[0])
+        return (chrom_ids[:, None] * 1000 + starts[:, None] + np.arange(width)).astype(np.float32)
+
+
+def test_windows_are_written_in_genome_order_and_read_back_by_row(monkeypatch):
+    """Rows from ``first`` on, some not written (read as zeros): each window read once, the file in genome order
+    (one write per ``WINDOWS`` windows), and any stretch of rows read back with one read per run of rows lying one
+    after another in the file."""
+    rng = np.random.default_rng(5)
+    first, n, width = 7, 300, 13
+    rows = first + np.sort(rng.choice(n + 20, n, replace=False))  # rows first.., some missing
+    chrom_ids = rng.integers(0, 3, n)
+    starts = rng.integers(0, 10_000, n)
+    starts[100:160] = np.arange(60) * 50  # rows 100..159 of the windows follow each other in the genome
+    chrom_ids[100:160] = 3
+    monkeypatch.setattr(genome_order, "WINDOWS", 64)
+    reader, writes, reads = Windows(), [], []
+    real_write, real_read = os.pwrite, os.preadv
+    monkeypatch.setattr(genome_order.os, "pwrite", lambda fd, data, at: writes.append(at) or real_write(fd, data, at))
+    monkeypatch.setattr(genome_order.os, "preadv", lambda fd, views, at: reads.append(at) or real_read(fd, views, at))
+    written = genome_order.WindowsInGenomeOrder.written(reader, first, rows, chrom_ids, starts, starts + width)
+    try:
+        keys = np.concatenate(reader.calls)
+        assert len(keys) == n and (np.diff(keys) >= 0).all()  # each window read once, in genome order
+        assert writes == [a * width * 4 for a in range(0, n, 64)]
+        expected = np.zeros((int(rows.max()) + 1, width), np.float32)
+        expected[rows] = chrom_ids[:, None] * 1000 + starts[:, None] + np.arange(width)
+        place = np.full(int(rows.max()) + 1, -1)
+        place[rows[np.argsort((chrom_ids << 32) + starts, kind="stable")]] = np.arange(n)
+        last = int(rows.max()) + 1
+        for i, j in [(first, first + 1), (first, last), (50, 90), (rows[100], rows[159] + 1), (last - 1, last)]:
+            out = np.full((j - i, width), -1.0, np.float32)
+            reads.clear()
+            written.read_into(i, j, out)
+            np.testing.assert_array_equal(out, expected[i:j])
+            at = place[i:j].tolist()  # a read starts at each written row not right after the row before it
+            runs = sum(p >= 0 and (k == 0 or at[k - 1] < 0 or p != at[k - 1] + 1) for k, p in enumerate(at))
+            assert len(reads) == runs  # (rows 100..159: one read)
+    finally:
+        written.close()
+
+
+def test_a_row_not_written_reads_zeros_beside_rows_that_are():
+    """Row 11 is not written and the row after it is the file's first window (its place, 0, follows -1): zeros for
+    row 11 only, the others read back."""
+    rows, starts = np.array([10, 12, 13]), np.array([300, 100, 200])
+    written = genome_order.WindowsInGenomeOrder.written(Windows(), 10, rows, np.zeros(3, np.int64), starts,
+                                                        starts + 4)
+    try:
+        out = np.full((4, 4), -1.0, np.float32)
+        written.read_into(10, 14, out)
+        np.testing.assert_array_equal(out, [np.arange(300, 304), np.zeros(4), np.arange(100, 104), np.arange(200, 204)])
+    finally:
+        written.close()
