@@ -84,8 +84,8 @@ def estimates(reader) -> tuple:
 def test_windows_copied_from_blocks_of_one_value_a_base_equal_pybigwig(tmp_path, monkeypatch, endian, compress,
                                                                        read_bytes, join_bytes):
     """Windows inside one block, across blocks that follow each other, across gaps and wholly uncovered; blocks read
-    all at once or one at a time (windows across two reads or joins are decoded block by block): pyBigWig's values, and the
-    same estimates of the whole file as when every block is decoded on its own."""
+    all at once or one at a time (windows across two reads or joins are decoded block by block): pyBigWig's values,
+    and the same estimates of the whole file as when every block is decoded on its own."""
     monkeypatch.setattr(bigwig, "_BASE_STEP_READ_BYTES", read_bytes)
     monkeypatch.setattr(bigwig, "_BASE_STEP_JOIN_BYTES", join_bytes)
     rng = np.random.default_rng(7)
@@ -135,9 +135,10 @@ def test_blocks_not_all_of_one_value_a_base_are_decoded_block_by_block(tmp_path,
     starts = np.arange(80, 560, 7)
     chroms = ["chrA"] * len(starts)
     with BigWigReader(str(path)) as r:
-        np.testing.assert_array_equal(r.read(chroms, starts, starts + WIDTH), expected(path, chroms, starts, starts + WIDTH))
+        want = expected(path, chroms, starts, starts + WIDTH)
+        np.testing.assert_array_equal(r.read(chroms, starts, starts + WIDTH), want)
         assert not r._base_steps  # found not so: block by block from then on
-        np.testing.assert_array_equal(r.read(chroms, starts, starts + WIDTH), expected(path, chroms, starts, starts + WIDTH))
+        np.testing.assert_array_equal(r.read(chroms, starts, starts + WIDTH), want)
 
 
 def test_a_damaged_block_of_one_value_a_base_is_one_line_naming_the_file(tmp_path):
@@ -193,7 +194,8 @@ def test_blocks_inflating_past_the_headers_largest_block_are_read_whole(tmp_path
     starts = np.r_[np.arange(100, 351, 23), np.arange(500, 851, 23)]  # (each inside a block)
     chroms = ["chrA"] * len(starts)
     with BigWigReader(str(small)) as r:
-        np.testing.assert_array_equal(r.read(chroms, starts, starts + WIDTH), expected(right, chroms, starts, starts + WIDTH))
+        want = expected(right, chroms, starts, starts + WIDTH)
+        np.testing.assert_array_equal(r.read(chroms, starts, starts + WIDTH), want)
         assert r._base_steps and not r._cache
 
 

@@ -71,9 +71,9 @@ from bpnet_eval.input_files import UNEXPECTED_READ_ERRORS, error_reason, open_re
 from bpnet_eval.process import trim_heap
 from bpnet_eval.sources.deflate import INFLATE_ERRORS, inflate, inflate_within
 from bpnet_eval.sources.intervals import (Block, DenseGenome, IntervalSet, SparseGenome, WindowedDense, clean_blocks,
-                                          copy_windows, covered, expand_ranges, folded_narrow, genome_keys, holds, in_genome_order,
-                                          interval_bytes, is_clean, joined_narrow, merged_ranges, narrow_intervals,
-                                          overlapping, spans_filled, value_dtype)
+                                          copy_windows, covered, expand_ranges, folded_narrow, genome_keys, holds,
+                                          in_genome_order, interval_bytes, is_clean, joined_narrow, merged_ranges,
+                                          narrow_intervals, overlapping, spans_filled, value_dtype)
 
 __all__ = ["BigWigReader", "share_run_memory"]
 
@@ -585,13 +585,14 @@ class BigWigReader:
             flat.reshape(len(key0), width)[rest] = part
 
     def _fill_base_steps(self, key0: np.ndarray, width: int, out: np.ndarray, needed: np.ndarray):
-        """Where the blocks that windows touch each hold one fixed step of one value a base (step and span 1: a predicted
-        bigWig, a dense track written by pyBigWig) and none overlaps another, copy each window that lies in one block,
-        or in blocks that follow each other without a gap, straight from the blocks' inflated bytes: no block is
-        decoded on its own or cached (each window of such a file is mostly read once). Blocks are read
-        ``_BASE_STEP_READ_BYTES`` at a time (``_joined_parts``), in genome order. Returns ``(rest, stored)``: the windows left to fill from
-        decoded blocks, and the bytes of the last blocks read where they were not of that kind (then every window,
-        and ``_base_steps`` is False: the file is read block by block from then on)."""
+        """Where the blocks that windows touch each hold one fixed step of one value a base (step and span 1: a
+        predicted bigWig, a dense track written by pyBigWig) and none overlaps another, copy each window that lies in
+        one block, or in blocks that follow each other without a gap, straight from the blocks' inflated bytes: no
+        block is decoded on its own or cached (each window of such a file is mostly read once). Blocks are read
+        ``_BASE_STEP_READ_BYTES`` at a time and joined ``_BASE_STEP_JOIN_BYTES`` at a time (``_joined_parts``), in
+        genome order. Returns ``(rest, stored)``: the windows left to fill from decoded blocks, and the bytes of the
+        last blocks read where they were not of that kind (then every window, and ``_base_steps`` is False: the file
+        is read block by block from then on)."""
         largest = self._uncompress_buf_size or int(self._block_size[needed].max())
         waiting, reached = np.ones(len(key0), dtype=bool), -1
         for blocks in np.array_split(needed, min(len(needed), -(-len(needed) * largest // _BASE_STEP_READ_BYTES))):
@@ -645,7 +646,8 @@ class BigWigReader:
 
     @staticmethod
     def _joined_parts(blocks: np.ndarray, stored: dict) -> list:
-        """``blocks`` (read: ``stored``) in consecutive parts of at most ``_BASE_STEP_JOIN_BYTES`` (one block at least)."""
+        """``blocks`` (read: ``stored``) in consecutive parts of at most ``_BASE_STEP_JOIN_BYTES``, one block at
+        least."""
         sizes = np.fromiter((0 if stored[block] is None else len(stored[block]) for block in blocks.tolist()),
                             dtype=np.int64, count=len(blocks))
         ends = np.cumsum(sizes)
@@ -659,9 +661,8 @@ class BigWigReader:
     def _base_step_values(self, blocks: np.ndarray, stored: dict):
         """The values of ``blocks`` (sorted by start), each holding one fixed step of step and span 1, in one array:
         ``(values, low, high, first, run)``, block ``i`` holding keys ``[low[i], high[i])`` from ``values[first[i]]``,
-        blocks of one ``run`` following each other without a gap; None
-        where one is not such a block (or does not decode), or blocks overlap. Counts the blocks as decoded
-        (``_note_seen``)."""
+        blocks of one ``run`` following each other without a gap; None where one is not such a block (or does not
+        decode), or blocks overlap. Counts the blocks as decoded (``_note_seen``)."""
         datas = [stored[block] for block in blocks.tolist()]
         if any(data is None for data in datas):
             return None
