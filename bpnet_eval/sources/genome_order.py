@@ -41,12 +41,11 @@ def _room(directory: str, nbytes: int) -> bool:
 
 class WindowsInGenomeOrder:
     """Rows ``first..first + n`` of one file's windows (``width`` values each, float32), kept in genome order in an
-    unnamed temporary file; ``read_into(i, j, out)`` gathers rows ``i..j`` back."""
+    unnamed temporary file; ``read_into(i, j, out)`` reads rows ``i..j`` back."""
 
     def __init__(self, handle, first: int, width: int, where: np.ndarray):
         self._handle, self.first, self.width = handle, first, width
         self._where = where  # each row's (less ``first``) place in the file, -1 for a row not written
-        self._windows = int(where.max()) + 1 if len(where) else 0
 
     @classmethod
     def written(cls, reader, first: int, rows: np.ndarray, chrom_ids: np.ndarray, starts: np.ndarray,
