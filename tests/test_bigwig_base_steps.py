@@ -225,3 +225,73 @@ def test_blocks_of_a_fixed_step_file_are_inflated_within_the_largest_block_size(
                                           expected(path, chroms, starts, starts + WIDTH))
             assert not r._base_steps
     assert (len(sized) >= 30) if kind == 3 else not sized
+
+
+def kept_as_windows(path, chroms, starts, ends, fast: bool):
+    """A reader told the windows (``expect``), the file too big to keep whole but not where they lie: kept as their
+    bases, decoded at the first read through blocks of one value a base at a time (``fast``) or block by block
+    (``_RESIDENT_AFTER_SHARE`` as the reader has it: the windows touch enough blocks)."""
+    reader = BigWigReader(str(path))
+    reader.expect(reader.chrom_ids(chroms), starts, ends)
+    if not fast:
+        reader._fixed_steps = False
+    got = reader.read(chroms, starts, ends)
+    return reader, got
+
+
+@pytest.mark.parametrize("group", [256, 3])
+def test_windows_kept_from_blocks_of_one_value_a_base_equal_those_kept_block_by_block(tmp_path, monkeypatch, group):
+    """A predicted bigWig kept as its windows' bases (``expect``: too big whole) is decoded a group of blocks at a time
+    where they hold one value a base: the same kept values and reads as block by block and as pyBigWig's, with windows
+    on a block, blocks outside every window, windows across a block's end (their groups block by block) and a NaN."""
+    monkeypatch.setattr(bigwig, "_READ_GROUP", group)
+    monkeypatch.setattr(bigwig, "_RESIDENT_AFTER_SHARE", 0.25)
+    rng = np.random.default_rng(11)
+    sections, windows = [], []
+    for chrom, (name, size) in enumerate(CHROMS):  # blocks of 40 bases, touching or apart
+        at = 10
+        while at + 40 < size:
+            values = rng.gamma(0.5, 2.0, 40).astype(np.float32)
+            values[rng.random(40) < 0.2] = 0.0
+            sections.append((chrom, 3, at, 1, 1, values.tolist()))
+            pick = rng.random()
+            if pick < 0.6:  # a window on the block; else none (a block outside every window)
+                windows.append((name, at))
+            elif pick < 0.65:  # a window across the block's end
+                windows.append((name, at + 25))
+            at += 40 + (0 if rng.random() < 0.5 else int(rng.integers(1, 30)))
+    sections[3][5][7] = float("nan")
+    windows.append((CHROMS[0][0], sections[3][2]))
+    chroms, starts = [w[0] for w in windows], np.array([w[1] for w in windows])
+    ends = starts + 40
+    path = build_bigwig(tmp_path / "pred.bw", CHROMS, sections)
+    monkeypatch.setattr(bigwig, "_RESIDENT_MAX_BYTES", len(starts) * 40 * 4 + 64)
+    fast, got = kept_as_windows(path, chroms, starts, ends, fast=True)
+    slow, want = kept_as_windows(path, chroms, starts, ends, fast=False)
+    try:
+        assert fast._windows_dense and slow._windows_dense
+        assert isinstance(fast._resident, bigwig.WindowedDense) and isinstance(slow._resident, bigwig.WindowedDense)
+        np.testing.assert_array_equal(fast._resident.values, slow._resident.values)
+        np.testing.assert_array_equal(got, want)
+        big = np.finfo(np.float32).max
+        np.testing.assert_array_equal(np.clip(got, -big, big), expected(path, chroms, starts, ends))
+    finally:
+        fast.close()
+        slow.close()
+
+
+def test_windows_kept_from_overlapping_blocks_are_not_kept(tmp_path, monkeypatch):
+    """Fixed-step blocks that overlap: not clean, so not kept (read block by block, the later one winning), as
+    block by block."""
+    sections = [(0, 3, 100, 1, 1, [1.0] * 50), (0, 3, 140, 1, 1, [2.0] * 50), (0, 3, 300, 1, 1, [3.0] * 50)]
+    path = build_bigwig(tmp_path / "overlapping.bw", CHROMS, sections)
+    monkeypatch.setattr(bigwig, "_RESIDENT_AFTER_SHARE", 0.25)
+    monkeypatch.setattr(bigwig, "_RESIDENT_MAX_BYTES", 3 * 20 * 4 + 64)
+    chroms, starts = ["chrA"] * 3, np.array([100, 150, 300])
+    for fast in (True, False):
+        reader, got = kept_as_windows(path, chroms, starts, starts + 20, fast)
+        try:
+            assert reader._resident is None and not reader._resident_ok
+            np.testing.assert_array_equal(got, expected(path, chroms, starts, starts + 20))
+        finally:
+            reader.close()

@@ -658,11 +658,11 @@ class BigWigReader:
             at = stop
         return parts
 
-    def _base_step_values(self, blocks: np.ndarray, stored: dict):
+    def _base_step_values(self, blocks: np.ndarray, stored: dict, seen: bool = True):
         """The values of ``blocks`` (sorted by start), each holding one fixed step of step and span 1, in one array:
         ``(values, low, high, first, run)``, block ``i`` holding keys ``[low[i], high[i])`` from ``values[first[i]]``,
         blocks of one ``run`` following each other without a gap; None where one is not such a block (or does not
-        decode), or blocks overlap. Counts the blocks as decoded (``_note_seen``)."""
+        decode), or blocks overlap. With ``seen``, counts the blocks as decoded (``_note_seen``)."""
         datas = [stored[block] for block in blocks.tolist()]
         if any(data is None for data in datas):
             return None
@@ -681,10 +681,11 @@ class BigWigReader:
             return None
         if (low[1:] < high[:-1]).any():  # (overlapping blocks: the general path lets the later one win)
             return None
-        with self._lock:
-            new = blocks[~self._seen[blocks]]
-            new = new[np.argsort(self._block_rank[new], kind="stable")]
-            self._note_seen(new, lambda block: Block(*self._decode_block(block, stored[block])))
+        if seen:
+            with self._lock:
+                new = blocks[~self._seen[blocks]]
+                new = new[np.argsort(self._block_rank[new], kind="stable")]
+                self._note_seen(new, lambda block: Block(*self._decode_block(block, stored[block])))
         run = np.concatenate(([0], np.cumsum(low[1:] != high[:-1])))  # blocks following each other without a gap
         return joined.view(self._item_dtypes[3]["value"]), low, high, (offsets + _SECTION_HEADER_SIZE) // 4, run
 
@@ -982,6 +983,11 @@ class BigWigReader:
             dtype = self._base_dtype(self._seen_narrow[1] is not None)
             nbytes = int(offsets[-1]) * dtype.itemsize
             dense = DenseGenome(offsets, dtype, None if allocate is None else allocate(nbytes))
+        if self._windows_dense and dense.values.dtype == np.float32 and self._fixed_steps:  # (a predicted bigWig)
+            reached = self._windows_of_base_steps(blocks, dense)
+            if reached is None:
+                return None
+            blocks = []
         for group in self._decoded_groups(blocks):  # in genome order: each block starts where the last ended or later
             group = [decoded for decoded in group if len(decoded[2])]
             if not group:
@@ -1024,6 +1030,58 @@ class BigWigReader:
         if dense is not None:
             return dense
         return SparseGenome.from_blocks(parts, allocate, folded_narrow(narrow, parts[folded:]), offsets)
+
+    def _windows_of_base_steps(self, blocks: list, dense: WindowedDense):
+        """``_decode_whole`` of a file kept as its windows' bases (float32), ``_READ_GROUP`` blocks at a time: a group of
+        blocks of one value a base (``_base_step_values``), each within its chromosome and its indexed range, in genome
+        order and each inside one of the windows' ranges or outside all of them, written into ``dense`` at once; any
+        other group block by block (``_block_parts``, ``WindowedDense.add``). The key reached, or None where the file
+        is found not clean (as ``_block_parts`` finds it)."""
+        reached = -1
+        for at in range(0, len(blocks), _READ_GROUP):
+            group = np.asarray(blocks[at:at + _READ_GROUP], dtype=np.int64)
+            stored = self._stored_blocks(group.tolist(), floats=True)
+            steps = self._base_step_values(group, stored, seen=False)
+            written = steps is not None and self._write_base_steps(group, steps, dense, reached)
+            if written:
+                reached = int(steps[2][-1])
+                continue
+            for block in group.tolist():  # as ``_decode_whole`` decodes them
+                decoded = (block, *self._decode_block(block, stored.pop(block), check=False))
+                if not len(decoded[2]):
+                    continue
+                found = self._block_parts([decoded], reached, True)
+                if found is None:
+                    return None
+                parts, reached = found
+                for part in parts:
+                    dense.add(*part)
+        return reached
+
+    def _write_base_steps(self, group: np.ndarray, steps: tuple, dense: WindowedDense, reached: int) -> bool:
+        """Write blocks of one value a base (``_base_step_values``'s ``steps``) into ``dense`` where each lies within
+        its chromosome and its indexed range, after key ``reached``, and inside one of ``dense``'s ranges or outside
+        all of them (``_follows``, ``WindowedDense.add``); else write nothing and return False."""
+        values, low, high, first, _ = steps
+        chrom = low >> 32
+        if (low[0] < reached or chrom.max() >= len(self._size_by_id)
+                or ((high - (chrom << 32)) > self._size_by_id[np.minimum(chrom, len(self._size_by_id) - 1)]).any()
+                or (low < self._block_start[group]).any() or (high > self._block_end[group]).any()):
+            return False
+        rank = np.searchsorted(dense.low, low, side="right") - 1  # the range a block's first base lies in, if any
+        inside = (rank >= 0) & (high <= dense.high[np.maximum(rank, 0)])
+        outside = np.searchsorted(dense.high, low, side="right") == np.searchsorted(dense.low, high, side="left")
+        if not (inside | outside).all():  # (a block across a range's end: clipped block by block)
+            return False
+        rank, low, high, first = rank[inside], low[inside], high[inside], first[inside]
+        source = expand_ranges(first, first + (high - low), owners=False)[0]
+        at = dense.offsets[rank] + (low - dense.low[rank])
+        target = expand_ranges(at, at + (high - low), owners=False)[0]
+        taken = values[source].astype(np.float32, copy=False)
+        if len(taken) and np.isnan(np.minimum.reduce(taken)):  # a stored NaN: read as 0
+            taken = np.where(np.isnan(taken), np.float32(0.0), taken)
+        dense.values[target] = taken
+        return True
 
     # ------------------------------------------- decoded whole by another process
     def decodes_whole_next(self) -> bool:
