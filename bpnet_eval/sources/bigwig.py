@@ -956,8 +956,9 @@ class BigWigReader:
                 key_start = chrom + start.astype(np.int64)
                 windowed = overlapping(self._windows, key_start, chrom + end.astype(np.int64))
                 keep = windowed if keep is None else keep & windowed
-            if keep is not None and not keep.all():
-                start, end, value = start[keep], end[keep], value[keep]
+            if keep is not None and not keep.all():  # (positions found once: three masks find them three times)
+                at = np.flatnonzero(keep)
+                start, end, value = start.take(at), end.take(at), value.take(at)
             if len(start):
                 parts.append((chrom, start, end, value))
         return parts, reached
