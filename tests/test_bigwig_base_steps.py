@@ -295,3 +295,118 @@ def test_windows_kept_from_overlapping_blocks_are_not_kept(tmp_path, monkeypatch
             np.testing.assert_array_equal(got, expected(path, chroms, starts, starts + 20))
         finally:
             reader.close()
+
+
+@pytest.fixture
+def groups_taken(monkeypatch) -> list:
+    """How many blocks each group taken at once (``_base_step_parts``) held, where it was taken so."""
+    taken, real = [], BigWigReader._base_step_parts
+
+    def counted(reader, group, *args):
+        found = real(reader, group, *args)
+        if found is not None:
+            taken.append(len(group))
+        return found
+
+    monkeypatch.setattr(BigWigReader, "_base_step_parts", counted)
+    return taken
+
+
+def kept_whole(path, fast: bool, told=None):
+    """A reader's file decoded whole (``_decode_whole``) after its first block is decoded (a sample for the estimates,
+    and the fixed-step header that sends groups of blocks of one value a base the quick way): groups at a time
+    (``fast``) or block by block. ``told``: windows given first (``expect``)."""
+    reader = BigWigReader(str(path))
+    reader._blocks(np.array([0]))
+    if told is not None:
+        reader.expect(reader.chrom_ids(told[0]), told[1], told[2])
+    if not fast:
+        reader._fixed_steps = False
+    return reader, reader._decode_whole()
+
+
+def kept_arrays(genome) -> list:
+    if genome is None:
+        return []
+    arrays = [genome.values] if hasattr(genome, "values") else [genome.key, genome.length, genome.value]
+    return [type(genome).__name__] + [(a.dtype.str, a.tolist()) for a in arrays]
+
+
+@pytest.mark.parametrize("endian", ["<", ">"])
+@pytest.mark.parametrize("group, join_bytes", [(256, 4 << 20), (3, 4 << 20), (256, 600)],
+                         ids=["together", "three-a-read", "parts-of-a-read"])
+@pytest.mark.parametrize("zeros", [0.3, 0.97], ids=["turns-dense", "intervals"])
+def test_a_file_decoded_whole_from_blocks_of_one_value_a_base_equals_block_by_block(
+        tmp_path, monkeypatch, groups_taken, endian, group, join_bytes, zeros):
+    """A file of blocks of one value a base decoded whole a group at a time (``_base_step_parts``): blocks touching
+    or apart on two chromosomes, zeros, -0.0, NaN (kept as 0) and infinities; kept as intervals, or turning into one
+    value a base part way (a value on most bases): the same arrays in the same dtypes as block by block, and pyBigWig's
+    values."""
+    monkeypatch.setattr(bigwig, "_READ_GROUP", group)
+    monkeypatch.setattr(bigwig, "_BASE_STEP_JOIN_BYTES", join_bytes)
+    rng = np.random.default_rng(17)
+    sections = base_sections(rng)
+    for _, _, _, _, _, values in sections:
+        for k in np.flatnonzero(rng.random(len(values)) < zeros).tolist():
+            values[k] = -0.0 if rng.random() < 0.05 else 0.0
+    path = build_bigwig(tmp_path / "steps.bw", CHROMS, sections, endian=endian)
+    little = build_bigwig(tmp_path / "little.bw", CHROMS, sections)
+    fast, fast_genome = kept_whole(path, True)
+    assert sum(groups_taken) == len(sections) and max(groups_taken) <= group
+    slow, slow_genome = kept_whole(path, False)
+    try:
+        assert type(fast_genome).__name__ == ("DenseGenome" if zeros < 0.5 else "SparseGenome")
+        assert kept_arrays(fast_genome) == kept_arrays(slow_genome)
+        chroms, starts, ends = windows(rng)
+        fast._resident = fast_genome
+        big = np.finfo(np.float32).max
+        np.testing.assert_array_equal(np.clip(fast.read(chroms, starts, ends), -big, big),
+                                      expected(little, chroms, starts, ends))
+    finally:
+        fast.close()
+        slow.close()
+
+
+def test_a_file_kept_where_windows_lie_from_blocks_of_one_value_a_base_equals_block_by_block(tmp_path, monkeypatch,
+                                                                                            groups_taken):
+    """Too big to keep whole, kept as intervals where the run's windows lie (``expect``): the bases the windows
+    overlap, as block by block."""
+    monkeypatch.setattr(bigwig, "_READ_GROUP", 5)
+    monkeypatch.setattr(bigwig, "_RESIDENT_AFTER_SHARE", 0.05)
+    monkeypatch.setattr(bigwig, "_RESIDENT_MAX_BYTES", 2000)
+    rng = np.random.default_rng(23)
+    sections = base_sections(rng, nan=False)
+    for _, _, _, _, _, values in sections:
+        for k in np.flatnonzero(rng.random(len(values)) < 0.9).tolist():
+            values[k] = 0.0
+    path = build_bigwig(tmp_path / "steps.bw", CHROMS, sections)
+    told = windows(rng, 40)
+    fast, fast_genome = kept_whole(path, True, told)
+    assert sum(groups_taken) == len(fast._window_blocks)
+    slow, slow_genome = kept_whole(path, False, told)
+    try:
+        assert fast._windows is not None and not fast._windows_dense
+        assert isinstance(fast_genome, bigwig.SparseGenome)
+        assert 0 < len(fast_genome.key) < sum(np.count_nonzero(s[5]) for s in sections)  # only where windows lie
+        assert kept_arrays(fast_genome) == kept_arrays(slow_genome)
+        fast._resident = fast_genome
+        np.testing.assert_array_equal(fast.read(*told), expected(path, *told))
+    finally:
+        fast.close()
+        slow.close()
+
+
+@pytest.mark.parametrize("fault", ["past-its-chromosome", "overlapping"])
+def test_blocks_of_one_value_a_base_not_clean_are_not_kept_whole(tmp_path, fault):
+    """A block past its chromosome's end, or blocks that overlap: the file is not kept whole, either way (then read
+    block by block)."""
+    sections = [(0, 3, 100, 1, 1, [1.0] * 50), (0, 3, 150, 1, 1, [2.0] * 50), (1, 3, 0, 1, 1, [3.0] * 50)]
+    if fault == "past-its-chromosome":
+        sections[2] = (1, 3, CHROMS[1][1] - 20, 1, 1, [3.0] * 50)
+    elif fault == "overlapping":
+        sections[1] = (0, 3, 140, 1, 1, [2.0] * 50)
+    path = build_bigwig(tmp_path / "faulty.bw", CHROMS, sections)
+    for fast in (True, False):
+        reader, genome = kept_whole(path, fast)
+        reader.close()
+        assert genome is None

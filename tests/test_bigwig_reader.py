@@ -398,7 +398,8 @@ def test_a_big_track_sampled_dense_is_kept_as_one_value_per_base_from_the_start(
     import tracemalloc
 
     monkeypatch.setattr(bigwig, "_RESIDENT_COMPRESSED_BYTES", -1)  # a big file: decoded whole once the windows say so
-    for name, value in (("_READ_GROUP", 8), ("_READ_SPAN_BYTES", 1 << 16), ("_GROUP_INTERVALS", 4096)):
+    for name, value in (("_READ_GROUP", 8), ("_READ_SPAN_BYTES", 1 << 16), ("_GROUP_INTERVALS", 4096),
+                        ("_BASE_STEP_JOIN_BYTES", 1 << 16)):
         monkeypatch.setattr(bigwig, name, value)  # blocks decoded a few at a time: what is kept is the peak
     rng = np.random.default_rng(12)
     sizes = [("chr1", 600_000), ("chr2", 400_000)]
