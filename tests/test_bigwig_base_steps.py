@@ -410,3 +410,36 @@ def test_blocks_of_one_value_a_base_not_clean_are_not_kept_whole(tmp_path, fault
         reader, genome = kept_whole(path, fast)
         reader.close()
         assert genome is None
+
+
+def test_a_file_of_fixed_step_and_other_blocks_decoded_whole_equals_block_by_block(tmp_path, monkeypatch,
+                                                                                   groups_taken):
+    """Blocks of one value a base among bedGraph, variableStep and step-2 blocks: the groups of the first kind taken
+    at once, the others block by block; the same kept arrays as block by block."""
+    monkeypatch.setattr(bigwig, "_READ_GROUP", 4)
+    rng = np.random.default_rng(29)
+    sections, at = [], 0
+    for k in range(40):
+        kind = (3, 3, 3, 3, 1, 2, 3, 3)[k % 8]  # (read 4 at a time: every other read all of one value a base)
+        values = np.round(rng.gamma(0.5, 2.0, 30)).astype(np.float32)
+        values[rng.random(30) < 0.3] = 0.0
+        if kind == 1:
+            items = [(at + 3 * i, at + 3 * i + 2, float(v)) for i, v in enumerate(values)]
+            sections.append((0, 1, 0, 0, 0, items))
+            at += 90
+        elif kind == 2:
+            sections.append((0, 2, 0, 0, 2, [(at + 3 * i, float(v)) for i, v in enumerate(values)]))
+            at += 90
+        else:
+            step = 2 if k % 8 == 6 else 1
+            sections.append((0, 3, at, step, 1, values.tolist()))
+            at += 30 * step
+    path = build_bigwig(tmp_path / "mixed.bw", [("chrA", at + 10), ("chrB", 100)], sections)
+    fast, fast_genome = kept_whole(path, True)
+    slow, slow_genome = kept_whole(path, False)
+    try:
+        assert groups_taken and sum(groups_taken) < sum(kind == 3 for _, kind, *_ in sections)
+        assert fast_genome is not None and kept_arrays(fast_genome) == kept_arrays(slow_genome)
+    finally:
+        fast.close()
+        slow.close()
