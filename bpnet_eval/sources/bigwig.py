@@ -1047,22 +1047,29 @@ class BigWigReader:
         kept as intervals (``dense`` None); else written into ``dense`` (every value it must hold, ``holds``), and no
         parts. None where the group is not so, or (``WindowedDense``) a block lies across a range's end: for
         ``_decoded_groups`` to decode it block by block. A stored NaN is kept as 0, as ``_decode_block`` reads it."""
-        values, low, high, first, run = steps
+        values, low, high, first, _ = steps
         chrom = low >> 32
         if (low[0] < reached or chrom.max() >= len(self._size_by_id)
                 or ((high - (chrom << 32)) > self._size_by_id[np.minimum(chrom, len(self._size_by_id) - 1)]).any()
                 or (low < self._block_start[group]).any() or (high > self._block_end[group]).any()):
             return None
+        reached = int(high[-1])
         values = values.astype(np.float32, copy=False)
         if np.isnan(np.minimum.reduce(values)):  # (a NaN is the minimum)
             values = np.where(np.isnan(values), np.float32(0.0), values)
+        if dense is None:
+            return self._nonzero_parts(values, low, first), reached
         if isinstance(dense, WindowedDense):
-            written = self._write_windows(values, low, high, first, dense)
-        elif dense is not None:
-            written = self._write_runs(values, low, high, first, run, dense)
+            rank = np.searchsorted(dense.low, low, side="right") - 1  # the range a block's first base lies in, if any
+            inside = (rank >= 0) & (high <= dense.high[np.maximum(rank, 0)])
+            outside = np.searchsorted(dense.high, low, side="right") == np.searchsorted(dense.low, high, side="left")
+            if not (inside | outside).all():  # (a block across a range's end: clipped block by block)
+                return None
+            rank, low, high, first = rank[inside], low[inside], high[inside], first[inside]
+            at = dense.offsets[rank] + (low - dense.low[rank])
         else:
-            return self._nonzero_parts(values, low, first), int(high[-1])
-        return ([], int(high[-1])) if written else None
+            at = dense.offsets[chrom] + (low & 0xFFFFFFFF)
+        return ([], reached) if self._write_pieces(values, first, at, high - low, dense.values) else None
 
     def _nonzero_parts(self, values: np.ndarray, low: np.ndarray, first: np.ndarray) -> list:
         """The bases of blocks of one value a base (``_base_step_parts``) holding a value other than 0 (+0.0) that
@@ -1082,34 +1089,19 @@ class BigWigReader:
                 parts.append((base, start, start + np.uint32(1), values.take(at[a:b])))
         return parts
 
-    def _write_runs(self, values, low, high, first, run, dense: DenseGenome) -> bool:
-        """Write blocks of one value a base (``_base_step_parts``) into ``dense``, a run of blocks following each
-        other at a time, where it holds every value; else write nothing and return False."""
-        if not holds(dense.values.dtype, values):
-            return False
-        ends = np.flatnonzero(np.diff(run)).tolist()
-        for a, b in zip([0, *[end + 1 for end in ends]], [*ends, len(run) - 1]):
-            chrom, lo, hi = int(low[a]) >> 32, int(low[a]), int(high[b])
-            at = int(dense.offsets[chrom]) + (lo & 0xFFFFFFFF)
-            dense.values[at:at + hi - lo] = values[int(first[a]):int(first[a]) + hi - lo]
-        return True
-
     @staticmethod
-    def _write_windows(values, low, high, first, dense: WindowedDense) -> bool:
-        """Write blocks of one value a base (``_base_step_parts``) into ``dense`` where each lies inside one of its
-        ranges or outside all of them, and ``dense`` holds every value written (``WindowedDense.add``); else write
-        nothing and return False."""
-        rank = np.searchsorted(dense.low, low, side="right") - 1  # the range a block's first base lies in, if any
-        inside = (rank >= 0) & (high <= dense.high[np.maximum(rank, 0)])
-        outside = np.searchsorted(dense.high, low, side="right") == np.searchsorted(dense.low, high, side="left")
-        if not (inside | outside).all():  # (a block across a range's end: clipped block by block)
+    def _write_pieces(values: np.ndarray, first: np.ndarray, at: np.ndarray, length: np.ndarray, into) -> bool:
+        """Copy ``values[first[k]:first[k] + length[k]]`` to ``into[at[k]:...]`` for every ``k`` (blocks of one value
+        a base, ``_base_step_parts``; pieces that follow each other in both taken as one), where ``into`` holds every
+        one of ``values`` (``holds``); else write nothing and return False."""
+        if not holds(into.dtype, values):
             return False
-        rank, low, high, first = rank[inside], low[inside], high[inside], first[inside]
-        taken = values[expand_ranges(first, first + (high - low), owners=False)[0]]
-        if not holds(dense.values.dtype, taken):
-            return False
-        at = dense.offsets[rank] + (low - dense.low[rank])
-        dense.values[expand_ranges(at, at + (high - low), owners=False)[0]] = taken
+        if not len(at):
+            return True
+        apart = (at[1:] != at[:-1] + length[:-1]) | (first[1:] != first[:-1] + length[:-1])
+        starts = np.flatnonzero(np.concatenate(([True], apart)))
+        for a, f, n in zip(at[starts].tolist(), first[starts].tolist(), np.add.reduceat(length, starts).tolist()):
+            into[a:a + n] = values[f:f + n]
         return True
 
     # ------------------------------------------- decoded whole by another process
