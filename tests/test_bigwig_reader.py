@@ -1264,3 +1264,35 @@ def test_inflating_beside_keeps_the_order_marks_the_damaged_and_raises_what_fail
     monkeypatch.setattr(bigwig, "inflate", failing)
     with pytest.raises(MemoryError, match="inflating"):
         bigwig._inflated(raws)
+
+
+@pytest.mark.parametrize("together", [1 << 20, 5, 1], ids=["all-at-once", "a-few-parts", "each-part"])
+@pytest.mark.parametrize("fault", [None, "fraction", "long", "negative-zero", "huge"])
+def test_the_dtypes_of_kept_intervals_are_found_from_parts_taken_together_or_alone(monkeypatch, together, fault):
+    """``folded_narrow`` over parts of a file kept as intervals, taken ``_NARROW_INTERVALS`` at a time: the dtypes
+    that all their intervals need, as found from every interval at once (uint16 lengths below 2**16 bases; whole
+    values below 2**31 in size, not -0.0, give their span), whatever the grouping."""
+    monkeypatch.setattr(intervals, "_NARROW_INTERVALS", together)
+    rng = np.random.default_rng(31)
+    parts, at = [], 0
+    for size in (3, 1, 7, 2, 2, 9):
+        start = at + np.cumsum(rng.integers(1, 5, size)).astype(np.uint32)
+        end = start + rng.integers(1, 3, size).astype(np.uint32)
+        parts.append([0, start, end, rng.integers(-20, 300, size).astype(np.float32)])
+        at = int(end[-1]) + 1
+    if fault == "fraction":
+        parts[4][3][1] = 2.5
+    elif fault == "long":
+        parts[2][2][-1] = parts[2][1][-1] + 70_000
+    elif fault == "negative-zero":
+        parts[5][3][0] = -0.0
+    elif fault == "huge":
+        parts[1][3][0] = 2.0 ** 31
+    start, end, value = (np.concatenate([part[k] for part in parts]) for k in (1, 2, 3))
+    wide = value.astype(np.float64)
+    negative_zero = bool(np.any((wide == 0) & np.signbit(wide)))
+    whole = bool(np.all(wide == np.floor(wide)) and np.all(np.abs(wide) < 2 ** 31)) and not negative_zero
+    want = (True, bool((end.astype(np.int64) - start).max() < 1 << 16),
+            (min(0.0, wide.min()), max(0.0, wide.max())) if whole else None)
+    assert intervals.folded_narrow((True, True, (0.0, 0.0)), [tuple(part) for part in parts]) == want
+    assert want[1] == (fault != "long") and (want[2] is None) == (fault in ("fraction", "negative-zero", "huge"))

@@ -21,7 +21,10 @@ How:
   and gaps; those holding 0, stored or NaN, are left out, as they read as uncovered bases do) or, where that is
   smaller (a value on every base, e.g. fixedStep span 1: decoded straight into it where the blocks sampled say so),
   as one value per base of the genome, from which
-  windows are copied as rows of a strided view. Each array is kept in the narrowest dtype that holds
+  windows are copied as rows of a strided view. A file of blocks of one value a base (fixedStep, step and span 1)
+  is decoded up to 256 blocks (4 MB of values) at a time: their values joined into one array
+  (``_base_step_values``), then its nonzero bases found at once, or its runs of blocks copied as slices
+  (``_base_step_parts``; 2-2.5x block by block). Each array is kept in the narrowest dtype that holds
   it exactly: 7-8 bytes an interval for read counts on a genome under 4 Gb (uint32 genome positions,
   uint16 lengths, whole-number values in the first of uint8, int8, uint16, int16 holding their span),
   16 at most; one byte a base for counts up to 255 (the header's summary gives the span);
@@ -106,6 +109,8 @@ _CACHED_BYTES_PER_INTERVAL = 16  # three uint32 positions + one float32 value
 # the header's largest block says), and joined into one array at most this many (an array above glibc's mmap threshold
 # of 8 MB, ``process.return_batch_memory``, is faulted in afresh each time: +1 s of system time on the densefloat case)
 _BASE_STEP_READ_BYTES, _BASE_STEP_JOIN_BYTES = 32 << 20, 4 << 20
+_WHOLE_JOIN_BYTES = 1 << 20  # joined at a time where a file is decoded whole (``_read_groups``: its temporaries, 4x as
+                             # many bytes, add to the peak of a process holding the whole file; no slower than 4 MB)
 _FIT_SAMPLE_BLOCKS = 16  # blocks decoded, evenly spaced, to tell whether a file decoded whole fits (``expect``)
 
 _SMALLEST_FLOAT32 = float(np.finfo(np.float32).smallest_subnormal)  # no stored value lies in (0, this)
@@ -623,15 +628,16 @@ class BigWigReader:
         return rest, None
 
     @staticmethod
-    def _joined_parts(blocks: np.ndarray, stored: dict) -> list:
-        """``blocks`` (read: ``stored``) in consecutive parts of at most ``_BASE_STEP_JOIN_BYTES``, one block at
-        least."""
+    def _joined_parts(blocks: np.ndarray, stored: dict, limit: int = 0) -> list:
+        """``blocks`` (read: ``stored``) in consecutive parts of at most ``limit`` bytes (``_BASE_STEP_JOIN_BYTES``
+        by default), one block at least."""
+        limit = limit or _BASE_STEP_JOIN_BYTES
         sizes = np.fromiter((0 if stored[block] is None else len(stored[block]) for block in blocks.tolist()),
                             dtype=np.int64, count=len(blocks))
         ends = np.cumsum(sizes)
         parts, at = [], 0
         while at < len(blocks):
-            stop = max(at + 1, int(np.searchsorted(ends, ends[at] - sizes[at] + _BASE_STEP_JOIN_BYTES, side="right")))
+            stop = max(at + 1, int(np.searchsorted(ends, ends[at] - sizes[at] + limit, side="right")))
             parts.append(blocks[at:stop])
             at = stop
         return parts
@@ -1029,16 +1035,18 @@ class BigWigReader:
     def _read_groups(self, blocks: list):
         """``blocks`` as ``_kept_parts`` takes them, ``(blocks, stored, steps)``: where the file's blocks are fixed-step
         (as its first decoded block says), read ``_READ_GROUP`` at a time (``stored``) and taken in parts of
-        ``_BASE_STEP_JOIN_BYTES`` (``_joined_parts``), each joined where its blocks all hold one value a base (``steps``:
-        ``_base_step_values``); otherwise all at once, unread (``({}, None)``), for ``_decoded_groups`` to read."""
+        ``_WHOLE_JOIN_BYTES`` (``_joined_parts``), each joined where its blocks all hold one value a base
+        (``steps``: ``_base_step_values``); otherwise all at once, unread (``({}, None)``), for ``_decoded_groups`` to
+        read."""
         if not self._fixed_steps:
             yield blocks, {}, None
             return
         for at in range(0, len(blocks), _READ_GROUP):
             group = np.asarray(blocks[at:at + _READ_GROUP], dtype=np.int64)
             stored = self._stored_blocks(group.tolist(), floats=True)
-            for part in self._joined_parts(group, stored):
+            for part in self._joined_parts(group, stored, _WHOLE_JOIN_BYTES):
                 yield part.tolist(), stored, self._base_step_values(part, stored, seen=False)
+            stored.clear()  # (taken: freed before the next read, which the caller's references would keep it beside)
 
     def _base_step_parts(self, group: np.ndarray, steps: tuple, reached: int, dense):
         """What a file decoded whole keeps of a group of blocks of one value a base (``_base_step_values``'s

@@ -22,6 +22,7 @@ _CHUNK_ELEMENTS = 1 << 22  # output elements scattered per step (bounds memory)
 _SEARCH_RUN = 16  # keys per run of the two-level search of a file kept whole as intervals
 _SEARCH_NEEDLES = 1024  # needles searched per step (a 512 kB temporary)
 _SEARCH_DIRECT_BYTES = 4 << 20  # keys up to this size are searched by numpy's binary search alone
+_NARROW_INTERVALS = 1 << 20  # intervals whose dtypes are found together (``folded_narrow``): bounds the copies
 _FILL_ELEMENTS = 1 << 17  # output elements filled per step from a file kept whole: temporaries of a few hundred
 # kB are reused by malloc, where multi-MB ones are returned to the system and faulted in again on every batch (~9x slower)
 # A block's intervals kept where the run's windows lie (``WindowedDense.add``) are written over the block's span, then
@@ -150,11 +151,20 @@ def joined_narrow(a: tuple, b: tuple) -> tuple:
 
 def folded_narrow(narrow: tuple, parts: list) -> tuple:
     """``narrow`` (``(keys, *narrow_intervals)``) with the intervals of ``parts`` (chromosome key, starts, ends,
-    values) joined in, all at once."""
-    if not parts or not (narrow[1] or narrow[2] is not None):
-        return narrow
-    return joined_narrow(narrow, (narrow[0], *narrow_intervals(*(np.concatenate([part[k] for part in parts])
-                                                                    for k in (1, 2, 3)))))
+    values) joined in: parts taken together up to ``_NARROW_INTERVALS`` intervals (one part that big on its own, not
+    copied), until nothing is left to narrow."""
+    at = 0
+    while at < len(parts) and (narrow[1] or narrow[2] is not None):
+        stop, held = at + 1, len(parts[at][1])
+        while stop < len(parts) and held + len(parts[stop][1]) <= _NARROW_INTERVALS:
+            held += len(parts[stop][1])
+            stop += 1
+        together = parts[at:stop]
+        arrays = (together[0][k] if len(together) == 1 else np.concatenate([part[k] for part in together])
+                  for k in (1, 2, 3))
+        narrow = joined_narrow(narrow, (narrow[0], *narrow_intervals(*arrays)))
+        at = stop
+    return narrow
 
 
 def interval_bytes(narrow: tuple) -> int:
