@@ -22,9 +22,9 @@ How:
   smaller (a value on every base, e.g. fixedStep span 1: decoded straight into it where the blocks sampled say so),
   as one value per base of the genome, from which
   windows are copied as rows of a strided view. A file of blocks of one value a base (fixedStep, step and span 1)
-  is decoded up to 256 blocks (4 MB of values) at a time: their values joined into one array
-  (``_base_step_values``), then its nonzero bases found at once, or its runs of blocks copied as slices
-  (``_base_step_parts``; 2-2.5x block by block). Each array is kept in the narrowest dtype that holds
+  is decoded whole 256 blocks a read, their values joined 1 MB at a time into one array (``_base_step_values``),
+  then its nonzero bases found at once, or its runs of blocks copied as slices (``_base_step_parts``; 2-2.5x block
+  by block). Each array is kept in the narrowest dtype that holds
   it exactly: 7-8 bytes an interval for read counts on a genome under 4 Gb (uint32 genome positions,
   uint16 lengths, whole-number values in the first of uint8, int8, uint16, int16 holding their span),
   16 at most; one byte a base for counts up to 255 (the header's summary gives the span);
@@ -1012,12 +1012,12 @@ class BigWigReader:
         taken at once: ``_base_step_parts``), then None where the file is found not clean."""
         reached = -1
         for group, stored, steps in self._read_groups(blocks):
-            found = None if steps is None else self._base_step_parts(np.asarray(group), steps, reached, dense_now())
+            found = None if steps is None else self._base_step_parts(group, steps, reached, dense_now())
             if found is not None:
                 parts, reached = found
                 yield parts
                 continue
-            for decoded in self._decoded_groups(group, stored):
+            for decoded in self._decoded_groups(group.tolist(), stored):
                 decoded = [one for one in decoded if len(one[2])]
                 if not decoded:
                     continue
@@ -1033,19 +1033,19 @@ class BigWigReader:
                 yield parts
 
     def _read_groups(self, blocks: list):
-        """``blocks`` as ``_kept_parts`` takes them, ``(blocks, stored, steps)``: where the file's blocks are fixed-step
+        """``blocks`` as ``_kept_parts`` takes them, ``(blocks (int64), stored, steps)``: where they are fixed-step
         (as its first decoded block says), read ``_READ_GROUP`` at a time (``stored``) and taken in parts of
         ``_WHOLE_JOIN_BYTES`` (``_joined_parts``), each joined where its blocks all hold one value a base
         (``steps``: ``_base_step_values``); otherwise all at once, unread (``({}, None)``), for ``_decoded_groups`` to
         read."""
         if not self._fixed_steps:
-            yield blocks, {}, None
+            yield np.asarray(blocks, dtype=np.int64), {}, None
             return
         for at in range(0, len(blocks), _READ_GROUP):
             group = np.asarray(blocks[at:at + _READ_GROUP], dtype=np.int64)
             stored = self._stored_blocks(group.tolist(), floats=True)
             for part in self._joined_parts(group, stored, _WHOLE_JOIN_BYTES):
-                yield part.tolist(), stored, self._base_step_values(part, stored, seen=False)
+                yield part, stored, self._base_step_values(part, stored, seen=False)
             stored.clear()  # (taken: freed before the next read, which the caller's references would keep it beside)
 
     def _base_step_parts(self, group: np.ndarray, steps: tuple, reached: int, dense):
