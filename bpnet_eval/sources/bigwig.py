@@ -1033,7 +1033,7 @@ class BigWigReader:
                 yield parts
 
     def _read_groups(self, blocks: list):
-        """``blocks`` as ``_kept_parts`` takes them, ``(blocks (int64), stored, steps)``: where they are fixed-step
+        """``blocks`` as ``_kept_parts`` takes them, ``(blocks (int64), stored, steps)``: where the file is fixed-step
         (as its first decoded block says), read ``_READ_GROUP`` at a time (``stored``) and taken in parts of
         ``_WHOLE_JOIN_BYTES`` (``_joined_parts``), each joined where its blocks all hold one value a base
         (``steps``: ``_base_step_values``); otherwise all at once, unread (``({}, None)``), for ``_decoded_groups`` to
