@@ -414,8 +414,8 @@ def test_blocks_of_one_value_a_base_not_clean_are_not_kept_whole(tmp_path, fault
 
 def test_a_file_of_fixed_step_and_other_blocks_decoded_whole_equals_block_by_block(tmp_path, monkeypatch,
                                                                                    groups_taken):
-    """Blocks of one value a base among bedGraph, variableStep and step-2 blocks: the groups of the first kind taken
-    at once, the others block by block; the same kept arrays as block by block."""
+    """Blocks of one value a base among bedGraph, variableStep and step-2 blocks: the reads of the first kind taken at
+    once until one that is not, then block by block; the same kept arrays as block by block."""
     monkeypatch.setattr(bigwig, "_READ_GROUP", 4)
     rng = np.random.default_rng(29)
     sections, at = [], 0
@@ -439,6 +439,7 @@ def test_a_file_of_fixed_step_and_other_blocks_decoded_whole_equals_block_by_blo
     slow, slow_genome = kept_whole(path, False)
     try:
         assert groups_taken and sum(groups_taken) < sum(kind == 3 for _, kind, *_ in sections)
+        assert groups_taken == [4] and not fast._base_steps  # (a read not all so: the rest not looked at so again)
         assert fast_genome is not None and kept_arrays(fast_genome) == kept_arrays(slow_genome)
     finally:
         fast.close()

@@ -341,7 +341,8 @@ class BigWigReader:
         self._block_size = blocks["size"][order].astype(np.int64)
         ends = self._block_offset + self._block_size
         self._resident_ok = True  # until decoding it whole showed the file is not clean or too big
-        self._base_steps = True  # until blocks read were found not all of one value a base (``_fill_base_steps``)
+        self._base_steps = True  # until blocks read were found not all of one value a base (``_fill_base_steps``,
+        # ``_read_groups``)
         # whether the first block decoded is a fixed-step section: the blocks are then inflated as blocks of floats
         # (``_stored_blocks``; libdeflate is slower than ISA-L on bedGraph blocks, 71 vs 50 us on the chip case's, and
         # faster on fixed-step ones, 9 vs 16 us on the fixedstep case's)
@@ -1036,7 +1037,7 @@ class BigWigReader:
         """``blocks`` as ``_kept_parts`` takes them, ``(blocks (int64), stored, steps)``: where the file is fixed-step
         (as its first decoded block says), read ``_READ_GROUP`` at a time (``stored``) and taken in parts of
         ``_WHOLE_JOIN_BYTES`` (``_joined_parts``), each joined where its blocks all hold one value a base
-        (``steps``: ``_base_step_values``); otherwise all at once, unread (``({}, None)``), for ``_decoded_groups`` to
+        (``steps``: ``_base_step_values``; after a part that does not, None for the rest); otherwise all at once, unread (``({}, None)``), for ``_decoded_groups`` to
         read."""
         if not self._fixed_steps:
             yield np.asarray(blocks, dtype=np.int64), {}, None
@@ -1045,7 +1046,9 @@ class BigWigReader:
             group = np.asarray(blocks[at:at + _READ_GROUP], dtype=np.int64)
             stored = self._stored_blocks(group.tolist(), floats=True)
             for part in self._joined_parts(group, stored, _WHOLE_JOIN_BYTES):
-                yield part, stored, self._base_step_values(part, stored, seen=False)
+                steps = self._base_step_values(part, stored, seen=False) if self._base_steps else None
+                self._base_steps = steps is not None  # (found not so: not looked for again, as ``_fill_base_steps``)
+                yield part, stored, steps
             stored.clear()  # (taken: freed before the next read, which the caller's references would keep it beside)
 
     def _base_step_parts(self, group: np.ndarray, steps: tuple, reached: int, dense):
