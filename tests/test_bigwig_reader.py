@@ -239,6 +239,10 @@ def test_clean_layouts_equal_pybigwig(tmp_path, mode, layout, width):
             out = np.full((len(chroms[i:i + 61]), width), np.nan, dtype=np.float32)
             r.read(chroms[i:i + 61], starts[i:i + 61], ends[i:i + 61], out=out)
             np.testing.assert_array_equal(out, want[i:i + 61])
+            tracks = np.full((len(out), 3, width), np.nan, dtype=np.float32)  # one track's rows of a batch of three
+            r.read(chroms[i:i + 61], starts[i:i + 61], ends[i:i + 61], out=tracks[:, 1])
+            np.testing.assert_array_equal(tracks[:, 1], want[i:i + 61])
+            assert np.isnan(tracks[:, [0, 2]]).all()  # the other tracks' rows untouched
         np.testing.assert_array_equal(r.read(chroms, starts, ends), want)
         kept = LAYOUTS[layout] if mode in ("resident", "adaptive") else type(None)
         assert isinstance(r._resident, kept)
@@ -502,6 +506,37 @@ def test_blocks_with_a_value_on_every_base_fill_windows_as_runs_of_bases():
     assert intervals.spans_filled(parts + [part(2, 0, [1, 2], step=2)]) is None  # a hole between its intervals
     longer = (3 << 32, np.array([0], np.uint32), np.array([2], np.uint32), np.array([1], np.float32))
     assert intervals.spans_filled(parts + [longer]) is None
+
+
+@pytest.mark.parametrize("covered", [0.05, 0.6, 1.0])
+@pytest.mark.parametrize("tracks, track", [(1, 0), (2, 0), (2, 1), (3, 2)])
+def test_kept_intervals_fill_one_tracks_rows_of_a_batch_of_tracks(monkeypatch, covered, tracks, track):
+    """``SparseGenome.fill`` into one track's rows of a batch ``(n, S, L)`` (rows ``S * L`` values apart, as a reading
+    process's shared memory holds them) writes what it writes into rows back to back, whether it writes the covered
+    bases alone (few covered) or whole rows with their gaps, over several steps, and no other track's value."""
+    monkeypatch.setattr(intervals, "_CHUNK_ELEMENTS", 5 * 37)  # windows in steps of 5,
+    monkeypatch.setattr(intervals, "_FILL_ELEMENTS", 2 * 37)   # whole rows written 2 at a time
+    rng = np.random.default_rng([tracks, track, int(covered * 100)])
+    lengths = rng.integers(1, 9, 4000)
+    gaps = rng.integers(0, max(1, int(2 * lengths.mean() * (1 - covered) / max(covered, 1e-9)) + 1), 4000)
+    gaps[0] = 3
+    if covered == 1.0:
+        gaps[1:] = 0
+    start = np.cumsum(gaps + np.r_[0, lengths[:-1]])
+    value = rng.integers(1, 200, 4000).astype(np.uint8)
+    genome = intervals.SparseGenome(start.astype(np.int64), lengths.astype(np.uint16), value)
+    bases = np.zeros(int(start[-1] + lengths[-1]) + 100, np.float32)
+    for a, n, v in zip(start, lengths, value):
+        bases[a:a + n] = v
+    key0 = np.r_[rng.integers(0, len(bases) - 37, 23), 0, len(bases) - 37].astype(np.int64)
+    want = np.stack([bases[k:k + 37] for k in key0])
+    batch = np.full((len(key0), tracks, 37), -1.0, np.float32)
+    batch[:, track] = 0.0
+    genome.fill(key0, 37, batch[:, track])
+    np.testing.assert_array_equal(batch[:, track], want)
+    assert (np.delete(batch, track, axis=1) == -1.0).all()
+    with pytest.raises(ValueError, match="each row contiguous"):
+        genome.fill(key0, 37, np.zeros((len(key0), 74), np.float32)[:, ::2])
 
 
 @pytest.mark.parametrize("n", [1, 63, 64, 65, 1000])

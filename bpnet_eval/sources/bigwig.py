@@ -76,7 +76,7 @@ from bpnet_eval.sources.deflate import INFLATE_ERRORS, inflate, inflate_within
 from bpnet_eval.sources.intervals import (Block, DenseGenome, IntervalSet, SparseGenome, WindowedDense, clean_blocks,
                                           copy_windows, covered, expand_ranges, folded_narrow, genome_keys, holds,
                                           in_genome_order, interval_bytes, is_clean, joined_narrow, merged_ranges,
-                                          narrow_intervals, overlapping, spans_filled, value_dtype)
+                                          narrow_intervals, overlapping, row_span, spans_filled, value_dtype)
 
 __all__ = ["BigWigReader", "share_run_memory"]
 
@@ -537,14 +537,17 @@ class BigWigReader:
 
     def read(self, chroms: Sequence[str], starts: np.ndarray, ends: np.ndarray,
              out: np.ndarray | None = None) -> np.ndarray:
-        """Base-resolution values of equal-width windows, shape (n, W) float32, uncovered bases (NaN) as 0."""
+        """Base-resolution values of equal-width windows, shape (n, W) float32, uncovered bases (NaN) as 0; written into
+        ``out`` where given (each row contiguous, rows any distance apart: a track's rows of a batch of tracks)."""
         key0, width = self._window_keys(chroms, starts, ends)
         n = len(key0)
         if out is None:
             out = np.zeros((n, width), dtype=np.float32)
         else:
-            if out.shape != (n, width) or out.dtype != np.float32 or not out.flags.c_contiguous:
-                raise ValueError(f"out must be a C-contiguous float32 array of shape {(n, width)}")
+            if out.shape != (n, width) or out.dtype != np.float32:
+                raise ValueError(f"out must be a float32 array of shape {(n, width)}")
+            if n and width:
+                row_span(out, width)  # (each row contiguous, or a ValueError)
             out[...] = 0.0
         if n == 0 or len(self._block_start) == 0:
             return out
@@ -552,6 +555,8 @@ class BigWigReader:
             resident = self._resident_genome(key0, width)
             if resident is not None and (self._windows is None or covered(self._windows, key0, width)):
                 resident.fill(key0, width, out)
+            elif not out.flags.c_contiguous:  # (read block by block: into rows back to back)
+                out[...] = self.read(chroms, starts, ends)
             elif n <= _STREAM_WINDOWS:
                 self._read_blocks(key0, width, out.reshape(-1))
             else:  # many windows: in genome order, a bounded number of decoded blocks at a time

@@ -250,6 +250,19 @@ def _write_span(values: np.ndarray, at: int, start: np.ndarray, end: np.ndarray,
     values[at:at + hi - lo] = value if hi - lo == len(value) else _with_gaps(start - lo, end - lo, value, hi - lo)
 
 
+def row_span(out: np.ndarray, width: int) -> tuple:
+    """``out`` ``(n, width)``, whose rows are each contiguous, as one flat view from its first value to its last, and
+    the distance between its rows' starts in values (``width`` where it is C-contiguous)."""
+    if out.ndim != 2 or out.shape[1] != width or (len(out) > 1 and out.strides[0] % out.itemsize) or \
+            (width > 1 and out.strides[1] != out.itemsize):
+        raise ValueError(f"out must be (n, {width}) with each row contiguous")
+    pitch = out.strides[0] // out.itemsize if len(out) > 1 else width
+    if pitch < width:
+        raise ValueError("out's rows overlap")
+    span = (len(out) - 1) * pitch + width if len(out) else 0
+    return np.lib.stride_tricks.as_strided(out, shape=(span,), strides=(out.itemsize,)), pitch
+
+
 def copy_windows(values: np.ndarray, first: np.ndarray, width: int, out: np.ndarray) -> None:
     """Copy ``values[first[k]:first[k] + width]`` into row ``k`` of ``out``, a bounded number of rows at a time."""
     rows = np.lib.stride_tricks.sliding_window_view(values, width)
@@ -416,12 +429,13 @@ class SparseGenome:
         return found
 
     def fill(self, key0: np.ndarray, width: int, out: np.ndarray) -> None:
-        """Write windows [key0, key0 + width) into the rows of out (zeroed)."""
+        """Write windows [key0, key0 + width) into the rows of out (zeroed; each row contiguous, rows any distance
+        apart: a track's rows of a batch of several tracks)."""
         if not len(self.key):
             return
         if self.offsets is not None:  # as positions in the genome, where the keys are
             key0 = self.offsets[key0 >> 32] + (key0 & 0xFFFFFFFF)
-        flat = out.reshape(-1)
+        flat, pitch = row_span(out, width)
         step = max(1, _CHUNK_ELEMENTS // width)
         for w0 in range(0, len(key0), step):
             k0 = key0[w0:w0 + step]
@@ -431,18 +445,24 @@ class SparseGenome:
             first = np.where((last >= 0) & (self.key[held] + self.length[held] > k0), last, last + 1)
             iv, row = expand_ranges(first, stop)
             offset = self.key[iv] - k0[row]
-            row *= width
-            a = np.maximum(offset, 0) + row
-            b = np.minimum(offset + self.length[iv], width) + row
-            rows = flat[w0 * width:(w0 + len(k0)) * width]
-            if 4 * int((b - a).sum()) < len(rows):  # few bases covered: write only those
+            a = np.maximum(offset, 0)
+            b = np.minimum(offset + self.length[iv], width)
+            if 4 * int((b - a).sum()) < len(k0) * width:  # few bases covered: write only those
+                row *= pitch
+                a += row
+                b += row
+                rows = flat[w0 * pitch:]
                 rows[a] = self.value[iv]  # the first base of every piece (most pieces of sparse counts have one)
                 longer = np.flatnonzero(b - a > 1)
                 a, b, iv = a[longer] + 1, b[longer], iv[longer]
                 rows[expand_ranges(a, b, owners=False)[0]] = np.repeat(self.value[iv], b - a)
                 continue
-            part = max(1, _FILL_ELEMENTS // width) * width  # whole rows, so no piece is cut
-            cut = np.searchsorted(a, np.arange(0, len(rows) + part, part)).tolist()
-            for p0, lo, hi in zip(range(0, len(rows), part), cut, cut[1:]):
-                p1 = min(p0 + part, len(rows))
-                rows[p0:p1] = _with_gaps(a[lo:hi] - p0, b[lo:hi] - p0, self.value[iv[lo:hi]], p1 - p0)
+            row *= width
+            a += row
+            b += row
+            part = max(1, _FILL_ELEMENTS // width)  # whole rows, so no piece is cut
+            cut = np.searchsorted(a, np.arange(0, len(k0) + part, part) * width).tolist()
+            for r0, lo, hi in zip(range(0, len(k0), part), cut, cut[1:]):
+                r1 = min(r0 + part, len(k0))
+                out[w0 + r0:w0 + r1] = _with_gaps(a[lo:hi] - r0 * width, b[lo:hi] - r0 * width, self.value[iv[lo:hi]],
+                                                  (r1 - r0) * width).reshape(r1 - r0, width)
