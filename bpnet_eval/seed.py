@@ -83,17 +83,15 @@ def float64_logsumexp(values: np.ndarray) -> np.ndarray:
 
 def logsumexp_and_finite(values: np.ndarray, finite: bool = False):
     """``(float64_logsumexp(values), every value finite)`` over the last axis; the second (from the largest and the
-    smallest value) only with ``finite``, else None. The largest and smallest values are found in the stored dtype
-    (converting to float64 keeps their order and values), which is converted once, as ``z - m`` is written."""
-    top = (values.max(axis=-1, keepdims=True).astype(np.float64) if values.shape[-1] else
-           np.zeros(values.shape[:-1] + (1,)))
+    smallest value, in the same pass over the float64 copy) only with ``finite``, else None."""
+    wide = values.astype(np.float64)
+    top = wide.max(axis=-1, keepdims=True) if wide.shape[-1] else np.zeros(wide.shape[:-1] + (1,))
     every_finite = None
     if finite:
-        every_finite = np.isfinite(top[..., 0]) & (values.min(axis=-1) > -np.inf if values.shape[-1] else True)
+        every_finite = np.isfinite(top[..., 0]) & (wide.min(axis=-1) > -np.inf if wide.shape[-1] else True)
     top[~np.isfinite(top)] = 0.0
-    wide = np.empty(values.shape, np.float64)
     with np.errstate(over="ignore"):  # z - m below -max float: -inf, whose exp is 0 (as torch, silently)
-        np.subtract(values, top, out=wide)
+        np.subtract(wide, top, out=wide)
     np.exp(wide, out=wide)
     with np.errstate(divide="ignore"):  # an all -inf row: ln 0 = -inf, as torch
         return np.log(wide.sum(axis=-1)) + top[..., 0], every_finite
