@@ -164,6 +164,39 @@ def test_windows_are_written_in_genome_order_and_read_back_by_row(monkeypatch):
             at = place[i:j].tolist()  # a read starts at each written row not right after the row before it
             runs = sum(p >= 0 and (k == 0 or at[k - 1] < 0 or p != at[k - 1] + 1) for k, p in enumerate(at))
             assert len(reads) == runs  # (rows 100..159: one read)
+            tracks = np.full((j - i, 3, width), -1.0, np.float32)  # one track's rows of a batch of three
+            reads.clear()
+            written.read_into(i, j, tracks[:, 1])
+            np.testing.assert_array_equal(tracks[:, 1], expected[i:j])
+            assert (tracks[:, [0, 2]] == -1.0).all() and len(reads) == runs
+    finally:
+        written.close()
+
+
+@pytest.mark.parametrize("contiguous", [True, False])
+def test_rows_read_back_whole_when_each_read_returns_a_few_bytes(monkeypatch, contiguous):
+    """A read may return fewer bytes than asked (a signal, a network file system): the next read goes on from
+    there, within a row or across rows, until every row is filled."""
+    rows, starts, width = np.arange(40), np.random.default_rng(2).permutation(40) * 10, 5  # out of genome order
+    written = genome_order.WindowsInGenomeOrder.written(Windows(), 0, rows, np.zeros(40, np.int64), starts,
+                                                        starts + width)
+    real_read, calls = os.preadv, []
+
+    def short_read(fd, views, at):  # at most 7 bytes, from the first buffers given
+        calls.append(len(views))
+        total, taken = 0, []
+        for view in views:
+            taken.append(view[:max(0, min(len(view), 7 - total))])
+            total += len(taken[-1])
+        return real_read(fd, [v for v in taken if len(v)], at)
+
+    monkeypatch.setattr(genome_order.os, "preadv", short_read)
+    try:
+        batch = np.full((40, 2, width), -1.0, np.float32)
+        out = batch[:, 0, :] if not contiguous else np.full((40, width), -1.0, np.float32)
+        written.read_into(0, 40, out)
+        np.testing.assert_array_equal(out, starts[:, None] + np.arange(width))
+        assert len(calls) >= 40 * width * 4 // 7 and (contiguous or (batch[:, 1] == -1.0).all())
     finally:
         written.close()
 

@@ -22,6 +22,7 @@ from ..process import private_temp_dir
 DISORDER = 0.01  # windows stepping back in the genome, as a share of all steps, from which the file is written
 MAX_BYTES = 4 << 30  # the largest temporary file written (N x L float32 of one track)
 WINDOWS = 2048  # windows read at a time in genome order (8 MB of values at L = 1000)
+_IOV_MAX = 1024  # buffers a ``preadv`` takes at most (Linux)
 
 
 def out_of_order(keys: np.ndarray) -> bool:
@@ -83,32 +84,45 @@ class WindowsInGenomeOrder:
         return cls(handle, first, width, where)
 
     def read_into(self, i: int, j: int, out: np.ndarray) -> None:
-        """Rows ``i..j`` into ``out`` ``(j - i, width)`` float32, C-contiguous (zeros for a row not written): one
-        ``preadv`` per run of rows lying one after another in the file (a memory map of the file gathered them ~2x
-        faster, but mapped whole large folios: the process's RSS grew by the file's size)."""
+        """Rows ``i..j`` into ``out`` ``(j - i, width)`` float32, each row contiguous (rows any distance apart: a
+        track's rows of a batch of tracks; zeros for a row not written): one ``preadv`` per run of rows lying one
+        after another in the file, into the rows where they lie (a memory map of the file gathered them ~2x faster,
+        but mapped whole large folios: the process's RSS grew by the file's size)."""
         at = self._where[i - self.first:j - self.first]
         if not len(at):
             return
-        rows = memoryview(out).cast("B")
         row_bytes = self.width * 4
+        if out.flags.c_contiguous:  # a run of rows: one buffer
+            whole = memoryview(out).cast("B")
+            buffers = lambda first, stop: [whole[first * row_bytes:stop * row_bytes]]  # noqa: E731
+        else:  # a buffer a row
+            rows = [memoryview(row).cast("B") for row in out]
+            buffers = lambda first, stop: rows[first:stop]  # noqa: E731
         apart = (np.diff(at) != 1) | (at[1:] < 0) | (at[:-1] < 0)  # a row starting a run (a row not written: alone)
         runs = np.concatenate(([0], np.flatnonzero(apart) + 1, [len(at)])).tolist()
         for first, stop in zip(runs[:-1], runs[1:]):
             if at[first] < 0:
                 out[first] = 0.0
                 continue
-            _read_all(self._handle.fileno(), rows[first * row_bytes:stop * row_bytes], int(at[first]) * row_bytes)
+            _read_all(self._handle.fileno(), buffers(first, stop), int(at[first]) * row_bytes)
 
     def close(self) -> None:
         self._handle.close()
 
 
-def _read_all(fd: int, view: memoryview, at: int) -> None:
-    while len(view):
-        got = os.preadv(fd, [view], at)
+def _read_all(fd: int, buffers: list, at: int) -> None:
+    """Fill ``buffers`` (byte memoryviews, in order) from byte ``at`` of ``fd`` on, ``IOV_MAX`` of them a call."""
+    k = 0
+    while k < len(buffers):
+        got = os.preadv(fd, buffers[k:k + _IOV_MAX], at)
         if not got:
             raise OSError(f"the temporary file of the windows in genome order ended at byte {at}")
-        view, at = view[got:], at + got
+        at += got
+        while k < len(buffers) and got >= len(buffers[k]):
+            got -= len(buffers[k])
+            k += 1
+        if got:  # a buffer filled in part
+            buffers[k] = buffers[k][got:]
 
 
 def _write_all(fd: int, data: memoryview, at: int) -> None:

@@ -61,7 +61,6 @@ class BigWigTruth(TruthSource):
         self.n_tracks = len(self._readers)
         self._negated = [s for s, reader in enumerate(self._readers) if reader.stored_as_negative()]
         self._chroms = [regions.chrom] * self.n_tracks
-        self._buffer = None  # read_into's per-track buffers, kept between batches
         self._ids = None  # read_into's chromosome numbers of every region, per file
         self._special = {}  # row → "skip" or "pad"
         self._rows = slice(0, 0)  # the rows this process reads batch by batch (``will_read``): none until told
@@ -121,27 +120,17 @@ class BigWigTruth(TruthSource):
 
     def read_into(self, i: int, j: int, out: np.ndarray, tracks: Optional[Sequence[int]] = None) -> None:
         """``read(i, j)`` (of ``tracks`` only: their files alone are read) written into ``out`` ``(j-i, S, L)`` (a
-        reading process's shared memory): each track's rows written there as read from its file (a file's reader
-        writes rows any distance apart), else read into a buffer kept for the next batch and copied once, not read,
-        gathered and copied again."""
+        reading process's shared memory): each track's rows written where they lie there (rows ``S * L`` values
+        apart), not read, gathered and copied again."""
         if self._special and any(i + k in self._special for k in range(j - i)):
             super().read_into(i, j, out, tracks)
             return
         for s in range(self.n_tracks) if tracks is None else tracks:
             ids = self._chrom_ids(s)[i:j]  # only for the files this process reads
             chroms = ids if len(ids) and ids.min() >= 0 else self._chroms[s][i:j]  # names: an unknown one is named
-            if out[:, s].flags.c_contiguous or s not in self._in_genome_order:  # (its copy: rows back to back)
-                self._read_track_into(s, i, j, chroms, out[:, s])
-                if s in self._negated:  # every value <= 0: |v| (no -0.0)
-                    np.abs(out[:, s], out=out[:, s])
-                continue
-            if self._buffer is None or self._buffer.shape[1:] != (j - i, out.shape[-1]):
-                self._buffer = np.empty((self.n_tracks, j - i, out.shape[-1]), dtype=np.float32)
-            self._read_track_into(s, i, j, chroms, self._buffer[s])
+            self._read_track_into(s, i, j, chroms, out[:, s])
             if s in self._negated:  # every value <= 0: |v| (no -0.0)
-                np.abs(self._buffer[s], out=out[:, s])
-            else:
-                out[:, s] = self._buffer[s]
+                np.abs(out[:, s], out=out[:, s])
 
     def _read_track_into(self, s: int, i: int, j: int, chroms, into: np.ndarray) -> None:
         """Track ``s``'s windows of rows ``i..j`` (on ``chroms``) into ``into``: from the copy in genome order
