@@ -296,6 +296,23 @@ def test_zeros_written_on_every_base_are_kept_as_the_nonzero_bases(tmp_path, mon
             assert 0 < r._seen_intervals <= held
 
 
+def test_a_track_of_zeros_only_reads_zeros_into_rows_holding_other_values(tmp_path):
+    """A fixedStep track whose every value is 0 is kept whole as no interval at all: a read into rows holding other
+    values (one track's rows of a batch) writes zeros over them."""
+    path = tmp_path / "zeros.bw"
+    bw = pyBigWig.open(str(path), "w")
+    bw.addHeader(LAYOUT_CHROMS, maxZooms=0)
+    for name, size in LAYOUT_CHROMS:
+        bw.addEntries(name, 0, values=[0.0] * size, span=1, step=1)
+    bw.close()
+    chroms, starts, ends = random_windows(dict(LAYOUT_CHROMS), 40, 100, np.random.default_rng(8))
+    with BigWigReader(str(path)) as r:
+        batch = np.full((40, 2, 100), np.nan, np.float32)
+        r.read(chroms, starts, ends, out=batch[:, 1])
+        assert isinstance(r._resident, intervals.SparseGenome) and len(r._resident.key) == 0
+    assert (batch[:, 1] == 0).all() and np.isnan(batch[:, 0]).all()
+
+
 NARROW = ("<u4", "<u2", "<u2")
 
 
@@ -512,8 +529,8 @@ def test_blocks_with_a_value_on_every_base_fill_windows_as_runs_of_bases():
 @pytest.mark.parametrize("tracks, track", [(1, 0), (2, 0), (2, 1), (3, 2)])
 def test_kept_intervals_fill_one_tracks_rows_of_a_batch_of_tracks(monkeypatch, covered, tracks, track):
     """``SparseGenome.fill`` into one track's rows of a batch ``(n, S, L)`` (rows ``S * L`` values apart, as a reading
-    process's shared memory holds them) writes what it writes into rows back to back, whether it writes the covered
-    bases alone (few covered) or whole rows with their gaps, over several steps, and no other track's value."""
+    process's shared memory holds them) writes what it writes into rows back to back, every value, whether it writes
+    the covered bases alone (few covered) or whole rows with their gaps, over several steps, and no other track's."""
     monkeypatch.setattr(intervals, "_CHUNK_ELEMENTS", 5 * 37)  # windows in steps of 5,
     monkeypatch.setattr(intervals, "_FILL_ELEMENTS", 2 * 37)   # whole rows written 2 at a time
     rng = np.random.default_rng([tracks, track, int(covered * 100)])
@@ -531,7 +548,7 @@ def test_kept_intervals_fill_one_tracks_rows_of_a_batch_of_tracks(monkeypatch, c
     key0 = np.r_[rng.integers(0, len(bases) - 37, 23), 0, len(bases) - 37].astype(np.int64)
     want = np.stack([bases[k:k + 37] for k in key0])
     batch = np.full((len(key0), tracks, 37), -1.0, np.float32)
-    batch[:, track] = 0.0
+    batch[:, track] = np.nan  # every value written, zeros included
     genome.fill(key0, 37, batch[:, track])
     np.testing.assert_array_equal(batch[:, track], want)
     assert (np.delete(batch, track, axis=1) == -1.0).all()

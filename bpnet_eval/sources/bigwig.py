@@ -540,24 +540,25 @@ class BigWigReader:
         """Base-resolution values of equal-width windows, shape (n, W) float32, uncovered bases (NaN) as 0; written into
         ``out`` where given (each row contiguous, rows any distance apart: a track's rows of a batch of tracks)."""
         key0, width = self._window_keys(chroms, starts, ends)
-        n = len(key0)
+        n, zeroed = len(key0), out is None
         if out is None:
             out = np.zeros((n, width), dtype=np.float32)
-        else:
-            if out.shape != (n, width) or out.dtype != np.float32:
-                raise ValueError(f"out must be a float32 array of shape {(n, width)}")
-            if n and width:
-                row_span(out, width)  # (each row contiguous, or a ValueError)
-            out[...] = 0.0
+        elif out.shape != (n, width) or out.dtype != np.float32:
+            raise ValueError(f"out must be a float32 array of shape {(n, width)}")
+        elif n and width:
+            row_span(out, width)  # (each row contiguous, or a ValueError)
         if n == 0 or len(self._block_start) == 0:
+            out[...] = 0.0
             return out
         with reading(self.path, "the bigWig's data", _FIX):  # an I/O error or a damaged block: name the file
             resident = self._resident_genome(key0, width)
             if resident is not None and (self._windows is None or covered(self._windows, key0, width)):
-                resident.fill(key0, width, out)
-            elif not out.flags.c_contiguous:  # (read block by block: into rows back to back)
+                resident.fill(key0, width, out)  # (every value)
+            elif not out.flags.c_contiguous:  # read block by block: into rows back to back
                 out[...] = self.read(chroms, starts, ends)
             elif n <= _STREAM_WINDOWS:
+                if not zeroed:
+                    out[...] = 0.0
                 self._read_blocks(key0, width, out.reshape(-1))
             else:  # many windows: in genome order, a bounded number of decoded blocks at a time
                 order = np.argsort(key0, kind="stable")

@@ -10,8 +10,8 @@
 * ``WindowedDense``: one value a base of the run's windows only (merged into disjoint key ranges).
 
 Positions are int64 keys ``chrom_id << 32 | position`` (``genome_keys``), so windows on any number of chromosomes
-are found with one ``searchsorted``. Every ``fill`` writes windows ``[key0, key0 + width)`` into the rows of a zeroed
-output, bounded temporaries at a time.
+are found with one ``searchsorted``. Every ``fill`` writes windows ``[key0, key0 + width)`` into the rows of an output,
+every value (zeros between intervals), bounded temporaries at a time.
 """
 
 from __future__ import annotations
@@ -285,7 +285,7 @@ class DenseGenome:
         _write_span(self.values, int(self.offsets[chrom >> 32]) + int(start[0]), start, end, value)
 
     def fill(self, key0: np.ndarray, width: int, out: np.ndarray) -> None:
-        """Copy windows [key0, key0 + width) into the rows of out."""
+        """Copy windows [key0, key0 + width) into the rows of out (every value)."""
         copy_windows(self.values, self.offsets[key0 >> 32] + (key0 & 0xFFFFFFFF), width, out)
 
 
@@ -333,7 +333,7 @@ class WindowedDense:
             self.values[expand_ranges(at, at + lengths, owners=False)[0]] = np.repeat(value[interval], lengths)
 
     def fill(self, key0: np.ndarray, width: int, out: np.ndarray) -> None:
-        """Copy windows [key0, key0 + width), each inside one range, into the rows of out."""
+        """Copy windows [key0, key0 + width), each inside one range, into the rows of out (every value)."""
         rank = np.searchsorted(self.low, key0, side="right") - 1
         copy_windows(self.values, self.offsets[rank] + (key0 - self.low[rank]), width, out)
 
@@ -429,9 +429,10 @@ class SparseGenome:
         return found
 
     def fill(self, key0: np.ndarray, width: int, out: np.ndarray) -> None:
-        """Write windows [key0, key0 + width) into the rows of out (zeroed; each row contiguous, rows any distance
-        apart: a track's rows of a batch of several tracks)."""
+        """Write windows [key0, key0 + width) into the rows of out, every value (each row contiguous, rows any
+        distance apart: a track's rows of a batch of several tracks)."""
         if not len(self.key):
+            out[...] = 0.0
             return
         if self.offsets is not None:  # as positions in the genome, where the keys are
             key0 = self.offsets[key0 >> 32] + (key0 & 0xFFFFFFFF)
@@ -451,6 +452,7 @@ class SparseGenome:
                 row *= pitch
                 a += row
                 b += row
+                out[w0:w0 + len(k0)] = 0.0
                 rows = flat[w0 * pitch:]
                 rows[a] = self.value[iv]  # the first base of every piece (most pieces of sparse counts have one)
                 longer = np.flatnonzero(b - a > 1)
