@@ -162,6 +162,19 @@ def test_empty_batch(written):
         assert r.read([], np.zeros(0, int), np.zeros(0, int)).shape == (0, 0)
 
 
+def test_a_file_without_data_blocks_reads_zeros_into_rows_holding_other_values(written):
+    """A file with no data block (its index lists none) reads zeros over whatever the rows held: one track's rows of
+    a batch, or rows back to back."""
+    chroms, starts, ends = random_windows(dict(CHROMS[:2]), 12, 50, np.random.default_rng(9))
+    with BigWigReader(str(written)) as r:
+        r._block_start = r._block_start[:0]  # (files that list no block are refused when opened)
+        batch = np.full((12, 2, 50), np.nan, np.float32)
+        r.read(chroms, starts, ends, out=batch[:, 0])
+        back_to_back = np.full((12, 50), np.nan, np.float32)
+        r.read(chroms, starts, ends, out=back_to_back)
+    assert (batch[:, 0] == 0).all() and np.isnan(batch[:, 1]).all() and (back_to_back == 0).all()
+
+
 def test_pickle_reopens_by_path(written):
     with BigWigReader(str(written)) as r:
         copy = pickle.loads(pickle.dumps(r))

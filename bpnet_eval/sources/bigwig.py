@@ -548,7 +548,8 @@ class BigWigReader:
         elif n and width:
             row_span(out, width)  # (each row contiguous, or a ValueError)
         if n == 0 or len(self._block_start) == 0:
-            out[...] = 0.0
+            if not zeroed:
+                out[...] = 0.0
             return out
         with reading(self.path, "the bigWig's data", _FIX):  # an I/O error or a damaged block: name the file
             resident = self._resident_genome(key0, width)

@@ -92,19 +92,16 @@ class WindowsInGenomeOrder:
         if not len(at):
             return
         row_bytes = self.width * 4
-        if out.flags.c_contiguous:  # a run of rows: one buffer
-            whole = memoryview(out).cast("B")
-            buffers = lambda first, stop: [whole[first * row_bytes:stop * row_bytes]]  # noqa: E731
-        else:  # a buffer a row
-            rows = [memoryview(row).cast("B") for row in out]
-            buffers = lambda first, stop: rows[first:stop]  # noqa: E731
+        whole = memoryview(out).cast("B") if out.flags.c_contiguous else None  # a run of rows: one buffer,
+        rows = None if whole is not None else [memoryview(row).cast("B") for row in out]  # else a buffer a row
         apart = (np.diff(at) != 1) | (at[1:] < 0) | (at[:-1] < 0)  # a row starting a run (a row not written: alone)
         runs = np.concatenate(([0], np.flatnonzero(apart) + 1, [len(at)])).tolist()
         for first, stop in zip(runs[:-1], runs[1:]):
             if at[first] < 0:
                 out[first] = 0.0
                 continue
-            _read_all(self._handle.fileno(), buffers(first, stop), int(at[first]) * row_bytes)
+            buffers = [whole[first * row_bytes:stop * row_bytes]] if whole is not None else rows[first:stop]
+            _read_all(self._handle.fileno(), buffers, int(at[first]) * row_bytes)
 
     def close(self) -> None:
         self._handle.close()
