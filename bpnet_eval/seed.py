@@ -305,7 +305,7 @@ def count_sums(observed: np.ndarray, logits: np.ndarray, shift: Optional[np.ndar
     if dense.all():
         dots = dense_dots(rows_observed, rows_logits, rows_shift)
     else:
-        values = rows_logits.reshape(-1)[where]
+        values = np.take(rows_logits.reshape(-1), where)  # (numpy's take: faster than indexing with an array)
         if rows_shift is not None:  # only where some track's logits are large (rare): else the sums are as before
             with np.errstate(over="ignore"):  # logits 1.7e308 apart: -inf, an overflow the value screen reports
                 values = values - rows_shift[where // length]
