@@ -555,12 +555,13 @@ class BigWigReader:
             resident = self._resident_genome(key0, width)
             if resident is not None and (self._windows is None or covered(self._windows, key0, width)):
                 resident.fill(key0, width, out)  # (every value)
-            elif not out.flags.c_contiguous:  # read block by block: into rows back to back
-                out[...] = self.read(chroms, starts, ends)
-            elif n <= _STREAM_WINDOWS:
-                if not zeroed:
+            elif n <= _STREAM_WINDOWS:  # into rows back to back: out's own, or a zeroed copy's
+                target = out if out.flags.c_contiguous else np.zeros((n, width), dtype=np.float32)
+                if target is out and not zeroed:
                     out[...] = 0.0
-                self._read_blocks(key0, width, out.reshape(-1))
+                self._read_blocks(key0, width, target.reshape(-1))
+                if target is not out:
+                    out[...] = target
             else:  # many windows: in genome order, a bounded number of decoded blocks at a time
                 order = np.argsort(key0, kind="stable")
                 for i in range(0, n, _STREAM_WINDOWS):
