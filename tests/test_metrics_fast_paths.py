@@ -14,7 +14,7 @@ from bpnet_eval.metrics.auprc import average_precision
 from bpnet_eval.losses import MNLLLoss
 from bpnet_eval.metrics.profile import (SPARSE_FRACTION, chunk_rows, cross_entropy, keyed_orders, kl_divergence, mnll,
                                         normalised, normalised_jsd_divergence, region_keys)
-from bpnet_eval.metrics.sorting import any_order, stable_order, torch_order
+from bpnet_eval.metrics.sorting import any_order, distinct_order, orders_by_track, stable_order, torch_order
 
 
 def counts_with_ties(shape, seed=0):
@@ -238,6 +238,58 @@ def test_keyed_orders_of_both_views_equal_their_own_sorts():
     joint, per_track = keyed_orders((12, 3, 200), rows, seed=9)
     assert torch.equal(joint, torch.argsort(region_keys((12, 600), rows, seed=9), dim=-1))
     assert torch.equal(per_track, torch.argsort(region_keys((12, 3, 200), rows, seed=9), dim=-1))
+
+
+def keys_sharing_high_bits(n, seed):
+    """Distinct int64 keys of rows of ``n``, each row with values that share their high 32 bits (what
+    ``distinct_order`` sorts first) in pairs and in runs of three, in and out of order, at both ends of int64."""
+    rng = np.random.default_rng(seed)
+    keys = rng.integers(-2**63, 2**63 - 1, size=(12, n), dtype=np.int64)
+    if n < 8:  # too short for the rows below
+        return keys
+    keys[0, :2] = [-2**63 + 5, -2**63]  # a pair at the lowest high bits, the later one smaller
+    keys[1, :2] = [2**63 - 1, 2**63 - 9]  # and at the highest
+    keys[2, 3:5] = [(7 << 40) + 100, (7 << 40) + 3]  # a pair out of order...
+    keys[3, 3:5] = [(7 << 40) + 3, (7 << 40) + 100]  # ...and in order
+    keys[4, [1, n // 2, n - 1]] = [(-9 << 40) + 30, (-9 << 40) + 20, (-9 << 40) + 10]  # a run of three
+    keys[5, :n // 2] = (np.arange(n // 2) * 1000)[::-1]  # everything in one high word: every entry tied there
+    keys[6] = np.arange(n, dtype=np.int64) * -3  # descending, near 0
+    return keys
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 7, 1000, 2000, 2114, 4096, 65536, 65537])
+def test_distinct_order_is_the_argsort_of_distinct_keys(n):
+    keys = torch.as_tensor(keys_sharing_high_bits(n, n))
+    assert (torch.sort(keys, dim=-1).values.diff(dim=-1) != 0).all()
+    assert torch.equal(distinct_order(keys), torch.argsort(keys, dim=-1))
+    as_tracks = keys[:, :n - n % 2].reshape(12, 2, -1)
+    assert torch.equal(distinct_order(as_tracks), torch.argsort(as_tracks, dim=-1))
+    assert distinct_order(keys[:0]).shape == (0, n)
+
+
+def test_distinct_order_keys_with_many_shared_words_per_row():
+    """Rows with ~150 pairs sharing their high word (pairs swapped in place) and rows of ~15 values a word (runs:
+    each such row sorted whole): every row ordered exactly."""
+    rng = np.random.default_rng(21)
+    keys = rng.integers(-2**63, 2**63 - 1, size=(40, 1500), dtype=np.int64)
+    keys[:20, 1::10] = keys[:20, ::10] ^ rng.integers(1, 1 << 40, size=(20, 150))  # same high 21 bits (of 64)
+    high = rng.integers(-50, 50, size=(20, 1500), dtype=np.int64) << 43
+    keys[20:] = high + rng.integers(0, 1 << 43, size=high.shape)
+    assert all(len(np.unique(row)) == 1500 for row in keys)
+    words = keys >> 43
+    assert (np.sort(words[:20], axis=-1)[:, 1:] == np.sort(words[:20], axis=-1)[:, :-1]).sum() >= 20 * 150
+    assert torch.equal(distinct_order(torch.as_tensor(keys)), torch.argsort(torch.as_tensor(keys), dim=-1))
+
+
+@pytest.mark.parametrize("tracks", [1, 2, 3])
+@pytest.mark.parametrize("on_cpu", [True, False])
+def test_orders_by_track_of_the_joint_order_are_each_tracks_order(monkeypatch, tracks, on_cpu):
+    from bpnet_eval.metrics import sorting
+    monkeypatch.setattr(sorting, "by_numpy", lambda x: on_cpu)
+    keys = region_keys((25, tracks, 300), torch.arange(25) + 4, seed=2)
+    joint = torch.argsort(keys.flatten(1), dim=-1)
+    assert torch.equal(orders_by_track(joint, tracks), torch.argsort(keys, dim=-1))
+    assert torch.equal(distinct_order(keys.flatten(1)), joint)
 
 
 def test_torch_order_is_torchs_argsort():

@@ -17,7 +17,8 @@ from .auprc import (NEG_MAX_FRACTION, POS_MIN_FRACTION, REQUIRED_MIN_POS_COUNTS,
 from .correlation import NAN, pearson, spearman
 from .names import BIN_SIZES, PROFILE_METRICS_ALL, PROFILE_METRICS_DEFAULT
 from .smoothing import DEFAULT_SIGMA, DEFAULT_WIDTH, smooth_gaussian1d
-from .sorting import by_numpy, any_order, count_true, flat_nonzero, nonzero_mask, put_flat, take_flat
+from .sorting import (by_numpy, count_true, distinct_order, flat_nonzero, nonzero_mask, orders_by_track,
+                      put_flat, take_flat)
 
 
 def flatten_tracks(x):
@@ -334,8 +335,8 @@ def permute_positions(x, generator=None, rows=None, seed=0):
     -------
     permuted : torch.Tensor, shape=(B, ..., L)
     """
-    if rows is not None:  # distinct keys (splitmix64 is a bijection): one sorting order, found by any sort
-        order = any_order(region_keys(x.shape, rows.to(x.device, torch.int64), seed))
+    if rows is not None:  # distinct keys (splitmix64 is a bijection): one sorting order
+        order = distinct_order(region_keys(x.shape, rows.to(x.device, torch.int64), seed))
     else:
         device = generator.device if generator is not None else x.device
         order = torch.argsort(torch.rand(x.shape, generator=generator, device=device).to(x.device), dim=-1)
@@ -357,10 +358,11 @@ def keyed_orders(shape, rows, seed=0):
     Returns
     -------
     joint, per_track : torch.Tensor, shape=(B, S*L) and (B, S, L), int64
-        Positions to gather, as ``argsort`` of the keys of each view.
+        Positions to gather, as ``argsort`` of the keys of each view: one sort of the joint view's keys, which
+        taken track by track (``orders_by_track``) orders each track's keys (they are distinct).
     """
-    keys = region_keys((shape[0], shape[1] * shape[2]), rows, seed)
-    return any_order(keys), any_order(keys.view(shape))
+    joint = distinct_order(region_keys((shape[0], shape[1] * shape[2]), rows, seed))
+    return joint, orders_by_track(joint, shape[1])
 
 
 def shuffled_jsd_distance(p, observed, generator=None, rows=None, seed=0):

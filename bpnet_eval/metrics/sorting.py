@@ -71,6 +71,78 @@ def _packed_order(values):
     return order.reshape(values.shape)
 
 
+def distinct_order(x):
+    """``torch.argsort(x, dim=-1)`` of int64 values distinct within each row (e.g. random keys): their one order.
+
+    On the CPU by one sort of 32-bit words (twice as fast as 64-bit ones): each holds a value's high bits (in signed
+    order) above its position. Two values sharing those bits come out by position; each such pair is then put in
+    the order of the whole values, and a row with three or more sharing them is sorted by ``any_order``.
+
+    Parameters
+    ----------
+    x : torch.Tensor, shape=(..., n), int64
+        No two values of a row equal (equal ones come out in no promised order).
+
+    Returns
+    -------
+    order : torch.Tensor, shape=(..., n), int64
+    """
+    n = x.shape[-1]
+    bits = max(1, (n - 1).bit_length())
+    if not by_numpy(x) or x.dtype != torch.int64 or x.numel() == 0 or bits > 16:
+        return any_order(x)
+    rows = x.detach().numpy().reshape(-1, n)
+    words = (rows.view(np.uint64) >> np.uint64(32 + bits)).astype(np.uint32)
+    words ^= np.uint32(1 << (31 - bits))  # the sign bit flipped: signed order as unsigned
+    words <<= np.uint32(bits)
+    words |= np.arange(n, dtype=np.uint32)
+    words.sort(axis=-1)
+    order = (words & np.uint32((1 << bits) - 1)).astype(np.int64)
+    words >>= np.uint32(bits)
+    shared = words[:, 1:] == words[:, :-1]
+    row, k = np.nonzero(shared)
+    if row.size:
+        runs = np.flatnonzero((shared[:, 1:] & shared[:, :-1]).any(axis=-1))  # three or more sharing their bits
+        if runs.size:
+            order[runs] = any_order(torch.from_numpy(rows[runs])).numpy()
+            row, k = row[~np.isin(row, runs)], k[~np.isin(row, runs)]
+        first, second = order[row, k], order[row, k + 1]
+        swap = rows[row, first] > rows[row, second]
+        order[row[swap], k[swap]] = second[swap]
+        order[row[swap], k[swap] + 1] = first[swap]
+    return torch.from_numpy(order.reshape(x.shape))
+
+
+def orders_by_track(order, n_tracks):
+    """The positions of each track in the order of ``order``: ``(B, S*L)`` positions of ``S`` tracks of ``L`` (track
+    ``s`` at ``s*L .. s*L + L - 1``) → ``(B, S, L)`` positions within each track, in the order they come in ``order``.
+    From a sorting order of distinct values of the ``S*L`` positions this is each track's own sorting order.
+
+    Parameters
+    ----------
+    order : torch.Tensor, shape=(B, S*L), int64
+        Each row a permutation of ``0 .. S*L - 1``.
+    n_tracks : int
+
+    Returns
+    -------
+    per_track : torch.Tensor, shape=(B, S, L), int64
+    """
+    rows, n = order.shape
+    length = n // n_tracks
+    if n_tracks == 1:
+        return order.reshape(rows, 1, length)
+    if by_numpy(order):  # a stable sort of small integers: numpy's radix sort, one pass
+        values = order.numpy()
+        track = (values // length).astype(np.int8 if n_tracks < 128 else np.int32)
+        by_track = torch.from_numpy(np.take_along_axis(values, np.argsort(track, axis=-1, kind="stable"), -1))
+    else:
+        track = torch.div(order, length, rounding_mode="floor")
+        by_track = torch.gather(order, -1, torch.sort(track, dim=-1, stable=True).indices)
+    starts = torch.arange(n_tracks, device=order.device).reshape(n_tracks, 1) * length
+    return by_track.reshape(rows, n_tracks, length) - starts
+
+
 def any_sort(x):
     """``(values, order)``: ``x`` sorted ascending along the last axis and ``any_order(x)``."""
     order = any_order(x)
