@@ -23,7 +23,7 @@ from .metrics.auprc import (auprc_region_mask, average_precision_of_keys, binned
                             score_label_keys)
 from .metrics.names import BIN_SIZES
 from .presets import MetricPlan
-from .seed import maybe_undefined, seed_columns
+from .seed import CountTerms, LogitTerms, count_terms, logit_terms, maybe_undefined, seed_columns
 from .spill import SortedRuns
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -153,19 +153,25 @@ class PooledAuprc:
         self._runs = {b: SortedRuns(run_values, block_values) for b in BIN_SIZES}
         self._positives = {b: 0 for b in BIN_SIZES}
 
-    def update(self, observed, logits, keep: Optional[np.ndarray] = None, map_pieces: Callable = map) -> None:
-        """Add one batch: observed counts and logits ``(B, S, L)`` (probabilities per strand); ``keep``: the rows
-        scored (default all); ``map_pieces``: how the keys of its pieces are computed (``map``, or a thread pool's
-        ``map``: pieces side by side), added in piece order either way."""
-        mask = auprc_region_mask(observed)
+    def update(self, observed, logits, keep: Optional[np.ndarray] = None, map_pieces: Callable = map,
+               dtype=None) -> None:
+        """Add one batch: observed counts and logits ``(B, S, L)`` (probabilities per strand), as stored; ``keep``:
+        the rows scored (default all); ``map_pieces``: how the keys of its pieces are computed (``map``, or a thread
+        pool's ``map``: pieces side by side), added in piece order either way; ``dtype``: of the computation (default
+        the logits'), each piece converted on its own (``narrowed``), not the whole batch."""
+        dtype = logits.dtype if dtype is None else dtype
+        step = chunk_rows(observed.shape, observed.device)  # cache-sized pieces on the CPU: small temporaries
+        masks = map_pieces(lambda first: auprc_region_mask(observed[first:first + step].to(dtype)),
+                           range(0, len(observed), step))
+        mask = torch.cat(list(masks)) if len(observed) else torch.zeros(0, dtype=torch.bool, device=observed.device)
         if keep is not None:
             mask = mask & torch.as_tensor(keep, device=mask.device)
         rows = torch.nonzero(mask).flatten()
-        step = chunk_rows(observed.shape, observed.device)  # cache-sized pieces on the CPU: small temporaries
 
         def piece_keys(first):
             piece = rows[first:first + step]
-            binned = binned_labels_scores_by_size(observed[piece], torch.softmax(logits[piece], dim=-1), self._runs)
+            probs = torch.softmax(narrowed(logits[piece], dtype), dim=-1)
+            binned = binned_labels_scores_by_size(observed[piece].to(dtype), probs, self._runs)
             return {binsize: score_label_keys(labels.flatten(), scores.flatten())
                     for binsize, (labels, scores) in binned.items()}
 
@@ -203,6 +209,11 @@ class BatchComputer:
         # How pieces of a batch are mapped to their metric columns: ``map`` (one after another), or a thread pool's
         # ``map`` (``piece_threads``: side by side on the CPU cores).
         self.map_pieces: Callable = map
+        # On the CPU in float64 numpy computes the seed losses (``seed.mnll_per_region``), as ``SeedComputer`` does:
+        # their terms of the logits alone and of the counts may then be computed where the batch is read.
+        numpy_seed = self.device.type == "cpu" and self.dtype == torch.float64
+        self.logit_terms = logit_terms if numpy_seed else None
+        self.count_terms = count_terms if numpy_seed else None
 
     def prepare(self, *arrays):
         """CPU: tensors sharing the arrays' memory. GPU: pinned host copies as stored (float32 crosses the
@@ -212,15 +223,18 @@ class BatchComputer:
             return tuple(t.pin_memory() for t in tensors)
         return tensors
 
-    def __call__(self, logits, logcounts, observed, first_row: int = 0, screen: Optional[Callable] = None) -> dict:
+    def __call__(self, logits, logcounts, observed, first_row: int = 0, screen: Optional[Callable] = None,
+                 terms: Optional[LogitTerms] = None, counted: Optional[CountTerms] = None) -> dict:
         """Per-region columns (float64 numpy) of one batch given as arrays or prepared tensors.
 
         ``screen(columns, always_defined)``, when given, sees the columns (and the names of those defined for
         every region with finite inputs) before the pooled auPRC takes the batch, and returns the rows not to
-        score (a boolean array: where a value overflowed); the pooled auPRC leaves those rows out. A GPU out of
-        memory is a ``BpnetEvalError`` naming the batch and the fix."""
+        score (a boolean array: where a value overflowed); the pooled auPRC leaves those rows out. ``terms``,
+        ``counted``: ``logit_terms(logits)``, ``count_terms(observed)`` when already computed (where
+        ``self.logit_terms`` is not None). A GPU out of memory is a ``BpnetEvalError`` naming the batch and the
+        fix."""
         try:
-            return self._columns(logits, logcounts, observed, first_row, screen)
+            return self._columns(logits, logcounts, observed, first_row, screen, terms, counted)
         except torch.cuda.OutOfMemoryError as err:
             what = ". ".join(str(err).split(". ")[:2]).strip().rstrip(".")  # "CUDA out of memory. Tried to allocate .."
             raise BpnetEvalError(
@@ -228,7 +242,8 @@ class BatchComputer:
                 f"(a batch of {tuple(logits.shape)} {str(self.dtype).replace('torch.', '')}; {what}); lower "
                 "--batch-size, or use --device cpu") from err
 
-    def _columns(self, logits, logcounts, observed, first_row: int, screen: Optional[Callable]) -> dict:
+    def _columns(self, logits, logcounts, observed, first_row: int, screen: Optional[Callable], terms=None,
+                 counted=None) -> dict:
         """``__call__``'s columns."""
         if not torch.is_tensor(logits):
             logits, logcounts, observed = self.prepare(logits, logcounts, observed)
@@ -238,14 +253,14 @@ class BatchComputer:
         logcounts = logcounts.to(self.device, non_blocking=True).to(self.dtype)
         count_target = self.plan.count_target if self.plan is not None else "log1p"
         metrics = self.metric_columns(logits, observed, logcounts, first_row)  # the pieces start, beside the seed
-        seed = peer_rounded(seed_columns(mnll_per_region(logits, observed, self.dtype), logcounts,
+        seed = peer_rounded(seed_columns(mnll_per_region(logits, observed, self.dtype, terms, counted), logcounts,
                                          self.count_loss_weight, self.track_names, count_target),
                             self.plan, self.track_names)
         columns = as_numpy({**seed, **metrics()})
         dropped = screen(columns, frozenset(seed) - maybe_undefined(count_target)) if screen is not None else None
         if self.pooled_auprc is not None:
             keep = None if dropped is None or not dropped.any() else ~dropped
-            self.pooled_auprc.update(observed.to(self.dtype), narrowed(logits, self.dtype), keep, self.map_pieces)
+            self.pooled_auprc.update(observed, logits, keep, self.map_pieces, self.dtype)
         return columns
 
     def metric_columns(self, logits, observed, logcounts, first_row: int) -> Callable[[], dict]:

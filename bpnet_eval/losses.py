@@ -194,7 +194,7 @@ def count_sums(observed, logits, dtype=None, shift=None):
     return tuple(torch.from_numpy(part).to(dtype) for part in sums)
 
 
-def mnll_per_region(logits, observed, dtype=None):
+def mnll_per_region(logits, observed, dtype=None, terms=None, counted=None):
     """Joint and per-track MNLL from one per-track ``logsumexp`` and sums over the nonzero counts.
 
     Per track: ``-lgamma(N_s+1) + sum_i lgamma(k_si+1) - sum_i k_si logp_si``; joint (one
@@ -211,6 +211,9 @@ def mnll_per_region(logits, observed, dtype=None):
         Any float dtype (float32 holds counts exactly).
     dtype : torch.dtype, optional
         Of the computation (default: the logits').
+    terms, counted : seed.LogitTerms, seed.CountTerms, optional
+        ``seed.logit_terms(logits)`` and ``seed.count_terms(observed)`` when already computed; used where numpy
+        computes the MNLL (float64 on the CPU).
 
     Returns
     -------
@@ -221,7 +224,8 @@ def mnll_per_region(logits, observed, dtype=None):
     """
     dtype = dtype or logits.dtype
     if logits.device.type == "cpu" and dtype == torch.float64:  # numpy, as a run without torch computes it
-        return tuple(torch.from_numpy(part) for part in seed.mnll_per_region(logits.numpy(), observed.numpy()))
+        return tuple(torch.from_numpy(part)
+                     for part in seed.mnll_per_region(logits.numpy(), observed.numpy(), terms, counted))
     shift, rest = shifted_track_logsumexp(logits, dtype)  # lse_s = shift_s + rest_s; shift 0 unless large
     large = bool(shift.any())
     # each track's share of the joint mass, log_softmax_s(lse_s): of (shift_s - max_t shift_t) + rest_s when shifted

@@ -111,7 +111,14 @@ def uses_seed_computer(scoring: ScoreOptions, run: RunOptions) -> bool:
     alone, in float64, on ``--device cpu`` or ``auto``. ``auto`` takes it even where a GPU is: importing a CUDA
     build of torch alone took 3-5 s on an H200 node, more than the whole CPU run of 100k regions there (2.0-2.6 s,
     vs 5.9-6.8 s on the GPU; docs/performance.md)."""
-    return scoring.plan.seed_only and scoring.dtype == "float64" and run.device in ("cpu", "auto")
+    return scoring.plan.seed_only and numpy_seed_likely(scoring, run)
+
+
+def numpy_seed_likely(scoring: ScoreOptions, run: RunOptions) -> bool:
+    """Whether numpy will likely compute the run's seed losses (float64 on the CPU: ``--device cpu``, or ``auto``
+    on a machine without a GPU), so that the reading processes compute their terms of the counts (unused where
+    ``auto`` finds a GPU)."""
+    return scoring.dtype == "float64" and run.device in ("cpu", "auto")
 
 
 def make_computer(scoring: ScoreOptions, track_names, run: RunOptions, readers: int):
@@ -161,21 +168,21 @@ def score_inputs(inputs: Inputs, scoring: ScoreOptions, run: RunOptions,
     # The seed computation's terms of the logits alone are computed in the reading thread, and those of the counts by
     # the reading processes (``run_job``) or else that thread, beside the computation: they also tell the value screen
     # which regions' logits are all finite, and the nonzero counts it checks.
-    seed_path = isinstance(computer, SeedComputer)
+    seed_terms = computer.logit_terms is not None  # numpy computes the seed losses
 
     def screened(i, predicted, observed, terms, counted):  # in the reading thread, overlapping the computation
-        if seed_path and counted is None:
+        if seed_terms and counted is None:
             counted = computer.count_terms(observed)
         logits, logcounts, observed, skip = screen_batch(
             screen, i, *predicted, observed, None if terms is None else terms.finite,
             None if counted is None else counted.every_nonzero(observed),
             None if counted is None else lambda: counted.non_integer_regions(observed))
         preds.check_batch(logits, observed, table, i)
-        early = {} if not seed_path or skip.any() else {"terms": terms, "counted": counted}  # skipped rows: zeros now
+        early = {} if not seed_terms or skip.any() else {"terms": terms, "counted": counted}  # skipped rows: zeros now
         return skip, computer.prepare(logits, logcounts, observed), early
 
     with computing:
-        for i, j, (skip, tensors, early) in inputs.batches(screened, computer.logit_terms if seed_path else None):
+        for i, j, (skip, tensors, early) in inputs.batches(screened, computer.logit_terms):
             overflowed = []
 
             def screen_columns(columns, always_defined, i=i, skip=skip):  # a value that overflowed: --nonfinite
@@ -222,8 +229,8 @@ def run_job(job: Job, progress: Optional[Callable[[int, int], None]] = None,
 
     With ``job.rows`` set, the result holds those rows' columns, ``summary`` None and ``partial`` (see
     ``bpnet_eval.shards``)."""
-    seed_path = uses_seed_computer(job.scoring, job.run)
-    with open_inputs(job, *((count_terms, count_terms_bytes, interleaved_count_terms) if seed_path else ())) as inputs:
+    seed_terms = numpy_seed_likely(job.scoring, job.run)
+    with open_inputs(job, *((count_terms, count_terms_bytes, interleaved_count_terms) if seed_terms else ())) as inputs:
         return score_inputs(inputs, job.scoring, job.run, progress, on_columns)
 
 

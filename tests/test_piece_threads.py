@@ -180,3 +180,63 @@ def test_every_piece_thread_warms_up_torchs_kernels_before_any_piece(monkeypatch
     assert {name for name, _ in pieces} <= set(warmed[1:])  # every piece in a warmed thread
     assert len(set(warmed[1:])) == 3 and all(name.startswith("bpnet-eval-piece") for name in warmed[1:])
     assert all(threads == 1 for _, threads in pieces)
+
+
+@pytest.mark.parametrize("metrics,preset", [("all", None), ("default", "bpnet-lite")])
+def test_seed_terms_computed_where_the_batch_is_read_give_the_same_columns(metrics, preset):
+    """On the CPU in float64 the computer takes the seed's terms of the logits and of the counts computed elsewhere
+    (as ``SeedComputer``): every column the same as it computes them itself; in float32 it takes none."""
+    from bpnet_eval import seed
+
+    batch = hostile_batch(n=150)
+    plan = make_plan(metrics, preset)
+    computer = BatchComputer(1.0, ["plus", "minus"], "cpu", "float64", plan)
+    assert computer.logit_terms is seed.logit_terms and computer.count_terms is seed.count_terms
+    given = computer(*batch, terms=seed.logit_terms(batch[0]), counted=seed.count_terms(batch[2]))
+    alone = BatchComputer(1.0, ["plus", "minus"], "cpu", "float64", plan)(*batch)
+    assert list(given) == list(alone)
+    for name in alone:
+        np.testing.assert_array_equal(given[name], alone[name], err_msg=name)
+    assert BatchComputer(1.0, ["plus", "minus"], "cpu", "float32", plan).logit_terms is None
+
+
+def test_a_run_of_every_metric_hands_the_seed_terms_read_to_the_computer(monkeypatch):
+    """``score --metrics all`` on the CPU: each batch's seed MNLL gets the terms of its logits and counts computed
+    where it was read (the reading thread or processes), as the seed-only run's does."""
+    import bpnet_eval
+    from bpnet_eval import seed
+
+    given, real = [], seed.mnll_per_region
+
+    def mnll_per_region(logits, observed, terms=None, counted=None):
+        given.append((terms is not None, counted is not None))
+        return real(logits, observed, terms, counted)
+
+    monkeypatch.setattr(seed, "mnll_per_region", mnll_per_region)
+    logits, logcounts, observed = hostile_batch(n=260, length=200)
+    bpnet_eval.score((logits, logcounts), observed, metrics="all", device="cpu", batch_size=100)
+    assert given == [(True, True)] * 3
+
+
+def test_the_pooled_auprc_converts_each_piece_as_the_whole_batch_would():
+    """Logits and counts as stored (float32) are converted piece by piece: the same keys, mask and auPRC as from the
+    batch converted first, also for non-integer counts whose float32 sum would cross the region mask's threshold."""
+    from bpnet_eval.compute import PooledAuprc
+    from bpnet_eval.metrics.auprc import auprc_region_mask
+
+    logits, _, observed = hostile_batch(n=400, length=500)
+    observed = observed.copy()
+    observed[20:30] = 0
+    observed[20:30, :, :300] = np.float32(0.5555556)  # per strand ~166.67: the mask's threshold, which
+    as_stored = torch.from_numpy(observed[20:21])  # the float32 sum misses and the float64 sum passes
+    assert not auprc_region_mask(as_stored) and auprc_region_mask(as_stored.to(torch.float64))
+    results = []
+    for stored in (True, False):
+        pooled = PooledAuprc()
+        o, z = torch.from_numpy(observed), torch.from_numpy(logits)
+        if stored:
+            pooled.update(o, z, map_pieces=map, dtype=torch.float64)
+        else:
+            pooled.update(o.to(torch.float64), z.to(torch.float64), map_pieces=map)
+        results.append((pooled.result(), dict(pooled._positives)))
+    assert results[0] == results[1]
