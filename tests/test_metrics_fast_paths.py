@@ -430,3 +430,46 @@ def test_packed_sort_orders_ascending(values):
     order = any_order(torch.as_tensor(values)).numpy()
     assert (np.sort(order, axis=-1) == np.arange(values.shape[-1])).all()
     np.testing.assert_array_equal(np.take_along_axis(values, order, axis=-1), np.sort(values, axis=-1))
+
+
+def same_numbers(a, b):
+    """Equal bit for bit, NaN where NaN."""
+    return a.dtype == b.dtype and torch.equal(torch.isnan(a), torch.isnan(b)) and torch.equal(a[~torch.isnan(a)],
+                                                                                              b[~torch.isnan(b)])
+
+
+@pytest.mark.parametrize("zero_variance", [float("nan"), 0.0])
+def test_spearman_from_rank_sums_is_pearson_of_the_average_ranks_bit_for_bit(zero_variance):
+    """The sums over the nonzero counts only (``_spearman_from_rank_sums``) against ``pearson`` of the full rank
+    vectors, and scipy: sparse counts, empty and constant rows, no zero at all, tied and constant predictions,
+    non-integer counts, rows of 1 and 2 values, joint and per-track shapes."""
+    from bpnet_eval.metrics.correlation import pearson, spearman
+    rng = np.random.default_rng(22)
+    cases = []
+    for shape in [(30, 2, 700), (20, 1, 1), (20, 2, 2), (12, 3, 50)]:
+        counts = counts_with_ties(shape, seed=shape[-1])
+        p = torch.softmax(torch.as_tensor(rng.normal(size=shape)), dim=-1)
+        p[3] = 1.0 / shape[-1]  # a uniform prediction: every rank tied
+        p[4] = torch.round(p[4] * 50) / 50  # many ties
+        cases += [(p, counts), (p.flatten(1), counts.reshape(shape[0], -1)), (p, counts + 1.0),
+                  (p, counts * 0.37)]  # no zero; non-integer values
+    for x, y in cases:
+        y = torch.as_tensor(y, dtype=torch.float64)
+        got = spearman(x, y, zero_variance=zero_variance)
+        assert same_numbers(got, pearson(average_ranks(x), average_ranks(y), zero_variance=zero_variance))
+    x, y = cases[1]
+    expected = [spearmanr(a, b)[0] for a, b in zip(x.numpy(), y)]
+    np.testing.assert_allclose(spearman(x, torch.as_tensor(y)).numpy(), expected, rtol=1e-12, atol=1e-15)
+
+
+def test_spearman_from_rank_sums_leaves_negative_values_nans_and_float32_to_the_ranks(monkeypatch):
+    from bpnet_eval.metrics import correlation
+    rng = np.random.default_rng(23)
+    x, y = torch.as_tensor(rng.random((8, 300))), torch.as_tensor(rng.poisson(0.5, (8, 300)).astype(np.float64))
+    negative, with_nan = y.clone(), x.clone()
+    negative[2, 5] = -1.0
+    with_nan[1, 7] = float("nan")
+    for a, b in ((x, negative), (with_nan, y), (x.float(), y.float())):
+        assert same_numbers(correlation.spearman(a, b), correlation.pearson(average_ranks(a), average_ranks(b)))
+    monkeypatch.setattr(correlation, "pearson", lambda *args, **kwargs: pytest.fail("took the rank vectors"))
+    correlation.spearman(x, y)  # the sums: no pearson of rank vectors

@@ -228,4 +228,81 @@ def spearman(x, y, ties="average", zero_variance=NAN):
     -------
     rho : torch.Tensor, shape=(...)
     """
+    if ties == "average" and _sums_are_exact(x, y):
+        return _spearman_from_rank_sums(x, y, zero_variance)
     return pearson(ranks(x, ties), ranks(y, ties), zero_variance=zero_variance)
+
+
+# Averaged ranks are multiples of 1/2, so every sum ``pearson`` adds of two rows of them is exact in float64 (any
+# order) for rows of up to this many values: ``_spearman_from_rank_sums`` forms those sums another way.
+EXACT_RANK_SUMS_LENGTH = 1 << 16
+
+
+def _sums_are_exact(x, y):
+    """Whether ``spearman`` may take ``_spearman_from_rank_sums``: float64 rows of one shape on the CPU, at most
+    ``EXACT_RANK_SUMS_LENGTH`` long, ``y`` non-negative (counts), neither holding a NaN (checked there)."""
+    return (by_numpy(x) and by_numpy(y) and x.dtype == y.dtype == torch.float64 and x.shape == y.shape
+            and 0 < x.shape[-1] <= EXACT_RANK_SUMS_LENGTH and x.numel() > 0)
+
+
+def _spearman_from_rank_sums(x, y, zero_variance):
+    """``pearson(average_ranks(x), average_ranks(y))``, bit for bit, from the sums it divides formed without its
+    passes over every position: with ``m = (n + 1) / 2`` every row's mean rank and ``c`` the rank of ``y``'s zeros,
+    ``sum (rx - m)(ry - m) = sum over y != 0 of (rx - m)(ry - c)`` (the terms at ``y = 0`` add ``(c - m)`` times
+    ``-sum over y != 0 of (rx - m)``), needing ``x``'s ranks only where ``y`` is nonzero (from one sort and its
+    inverse) and ``y``'s from its nonzero values (``_nonzero_average_ranks``); ``sum (rx - m)^2 = (n^3 - n) / 12``
+    in a row without ties. Every such sum is exact, as ``pearson``'s are, so they are the same numbers, and the last
+    step (product, root, division, clamp) is ``pearson``'s own. Negative ``y`` or a NaN: ``pearson`` of the ranks."""
+    n = x.shape[-1]
+    xs, ys = x.detach().numpy().reshape(-1, n), y.detach().numpy().reshape(-1, n)
+    if not ys.min() >= 0:  # also NaN
+        return pearson(average_ranks(x), average_ranks(y), zero_variance=zero_variance)
+    sorted_x, order = any_sort(x.reshape(-1, n))
+    sorted_x = sorted_x.numpy()
+    if np.isnan(sorted_x[:, -1]).any():  # NaN sorts last
+        return pearson(average_ranks(x), average_ranks(y), zero_variance=zero_variance)
+    mean = (n + 1) / 2
+    where = np.flatnonzero(ys)
+    row = where // n
+    ry, zero_rank, y_squares = _nonzero_average_ranks(ys, where, row, mean)
+    rx = inverse_permutation(order).numpy().reshape(-1)[where] + 1.0  # rank of each: its sorted position + 1
+    x_squares = np.full(len(xs), (n ** 3 - n) / 12)
+    starts_group = np.ones(sorted_x.shape, dtype=bool)
+    np.not_equal(sorted_x[:, 1:], sorted_x[:, :-1], out=starts_group[:, 1:])
+    tied = np.flatnonzero(~starts_group.all(axis=-1))
+    if tied.size:  # ties: the averaged rank of each sorted position, in those rows
+        tie_ranks = _tie_averaged_ranks(torch.from_numpy(starts_group[tied]), torch.float64).numpy()
+        x_squares[tied] = np.square(tie_ranks - mean).sum(axis=-1)
+        in_tied = np.full(len(xs), -1)
+        in_tied[tied] = np.arange(tied.size)
+        at = np.flatnonzero(in_tied[row] >= 0)
+        rx[at] = tie_ranks[in_tied[row[at]], rx[at].astype(np.int64) - 1]
+    products = np.bincount(row, weights=(rx - mean) * (ry - zero_rank[row]), minlength=len(xs))
+    sxy, sxx, syy = (torch.from_numpy(v.reshape(x.shape[:-1])) for v in (products, x_squares, y_squares))
+    r = sxy / torch.sqrt(sxx * syy)
+    return torch.where((sxx == 0) | (syy == 0), zero_variance, torch.clamp(r, -1.0, 1.0))
+
+
+def _nonzero_average_ranks(values, where, row, mean):
+    """Averaged ranks of non-negative rows ``values`` ``(R, n)`` at their nonzero flat positions ``where`` (rows
+    ``row``), from one sort of those values by row: ``z + #{nonzero < v} + (#{= v} + 1) / 2`` with ``z`` the row's
+    zeros; the rank of its zeros ``(z + 1) / 2``; and ``sum (rank - mean)^2`` per row (exact: halves)."""
+    n = values.shape[-1]
+    zeros = n - np.bincount(row, minlength=len(values))
+    zero_rank = (zeros + 1) / 2
+    squares = zeros * np.square(zero_rank - mean)
+    ranks = np.empty(len(where))
+    if not where.size:
+        return ranks, zero_rank, squares
+    nonzero = values.reshape(-1)[where]
+    order = np.lexsort((nonzero, row))
+    sorted_values, sorted_row = nonzero[order], row[order]
+    new_group = np.ones(len(order), dtype=bool)
+    new_group[1:] = (sorted_values[1:] != sorted_values[:-1]) | (sorted_row[1:] != sorted_row[:-1])
+    starts = np.flatnonzero(new_group)
+    group = np.cumsum(new_group) - 1
+    size = np.diff(np.append(starts, len(order)))
+    row_first = np.concatenate(([0], np.cumsum(n - zeros)))[sorted_row]  # sorted index of the row's first nonzero
+    ranks[order] = zeros[sorted_row] + (starts[group] - row_first) + (size[group] + 1) / 2
+    squares += np.bincount(row, weights=np.square(ranks - mean), minlength=len(values))
+    return ranks, zero_rank, squares
