@@ -105,7 +105,8 @@ def distinct_order(x):
         runs = np.flatnonzero((shared[:, 1:] & shared[:, :-1]).any(axis=-1))  # three or more sharing their bits
         if runs.size:
             order[runs] = any_order(torch.from_numpy(rows[runs])).numpy()
-            row, k = row[~np.isin(row, runs)], k[~np.isin(row, runs)]
+            pairs = ~np.isin(row, runs)
+            row, k = row[pairs], k[pairs]
         first, second = order[row, k], order[row, k + 1]
         swap = rows[row, first] > rows[row, second]
         order[row[swap], k[swap]] = second[swap]
