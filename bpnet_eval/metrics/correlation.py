@@ -108,26 +108,11 @@ def sparse_count_ranks(counts, top):
     if (top + 1) * 8 <= n or np.count_nonzero(rows) > SPARSE_COUNT_SHARE * rows.size + rows.shape[0] * (top + 1) / 4:
         return None  # low counts (a small histogram), or too many nonzero ones
     where = np.flatnonzero(rows != 0)
-    row = where // n
-    nonzero_in_row = np.bincount(row, minlength=rows.shape[0])
-    zeros = n - nonzero_in_row
+    nonzero_ranks, zeros = _nonzero_average_ranks(rows, where, where // n)
     dtype = counts.dtype.type
     ranks = np.empty(rows.shape, dtype=counts.dtype)
     ranks[...] = ((zeros.astype(dtype) + 1) / 2)[:, None]
-    if not where.size:
-        return ranks.reshape(counts.shape)
-    keys = row * (top + 1) + rows.reshape(-1)[where].astype(np.int64)
-    order = np.argsort(keys)
-    keys = keys[order]
-    new_group = np.ones(len(keys), dtype=bool)
-    np.not_equal(keys[1:], keys[:-1], out=new_group[1:])
-    starts = np.flatnonzero(new_group)  # sorted index of each group's first value
-    group = np.cumsum(new_group) - 1
-    size = np.diff(np.append(starts, len(keys)))
-    sorted_row = row[order]
-    row_first = np.concatenate(([0], np.cumsum(nonzero_in_row)))[sorted_row]  # sorted index of the row's first nonzero
-    below = zeros[sorted_row] + starts[group] - row_first
-    ranks.reshape(-1)[where[order]] = below.astype(dtype) + (size[group].astype(dtype) + 1) / 2
+    ranks.reshape(-1)[where] = nonzero_ranks  # halves: exact in either dtype
     return ranks.reshape(counts.shape)
 
 
@@ -264,7 +249,10 @@ def _spearman_from_rank_sums(x, y, zero_variance):
     mean = (n + 1) / 2
     where = np.flatnonzero(ys)
     row = where // n
-    ry, zero_rank, y_squares = _nonzero_average_ranks(ys, where, row, mean)
+    ry, zeros = _nonzero_average_ranks(ys, where, row)
+    zero_rank = (zeros + 1) / 2
+    y_squares = zeros * np.square(zero_rank - mean) + np.bincount(row, weights=np.square(ry - mean),
+                                                                  minlength=len(ys))
     rx = inverse_permutation(order).numpy().reshape(-1)[where] + 1.0  # rank of each: its sorted position + 1
     x_squares = np.full(len(xs), (n ** 3 - n) / 12)
     starts_group = np.ones(sorted_x.shape, dtype=bool)
@@ -283,26 +271,23 @@ def _spearman_from_rank_sums(x, y, zero_variance):
     return torch.where((sxx == 0) | (syy == 0), zero_variance, torch.clamp(r, -1.0, 1.0))
 
 
-def _nonzero_average_ranks(values, where, row, mean):
-    """Averaged ranks of non-negative rows ``values`` ``(R, n)`` at their nonzero flat positions ``where`` (rows
-    ``row``), from one sort of those values by row: ``z + #{nonzero < v} + (#{= v} + 1) / 2`` with ``z`` the row's
-    zeros; the rank of its zeros ``(z + 1) / 2``; and ``sum (rank - mean)^2`` per row (exact: halves)."""
+def _nonzero_average_ranks(values, where, row):
+    """Averaged ranks (float64) of non-negative rows ``values`` ``(R, n)`` at their nonzero flat positions ``where``
+    (rows ``row``), from one sort of those values by row, and each row's number of zeros ``z`` (which rank
+    ``(z + 1) / 2``): a nonzero value ``v`` ranks ``z + #{nonzero < v} + (#{= v} + 1) / 2``."""
     n = values.shape[-1]
     zeros = n - np.bincount(row, minlength=len(values))
-    zero_rank = (zeros + 1) / 2
-    squares = zeros * np.square(zero_rank - mean)
     ranks = np.empty(len(where))
     if not where.size:
-        return ranks, zero_rank, squares
+        return ranks, zeros
     nonzero = values.reshape(-1)[where]
     order = np.lexsort((nonzero, row))
     sorted_values, sorted_row = nonzero[order], row[order]
     new_group = np.ones(len(order), dtype=bool)
     new_group[1:] = (sorted_values[1:] != sorted_values[:-1]) | (sorted_row[1:] != sorted_row[:-1])
-    starts = np.flatnonzero(new_group)
+    starts = np.flatnonzero(new_group)  # sorted index of each group's first value
     group = np.cumsum(new_group) - 1
     size = np.diff(np.append(starts, len(order)))
     row_first = np.concatenate(([0], np.cumsum(n - zeros)))[sorted_row]  # sorted index of the row's first nonzero
     ranks[order] = zeros[sorted_row] + (starts[group] - row_first) + (size[group] + 1) / 2
-    squares += np.bincount(row, weights=np.square(ranks - mean), minlength=len(values))
-    return ranks, zero_rank, squares
+    return ranks, zeros
