@@ -287,6 +287,39 @@ def test_the_benchmark_prints_every_target_ratio(tmp_path):
     assert all(value > 0 for value in numbers["ratios"].values())
 
 
+def test_the_gpu_script_runs_end_to_end_with_the_cpu_in_the_gpus_place(tmp_path):
+    """bench/gpu.sh, as a GPU machine would run it but with GPU_BENCH_DEVICE=cpu (this machine has no GPU) and small
+    cases: the fixture scored on both devices agrees, and every timing it reports is there."""
+    import os
+    import subprocess
+
+    work = tmp_path / "work"
+    env = {**os.environ, "GPU_BENCH_DEVICE": "cpu", "GPU_BENCH_REGIONS": "600", "GPU_BENCH_ALL_REGIONS": "300",
+           "PYTHON": sys.executable}
+    done = subprocess.run(["bash", str(REPO / "bench" / "gpu.sh"), str(work)], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-2000:]
+    assert "GPU == CPU on the fixture: yes" in done.stdout
+    timing = json.loads((work / "gpu_timing.json").read_text())
+    assert set(timing) == {"cpu", "cpu again"}
+    for run in timing.values():
+        assert set(run) >= {"compute_s", "score", "score --no-plots", "score --metrics all", "score_peak_rss_mb"}
+        assert all(value > 0 for value in run.values())
+
+
+def test_the_gpu_check_fails_a_number_beyond_its_tolerance_or_a_nan_on_one_device_only():
+    """bench/gpu_check.py's comparison: within ``rtol`` (plus a tiny absolute slack near 0) passes; a larger gap, or
+    a NaN where the other device has a number, fails."""
+    from gpu_check import worst
+
+    cpu = np.array([1.0, -2.0, 0.0, np.nan])
+    assert worst(cpu, cpu * (1 + 5e-10), 1e-9)[1]
+    relative, ok = worst(cpu, cpu * (1 + 5e-9), 1e-9)
+    assert not ok and relative == pytest.approx(5e-9, rel=1e-3)
+    assert not worst(cpu, np.array([1.0, -2.0, 0.0, 3.0]), 1e-9)[1]
+    assert not worst(cpu, np.array([1.0, -2.0, np.nan, np.nan]), 1e-9)[1]
+
+
 def test_measure_sums_the_memory_of_every_process_of_a_run():
     """bench/measure.py: a parent holding ~60 MB whose child holds ~120 MB for a while: the largest process is the
     child's, the run's memory both together (PSS summed over the process tree: pages shared since the fork count
