@@ -280,7 +280,9 @@ def test_the_benchmark_prints_every_target_ratio(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     numbers = json.loads(out.read_text())
     assert set(numbers["ratios"]) >= {"naive_seed / score (target >= 10)", "score / floor_parallel (target <= 1.5)",
-                                      "--metrics all / default (target <= 3)"}
+                                      "--metrics all / default (target <= 3)", "naive_seed / floor_parallel (its bound)"}
+    walls = numbers["walls_s"]
+    assert numbers["ratios"]["naive_seed / floor_parallel (its bound)"] == walls["naive_seed"] / walls["floor_parallel"]
     assert set(numbers["stages"]) >= {"score", "score_no_plots", "score_all", "floor", "floor_parallel", "naive_seed"}
     assert all(numbers["stages"][stage]["cpu_s"] > 0 for stage in ("score", "score_all", "floor_parallel"))
     assert " CPU s " in done.stdout
@@ -318,6 +320,30 @@ def test_the_gpu_check_fails_a_number_beyond_its_tolerance_or_a_nan_on_one_devic
     assert not ok and relative == pytest.approx(5e-9, rel=1e-3)
     assert not worst(cpu, np.array([1.0, -2.0, 0.0, 3.0]), 1e-9)[1]
     assert not worst(cpu, np.array([1.0, -2.0, np.nan, np.nan]), 1e-9)[1]
+
+
+def test_the_shape_table_gives_each_shapes_ratios_and_the_bound_of_the_first(capsys):
+    """run_bench's table of shapes: per shape the ratio to the naive seed pipeline, its bound (the naive pipeline
+    against the parallel read floor: no run that reads the windows beats the floor), the ratio to the floor and
+    --metrics all against the default run."""
+    from run_bench import print_shape_table
+
+    stage = {"run_peak_mb": 300.0, "peak_rss_mb": 200.0}
+    saved = {"chip": {"walls_s": {"score": 2.0, "score_no_plots": 1.6, "score_all": 32.0, "naive_seed": 24.0,
+                                  "floor_parallel": 1.2, "floor": 1.5},
+                      "case": {"n_tracks": 2, "length": 1000, "files": {}},
+                      "stages": {"score": stage, "score_all": {**stage, "run_peak_mb": 700.0},
+                                 "floor_parallel": {"processes": 2}}}}
+    print_shape_table(saved)
+    header, rule, row = capsys.readouterr().out.splitlines()
+    cells = dict(zip([cell.strip() for cell in header.strip("|").split("|")],
+                     [cell.strip() for cell in row.strip("|").split("|")]))
+    assert len(rule.strip("|").split("|")) == len(cells)
+    assert cells["naive seed / score"] == "**12.0×**"
+    assert cells["naive seed / floor ×P (its bound)"] == "20.0×"
+    assert cells["score / floor ×P"] == "**1.67**"
+    assert cells["all / default"] == "**20.0×**"
+    assert cells["floor ×P s"] == "1.20 (×2)"
 
 
 def test_measure_sums_the_memory_of_every_process_of_a_run():
