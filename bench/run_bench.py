@@ -405,6 +405,9 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="device for score and the compute stage")
     parser.add_argument("--repeat", type=int, default=1, help="run each stage but the naive ones this many times "
                                                               "and report the median wall time (highest peak RSS)")
+    parser.add_argument("--naive-repeat", type=int, default=1,
+                        help="run the naive pipelines this many times and take the median (their time moves most: "
+                             "one run of chip's took 25.6 s and the next 32.7 s)")
     parser.add_argument("--json", type=Path, help="also write the numbers here")
     parser.add_argument("--stage", choices=("floor", "floor_parallel", "compute", *NAIVE_STAGES),
                         help=argparse.SUPPRESS)
@@ -512,7 +515,7 @@ def report(args) -> dict:
         stages = [("floor", n), ("floor_parallel", n)] + [("compute", n)] * ("compute" not in skipped) + \
             [(name, naive_n) for name in naive_stages]
         for stage, count in stages:
-            runs = 1 if stage in NAIVE_STAGES else args.repeat
+            runs = args.naive_repeat if stage in NAIVE_STAGES else args.repeat
             results[stage] = median_run([child_stage(stage, args, count) for _ in range(runs)])
             print(f"  {stage} done in {results[stage]['wall_s']:.1f} s{repeats(results[stage])}", flush=True)
     finally:

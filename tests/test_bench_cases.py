@@ -275,7 +275,7 @@ def test_the_benchmark_prints_every_target_ratio(tmp_path):
 
     out = tmp_path / "numbers.json"
     done = subprocess.run([sys.executable, str(REPO / "bench" / "run_bench.py"), "--regions", "300",
-                           "--naive-regions", "100", "--no-heavy-naive", "--json", str(out)],
+                           "--naive-regions", "100", "--no-heavy-naive", "--naive-repeat", "2", "--json", str(out)],
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     numbers = json.loads(out.read_text())
@@ -284,6 +284,7 @@ def test_the_benchmark_prints_every_target_ratio(tmp_path):
     walls = numbers["walls_s"]
     assert numbers["ratios"]["naive_seed / floor_parallel (its bound)"] == walls["naive_seed"] / walls["floor_parallel"]
     assert set(numbers["stages"]) >= {"score", "score_no_plots", "score_all", "floor", "floor_parallel", "naive_seed"}
+    assert len(numbers["stages"]["naive_seed"]["walls_s"]) == 2 and len(numbers["stages"]["score"]["walls_s"]) == 1
     assert all(numbers["stages"][stage]["cpu_s"] > 0 for stage in ("score", "score_all", "floor_parallel"))
     assert " CPU s " in done.stdout
     assert all(value > 0 for value in numbers["ratios"].values())
