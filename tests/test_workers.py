@@ -515,7 +515,7 @@ def test_a_reading_process_decodes_the_files_side_by_side_and_reads_what_it_woul
     truth = BigWigTruth([str(p) for p in case.bigwigs], Regions(case.chrom, case.start, case.end))
     truth.will_read(0, 60)
     truth.start_reading(None, ForkedCall)
-    helpers = {s: call._pid for s, (call, _) in truth._decoding.items()}
+    helpers = {s: call._pid for s, (call, _) in truth._decoding.running().items()}
     assert sorted(helpers) == list(range(1, min(3, inputs_module.allotted_cpus())))
     got = np.concatenate([truth.read(i, j) for i, j in batch_bounds(0, 60, 16)])
     np.testing.assert_array_equal(got, case.observed.astype(np.float32))
@@ -526,9 +526,63 @@ def test_a_reading_process_decodes_the_files_side_by_side_and_reads_what_it_woul
     unread = BigWigTruth([str(p) for p in case.bigwigs], Regions(case.chrom, case.start, case.end))
     unread.will_read(0, 60)
     unread.start_reading([0, 2], ForkedCall)
-    pids = [call._pid for call, _ in unread._decoding.values()]
+    pids = [call._pid for call, _ in unread._decoding.running().values()]
     unread.close()  # closed before any read: the decoding processes are stopped
     assert pids and not any(alive(pid) for pid in pids)
+
+
+@pytest.mark.skipif(not (fork_is_safe() and hasattr(os, "memfd_create")), reason="Linux fork and memfd")
+@pytest.mark.parametrize("cpus", [2, 3])
+def test_with_more_files_than_cpus_each_cpu_decodes_its_share_and_the_next_process_starts_when_one_is_taken(
+        tmp_path, monkeypatch, cpus):
+    """Seven files on ``cpus`` CPUs: the reading process decodes the first of every ``cpus`` files at its read, and the
+    others are decoded beside, ``cpus - 1`` processes at a time, each next one forked when a file is taken; the values
+    are the files', and no process is left behind."""
+    import threading
+
+    from bpnet_eval.regions import Regions
+    from bpnet_eval.sources import tracks as tracks_module
+    from bpnet_eval.sources.tracks import BigWigTruth
+
+    monkeypatch.setattr(tracks_module, "allotted_cpus", lambda: cpus)
+    case = make_case(tmp_path, n=40, n_tracks=7, length=50)
+    truth = BigWigTruth([str(p) for p in case.bigwigs], Regions(case.chrom, case.start, case.end))
+    truth.will_read(0, 40)
+    truth.start_reading(None, ForkedCall)
+    beside = [s for s in range(7) if s % cpus]
+    assert sorted(truth._decoding.running()) == beside[:cpus - 1]
+    assert all(s in truth._decoding for s in beside) and not any(s in truth._decoding for s in range(0, 7, cpus))
+    started = {}
+    for s in range(7):  # the first batch's read, track by track: each file taken starts the next one's process
+        started.update({t: call._pid for t, (call, _) in truth._decoding.running().items()})
+        out = np.zeros((16, 7, 50), np.float32)
+        truth.read_into(0, 16, out, [s])
+        np.testing.assert_array_equal(out[:, s], case.observed[:16, s])
+        assert len(truth._decoding.running()) <= cpus - 1
+    assert sorted(started) == beside and not truth._decoding
+    for s in range(7):  # mapped read-only from the process that decoded it, or decoded here
+        assert truth._readers[s]._resident.key.flags.writeable == (s not in beside)
+    np.testing.assert_array_equal(truth.read(0, 40), case.observed.astype(np.float32))
+    assert not any(alive(pid) for pid in started.values())
+    truth.close()
+
+    # a thread running when a file is taken: no process is forked after that, and the queued files are decoded here
+    truth = BigWigTruth([str(p) for p in case.bigwigs], Regions(case.chrom, case.start, case.end))
+    truth.will_read(0, 40)
+    truth.start_reading(None, ForkedCall)
+    first = {t: call._pid for t, (call, _) in truth._decoding.running().items()}
+    release = threading.Event()
+    thread = threading.Thread(target=release.wait)
+    thread.start()
+    try:
+        np.testing.assert_array_equal(truth.read(0, 40), case.observed.astype(np.float32))
+        assert not truth._decoding.running() and not truth._decoding
+        assert [s for s in range(7) if not truth._readers[s]._resident.key.flags.writeable] == sorted(first)
+    finally:
+        release.set()
+        thread.join()
+    assert not any(alive(pid) for pid in first.values())
+    truth.close()
 
 
 class CountingPredictions:

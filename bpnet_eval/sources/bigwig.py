@@ -163,49 +163,88 @@ def share_run_memory(readers: Sequence["BigWigReader"], nbytes: int) -> None:
         reader.keep_at_most(nbytes // len(readers))
 
 
-def decode_beside(readers: dict, fork, cpus: int) -> dict:
-    """Of ``readers`` (``{track: BigWigReader}``, in track order) whose next read decodes the file whole (or where
-    the run's windows lie: ``BigWigReader.decodes_whole_next``), all but the first are decoded each by a call of
-    its own in a process forked now (``fork(call, what)``: ``workers.ForkedCall``; as many at once as ``cpus``),
-    into shared memory (a memfd), while this process decodes the first. Returns ``{track: (call, memfd)}`` for
-    ``adopt_beside`` at each file's first read; nothing without ``fork``, memfds or a second CPU."""
-    wanted = [s for s, reader in readers.items() if reader.decodes_whole_next()]
-    decoding = {}
-    if fork is None or len(wanted) < 2 or cpus < 2 or not hasattr(os, "memfd_create"):
-        return decoding
-    for s in wanted[1:cpus]:
+class DecodedBeside:
+    """Files decoded whole by processes forked beside the process that reads them, into shared memory (memfds),
+    while that process decodes others.
+
+    Of ``readers`` (``{track: BigWigReader}``, in track order) whose next read decodes the file whole
+    (``BigWigReader.decodes_whole_next``), the first of every ``cpus`` is decoded by the reading process itself at
+    its first read, and each other one by a process of its own (``fork(call, what)``: ``workers.ForkedCall``), at
+    most ``cpus - 1`` at once: the next one's process is forked when a file is taken (``adopt``), where forking is
+    still safe. So every CPU decodes its share of the files before the first batch, however many files there are
+    (8 tracks on 2 CPUs: 4 files here, 4 beside, not 1 beside and 7 here one after another). Nothing is decoded
+    beside without ``fork``, memfds or a second CPU: every file is then decoded by its first read.
+
+    ``s in decoded`` for a file decoded (or to be decoded) beside: its first read calls ``adopt(s, reader)``.
+    ``stop()`` stops the processes of the files not taken.
+    """
+
+    def __init__(self, readers: dict, fork=None, cpus: int = 1):
+        self._readers, self._fork, self._at_once = readers, fork, cpus - 1
+        self._running = {}  # track → (its process, its memfd)
+        wanted = [s for s, reader in readers.items() if reader.decodes_whole_next()]
+        beside = fork is not None and len(wanted) > 1 and cpus > 1 and hasattr(os, "memfd_create")
+        self._queued = [s for p, s in enumerate(wanted) if p % cpus] if beside else []
+        self._start_queued()
+
+    def __contains__(self, s: int) -> bool:
+        return s in self._running or s in self._queued
+
+    def __bool__(self) -> bool:
+        return bool(self._running or self._queued)
+
+    def running(self) -> dict:
+        """``{track: (process, memfd)}`` of the files being decoded beside now."""
+        return dict(self._running)
+
+    def _start_queued(self) -> None:
+        """Fork a process for each queued file while fewer than ``cpus - 1`` run (none once forking is not safe, a
+        memfd or a fork fails: those files are decoded by their reads)."""
+        from bpnet_eval.workers import fork_is_safe
+
+        while self._queued and len(self._running) < self._at_once:
+            if not fork_is_safe():
+                self._queued.clear()
+                return
+            s = self._queued.pop(0)
+            try:
+                fd = os.memfd_create(f"bpnet-eval-track{s}", getattr(os, "MFD_CLOEXEC", 0))
+            except OSError:
+                self._queued.clear()
+                return
+            reader = self._readers[s]
+            try:
+                call = self._fork(lambda reader=reader, fd=fd: reader.decode_whole_into(fd), f"decoding {reader.path}")
+            except OSError:
+                os.close(fd)
+                self._queued.clear()
+                return
+            self._running[s] = (call, fd)
+
+    def adopt(self, s: int, reader: "BigWigReader") -> None:
+        """File ``s`` decoded by its process: waited for and kept by ``reader`` (as shared memory); where that process
+        failed, or was not started yet (``s`` still queued), nothing (the read decodes the file, and reports what is
+        wrong with it). Then the next queued file's process starts."""
+        if s in self._queued:
+            self._queued.remove(s)
+            return
+        call, fd = self._running.pop(s)
         try:
-            fd = os.memfd_create(f"bpnet-eval-track{s}", getattr(os, "MFD_CLOEXEC", 0))
-        except OSError:
-            break
-        try:
-            call = fork(lambda reader=readers[s], fd=fd: reader.decode_whole_into(fd), f"decoding {readers[s].path}")
-        except OSError:
+            reader.adopt_whole(call.result(), fd)
+        except (BpnetEvalError, OSError, ValueError):
+            pass
+        finally:
+            call.close()
             os.close(fd)
-            break
-        decoding[s] = (call, fd)
-    return decoding
+        self._start_queued()
 
-
-def adopt_beside(decoding: dict, s: int, reader: "BigWigReader") -> None:
-    """File ``s`` decoded by the process ``decode_beside`` forked: waited for and kept by ``reader`` (as shared
-    memory); where that process failed, nothing (the read decodes the file and reports what is wrong with it)."""
-    call, fd = decoding.pop(s)
-    try:
-        reader.adopt_whole(call.result(), fd)
-    except (BpnetEvalError, OSError, ValueError):
-        pass
-    finally:
-        call.close()
-        os.close(fd)
-
-
-def stop_beside(decoding: dict) -> None:
-    """Stop the decoding processes of ``decode_beside`` not waited for."""
-    for call, fd in decoding.values():
-        call.close()
-        os.close(fd)
-    decoding.clear()
+    def stop(self) -> None:
+        """Stop the processes of the files not taken; none is started after this."""
+        self._queued.clear()
+        for call, fd in self._running.values():
+            call.close()
+            os.close(fd)
+        self._running.clear()
 
 
 

@@ -30,7 +30,7 @@ from ..environment import allotted_cpus
 from ..errors import InputError, UsageError
 from ..regions import Regions, match_chromosomes, read_regions
 from .base import PredictionSource
-from .bigwig import BigWigReader, adopt_beside, decode_beside, stop_beside
+from .bigwig import BigWigReader, DecodedBeside
 from .tracks import negative_track_note
 from .predictions import _LOG_TINY, profile_to_logits
 
@@ -183,7 +183,7 @@ class BigWigPredictions(PredictionSource):
         self.n_logcount_columns = self.n_tracks if self.per_track else 1
         self.length = int(self._regions.end[0] - self._regions.start[0]) if self.n else int(length or 0)
         self._readers = []
-        self._decoding = {}  # track → (the process decoding its file, its memfd): ``will_read``
+        self._decoding = DecodedBeside({})  # files decoded by processes beside this one: ``will_read``
         self._ahead = None  # processes reading the values of the run's batches ahead: ``will_read``
         try:
             for p in self.paths:
@@ -235,19 +235,19 @@ class BigWigPredictions(PredictionSource):
         processes forked now reading ``source``'s batches of these rows ahead, ``workers.ProcessReadAhead``) the
         values of every file are read by those processes (``PredictedValues``), beside the scoring; else, with
         ``fork``, the files after the first that are decoded at their first read are decoded by processes forked
-        now, as the observed tracks' reading process does (``bigwig.decode_beside``)."""
+        now, as the observed tracks' reading process does (``bigwig.DecodedBeside``)."""
         starts, ends = self._regions.start[start:stop], self._regions.end[start:stop]
         for reader, chroms in zip(self._readers, self._chroms):
             reader.expect(reader.chrom_ids(chroms[start:stop]), starts, ends)
         if read_ahead is not None and self._ahead is None and any(r.reads_blocks() for r in self._readers):
             self._ahead = read_ahead(PredictedValues(self))
         elif not self._decoding:
-            self._decoding = decode_beside(dict(enumerate(self._readers)), fork, allotted_cpus())
+            self._decoding = DecodedBeside(dict(enumerate(self._readers)), fork, allotted_cpus())
 
     def read_track(self, s: int, i: int, j: int) -> np.ndarray:
         """Values ``(j-i, L)`` of track ``s``, zeros past either chromosome end."""
         if s in self._decoding:
-            adopt_beside(self._decoding, s, self._readers[s])
+            self._decoding.adopt(s, self._readers[s])
         reader, chroms = self._readers[s], self._chroms[s][i:j]
         start, end = self._regions.start[i:j], self._regions.end[i:j]
         sizes = np.array([reader.chrom_sizes[c] for c in chroms], dtype=np.int64)
@@ -292,7 +292,7 @@ class BigWigPredictions(PredictionSource):
         if self._ahead is not None:
             self._ahead.close()
             self._ahead = None
-        stop_beside(self._decoding)
+        self._decoding.stop()
         for reader in self._readers:
             reader.close()
 

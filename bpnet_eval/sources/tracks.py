@@ -15,7 +15,7 @@ from ..environment import allotted_cpus
 from ..errors import InputError, UsageError
 from ..regions import Regions
 from .base import ReadPlan, TruthSource
-from .bigwig import BigWigReader, adopt_beside, decode_beside, stop_beside
+from .bigwig import BigWigReader, DecodedBeside
 from .chunks import rows_reader
 from .genome_order import WindowsInGenomeOrder
 from .hdf5 import damaged, dataset_or_none, list_datasets, open_hdf5
@@ -49,7 +49,7 @@ class BigWigTruth(TruthSource):
     def __init__(self, paths: Sequence[str], regions: Regions):
         self.paths = [str(p) for p in paths]
         self.regions = regions
-        self._decoding = {}  # track → (the call decoding its file in another process, its memfd): ``start_reading``
+        self._decoding = DecodedBeside({})  # files decoded by processes beside this one: ``start_reading``
         self._in_genome_order = {}  # track → its windows read in genome order (``start_reading``)
         self._readers = []
         for p in self.paths:
@@ -91,7 +91,7 @@ class BigWigTruth(TruthSource):
     def planned(self, plan: ReadPlan) -> "BigWigTruth":
         """A reader of the same files (sharing their descriptors) that reads as ``plan`` says."""
         view = copy.copy(self)
-        view._ids, view._decoding, view._in_genome_order = None, {}, {}
+        view._ids, view._decoding, view._in_genome_order = None, DecodedBeside({}), {}
         if plan.chrom_names:
             view._chroms = [np.asarray(c, dtype=object) for c in plan.chrom_names]
         view._special = {**{int(i): "pad" for i in plan.pad_rows}, **{int(i): "skip" for i in plan.skip_rows}}
@@ -142,16 +142,16 @@ class BigWigTruth(TruthSource):
 
     def start_reading(self, tracks: Optional[Sequence[int]] = None, fork=None) -> None:
         """In a reading process, before its first batch: of the files of ``tracks`` (default all) that its first read
-        decodes whole (``BigWigReader.decodes_whole_next``), all but the first are decoded each by a call of its own
-        in a process forked now (``fork(call, what)``: ``workers.ForkedCall``; as many at once as CPUs allotted),
-        into shared memory (a memfd), while this process decodes the first; each is taken from there at its first
-        read (``bigwig.adopt_beside``). The same values; where that process fails, or without ``fork`` or memfds, the read decodes
-        the file, as before."""
+        decodes whole (``BigWigReader.decodes_whole_next``), this process decodes its share (the first of every as
+        many as CPUs allotted) and each other one is decoded into shared memory (a memfd) by a call of its own in a
+        process forked beside (``fork(call, what)``: ``workers.ForkedCall``; as many at once as CPUs allotted, but
+        this one: ``bigwig.DecodedBeside``), taken from there at its first read. The same values; where that process
+        fails, or without ``fork`` or memfds, the read decodes the file, as before."""
         tracks = list(range(self.n_tracks) if tracks is None else tracks)
         for s in tracks:
             self._chrom_ids(s)  # tells each file the run's windows (``expect``), before a process is forked
         # a SLURM allocation or a container's CPU quota, not only the affinity mask
-        self._decoding = decode_beside({s: self._readers[s] for s in tracks}, fork, allotted_cpus())
+        self._decoding = DecodedBeside({s: self._readers[s] for s in tracks}, fork, allotted_cpus())
         for s in tracks:  # files read block by block, their windows out of genome order: read once in that order
             if s not in self._decoding and self._readers[s].reads_blocks():
                 self._write_in_genome_order(s)
@@ -174,7 +174,7 @@ class BigWigTruth(TruthSource):
         the windows the run reads (``BigWigReader.expect``: the rows of ``will_read`` but the padded and skipped
         ones, read otherwise)."""
         if s in self._decoding:
-            adopt_beside(self._decoding, s, self._readers[s])
+            self._decoding.adopt(s, self._readers[s])
         if self._ids is None:
             self._ids = [None] * self.n_tracks
         if self._ids[s] is None:
@@ -186,7 +186,7 @@ class BigWigTruth(TruthSource):
         return self._ids[s]
 
     def close(self):
-        stop_beside(self._decoding)
+        self._decoding.stop()
         for written in self._in_genome_order.values():
             written.close()
         self._in_genome_order = {}
