@@ -35,7 +35,11 @@ Shapes (``--shape``; ``SHAPES`` below):
   gzip-compressed in chunks of one region each; ``scaffolds``: the ``chip`` signal on a draft assembly of 20,000
   small contigs (a data block or more each, most holding a few hundred intervals); ``npz``: the ``chip`` case (same
   seed: the same signal and predictions) with its predictions as bpnet-lite 0.9's ``predict`` writes them;
-  ``predbw``: the ``chip`` signal on a genome twice its size with counts-scale predicted bigWigs, a block a window.
+  ``predbw``: the ``chip`` signal on a genome twice its size with counts-scale predicted bigWigs, a block a window;
+  ``multitask``: BPNet's multi-task layout, four ChIP-like tasks (the first at every summit, the others each at a
+  random half of them) times two strands: 8 bigWigs (``observed.task<t>.<plus|minus>.bw``), about as large as the
+  ``chip`` case's each, and logits ``(N, 8, L)`` over a quarter of ``--regions`` (25,000 windows: as many values as
+  the two-track shapes).
 
 Writes into OUT_DIR:
 
@@ -104,6 +108,7 @@ class Shape:
     region_chunks: bool = False  # native predictions gzip-compressed in chunks of one region each
     human_genome: bool = False  # hg38's chromosomes (3.1 Gb), the signal kept sparse (``SparseTrack``)
     contigs: int = 0  # > 0: a draft assembly of this many contigs (``chromosome_sizes``) instead of a few chromosomes
+    regions_scale: float = 1.0  # windows scored: this share of ``--regions`` (the genome and its peaks as for all)
 
 
 SHAPES = {
@@ -141,6 +146,10 @@ SHAPES = {
                           "region each, (1, 2, 1000)", region_chunks=True),
     "npz": Shape("the chip case with its predictions as bpnet-lite 0.9's predict writes them: two compressed .npz "
                  "files (profile logits, log counts) and the windows in a BED file", predictions_layout="npz"),
+    "multitask": Shape("BPNet's multi-task layout: four ChIP-like tasks (the first at every summit, the others each "
+                       "at a random half) x two strands, 8 bigWigs about as large as the chip case's and logits "
+                       "(N, 8, L), over a quarter of the windows (as many values as the two-track shapes)", n_tracks=8,
+                       regions_scale=0.25),
     "predbw": Shape("the chip signal with its predictions as counts-scale bigWigs, one a strand, each window written "
                     "by one pyBigWig addEntries (one fixed-step block a window, as chrombpnet's pred_bw is): windows "
                     "spread evenly over the tiles of a genome twice the chip case's, none touching another (a bigWig "
@@ -200,6 +209,9 @@ def simulate(shape: Shape, size: int, summits: np.ndarray, rng) -> np.ndarray:
         counts += (1 + rng.poisson(0.5, counts.shape)).astype(np.int32)
     if shape.n_tracks == 1:
         counts = counts.sum(axis=0, keepdims=True)
+    for _ in range(shape.n_tracks // 2 - 1):  # more tasks: each one's two strands at a random half of the summits
+        own = summits[rng.random(len(summits)) < 0.5]
+        counts = np.concatenate([counts, simulate_strands(size, own, rng, shape.background_rate)])
     return counts
 
 
@@ -507,8 +519,11 @@ def write_narrowpeak(path: Path, chrom, start, length: int, input_width: int) ->
 
 
 def truth_names(n_tracks: int) -> list:
-    """The observed bigWig files of a case with ``n_tracks`` tracks."""
-    return ["observed.bw"] if n_tracks == 1 else ["observed.plus.bw", "observed.minus.bw"]
+    """The observed bigWig files of a case with ``n_tracks`` tracks (more than two: a plus and a minus strand a
+    task)."""
+    if n_tracks <= 2:
+        return ["observed.bw"] if n_tracks == 1 else ["observed.plus.bw", "observed.minus.bw"]
+    return [f"observed.task{t}.{strand}.bw" for t in range(n_tracks // 2) for strand in ("plus", "minus")]
 
 
 def make_case(out_dir, n_regions: int = 100_000, length: int = 1000, seed: int = 0, quiet: bool = False,
@@ -537,7 +552,8 @@ def make_case(out_dir, n_regions: int = 100_000, length: int = 1000, seed: int =
     for strand, name in enumerate(truth):
         write_strand_bigwig(out / name, sizes, counts, strand, every_base=kind.dense_background or kind.every_base,
                             scale=kind.scale, ucsc_layout=kind.ucsc_layout)
-    chrom, start, peak = choose_regions(sizes, summits, n_regions, length, rng, kind.peak_fraction,
+    n_windows = max(1, int(n_regions * kind.regions_scale))
+    chrom, start, peak = choose_regions(sizes, summits, n_windows, length, rng, kind.peak_fraction,
                                         margin if kind.input_width else 0)
     if kind.predictions_layout == "bigwig":
         chrom, start = tiled_windows(sizes, n_regions, length)
@@ -555,13 +571,13 @@ def make_case(out_dir, n_regions: int = 100_000, length: int = 1000, seed: int =
     if kind.input_width:
         write_narrowpeak(out / "peaks.narrowPeak", chrom, start, length, kind.input_width)
         files["regions"] = "peaks.narrowPeak"
-    description = {"shape": shape, "shape_description": kind.description, "n_regions": n_regions,
+    description = {"shape": shape, "shape_description": kind.description, "n_regions": len(start),
                    "length": length, "n_tracks": kind.n_tracks, "seed": seed, "chrom_sizes": sizes,
                    "predictions_chunk_regions": chunk, "predictions_layout": kind.predictions_layout, "files": files,
                    "generation_s": round(time.perf_counter() - began, 1)}
     (out / "case.json").write_text(json.dumps(description, indent=2) + "\n")
     if not quiet:
-        print(f"made {out}: {shape}, {n_regions} regions, S = {kind.n_tracks}, L = {length}, {len(sizes)} "
+        print(f"made {out}: {shape}, {len(start)} regions, S = {kind.n_tracks}, L = {length}, {len(sizes)} "
               f"chromosomes ({genome / 1e6:.0f} Mb) in {description['generation_s']} s")
     return description
 

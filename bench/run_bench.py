@@ -401,7 +401,8 @@ def main() -> None:
     parser.add_argument("--skip", default="", help="comma-separated stages to leave out: score_no_plots, score_all, "
                                                    "compute "
                                                    "(their ratios are then not printed)")
-    parser.add_argument("--batch-size", type=int, default=1024, help="regions per batch (score, floor, compute)")
+    parser.add_argument("--batch-size", type=int, help="regions per batch (score, floor, compute); default: score's "
+                                                        "own for the case's tracks and L (options.batch_regions)")
     parser.add_argument("--device", default="cpu", help="device for score and the compute stage")
     parser.add_argument("--repeat", type=int, default=1, help="run each stage but the naive ones this many times "
                                                               "and report the median wall time (highest peak RSS)")
@@ -480,7 +481,11 @@ def warm_imports() -> None:
 
 def report(args) -> dict:
     """Run every stage on ``args.case``; print its table and ratios; return the numbers."""
+    from bpnet_eval.options import batch_regions
+
     description = json.loads((args.case / "case.json").read_text())
+    args = argparse.Namespace(**{**vars(args), "batch_size": batch_regions(args.batch_size, description["n_tracks"],
+                                                                           description["length"])})
     n = min(args.regions, description["n_regions"])
     if n != description["n_regions"]:
         raise SystemExit(f"--regions {args.regions}: the case holds {description['n_regions']} regions; "

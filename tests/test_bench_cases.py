@@ -72,7 +72,9 @@ def stored_windows(case, description):
 def test_each_shape_holds_what_it_says(cases):
     for shape, (case, description) in cases.items():
         chrom, start, observed = observed_windows(case, description)
-        tracks = 1 if shape in ("s1", "chrombpnet") else 2
+        tracks = 1 if shape in ("s1", "chrombpnet") else 8 if shape == "multitask" else 2
+        n = 100 if shape == "multitask" else 400  # a quarter of --regions (as many values as the two-track shapes)
+        assert description["n_regions"] == n and description["n_tracks"] == tracks
         if shape == "npz":  # (test_the_npz_shape_...)
             assert np.load(case / "predictions.profile.npz")["arr_0"].shape == (400, tracks, 1000)
         elif shape == "predbw":  # (test_the_predbw_shape_...)
@@ -82,9 +84,9 @@ def test_each_shape_holds_what_it_says(cases):
                 if shape == "chrombpnet":
                     assert h5["predictions/profs"].shape == (400, 1000)
                 else:
-                    assert h5["predictions/logits"].shape == (400, tracks, 1000), shape
+                    assert h5["predictions/logits"].shape == (n, tracks, 1000), shape
                 peak = h5["coords/coords_peak"][:]
-        assert observed.shape == (400, tracks, 1000) and (observed >= 0).all()
+        assert observed.shape == (n, tracks, 1000) and (observed >= 0).all()
         integral = observed == np.rint(observed)
         if shape in ("normalised", "densefloat"):  # counts x 0.037 (CPM-like): no nonzero value an integer but 37 k
             counts = observed.astype(np.float64) / 0.037
@@ -125,8 +127,25 @@ def test_every_shape_scores_end_to_end_with_the_command_the_benchmark_runs(cases
         rows = (tmp_path / shape / "regions.tsv").read_text().splitlines()
         header = rows[0].split("\t")
         mnll = np.array([float(r.split("\t")[header.index("profile_mnll")]) for r in rows[1:]])
-        assert len(mnll) == 400 and np.isfinite(mnll).all() and (mnll >= 0).all(), shape
+        assert len(mnll) == description["n_regions"] and np.isfinite(mnll).all() and (mnll >= 0).all(), shape
 
+
+
+def test_the_multitask_shape_holds_four_tasks_of_two_strands_each_at_its_own_peaks(cases):
+    """``multitask``: 8 bigWigs, a plus and a minus strand per task, in the order of the logits' tracks; the chip case's
+    genome (its size does not shrink with the quarter of the windows), and tasks that differ: each task's reads pile up
+    at its own peaks (the first at every summit, the others at a random half)."""
+    case, description = cases["multitask"]
+    assert description["files"]["truth"] == [f"observed.task{t}.{s}.bw" for t in range(4) for s in ("plus", "minus")]
+    assert description["chrom_sizes"] == cases["chip"][1]["chrom_sizes"]
+    _, _, observed = observed_windows(case, description)
+    per_task = observed.reshape(len(observed), 4, 2, -1).sum(axis=(2, 3))
+    peaks = per_task[:len(observed) // 2]  # the peak windows come first
+    assert (peaks[:, 0] > 0).all()  # the first task at every summit
+    for t in range(1, 4):  # the others at about half of them: a pile (10 + lognormal(5, 1) reads, 90% above 45) over
+        piled = peaks[:, t] > 45  # the background (0.01 a base and strand: 20 a window, above 45 once in ~1e6)
+        assert 0.2 < piled.mean() < 0.8, (t, piled.mean())
+    assert not np.array_equal(peaks[:, 1] > 45, peaks[:, 2] > 45)  # each task its own half
 
 
 def test_the_ucsc_shape_holds_the_chip_signal_in_ucscs_block_layout(cases, tmp_path):
