@@ -1,9 +1,11 @@
-"""The machine a run is given: CPUs for torch threads, memory for size checks, HDF5 locking.
+"""The machine a run is given: CPUs for torch threads, memory for size checks, HDF5 locking, whether it may fork.
 
 Every function here only reads the environment (``bpnet_eval.process`` is what changes the process).
 """
 
 import os
+import sys
+import threading
 from typing import Mapping, Optional, Sequence
 
 # Environment variables that already fix the thread count: respected as given.
@@ -126,3 +128,10 @@ def hdf5_locking_disabled(environ: Optional[Mapping[str, str]] = None) -> bool:
     """True when ``HDF5_USE_FILE_LOCKING`` says FALSE (HDF5's own switch for filesystems without locks)."""
     environ = os.environ if environ is None else environ
     return environ.get("HDF5_USE_FILE_LOCKING", "").strip().upper() in ("FALSE", "0", "NO", "OFF")
+
+
+def fork_is_safe() -> bool:
+    """On Linux, with no other Python thread running. Native thread pools (OpenBLAS's, started when numpy
+    is imported, or torch's) may exist: they wait on their own locks, and the child never calls into them;
+    what it runs (numpy, zlib, ``pread``, the interpreter, whose locks ``fork`` resets) is safe."""
+    return sys.platform.startswith("linux") and hasattr(os, "fork") and threading.active_count() == 1

@@ -30,21 +30,15 @@ import os
 import pickle
 import signal
 import struct
-import sys
-import threading
 import warnings
 from typing import Callable, Optional, Sequence, Tuple
 
 import numpy as np
 
+from . import environment
 from .errors import BpnetEvalError
 
-def fork_is_safe() -> bool:
-    """On Linux, with no other Python thread running. Native thread pools (OpenBLAS's, started when numpy
-    is imported, or torch's) may exist: they wait on their own locks, and the child never calls into them;
-    what it runs (numpy, zlib, ``pread``, the interpreter, whose locks ``fork`` resets) is safe."""
-    return sys.platform.startswith("linux") and hasattr(os, "fork") and threading.active_count() == 1
-
+fork_is_safe = environment.fork_is_safe  # (``environment``'s, where the callers of these workers ask it)
 
 class WorkerStopped(BpnetEvalError):
     """A worker ended without answering (killed, out of memory, crashed)."""

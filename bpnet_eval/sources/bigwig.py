@@ -68,7 +68,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from bpnet_eval.environment import allotted_cpus
+from bpnet_eval.environment import allotted_cpus, fork_is_safe
 from bpnet_eval.errors import BpnetEvalError, InputError
 from bpnet_eval.input_files import UNEXPECTED_READ_ERRORS, error_reason, open_regular_fd, read_runs, reading
 from bpnet_eval.process import trim_heap
@@ -200,8 +200,6 @@ class DecodedBeside:
     def _start_queued(self) -> None:
         """Fork a process for each queued file while fewer than ``cpus - 1`` run (none once forking is not safe, a
         memfd or a fork fails: those files are decoded by their reads)."""
-        from bpnet_eval.workers import fork_is_safe
-
         while self._queued and len(self._running) < self._at_once:
             if not fork_is_safe():
                 self._queued.clear()
