@@ -585,6 +585,22 @@ def test_with_more_files_than_cpus_each_cpu_decodes_its_share_and_the_next_proce
     truth.close()
 
 
+@pytest.mark.skipif(not (fork_is_safe() and hasattr(os, "memfd_create")), reason="Linux fork and memfd")
+def test_eight_tracks_scored_with_their_files_decoded_in_waves_beside_give_the_in_process_scores(tmp_path, monkeypatch):
+    """A multi-task run (8 bigWigs on 2 CPUs: four decoded by the reading process, four beside, one after another)
+    scores exactly as reading every file in this process."""
+    from bpnet_eval.sources import tracks as tracks_module
+
+    monkeypatch.setattr(tracks_module, "allotted_cpus", lambda: 2)
+    case = make_case(tmp_path, n=120, n_tracks=8, length=40, seed=3)
+    files = [str(p) for p in case.bigwigs]
+    alone = score(str(case.predictions), files, batch_size=16, read_workers=0, device="cpu")
+    beside = score(str(case.predictions), files, batch_size=16, read_workers=1, device="cpu")
+    assert beside.columns.keys() == alone.columns.keys() and len(alone.columns["profile_mnll"]) == 120
+    for name, values in alone.columns.items():
+        np.testing.assert_array_equal(beside.columns[name], values, err_msg=name)
+
+
 class CountingPredictions:
     """``ArrayPredictions`` of 40 regions that records which batches were read, and fails at ``fail_at`` (a row)."""
 
