@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from bpnet_eval.compute import BatchComputer, piece_threads
+from bpnet_eval.compute import BatchComputer, piece_threads, threaded_piece_rows
 from bpnet_eval.metrics.profile import chunk_rows
 from bpnet_eval.presets import PRESETS, make_plan
 
@@ -37,15 +37,18 @@ def columns_with(threads, plan, batch, first_row=0, skip=None):
     return columns, auprc
 
 
+@pytest.mark.parametrize("threads,n", [(3, 300), (2, 610)], ids=["cache-sized-pieces", "larger-pieces-computed-whole"])
 @pytest.mark.parametrize("metrics,preset", PLANS)
-def test_threads_give_the_numbers_of_one_thread(metrics, preset):
-    batch = hostile_batch()
-    assert len(batch[0]) > 3 * chunk_rows(batch[0].shape)  # several pieces, the last one short
+def test_threads_give_the_numbers_of_one_thread(metrics, preset, threads, n):
+    batch = hostile_batch(n)
+    step = threaded_piece_rows(batch[0].shape, threads)
+    assert len(batch[0]) > 3 * step and n % step  # several pieces, the last one short
+    assert step == chunk_rows(batch[0].shape) if threads == 3 else step > chunk_rows(batch[0].shape)
     plan = make_plan(metrics, preset)
     skip = np.zeros(len(batch[0]), bool)
-    skip[[2, 100, 299]] = True  # rows the pooled auPRC leaves out
+    skip[[2, 100, n - 1]] = True  # rows the pooled auPRC leaves out
     one, one_auprc = columns_with(1, plan, batch, first_row=1000, skip=skip)
-    many, many_auprc = columns_with(3, plan, batch, first_row=1000, skip=skip)
+    many, many_auprc = columns_with(threads, plan, batch, first_row=1000, skip=skip)
     assert list(one) == list(many)
     for name in one:
         np.testing.assert_array_equal(one[name], many[name], err_msg=name)  # NaN where NaN, bit for bit otherwise
@@ -123,6 +126,24 @@ def test_the_pieces_start_before_the_seed_losses_are_computed(monkeypatch):
     assert list(threaded) == list(alone)
     for name in alone:
         np.testing.assert_array_equal(threaded[name], alone[name], err_msg=name)
+
+
+def test_a_piece_thread_gets_fewer_larger_pieces_but_two_a_thread_where_the_batch_allows():
+    """At most ``THREADED_PIECE_VALUES`` values a piece, at least a cache-sized one (``chunk_rows``), and at least two
+    pieces a thread where a batch holds that many cache-sized ones: with 8 threads, no thread waits for work."""
+    from bpnet_eval.compute import THREADED_PIECE_VALUES
+
+    assert threaded_piece_rows((1024, 2, 1000), 2) == 256  # four pieces of 2 x 1000 profiles
+    assert threaded_piece_rows((1024, 2, 1000), 4) == 128
+    assert threaded_piece_rows((1024, 2, 1000), 8) == chunk_rows((1024, 2, 1000)) == 65
+    assert threaded_piece_rows((1024, 1, 1000), 2) == 256
+    assert threaded_piece_rows((16384, 1, 250), 2) == THREADED_PIECE_VALUES // 250  # the most values a piece
+    assert threaded_piece_rows((262, 8, 1000), 2) == THREADED_PIECE_VALUES // 8000  # 8 tracks: 65 regions
+    assert threaded_piece_rows((40, 2, 1000), 2) == chunk_rows((40, 2, 1000))  # few regions: one cache-sized piece
+    for shape in [(1024, 2, 1000), (300, 2, 1000), (7, 2, 1000), (262, 8, 1000), (1024, 1, 2114)]:
+        for threads in (1, 2, 3, 8):
+            rows = threaded_piece_rows(shape, threads)
+            assert chunk_rows(shape) <= rows <= max(chunk_rows(shape), THREADED_PIECE_VALUES // (shape[1] * shape[2]))
 
 
 def test_piece_threads_are_capped():

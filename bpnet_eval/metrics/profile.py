@@ -560,7 +560,7 @@ def profile_metrics(logits, observed, names=PROFILE_METRICS_DEFAULT, track_names
                     float32_results=False, smooth_predictions=False, smooth_observed=False, sigma=DEFAULT_SIGMA,
                     width=DEFAULT_WIDTH, generator=None, seed=0, rows=None,
                     auprc_pos_min=POS_MIN_FRACTION, auprc_neg_max=NEG_MAX_FRACTION,
-                    auprc_min_counts=REQUIRED_MIN_POS_COUNTS):
+                    auprc_min_counts=REQUIRED_MIN_POS_COUNTS, piece_rows=None):
     """Per-region profile metrics of a batch, from one joint and one per-track ``log_softmax``.
 
     Joint columns (``name``) treat the S*L positions of a region as one distribution (joint
@@ -608,6 +608,8 @@ def profile_metrics(logits, observed, names=PROFILE_METRICS_DEFAULT, track_names
         not used.
     auprc_pos_min, auprc_neg_max, auprc_min_counts : float
         BPNet's auPRC thresholds; regions failing ``auprc_region_mask`` get NaN auPRC.
+    piece_rows : int, optional
+        Regions computed at a time (the numbers are the same whatever it is); default ``chunk_rows``: cache-sized.
 
     Returns
     -------
@@ -622,7 +624,7 @@ def profile_metrics(logits, observed, names=PROFILE_METRICS_DEFAULT, track_names
                "smooth_predictions": smooth_predictions, "smooth_observed": smooth_observed, "sigma": sigma,
                "width": width, "generator": generator, "seed": seed, "auprc_pos_min": auprc_pos_min,
                "auprc_neg_max": auprc_neg_max, "auprc_min_counts": auprc_min_counts}
-    step = chunk_rows(logits.shape, logits.device)
+    step = piece_rows or chunk_rows(logits.shape, logits.device)
     shuffles_drawn = rows is None and any("shuffled" in name for name in names)
     if logits.shape[0] <= step or shuffles_drawn:
         return _profile_metrics(logits, observed, names, track_names, per_track, rows=rows, **options)
