@@ -63,8 +63,11 @@ def metric_columns(logits, observed, compute_dtype, track_names: Sequence[str], 
     computed at a time, default cache-sized), and the per-track counts (``track_count_columns``) and basepairmodels'
     metrics (``basepairmodels_columns``) where the plan asks for them."""
     columns = track_count_columns(logits, observed, compute_dtype, track_names) if plan and plan.track_counts else {}
-    if plan is not None and plan.basepairmodels and logcounts is not None:
-        columns.update(basepairmodels_columns(logits, logcounts, observed, track_names))
+    if plan is not None and plan.basepairmodels and logcounts is not None:  # (numpy: cache-sized pieces are faster)
+        step = chunk_rows(logits.shape)
+        columns.update(joined_columns([basepairmodels_columns(logits[a:a + step], logcounts[a:a + step],
+                                                              observed[a:a + step], track_names)
+                                       for a in range(0, logits.shape[0], step)]))
     if plan is None or not plan.profile_names:
         return columns
     rows = torch.arange(first_row, first_row + logits.shape[0], device=logits.device)
@@ -72,6 +75,11 @@ def metric_columns(logits, observed, compute_dtype, track_names: Sequence[str], 
                                    names=plan.profile_names, track_names=track_names, rows=rows,
                                    piece_rows=piece_rows, **plan.profile_options))
     return columns
+
+
+def joined_columns(parts: list) -> dict:
+    """The columns of consecutive pieces of a batch (each ``{name: tensor}``, the same names), joined in order."""
+    return {name: torch.cat([part[name] for part in parts]) for name in parts[0]} if parts else {}
 
 
 def basepairmodels_columns(logits, logcounts, observed, track_names: Sequence[str]) -> dict:
@@ -282,11 +290,7 @@ class BatchComputer:
             return lambda: columns_of(slice(0, n))
         pieces = self.map_pieces(columns_of, [slice(a, min(a + step, n)) for a in range(0, n, step)])
 
-        def joined() -> dict:
-            parts = list(pieces)
-            return {name: torch.cat([part[name] for part in parts]) for name in parts[0]} if parts else {}
-
-        return joined
+        return lambda: joined_columns(list(pieces))
 
     def plan_has_pieces(self) -> bool:
         """Whether the plan computes more than the seed losses (the work ``metric_columns`` can split)."""
