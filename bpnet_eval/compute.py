@@ -298,13 +298,15 @@ class BatchComputer:
         return plan is not None and bool(plan.profile_names or plan.basepairmodels or plan.track_counts)
 
 
-# Threads computing the pieces of a batch at most: each holds its pieces' temporaries (~35 MB more peak memory per
-# thread on 2 x 1000 profiles), and the Python between torch's and numpy's calls runs one thread at a time.
+# Threads computing the pieces of a batch at most: each holds its piece's temporaries (~35 MB more peak memory per
+# thread a 64-region piece of 2 x 1000 profiles), and the Python between torch's and numpy's calls runs one thread at
+# a time.
 MAX_PIECE_THREADS = 8
 # Values a piece handed to a piece thread holds at most (256 regions of 2 x 1000), each computed whole: fewer, larger
 # pieces than one thread's cache-sized ones (``chunk_rows``). With 2 threads, `--metrics all` on 100k chip regions ran
-# in 39.3 s instead of 44.2 s (medians of 3, interleaved; the same reports), its largest process ~150 MB larger; alone,
-# one thread computes cache-sized pieces ~5% faster. At least two pieces a thread, so that many threads all work.
+# in 39.3 s instead of 44.2 s (medians of 3, interleaved; the same reports), the run's memory 0.2-0.3 GB larger (chip
+# 0.92 GB, deep 1.29 GB); alone, one thread computes cache-sized pieces ~5% faster. At least two pieces a thread, so
+# that many threads all work.
 THREADED_PIECE_VALUES = 1 << 19
 
 
