@@ -279,16 +279,16 @@ class BatchComputer:
         thread pool starts them now (the caller computes the seed losses meanwhile), joined in order when it is
         called. Every column of a region is computed from that region's rows alone, so the numbers are the same
         either way (tested)."""
-        n = logits.shape[0]
-        step = threaded_piece_rows(logits.shape, self.piece_threads_count)
-
-        def columns_of(rows: slice) -> dict:
+        def columns_of(rows: slice, piece_rows: Optional[int] = None) -> dict:
             return metric_columns(logits[rows], observed[rows], self.dtype, self.track_names, self.plan,
-                                  first_row + rows.start, logcounts[rows], step if self.map_pieces is not map else None)
+                                  first_row + rows.start, logcounts[rows], piece_rows)
 
+        n = logits.shape[0]
         if self.map_pieces is map or not self.plan_has_pieces():
             return lambda: columns_of(slice(0, n))
-        pieces = self.map_pieces(columns_of, [slice(a, min(a + step, n)) for a in range(0, n, step)])
+        step = threaded_piece_rows(logits.shape, self.piece_threads_count)  # each piece computed whole
+        pieces = self.map_pieces(lambda rows: columns_of(rows, step),
+                                 [slice(a, min(a + step, n)) for a in range(0, n, step)])
 
         return lambda: joined_columns(list(pieces))
 
