@@ -473,3 +473,31 @@ def test_spearman_from_rank_sums_leaves_negative_values_nans_and_float32_to_the_
         assert same_numbers(correlation.spearman(a, b), correlation.pearson(average_ranks(a), average_ranks(b)))
     monkeypatch.setattr(correlation, "pearson", lambda *args, **kwargs: pytest.fail("took the rank vectors"))
     correlation.spearman(x, y)  # the sums: no pearson of rank vectors
+
+
+@pytest.mark.parametrize("top_pile", [0, 40, 5000])
+def test_ranks_of_counts_on_every_base_from_the_histogram_equal_scipy(top_pile):
+    """Counts on (nearly) every base, as a background track's: the nonzero values' ranks from a histogram per row
+    (``_binned_ranks``) equal scipy's averaged ranks, and the sort's, bit for bit; a pile too tall for the table and
+    non-integer values are sorted."""
+    from bpnet_eval.metrics import correlation
+    rng = np.random.default_rng(31)
+    values = 1.0 + rng.poisson(0.5, (40, 600))
+    values[:, ::7] = 0.0
+    values[3, 100:140] += top_pile
+    values[5] = 2.0  # one value on every base
+    for y in (values, values * 0.5):
+        where = np.flatnonzero(y)
+        row = where // y.shape[-1]
+        ranks, zeros = correlation._nonzero_average_ranks(y, where, row)
+        expected = np.concatenate([rankdata(r) for r in y]).reshape(y.shape).reshape(-1)[where]
+        np.testing.assert_array_equal(ranks, expected)
+        np.testing.assert_array_equal(zeros, (y == 0).sum(axis=-1))
+        binned = correlation._binned_ranks(y.reshape(-1)[where], row, zeros)
+        assert (binned is not None) == (y is values and top_pile < 5000)
+        with pytest.MonkeyPatch.context() as patch:  # the sort alone
+            patch.setattr(correlation, "_binned_ranks", lambda *args: None)
+            assert np.array_equal(correlation._nonzero_average_ranks(y, where, row)[0], ranks)
+        p = torch.softmax(torch.as_tensor(rng.normal(size=y.shape)), dim=-1)
+        got = correlation.spearman(p, torch.as_tensor(y))
+        np.testing.assert_allclose(got.numpy(), [spearmanr(a, b)[0] for a, b in zip(p.numpy(), y)], rtol=1e-12)

@@ -273,14 +273,19 @@ def _spearman_from_rank_sums(x, y, zero_variance):
 
 def _nonzero_average_ranks(values, where, row):
     """Averaged ranks (float64) of non-negative rows ``values`` ``(R, n)`` at their nonzero flat positions ``where``
-    (rows ``row``), from one sort of those values by row, and each row's number of zeros ``z`` (which rank
-    ``(z + 1) / 2``): a nonzero value ``v`` ranks ``z + #{nonzero < v} + (#{= v} + 1) / 2``."""
+    (rows ``row``), and each row's number of zeros ``z`` (which rank ``(z + 1) / 2``): a nonzero value
+    ``v`` ranks ``z + #{nonzero < v} + (#{= v} + 1) / 2``: from a histogram of each row's values where they are whole
+    numbers of a range narrower than their number (``_binned_ranks``: counts on most bases), else from one sort of
+    the nonzero values by row."""
     n = values.shape[-1]
     zeros = n - np.bincount(row, minlength=len(values))
-    ranks = np.empty(len(where))
     if not where.size:
-        return ranks, zeros
+        return np.empty(0), zeros
     nonzero = values.reshape(-1)[where]
+    binned = _binned_ranks(nonzero, row, zeros)
+    if binned is not None:
+        return binned, zeros
+    ranks = np.empty(len(where))
     order = np.lexsort((nonzero, row))
     sorted_values, sorted_row = nonzero[order], row[order]
     new_group = np.ones(len(order), dtype=bool)
@@ -291,3 +296,24 @@ def _nonzero_average_ranks(values, where, row):
     row_first = np.concatenate(([0], np.cumsum(n - zeros)))[sorted_row]  # sorted index of the row's first nonzero
     ranks[order] = zeros[sorted_row] + (starts[group] - row_first) + (size[group] + 1) / 2
     return ranks, zeros
+
+
+def _binned_ranks(nonzero, row, zeros):
+    """``_nonzero_average_ranks`` of the positive values ``nonzero`` (in rows ``row``, whose numbers of zeros are
+    ``zeros``) from a table of the rank of each whole number up to ``top`` in each row: ``z + below + (tied + 1) / 2``
+    from one histogram (``below`` its cumulative sum before each bin). Where the values are not all whole numbers,
+    or the table would hold more entries than there are values, None."""
+    top = nonzero.max()
+    n_rows = len(zeros)
+    if not (n_rows * (top + 1) <= nonzero.size and top < 2 ** 31):  # also NaN
+        return None
+    whole = nonzero.astype(np.int64)
+    if not np.array_equal(whole, nonzero):
+        return None
+    whole += row * (int(top) + 1)  # the bin of each value in its row's part of the table
+    histogram = np.bincount(whole, minlength=n_rows * (int(top) + 1)).reshape(n_rows, -1)
+    below = np.cumsum(histogram, axis=-1)
+    below -= histogram
+    below += zeros[:, None]
+    table = below + (histogram + 1) / 2
+    return np.take(table.reshape(-1), whole)
