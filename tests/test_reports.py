@@ -344,6 +344,36 @@ def test_examples_draw_and_list_only_the_tracks_with_signal():
         "reads; MNLL grows with the reads)"]
 
 
+def test_examples_of_more_than_two_tracks_are_a_grid_of_one_panel_per_track_and_region():
+    """BPNet's 4 tasks x 2 strands: one column per example region, one row per track, each panel that track's
+    observed counts and predicted profile (every track, even a flat one), the track named left of its row, the
+    region above its column, one key for the figure."""
+    rng = np.random.default_rng(5)
+    names = [f"task{t}.{strand}" for t in range(4) for strand in ("plus", "minus")]
+    observed = rng.poisson(0.4, size=(2, 8, 60)).astype(np.float64)
+    observed[1, 5] = 0.0  # nothing on one track of one region: still drawn, flat
+    predicted = rng.gamma(2.0, 0.3, size=(2, 8, 60))
+    columns = {"profile_mnll": np.array([40.25, 97.5]), "observed_counts": observed.sum(axis=(1, 2))}
+    examples = [("best", 0), ("worst", 1)]
+    figure, drawn = plots.profile_examples(examples, observed, predicted, columns, ["chr1:0-60", "chr2:5-65"], names)
+    assert len(figure.axes) == 16
+    for k in range(2):
+        for s in range(8):
+            ax = figure.axes[k * 8 + s]  # drawn region by region, track by track
+            assert ax.get_subplotspec().rowspan.start == s and ax.get_subplotspec().colspan.start == k
+            observed_line, predicted_line = ax.lines
+            np.testing.assert_array_equal(observed_line.get_ydata(), observed[k, s])
+            np.testing.assert_array_equal(predicted_line.get_ydata(), predicted[k, s])
+            assert ax.get_ylabel() == (names[s] if k == 0 else "")
+            assert ax.get_legend() is None
+        title = figure.axes[k * 8].get_title()
+        assert ["chr1:0-60", "chr2:5-65"][k] in title and f"MNLL {columns['profile_mnll'][k]:.4g}" in title
+        assert f"predicted {predicted[k].sum():.0f}" in title
+    assert [t.get_text() for t in figure.legends[0].get_texts()] == ["observed", "predicted"]
+    assert len(drawn["observed"]) == 16 and np.array_equal(drawn["predicted"][15], predicted[1, 7])
+    assert plots.png_bytes(figure).startswith(b"\x89PNG")
+
+
 def test_mnll_histogram_counts_regions_without_reads_apart():
     rng = np.random.default_rng(1)
     mnll = np.concatenate([np.zeros(49), rng.lognormal(5, 1.2, 200), [np.nan]])

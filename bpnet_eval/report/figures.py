@@ -51,19 +51,21 @@ def resolve_plots(requested: Optional[bool]) -> bool:
 
 
 def new_figure(width: float, height: float, margins=(0.8, 0.25, 0.6, 0.45), rows: int = 1, columns: int = 1,
-               gap: float = 0.0):
+               gap: float = 0.0, column_gap: Optional[float] = None):
     """A matplotlib Figure on an Agg canvas, with fixed ``margins`` (left, right, bottom, top) and ``gap``
-    between subplots, in inches (a layout engine measures every label: 40% of the drawing time)."""
+    between subplots (``column_gap`` between columns, default ``gap``), in inches (a layout engine measures every
+    label: 40% of the drawing time)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(width, height), dpi=DPI)
     FigureCanvasAgg(figure)
     left, right, bottom, top = margins
-    cell_width = (width - left - right - (columns - 1) * gap) / columns
+    column_gap = gap if column_gap is None else column_gap
+    cell_width = (width - left - right - (columns - 1) * column_gap) / columns
     cell_height = (height - bottom - top - (rows - 1) * gap) / rows
     figure.subplots_adjust(left=left / width, right=1 - right / width, bottom=bottom / height, top=1 - top / height,
-                           wspace=gap / cell_width, hspace=gap / cell_height)
+                           wspace=column_gap / cell_width, hspace=gap / cell_height)
     return figure
 
 
@@ -193,14 +195,13 @@ def shown_track(observed: np.ndarray, predicted: np.ndarray, track: int) -> bool
 def profile_examples(examples: list, observed: np.ndarray, predicted: np.ndarray, columns: dict, labels: list,
                      track_names: list):
     """One panel per example region: observed counts and the predicted profile, per track shown
-    (``shown_track``; the second of two stranded tracks drawn downwards)."""
+    (``shown_track``; the second of two stranded tracks drawn downwards). More than two tracks: one small panel per
+    track and example (``examples_by_track``)."""
+    if len(track_names) > 2:
+        return examples_by_track(examples, observed, predicted, columns, labels, track_names)
     figure = new_figure(11.0, 2.9 * max(len(examples), 1) + 0.25, margins=(0.75, 0.2, 0.55, 0.6),
                         rows=max(len(examples), 1), gap=0.55)
-    pool = ranked_rows(columns)
-    if pool.size:  # "best" is among the regions with many reads, not over all: say so above the panels
-        figure.text(0.5, 1 - 0.12 / figure.get_figheight(), f"ranked by profile MNLL among the {pool.size} regions "
-                    f"with at least {np.min(columns['observed_counts'][pool]):.0f} observed reads (the median of the "
-                    "regions with reads; MNLL grows with the reads)", ha="center", va="top", fontsize=9, color="0.3")
+    _say_how_ranked(figure, columns)
     mirrored = len(track_names) == 2
     drawn = {"rows": [row for _, row in examples], "observed": [], "predicted": []}
     for k, (label, row) in enumerate(examples):
@@ -228,6 +229,63 @@ def profile_examples(examples: list, observed: np.ndarray, predicted: np.ndarray
         ax.legend(loc="upper right", fontsize=8, ncol=2, frameon=False)
     if examples:
         figure.axes[-1].set_xlabel("position in window")
+    return figure, drawn
+
+
+def _say_how_ranked(figure, columns: dict) -> None:
+    """Above the panels, which regions "best" is the best of: those with many reads, not all (MNLL grows with the
+    reads)."""
+    pool = ranked_rows(columns)
+    if pool.size:
+        figure.text(0.5, 1 - 0.12 / figure.get_figheight(), f"ranked by profile MNLL among the {pool.size} regions "
+                    f"with at least {np.min(columns['observed_counts'][pool]):.0f} observed reads (the median of the "
+                    "regions with reads; MNLL grows with the reads)", ha="center", va="top", fontsize=9, color="0.3")
+
+
+# More than two tracks: each track of each example region in a panel of its own, this tall (inches) up to
+# EXAMPLE_TRACKS_HEIGHT for all of an example's tracks, and never less than EXAMPLE_TRACK_MIN_HEIGHT.
+EXAMPLE_TRACK_HEIGHT, EXAMPLE_TRACKS_HEIGHT, EXAMPLE_TRACK_MIN_HEIGHT = 0.9, 7.5, 0.5
+
+
+def examples_by_track(examples: list, observed: np.ndarray, predicted: np.ndarray, columns: dict, labels: list,
+                      track_names: list):
+    """``profile_examples`` of more than two tracks: a grid of one column per example region and one row per track,
+    each panel with that track's observed counts (blue) and predicted profile (black) on its own scale, every track
+    drawn (a flat line says that a track has nothing there); the region above each column, the track left of
+    each row."""
+    n_tracks, n_examples = len(track_names), max(len(examples), 1)
+    height = max(EXAMPLE_TRACK_MIN_HEIGHT, min(EXAMPLE_TRACK_HEIGHT, EXAMPLE_TRACKS_HEIGHT / n_tracks))
+    left = 0.25 + 0.07 * max(len(name) for name in track_names)
+    figure = new_figure(11.0, height * n_tracks + 0.1 * (n_tracks - 1) + 1.65, margins=(left, 0.2, 0.5, 1.15),
+                        rows=n_tracks, columns=n_examples, gap=0.1, column_gap=0.3)
+    _say_how_ranked(figure, columns)
+    drawn = {"rows": [row for _, row in examples], "observed": [], "predicted": []}
+    positions = np.arange(observed.shape[-1])
+    for k, (label, row) in enumerate(examples):
+        for s, name in enumerate(track_names):
+            ax = figure.add_subplot(n_tracks, n_examples, s * n_examples + k + 1)
+            ax.plot(positions, observed[k, s], color="tab:blue", alpha=0.8, linewidth=0.8, zorder=3,
+                    drawstyle="steps-mid", label="observed")
+            ax.plot(positions, predicted[k, s], color="black", linewidth=0.9, zorder=2, label="predicted")
+            drawn["observed"].append(observed[k, s])
+            drawn["predicted"].append(predicted[k, s])
+            ax.set_xlim(0, observed.shape[-1] - 1)
+            ax.set_ylim(bottom=0.0)
+            ax.locator_params(axis="y", nbins=2)
+            ax.tick_params(labelsize=7, length=2, pad=1)
+            if s < n_tracks - 1:
+                ax.tick_params(labelbottom=False)
+            if k == 0:
+                ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)
+            if s == 0:
+                ax.set_title(f"{label}\n{labels[k]}\nMNLL {columns['profile_mnll'][row]:.4g}, observed "
+                             f"{columns['observed_counts'][row]:.0f}, predicted {predicted[k].sum():.0f}", fontsize=8.5,
+                             y=TITLE_Y)
+    if examples:  # the key above the panels, right, under the ranking's line
+        figure.legend(handles=figure.axes[0].lines, loc="upper right", ncol=2, fontsize=8, frameon=False,
+                      bbox_to_anchor=(1 - 0.2 / figure.get_figwidth(), 1 - 0.3 / figure.get_figheight()))
+        for ax in figure.axes[n_tracks - 1::n_tracks]:
+            ax.set_xlabel("position in window", fontsize=8)
     return figure, drawn
 
 
