@@ -399,8 +399,9 @@ def main() -> None:
     parser.add_argument("--no-heavy-naive", action="store_true",
                         help="leave out the heavier naive pipeline (seed losses + performance measures)")
     parser.add_argument("--skip", default="", help="comma-separated stages to leave out: score_no_plots, score_all, "
-                                                   "compute "
-                                                   "(their ratios are then not printed)")
+                                                   "compute, floor, floor_parallel, naive_seed (the ratios they "
+                                                   "enter are then not printed; e.g. floor,floor_parallel,naive_seed,"
+                                                   "compute re-measures --metrics all / default alone)")
     parser.add_argument("--batch-size", type=int, help="regions per batch (score, floor, compute); default: score's "
                                                         "own for the case's tracks and L (options.batch_regions)")
     parser.add_argument("--device", default="cpu", help="device for score and the compute stage")
@@ -517,9 +518,8 @@ def report(args) -> dict:
                        "--batch-size", str(args.batch_size), *extra]
             results[stage] = median_run([run_measured(command) for _ in range(args.repeat)])
             print(f"  {stage} done in {results[stage]['wall_s']:.1f} s{repeats(results[stage])}", flush=True)
-        stages = [("floor", n), ("floor_parallel", n)] + [("compute", n)] * ("compute" not in skipped) + \
-            [(name, naive_n) for name in naive_stages]
-        for stage, count in stages:
+        stages = [("floor", n), ("floor_parallel", n), ("compute", n)] + [(name, naive_n) for name in naive_stages]
+        for stage, count in [(stage, count) for stage, count in stages if stage not in skipped]:
             runs = args.naive_repeat if stage in NAIVE_STAGES else args.repeat
             results[stage] = median_run([child_stage(stage, args, count) for _ in range(runs)])
             print(f"  {stage} done in {results[stage]['wall_s']:.1f} s{repeats(results[stage])}", flush=True)
@@ -531,7 +531,7 @@ def report(args) -> dict:
     # happen once
     walls = {stage: r["wall_s"] + (scale - 1) * (r["seconds"] - r.get("once_seconds", 0.0))
              if stage in NAIVE_STAGES else r["wall_s"] for stage, r in results.items()}
-    processes = results["floor_parallel"]["processes"]
+    processes = results.get("floor_parallel", {}).get("processes")
     print()
     print(f"{'stage':15s} {'wall s':>9s} {'in-process s':>13s} {'CPU s':>7s} {'regions/s':>11s} {'peak RSS MB':>12s} "
           f"{'run MB':>7s}")
@@ -544,20 +544,18 @@ def report(args) -> dict:
         note += f"  ({processes} processes)" if stage == "floor_parallel" else ""
         print(f"{stage:15s} {walls[stage]:9.2f} {inner:13.2f} {cpu:>7s} {n / walls[stage]:11,.0f} "
               f"{result['peak_rss_mb']:12.0f} {result['run_peak_mb']:7.0f}{note}")
-    ratios = {"naive_seed / score (target >= 10)": walls["naive_seed"] / walls["score"],
-              # a score that reads the windows can be no faster than reading them: the most the ratio above can be
-              # with the readers as they are
-              "naive_seed / floor_parallel (its bound)": walls["naive_seed"] / walls["floor_parallel"],
-              "score / floor_parallel (target <= 1.5)": walls["score"] / walls["floor_parallel"],
-              "score / floor (one process)": walls["score"] / walls["floor"]}
-    if "score_no_plots" in walls:
-        ratios["score --no-plots / floor_parallel"] = walls["score_no_plots"] / walls["floor_parallel"]
-    if "score_all" in walls and "score_no_plots" in walls:
-        ratios["--metrics all / default (target <= 3)"] = walls["score_all"] / walls["score_no_plots"]
-    if "compute" in walls:
-        ratios["compute / floor"] = walls["compute"] / walls["floor"]
-    if "naive" in walls:
-        ratios["naive (+ performance measures) / score"] = walls["naive"] / walls["score"]
+    # label: (stage, stage): the first's wall time over the second's, where both ran. A score that reads the windows
+    # can be no faster than reading them: naive_seed / floor_parallel is the most naive_seed / score can be with
+    # the readers as they are.
+    quotients = {"naive_seed / score (target >= 10)": ("naive_seed", "score"),
+                 "naive_seed / floor_parallel (its bound)": ("naive_seed", "floor_parallel"),
+                 "score / floor_parallel (target <= 1.5)": ("score", "floor_parallel"),
+                 "score / floor (one process)": ("score", "floor"),
+                 "score --no-plots / floor_parallel": ("score_no_plots", "floor_parallel"),
+                 "--metrics all / default (target <= 3)": ("score_all", "score_no_plots"),
+                 "compute / floor": ("compute", "floor"),
+                 "naive (+ performance measures) / score": ("naive", "score")}
+    ratios = {label: walls[a] / walls[b] for label, (a, b) in quotients.items() if a in walls and b in walls}
     print()
     for label, value in ratios.items():
         print(f"{label:40s} {value:6.2f}")
@@ -576,16 +574,17 @@ def print_shape_table(saved: dict) -> None:
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for shape, r in saved.items():
         walls, case, score = r["walls_s"], r["case"], r["stages"]["score"]
-        processes = r["stages"]["floor_parallel"]["processes"]
+        processes = r["stages"].get("floor_parallel", {}).get("processes")
+        cell = lambda a, b, form: form.format(walls[a] / walls[b]) if a in walls and b in walls else "not run"
+        seconds = lambda stage: f"{walls[stage]:.2f}" if stage in walls else "not run"
         length = f"{case['length']}" + (" (2114 in)" if case["files"].get("regions", "").endswith(".narrowPeak")
                                          else "")
-        all_ratio = (f"**{walls['score_all'] / walls['score_no_plots']:.1f}×**"
-                     if "score_all" in walls and "score_no_plots" in walls else "not run")
         all_memory = f"{r['stages']['score_all']['run_peak_mb']:.0f}" if "score_all" in r["stages"] else "not run"
-        print(f"| {shape} | {case['n_tracks']} | {length} | {walls['score']:.2f} | {walls['naive_seed']:.2f} "
-              f"| **{walls['naive_seed'] / walls['score']:.1f}×** "
-              f"| {walls['naive_seed'] / walls['floor_parallel']:.1f}× | {walls['floor_parallel']:.2f} (×{processes}) "
-              f"| **{walls['score'] / walls['floor_parallel']:.2f}** | {walls['floor']:.2f} | {all_ratio} "
+        floor_parallel = f"{walls['floor_parallel']:.2f} (×{processes})" if processes else "not run"
+        print(f"| {shape} | {case['n_tracks']} | {length} | {walls['score']:.2f} | {seconds('naive_seed')} "
+              f"| {cell('naive_seed', 'score', '**{:.1f}×**')} | {cell('naive_seed', 'floor_parallel', '{:.1f}×')} "
+              f"| {floor_parallel} | {cell('score', 'floor_parallel', '**{:.2f}**')} | {seconds('floor')} "
+              f"| {cell('score_all', 'score_no_plots', '**{:.1f}×**')} "
               f"| {score['run_peak_mb']:.0f} ({score['peak_rss_mb']:.0f}) | {all_memory} |")
 
 

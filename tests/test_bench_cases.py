@@ -309,6 +309,21 @@ def test_the_benchmark_prints_every_target_ratio(tmp_path):
     assert all(value > 0 for value in numbers["ratios"].values())
 
 
+def test_the_benchmark_re_measures_metrics_all_alone(tmp_path):
+    """--skip of the floors, the naive pipeline and compute: only score's three runs, and only the ratio they give."""
+    import subprocess
+
+    out = tmp_path / "numbers.json"
+    done = subprocess.run([sys.executable, str(REPO / "bench" / "run_bench.py"), "--regions", "300", "--no-heavy-naive",
+                           "--skip", "floor,floor_parallel,naive_seed,compute", "--json", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    numbers = json.loads(out.read_text())
+    assert set(numbers["stages"]) == {"score", "score_no_plots", "score_all"}
+    walls = numbers["walls_s"]
+    assert numbers["ratios"] == {"--metrics all / default (target <= 3)": walls["score_all"] / walls["score_no_plots"]}
+
+
 def test_the_gpu_script_runs_end_to_end_with_the_cpu_in_the_gpus_place(tmp_path):
     """bench/gpu.sh, as a GPU machine would run it but with GPU_BENCH_DEVICE=cpu (this machine has no GPU) and small
     cases: the fixture scored on both devices agrees, and every timing it reports is there."""
@@ -364,6 +379,15 @@ def test_the_shape_table_gives_each_shapes_ratios_and_the_bound_of_the_first(cap
     assert cells["score / floor ×P"] == "**1.67**"
     assert cells["all / default"] == "**20.0×**"
     assert cells["floor ×P s"] == "1.20 (×2)"
+    # a run that measured score's stages alone (--skip floor,floor_parallel,naive_seed,compute)
+    saved["chip"]["walls_s"] = {"score": 2.0, "score_no_plots": 1.6, "score_all": 24.0}
+    del saved["chip"]["stages"]["floor_parallel"]
+    print_shape_table(saved)
+    row = capsys.readouterr().out.splitlines()[2]
+    cells = dict(zip(cells, [cell.strip() for cell in row.strip("|").split("|")]))
+    assert cells["all / default"] == "**15.0×**" and cells["score s"] == "2.00"
+    assert {cells[name] for name in ("naive seed s", "naive seed / score", "naive seed / floor ×P (its bound)",
+                                     "floor ×P s", "score / floor ×P", "floor ×1 s")} == {"not run"}
 
 
 def test_measure_sums_the_memory_of_every_process_of_a_run():
