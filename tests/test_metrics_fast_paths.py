@@ -501,3 +501,5 @@ def test_ranks_of_counts_on_every_base_from_the_histogram_equal_scipy(top_pile):
         p = torch.softmax(torch.as_tensor(rng.normal(size=y.shape)), dim=-1)
         got = correlation.spearman(p, torch.as_tensor(y))
         np.testing.assert_allclose(got.numpy(), [spearmanr(a, b)[0] for a, b in zip(p.numpy(), y)], rtol=1e-12)
+    negative = np.array([3.0, -1.0] * 50)  # the table would put a negative value in the row before: sorted
+    assert correlation._binned_ranks(negative, np.zeros(100, dtype=np.int64), np.array([0])) is None

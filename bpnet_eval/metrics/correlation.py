@@ -305,7 +305,7 @@ def _binned_ranks(nonzero, row, zeros):
     or the table would hold more entries than there are values, None."""
     top = nonzero.max()
     n_rows = len(zeros)
-    if not n_rows * (top + 1) <= nonzero.size:  # also NaN and inf
+    if not (n_rows * (top + 1) <= nonzero.size and nonzero.min() > 0):  # also NaN and inf; no negative value
         return None
     whole = nonzero.astype(np.int64)
     if not np.array_equal(whole, nonzero):
