@@ -13,7 +13,7 @@ from typing import Callable, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .environment import allotted_cpus
+from .environment import allotted_cpus, fork_is_safe
 from .errors import UsageError
 from .input_files import reading
 from .options import READ_AHEAD_MB, Job, Policies, ReadOptions, batch_regions
@@ -21,7 +21,7 @@ from .regions import Regions, read_regions
 from .sources import PredictionSource, TruthSource, open_predictions, open_truth
 from .sources.bigwig import share_run_memory
 from .validate import Findings, check_structure
-from .workers import ForkedCall, ProcessReadAhead, fork_is_safe
+from .workers import ForkedCall, ProcessReadAhead
 
 MAX_READ_WORKERS = 4
 

@@ -35,10 +35,8 @@ from typing import Callable, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import environment
 from .errors import BpnetEvalError
 
-fork_is_safe = environment.fork_is_safe  # (``environment``'s, where the callers of these workers ask it)
 
 class WorkerStopped(BpnetEvalError):
     """A worker ended without answering (killed, out of memory, crashed)."""
@@ -101,7 +99,7 @@ def fork_worker(body) -> Tuple[int, int, int]:
     from_child_fd)`` for the parent. The child never returns and never runs the parent's exit handlers."""
     down_read, down_write = os.pipe()
     up_read, up_write = os.pipe()
-    with warnings.catch_warnings():  # Python 3.12+ warns about any native thread; see fork_is_safe
+    with warnings.catch_warnings():  # Python 3.12+ warns about any native thread; see environment.fork_is_safe
         warnings.filterwarnings("ignore", message=".*fork.*", category=DeprecationWarning)
         pid = os.fork()
     if pid == 0:

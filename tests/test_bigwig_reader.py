@@ -15,7 +15,8 @@ import pytest
 from bpnet_eval.errors import InputError
 from bpnet_eval.sources import bigwig, intervals
 from bpnet_eval.sources.bigwig import BigWigReader
-from bpnet_eval.workers import ForkedCall, fork_is_safe
+from bpnet_eval.environment import fork_is_safe
+from bpnet_eval.workers import ForkedCall
 
 REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"
 REAL_BIGWIGS = sorted(p for pattern in ("*/*.bw", "*/*.bigWig", "*/*.bigwig") for p in REALDATA.glob(pattern))

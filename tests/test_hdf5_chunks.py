@@ -19,7 +19,8 @@ from bpnet_eval.sources import chunks
 from bpnet_eval.sources.chunks import chunk_filters, rows_reader, unshuffle
 from bpnet_eval.sources.deflate import INFLATE_ERRORS, inflate_sized
 from bpnet_eval.sources.predictions import StoredRows
-from bpnet_eval.workers import ProcessReadAhead, fork_is_safe
+from bpnet_eval.environment import fork_is_safe
+from bpnet_eval.workers import ProcessReadAhead
 from tests.support.cases import make_case
 from tests.support.processes import alive
 

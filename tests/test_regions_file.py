@@ -20,7 +20,8 @@ from bpnet_eval.regions import Regions
 from bpnet_eval.report import regions_file as regions_module
 from bpnet_eval.report.regions_file import part_path, regions_file, split_row
 from bpnet_eval.report.tables import REGION_ROWS_PER_PIECE, regions_tsv
-from bpnet_eval.workers import ForkedCall, WorkerStopped, fork_is_safe
+from bpnet_eval.environment import fork_is_safe
+from bpnet_eval.workers import ForkedCall, WorkerStopped
 from tests.support.cases import make_case
 from tests.support.cli import CLI
 from tests.support.processes import alive, process_state, snapshot, stop_promptly, wait_for
@@ -136,11 +137,11 @@ def test_an_error_here_stops_the_forked_writer_at_once(tmp_path, forks, monkeypa
 
 # ------------------------------------------------------------------------------------------ the command line
 def test_the_command_line_forks_the_writer_only_where_fork_is_safe(monkeypatch):
-    from bpnet_eval import workers
+    from bpnet_eval import environment
     from bpnet_eval.cli.common import report_fork
 
     assert report_fork() is ForkedCall
-    monkeypatch.setattr(workers, "fork_is_safe", lambda: False)
+    monkeypatch.setattr(environment, "fork_is_safe", lambda: False)
     assert report_fork() is None
 
 

@@ -150,7 +150,7 @@ def test_numpy_blas_runs_one_thread_unless_the_environment_says():
 
 def test_the_progress_bar_on_a_terminal_starts_no_thread(monkeypatch):
     """The live bar is redrawn at each update, not by a thread of its own: a running thread makes forking unsafe
-    (``workers.fork_is_safe``), and a run forks its reading processes while the bar is shown (with a refresh
+    (``environment.fork_is_safe``), and a run forks its reading processes while the bar is shown (with a refresh
     thread, a run in a terminal read its bigWigs in a thread and decoded its files one after the other)."""
     import io
     import threading

@@ -16,11 +16,12 @@ from bpnet_eval.errors import InputError
 import bpnet_eval.inputs as inputs_module
 from bpnet_eval.inputs import batch_bounds, open_inputs
 from bpnet_eval.pipeline import score
-from bpnet_eval import workers as workers_module
+from bpnet_eval import environment as environment_module
 from bpnet_eval.cli.common import FiguresInSteps, figure_painter
 from bpnet_eval.options import Job
 from bpnet_eval.report.figures import FIGURE_FILES
-from bpnet_eval.workers import BackgroundCall, ForkedCall, ProcessReadAhead, WorkerStopped, call_forked, fork_is_safe
+from bpnet_eval.environment import fork_is_safe
+from bpnet_eval.workers import BackgroundCall, ForkedCall, ProcessReadAhead, WorkerStopped, call_forked
 from bpnet_eval.sources.base import TruthSource
 from bpnet_eval.sources.bigwig import BigWigReader
 
@@ -412,7 +413,7 @@ def test_figures_drawn_in_the_background_equal_those_drawn_here(tmp_path, monkey
         paint.early(result.columns, examples, result.track_names)
         early = paint(result.columns, result.summary, examples)()()
     steps = FiguresInSteps()  # in a process that cannot fork: every figure drawn by the call that returns them
-    monkeypatch.setattr(workers_module, "fork_is_safe", lambda: False)
+    monkeypatch.setattr(environment_module, "fork_is_safe", lambda: False)
     steps("examples", result.columns, result.track_names, examples)
     assert steps("rest", None, result.summary, None) == here
     monkeypatch.undo()

@@ -202,7 +202,7 @@ class ProgressReporter:
     """A live bar on a terminal; plain periodic lines when stderr is a file or a pipe.
 
     The bar is redrawn at each update, never by a thread of its own: a running thread makes forking unsafe
-    (``workers.fork_is_safe``), and the run forks its reading processes while the bar is shown."""
+    (``environment.fork_is_safe``), and the run forks its reading processes while the bar is shown."""
 
     def __init__(self, enabled: bool, interval_s: float = 10.0):
         self.enabled, self.interval_s = enabled, interval_s
@@ -254,7 +254,8 @@ class FiguresInSteps:
 
     def examples(self, columns, track_names, examples) -> None:
         from ..report.figures import PROFILE_EXAMPLES, figure_jobs
-        from ..workers import ForkedCall, fork_is_safe
+        from ..environment import fork_is_safe
+        from ..workers import ForkedCall
 
         self._columns, self._example_regions = columns, examples
         jobs = figure_jobs(columns, {"settings": {"track_names": track_names}}, examples, names=(PROFILE_EXAMPLES,))
@@ -263,7 +264,8 @@ class FiguresInSteps:
 
     def rest(self, columns, summary, examples) -> dict:
         from ..report.figures import FIGURE_FILES, PROFILE_EXAMPLES, figure_jobs
-        from ..workers import call_forked, fork_is_safe
+        from ..environment import fork_is_safe
+        from ..workers import call_forked
 
         columns = self._columns if columns is None else columns
         examples = self._example_regions if examples is None else examples
@@ -294,7 +296,8 @@ def figure_painter(draw_plots: bool, background: bool = True):
     called once the columns are final (``pipeline.run_job``'s ``on_columns``), starts the example panels there
     before the summary is made (``FiguresInSteps``). Enter it before the run imports torch."""
     from ..report.figures import draw_figures, figures_or_none, warm_up
-    from ..workers import BackgroundCall, fork_is_safe
+    from ..environment import fork_is_safe
+    from ..workers import BackgroundCall
 
     if not draw_plots:
         paint = lambda columns, summary, examples: {}
@@ -343,9 +346,10 @@ def draw_plots(plots: Optional[bool], quiet: bool) -> bool:
 
 
 def report_fork():
-    """``workers.ForkedCall`` where fork is safe (``workers.fork_is_safe``), else None: how the report writer
+    """``workers.ForkedCall`` where fork is safe (``environment.fork_is_safe``), else None: how the report writer
     writes regions.tsv in a process of its own while it writes the rest (``report.regions_file``)."""
-    from ..workers import ForkedCall, fork_is_safe
+    from ..environment import fork_is_safe
+    from ..workers import ForkedCall
 
     return ForkedCall if fork_is_safe() else None
 
