@@ -503,3 +503,74 @@ def test_ranks_of_counts_on_every_base_from_the_histogram_equal_scipy(top_pile):
         np.testing.assert_allclose(got.numpy(), [spearmanr(a, b)[0] for a, b in zip(p.numpy(), y)], rtol=1e-12)
     negative = np.array([3.0, -1.0] * 50)  # the table would put a negative value in the row before: sorted
     assert correlation._binned_ranks(negative, np.zeros(100, dtype=np.int64), np.array([0])) is None
+
+
+@pytest.mark.parametrize("on_cpu", [True, False])
+def test_sort_by_takes_an_order_where_it_sorts_and_sorts_the_other_rows(monkeypatch, on_cpu):
+    """``sort_by`` against ``np.sort``: the candidate order itself where it sorts a row (ties in its own order),
+    and a sorting order elsewhere: a row out of order, a random permutation, a row with a NaN."""
+    from bpnet_eval.metrics import sorting
+    monkeypatch.setattr(sorting, "by_numpy", lambda x: on_cpu)
+    rng = np.random.default_rng(31)
+    x = rng.random((40, 300))
+    x[5] = np.round(x[5] * 20)  # many ties
+    order = np.argsort(x, axis=-1, kind="stable")
+    order[6] = rng.permutation(300)  # a random order
+    order[7, [10, 11]] = order[7, [11, 10]]  # two values swapped
+    x[8, 17] = np.nan
+    order[5] = np.argsort(-x[5], kind="stable")[::-1]  # ties in reverse position order: still sorted
+    given = torch.as_tensor(order.copy())
+    ordered, got = sorting.sort_by(torch.as_tensor(x), given)
+    np.testing.assert_array_equal(ordered.numpy(), np.sort(x, axis=-1))  # NaN last
+    np.testing.assert_array_equal(np.take_along_axis(x, got.numpy(), -1), ordered.numpy())
+    kept = [row for row in range(40) if row not in (6, 7, 8)]
+    np.testing.assert_array_equal(got.numpy()[kept], order[kept])
+    np.testing.assert_array_equal(given.numpy(), order)  # the candidate is left as given
+
+
+def test_spearman_with_an_order_given_equals_spearman_without(monkeypatch):
+    """An order given to ``spearman`` changes no bit, whether it sorts ``x`` (that of values rising with ``x``), sorts
+    it but for a few rows, or not at all; it is not used where the ranks are not from one sort (``sorts_once``)."""
+    from bpnet_eval.metrics import correlation
+    from bpnet_eval.metrics.correlation import sorts_once, spearman
+    rng = np.random.default_rng(32)
+    counts = torch.as_tensor(counts_with_ties((30, 600), seed=4))
+    logits = torch.as_tensor(rng.normal(size=(30, 600)))
+    x = torch.softmax(logits, dim=-1)
+    x[4] = torch.round(x[4] * 400) / 400  # ties
+    near = torch.argsort(logits, dim=-1)  # sorts x but where rounding ties or swaps values
+    wrong = near.clone()
+    wrong[:5] = torch.as_tensor(np.stack([rng.permutation(600) for _ in range(5)]))
+    unsorted = torch.as_tensor(np.stack([rng.permutation(600) for _ in range(30)]))
+    expected = spearman(x, counts)
+    for order in (near, wrong, unsorted):
+        assert same_numbers(spearman(x, counts, order=order), expected)
+    assert sorts_once(x, counts) and not sorts_once(x.float(), counts.float())
+    assert not sorts_once(x, counts, ties="argsort")
+    monkeypatch.setattr(correlation, "sort_by", lambda *args: pytest.fail("took the order"))
+    spearman(x.float(), counts.float(), order=near)
+    spearman(x, counts, ties="ordinal", order=near)
+
+
+def test_per_track_spearman_takes_the_joint_order_and_equals_each_track_alone(monkeypatch):
+    """``profile_metrics``' per-track Spearman (checking the joint view's order, taken track by track) against the
+    per-track Spearman of each track's probabilities sorted anew, and scipy; the joint view's order is the one its
+    own Spearman sorted."""
+    from bpnet_eval.metrics import correlation
+    rng = np.random.default_rng(33)
+    logits = torch.as_tensor(rng.normal(size=(24, 3, 200)))
+    logits[2] = torch.round(logits[2] * 4) / 4  # tied logits
+    logits[3, 1] = 0.0  # a flat track
+    counts = torch.as_tensor(counts_with_ties((24, 3, 200), seed=5))
+    given = []
+    real_sort_by = correlation.sort_by
+    monkeypatch.setattr(correlation, "sort_by", lambda x, order: given.append(order) or real_sort_by(x, order))
+    got = profile_metrics(logits, counts, ["profile_spearman"], ["a", "b", "c"])
+    assert [tuple(order.shape) for order in given] == [(24, 600), (72, 200)]  # rows of one view
+    assert torch.equal(given[1], orders_by_track(given[0], 3).reshape(72, 200))
+    p_track = torch.exp(torch.log_softmax(logits, dim=-1))
+    for s, name in enumerate("abc"):
+        alone = correlation.spearman(p_track[:, s], counts[:, s])
+        assert same_numbers(got[f"profile_spearman_{name}"], alone)
+        expected = [spearmanr(a, b)[0] for a, b in zip(p_track[:, s].numpy(), counts[:, s].numpy())]
+        np.testing.assert_allclose(got[f"profile_spearman_{name}"].numpy(), expected, rtol=1e-12, atol=1e-15)

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from .names import TIES
-from .sorting import by_numpy, any_sort, stable_order, torch_order
+from .sorting import by_numpy, any_sort, sort_by, stable_order, torch_order
 
 NAN = float("nan")
 # ``ties="argsort"``: bpnet-lite's own ranks (``argsort_ranks``), beside ``names.TIES``.
@@ -197,7 +197,7 @@ def ranks(x, ties="average"):
     return average_ranks(x) if ties == "average" else ordinal_ranks(x)
 
 
-def spearman(x, y, ties="average", zero_variance=NAN):
+def spearman(x, y, ties="average", zero_variance=NAN, order=None):
     """Spearman correlation ``pearson(rank(x), rank(y))`` over the last axis.
 
     Parameters
@@ -208,14 +208,23 @@ def spearman(x, y, ties="average", zero_variance=NAN):
         bpnet-lite's ``argsort_ranks`` (its tie order; the result is then float32, as bpnet-lite's).
     zero_variance : float
         The value where a rank variance is 0 (all values tied): NaN by default.
+    order : torch.Tensor, shape=(..., n), int64, optional
+        A candidate ascending order of ``x`` (e.g. of values that rise and fall with it), taken where it sorts ``x``
+        in place of a sort (``sort_by``); only where ``sorts_once``.
 
     Returns
     -------
     rho : torch.Tensor, shape=(...)
     """
-    if ties == "average" and _sums_are_exact(x, y):
-        return _spearman_from_rank_sums(x, y, zero_variance)
+    if sorts_once(x, y, ties):
+        return _spearman_from_rank_sums(x, y, zero_variance, order)
     return pearson(ranks(x, ties), ranks(y, ties), zero_variance=zero_variance)
+
+
+def sorts_once(x, y, ties="average"):
+    """Whether ``spearman(x, y, ties)`` ranks ``x`` by one sort, which an ``order`` given may replace: averaged ranks
+    whose sums are exact (``_sums_are_exact``)."""
+    return ties == "average" and _sums_are_exact(x, y)
 
 
 # Averaged ranks are multiples of 1/2, so every sum ``pearson`` adds of two rows of them is exact in float64 (any
@@ -230,19 +239,20 @@ def _sums_are_exact(x, y):
             and 0 < x.shape[-1] <= EXACT_RANK_SUMS_LENGTH and x.numel() > 0)
 
 
-def _spearman_from_rank_sums(x, y, zero_variance):
+def _spearman_from_rank_sums(x, y, zero_variance, order=None):
     """``pearson(average_ranks(x), average_ranks(y))``, bit for bit, from the sums it divides formed without its
     passes over every position: with ``m = (n + 1) / 2`` every row's mean rank and ``c`` the rank of ``y``'s zeros,
     ``sum (rx - m)(ry - m) = sum over y != 0 of (rx - m)(ry - c)`` (the terms at ``y = 0`` add ``(c - m)`` times
     ``-sum over y != 0 of (rx - m)``), needing ``x``'s ranks only where ``y`` is nonzero (from one sort and its
     inverse) and ``y``'s from its nonzero values (``_nonzero_average_ranks``); ``sum (rx - m)^2 = (n^3 - n) / 12``
     in a row without ties. Every such sum is exact, as ``pearson``'s are, so they are the same numbers, and the last
-    step (product, root, division, clamp) is ``pearson``'s own. Negative ``y`` or a NaN: ``pearson`` of the ranks."""
+    step (product, root, division, clamp) is ``pearson``'s own. Negative ``y`` or a NaN: ``pearson`` of the ranks.
+    ``order``: a candidate ascending order of ``x`` (``sort_by``), else ``x`` is sorted."""
     n = x.shape[-1]
     xs, ys = x.detach().numpy().reshape(-1, n), y.detach().numpy().reshape(-1, n)
     if not ys.min() >= 0:  # also NaN
         return pearson(average_ranks(x), average_ranks(y), zero_variance=zero_variance)
-    sorted_x, order = any_sort(x.reshape(-1, n))
+    sorted_x, order = any_sort(x.reshape(-1, n)) if order is None else sort_by(x.reshape(-1, n), order.reshape(-1, n))
     sorted_x = sorted_x.numpy()
     if np.isnan(sorted_x[:, -1]).any():  # NaN sorts last
         return pearson(average_ranks(x), average_ranks(y), zero_variance=zero_variance)

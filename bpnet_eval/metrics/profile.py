@@ -14,10 +14,10 @@ import torch
 from ..losses import joint_log_softmax
 from .auprc import (NEG_MAX_FRACTION, POS_MIN_FRACTION, REQUIRED_MIN_POS_COUNTS, auprc_region_mask, average_precision,
                     binned_labels_scores_by_size)
-from .correlation import NAN, pearson, spearman
+from .correlation import NAN, pearson, sorts_once, spearman
 from .names import BIN_SIZES, PROFILE_METRICS_ALL, PROFILE_METRICS_DEFAULT
 from .smoothing import DEFAULT_SIGMA, DEFAULT_WIDTH, smooth_gaussian1d
-from .sorting import (by_numpy, count_true, distinct_order, flat_nonzero, nonzero_mask, orders_by_track,
+from .sorting import (any_order, by_numpy, count_true, distinct_order, flat_nonzero, nonzero_mask, orders_by_track,
                       put_flat, take_flat)
 
 
@@ -466,7 +466,7 @@ def profile_pearson(p_pred, observed, zero_variance=NAN):
     return pearson(p_pred, observed, zero_variance=zero_variance)
 
 
-def profile_spearman(p_pred, observed, ties="average", zero_variance=NAN):
+def profile_spearman(p_pred, observed, ties="average", zero_variance=NAN, order=None):
     """``pearson(rank(p_pred), rank(k))`` over positions; ``ties="argsort"`` gives bpnet-lite's ranks.
 
     Parameters
@@ -478,12 +478,14 @@ def profile_spearman(p_pred, observed, ties="average", zero_variance=NAN):
         ``argsort().argsort()`` (torch's tie order, float32 result).
     zero_variance : float
         Value where all ranks tie (averaged ranks of a profile with no counts): NaN by default.
+    order : torch.Tensor, shape=(..., L), int64, optional
+        A candidate ascending order of ``p_pred``, checked and taken in place of a sort (``spearman``).
 
     Returns
     -------
     rho : torch.Tensor, shape=(...)
     """
-    return spearman(p_pred, observed, ties=ties, zero_variance=zero_variance)
+    return spearman(p_pred, observed, ties=ties, zero_variance=zero_variance, order=order)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -522,6 +524,10 @@ def _view_metrics(names, log_p, observed, shape_observed, settings):
         """``jsd_distance`` between two of the rescaled profiles."""
         return jsd_distance(rescaled(a), rescaled(b), normalised_jsd_divergence(rescaled(a), rescaled(b)))
 
+    def spearman_order():
+        """The order of ``p`` that ``settings["order"]`` gives the Spearman correlation where it sorts ``p`` once."""
+        return settings["order"](p) if sorts_once(p, shape_observed, settings["spearman_ties"]) else None
+
     divergence = lambda: once("divergence", lambda: normalised_jsd_divergence(rescaled("p"), rescaled("q")))
     distance = lambda: once("distance", lambda: jsd_distance(p, q, divergence()))
     formulas = {
@@ -532,7 +538,8 @@ def _view_metrics(names, log_p, observed, shape_observed, settings):
         "profile_jsd_distance": distance,
         "profile_norm_jsd": lambda: normalized_jsd(p, q, distance(), jsd_to("uniform", "q")),
         "profile_pearson": lambda: profile_pearson(p, shape_observed, settings["pearson_zero_variance"]),
-        "profile_spearman": lambda: profile_spearman(p, shape_observed, settings["spearman_ties"]),
+        "profile_spearman": lambda: profile_spearman(p, shape_observed, settings["spearman_ties"],
+                                                     order=spearman_order()),
         "profile_jsd_shuffled": lambda: jsd_to("p", "permuted"),
         "profile_jsd_observed_shuffled": lambda: jsd_to("q", "permuted"),
     }
@@ -692,9 +699,19 @@ def _profile_metrics(logits, observed, names, track_names, per_track, *, pseudoc
         log_p_joint, log_p_track = (torch.log(smooth_gaussian1d(torch.exp(v), sigma, width))
                                     for v in (log_p_joint, log_p_track))
 
-    columns = _view_metrics(names, flatten_tracks(log_p_joint), flatten_tracks(observed),
-                            flatten_tracks(shape_observed), {**settings, "permute": joint_permute})
-    track_columns = (_view_metrics(names, log_p_track, observed, shape_observed, {**settings, "permute": track_permute})
+    # the joint view's Spearman sorts its probabilities; taken track by track, that order sorts (or nearly) each
+    # track's probabilities, which rise and fall with the joint ones: the per-track view's Spearman checks and takes it
+    joint_orders = []
+
+    def joint_order(p):
+        joint_orders.append(any_order(p))
+        return joint_orders[0]
+
+    track_order = lambda p: orders_by_track(joint_orders[0], n_tracks) if joint_orders else None
+    columns = _view_metrics(names, flatten_tracks(log_p_joint), flatten_tracks(observed), flatten_tracks(shape_observed),
+                            {**settings, "permute": joint_permute, "order": joint_order})
+    track_columns = (_view_metrics(names, log_p_track, observed, shape_observed,
+                                   {**settings, "permute": track_permute, "order": track_order})
                      if per_track else {})
     if any(name.startswith("profile_auprc_") for name in names):
         auprc_joint, auprc_track = _auprc_metrics(names, torch.exp(raw_log_p_track), observed, settings)

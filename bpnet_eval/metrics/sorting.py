@@ -133,21 +133,46 @@ def orders_by_track(order, n_tracks):
     length = n // n_tracks
     if n_tracks == 1:
         return order.reshape(rows, 1, length)
-    if by_numpy(order):  # a stable sort of small integers: numpy's radix sort, one pass
+    starts = np.arange(n_tracks) * length
+    if by_numpy(order):  # a stable sort of small integers (numpy's radix sort, one pass), gathered by flat position
         values = order.numpy()
-        track = (values // length).astype(np.int8 if n_tracks < 128 else np.int32)
-        by_track = torch.from_numpy(np.take_along_axis(values, np.argsort(track, axis=-1, kind="stable"), -1))
-    else:
-        track = torch.div(order, length, rounding_mode="floor")
-        by_track = torch.gather(order, -1, torch.sort(track, dim=-1, stable=True).indices)
-    starts = torch.arange(n_tracks, device=order.device).reshape(n_tracks, 1) * length
-    return by_track.reshape(rows, n_tracks, length) - starts
+        track = (values >= length).view(np.int8) if n_tracks == 2 else (values // length).astype(
+            np.int8 if n_tracks < 128 else np.int32)
+        within = np.argsort(track, axis=-1, kind="stable")
+        within += (np.arange(rows) * n)[:, None]
+        by_track = np.take(values, within).reshape(rows, n_tracks, length)
+        by_track -= starts[:, None]
+        return torch.from_numpy(by_track)
+    track = torch.div(order, length, rounding_mode="floor")
+    by_track = torch.gather(order, -1, torch.sort(track, dim=-1, stable=True).indices)
+    return by_track.reshape(rows, n_tracks, length) - torch.from_numpy(starts).to(order.device)[:, None]
 
 
 def any_sort(x):
     """``(values, order)``: ``x`` sorted ascending along the last axis and ``any_order(x)``."""
     order = any_order(x)
     return torch.gather(x, -1, order), order
+
+
+def sort_by(x, order):
+    """``any_sort(x)`` of rows ``x`` ``(R, n)`` from a candidate ``order`` of them (e.g. one sorting values that rise
+    and fall with ``x``): ``(x gathered by order, order)`` in the rows that order leaves ascending, and by
+    ``any_sort`` in the others (out of order, or holding a NaN)."""
+    if not by_numpy(x):
+        ordered = torch.gather(x, -1, order)
+        unsorted = torch.nonzero(~(ordered[:, 1:] >= ordered[:, :-1]).all(dim=-1)).flatten()  # NaN compares false
+        if unsorted.numel():
+            order = order.clone()
+            ordered[unsorted], order[unsorted] = any_sort(x[unsorted])
+        return ordered, order
+    positions = order.numpy()
+    ordered = np.take(x.detach().numpy(), positions + (np.arange(len(positions)) * x.shape[-1])[:, None])
+    unsorted = np.flatnonzero(~(ordered[:, 1:] >= ordered[:, :-1]).all(axis=-1))  # NaN compares false
+    if unsorted.size:
+        redone, again = any_sort(x[torch.from_numpy(unsorted)])
+        positions = positions.copy()
+        ordered[unsorted], positions[unsorted] = redone.numpy(), again.numpy()
+    return torch.from_numpy(ordered), torch.from_numpy(positions)
 
 
 def stable_order(x):
