@@ -574,3 +574,16 @@ def test_per_track_spearman_takes_the_joint_order_and_equals_each_track_alone(mo
         assert same_numbers(got[f"profile_spearman_{name}"], alone)
         expected = [spearmanr(a, b)[0] for a, b in zip(p_track[:, s].numpy(), counts[:, s].numpy())]
         np.testing.assert_allclose(got[f"profile_spearman_{name}"].numpy(), expected, rtol=1e-12, atol=1e-15)
+
+
+def test_sums_by_row_equal_bincount_with_empty_rows():
+    """``_sums_by_row`` against ``np.bincount(row, weights=...)``: quarters in rows laid end to end, the first, a middle
+    and the last row empty; no row at all."""
+    from bpnet_eval.metrics.correlation import _sums_by_row
+    rng = np.random.default_rng(34)
+    counts = rng.integers(0, 50, 12)
+    counts[[0, 5, 11]] = 0
+    values = rng.integers(-4000, 4000, counts.sum()) / 4.0
+    row = np.repeat(np.arange(12), counts)
+    np.testing.assert_array_equal(_sums_by_row(values, counts), np.bincount(row, weights=values, minlength=12))
+    np.testing.assert_array_equal(_sums_by_row(np.empty(0), np.zeros(3, dtype=np.int64)), np.zeros(3))

@@ -261,8 +261,7 @@ def _spearman_from_rank_sums(x, y, zero_variance, order=None):
     row = where // n
     ry, zeros = _nonzero_average_ranks(ys, where, row)
     zero_rank = (zeros + 1) / 2
-    y_squares = zeros * np.square(zero_rank - mean) + np.bincount(row, weights=np.square(ry - mean),
-                                                                  minlength=len(ys))
+    y_squares = zeros * np.square(zero_rank - mean) + _sums_by_row(np.square(ry - mean), n - zeros)
     rx = inverse_permutation(order).numpy().reshape(-1)[where] + 1.0  # rank of each: its sorted position + 1
     x_squares = np.full(len(xs), (n ** 3 - n) / 12)
     starts_group = np.ones(sorted_x.shape, dtype=bool)
@@ -275,10 +274,21 @@ def _spearman_from_rank_sums(x, y, zero_variance, order=None):
         in_tied[tied] = np.arange(tied.size)
         at = np.flatnonzero(in_tied[row] >= 0)
         rx[at] = tie_ranks[in_tied[row[at]], rx[at].astype(np.int64) - 1]
-    products = np.bincount(row, weights=(rx - mean) * (ry - zero_rank[row]), minlength=len(xs))
+    products = _sums_by_row((rx - mean) * (ry - zero_rank[row]), n - zeros)
     sxy, sxx, syy = (torch.from_numpy(v.reshape(x.shape[:-1])) for v in (products, x_squares, y_squares))
     r = sxy / torch.sqrt(sxx * syy)
     return torch.where((sxx == 0) | (syy == 0), zero_variance, torch.clamp(r, -1.0, 1.0))
+
+
+def _sums_by_row(values, counts):
+    """The sum of each row's ``values``, laid out row after row, ``counts[r]`` of them in row ``r``
+    (``np.bincount(row, weights=values)``, several times faster): here sums of multiples of 1/4 below 2**50 quarters,
+    exact and so the same numbers whatever the order of their terms."""
+    sums = np.zeros(len(counts))
+    present = np.flatnonzero(counts)
+    if present.size:
+        sums[present] = np.add.reduceat(values, (np.cumsum(counts) - counts)[present])
+    return sums
 
 
 def _nonzero_average_ranks(values, where, row):
