@@ -25,7 +25,7 @@ from .metrics.auprc import (auprc_region_mask, average_precision_of_keys, binned
 from .metrics.names import BIN_SIZES
 from .presets import MetricPlan
 from .seed import CountTerms, LogitTerms, count_terms, logit_terms, maybe_undefined, seed_columns
-from .spill import SortedRuns
+from .spill import SortedRuns, merged_ahead
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -191,13 +191,20 @@ class PooledAuprc:
 
     def result(self) -> dict:
         """``{"binsize=1": auprc, "binsize=10": auprc}``; None where no bin is positive (or no region passed
-        the mask). Removes the temporary file."""
-        out = {}
-        for binsize, runs in self._runs.items():
-            value = average_precision_of_keys(runs.merged(), self._positives[binsize], runs.n)
-            runs.close()
-            out[f"binsize={binsize}"] = None if np.isnan(value) else value
-        return out
+        the mask). Each bin size in a thread of its own, its keys merged by another one ahead of it
+        (``spill.merged_ahead``): the same blocks in the same order, so the same numbers. Removes the temporary
+        files."""
+        def auprc(binsize):
+            runs = self._runs[binsize]
+            try:
+                value = average_precision_of_keys(merged_ahead(runs), self._positives[binsize], runs.n)
+            finally:
+                runs.close()
+            return None if np.isnan(value) else value
+
+        with ThreadPoolExecutor(len(self._runs), thread_name_prefix="bpnet-eval-pooled") as pool:
+            values = list(pool.map(auprc, self._runs))
+        return {f"binsize={binsize}": value for binsize, value in zip(self._runs, values)}
 
 
 class BatchComputer:

@@ -10,6 +10,7 @@ no longer waits for). ``SortedRuns.merged`` yields ascending blocks of every key
 """
 
 import os
+import queue
 import tempfile
 import threading
 from typing import Iterator, Optional
@@ -145,6 +146,46 @@ class SortedRuns:
             self._file.close()
             self._file = None
         self._buffer = np.empty(0, dtype=KEY)
+
+
+def merged_ahead(runs: SortedRuns, depth: int = 2) -> Iterator[np.ndarray]:
+    """``runs.merged()``'s blocks, merged by a thread of its own up to ``depth`` blocks ahead of the caller: numpy's
+    sorts and the caller's work on each block (numpy's too) release the interpreter's lock, so they run side by side.
+    An error of the merge is raised here; leaving early stops the thread (waited for)."""
+    items = queue.Queue(depth)
+    stop = threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                items.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                pass
+        return False
+
+    def merge() -> None:
+        try:
+            for block in runs.merged():
+                if not put(("block", block)):
+                    return
+            put(("end", None))
+        except BaseException as err:  # (raised by the caller)
+            put(("error", err))
+
+    merger = threading.Thread(target=merge, name="bpnet-eval-merge", daemon=True)
+    merger.start()
+    try:
+        while True:
+            kind, value = items.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        stop.set()
+        merger.join()
 
 
 def _sort_and_write(run: np.ndarray, fd: int, offset: int, errors: list) -> None:

@@ -283,6 +283,48 @@ def test_sorted_runs_are_written_beside_the_caller_and_a_failed_write_is_raised(
         assert threading.active_count() == 1 and not any(tmp_path.iterdir())
 
 
+def test_merged_ahead_gives_merged_blocks_raises_their_error_and_stops_when_left(tmp_path, monkeypatch):
+    """``merged_ahead``: the blocks of ``merged`` (the same arrays, in order) from a thread of its own; an error of the
+    merge is raised to the caller; a caller leaving after one block stops the thread (no thread left behind)."""
+    import threading
+
+    from bpnet_eval import spill
+
+    rng = np.random.default_rng(6)
+    keys = rng.integers(0, 2 ** 32, size=5000, dtype=np.uint64).astype(np.uint32)
+
+    def filled():
+        runs = spill.SortedRuns(700, 300, directory=str(tmp_path))
+        for part in np.array_split(keys, 9):
+            runs.add(part)
+        return runs
+
+    runs = filled()
+    expected = [block.copy() for block in runs.merged()]
+    runs.close()
+    runs = filled()
+    got = list(spill.merged_ahead(runs, depth=2))
+    assert len(got) == len(expected) > 5 and all(np.array_equal(a, b) for a, b in zip(got, expected))
+    runs.close()
+    runs = filled()
+    ahead = spill.merged_ahead(runs, depth=1)
+    assert np.array_equal(next(ahead), expected[0])
+    ahead.close()  # left after one block
+    assert threading.active_count() == 1
+    runs.close()
+
+    def broken(self):
+        yield np.zeros(3, np.uint32)
+        raise OSError("the temporary file of the pooled auPRC was cut short")
+
+    monkeypatch.setattr(spill.SortedRuns, "merged", broken)
+    runs = filled()
+    with pytest.raises(OSError, match="cut short"):
+        list(spill.merged_ahead(runs))
+    assert threading.active_count() == 1
+    runs.close()
+
+
 def spill_case(seed=0, n=30, length=120):
     """Counts deep enough for BPNet's mask in most regions, tied and zero predictions, an empty strand."""
     rng = np.random.default_rng(seed)
