@@ -205,6 +205,60 @@ def test_average_precision_bit_equals_the_stable_sort(dtype, decimals):
         assert torch.equal(torch.nan_to_num(got, nan=-1.0), torch.nan_to_num(expected, nan=-1.0))
 
 
+@pytest.mark.parametrize("on_cpu", [True, False])
+@pytest.mark.parametrize("decimals", [None, 1])
+def test_average_precision_with_an_order_given_bit_equals_it_without(monkeypatch, on_cpu, decimals):
+    """``average_precision(..., order)`` against the stable-sort reference, the order given: one sorting the scores,
+    one of values rising with them (a few rows out of order by rounding), random ones; with ambiguous entries, NaN
+    and -inf scores and many ties. ``descending_order`` moves the entries left out last, keeping each part's order."""
+    from bpnet_eval.metrics import sorting
+    from bpnet_eval.metrics.sorting import descending_order
+    monkeypatch.setattr(sorting, "by_numpy", lambda x: on_cpu)
+    rng = np.random.default_rng(35)
+    labels = torch.as_tensor(rng.choice([1, 0, 0, 0, -1], size=(40, 2, 250)))
+    logits = rng.normal(size=labels.shape)
+    scores = torch.softmax(torch.as_tensor(logits if decimals is None else np.round(logits, decimals)), dim=-1)
+    scores[3, 0, :10] = torch.nan
+    scores[4, 1, :7] = -torch.inf
+    labels[5] = 0
+    expected = stable_sort_average_precision(labels, scores)
+    sorting_order = torch.as_tensor(np.argsort(scores.numpy(), axis=-1))
+    rising = torch.as_tensor(np.argsort(logits * 1.000001, axis=-1))  # rounding may order some rows otherwise
+    random_order = torch.as_tensor(np.argsort(rng.random(labels.shape), axis=-1))
+    for order in (sorting_order, rising, random_order):
+        got = average_precision(labels, scores, order)
+        assert torch.equal(torch.nan_to_num(got, nan=-1.0), torch.nan_to_num(expected, nan=-1.0))
+    keep = (labels >= 0) & ~torch.isnan(scores)
+    candidate = descending_order(sorting_order, keep).numpy()
+    kept = np.take_along_axis(keep.numpy(), candidate, -1)
+    assert (np.diff(kept.astype(int), axis=-1) <= 0).all()  # the kept entries first
+    row = candidate[7, 1][kept[7, 1]]
+    np.testing.assert_array_equal(row, [i for i in sorting_order.numpy()[7, 1][::-1] if keep[7, 1, i]])
+
+
+def test_per_track_auprc_takes_the_joint_order_unless_predictions_are_smoothed(monkeypatch):
+    """``profile_metrics``' per-track auPRC of single bins is given the joint view's order taken track by track (the
+    one the per-track Spearman takes), never with smoothed predictions, and gives the numbers it gives alone."""
+    from bpnet_eval.metrics import profile
+    rng = np.random.default_rng(36)
+    counts = torch.as_tensor(rng.poisson(rng.gamma(0.5, 4.0, size=(20, 2, 300))).astype(np.float64))
+    counts[:, :, 140:160] += 40
+    logits = torch.as_tensor(np.round(rng.normal(size=(20, 2, 300)), 2))
+    names = ["profile_spearman", "profile_auprc_bin1", "profile_auprc_bin10"]
+    given = []
+    real = profile.average_precision
+    monkeypatch.setattr(profile, "average_precision",
+                        lambda labels, scores, order=None: given.append(order) or real(labels, scores, order))
+    got = profile_metrics(logits, counts, names, ["plus", "minus"])
+    assert [order is not None for order in given] == [False, True, False, False]  # joint, per track; bin 1, bin 10
+    alone = profile_metrics(logits, counts, ["profile_auprc_bin1"], ["plus", "minus"])
+    for name in ("profile_auprc_bin1_plus", "profile_auprc_bin1_minus", "profile_auprc_bin1"):
+        assert same_numbers(got[name], alone[name])
+    given.clear()
+    profile_metrics(logits, counts, names, ["plus", "minus"], smooth_predictions=True)
+    assert not any(order is not None for order in given)
+
+
 def splitmix64(x):
     """splitmix64's output function of one 64-bit integer (Python ints, modulo 2**64), written from its
     definition: ``z ^= z >> 30; z *= 0xBF58476D1CE4E5B9; z ^= z >> 27; z *= 0x94D049BB133111EB; z ^= z >> 31``."""

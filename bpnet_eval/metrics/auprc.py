@@ -15,7 +15,7 @@ import math
 import numpy as np
 import torch
 
-from .sorting import any_sort, flat_nonzero, stable_order
+from .sorting import any_sort, descending_order, flat_nonzero, sort_by, stable_order
 
 NAN = float("nan")
 POS_MIN_FRACTION = 0.015
@@ -109,7 +109,7 @@ def bin_labels(labels, binsize):
     return has_positive.to(labels.dtype) - (~has_positive & has_ambiguous).to(labels.dtype)
 
 
-def average_precision(labels, scores):
+def average_precision(labels, scores, order=None):
     """``AP = sum_n (R_n - R_{n-1}) P_n`` over distinct score thresholds, descending, along the last axis.
 
     The sklearn ``average_precision_score`` definition: at each distinct score ``t_n`` (ties form one
@@ -122,6 +122,9 @@ def average_precision(labels, scores):
         1 (positive), 0 (negative) or -1 (ignored).
     scores : torch.Tensor, shape=(..., n)
         Predictions; higher means more likely positive.
+    order : torch.Tensor, shape=(..., n), int64, optional
+        A candidate ascending order of ``scores`` (e.g. of values that rise and fall with them), checked and taken
+        in place of a sort where it sorts them (``sorting.sort_by``).
 
     Returns
     -------
@@ -135,7 +138,12 @@ def average_precision(labels, scores):
     # as torch's stable sort) only where a positive is tied with another entry, as the position of each
     # positive's term in the sum below decides the rounding of that sum
     descending = torch.where(keep, -scores, torch.inf)
-    sorted_scores, order = any_sort(descending)
+    if order is None:
+        sorted_scores, order = any_sort(descending)
+    else:
+        n = scores.shape[-1]
+        sorted_scores, order = (v.reshape(scores.shape) for v in sort_by(
+            descending.reshape(-1, n), descending_order(order, keep).reshape(-1, n)))
     ends_tie = torch.ones_like(keep)
     ends_tie[..., :-1] = sorted_scores[..., 1:] != sorted_scores[..., :-1]
     ends_tie = ends_tie.flatten()  # rows laid end to end: each row's last entry ends a tie

@@ -546,9 +546,10 @@ def _view_metrics(names, log_p, observed, shape_observed, settings):
     return {name: formulas[name]() for name in names if name in formulas}
 
 
-def _auprc_metrics(names, probs, observed, settings):
+def _auprc_metrics(names, probs, observed, settings, order=None):
     """Per-region binned auPRC, joint (strands pooled) ``(B,)`` and per track ``(B, S)``; NaN off the mask (only
-    the regions on it are computed)."""
+    the regions on it are computed). ``order``: a candidate ascending order of ``probs`` along positions, which the
+    per-track auPRC of single bins checks and takes (``average_precision``)."""
     joint, per_track = {}, {}
     rows = flat_nonzero(auprc_region_mask(observed, settings["auprc_min_counts"], settings["auprc_pos_min"]))
     binsizes = [binsize for binsize in BIN_SIZES if f"profile_auprc_bin{binsize}" in names]
@@ -558,7 +559,9 @@ def _auprc_metrics(names, probs, observed, settings):
         name = f"profile_auprc_bin{binsize}"
         joint[name] = probs.new_full(probs.shape[:1], NAN).index_copy_(
             0, rows, average_precision(flatten_tracks(labels), flatten_tracks(scores)))
-        per_track[name] = probs.new_full(probs.shape[:2], NAN).index_copy_(0, rows, average_precision(labels, scores))
+        scores_order = order[rows] if order is not None and binsize == 1 else None  # (bins of one position)
+        per_track[name] = probs.new_full(probs.shape[:2], NAN).index_copy_(
+            0, rows, average_precision(labels, scores, scores_order))
     return joint, per_track
 
 
@@ -700,21 +703,26 @@ def _profile_metrics(logits, observed, names, track_names, per_track, *, pseudoc
                                     for v in (log_p_joint, log_p_track))
 
     # the joint view's Spearman sorts its probabilities; taken track by track, that order sorts (or nearly) each
-    # track's probabilities, which rise and fall with the joint ones: the per-track view's Spearman checks and takes it
-    joint_orders = []
+    # track's probabilities, which rise and fall with the joint ones: the per-track view's Spearman and the per-track
+    # auPRC of single bins (on the unsmoothed probabilities) check and take it
+    orders = {}
 
     def joint_order(p):
-        joint_orders.append(any_order(p))
-        return joint_orders[0]
+        orders["joint"] = any_order(p)
+        return orders["joint"]
 
-    track_order = lambda p: orders_by_track(joint_orders[0], n_tracks) if joint_orders else None
+    def track_order(_p=None):
+        if "joint" in orders and "track" not in orders:
+            orders["track"] = orders_by_track(orders["joint"], n_tracks)
+        return orders.get("track")
     columns = _view_metrics(names, flatten_tracks(log_p_joint), flatten_tracks(observed), flatten_tracks(shape_observed),
                             {**settings, "permute": joint_permute, "order": joint_order})
     track_columns = (_view_metrics(names, log_p_track, observed, shape_observed,
                                    {**settings, "permute": track_permute, "order": track_order})
                      if per_track else {})
     if any(name.startswith("profile_auprc_") for name in names):
-        auprc_joint, auprc_track = _auprc_metrics(names, torch.exp(raw_log_p_track), observed, settings)
+        auprc_joint, auprc_track = _auprc_metrics(names, torch.exp(raw_log_p_track), observed, settings,
+                                                  None if smooth_predictions or not per_track else track_order())
         columns.update(auprc_joint)
         track_columns.update(auprc_track if per_track else {})
     out = {}
