@@ -715,6 +715,7 @@ def _profile_metrics(logits, observed, names, track_names, per_track, *, pseudoc
         if "joint" in orders and "track" not in orders:
             orders["track"] = orders_by_track(orders["joint"], n_tracks)
         return orders.get("track")
+
     columns = _view_metrics(names, flatten_tracks(log_p_joint), flatten_tracks(observed), flatten_tracks(shape_observed),
                             {**settings, "permute": joint_permute, "order": joint_order})
     track_columns = (_view_metrics(names, log_p_track, observed, shape_observed,
