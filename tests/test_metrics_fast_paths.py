@@ -641,3 +641,30 @@ def test_sums_by_row_equal_bincount_with_empty_rows():
     row = np.repeat(np.arange(12), counts)
     np.testing.assert_array_equal(_sums_by_row(values, counts), np.bincount(row, weights=values, minlength=12))
     np.testing.assert_array_equal(_sums_by_row(np.empty(0), np.zeros(3, dtype=np.int64)), np.zeros(3))
+
+
+def test_one_track_auprc_is_computed_once_taking_the_joint_order(monkeypatch):
+    """With one track (no per-track columns) the auPRC is computed for the joint view only, which for single bins
+    is given the joint view's order (the same profile), and gives the numbers it gives alone."""
+    from bpnet_eval.metrics import profile
+    rng = np.random.default_rng(37)
+    counts = torch.as_tensor(rng.poisson(rng.gamma(0.5, 4.0, size=(20, 1, 300))).astype(np.float64))
+    counts[:, :, 140:160] += 40
+    logits = torch.as_tensor(np.round(rng.normal(size=(20, 1, 300)), 2))
+    names = ["profile_spearman", "profile_auprc_bin1", "profile_auprc_bin10"]
+    given = []
+    real = profile.average_precision
+    monkeypatch.setattr(profile, "average_precision",
+                        lambda labels, scores, order=None: given.append((labels.dim(), order)) or real(labels, scores,
+                                                                                                    order))
+    got = profile_metrics(logits, counts, names)
+    assert [(dim, order is not None) for dim, order in given] == [(2, True), (2, False)]  # joint only; bin 1, bin 10
+    assert set(got) == set(names)
+    alone = profile_metrics(logits, counts, ["profile_auprc_bin1", "profile_auprc_bin10"])
+    for name in ("profile_auprc_bin1", "profile_auprc_bin10"):
+        assert same_numbers(got[name], alone[name])
+    from bpnet_eval.metrics.auprc import auprc_region_mask, binned_labels_scores
+    mask = auprc_region_mask(counts)
+    labels, scores = binned_labels_scores(counts[mask], torch.exp(torch.log_softmax(logits[mask], dim=-1)), 1)
+    expected = stable_sort_average_precision(labels.flatten(1), scores.flatten(1))
+    assert mask.sum() > 10 and same_numbers(got["profile_auprc_bin1"][mask], expected)

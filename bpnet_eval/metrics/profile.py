@@ -546,23 +546,26 @@ def _view_metrics(names, log_p, observed, shape_observed, settings):
     return {name: formulas[name]() for name in names if name in formulas}
 
 
-def _auprc_metrics(names, probs, observed, settings, order=None):
-    """Per-region binned auPRC, joint (strands pooled) ``(B,)`` and per track ``(B, S)``; NaN off the mask (only
-    the regions on it are computed). ``order``: a candidate ascending order of ``probs`` along positions, which the
-    per-track auPRC of single bins checks and takes (``average_precision``)."""
-    joint, per_track = {}, {}
+def _auprc_metrics(names, probs, observed, settings, per_track=True, order=None):
+    """Per-region binned auPRC, joint (strands pooled) ``(B,)`` and, with ``per_track``, per track ``(B, S)``; NaN off
+    the mask (only the regions on it are computed). ``order``: a candidate ascending order of ``probs`` along
+    positions, which the auPRC of single bins checks and takes (``average_precision``): per track, and for one
+    track the joint one too (the same profile)."""
+    joint, track = {}, {}
     rows = flat_nonzero(auprc_region_mask(observed, settings["auprc_min_counts"], settings["auprc_pos_min"]))
     binsizes = [binsize for binsize in BIN_SIZES if f"profile_auprc_bin{binsize}" in names]
     binned = binned_labels_scores_by_size(observed[rows], probs[rows], binsizes, settings["auprc_pos_min"],
                                           settings["auprc_neg_max"])
     for binsize, (labels, scores) in binned.items():
         name = f"profile_auprc_bin{binsize}"
-        joint[name] = probs.new_full(probs.shape[:1], NAN).index_copy_(
-            0, rows, average_precision(flatten_tracks(labels), flatten_tracks(scores)))
         scores_order = order[rows] if order is not None and binsize == 1 else None  # (bins of one position)
-        per_track[name] = probs.new_full(probs.shape[:2], NAN).index_copy_(
-            0, rows, average_precision(labels, scores, scores_order))
-    return joint, per_track
+        one_track = scores_order is not None and probs.shape[1] == 1
+        joint[name] = probs.new_full(probs.shape[:1], NAN).index_copy_(0, rows, average_precision(
+            flatten_tracks(labels), flatten_tracks(scores), flatten_tracks(scores_order) if one_track else None))
+        if per_track:
+            track[name] = probs.new_full(probs.shape[:2], NAN).index_copy_(
+                0, rows, average_precision(labels, scores, scores_order))
+    return joint, track
 
 
 def profile_metrics(logits, observed, names=PROFILE_METRICS_DEFAULT, track_names=None, per_track=None, *,
@@ -722,10 +725,11 @@ def _profile_metrics(logits, observed, names, track_names, per_track, *, pseudoc
                                    {**settings, "permute": track_permute, "order": track_order})
                      if per_track else {})
     if any(name.startswith("profile_auprc_") for name in names):
-        auprc_joint, auprc_track = _auprc_metrics(names, torch.exp(raw_log_p_track), observed, settings,
-                                                  None if smooth_predictions or not per_track else track_order())
+        auprc_joint, auprc_track = _auprc_metrics(names, torch.exp(raw_log_p_track), observed, settings, per_track,
+                                                  None if smooth_predictions or not (per_track or n_tracks == 1)
+                                                  else track_order())
         columns.update(auprc_joint)
-        track_columns.update(auprc_track if per_track else {})
+        track_columns.update(auprc_track)
     out = {}
     if float32_results:
         columns = {name: value.to(torch.float32) for name, value in columns.items()}
