@@ -236,27 +236,41 @@ def test_average_precision_with_an_order_given_bit_equals_it_without(monkeypatch
     np.testing.assert_array_equal(row, [i for i in sorting_order.numpy()[7, 1][::-1] if keep[7, 1, i]])
 
 
+AUPRC_ORDER_NAMES = ["profile_spearman", "profile_auprc_bin1", "profile_auprc_bin10"]
+
+
+def auprc_order_case(monkeypatch, tracks, seed):
+    """Counts with a pile in every region (most pass BPNet's mask), tied logits, and the ``(labels' dims, order)`` of
+    every ``average_precision`` call ``profile_metrics`` makes (recorded as they come)."""
+    from bpnet_eval.metrics import profile
+    rng = np.random.default_rng(seed)
+    counts = torch.as_tensor(rng.poisson(rng.gamma(0.5, 4.0, size=(20, tracks, 300))).astype(np.float64))
+    counts[:, :, 140:160] += 40
+    logits = torch.as_tensor(np.round(rng.normal(size=(20, tracks, 300)), 2))
+    given = []
+    real = profile.average_precision
+
+    def recorded(labels, scores, order=None):
+        given.append((labels.dim(), order))
+        return real(labels, scores, order)
+
+    monkeypatch.setattr(profile, "average_precision", recorded)
+    return counts, logits, given
+
+
 def test_per_track_auprc_takes_the_joint_order_unless_predictions_are_smoothed(monkeypatch):
     """``profile_metrics``' per-track auPRC of single bins is given the joint view's order taken track by track (the
     one the per-track Spearman takes), never with smoothed predictions, and gives the numbers it gives alone."""
-    from bpnet_eval.metrics import profile
-    rng = np.random.default_rng(36)
-    counts = torch.as_tensor(rng.poisson(rng.gamma(0.5, 4.0, size=(20, 2, 300))).astype(np.float64))
-    counts[:, :, 140:160] += 40
-    logits = torch.as_tensor(np.round(rng.normal(size=(20, 2, 300)), 2))
-    names = ["profile_spearman", "profile_auprc_bin1", "profile_auprc_bin10"]
-    given = []
-    real = profile.average_precision
-    monkeypatch.setattr(profile, "average_precision",
-                        lambda labels, scores, order=None: given.append(order) or real(labels, scores, order))
+    counts, logits, given = auprc_order_case(monkeypatch, 2, seed=36)
+    names = AUPRC_ORDER_NAMES
     got = profile_metrics(logits, counts, names, ["plus", "minus"])
-    assert [order is not None for order in given] == [False, True, False, False]  # joint, per track; bin 1, bin 10
+    assert [(dim, order is not None) for dim, order in given] == [(2, False), (3, True), (2, False), (3, False)]
     alone = profile_metrics(logits, counts, ["profile_auprc_bin1"], ["plus", "minus"])
     for name in ("profile_auprc_bin1_plus", "profile_auprc_bin1_minus", "profile_auprc_bin1"):
         assert same_numbers(got[name], alone[name])
     given.clear()
     profile_metrics(logits, counts, names, ["plus", "minus"], smooth_predictions=True)
-    assert not any(order is not None for order in given)
+    assert not any(order is not None for _, order in given)
 
 
 def splitmix64(x):
@@ -646,17 +660,8 @@ def test_sums_by_row_equal_bincount_with_empty_rows():
 def test_one_track_auprc_is_computed_once_taking_the_joint_order(monkeypatch):
     """With one track (no per-track columns) the auPRC is computed for the joint view only, which for single bins
     is given the joint view's order (the same profile), and gives the numbers it gives alone."""
-    from bpnet_eval.metrics import profile
-    rng = np.random.default_rng(37)
-    counts = torch.as_tensor(rng.poisson(rng.gamma(0.5, 4.0, size=(20, 1, 300))).astype(np.float64))
-    counts[:, :, 140:160] += 40
-    logits = torch.as_tensor(np.round(rng.normal(size=(20, 1, 300)), 2))
-    names = ["profile_spearman", "profile_auprc_bin1", "profile_auprc_bin10"]
-    given = []
-    real = profile.average_precision
-    monkeypatch.setattr(profile, "average_precision",
-                        lambda labels, scores, order=None: given.append((labels.dim(), order)) or real(labels, scores,
-                                                                                                    order))
+    counts, logits, given = auprc_order_case(monkeypatch, 1, seed=37)
+    names = AUPRC_ORDER_NAMES
     got = profile_metrics(logits, counts, names)
     assert [(dim, order is not None) for dim, order in given] == [(2, True), (2, False)]  # joint only; bin 1, bin 10
     assert set(got) == set(names)
