@@ -706,8 +706,8 @@ def _profile_metrics(logits, observed, names, track_names, per_track, *, pseudoc
                                     for v in (log_p_joint, log_p_track))
 
     # the joint view's Spearman sorts its probabilities; taken track by track, that order sorts (or nearly) each
-    # track's probabilities, which rise and fall with the joint ones: the per-track view's Spearman and the per-track
-    # auPRC of single bins (on the unsmoothed probabilities) check and take it
+    # track's probabilities, which rise and fall with the joint ones: the per-track view's Spearman and the auPRC of
+    # single bins (per track; with one track, the joint one; on the unsmoothed probabilities) check and take it
     orders = {}
 
     def joint_order(p):
