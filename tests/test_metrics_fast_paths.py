@@ -530,6 +530,30 @@ def test_spearman_from_rank_sums_is_pearson_of_the_average_ranks_bit_for_bit(zer
     np.testing.assert_allclose(spearman(x, torch.as_tensor(y)).numpy(), expected, rtol=1e-12, atol=1e-15)
 
 
+def test_spearman_tie_corrections_from_the_tied_positions_only_equal_the_averaged_ranks():
+    """Predictions full of ties (groups of 2 to the whole row, at both ends of a row, equal values ending one row
+    and starting the next, which are no tie) against counts zero and nonzero inside the groups: the sums corrected
+    at the tied positions (``_add_tie_corrections``) equal ``pearson`` of the averaged ranks bit for bit, and
+    scipy."""
+    from bpnet_eval.metrics.correlation import pearson, spearman
+    rng = np.random.default_rng(41)
+    x = np.round(rng.random((64, 300)) * rng.choice([5, 40, 1000, 10 ** 6], size=(64, 1))) + 1.0
+    x[3] = 7.0  # one group: the whole row
+    x[4, :150] = x[4, 150:] = np.arange(150.0)  # every value twice
+    x[5], x[6] = np.linspace(1.0, 2.0, 300), np.linspace(2.0, 3.0, 300)  # row 5's last sorted value starts row 6
+    x[7, [0, 299]] = x[7].min(), x[7].max()  # ties at both ends of the sorted row
+    y = rng.poisson(rng.gamma(0.4, 2.0, size=x.shape)).astype(np.float64)
+    y[8] = 0.0
+    y[9] = 2.0
+    for a, b in ((x, y), (x[:, :2], y[:, :2]), (x, y + 1.0), (x, (x == np.round(x)) * y)):
+        a, b = torch.as_tensor(a), torch.as_tensor(b)
+        got = spearman(a, b)
+        assert same_numbers(got, pearson(average_ranks(a), average_ranks(b)))
+    expected = [spearmanr(a, b)[0] for a, b in zip(x, y)]
+    np.testing.assert_allclose(spearman(torch.as_tensor(x), torch.as_tensor(y)).numpy(), expected, rtol=1e-12,
+                               atol=1e-15, equal_nan=True)
+
+
 def test_spearman_from_rank_sums_leaves_negative_values_nans_and_float32_to_the_ranks(monkeypatch):
     from bpnet_eval.metrics import correlation
     rng = np.random.default_rng(23)

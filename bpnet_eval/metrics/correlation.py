@@ -263,21 +263,41 @@ def _spearman_from_rank_sums(x, y, zero_variance, order=None):
     zero_rank = (zeros + 1) / 2
     y_squares = zeros * np.square(zero_rank - mean) + _sums_by_row(np.square(ry - mean), n - zeros)
     rx = inverse_permutation(order).numpy().reshape(-1)[where] + 1.0  # rank of each: its sorted position + 1
-    x_squares = np.full(len(xs), (n ** 3 - n) / 12)
-    starts_group = np.ones(sorted_x.shape, dtype=bool)
-    np.not_equal(sorted_x[:, 1:], sorted_x[:, :-1], out=starts_group[:, 1:])
-    tied = np.flatnonzero(~starts_group.all(axis=-1))
-    if tied.size:  # ties: the averaged rank of each sorted position, in those rows
-        tie_ranks = _tie_averaged_ranks(torch.from_numpy(starts_group[tied]), torch.float64).numpy()
-        x_squares[tied] = np.square(tie_ranks - mean).sum(axis=-1)
-        in_tied = np.full(len(xs), -1)
-        in_tied[tied] = np.arange(tied.size)
-        at = np.flatnonzero(in_tied[row] >= 0)
-        rx[at] = tie_ranks[in_tied[row[at]], rx[at].astype(np.int64) - 1]
-    products = _sums_by_row((rx - mean) * (ry - zero_rank[row]), n - zeros)
+    centred_y = ry - zero_rank[row]
+    products = _sums_by_row((rx - mean) * centred_y, n - zeros)
+    x_squares = np.full(len(xs), (n ** 3 - n) / 12)  # sum (rx - m)^2 of the ranks 1 .. n
+    _add_tie_corrections(sorted_x, order.numpy(), where, centred_y, products, x_squares)
     sxy, sxx, syy = (torch.from_numpy(v.reshape(x.shape[:-1])) for v in (products, x_squares, y_squares))
     r = sxy / torch.sqrt(sxx * syy)
     return torch.where((sxx == 0) | (syy == 0), zero_variance, torch.clamp(r, -1.0, 1.0))
+
+
+def _add_tie_corrections(sorted_x, order, where, centred_y, products, x_squares):
+    """Turn the sums of ``_spearman_from_rank_sums`` over the ranks ``k + 1`` of the sorted positions ``k`` into
+    sums over the averaged ranks, in place, from the tied positions only: a tie group of ``t`` sorted positions
+    ``f .. l`` ranks ``(f + l) / 2 + 1`` each, which lowers ``sum (rx - m)^2`` by ``(t^3 - t) / 12`` and adds
+    ``((f + l) / 2 - k) (ry - c)`` to the products at each of its positions ``k`` where ``y`` is nonzero
+    (``centred_y``: ``ry - c`` at the nonzero flat positions ``where``). Every term is a multiple of 1/4 and every
+    sum exact, so the sums are the same numbers as from the averaged ranks themselves."""
+    rows, n = sorted_x.shape
+    values = sorted_x.reshape(-1)
+    equal = values[1:] == values[:-1]  # at flat k: k and k + 1 tied, or the two ends of two rows (NaN-free here)
+    flat = np.flatnonzero(equal)
+    flat = flat[flat % n != n - 1]  # each tied pair (k, k + 1) of sorted positions in a row
+    if not flat.size:
+        return
+    tied = np.union1d(flat, flat + 1)  # every tied sorted position, ascending (a group never spans two rows)
+    first = (tied % n == 0) | ~equal[np.maximum(tied - 1, 0)]  # not tied to the one before: a group starts
+    group = np.cumsum(first) - 1
+    starts = tied[first]
+    sizes = np.bincount(group)
+    half_sum = starts + (sizes - 1) / 2  # (f + l) / 2 of each group, flat
+    x_squares -= np.bincount(starts // n, weights=(sizes ** 3 - sizes) / 12, minlength=rows)
+    positions = (tied // n) * n + order.reshape(-1)[tied]  # each tied sorted position's flat position in x
+    found = np.minimum(np.searchsorted(where, positions), max(where.size - 1, 0))
+    nonzero = np.flatnonzero(where[found] == positions) if where.size else found[:0]
+    terms = (half_sum[group[nonzero]] - tied[nonzero]) * centred_y[found[nonzero]]
+    products += np.bincount(tied[nonzero] // n, weights=terms, minlength=rows)
 
 
 def _sums_by_row(values, counts):
