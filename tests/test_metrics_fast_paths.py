@@ -668,6 +668,39 @@ def test_per_track_spearman_takes_the_joint_order_and_equals_each_track_alone(mo
         np.testing.assert_allclose(got[f"profile_spearman_{name}"].numpy(), expected, rtol=1e-12, atol=1e-15)
 
 
+@pytest.mark.parametrize("density", [0.02, 0.9, 1.0])
+def test_both_views_mnll_share_the_log_factorials_and_equal_the_seed_loss(monkeypatch, density):
+    """``profile_metrics``' joint and per-track MNLL from one ``log_factorial_terms`` of the counts (mostly zero, dense,
+    no zero; non-contiguous counts; a region holding a NaN) equal ``mnll`` of each view alone bit for bit, and the
+    seed's ``MNLLLoss``."""
+    from bpnet_eval.metrics import profile
+    rng = np.random.default_rng(35)
+    logits = torch.as_tensor(rng.normal(size=(30, 2, 300)))
+    counts = torch.as_tensor(rng.poisson(3.0, size=(30, 2, 300)) * (rng.random((30, 2, 300)) < density) + (
+        density == 1.0), dtype=torch.float64)
+    counts[4, 1, 7] = torch.nan
+    calls = []
+    real = profile.log_factorial_terms
+    monkeypatch.setattr(profile, "log_factorial_terms", lambda k: calls.append(k) or real(k))
+    for observed in (counts, counts.transpose(1, 2).contiguous().transpose(1, 2)):
+        calls.clear()
+        got = profile_metrics(logits, observed, ["profile_mnll", "profile_mnll_per_base"], ["a", "b"])
+        assert len(calls) == 1
+        log_p = torch.log_softmax(logits, dim=-1)
+        joint = torch.log_softmax(logits.flatten(1), dim=-1)
+        assert same_bits(got["profile_mnll"], real_mnll(joint, observed.flatten(1)))
+        assert same_bits(got["profile_mnll_per_base"], real_mnll(joint, observed.flatten(1)) / 600)
+        for s, name in enumerate("ab"):
+            assert same_bits(got[f"profile_mnll_{name}"], real_mnll(log_p, observed)[:, s])
+            assert torch.equal(torch.nan_to_num(got[f"profile_mnll_{name}"], nan=-1.0),
+                               torch.nan_to_num(MNLLLoss(log_p, observed)[:, s], nan=-1.0))
+
+
+def real_mnll(log_p, observed):
+    """``mnll`` of one view alone, its terms of the counts its own (laid out as the view's)."""
+    return mnll(log_p, observed if observed.dim() == 3 else observed.contiguous())
+
+
 def test_sums_by_row_equal_bincount_with_empty_rows():
     """``_sums_by_row`` against ``np.bincount(row, weights=...)``: quarters in rows laid end to end, the first, a middle
     and the last row empty; no row at all."""

@@ -57,7 +57,7 @@ def kl_divergence(p, q):
     """
     # ln 1 = 0 where p_i = 0 (the logarithm of 0 takes a slow path), so p_i ln(...) is 0 there with no mask
     return _sum_of_nonzero_terms(p, (q,), lambda p_i, q_i: p_i * torch.log(p_i / q_i),
-                                 lambda: torch.sum(p * torch.log(torch.where(p == 0, 1.0, p / q)), dim=-1))
+                                 lambda: p * torch.log(torch.where(p == 0, 1.0, p / q)))
 
 
 # ``_sum_of_nonzero_terms`` computes the terms only where ``p_i != 0`` when they are at most this fraction of
@@ -70,20 +70,28 @@ SPARSE_FRACTION = 0.25
 
 def _sum_of_nonzero_terms(p, others, term, dense):
     """``sum_i term(p_i, others_i)`` over the last axis where ``p_i != 0``, 0 where ``p_i = 0`` (``dense()`` gives the
-    same sum computed densely): the terms of a mostly-zero profile only, those of a profile with no zero
-    without a mask."""
+    same terms computed at every position): the sums of ``_nonzero_terms``."""
+    return torch.sum(_nonzero_terms(p, others, term, dense), dim=-1)
+
+
+def _nonzero_terms(p, others, term, dense):
+    """``term(p_i, others_i)`` where ``p_i != 0`` and 0 where ``p_i = 0``, at every position (``dense()`` gives the same
+    terms computed at every position): the terms of a mostly-zero profile only, those of a profile with no zero
+    without a mask; in a mostly-zero profile's rows holding a NaN, the NaN they sum to first (``_mostly_zero``)."""
     if not (p.is_contiguous() and all(o.shape == p.shape and o.is_contiguous() for o in others)):
         return dense()
     nonzero = nonzero_mask(p)
     n_nonzero = count_true(nonzero)
     if n_nonzero == p.numel():
-        return torch.sum(term(p, *others), dim=-1)
+        return term(p, *others)
     mostly_zero = _mostly_zero(p, nonzero, n_nonzero)
     if mostly_zero is None:
         return dense()
     support, undefined = mostly_zero
-    terms = term(take_flat(p, support), *(take_flat(o, support) for o in others))
-    return _nan_where(undefined, torch.sum(put_flat(torch.zeros_like(p), support, terms), dim=-1))
+    terms = put_flat(torch.zeros_like(p), support, term(take_flat(p, support), *(take_flat(o, support) for o in others)))
+    if undefined is not None:  # its NaN first in the row, which sums to it
+        terms[..., 0][undefined[0]] = undefined[1].to(terms.dtype)
+    return terms
 
 
 def _mostly_zero(x, nonzero, n_nonzero=None):
@@ -402,12 +410,11 @@ def cross_entropy(log_p_pred, p_obs):
     cross_entropy : torch.Tensor, shape=(...)
         NaN where ``p_obs`` is all 0 (no counts, even with a pseudocount).
     """
-    h = -_sum_of_nonzero_terms(p_obs, (log_p_pred,), torch.mul,
-                               lambda: torch.sum(torch.where(p_obs == 0, 0.0, p_obs * log_p_pred), dim=-1))
+    h = -_sum_of_nonzero_terms(p_obs, (log_p_pred,), torch.mul, lambda: torch.where(p_obs == 0, 0.0, p_obs * log_p_pred))
     return torch.where(torch.sum(p_obs, dim=-1) == 0, NAN, h)
 
 
-def mnll(log_p_pred, observed):
+def mnll(log_p_pred, observed, log_factorials=None):
     """``-lgamma(N+1) + sum_i lgamma(k_i+1) - sum_i k_i ln p_i``: the multinomial NLL (seed ``MNLLLoss``).
 
     Parameters
@@ -416,6 +423,8 @@ def mnll(log_p_pred, observed):
         Normalised log probabilities.
     observed : torch.Tensor, shape=(..., L)
         Observed counts.
+    log_factorials : torch.Tensor, shape=(..., L), optional
+        ``log_factorial_terms(observed)`` when already computed.
 
     Returns
     -------
@@ -424,10 +433,15 @@ def mnll(log_p_pred, observed):
         ``lgamma(0 + 1) = 0`` of zero counts not evaluated where most counts are 0.
     """
     log_fact_sum = torch.lgamma(torch.sum(observed, dim=-1) + 1)
-    log_prod_fact = _sum_of_nonzero_terms(observed, (), lambda k: torch.lgamma(k + 1),
-                                          lambda: torch.sum(torch.lgamma(observed + 1), dim=-1))
+    log_prod_fact = torch.sum(log_factorial_terms(observed) if log_factorials is None else log_factorials, dim=-1)
     log_prod_exp = torch.sum(observed * log_p_pred, dim=-1)
     return -log_fact_sum + log_prod_fact - log_prod_exp
+
+
+def log_factorial_terms(observed):
+    """``lgamma(k_i + 1)`` at every position (0 where ``k_i = 0``, not evaluated where most counts are 0): the terms
+    that ``mnll`` sums, computed once for the joint view and the per-track one (the same values)."""
+    return _nonzero_terms(observed, (), lambda k: torch.lgamma(k + 1), lambda: torch.lgamma(observed + 1))
 
 
 def mnll_per_base(log_p_pred, observed, nll=None):
@@ -531,8 +545,8 @@ def _view_metrics(names, log_p, observed, shape_observed, settings):
     divergence = lambda: once("divergence", lambda: normalised_jsd_divergence(rescaled("p"), rescaled("q")))
     distance = lambda: once("distance", lambda: jsd_distance(p, q, divergence()))
     formulas = {
-        "profile_mnll": lambda: once("mnll", lambda: mnll(log_p, observed)),
-        "profile_mnll_per_base": lambda: mnll_per_base(log_p, observed, once("mnll", lambda: mnll(log_p, observed))),
+        "profile_mnll": lambda: once("mnll", lambda: mnll(log_p, observed, settings["log_factorials"]())),
+        "profile_mnll_per_base": lambda: mnll_per_base(log_p, observed, formulas["profile_mnll"]()),
         "profile_cross_entropy": lambda: cross_entropy(log_p, q),
         "profile_jsd_divergence": divergence,
         "profile_jsd_distance": distance,
@@ -719,10 +733,15 @@ def _profile_metrics(logits, observed, names, track_names, per_track, *, pseudoc
             orders["track"] = orders_by_track(orders["joint"], n_tracks)
         return orders.get("track")
 
+    # both views' MNLL sum the same terms of the counts (joint: each region's tracks end to end)
+    log_factorials = lru_cache(maxsize=None)(lambda: log_factorial_terms(observed))
+
     columns = _view_metrics(names, flatten_tracks(log_p_joint), flatten_tracks(observed), flatten_tracks(shape_observed),
-                            {**settings, "permute": joint_permute, "order": joint_order})
+                            {**settings, "permute": joint_permute, "order": joint_order,
+                             "log_factorials": lambda: flatten_tracks(log_factorials())})
     track_columns = (_view_metrics(names, log_p_track, observed, shape_observed,
-                                   {**settings, "permute": track_permute, "order": track_order})
+                                   {**settings, "permute": track_permute, "order": track_order,
+                                    "log_factorials": log_factorials})
                      if per_track else {})
     if any(name.startswith("profile_auprc_") for name in names):
         auprc_joint, auprc_track = _auprc_metrics(names, torch.exp(raw_log_p_track), observed, settings, per_track,
