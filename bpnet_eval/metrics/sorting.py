@@ -17,6 +17,13 @@ def by_numpy(x):
     return x.device.type == "cpu" and x.dtype != torch.bfloat16
 
 
+def take_in_rows(values, positions):
+    """``np.take_along_axis(values, positions, -1)`` of numpy arrays ``(R, n)`` by flat position (``np.take``: about
+    twice as fast)."""
+    rows, n = positions.shape
+    return np.take(values, positions + (np.arange(rows) * values.shape[-1])[:, None])
+
+
 def any_order(x):
     """Indices sorting ``x`` ascending along the last axis, ties in no promised order (NaN last).
 
@@ -64,7 +71,7 @@ def _packed_order(values):
     shared = np.flatnonzero((high[:, 1:] == high[:, :-1]).any(axis=-1))
     if shared.size:
         rows = values.reshape(-1, n)[shared]
-        ordered = np.take_along_axis(rows, order[shared], axis=-1)
+        ordered = take_in_rows(rows, order[shared])
         unsorted = np.flatnonzero((ordered[:, 1:] < ordered[:, :-1]).any(axis=-1))
         if unsorted.size:
             order[shared[unsorted]] = np.argsort(rows[unsorted], axis=-1)
@@ -138,9 +145,7 @@ def orders_by_track(order, n_tracks):
         values = order.numpy()
         track = (values >= length).view(np.int8) if n_tracks == 2 else (values // length).astype(
             np.int8 if n_tracks < 128 else np.int32)
-        within = np.argsort(track, axis=-1, kind="stable")
-        within += (np.arange(rows) * n)[:, None]
-        by_track = np.take(values, within).reshape(rows, n_tracks, length)
+        by_track = take_in_rows(values, np.argsort(track, axis=-1, kind="stable")).reshape(rows, n_tracks, length)
         by_track -= starts[:, None]
         return torch.from_numpy(by_track)
     track = torch.div(order, length, rounding_mode="floor")
@@ -166,7 +171,7 @@ def sort_by(x, order):
             ordered[unsorted], order[unsorted] = any_sort(x[unsorted])
         return ordered, order
     positions = order.numpy()
-    ordered = np.take(x.detach().numpy(), positions + (np.arange(len(positions)) * x.shape[-1])[:, None])
+    ordered = take_in_rows(x.detach().numpy(), positions)
     unsorted = np.flatnonzero(~(ordered[:, 1:] >= ordered[:, :-1]).all(axis=-1))  # NaN compares false
     if unsorted.size:
         redone, again = any_sort(x[torch.from_numpy(unsorted)])
@@ -182,9 +187,11 @@ def descending_order(order, keep):
         reversed_order = order.flip(-1)
         left_out = ~torch.gather(keep, -1, reversed_order)
         return torch.gather(reversed_order, -1, torch.sort(left_out.to(torch.uint8), dim=-1, stable=True).indices)
-    reversed_order = order.numpy()[..., ::-1]
-    left_out = ~np.take_along_axis(keep.numpy(), reversed_order, -1)
-    return torch.from_numpy(np.take_along_axis(reversed_order, np.argsort(left_out, axis=-1, kind="stable"), -1))
+    n = order.shape[-1]
+    positions = order.numpy().reshape(-1, n)
+    left_out = ~take_in_rows(keep.numpy().reshape(-1, n), positions[:, ::-1])
+    reversed_rank = np.argsort(left_out, axis=-1, kind="stable")  # in the reversed order, the left-out ones last
+    return torch.from_numpy(take_in_rows(positions, (n - 1) - reversed_rank).reshape(order.shape))
 
 
 def stable_order(x):
