@@ -542,11 +542,12 @@ def _view_metrics(names, log_p, observed, shape_observed, settings):
         """The order of ``p`` that ``settings["order"]`` gives the Spearman correlation where it sorts ``p`` once."""
         return settings["order"](p) if sorts_once(p, shape_observed, settings["spearman_ties"]) else None
 
+    nll = lambda: once("mnll", lambda: mnll(log_p, observed, settings["log_factorials"]()))
     divergence = lambda: once("divergence", lambda: normalised_jsd_divergence(rescaled("p"), rescaled("q")))
     distance = lambda: once("distance", lambda: jsd_distance(p, q, divergence()))
     formulas = {
-        "profile_mnll": lambda: once("mnll", lambda: mnll(log_p, observed, settings["log_factorials"]())),
-        "profile_mnll_per_base": lambda: mnll_per_base(log_p, observed, formulas["profile_mnll"]()),
+        "profile_mnll": nll,
+        "profile_mnll_per_base": lambda: mnll_per_base(log_p, observed, nll()),
         "profile_cross_entropy": lambda: cross_entropy(log_p, q),
         "profile_jsd_divergence": divergence,
         "profile_jsd_distance": distance,
