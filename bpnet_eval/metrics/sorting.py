@@ -20,8 +20,7 @@ def by_numpy(x):
 def take_in_rows(values, positions):
     """``np.take_along_axis(values, positions, -1)`` of numpy arrays ``(R, n)`` by flat position (``np.take``: about
     twice as fast)."""
-    rows, n = positions.shape
-    return np.take(values, positions + (np.arange(rows) * values.shape[-1])[:, None])
+    return np.take(values, positions + (np.arange(len(positions)) * values.shape[-1])[:, None])
 
 
 def any_order(x):
