@@ -10,7 +10,7 @@ from scipy.stats import rankdata, spearmanr
 from bpnet_eval.metrics import PROFILE_METRICS_ALL, PROFILE_PRESETS, average_ranks, ordinal_ranks, profile_metrics
 from bpnet_eval.metrics.correlation import (SPARSE_COUNT_SHARE, argsort_ranks, count_ranks, small_count_top,
                                            sorted_average_ranks, sparse_count_ranks)
-from bpnet_eval.metrics.auprc import average_precision
+from bpnet_eval.metrics.auprc import average_precision, precision_terms
 from bpnet_eval.losses import MNLLLoss
 from bpnet_eval.metrics.profile import (SPARSE_FRACTION, chunk_rows, cross_entropy, keyed_orders, kl_divergence, mnll,
                                         normalised, normalised_jsd_divergence, region_keys)
@@ -171,8 +171,9 @@ def test_any_order_sorts_and_equals_argsort_for_distinct_keys():
     assert torch.equal(torch.gather(x, -1, any_order(x)), torch.sort(x, dim=-1).values)
 
 
-def stable_sort_average_precision(labels, scores):
-    """``average_precision`` as first written: torch's stable descending sort and a dense sum of precisions."""
+def stable_sort_precision_terms(labels, scores):
+    """``precision_terms`` as first written: torch's stable descending sort, each positive's precision at its place
+    in it, 0 elsewhere."""
     keep = (labels >= 0) & ~torch.isnan(scores)
     sorted_scores, order = torch.sort(torch.where(keep, scores, -torch.inf), dim=-1, descending=True, stable=True)
     positive = torch.gather((labels == 1) & keep, -1, order)
@@ -185,8 +186,13 @@ def stable_sort_average_precision(labels, scores):
     tie_end = torch.cummin(torch.where(ends_tie, position, n - 1).flip(-1), dim=-1).values.flip(-1)
     precision = (torch.gather(true_pos, -1, tie_end).to(scores.dtype)
                  / torch.gather(called, -1, tie_end).to(scores.dtype))
-    n_positive = true_pos[..., -1].to(scores.dtype)
-    ap = torch.sum(torch.where(positive, precision, 0.0), dim=-1) / n_positive
+    return torch.where(positive, precision, 0.0)
+
+
+def stable_sort_average_precision(labels, scores):
+    """``average_precision`` as first written: the sum of ``stable_sort_precision_terms`` over the positives."""
+    n_positive = ((labels == 1) & (labels >= 0) & ~torch.isnan(scores)).sum(dim=-1).to(scores.dtype)
+    ap = torch.sum(stable_sort_precision_terms(labels, scores), dim=-1) / n_positive
     return torch.where(n_positive > 0, ap, float("nan"))
 
 
@@ -205,72 +211,85 @@ def test_average_precision_bit_equals_the_stable_sort(dtype, decimals):
         assert torch.equal(torch.nan_to_num(got, nan=-1.0), torch.nan_to_num(expected, nan=-1.0))
 
 
+def prefix_case(seed, rows=150, n=400, decimals=None, dtype=torch.float64):
+    """Labels and scores where the positives mostly score high (short prefixes), with rows whose lowest positive
+    scores low (long prefixes), no positive, a positive scoring -inf or +inf, NaN scores, ambiguous entries, and
+    negatives tied with the lowest positive."""
+    rng = np.random.default_rng(seed)
+    labels = torch.as_tensor(rng.choice([1, 0, -1], size=(rows, n), p=[.03, .94, .03]))
+    logits = rng.normal(size=(rows, n)) + 8.0 * (labels.numpy() == 1) * (rng.random((rows, 1)) < 0.6)
+    scores = torch.softmax(torch.as_tensor(logits if decimals is None else np.round(logits, decimals), dtype=dtype),
+                           dim=-1)
+    labels[3] = 0  # no positive: NaN
+    labels[4, 0], scores[4, 1] = -1, torch.nan  # left out, before ...
+    labels[4, 5:10] = 1
+    scores[4, 7] = -torch.inf  # ... a positive tied with them (they sort as -inf)
+    labels[5, 7] = 1
+    scores[5, 7] = torch.inf
+    scores[6, :30] = torch.nan
+    labels[7, :3] = 1  # the lowest positive tied with negatives
+    scores[7, :40] = scores[7, 2]
+    labels[8] = 1  # every entry positive
+    return labels, scores
+
+
 @pytest.mark.parametrize("on_cpu", [True, False])
 @pytest.mark.parametrize("decimals", [None, 1])
-def test_average_precision_with_an_order_given_bit_equals_it_without(monkeypatch, on_cpu, decimals):
-    """``average_precision(..., order)`` against the stable-sort reference, the order given: one sorting the scores,
-    one of values rising with them (a few rows out of order by rounding), random ones; with ambiguous entries, NaN
-    and -inf scores and many ties. ``descending_order`` moves the entries left out last, keeping each part's order."""
-    from bpnet_eval.metrics import sorting
-    from bpnet_eval.metrics.sorting import descending_order
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_average_precision_sorts_each_rows_start_up_to_its_last_positive(monkeypatch, on_cpu, decimals, dtype):
+    """``average_precision`` against the stable-sort reference on rows of every prefix length (more rows than a
+    group), on numpy's paths and torch's (``by_numpy`` false): it sorts rows no longer than the longest prefix among
+    them, short where the positives score high, and whole rows where a positive scores -inf."""
+    from bpnet_eval.metrics import auprc, sorting
     monkeypatch.setattr(sorting, "by_numpy", lambda x: on_cpu)
-    rng = np.random.default_rng(35)
-    labels = torch.as_tensor(rng.choice([1, 0, 0, 0, -1], size=(40, 2, 250)))
-    logits = rng.normal(size=labels.shape)
-    scores = torch.softmax(torch.as_tensor(logits if decimals is None else np.round(logits, decimals)), dim=-1)
-    scores[3, 0, :10] = torch.nan
-    scores[4, 1, :7] = -torch.inf
-    labels[5] = 0
-    expected = stable_sort_average_precision(labels, scores)
-    sorting_order = torch.as_tensor(np.argsort(scores.numpy(), axis=-1))
-    rising = torch.as_tensor(np.argsort(logits * 1.000001, axis=-1))  # rounding may order some rows otherwise
-    random_order = torch.as_tensor(np.argsort(rng.random(labels.shape), axis=-1))
-    for order in (sorting_order, rising, random_order):
-        got = average_precision(labels, scores, order)
-        assert torch.equal(torch.nan_to_num(got, nan=-1.0), torch.nan_to_num(expected, nan=-1.0))
-    keep = (labels >= 0) & ~torch.isnan(scores)
-    candidate = descending_order(sorting_order, keep).numpy()
-    kept = np.take_along_axis(keep.numpy(), candidate, -1)
-    assert (np.diff(kept.astype(int), axis=-1) <= 0).all()  # the kept entries first
-    row = candidate[7, 1][kept[7, 1]]
-    np.testing.assert_array_equal(row, [i for i in sorting_order.numpy()[7, 1][::-1] if keep[7, 1, i]])
+    labels, scores = prefix_case(35, decimals=decimals, dtype=dtype)
+    widths = []
+    real_any_sort = auprc.any_sort
+    monkeypatch.setattr(auprc, "any_sort", lambda x: widths.append(x.shape[-1]) or real_any_sort(x))
+    assert torch.equal(precision_terms(labels, scores), stable_sort_precision_terms(labels, scores))
+    widths.clear()
+    got, expected = average_precision(labels, scores), stable_sort_average_precision(labels, scores)
+    assert torch.equal(torch.nan_to_num(got, nan=-1.0), torch.nan_to_num(expected, nan=-1.0))
+    assert torch.isnan(got[3]) and int(torch.isnan(got).sum()) == 1
+    assert len(widths) == -(-int((labels == 1).any(dim=-1).sum()) // auprc.PREFIX_GROUP_ROWS) >= 3
+    assert min(widths) < labels.shape[-1] // 4 and max(widths) == labels.shape[-1]
+    for lab, sc in ((labels[:40].reshape(2, 20, -1), scores[:40].reshape(2, 20, -1)), (labels[9], scores[9])):
+        assert torch.equal(torch.nan_to_num(average_precision(lab, sc), nan=-1.0),
+                           torch.nan_to_num(stable_sort_average_precision(lab, sc), nan=-1.0))
 
 
-AUPRC_ORDER_NAMES = ["profile_spearman", "profile_auprc_bin1", "profile_auprc_bin10"]
+AUPRC_NAMES = ["profile_spearman", "profile_auprc_bin1", "profile_auprc_bin10"]
 
 
-def auprc_order_case(monkeypatch, tracks, seed):
-    """Counts with a pile in every region (most pass BPNet's mask), tied logits, and the ``(labels' dims, order)`` of
-    every ``average_precision`` call ``profile_metrics`` makes (recorded as they come)."""
-    from bpnet_eval.metrics import profile
+def auprc_case(tracks, seed):
+    """Counts with a pile in every region (most pass BPNet's mask) and tied logits."""
     rng = np.random.default_rng(seed)
     counts = torch.as_tensor(rng.poisson(rng.gamma(0.5, 4.0, size=(20, tracks, 300))).astype(np.float64))
     counts[:, :, 140:160] += 40
     logits = torch.as_tensor(np.round(rng.normal(size=(20, tracks, 300)), 2))
-    given = []
-    real = profile.average_precision
-
-    def recorded(labels, scores, order=None):
-        given.append((labels.dim(), order))
-        return real(labels, scores, order)
-
-    monkeypatch.setattr(profile, "average_precision", recorded)
-    return counts, logits, given
+    return counts, logits
 
 
-def test_per_track_auprc_takes_the_joint_order_unless_predictions_are_smoothed(monkeypatch):
-    """``profile_metrics``' per-track auPRC of single bins is given the joint view's order taken track by track (the
-    one the per-track Spearman takes), never with smoothed predictions, and gives the numbers it gives alone."""
-    counts, logits, given = auprc_order_case(monkeypatch, 2, seed=36)
-    names = AUPRC_ORDER_NAMES
-    got = profile_metrics(logits, counts, names, ["plus", "minus"])
-    assert [(dim, order is not None) for dim, order in given] == [(2, False), (3, True), (2, False), (3, False)]
-    alone = profile_metrics(logits, counts, ["profile_auprc_bin1"], ["plus", "minus"])
+@pytest.mark.parametrize("smooth", [False, True])
+def test_profile_auprc_equals_the_stable_sort_of_each_view(smooth):
+    """``profile_metrics``' auPRC of both views and bin sizes (with the Spearman beside, which sorts the same
+    probabilities; predictions smoothed or not, which the auPRC's scores never are) bit-equal the stable-sort
+    reference and the numbers each gives alone."""
+    from bpnet_eval.metrics.auprc import auprc_region_mask, binned_labels_scores
+    counts, logits = auprc_case(2, seed=36)
+    got = profile_metrics(logits, counts, AUPRC_NAMES, ["plus", "minus"], smooth_predictions=smooth)
+    alone = profile_metrics(logits, counts, ["profile_auprc_bin1"], ["plus", "minus"], smooth_predictions=smooth)
     for name in ("profile_auprc_bin1_plus", "profile_auprc_bin1_minus", "profile_auprc_bin1"):
         assert same_numbers(got[name], alone[name])
-    given.clear()
-    profile_metrics(logits, counts, names, ["plus", "minus"], smooth_predictions=True)
-    assert not any(order is not None for _, order in given)
+    mask = auprc_region_mask(counts)
+    probs = torch.exp(torch.log_softmax(logits[mask], dim=-1))
+    for binsize in (1, 10):
+        labels, scores = binned_labels_scores(counts[mask], probs, binsize)
+        assert mask.sum() > 10 and same_numbers(got[f"profile_auprc_bin{binsize}"][mask],
+                                                stable_sort_average_precision(labels.flatten(1), scores.flatten(1)))
+        for s, track in enumerate(("plus", "minus")):
+            assert same_numbers(got[f"profile_auprc_bin{binsize}_{track}"][mask],
+                                stable_sort_average_precision(labels[:, s], scores[:, s]))
 
 
 def splitmix64(x):
@@ -714,18 +733,18 @@ def test_sums_by_row_equal_bincount_with_empty_rows():
     np.testing.assert_array_equal(_sums_by_row(np.empty(0), np.zeros(3, dtype=np.int64)), np.zeros(3))
 
 
-def test_one_track_auprc_is_computed_once_taking_the_joint_order(monkeypatch):
-    """With one track (no per-track columns) the auPRC is computed for the joint view only, which for single bins
-    is given the joint view's order (the same profile), and gives the numbers it gives alone."""
-    counts, logits, given = auprc_order_case(monkeypatch, 1, seed=37)
-    names = AUPRC_ORDER_NAMES
-    got = profile_metrics(logits, counts, names)
-    assert [(dim, order is not None) for dim, order in given] == [(2, True), (2, False)]  # joint only; bin 1, bin 10
-    assert set(got) == set(names)
-    alone = profile_metrics(logits, counts, ["profile_auprc_bin1", "profile_auprc_bin10"])
-    for name in ("profile_auprc_bin1", "profile_auprc_bin10"):
-        assert same_numbers(got[name], alone[name])
+def test_one_track_auprc_is_the_joint_one_alone(monkeypatch):
+    """With one track (no per-track columns) the auPRC is computed for the joint view only, once per bin size, and
+    bit-equals the stable-sort reference."""
+    from bpnet_eval.metrics import profile
     from bpnet_eval.metrics.auprc import auprc_region_mask, binned_labels_scores
+    counts, logits = auprc_case(1, seed=37)
+    dims = []
+    real = profile.average_precision
+    monkeypatch.setattr(profile, "average_precision",
+                        lambda labels, scores: dims.append(labels.dim()) or real(labels, scores))
+    got = profile_metrics(logits, counts, AUPRC_NAMES)
+    assert dims == [2, 2] and set(got) == set(AUPRC_NAMES)  # joint only; bin 1, bin 10
     mask = auprc_region_mask(counts)
     labels, scores = binned_labels_scores(counts[mask], torch.exp(torch.log_softmax(logits[mask], dim=-1)), 1)
     expected = stable_sort_average_precision(labels.flatten(1), scores.flatten(1))

@@ -15,7 +15,7 @@ import math
 import numpy as np
 import torch
 
-from .sorting import any_sort, descending_order, flat_nonzero, sort_by, stable_order
+from .sorting import any_sort, count_true, flat_nonzero, put_flat, stable_order, take_flat
 
 NAN = float("nan")
 POS_MIN_FRACTION = 0.015
@@ -109,7 +109,7 @@ def bin_labels(labels, binsize):
     return has_positive.to(labels.dtype) - (~has_positive & has_ambiguous).to(labels.dtype)
 
 
-def average_precision(labels, scores, order=None):
+def average_precision(labels, scores):
     """``AP = sum_n (R_n - R_{n-1}) P_n`` over distinct score thresholds, descending, along the last axis.
 
     The sklearn ``average_precision_score`` definition: at each distinct score ``t_n`` (ties form one
@@ -122,9 +122,6 @@ def average_precision(labels, scores, order=None):
         1 (positive), 0 (negative) or -1 (ignored).
     scores : torch.Tensor, shape=(..., n)
         Predictions; higher means more likely positive.
-    order : torch.Tensor, shape=(..., n), int64, optional
-        A candidate ascending order of ``scores`` (e.g. of values that rise and fall with them), checked and taken
-        in place of a sort where it sorts them (``sorting.sort_by``).
 
     Returns
     -------
@@ -133,17 +130,97 @@ def average_precision(labels, scores, order=None):
     """
     if scores.shape[-1] == 0:
         return torch.full(scores.shape[:-1], NAN, dtype=scores.dtype, device=scores.device)
+    terms = precision_terms(labels, scores)
+    n_positive = torch.count_nonzero(terms, dim=-1).to(scores.dtype)  # a positive's precision is never 0
+    return torch.where(n_positive > 0, torch.sum(terms, dim=-1) / n_positive, NAN)
+
+
+def precision_terms(labels, scores):
+    """The terms of ``average_precision``'s sum, each at its place: ``sum_n (R_n - R_{n-1}) P_n`` is the mean over
+    positives of the precision at the threshold that calls them (at the last entry tied with them), and the place
+    of each positive in the descending order of scores (ties by position, as torch's stable sort) holds that
+    precision; 0 elsewhere. The places decide the rounding of the sum. Only the start of each sorted row up to its
+    last positive is sorted (``_prefix_groups``).
+
+    Parameters
+    ----------
+    labels, scores : torch.Tensor, shape=(..., n)
+        As ``average_precision``.
+
+    Returns
+    -------
+    terms : torch.Tensor, shape=(..., n)
+        Dtype of ``scores``.
+    """
+    n = scores.shape[-1]
     keep = (labels >= 0) & ~torch.isnan(scores)
-    # descending scores, the entries left out last: sorted by any sort, then by a stable one (ties by position,
-    # as torch's stable sort) only where a positive is tied with another entry, as the position of each
-    # positive's term in the sum below decides the rounding of that sum
+    terms = torch.zeros(scores.shape, dtype=scores.dtype, device=scores.device)
+    labels, scores = labels.reshape(-1, n), scores.reshape(-1, n)
+    for rows, prefix, width in _prefix_groups(keep.reshape(-1, n), (labels == 1) & keep.reshape(-1, n), scores):
+        places, values = _precisions_in_order(*_compacted(rows, prefix, width, labels, scores))
+        terms.view(-1)[rows[torch.div(places, width, rounding_mode="floor")] * n + places % width] = values
+    return terms
+
+
+# rows of ``average_precision`` whose prefixes (``_prefix_groups``) are sorted together, padded to the longest
+PREFIX_GROUP_ROWS = 64
+
+
+def _prefix_groups(keep, positive, scores):
+    """The rows ``(R, n)`` holding a positive, each with its prefix: the entries that sort at or before its last
+    positive in descending order (ties together), all that ``average_precision`` needs of a row. They are the kept
+    entries scoring at least its lowest-scoring positive, or every entry where that positive scores -inf (tied with
+    the entries left out, which sort with -inf). In groups of ``PREFIX_GROUP_ROWS`` rows, in order of their
+    prefix's length.
+
+    Returns
+    -------
+    list of (rows, prefix, width)
+        ``rows``: the row numbers, int64; ``prefix``: bool ``(len(rows), n)``; ``width``: its longest prefix.
+    """
+    low = torch.where(positive, scores, torch.inf).amin(dim=-1)
+    rows = flat_nonzero(positive.any(dim=-1))
+    low = low[rows]
+    prefix = keep[rows] & (scores[rows] >= low[:, None])
+    whole = low == -torch.inf
+    if count_true(whole):
+        prefix[whole] = True
+    lengths = prefix.sum(dim=-1)
+    if len(rows) <= PREFIX_GROUP_ROWS:
+        return [(rows, prefix, int(lengths.max()))] if len(rows) else []
+    by_length = torch.argsort(lengths)
+    groups = []
+    for a in range(0, len(rows), PREFIX_GROUP_ROWS):
+        members = by_length[a:a + PREFIX_GROUP_ROWS]
+        groups.append((rows[members], prefix[members], int(lengths[members[-1]])))
+    return groups
+
+
+def _compacted(rows, prefix, width, labels, scores):
+    """``(labels, scores)`` ``(len(rows), width)`` of ``rows`` of ``(R, n)`` holding the entries of their ``prefix``
+    by position, then entries left out (label -1, NaN score): a row's prefix sorts as the start of the whole row."""
+    n = prefix.shape[-1]
+    taken = flat_nonzero(prefix)  # row by row, by position
+    member = torch.div(taken, n, rounding_mode="floor")
+    lengths = prefix.sum(dim=-1)
+    at = member * width + torch.arange(len(taken), device=taken.device) - (torch.cumsum(lengths, dim=0) - lengths)[member]
+    source = rows[member] * n + taken % n
+    compact_labels = torch.full((len(rows), width), -1, dtype=labels.dtype, device=labels.device)
+    compact_scores = torch.full((len(rows), width), NAN, dtype=scores.dtype, device=scores.device)
+    put_flat(compact_labels, at, take_flat(labels, source))
+    put_flat(compact_scores, at, take_flat(scores, source))
+    return compact_labels, compact_scores
+
+
+def _precisions_in_order(labels, scores):
+    """``(places, precisions)`` of the positives of rows ``(R, n)``: each one's flat place in its row's descending
+    order (ties by position, as torch's stable sort) and the precision ``TP / called`` at the last entry tied
+    with it."""
+    keep = (labels >= 0) & ~torch.isnan(scores)
+    # descending scores, the entries left out last: sorted by any sort, then by a stable one only where a positive
+    # is tied with another entry
     descending = torch.where(keep, -scores, torch.inf)
-    if order is None:
-        sorted_scores, order = any_sort(descending)
-    else:
-        n = scores.shape[-1]
-        sorted_scores, order = (v.reshape(scores.shape) for v in sort_by(
-            descending.reshape(-1, n), descending_order(order, keep).reshape(-1, n)))
+    sorted_scores, order = any_sort(descending)
     ends_tie = torch.ones_like(keep)
     ends_tie[..., :-1] = sorted_scores[..., 1:] != sorted_scores[..., :-1]
     ends_tie = ends_tie.flatten()  # rows laid end to end: each row's last entry ends a tie
@@ -154,13 +231,7 @@ def average_precision(labels, scores, order=None):
         positive, positives, tie_end = _positives_and_tie_ends(labels, keep, stable_order(descending), tie_ends)
     true_pos = torch.cumsum(positive, dim=-1).flatten()
     called = torch.cumsum(torch.gather(keep, -1, order), dim=-1).flatten()  # the same counts in any tie order
-    # sum_n (R_n - R_{n-1}) P_n = mean over positives of P at the threshold that calls them, i.e. at the last
-    # entry tied with them
-    precision = torch.zeros(keep.shape, dtype=scores.dtype, device=scores.device)
-    precision.view(-1)[positives] = true_pos[tie_end].to(scores.dtype) / called[tie_end].to(scores.dtype)
-    n_positive = true_pos.view(keep.shape)[..., -1].to(scores.dtype)
-    ap = torch.sum(precision, dim=-1) / n_positive
-    return torch.where(n_positive > 0, ap, NAN)
+    return positives, true_pos[tie_end].to(scores.dtype) / called[tie_end].to(scores.dtype)
 
 
 def _positives_and_tie_ends(labels, keep, order, tie_ends):

@@ -561,11 +561,9 @@ def _view_metrics(names, log_p, observed, shape_observed, settings):
     return {name: formulas[name]() for name in names if name in formulas}
 
 
-def _auprc_metrics(names, probs, observed, settings, per_track=True, order=None):
+def _auprc_metrics(names, probs, observed, settings, per_track=True):
     """Per-region binned auPRC, joint (strands pooled) ``(B,)`` and, with ``per_track``, per track ``(B, S)``; NaN off
-    the mask (only the regions on it are computed). ``order``: a candidate ascending order of ``probs`` along
-    positions, which the auPRC of single bins checks and takes (``average_precision``): per track, and for one
-    track the joint one too (the same profile)."""
+    the mask (only the regions on it are computed)."""
     joint, track = {}, {}
     rows = flat_nonzero(auprc_region_mask(observed, settings["auprc_min_counts"], settings["auprc_pos_min"]))
     binsizes = [binsize for binsize in BIN_SIZES if f"profile_auprc_bin{binsize}" in names]
@@ -573,13 +571,10 @@ def _auprc_metrics(names, probs, observed, settings, per_track=True, order=None)
                                           settings["auprc_neg_max"])
     for binsize, (labels, scores) in binned.items():
         name = f"profile_auprc_bin{binsize}"
-        scores_order = order[rows] if order is not None and binsize == 1 else None  # (bins of one position)
-        one_track = scores_order is not None and probs.shape[1] == 1
-        joint[name] = probs.new_full(probs.shape[:1], NAN).index_copy_(0, rows, average_precision(
-            flatten_tracks(labels), flatten_tracks(scores), flatten_tracks(scores_order) if one_track else None))
+        joint[name] = probs.new_full(probs.shape[:1], NAN).index_copy_(
+            0, rows, average_precision(flatten_tracks(labels), flatten_tracks(scores)))
         if per_track:
-            track[name] = probs.new_full(probs.shape[:2], NAN).index_copy_(
-                0, rows, average_precision(labels, scores, scores_order))
+            track[name] = probs.new_full(probs.shape[:2], NAN).index_copy_(0, rows, average_precision(labels, scores))
     return joint, track
 
 
@@ -721,18 +716,15 @@ def _profile_metrics(logits, observed, names, track_names, per_track, *, pseudoc
                                     for v in (log_p_joint, log_p_track))
 
     # the joint view's Spearman sorts its probabilities; taken track by track, that order sorts (or nearly) each
-    # track's probabilities, which rise and fall with the joint ones: the per-track view's Spearman and the auPRC of
-    # single bins (per track; with one track, the joint one; on the unsmoothed probabilities) check and take it
+    # track's probabilities, which rise and fall with the joint ones: the per-track view's Spearman checks and takes it
     orders = {}
 
     def joint_order(p):
         orders["joint"] = any_order(p)
         return orders["joint"]
 
-    def track_order(_p=None):
-        if "joint" in orders and "track" not in orders:
-            orders["track"] = orders_by_track(orders["joint"], n_tracks)
-        return orders.get("track")
+    def track_order(_p):
+        return orders_by_track(orders["joint"], n_tracks) if "joint" in orders else None
 
     # both views' MNLL sum the same terms of the counts (joint: each region's tracks end to end)
     log_factorials = lru_cache(maxsize=None)(lambda: log_factorial_terms(observed))
@@ -745,9 +737,7 @@ def _profile_metrics(logits, observed, names, track_names, per_track, *, pseudoc
                                     "log_factorials": log_factorials})
                      if per_track else {})
     if any(name.startswith("profile_auprc_") for name in names):
-        auprc_joint, auprc_track = _auprc_metrics(names, torch.exp(raw_log_p_track), observed, settings, per_track,
-                                                  None if smooth_predictions or not (per_track or n_tracks == 1)
-                                                  else track_order())
+        auprc_joint, auprc_track = _auprc_metrics(names, torch.exp(raw_log_p_track), observed, settings, per_track)
         columns.update(auprc_joint)
         track_columns.update(auprc_track)
     out = {}

@@ -179,20 +179,6 @@ def sort_by(x, order):
     return torch.from_numpy(ordered), torch.from_numpy(positions)
 
 
-def descending_order(order, keep):
-    """A candidate order of ``where(keep, -x, inf)`` from an ascending ``order`` of ``x`` along the last axis (for
-    ``sort_by``): ``order`` reversed, the positions not kept moved last (each part keeping its order)."""
-    if not by_numpy(order):
-        reversed_order = order.flip(-1)
-        left_out = ~torch.gather(keep, -1, reversed_order)
-        return torch.gather(reversed_order, -1, torch.sort(left_out.to(torch.uint8), dim=-1, stable=True).indices)
-    n = order.shape[-1]
-    positions = order.numpy().reshape(-1, n)
-    left_out = ~take_in_rows(keep.numpy().reshape(-1, n), positions[:, ::-1])
-    reversed_rank = np.argsort(left_out, axis=-1, kind="stable")  # in the reversed order, the left-out ones last
-    return torch.from_numpy(take_in_rows(positions, (n - 1) - reversed_rank).reshape(order.shape))
-
-
 def stable_order(x):
     """``torch.sort(x, dim=-1, stable=True).indices``: ascending, equal values (and NaNs, last) by position.
 
