@@ -233,19 +233,17 @@ def prefix_case(seed, rows=150, n=400, decimals=None, dtype=torch.float64):
     return labels, scores
 
 
-@pytest.mark.parametrize("on_cpu", [True, False])
 @pytest.mark.parametrize("decimals", [None, 1])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_average_precision_sorts_each_rows_start_up_to_its_last_positive(monkeypatch, on_cpu, decimals, dtype):
-    """``average_precision`` against the stable-sort reference on rows of every prefix length (more rows than a
-    group), on numpy's paths and torch's (``by_numpy`` false): it sorts rows no longer than the longest prefix among
-    them, short where the positives score high, and whole rows where a positive scores -inf."""
-    from bpnet_eval.metrics import auprc, sorting
-    monkeypatch.setattr(sorting, "by_numpy", lambda x: on_cpu)
+def test_average_precision_sorts_each_rows_start_up_to_its_last_positive(monkeypatch, decimals, dtype):
+    """``average_precision`` and its terms against the stable-sort reference on rows of every prefix length (more
+    rows than a group): it sorts rows no longer than the longest prefix among them, short where the positives score
+    high, and whole rows where a positive scores -inf."""
+    from bpnet_eval.metrics import auprc
     labels, scores = prefix_case(35, decimals=decimals, dtype=dtype)
     widths = []
-    real_any_sort = auprc.any_sort
-    monkeypatch.setattr(auprc, "any_sort", lambda x: widths.append(x.shape[-1]) or real_any_sort(x))
+    real = auprc._precisions_in_order
+    monkeypatch.setattr(auprc, "_precisions_in_order", lambda lab, sc: widths.append(sc.shape[-1]) or real(lab, sc))
     assert torch.equal(precision_terms(labels, scores), stable_sort_precision_terms(labels, scores))
     widths.clear()
     got, expected = average_precision(labels, scores), stable_sort_average_precision(labels, scores)

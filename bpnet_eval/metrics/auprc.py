@@ -15,7 +15,7 @@ import math
 import numpy as np
 import torch
 
-from .sorting import any_sort, count_true, flat_nonzero, put_flat, stable_order, take_flat
+from .sorting import take_in_rows
 
 NAN = float("nan")
 POS_MIN_FRACTION = 0.015
@@ -130,17 +130,19 @@ def average_precision(labels, scores):
     """
     if scores.shape[-1] == 0:
         return torch.full(scores.shape[:-1], NAN, dtype=scores.dtype, device=scores.device)
-    terms = precision_terms(labels, scores)
-    n_positive = torch.count_nonzero(terms, dim=-1).to(scores.dtype)  # a positive's precision is never 0
-    return torch.where(n_positive > 0, torch.sum(terms, dim=-1) / n_positive, NAN)
+    terms = _precision_terms(labels, scores)
+    n_positive = torch.as_tensor(np.count_nonzero(terms, axis=-1)).to(scores.dtype)  # (no positive's term is 0)
+    ap = torch.sum(torch.from_numpy(terms), dim=-1) / n_positive
+    return torch.where(n_positive > 0, ap, NAN).to(scores.device)
 
 
 def precision_terms(labels, scores):
     """The terms of ``average_precision``'s sum, each at its place: ``sum_n (R_n - R_{n-1}) P_n`` is the mean over
     positives of the precision at the threshold that calls them (at the last entry tied with them), and the place
     of each positive in the descending order of scores (ties by position, as torch's stable sort) holds that
-    precision; 0 elsewhere. The places decide the rounding of the sum. Only the start of each sorted row up to its
-    last positive is sorted (``_prefix_groups``).
+    precision; 0 elsewhere. The places decide the rounding of the sum. Computed in numpy on the CPU (a few dozen
+    operations on a few rows: numpy's cost per call is a fifth of torch's), sorting only the start of each row up to
+    its last positive (``_prefix_groups``).
 
     Parameters
     ----------
@@ -150,16 +152,22 @@ def precision_terms(labels, scores):
     Returns
     -------
     terms : torch.Tensor, shape=(..., n)
-        Dtype of ``scores``.
+        Dtype and device of ``scores``.
     """
+    return torch.from_numpy(_precision_terms(labels, scores)).to(scores.device)
+
+
+def _precision_terms(labels, scores):
+    """``precision_terms(labels, scores)`` as a numpy array."""
     n = scores.shape[-1]
-    keep = (labels >= 0) & ~torch.isnan(scores)
-    terms = torch.zeros(scores.shape, dtype=scores.dtype, device=scores.device)
-    labels, scores = labels.reshape(-1, n), scores.reshape(-1, n)
-    for rows, prefix, width in _prefix_groups(keep.reshape(-1, n), (labels == 1) & keep.reshape(-1, n), scores):
-        places, values = _precisions_in_order(*_compacted(rows, prefix, width, labels, scores))
-        terms.view(-1)[rows[torch.div(places, width, rounding_mode="floor")] * n + places % width] = values
-    return terms
+    labels_np = labels.detach().cpu().numpy().reshape(-1, n)
+    scores_np = scores.detach().cpu().numpy().reshape(-1, n)
+    keep = (labels_np >= 0) & ~np.isnan(scores_np)
+    terms = np.zeros(scores_np.shape, scores_np.dtype)
+    for rows, prefix, width in _prefix_groups(keep, (labels_np == 1) & keep, scores_np):
+        places, values = _precisions_in_order(*_compacted(rows, prefix, width, labels_np, scores_np))
+        terms.reshape(-1)[rows[places // width] * n + places % width] = values
+    return terms.reshape(scores.shape)
 
 
 # rows of ``average_precision`` whose prefixes (``_prefix_groups``) are sorted together, padded to the longest
@@ -176,19 +184,18 @@ def _prefix_groups(keep, positive, scores):
     Returns
     -------
     list of (rows, prefix, width)
-        ``rows``: the row numbers, int64; ``prefix``: bool ``(len(rows), n)``; ``width``: its longest prefix.
+        ``rows``: the row numbers; ``prefix``: bool ``(len(rows), n)``; ``width``: its longest prefix.
     """
-    low = torch.where(positive, scores, torch.inf).amin(dim=-1)
-    rows = flat_nonzero(positive.any(dim=-1))
-    low = low[rows]
+    rows = np.flatnonzero(positive.any(axis=-1))
+    if not rows.size:
+        return []
+    low = np.where(positive[rows], scores[rows], np.inf).min(axis=-1)
     prefix = keep[rows] & (scores[rows] >= low[:, None])
-    whole = low == -torch.inf
-    if count_true(whole):
-        prefix[whole] = True
-    lengths = prefix.sum(dim=-1)
+    prefix[low == -np.inf] = True
+    lengths = np.count_nonzero(prefix, axis=-1)
     if len(rows) <= PREFIX_GROUP_ROWS:
-        return [(rows, prefix, int(lengths.max()))] if len(rows) else []
-    by_length = torch.argsort(lengths)
+        return [(rows, prefix, int(lengths.max()))]
+    by_length = np.argsort(lengths, kind="stable")
     groups = []
     for a in range(0, len(rows), PREFIX_GROUP_ROWS):
         members = by_length[a:a + PREFIX_GROUP_ROWS]
@@ -200,15 +207,15 @@ def _compacted(rows, prefix, width, labels, scores):
     """``(labels, scores)`` ``(len(rows), width)`` of ``rows`` of ``(R, n)`` holding the entries of their ``prefix``
     by position, then entries left out (label -1, NaN score): a row's prefix sorts as the start of the whole row."""
     n = prefix.shape[-1]
-    taken = flat_nonzero(prefix)  # row by row, by position
-    member = torch.div(taken, n, rounding_mode="floor")
-    lengths = prefix.sum(dim=-1)
-    at = member * width + torch.arange(len(taken), device=taken.device) - (torch.cumsum(lengths, dim=0) - lengths)[member]
+    taken = np.flatnonzero(prefix)  # row by row, by position
+    member = taken // n
+    lengths = np.count_nonzero(prefix, axis=-1)
+    at = member * width + np.arange(len(taken)) - (np.cumsum(lengths) - lengths)[member]
     source = rows[member] * n + taken % n
-    compact_labels = torch.full((len(rows), width), -1, dtype=labels.dtype, device=labels.device)
-    compact_scores = torch.full((len(rows), width), NAN, dtype=scores.dtype, device=scores.device)
-    put_flat(compact_labels, at, take_flat(labels, source))
-    put_flat(compact_scores, at, take_flat(scores, source))
+    compact_labels = np.full((len(rows), width), -1, labels.dtype)
+    compact_scores = np.full((len(rows), width), np.nan, scores.dtype)
+    compact_labels.reshape(-1)[at] = labels.reshape(-1)[source]
+    compact_scores.reshape(-1)[at] = scores.reshape(-1)[source]
     return compact_labels, compact_scores
 
 
@@ -216,30 +223,33 @@ def _precisions_in_order(labels, scores):
     """``(places, precisions)`` of the positives of rows ``(R, n)``: each one's flat place in its row's descending
     order (ties by position, as torch's stable sort) and the precision ``TP / called`` at the last entry tied
     with it."""
-    keep = (labels >= 0) & ~torch.isnan(scores)
+    keep = (labels >= 0) & ~np.isnan(scores)
     # descending scores, the entries left out last: sorted by any sort, then by a stable one only where a positive
     # is tied with another entry
-    descending = torch.where(keep, -scores, torch.inf)
-    sorted_scores, order = any_sort(descending)
-    ends_tie = torch.ones_like(keep)
-    ends_tie[..., :-1] = sorted_scores[..., 1:] != sorted_scores[..., :-1]
-    ends_tie = ends_tie.flatten()  # rows laid end to end: each row's last entry ends a tie
-    tie_ends = flat_nonzero(ends_tie)
-    positive, positives, tie_end = _positives_and_tie_ends(labels, keep, order, tie_ends)
-    tied = (tie_end != positives) | ((positives > 0) & ~ends_tie[(positives - 1).clamp(min=0)])
-    if bool(tied.any()):
-        positive, positives, tie_end = _positives_and_tie_ends(labels, keep, stable_order(descending), tie_ends)
-    true_pos = torch.cumsum(positive, dim=-1).flatten()
-    called = torch.cumsum(torch.gather(keep, -1, order), dim=-1).flatten()  # the same counts in any tie order
-    return positives, true_pos[tie_end].to(scores.dtype) / called[tie_end].to(scores.dtype)
+    descending = np.where(keep, -scores, np.inf)
+    order = np.argsort(descending, axis=-1)
+    ordered = take_in_rows(descending, order)
+    ends_tie = np.ones(keep.shape, bool)
+    ends_tie[:, :-1] = ordered[:, 1:] != ordered[:, :-1]
+    ends_tie = ends_tie.reshape(-1)  # rows laid end to end: each row's last entry ends a tie
+    tie_ends = np.flatnonzero(ends_tie)
+    labelled = (labels == 1) & keep
+    positive, positives, tie_end = _positives_and_tie_ends(labelled, order, tie_ends)
+    tied = (tie_end != positives) | ((positives > 0) & ~ends_tie[np.maximum(positives - 1, 0)])
+    if tied.any():
+        positive, positives, tie_end = _positives_and_tie_ends(labelled, np.argsort(descending, axis=-1, kind="stable"),
+                                                               tie_ends)
+    true_pos = np.cumsum(positive, axis=-1).reshape(-1)
+    called = np.cumsum(take_in_rows(keep, order), axis=-1).reshape(-1)  # the same counts in any tie order
+    return positives, true_pos[tie_end].astype(scores.dtype) / called[tie_end].astype(scores.dtype)
 
 
-def _positives_and_tie_ends(labels, keep, order, tie_ends):
+def _positives_and_tie_ends(labelled, order, tie_ends):
     """The positives in ``order`` (a mask), their flat sorted positions and the flat position of the last entry tied
     with each (the first of ``tie_ends`` at or after it)."""
-    positive = torch.gather((labels == 1) & keep, -1, order)
-    positives = flat_nonzero(positive)
-    return positive, positives, tie_ends[torch.searchsorted(tie_ends, positives)]
+    positive = take_in_rows(labelled, order)
+    positives = np.flatnonzero(positive)
+    return positive, positives, tie_ends[np.searchsorted(tie_ends, positives)]
 
 
 def binned_labels_scores(observed, probs, binsize, pos_min_fraction=POS_MIN_FRACTION,
