@@ -588,14 +588,18 @@ def test_spearman_from_rank_sums_leaves_negative_values_nans_and_float32_to_the_
 def test_ranks_of_counts_on_every_base_from_the_histogram_equal_scipy(top_pile):
     """Counts on (nearly) every base, as a background track's: the nonzero values' ranks from a histogram per row
     (``_binned_ranks``) equal scipy's averaged ranks, and the sort's, bit for bit; a pile too tall for the table and
-    non-integer values are sorted."""
+    non-integer values, dense or sparse (a row of none, an infinite one), are sorted."""
     from bpnet_eval.metrics import correlation
     rng = np.random.default_rng(31)
     values = 1.0 + rng.poisson(0.5, (40, 600))
     values[:, ::7] = 0.0
     values[3, 100:140] += top_pile
     values[5] = 2.0  # one value on every base
-    for y in (values, values * 0.5):
+    sparse = np.round(rng.exponential(size=(40, 600)) * (rng.random((40, 600)) < rng.random((40, 1)) / 4), 1)
+    sparse[7] = 0.0  # no nonzero value
+    sparse[8, 9] = np.inf
+    sparse[9, :300] = 0.5  # one value tied across half the row
+    for y in (values, values * 0.5, sparse):
         where = np.flatnonzero(y)
         row = where // y.shape[-1]
         ranks, zeros = correlation._nonzero_average_ranks(y, where, row)

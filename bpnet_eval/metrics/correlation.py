@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from .names import TIES
-from .sorting import by_numpy, any_sort, sort_by, stable_order, torch_order
+from .sorting import by_numpy, any_sort, sort_by, stable_order, take_in_rows, torch_order
 
 NAN = float("nan")
 # ``ties="argsort"``: bpnet-lite's own ranks (``argsort_ranks``), beside ``names.TIES``.
@@ -281,13 +281,15 @@ def _add_tie_corrections(sorted_x, order, where, centred_y, products, x_squares)
     sum exact, so the sums are the same numbers as from the averaged ranks themselves."""
     rows, n = sorted_x.shape
     values = sorted_x.reshape(-1)
-    equal = values[1:] == values[:-1]  # at flat k: k and k + 1 tied, or the two ends of two rows (NaN-free here)
-    flat = np.flatnonzero(equal)
-    flat = flat[flat % n != n - 1]  # each tied pair (k, k + 1) of sorted positions in a row
-    if not flat.size:
+    with_next = np.zeros(values.size, dtype=bool)  # at flat k: k and k + 1 tied in one row (NaN-free here)
+    np.equal(values[1:], values[:-1], out=with_next[:-1])
+    with_next[n - 1::n] = False  # a row's last and the next row's first
+    if not with_next.any():
         return
-    tied = np.union1d(flat, flat + 1)  # every tied sorted position, ascending (a group never spans two rows)
-    first = (tied % n == 0) | ~equal[np.maximum(tied - 1, 0)]  # not tied to the one before: a group starts
+    with_before = np.zeros(values.size, dtype=bool)
+    with_before[1:] = with_next[:-1]
+    tied = np.flatnonzero(with_next | with_before)  # every tied sorted position, ascending
+    first = ~with_before[tied]  # not tied to the one before: a group starts
     group = np.cumsum(first) - 1
     starts = tied[first]
     sizes = np.bincount(group)
@@ -325,17 +327,24 @@ def _nonzero_average_ranks(values, where, row):
     binned = _binned_ranks(nonzero, row, zeros)
     if binned is not None:
         return binned, zeros
-    ranks = np.empty(len(where))
-    order = np.lexsort((nonzero, row))
-    sorted_values, sorted_row = nonzero[order], row[order]
-    new_group = np.ones(len(order), dtype=bool)
-    new_group[1:] = (sorted_values[1:] != sorted_values[:-1]) | (sorted_row[1:] != sorted_row[:-1])
-    starts = np.flatnonzero(new_group)  # sorted index of each group's first value
+    # each row's nonzero values side by side (NaN after them: each its own group, last), sorted row by row
+    per_row = n - zeros
+    width = int(per_row.max())
+    at = row * width + np.arange(len(where)) - (np.cumsum(per_row) - per_row)[row]
+    side_by_side = np.full(len(values) * width, np.nan)
+    side_by_side[at] = nonzero
+    order = np.argsort(side_by_side.reshape(-1, width), axis=-1)
+    ordered = take_in_rows(side_by_side.reshape(-1, width), order).reshape(-1)
+    new_group = np.ones(ordered.size, dtype=bool)
+    new_group[1:] = ordered[1:] != ordered[:-1]
+    new_group[::width] = True  # a row's first value
+    starts = np.flatnonzero(new_group)  # flat sorted index of each group's first value
     group = np.cumsum(new_group) - 1
-    size = np.diff(np.append(starts, len(order)))
-    row_first = np.concatenate(([0], np.cumsum(n - zeros)))[sorted_row]  # sorted index of the row's first nonzero
-    ranks[order] = zeros[sorted_row] + (starts[group] - row_first) + (size[group] + 1) / 2
-    return ranks, zeros
+    size = np.diff(np.append(starts, ordered.size))
+    sorted_ranks = np.repeat(zeros, width) + (starts % width)[group] + (size[group] + 1) / 2
+    ranks = np.empty(ordered.size)
+    ranks[(order + (np.arange(len(values)) * width)[:, None]).reshape(-1)] = sorted_ranks
+    return ranks[at], zeros
 
 
 def _binned_ranks(nonzero, row, zeros):
