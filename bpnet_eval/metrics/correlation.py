@@ -257,7 +257,7 @@ def _spearman_from_rank_sums(x, y, zero_variance, order=None):
     if np.isnan(sorted_x[:, -1]).any():  # NaN sorts last
         return pearson(average_ranks(x), average_ranks(y), zero_variance=zero_variance)
     mean = (n + 1) / 2
-    where = np.flatnonzero(ys)
+    where = np.flatnonzero(ys != 0)  # (on a mask: several times faster than on the values)
     row = where // n
     ry, zeros = _nonzero_average_ranks(ys, where, row)
     zero_rank = (zeros + 1) / 2

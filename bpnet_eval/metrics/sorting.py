@@ -106,7 +106,7 @@ def distinct_order(x):
     order = (words & np.uint32((1 << bits) - 1)).astype(np.int64)
     words >>= np.uint32(bits)
     shared = words[:, 1:] == words[:, :-1]
-    row, k = np.nonzero(shared)
+    row, k = np.divmod(np.flatnonzero(shared), n - 1)  # (2-D nonzero is several times slower)
     if row.size:
         runs = np.flatnonzero((shared[:, 1:] & shared[:, :-1]).any(axis=-1))  # three or more sharing their bits
         if runs.size:
