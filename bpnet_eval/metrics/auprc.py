@@ -126,11 +126,12 @@ def average_precision(labels, scores):
     Returns
     -------
     ap : torch.Tensor, shape=(...)
-        Dtype of ``scores``; NaN where there is no positive (also with no entry: a window shorter than a bin).
+        Dtype and device of ``scores`` (computed on the CPU: ``precision_terms``); NaN where there is no positive
+        (also with no entry: a window shorter than a bin).
     """
     if scores.shape[-1] == 0:
         return torch.full(scores.shape[:-1], NAN, dtype=scores.dtype, device=scores.device)
-    terms = _precision_terms(labels, scores)
+    terms = precision_terms(labels, scores)
     n_positive = torch.as_tensor(np.count_nonzero(terms, axis=-1)).to(scores.dtype)  # (no positive's term is 0)
     ap = torch.sum(torch.from_numpy(terms), dim=-1) / n_positive
     return torch.where(n_positive > 0, ap, NAN).to(scores.device)
@@ -140,9 +141,9 @@ def precision_terms(labels, scores):
     """The terms of ``average_precision``'s sum, each at its place: ``sum_n (R_n - R_{n-1}) P_n`` is the mean over
     positives of the precision at the threshold that calls them (at the last entry tied with them), and the place
     of each positive in the descending order of scores (ties by position, as torch's stable sort) holds that
-    precision; 0 elsewhere. The places decide the rounding of the sum. Computed in numpy on the CPU (a few dozen
-    operations on a few rows: numpy's cost per call is a fifth of torch's), sorting only the start of each row up to
-    its last positive (``_prefix_groups``).
+    precision; 0 elsewhere. The places decide the rounding of the sum. Computed in numpy on the CPU whatever the
+    device (a few dozen operations on a few rows a call: numpy's cost per call is a fifth of torch's), sorting only
+    the start of each row up to its last positive (``_prefix_groups``).
 
     Parameters
     ----------
@@ -151,14 +152,9 @@ def precision_terms(labels, scores):
 
     Returns
     -------
-    terms : torch.Tensor, shape=(..., n)
-        Dtype and device of ``scores``.
+    terms : numpy.ndarray, shape=(..., n)
+        Dtype of ``scores``.
     """
-    return torch.from_numpy(_precision_terms(labels, scores)).to(scores.device)
-
-
-def _precision_terms(labels, scores):
-    """``precision_terms(labels, scores)`` as a numpy array."""
     n = scores.shape[-1]
     labels_np = labels.detach().cpu().numpy().reshape(-1, n)
     scores_np = scores.detach().cpu().numpy().reshape(-1, n)
