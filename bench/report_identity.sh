@@ -11,7 +11,7 @@ cli=${BPNET_EVAL:-bpnet-eval}
 extra=()
 [ -n "$regions" ] && extra=(--regions "$regions")
 mkdir -p "$out"
-for mode in default all preset-bpnet-lite preset-chrombpnet preset-bpnet; do
+for mode in default all preset-bpnet-lite preset-chrombpnet preset-bpnet preset-basepairmodels preset-bpreveal; do
   case $mode in
     default) opts=() ;;
     all) opts=(--metrics all) ;;
