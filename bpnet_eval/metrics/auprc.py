@@ -15,7 +15,7 @@ import math
 import numpy as np
 import torch
 
-from .sorting import take_in_rows
+from .sorting import side_by_side, take_in_rows
 
 NAN = float("nan")
 POS_MIN_FRACTION = 0.015
@@ -205,8 +205,7 @@ def _compacted(rows, prefix, width, labels, scores):
     n = prefix.shape[-1]
     taken = np.flatnonzero(prefix)  # row by row, by position
     member = taken // n
-    lengths = np.count_nonzero(prefix, axis=-1)
-    at = member * width + np.arange(len(taken)) - (np.cumsum(lengths) - lengths)[member]
+    at = side_by_side(member, np.count_nonzero(prefix, axis=-1), width)
     source = rows[member] * n + taken % n
     compact_labels = np.full((len(rows), width), -1, labels.dtype)
     compact_scores = np.full((len(rows), width), np.nan, scores.dtype)

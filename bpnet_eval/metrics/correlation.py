@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from .names import TIES
-from .sorting import by_numpy, any_sort, sort_by, stable_order, take_in_rows, torch_order
+from .sorting import by_numpy, any_sort, side_by_side, sort_by, stable_order, take_in_rows, torch_order
 
 NAN = float("nan")
 # ``ties="argsort"``: bpnet-lite's own ranks (``argsort_ranks``), beside ``names.TIES``.
@@ -328,13 +328,12 @@ def _nonzero_average_ranks(values, where, row):
     if binned is not None:
         return binned, zeros
     # each row's nonzero values side by side (NaN after them: each its own group, last), sorted row by row
-    per_row = n - zeros
-    width = int(per_row.max())
-    at = row * width + np.arange(len(where)) - (np.cumsum(per_row) - per_row)[row]
-    side_by_side = np.full(len(values) * width, np.nan)
-    side_by_side[at] = nonzero
-    order = np.argsort(side_by_side.reshape(-1, width), axis=-1)
-    ordered = take_in_rows(side_by_side.reshape(-1, width), order).reshape(-1)
+    width = int((n - zeros).max())
+    at = side_by_side(row, n - zeros, width)
+    laid_out = np.full((len(values), width), np.nan)
+    laid_out.reshape(-1)[at] = nonzero
+    order = np.argsort(laid_out, axis=-1)
+    ordered = take_in_rows(laid_out, order).reshape(-1)
     new_group = np.ones(ordered.size, dtype=bool)
     new_group[1:] = ordered[1:] != ordered[:-1]
     new_group[::width] = True  # a row's first value

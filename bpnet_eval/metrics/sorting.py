@@ -23,6 +23,13 @@ def take_in_rows(values, positions):
     return np.take(values, positions + (np.arange(len(positions)) * values.shape[-1])[:, None])
 
 
+def side_by_side(row, per_row, width):
+    """Flat places in an ``(R, width)`` array for entries listed row by row (``row``: each one's row, ascending;
+    ``per_row``: how many each of the ``R`` rows holds, at most ``width``): each row's entries at its start, in
+    their order."""
+    return row * width + np.arange(len(row)) - (np.cumsum(per_row) - per_row)[row]
+
+
 def any_order(x):
     """Indices sorting ``x`` ascending along the last axis, ties in no promised order (NaN last).
 
