@@ -196,9 +196,11 @@ def stable_sort_average_precision(labels, scores):
     return torch.where(n_positive > 0, ap, float("nan"))
 
 
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("decimals", [None, 2, 1])  # distinct scores, some ties, many ties (the stable path)
 def test_average_precision_bit_equals_the_stable_sort(dtype, decimals):
+    """Any float dtype (bfloat16, which numpy lacks, ordered as float32; precisions divided in the dtype), 1-D to
+    3-D."""
     rng = np.random.default_rng(8)
     labels = torch.as_tensor(rng.choice([1, 0, 0, 0, -1], size=(50, 2, 300)))
     scores = rng.random(labels.shape)
@@ -244,7 +246,7 @@ def test_average_precision_sorts_each_rows_start_up_to_its_last_positive(monkeyp
     widths = []
     real = auprc._precisions_in_order
     monkeypatch.setattr(auprc, "_precisions_in_order", lambda lab, sc: widths.append(sc.shape[-1]) or real(lab, sc))
-    assert np.array_equal(precision_terms(labels, scores), stable_sort_precision_terms(labels, scores).numpy())
+    assert torch.equal(precision_terms(labels, scores), stable_sort_precision_terms(labels, scores))
     widths.clear()
     got, expected = average_precision(labels, scores), stable_sort_average_precision(labels, scores)
     assert torch.equal(torch.nan_to_num(got, nan=-1.0), torch.nan_to_num(expected, nan=-1.0))

@@ -132,18 +132,18 @@ def average_precision(labels, scores):
     if scores.shape[-1] == 0:
         return torch.full(scores.shape[:-1], NAN, dtype=scores.dtype, device=scores.device)
     terms = precision_terms(labels, scores)
-    n_positive = torch.as_tensor(np.count_nonzero(terms, axis=-1)).to(scores.dtype)  # (no positive's term is 0)
-    ap = torch.sum(torch.from_numpy(terms), dim=-1) / n_positive
-    return torch.where(n_positive > 0, ap, NAN).to(scores.device)
+    n_positive = torch.count_nonzero(terms, dim=-1).to(scores.dtype)  # (no positive's term is 0)
+    return torch.where(n_positive > 0, torch.sum(terms, dim=-1) / n_positive, NAN).to(scores.device)
 
 
 def precision_terms(labels, scores):
     """The terms of ``average_precision``'s sum, each at its place: ``sum_n (R_n - R_{n-1}) P_n`` is the mean over
     positives of the precision at the threshold that calls them (at the last entry tied with them), and the place
     of each positive in the descending order of scores (ties by position, as torch's stable sort) holds that
-    precision; 0 elsewhere. The places decide the rounding of the sum. Computed in numpy on the CPU whatever the
-    device (a few dozen operations on a few rows a call: numpy's cost per call is a fifth of torch's), sorting only
-    the start of each row up to its last positive (``_prefix_groups``).
+    precision; 0 elsewhere. The places decide the rounding of the sum. The places are found in numpy on the CPU
+    whatever the device (a few dozen operations on a few rows a call: numpy's cost per call is a fifth of torch's),
+    sorting only the start of each row up to its last positive (``_prefix_groups``); the precisions are divided in
+    the dtype of ``scores``.
 
     Parameters
     ----------
@@ -152,18 +152,28 @@ def precision_terms(labels, scores):
 
     Returns
     -------
-    terms : numpy.ndarray, shape=(..., n)
-        Dtype of ``scores``.
+    terms : torch.Tensor, shape=(..., n)
+        Dtype of ``scores``, on the CPU.
     """
     n = scores.shape[-1]
-    labels_np = labels.detach().cpu().numpy().reshape(-1, n)
-    scores_np = scores.detach().cpu().numpy().reshape(-1, n)
+    labels_np, scores_np = (_as_numpy(x).reshape(-1, n) for x in (labels, scores))
     keep = (labels_np >= 0) & ~np.isnan(scores_np)
-    terms = np.zeros(scores_np.shape, scores_np.dtype)
+    places, true_pos, called = [np.zeros(0, np.int64)] * 3
     for rows, prefix, width in _prefix_groups(keep, (labels_np == 1) & keep, scores_np):
-        places, values = _precisions_in_order(*_compacted(rows, prefix, width, labels_np, scores_np))
-        terms.reshape(-1)[rows[places // width] * n + places % width] = values
-    return terms.reshape(scores.shape)
+        at, true_pos_at, called_at = _precisions_in_order(*_compacted(rows, prefix, width, labels_np, scores_np))
+        places = np.concatenate([places, rows[at // width] * n + at % width])
+        true_pos, called = np.concatenate([true_pos, true_pos_at]), np.concatenate([called, called_at])
+    terms = torch.zeros(scores.shape, dtype=scores.dtype)
+    terms.view(-1)[torch.from_numpy(places)] = (torch.from_numpy(true_pos).to(scores.dtype)
+                                                / torch.from_numpy(called).to(scores.dtype))
+    return terms
+
+
+def _as_numpy(x):
+    """A tensor's values as a numpy array on the CPU; bfloat16 (which numpy lacks) as float32, which holds each of
+    its values: the same order, ties and NaN."""
+    x = x.detach().cpu()
+    return (x.float() if x.dtype == torch.bfloat16 else x).numpy()
 
 
 # rows of ``average_precision`` whose prefixes (``_prefix_groups``) are sorted together, padded to the longest
@@ -215,9 +225,9 @@ def _compacted(rows, prefix, width, labels, scores):
 
 
 def _precisions_in_order(labels, scores):
-    """``(places, precisions)`` of the positives of rows ``(R, n)``: each one's flat place in its row's descending
-    order (ties by position, as torch's stable sort) and the precision ``TP / called`` at the last entry tied
-    with it."""
+    """``(places, true positives, called)`` of the positives of rows ``(R, n)``: each one's flat place in its row's
+    descending order (ties by position, as torch's stable sort) and the counts of its precision ``TP / called`` at
+    the last entry tied with it."""
     keep = (labels >= 0) & ~np.isnan(scores)
     # descending scores, the entries left out last: sorted by any sort, then by a stable one only where a positive
     # is tied with another entry
@@ -236,7 +246,7 @@ def _precisions_in_order(labels, scores):
                                                                tie_ends)
     true_pos = np.cumsum(positive, axis=-1).reshape(-1)
     called = np.cumsum(take_in_rows(keep, order), axis=-1).reshape(-1)  # the same counts in any tie order
-    return positives, true_pos[tie_end].astype(scores.dtype) / called[tie_end].astype(scores.dtype)
+    return positives, true_pos[tie_end], called[tie_end]
 
 
 def _positives_and_tie_ends(labelled, order, tie_ends):
