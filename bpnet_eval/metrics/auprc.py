@@ -158,14 +158,13 @@ def precision_terms(labels, scores):
     n = scores.shape[-1]
     labels_np, scores_np = (_as_numpy(x).reshape(-1, n) for x in (labels, scores))
     keep = (labels_np >= 0) & ~np.isnan(scores_np)
-    places, true_pos, called = [np.zeros(0, np.int64)] * 3
+    parts = [np.zeros((3, 0), np.int64)]  # each group's places, true positives and called
     for rows, prefix, width in _prefix_groups(keep, (labels_np == 1) & keep, scores_np):
-        at, true_pos_at, called_at = _precisions_in_order(*_compacted(rows, prefix, width, labels_np, scores_np))
-        places = np.concatenate([places, rows[at // width] * n + at % width])
-        true_pos, called = np.concatenate([true_pos, true_pos_at]), np.concatenate([called, called_at])
+        at, true_pos, called = _precisions_in_order(*_compacted(rows, prefix, width, labels_np, scores_np))
+        parts.append(np.stack([rows[at // width] * n + at % width, true_pos, called]))
+    places, true_pos, called = (torch.from_numpy(part) for part in np.concatenate(parts, axis=1))
     terms = torch.zeros(scores.shape, dtype=scores.dtype)
-    terms.view(-1)[torch.from_numpy(places)] = (torch.from_numpy(true_pos).to(scores.dtype)
-                                                / torch.from_numpy(called).to(scores.dtype))
+    terms.view(-1)[places] = true_pos.to(scores.dtype) / called.to(scores.dtype)
     return terms
 
 
