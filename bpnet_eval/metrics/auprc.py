@@ -159,8 +159,9 @@ def precision_terms(labels, scores):
     labels_np, scores_np = (_as_numpy(x).reshape(-1, n) for x in (labels, scores))
     keep = (labels_np >= 0) & ~np.isnan(scores_np)
     parts = [np.zeros((3, 0), np.int64)]  # each group's places, true positives and called
-    for rows, prefix, width in _prefix_groups(keep, (labels_np == 1) & keep, scores_np):
-        at, true_pos, called = _precisions_in_order(*_compacted(rows, prefix, width, labels_np, scores_np))
+    for rows, prefix, lengths in _prefix_groups(keep, (labels_np == 1) & keep, scores_np):
+        width = int(lengths.max())
+        at, true_pos, called = _precisions_in_order(*_compacted(rows, prefix, lengths, width, labels_np, scores_np))
         parts.append(np.stack([rows[at // width] * n + at % width, true_pos, called]))
     places, true_pos, called = (torch.from_numpy(part) for part in np.concatenate(parts, axis=1))
     terms = torch.zeros(scores.shape, dtype=scores.dtype)
@@ -188,8 +189,8 @@ def _prefix_groups(keep, positive, scores):
 
     Returns
     -------
-    list of (rows, prefix, width)
-        ``rows``: the row numbers; ``prefix``: bool ``(len(rows), n)``; ``width``: its longest prefix.
+    list of (rows, prefix, lengths)
+        ``rows``: the row numbers; ``prefix``: bool ``(len(rows), n)``; ``lengths``: each prefix's entries.
     """
     rows = np.flatnonzero(positive.any(axis=-1))
     if not rows.size:
@@ -199,22 +200,23 @@ def _prefix_groups(keep, positive, scores):
     prefix[low == -np.inf] = True
     lengths = np.count_nonzero(prefix, axis=-1)
     if len(rows) <= PREFIX_GROUP_ROWS:
-        return [(rows, prefix, int(lengths.max()))]
+        return [(rows, prefix, lengths)]
     by_length = np.argsort(lengths, kind="stable")
     groups = []
     for a in range(0, len(rows), PREFIX_GROUP_ROWS):
         members = by_length[a:a + PREFIX_GROUP_ROWS]
-        groups.append((rows[members], prefix[members], int(lengths[members[-1]])))
+        groups.append((rows[members], prefix[members], lengths[members]))
     return groups
 
 
-def _compacted(rows, prefix, width, labels, scores):
+def _compacted(rows, prefix, lengths, width, labels, scores):
     """``(labels, scores)`` ``(len(rows), width)`` of ``rows`` of ``(R, n)`` holding the entries of their ``prefix``
-    by position, then entries left out (label -1, NaN score): a row's prefix sorts as the start of the whole row."""
+    (``lengths`` of them, at most ``width``) by position, then entries left out (label -1, NaN score): a row's prefix
+    sorts as the start of the whole row."""
     n = prefix.shape[-1]
     taken = np.flatnonzero(prefix)  # row by row, by position
     member = taken // n
-    at = side_by_side(member, np.count_nonzero(prefix, axis=-1), width)
+    at = side_by_side(member, lengths, width)
     source = rows[member] * n + taken % n
     compact_labels = np.full((len(rows), width), -1, labels.dtype)
     compact_scores = np.full((len(rows), width), np.nan, scores.dtype)
