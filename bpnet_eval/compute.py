@@ -28,6 +28,7 @@ from .seed import CountTerms, LogitTerms, count_terms, logit_terms, maybe_undefi
 from .spill import SortedRuns, merged_ahead
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+NO_POSITIVE_KEY = 1 << 32  # the pooled auPRC's floor before any positive: above every uint32 key
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -156,11 +157,16 @@ class PooledAuprc:
     """BPNet's auPRC pooled over the bins of every strand of every evaluated region, fed per batch, exact in
     bounded memory: each bin becomes one uint32 key (its float32 score and label, ``score_label_keys``), kept in
     ``SortedRuns`` (sorted runs spilled to a temporary file beyond ``run_values`` keys) and merged once at the
-    end (``average_precision_of_keys``). Disk: 4 bytes per evaluated bin beyond the first run."""
+    end (``average_precision_of_keys``). Only the keys scoring at least the lowest positive enter a term: those
+    below the lowest positive seen so far are left unsorted when spilled (``SortedRuns.floor``), and only the keys
+    at or above the lowest positive of all are sorted and merged (none where no bin is positive: a background
+    track). Disk: 4 bytes per evaluated bin beyond the first run."""
 
     def __init__(self, run_values: Optional[int] = None, block_values: Optional[int] = None):
         self._runs = {b: SortedRuns(run_values, block_values) for b in BIN_SIZES}
         self._positives = {b: 0 for b in BIN_SIZES}
+        for runs in self._runs.values():
+            runs.floor = NO_POSITIVE_KEY
 
     def update(self, observed, logits, keep: Optional[np.ndarray] = None, map_pieces: Callable = map,
                dtype=None) -> None:
@@ -186,7 +192,11 @@ class PooledAuprc:
 
         for keys_by_size in map_pieces(piece_keys, range(0, len(rows), step)):
             for binsize, keys in keys_by_size.items():
-                self._positives[binsize] += int(np.count_nonzero(keys & 1))
+                positive = (keys & 1).astype(bool)
+                if positive.any():
+                    self._positives[binsize] += int(np.count_nonzero(positive))
+                    runs = self._runs[binsize]  # the keys of the lowest positive's score, negatives first, and above
+                    runs.floor = min(runs.floor, int(keys[positive].min()) & ~1)
                 self._runs[binsize].add(keys)
 
     def result(self) -> dict:
@@ -197,7 +207,9 @@ class PooledAuprc:
         def auprc(binsize):
             runs = self._runs[binsize]
             try:
-                value = average_precision_of_keys(merged_ahead(runs), self._positives[binsize], runs.n)
+                positives = self._positives[binsize]
+                called = runs.settle(runs.floor) if positives else 0  # the keys at or above the lowest positive
+                value = average_precision_of_keys(merged_ahead(runs), positives, called) if positives else math.nan
             finally:
                 runs.close()
             return None if np.isnan(value) else value

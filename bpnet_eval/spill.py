@@ -7,6 +7,10 @@ of its own, while keys go on filling a second buffer (sorting 16M keys takes ~0.
 no longer waits for). ``SortedRuns.merged`` yields ascending blocks of every key added (a k-way merge reading about
 ``block_values / n_runs`` keys per run at a time), so memory stays about ``2 * run_values + block_values`` keys
 (plus 4096 per run) whatever the total.
+
+Keys below a ``floor`` (which the caller may lower, never raise) are left unsorted when a run is spilled: they are
+only sorted at the end, by ``settle``, where they are at or above the lowest key still wanted (the pooled auPRC
+needs no key scoring below its lowest positive, which is known only at the end).
 """
 
 import os
@@ -39,8 +43,11 @@ class SortedRuns:
         self._spare = None  # the buffer of the run last spilled: filled next, once that run is written
         self._writing = None  # (thread, errors) sorting and writing the run last spilled
         self._file = None
-        self._runs = []  # (offset in bytes, number of keys) of each spilled run
+        self._runs = []  # [offset in bytes, number of keys, how many of them come first unsorted] of each run
         self._end = 0
+        self._segments = None  # (offset in bytes, number of keys) of each sorted segment to merge (``settle``)
+        self._kept = None  # the in-memory keys to merge, sorted (``settle``)
+        self.floor = 0  # keys below it are written unsorted when a run is spilled (lowered by the caller only)
         self.n = 0
 
     def add(self, keys: np.ndarray) -> None:
@@ -72,10 +79,11 @@ class SortedRuns:
         run = self._buffer[:self._filled]
         if self._file is None:
             self._file = tempfile.TemporaryFile(prefix="pooled-", dir=self.directory or private_temp_dir())
-        self._runs.append((self._end, run.size))
+        record = [self._end, run.size, 0]
+        self._runs.append(record)
         errors = []
-        writer = threading.Thread(target=_sort_and_write, args=(run, self._file.fileno(), self._end, errors),
-                                  name="bpnet-eval-spill", daemon=True)
+        writer = threading.Thread(target=_sort_and_write, args=(run, self._file.fileno(), self._end, errors, self.floor,
+                                                                record), name="bpnet-eval-spill", daemon=True)
         writer.start()
         self._writing = (writer, errors)
         self._end += run.nbytes
@@ -91,30 +99,73 @@ class SortedRuns:
             if errors:
                 raise errors[0]
 
-    def _read(self, run: int, start: int, count: int) -> np.ndarray:
-        offset, size = self._runs[run]
+    def _read(self, segment, start: int, count: int) -> np.ndarray:
+        """``count`` keys (fewer at its end) of ``segment = (offset, size)`` of the file from key ``start``."""
+        offset, size = segment
         count = min(count, size - start)
         data = os.pread(self._file.fileno(), count * KEY.itemsize, offset + start * KEY.itemsize)
         if len(data) != count * KEY.itemsize:
             raise OSError(f"the temporary file of the pooled auPRC was cut short ({self._file.name})")
         return np.frombuffer(data, dtype=KEY)
 
-    def merged(self) -> Iterator[np.ndarray]:
-        """Every key added, ascending, in blocks (each block sorted, each key of a block <= every key after it)."""
+    def _first_at_least(self, segment, lowest: int) -> int:
+        """The first key of the sorted ``segment`` that is ``>= lowest`` (its size where none is): a bisection reading
+        one key a step."""
+        first, stop = 0, segment[1]
+        while first < stop:
+            middle = (first + stop) // 2
+            if int(self._read(segment, middle, 1)[0]) < lowest:
+                first = middle + 1
+            else:
+                stop = middle
+        return first
+
+    def settle(self, lowest: int = 0) -> int:
+        """Keep only the keys ``>= lowest`` for ``merged``; returns how many there are. The unsorted keys of each run
+        that are kept (those below the floor when it was spilled) are sorted and written at the file's end as a run
+        of their own (a run at a time: bounded memory); the kept keys of a sorted run are found by bisection."""
         memory = self._buffer[:self._filled]
-        memory.sort()  # in place (the buffer is read once, at the end), while the last run is written
+        below = int(np.count_nonzero(memory < lowest)) if lowest else 0
+        if below:
+            memory.partition(below)  # in place (the buffer is read once, at the end), while the last run is written
+        memory = memory[below:]
+        memory.sort()
         self._wait()
         self._spare = None
-        if not self._runs:
+        segments = []
+        for offset, size, unsorted in list(self._runs):
+            if unsorted:  # read a block at a time, its kept keys only held
+                keys = np.concatenate([np.zeros(0, KEY)] + [block[block >= lowest] for block in (
+                    self._read((offset, size), first, min(self.block_values, unsorted - first))
+                    for first in range(0, unsorted, self.block_values))])
+                if keys.size:
+                    keys.sort()
+                    segments.append((self._end, keys.size))
+                    _write(keys, self._file.fileno(), self._end)
+                    self._end += keys.nbytes
+            segment = (offset + unsorted * KEY.itemsize, size - unsorted)
+            first = self._first_at_least(segment, lowest) if lowest else 0
+            if first < segment[1]:
+                segments.append((segment[0] + first * KEY.itemsize, segment[1] - first))
+        self._kept, self._segments = memory, segments
+        return memory.size + sum(size for _, size in segments)
+
+    def merged(self) -> Iterator[np.ndarray]:
+        """Every key kept (``settle``: every key added, unless a lower bound was set there), ascending, in blocks (each
+        block sorted, each key of a block <= every key after it)."""
+        if self._segments is None:
+            self.settle()
+        memory, segments = self._kept, self._segments
+        if not segments:
             for first in range(0, memory.size, self.block_values):
                 yield memory[first:first + self.block_values]
             return
         # about block_values keys per merge step in all, and at least MIN_READ_VALUES read per run at a time
-        step = max(min(MIN_READ_VALUES, self.block_values), self.block_values // (len(self._runs) + 1))
-        sources = [memory] + [None] * len(self._runs)
+        step = max(min(MIN_READ_VALUES, self.block_values), self.block_values // (len(segments) + 1))
+        sources = [memory] + segments
         starts = [0] * len(sources)
-        blocks = [memory[:step]] + [self._read(r, 0, step) for r in range(len(self._runs))]
-        sizes = [memory.size] + [size for _, size in self._runs]
+        blocks = [memory[:step]] + [self._read(segment, 0, step) for segment in segments]
+        sizes = [memory.size] + [size for _, size in segments]
         while True:
             live = [i for i, block in enumerate(blocks) if block.size]
             if not live:
@@ -129,7 +180,7 @@ class SortedRuns:
                 blocks[i] = blocks[i][cut:]
                 if blocks[i].size == 0 and starts[i] < sizes[i]:
                     blocks[i] = (sources[i][starts[i]:starts[i] + step] if i == 0
-                                 else self._read(i - 1, starts[i], step))
+                                 else self._read(sources[i], starts[i], step))
             block = np.concatenate(taken)
             block.sort(kind="stable")  # sorted pieces end to end: numpy's stable sort merges the runs it finds
             yield block
@@ -141,7 +192,7 @@ class SortedRuns:
             self._wait()
         except Exception:  # (what merged() would have raised)
             pass
-        self._spare = None
+        self._spare = self._kept = self._segments = None
         if self._file is not None:
             self._file.close()
             self._file = None
@@ -188,13 +239,25 @@ def merged_ahead(runs: SortedRuns, depth: int = 2) -> Iterator[np.ndarray]:
         merger.join()
 
 
-def _sort_and_write(run: np.ndarray, fd: int, offset: int, errors: list) -> None:
-    """Sort ``run`` in place and write it whole at ``offset`` of ``fd`` (a spill's thread; numpy's sort and ``pwrite``
-    release the interpreter's lock); an error goes to ``errors``."""
+def _sort_and_write(run: np.ndarray, fd: int, offset: int, errors: list, floor: int = 0, record=None) -> None:
+    """Sort ``run`` in place, but its keys below ``floor``: those are put first, unsorted (``record[2]``: how many),
+    and the rest sorted after them; write it whole at ``offset`` of ``fd`` (a spill's thread; numpy's sort, partition
+    and ``pwrite`` release the interpreter's lock); an error goes to ``errors``."""
     try:
-        run.sort()
-        written = os.pwrite(fd, memoryview(run).cast("B"), offset)
-        if written != run.nbytes:  # a regular file is written whole but on an error
-            raise OSError(f"the temporary file of the pooled auPRC took {written} of {run.nbytes} bytes")
+        below = int(np.count_nonzero(run < floor)) if floor else 0
+        if 0 < below < run.size:
+            run.partition(below)  # the keys below the floor first, in no order
+        if below < run.size:
+            run[below:].sort()
+        if record is not None:
+            record[2] = below
+        _write(run, fd, offset)
     except BaseException as err:  # (re-raised by the caller's next wait)
         errors.append(err)
+
+
+def _write(keys: np.ndarray, fd: int, offset: int) -> None:
+    """Write ``keys`` whole at ``offset`` of ``fd``."""
+    written = os.pwrite(fd, memoryview(keys).cast("B"), offset)
+    if written != keys.nbytes:  # a regular file is written whole but on an error
+        raise OSError(f"the temporary file of the pooled auPRC took {written} of {keys.nbytes} bytes")

@@ -217,6 +217,89 @@ def test_sorted_runs_merge_every_key_in_order(tmp_path, run_values, block_values
     assert not any(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize("run_values", [10 ** 6, 64, 7])
+def test_sorted_runs_left_unsorted_below_the_floor_give_every_key_at_or_above_the_bound(tmp_path, run_values):
+    """A floor lowered while keys come (never raised): each run spilled leaves its keys below the floor of that time
+    unsorted; ``settle(lowest)`` (lowest at or below every floor, as the pooled auPRC's lowest positive is) counts
+    and ``merged`` gives exactly the keys ``>= lowest``, ascending, from the sorted parts, the unsorted parts and
+    the keys in memory alike; ``settle(0)`` and ``merged`` alone every key."""
+    from bpnet_eval.spill import SortedRuns
+
+    rng = np.random.default_rng(run_values)
+    parts = [rng.integers(0, 2 ** 32, size=rng.integers(0, 60), dtype=np.uint64).astype(np.uint32) for _ in range(40)]
+    parts[7] = np.full(30, 1000, np.uint32)  # one key at a floor, across runs
+    floors = np.sort(rng.integers(0, 2 ** 32, size=len(parts)))[::-1]
+    floors[:5] = 1 << 32  # no bound yet: whole runs unsorted
+    floors[20:24] = 1000
+    everything = np.sort(np.concatenate(parts))
+    for lowest in (0, 1000, int(floors[-1]), int(floors[-1]) - 1):
+        for explicit in (True, False):
+            if not explicit and lowest:
+                continue
+            runs = SortedRuns(run_values, 5, directory=str(tmp_path))
+            for part, floor in zip(parts, floors):
+                runs.floor = min(runs.floor, int(floor)) if runs.floor else int(floor)
+                runs.add(part)
+            if lowest <= min(int(floors[-1]), 1000) or lowest == 0:
+                kept = everything[everything >= lowest]
+                if explicit:
+                    assert runs.settle(lowest) == kept.size
+                blocks = list(runs.merged())
+                assert all(a[-1] <= b[0] for a, b in zip(blocks, blocks[1:]) if a.size and b.size)
+                np.testing.assert_array_equal(np.concatenate(blocks) if blocks else np.zeros(0, np.uint32), kept)
+            assert runs.spilled == (runs.n >= run_values)
+            runs.close()
+    assert not any(tmp_path.iterdir())
+
+
+def test_average_precision_of_keys_is_the_same_whatever_the_blocks_and_without_keys_below_the_lowest_positive():
+    """The same float (the terms summed exactly) from any blocking of the keys, and from the keys scoring at least
+    the lowest positive alone (counting only those); and sklearn's AP of the entries (float64 loops) to 1e-12."""
+    from bpnet_eval.metrics.auprc import average_precision_of_keys, score_label_keys
+
+    rng = np.random.default_rng(2)  # (a case where per-block float sums of the terms come out differently)
+    scores = rng.random(20000) ** 6
+    scores[::5] = np.round(scores[::5], 4)  # ties
+    labels = ((rng.random(20000) < 0.3) & (scores > 1e-4)).astype(np.float64)
+    keys = np.sort(score_label_keys(torch.as_tensor(labels), torch.as_tensor(scores)))
+    n_positive = int(np.count_nonzero(keys & 1))
+    lowest = int(keys[(keys & 1).astype(bool)].min()) & ~1
+    kept = keys[keys >= lowest]
+    assert 0 < kept.size < keys.size
+    expected = ref_average_precision(labels, scores.astype(np.float32).astype(np.float64))
+    values = set()
+    for stream in (keys, kept):
+        for cuts in ([], [1], [17, 18, 400], list(range(0, stream.size, 7)), list(range(0, stream.size, 997)),
+                     sorted(rng.integers(0, stream.size, 50))):
+            blocks = np.split(stream, cuts)
+            values.add(average_precision_of_keys(iter(blocks), n_positive, stream.size))
+    assert len(values) == 1
+    assert values.pop() == pytest.approx(expected, rel=1e-12)
+
+
+def test_pooled_auprc_with_positives_found_late_and_lower_equals_bpnet_pooled():
+    """Batches without any positive bin first (their keys spilled unsorted), then positives scoring ever lower (the
+    floor lowered after runs were spilled): the pooled auPRC is still the reference's."""
+    from bpnet_eval.compute import PooledAuprc
+
+    counts, logits = spill_case(seed=3, n=40)
+    flat = np.zeros_like(counts)
+    flat[:] = 2.0  # deep enough for the mask, no bin above 1.5% of a region: no positive
+    order = np.argsort(counts[:, :, 90:110].sum(axis=(1, 2)))[::-1]
+    stream_counts = np.concatenate([flat[:8], counts[order]])
+    stream_logits = np.concatenate([logits[:8], logits[order]])
+    for run_values in (1 << 24, 300, 41):
+        pooled = PooledAuprc(run_values, 37)
+        for i in range(0, len(stream_counts), 4):
+            pooled.update(torch.as_tensor(stream_counts[i:i + 4]), torch.as_tensor(stream_logits[i:i + 4]))
+        got = pooled.result()
+        yt, yp = stream_counts.transpose(0, 2, 1), softmax(stream_logits).transpose(0, 2, 1)
+        for binsize in (1, 10):
+            labels, scores = ref_binned(yt[ref_mask(yt)], yp[ref_mask(yt)], binsize)
+            expected = ref_average_precision(np.ravel(labels), np.ravel(scores).astype(np.float32).astype(np.float64))
+            np.testing.assert_allclose(got[f"binsize={binsize}"], expected, rtol=1e-12)
+
+
 def test_score_label_keys_are_float32_bits_and_label_of_the_kept_entries():
     """One key per entry with a label >= 0 and a score: ``bits(float32(score)) << 1 | [label = 1]`` (``-0.0`` as
     ``0.0``), in entry order; a negative score is refused. The reference packs each key with ``struct``."""
@@ -255,9 +338,9 @@ def test_sorted_runs_are_written_beside_the_caller_and_a_failed_write_is_raised(
     started = []
     real_write = spill._sort_and_write
 
-    def write(run, fd, offset, errors):
+    def write(*args):
         started.append(threading.current_thread() is not threading.main_thread())
-        real_write(run, fd, offset, errors)
+        real_write(*args)
 
     monkeypatch.setattr(spill, "_sort_and_write", write)
     runs = spill.SortedRuns(100, 64, directory=str(tmp_path))

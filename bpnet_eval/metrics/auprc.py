@@ -11,6 +11,7 @@ over the last axis also gives one curve per region or per strand.
 """
 
 import math
+from itertools import chain
 
 import numpy as np
 import torch
@@ -351,7 +352,9 @@ def average_precision_of_keys(blocks, n_positive, n_called):
 
     The pooled form of ``average_precision``: ``pos_t`` positives score exactly ``t``; ``TP(>= t)`` and
     ``C(>= t)`` count the positives and all entries scoring ``>= t`` (from the totals ``P`` and ``C`` less
-    what scored below). Exact integer counts, float64 sums; a score's entries may span blocks.
+    what scored below). Exact integer counts; the terms summed exactly (``math.fsum``: correctly rounded, so the
+    same whatever the blocks); a score's entries may span blocks. Keys scoring below the lowest positive may be left
+    out (with ``C`` counting only the keys given): they enter no term.
 
     Parameters
     ----------
@@ -367,32 +370,36 @@ def average_precision_of_keys(blocks, n_positive, n_called):
     """
     if n_positive == 0:
         return float("nan")
-    terms, below_pos, below_all = [], 0, 0
-    carry = (np.zeros(0, np.uint32), np.zeros(0, np.int64), np.zeros(0, np.int64))  # a score's group left open
+    below_pos, below_all = 0, 0
 
-    def close(score, pos, count):
+    def terms(score, pos, count):
+        """The terms of consecutive distinct scores (their positives and entries), and what scored below them."""
         nonlocal below_pos, below_all
         tp_at_least = n_positive - below_pos - (np.cumsum(pos) - pos)
         called_at_least = n_called - below_all - (np.cumsum(count) - count)
-        terms.append(float(np.sum(np.where(pos > 0, pos * (tp_at_least / called_at_least), 0.0))))
         below_pos += int(pos.sum())
         below_all += int(count.sum())
+        scored = pos > 0
+        return (pos[scored] * (tp_at_least[scored] / called_at_least[scored])).tolist()
 
-    for block in blocks:
-        if block.size == 0:
-            continue
-        score = block >> np.uint32(1)
-        starts = np.flatnonzero(np.concatenate([[True], score[1:] != score[:-1]]))
-        pos = np.add.reduceat((block & np.uint32(1)).astype(np.int64), starts)
-        count = np.diff(np.append(starts, block.size))
-        score = score[starts]
-        if carry[0].size and carry[0][0] == score[0]:
-            pos[0] += carry[1][0]
-            count[0] += carry[2][0]
-        elif carry[0].size:
-            score, pos, count = (np.concatenate([c, a]) for c, a in zip(carry, (score, pos, count)))
-        close(score[:-1], pos[:-1], count[:-1])
-        carry = (score[-1:], pos[-1:], count[-1:])
-    if carry[0].size:
-        close(*carry)
-    return math.fsum(terms) / n_positive
+    def every_term():
+        carry = (np.zeros(0, np.uint32), np.zeros(0, np.int64), np.zeros(0, np.int64))  # a score's group left open
+        for block in blocks:
+            if block.size == 0:
+                continue
+            score = block >> np.uint32(1)
+            starts = np.flatnonzero(np.concatenate([[True], score[1:] != score[:-1]]))
+            pos = np.add.reduceat((block & np.uint32(1)).astype(np.int64), starts)
+            count = np.diff(np.append(starts, block.size))
+            score = score[starts]
+            if carry[0].size and carry[0][0] == score[0]:
+                pos[0] += carry[1][0]
+                count[0] += carry[2][0]
+            elif carry[0].size:
+                score, pos, count = (np.concatenate([c, a]) for c, a in zip(carry, (score, pos, count)))
+            yield terms(score[:-1], pos[:-1], count[:-1])
+            carry = (score[-1:], pos[-1:], count[-1:])
+        if carry[0].size:
+            yield terms(*carry)
+
+    return math.fsum(chain.from_iterable(every_term())) / n_positive
