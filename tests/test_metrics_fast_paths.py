@@ -719,6 +719,28 @@ def test_both_views_mnll_share_the_log_factorials_and_equal_the_seed_loss(monkey
                                torch.nan_to_num(MNLLLoss(log_p, observed)[:, s], nan=-1.0))
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_log_factorial_terms_are_torchs_lgamma_bit_for_bit(dtype):
+    """``log_factorial_terms``: ``torch.lgamma(k + 1)`` at every position, the same bits, for read counts on every base
+    (float64: looked up in the seed's table), mostly-zero counts, counts beyond the table (16384, 10^6), a count that
+    is not an integer, and a NaN; float32 as torch computes it."""
+    from bpnet_eval.metrics.profile import log_factorial_terms
+    from bpnet_eval.seed import log_factorial_table
+
+    rng = np.random.default_rng(41)
+    dense = 1.0 + rng.poisson(0.5, size=(20, 2, 300))
+    dense[3, 0, :5] = np.arange(len(log_factorial_table()) - 5, len(log_factorial_table()))  # the table's end
+    cases = [dense, rng.poisson(0.05, size=(20, 2, 300)), rng.poisson(30.0, size=(20, 2, 300))]
+    for changed, value in ((dense.copy(), 16384.0), (dense.copy(), 1e6), (dense.copy(), 2.5), (dense.copy(), np.nan)):
+        changed[7, 1, 11] = value
+        cases.append(changed)
+    for counts in cases:
+        observed = torch.as_tensor(counts, dtype=dtype)
+        got, expected = log_factorial_terms(observed), torch.lgamma(observed + 1)
+        assert got.dtype == dtype and got.shape == observed.shape
+        assert torch.equal(torch.nan_to_num(got, nan=-1.0), torch.nan_to_num(expected, nan=-1.0))
+
+
 def real_mnll(log_p, observed):
     """``mnll`` of one view alone, its terms of the counts its own (laid out as the view's)."""
     return mnll(log_p, observed if observed.dim() == 3 else observed.contiguous())

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from ..losses import joint_log_softmax
+from ..seed import log_factorial_table, read_count_indices
 from .auprc import (NEG_MAX_FRACTION, POS_MIN_FRACTION, REQUIRED_MIN_POS_COUNTS, auprc_region_mask, average_precision,
                     binned_labels_scores_by_size)
 from .correlation import NAN, pearson, sorts_once, spearman
@@ -440,7 +441,12 @@ def mnll(log_p_pred, observed, log_factorials=None):
 
 def log_factorial_terms(observed):
     """``lgamma(k_i + 1)`` at every position (0 where ``k_i = 0``, not evaluated where most counts are 0): the terms
-    that ``mnll`` sums, computed once for the joint view and the per-track one (the same values)."""
+    that ``mnll`` sums, computed once for the joint view and the per-track one (the same values). float64 read counts
+    on the CPU are looked up in ``seed``'s table, which torch's ``lgamma`` wrote: the same bits."""
+    if by_numpy(observed) and observed.dtype == torch.float64:
+        indices = read_count_indices(observed.detach().numpy())
+        if indices is not None:
+            return torch.from_numpy(log_factorial_table().take(indices))
     return _nonzero_terms(observed, (), lambda k: torch.lgamma(k + 1), lambda: torch.lgamma(observed + 1))
 
 
