@@ -207,9 +207,10 @@ class PooledAuprc:
         def auprc(binsize):
             runs = self._runs[binsize]
             try:
-                positives = self._positives[binsize]
-                called = runs.settle(runs.floor) if positives else 0  # the keys at or above the lowest positive
-                value = average_precision_of_keys(merged_ahead(runs), positives, called) if positives else math.nan
+                value = math.nan
+                if self._positives[binsize]:
+                    called = runs.settle(runs.floor)  # the keys at or above the lowest positive
+                    value = average_precision_of_keys(merged_ahead(runs), self._positives[binsize], called)
             finally:
                 runs.close()
             return None if np.isnan(value) else value

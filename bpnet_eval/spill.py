@@ -43,7 +43,7 @@ class SortedRuns:
         self._spare = None  # the buffer of the run last spilled: filled next, once that run is written
         self._writing = None  # (thread, errors) sorting and writing the run last spilled
         self._file = None
-        self._runs = []  # [offset in bytes, number of keys, how many of them come first unsorted] of each run
+        self._runs = []  # (offset in bytes, number of keys, how many of them come first, unsorted) of each run
         self._end = 0
         self._segments = None  # (offset in bytes, number of keys) of each sorted segment to merge (``settle``)
         self._kept = None  # the in-memory keys to merge, sorted (``settle``)
@@ -79,11 +79,11 @@ class SortedRuns:
         run = self._buffer[:self._filled]
         if self._file is None:
             self._file = tempfile.TemporaryFile(prefix="pooled-", dir=self.directory or private_temp_dir())
-        record = [self._end, run.size, 0]
-        self._runs.append(record)
+        below = int(np.count_nonzero(run < self.floor)) if self.floor else 0  # left unsorted, first
+        self._runs.append((self._end, run.size, below))
         errors = []
-        writer = threading.Thread(target=_sort_and_write, args=(run, self._file.fileno(), self._end, errors, self.floor,
-                                                                record), name="bpnet-eval-spill", daemon=True)
+        writer = threading.Thread(target=_sort_and_write, args=(run, self._file.fileno(), self._end, errors, below),
+                                  name="bpnet-eval-spill", daemon=True)
         writer.start()
         self._writing = (writer, errors)
         self._end += run.nbytes
@@ -133,7 +133,7 @@ class SortedRuns:
         self._wait()
         self._spare = None
         segments = []
-        for offset, size, unsorted in list(self._runs):
+        for offset, size, unsorted in self._runs:
             if unsorted:  # read a block at a time, its kept keys only held
                 keys = np.concatenate([np.zeros(0, KEY)] + [block[block >= lowest] for block in (
                     self._read((offset, size), first, min(self.block_values, unsorted - first))
@@ -239,18 +239,14 @@ def merged_ahead(runs: SortedRuns, depth: int = 2) -> Iterator[np.ndarray]:
         merger.join()
 
 
-def _sort_and_write(run: np.ndarray, fd: int, offset: int, errors: list, floor: int = 0, record=None) -> None:
-    """Sort ``run`` in place, but its keys below ``floor``: those are put first, unsorted (``record[2]``: how many),
-    and the rest sorted after them; write it whole at ``offset`` of ``fd`` (a spill's thread; numpy's sort, partition
-    and ``pwrite`` release the interpreter's lock); an error goes to ``errors``."""
+def _sort_and_write(run: np.ndarray, fd: int, offset: int, errors: list, below: int = 0) -> None:
+    """Put the ``below`` smallest keys of ``run`` first, in no order, and the rest after them sorted, in place; write
+    it whole at ``offset`` of ``fd`` (a spill's thread; numpy's partition, sort and ``pwrite`` release the
+    interpreter's lock); an error goes to ``errors``."""
     try:
-        below = int(np.count_nonzero(run < floor)) if floor else 0
         if 0 < below < run.size:
-            run.partition(below)  # the keys below the floor first, in no order
-        if below < run.size:
-            run[below:].sort()
-        if record is not None:
-            record[2] = below
+            run.partition(below)
+        run[below:].sort()
         _write(run, fd, offset)
     except BaseException as err:  # (re-raised by the caller's next wait)
         errors.append(err)
