@@ -79,7 +79,7 @@ class SortedRuns:
         run = self._buffer[:self._filled]
         if self._file is None:
             self._file = tempfile.TemporaryFile(prefix="pooled-", dir=self.directory or private_temp_dir())
-        below = int(np.count_nonzero(run < self.floor)) if self.floor else 0  # left unsorted, first
+        below = _count_below(run, self.floor)  # left first, unsorted
         self._runs.append((self._end, run.size, below))
         errors = []
         writer = threading.Thread(target=_sort_and_write, args=(run, self._file.fileno(), self._end, errors, below),
@@ -124,12 +124,8 @@ class SortedRuns:
         """Keep only the keys ``>= lowest`` for ``merged``; returns how many there are. The unsorted keys of each run
         that are kept (those below the floor when it was spilled) are sorted and written at the file's end as a run
         of their own (a run at a time: bounded memory); the kept keys of a sorted run are found by bisection."""
-        memory = self._buffer[:self._filled]
-        below = int(np.count_nonzero(memory < lowest)) if lowest else 0
-        if below:
-            memory.partition(below)  # in place (the buffer is read once, at the end), while the last run is written
-        memory = memory[below:]
-        memory.sort()
+        memory = self._buffer[:self._filled]  # sorted in place (read once, at the end) while the last run is written
+        memory = _sorted_from(memory, _count_below(memory, lowest))
         self._wait()
         self._spare = None
         segments = []
@@ -244,12 +240,24 @@ def _sort_and_write(run: np.ndarray, fd: int, offset: int, errors: list, below: 
     it whole at ``offset`` of ``fd`` (a spill's thread; numpy's partition, sort and ``pwrite`` release the
     interpreter's lock); an error goes to ``errors``."""
     try:
-        if 0 < below < run.size:
-            run.partition(below)
-        run[below:].sort()
+        _sorted_from(run, below)
         _write(run, fd, offset)
     except BaseException as err:  # (re-raised by the caller's next wait)
         errors.append(err)
+
+
+def _count_below(keys: np.ndarray, bound: int) -> int:
+    """How many of ``keys`` are below ``bound`` (0: none, without looking)."""
+    return int(np.count_nonzero(keys < bound)) if bound else 0
+
+
+def _sorted_from(keys: np.ndarray, below: int) -> np.ndarray:
+    """``keys`` in place with its ``below`` smallest first, in no order, and the rest after them sorted, which it
+    returns (a view)."""
+    if 0 < below < keys.size:
+        keys.partition(below)
+    keys[below:].sort()
+    return keys[below:]
 
 
 def _write(keys: np.ndarray, fd: int, offset: int) -> None:
