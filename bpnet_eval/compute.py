@@ -20,15 +20,13 @@ from .environment import THREAD_VARIABLES, allotted_cpus
 from .errors import BpnetEvalError, UsageError
 from .losses import SHIFT_ABOVE, mnll_per_region, track_logsumexp
 from .metrics.profile import chunk_rows, profile_metrics
-from .metrics.auprc import (auprc_region_mask, average_precision_of_keys, binned_labels_scores_by_size,
-                            score_label_keys)
+from .metrics.labels import auprc_region_mask, binned_labels_scores_by_size
 from .metrics.names import BIN_SIZES
+from .metrics.pooled import PooledAuprc, score_label_keys
 from .presets import MetricPlan
 from .seed import CountTerms, LogitTerms, count_terms, logit_terms, maybe_undefined, seed_columns
-from .spill import SortedRuns, merged_ahead
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
-NO_POSITIVE_KEY = 1 << 32  # the pooled auPRC's floor before any positive: above every uint32 key
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -153,20 +151,12 @@ def compute_batch(logits, logcounts, observed, count_loss_weight: float, track_n
     return as_numpy(columns)
 
 
-class PooledAuprc:
-    """BPNet's auPRC pooled over the bins of every strand of every evaluated region, fed per batch, exact in
-    bounded memory: each bin becomes one uint32 key (its float32 score and label, ``score_label_keys``), kept in
-    ``SortedRuns`` (sorted runs spilled to a temporary file beyond ``run_values`` keys) and merged once at the
-    end (``average_precision_of_keys``). Only the keys scoring at least the lowest positive enter a term: those
-    below the lowest positive seen so far are left unsorted when spilled (``SortedRuns.floor``), and only the keys
-    at or above the lowest positive of all are sorted and merged (none where no bin is positive: a background
-    track). Disk: 4 bytes per evaluated bin beyond the first run."""
+class TensorPooledAuprc(PooledAuprc):
+    """``PooledAuprc`` fed tensors: on the CPU in float64 it takes their numpy views (so the keys are those of a run
+    without torch: ``metrics.pooled.region_keys``); elsewhere, or with ``numpy_on_cpu`` False, torch computes them
+    on their device in the run's dtype."""
 
-    def __init__(self, run_values: Optional[int] = None, block_values: Optional[int] = None):
-        self._runs = {b: SortedRuns(run_values, block_values) for b in BIN_SIZES}
-        self._positives = {b: 0 for b in BIN_SIZES}
-        for runs in self._runs.values():
-            runs.floor = NO_POSITIVE_KEY
+    numpy_on_cpu = True
 
     def update(self, observed, logits, keep: Optional[np.ndarray] = None, map_pieces: Callable = map,
                dtype=None) -> None:
@@ -175,6 +165,9 @@ class PooledAuprc:
         pool's ``map``: pieces side by side), added in piece order either way; ``dtype``: of the computation (default
         the logits'), each piece converted on its own (``narrowed``), not the whole batch."""
         dtype = logits.dtype if dtype is None else dtype
+        if self.numpy_on_cpu and observed.device.type == "cpu" and dtype == torch.float64:
+            super().update(observed.numpy(), logits.numpy(), keep, map_pieces)
+            return
         step = chunk_rows(observed.shape, observed.device)  # cache-sized pieces on the CPU: small temporaries
         masks = map_pieces(lambda first: auprc_region_mask(observed[first:first + step].to(dtype)),
                            range(0, len(observed), step))
@@ -186,38 +179,12 @@ class PooledAuprc:
         def piece_keys(first):
             piece = rows[first:first + step]
             probs = torch.softmax(narrowed(logits[piece], dtype), dim=-1)
-            binned = binned_labels_scores_by_size(observed[piece].to(dtype), probs, self._runs)
+            binned = binned_labels_scores_by_size(observed[piece].to(dtype), probs, BIN_SIZES)
             return {binsize: score_label_keys(labels.flatten(), scores.flatten())
                     for binsize, (labels, scores) in binned.items()}
 
         for keys_by_size in map_pieces(piece_keys, range(0, len(rows), step)):
-            for binsize, keys in keys_by_size.items():
-                positive = (keys & 1).astype(bool)
-                if positive.any():
-                    self._positives[binsize] += int(np.count_nonzero(positive))
-                    runs = self._runs[binsize]  # the keys of the lowest positive's score, negatives first, and above
-                    runs.floor = min(runs.floor, int(keys[positive].min()) & ~1)
-                self._runs[binsize].add(keys)
-
-    def result(self) -> dict:
-        """``{"binsize=1": auprc, "binsize=10": auprc}``; None where no bin is positive (or no region passed
-        the mask). Each bin size in a thread of its own, its keys merged by another one ahead of it
-        (``spill.merged_ahead``): the same blocks in the same order, so the same numbers. Removes the temporary
-        files."""
-        def auprc(binsize):
-            runs = self._runs[binsize]
-            try:
-                value = math.nan
-                if self._positives[binsize]:
-                    called = runs.settle(runs.floor)  # the keys at or above the lowest positive
-                    value = average_precision_of_keys(merged_ahead(runs), self._positives[binsize], called)
-            finally:
-                runs.close()
-            return None if np.isnan(value) else value
-
-        with ThreadPoolExecutor(len(self._runs), thread_name_prefix="bpnet-eval-pooled") as pool:
-            values = list(pool.map(auprc, self._runs))
-        return {f"binsize={binsize}": value for binsize, value in zip(self._runs, values)}
+            self.add(keys_by_size)
 
 
 class BatchComputer:
@@ -230,7 +197,7 @@ class BatchComputer:
     def __init__(self, count_loss_weight: float = 1.0, track_names: Sequence[str] = ("plus", "minus"),
                  device="cpu", dtype: str = "float64", plan: Optional[MetricPlan] = None):
         self.plan = plan
-        self.pooled_auprc = PooledAuprc() if plan is not None and plan.pooled_auprc else None
+        self.pooled_auprc = TensorPooledAuprc() if plan is not None and plan.pooled_auprc else None
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
         self.dtype = DTYPES[dtype]
         self.count_loss_weight = count_loss_weight

@@ -17,6 +17,7 @@ from .errors import BpnetEvalError, UsageError
 from .examples import example_regions
 from .groups import read_all_groups
 from .inputs import Inputs, iter_batches, open_inputs, open_sources
+from .metrics.pooled import PooledAuprc
 from .options import Job, ReadOptions, RunOptions, ScoreOptions, batch_regions, split_options
 from .presets import COUNT_TARGETS, MetricPlan, preset_files, preset_notes
 from .regions import Regions
@@ -108,10 +109,10 @@ def store_batch(columns: dict, batch: dict, first: int, total: int, skip: np.nda
 
 def uses_seed_computer(scoring: ScoreOptions, run: RunOptions) -> bool:
     """Whether a run computes with ``seed.SeedComputer`` (numpy on the CPU, no torch): a plan of the seed losses
-    alone, in float64, on ``--device cpu`` or ``auto``. ``auto`` takes it even where a GPU is: importing a CUDA
-    build of torch alone took 3-5 s on an H200 node, more than the whole CPU run of 100k regions there (2.0-2.6 s,
-    vs 5.9-6.8 s on the GPU; docs/performance.md)."""
-    return scoring.plan.seed_only and numpy_seed_likely(scoring, run)
+    and at most the pooled auPRC (``--preset bpnet``), in float64, on ``--device cpu`` or ``auto``. ``auto`` takes it
+    even where a GPU is: importing a CUDA build of torch alone took 3-5 s on an H200 node, more than the whole CPU
+    run of 100k regions there (2.0-2.6 s, vs 5.9-6.8 s on the GPU; docs/performance.md)."""
+    return not scoring.plan.needs_torch and numpy_seed_likely(scoring, run)
 
 
 def numpy_seed_likely(scoring: ScoreOptions, run: RunOptions) -> bool:
@@ -123,13 +124,14 @@ def numpy_seed_likely(scoring: ScoreOptions, run: RunOptions) -> bool:
 
 def make_computer(scoring: ScoreOptions, track_names, run: RunOptions, readers: int):
     """``(computer, device name, context to compute in)``: ``seed.SeedComputer`` (numpy; torch is never imported)
-    where the plan needs only the seed losses, in float64, on ``--device cpu`` or ``auto``
+    where the plan needs only the seed losses and the pooled auPRC, in float64, on ``--device cpu`` or ``auto``
     (``uses_seed_computer``); else ``compute.BatchComputer`` (imports torch) with torch's threads set
     beside ``readers`` reading processes, and on the CPU the pieces of the metrics beyond the seed losses computed
     by as many threads as the run has (``compute.piece_threads``: ``run.threads``, else torch's)."""
     plan = scoring.plan
     if uses_seed_computer(scoring, run):
-        return SeedComputer(scoring.count_loss_weight, track_names, plan.count_target), "cpu", nullcontext()
+        pooled = PooledAuprc() if plan.pooled_auprc else None
+        return SeedComputer(scoring.count_loss_weight, track_names, plan.count_target, pooled), "cpu", nullcontext()
     import torch
 
     from .compute import BatchComputer, compute_threads, piece_threads, resolve_device

@@ -48,9 +48,10 @@ class MetricPlan:
     basepairmodels: bool = False  # basepairmodels' per-region metrics (bpm_<metric>_<track> columns)
 
     @property
-    def seed_only(self) -> bool:
-        """Whether the run computes nothing per region beyond the seed losses (``seed.SeedComputer`` can score it)."""
-        return not (self.profile_names or self.pooled_auprc or self.track_counts or self.basepairmodels)
+    def needs_torch(self) -> bool:
+        """Whether the run computes per region more than the seed losses and the pooled auPRC, which numpy computes
+        without torch (``seed.SeedComputer``)."""
+        return bool(self.profile_names or self.track_counts or self.basepairmodels)
 
     def describe(self) -> dict:
         """The plan as recorded in ``summary.json`` → ``settings.metrics``."""

@@ -3,8 +3,8 @@
 What ``score`` computes on a CPU: the joint and per-track MNLL from one ``logsumexp`` per track and sums
 over the nonzero counts (over every position for a region's track with counts on most bases; no
 log-probability array is formed), the count loss and the mixture loss. A run
-that needs nothing beyond them (the default metrics, ``--dtype float64``, on a CPU) never imports torch
-(``SeedComputer``); the torch path (``bpnet_eval.losses``, ``bpnet_eval.compute``) takes the same
+that needs nothing beyond them and the pooled auPRC (the default metrics or ``--preset bpnet``, ``--dtype float64``,
+on a CPU) never imports torch (``SeedComputer``, with ``metrics.pooled``); the torch path (``bpnet_eval.losses``, ``bpnet_eval.compute``) takes the same
 numbers from here on the CPU in float64, so both give the same bits. The formulas that only combine per-region
 sums (``mnll_from_sums``, ``log1p_squared_error``, ``seed_columns``) take numpy arrays or torch tensors.
 """
@@ -537,16 +537,19 @@ def maybe_undefined(count_target: str) -> frozenset:
 
 class SeedComputer:
     """Numpy batches → the seed columns (float64 numpy), on the CPU without torch: ``BatchComputer``'s interface
-    for a run whose plan needs nothing beyond the seed losses (``needs_only_seed``)."""
+    for a run whose plan needs nothing beyond the seed losses and the pooled auPRC (``MetricPlan.needs_torch``).
+    ``pooled_auprc``: a ``metrics.pooled.PooledAuprc`` fed the rows scored of every batch, or None;
+    ``map_pieces``: how it makes the keys of a batch's pieces (``map``, or a thread pool's ``map``)."""
 
     device = "cpu"
-    pooled_auprc = None
 
     def __init__(self, count_loss_weight: float = 1.0, track_names: Sequence[str] = ("plus", "minus"),
-                 count_target: str = "log1p"):
+                 count_target: str = "log1p", pooled_auprc=None):
         self.count_loss_weight = count_loss_weight
         self.track_names = list(track_names)
         self.count_target = count_target
+        self.pooled_auprc = pooled_auprc
+        self.map_pieces: Callable = map
 
     def prepare(self, *arrays):
         """The arrays as they are (``BatchComputer.prepare`` makes tensors)."""
@@ -559,13 +562,15 @@ class SeedComputer:
 
     def __call__(self, logits, logcounts, observed, first_row: int = 0, screen: Optional[Callable] = None,
                  terms: Optional[LogitTerms] = None, counted: Optional[CountTerms] = None) -> dict:
-        """Per-region columns (float64) of one batch; ``screen(columns, always_defined)`` sees them, as in
-        ``BatchComputer``; ``terms``, ``counted``: ``logit_terms(logits)``, ``count_terms(observed)`` when already
-        computed."""
+        """Per-region columns (float64) of one batch; ``screen(columns, always_defined)`` sees them and returns the
+        rows the pooled auPRC leaves out (or None), as in ``BatchComputer``; ``terms``, ``counted``:
+        ``logit_terms(logits)``, ``count_terms(observed)`` when already computed."""
         logits, observed = np.asarray(logits), np.asarray(observed)
         logcounts = np.asarray(logcounts, dtype=np.float64)
         columns = seed_columns(mnll_per_region(logits, observed, terms, counted), logcounts, self.count_loss_weight,
                                self.track_names, self.count_target)
-        if screen is not None:
-            screen(columns, frozenset(columns) - maybe_undefined(self.count_target))
+        dropped = screen(columns, frozenset(columns) - maybe_undefined(self.count_target)) if screen else None
+        if self.pooled_auprc is not None:
+            keep = None if dropped is None or not dropped.any() else ~dropped
+            self.pooled_auprc.update(observed, logits, keep, self.map_pieces)
         return columns

@@ -86,6 +86,32 @@ def auprc_case(n_tracks, length=60, seed=0):
     return logits, counts
 
 
+# The pooled auPRC's three ways in: numpy arrays (``metrics.pooled``, as a run without torch), CPU tensors in float64
+# (``compute.TensorPooledAuprc`` takes their numpy views) and tensors computed by torch (a GPU's code, here on the CPU).
+POOL_PATHS = ("numpy", "tensors", "torch")
+
+
+def new_pool(path, run_values=None, block_values=None):
+    from bpnet_eval.compute import TensorPooledAuprc
+    from bpnet_eval.metrics.pooled import PooledAuprc
+
+    if path == "numpy":
+        return PooledAuprc(run_values, block_values)
+    pool = TensorPooledAuprc(run_values, block_values)
+    pool.numpy_on_cpu = path == "tensors"
+    return pool
+
+
+def feed(pool, counts, logits, keep=None):
+    """``pool.update`` with the arrays (as stored) as its path takes them, computed in float64."""
+    from bpnet_eval.compute import TensorPooledAuprc
+
+    if isinstance(pool, TensorPooledAuprc):
+        pool.update(torch.as_tensor(counts), torch.as_tensor(logits), keep, dtype=torch.float64)
+    else:
+        pool.update(counts, logits, keep)
+
+
 # ---- tests -----------------------------------------------------------------------------------
 
 def test_average_precision_by_hand():
@@ -160,14 +186,13 @@ def test_per_region_auprc_columns(dtype, rtol, atol):
     assert torch.isnan(out["profile_auprc_bin1_plus"][7])  # empty strand: all negatives, no positive
 
 
-def test_pooled_auprc_is_undefined_when_no_region_passes_the_mask():
+@pytest.mark.parametrize("path", POOL_PATHS)
+def test_pooled_auprc_is_undefined_when_no_region_passes_the_mask(path):
     """Sparse profiles (no region with enough counts for BPNet's mask): None, not a crash."""
-    from bpnet_eval.compute import PooledAuprc
-
-    pooled = PooledAuprc()
-    observed = torch.zeros(3, 2, 50, dtype=torch.float64)
+    pooled = new_pool(path)
+    observed = np.zeros((3, 2, 50))
     observed[:, 0, 7] = 1.0
-    pooled.update(observed, torch.zeros(3, 2, 50, dtype=torch.float64))
+    feed(pooled, observed, np.zeros((3, 2, 50)))
     assert pooled.result() == {"binsize=1": None, "binsize=10": None}
 
 
@@ -277,11 +302,10 @@ def test_average_precision_of_keys_is_the_same_whatever_the_blocks_and_without_k
     assert values.pop() == pytest.approx(expected, rel=1e-12)
 
 
-def test_pooled_auprc_with_positives_found_late_and_lower_equals_bpnet_pooled():
+@pytest.mark.parametrize("path", POOL_PATHS)
+def test_pooled_auprc_with_positives_found_late_and_lower_equals_bpnet_pooled(path):
     """Batches without any positive bin first (their keys spilled unsorted), then positives scoring ever lower (the
     floor lowered after runs were spilled): the pooled auPRC is still the reference's."""
-    from bpnet_eval.compute import PooledAuprc
-
     counts, logits = spill_case(seed=3, n=40)
     flat = np.zeros_like(counts)
     flat[:] = 2.0  # deep enough for the mask, no bin above 1.5% of a region: no positive
@@ -289,9 +313,9 @@ def test_pooled_auprc_with_positives_found_late_and_lower_equals_bpnet_pooled():
     stream_counts = np.concatenate([flat[:8], counts[order]])
     stream_logits = np.concatenate([logits[:8], logits[order]])
     for run_values in (1 << 24, 300, 41):
-        pooled = PooledAuprc(run_values, 37)
+        pooled = new_pool(path, run_values, 37)
         for i in range(0, len(stream_counts), 4):
-            pooled.update(torch.as_tensor(stream_counts[i:i + 4]), torch.as_tensor(stream_logits[i:i + 4]))
+            feed(pooled, stream_counts[i:i + 4], stream_logits[i:i + 4])
         got = pooled.result()
         yt, yp = stream_counts.transpose(0, 2, 1), softmax(stream_logits).transpose(0, 2, 1)
         for binsize in (1, 10):
@@ -424,13 +448,12 @@ def spill_case(seed=0, n=30, length=120):
 
 @pytest.mark.parametrize("run_values,block_values", [(1 << 24, 1 << 16), (997, 101), (64, 3)])
 @pytest.mark.parametrize("batch", [7, 60])
-def test_pooled_auprc_spilled_equals_bpnet_pooled(run_values, block_values, batch):
-    from bpnet_eval.compute import PooledAuprc
-
+@pytest.mark.parametrize("path", POOL_PATHS)
+def test_pooled_auprc_spilled_equals_bpnet_pooled(run_values, block_values, batch, path):
     counts, logits = spill_case()
-    pooled = PooledAuprc(run_values, block_values)
+    pooled = new_pool(path, run_values, block_values)
     for i in range(0, len(counts), batch):
-        pooled.update(torch.as_tensor(counts[i:i + batch]), torch.as_tensor(logits[i:i + batch]))
+        feed(pooled, counts[i:i + batch], logits[i:i + batch])
     got = pooled.result()
     for binsize in (1, 10):
         expected = ref_pooled_float32(binsize)
@@ -447,14 +470,55 @@ def ref_pooled_float32(binsize):
     return ref_average_precision(np.ravel(labels), np.ravel(scores).astype(np.float32).astype(np.float64))
 
 
-def test_pooled_auprc_keeps_only_the_rows_scored():
-    from bpnet_eval.compute import PooledAuprc
+def recorded_keys(path, counts, logits, keep=None):
+    """Every key ``path``'s pool is given, per bin size, in order."""
+    pool, given = new_pool(path), []
+    add = pool.add
+    pool.add = lambda keys: (given.append({b: k.copy() for b, k in keys.items()}), add(keys))
+    feed(pool, counts, logits, keep)
+    pool.result()
+    return {b: np.concatenate([g[b] for g in given] + [np.zeros(0, np.uint32)]) for b in (1, 10)}
 
+
+def hostile_pooled_cases():
+    """Ties, zeros, underflow and empty strands (``spill_case``), as stored in float32, with large logits, -inf, NaN
+    and +inf logits, and normalised (non-integer) counts."""
+    counts, logits = spill_case(seed=5, n=70, length=200)
+    yield "float64", counts, logits
+    yield "float32", counts.astype(np.float32), logits.astype(np.float32)
+    extreme = logits.copy()
+    extreme[10] += 1e6  # far from 0: every digit kept by subtracting the largest
+    extreme[11, 0, :20] = -np.inf
+    extreme[12, 1, 5] = np.nan
+    extreme[13, 0, 7] = np.inf
+    extreme[14, 1] = -np.inf
+    yield "extreme", counts, extreme
+    yield "normalised", (counts * 0.37 + 0.01).astype(np.float32), logits
+
+
+@pytest.mark.parametrize("name,counts,logits", list(hostile_pooled_cases()), ids=lambda x: x if isinstance(x, str) else "")
+def test_pooled_auprc_keys_from_numpy_are_torchs_bit_for_bit(name, counts, logits):
+    """The keys a run without torch makes (numpy's float64 softmax and sums) are those torch makes from the same rows,
+    so ``--preset bpnet`` (numpy) and the GPU or float32 paths (torch) pool the same bins: equal keys here, on every
+    hostile case, also where rows are left out."""
+    keep = np.ones(len(counts), bool)
+    keep[[0, 20, 21, 40]] = False
+    for rows in (None, keep):
+        by_torch = recorded_keys("torch", counts, logits, rows)
+        assert by_torch[1].size > 1000 and by_torch[10].size > 100
+        for path in ("numpy", "tensors"):
+            got = recorded_keys(path, counts, logits, rows)
+            for binsize in (1, 10):
+                np.testing.assert_array_equal(got[binsize], by_torch[binsize], err_msg=f"{path} bin {binsize}")
+
+
+@pytest.mark.parametrize("path", POOL_PATHS)
+def test_pooled_auprc_keeps_only_the_rows_scored(path):
     counts, logits = spill_case(seed=2)
     keep = np.ones(len(counts), dtype=bool)
     keep[10:30] = False
-    pooled = PooledAuprc(500, 50)
-    pooled.update(torch.as_tensor(counts), torch.as_tensor(logits), keep)
-    subset = PooledAuprc()
-    subset.update(torch.as_tensor(counts[keep]), torch.as_tensor(logits[keep]))
+    pooled = new_pool(path, 500, 50)
+    feed(pooled, counts, logits, keep)
+    subset = new_pool(path)
+    feed(subset, counts[keep], logits[keep])
     assert pooled.result() == pytest.approx(subset.result(), rel=1e-12)

@@ -256,10 +256,11 @@ def test_a_run_of_every_metric_hands_the_seed_terms_read_to_the_computer(monkeyp
     assert given == [(True, True)] * 3
 
 
-def test_the_pooled_auprc_converts_each_piece_as_the_whole_batch_would():
+@pytest.mark.parametrize("numpy_on_cpu", [True, False], ids=["numpy", "torch"])
+def test_the_pooled_auprc_converts_each_piece_as_the_whole_batch_would(numpy_on_cpu):
     """Logits and counts as stored (float32) are converted piece by piece: the same keys, mask and auPRC as from the
     batch converted first, also for non-integer counts whose float32 sum would cross the region mask's threshold."""
-    from bpnet_eval.compute import PooledAuprc
+    from bpnet_eval.compute import TensorPooledAuprc
     from bpnet_eval.metrics.auprc import auprc_region_mask
 
     logits, _, observed = hostile_batch(n=400, length=500)
@@ -270,7 +271,8 @@ def test_the_pooled_auprc_converts_each_piece_as_the_whole_batch_would():
     assert not auprc_region_mask(as_stored) and auprc_region_mask(as_stored.to(torch.float64))
     results = []
     for stored in (True, False):
-        pooled = PooledAuprc()
+        pooled = TensorPooledAuprc()
+        pooled.numpy_on_cpu = numpy_on_cpu
         o, z = torch.from_numpy(observed), torch.from_numpy(logits)
         if stored:
             pooled.update(o, z, map_pieces=map, dtype=torch.float64)

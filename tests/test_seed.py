@@ -139,7 +139,7 @@ main()
 
 
 @pytest.mark.slow
-def test_a_default_cpu_run_never_imports_torch_and_matches_the_reference(tmp_path):
+def test_a_default_or_bpnet_cpu_run_never_imports_torch_and_matches_the_reference(tmp_path):
     case = make_case(tmp_path, n=60)
     # a normalised track (fold change: a value on every base, none an integer): thousands of counts off the table
     # per batch, which once took torch's lgamma
@@ -153,6 +153,7 @@ def test_a_default_cpu_run_never_imports_torch_and_matches_the_reference(tmp_pat
     outcomes = {}
     for name, extra, bigwigs, observed in (("default", [], case.bigwigs, case.observed),
                                            ("normalised", ["--batch-size", "64"], normalised_bigwigs, normalised),
+                                           ("bpnet", ["--preset", "bpnet"], case.bigwigs, case.observed),
                                            ("all", ["--metrics", "all"], case.bigwigs, case.observed)):
         out = tmp_path / name
         done = subprocess.run([sys.executable, "-c", RUN_AND_REPORT_TORCH, "score", str(case.predictions),
@@ -168,7 +169,7 @@ def test_a_default_cpu_run_never_imports_torch_and_matches_the_reference(tmp_pat
         y = np.log1p(observed.astype(np.float64).sum(axis=(1, 2)))
         assert summary["counts"]["pearson"] == pytest.approx(pearsonr(case.logcounts[:, 0], y)[0], rel=1e-12)
         assert summary["counts"]["spearman"] == pytest.approx(spearmanr(case.logcounts[:, 0], y)[0], rel=1e-12)
-    for name in ("default", "normalised"):
+    for name in ("default", "normalised", "bpnet"):  # bpnet: the pooled auPRC in numpy too
         assert outcomes[name] and set(outcomes[name]) == {"TORCH_IMPORTED=False"}, name  # every process
     assert "TORCH_IMPORTED=True" in outcomes["all"]
 

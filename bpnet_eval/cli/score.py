@@ -57,8 +57,8 @@ def score(
     wide: Wide = False,
     device: Annotated[str, typer.Option(
         "--device", rich_help_panel=PERFORMANCE,
-        help="auto (the CPU for the default metrics in float64, without torch: faster than a GPU end to end; else "
-             "the GPU when torch sees one), cpu, cuda or cuda:N.")] = "auto",
+        help="auto (the CPU for the default metrics and --preset bpnet in float64, without torch: faster than a GPU "
+             "end to end; else the GPU when torch sees one), cpu, cuda or cuda:N.")] = "auto",
     dtype: DtypeOption = Dtype.float64,
     batch_size: BatchSize = None,
     read_workers: Annotated[Optional[int], typer.Option(

@@ -2,7 +2,8 @@
 
 - ``profile``: per-region profile metrics (JSD, normalised JSD, shuffled baselines, Pearson,
   Spearman, cross-entropy, MNLL) and the batch entry point ``profile_metrics``.
-- ``auprc``: BPNet's binned profile auPRC, per region or pooled over regions.
+- ``auprc``: BPNet's binned profile auPRC, per region or pooled over regions; ``labels``: its peak labels, bins and
+  region mask (numpy or torch); ``pooled``: the pooled auPRC of a whole run in bounded memory (numpy, no torch).
 - ``counts``: count metrics across regions (Pearson, Spearman, MSE, MAE, variance explained).
 - ``count_summary``: ``count_metrics``, the same across one report's regions in numpy (no torch).
 - ``smoothing``: bpnet-lite's Gaussian smoothing along positions.
@@ -19,8 +20,8 @@ from .names import (BIN_SIZES, COUNT_METRICS_ALL, COUNT_METRICS_DEFAULT, PROFILE
 # The functions are torch code: imported from their module on first use, so that importing the names above
 # (option parsing, reports) does not import torch.
 _HOMES = {
-    "auprc": ("auprc_region_mask", "average_precision", "bin_labels", "bin_max", "binned_labels_scores",
-              "peak_labels", "pooled_auprc"),
+    "auprc": ("average_precision", "binned_labels_scores", "pooled_auprc"),
+    "labels": ("auprc_region_mask", "bin_labels", "bin_max", "peak_labels"),
     "correlation": ("average_ranks", "ordinal_ranks", "pearson", "ranks", "spearman"),
     "counts": ("count_mae", "count_mse", "count_pearson", "count_spearman", "count_variance_explained",
                "log1p_total"),

@@ -1,113 +1,27 @@
-"""BPNet's binned profile auPRC (kundajelab/bpnet v0, ``eval_profile``), vectorised.
+"""BPNet's binned profile auPRC (kundajelab/bpnet v0, ``eval_profile``), vectorised: per region, or pooled over
+the regions of one batch in memory.
 
-Per strand, a position whose observed fraction ``k_i / sum_i k_i`` is ``>= 0.015`` is a positive,
-``< 0.005`` a negative, in between ambiguous (label -1, ignored). Positions are grouped in bins
-(sizes 1 and 10; a trailing partial bin is dropped): a bin is positive if any position in it is,
-else ambiguous if any is, else negative; its prediction is the largest predicted probability in
-it. auPRC is the average precision ``sum_n (R_n - R_{n-1}) P_n`` over descending thresholds.
-BPNet evaluates only regions whose mean per-strand total exceeds ``2.5 / 0.015``, and pools the
-bins of all strands of all those regions into one curve (``pooled_auprc``); ``average_precision``
-over the last axis also gives one curve per region or per strand.
+The labels, bins and region mask are ``metrics.labels``'s (a position is positive where it holds at least 1.5% of its
+strand's reads; bins of 1 and 10 positions; regions with a mean of more than 2.5 / 0.015 reads per strand). auPRC is
+the average precision ``sum_n (R_n - R_{n-1}) P_n`` over descending thresholds. BPNet pools the bins of all strands
+of all evaluated regions into one curve (``pooled_auprc``; a whole run's, in bounded memory, is
+``metrics.pooled.PooledAuprc``); ``average_precision`` over the last axis also gives one curve per region or per
+strand.
 """
-
-import math
-from itertools import chain
 
 import numpy as np
 import torch
 
+from .labels import (NEG_MAX_FRACTION, POS_MIN_FRACTION, REQUIRED_MIN_POS_COUNTS, auprc_region_mask, bin_labels,
+                     bin_max, binned_labels_scores_by_size, peak_labels)
+from .pooled import average_precision_of_keys, score_label_keys
 from .sorting import side_by_side, take_in_rows
 
+__all__ = ["NEG_MAX_FRACTION", "POS_MIN_FRACTION", "REQUIRED_MIN_POS_COUNTS", "auprc_region_mask",
+           "average_precision", "average_precision_of_keys", "bin_labels", "bin_max", "binned_labels_scores",
+           "binned_labels_scores_by_size", "peak_labels", "pooled_auprc", "precision_terms", "score_label_keys"]
+
 NAN = float("nan")
-POS_MIN_FRACTION = 0.015
-NEG_MAX_FRACTION = 0.005
-REQUIRED_MIN_POS_COUNTS = 2.5
-
-
-def auprc_region_mask(observed, required_min_pos_counts=REQUIRED_MIN_POS_COUNTS,
-                      pos_min_fraction=POS_MIN_FRACTION):
-    """Regions BPNet evaluates: ``mean_s sum_i k[s, i] > required_min_pos_counts / pos_min_fraction``.
-
-    Parameters
-    ----------
-    observed : torch.Tensor, shape=(B, S, L)
-        Observed counts.
-    required_min_pos_counts, pos_min_fraction : float
-        BPNet defaults 2.5 and 0.015 (threshold 166.67 reads per strand on average).
-
-    Returns
-    -------
-    mask : torch.Tensor, shape=(B,), bool
-    """
-    return observed.sum(dim=-1).mean(dim=-1) > required_min_pos_counts / pos_min_fraction
-
-
-def peak_labels(observed, pos_min_fraction=POS_MIN_FRACTION, neg_max_fraction=NEG_MAX_FRACTION):
-    """Per strand ``f = k / sum_i k``: label 1 where ``f >= pos_min``, -1 where ``neg_max <= f < pos_min``, else 0.
-
-    A strand with no counts has undefined fractions; as in BPNet (NaN compares false) all its
-    positions are negatives. Such strands only occur in regions the mask keeps when the other
-    strand carries the reads.
-
-    Parameters
-    ----------
-    observed : torch.Tensor, shape=(..., L)
-        Observed counts, one profile per strand along the last axis.
-    pos_min_fraction, neg_max_fraction : float
-        BPNet defaults 0.015 and 0.005.
-
-    Returns
-    -------
-    labels : torch.Tensor, shape=(..., L)
-        1 (positive), 0 (negative) or -1 (ambiguous), dtype of ``observed``.
-    """
-    fraction = observed / observed.sum(dim=-1, keepdim=True)
-    ambiguous = (fraction < pos_min_fraction) & (fraction >= neg_max_fraction)
-    return (fraction >= pos_min_fraction).to(observed.dtype) - ambiguous.to(observed.dtype)
-
-
-def _bins(x, binsize):
-    """``x[..., :n*binsize]`` viewed as ``(..., n, binsize)`` with ``n = L // binsize``."""
-    n_bins = x.shape[-1] // binsize
-    return x[..., :n_bins * binsize].reshape(*x.shape[:-1], n_bins, binsize)
-
-
-def bin_max(x, binsize):
-    """``max_{i in bin} x_i`` over consecutive bins of ``binsize`` positions (partial last bin dropped).
-
-    Parameters
-    ----------
-    x : torch.Tensor, shape=(..., L)
-    binsize : int
-
-    Returns
-    -------
-    binned : torch.Tensor, shape=(..., L // binsize)
-        ``x`` itself for ``binsize = 1``.
-    """
-    return x if binsize == 1 else _bins(x, binsize).amax(dim=-1)
-
-
-def bin_labels(labels, binsize):
-    """Bin label: 1 if any position is 1, else -1 if any is -1, else 0 (BPNet ``bin_counts_amb``).
-
-    Parameters
-    ----------
-    labels : torch.Tensor, shape=(..., L)
-        Values in {1, 0, -1}.
-    binsize : int
-
-    Returns
-    -------
-    binned : torch.Tensor, shape=(..., L // binsize)
-        ``labels`` itself for ``binsize = 1``.
-    """
-    if binsize == 1:
-        return labels
-    binned = _bins(labels, binsize)
-    has_positive = (binned == 1).any(dim=-1)
-    has_ambiguous = (binned == -1).any(dim=-1)
-    return has_positive.to(labels.dtype) - (~has_positive & has_ambiguous).to(labels.dtype)
 
 
 def average_precision(labels, scores):
@@ -279,15 +193,6 @@ def binned_labels_scores(observed, probs, binsize, pos_min_fraction=POS_MIN_FRAC
     return binned_labels_scores_by_size(observed, probs, (binsize,), pos_min_fraction, neg_max_fraction)[binsize]
 
 
-def binned_labels_scores_by_size(observed, probs, binsizes, pos_min_fraction=POS_MIN_FRACTION,
-                                 neg_max_fraction=NEG_MAX_FRACTION):
-    """``{binsize: binned_labels_scores(observed, probs, binsize, ...)}``, the labels and rescaled probabilities
-    made once for every bin size."""
-    labels = peak_labels(observed, pos_min_fraction, neg_max_fraction)
-    scores = probs / probs.sum(dim=-1, keepdim=True)
-    return {binsize: (bin_labels(labels, binsize), bin_max(scores, binsize)) for binsize in binsizes}
-
-
 def pooled_auprc(observed, probs, binsize=1, mask=None, pos_min_fraction=POS_MIN_FRACTION,
                  neg_max_fraction=NEG_MAX_FRACTION, required_min_pos_counts=REQUIRED_MIN_POS_COUNTS):
     """BPNet's auPRC: one ``average_precision`` over the bins of every strand of every masked region.
@@ -318,88 +223,3 @@ def pooled_auprc(observed, probs, binsize=1, mask=None, pos_min_fraction=POS_MIN
         mask = auprc_region_mask(observed, required_min_pos_counts, pos_min_fraction)
     labels, scores = binned_labels_scores(observed, probs, binsize, pos_min_fraction, neg_max_fraction)
     return average_precision(labels[mask].flatten(), scores[mask].flatten())
-
-
-def score_label_keys(labels, scores):
-    """uint32 keys ``(b << 1) | [label = 1]`` of the entries with ``label >= 0`` and a score, ``b`` the bits of the
-    float32 score: ascending keys order the entries by score (ties together, negatives first), so sorted keys
-    carry everything ``average_precision`` needs.
-
-    Parameters
-    ----------
-    labels : torch.Tensor, shape=(n,)
-        1 (positive), 0 (negative) or -1 (ignored).
-    scores : torch.Tensor, shape=(n,)
-        Non-negative scores (probabilities); NaN entries are left out. Rounded to float32, as pooled.
-
-    Returns
-    -------
-    keys : numpy.ndarray, shape=(m,), uint32
-    """
-    labels, scores = labels.cpu().numpy(), scores.cpu().numpy()
-    with np.errstate(invalid="ignore"):  # (NaN scores are left out)
-        scores32 = scores.astype(np.float32) + np.float32(0.0)  # -0.0 becomes 0.0: one key per value
-        keep = (labels >= 0) & ~np.isnan(scores32)
-        if bool((keep & (scores32 < 0)).any()):
-            raise ValueError("pooled auPRC scores must be >= 0 (probabilities)")
-    keys = scores32.view(np.uint32) << np.uint32(1)  # every entry's key, then the kept ones: one compress
-    keys |= labels == 1
-    return keys[keep]
-
-
-def average_precision_of_keys(blocks, n_positive, n_called):
-    """``AP = (1/P) sum_t pos_t TP(>= t) / C(>= t)`` over the distinct scores ``t`` of ascending key blocks.
-
-    The pooled form of ``average_precision``: ``pos_t`` positives score exactly ``t``; ``TP(>= t)`` and
-    ``C(>= t)`` count the positives and all entries scoring ``>= t`` (from the totals ``P`` and ``C`` less
-    what scored below). Exact integer counts; the terms summed exactly (``math.fsum``: correctly rounded, so the
-    same whatever the blocks); a score's entries may span blocks. Keys scoring below the lowest positive may be left
-    out (with ``C`` counting only the keys given): they enter no term.
-
-    Parameters
-    ----------
-    blocks : iterable of numpy.ndarray, uint32
-        ``score_label_keys`` of every entry, in ascending order, in blocks.
-    n_positive, n_called : int
-        ``P`` (keys with the low bit set) and ``C`` (all keys).
-
-    Returns
-    -------
-    ap : float
-        NaN where there is no positive.
-    """
-    if n_positive == 0:
-        return float("nan")
-    below_pos, below_all = 0, 0
-
-    def terms(score, pos, count):
-        """The terms of consecutive distinct scores (their positives and entries), and what scored below them."""
-        nonlocal below_pos, below_all
-        tp_at_least = n_positive - below_pos - (np.cumsum(pos) - pos)
-        called_at_least = n_called - below_all - (np.cumsum(count) - count)
-        below_pos += int(pos.sum())
-        below_all += int(count.sum())
-        scored = pos > 0
-        return (pos[scored] * (tp_at_least[scored] / called_at_least[scored])).tolist()
-
-    def every_term():
-        carry = (np.zeros(0, np.uint32), np.zeros(0, np.int64), np.zeros(0, np.int64))  # a score's group left open
-        for block in blocks:
-            if block.size == 0:
-                continue
-            score = block >> np.uint32(1)
-            starts = np.flatnonzero(np.concatenate([[True], score[1:] != score[:-1]]))
-            pos = np.add.reduceat((block & np.uint32(1)).astype(np.int64), starts)
-            count = np.diff(np.append(starts, block.size))
-            score = score[starts]
-            if carry[0].size and carry[0][0] == score[0]:
-                pos[0] += carry[1][0]
-                count[0] += carry[2][0]
-            elif carry[0].size:
-                score, pos, count = (np.concatenate([c, a]) for c, a in zip(carry, (score, pos, count)))
-            yield terms(score[:-1], pos[:-1], count[:-1])
-            carry = (score[-1:], pos[-1:], count[-1:])
-        if carry[0].size:
-            yield terms(*carry)
-
-    return math.fsum(chain.from_iterable(every_term())) / n_positive
