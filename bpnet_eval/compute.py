@@ -250,9 +250,14 @@ class BatchComputer:
         logcounts = logcounts.to(self.device, non_blocking=True).to(self.dtype)
         count_target = self.plan.count_target if self.plan is not None else "log1p"
         metrics = self.metric_columns(logits, observed, logcounts, first_row)  # the pieces start, beside the seed
-        seed = peer_rounded(seed_columns(mnll_per_region(logits, observed, self.dtype, terms, counted), logcounts,
-                                         self.count_loss_weight, self.track_names, count_target),
-                            self.plan, self.track_names)
+        mnll = mnll_per_region(logits, observed, self.dtype, terms, counted)
+        if self.logit_terms is not None:  # float64 on the CPU: numpy's columns (its log1p), as a run without torch
+            seed = {name: torch.as_tensor(value) for name, value in seed_columns(
+                tuple(part.numpy() for part in mnll), logcounts.numpy(), self.count_loss_weight, self.track_names,
+                count_target).items()}
+        else:
+            seed = seed_columns(mnll, logcounts, self.count_loss_weight, self.track_names, count_target)
+        seed = peer_rounded(seed, self.plan, self.track_names)
         columns = as_numpy({**seed, **metrics()})
         dropped = screen(columns, frozenset(seed) - maybe_undefined(count_target)) if screen is not None else None
         if self.pooled_auprc is not None:
