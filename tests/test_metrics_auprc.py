@@ -10,6 +10,7 @@ import torch
 
 from bpnet_eval.metrics import (auprc_region_mask, average_precision, bin_labels, bin_max, binned_labels_scores,
                                 peak_labels, pooled_auprc, profile_metrics)
+from bpnet_eval.metrics.labels import binned_labels_scores_by_size
 from tests.support.metric_cases import PRECISIONS, as_tensors, assert_close, softmax
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
@@ -136,21 +137,32 @@ def test_average_precision_with_ties_ambiguous_and_nan(dtype, rtol, atol):
                  ref_average_precision(labels.ravel(), scores.ravel()), rtol, atol)
 
 
-@pytest.mark.parametrize("binsize", [1, 10, 7])
-def test_labels_bins_and_mask_match_bpnet(binsize):
+@pytest.mark.parametrize("binsize", [1, 10, 7, 70])
+@pytest.mark.parametrize("library", ["torch", "numpy"])
+def test_labels_bins_and_mask_match_bpnet(binsize, library):
+    """The labels, bins and mask of numpy arrays (a run's pooled auPRC) and torch tensors alike; a NaN score makes its
+    bin's score NaN; 65 positions: a partial last bin dropped, none at all for bins of 70."""
+    given = torch.as_tensor if library == "torch" else np.asarray
+
+    def close(actual, expected, rtol, atol):
+        assert_close(torch.as_tensor(actual), expected, rtol, atol)
+
     logits, counts = auprc_case(2, length=65)
     yt, yp = counts.transpose(0, 2, 1), softmax(logits).transpose(0, 2, 1)  # BPNet: (N, L, S)
     ref_l, ref_s = ref_binned(yt, yp, binsize)
-    labels, scores = binned_labels_scores(*as_tensors(torch.float64, counts, softmax(logits)), binsize)
-    assert_close(labels, ref_l.transpose(0, 2, 1), 0, 0)
-    assert_close(scores, ref_s.transpose(0, 2, 1), 1e-12, 1e-15)
-    mask = auprc_region_mask(torch.as_tensor(counts))
-    np.testing.assert_array_equal(mask.numpy(), ref_mask(yt))
+    labels, scores = binned_labels_scores_by_size(given(counts), given(softmax(logits)), (binsize,))[binsize]
+    assert type(labels) is type(given(counts)) and labels.dtype == given(counts).dtype
+    close(labels, ref_l.transpose(0, 2, 1), 0, 0)
+    close(scores, ref_s.transpose(0, 2, 1), 1e-12, 1e-15)
+    mask = auprc_region_mask(given(counts))
+    np.testing.assert_array_equal(np.asarray(mask), ref_mask(yt))
     assert not mask[6] and mask[7]
-    assert_close(peak_labels(torch.as_tensor(counts)), ref_labels(yt).transpose(0, 2, 1), 0, 0)
-    assert_close(bin_labels(torch.as_tensor(ref_labels(yt).transpose(0, 2, 1)), binsize), ref_l.transpose(0, 2, 1), 0, 0)
-    assert_close(bin_max(torch.as_tensor(yp.transpose(0, 2, 1)), binsize),
-                 ref_bin(yp, binsize, lambda c: c.max(axis=1)).transpose(0, 2, 1), 0, 0)
+    close(peak_labels(given(counts)), ref_labels(yt).transpose(0, 2, 1), 0, 0)
+    close(bin_labels(given(ref_labels(yt).transpose(0, 2, 1)), binsize), ref_l.transpose(0, 2, 1), 0, 0)
+    with_nan = yp.copy()
+    with_nan[2, 13, 1] = np.nan
+    close(bin_max(given(with_nan.transpose(0, 2, 1)), binsize),
+                 ref_bin(with_nan, binsize, lambda c: c.max(axis=1)).transpose(0, 2, 1), 0, 0)
 
 
 @pytest.mark.parametrize("n_tracks", [1, 2])
