@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from bpnet_eval.metrics import (auprc_region_mask, average_precision, bin_labels, bin_max, binned_labels_scores,
+from bpnet_eval.metrics import (auprc_region_mask, average_precision, bin_labels, bin_max,
                                 peak_labels, pooled_auprc, profile_metrics)
 from bpnet_eval.metrics.labels import binned_labels_scores_by_size
 from tests.support.metric_cases import PRECISIONS, as_tensors, assert_close, softmax
