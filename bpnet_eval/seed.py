@@ -188,6 +188,7 @@ class CountTerms(NamedTuple):
     totals: np.ndarray  # (n * S,) float64
     log_factorials: np.ndarray  # (n * S,) float64
     dense_read_counts: bool = False  # every value of the dense rows is a read count (``read_count_indices``)
+    read_counts: bool = False  # every count of the batch is a read count: ``totals`` exact, in any order of summing
 
     def every_nonzero(self, observed: np.ndarray) -> Optional[np.ndarray]:
         """Every nonzero count of ``observed`` (the batch of these terms) the value screen must see, in no order:
@@ -244,11 +245,12 @@ def count_terms(observed: np.ndarray) -> CountTerms:
     indices = read_count_indices(values)
     totals = row_sums(counts, first)
     log_factorials = row_sums(log_factorial(counts) if indices is None else log_factorial_table().take(indices), first)
-    read_counts = False
+    dense_read_counts = False
     if dense.any():
-        sums, read_counts = dense_count_only_sums(rows_observed if dense.all() else rows_observed[dense])
+        sums, dense_read_counts = dense_count_only_sums(rows_observed if dense.all() else rows_observed[dense])
         totals[dense], log_factorials[dense] = sums
-    return CountTerms(where, first, counts, dense, totals, log_factorials, read_counts)
+    read_counts = indices is not None and (dense_read_counts or not dense.any())
+    return CountTerms(where, first, counts, dense, totals, log_factorials, dense_read_counts, read_counts)
 
 
 def interleaved_count_terms(parts: Sequence[CountTerms], groups: Sequence[Sequence[int]], n_tracks: int,
@@ -269,8 +271,9 @@ def interleaved_count_terms(parts: Sequence[CountTerms], groups: Sequence[Sequen
     for part, target, counted in zip(parts, targets, entries):
         at = np.repeat(first[target] - part.first, counted) + np.arange(len(part.where))
         where[at], counts[at] = part.where + np.repeat((target - np.arange(len(target))) * length, counted), part.counts
-    read_counts = dense.any() and all(p.dense_read_counts for p in parts if p.dense.any())
-    return CountTerms(where, first, counts, dense, totals, log_factorials, bool(read_counts))
+    dense_read_counts = dense.any() and all(p.dense_read_counts for p in parts if p.dense.any())
+    return CountTerms(where, first, counts, dense, totals, log_factorials, bool(dense_read_counts),
+                      all(p.read_counts for p in parts))
 
 
 def count_terms_bytes(shape: tuple) -> int:
@@ -572,5 +575,7 @@ class SeedComputer:
         dropped = screen(columns, frozenset(columns) - maybe_undefined(self.count_target)) if screen else None
         if self.pooled_auprc is not None:
             keep = None if dropped is None or not dropped.any() else ~dropped
-            self.pooled_auprc.update(observed, logits, keep, self.map_pieces)
+            exact = counted is not None and counted.read_counts  # the counts' totals, without reading the counts
+            self.pooled_auprc.update(observed, logits, keep, self.map_pieces,
+                                     counted.totals.reshape(observed.shape[:-1]) if exact else None)
         return columns

@@ -524,6 +524,30 @@ def test_pooled_auprc_keys_from_numpy_are_torchs_bit_for_bit(name, counts, logit
                 np.testing.assert_array_equal(got[binsize], by_torch[binsize], err_msg=f"{path} bin {binsize}")
 
 
+def test_pooled_auprc_takes_the_region_mask_from_exact_totals():
+    """Given each track's totals (a run's read counts, summed where they were read), the pool masks regions by them
+    and reads no count of a region they leave out: the same keys as from the counts, and a region the totals
+    leave out adds none."""
+    from bpnet_eval.metrics.pooled import PooledAuprc
+
+    counts, logits = spill_case(seed=4)
+    totals = counts.sum(axis=-1)
+    from_counts, from_totals = PooledAuprc(), PooledAuprc()
+    from_counts.update(counts, logits)
+    from_totals.update(counts, logits, totals=totals)
+    assert from_counts._positives == from_totals._positives
+    assert from_totals.result() == from_counts.result()
+    passing = np.flatnonzero(totals.mean(axis=-1) > 2.5 / 0.015)
+    assert len(passing) > 2
+    fewer_totals = totals.copy()
+    fewer_totals[passing[:2]] = 0
+    fewer, subset = PooledAuprc(), PooledAuprc()
+    fewer.update(counts, logits, totals=fewer_totals)
+    rest = np.setdiff1d(np.arange(len(counts)), passing[:2])
+    subset.update(counts[rest], logits[rest])
+    assert fewer.result() == subset.result()
+
+
 @pytest.mark.parametrize("path", POOL_PATHS)
 def test_pooled_auprc_keeps_only_the_rows_scored(path):
     counts, logits = spill_case(seed=2)

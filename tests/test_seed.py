@@ -464,8 +464,28 @@ def test_count_terms_of_groups_of_tracks_interleave_into_the_whole_batchs(n_trac
         whole = seed.count_terms(observed)
         parts = [seed.count_terms(observed[:, group]) for group in groups]
         joined = seed.interleaved_count_terms(parts, groups, n_tracks, observed.shape[-1])
-        assert joined.dense_read_counts == whole.dense_read_counts
+        assert joined.dense_read_counts == whole.dense_read_counts and joined.read_counts == whole.read_counts
         for name in ("where", "first", "counts", "dense", "totals", "log_factorials"):
             got, want = getattr(joined, name), getattr(whole, name)
             assert got.dtype == want.dtype and got.shape == want.shape, name
             assert got.tobytes() == want.tobytes(), name
+
+
+def test_count_terms_say_whether_every_count_is_a_read_count():
+    """``read_counts``: every count of the batch, in sparse and dense rows, an integer of the log-factorial table (so
+    its totals are exact in any order of summing); a fraction, a NaN or a negative count anywhere makes it False,
+    and the terms of a batch joined from its files' terms say the same."""
+    rng = np.random.default_rng(3)
+    sparse = (rng.poisson(2.0, (30, 2, 80)) * (rng.random((30, 2, 80)) < 0.05)).astype(np.float32)
+    dense = rng.poisson(2.0, (30, 2, 80)).astype(np.float32) + 1
+    for observed in (sparse, dense, np.concatenate([sparse, dense])):
+        assert seed.count_terms(observed).read_counts
+        for where, value in (((3, 1, 7), 0.5), ((4, 0, 2), np.nan), ((5, 1, 1), -1.0)):
+            spoiled = observed.copy()
+            spoiled[where] = value
+            assert not seed.count_terms(spoiled).read_counts, value
+            groups = [[0], [1]]
+            parts = [seed.count_terms(spoiled[:, group]) for group in groups]
+            assert not seed.interleaved_count_terms(parts, groups, 2, spoiled.shape[-1]).read_counts
+        parts = [seed.count_terms(observed[:, [s]]) for s in (0, 1)]
+        assert seed.interleaved_count_terms(parts, [[0], [1]], 2, observed.shape[-1]).read_counts

@@ -38,7 +38,12 @@ def auprc_region_mask(observed, required_min_pos_counts=REQUIRED_MIN_POS_COUNTS,
     -------
     mask : numpy.ndarray or torch.Tensor, shape=(B,), bool
     """
-    return observed.sum(axis=-1).mean(axis=-1) > required_min_pos_counts / pos_min_fraction
+    return depth_mask(observed.sum(axis=-1), required_min_pos_counts, pos_min_fraction)
+
+
+def depth_mask(totals, required_min_pos_counts=REQUIRED_MIN_POS_COUNTS, pos_min_fraction=POS_MIN_FRACTION):
+    """``auprc_region_mask`` from each region's per-track totals ``(B, S)``: ``mean_s N_s > 2.5 / 0.015``."""
+    return totals.mean(axis=-1) > required_min_pos_counts / pos_min_fraction
 
 
 def peak_labels(observed, pos_min_fraction=POS_MIN_FRACTION, neg_max_fraction=NEG_MAX_FRACTION):

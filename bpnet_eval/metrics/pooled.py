@@ -15,7 +15,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from ..spill import SortedRuns, merged_ahead
-from .labels import auprc_region_mask, binned_labels_scores_by_size
+from .labels import auprc_region_mask, binned_labels_scores_by_size, depth_mask
 from .names import BIN_SIZES
 
 NO_POSITIVE_KEY = 1 << 32  # the floor before any positive: above every uint32 key
@@ -151,14 +151,19 @@ class PooledAuprc:
             runs.floor = NO_POSITIVE_KEY
 
     def update(self, observed: np.ndarray, logits: np.ndarray, keep: Optional[np.ndarray] = None,
-               map_pieces: Callable = map) -> None:
+               map_pieces: Callable = map, totals: Optional[np.ndarray] = None) -> None:
         """Add one batch: observed counts and logits ``(B, S, L)`` as stored (probabilities per strand), computed in
         float64 in cache-sized pieces; ``keep``: the rows scored (default all); ``map_pieces``: how the keys of the
-        pieces are made (``map``, or a thread pool's ``map``), added in piece order either way."""
+        pieces are made (``map``, or a thread pool's ``map``), added in piece order either way; ``totals``: each
+        track's total ``(B, S)`` in float64 where it is exact (read counts: the same in any order of summing), for
+        the region mask without reading the counts of the regions it leaves out."""
         step = max(1, PIECE_VALUES // max(1, math.prod(observed.shape[1:])))
-        masks = map_pieces(lambda first: auprc_region_mask(observed[first:first + step].astype(np.float64)),
-                           range(0, len(observed), step))
-        mask = np.concatenate([np.zeros(0, bool), *masks])
+        if totals is not None:
+            mask = depth_mask(totals)
+        else:
+            masks = map_pieces(lambda first: auprc_region_mask(observed[first:first + step].astype(np.float64)),
+                               range(0, len(observed), step))
+            mask = np.concatenate([np.zeros(0, bool), *masks])
         rows = np.flatnonzero(mask if keep is None else mask & keep)
 
         def piece_keys(first):
