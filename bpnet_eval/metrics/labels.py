@@ -16,10 +16,11 @@ REQUIRED_MIN_POS_COUNTS = 2.5
 
 
 def _labels(positive, ambiguous, dtype):
-    """1 where ``positive``, -1 where ``ambiguous`` (never both), else 0, in ``dtype``, from two boolean numpy arrays
-    (subtracted as int8: numpy casts booleans to floats several times slower) or torch tensors."""
+    """1 where ``positive``, -1 where ``ambiguous`` (never both), else 0, from two boolean numpy arrays (as int8: numpy
+    casts booleans to floats several times slower, and the bins of int8 labels are found faster) or torch tensors
+    (in ``dtype``)."""
     if isinstance(positive, np.ndarray):
-        return (positive.view(np.int8) - ambiguous.view(np.int8)).astype(dtype)
+        return positive.view(np.int8) - ambiguous.view(np.int8)
     return positive.to(dtype) - ambiguous.to(dtype)
 
 
@@ -63,7 +64,7 @@ def peak_labels(observed, pos_min_fraction=POS_MIN_FRACTION, neg_max_fraction=NE
     Returns
     -------
     labels : numpy.ndarray or torch.Tensor, shape=(..., L)
-        1 (positive), 0 (negative) or -1 (ambiguous), dtype of ``observed``.
+        1 (positive), 0 (negative) or -1 (ambiguous): int8 for numpy arrays, the dtype of ``observed`` for tensors.
     """
     with np.errstate(invalid="ignore", divide="ignore"):  # (numpy) a strand without counts: 0 / 0
         fraction = observed / observed.sum(axis=-1, keepdims=True)
@@ -116,7 +117,7 @@ def bin_labels(labels, binsize):
     Returns
     -------
     binned : numpy.ndarray or torch.Tensor, shape=(..., L // binsize)
-        ``labels`` itself for ``binsize = 1``.
+        ``labels`` itself for ``binsize = 1``; else int8 for numpy arrays, the dtype of ``labels`` for tensors.
     """
     if binsize == 1:
         return labels
