@@ -2,10 +2,10 @@
 
 What ``score`` computes on a CPU: the joint and per-track MNLL from one ``logsumexp`` per track and sums
 over the nonzero counts (over every position for a region's track with counts on most bases; no
-log-probability array is formed), the count loss and the mixture loss. A run
-that needs nothing beyond them and the pooled auPRC (the default metrics or ``--preset bpnet``, ``--dtype float64``,
-on a CPU) never imports torch (``SeedComputer``, with ``metrics.pooled``); the torch path (``bpnet_eval.losses``, ``bpnet_eval.compute``) takes the same
-numbers from here on the CPU in float64, so both give the same bits. The formulas that only combine per-region
+log-probability array is formed), the count loss and the mixture loss. A run that needs nothing beyond them and the
+pooled auPRC (the default metrics or ``--preset bpnet``, ``--dtype float64``, on a CPU) never imports torch
+(``SeedComputer``, with ``metrics.pooled``); the torch path (``bpnet_eval.losses``, ``bpnet_eval.compute``) takes
+the same numbers from here on the CPU in float64, so both give the same bits. The formulas that only combine per-region
 sums (``mnll_from_sums``, ``log1p_squared_error``, ``seed_columns``) take numpy arrays or torch tensors.
 """
 
@@ -541,8 +541,8 @@ def maybe_undefined(count_target: str) -> frozenset:
 class SeedComputer:
     """Numpy batches → the seed columns (float64 numpy), on the CPU without torch: ``BatchComputer``'s interface
     for a run whose plan needs nothing beyond the seed losses and the pooled auPRC (``MetricPlan.needs_torch``).
-    ``pooled_auprc``: a ``metrics.pooled.PooledAuprc`` fed the rows scored of every batch, or None;
-    ``map_pieces``: how it makes the keys of a batch's pieces (``map``, or a thread pool's ``map``)."""
+    ``pooled_auprc``: a ``metrics.pooled.PooledAuprc`` fed the rows scored of every batch, or None (its pieces in
+    this thread: two threads made a ``--preset bpnet`` run no faster)."""
 
     device = "cpu"
 
@@ -552,7 +552,6 @@ class SeedComputer:
         self.track_names = list(track_names)
         self.count_target = count_target
         self.pooled_auprc = pooled_auprc
-        self.map_pieces: Callable = map
 
     def prepare(self, *arrays):
         """The arrays as they are (``BatchComputer.prepare`` makes tensors)."""
@@ -576,6 +575,6 @@ class SeedComputer:
         if self.pooled_auprc is not None:
             keep = None if dropped is None or not dropped.any() else ~dropped
             exact = counted is not None and counted.read_counts  # the counts' totals, without reading the counts
-            self.pooled_auprc.update(observed, logits, keep, self.map_pieces,
-                                     counted.totals.reshape(observed.shape[:-1]) if exact else None)
+            self.pooled_auprc.update(observed, logits, keep,
+                                     totals=counted.totals.reshape(observed.shape[:-1]) if exact else None)
         return columns
