@@ -509,7 +509,10 @@ def hostile_pooled_cases():
     yield "normalised", (counts * 0.37 + 0.01).astype(np.float32), logits
 
 
-@pytest.mark.parametrize("name,counts,logits", list(hostile_pooled_cases()), ids=lambda x: x if isinstance(x, str) else "")
+HOSTILE_POOLED = list(hostile_pooled_cases())
+
+
+@pytest.mark.parametrize("name,counts,logits", HOSTILE_POOLED, ids=[case[0] for case in HOSTILE_POOLED])
 def test_pooled_auprc_keys_from_numpy_are_torchs_bit_for_bit(name, counts, logits):
     """The keys a run without torch makes (numpy's float64 softmax and sums) are those torch makes from the same rows,
     so ``--preset bpnet`` (numpy) and the GPU or float32 paths (torch) pool the same bins: equal keys here, on every
