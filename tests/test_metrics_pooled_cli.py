@@ -47,3 +47,31 @@ def test_pooled_auprc_spilled_to_disk_equals_in_memory(monkeypatch):
                              ).summary["profile_auprc"]
     assert values["memory"]["binsize=1"] is not None
     assert values["spilled"] == pytest.approx(values["memory"], rel=1e-12)
+
+
+@pytest.mark.parametrize("attack", ["nan_logit", "overflow"])
+@pytest.mark.parametrize("device", ["cpu", "auto"])
+def test_pooled_auprc_leaves_out_the_regions_a_run_skips(attack, device):
+    """``--nonfinite skip`` with ``--preset bpnet`` (numpy, no torch): a region skipped before scoring (a NaN
+    logit) or after (its MNLL overflows) adds no bin to the pooled auPRC, which is that of the other regions."""
+    from bpnet_eval import Policies, score
+
+    rng = np.random.default_rng(8)
+    observed = rng.poisson(rng.gamma(0.4, 3.0, size=(40, 2, 80))).astype(np.float64)
+    observed[::2, :, 30:40] += 40  # every other region passes BPNet's depth filter
+    logits = np.round(np.log(observed + 1) + rng.normal(size=observed.shape), 1)
+    logcounts = np.log1p(observed.sum(axis=(1, 2)))[:, None]
+    bad = 6  # passes the depth filter: its bins would count
+    assert observed[bad].sum(axis=-1).mean() > 2.5 / 0.015
+    if attack == "nan_logit":
+        logits[bad, 1, 5] = np.nan
+    else:  # z - max overflows to -inf where counts were observed
+        logits[bad, 0, :] = -1.7e308
+        logits[bad, 0, 0] = 1.7e308
+    rest = np.arange(len(observed)) != bad
+    options = dict(preset="bpnet", device=device, batch_size=16)
+    result = score((logits, logcounts), observed, policies=Policies(nonfinite="skip"), **options)
+    assert [entry["row"] for entry in result.summary["skipped"]] == [bad + 1]
+    without = score((logits[rest], logcounts[rest]), observed[rest], **options)
+    assert result.summary["profile_auprc"]["binsize=1"] is not None
+    assert result.summary["profile_auprc"] == without.summary["profile_auprc"]
