@@ -512,11 +512,47 @@ def test_sort_helpers_take_tensors_that_require_grad_and_bfloat16():
               1.0 + np.arange(64) * 2.0**-52]),
     np.concatenate([np.full((3, 5), -0.0), np.zeros((3, 5)), np.full((3, 5), 1e-310)], axis=1),  # -0.0, subnormals
     np.random.default_rng(17).normal(size=(5, 300)),  # negative: argsort
+    # values closer than the dropped bits, with ties among them (smoothed profiles): ordered again by those bits
+    1.0 + np.random.default_rng(18).integers(0, 3000, size=(20, 1000)) * 2.0**-50,
+    np.random.default_rng(19).integers(-2**12, 2**12, size=(10, 1000)),  # int64 keys, negative ones, in few words
 ])
 def test_packed_sort_orders_ascending(values):
     order = any_order(torch.as_tensor(values)).numpy()
     assert (np.sort(order, axis=-1) == np.arange(values.shape[-1])).all()
     np.testing.assert_array_equal(np.take_along_axis(values, order, axis=-1), np.sort(values, axis=-1))
+
+
+def test_found_in_by_search_and_by_table_agree():
+    """Which positions lie among the ascending ``where``, and where: the binary search (few positions) and the table
+    (many) give the same pairs, with no position found, every one found, and ``where`` empty."""
+    from bpnet_eval.metrics.correlation import _found_in
+
+    rng = np.random.default_rng(31)
+    size = 5000
+    for density, share in ((0.5, 0.3), (0.9, 0.01), (0.001, 0.5), (0.0, 0.2), (1.0, 1.0)):
+        where = np.flatnonzero(rng.random(size) < density)
+        positions = rng.permutation(size)[:int(share * size)]
+        i, j = _found_in(where, positions, size)
+        assert np.array_equal(i, np.flatnonzero(np.isin(positions, where)))
+        assert np.array_equal(where[j], positions[i])
+
+
+def test_spearman_is_the_same_number_either_way_round():
+    """``spearman(x, y) == spearman(y, x)`` bit for bit (basepairmodels' ranks its smoothed counts second, from their
+    nonzero values): smoothed sparse counts with ties at zero, close values, a constant row, non-integer values, +inf."""
+    from bpnet_eval.metrics.basepairmodels import gaussian_filter_reflect
+    from bpnet_eval.metrics.correlation import pearson, spearman
+
+    rng = np.random.default_rng(32)
+    smoothed = gaussian_filter_reflect(rng.poisson(0.05, size=(60, 500)).astype(np.float64))
+    smoothed[3] = 0.25
+    probs = torch.softmax(torch.as_tensor(rng.normal(size=(60, 500))), dim=-1).numpy()
+    with_inf = probs.copy()
+    with_inf[4, ::50] = np.inf
+    for x, y in ((smoothed, probs), (smoothed * 0.37, probs), (smoothed, with_inf)):
+        x, y = torch.as_tensor(x), torch.as_tensor(y)
+        expected = pearson(average_ranks(x), average_ranks(y))
+        assert same_numbers(spearman(x, y), expected) and same_numbers(spearman(y, x), expected)
 
 
 def same_numbers(a, b):

@@ -95,3 +95,44 @@ def test_min_max_normalisation_over_a_subnormal_range_clips_without_a_warning():
         normalised = min_max_normalize(value, low, high)
     np.testing.assert_array_equal(normalised[:3], [1.0, 0.0, 0.5])
     assert np.isnan(normalised[3])
+
+
+@pytest.mark.parametrize("shape", [(40, 1000), (5, 30), (3, 1), (4, 81), (2, 3, 100), (300,), (0, 10), (3, 0)])
+def test_gaussian_smoothing_is_scipys_bit_for_bit(shape):
+    """The smoothing of the observed counts, a cache-sized block of rows at a time, equals scipy's
+    ``gaussian_filter1d`` (sigma 7, 81 taps, ``reflect``) bit for bit: sparse counts, rows shorter than the kernel's
+    radius (reflected again), one base, more rows than one block."""
+    from scipy.ndimage import gaussian_filter1d
+
+    from bpnet_eval.metrics import basepairmodels
+
+    rng = np.random.default_rng(sum(shape) + len(shape))
+    counts = rng.poisson(rng.gamma(0.3, 2.0, size=shape)).astype(np.float64)
+    expected = (gaussian_filter1d(counts, 7.0, truncate=(40 - 0.5) / 7.0, mode="reflect") if counts.size
+                else counts)
+    got = basepairmodels.gaussian_filter_reflect(counts)
+    assert got.shape == counts.shape and np.array_equal(got, expected)
+
+
+def test_metrics_of_a_batch_in_blocks_equal_each_region_alone(monkeypatch):
+    """Regions are scored a block of rows at a time: a batch of several blocks with hostile rows (no reads, a zero
+    predicted total, a NaN probability, ties, non-integer counts) gives each region the numbers it gets alone."""
+    from bpnet_eval.metrics import basepairmodels
+
+    monkeypatch.setattr(basepairmodels, "METRIC_BLOCK_VALUES", 7 * 200)
+    rng = np.random.default_rng(9)
+    logits = rng.normal(size=(40, 200)) * 3
+    logits[::7] = np.round(logits[::7])
+    probs = np.exp(logits) / np.exp(logits).sum(axis=-1, keepdims=True)
+    probs[3, 0] = np.nan
+    observed = rng.poisson(0.3, size=(40, 200)).astype(np.float64)
+    observed[5], observed[11] = 0.0, 0.37 * rng.poisson(1.0, 200)
+    logcounts = rng.normal(3.0, 1.0, 40)
+    logcounts[7] = 0.0
+    with np.errstate(all="ignore"):
+        batch = basepairmodels.basepairmodels_metrics(probs, logcounts, observed)
+        for i in range(40):
+            alone = basepairmodels.basepairmodels_metrics(probs[i:i + 1], logcounts[i:i + 1], observed[i:i + 1])
+            for name, values in alone.items():
+                assert np.array_equal(batch[name][i:i + 1], values, equal_nan=True), (name, i)
+    assert batch["jsd"][5] == 0 and batch["jsd"][7] == 0 and np.isnan(batch["mnll"]).sum() == 0

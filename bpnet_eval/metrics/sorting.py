@@ -46,9 +46,14 @@ def any_order(x):
     """
     if not by_numpy(x):
         return torch.argsort(x, dim=-1)
-    values = x.detach().numpy()
+    return torch.from_numpy(array_order(x.detach().numpy()))
+
+
+def array_order(values):
+    """``any_order`` of a numpy array: by one sort of packed keys where ``_packed_order`` takes the values, else
+    ``argsort``."""
     order = _packed_order(values)
-    return torch.from_numpy(np.argsort(values, axis=-1) if order is None else order)
+    return np.argsort(values, axis=-1) if order is None else order
 
 
 def _packed_order(values):
@@ -56,8 +61,8 @@ def _packed_order(values):
     values themselves (several times faster than ``argsort``): each value's int64 bits (in the order of the
     values, -0.0 first) keep their high bits and carry the position in the low ones. Where two sorted entries
     share their high bits, they are ties (ordered by position: a sorting order still) or values closer than the
-    dropped bits, which may be out of order: rows whose values that order leaves unsorted are ordered by
-    ``argsort``. None for other dtypes or values."""
+    dropped bits, which may be out of order: rows whose values that order leaves unsorted are ordered again by
+    their dropped bits too (``_order_close_values``). None for other dtypes or values."""
     n = values.shape[-1]
     bits = max(1, (n - 1).bit_length())
     if values.size == 0 or bits > 24:
@@ -80,8 +85,26 @@ def _packed_order(values):
         ordered = take_in_rows(rows, order[shared])
         unsorted = np.flatnonzero((ordered[:, 1:] < ordered[:, :-1]).any(axis=-1))
         if unsorted.size:
-            order[shared[unsorted]] = np.argsort(rows[unsorted], axis=-1)
+            rows = shared[unsorted]
+            order[rows] = (_order_close_values(keys[rows], order[rows], high[rows], bits) if 3 * bits < 63
+                           else np.argsort(values.reshape(-1, n)[rows], axis=-1))
     return order.reshape(values.shape)
+
+
+def _order_close_values(keys, order, high, bits):
+    """The ascending order of int64 ``keys`` ``(m, n)`` from ``order``, which sorts them by their high bits
+    (``keys >> bits``, ``high`` in that order) alone: one more sort of packed int64 words, each holding the rank of
+    its entry's high bits in its row, its low bits and its sorted position, so that entries sharing their high bits
+    come out by their low bits too (ties by position, as before)."""
+    n = order.shape[-1]
+    mask = (1 << bits) - 1
+    packed = np.zeros(order.shape, np.int64)  # the rank of each sorted entry's high bits
+    np.cumsum(high[:, 1:] != high[:, :-1], axis=-1, out=packed[:, 1:])
+    packed <<= 2 * bits
+    packed |= (take_in_rows(keys, order) & mask) << bits
+    packed |= np.arange(n)
+    packed.sort(axis=-1)
+    return take_in_rows(order, packed & mask)
 
 
 def distinct_order(x):
