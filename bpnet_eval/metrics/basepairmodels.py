@@ -21,6 +21,7 @@ import torch
 
 from ..seed import row_blocks
 from .correlation import pearson, spearman
+from .profile import log_factorial_terms
 
 SIGMA, WIDTH = 7.0, 81
 # Rows filtered at a time: a block of rows and its padded copy stay in the CPU cache through the kernel's 41 passes.
@@ -98,9 +99,9 @@ def _xlogy(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 def multinomial_coefficient(k: np.ndarray) -> np.ndarray:
     """``ln (N! / prod_i k_i!) = lgamma(N + 1) - sum_i lgamma(k_i + 1)`` per row, ``N = sum_i k_i`` (scipy's
-    ``multinomial``, its lgamma torch's)."""
-    lgamma = torch.lgamma
-    return lgamma(torch.from_numpy(k.sum(axis=-1) + 1)).numpy() - lgamma(torch.from_numpy(k + 1)).numpy().sum(axis=-1)
+    ``multinomial``, its lgamma torch's: the terms from ``log_factorial_terms``, the same bits)."""
+    terms = log_factorial_terms(torch.from_numpy(k)).numpy()
+    return torch.lgamma(torch.from_numpy(k.sum(axis=-1) + 1)).numpy() - terms.sum(axis=-1)
 
 
 def multinomial_mnll(k: np.ndarray, p: np.ndarray, coefficient=None) -> np.ndarray:
