@@ -98,7 +98,7 @@ def test_min_max_normalisation_over_a_subnormal_range_clips_without_a_warning():
 
 
 @pytest.mark.parametrize("shape", [(40, 1000), (5, 30), (3, 1), (4, 81), (2, 3, 100), (300,), (0, 10), (3, 0)])
-def test_gaussian_smoothing_is_scipys_bit_for_bit(shape):
+def test_gaussian_smoothing_is_scipys_bit_for_bit(shape, monkeypatch):
     """The smoothing of the observed counts, a cache-sized block of rows at a time, equals scipy's
     ``gaussian_filter1d`` (sigma 7, 81 taps, ``reflect``) bit for bit: sparse counts, rows shorter than the kernel's
     radius (reflected again), one base, more rows than one block."""
@@ -106,6 +106,7 @@ def test_gaussian_smoothing_is_scipys_bit_for_bit(shape):
 
     from bpnet_eval.metrics import basepairmodels
 
+    monkeypatch.setattr(basepairmodels, "FILTER_BLOCK_VALUES", 3 * 1000)  # 40 rows of 1,000: 14 blocks
     rng = np.random.default_rng(sum(shape) + len(shape))
     counts = rng.poisson(rng.gamma(0.3, 2.0, size=shape)).astype(np.float64)
     expected = (gaussian_filter1d(counts, 7.0, truncate=(40 - 0.5) / 7.0, mode="reflect") if counts.size
