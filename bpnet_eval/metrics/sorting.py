@@ -85,9 +85,9 @@ def _packed_order(values):
         ordered = take_in_rows(rows, order[shared])
         unsorted = np.flatnonzero((ordered[:, 1:] < ordered[:, :-1]).any(axis=-1))
         if unsorted.size:
-            rows = shared[unsorted]
-            order[rows] = (_order_close_values(keys[rows], order[rows], high[rows], bits) if 3 * bits < 63
-                           else np.argsort(values.reshape(-1, n)[rows], axis=-1))
+            redo = shared[unsorted]
+            order[redo] = (_order_close_values(keys[redo], order[redo], high[redo], bits) if 3 * bits < 63
+                           else np.argsort(rows[unsorted], axis=-1))
     return order.reshape(values.shape)
 
 
