@@ -429,6 +429,22 @@ def test_kl_divergence_and_cross_entropy_of_sparse_profiles_bit_equal_the_dense_
         assert torch.equal(torch.nan_to_num(mnll(z, c), nan=-1.0), torch.nan_to_num(MNLLLoss(z, c), nan=-1.0))
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_kl_terms_and_midpoints_in_place_are_the_expressions_bit_for_bit(dtype):
+    """The JSD's terms computed in place on one temporary (``kl_terms``, ``midpoint``) are the expressions written out,
+    bit for bit, on every pair of special values: zeros of both signs, subnormals, the largest value, inf, NaN."""
+    from bpnet_eval.metrics.profile import kl_terms, midpoint
+    info = torch.finfo(dtype)
+    special = [0.0, -0.0, info.tiny * info.eps, 3 * info.tiny * info.eps, info.tiny, 0.3, 1.0, info.max, torch.inf,
+               -1.0, torch.nan]
+    values = torch.as_tensor(np.random.default_rng(16).random(200) * 2.0 ** -20, dtype=dtype)
+    p = torch.cat([torch.tensor(special, dtype=dtype).repeat_interleave(len(special)), values])
+    q = torch.cat([torch.tensor(special, dtype=dtype).repeat(len(special)), values.flip(0)])
+    assert same_bits(kl_terms(p, q), p * torch.log(p / q))
+    assert same_bits(kl_terms(p, q, zero=p == 0), p * torch.log(torch.where(p == 0, 1.0, p / q)))
+    assert same_bits(midpoint(p, q), (p + q) / 2)
+
+
 def dense_jsd(a, b):
     """The JSD of two profiles summing to 1 as written: every term, ``0 ln 0 = 0``, natural log."""
     m = (a + b) / 2
@@ -465,8 +481,9 @@ def test_jsd_from_the_nonzero_observed_positions_bit_equals_every_term(dtype, de
     subnormal[3, 0, 5] = torch.finfo(dtype).tiny * torch.finfo(dtype).eps  # its half rounds to 0: a term of inf
     nan_row = p.clone()
     nan_row[4, 1, 9] = torch.nan
+    no_zero = normalised(torch.as_tensor(k + 1, dtype=dtype))  # neither side with a zero: no mask at all
     for a, b in ((p, q), (q, p), (torch.full_like(q, 1 / 400), q), (p, shuffled), (q, shuffled), (shuffled, q),
-                 (nan_row, q), (p.flatten(1), q.flatten(1)), (q[:, 0], q[:, 1])):
+                 (nan_row, q), (p.flatten(1), q.flatten(1)), (q[:, 0], q[:, 1]), (p, no_zero), (no_zero, nan_row)):
         a, b = a.contiguous(), b.contiguous()
         assert same_bits(normalised_jsd_divergence(a, b), dense_jsd(a, b))
     for a, b in ((subnormal, q), (q, subnormal)):
@@ -522,21 +539,6 @@ def test_packed_sort_orders_ascending(values):
     np.testing.assert_array_equal(np.take_along_axis(values, order, axis=-1), np.sort(values, axis=-1))
 
 
-def test_found_in_by_search_and_by_table_agree():
-    """Which positions lie among the ascending ``where``, and where: the binary search (few positions) and the table
-    (many) give the same pairs, with no position found, every one found, and ``where`` empty."""
-    from bpnet_eval.metrics.correlation import _found_in
-
-    rng = np.random.default_rng(31)
-    size = 5000
-    for density, share in ((0.5, 0.3), (0.9, 0.01), (0.001, 0.5), (0.0, 0.2), (1.0, 1.0)):
-        where = np.flatnonzero(rng.random(size) < density)
-        positions = rng.permutation(size)[:int(share * size)]
-        i, j = _found_in(where, positions, size)
-        assert np.array_equal(i, np.flatnonzero(np.isin(positions, where)))
-        assert np.array_equal(where[j], positions[i])
-
-
 def test_spearman_is_the_same_number_either_way_round():
     """``spearman(x, y) == spearman(y, x)`` bit for bit (basepairmodels' ranks its smoothed counts second, from their
     nonzero values): smoothed sparse counts with ties at zero, close values, a constant row, non-integer values, +inf."""
@@ -561,8 +563,17 @@ def same_numbers(a, b):
                                                                                               b[~torch.isnan(b)])
 
 
+@pytest.fixture(params=["ranks at the nonzero counts", "counts' ranks in sorted order"])
+def rank_products(request, monkeypatch):
+    """Each way ``_spearman_from_rank_sums`` forms ``sum (rx - m)(ry - c)``, on every row whatever its zeros: ``x``'s
+    ranks taken at ``y``'s nonzero values, or ``y``'s centred ranks gathered in ``x``'s sorted order."""
+    from bpnet_eval.metrics import correlation
+    monkeypatch.setattr(correlation, "SPARSE_RANK_SHARE", 0 if request.param.startswith("ranks") else 10 ** 9)
+    return request.param
+
+
 @pytest.mark.parametrize("zero_variance", [float("nan"), 0.0])
-def test_spearman_from_rank_sums_is_pearson_of_the_average_ranks_bit_for_bit(zero_variance):
+def test_spearman_from_rank_sums_is_pearson_of_the_average_ranks_bit_for_bit(zero_variance, rank_products):
     """The sums over the nonzero counts only (``_spearman_from_rank_sums``) against ``pearson`` of the full rank
     vectors, and scipy: sparse counts, empty and constant rows, no zero at all, tied and constant predictions,
     non-integer counts, rows of 1 and 2 values, joint and per-track shapes."""
@@ -585,7 +596,7 @@ def test_spearman_from_rank_sums_is_pearson_of_the_average_ranks_bit_for_bit(zer
     np.testing.assert_allclose(spearman(x, torch.as_tensor(y)).numpy(), expected, rtol=1e-12, atol=1e-15)
 
 
-def test_spearman_tie_corrections_from_the_tied_positions_only_equal_the_averaged_ranks():
+def test_spearman_tie_corrections_from_the_tied_positions_only_equal_the_averaged_ranks(rank_products):
     """Predictions full of ties (groups of 2 to the whole row, at both ends of a row, equal values ending one row
     and starting the next, which are no tie) against counts zero and nonzero inside the groups: the sums corrected
     at the tied positions (``_add_tie_corrections``) equal ``pearson`` of the averaged ranks bit for bit, and

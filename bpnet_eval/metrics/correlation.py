@@ -4,6 +4,8 @@ Shared by the profile metrics (correlation over positions, per region) and the c
 (correlation over regions).
 """
 
+import math
+
 import numpy as np
 import torch
 
@@ -40,7 +42,9 @@ def pearson(x, y, zero_variance=NAN):
     """
     dx = x - x.mean(dim=-1, keepdim=True)
     dy = y - y.mean(dim=-1, keepdim=True)
-    r = torch.sum(dx * dy, dim=-1) / torch.sqrt(torch.sum(dx * dx, dim=-1) * torch.sum(dy * dy, dim=-1))
+    sxy = torch.sum(dx * dy, dim=-1)
+    # the squares in place (the same products, fewer temporaries: ~15% less time on cache-sized rows)
+    r = sxy / torch.sqrt(torch.sum(dx.mul_(dx), dim=-1) * torch.sum(dy.mul_(dy), dim=-1))
     return torch.where(is_constant(x) | is_constant(y), zero_variance, torch.clamp(r, -1.0, 1.0))
 
 
@@ -241,19 +245,22 @@ def _sums_are_exact(x, y):
 
 def _spearman_from_rank_sums(x, y, zero_variance, order=None):
     """``pearson(average_ranks(x), average_ranks(y))``, bit for bit, from the sums it divides formed without its
-    passes over every position: with ``m = (n + 1) / 2`` every row's mean rank and ``c`` the rank of ``y``'s zeros,
-    ``sum (rx - m)(ry - m) = sum over y != 0 of (rx - m)(ry - c)`` (the terms at ``y = 0`` add ``(c - m)`` times
-    ``-sum over y != 0 of (rx - m)``), needing ``x``'s ranks only where ``y`` is nonzero (from one sort and its
-    inverse) and ``y``'s from its nonzero values (``_nonzero_average_ranks``); ``sum (rx - m)^2 = (n^3 - n) / 12``
-    in a row without ties. Every such sum is exact, as ``pearson``'s are, so they are the same numbers, and the last
-    step (product, root, division, clamp) is ``pearson``'s own. Negative ``y`` or a NaN: ``pearson`` of the ranks.
-    ``order``: a candidate ascending order of ``x`` (``sort_by``), else ``x`` is sorted."""
+    passes over every rank: with ``m = (n + 1) / 2`` every row's mean rank and ``c`` the rank of ``y``'s zeros,
+    ``sum (rx - m)(ry - m) = sum (rx - m)(ry - c)`` (the terms add ``(c - m) sum (rx - m) = 0``), whose terms are 0
+    where ``y = 0``, with ``y``'s ranks from its nonzero values (``_nonzero_average_ranks``). Where ``y`` is mostly
+    zero, ``x``'s ranks are taken at its nonzero positions (one inverse of ``x``'s sort); else ``y``'s centred ranks
+    in ``x``'s sorted order are summed against ``k + 1 - m`` at each sorted position ``k`` (one gather, one product
+    with a fixed vector). Both sums are then corrected where ``x`` ties; ``sum (rx - m)^2 = (n^3 - n) / 12`` in a row
+    without ties. Every such sum is exact (multiples of 1/4 below 2**50 quarters, in any order, as ``pearson``'s
+    are), so they are the same numbers, and the last step (product, root, division, clamp) is ``pearson``'s own.
+    Negative ``y`` or a NaN: ``pearson`` of the ranks. ``order``: a candidate ascending order of ``x``
+    (``sort_by``), else ``x`` is sorted."""
     n = x.shape[-1]
     xs, ys = x.detach().numpy().reshape(-1, n), y.detach().numpy().reshape(-1, n)
     if not ys.min() >= 0:  # also NaN
         return pearson(average_ranks(x), average_ranks(y), zero_variance=zero_variance)
     sorted_x, order = any_sort(x.reshape(-1, n)) if order is None else sort_by(x.reshape(-1, n), order.reshape(-1, n))
-    sorted_x = sorted_x.numpy()
+    sorted_x, order = sorted_x.numpy(), order.numpy()
     if np.isnan(sorted_x[:, -1]).any():  # NaN sorts last
         return pearson(average_ranks(x), average_ranks(y), zero_variance=zero_variance)
     mean = (n + 1) / 2
@@ -262,23 +269,41 @@ def _spearman_from_rank_sums(x, y, zero_variance, order=None):
     ry, zeros = _nonzero_average_ranks(ys, where, row)
     zero_rank = (zeros + 1) / 2
     y_squares = zeros * np.square(zero_rank - mean) + _sums_by_row(np.square(ry - mean), n - zeros)
-    rx = inverse_permutation(order).numpy().reshape(-1)[where] + 1.0  # rank of each: its sorted position + 1
-    centred_y = ry - zero_rank[row]
-    products = _sums_by_row((rx - mean) * centred_y, n - zeros)
+    ry -= zero_rank[row]  # ry - c at the nonzero values (0 at the zeros)
+    if where.size * SPARSE_RANK_SHARE < ys.size:  # x's rank at each nonzero y: its sorted position + 1
+        rx = inverse_permutation(torch.from_numpy(order)).numpy().reshape(-1)[where] + 1.0
+        products = _sums_by_row((rx - mean) * ry, n - zeros)
+    else:  # against the ranks k + 1 of the sorted positions k
+        products = take_in_rows(_laid_out(ry, where, ys.shape), order) @ (np.arange(1.0, n + 1) - mean)
     x_squares = np.full(len(xs), (n ** 3 - n) / 12)  # sum (rx - m)^2 of the ranks 1 .. n
-    _add_tie_corrections(sorted_x, order.numpy(), where, centred_y, products, x_squares)
+    _add_tie_corrections(sorted_x, order, ry, where, products, x_squares)
     sxy, sxx, syy = (torch.from_numpy(v.reshape(x.shape[:-1])) for v in (products, x_squares, y_squares))
     r = sxy / torch.sqrt(sxx * syy)
     return torch.where((sxx == 0) | (syy == 0), zero_variance, torch.clamp(r, -1.0, 1.0))
 
 
-def _add_tie_corrections(sorted_x, order, where, centred_y, products, x_squares):
+# ``_spearman_from_rank_sums`` takes ``x``'s ranks at ``y``'s nonzero values where those are fewer than one in this
+# many positions (about where the two ways cost the same).
+SPARSE_RANK_SHARE = 4
+
+
+def _laid_out(values, where, shape):
+    """An array of ``shape`` holding ``values`` at the flat positions ``where`` (ascending) and 0 elsewhere (``values``
+    itself, reshaped, where ``where`` is every position)."""
+    if where.size == math.prod(shape):
+        return values.reshape(shape)
+    laid_out = np.zeros(shape)
+    laid_out.reshape(-1)[where] = values
+    return laid_out
+
+
+def _add_tie_corrections(sorted_x, order, centred_y, where, products, x_squares):
     """Turn the sums of ``_spearman_from_rank_sums`` over the ranks ``k + 1`` of the sorted positions ``k`` into
     sums over the averaged ranks, in place, from the tied positions only: a tie group of ``t`` sorted positions
     ``f .. l`` ranks ``(f + l) / 2 + 1`` each, which lowers ``sum (rx - m)^2`` by ``(t^3 - t) / 12`` and adds
-    ``((f + l) / 2 - k) (ry - c)`` to the products at each of its positions ``k`` where ``y`` is nonzero
-    (``centred_y``: ``ry - c`` at the nonzero flat positions ``where``). Every term is a multiple of 1/4 and every
-    sum exact, so the sums are the same numbers as from the averaged ranks themselves."""
+    ``((f + l) / 2 - k) (ry - c)`` to the products at each of its positions ``k`` (``centred_y``: ``ry - c`` at the
+    flat positions ``where`` of the nonzero ``y``, 0 elsewhere). Every term is a multiple of 1/4 and every sum exact, so the sums are the same numbers
+    as from the averaged ranks themselves."""
     rows, n = sorted_x.shape
     values = sorted_x.reshape(-1)
     with_next = np.zeros(values.size, dtype=bool)  # at flat k: k and k + 1 tied in one row (NaN-free here)
@@ -296,24 +321,8 @@ def _add_tie_corrections(sorted_x, order, where, centred_y, products, x_squares)
     half_sum = starts + (sizes - 1) / 2  # (f + l) / 2 of each group, flat
     x_squares -= np.bincount(starts // n, weights=(sizes ** 3 - sizes) / 12, minlength=rows)
     positions = (tied // n) * n + order.reshape(-1)[tied]  # each tied sorted position's flat position in x
-    nonzero, found = _found_in(where, positions, values.size)
-    terms = (half_sum[group[nonzero]] - tied[nonzero]) * centred_y[found]
-    products += np.bincount(tied[nonzero] // n, weights=terms, minlength=rows)
-
-
-def _found_in(where, positions, size):
-    """``(i, j)`` with ``positions[i] == where[j]``: which of ``positions`` (in ``[0, size)``) are among the ascending
-    ``where``, and where. By binary search where the positions are few, else through a table of every place's index in
-    ``where`` (a search per position cost up to 9x more when there are many)."""
-    if positions.size * 8 < where.size:
-        found = np.minimum(np.searchsorted(where, positions), max(where.size - 1, 0))
-        i = np.flatnonzero(where[found] == positions) if where.size else found[:0]
-        return i, found[i]
-    index = np.full(size, -1, np.intp)
-    index[where] = np.arange(where.size)
-    found = index[positions]
-    i = np.flatnonzero(found >= 0)
-    return i, found[i]
+    terms = (half_sum[group] - tied) * _laid_out(centred_y, where, sorted_x.shape).reshape(-1)[positions]
+    products += np.bincount(tied // n, weights=terms, minlength=rows)
 
 
 def _sums_by_row(values, counts):
