@@ -172,7 +172,10 @@ def normalised(x):
 
 def normalised_jsd_divergence(p, q):
     """``jsd_divergence`` of profiles already rescaled to sum 1 (``normalised``): ``(KL(p || m) + KL(q || m)) / 2``."""
-    mostly_zero = _mostly_zero_side(p, q)
+    positive = (_all_positive(p), _all_positive(q))
+    if all(positive):  # no zero on either side: every term, no mask
+        return _with_underflowed_midpoints(_dense_jsd(p, q, masked=False), p, q)
+    mostly_zero = _mostly_zero_side(p, q, positive)
     if mostly_zero is not None:  # an observed profile, shuffled or not: the same bits from its nonzero positions
         return _with_underflowed_midpoints(_jsd_of_mostly_zero(*mostly_zero), p, q)
     return _with_underflowed_midpoints(_dense_jsd(p, q), p, q)
@@ -195,20 +198,23 @@ def _with_underflowed_midpoints(jsd, p, q):
     return jsd
 
 
-def _dense_jsd(p, q):
-    """``normalised_jsd_divergence`` term by term over every position."""
+def _dense_jsd(p, q, masked=True):
+    """``normalised_jsd_divergence`` term by term over every position; ``masked=False``: of profiles known to hold no
+    zero (``_all_positive``), whose terms need no mask (the same terms)."""
     m = midpoint(p, q)
-    return (kl_divergence(p, m) + kl_divergence(q, m)) / 2
+    kl = kl_divergence if masked else lambda x, m: torch.sum(kl_terms(x, m), dim=-1)
+    return (kl(p, m) + kl(q, m)) / 2
 
 
-def _mostly_zero_side(p, q):
+def _mostly_zero_side(p, q, positive=(False, False)):
     """``(a, b, support, undefined)`` with ``b`` the one of ``p``, ``q`` that is mostly zero (``_mostly_zero``: its
     nonzero positions and its rows holding a NaN), ``a`` the other; None where neither is, or off the CPU
-    (``by_numpy``), or for tensors that are not contiguous and of one shape."""
+    (``by_numpy``), or for tensors that are not contiguous and of one shape. ``positive``: whether ``p``, ``q`` are
+    known to hold no zero (``_all_positive``: never mostly zero)."""
     if not (by_numpy(p) and p.shape == q.shape and p.is_contiguous() and q.is_contiguous() and p.numel()):
         return None
-    for a, b in ((p, q), (q, p)):
-        mostly_zero = None if _all_positive(b) else _mostly_zero(b, nonzero_mask(b))
+    for a, b, no_zero in ((p, q, positive[1]), (q, p, positive[0])):
+        mostly_zero = None if no_zero else _mostly_zero(b, nonzero_mask(b))
         if mostly_zero is not None:
             return (a, b, *mostly_zero)
     return None
