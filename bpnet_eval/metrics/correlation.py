@@ -302,8 +302,8 @@ def _add_tie_corrections(sorted_x, order, centred_y, where, products, x_squares)
     sums over the averaged ranks, in place, from the tied positions only: a tie group of ``t`` sorted positions
     ``f .. l`` ranks ``(f + l) / 2 + 1`` each, which lowers ``sum (rx - m)^2`` by ``(t^3 - t) / 12`` and adds
     ``((f + l) / 2 - k) (ry - c)`` to the products at each of its positions ``k`` (``centred_y``: ``ry - c`` at the
-    flat positions ``where`` of the nonzero ``y``, 0 elsewhere). Every term is a multiple of 1/4 and every sum exact, so the sums are the same numbers
-    as from the averaged ranks themselves."""
+    flat positions ``where`` of the nonzero ``y``, 0 elsewhere). Every term is a multiple of 1/4 and every sum exact,
+    so the sums are the same numbers as from the averaged ranks themselves."""
     rows, n = sorted_x.shape
     values = sorted_x.reshape(-1)
     with_next = np.zeros(values.size, dtype=bool)  # at flat k: k and k + 1 tied in one row (NaN-free here)
