@@ -99,8 +99,6 @@ def _nonzero_terms(p, others, term, dense):
     without a mask; in a mostly-zero profile's rows holding a NaN, the NaN they sum to first (``_mostly_zero``)."""
     if not (p.is_contiguous() and all(o.shape == p.shape and o.is_contiguous() for o in others)):
         return dense()
-    if _all_positive(p):  # no zero: every term, no mask
-        return term(p, *others)
     nonzero = nonzero_mask(p)
     n_nonzero = count_true(nonzero)
     if n_nonzero == p.numel():
@@ -172,12 +170,14 @@ def normalised(x):
 
 def normalised_jsd_divergence(p, q):
     """``jsd_divergence`` of profiles already rescaled to sum 1 (``normalised``): ``(KL(p || m) + KL(q || m)) / 2``."""
-    positive = (_all_positive(p), _all_positive(q))
+    lowest = (_lowest(p), _lowest(q))
+    positive = tuple(bool(low > 0) for low in lowest)  # (NaN: not known)
     if all(positive):  # no zero on either side: every term, no mask
         return _with_underflowed_midpoints(_dense_jsd(p, q, masked=False), p, q)
     mostly_zero = _mostly_zero_side(p, q, positive)
     if mostly_zero is not None:  # an observed profile, shuffled or not: the same bits from its nonzero positions
-        return _with_underflowed_midpoints(_jsd_of_mostly_zero(*mostly_zero), p, q)
+        a_lowest = lowest[0] if mostly_zero[0] is p else lowest[1]
+        return _with_underflowed_midpoints(_jsd_of_mostly_zero(*mostly_zero, a_lowest=a_lowest), p, q)
     return _with_underflowed_midpoints(_dense_jsd(p, q), p, q)
 
 
@@ -200,7 +200,7 @@ def _with_underflowed_midpoints(jsd, p, q):
 
 def _dense_jsd(p, q, masked=True):
     """``normalised_jsd_divergence`` term by term over every position; ``masked=False``: of profiles known to hold no
-    zero (``_all_positive``), whose terms need no mask (the same terms)."""
+    zero, whose terms need no mask (the same terms)."""
     m = midpoint(p, q)
     kl = kl_divergence if masked else lambda x, m: torch.sum(kl_terms(x, m), dim=-1)
     return (kl(p, m) + kl(q, m)) / 2
@@ -210,7 +210,7 @@ def _mostly_zero_side(p, q, positive=(False, False)):
     """``(a, b, support, undefined)`` with ``b`` the one of ``p``, ``q`` that is mostly zero (``_mostly_zero``: its
     nonzero positions and its rows holding a NaN), ``a`` the other; None where neither is, or off the CPU
     (``by_numpy``), or for tensors that are not contiguous and of one shape. ``positive``: whether ``p``, ``q`` are
-    known to hold no zero (``_all_positive``: never mostly zero)."""
+    known to hold no zero (never mostly zero)."""
     if not (by_numpy(p) and p.shape == q.shape and p.is_contiguous() and q.is_contiguous() and p.numel()):
         return None
     for a, b, no_zero in ((p, q, positive[1]), (q, p, positive[0])):
@@ -220,10 +220,10 @@ def _mostly_zero_side(p, q, positive=(False, False)):
     return None
 
 
-def _all_positive(x):
-    """Whether every value of a non-empty CPU tensor (``by_numpy``) is above 0 (no zero, no NaN): one pass, no mask;
-    False off the CPU."""
-    return by_numpy(x) and x.numel() > 0 and bool(x.detach().numpy().min() > 0)
+def _lowest(x):
+    """The smallest value of a non-empty CPU tensor (``by_numpy``; NaN where it holds one): one pass, no mask; NaN off
+    the CPU or where ``x`` is empty."""
+    return float(x.detach().numpy().min()) if by_numpy(x) and x.numel() > 0 else NAN
 
 
 @lru_cache(maxsize=None)
@@ -232,22 +232,24 @@ def _ln2(dtype):
     return float(torch.log(torch.full((64,), 2.0, dtype=dtype))[0])
 
 
-def _has_inexact_halves(x):
-    """Whether some ``x_i > 0`` is below twice the smallest normal number (``x_i / 2`` rounds); a CPU tensor."""
+def _has_inexact_halves(x, lowest=None):
+    """Whether some ``x_i > 0`` is below twice the smallest normal number (``x_i / 2`` rounds); a CPU tensor whose
+    smallest value is ``lowest`` where known (``_lowest``)."""
     tiny, values = 2 * torch.finfo(x.dtype).tiny, x.detach().numpy()
-    if not values.min() < tiny:  # also NaN
+    if not (values.min() if lowest is None else lowest) < tiny:  # also NaN
         return False
     return bool(((values > 0) & (values < tiny)).any())
 
 
-def _jsd_of_mostly_zero(a, b, support, undefined=None):
+def _jsd_of_mostly_zero(a, b, support, undefined=None, a_lowest=None):
     """``normalised_jsd_divergence(a, b)`` from the positions where ``b`` is nonzero (``support``), the same bits; the
     NaN of ``b`` in its rows ``undefined`` (left out of ``support``: ``_mostly_zero``).
 
     Where ``b_i = 0``, ``m_i = a_i / 2`` exactly and ``a_i / m_i = 2``: ``a``'s term is ``a_i ln 2`` (0 where
     ``a_i = 0``) and ``b``'s is 0. Both KL sums still add a full row of terms in torch's order. Where some
-    ``a_i > 0`` is below twice the smallest normal number, ``a_i / 2`` rounds: the dense formula then."""
-    if _has_inexact_halves(a):
+    ``a_i > 0`` is below twice the smallest normal number, ``a_i / 2`` rounds: the dense formula then (``a_lowest``:
+    ``a``'s smallest value, where known)."""
+    if _has_inexact_halves(a, a_lowest):
         return _dense_jsd(a, b)
     a_s, b_s = take_flat(a, support), take_flat(b, support)
     m_s = midpoint(a_s, b_s)
