@@ -253,7 +253,9 @@ def test_average_precision_sorts_each_rows_start_up_to_its_last_positive(monkeyp
     assert torch.isnan(got[3]) and int(torch.isnan(got).sum()) == 1
     assert len(widths) == -(-int((labels == 1).any(dim=-1).sum()) // auprc.PREFIX_GROUP_ROWS) >= 3
     assert min(widths) < labels.shape[-1] // 4 and max(widths) == labels.shape[-1]
-    for lab, sc in ((labels[:40].reshape(2, 20, -1), scores[:40].reshape(2, 20, -1)), (labels[9], scores[9])):
+    assert bool((labels[4:] == 1).any(dim=-1).all())  # every row with a positive: its rows taken as they are
+    for lab, sc in ((labels[:40].reshape(2, 20, -1), scores[:40].reshape(2, 20, -1)), (labels[9], scores[9]),
+                    (labels[4:], scores[4:])):
         assert torch.equal(torch.nan_to_num(average_precision(lab, sc), nan=-1.0),
                            torch.nan_to_num(stable_sort_average_precision(lab, sc), nan=-1.0))
 

@@ -46,8 +46,8 @@ def average_precision(labels, scores):
     """
     if scores.shape[-1] == 0:
         return torch.full(scores.shape[:-1], NAN, dtype=scores.dtype, device=scores.device)
-    terms = precision_terms(labels, scores)
-    n_positive = torch.count_nonzero(terms, dim=-1).to(scores.dtype)  # (no positive's term is 0)
+    terms, n_positive = _precision_terms(labels, scores)
+    n_positive = n_positive.to(scores.dtype)
     return torch.where(n_positive > 0, torch.sum(terms, dim=-1) / n_positive, NAN).to(scores.device)
 
 
@@ -70,6 +70,11 @@ def precision_terms(labels, scores):
     terms : torch.Tensor, shape=(..., n)
         Dtype of ``scores``, on the CPU.
     """
+    return _precision_terms(labels, scores)[0]
+
+
+def _precision_terms(labels, scores):
+    """``precision_terms`` and the number of positives of each row ``(...)`` (int64: one term each)."""
     n = scores.shape[-1]
     labels_np, scores_np = (_as_numpy(x).reshape(-1, n) for x in (labels, scores))
     keep = (labels_np >= 0) & ~np.isnan(scores_np)
@@ -78,10 +83,12 @@ def precision_terms(labels, scores):
         width = int(lengths.max())
         at, true_pos, called = _precisions_in_order(*_compacted(rows, prefix, lengths, width, labels_np, scores_np))
         parts.append(np.stack([rows[at // width] * n + at % width, true_pos, called]))
-    places, true_pos, called = (torch.from_numpy(part) for part in np.concatenate(parts, axis=1))
+    places, true_pos, called = np.concatenate(parts, axis=1)
+    n_positive = np.bincount(places // max(n, 1), minlength=len(scores_np)).reshape(scores.shape[:-1])
+    places, true_pos, called = (torch.from_numpy(part) for part in (places, true_pos, called))
     terms = torch.zeros(scores.shape, dtype=scores.dtype)
     terms.view(-1)[places] = true_pos.to(scores.dtype) / called.to(scores.dtype)
-    return terms
+    return terms, torch.from_numpy(n_positive)
 
 
 def _as_numpy(x):
@@ -110,10 +117,12 @@ def _prefix_groups(keep, positive, scores):
     rows = np.flatnonzero(positive.any(axis=-1))
     if not rows.size:
         return []
-    low = np.where(positive[rows], scores[rows], np.inf).min(axis=-1)
-    prefix = keep[rows] & (scores[rows] >= low[:, None])
+    if rows.size < len(positive):  # (else every row, without copies)
+        keep, positive, scores = keep[rows], positive[rows], scores[rows]
+    low = np.where(positive, scores, np.inf).min(axis=-1)
+    prefix = keep & (scores >= low[:, None])
     prefix[low == -np.inf] = True
-    lengths = np.count_nonzero(prefix, axis=-1)
+    lengths = prefix.view(np.int8).sum(axis=-1, dtype=np.intp)  # (twice as fast as count_nonzero along an axis)
     if len(rows) <= PREFIX_GROUP_ROWS:
         return [(rows, prefix, lengths)]
     by_length = np.argsort(lengths, kind="stable")
