@@ -22,8 +22,11 @@ to cut where every core is busy):
   target; ``--skip score_all`` leaves it out);
 * ``floor``: reading the same windows and nothing else, in one process: ``BigWigReader.read`` per
   batch and track, and the predictions' logits and log counts from the HDF5 in the same batches;
-* ``floor_parallel``: the same reads split batch by batch over as many processes as ``score``
-  runs (its main process plus its default reading processes), forked at the start;
+* ``floor_parallel``: the same reads over as many processes as ``score`` runs (its main process plus its
+  default reading processes), forked at the start, split two ways, each timed (``floor_parallel_batches``: the
+  batches dealt round-robin; ``floor_parallel_files``: the files, the predictions and each bigWig read whole by
+  one process, as ``score`` gives each file to one reading process); the faster is the floor (a file decoded whole
+  for any window, e.g. ``genome``'s, is decoded by every process when the batches are split);
 * ``compute``: the per-batch computation ``score`` runs (``compute.BatchComputer``), on batches
   read once and held in memory, repeated to cover N regions;
 * ``naive_seed``: the pipeline a user writes for the seed losses: pyBigWig ``values`` per region
@@ -47,7 +50,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Optional
 
@@ -198,7 +201,8 @@ def _bigwig_predictions(paths: list, fast: bool, windows: tuple, rows: Optional[
 
 def read_batches(predictions, truth, chrom, start, end, bounds) -> float:
     """Read the windows and predictions of the batches ``bounds`` (``[(i, j), ...]``) as ``score`` reads them
-    (``BigWigReader``, told the windows first; the predictions by ``opened_predictions(fast=True)``); a checksum."""
+    (``BigWigReader``, told the windows first; the predictions by ``opened_predictions(fast=True)``; none where
+    ``predictions`` is None); a checksum."""
     from bpnet_eval.sources.bigwig import BigWigReader
 
     readers = [BigWigReader(str(p)) for p in truth]
@@ -206,10 +210,12 @@ def read_batches(predictions, truth, chrom, start, end, bounds) -> float:
     for reader in readers:  # told the windows to come, as score's reading processes tell each file (``expect``)
         reader.expect(reader.chrom_ids(chrom[rows]), start[rows], end[rows])
     checksum = 0.0
-    with opened_predictions(predictions, True, (chrom, start, end), rows) as read:
+    opened = nullcontext() if predictions is None else opened_predictions(predictions, True, (chrom, start, end), rows)
+    with opened as read:
         for i, j in bounds:
-            logits, logcounts = read(i, j)
-            checksum += float(logits[:, 0].sum()) + float(logcounts.sum())
+            if read is not None:
+                logits, logcounts = read(i, j)
+                checksum += float(logits[:, 0].sum()) + float(logcounts.sum())
             for reader in readers:
                 checksum += float(reader.read(chrom[i:j], start[i:j], end[i:j])[:, 0].sum())
     return checksum
@@ -222,32 +228,44 @@ def score_processes(n: int, batch_size: int) -> int:
     return 1 + default_read_workers(len(batch_bounds(0, n, batch_size)))
 
 
-def stage_floor(case_dir: Path, n: int, batch_size: int, processes: int = 1) -> dict:
-    """Read every window from the bigWigs (BigWigReader) and the HDF5, batch by batch, nothing else; the batches
-    dealt round-robin to ``processes`` processes (forked here, before any file is opened)."""
+def floor_shares(predictions, truth: list, bounds: list, processes: int, split: str = "batches") -> list:
+    """Each process's ``(predictions or None, truth files, batches)``: every file and the batches dealt round-robin
+    (``split="batches"``), or the files (the predictions, then each truth file) dealt round-robin, each with every
+    batch (``"files"``)."""
+    if split == "batches":
+        return [(predictions, truth, bounds[k::processes]) for k in range(processes)]
+    files = [predictions, *truth]
+    return [(predictions if k == 0 else None, [f for f in files[k::processes] if f is not predictions], bounds)
+            for k in range(processes)]
+
+
+def stage_floor(case_dir: Path, n: int, batch_size: int, processes: int = 1, split: str = "batches") -> dict:
+    """Read every window from the bigWigs (BigWigReader) and the HDF5, batch by batch, nothing else, in
+    ``processes`` processes (forked here, before any file is opened), the work split as ``floor_shares``."""
     from bpnet_eval.inputs import batch_bounds
 
     predictions, truth, chrom, start, end = load_case(case_dir, n)
     began = time.perf_counter()
-    bounds = batch_bounds(0, n, batch_size)
+    shares = floor_shares(predictions, truth, batch_bounds(0, n, batch_size), processes, split)
     children = []
     for k in range(1, processes):
         read_end, write_end = os.pipe()
         pid = os.fork()
         if pid == 0:  # a reading process: its share, the checksum through the pipe
             os.close(read_end)
-            os.write(write_end, repr(read_batches(predictions, truth, chrom, start, end, bounds[k::processes])).encode())
+            os.write(write_end, repr(read_batches(*shares[k][:2], chrom, start, end, shares[k][2])).encode())
             os._exit(0)
         os.close(write_end)
         children.append((pid, read_end))
-    checksum = read_batches(predictions, truth, chrom, start, end, bounds[0::processes])
+    checksum = read_batches(*shares[0][:2], chrom, start, end, shares[0][2])
     for pid, read_end in children:
         with os.fdopen(read_end) as pipe:
             checksum += float(pipe.read())
         _, status = os.waitpid(pid, 0)
         if status != 0:
             raise SystemExit(f"a reading process failed (status {status})")
-    return {"seconds": time.perf_counter() - began, "regions": n, "processes": processes, "checksum": checksum}
+    return {"seconds": time.perf_counter() - began, "regions": n, "processes": processes, "split": split,
+            "checksum": checksum}
 
 
 def stage_compute(case_dir: Path, n: int, batch_size: int, device: str, held_batches: int = 8) -> dict:
@@ -383,6 +401,8 @@ def machine() -> str:
 
 
 NAIVE_STAGES = ("naive_seed", "naive")
+# the parallel floor's two splits (``floor_shares``), measured as stages of their own: the faster is ``floor_parallel``
+PARALLEL_FLOORS = {"floor_parallel_batches": "batches", "floor_parallel_files": "files"}
 
 
 def main() -> None:
@@ -399,8 +419,9 @@ def main() -> None:
     parser.add_argument("--no-heavy-naive", action="store_true",
                         help="leave out the heavier naive pipeline (seed losses + performance measures)")
     parser.add_argument("--skip", default="", help="comma-separated stages to leave out: score_no_plots, score_all, "
-                                                   "compute, floor, floor_parallel, naive_seed (the ratios they "
-                                                   "enter are then not printed; e.g. floor,floor_parallel,naive_seed,"
+                                                   "compute, floor, floor_parallel (both splits; or one of "
+                                                   "floor_parallel_batches, floor_parallel_files), naive_seed (the "
+                                                   "ratios they enter are then not printed; e.g. floor,floor_parallel,naive_seed,"
                                                    "compute re-measures --metrics all / default alone)")
     parser.add_argument("--batch-size", type=int, help="regions per batch (score, floor, compute); default: score's "
                                                         "own for the case's tracks and L (options.batch_regions)")
@@ -411,15 +432,16 @@ def main() -> None:
                         help="run the naive pipelines this many times and take the median (their time moves most: "
                              "one run of chip's took 25.6 s and the next 32.7 s)")
     parser.add_argument("--json", type=Path, help="also write the numbers here")
-    parser.add_argument("--stage", choices=("floor", "floor_parallel", "compute", *NAIVE_STAGES),
+    parser.add_argument("--stage", choices=("floor", *PARALLEL_FLOORS, "compute", *NAIVE_STAGES),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.stage:
         n = args.regions
         result = {"floor": lambda: stage_floor(args.case, n, args.batch_size),
-                  "floor_parallel": lambda: stage_floor(args.case, n, args.batch_size,
-                                                        score_processes(n, args.batch_size)),
+                  **{stage: lambda split=split: stage_floor(args.case, n, args.batch_size,
+                                                            score_processes(n, args.batch_size), split)
+                     for stage, split in PARALLEL_FLOORS.items()},
                   "compute": lambda: stage_compute(args.case, n, args.batch_size, args.device),
                   "naive_seed": lambda: stage_naive(args.case, n, heavy=False),
                   "naive": lambda: stage_naive(args.case, n)}[args.stage]()
@@ -518,11 +540,17 @@ def report(args) -> dict:
                        "--batch-size", str(args.batch_size), *extra]
             results[stage] = median_run([run_measured(command) for _ in range(args.repeat)])
             print(f"  {stage} done in {results[stage]['wall_s']:.1f} s{repeats(results[stage])}", flush=True)
-        stages = [("floor", n), ("floor_parallel", n), ("compute", n)] + [(name, naive_n) for name in naive_stages]
+        if "floor_parallel" in skipped:
+            skipped |= set(PARALLEL_FLOORS)
+        stages = [("floor", n), *((stage, n) for stage in PARALLEL_FLOORS), ("compute", n)] + \
+            [(name, naive_n) for name in naive_stages]
         for stage, count in [(stage, count) for stage, count in stages if stage not in skipped]:
             runs = args.naive_repeat if stage in NAIVE_STAGES else args.repeat
             results[stage] = median_run([child_stage(stage, args, count) for _ in range(runs)])
             print(f"  {stage} done in {results[stage]['wall_s']:.1f} s{repeats(results[stage])}", flush=True)
+        splits = [results[stage] for stage in PARALLEL_FLOORS if stage in results]
+        if splits:
+            results["floor_parallel"] = min(splits, key=lambda r: r["wall_s"])
     finally:
         shutil.rmtree(out_dir, ignore_errors=True)
 
@@ -533,7 +561,7 @@ def report(args) -> dict:
              if stage in NAIVE_STAGES else r["wall_s"] for stage, r in results.items()}
     processes = results.get("floor_parallel", {}).get("processes")
     print()
-    print(f"{'stage':15s} {'wall s':>9s} {'in-process s':>13s} {'CPU s':>7s} {'regions/s':>11s} {'peak RSS MB':>12s} "
+    print(f"{'stage':22s} {'wall s':>9s} {'in-process s':>13s} {'CPU s':>7s} {'regions/s':>11s} {'peak RSS MB':>12s} "
           f"{'run MB':>7s}")
     for stage, result in results.items():
         naive = stage in NAIVE_STAGES
@@ -541,8 +569,11 @@ def report(args) -> dict:
             result.get("seconds", float("nan")) - result.get("once_seconds", 0.0))
         cpu = "-" if naive and scale != 1 else f"{result['cpu_s']:.2f}"  # not extrapolated: shown where measured whole
         note = f"  (measured on {naive_n} regions, x{scale:.2f})" if naive and scale != 1 else ""
-        note += f"  ({processes} processes)" if stage == "floor_parallel" else ""
-        print(f"{stage:15s} {walls[stage]:9.2f} {inner:13.2f} {cpu:>7s} {n / walls[stage]:11,.0f} "
+        if stage == "floor_parallel":
+            note += f"  ({processes} processes; the faster split: {result['split']})"
+        elif stage in PARALLEL_FLOORS:
+            note += f"  ({processes} processes, split by {result['split']})"
+        print(f"{stage:22s} {walls[stage]:9.2f} {inner:13.2f} {cpu:>7s} {n / walls[stage]:11,.0f} "
               f"{result['peak_rss_mb']:12.0f} {result['run_peak_mb']:7.0f}{note}")
     # label: (stage, stage): the first's wall time over the second's, where both ran. A score that reads the windows
     # can be no faster than reading them: naive_seed / floor_parallel is the most naive_seed / score can be with

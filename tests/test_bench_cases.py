@@ -302,11 +302,35 @@ def test_the_benchmark_prints_every_target_ratio(tmp_path):
                                       "--metrics all / default (target <= 3)", "naive_seed / floor_parallel (its bound)"}
     walls = numbers["walls_s"]
     assert numbers["ratios"]["naive_seed / floor_parallel (its bound)"] == walls["naive_seed"] / walls["floor_parallel"]
-    assert set(numbers["stages"]) >= {"score", "score_no_plots", "score_all", "floor", "floor_parallel", "naive_seed"}
+    assert set(numbers["stages"]) >= {"score", "score_no_plots", "score_all", "floor", "floor_parallel", "naive_seed",
+                                      "floor_parallel_batches", "floor_parallel_files"}
+    splits = [numbers["stages"][f"floor_parallel_{split}"] for split in ("batches", "files")]
+    assert numbers["stages"]["floor_parallel"] == min(splits, key=lambda stage: stage["wall_s"])
+    assert [stage["split"] for stage in splits] == ["batches", "files"]
+    assert splits[0]["checksum"] == pytest.approx(splits[1]["checksum"], rel=1e-9)  # the same windows, once each
+    assert splits[0]["checksum"] == pytest.approx(numbers["stages"]["floor"]["checksum"], rel=1e-9)
     assert len(numbers["stages"]["naive_seed"]["walls_s"]) == 2 and len(numbers["stages"]["score"]["walls_s"]) == 1
     assert all(numbers["stages"][stage]["cpu_s"] > 0 for stage in ("score", "score_all", "floor_parallel"))
     assert " CPU s " in done.stdout
     assert all(value > 0 for value in numbers["ratios"].values())
+
+
+@pytest.mark.parametrize("tracks, processes", [(1, 2), (2, 2), (2, 3), (8, 2), (3, 1)])
+@pytest.mark.parametrize("split", ["batches", "files"])
+def test_the_parallel_floor_reads_every_file_of_every_batch_once(tracks, processes, split):
+    """run_bench's parallel floor, either split: each (file, batch) pair read by exactly one process; split by files,
+    each file is read whole by one process (the predictions by the first)."""
+    from run_bench import floor_shares
+
+    truth, bounds = [f"track{s}.bw" for s in range(tracks)], [(i, i + 10) for i in range(0, 70, 10)]
+    shares = floor_shares("predictions.h5", truth, bounds, processes, split)
+    assert len(shares) == processes
+    read = [(f, b) for predictions, files, batches in shares for f in ([predictions] if predictions else []) + files
+            for b in batches]
+    assert sorted(read) == sorted((f, b) for f in ["predictions.h5", *truth] for b in bounds)
+    if split == "files":
+        assert shares[0][0] == "predictions.h5" and all(batches == bounds for *_, batches in shares)
+        assert all(predictions is None for predictions, *_ in shares[1:])
 
 
 def test_the_benchmark_re_measures_metrics_all_alone(tmp_path):
