@@ -421,8 +421,9 @@ def main() -> None:
     parser.add_argument("--skip", default="", help="comma-separated stages to leave out: score_no_plots, score_all, "
                                                    "compute, floor, floor_parallel (both splits; or one of "
                                                    "floor_parallel_batches, floor_parallel_files), naive_seed (the "
-                                                   "ratios they enter are then not printed; e.g. floor,floor_parallel,naive_seed,"
-                                                   "compute re-measures --metrics all / default alone)")
+                                                   "ratios they enter are then not printed; e.g. "
+                                                   "floor,floor_parallel,naive_seed,compute re-measures --metrics all "
+                                                   "/ default alone)")
     parser.add_argument("--batch-size", type=int, help="regions per batch (score, floor, compute); default: score's "
                                                         "own for the case's tracks and L (options.batch_regions)")
     parser.add_argument("--device", default="cpu", help="device for score and the compute stage")
