@@ -302,8 +302,8 @@ def test_the_benchmark_prints_every_target_ratio(tmp_path):
                                       "--metrics all / default (target <= 3)", "naive_seed / floor_parallel (its bound)"}
     walls = numbers["walls_s"]
     assert numbers["ratios"]["naive_seed / floor_parallel (its bound)"] == walls["naive_seed"] / walls["floor_parallel"]
-    assert set(numbers["stages"]) >= {"score", "score_no_plots", "score_all", "floor", "floor_parallel", "naive_seed",
-                                      "floor_parallel_batches", "floor_parallel_files"}
+    assert set(numbers["stages"]) >= {"score", "score_no_plots", "score_all", "floor", "floor_parallel",
+                                      "naive_seed", "floor_parallel_batches", "floor_parallel_files"}
     splits = [numbers["stages"][f"floor_parallel_{split}"] for split in ("batches", "files")]
     assert numbers["stages"]["floor_parallel"] == min(splits, key=lambda stage: stage["wall_s"])
     assert [stage["split"] for stage in splits] == ["batches", "files"]
@@ -412,6 +412,43 @@ def test_the_shape_table_gives_each_shapes_ratios_and_the_bound_of_the_first(cap
     assert cells["all / default"] == "**15.0×**" and cells["score s"] == "2.00"
     assert {cells[name] for name in ("naive seed s", "naive seed / score", "naive seed / floor ×P (its bound)",
                                      "floor ×P s", "score / floor ×P", "floor ×1 s")} == {"not run"}
+
+
+def test_pooled_passes_take_the_median_of_every_run_and_the_faster_floor(capsys):
+    """bench/pool_passes.py: each stage's median over the runs of every pass, the naive pipeline's mean of the passes'
+    scaled times, the faster split of the parallel floor (a pass from before the splits counts as by batches), the
+    highest memory; the table of shapes prints from it."""
+    from pool_passes import pooled
+    from run_bench import print_shape_table
+
+    def stage(walls, rss=200.0, **more):
+        return {"walls_s": walls, "wall_s": sorted(walls)[len(walls) // 2], "peak_rss_mb": rss,
+                "run_peak_mb": rss + 100, **more}
+
+    case = {"n_tracks": 2, "length": 1000, "files": {}}
+    first = {"chip": {"case": case, "walls_s": {"naive_seed": 40.0},
+                      "stages": {"score": stage([3.0, 5.0, 4.0]), "floor": stage([2.0, 2.0, 2.0]),
+                                 "floor_parallel": stage([1.5, 1.6, 1.4], processes=2),
+                                 "naive_seed": stage([4.0, 4.1, 4.2])}}}
+    second = {"chip": {"case": case, "walls_s": {"naive_seed": 30.0},
+                       "stages": {"score": stage([2.0, 2.5, 6.0], rss=250.0), "floor": stage([1.0, 3.0, 2.0]),
+                                  "floor_parallel_batches": stage([1.45, 1.5, 1.55], processes=2, split="batches"),
+                                  "floor_parallel_files": stage([1.2, 1.3, 1.1], processes=2, split="files"),
+                                  "naive_seed": stage([3.0, 3.1, 3.2])}}}
+    table = pooled([first, second])["chip"]
+    walls = table["walls_s"]
+    assert walls["score"] == 3.5 and walls["floor"] == 2.0 and walls["naive_seed"] == 35.0
+    assert walls["floor_parallel_batches"] == 1.5 and walls["floor_parallel_files"] == 1.2
+    assert walls["floor_parallel"] == 1.2 and table["stages"]["floor_parallel"]["split"] == "files"
+    assert table["stages"]["score"]["walls_s"] == [3.0, 5.0, 4.0, 2.0, 2.5, 6.0]
+    assert table["stages"]["score"]["peak_rss_mb"] == 250.0 and table["passes"] == 2
+    print_shape_table({"chip": table})
+    header, _, row = capsys.readouterr().out.splitlines()
+    cells = dict(zip([cell.strip() for cell in header.strip("|").split("|")],
+                     [cell.strip() for cell in row.strip("|").split("|")]))
+    assert cells["naive seed / score"] == "**10.0×**" and cells["floor ×P s"] == "1.20 (×2)"
+    # one pass alone: its own floor, by batches
+    assert pooled([first])["chip"]["walls_s"]["floor_parallel"] == 1.5
 
 
 def test_measure_sums_the_memory_of_every_process_of_a_run():

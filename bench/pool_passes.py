@@ -1,0 +1,71 @@
+"""Pool passes of the benchmark into one table of shapes: the host's speed drifts within a pass (stop 55: `chip`'s
+`score` took 4.4-5.8 s in one pass and 3.7 s in the next), so the README's table pools two.
+
+    python bench/run_bench.py --cases /tmp/cases --shapes all ... --json pass1.json
+    python bench/run_bench.py --cases /tmp/cases --shapes all ... --json pass2.json
+    python bench/pool_passes.py pass1.json pass2.json [--json pooled.json]
+
+Each stage's wall time is the median of all its runs in every pass; the naive pipelines', which the passes keep only
+as scaled medians, the mean of the passes'; the parallel floor the faster of its two splits (a pass from before they
+were split, whose floor dealt batches, counts as that split); memory the highest of any run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from run_bench import NAIVE_STAGES, PARALLEL_FLOORS, print_shape_table  # noqa: E402
+
+
+def _split_stages(result: dict) -> dict:
+    """A pass's stages of one shape, its parallel floor under the split it was measured by."""
+    stages = dict(result["stages"])
+    parallel = stages.pop("floor_parallel", None)
+    if parallel is not None and not any(stage in stages for stage in PARALLEL_FLOORS):
+        stages["floor_parallel_batches"] = parallel
+    return stages
+
+
+def pooled(passes: list) -> dict:
+    """``{shape: result}`` as ``print_shape_table`` takes it, from the shapes of the first pass and every pass that
+    measured them (each ``{shape: run_bench report}``)."""
+    out = {}
+    for shape in passes[0]:
+        results = [p[shape] for p in passes if shape in p]
+        per_pass = [_split_stages(r) for r in results]
+        stages, walls = {}, {}
+        for stage in dict.fromkeys(name for stages_of in per_pass for name in stages_of):
+            measured = [s[stage] for s in per_pass if stage in s]
+            runs = [wall for m in measured for wall in m["walls_s"]]
+            walls[stage] = (statistics.mean(r["walls_s"][stage] for r in results if stage in r["walls_s"])
+                            if stage in NAIVE_STAGES else statistics.median(runs))
+            stages[stage] = {**measured[0], "walls_s": runs, "wall_s": walls[stage],
+                             "peak_rss_mb": max(m["peak_rss_mb"] for m in measured),
+                             "run_peak_mb": max(m["run_peak_mb"] for m in measured)}
+        splits = [stage for stage in PARALLEL_FLOORS if stage in stages]
+        if splits:
+            fastest = min(splits, key=lambda stage: walls[stage])
+            stages["floor_parallel"], walls["floor_parallel"] = stages[fastest], walls[fastest]
+        out[shape] = {"case": results[0]["case"], "walls_s": walls, "stages": stages, "passes": len(results)}
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("passes", nargs="+", type=Path, help="run_bench.py --json files of --cases runs")
+    parser.add_argument("--json", type=Path, help="also write the pooled numbers here")
+    args = parser.parse_args()
+    table = pooled([json.loads(path.read_text()) for path in args.passes])
+    print_shape_table(table)
+    if args.json:
+        args.json.write_text(json.dumps(table, indent=1))
+
+
+if __name__ == "__main__":
+    main()
