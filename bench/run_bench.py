@@ -234,9 +234,8 @@ def floor_shares(predictions, truth: list, bounds: list, processes: int, split: 
     batch (``"files"``)."""
     if split == "batches":
         return [(predictions, truth, bounds[k::processes]) for k in range(processes)]
-    files = [predictions, *truth]
-    return [(predictions if k == 0 else None, [f for f in files[k::processes] if f is not predictions], bounds)
-            for k in range(processes)]
+    # the files [predictions, *truth] dealt round-robin: process k takes truth file j where (j + 1) % processes == k
+    return [(predictions if k == 0 else None, truth[(k - 1) % processes::processes], bounds) for k in range(processes)]
 
 
 def stage_floor(case_dir: Path, n: int, batch_size: int, processes: int = 1, split: str = "batches") -> dict:
