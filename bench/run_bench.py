@@ -3,7 +3,9 @@ pipelines users write today, on the same files, each in its own process, per dat
 
     python bench/run_bench.py                      # generate the 100k chip case in a temp dir, run all
     python bench/run_bench.py --case DIR           # reuse a case made by bench/make_case.py
-    python bench/run_bench.py --case DIR --repeat 3  # median of 3 runs per stage (the naive ones run once)
+    python bench/run_bench.py --case DIR --repeat 3  # median of 3 runs per stage (the naive ones run once), the
+                                                     # stages run in rounds: each one's first run, then each
+                                                     # one's second, ... (``rounds``)
     python bench/run_bench.py --regions 20000      # a smaller case
     python bench/run_bench.py --naive-regions 20000  # time the naive pipelines on the first
                                                      # 20000 regions and extrapolate linearly
@@ -36,7 +38,8 @@ to cut where every core is busy):
 * ``naive``: the same loop plus the seven ``calculate_performance_measures`` columns (the heavier
   reference; ``--no-heavy-naive`` leaves it out).
 
-Prints a table and the ratios the targets are stated in; ``--json FILE`` saves the numbers.
+Prints a table and the ratios the targets are stated in (of the stages' medians, and round by round where a stage
+ran more than once); ``--json FILE`` saves the numbers.
 """
 
 from __future__ import annotations
@@ -378,6 +381,14 @@ def median_run(runs: list) -> dict:
     return chosen
 
 
+def rounds(counts: dict) -> list:
+    """The order the stages run in: round ``k`` runs, in the order given, each stage with more than ``k`` runs
+    (``counts``: stage -> runs). Interleaved, the stages' ``k``-th runs lie minutes apart at most, so a ratio of two
+    stages compares runs under the same load of a host whose speed drifts by up to 2x within a 20-minute pass
+    (stop 55); run one stage after another, the first stage's runs and the last's were minutes apart."""
+    return [[stage for stage, count in counts.items() if count > k] for k in range(max(counts.values(), default=0))]
+
+
 def repeats(result: dict) -> str:
     walls = result["walls_s"]
     return "" if len(walls) == 1 else f" (median of {', '.join(f'{w:.2f}' for w in walls)})"
@@ -426,8 +437,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, help="regions per batch (score, floor, compute); default: score's "
                                                         "own for the case's tracks and L (options.batch_regions)")
     parser.add_argument("--device", default="cpu", help="device for score and the compute stage")
-    parser.add_argument("--repeat", type=int, default=1, help="run each stage but the naive ones this many times "
-                                                              "and report the median wall time (highest peak RSS)")
+    parser.add_argument("--repeat", type=int, default=1, help="run each stage but the naive ones this many times, "
+                                                              "in rounds (every stage once, then again), and report "
+                                                              "the median wall time (highest peak RSS)")
     parser.add_argument("--naive-repeat", type=int, default=1,
                         help="run the naive pipelines this many times and take the median (their time moves most: "
                              "one run of chip's took 25.6 s and the next 32.7 s)")
@@ -530,24 +542,29 @@ def report(args) -> dict:
             files += ["--regions", str(args.case / description["files"]["regions"])]
         warm_page_cache([f for part in files if part != "--regions" for f in part.split(",")])
         warm_imports()
-        results = {}
         skipped = set(filter(None, args.skip.split(",")))
-        for stage, extra in (("score", []), ("score_no_plots", ["--no-plots"]),
-                             ("score_all", ["--no-plots", "--metrics", "all"])):
-            if stage in skipped:
-                continue
-            command = [str(cli), "score", *files, "--out", str(out_dir / stage), "--quiet", "--device", args.device,
-                       "--batch-size", str(args.batch_size), *extra]
-            results[stage] = median_run([run_measured(command) for _ in range(args.repeat)])
-            print(f"  {stage} done in {results[stage]['wall_s']:.1f} s{repeats(results[stage])}", flush=True)
         if "floor_parallel" in skipped:
             skipped |= set(PARALLEL_FLOORS)
+        plan = {}  # stage: (runs, one run)
+        for stage, extra in (("score", []), ("score_no_plots", ["--no-plots"]),
+                             ("score_all", ["--no-plots", "--metrics", "all"])):
+            command = [str(cli), "score", *files, "--out", str(out_dir / stage), "--quiet", "--device", args.device,
+                       "--batch-size", str(args.batch_size), *extra]
+            plan[stage] = (args.repeat, lambda command=command: run_measured(command))
         stages = [("floor", n), *((stage, n) for stage in PARALLEL_FLOORS), ("compute", n)] + \
             [(name, naive_n) for name in naive_stages]
-        for stage, count in [(stage, count) for stage, count in stages if stage not in skipped]:
+        for stage, count in stages:
             runs = args.naive_repeat if stage in NAIVE_STAGES else args.repeat
-            results[stage] = median_run([child_stage(stage, args, count) for _ in range(runs)])
-            print(f"  {stage} done in {results[stage]['wall_s']:.1f} s{repeats(results[stage])}", flush=True)
+            plan[stage] = (runs, lambda stage=stage, count=count: child_stage(stage, args, count))
+        plan = {stage: planned for stage, planned in plan.items() if stage not in skipped}
+        runs = {stage: [] for stage in plan}
+        for k, round_stages in enumerate(rounds({stage: count for stage, (count, _) in plan.items()})):
+            for stage in round_stages:
+                runs[stage].append(plan[stage][1]())
+            timed = ", ".join(f"{stage} {runs[stage][-1]['wall_s']:.2f} s" for stage in round_stages)
+            print(f"  round {k + 1}: {timed}" + (f" (naive pipelines on {naive_n} regions)" if naive_n != n else ""),
+                  flush=True)
+        results = {stage: median_run(stage_runs) for stage, stage_runs in runs.items()}
         splits = [results[stage] for stage in PARALLEL_FLOORS if stage in results]
         if splits:
             results["floor_parallel"] = min(splits, key=lambda r: r["wall_s"])
@@ -555,10 +572,18 @@ def report(args) -> dict:
         shutil.rmtree(out_dir, ignore_errors=True)
 
     scale = n / naive_n
-    # extrapolate the in-process time only; interpreter start, imports and opening the files (an .npz loaded whole)
-    # happen once
-    walls = {stage: r["wall_s"] + (scale - 1) * (r["seconds"] - r.get("once_seconds", 0.0))
-             if stage in NAIVE_STAGES else r["wall_s"] for stage, r in results.items()}
+
+    def run_wall(stage: str, run: dict) -> float:
+        # extrapolate the in-process time only; interpreter start, imports and opening the files (an .npz loaded
+        # whole) happen once
+        naive = stage in NAIVE_STAGES
+        return run["wall_s"] + (scale - 1) * (run["seconds"] - run.get("once_seconds", 0.0)) if naive else run["wall_s"]
+
+    walls = {stage: run_wall(stage, r) for stage, r in results.items()}
+    per_round = {stage: [run_wall(stage, r) for r in stage_runs] for stage, stage_runs in runs.items()}
+    if splits:
+        per_round["floor_parallel"] = [min(walls_k) for walls_k in zip(*(per_round[s] for s in PARALLEL_FLOORS
+                                                                            if s in per_round))]
     processes = results.get("floor_parallel", {}).get("processes")
     print()
     print(f"{'stage':22s} {'wall s':>9s} {'in-process s':>13s} {'CPU s':>7s} {'regions/s':>11s} {'peak RSS MB':>12s} "
@@ -587,14 +612,19 @@ def report(args) -> dict:
                  "compute / floor": ("compute", "floor"),
                  "naive (+ performance measures) / score": ("naive", "score")}
     ratios = {label: walls[a] / walls[b] for label, (a, b) in quotients.items() if a in walls and b in walls}
+    # the same quotients round by round (``rounds``): the k-th runs of both stages, run minutes apart at most
+    paired = {label: [a_k / b_k for a_k, b_k in zip(per_round[a], per_round[b])] for label, (a, b) in quotients.items()
+              if label in ratios}
     print()
     for label, value in ratios.items():
-        print(f"{label:40s} {value:6.2f}")
+        each = f"  (round by round: {', '.join(f'{r:.2f}' for r in paired[label])})" if len(paired[label]) > 1 else ""
+        print(f"{label:40s} {value:6.2f}{each}")
     print(f"{'score run memory (target < 1024 MB)':40s} {results['score']['run_peak_mb']:6.0f} MB "
           f"(largest process {results['score']['peak_rss_mb']:.0f} MB)")
     print(flush=True)
     return {"machine": machine(), "shape": shape, "case": description, "regions": n, "naive_regions": naive_n,
-            "batch_size": args.batch_size, "device": args.device, "ratios": ratios, "walls_s": walls,
+            "batch_size": args.batch_size, "device": args.device, "ratios": ratios, "paired_ratios": paired,
+            "walls_s": walls,
             "stages": {k: {key: v for key, v in r.items() if key not in ("stderr",)} for k, r in results.items()}}
 
 

@@ -310,9 +310,28 @@ def test_the_benchmark_prints_every_target_ratio(tmp_path):
     assert splits[0]["checksum"] == pytest.approx(splits[1]["checksum"], rel=1e-9)  # the same windows, once each
     assert splits[0]["checksum"] == pytest.approx(numbers["stages"]["floor"]["checksum"], rel=1e-9)
     assert len(numbers["stages"]["naive_seed"]["walls_s"]) == 2 and len(numbers["stages"]["score"]["walls_s"]) == 1
+    # round by round: score ran once, so each quotient has one paired ratio, of the first runs: where both stages ran
+    # once, the ratio itself (naive_seed's first run need not be the median of its two)
+    paired = numbers["paired_ratios"]
+    assert paired.keys() == numbers["ratios"].keys() and all(len(each) == 1 for each in paired.values())
+    assert all(each == [pytest.approx(numbers["ratios"][label])] for label, each in paired.items()
+               if "naive" not in label)
+    assert "round 1: score " in done.stdout and "round 2: naive_seed " in done.stdout
     assert all(numbers["stages"][stage]["cpu_s"] > 0 for stage in ("score", "score_all", "floor_parallel"))
     assert " CPU s " in done.stdout
     assert all(value > 0 for value in numbers["ratios"].values())
+
+
+def test_the_stages_run_in_rounds_each_stages_kth_run_in_round_k():
+    """run_bench's schedule: round k runs, in the order given, every stage with more than k runs, so that the stages'
+    k-th runs lie close in time (a ratio of two stages compares runs under the same load of the host)."""
+    from run_bench import rounds
+
+    assert rounds({"score": 3, "floor": 3, "naive_seed": 1}) == [["score", "floor", "naive_seed"], ["score", "floor"],
+                                                                ["score", "floor"]]
+    assert rounds({"score": 1, "naive_seed": 2}) == [["score", "naive_seed"], ["naive_seed"]]
+    assert rounds({"score": 2, "floor": 0}) == [["score"], ["score"]]
+    assert rounds({}) == []
 
 
 @pytest.mark.parametrize("tracks, processes", [(1, 2), (2, 2), (2, 3), (8, 2), (3, 1)])
