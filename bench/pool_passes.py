@@ -7,7 +7,9 @@
 
 Each stage's wall time is the median of all its runs in every pass; the naive pipelines', which the passes keep only
 as scaled medians, the mean of the passes'; the parallel floor the faster of its two splits (a pass from before they
-were split, whose floor dealt batches, counts as that split); memory the highest of any run.
+were split, whose floor dealt batches, counts as that split); memory the highest of any run. Below the table, the
+ratios round by round (``run_bench.rounds``: runs of both stages a minute or two apart) of every pass that has them:
+their lowest, median and highest, which show how far the host's drift moves a ratio.
 """
 
 from __future__ import annotations
@@ -52,8 +54,36 @@ def pooled(passes: list) -> dict:
         if splits:
             fastest = min(splits, key=lambda stage: walls[stage])
             stages["floor_parallel"], walls["floor_parallel"] = stages[fastest], walls[fastest]
-        out[shape] = {"case": results[0]["case"], "walls_s": walls, "stages": stages, "passes": len(results)}
+        paired = {}
+        for result in results:
+            for label, each in result.get("paired_ratios", {}).items():
+                paired.setdefault(label, []).extend(each)
+        out[shape] = {"case": results[0]["case"], "walls_s": walls, "stages": stages, "passes": len(results),
+                      "paired_ratios": paired}
     return out
+
+
+# the ratios whose round-by-round range is printed below the table
+PAIRED_COLUMNS = {"naive_seed / score (target >= 10)": "naive seed / score", "score / floor_parallel (target <= 1.5)":
+                  "score / floor ×P"}
+
+
+def print_paired_ranges(table: dict) -> None:
+    """Per shape, each ``PAIRED_COLUMNS`` ratio's lowest, median and highest round (markdown); nothing where no pass
+    has them (passes from before stop 56)."""
+    if not any(r.get("paired_ratios") for r in table.values()):
+        return
+    print()
+    print("| shape | " + " | ".join(f"{name}, round by round: lowest, median, highest (rounds)"
+                                    for name in PAIRED_COLUMNS.values()) + " |")
+    print("|---|" + "---:|" * len(PAIRED_COLUMNS))
+    for shape, r in table.items():
+        cells = []
+        for label in PAIRED_COLUMNS:
+            each = r.get("paired_ratios", {}).get(label, [])
+            cells.append(f"{min(each):.1f}, {statistics.median(each):.1f}, {max(each):.1f} ({len(each)})" if each
+                         else "not run")
+        print(f"| `{shape}` | " + " | ".join(cells) + " |")
 
 
 def main() -> None:
@@ -63,6 +93,7 @@ def main() -> None:
     args = parser.parse_args()
     table = pooled([json.loads(path.read_text()) for path in args.passes])
     print_shape_table(table)
+    print_paired_ranges(table)
     if args.json:
         args.json.write_text(json.dumps(table, indent=1))
 

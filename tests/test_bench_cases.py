@@ -470,6 +470,28 @@ def test_pooled_passes_take_the_median_of_every_run_and_the_faster_floor(capsys)
     assert pooled([first])["chip"]["walls_s"]["floor_parallel"] == 1.5
 
 
+def test_pooled_passes_give_the_range_of_each_ratio_round_by_round(capsys):
+    """bench/pool_passes.py below its table: per shape the lowest, median and highest of the round-by-round ratios of
+    every pass that has them (a pass from before the rounds has none: nothing printed for it alone)."""
+    from pool_passes import pooled, print_paired_ranges
+
+    def result(paired):
+        stage = {"walls_s": [1.0], "wall_s": 1.0, "peak_rss_mb": 1.0, "run_peak_mb": 1.0}
+        return {"case": {}, "walls_s": {"naive_seed": 10.0}, "stages": {"score": stage, "naive_seed": stage},
+                **({"paired_ratios": paired} if paired is not None else {})}
+
+    first = {"chip": result({"naive_seed / score (target >= 10)": [9.0, 12.0, 10.0]})}
+    second = {"chip": result({"naive_seed / score (target >= 10)": [8.0, 11.0, 13.0],
+                              "score / floor_parallel (target <= 1.5)": [2.0]})}
+    table = pooled([first, second])
+    assert table["chip"]["paired_ratios"]["naive_seed / score (target >= 10)"] == [9.0, 12.0, 10.0, 8.0, 11.0, 13.0]
+    print_paired_ranges(table)
+    row = capsys.readouterr().out.strip().splitlines()[-1]
+    assert row == "| `chip` | 8.0, 10.5, 13.0 (6) | 2.0, 2.0, 2.0 (1) |"
+    print_paired_ranges(pooled([{"chip": result(None)}]))
+    assert capsys.readouterr().out == ""
+
+
 def test_measure_sums_the_memory_of_every_process_of_a_run():
     """bench/measure.py: a parent holding ~60 MB whose child holds ~120 MB for a while: the largest process is the
     child's, the run's memory both together (PSS summed over the process tree: pages shared since the fork count
