@@ -389,11 +389,6 @@ def rounds(counts: dict) -> list:
     return [[stage for stage, count in counts.items() if count > k] for k in range(max(counts.values(), default=0))]
 
 
-def repeats(result: dict) -> str:
-    walls = result["walls_s"]
-    return "" if len(walls) == 1 else f" (median of {', '.join(f'{w:.2f}' for w in walls)})"
-
-
 def machine() -> str:
     """CPU model, cores usable, memory, Python and torch versions."""
     import torch
