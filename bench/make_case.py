@@ -39,7 +39,13 @@ Shapes (``--shape``; ``SHAPES`` below):
   ``multitask``: BPNet's multi-task layout, four ChIP-like tasks (the first at every summit, the others each at a
   random half of them) times two strands: 8 bigWigs (``observed.task<t>.<plus|minus>.bw``), about as large as the
   ``chip`` case's each, and logits ``(N, 8, L)`` over a quarter of ``--regions`` (25,000 windows: as many values as
-  the two-track shapes).
+  the two-track shapes);
+* ``basepairmodels`` and ``bpreveal``: the ``chip`` case (same seed: the same signal, windows and predictions) with
+  its predictions as those tools' ``predict`` write them: basepairmodels' counts-scale ``predictions/pred_profs``
+  ``(N, L, S)`` (``softmax(z_s) * (e^c_s - 1)``, ``c_s`` the region's log count plus the log of the track's share)
+  and ``predictions/pred_logcounts`` ``(N, S)``, float64 gzip-compressed in h5py's automatic chunks (the observed
+  profiles it also stores are left out: nothing reads them); BPReveal's ``head_0/logits`` ``(N, L, S)`` and
+  ``head_0/logcounts`` ``(N,)`` float32 in chunks of 100 regions, ``coords_chrom`` an index into ``chrom_names``.
 
 Writes into OUT_DIR:
 
@@ -103,8 +109,10 @@ class Shape:
     scale: float = 1.0  # the bigWigs hold the counts times this (a normalised track where it is not 1)
     ucsc_layout: bool = False  # bigWigs laid out as UCSC's bedGraphToBigWig writes them (``ucsc_bigwig``)
     predictions_layout: str = "native"  # or "chrombpnet": its predict's HDF5 (``write_chrombpnet_predictions``); or
-    # "npz": bpnet-lite 0.9's two compressed .npz files and a BED file of the windows (``write_npz_predictions``);
-    # "bigwig": counts-scale bigWigs over tiled windows and their BED file (``write_bigwig_predictions``)
+    # "basepairmodels", "bpreveal": their predict's HDF5 (``write_basepairmodels_predictions``,
+    # ``write_bpreveal_predictions``); or "npz": bpnet-lite 0.9's two compressed .npz files and a BED file of the
+    # windows (``write_npz_predictions``); "bigwig": counts-scale bigWigs over tiled windows and their BED file
+    # (``write_bigwig_predictions``)
     region_chunks: bool = False  # native predictions gzip-compressed in chunks of one region each
     human_genome: bool = False  # hg38's chromosomes (3.1 Gb), the signal kept sparse (``SparseTrack``)
     contigs: int = 0  # > 0: a draft assembly of this many contigs (``chromosome_sizes``) instead of a few chromosomes
@@ -155,6 +163,13 @@ SHAPES = {
                     "spread evenly over the tiles of a genome twice the chip case's, none touching another (a bigWig "
                     "holds one value a base; pyBigWig joins touching windows into one block), in a BED file",
                     predictions_layout="bigwig", genome_scale=2.0),
+    "basepairmodels": Shape("the chip case with its predictions as basepairmodels' (and kundajelab bpnet 2.0's) "
+                            "predict writes them: counts-scale profiles softmax(z_s) (e^c_s - 1) (N, L, S) and "
+                            "per-track log counts (N, S), float64, every dataset gzip-compressed in h5py's automatic "
+                            "chunks", predictions_layout="basepairmodels"),
+    "bpreveal": Shape("the chip case with its predictions as BPReveal's PredictionWriter writes them: head_0/logits "
+                      "(N, L, S) and head_0/logcounts (N,) float32 in chunks of 100 regions, the chromosomes as "
+                      "indices into chrom_names", predictions_layout="bpreveal"),
 }
 
 
@@ -386,10 +401,12 @@ def write_bed(path: Path, chrom, start, length: int) -> None:
 
 def write_predictions(path: Path, chrom, start, peak, length: int, counts_by_chrom: dict,
                       smooth_by_chrom: dict, rng, layout: str = "native", region_chunks: bool = False) -> int:
-    """The predictions in the native HDF5 layout or chrombpnet's (``layout``), written slice by slice (the native
+    """The predictions in the native HDF5 layout, chrombpnet's or basepairmodels' (``layout``), written slice by slice (the native
     logits with ``region_chunks`` gzip-compressed in chunks of one region); returns the chunk size along regions."""
     if layout == "chrombpnet":
         return write_chrombpnet_predictions(path, chrom, start, peak, length, counts_by_chrom, smooth_by_chrom, rng)
+    if layout == "basepairmodels":
+        return write_basepairmodels_predictions(path, chrom, start, length, counts_by_chrom, smooth_by_chrom, rng)
     n = len(start)
     tracks = next(iter(counts_by_chrom.values())).shape[0]
     slice_regions = slice_rows(n, tracks, length)
@@ -440,6 +457,70 @@ def write_chrombpnet_predictions(path: Path, chrom, start, peak, length: int, co
         h5.create_dataset("coords/coords_center", data=np.asarray(start) + length // 2, dtype=int, compression="gzip")
         h5.create_dataset("coords/coords_peak", data=np.asarray(peak), dtype=int, compression="gzip")
         return int(profs.chunks[0])
+
+
+def per_track_logcounts(logits: np.ndarray, logcounts: np.ndarray) -> np.ndarray:
+    """``c_s = c + ln(share_s)`` ``(b, S)`` float64: the region's log count ``c`` split by each track's share of the
+    softmax over every track and position of the logits ``(b, S, L)``."""
+    z = logits.astype(np.float64)
+    top = z.max(axis=(1, 2), keepdims=True)
+    track_sums = np.exp(z - top).sum(axis=2)
+    return logcounts.astype(np.float64)[:, None] + np.log(track_sums / track_sums.sum(axis=1, keepdims=True))
+
+
+def write_basepairmodels_predictions(path: Path, chrom, start, length: int, counts_by_chrom: dict,
+                                     smooth_by_chrom: dict, rng) -> int:
+    """basepairmodels ``predict``'s layout: ``predictions/pred_profs`` ``(N, L, S)`` the counts-scale profile of each
+    track, ``softmax(z_s) * (e^c_s - 1)`` (``per_track_logcounts``: negative where ``c_s < 0``, as basepairmodels
+    writes it), ``predictions/pred_logcounts`` ``(N, S)`` and ``coords/coords_{chrom,start,end}``, every dataset
+    float64 gzip-compressed in h5py's automatic chunks; written slice by slice (the native layout's slices, hence
+    values) through a chunk cache that holds a row of chunks, so that each chunk is compressed once. Returns the
+    chunk size along regions."""
+    n = len(start)
+    tracks = next(iter(counts_by_chrom.values())).shape[0]
+    with h5py.File(path, "w", rdcc_nbytes=256 << 20, rdcc_nslots=1_000_003) as h5:
+        profs = h5.create_dataset("predictions/pred_profs", (n, length, tracks), dtype=float, compression="gzip")
+        counts = h5.create_dataset("predictions/pred_logcounts", (n, tracks), dtype=float, compression="gzip")
+        for i, j, logits, logcounts in predicted_slices(chrom, start, length, counts_by_chrom, smooth_by_chrom, rng,
+                                                        slice_rows(n, tracks, length)):
+            z = logits.astype(np.float64)
+            z = np.exp(z - z.max(axis=2, keepdims=True))
+            c = per_track_logcounts(logits, logcounts)
+            profs[i:j] = (z / z.sum(axis=2, keepdims=True) * np.expm1(c)[:, :, None]).transpose(0, 2, 1)
+            counts[i:j] = c
+        coords = h5.create_group("coords")
+        coords.create_dataset("coords_chrom", data=np.asarray(chrom, dtype=object), dtype=h5py.string_dtype(),
+                              compression="gzip")
+        coords.create_dataset("coords_start", data=np.asarray(start), dtype=int, compression="gzip")
+        coords.create_dataset("coords_end", data=np.asarray(start) + length, dtype=int, compression="gzip")
+        return int(profs.chunks[0])
+
+
+def write_bpreveal_predictions(path: Path, sizes: dict, chrom, start, length: int, counts_by_chrom: dict,
+                               smooth_by_chrom: dict, rng, chunk: int = 100) -> int:
+    """BPReveal's ``PredictionWriter`` layout: ``head_0/logits`` ``(N, L, S)`` and ``head_0/logcounts`` ``(N,)``
+    float32 in chunks of ``chunk`` regions (the native layout's values), ``chrom_names``/``chrom_sizes``, and
+    ``coords_chrom`` (an index into ``chrom_names``, uint8), ``coords_start``/``coords_stop`` (uint32) at the top
+    level. Returns the chunk size along regions."""
+    n = len(start)
+    tracks = next(iter(counts_by_chrom.values())).shape[0]
+    names = list(sizes)
+    with h5py.File(path, "w") as h5:
+        h5.create_dataset("chrom_names", data=names, dtype=h5py.string_dtype(encoding="utf-8"))
+        h5.create_dataset("chrom_sizes", data=[sizes[c] for c in names], dtype="u8")
+        index = {name: k for k, name in enumerate(names)}
+        h5.create_dataset("coords_chrom", data=[index[c] for c in chrom], dtype=np.uint8 if len(names) < 256 else "u2")
+        h5.create_dataset("coords_start", data=np.asarray(start), dtype=np.uint32)
+        h5.create_dataset("coords_stop", data=np.asarray(start) + length, dtype=np.uint32)
+        head = h5.create_group("head_0")
+        logits_ds = head.create_dataset("logits", (n, length, tracks), dtype=np.float32,
+                                        chunks=(min(chunk, n), length, tracks))
+        logcounts_ds = head.create_dataset("logcounts", (n,), dtype=np.float32, chunks=(min(chunk, n),))
+        for i, j, logits, logcounts in predicted_slices(chrom, start, length, counts_by_chrom, smooth_by_chrom, rng,
+                                                        slice_rows(n, tracks, length)):
+            logits_ds[i:j] = logits.transpose(0, 2, 1)
+            logcounts_ds[i:j] = logcounts
+    return min(chunk, n)
 
 
 def write_npz_predictions(out: Path, chrom, start, length: int, counts_by_chrom: dict, smooth_by_chrom: dict,
@@ -560,6 +641,9 @@ def make_case(out_dir, n_regions: int = 100_000, length: int = 1000, seed: int =
         names = write_bigwig_predictions(out, sizes, chrom, start, length, counts, smooth, rng)
         chunk = 1
         files = {"predictions": ",".join(names), "truth": truth, "regions": "regions.bed"}
+    elif kind.predictions_layout == "bpreveal":
+        chunk = write_bpreveal_predictions(out / "predictions.h5", sizes, chrom, start, length, counts, smooth, rng)
+        files = {"predictions": "predictions.h5", "truth": truth}
     elif kind.predictions_layout == "npz":
         chunk = write_npz_predictions(out, chrom, start, length, counts, smooth, rng)
         files = {"predictions": "predictions.profile.npz,predictions.counts.npz", "truth": truth,

@@ -85,24 +85,41 @@ def bed_windows(path: Path, length: int, n: int):
 
 # The profile and log counts datasets of each HDF5 predictions layout of make_case.py
 PREDICTION_DATASETS = {"native": ("predictions/logits", "predictions/logcounts"),
-                       "chrombpnet": ("predictions/profs", "predictions/logcounts")}
+                       "chrombpnet": ("predictions/profs", "predictions/logcounts"),
+                       "basepairmodels": ("predictions/pred_profs", "predictions/pred_logcounts"),
+                       "bpreveal": ("head_0/logits", "head_0/logcounts")}
+# the layouts whose profiles are stored (N, L, S)
+POSITIONS_FIRST = ("basepairmodels", "bpreveal")
 
 
 def prediction_layout(case_dir: Path) -> str:
-    """How a case's predictions are stored: ``native`` or ``chrombpnet`` (HDF5), ``npz`` (bpnet-lite 0.9) or ``bigwig``
-    (counts-scale bigWigs, one a track)."""
+    """How a case's predictions are stored: ``native``, ``chrombpnet``, ``basepairmodels`` or ``bpreveal`` (HDF5),
+    ``npz`` (bpnet-lite 0.9) or ``bigwig`` (counts-scale bigWigs, one a track)."""
     return json.loads((case_dir / "case.json").read_text()).get("predictions_layout", "native")
 
 
 def as_logits(profile: np.ndarray, layout: str) -> np.ndarray:
     """A batch of a stored profile as logits ``(b, S, L)``, as a user turns it into them: probabilities
-    (``chrombpnet``) by ``log``, counts-scale values (``bigwig``) by ``log`` with 0 as the smallest float32, ``(b, L)``
-    as one track."""
+    (``chrombpnet``) by ``log``, counts-scale values (``bigwig``, ``basepairmodels``) by ``log`` of their magnitude
+    with 0 as the smallest float32 (basepairmodels writes a track whose log count is below 0 negative), ``(b, L)`` as
+    one track, ``(b, L, S)`` transposed."""
     if layout == "chrombpnet":
         profile = np.log(profile)
-    elif layout == "bigwig":
-        profile = np.log(np.maximum(profile, np.finfo(np.float32).tiny))
+    elif layout in ("bigwig", "basepairmodels"):
+        profile = np.log(np.maximum(np.abs(profile), np.finfo(np.float32).tiny))
+    if layout in POSITIONS_FIRST:
+        profile = profile.transpose(0, 2, 1)
     return profile[:, None, :] if profile.ndim == 2 else profile
+
+
+def region_logcounts(logcounts: np.ndarray) -> np.ndarray:
+    """A batch's stored log counts as one per region ``(b, 1)``: per-track ones (basepairmodels' ``(b, S)``) by
+    ``ln sum_s e^c_s``."""
+    logcounts = np.asarray(logcounts, dtype=np.float64).reshape(len(logcounts), -1)
+    if logcounts.shape[1] == 1:
+        return logcounts
+    top = logcounts.max(axis=1, keepdims=True)
+    return top + np.log(np.exp(logcounts - top).sum(axis=1, keepdims=True))
 
 
 def load_case(case_dir: Path, n: int):
@@ -118,6 +135,10 @@ def load_case(case_dir: Path, n: int):
         windows = bed_windows if regions.endswith(".bed") else narrowpeak_windows
         return (predictions, truth, *windows(case_dir / regions, description["length"], n))
     with h5py.File(predictions[0], "r") as h5:
+        if "chrom_names" in h5:  # BPReveal: an index into chrom_names, coords_start/coords_stop at the top level
+            chrom = np.array(h5["chrom_names"].asstr()[:], dtype=object)[h5["coords_chrom"][:n]]
+            return predictions, truth, chrom, *(h5[name][:n].astype(np.int64) for name in ("coords_start",
+                                                                                              "coords_stop"))
         chrom = np.array([c.decode() if isinstance(c, bytes) else c for c in h5["coords/coords_chrom"][:n]],
                          dtype=object)
         if "coords/coords_center" in h5:  # chrombpnet: the window centre - L//2 ..
@@ -327,7 +348,7 @@ def stage_naive(case_dir: Path, n: int, heavy: bool = True) -> dict:
             # float32, as bpnet-lite computes (chrombpnet's profiles and log counts are stored as float64)
             stored_logits, stored_logcounts = read(i, j)
             logits = torch.tensor(as_logits(stored_logits, layout), dtype=torch.float32)
-            logcounts = torch.tensor(stored_logcounts.reshape(j - i, -1), dtype=torch.float32)
+            logcounts = torch.tensor(region_logcounts(stored_logcounts), dtype=torch.float32)
             true_counts = torch.tensor(observed)
             columns = seed_losses(true_counts, logits, logcounts)
             if heavy:

@@ -60,6 +60,9 @@ def case_windows(case, description):
 def stored_windows(case, description):
     """The windows stored with a case's HDF5 predictions."""
     with h5py.File(case / description["files"]["predictions"], "r") as h5:
+        if description["predictions_layout"] == "bpreveal":  # an index into chrom_names; start and stop at the top
+            names = list(h5["chrom_names"].asstr()[:])
+            return [names[k] for k in h5["coords_chrom"][:]], h5["coords_start"][:], h5["coords_stop"][:]
         chrom = [c.decode() for c in h5["coords/coords_chrom"][:]]
         if description["predictions_layout"] == "chrombpnet":  # the window centre - L//2 ..
             start = h5["coords/coords_center"][:] - description["length"] // 2
@@ -83,9 +86,11 @@ def test_each_shape_holds_what_it_says(cases):
             with h5py.File(case / "predictions.h5", "r") as h5:
                 if shape == "chrombpnet":
                     assert h5["predictions/profs"].shape == (400, 1000)
+                elif shape in ("basepairmodels", "bpreveal"):  # (test_the_basepairmodels_and_bpreveal_shapes_...)
+                    assert "coords/coords_peak" not in h5
                 else:
                     assert h5["predictions/logits"].shape == (n, tracks, 1000), shape
-                peak = h5["coords/coords_peak"][:]
+                peak = h5["coords/coords_peak"][:] if "coords/coords_peak" in h5 else None
         assert observed.shape == (n, tracks, 1000) and (observed >= 0).all()
         integral = observed == np.rint(observed)
         if shape in ("normalised", "densefloat"):  # counts x 0.037 (CPM-like): no nonzero value an integer but 37 k
@@ -572,10 +577,11 @@ def test_the_predbw_shape_holds_predicted_bigwigs_a_block_a_window(cases):
 
 def test_the_benchmarks_readers_agree_on_every_prediction_layout(cases):
     """bench/run_bench.py reads predictions as score does (the floor) and as a user's script does (the naive
-    pipeline): the same profiles and log counts either way, for the HDF5, chrombpnet, .npz and bigWig layouts."""
+    pipeline): the same profiles and log counts either way, for the native, chrombpnet, basepairmodels and BPReveal
+    HDF5 layouts, .npz and bigWigs."""
     from run_bench import load_case, opened_predictions
 
-    for shape in ("chip", "chrombpnet", "npz", "predbw"):
+    for shape in ("chip", "chrombpnet", "npz", "predbw", "basepairmodels", "bpreveal"):
         case = cases[shape][0]
         predictions, _, chrom, start, end = load_case(case, 400)
         with opened_predictions(predictions, True, (chrom, start, end)) as fast, \
@@ -585,3 +591,61 @@ def test_the_benchmarks_readers_agree_on_every_prediction_layout(cases):
                 np.testing.assert_array_equal(a, c, err_msg=shape)
                 np.testing.assert_array_equal(np.asarray(b).reshape(j - i, -1), np.asarray(d).reshape(j - i, -1),
                                               err_msg=shape)
+
+
+def test_the_basepairmodels_and_bpreveal_shapes_hold_the_chip_predictions_as_those_tools_write_them(cases, tmp_path):
+    """``basepairmodels``: the ``chip`` case's predictions (same seed) as basepairmodels' ``predict`` writes them,
+    counts-scale ``softmax(z_s) (e^c_s - 1)`` ``(N, L, S)`` and per-track log counts ``c_s = c + ln(share_s)``, float64
+    gzip in h5py's automatic chunks; ``bpreveal``: its logits ``(N, L, S)`` and log counts as BPReveal's writer
+    stores them, float32 in chunks of 100 regions. Checked against the native file in float64 numpy; both score to the
+    ``chip`` report's per-track MNLL, BPReveal's every shared column byte for byte."""
+    import csv
+
+    from h5py._hl.filters import guess_chunk
+
+    chip = cases["chip"][0]
+    with h5py.File(chip / "predictions.h5", "r") as native:
+        z = native["predictions/logits"][:].astype(np.float64)
+        c = native["predictions/logcounts"][:, 0].astype(np.float64)
+        windows = [native["coords/coords_chrom"].asstr()[:].tolist(), native["coords/coords_start"][:],
+                   native["coords/coords_end"][:]]
+    share = np.exp(z).sum(axis=2) / np.exp(z).sum(axis=(1, 2))[:, None]
+    per_track = c[:, None] + np.log(share)
+    softmax = np.exp(z) / np.exp(z).sum(axis=2, keepdims=True)
+    with h5py.File(cases["basepairmodels"][0] / "predictions.h5", "r") as h5:
+        for name in ("predictions/pred_profs", "predictions/pred_logcounts", "coords/coords_chrom",
+                     "coords/coords_start", "coords/coords_end"):
+            assert h5[name].compression == "gzip" and h5[name].chunks == guess_chunk(h5[name].shape, None,
+                                                                                      h5[name].dtype.itemsize), name
+        profs = h5["predictions/pred_profs"]
+        assert profs.dtype == np.float64 and profs.shape == (400, 1000, 2)
+        np.testing.assert_allclose(h5["predictions/pred_logcounts"][:], per_track, rtol=1e-12)
+        np.testing.assert_allclose(profs[:], (softmax * np.expm1(per_track)[:, :, None]).transpose(0, 2, 1),
+                                   rtol=1e-12)
+        assert h5["coords/coords_chrom"].asstr()[:].tolist() == windows[0]
+        assert np.array_equal(h5["coords/coords_start"][:], windows[1])
+        assert np.array_equal(h5["coords/coords_end"][:], windows[2])
+    case, description = cases["bpreveal"]
+    with h5py.File(case / "predictions.h5", "r") as h5:
+        logits, logcounts = h5["head_0/logits"], h5["head_0/logcounts"]
+        assert logits.dtype == logcounts.dtype == np.float32 and logits.chunks == (100, 1000, 2)
+        assert logcounts.chunks == (100,) and h5["coords_chrom"].dtype == np.uint8
+        assert h5["coords_start"].dtype == h5["coords_stop"].dtype == np.uint32
+        np.testing.assert_array_equal(logits[:].transpose(0, 2, 1), z.astype(np.float32))
+        np.testing.assert_array_equal(logcounts[:], c.astype(np.float32))
+    chrom, start, end = stored_windows(case, description)
+    assert chrom == windows[0] and np.array_equal(start, windows[1]) and np.array_equal(end, windows[2])
+    reports = {}
+    for shape in ("chip", "basepairmodels", "bpreveal"):
+        case, description = cases[shape]
+        done = run_cli("score", *score_files(case, description), "--out", tmp_path / shape, "--quiet", "--no-plots")
+        assert done.returncode == 0, done.stderr
+        with open(tmp_path / shape / "regions.tsv") as handle:
+            reports[shape] = list(csv.DictReader(handle, delimiter="\t"))
+    shared = [name for name in reports["bpreveal"][0] if name in reports["chip"][0]]
+    assert len(shared) == len(reports["bpreveal"][0]) >= 8
+    assert [[row[k] for k in shared] for row in reports["bpreveal"]] == [[row[k] for k in shared]
+                                                                          for row in reports["chip"]]
+    for name in ("profile_mnll_plus", "profile_mnll_minus"):
+        np.testing.assert_allclose([float(row[name]) for row in reports["basepairmodels"]],
+                                   [float(row[name]) for row in reports["chip"]], rtol=1e-9)
