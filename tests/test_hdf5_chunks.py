@@ -462,6 +462,39 @@ def test_compressed_predictions_are_inflated_by_a_reading_process_to_the_same_nu
 
 
 @pytest.mark.skipif(not fork_is_safe(), reason="reading processes need fork on Linux, no threads")
+def test_a_compressed_positions_first_counts_profile_read_ahead_gives_each_batch_its_own_logits(tmp_path):
+    """basepairmodels' counts-scale ``pred_profs`` ``(N, L, S)``, float64 gzip: inflated by a reading process, each
+    batch reordered to ``(b, S, L)`` out of its shared memory into an array of its own (every batch held to the end
+    keeps its numbers: none is a view of memory the next batch takes), the log of the stored values (float64
+    numpy, written here), and every column the one read in-process."""
+    case = make_case(tmp_path, n=300)
+    with h5py.File(case.predictions, "r") as source:
+        logits = source["predictions/logits"][:].astype(np.float64)
+        windows = {name: source[name][:] for name in ("coords/coords_chrom", "coords/coords_start",
+                                                      "coords/coords_end")}
+        logcounts = source["predictions/logcounts"][:].reshape(len(logits), -1)
+    values = np.exp(logits) / np.exp(logits).sum(axis=2, keepdims=True) * np.exp(logcounts)[:, :, None]
+    path = tmp_path / "basepairmodels.h5"
+    with h5py.File(path, "w") as h5:
+        for name, data in windows.items():
+            h5.create_dataset(name, data=data)
+        h5.create_dataset("predictions/pred_profs", data=values.transpose(0, 2, 1), chunks=(16, 40, 1),
+                          compression="gzip")
+        h5.create_dataset("predictions/pred_logcounts", data=np.repeat(logcounts, logits.shape[1], axis=1))
+    bigwigs = [str(p) for p in case.bigwigs]
+    with open_inputs(Job.of(str(path), bigwigs, batch_size=64, read_workers=2)) as inputs:
+        assert isinstance(inputs.preds._ahead, ProcessReadAhead)
+        held = [batch[2][0] for batch in inputs.batches()]
+    assert all(batch.flags.owndata and batch.flags.c_contiguous for batch in held)
+    np.testing.assert_array_equal(np.concatenate(held), np.log(values))
+    beside = score(str(path), bigwigs, batch_size=64, read_workers=1, device="cpu")
+    alone = score(str(path), bigwigs, batch_size=64, read_workers=0, device="cpu")
+    assert beside.columns.keys() == alone.columns.keys()
+    for name, got in alone.columns.items():
+        np.testing.assert_array_equal(beside.columns[name], got, err_msg=name)
+
+
+@pytest.mark.skipif(not fork_is_safe(), reason="reading processes need fork on Linux, no threads")
 def test_a_damaged_chunk_inflated_by_a_reading_process_is_the_same_error(tmp_path):
     case = make_case(tmp_path, n=300)
     gz = gzip_predictions(case, tmp_path / "gz.h5")

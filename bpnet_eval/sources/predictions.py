@@ -269,11 +269,14 @@ class HDF5Predictions(PredictionSource):
                                      dtype=self._profile.dtype.newbyteorder("="), processes=1)
 
     def _stored_profile(self, i: int, j: int) -> np.ndarray:
-        """The profile's rows ``i..j`` as stored: from the processes reading ahead where they read that batch next
-        (copied: their memory takes the next batch), else read here."""
+        """The profile's rows ``i..j`` as ``(b, S, L)``, an array of their own: from the processes reading ahead where
+        they read that batch next (copied, as their memory takes the next batch, in one pass with the reordering of
+        an ``(N, L, S)`` profile: a second batch-sized copy was a fresh mmap whose page faults cost ~1 s of system time
+        per 100k float64 regions), else read here."""
         if self._ahead is not None and self._ahead.is_next(i, j):
-            return np.array(self._ahead.read(i, j)).reshape(j - i, *self._profile.shape[1:])
-        return self._read_profile(i, j)
+            profile = to_nsl(self._ahead.read(i, j).reshape(j - i, *self._profile.shape[1:]), self._axes)
+            return profile if profile.flags.owndata else profile.copy()
+        return to_nsl(self._read_profile(i, j), self._axes)
 
     def read(self, i: int, j: int):
         """Logits ``(j-i, S, L)`` and log counts ``(j-i, T)`` of regions ``i..j``."""
@@ -281,7 +284,7 @@ class HDF5Predictions(PredictionSource):
             profile, logcounts = self._stored_profile(i, j), np.asarray(self._read_logcounts(i, j))
         except UNEXPECTED_READ_ERRORS as err:
             raise damaged(self.path, i, j, err) from None
-        return (profile_to_logits(to_nsl(profile, self._axes), self.layout.profile_kind, owned=True),
+        return (profile_to_logits(profile, self.layout.profile_kind, owned=True),
                 logcounts.reshape(j - i, self.n_logcount_columns))
 
     def close(self):
