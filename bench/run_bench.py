@@ -116,10 +116,7 @@ def region_logcounts(logcounts: np.ndarray) -> np.ndarray:
     """A batch's stored log counts as one per region ``(b, 1)``: per-track ones (basepairmodels' ``(b, S)``) by
     ``ln sum_s e^c_s``."""
     logcounts = np.asarray(logcounts, dtype=np.float64).reshape(len(logcounts), -1)
-    if logcounts.shape[1] == 1:
-        return logcounts
-    top = logcounts.max(axis=1, keepdims=True)
-    return top + np.log(np.exp(logcounts - top).sum(axis=1, keepdims=True))
+    return logcounts if logcounts.shape[1] == 1 else np.logaddexp.reduce(logcounts, axis=1, keepdims=True)
 
 
 def load_case(case_dir: Path, n: int):

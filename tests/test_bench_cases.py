@@ -649,3 +649,16 @@ def test_the_basepairmodels_and_bpreveal_shapes_hold_the_chip_predictions_as_tho
     for name in ("profile_mnll_plus", "profile_mnll_minus"):
         np.testing.assert_allclose([float(row[name]) for row in reports["basepairmodels"]],
                                    [float(row[name]) for row in reports["chip"]], rtol=1e-9)
+
+
+def test_the_naive_pipeline_joins_per_track_log_counts_into_the_regions_total():
+    """basepairmodels stores a log count a track ``(b, S)``: the naive pipeline's region total is ``ln sum_s e^c_s``
+    (float64, written here); one log count a region, ``(b,)`` or ``(b, 1)``, is taken as it is."""
+    from run_bench import region_logcounts
+
+    per_track = np.array([[1.0, 2.0], [3.0, -1.0], [700.0, 700.0]])
+    expected = [np.log(np.e + np.e ** 2), np.log(np.e ** 3 + np.e ** -1), 700.0 + np.log(2.0)]
+    np.testing.assert_allclose(region_logcounts(per_track)[:, 0], expected, rtol=1e-15)
+    assert region_logcounts(per_track).shape == (3, 1)
+    for one in (np.array([1.5, -2.0]), np.array([[1.5], [-2.0]])):
+        np.testing.assert_array_equal(region_logcounts(one), [[1.5], [-2.0]])
