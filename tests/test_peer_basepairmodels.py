@@ -137,3 +137,31 @@ def test_metrics_of_a_batch_in_blocks_equal_each_region_alone(monkeypatch):
             for name, values in alone.items():
                 assert np.array_equal(batch[name][i:i + 1], values, equal_nan=True), (name, i)
     assert batch["jsd"][5] == 0 and batch["jsd"][7] == 0 and np.isnan(batch["mnll"]).sum() == 0
+
+
+@pytest.mark.parametrize("length", [1, 3, 8, 81, 1000, 1003])
+def test_the_jsd_to_uniform_from_nonzero_positions_is_every_terms_bit_for_bit(length):
+    """basepairmodels' JSD bound, ``jensenshannon(k / sum k, uniform)``, from the nonzero counts alone equals the
+    formula over every position bit for bit: sparse and dense counts, normalised (non-integer) tracks, values from
+    1e-300 to 1e300, a value whose share underflows to 0; rows with a NaN, a negative value or no reads fall back to
+    every term (NaN or inf where the formula gives them)."""
+    from bpnet_eval.metrics.basepairmodels import jensenshannon_rows, jensenshannon_rows_to_uniform
+
+    rng = np.random.default_rng(length)
+    cases = [rng.poisson(rng.gamma(0.2, 1.0), size=(30, length)).astype(np.float64),
+             rng.poisson(5.0, size=(30, length)).astype(np.float64),
+             rng.poisson(0.05, size=(30, length)) * 0.037 + (np.arange(length) == 0),
+             rng.random((30, length)) * (rng.random((30, length)) < 0.1) * 1e-300 + (np.arange(length) == 0) * 1e-300,
+             rng.random((30, length)) * 1e300]
+    tiny_share = rng.poisson(0.3, size=(5, length)).astype(np.float64)
+    tiny_share[:, 0], tiny_share[0, -1] = 1e300, 5e-324
+    hostile = rng.poisson(0.3, size=(4, length)).astype(np.float64) + 1
+    hostile[1, 0], hostile[2, 0], hostile[3] = np.nan, -1.0, 0.0
+    for counts in cases + [tiny_share, hostile]:
+        uniform = np.full_like(counts, 1.0 / length)
+        with np.errstate(all="ignore"):
+            expected = jensenshannon_rows(counts, uniform)
+            got = jensenshannon_rows_to_uniform(counts, uniform)
+        assert got.shape == expected.shape and np.array_equal(got, expected, equal_nan=True)
+    assert np.isfinite(got[0]) and np.isnan(got[[1, 3]]).all()
+    assert length == 1 or not np.isfinite(got[2])  # (a negative value: inf or NaN, as every term gives)

@@ -16,6 +16,8 @@ arrays are initialised):
 - ``mse = mean (k - p (e^c - 1))^2``.
 """
 
+from functools import lru_cache
+
 import numpy as np
 import torch
 
@@ -129,6 +131,34 @@ def jensenshannon_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.sqrt((left.sum(axis=-1) + right.sum(axis=-1)) / 2.0)
 
 
+def jensenshannon_rows_to_uniform(a: np.ndarray, uniform: np.ndarray) -> np.ndarray:
+    """``jensenshannon_rows(a, uniform)`` (``uniform``: rows of one value) of non-negative rows ``a`` with finite
+    positive sums, the same bits from ``a``'s nonzero positions: where ``a_i = 0``, ``m_i = b_i / 2`` exactly, so
+    ``a``'s term is 0 and the uniform's is ``b_i ln 2`` (``ln 2`` as numpy's vectorised ``log`` gives it); each sum
+    still adds a full row of terms in numpy's order. Rows of observed counts are mostly zero: ~4x less time than
+    every term. Other rows (a NaN, an inf, a negative value, a sum of 0 or inf): every term."""
+    totals = a.sum(axis=-1)
+    if a.size == 0 or not (np.isfinite(totals).all() and (totals > 0).all() and a.min() >= 0):
+        return jensenshannon_rows(a, uniform)
+    n, length = a.shape
+    flat = a.reshape(-1)
+    where = np.flatnonzero(flat)
+    b = (uniform[:1] / uniform[:1].sum(axis=-1, keepdims=True))[0, 0]  # every value of every row's rescaled uniform
+    rescaled = flat[where] / totals[where // length]
+    m = (rescaled + b) / 2
+    left, right = np.zeros(a.size), np.full(a.size, b * _log_of_two())
+    with np.errstate(divide="ignore", invalid="ignore"):
+        left[where] = np.where(rescaled > 0, rescaled * np.log(rescaled / m), 0.0)  # (0: a value that underflowed)
+        right[where] = b * np.log(b / m)
+    return np.sqrt((left.reshape(n, length).sum(axis=-1) + right.reshape(n, length).sum(axis=-1)) / 2.0)
+
+
+@lru_cache(maxsize=None)
+def _log_of_two() -> float:
+    """``ln 2`` as numpy's vectorised ``log`` gives it."""
+    return float(np.log(np.full(64, 2.0))[0])
+
+
 def min_max_normalize(value: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
     """``clip((v - min) / (max - min), 0, 1)``, 1 where ``max = min`` (NaN stays NaN, as its comparisons leave it; a
     quotient that overflows, over a subnormal ``max - min``, clips to 1 as well)."""
@@ -199,6 +229,6 @@ def _block_metrics(probs: np.ndarray, logcounts: np.ndarray, observed: np.ndarra
 
     out["cross_entropy"][rows] = min_max_normalize(cross_entropy(fixed), cross_entropy(own), cross_entropy(uniform))
     out["jsd"][rows] = min_max_normalize(jensenshannon_rows(q, fixed), np.zeros(len(k)),
-                                         jensenshannon_rows(own, uniform))
+                                         jensenshannon_rows_to_uniform(own, uniform))
     out["mse"][rows] = np.mean(np.square(k - v), axis=-1)
     return out
