@@ -401,12 +401,14 @@ def write_bed(path: Path, chrom, start, length: int) -> None:
 
 def write_predictions(path: Path, chrom, start, peak, length: int, counts_by_chrom: dict,
                       smooth_by_chrom: dict, rng, layout: str = "native", region_chunks: bool = False) -> int:
-    """The predictions in the native HDF5 layout, chrombpnet's or basepairmodels' (``layout``), written slice by slice (the native
-    logits with ``region_chunks`` gzip-compressed in chunks of one region); returns the chunk size along regions."""
+    """The predictions in the native HDF5 layout or chrombpnet's, basepairmodels' or BPReveal's (``layout``), written
+    slice by slice (the native logits with ``region_chunks`` gzip-compressed in chunks of one region); returns the chunk
+    size along regions."""
     if layout == "chrombpnet":
         return write_chrombpnet_predictions(path, chrom, start, peak, length, counts_by_chrom, smooth_by_chrom, rng)
-    if layout == "basepairmodels":
-        return write_basepairmodels_predictions(path, chrom, start, length, counts_by_chrom, smooth_by_chrom, rng)
+    if layout in ("basepairmodels", "bpreveal"):
+        write = write_basepairmodels_predictions if layout == "basepairmodels" else write_bpreveal_predictions
+        return write(path, chrom, start, length, counts_by_chrom, smooth_by_chrom, rng)
     n = len(start)
     tracks = next(iter(counts_by_chrom.values())).shape[0]
     slice_regions = slice_rows(n, tracks, length)
@@ -459,20 +461,12 @@ def write_chrombpnet_predictions(path: Path, chrom, start, peak, length: int, co
         return int(profs.chunks[0])
 
 
-def per_track_logcounts(logits: np.ndarray, logcounts: np.ndarray) -> np.ndarray:
-    """``c_s = c + ln(share_s)`` ``(b, S)`` float64: the region's log count ``c`` split by each track's share of the
-    softmax over every track and position of the logits ``(b, S, L)``."""
-    z = logits.astype(np.float64)
-    top = z.max(axis=(1, 2), keepdims=True)
-    track_sums = np.exp(z - top).sum(axis=2)
-    return logcounts.astype(np.float64)[:, None] + np.log(track_sums / track_sums.sum(axis=1, keepdims=True))
-
-
 def write_basepairmodels_predictions(path: Path, chrom, start, length: int, counts_by_chrom: dict,
                                      smooth_by_chrom: dict, rng) -> int:
     """basepairmodels ``predict``'s layout: ``predictions/pred_profs`` ``(N, L, S)`` the counts-scale profile of each
-    track, ``softmax(z_s) * (e^c_s - 1)`` (``per_track_logcounts``: negative where ``c_s < 0``, as basepairmodels
-    writes it), ``predictions/pred_logcounts`` ``(N, S)`` and ``coords/coords_{chrom,start,end}``, every dataset
+    track, ``softmax(z_s) * (e^c_s - 1)`` with ``c_s = c + ln(share_s)``, the region's log count ``c`` split by each
+    track's share of the softmax over every track and position (negative where ``c_s < 0``, as basepairmodels writes
+    it), ``predictions/pred_logcounts`` ``(N, S)`` (``c_s``) and ``coords/coords_{chrom,start,end}``, every dataset
     float64 gzip-compressed in h5py's automatic chunks; written slice by slice (the native layout's slices, hence
     values) through a chunk cache that holds a row of chunks, so that each chunk is compressed once. Returns the
     chunk size along regions."""
@@ -484,9 +478,10 @@ def write_basepairmodels_predictions(path: Path, chrom, start, length: int, coun
         for i, j, logits, logcounts in predicted_slices(chrom, start, length, counts_by_chrom, smooth_by_chrom, rng,
                                                         slice_rows(n, tracks, length)):
             z = logits.astype(np.float64)
-            z = np.exp(z - z.max(axis=2, keepdims=True))
-            c = per_track_logcounts(logits, logcounts)
-            profs[i:j] = (z / z.sum(axis=2, keepdims=True) * np.expm1(c)[:, :, None]).transpose(0, 2, 1)
+            z = np.exp(z - z.max(axis=(1, 2), keepdims=True))
+            track_sums = z.sum(axis=2)
+            c = logcounts.astype(np.float64)[:, None] + np.log(track_sums / track_sums.sum(axis=1, keepdims=True))
+            profs[i:j] = (z / track_sums[:, :, None] * np.expm1(c)[:, :, None]).transpose(0, 2, 1)
             counts[i:j] = c
         coords = h5.create_group("coords")
         coords.create_dataset("coords_chrom", data=np.asarray(chrom, dtype=object), dtype=h5py.string_dtype(),
@@ -496,18 +491,18 @@ def write_basepairmodels_predictions(path: Path, chrom, start, length: int, coun
         return int(profs.chunks[0])
 
 
-def write_bpreveal_predictions(path: Path, sizes: dict, chrom, start, length: int, counts_by_chrom: dict,
-                               smooth_by_chrom: dict, rng, chunk: int = 100) -> int:
+def write_bpreveal_predictions(path: Path, chrom, start, length: int, counts_by_chrom: dict, smooth_by_chrom: dict,
+                               rng, chunk: int = 100) -> int:
     """BPReveal's ``PredictionWriter`` layout: ``head_0/logits`` ``(N, L, S)`` and ``head_0/logcounts`` ``(N,)``
     float32 in chunks of ``chunk`` regions (the native layout's values), ``chrom_names``/``chrom_sizes``, and
     ``coords_chrom`` (an index into ``chrom_names``, uint8), ``coords_start``/``coords_stop`` (uint32) at the top
-    level. Returns the chunk size along regions."""
+    level (the chromosomes those of the tracks, ``(S, size)`` each). Returns the chunk size along regions."""
     n = len(start)
     tracks = next(iter(counts_by_chrom.values())).shape[0]
-    names = list(sizes)
+    names = list(counts_by_chrom)
     with h5py.File(path, "w") as h5:
         h5.create_dataset("chrom_names", data=names, dtype=h5py.string_dtype(encoding="utf-8"))
-        h5.create_dataset("chrom_sizes", data=[sizes[c] for c in names], dtype="u8")
+        h5.create_dataset("chrom_sizes", data=[counts_by_chrom[c].shape[1] for c in names], dtype="u8")
         index = {name: k for k, name in enumerate(names)}
         h5.create_dataset("coords_chrom", data=[index[c] for c in chrom], dtype=np.uint8 if len(names) < 256 else "u2")
         h5.create_dataset("coords_start", data=np.asarray(start), dtype=np.uint32)
@@ -641,9 +636,6 @@ def make_case(out_dir, n_regions: int = 100_000, length: int = 1000, seed: int =
         names = write_bigwig_predictions(out, sizes, chrom, start, length, counts, smooth, rng)
         chunk = 1
         files = {"predictions": ",".join(names), "truth": truth, "regions": "regions.bed"}
-    elif kind.predictions_layout == "bpreveal":
-        chunk = write_bpreveal_predictions(out / "predictions.h5", sizes, chrom, start, length, counts, smooth, rng)
-        files = {"predictions": "predictions.h5", "truth": truth}
     elif kind.predictions_layout == "npz":
         chunk = write_npz_predictions(out, chrom, start, length, counts, smooth, rng)
         files = {"predictions": "predictions.profile.npz,predictions.counts.npz", "truth": truth,
