@@ -45,7 +45,10 @@ Shapes (``--shape``; ``SHAPES`` below):
   ``(N, L, S)`` (``softmax(z_s) * (e^c_s - 1)``, ``c_s`` the region's log count plus the log of the track's share)
   and ``predictions/pred_logcounts`` ``(N, S)``, float64 gzip-compressed in h5py's automatic chunks (the observed
   profiles it also stores are left out: nothing reads them); BPReveal's ``head_0/logits`` ``(N, L, S)`` and
-  ``head_0/logcounts`` ``(N,)`` float32 in chunks of 100 regions, ``coords_chrom`` an index into ``chrom_names``.
+  ``head_0/logcounts`` ``(N,)`` float32 in chunks of 100 regions, ``coords_chrom`` an index into ``chrom_names``;
+* ``long``: the ``chip`` signal over 10,000-bp windows (L = 10,000 whatever ``--length``), a tenth of ``--regions``
+  (10,000 windows: as many values as the two-track shapes), where the naive pipeline's cost is per value rather than
+  per window.
 
 Writes into OUT_DIR:
 
@@ -117,6 +120,7 @@ class Shape:
     human_genome: bool = False  # hg38's chromosomes (3.1 Gb), the signal kept sparse (``SparseTrack``)
     contigs: int = 0  # > 0: a draft assembly of this many contigs (``chromosome_sizes``) instead of a few chromosomes
     regions_scale: float = 1.0  # windows scored: this share of ``--regions`` (the genome and its peaks as for all)
+    length: int = 0  # > 0: the windows' length (L) whatever ``--length``
 
 
 SHAPES = {
@@ -170,6 +174,9 @@ SHAPES = {
     "bpreveal": Shape("the chip case with its predictions as BPReveal's PredictionWriter writes them: head_0/logits "
                       "(N, L, S) and head_0/logcounts (N,) float32 in chunks of 100 regions, the chromosomes as "
                       "indices into chrom_names", predictions_layout="bpreveal"),
+    "long": Shape("the chip signal over 10,000-bp windows (L = 10,000), a tenth as many windows (as many values as "
+                  "the two-track shapes): the naive pipeline's cost is per value there, not per window",
+                  length=10_000, regions_scale=0.1),
 }
 
 
@@ -606,6 +613,7 @@ def make_case(out_dir, n_regions: int = 100_000, length: int = 1000, seed: int =
               shape: str = "chip") -> dict:
     """Write the case of ``shape`` into ``out_dir``; return its description (also saved as ``case.json``)."""
     kind = SHAPES[shape]
+    length = kind.length or length
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)

@@ -76,8 +76,11 @@ def test_each_shape_holds_what_it_says(cases):
     for shape, (case, description) in cases.items():
         chrom, start, observed = observed_windows(case, description)
         tracks = 1 if shape in ("s1", "chrombpnet") else 8 if shape == "multitask" else 2
-        n = 100 if shape == "multitask" else 400  # a quarter of --regions (as many values as the two-track shapes)
+        # multitask: a quarter of --regions, long: a tenth of 10-kb windows (as many values as the two-track shapes)
+        n = {"multitask": 100, "long": 40}.get(shape, 400)
+        length = 10_000 if shape == "long" else 1000
         assert description["n_regions"] == n and description["n_tracks"] == tracks
+        assert description["length"] == length
         if shape == "npz":  # (test_the_npz_shape_...)
             assert np.load(case / "predictions.profile.npz")["arr_0"].shape == (400, tracks, 1000)
         elif shape == "predbw":  # (test_the_predbw_shape_...)
@@ -89,9 +92,9 @@ def test_each_shape_holds_what_it_says(cases):
                 elif shape in ("basepairmodels", "bpreveal"):  # (test_the_basepairmodels_and_bpreveal_shapes_...)
                     assert "coords/coords_peak" not in h5
                 else:
-                    assert h5["predictions/logits"].shape == (n, tracks, 1000), shape
+                    assert h5["predictions/logits"].shape == (n, tracks, length), shape
                 peak = h5["coords/coords_peak"][:] if "coords/coords_peak" in h5 else None
-        assert observed.shape == (n, tracks, 1000) and (observed >= 0).all()
+        assert observed.shape == (n, tracks, length) and (observed >= 0).all()
         integral = observed == np.rint(observed)
         if shape in ("normalised", "densefloat"):  # counts x 0.037 (CPM-like): no nonzero value an integer but 37 k
             counts = observed.astype(np.float64) / 0.037
