@@ -148,8 +148,8 @@ GroupsOption = Annotated[Optional[List[Path]], typer.Option(
          "chrom start end (windows as regions.tsv writes them) or row (1-based), one grouping per other "
          "column. A region may be in no group or in several (docs/reports.md#region-groups).")]
 DtypeOption = Annotated[Dtype, typer.Option(
-    "--dtype", rich_help_panel=PERFORMANCE, help="float64 (exact to 1e-6) or float32 (1e-4; computed in torch, no faster on the CPU: "
-         "docs/usage.md).")]
+    "--dtype", rich_help_panel=PERFORMANCE,
+    help="float64 (exact to 1e-6) or float32 (1e-4; computed in torch, no faster on the CPU: docs/usage.md).")]
 
 
 def score_options(count_loss_weight, dtype, track_names, metrics, preset, smooth, smooth_sigma, smooth_width,
